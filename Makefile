@@ -1,0 +1,44 @@
+# Anodyne: the two commands are `make up` and `make test` (see README.md).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+export ANODYNE_CACHE ?= /var/cache/anodyne
+NPM_STAMP := node_modules/.anodyne-installed
+
+.PHONY: help up test deps npm release build lint typecheck bench clean-env
+
+help:
+	@echo "make up     install what is missing, build, start the platform"
+	@echo "make test   install what is missing, build, lint and run every test"
+	@echo "make release  build the Kubernetes release into \$$ANODYNE_CACHE (prints its directory last)"
+
+## Debian packages (only the missing ones)
+deps:
+	@scripts/install-deps.sh
+
+## npm dependencies, reinstalled only when package-lock.json changes
+$(NPM_STAMP): package-lock.json package.json $(wildcard packages/*/package.json)
+	@echo "npm: installing dependencies"
+	@npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+npm: deps $(NPM_STAMP)
+
+release: deps
+	@release/build.sh
+
+build: npm
+	@npx tsc --build
+
+typecheck: npm
+	@npx tsc --build
+
+lint: build
+	@npx eslint .
+
+up: deps npm release build
+	@scripts/up.sh
+
+test: deps npm release build lint
+	@scripts/test.sh all

@@ -1,0 +1,180 @@
+import { readFileSync } from 'node:fs';
+import { Type, type Static, type TSchema, type TObject } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import { parse as parseYaml } from 'yaml';
+import { InputError } from './errors.js';
+
+/**
+ * The platform's configuration. One YAML file plus environment overrides; every key has
+ * an embedded default so `anodyne server` runs with no file at all.
+ */
+export const PlatformConfigSchema = Type.Object(
+  {
+    /** Where the platform keeps its database file, keys and generated files. */
+    dataDir: Type.String({ minLength: 1, default: '/var/lib/anodyne' }),
+    /** Where release builds are cached, keyed by version. */
+    cacheDir: Type.String({ minLength: 1, default: '/var/cache/anodyne' }),
+    log: Type.Object(
+      {
+        level: Type.Union(
+          ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
+          { default: 'info' },
+        ),
+      },
+      { default: {}, additionalProperties: false },
+    ),
+    store: Type.Object(
+      {
+        driver: Type.Union([Type.Literal('sqlite'), Type.Literal('postgres')], { default: 'sqlite' }),
+        /** SQLite file; relative paths are under dataDir. */
+        path: Type.String({ minLength: 1, default: 'anodyne.db' }),
+        /** PostgreSQL connection string, required when driver is postgres. */
+        url: Type.Optional(Type.String({ minLength: 1 })),
+        poolSize: Type.Integer({ minimum: 1, maximum: 200, default: 10 }),
+      },
+      { default: {}, additionalProperties: false },
+    ),
+    server: Type.Object(
+      {
+        host: Type.String({ minLength: 1, default: '127.0.0.1' }),
+        port: Type.Integer({ minimum: 1, maximum: 65535, default: 9021 }),
+        /** Extra names and addresses for the serving certificate. */
+        altNames: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
+      },
+      { default: {}, additionalProperties: false },
+    ),
+    provider: Type.Object(
+      {
+        type: Type.Union([Type.Literal('local'), Type.Literal('fake')], { default: 'local' }),
+        /** The network the local provider's VMs live on (CIDR). */
+        network: Type.String({ minLength: 1, default: '10.244.0.0/24' }),
+      },
+      { default: {}, additionalProperties: false },
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export type PlatformConfig = Static<typeof PlatformConfigSchema>;
+
+export interface LoadConfigOptions {
+  /** YAML file to read; absent means defaults plus environment only. */
+  file?: string | undefined;
+  /** Environment to read overrides from; defaults to process.env. */
+  env?: Record<string, string | undefined>;
+  /** Prefix of environment variables; `ANODYNE` gives ANODYNE_STORE_URL for store.url. */
+  prefix?: string;
+}
+
+function screamingSnake(key: string): string {
+  return key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
+}
+
+interface EnvBinding {
+  name: string;
+  path: string[];
+  schema: TSchema;
+}
+
+/** One environment variable per leaf of the schema: store.url → PREFIX_STORE_URL. */
+export function envBindings(schema: TSchema, prefix = 'ANODYNE'): EnvBinding[] {
+  const out: EnvBinding[] = [];
+  const walk = (s: TSchema, path: string[]): void => {
+    if (s['type'] === 'object' && s['properties']) {
+      for (const [k, child] of Object.entries((s as TObject).properties)) walk(child, [...path, k]);
+      return;
+    }
+    out.push({ name: [prefix, ...path.map(screamingSnake)].join('_'), path, schema: s });
+  };
+  walk(schema, []);
+  return out;
+}
+
+function leafType(schema: TSchema): string {
+  if (typeof schema['type'] === 'string') return schema['type'];
+  const anyOf = schema['anyOf'] as TSchema[] | undefined;
+  if (anyOf && anyOf.length > 0 && anyOf[0]) return leafType(anyOf[0]);
+  if ('const' in schema) return typeof schema['const'];
+  return 'string';
+}
+
+function coerceEnv(binding: EnvBinding, raw: string): unknown {
+  const type = leafType(binding.schema);
+  const key = binding.path.join('.');
+  switch (type) {
+    case 'integer':
+    case 'number': {
+      const n = Number(raw);
+      if (raw.trim() === '' || !Number.isFinite(n)) {
+        throw new InputError('ANODYNE_E_CONFIG_INVALID', `config key ${key} (from ${binding.name}) must be a number, got ${JSON.stringify(raw)}`, { details: { key, env: binding.name } });
+      }
+      return n;
+    }
+    case 'boolean':
+      if (/^(1|true|yes|on)$/i.test(raw)) return true;
+      if (/^(0|false|no|off)$/i.test(raw)) return false;
+      throw new InputError('ANODYNE_E_CONFIG_INVALID', `config key ${key} (from ${binding.name}) must be true or false, got ${JSON.stringify(raw)}`, { details: { key, env: binding.name } });
+    case 'array':
+      return raw.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+    default:
+      return raw;
+  }
+}
+
+function setPath(target: Record<string, unknown>, path: string[], value: unknown): void {
+  let cur = target;
+  for (const seg of path.slice(0, -1)) {
+    const next = cur[seg];
+    if (next === undefined || next === null || typeof next !== 'object') cur[seg] = {};
+    cur = cur[seg] as Record<string, unknown>;
+  }
+  const last = path[path.length - 1];
+  if (last !== undefined) cur[last] = value;
+}
+
+/** `/store/driver` → `store.driver` */
+function keyFromPointer(pointer: string): string {
+  return pointer.replace(/^\//, '').split('/').map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~')).join('.') || '(root)';
+}
+
+/**
+ * Loads configuration: schema defaults, then the YAML file, then environment overrides.
+ * Throws InputError ANODYNE_E_CONFIG_INVALID naming the first bad key (and listing all
+ * in details.errors), or ANODYNE_E_CONFIG_UNREADABLE when the file cannot be read or parsed.
+ */
+export function loadConfig<S extends TSchema>(schema: S, options: LoadConfigOptions = {}): Static<S> {
+  let fromFile: unknown = {};
+  if (options.file) {
+    let text: string;
+    try {
+      text = readFileSync(options.file, 'utf8');
+    } catch (err) {
+      throw new InputError('ANODYNE_E_CONFIG_UNREADABLE', `cannot read config file ${options.file}: ${(err as Error).message}`, { cause: err, details: { file: options.file } });
+    }
+    try {
+      fromFile = parseYaml(text) ?? {};
+    } catch (err) {
+      throw new InputError('ANODYNE_E_CONFIG_UNREADABLE', `config file ${options.file} is not valid YAML: ${(err as Error).message}`, { cause: err, details: { file: options.file } });
+    }
+    if (typeof fromFile !== 'object' || Array.isArray(fromFile)) {
+      throw new InputError('ANODYNE_E_CONFIG_INVALID', `config file ${options.file} must hold a mapping at the top level`, { details: { file: options.file, key: '(root)' } });
+    }
+  }
+  const value = structuredClone(fromFile) as Record<string, unknown>;
+  const env = options.env ?? process.env;
+  for (const binding of envBindings(schema, options.prefix ?? 'ANODYNE')) {
+    const raw = env[binding.name];
+    if (raw !== undefined) setPath(value, binding.path, coerceEnv(binding, raw));
+  }
+  const withDefaults = Value.Default(schema, value);
+  const errors = [...Value.Errors(schema, withDefaults)].map((e) => ({ key: keyFromPointer(e.path), message: e.message, value: e.value }));
+  if (errors.length > 0) {
+    const first = errors[0]!;
+    const unknownKey = first.message.toLowerCase().includes('unexpected property');
+    const msg = unknownKey ? `unknown config key ${first.key}` : `config key ${first.key}: ${first.message}`;
+    throw new InputError('ANODYNE_E_CONFIG_INVALID', msg, {
+      details: { key: first.key, errors: errors.map(({ key, message }) => ({ key, message })) },
+    });
+  }
+  return withDefaults;
+}

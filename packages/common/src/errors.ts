@@ -1,0 +1,207 @@
+/**
+ * Anodyne's errors: one catalogue of stable codes, a base class and domain errors.
+ *
+ * Domain errors know nothing of HTTP. Each code carries a `kind`; the API maps kinds to
+ * status codes in exactly one place. Codes are part of the public contract: clients,
+ * scripts and the CLI match on them, so a code is never renamed or reused.
+ */
+
+/** The broad classes of failure. The API maps each to one HTTP status. */
+export type ErrorKind =
+  | 'invalid_input'
+  | 'not_found'
+  | 'conflict'
+  | 'not_allowed'
+  | 'unauthenticated'
+  | 'unavailable'
+  | 'precondition_failed'
+  | 'quota_exceeded'
+  | 'timeout'
+  | 'cancelled'
+  | 'internal';
+
+export interface ErrorDefinition {
+  readonly code: string;
+  readonly kind: ErrorKind;
+  /** Default message; call sites usually give a more specific one. */
+  readonly message: string;
+  /** Whether the same call may succeed if repeated later unchanged. */
+  readonly retryable: boolean;
+}
+
+function def(code: string, kind: ErrorKind, message: string, retryable = false): ErrorDefinition {
+  return { code, kind, message, retryable };
+}
+
+/**
+ * The catalogue. Every key equals its code (guarded by errors.test.ts), codes are
+ * unique and match /^ANODYNE_E_[A-Z0-9_]+$/.
+ */
+export const ErrorCodes = {
+  // generic
+  ANODYNE_E_INTERNAL: def('ANODYNE_E_INTERNAL', 'internal', 'Internal error'),
+  ANODYNE_E_INVALID_INPUT: def('ANODYNE_E_INVALID_INPUT', 'invalid_input', 'Invalid input'),
+  ANODYNE_E_NOT_FOUND: def('ANODYNE_E_NOT_FOUND', 'not_found', 'Not found'),
+  ANODYNE_E_CONFLICT: def('ANODYNE_E_CONFLICT', 'conflict', 'Conflict'),
+  ANODYNE_E_NOT_ALLOWED: def('ANODYNE_E_NOT_ALLOWED', 'not_allowed', 'Not allowed'),
+  ANODYNE_E_UNAUTHENTICATED: def('ANODYNE_E_UNAUTHENTICATED', 'unauthenticated', 'Not authenticated'),
+  ANODYNE_E_UNAVAILABLE: def('ANODYNE_E_UNAVAILABLE', 'unavailable', 'Temporarily unavailable', true),
+  ANODYNE_E_TIMEOUT: def('ANODYNE_E_TIMEOUT', 'timeout', 'Timed out', true),
+  ANODYNE_E_CANCELLED: def('ANODYNE_E_CANCELLED', 'cancelled', 'Cancelled'),
+
+  // configuration
+  ANODYNE_E_CONFIG_INVALID: def('ANODYNE_E_CONFIG_INVALID', 'invalid_input', 'Configuration is invalid'),
+  ANODYNE_E_CONFIG_UNREADABLE: def('ANODYNE_E_CONFIG_UNREADABLE', 'invalid_input', 'Configuration file cannot be read'),
+
+  // store
+  ANODYNE_E_STORE_UNAVAILABLE: def('ANODYNE_E_STORE_UNAVAILABLE', 'unavailable', 'The database cannot be reached', true),
+  ANODYNE_E_STORE_CORRUPT: def('ANODYNE_E_STORE_CORRUPT', 'internal', 'The database file is corrupt or not a database'),
+  ANODYNE_E_STORE_SCHEMA_TOO_NEW: def('ANODYNE_E_STORE_SCHEMA_TOO_NEW', 'precondition_failed', 'The database schema is newer than this version of Anodyne'),
+  ANODYNE_E_STORE_MIGRATION_FAILED: def('ANODYNE_E_STORE_MIGRATION_FAILED', 'internal', 'A database migration failed'),
+  ANODYNE_E_STORE_CONFIG_INVALID: def('ANODYNE_E_STORE_CONFIG_INVALID', 'invalid_input', 'The store configuration is invalid'),
+
+  // exec helper
+  ANODYNE_E_COMMAND_FAILED: def('ANODYNE_E_COMMAND_FAILED', 'internal', 'An external command failed'),
+  ANODYNE_E_COMMAND_NOT_FOUND: def('ANODYNE_E_COMMAND_NOT_FOUND', 'precondition_failed', 'An external command is not installed'),
+
+  // credential store
+  ANODYNE_E_CREDENTIAL_NOT_FOUND: def('ANODYNE_E_CREDENTIAL_NOT_FOUND', 'not_found', 'Credential not found'),
+  ANODYNE_E_CREDENTIAL_EXISTS: def('ANODYNE_E_CREDENTIAL_EXISTS', 'conflict', 'Credential already exists'),
+  ANODYNE_E_CREDENTIAL_TYPE_UNKNOWN: def('ANODYNE_E_CREDENTIAL_TYPE_UNKNOWN', 'invalid_input', 'Unknown credential type'),
+  ANODYNE_E_CREDENTIAL_TYPE_MISMATCH: def('ANODYNE_E_CREDENTIAL_TYPE_MISMATCH', 'conflict', 'Credential exists with another type'),
+  ANODYNE_E_CREDENTIAL_PARAMS_INVALID: def('ANODYNE_E_CREDENTIAL_PARAMS_INVALID', 'invalid_input', 'Invalid credential parameters'),
+  ANODYNE_E_CREDENTIAL_CA_NOT_FOUND: def('ANODYNE_E_CREDENTIAL_CA_NOT_FOUND', 'invalid_input', 'Signing CA not found'),
+  ANODYNE_E_CREDENTIAL_NAME_INVALID: def('ANODYNE_E_CREDENTIAL_NAME_INVALID', 'invalid_input', 'Invalid credential name'),
+  ANODYNE_E_ENCRYPTION_KEY_MISSING: def('ANODYNE_E_ENCRYPTION_KEY_MISSING', 'precondition_failed', 'The encryption key for a record is not available'),
+  ANODYNE_E_ENCRYPTION_KEY_INVALID: def('ANODYNE_E_ENCRYPTION_KEY_INVALID', 'invalid_input', 'The encryption key is invalid'),
+  ANODYNE_E_DECRYPTION_FAILED: def('ANODYNE_E_DECRYPTION_FAILED', 'internal', 'A stored record could not be decrypted'),
+  ANODYNE_E_CA_ROTATION_INVALID: def('ANODYNE_E_CA_ROTATION_INVALID', 'conflict', 'The CA is not in a state that allows this rotation step'),
+
+  // providers
+  ANODYNE_E_PROVIDER_NOT_ROOT: def('ANODYNE_E_PROVIDER_NOT_ROOT', 'precondition_failed', 'The local provider needs root privileges'),
+  ANODYNE_E_PROVIDER_VM_TYPE_UNKNOWN: def('ANODYNE_E_PROVIDER_VM_TYPE_UNKNOWN', 'invalid_input', 'Unknown VM type'),
+  ANODYNE_E_PROVIDER_IP_OUT_OF_RANGE: def('ANODYNE_E_PROVIDER_IP_OUT_OF_RANGE', 'invalid_input', 'IP address outside the network range'),
+  ANODYNE_E_PROVIDER_IP_TAKEN: def('ANODYNE_E_PROVIDER_IP_TAKEN', 'conflict', 'IP address already in use'),
+  ANODYNE_E_PROVIDER_IP_EXHAUSTED: def('ANODYNE_E_PROVIDER_IP_EXHAUSTED', 'unavailable', 'No free IP address in the network range'),
+  ANODYNE_E_PROVIDER_VM_NOT_FOUND: def('ANODYNE_E_PROVIDER_VM_NOT_FOUND', 'not_found', 'VM not found'),
+  ANODYNE_E_PROVIDER_DISK_NOT_FOUND: def('ANODYNE_E_PROVIDER_DISK_NOT_FOUND', 'not_found', 'Disk not found'),
+  ANODYNE_E_PROVIDER_DISK_ATTACHED: def('ANODYNE_E_PROVIDER_DISK_ATTACHED', 'conflict', 'Disk is attached to another VM'),
+  ANODYNE_E_PROVIDER_LB_NOT_FOUND: def('ANODYNE_E_PROVIDER_LB_NOT_FOUND', 'not_found', 'Load balancer not found'),
+  ANODYNE_E_PROVIDER_INPUT_INVALID: def('ANODYNE_E_PROVIDER_INPUT_INVALID', 'invalid_input', 'Invalid provider request'),
+  ANODYNE_E_PROVIDER_VM_CREATE_FAILED: def('ANODYNE_E_PROVIDER_VM_CREATE_FAILED', 'internal', 'Creating the VM failed', true),
+} as const satisfies Record<string, ErrorDefinition>;
+
+export type ErrorCode = keyof typeof ErrorCodes;
+
+export interface ErrorOptions {
+  /** Structured, non-secret facts about the failure (bad path, offending value, limits). */
+  details?: Record<string, unknown>;
+  cause?: unknown;
+  /** Overrides the catalogue's default. */
+  retryable?: boolean;
+}
+
+/** Base of every error Anodyne raises on purpose. */
+export class AnodyneError extends Error {
+  readonly code: ErrorCode;
+  readonly kind: ErrorKind;
+  readonly retryable: boolean;
+  readonly details: Record<string, unknown>;
+
+  constructor(code: ErrorCode, message?: string, options: ErrorOptions = {}) {
+    const definition: ErrorDefinition = ErrorCodes[code];
+    super(message ?? definition.message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.kind = definition.kind;
+    this.retryable = options.retryable ?? definition.retryable;
+    this.details = options.details ?? {};
+  }
+
+  /** The shape the API and CLI print: `{code, message, details}`. */
+  toJSON(): { code: ErrorCode; message: string; details: Record<string, unknown> } {
+    return { code: this.code, message: this.message, details: this.details };
+  }
+}
+
+function kindGuard(expected: ErrorKind[], code: ErrorCode): void {
+  const kind = ErrorCodes[code].kind;
+  if (!expected.includes(kind)) {
+    throw new TypeError(`error code ${code} has kind ${kind}, expected ${expected.join(' or ')}`);
+  }
+}
+
+/** The caller sent something that can never succeed as sent. */
+export class InputError extends AnodyneError {
+  constructor(code: ErrorCode = 'ANODYNE_E_INVALID_INPUT', message?: string, options?: ErrorOptions) {
+    kindGuard(['invalid_input'], code);
+    super(code, message, options);
+  }
+}
+
+export class NotFoundError extends AnodyneError {
+  constructor(code: ErrorCode = 'ANODYNE_E_NOT_FOUND', message?: string, options?: ErrorOptions) {
+    kindGuard(['not_found'], code);
+    super(code, message, options);
+  }
+}
+
+export class ConflictError extends AnodyneError {
+  constructor(code: ErrorCode = 'ANODYNE_E_CONFLICT', message?: string, options?: ErrorOptions) {
+    kindGuard(['conflict'], code);
+    super(code, message, options);
+  }
+}
+
+/** Authenticated, but not permitted. */
+export class NotAllowedError extends AnodyneError {
+  constructor(code: ErrorCode = 'ANODYNE_E_NOT_ALLOWED', message?: string, options?: ErrorOptions) {
+    kindGuard(['not_allowed'], code);
+    super(code, message, options);
+  }
+}
+
+export class UnauthenticatedError extends AnodyneError {
+  constructor(code: ErrorCode = 'ANODYNE_E_UNAUTHENTICATED', message?: string, options?: ErrorOptions) {
+    kindGuard(['unauthenticated'], code);
+    super(code, message, options);
+  }
+}
+
+/** A dependency is down or overloaded; retrying later may succeed. */
+export class UnavailableError extends AnodyneError {
+  constructor(code: ErrorCode = 'ANODYNE_E_UNAVAILABLE', message?: string, options?: ErrorOptions) {
+    kindGuard(['unavailable', 'timeout'], code);
+    super(code, message, options);
+  }
+}
+
+export class PreconditionError extends AnodyneError {
+  constructor(code: ErrorCode, message?: string, options?: ErrorOptions) {
+    kindGuard(['precondition_failed'], code);
+    super(code, message, options);
+  }
+}
+
+export class InternalError extends AnodyneError {
+  constructor(code: ErrorCode = 'ANODYNE_E_INTERNAL', message?: string, options?: ErrorOptions) {
+    kindGuard(['internal'], code);
+    super(code, message, options);
+  }
+}
+
+export function isAnodyneError(err: unknown): err is AnodyneError {
+  return err instanceof AnodyneError;
+}
+
+/** Whether `err` is an Anodyne error with the given code. */
+export function hasCode(err: unknown, code: ErrorCode): err is AnodyneError {
+  return err instanceof AnodyneError && err.code === code;
+}
+
+/** Wraps anything thrown into an AnodyneError, keeping Anodyne errors as they are. */
+export function toAnodyneError(err: unknown): AnodyneError {
+  if (err instanceof AnodyneError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new InternalError('ANODYNE_E_INTERNAL', message, { cause: err });
+}

@@ -1,0 +1,71 @@
+import { sql, type Kysely, type Migration } from 'kysely';
+
+export type Dialect = 'sqlite' | 'postgres';
+
+/**
+ * Migrations in order. Names sort in execution order; a released migration is never
+ * edited, only followed by a new one. Each is written once for both dialects; the few
+ * type differences go through the helpers below.
+ */
+export function migrations(dialect: Dialect): Record<string, Migration> {
+  const blob = dialect === 'postgres' ? sql`bytea` : sql`blob`;
+  /* eslint-disable @typescript-eslint/no-explicit-any -- migrations run against the schema as it was, not the current Database type */
+  const serialPk = (db: Kysely<any>, table: string) =>
+    dialect === 'postgres'
+      ? db.schema.createTable(table).addColumn('id', 'bigserial', (c) => c.primaryKey())
+      : db.schema.createTable(table).addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement());
+
+  return {
+    '0001_platform': {
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('platform_meta')
+          .addColumn('key', 'text', (c) => c.primaryKey())
+          .addColumn('value', 'text', (c) => c.notNull())
+          .addColumn('updated_at', 'text', (c) => c.notNull())
+          .execute();
+        await serialPk(db, 'audit_events')
+          .addColumn('at', 'text', (c) => c.notNull())
+          .addColumn('actor', 'text', (c) => c.notNull())
+          .addColumn('action', 'text', (c) => c.notNull())
+          .addColumn('target', 'text', (c) => c.notNull())
+          .addColumn('result', 'text', (c) => c.notNull())
+          .addColumn('details', 'text', (c) => c.notNull().defaultTo('{}'))
+          .execute();
+        await db.schema.createIndex('audit_events_at').on('audit_events').column('at').execute();
+      },
+    },
+    '0002_credentials': {
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('credentials')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('name', 'text', (c) => c.notNull().unique())
+          .addColumn('type', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('updated_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createTable('credential_versions')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('credential_id', 'text', (c) => c.notNull().references('credentials.id').onDelete('cascade'))
+          .addColumn('version', 'integer', (c) => c.notNull())
+          .addColumn('type', 'text', (c) => c.notNull())
+          .addColumn('key_id', 'text', (c) => c.notNull())
+          .addColumn('nonce', blob, (c) => c.notNull())
+          .addColumn('ciphertext', blob, (c) => c.notNull())
+          .addColumn('params', 'text', (c) => c.notNull())
+          .addColumn('params_hash', 'text', (c) => c.notNull())
+          .addColumn('transitional', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('expires_at', 'text')
+          .addColumn('ca_name', 'text')
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addUniqueConstraint('credential_versions_credential_version', ['credential_id', 'version'])
+          .execute();
+        await db.schema.createIndex('credential_versions_expires_at').on('credential_versions').column('expires_at').execute();
+        await db.schema.createIndex('credential_versions_key_id').on('credential_versions').column('key_id').execute();
+      },
+    },
+  };
+  /* eslint-enable @typescript-eslint/no-explicit-any */
+}

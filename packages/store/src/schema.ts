@@ -1,0 +1,67 @@
+import type { ColumnType, Generated } from 'kysely';
+
+/**
+ * The platform database. Timestamps are ISO-8601 UTC strings (sortable and identical in
+ * both dialects); booleans are 0/1 integers; binary columns are Buffers (blob / bytea).
+ * Every table is created by a migration in ./migrations; this interface must match them.
+ */
+export interface Database {
+  platform_meta: PlatformMetaTable;
+  audit_events: AuditEventsTable;
+  credentials: CredentialsTable;
+  credential_versions: CredentialVersionsTable;
+}
+
+export interface PlatformMetaTable {
+  key: string;
+  value: string;
+  updated_at: string;
+}
+
+export interface AuditEventsTable {
+  id: Generated<number>;
+  at: string;
+  /** Who: user name, client id or `system`. */
+  actor: string;
+  /** What: a dotted verb such as `credential.read` or `cluster.create`. */
+  action: string;
+  /** On what: a path, cluster name or id. */
+  target: string;
+  /** `ok`, `denied` or `error`. */
+  result: string;
+  /** JSON with non-secret details. */
+  details: string;
+}
+
+export interface CredentialsTable {
+  id: string;
+  /** Absolute path-like name, e.g. /clusters/prod/ca. Unique. */
+  name: string;
+  type: string;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface CredentialVersionsTable {
+  id: string;
+  credential_id: string;
+  /** 1, 2, 3 … per credential. */
+  version: number;
+  type: string;
+  /** Id of the encryption key that sealed `ciphertext`. */
+  key_id: string;
+  nonce: ColumnType<Buffer, Buffer, Buffer>;
+  /** AES-256-GCM ciphertext followed by its 16-byte tag. */
+  ciphertext: ColumnType<Buffer, Buffer, Buffer>;
+  /** Non-secret generation parameters as JSON (for converge and regenerate). */
+  params: string;
+  /** Hash of the canonical parameters, for converge mode. */
+  params_hash: string;
+  /** For certificates: 1 while a CA is trusted but not yet used to sign. */
+  transitional: number;
+  /** For certificates: the expiry instant, for expiry queries. */
+  expires_at: string | null;
+  /** For certificates: the name of the signing CA credential, if any. */
+  ca_name: string | null;
+  created_at: string;
+}

@@ -1,0 +1,191 @@
+import { mkdirSync, existsSync } from 'node:fs';
+import { dirname } from 'node:path';
+import BetterSqlite3 from 'better-sqlite3';
+import pg from 'pg';
+import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type MigrationProvider, type MigrationResult } from 'kysely';
+import { AnodyneError, InputError, PreconditionError, UnavailableError, InternalError, type Logger } from '@anodyne/common';
+import type { Database } from './schema.js';
+import { migrations, type Dialect } from './migrations/index.js';
+
+export type StoreOptions =
+  | { driver: 'sqlite'; path: string; logger?: Logger }
+  | { driver: 'postgres'; url: string; poolSize?: number; connectTimeoutMs?: number; logger?: Logger };
+
+const MIGRATION_TABLE = 'anodyne_migration';
+const MIGRATION_LOCK_TABLE = 'anodyne_migration_lock';
+
+/**
+ * Maps a driver error to an Anodyne error with a stable code. Errors already coded pass
+ * through. Call it wherever a query's failure leaves this package.
+ */
+export function mapStoreError(err: unknown, context = 'database'): AnodyneError {
+  if (err instanceof AnodyneError) return err;
+  const e = err as { code?: string; message?: string; errors?: unknown[] };
+  const code = e?.code ?? '';
+  const message = e?.message ?? String(err);
+  if (code === 'SQLITE_NOTADB' || code === 'SQLITE_CORRUPT' || /file is not a database|malformed/i.test(message)) {
+    return new InternalError('ANODYNE_E_STORE_CORRUPT', `${context}: the database file is corrupt or not a database (${message})`, { cause: err });
+  }
+  if (code === 'SQLITE_CANTOPEN' || code === 'SQLITE_READONLY' || code === 'SQLITE_BUSY' || code === 'SQLITE_IOERR' || code === 'SQLITE_PERM') {
+    return new UnavailableError('ANODYNE_E_STORE_UNAVAILABLE', `${context}: cannot use the database file (${message})`, { cause: err, details: { driverCode: code } });
+  }
+  const network = ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'EPIPE', 'EAI_AGAIN', '57P01', '57P02', '57P03', '53300', '08006', '08001', '08004'];
+  const nested = Array.isArray(e?.errors) ? (e.errors as { code?: string }[]).map((x) => x?.code ?? '') : [];
+  if (network.includes(code) || nested.some((c) => network.includes(c)) || /timeout exceeded when trying to connect|Connection terminated|connect ECONNREFUSED/i.test(message)) {
+    return new UnavailableError('ANODYNE_E_STORE_UNAVAILABLE', `${context}: the database server cannot be reached (${message || code})`, { cause: err, details: { driverCode: code || nested[0] || '' } });
+  }
+  if (code === '28P01' || code === '28000' || code === '3D000') {
+    return new UnavailableError('ANODYNE_E_STORE_UNAVAILABLE', `${context}: the database server refused the connection (${message})`, { cause: err, details: { driverCode: code }, retryable: false });
+  }
+  return new InternalError('ANODYNE_E_INTERNAL', `${context}: ${message}`, { cause: err });
+}
+
+/**
+ * The platform's database: one Kysely instance over SQLite (embedded default) or
+ * PostgreSQL (HA). Open it with `openStore`, which checks the connection and migrates.
+ */
+export class Store {
+  readonly db: Kysely<Database>;
+  readonly dialect: Dialect;
+
+  constructor(db: Kysely<Database>, dialect: Dialect) {
+    this.db = db;
+    this.dialect = dialect;
+  }
+
+  private migrator(): Migrator {
+    const all = migrations(this.dialect);
+    const provider: MigrationProvider = { getMigrations: () => Promise.resolve(all) };
+    return new Migrator({ db: this.db, provider, migrationTableName: MIGRATION_TABLE, migrationLockTableName: MIGRATION_LOCK_TABLE });
+  }
+
+  /** Names of all migrations this version knows, in order. */
+  static knownMigrations(): string[] {
+    return Object.keys(migrations('sqlite')).sort();
+  }
+
+  /** Names of migrations already applied to this database, in order. */
+  async appliedMigrations(): Promise<string[]> {
+    try {
+      const infos = await this.migrator().getMigrations();
+      const known = infos.filter((m) => m.executedAt !== undefined).map((m) => m.name);
+      const unknown = await this.unknownAppliedMigrations();
+      return [...known, ...unknown].sort();
+    } catch (err) {
+      throw mapStoreError(err, 'reading migrations');
+    }
+  }
+
+  /** Migrations recorded in the database that this version does not know (a newer schema). */
+  private async unknownAppliedMigrations(): Promise<string[]> {
+    const tables = await this.db.introspection.getTables();
+    if (!tables.some((t) => t.name === MIGRATION_TABLE)) return [];
+    const rows = await sql<{ name: string }>`select name from ${sql.table(MIGRATION_TABLE)}`.execute(this.db);
+    const known = new Set(Store.knownMigrations());
+    return rows.rows.map((r) => r.name).filter((n) => !known.has(n));
+  }
+
+  /**
+   * Brings the schema to `target` (a migration name) or to the latest. Running it again
+   * is a no-op. Refuses a database whose schema is newer than this version.
+   * Returns the names of migrations applied by this call.
+   */
+  async migrate(target?: string): Promise<string[]> {
+    let unknown: string[];
+    try {
+      unknown = await this.unknownAppliedMigrations();
+    } catch (err) {
+      throw mapStoreError(err, 'reading migrations');
+    }
+    if (unknown.length > 0) {
+      throw new PreconditionError('ANODYNE_E_STORE_SCHEMA_TOO_NEW', `the database has migrations this version of Anodyne does not know (${unknown.join(', ')}); upgrade Anodyne or use another database`, { details: { unknown } });
+    }
+    if (target !== undefined && !Store.knownMigrations().includes(target)) {
+      throw new InputError('ANODYNE_E_INVALID_INPUT', `unknown migration ${target}`, { details: { target } });
+    }
+    const migrator = this.migrator();
+    let results: MigrationResult[] | undefined;
+    let error: unknown;
+    try {
+      ({ results, error } = target === undefined ? await migrator.migrateToLatest() : await migrator.migrateTo(target));
+    } catch (err) {
+      throw mapStoreError(err, 'migrating');
+    }
+    if (error) {
+      const mapped = mapStoreError(error, 'migrating');
+      if (mapped.code !== 'ANODYNE_E_INTERNAL') throw mapped;
+      const failed = results?.find((r) => r.status === 'Error')?.migrationName;
+      throw new InternalError('ANODYNE_E_STORE_MIGRATION_FAILED', `migration ${failed ?? '?'} failed: ${error instanceof Error ? error.message : JSON.stringify(error)}`, { cause: error, details: { migration: failed } });
+    }
+    return (results ?? []).filter((r) => r.status === 'Success' && r.direction === 'Up').map((r) => r.migrationName);
+  }
+
+  /** A cheap round trip; throws a coded error when the database cannot be used. */
+  async ping(): Promise<void> {
+    try {
+      await sql`select 1`.execute(this.db);
+    } catch (err) {
+      throw mapStoreError(err, 'ping');
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.db.destroy();
+  }
+}
+
+function createKysely(options: StoreOptions): Kysely<Database> {
+  if (options.driver === 'sqlite') {
+    if (!options.path) throw new InputError('ANODYNE_E_STORE_CONFIG_INVALID', 'store.path is required for the sqlite driver', { details: { key: 'store.path' } });
+    const dir = dirname(options.path);
+    try {
+      if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
+    } catch (err) {
+      throw new UnavailableError('ANODYNE_E_STORE_UNAVAILABLE', `cannot create the directory of the database file ${options.path}: ${(err as Error).message}`, { cause: err, retryable: false });
+    }
+    let database: BetterSqlite3.Database;
+    try {
+      database = new BetterSqlite3(options.path);
+      database.pragma('journal_mode = WAL');
+      database.pragma('foreign_keys = ON');
+      database.pragma('busy_timeout = 5000');
+    } catch (err) {
+      throw mapStoreError(err, `opening ${options.path}`);
+    }
+    return new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
+  }
+  if (!options.url) throw new InputError('ANODYNE_E_STORE_CONFIG_INVALID', 'store.url is required for the postgres driver', { details: { key: 'store.url' } });
+  const pool = new pg.Pool({
+    connectionString: options.url,
+    max: options.poolSize ?? 10,
+    connectionTimeoutMillis: options.connectTimeoutMs ?? 5000,
+  });
+  // An idle client losing its server must not crash the process; the next query reports it.
+  pool.on('error', (err) => options.logger?.warn({ err: err.message }, 'postgres pool client error'));
+  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+}
+
+/**
+ * Opens the store, checks that it answers and (unless `migrate: false`) brings the schema to
+ * the latest version. Failures are coded: ANODYNE_E_STORE_UNAVAILABLE (cannot reach or open),
+ * ANODYNE_E_STORE_CORRUPT (not a database), ANODYNE_E_STORE_SCHEMA_TOO_NEW.
+ */
+export async function openStore(options: StoreOptions, { migrate = true }: { migrate?: boolean } = {}): Promise<Store> {
+  const store = new Store(createKysely(options), options.driver);
+  try {
+    await store.ping();
+    if (migrate) {
+      const applied = await store.migrate();
+      if (applied.length > 0) options.logger?.info({ applied }, 'database migrated');
+    }
+    return store;
+  } catch (err) {
+    await store.close().catch(() => undefined);
+    throw mapStoreError(err, 'opening the store');
+  }
+}
+
+/** Current instant as stored in timestamp columns. */
+export function isoNow(clock: { now(): Date } = { now: () => new Date() }): string {
+  return clock.now().toISOString();
+}

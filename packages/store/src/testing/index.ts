@@ -1,0 +1,1 @@
+export { startPostgres, freePort, type TestPostgres } from './postgres.js';

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Builds Anodyne's release into a cache directory outside the repository, keyed by version:
+#
+#   $ANODYNE_CACHE/releases/kubernetes-<k8s version>-<source hash>/
+#     bin/kube                  multi-call binary: kube-apiserver, kube-controller-manager,
+#                               kube-scheduler, kubelet, kube-proxy, kubectl, etcd, etcdctl, etcdutl
+#     bin/<program> -> kube     one symlink per program
+#     bin/helm                  helm v3 client
+#     images/pause.tar          OCI archive: anodyne.local/pause
+#     images/busybox.tar        OCI archive: anodyne.local/busybox (test workloads)
+#     manifest.json             component, version, file, sha256 of every file
+#
+# A no-op when the directory for the current sources is complete. The release directory is
+# the last line of the output. Go build and module caches are kept between builds
+# (GOCACHE, GOMODCACHE), so a source change relinks in a minute or two.
+set -euo pipefail
+cd "$(dirname "$0")"
+RELEASE_SRC=$(pwd)
+
+CACHE=${ANODYNE_CACHE:-/var/cache/anodyne}
+export GOFLAGS=${GOFLAGS:-}
+export CGO_ENABLED=0
+export GOTOOLCHAIN=local
+
+command -v go >/dev/null || { echo "release: go is not installed" >&2; exit 1; }
+
+K8S_VERSION=$(awk '$1=="k8s.io/kubernetes" && $2 ~ /^v/ {print $2; exit}' kubernetes/go.mod)
+ETCD_VERSION=$(awk '$1=="go.etcd.io/etcd/server/v3" {print $2; exit}' kubernetes/go.mod)
+HELM_VERSION=$(awk '$1=="require" && $2=="helm.sh/helm/v3" {print $3; exit} $1=="helm.sh/helm/v3" {print $2; exit}' helm/go.mod)
+[ -n "$K8S_VERSION" ] && [ -n "$ETCD_VERSION" ] && [ -n "$HELM_VERSION" ] || { echo "release: cannot read versions from go.mod files" >&2; exit 1; }
+BUSYBOX=/bin/busybox
+[ -x "$BUSYBOX" ] || { echo "release: $BUSYBOX missing (Debian package busybox-static; run scripts/install-deps.sh)" >&2; exit 1; }
+BUSYBOX_VERSION=$(dpkg-query -W -f='${Version}' busybox-static 2>/dev/null || echo unknown)
+
+# The key covers every input: our sources, the Go toolchain, and the busybox we pack.
+SRC_HASH=$( (find . -type f \( -name '*.go' -o -name 'go.mod' -o -name 'go.sum' -o -name '*.sh' \) -print0 | sort -z | xargs -0 sha256sum; go version; echo "$BUSYBOX_VERSION") | sha256sum | cut -c1-12)
+KEY="kubernetes-${K8S_VERSION}-${SRC_HASH}"
+OUT="$CACHE/releases/$KEY"
+
+if [ -f "$OUT/manifest.json" ]; then
+  echo "release: $KEY is current"
+  echo "$OUT"
+  exit 0
+fi
+
+mkdir -p "$CACHE/releases"
+WORK=$(mktemp -d "$CACHE/releases/.build-XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+mkdir -p "$WORK/bin" "$WORK/images"
+start=$(date +%s)
+
+K8S_MINOR=$(echo "$K8S_VERSION" | cut -d. -f2)
+LDFLAGS="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  LDFLAGS="$LDFLAGS -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$K8S_MINOR -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+done
+
+echo "release: building kubernetes $K8S_VERSION + etcd $ETCD_VERSION (cold: tens of minutes on 2 cores; warm: a relink)"
+(cd kubernetes && go build -trimpath -ldflags "$LDFLAGS" -o "$WORK/bin/kube" .)
+for p in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl etcd etcdctl etcdutl; do
+  ln -s kube "$WORK/bin/$p"
+done
+
+echo "release: building helm $HELM_VERSION"
+(cd helm && go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" -o "$WORK/bin/helm" helm.sh/helm/v3/cmd/helm)
+
+echo "release: building images"
+(cd images && go build -trimpath -ldflags "-s -w" -o "$WORK/tools/pause" ./pause && go build -trimpath -o "$WORK/tools/ocipack" ./ocipack)
+
+# pause: the pod sandbox image.
+mkdir -p "$WORK/rootfs/pause"
+cp "$WORK/tools/pause" "$WORK/rootfs/pause/pause"
+"$WORK/tools/ocipack" -name anodyne.local/pause:1.0 -rootfs "$WORK/rootfs/pause" -entrypoint /pause -out "$WORK/images/pause.tar"
+
+# busybox: test workloads (httpd, sh, wget, nslookup).
+BB="$WORK/rootfs/busybox"
+mkdir -p "$BB/bin" "$BB/etc" "$BB/tmp" "$BB/www" "$BB/root"
+chmod 1777 "$BB/tmp"
+cp "$BUSYBOX" "$BB/bin/busybox"
+for applet in $("$BUSYBOX" --list); do
+  [ "$applet" = busybox ] || ln -s busybox "$BB/bin/$applet"
+done
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$BB/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' > "$BB/etc/group"
+echo 'hello from anodyne busybox' > "$BB/www/index.html"
+BB_TAG=$(echo "$BUSYBOX_VERSION" | sed -E 's/^[0-9]+://; s/-.*//')
+"$WORK/tools/ocipack" -name "anodyne.local/busybox:$BB_TAG" -rootfs "$BB" \
+  -cmd httpd -cmd -f -cmd -p -cmd 8080 -cmd -h -cmd /www -out "$WORK/images/busybox.tar"
+
+# The manifest: every file with its component, version and sha256.
+{
+  echo '{'
+  echo "  \"release\": \"$KEY\","
+  echo "  \"kubernetes\": \"$K8S_VERSION\","
+  echo "  \"etcd\": \"$ETCD_VERSION\","
+  echo "  \"helm\": \"$HELM_VERSION\","
+  echo "  \"images\": {\"pause\": \"anodyne.local/pause:1.0\", \"busybox\": \"anodyne.local/busybox:$BB_TAG\"},"
+  echo '  "files": ['
+  first=1
+  emit() { # component version file
+    local sum; sum=$(sha256sum "$WORK/$3" | cut -d' ' -f1)
+    [ $first -eq 1 ] || echo ','
+    first=0
+    printf '    {"component": "%s", "version": "%s", "file": "%s", "sha256": "%s"}' "$1" "$2" "$3" "$sum"
+  }
+  emit kubernetes "$K8S_VERSION" bin/kube
+  emit helm "$HELM_VERSION" bin/helm
+  emit pause 1.0 images/pause.tar
+  emit busybox "$BB_TAG" images/busybox.tar
+  echo
+  echo '  ],'
+  echo "  \"debian\": {"
+  n=0
+  for p in containerd runc containernetworking-plugins haproxy iptables tini busybox-static; do
+    v=$(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || echo missing)
+    [ $n -eq 0 ] || echo ','
+    n=1
+    printf '    "%s": "%s"' "$p" "$v"
+  done
+  echo
+  echo '  },'
+  echo "  \"built_in_seconds\": $(( $(date +%s) - start ))"
+  echo '}'
+} > "$WORK/manifest.json.tmp"
+rm -rf "$WORK/rootfs" "$WORK/tools"
+mv "$WORK/manifest.json.tmp" "$WORK/manifest.json"
+
+# Publish atomically; an interrupted build leaves only a .build-* directory, removed on exit.
+rm -rf "$OUT"
+mv "$WORK" "$OUT"
+trap - EXIT
+ln -sfn "$KEY" "$CACHE/releases/current"
+echo "release: built $KEY in $(( $(date +%s) - start ))s"
+echo "$OUT"

@@ -1,0 +1,3 @@
+module github.com/anodyne/anodyne/release/images
+
+go 1.24.0
