@@ -13,7 +13,7 @@ export default tseslint.config(
     },
     plugins: { 'import-x': importX },
     settings: {
-      'import-x/resolver-next': [createTypeScriptImportResolver({ project: ['packages/*/tsconfig.json'] })],
+      'import-x/resolver-next': [createTypeScriptImportResolver({ project: ['packages/*/tsconfig.json'], noWarnOnMultipleProjects: true })],
       'import-x/extensions': ['.ts', '.js'],
     },
     rules: {
@@ -37,6 +37,7 @@ export default tseslint.config(
       ],
     },
   },
+  { files: ['**/*.mjs', '**/*.js'], ...tseslint.configs.disableTypeChecked },
   {
     files: ['**/*.test.ts', '**/testing/**/*.ts'],
     rules: {
