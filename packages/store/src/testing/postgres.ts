@@ -11,6 +11,8 @@ export interface TestPostgres {
   /** Connection string of the initial `anodyne` database. */
   url: string;
   port: number;
+  /** The server's data directory (for tests that inspect what reaches the disk). */
+  dataDir: string;
   /** Creates an empty database and returns its URL; for test isolation. */
   createDatabase(name?: string): Promise<string>;
   /** Stops the server with a fast shutdown (it can be started again) */
@@ -111,6 +113,7 @@ export async function startPostgres(): Promise<TestPostgres> {
   return {
     url,
     port,
+    dataDir: data,
     async createDatabase(name?: string) {
       const db = name ?? `t${process.pid}_${++counter}_${Math.random().toString(36).slice(2, 8)}`;
       const client = new pg.Client({ connectionString: url });
