@@ -8,7 +8,7 @@ import { sql } from 'kysely';
 import { AnodyneError, ManualClock, exec, silentLogger, CommandError } from '@anodyne/common';
 import { openStore, AuditLog, type Store } from '@anodyne/store';
 import { startPostgres, type TestPostgres } from '@anodyne/store/testing';
-import { CredStore, KeyRing, loadKeyFile, newRandomKey, keyIdFor, type CertificateValue, type UserValue } from './index.js';
+import { CredStore, KeyRing, loadKeyFile, newRandomKey, keyIdFor, type CertificateValue } from './index.js';
 
 const actor = { actor: 'test' };
 

@@ -8,7 +8,7 @@ import { generateCertificate, generatePassword, generateRsa, generateSsh } from 
 import {
   assertType, canonicalJson, normalizeName, validateParams,
   type CertificateParams, type CertificateValue, type CredentialType, type GeneratableType, type GenerateParamsByType,
-  type PasswordParams, type SshParams, type UserParams, type ValueByType,
+  type SshParams, type UserParams, type ValueByType,
 } from './types.js';
 
 /** How `generate` treats an existing credential of the same name. */
