@@ -37,8 +37,9 @@ typecheck: npm
 lint: build
 	@npx eslint .
 
-up: deps npm release build
+up: deps npm build
 	@scripts/up.sh
 
-test: deps npm release build lint
-	@scripts/test.sh all
+test: deps npm build lint
+	@release_dir=$$(release/build.sh | tee /dev/stderr | tail -1); \
+	ANODYNE_RELEASE_DIR="$$release_dir" scripts/test.sh all

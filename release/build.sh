@@ -45,6 +45,7 @@ fi
 
 mkdir -p "$CACHE/releases"
 WORK=$(mktemp -d "$CACHE/releases/.build-XXXXXX")
+chmod 0755 "$WORK"
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/bin" "$WORK/images"
 start=$(date +%s)

@@ -77,6 +77,10 @@ export const ErrorCodes = {
   ANODYNE_E_DECRYPTION_FAILED: def('ANODYNE_E_DECRYPTION_FAILED', 'internal', 'A stored record could not be decrypted'),
   ANODYNE_E_CA_ROTATION_INVALID: def('ANODYNE_E_CA_ROTATION_INVALID', 'conflict', 'The CA is not in a state that allows this rotation step'),
 
+  // release
+  ANODYNE_E_RELEASE_NOT_FOUND: def('ANODYNE_E_RELEASE_NOT_FOUND', 'precondition_failed', 'The Kubernetes release has not been built'),
+  ANODYNE_E_RELEASE_CORRUPT: def('ANODYNE_E_RELEASE_CORRUPT', 'precondition_failed', 'A release file does not match its manifest'),
+
   // providers
   ANODYNE_E_PROVIDER_NOT_ROOT: def('ANODYNE_E_PROVIDER_NOT_ROOT', 'precondition_failed', 'The local provider needs root privileges'),
   ANODYNE_E_PROVIDER_VM_TYPE_UNKNOWN: def('ANODYNE_E_PROVIDER_VM_TYPE_UNKNOWN', 'invalid_input', 'Unknown VM type'),

@@ -1,0 +1,79 @@
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, readFileSync, realpathSync } from 'node:fs';
+import { join } from 'node:path';
+import { PreconditionError } from '@anodyne/common';
+
+export interface ReleaseFile {
+  component: string;
+  version: string;
+  file: string;
+  sha256: string;
+}
+
+export interface ReleaseManifest {
+  release: string;
+  kubernetes: string;
+  etcd: string;
+  helm: string;
+  images: { pause: string; busybox: string };
+  files: ReleaseFile[];
+  debian: Record<string, string>;
+  built_in_seconds: number;
+}
+
+/** Programs of the multi-call binary, each a symlink in bin/. */
+export const PROGRAMS = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubelet', 'kube-proxy', 'kubectl', 'etcd', 'etcdctl', 'etcdutl', 'helm'] as const;
+export type Program = (typeof PROGRAMS)[number];
+
+/** A built release: upstream binaries and OCI image archives in one directory outside the repo. */
+export class Release {
+  constructor(readonly dir: string, readonly manifest: ReleaseManifest) {}
+
+  bin(program: Program): string {
+    return join(this.dir, 'bin', program);
+  }
+
+  image(name: 'pause' | 'busybox'): { archive: string; ref: string } {
+    return { archive: join(this.dir, 'images', `${name}.tar`), ref: this.manifest.images[name] };
+  }
+
+  /** Checks every file against the manifest's sha256. */
+  async verify(): Promise<void> {
+    for (const f of this.manifest.files) {
+      const sum = await sha256File(join(this.dir, f.file));
+      if (sum !== f.sha256) {
+        throw new PreconditionError('ANODYNE_E_RELEASE_CORRUPT', `release file ${f.file} does not match its manifest (sha256 ${sum}, expected ${f.sha256})`, { details: { file: f.file } });
+      }
+    }
+  }
+}
+
+export function sha256File(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const h = createHash('sha256');
+    createReadStream(path).on('data', (b) => h.update(b)).on('error', reject).on('end', () => resolve(h.digest('hex')));
+  });
+}
+
+export interface LocateOptions {
+  /** An explicit release directory (ANODYNE_RELEASE_DIR). */
+  dir?: string | undefined;
+  /** The cache holding releases/current (ANODYNE_CACHE, default /var/cache/anodyne). */
+  cacheDir?: string | undefined;
+}
+
+/**
+ * Finds the release: the given directory, else $ANODYNE_RELEASE_DIR, else
+ * <cache>/releases/current as left by `make release`. Throws ANODYNE_E_RELEASE_NOT_FOUND with
+ * the fix when there is none.
+ */
+export function locateRelease(options: LocateOptions = {}): Release {
+  const cache = options.cacheDir ?? process.env['ANODYNE_CACHE'] ?? '/var/cache/anodyne';
+  const dir = options.dir ?? process.env['ANODYNE_RELEASE_DIR'] ?? join(cache, 'releases', 'current');
+  const manifestPath = join(dir, 'manifest.json');
+  if (!existsSync(manifestPath)) {
+    throw new PreconditionError('ANODYNE_E_RELEASE_NOT_FOUND', `no release at ${dir}: run make release`, { details: { dir } });
+  }
+  const manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as ReleaseManifest;
+  return new Release(realpathSync(dir), manifest);
+}
