@@ -17,10 +17,11 @@ help:
 deps:
 	@scripts/install-deps.sh
 
-## npm dependencies, reinstalled only when package-lock.json changes
+## npm dependencies, installed from package-lock.json when it or a package.json changes
+## (npm install, not npm ci: npm ci rejects this lock over optional bindings of other platforms)
 $(NPM_STAMP): package-lock.json package.json $(wildcard packages/*/package.json)
 	@echo "npm: installing dependencies"
-	@npm ci --no-audit --no-fund --loglevel=error
+	@npm install --no-audit --no-fund --loglevel=error
 	@touch $@
 
 npm: deps $(NPM_STAMP)
