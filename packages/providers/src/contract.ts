@@ -1,0 +1,189 @@
+/**
+ * The infrastructure contract (BOSH's CPI role). The director places instances on VMs through
+ * it and never learns how a provider makes them. Every provider — local namespaces, fake,
+ * and later bare metal over SSH, QEMU/KVM, public clouds and vSphere — implements this
+ * interface and passes the contract suite in `@anodyne/providers/testing`.
+ *
+ * Rules common to every method:
+ * - Ids are opaque strings chosen by the provider, stable for the life of the resource.
+ * - Input is validated before anything is created; a failed create leaves nothing behind.
+ * - Errors are AnodyneErrors with stable codes (ANODYNE_E_PROVIDER_*); a transient failure
+ *   is `retryable`.
+ * - A provider keeps no state the director cannot rebuild: `listVms` with metadata and
+ *   `hasVm` tell the truth about what exists, also after a platform restart.
+ */
+
+/** Size of a VM. A provider may offer named types (`info().vmTypes`) or accept explicit sizes. */
+export interface VmType {
+  /** Cores (fractions allowed where the provider can enforce them). */
+  cpu: number;
+  memoryMb: number;
+  /** Size of the VM's own (non-persistent) disk. */
+  ephemeralDiskMb: number;
+  /** Maximum number of processes, where the provider can enforce it. */
+  pids?: number;
+}
+
+export interface NetworkPlacement {
+  /** Network name from `info().networks`. */
+  network: string;
+  /** A static IP inside the network's range, or absent for an allocated one. */
+  ip?: string;
+}
+
+export interface CreateVmRequest {
+  /** The agent's identity; the agent inside the VM learns it from its environment. */
+  agentId: string;
+  /** Image (stemcell) name from `info().images`. */
+  image: string;
+  /** A named type from `info().vmTypes`, or an explicit size. */
+  vmType: string | VmType;
+  network: NetworkPlacement;
+  /** Environment given to the agent: director address, credentials, agent id. */
+  env: Record<string, string>;
+  metadata?: Record<string, string>;
+}
+
+export type VmState = 'running' | 'stopped';
+
+export interface VmInfo {
+  id: string;
+  agentId: string;
+  ip: string;
+  network: string;
+  state: VmState;
+  vmType: VmType;
+  image: string;
+  metadata: Record<string, string>;
+  createdAt: string;
+}
+
+export interface DiskInfo {
+  id: string;
+  sizeMb: number;
+  /** VM the disk is attached to, if any. */
+  vmId: string | null;
+  metadata: Record<string, string>;
+}
+
+export interface DiskAttachment {
+  /** Where the agent finds the disk inside the VM (a mount point or a device). */
+  path: string;
+}
+
+export interface LoadBalancerBackend {
+  ip: string;
+  port: number;
+}
+
+export interface LoadBalancerSpec {
+  /** Unique name; also the load balancer's id. */
+  name: string;
+  network: string;
+  /** Port the load balancer listens on. */
+  port: number;
+  backends: LoadBalancerBackend[];
+  /** A static IP for the load balancer, or absent for an allocated one. */
+  ip?: string;
+  metadata?: Record<string, string>;
+}
+
+export interface LoadBalancerInfo {
+  id: string;
+  ip: string;
+  port: number;
+  network: string;
+  backends: LoadBalancerBackend[];
+  metadata: Record<string, string>;
+}
+
+export interface NetworkInfo {
+  name: string;
+  /** CIDR of the network. */
+  range: string;
+  gateway: string;
+}
+
+export interface ProviderInfo {
+  name: string;
+  version: string;
+  /** Whether VMs are real machines, namespaces on one host, or records in memory. */
+  kind: 'namespaces' | 'memory' | 'machines';
+  vmTypes: Record<string, VmType>;
+  networks: NetworkInfo[];
+  images: string[];
+  capabilities: { persistentDisks: boolean; loadBalancers: boolean; reboot: boolean };
+}
+
+export interface CleanupReport {
+  vms: number;
+  disks: number;
+  loadBalancers: number;
+  /** Other host objects removed (mounts, links, rules, cgroups), by kind. */
+  other: Record<string, number>;
+}
+
+export interface Provider {
+  /** What the provider offers. Cheap; makes no changes. */
+  info(): ProviderInfo;
+
+  /**
+   * Creates a VM and starts the agent in it with `env`. Resolves once the VM exists and the
+   * agent process has been started (not when the agent is ready: the director waits for its
+   * heartbeat). Validates vm type, image, network and IP first: an unknown type, an IP
+   * outside the range or already taken is refused with a coded error and nothing is created.
+   * If creation fails half way, everything made so far is removed before rejecting.
+   */
+  createVm(request: CreateVmRequest): Promise<VmInfo>;
+
+  /**
+   * Deletes a VM and everything the provider made for it, except persistent disks (which are
+   * detached). Idempotent: deleting a VM that does not exist, or half exists, succeeds.
+   */
+  deleteVm(id: string): Promise<void>;
+
+  /** Whether the VM exists and is running (its init is alive). Never throws for an unknown id. */
+  hasVm(id: string): Promise<boolean>;
+
+  /** Restarts the VM's processes; its disk contents and IP are kept. */
+  rebootVm(id: string): Promise<void>;
+
+  /** Replaces the VM's metadata (the director records deployment, instance, index). */
+  setVmMetadata(id: string, metadata: Record<string, string>): Promise<void>;
+
+  /** VMs the provider knows, optionally only those whose metadata contains `filter`. */
+  listVms(filter?: Record<string, string>): Promise<VmInfo[]>;
+
+  /** Creates a persistent disk. Its contents survive the deletion of any VM it is attached to. */
+  createDisk(sizeMb: number, metadata?: Record<string, string>): Promise<DiskInfo>;
+
+  /** Deletes a disk and its data. Refused while attached. Idempotent for unknown ids. */
+  deleteDisk(id: string): Promise<void>;
+
+  hasDisk(id: string): Promise<boolean>;
+
+  /** Attaches a disk to a running VM; the agent finds it at the returned path. Idempotent. */
+  attachDisk(vmId: string, diskId: string): Promise<DiskAttachment>;
+
+  /** Detaches a disk from a VM. Idempotent. */
+  detachDisk(vmId: string, diskId: string): Promise<void>;
+
+  /**
+   * Creates a TCP load balancer that forwards to the backends that pass health checks and
+   * stops sending to a backend that fails them.
+   */
+  createLoadBalancer(spec: LoadBalancerSpec): Promise<LoadBalancerInfo>;
+
+  /** Replaces the backends of a load balancer without changing its address. */
+  updateLoadBalancer(id: string, backends: LoadBalancerBackend[]): Promise<LoadBalancerInfo>;
+
+  /** Deletes a load balancer. Idempotent. */
+  deleteLoadBalancer(id: string): Promise<void>;
+
+  /**
+   * Removes everything this provider instance has created on the infrastructure, found by
+   * looking at the infrastructure itself (not only at the provider's records). For tests and
+   * the operator's `cleanup` command.
+   */
+  cleanup(): Promise<CleanupReport>;
+}

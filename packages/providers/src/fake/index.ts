@@ -1,0 +1,189 @@
+import { randomUUID } from 'node:crypto';
+import { ConflictError, InputError, NotFoundError, type Clock } from '@anodyne/common';
+import type {
+  CleanupReport, CreateVmRequest, DiskAttachment, DiskInfo, LoadBalancerBackend, LoadBalancerInfo, LoadBalancerSpec,
+  Provider, ProviderInfo, VmInfo, VmType,
+} from '../contract.js';
+import { IpPool, matches, parseCidr, resolveVmType, validateBackends, validateCreate } from '../internal/validate.js';
+
+export interface FakeProviderOptions {
+  clock: Clock;
+  network?: string;
+  vmTypes?: Record<string, VmType>;
+  /** Milliseconds each createVm takes (on the clock), to model slow infrastructure. */
+  createDelayMs?: number;
+}
+
+/**
+ * An in-memory provider. FOR UNIT TESTS OF THE DIRECTOR'S LOGIC ONLY: it creates nothing,
+ * runs no agent and no process. It keeps the contract's rules (validation, idempotency, IP
+ * allocation) so the director's behaviour against it carries over to real providers.
+ * Tests can make VMs fail with `crash` and count calls with `calls`.
+ */
+export class FakeProvider implements Provider {
+  readonly calls: Record<string, number> = {};
+  private readonly vms = new Map<string, VmInfo>();
+  private readonly disks = new Map<string, DiskInfo>();
+  private readonly lbs = new Map<string, LoadBalancerInfo>();
+  private readonly crashed = new Set<string>();
+  private readonly used = new Set<string>();
+  private readonly pool: IpPool;
+  private readonly vmTypes: Record<string, VmType>;
+  private failNextCreate: Error | undefined;
+
+  constructor(private readonly options: FakeProviderOptions) {
+    this.pool = new IpPool(parseCidr(options.network ?? '10.250.0.0/16'), this.used);
+    this.vmTypes = options.vmTypes ?? {
+      small: { cpu: 1, memoryMb: 512, ephemeralDiskMb: 1024 },
+      medium: { cpu: 2, memoryMb: 2048, ephemeralDiskMb: 4096 },
+    };
+  }
+
+  private count(name: string): void {
+    this.calls[name] = (this.calls[name] ?? 0) + 1;
+  }
+
+  info(): ProviderInfo {
+    return {
+      name: 'fake', version: '1', kind: 'memory', vmTypes: this.vmTypes,
+      networks: [{ name: 'default', range: this.pool.cidr.text, gateway: this.pool.cidr.gateway }],
+      images: ['default'], capabilities: { persistentDisks: true, loadBalancers: true, reboot: true },
+    };
+  }
+
+  /** Test hook: the next createVm fails with this error after validation. */
+  failNextCreateWith(err: Error): void {
+    this.failNextCreate = err;
+  }
+
+  /** Test hook: the VM's "init" dies; hasVm turns false, the record stays until deleteVm. */
+  crash(id: string): void {
+    if (this.vms.has(id)) this.crashed.add(id);
+  }
+
+  async createVm(req: CreateVmRequest): Promise<VmInfo> {
+    this.count('createVm');
+    validateCreate(req, this.info().images, ['default']);
+    const vmType = resolveVmType(req.vmType, this.vmTypes);
+    const ip = this.pool.allocate(req.network.ip);
+    if (this.options.createDelayMs) await this.options.clock.sleep(this.options.createDelayMs);
+    if (this.failNextCreate) {
+      const err = this.failNextCreate;
+      this.failNextCreate = undefined;
+      this.pool.release(ip);
+      throw err;
+    }
+    const vm: VmInfo = {
+      id: `fake-${randomUUID().slice(0, 8)}`, agentId: req.agentId, ip, network: 'default', state: 'running', vmType,
+      image: req.image, metadata: { ...(req.metadata ?? {}) }, createdAt: this.options.clock.now().toISOString(),
+    };
+    this.vms.set(vm.id, vm);
+    return structuredClone(vm);
+  }
+
+  deleteVm(id: string): Promise<void> {
+    this.count('deleteVm');
+    const vm = this.vms.get(id);
+    if (vm) {
+      for (const d of this.disks.values()) if (d.vmId === id) d.vmId = null;
+      this.pool.release(vm.ip);
+      this.vms.delete(id);
+      this.crashed.delete(id);
+    }
+    return Promise.resolve();
+  }
+
+  hasVm(id: string): Promise<boolean> {
+    this.count('hasVm');
+    return Promise.resolve(this.vms.has(id) && !this.crashed.has(id));
+  }
+
+  rebootVm(id: string): Promise<void> {
+    this.count('rebootVm');
+    if (!this.vms.has(id)) return Promise.reject(new NotFoundError('ANODYNE_E_PROVIDER_VM_NOT_FOUND', `VM ${id} not found`, { details: { id } }));
+    this.crashed.delete(id);
+    return Promise.resolve();
+  }
+
+  setVmMetadata(id: string, metadata: Record<string, string>): Promise<void> {
+    const vm = this.vms.get(id);
+    if (!vm) return Promise.reject(new NotFoundError('ANODYNE_E_PROVIDER_VM_NOT_FOUND', `VM ${id} not found`, { details: { id } }));
+    vm.metadata = { ...metadata };
+    return Promise.resolve();
+  }
+
+  listVms(filter?: Record<string, string>): Promise<VmInfo[]> {
+    return Promise.resolve([...this.vms.values()].filter((v) => matches(v.metadata, filter)).map((v) => ({ ...structuredClone(v), state: this.crashed.has(v.id) ? 'stopped' as const : 'running' as const })));
+  }
+
+  createDisk(sizeMb: number, metadata: Record<string, string> = {}): Promise<DiskInfo> {
+    if (!Number.isInteger(sizeMb) || sizeMb < 1) return Promise.reject(new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', 'disk size must be a whole number of MB ≥ 1'));
+    const disk: DiskInfo = { id: `fake-disk-${randomUUID().slice(0, 8)}`, sizeMb, vmId: null, metadata: { ...metadata } };
+    this.disks.set(disk.id, disk);
+    return Promise.resolve({ ...disk });
+  }
+
+  deleteDisk(id: string): Promise<void> {
+    const d = this.disks.get(id);
+    if (d?.vmId) return Promise.reject(new ConflictError('ANODYNE_E_PROVIDER_DISK_ATTACHED', `disk ${id} is attached to ${d.vmId}`, { details: { id, vmId: d.vmId } }));
+    this.disks.delete(id);
+    return Promise.resolve();
+  }
+
+  hasDisk(id: string): Promise<boolean> {
+    return Promise.resolve(this.disks.has(id));
+  }
+
+  attachDisk(vmId: string, diskId: string): Promise<DiskAttachment> {
+    const d = this.disks.get(diskId);
+    if (!this.vms.has(vmId)) return Promise.reject(new NotFoundError('ANODYNE_E_PROVIDER_VM_NOT_FOUND', `VM ${vmId} not found`));
+    if (!d) return Promise.reject(new NotFoundError('ANODYNE_E_PROVIDER_DISK_NOT_FOUND', `disk ${diskId} not found`));
+    if (d.vmId && d.vmId !== vmId) return Promise.reject(new ConflictError('ANODYNE_E_PROVIDER_DISK_ATTACHED', `disk ${diskId} is attached to ${d.vmId}`));
+    d.vmId = vmId;
+    return Promise.resolve({ path: `/var/lib/anodyne/disks/${diskId}` });
+  }
+
+  detachDisk(vmId: string, diskId: string): Promise<void> {
+    const d = this.disks.get(diskId);
+    if (d && d.vmId === vmId) d.vmId = null;
+    return Promise.resolve();
+  }
+
+  async createLoadBalancer(spec: LoadBalancerSpec): Promise<LoadBalancerInfo> {
+    await Promise.resolve();
+    validateBackends(spec.backends);
+    if (this.lbs.has(spec.name)) throw new ConflictError('ANODYNE_E_CONFLICT', `load balancer ${spec.name} exists`);
+    const ip = this.pool.allocate(spec.ip);
+    const lb: LoadBalancerInfo = { id: spec.name, ip, port: spec.port, network: 'default', backends: [...spec.backends], metadata: { ...(spec.metadata ?? {}) } };
+    this.lbs.set(lb.id, lb);
+    return structuredClone(lb);
+  }
+
+  async updateLoadBalancer(id: string, backends: LoadBalancerBackend[]): Promise<LoadBalancerInfo> {
+    await Promise.resolve();
+    const lb = this.lbs.get(id);
+    if (!lb) throw new NotFoundError('ANODYNE_E_PROVIDER_LB_NOT_FOUND', `load balancer ${id} not found`);
+    validateBackends(backends);
+    lb.backends = [...backends];
+    return structuredClone(lb);
+  }
+
+  deleteLoadBalancer(id: string): Promise<void> {
+    const lb = this.lbs.get(id);
+    if (lb) {
+      this.pool.release(lb.ip);
+      this.lbs.delete(id);
+    }
+    return Promise.resolve();
+  }
+
+  cleanup(): Promise<CleanupReport> {
+    const report: CleanupReport = { vms: this.vms.size, disks: this.disks.size, loadBalancers: this.lbs.size, other: {} };
+    this.vms.clear();
+    this.disks.clear();
+    this.lbs.clear();
+    this.used.clear();
+    this.crashed.clear();
+    return Promise.resolve(report);
+  }
+}

@@ -1,0 +1,6 @@
+export type {
+  Provider, ProviderInfo, VmType, VmInfo, VmState, CreateVmRequest, NetworkPlacement, DiskInfo, DiskAttachment,
+  LoadBalancerSpec, LoadBalancerInfo, LoadBalancerBackend, NetworkInfo, CleanupReport,
+} from './contract.js';
+export { LocalProvider, GUEST_DISK_DIR, type LocalProviderOptions, type BindMount } from './local/index.js';
+export { FakeProvider, type FakeProviderOptions } from './fake/index.js';

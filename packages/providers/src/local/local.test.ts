@@ -1,0 +1,262 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { AnodyneError, CommandError, silentLogger, systemClock } from '@anodyne/common';
+import { locateRelease, httpGet } from '@anodyne/release';
+import { LocalProvider, GUEST_DISK_DIR } from './index.js';
+import { netnsList, linksWithPrefix, mountsUnder, rulesWithComment } from './host.js';
+import { providerContractSuite } from '../testing/index.js';
+
+const RELEASE_GUEST = '/var/lib/anodyne/release';
+let n = 0;
+
+/** A provider with its own tag, bridge and network, so suites never share host objects. */
+function makeProvider(network: string, extra: Partial<ConstructorParameters<typeof LocalProvider>[0]> = {}): { provider: LocalProvider; tag: string; dataDir: string } {
+  const tag = `t${(process.pid % 1296).toString(36)}${++n}`.slice(0, 6);
+  const dataDir = mkdtempSync(join(tmpdir(), `anodyne-local-${tag}-`));
+  const release = locateRelease();
+  const provider = new LocalProvider({
+    dataDir, tag, network, agentCommand: ['sleep', 'infinity'], logger: silentLogger(), clock: systemClock,
+    binds: [{ host: release.dir, guest: RELEASE_GUEST, readOnly: true }],
+    ...extra,
+  });
+  return { provider, tag, dataDir };
+}
+
+/** What the host still holds for a tag: checked on the host, not in the provider's records. */
+async function hostLeftovers(tag: string, dataDir: string, vmId?: string): Promise<string[]> {
+  const left: string[] = [];
+  const needle = vmId ?? `anodyne-${tag}-`;
+  for (const ns of await netnsList()) if (ns.includes(needle)) left.push(`netns ${ns}`);
+  for (const l of await linksWithPrefix(vmId ? `av${tag}${vmId.slice(3, 9)}` : `av${tag}`)) left.push(`link ${l}`);
+  for (const m of mountsUnder(vmId ? join(dataDir, 'vms', vmId) : dataDir)) left.push(`mount ${m}`);
+  for (const ctrl of readdirSync('/sys/fs/cgroup')) {
+    const cg = join('/sys/fs/cgroup', ctrl, 'anodyne', tag, ...(vmId ? [vmId] : []));
+    if (existsSync(cg)) left.push(`cgroup ${cg}`);
+  }
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const cg = readFileSync(`/proc/${pid}/cgroup`, 'utf8');
+      if (cg.includes(`/anodyne/${tag}/${vmId ?? ''}`)) left.push(`process ${pid}`);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  if (!vmId) {
+    if ((await linksWithPrefix(`anbr-${tag}`)).length > 0) left.push('bridge');
+    for (const t of ['filter', 'nat']) for (const r of await rulesWithComment(t, `anodyne:${tag}`)) left.push(`iptables ${r}`);
+  }
+  return left;
+}
+
+const isRoot = process.getuid?.() === 0;
+
+providerContractSuite('local (namespaces)', () => {
+  const { provider, tag, dataDir } = makeProvider('10.198.1.0/24');
+  return Promise.resolve({
+    provider,
+    crashVm: (id: string) => {
+      process.kill(provider.initPid(id), 'SIGKILL');
+      return Promise.resolve();
+    },
+    teardown: async () => {
+      await provider.cleanup();
+      assert.deepEqual(await hostLeftovers(tag, dataDir), []);
+    },
+  });
+});
+
+describe('local provider on the host', { skip: !isRoot && 'needs root' }, () => {
+  let provider: LocalProvider;
+  let tag: string;
+  let dataDir: string;
+  const vmReq = (agentId: string, extra: object = {}) => ({ agentId, image: 'host-usr', vmType: 'small', network: { network: 'default' }, env: {}, ...extra });
+  const gateway = '10.198.2.1';
+
+  before(() => {
+    ({ provider, tag, dataDir } = makeProvider('10.198.2.0/24'));
+  });
+
+  after(async () => {
+    await provider.cleanup();
+    assert.deepEqual(await hostLeftovers(tag, dataDir), [], 'nothing of the provider remains on the host');
+  });
+
+  /** busybox httpd inside a VM answering `body` on port. */
+  async function serve(vmId: string, ipAddr: string, port: number, body: string): Promise<void> {
+    await provider.execInVm(vmId, ['sh', '-c', `mkdir -p /tmp/www-${port} && echo ${body} > /tmp/www-${port}/index.html`]);
+    provider.spawnInVm(vmId, ['busybox', 'httpd', '-f', '-p', `${ipAddr}:${port}`, '-h', `/tmp/www-${port}`]);
+    for (let i = 0; i < 100; i++) {
+      if (await provider.execInVm(vmId, ['busybox', 'wget', '-qO-', `http://${ipAddr}:${port}/`]).then(() => true, () => false)) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error(`httpd in ${vmId} did not start`);
+  }
+
+  async function hostGet(url: string): Promise<string> {
+    const r = await httpGet(url);
+    return r.body.trim();
+  }
+
+  it('three VMs reach each other and the host at their IPs', async (t) => {
+    const started = performance.now();
+    const vms = await Promise.all(['net-a', 'net-b', 'net-c'].map((a) => provider.createVm(vmReq(a))));
+    t.diagnostic(`3 bare VMs created in ${(performance.now() - started).toFixed(0)} ms`);
+    let hostServer: Server | undefined;
+    try {
+      const [a, b, c] = vms as [typeof vms[0], typeof vms[0], typeof vms[0]];
+      await serve(a.id, a.ip, 8080, 'from-a');
+      for (const other of [b, c]) {
+        const { stdout } = await provider.execInVm(other.id, ['busybox', 'wget', '-qO-', `http://${a.ip}:8080/`]);
+        assert.equal(stdout.trim(), 'from-a');
+      }
+      assert.equal(await hostGet(`http://${a.ip}:8080/`), 'from-a', 'the host reaches a VM');
+      hostServer = createServer((_req, res) => res.end('from-host'));
+      await new Promise<void>((r) => hostServer!.listen(18081, gateway, r));
+      const { stdout } = await provider.execInVm(c.id, ['busybox', 'wget', '-qO-', `http://${gateway}:18081/`]);
+      assert.equal(stdout.trim(), 'from-host', 'a VM reaches the host');
+      // Each VM sees only its own processes and has its own hostname.
+      const ps = await provider.execInVm(b.id, ['ps', '-e', '-o', 'comm=']);
+      assert.ok(!ps.stdout.includes('httpd'), 'httpd of VM a is not visible in VM b');
+      assert.equal((await provider.execInVm(b.id, ['hostname'])).stdout.trim(), 'net-b');
+    } finally {
+      hostServer?.close();
+      for (const vm of vms) await provider.deleteVm(vm.id);
+    }
+  });
+
+  it('a process over the memory limit is OOM-killed and the VM keeps running', async () => {
+    const vm = await provider.createVm(vmReq('oom', { vmType: { cpu: 1, memoryMb: 64, ephemeralDiskMb: 100, pids: 256 } }));
+    try {
+      await assert.rejects(provider.execInVm(vm.id, ['python3', '-c', 'b = bytearray(300 * 1024 * 1024); print(len(b))']), (err: unknown) => {
+        assert.ok(err instanceof CommandError);
+        assert.ok(err.exitCode === 137 || err.signal === 'SIGKILL', `killed: ${err.message}`);
+        return true;
+      });
+      const oom = readFileSync(join('/sys/fs/cgroup/memory/anodyne', tag, vm.id, 'memory.oom_control'), 'utf8');
+      assert.match(oom, /oom_kill [1-9]/);
+      assert.equal(await provider.hasVm(vm.id), true);
+      assert.equal((await provider.execInVm(vm.id, ['echo', 'alive'])).stdout.trim(), 'alive');
+      // pids.max holds too
+      assert.equal(readFileSync(join('/sys/fs/cgroup/pids/anodyne', tag, vm.id, 'pids.max'), 'utf8').trim(), '256');
+    } finally {
+      await provider.deleteVm(vm.id);
+    }
+  });
+
+  it('killing the init: hasVm turns false, delete leaves nothing of the VM on the host', async () => {
+    const vm = await provider.createVm(vmReq('kill'));
+    provider.spawnInVm(vm.id, ['sleep', '1000']);
+    const disk = await provider.createDisk(10);
+    await provider.attachDisk(vm.id, disk.id);
+    process.kill(provider.initPid(vm.id), 'SIGKILL');
+    for (let i = 0; i < 100 && (await provider.hasVm(vm.id)); i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(await provider.hasVm(vm.id), false);
+    await provider.deleteVm(vm.id);
+    await provider.deleteVm(vm.id);
+    assert.deepEqual(await hostLeftovers(tag, dataDir, vm.id), []);
+    assert.ok(!existsSync(join(dataDir, 'vms', vm.id)));
+    await provider.deleteDisk(disk.id);
+  });
+
+  it('data on a persistent disk survives deleting the VM and attaching the disk to a new one', async () => {
+    const disk = await provider.createDisk(100);
+    const first = await provider.createVm(vmReq('disk-1'));
+    const { path } = await provider.attachDisk(first.id, disk.id);
+    assert.equal(path, `${GUEST_DISK_DIR}/${disk.id}`);
+    await provider.execInVm(first.id, ['sh', '-c', `echo persisted-data > ${path}/file && sync`]);
+    await provider.deleteVm(first.id);
+    const second = await provider.createVm(vmReq('disk-2'));
+    try {
+      const again = await provider.attachDisk(second.id, disk.id);
+      assert.equal((await provider.execInVm(second.id, ['cat', `${again.path}/file`])).stdout.trim(), 'persisted-data');
+      await provider.detachDisk(second.id, disk.id);
+      await assert.rejects(provider.execInVm(second.id, ['cat', `${again.path}/file`]));
+    } finally {
+      await provider.deleteVm(second.id);
+      await provider.deleteDisk(disk.id);
+    }
+  });
+
+  it('containerd runs in two VMs at once, each running a container from the release test image', async (t) => {
+    const release = locateRelease();
+    const { ref } = release.image('busybox');
+    const archive = `${RELEASE_GUEST}/images/busybox.tar`;
+    const config = [
+      'version = 2', 'root = "/var/lib/containerd"', 'state = "/run/containerd"', 'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
+      '[grpc]', '  address = "/run/containerd/containerd.sock"',
+    ].join('\n');
+    const t0 = performance.now();
+    const vms = await Promise.all(['ctrd-a', 'ctrd-b'].map((a) => provider.createVm(vmReq(a))));
+    const bare = performance.now() - t0;
+    try {
+      await Promise.all(vms.map(async (vm) => {
+        await provider.execInVm(vm.id, ['sh', '-c', `mkdir -p /etc/containerd && cat > /etc/containerd/config.toml`], { input: config });
+        provider.spawnInVm(vm.id, ['containerd', '--config', '/etc/containerd/config.toml']);
+        for (let i = 0; i < 200; i++) {
+          if (await provider.execInVm(vm.id, ['ctr', 'version']).then(() => true, () => false)) return;
+          await new Promise((r) => setTimeout(r, 25));
+        }
+        throw new Error(`containerd in ${vm.id} did not start`);
+      }));
+      t.diagnostic(`2 VMs in ${bare.toFixed(0)} ms; with containerd ready in both: ${(performance.now() - t0).toFixed(0)} ms`);
+      const results = await Promise.all(vms.map(async (vm) => {
+        await provider.execInVm(vm.id, ['ctr', 'images', 'import', archive]);
+        const { stdout } = await provider.execInVm(vm.id, ['ctr', 'run', '--rm', ref, `c-${vm.id}`, '/bin/sh', '-c', 'echo ran-in-$(cat /etc/hostname 2>/dev/null || echo container)'], { timeoutMs: 60_000 });
+        return stdout;
+      }));
+      for (const r of results) assert.match(r, /ran-in-/);
+      // Long-running containers in both at the same time: neither containerd disturbs the other.
+      for (const vm of vms) await provider.execInVm(vm.id, ['ctr', 'run', '-d', ref, 'sleeper', 'sleep', '300']);
+      for (const vm of vms) {
+        const { stdout } = await provider.execInVm(vm.id, ['ctr', 'tasks', 'ls']);
+        assert.match(stdout, /sleeper\s+\d+\s+RUNNING/);
+      }
+    } finally {
+      for (const vm of vms) await provider.deleteVm(vm.id);
+    }
+    for (const vm of vms) assert.deepEqual(await hostLeftovers(tag, dataDir, vm.id), []);
+  });
+
+  it('a load balancer forwards TCP to three backends and stops sending to a dead one', async () => {
+    const vms = await Promise.all(['lb-a', 'lb-b', 'lb-c'].map((a) => provider.createVm(vmReq(a))));
+    try {
+      await Promise.all(vms.map((vm, i) => serve(vm.id, vm.ip, 8080, `backend-${i}`)));
+      const lb = await provider.createLoadBalancer({ name: 'api', network: 'default', port: 8443, backends: vms.map((v) => ({ ip: v.ip, port: 8080 })) });
+      const seen = async (count: number) => {
+        const bodies = new Set<string>();
+        for (let i = 0; i < count; i++) bodies.add(await hostGet(`http://${lb.ip}:8443/`).catch(() => 'no answer'));
+        return bodies;
+      };
+      // Health checks need a moment to mark the backends up.
+      let bodies = new Set<string>();
+      for (let i = 0; i < 20 && bodies.size < 3; i++) {
+        bodies = await seen(9);
+        if (bodies.size < 3) await new Promise((r) => setTimeout(r, 200));
+      }
+      assert.deepEqual([...bodies].sort(), ['backend-0', 'backend-1', 'backend-2']);
+      await provider.execInVm(vms[1]!.id, ['pkill', '-f', 'busybox httpd']);
+      await new Promise((r) => setTimeout(r, 2000)); // fall 2 × inter 500 ms, plus margin
+      const after = await seen(12);
+      assert.deepEqual([...after].sort(), ['backend-0', 'backend-2']);
+      // Backends can be replaced without changing the address.
+      const updated = await provider.updateLoadBalancer('api', [{ ip: vms[0]!.ip, port: 8080 }]);
+      assert.equal(updated.ip, lb.ip);
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.deepEqual([...(await seen(6))], ['backend-0']);
+      await provider.deleteLoadBalancer('api');
+      assert.ok(!(await netnsList()).some((ns) => ns.startsWith(`anodyne-${tag}-lb-`)));
+    } finally {
+      for (const vm of vms) await provider.deleteVm(vm.id);
+    }
+  });
+
+  it('without root privileges it refuses with a code and creates nothing', async () => {
+    const { provider: unprivileged, dataDir: d } = makeProvider('10.198.3.0/24', { isRoot: () => false });
+    await assert.rejects(unprivileged.createVm(vmReq('nope')), (err: unknown) => err instanceof AnodyneError && err.code === 'ANODYNE_E_PROVIDER_NOT_ROOT');
+    assert.deepEqual(readdirSync(d), []);
+  });
+});

@@ -1,0 +1,51 @@
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { DiskInfo, LoadBalancerInfo, VmInfo } from '../contract.js';
+
+export interface VmRecord extends VmInfo {
+  /** Host PID of the VM's init (PID 1 inside) and its start time, to survive PID reuse. */
+  initPid: number | null;
+  initStart: string | null;
+  env: Record<string, string>;
+}
+
+export interface LbRecord extends LoadBalancerInfo {
+  lbId: string;
+}
+
+export interface LocalState {
+  vms: Record<string, VmRecord>;
+  disks: Record<string, DiskInfo>;
+  lbs: Record<string, LbRecord>;
+}
+
+/**
+ * The local provider's own records: one JSON file written atomically. Every host object
+ * it describes also carries the VM's id in its name, so `cleanup` finds them without it.
+ */
+export class StateFile {
+  constructor(private readonly path: string) {}
+
+  read(): LocalState {
+    if (!existsSync(this.path)) return { vms: {}, disks: {}, lbs: {} };
+    return JSON.parse(readFileSync(this.path, 'utf8')) as LocalState;
+  }
+
+  write(state: LocalState): void {
+    mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
+    const tmp = `${this.path}.tmp-${process.pid}`;
+    writeFileSync(tmp, JSON.stringify(state, null, 2), { mode: 0o600 });
+    renameSync(tmp, this.path);
+  }
+}
+
+/** Serialises async critical sections in this process. */
+export class Mutex {
+  private tail: Promise<unknown> = Promise.resolve();
+
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.tail.then(fn, fn);
+    this.tail = next.catch(() => undefined);
+    return next;
+  }
+}

@@ -1,0 +1,158 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { AnodyneError } from '@anodyne/common';
+import type { Provider } from '../contract.js';
+
+export interface ContractHarness {
+  provider: Provider;
+  /** Makes the VM's init die without the provider's involvement (kill -9, host crash). */
+  crashVm(id: string): Promise<void>;
+  teardown(): Promise<void>;
+}
+
+function code(expected: string) {
+  return (err: unknown): boolean => {
+    assert.ok(err instanceof AnodyneError, `expected an AnodyneError, got ${String(err)}`);
+    assert.equal(err.code, expected);
+    return true;
+  };
+}
+
+/**
+ * The rules every provider must keep (docs/provider-contract.md). Run it from each
+ * provider's own test file with a factory for a fresh, empty provider.
+ */
+export function providerContractSuite(name: string, setup: () => Promise<ContractHarness>): void {
+  describe(`provider contract: ${name}`, () => {
+    let h: ContractHarness;
+    let p: Provider;
+    before(async () => {
+      h = await setup();
+      p = h.provider;
+    });
+    after(async () => h.teardown());
+
+    const network = () => p.info().networks[0]!;
+    const image = () => p.info().images[0]!;
+    const vmType = () => Object.keys(p.info().vmTypes)[0]!;
+    const request = (agentId: string, ip?: string) => ({ agentId, image: image(), vmType: vmType(), network: { network: network().name, ...(ip ? { ip } : {}) }, env: { ANODYNE_TEST: '1' } });
+    const ipAt = (offset: number): string => {
+      const [a, b, c, d] = network().range.split('/')[0]!.split('.').map(Number) as [number, number, number, number];
+      const n = ((a * 256 + b) * 256 + c) * 256 + d + offset;
+      return [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join('.');
+    };
+
+    it('describes itself', () => {
+      const info = p.info();
+      assert.ok(info.name);
+      assert.ok(Object.keys(info.vmTypes).length > 0);
+      assert.ok(info.networks.length > 0);
+      assert.ok(info.images.length > 0);
+    });
+
+    it('creates VMs with allocated and static IPs, lists them by metadata, replaces metadata', async () => {
+      const a = await p.createVm({ ...request('contract-a'), metadata: { deployment: 'd1', index: '0' } });
+      const b = await p.createVm({ ...request('contract-b', ipAt(40)), metadata: { deployment: 'd2' } });
+      try {
+        assert.equal(b.ip, ipAt(40));
+        assert.notEqual(a.ip, b.ip);
+        assert.equal(await p.hasVm(a.id), true);
+        assert.deepEqual((await p.listVms({ deployment: 'd1' })).map((v) => v.id), [a.id]);
+        await p.setVmMetadata(a.id, { deployment: 'd1', index: '1' });
+        const [listed] = await p.listVms({ index: '1' });
+        assert.equal(listed?.id, a.id);
+        assert.equal(listed?.agentId, 'contract-a');
+        assert.equal(listed?.state, 'running');
+      } finally {
+        await p.deleteVm(a.id);
+        await p.deleteVm(b.id);
+      }
+      assert.equal(await p.hasVm(a.id), false);
+      assert.deepEqual(await p.listVms({ deployment: 'd1' }), []);
+    });
+
+    it('refuses bad input with a code and creates nothing', async () => {
+      const before = (await p.listVms()).length;
+      const taken = await p.createVm(request('contract-taken', ipAt(41)));
+      try {
+        await assert.rejects(p.createVm({ ...request('x'), vmType: 'no-such-type' }), code('ANODYNE_E_PROVIDER_VM_TYPE_UNKNOWN'));
+        await assert.rejects(p.createVm(request('x', '192.0.2.7')), code('ANODYNE_E_PROVIDER_IP_OUT_OF_RANGE'));
+        await assert.rejects(p.createVm(request('x', ipAt(41))), code('ANODYNE_E_PROVIDER_IP_TAKEN'));
+        await assert.rejects(p.createVm(request('x', 'not-an-ip')), code('ANODYNE_E_PROVIDER_INPUT_INVALID'));
+        await assert.rejects(p.createVm({ ...request('x'), image: 'no-such-image' }), code('ANODYNE_E_PROVIDER_INPUT_INVALID'));
+        await assert.rejects(p.createVm({ ...request('bad id with spaces') }), code('ANODYNE_E_PROVIDER_INPUT_INVALID'));
+        assert.equal((await p.listVms()).length, before + 1);
+      } finally {
+        await p.deleteVm(taken.id);
+      }
+      assert.equal((await p.listVms()).length, before);
+      // The address is free again.
+      const again = await p.createVm(request('contract-again', ipAt(41)));
+      await p.deleteVm(again.id);
+    });
+
+    it('a VM whose init died is not there; deleting it succeeds, twice', async () => {
+      const vm = await p.createVm(request('contract-crash'));
+      await h.crashVm(vm.id);
+      let gone = false;
+      for (let i = 0; i < 100 && !gone; i++) {
+        gone = !(await p.hasVm(vm.id));
+        if (!gone) await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.ok(gone, 'hasVm turns false after the init dies');
+      await p.deleteVm(vm.id);
+      await p.deleteVm(vm.id);
+      await p.deleteVm('vm-00000000');
+      assert.equal(await p.hasVm('no-such-vm'), false);
+    });
+
+    it('reboots a VM keeping its IP', async () => {
+      const vm = await p.createVm(request('contract-reboot'));
+      try {
+        await p.rebootVm(vm.id);
+        assert.equal(await p.hasVm(vm.id), true);
+        const [listed] = (await p.listVms()).filter((v) => v.id === vm.id);
+        assert.equal(listed?.ip, vm.ip);
+        await assert.rejects(p.rebootVm('vm-00000000'), code('ANODYNE_E_PROVIDER_VM_NOT_FOUND'));
+      } finally {
+        await p.deleteVm(vm.id);
+      }
+    });
+
+    it('manages persistent disks: attach, refuse delete while attached, detach, delete', async () => {
+      const vm = await p.createVm(request('contract-disk'));
+      const disk = await p.createDisk(64, { purpose: 'test' });
+      try {
+        assert.equal(await p.hasDisk(disk.id), true);
+        const att = await p.attachDisk(vm.id, disk.id);
+        assert.ok(att.path.length > 0);
+        assert.deepEqual(await p.attachDisk(vm.id, disk.id), att, 'attach is idempotent');
+        await assert.rejects(p.deleteDisk(disk.id), code('ANODYNE_E_PROVIDER_DISK_ATTACHED'));
+        await assert.rejects(p.attachDisk(vm.id, 'disk-00000000'), code('ANODYNE_E_PROVIDER_DISK_NOT_FOUND'));
+        await p.detachDisk(vm.id, disk.id);
+        await p.detachDisk(vm.id, disk.id);
+        await assert.rejects(p.createDisk(0), code('ANODYNE_E_PROVIDER_INPUT_INVALID'));
+      } finally {
+        await p.deleteVm(vm.id);
+        await p.deleteDisk(disk.id);
+      }
+      assert.equal(await p.hasDisk(disk.id), false);
+      await p.deleteDisk(disk.id);
+    });
+
+    it('manages load balancers: create, update backends, delete (idempotent)', async () => {
+      const lb = await p.createLoadBalancer({ name: 'contract-lb', network: network().name, port: 16443, backends: [{ ip: ipAt(50), port: 6443 }] });
+      try {
+        assert.equal(lb.port, 16443);
+        const updated = await p.updateLoadBalancer(lb.id, [{ ip: ipAt(50), port: 6443 }, { ip: ipAt(51), port: 6443 }]);
+        assert.equal(updated.ip, lb.ip);
+        assert.equal(updated.backends.length, 2);
+        await assert.rejects(p.updateLoadBalancer('no-such-lb', []), code('ANODYNE_E_PROVIDER_LB_NOT_FOUND'));
+        await assert.rejects(p.updateLoadBalancer(lb.id, [{ ip: 'x', port: 1 }]), code('ANODYNE_E_PROVIDER_INPUT_INVALID'));
+      } finally {
+        await p.deleteLoadBalancer(lb.id);
+      }
+      await p.deleteLoadBalancer(lb.id);
+    });
+  });
+}

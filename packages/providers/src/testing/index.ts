@@ -1,0 +1,1 @@
+export { providerContractSuite, type ContractHarness } from './contract.js';
