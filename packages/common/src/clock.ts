@@ -75,6 +75,10 @@ export class ManualClock implements Clock {
   }
 }
 
+/** Lets pending promise chains and I/O callbacks run before time moves on. */
 async function flushMicrotasks(): Promise<void> {
-  for (let i = 0; i < 10; i++) await Promise.resolve();
+  for (let i = 0; i < 3; i++) {
+    for (let j = 0; j < 10; j++) await Promise.resolve();
+    await new Promise<void>((r) => setImmediate(r));
+  }
 }

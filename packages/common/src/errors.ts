@@ -81,6 +81,18 @@ export const ErrorCodes = {
   ANODYNE_E_RELEASE_NOT_FOUND: def('ANODYNE_E_RELEASE_NOT_FOUND', 'precondition_failed', 'The Kubernetes release has not been built'),
   ANODYNE_E_RELEASE_CORRUPT: def('ANODYNE_E_RELEASE_CORRUPT', 'precondition_failed', 'A release file does not match its manifest'),
 
+  // director
+  ANODYNE_E_MANIFEST_INVALID: def('ANODYNE_E_MANIFEST_INVALID', 'invalid_input', 'The deployment manifest is invalid'),
+  ANODYNE_E_MANIFEST_VARIABLE_MISSING: def('ANODYNE_E_MANIFEST_VARIABLE_MISSING', 'invalid_input', 'The manifest refers to a variable that is not defined'),
+  ANODYNE_E_JOB_UNKNOWN: def('ANODYNE_E_JOB_UNKNOWN', 'invalid_input', 'The manifest names a job that no release provides'),
+  ANODYNE_E_TEMPLATE_INVALID: def('ANODYNE_E_TEMPLATE_INVALID', 'invalid_input', 'A job template refers to something that does not exist'),
+  ANODYNE_E_DEPLOYMENT_NOT_FOUND: def('ANODYNE_E_DEPLOYMENT_NOT_FOUND', 'not_found', 'Deployment not found'),
+  ANODYNE_E_DEPLOYMENT_LOCKED: def('ANODYNE_E_DEPLOYMENT_LOCKED', 'conflict', 'Another task is changing this deployment', true),
+  ANODYNE_E_TASK_NOT_FOUND: def('ANODYNE_E_TASK_NOT_FOUND', 'not_found', 'Task not found'),
+  ANODYNE_E_TASK_CANCELLED: def('ANODYNE_E_TASK_CANCELLED', 'cancelled', 'The task was cancelled'),
+  ANODYNE_E_CANARY_FAILED: def('ANODYNE_E_CANARY_FAILED', 'internal', 'A canary instance did not become healthy'),
+  ANODYNE_E_INSTANCE_UNHEALTHY: def('ANODYNE_E_INSTANCE_UNHEALTHY', 'internal', 'An instance did not become healthy within its watch time'),
+
   // providers
   ANODYNE_E_PROVIDER_NOT_ROOT: def('ANODYNE_E_PROVIDER_NOT_ROOT', 'precondition_failed', 'The local provider needs root privileges'),
   ANODYNE_E_PROVIDER_VM_TYPE_UNKNOWN: def('ANODYNE_E_PROVIDER_VM_TYPE_UNKNOWN', 'invalid_input', 'Unknown VM type'),

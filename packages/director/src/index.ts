@@ -1,0 +1,11 @@
+export {
+  parseManifest, parseWatchTime, resolveMaxInFlight, groupUpdatePolicy, manifestPath, ManifestSchema,
+  type Manifest, type InstanceGroup, type UpdatePolicy, type Variable, type WatchRange,
+} from './manifest.js';
+export {
+  renderTemplate, renderInstance, resolveJobs, bundleHash,
+  type JobDefinition, type JobCatalog, type ProcessTemplate, type ReadinessProbe, type RenderedJob, type RenderedProcess,
+  type InstanceBundle, type InstanceSpec, type RenderContext,
+} from './jobs.js';
+export { plan, type DesiredInstance, type ActualInstance, type PlannedChange, type PlanAction } from './planner.js';
+export { Updater, type InstanceDriver, type EventSink, type TaskEventInput, type GroupPlan, type UpdaterOptions } from './updater.js';

@@ -1,0 +1,143 @@
+import { AnodyneError, type Clock, type Logger } from '@anodyne/common';
+import { parseWatchTime, resolveMaxInFlight, type UpdatePolicy } from './manifest.js';
+import type { PlannedChange } from './planner.js';
+
+/** One line of a task's event log. */
+export interface TaskEventInput {
+  stage: string;
+  /** The step's subject, e.g. `web/2`. */
+  instance?: string;
+  /** Step k of n within the stage. */
+  index?: number;
+  total?: number;
+  state: 'started' | 'finished' | 'failed' | 'info';
+  message?: string;
+}
+
+export interface EventSink {
+  event(e: TaskEventInput): Promise<void>;
+}
+
+/**
+ * What the updater needs done to one instance; the director's real driver talks to the
+ * provider and the agent, unit tests use the fake provider.
+ */
+export interface InstanceDriver {
+  /** Drains and stops the old processes (if any), creates/updates/recreates, starts. */
+  apply(change: PlannedChange, signal: AbortSignal): Promise<void>;
+  /** Removes an instance no longer in the manifest (drained and stopped first). */
+  remove(change: PlannedChange, signal: AbortSignal): Promise<void>;
+  /** Whether every process of the instance is running and ready. */
+  healthy(change: PlannedChange): Promise<boolean>;
+}
+
+export interface GroupPlan {
+  name: string;
+  instances: number;
+  policy: UpdatePolicy;
+  changes: PlannedChange[];
+}
+
+export interface UpdaterOptions {
+  clock: Clock;
+  driver: InstanceDriver;
+  events: EventSink;
+  logger: Logger;
+  /** How often to ask an instance whether it is healthy while watching (default 1 s). */
+  pollMs?: number;
+}
+
+function cancelled(): AnodyneError {
+  return new AnodyneError('ANODYNE_E_TASK_CANCELLED', 'the task was cancelled');
+}
+
+/**
+ * Rolls changes out the way BOSH does: per instance group, deletions first, then canaries
+ * one at a time, then the rest in batches of max_in_flight; each instance is applied and
+ * watched until healthy within its watch time (a range `min-max`: first check after min,
+ * give up after max). A failing canary stops the update with every other instance untouched;
+ * a failing batch stops it after that batch. Groups run one after another unless a group
+ * says `serial: false`, in which case it starts together with the group before it.
+ * Cancellation is honoured between steps, never in the middle of one.
+ */
+export class Updater {
+  private readonly pollMs: number;
+
+  constructor(private readonly opts: UpdaterOptions) {
+    this.pollMs = opts.pollMs ?? 1000;
+  }
+
+  async run(groups: GroupPlan[], signal: AbortSignal): Promise<void> {
+    let pending: Promise<void>[] = [];
+    for (const g of groups) {
+      if (g.policy.serial === false && pending.length > 0) {
+        pending.push(this.updateGroup(g, signal));
+        continue;
+      }
+      await Promise.all(pending);
+      pending = [this.updateGroup(g, signal)];
+    }
+    await Promise.all(pending);
+  }
+
+  private async watch(change: PlannedChange, range: { min: number; max: number }): Promise<boolean> {
+    const { clock, driver } = this.opts;
+    await clock.sleep(range.min);
+    let waited = range.min;
+    for (;;) {
+      if (await driver.healthy(change)) return true;
+      if (waited >= range.max) return false;
+      const step = Math.min(this.pollMs, range.max - waited);
+      await clock.sleep(step);
+      waited += step;
+    }
+  }
+
+  private async step(g: GroupPlan, change: PlannedChange, k: number, n: number, canary: boolean, signal: AbortSignal): Promise<void> {
+    const { driver, events } = this.opts;
+    const instance = `${change.group}/${change.index}`;
+    const stage = canary ? 'Updating instance (canary)' : 'Updating instance';
+    await events.event({ stage, instance, index: k, total: n, state: 'started', message: `${change.action}: ${change.reasons.join(', ')}` });
+    try {
+      await driver.apply(change, signal);
+      const range = parseWatchTime(canary ? g.policy.canary_watch_time : g.policy.update_watch_time);
+      if (!(await this.watch(change, range))) {
+        throw new AnodyneError(canary ? 'ANODYNE_E_CANARY_FAILED' : 'ANODYNE_E_INSTANCE_UNHEALTHY', `${instance} is not healthy after ${range.max} ms`, { details: { instance } });
+      }
+    } catch (err) {
+      await events.event({ stage, instance, index: k, total: n, state: 'failed', message: (err as Error).message });
+      throw err;
+    }
+    await events.event({ stage, instance, index: k, total: n, state: 'finished' });
+  }
+
+  private async updateGroup(g: GroupPlan, signal: AbortSignal): Promise<void> {
+    const { driver, events } = this.opts;
+    const deletes = g.changes.filter((c) => c.action === 'delete');
+    const updates = g.changes.filter((c) => c.action !== 'delete' && c.action !== 'keep');
+    for (const [i, c] of deletes.entries()) {
+      if (signal.aborted) throw cancelled();
+      const instance = `${c.group}/${c.index}`;
+      await events.event({ stage: 'Deleting unneeded instances', instance, index: i + 1, total: deletes.length, state: 'started' });
+      await driver.remove(c, signal);
+      await events.event({ stage: 'Deleting unneeded instances', instance, index: i + 1, total: deletes.length, state: 'finished' });
+    }
+    if (updates.length === 0) return;
+    const canaries = updates.slice(0, Math.min(g.policy.canaries, updates.length));
+    const rest = updates.slice(canaries.length);
+    const n = updates.length;
+    let k = 0;
+    for (const c of canaries) {
+      if (signal.aborted) throw cancelled();
+      await this.step(g, c, ++k, n, true, signal);
+    }
+    const inFlight = resolveMaxInFlight(g.policy.max_in_flight, g.instances);
+    for (let i = 0; i < rest.length; i += inFlight) {
+      if (signal.aborted) throw cancelled();
+      const batch = rest.slice(i, i + inFlight);
+      const results = await Promise.allSettled(batch.map((c) => this.step(g, c, ++k, n, false, signal)));
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
+    }
+  }
+}
