@@ -107,7 +107,9 @@ export function renderTemplate(template: string, scope: Record<string, unknown>,
     const value = lookup(scope, path);
     if (value === undefined) throw new InputError('ANODYNE_E_TEMPLATE_INVALID', `${where}: {{ ${expr} }} has no value`, { details: { where, expression: expr } });
     if (Array.isArray(value) && value.every((v) => typeof v === 'string' || typeof v === 'number')) return value.join(',');
-    return typeof value === 'object' ? JSON.stringify(value) : String(value);
+    if (typeof value === 'string') return value;
+    if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return value.toString();
+    return JSON.stringify(value);
   });
 }
 
