@@ -1,0 +1,183 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpsServer, request } from 'node:https';
+import { createServer as createNetServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { exec, silentLogger, systemClock } from '@anodyne/common';
+import { Agent, Supervisor, type AgentBundle, type AgentState, type AgentTls } from './index.js';
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createNetServer();
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      s.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
+    });
+  });
+}
+
+async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+function bundle(port: number, hash = 'h1'): AgentBundle {
+  return {
+    deployment: 'd', group: 'web', index: 0, hash,
+    jobs: [{
+      name: 'web', release: 'test',
+      processes: [
+        { name: 'sleeper', command: 'sh', args: ['-c', 'echo sleeper-started; exec sleep 300'], env: {} },
+        { name: 'httpd', command: 'busybox', args: ['httpd', '-f', '-p', `127.0.0.1:${port}`, '-h', 'www'], env: {}, readiness: { http: { port, path: '/' } } },
+      ],
+      files: [{ path: 'www/index.html', content: 'hello-agent', mode: 0o644 }, { path: 'bin/tool.sh', content: 'echo tool', mode: 0o755 }],
+      scripts: { drain: 'echo drained; echo "$0" > drain-ran', backup: 'echo backup-output' },
+    }],
+  };
+}
+
+describe('supervisor', () => {
+  let root: string;
+  let sup: Supervisor;
+  before(() => {
+    root = mkdtempSync(join(tmpdir(), 'anodyne-agent-'));
+    sup = new Supervisor({ root, logger: silentLogger(), clock: systemClock, minBackoffMs: 50, probeIntervalMs: 50, stopGraceMs: 2000 });
+  });
+  after(async () => {
+    await sup.stop();
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  it('writes job files with their modes and starts processes; readiness gates running', async () => {
+    const port = await freePort();
+    sup.apply(bundle(port));
+    assert.equal(readFileSync(join(root, 'jobs/web/www/index.html'), 'utf8'), 'hello-agent');
+    assert.equal(statSync(join(root, 'jobs/web/bin/tool.sh')).mode & 0o777, 0o755);
+    await sup.start();
+    await until('healthy', () => sup.healthy());
+    assert.deepEqual(sup.status().map((s) => [s.name, s.state]), [['sleeper', 'running'], ['httpd', 'running']]);
+    await until('log', () => (sup.logs()['web/sleeper'] ?? '').includes('sleeper-started'));
+  });
+
+  it('restarts a killed process and shows the restart in its state', async () => {
+    const before = sup.status().find((s) => s.name === 'sleeper')!;
+    assert.ok(before.pid);
+    process.kill(before.pid, 'SIGKILL');
+    await until('restart', () => {
+      const s = sup.status().find((x) => x.name === 'sleeper')!;
+      return s.restarts === 1 && s.state === 'running' && s.pid !== before.pid;
+    });
+    const after = sup.status().find((s) => s.name === 'sleeper')!;
+    assert.deepEqual(after.lastExit, { code: null, signal: 'SIGKILL' });
+  });
+
+  it('runs lifecycle scripts and reports their output', async () => {
+    const [r] = await sup.runScript('drain');
+    assert.equal(r?.code, 0);
+    assert.match(r?.output ?? '', /drained/);
+    const [b] = await sup.runScript('backup');
+    assert.match(b?.output ?? '', /backup-output/);
+  });
+
+  it('stops every process, and they stay stopped', async () => {
+    const pids = sup.status().map((s) => s.pid!);
+    await sup.stop();
+    assert.ok(sup.status().every((s) => s.state === 'stopped'));
+    await new Promise((r) => setTimeout(r, 200));
+    for (const pid of pids) assert.throws(() => process.kill(pid, 0), 'process is gone');
+    assert.ok(sup.status().every((s) => s.state === 'stopped' && s.restarts <= 1));
+  });
+});
+
+async function makeTls(dir: string): Promise<{ agent: AgentTls; director: AgentTls; caPath: string }> {
+  const o = (...a: string[]) => exec(['openssl', ...a], { cwd: dir });
+  await o('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=test-ca', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '1');
+  for (const name of ['agent', 'director']) {
+    writeFileSync(join(dir, `${name}.ext`), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n');
+    await o('req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${name}`, '-keyout', `${name}.key`, '-out', `${name}.csr`);
+    await o('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.pem`, '-days', '1', '-extfile', `${name}.ext`);
+  }
+  const read = (f: string) => readFileSync(join(dir, f), 'utf8');
+  return {
+    agent: { cert: read('agent.pem'), key: read('agent.key'), ca: read('ca.pem') },
+    director: { cert: read('director.pem'), key: read('director.key'), ca: read('ca.pem') },
+    caPath: join(dir, 'ca.pem'),
+  };
+}
+
+describe('agent over mutual TLS', () => {
+  let dir: string;
+  let agent: Agent;
+  let port: number;
+  let tls: Awaited<ReturnType<typeof makeTls>>;
+  const beats: AgentState[] = [];
+  let director: ReturnType<typeof createHttpsServer>;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'anodyne-agent-tls-'));
+    tls = await makeTls(dir);
+    const directorPort = await freePort();
+    director = createHttpsServer({ cert: tls.director.cert, key: tls.director.key, ca: tls.director.ca, requestCert: true, rejectUnauthorized: true }, (req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        if (req.url === '/agents/agent-1/heartbeat') beats.push(JSON.parse(body) as AgentState);
+        res.end('{}');
+      });
+    });
+    await new Promise<void>((r) => director.listen(directorPort, '127.0.0.1', r));
+    agent = new Agent({ agentId: 'agent-1', root: join(dir, 'root'), listen: { host: '127.0.0.1', port: 0 }, directorUrl: `https://127.0.0.1:${directorPort}`, heartbeatMs: 100, tls: tls.agent, logger: silentLogger(), clock: systemClock });
+    ({ port } = await agent.listen());
+  });
+
+  after(async () => {
+    await agent.close();
+    director.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const call = (method: string, path: string, body?: unknown, creds: AgentTls | null = tls.director): Promise<{ status: number; json: unknown }> =>
+    new Promise((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port, path, method, ca: tls.director.ca, ...(creds ? { cert: creds.cert, key: creds.key } : {}), headers: { 'content-type': 'application/json' } }, (res) => {
+        let text = '';
+        res.on('data', (c: Buffer) => (text += c.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, json: text ? JSON.parse(text) : null }));
+      });
+      req.on('error', reject);
+      req.end(body === undefined ? undefined : JSON.stringify(body));
+    });
+
+  it('refuses a client without a certificate signed by its CA', async () => {
+    await assert.rejects(call('GET', '/state', undefined, null));
+  });
+
+  it('applies, starts, reports state, drains and stops for the director', async () => {
+    const httpPort = await freePort();
+    assert.equal((await call('POST', '/apply', bundle(httpPort, 'hash-1'))).status, 200);
+    assert.equal((await call('POST', '/start')).status, 200);
+    await until('healthy over the API', async () => ((await call('GET', '/state')).json as AgentState).healthy);
+    const state = (await call('GET', '/state')).json as AgentState;
+    assert.equal(state.bundleHash, 'hash-1');
+    assert.ok(state.vitals.cpus > 0);
+    assert.ok(state.vitals.memoryBytes > 0);
+    const drain = (await call('POST', '/drain')).json as { results: { output: string }[] };
+    assert.match(drain.results[0]?.output ?? '', /drained/);
+    const logs = (await call('GET', '/logs')).json as { logs: Record<string, string> };
+    assert.match(logs.logs['web/sleeper'] ?? '', /sleeper-started/);
+    assert.equal((await call('POST', '/apply', { nope: true })).status, 400);
+    assert.equal((await call('GET', '/nothing')).status, 404);
+    const stopped = (await call('POST', '/stop')).json as AgentState;
+    assert.ok(stopped.processes.every((p) => p.state === 'stopped'));
+  });
+
+  it('heartbeats to the director with process states and vitals', async () => {
+    await until('heartbeats', () => beats.length >= 2);
+    assert.equal(beats.at(-1)?.agentId, 'agent-1');
+    assert.ok(Array.isArray(beats.at(-1)?.processes));
+  });
+});

@@ -1,0 +1,202 @@
+import { createServer, request, type Server } from 'node:https';
+import { loadavg, cpus } from 'node:os';
+import { readFileSync, statfsSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { AnodyneError, InputError, toAnodyneError, type Clock, type Logger } from '@anodyne/common';
+import { Supervisor, type AgentBundle, type ProcessStatus, type ScriptName } from './supervisor.js';
+
+export interface Vitals {
+  load: [number, number, number];
+  cpus: number;
+  /** Bytes charged to the VM's memory cgroup (or process RSS when there is none). */
+  memoryBytes: number;
+  memoryLimitBytes: number | null;
+  disk: { path: string; usedPercent: number };
+}
+
+export interface AgentState {
+  agentId: string;
+  bundleHash: string | null;
+  healthy: boolean;
+  processes: ProcessStatus[];
+  vitals: Vitals;
+}
+
+/** TLS material of the agent: its own certificate and the CA that signed the director's. */
+export interface AgentTls {
+  cert: string;
+  key: string;
+  ca: string;
+}
+
+export interface AgentOptions {
+  agentId: string;
+  root: string;
+  /** host:port the agent listens on (the VM's IP). */
+  listen: { host: string; port: number };
+  /** Director's heartbeat endpoint base URL, e.g. https://10.244.0.1:9022. */
+  directorUrl?: string;
+  heartbeatMs?: number;
+  tls: AgentTls;
+  logger: Logger;
+  clock: Clock;
+}
+
+function readNumber(path: string): number | null {
+  try {
+    const n = Number(readFileSync(path, 'utf8').trim());
+    return Number.isFinite(n) ? n : null;
+  } catch {
+    return null;
+  }
+}
+
+export function vitals(diskPath = '/'): Vitals {
+  const usage = readNumber('/sys/fs/cgroup/memory/memory.usage_in_bytes');
+  const limit = readNumber('/sys/fs/cgroup/memory/memory.limit_in_bytes');
+  let usedPercent = 0;
+  try {
+    const s = statfsSync(diskPath);
+    usedPercent = Math.round((1 - s.bavail / s.blocks) * 1000) / 10;
+  } catch {
+    // no statfs: report 0
+  }
+  return {
+    load: loadavg() as [number, number, number],
+    cpus: cpus().length,
+    memoryBytes: usage ?? process.memoryUsage().rss,
+    memoryLimitBytes: limit !== null && limit < 2 ** 60 ? limit : null,
+    disk: { path: diskPath, usedPercent },
+  };
+}
+
+async function readBody(req: IncomingMessage, limit = 8 * 1024 * 1024): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req) {
+    size += (c as Buffer).length;
+    if (size > limit) throw new InputError('ANODYNE_E_INVALID_INPUT', 'request body too large');
+    chunks.push(c as Buffer);
+  }
+  if (size === 0) return {};
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+  } catch {
+    throw new InputError('ANODYNE_E_INVALID_INPUT', 'request body is not JSON');
+  }
+}
+
+/**
+ * The agent inside each VM: serves the director over mutually authenticated TLS (apply,
+ * start, stop, drain, run_script, state, logs) and sends heartbeats with process states and
+ * vitals. It keeps no state the director needs beyond the last applied bundle, so it survives
+ * a director restart by simply heartbeating again.
+ */
+export class Agent {
+  readonly supervisor: Supervisor;
+  private server: Server | null = null;
+  private heartbeatTimer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly o: AgentOptions) {
+    this.supervisor = new Supervisor({ root: o.root, logger: o.logger, clock: o.clock });
+  }
+
+  state(): AgentState {
+    return {
+      agentId: this.o.agentId,
+      bundleHash: this.supervisor.currentBundle?.hash ?? null,
+      healthy: this.supervisor.healthy(),
+      processes: this.supervisor.status(),
+      vitals: vitals(),
+    };
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const send = (status: number, body: unknown) => {
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(body));
+    };
+    try {
+      const route = `${req.method} ${req.url?.split('?')[0]}`;
+      switch (route) {
+        case 'GET /state':
+          return send(200, this.state());
+        case 'POST /apply': {
+          const bundle = (await readBody(req)) as AgentBundle;
+          if (!bundle || !Array.isArray(bundle.jobs) || typeof bundle.hash !== 'string') throw new InputError('ANODYNE_E_INVALID_INPUT', 'apply needs a bundle with jobs and hash');
+          this.supervisor.apply(bundle);
+          return send(200, this.state());
+        }
+        case 'POST /start':
+          await this.supervisor.runScript('pre_start');
+          await this.supervisor.start();
+          return send(200, this.state());
+        case 'POST /stop':
+          await this.supervisor.stop();
+          return send(200, this.state());
+        case 'POST /drain':
+          return send(200, { results: await this.supervisor.runScript('drain') });
+        case 'POST /run_script': {
+          const { name } = (await readBody(req)) as { name?: string };
+          if (!name || !['drain', 'pre_start', 'post_start', 'backup', 'restore'].includes(name)) throw new InputError('ANODYNE_E_INVALID_INPUT', 'unknown script');
+          return send(200, { results: await this.supervisor.runScript(name as ScriptName) });
+        }
+        case 'GET /logs':
+          return send(200, { logs: this.supervisor.logs() });
+        default:
+          return send(404, { code: 'ANODYNE_E_NOT_FOUND', message: `no route ${route}` });
+      }
+    } catch (err) {
+      const e = toAnodyneError(err);
+      send(e.kind === 'invalid_input' ? 400 : 500, e.toJSON());
+    }
+  }
+
+  /** Starts serving, resumes the last applied bundle, and begins heartbeating. */
+  async listen(): Promise<{ port: number }> {
+    if (this.supervisor.loadSavedBundle()) await this.supervisor.start();
+    this.server = createServer({ cert: this.o.tls.cert, key: this.o.tls.key, ca: this.o.tls.ca, requestCert: true, rejectUnauthorized: true }, (req, res) => void this.handle(req, res));
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once('error', reject);
+      this.server!.listen(this.o.listen.port, this.o.listen.host, () => resolve());
+    });
+    const addr = this.server.address();
+    if (this.o.directorUrl) this.scheduleHeartbeat(0);
+    return { port: typeof addr === 'object' && addr ? addr.port : this.o.listen.port };
+  }
+
+  private scheduleHeartbeat(delay: number): void {
+    this.heartbeatTimer = setTimeout(() => {
+      void this.heartbeat()
+        .catch((err: unknown) => this.o.logger.debug({ err: (err as Error).message }, 'heartbeat failed; will retry'))
+        .finally(() => {
+          if (this.server) this.scheduleHeartbeat(this.o.heartbeatMs ?? 5000);
+        });
+    }, delay);
+    this.heartbeatTimer.unref();
+  }
+
+  /** Posts the agent's state to the director. Failures are retried on the next beat. */
+  heartbeat(): Promise<void> {
+    const body = JSON.stringify(this.state());
+    const url = new URL(`/agents/${encodeURIComponent(this.o.agentId)}/heartbeat`, this.o.directorUrl);
+    return new Promise((resolve, reject) => {
+      const req = request(url, { method: 'POST', cert: this.o.tls.cert, key: this.o.tls.key, ca: this.o.tls.ca, headers: { 'content-type': 'application/json' }, timeout: 5000 }, (res) => {
+        res.resume();
+        if ((res.statusCode ?? 500) < 300) resolve();
+        else reject(new AnodyneError('ANODYNE_E_UNAVAILABLE', `director answered ${res.statusCode}`));
+      });
+      req.once('error', reject);
+      req.once('timeout', () => req.destroy(new Error('heartbeat timed out')));
+      req.end(body);
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
+    const server = this.server;
+    this.server = null;
+    await this.supervisor.stop();
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}

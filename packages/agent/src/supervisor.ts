@@ -1,0 +1,295 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync, chmodSync } from 'node:fs';
+import { connect } from 'node:net';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { dirname, isAbsolute, join } from 'node:path';
+import { exec, type Clock, type Logger } from '@anodyne/common';
+
+/** How the agent decides a process is ready (the director renders ports to strings or numbers). */
+export type Probe =
+  | { http: { port: number | string; path?: string; scheme?: 'http' | 'https'; host?: string } }
+  | { tcp: { port: number | string; host?: string } }
+  | { exec: { command: string[] } };
+
+export interface BundleProcess {
+  name: string;
+  command: string;
+  args: string[];
+  env: Record<string, string>;
+  readiness?: Probe;
+}
+
+export interface BundleJob {
+  name: string;
+  release: string;
+  processes: BundleProcess[];
+  files: { path: string; content: string; mode: number }[];
+  scripts: Partial<Record<ScriptName, string>>;
+}
+
+export type ScriptName = 'drain' | 'pre_start' | 'post_start' | 'backup' | 'restore';
+
+/** What the director asks the agent to run: the rendered jobs of one instance. */
+export interface AgentBundle {
+  deployment: string;
+  group: string;
+  index: number;
+  jobs: BundleJob[];
+  hash: string;
+}
+
+/**
+ * running: up and ready; starting: up, readiness not yet passed; failing: exited and waiting
+ * to be restarted; stopped: not supposed to run.
+ */
+export type ProcessState = 'running' | 'starting' | 'failing' | 'stopped';
+
+export interface ProcessStatus {
+  job: string;
+  name: string;
+  state: ProcessState;
+  pid: number | null;
+  restarts: number;
+  lastExit: { code: number | null; signal: string | null } | null;
+}
+
+interface Supervised {
+  job: string;
+  spec: BundleProcess;
+  cwd: string;
+  logFile: string;
+  child: ChildProcess | null;
+  state: ProcessState;
+  restarts: number;
+  backoffMs: number;
+  lastExit: ProcessStatus['lastExit'];
+  timer: NodeJS.Timeout | null;
+  probeTimer: NodeJS.Timeout | null;
+  wanted: boolean;
+}
+
+export interface SupervisorOptions {
+  /** Jobs' files and logs live under here: <root>/jobs/<job>/…, <root>/logs/<job>/<process>.log. */
+  root: string;
+  logger: Logger;
+  clock: Clock;
+  /** First restart delay; doubles per consecutive failure up to maxBackoffMs. */
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+  /** A process that stayed up this long resets its backoff. */
+  stableAfterMs?: number;
+  probeIntervalMs?: number;
+  stopGraceMs?: number;
+}
+
+function probeOnce(p: Probe, timeoutMs: number): Promise<boolean> {
+  if ('exec' in p) {
+    const [cmd, ...args] = p.exec.command;
+    return exec([cmd!, ...args], { timeoutMs }).then(() => true, () => false);
+  }
+  if ('tcp' in p) {
+    return new Promise((resolve) => {
+      const s = connect({ host: p.tcp.host ?? '127.0.0.1', port: Number(p.tcp.port), timeout: timeoutMs });
+      s.once('connect', () => { s.destroy(); resolve(true); });
+      s.once('error', () => resolve(false));
+      s.once('timeout', () => { s.destroy(); resolve(false); });
+    });
+  }
+  return new Promise((resolve) => {
+    const scheme = p.http.scheme ?? 'http';
+    const req = (scheme === 'https' ? httpsRequest : httpRequest)(
+      { host: p.http.host ?? '127.0.0.1', port: Number(p.http.port), path: p.http.path ?? '/', method: 'GET', timeout: timeoutMs, rejectUnauthorized: false },
+      (res) => {
+        res.resume();
+        resolve((res.statusCode ?? 500) < 400);
+      },
+    );
+    req.once('error', () => resolve(false));
+    req.once('timeout', () => { req.destroy(); resolve(false); });
+    req.end();
+  });
+}
+
+/**
+ * Runs the processes of an instance's jobs and keeps them running: a process that exits is
+ * restarted with exponential backoff, and its state and restart count are reported. A
+ * process with a readiness probe is `starting` until the probe passes.
+ */
+export class Supervisor {
+  private procs: Supervised[] = [];
+  private bundle: AgentBundle | null = null;
+  private readonly o: Required<Omit<SupervisorOptions, 'logger' | 'clock'>> & Pick<SupervisorOptions, 'logger' | 'clock'>;
+
+  constructor(options: SupervisorOptions) {
+    this.o = { minBackoffMs: 200, maxBackoffMs: 10_000, stableAfterMs: 10_000, probeIntervalMs: 500, stopGraceMs: 10_000, ...options };
+  }
+
+  get currentBundle(): AgentBundle | null {
+    return this.bundle;
+  }
+
+  jobDir(job: string): string {
+    return join(this.o.root, 'jobs', job);
+  }
+
+  /** Writes the bundle's files; the processes of the new bundle start on `start()`. */
+  apply(bundle: AgentBundle): void {
+    for (const job of bundle.jobs) {
+      const dir = this.jobDir(job.name);
+      mkdirSync(dir, { recursive: true });
+      for (const f of job.files) {
+        const path = isAbsolute(f.path) ? f.path : join(dir, f.path);
+        mkdirSync(dirname(path), { recursive: true });
+        writeFileSync(path, f.content, { mode: f.mode });
+        chmodSync(path, f.mode);
+      }
+      for (const [name, body] of Object.entries(job.scripts)) {
+        const path = join(dir, 'scripts', name);
+        mkdirSync(dirname(path), { recursive: true });
+        writeFileSync(path, `#!/bin/sh\nset -e\n${body}\n`, { mode: 0o755 });
+      }
+      mkdirSync(join(this.o.root, 'logs', job.name), { recursive: true });
+    }
+    this.bundle = bundle;
+    writeFileSync(join(this.o.root, 'bundle.json'), JSON.stringify(bundle), { mode: 0o600 });
+  }
+
+  /** The bundle applied before a restart of the agent, if any. */
+  loadSavedBundle(): AgentBundle | null {
+    try {
+      this.bundle = JSON.parse(readFileSync(join(this.o.root, 'bundle.json'), 'utf8')) as AgentBundle;
+    } catch {
+      this.bundle = null;
+    }
+    return this.bundle;
+  }
+
+  /** Starts every process of the applied bundle (stopping any left from an older one). */
+  async start(): Promise<void> {
+    if (!this.bundle) return;
+    await this.stop();
+    this.procs = this.bundle.jobs.flatMap((job) =>
+      job.processes.map((spec) => ({
+        job: job.name, spec, cwd: this.jobDir(job.name), logFile: join(this.o.root, 'logs', job.name, `${spec.name}.log`),
+        child: null, state: 'stopped', restarts: 0, backoffMs: this.o.minBackoffMs, lastExit: null, timer: null, probeTimer: null, wanted: true,
+      })),
+    );
+    for (const p of this.procs) this.launch(p);
+  }
+
+  private launch(p: Supervised): void {
+    if (!p.wanted) return;
+    mkdirSync(dirname(p.logFile), { recursive: true });
+    const out = openSync(p.logFile, 'a');
+    const startedAt = this.o.clock.nowMs();
+    const child = spawn(p.spec.command, p.spec.args, { cwd: p.cwd, env: { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...p.spec.env }, stdio: ['ignore', out, out], detached: true });
+    closeSync(out);
+    p.child = child;
+    p.state = p.spec.readiness ? 'starting' : 'running';
+    child.once('error', (err) => {
+      this.o.logger.warn({ job: p.job, process: p.spec.name, err: err.message }, 'process failed to start');
+    });
+    child.once('exit', (code, signal) => {
+      p.child = null;
+      p.lastExit = { code, signal };
+      if (p.probeTimer) clearTimeout(p.probeTimer);
+      p.probeTimer = null;
+      if (!p.wanted) {
+        p.state = 'stopped';
+        return;
+      }
+      if (this.o.clock.nowMs() - startedAt >= this.o.stableAfterMs) p.backoffMs = this.o.minBackoffMs;
+      p.state = 'failing';
+      p.restarts++;
+      this.o.logger.warn({ job: p.job, process: p.spec.name, code, signal, restarts: p.restarts, backoffMs: p.backoffMs }, 'process exited; restarting');
+      const delay = p.backoffMs;
+      p.backoffMs = Math.min(p.backoffMs * 2, this.o.maxBackoffMs);
+      p.timer = setTimeout(() => {
+        p.timer = null;
+        this.launch(p);
+      }, delay);
+    });
+    if (p.spec.readiness) this.probe(p, child);
+  }
+
+  private probe(p: Supervised, child: ChildProcess): void {
+    const tick = async (): Promise<void> => {
+      if (p.child !== child || !p.wanted) return;
+      const ok = await probeOnce(p.spec.readiness!, 2000);
+      if (p.child !== child || !p.wanted) return;
+      if (ok) p.state = 'running';
+      else if (p.state === 'running') p.state = 'starting';
+      p.probeTimer = setTimeout(() => void tick(), p.state === 'running' ? this.o.probeIntervalMs * 4 : this.o.probeIntervalMs);
+    };
+    void tick();
+  }
+
+  /** Stops every process: SIGTERM to its process group, SIGKILL after the grace period. */
+  async stop(): Promise<void> {
+    const running = this.procs;
+    for (const p of running) {
+      p.wanted = false;
+      if (p.timer) clearTimeout(p.timer);
+      if (p.probeTimer) clearTimeout(p.probeTimer);
+      p.timer = null;
+      p.probeTimer = null;
+    }
+    await Promise.all(running.map((p) => new Promise<void>((resolve) => {
+      const child = p.child;
+      if (!child || child.exitCode !== null || child.pid === undefined) {
+        p.state = 'stopped';
+        return resolve();
+      }
+      const kill = (sig: NodeJS.Signals) => {
+        try {
+          process.kill(-child.pid!, sig);
+        } catch {
+          // already gone
+        }
+      };
+      const timer = setTimeout(() => kill('SIGKILL'), this.o.stopGraceMs);
+      child.once('exit', () => {
+        clearTimeout(timer);
+        p.state = 'stopped';
+        resolve();
+      });
+      kill('SIGTERM');
+    })));
+  }
+
+  /** Runs a lifecycle script of every job that has it (drain, backup, …), in job order. */
+  async runScript(name: ScriptName, timeoutMs = 600_000): Promise<{ job: string; code: number; output: string }[]> {
+    const results: { job: string; code: number; output: string }[] = [];
+    for (const job of this.bundle?.jobs ?? []) {
+      if (job.scripts[name] === undefined) continue;
+      const r = await exec([join(this.jobDir(job.name), 'scripts', name)], { cwd: this.jobDir(job.name), timeoutMs, okCodes: Array.from({ length: 256 }, (_, i) => i) });
+      results.push({ job: job.name, code: r.code, output: (r.stdout + r.stderr).slice(-65536) });
+    }
+    return results;
+  }
+
+  status(): ProcessStatus[] {
+    return this.procs.map((p) => ({ job: p.job, name: p.spec.name, state: p.state, pid: p.child?.pid ?? null, restarts: p.restarts, lastExit: p.lastExit }));
+  }
+
+  /** Every process running and ready. */
+  healthy(): boolean {
+    return this.procs.length > 0 && this.procs.every((p) => p.state === 'running');
+  }
+
+  /** The last `bytes` of each process's log. */
+  logs(bytes = 16384): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const p of this.procs) {
+      try {
+        const size = statSync(p.logFile).size;
+        const text = readFileSync(p.logFile);
+        out[`${p.job}/${p.spec.name}`] = text.subarray(Math.max(0, size - bytes)).toString('utf8');
+      } catch {
+        out[`${p.job}/${p.spec.name}`] = '';
+      }
+    }
+    return out;
+  }
+}
