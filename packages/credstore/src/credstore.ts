@@ -98,6 +98,8 @@ export class CredStore {
   private readonly logger: Logger;
   private readonly audit: AuditLog;
   private readonly secrets: SecretRegistry | undefined;
+  /** Per-name chains: concurrent generates of one name in this process run one after another. */
+  private readonly nameLocks = new Map<string, Promise<unknown>>();
 
   constructor(options: CredStoreOptions) {
     this.store = options.store;
@@ -118,6 +120,21 @@ export class CredStore {
    */
   async generate<T extends GeneratableType>(rawName: string, type: T, params: GenerateParamsByType[T] | Record<string, never> = {}, options: Actor & { mode?: GenerateMode } = { actor: 'system' }): Promise<Credential<T>> {
     const name = normalizeName(rawName);
+    return this.serialized(name, () => this.generateUnlocked<T>(name, type, params, options));
+  }
+
+  private serialized<R>(name: string, fn: () => Promise<R>): Promise<R> {
+    const prev = this.nameLocks.get(name) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.catch(() => undefined);
+    this.nameLocks.set(name, tail);
+    void tail.then(() => {
+      if (this.nameLocks.get(name) === tail) this.nameLocks.delete(name);
+    });
+    return next;
+  }
+
+  private async generateUnlocked<T extends GeneratableType>(name: string, type: T, params: GenerateParamsByType[T] | Record<string, never>, options: Actor & { mode?: GenerateMode }): Promise<Credential<T>> {
     assertType(type);
     const p = validateParams(type, params);
     const mode = options.mode ?? 'converge';

@@ -4,8 +4,8 @@ import type { InstanceGroup, Manifest } from './manifest.js';
 
 /** How the agent decides a process is ready. */
 export type ReadinessProbe =
-  | { http: { port: number | string; path?: string; scheme?: 'http' | 'https' } }
-  | { tcp: { port: number | string } }
+  | { http: { port: number | string; path?: string; scheme?: 'http' | 'https'; host?: string } }
+  | { tcp: { port: number | string; host?: string } }
   | { exec: { command: string[] } };
 
 /** One supervised process of a job; every string may hold `{{ }}` template expressions. */

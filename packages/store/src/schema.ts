@@ -10,6 +10,74 @@ export interface Database {
   audit_events: AuditEventsTable;
   credentials: CredentialsTable;
   credential_versions: CredentialVersionsTable;
+  deployments: DeploymentsTable;
+  instances: InstancesTable;
+  tasks: TasksTable;
+  task_events: TaskEventsTable;
+  locks: LocksTable;
+}
+
+export interface DeploymentsTable {
+  name: string;
+  /** The last manifest successfully validated for this deployment, as JSON. */
+  manifest: string;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface InstancesTable {
+  id: string;
+  deployment: string;
+  group_name: string;
+  idx: number;
+  vm_id: string | null;
+  agent_id: string;
+  ip: string | null;
+  /** JSON of the VM type (a name or an explicit size). */
+  vm_type: string;
+  image: string;
+  disk_mb: number;
+  disk_id: string | null;
+  network: string;
+  bundle_hash: string | null;
+  /** started | stopped | detached */
+  state: string;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface TasksTable {
+  id: Generated<number>;
+  type: string;
+  deployment: string | null;
+  /** queued | processing | done | error | cancelling | cancelled */
+  state: string;
+  description: string;
+  /** Who asked: user or client id. */
+  owner: string;
+  result: string | null;
+  error: string | null;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+}
+
+export interface TaskEventsTable {
+  id: Generated<number>;
+  task_id: number;
+  at: string;
+  stage: string;
+  instance: string | null;
+  idx: number | null;
+  total: number | null;
+  state: string;
+  message: string | null;
+}
+
+export interface LocksTable {
+  name: string;
+  task_id: number;
+  acquired_at: string;
 }
 
 export interface PlatformMetaTable {

@@ -66,6 +66,67 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('credential_versions_key_id').on('credential_versions').column('key_id').execute();
       },
     },
+    '0003_director': {
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('deployments')
+          .addColumn('name', 'text', (c) => c.primaryKey())
+          .addColumn('manifest', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('updated_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createTable('instances')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('deployment', 'text', (c) => c.notNull())
+          .addColumn('group_name', 'text', (c) => c.notNull())
+          .addColumn('idx', 'integer', (c) => c.notNull())
+          .addColumn('vm_id', 'text')
+          .addColumn('agent_id', 'text', (c) => c.notNull())
+          .addColumn('ip', 'text')
+          .addColumn('vm_type', 'text', (c) => c.notNull())
+          .addColumn('image', 'text', (c) => c.notNull())
+          .addColumn('disk_mb', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('disk_id', 'text')
+          .addColumn('network', 'text', (c) => c.notNull())
+          .addColumn('bundle_hash', 'text')
+          .addColumn('state', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('updated_at', 'text', (c) => c.notNull())
+          .addUniqueConstraint('instances_deployment_group_idx', ['deployment', 'group_name', 'idx'])
+          .execute();
+        await serialPk(db, 'tasks')
+          .addColumn('type', 'text', (c) => c.notNull())
+          .addColumn('deployment', 'text')
+          .addColumn('state', 'text', (c) => c.notNull())
+          .addColumn('description', 'text', (c) => c.notNull())
+          .addColumn('owner', 'text', (c) => c.notNull())
+          .addColumn('result', 'text')
+          .addColumn('error', 'text')
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('started_at', 'text')
+          .addColumn('finished_at', 'text')
+          .execute();
+        await db.schema.createIndex('tasks_state').on('tasks').column('state').execute();
+        await serialPk(db, 'task_events')
+          .addColumn('task_id', 'integer', (c) => c.notNull())
+          .addColumn('at', 'text', (c) => c.notNull())
+          .addColumn('stage', 'text', (c) => c.notNull())
+          .addColumn('instance', 'text')
+          .addColumn('idx', 'integer')
+          .addColumn('total', 'integer')
+          .addColumn('state', 'text', (c) => c.notNull())
+          .addColumn('message', 'text')
+          .execute();
+        await db.schema.createIndex('task_events_task').on('task_events').columns(['task_id', 'id']).execute();
+        await db.schema
+          .createTable('locks')
+          .addColumn('name', 'text', (c) => c.primaryKey())
+          .addColumn('task_id', 'integer', (c) => c.notNull())
+          .addColumn('acquired_at', 'text', (c) => c.notNull())
+          .execute();
+      },
+    },
   };
   /* eslint-enable @typescript-eslint/no-explicit-any */
 }

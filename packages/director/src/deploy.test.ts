@@ -1,0 +1,184 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { silentLogger, systemClock } from '@anodyne/common';
+import { openStore, type Store } from '@anodyne/store';
+import { CredStore, KeyRing, newRandomKey, type CertificateValue } from '@anodyne/credstore';
+import { LocalProvider } from '@anodyne/providers';
+import { Director, type AgentTlsIssuer, type JobCatalog, type JobDefinition, type TaskEvent, type VariableSource } from './index.js';
+
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+const isRoot = process.getuid?.() === 0;
+
+/** The test release: an HTTP server job from the host's busybox. */
+const httpd: JobDefinition = {
+  name: 'httpd',
+  release: 'test',
+  properties: { port: { default: 8080 }, greeting: { default: 'hello' } },
+  processes: [{ name: 'httpd', command: 'busybox', args: ['httpd', '-f', '-p', '{{ spec.ip }}:{{ p.port }}', '-h', 'www'], env: { SECRET: '{{ vars.secret }}' }, readiness: { http: { host: '{{ spec.ip }}', port: '{{ p.port }}', path: '/' } } }],
+  files: { 'www/index.html': '{{ p.greeting }} from {{ spec.name }}/{{ spec.index }}' },
+  drain: 'echo drained >> ../drain.log',
+};
+const catalog: JobCatalog = { job: (_r, name) => (name === 'httpd' ? httpd : undefined) };
+
+function get(url: string): Promise<string> {
+  return new Promise((res, rej) => {
+    const req = request(url, { timeout: 3000 }, (r) => {
+      let t = '';
+      r.on('data', (c: Buffer) => (t += c.toString()));
+      r.on('end', () => res(t.trim()));
+    });
+    req.on('error', rej);
+    req.end();
+  });
+}
+
+function manifest(greeting: string, extra: Record<string, unknown> = {}) {
+  return {
+    name: 'web',
+    releases: [{ name: 'test', version: '1' }],
+    image: 'host-usr',
+    update: { canaries: 1, max_in_flight: 2, canary_watch_time: '300-30000', update_watch_time: '300-30000' },
+    instance_groups: [{ name: 'web', instances: 5, vm_type: 'small', networks: [{ name: 'default' }], jobs: [{ name: 'httpd', properties: { greeting } }] }],
+    variables: [{ name: 'secret', type: 'password', options: { length: 12 } }],
+    ...extra,
+  };
+}
+
+describe('director on the local provider', { skip: !isRoot && 'needs root' }, () => {
+  let dir: string;
+  let store: Store;
+  let creds: CredStore;
+  let provider: LocalProvider;
+  let director: Director;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'anodyne-director-'));
+    store = await openStore({ driver: 'sqlite', path: join(dir, 'anodyne.db') });
+    creds = new CredStore({ store, keys: new KeyRing(newRandomKey()), clock: systemClock, logger: silentLogger() });
+    provider = new LocalProvider({
+      dataDir: join(dir, 'provider'), tag: `d${(process.pid % 1296).toString(36)}`, network: '10.198.5.0/24',
+      agentCommand: ['node', '/opt/anodyne/packages/agent/dist/main.js'], binds: [{ host: REPO, guest: '/opt/anodyne', readOnly: true }],
+      logger: silentLogger(), clock: systemClock,
+    });
+    const actor = { actor: 'director' };
+    const tls: AgentTlsIssuer = {
+      agentTls: async (agentId) => {
+        await creds.generate('/director/agent-ca', 'certificate', { is_ca: true, common_name: 'anodyne-agent-ca', key_algorithm: 'ecdsa' }, actor);
+        const c = (await creds.generate(`/director/agents/${agentId}`, 'certificate', { ca: '/director/agent-ca', common_name: agentId, alternative_names: [agentId], extended_key_usage: ['server_auth', 'client_auth'], key_algorithm: 'ecdsa' }, actor)).value;
+        return { cert: c.certificate, key: c.private_key, ca: c.ca };
+      },
+      directorTls: async () => {
+        await creds.generate('/director/agent-ca', 'certificate', { is_ca: true, common_name: 'anodyne-agent-ca', key_algorithm: 'ecdsa' }, actor);
+        const c = (await creds.generate('/director/client', 'certificate', { ca: '/director/agent-ca', common_name: 'anodyne-director', extended_key_usage: ['client_auth'], key_algorithm: 'ecdsa' }, actor)).value;
+        return { cert: c.certificate, key: c.private_key, ca: c.ca };
+      },
+    };
+    const variables: VariableSource = {
+      ensure: async (deployment, vars) => {
+        const out: Record<string, unknown> = {};
+        for (const v of vars) out[v.name] = (await creds.generate(`/deployments/${deployment}/${v.name}`, v.type as 'password', (v.options ?? {}), actor)).value;
+        return out;
+      },
+      remove: async (deployment) => void (await creds.deletePrefix(`/deployments/${deployment}`)),
+    };
+    director = new Director({ store, provider, catalog, variables, tls, clock: systemClock, logger: silentLogger() });
+  });
+
+  after(async () => {
+    await provider.cleanup();
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const events = (id: number): Promise<TaskEvent[]> => director.tasks.events(id);
+
+  it('deploys 5 instances; all healthy and serving', async (t) => {
+    const started = performance.now();
+    const task = await director.deploy(manifest('v1'));
+    const done = await director.wait(task.id);
+    assert.equal(done.state, 'done', JSON.stringify(done.error));
+    t.diagnostic(`deploy of 5 instances: ${(performance.now() - started).toFixed(0)} ms`);
+    const rows = await director.instances('web');
+    assert.equal(rows.length, 5);
+    for (const r of rows) {
+      assert.equal((await director.agentState(r)).healthy, true);
+      assert.match(await get(`http://${r.ip}:8080/`), new RegExp(`^v1 from web/${r.idx}$`));
+    }
+  });
+
+  it('a property change rolls out: canary first, then batches of at most 2, each drained before stop', async () => {
+    const task = await director.deploy(manifest('v2'));
+    const done = await director.wait(task.id);
+    assert.equal(done.state, 'done', JSON.stringify(done.error));
+    const ev = await events(task.id);
+    const starts = ev.filter((e) => e.stage.startsWith('Updating instance') && e.state === 'started');
+    assert.equal(starts[0]?.stage, 'Updating instance (canary)');
+    assert.equal(starts[0]?.instance, 'web/0');
+    assert.equal(starts.length, 5);
+    // never more than 2 instances between started and finished
+    let inFlight = 0;
+    let max = 0;
+    for (const e of ev.filter((x) => x.stage.startsWith('Updating instance'))) {
+      inFlight += e.state === 'started' ? 1 : e.state === 'finished' ? -1 : 0;
+      max = Math.max(max, inFlight);
+    }
+    assert.equal(max, 2);
+    for (const i of [0, 1, 2, 3, 4]) {
+      const life = ev.filter((e) => e.stage === 'Lifecycle' && e.instance === `web/${i}`).map((e) => e.message);
+      assert.deepEqual(life.slice(0, 3), ['drain', 'stop', 'start'], `web/${i}: ${life.join(',')}`);
+    }
+    for (const r of await director.instances('web')) assert.match(await get(`http://${r.ip}:8080/`), /^v2 from/);
+  });
+
+  it('a canary that never becomes healthy fails the task; only the canary was touched', async () => {
+    const bad = manifest('v3', { update: { canaries: 1, max_in_flight: 2, canary_watch_time: '300-3000', update_watch_time: '300-3000' } });
+    bad.instance_groups[0]!.jobs[0]!.properties = { greeting: 'v3', port: 'no-such-port' } as never; // httpd exits at once, again and again
+    const task = await director.deploy(bad);
+    const done = await director.wait(task.id);
+    assert.equal(done.state, 'error');
+    assert.equal(done.error?.code, 'ANODYNE_E_CANARY_FAILED');
+    const touched = (await events(task.id)).filter((e) => e.stage.startsWith('Updating instance') && e.state === 'started').map((e) => e.instance);
+    assert.deepEqual(touched, ['web/0']);
+    for (const r of (await director.instances('web')).filter((x) => x.idx > 0)) assert.match(await get(`http://${r.ip}:8080/`), /^v2 from/);
+    // the next good deploy converges everything again
+    const fix = await director.wait((await director.deploy(manifest('v4'))).id);
+    assert.equal(fix.state, 'done', JSON.stringify(fix.error));
+  });
+
+  it('the agent restarts a killed job process and reports the restart', async () => {
+    const [row] = await director.instances('web');
+    assert.ok(row?.vm_id);
+    await provider.execInVm(row.vm_id, ['pkill', '-9', '-f', 'busybox httpd']);
+    let restarts = 0;
+    for (let i = 0; i < 100 && restarts === 0; i++) {
+      const s = await director.agentState(row);
+      restarts = s.processes.find((p) => p.name === 'httpd')?.restarts ?? 0;
+      if (restarts === 0) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(restarts >= 1);
+    for (let i = 0; i < 100 && !(await director.agentState(row)).healthy; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.match(await get(`http://${row.ip}:8080/`), /^v4 from web\/0/);
+  });
+
+  it('a second change while one runs is refused; bad manifests never start a task', async () => {
+    const running = await director.deploy(manifest('v5'));
+    await assert.rejects(director.deploy(manifest('v6')), (e: unknown) => (e as { code?: string }).code === 'ANODYNE_E_DEPLOYMENT_LOCKED');
+    await director.wait(running.id);
+    const before = (await director.tasks.list()).length;
+    await assert.rejects(director.deploy({ ...manifest('x'), instance_groups: [{ ...manifest('x').instance_groups[0]!, vm_type: 'huge' }] }), (e: unknown) => (e as { code?: string }).code === 'ANODYNE_E_MANIFEST_INVALID');
+    assert.equal((await director.tasks.list()).length, before);
+  });
+
+  it('deleting the deployment removes every VM', async () => {
+    const task = await director.wait((await director.deleteDeployment('web')).id);
+    assert.equal(task.state, 'done', JSON.stringify(task.error));
+    assert.deepEqual(await provider.listVms({ deployment: 'web' }), []);
+    assert.deepEqual(await director.instances('web'), []);
+    assert.deepEqual(await creds.list('/deployments/web'), []);
+  });
+});

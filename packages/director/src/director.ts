@@ -1,0 +1,412 @@
+import { randomUUID } from 'node:crypto';
+import { request } from 'node:https';
+import { AnodyneError, InputError, NotFoundError, type Clock, type Logger } from '@anodyne/common';
+import type { Provider, VmType } from '@anodyne/providers';
+import { mapStoreError, type Store } from '@anodyne/store';
+import { parseManifest, groupUpdatePolicy, resolveMaxInFlight, type Manifest, type Variable } from './manifest.js';
+import { renderInstance, resolveJobs, type InstanceBundle, type JobCatalog } from './jobs.js';
+import { plan, type ActualInstance, type DesiredInstance, type PlannedChange } from './planner.js';
+import { Updater, type EventSink, type InstanceDriver } from './updater.js';
+import { TaskStore, type Task } from './tasks.js';
+
+/** Where manifest `variables` come from (the credential store, in the platform). */
+export interface VariableSource {
+  /** Generates missing variables (converge) and returns every value by name. */
+  ensure(deployment: string, variables: Variable[]): Promise<Record<string, unknown>>;
+  /** Removes a deployment's variables when the deployment is deleted. */
+  remove(deployment: string): Promise<void>;
+}
+
+export interface TlsMaterial {
+  cert: string;
+  key: string;
+  ca: string;
+}
+
+/** Per-VM agent credentials, issued at VM creation, and the director's own client identity. */
+export interface AgentTlsIssuer {
+  agentTls(agentId: string): Promise<TlsMaterial>;
+  directorTls(): Promise<TlsMaterial>;
+}
+
+export interface AgentStateView {
+  healthy: boolean;
+  bundleHash: string | null;
+  processes: { job: string; name: string; state: string; restarts: number }[];
+}
+
+export interface DirectorOptions {
+  store: Store;
+  provider: Provider;
+  catalog: JobCatalog;
+  variables: VariableSource;
+  tls: AgentTlsIssuer;
+  clock: Clock;
+  logger: Logger;
+  /** The command the provider starts in each VM (the agent); its environment comes from here. */
+  agentPort?: number;
+  /** How long to wait for a new VM's agent to answer. */
+  agentTimeoutMs?: number;
+}
+
+interface InstanceRow {
+  id: string;
+  deployment: string;
+  group_name: string;
+  idx: number;
+  vm_id: string | null;
+  agent_id: string;
+  ip: string | null;
+  vm_type: string;
+  image: string;
+  disk_mb: number;
+  network: string;
+  bundle_hash: string | null;
+}
+
+/**
+ * The deployment engine: turns a manifest into VMs running jobs and keeps them that way. It
+ * knows providers, agents, tasks and manifests, and nothing of what the jobs are.
+ */
+export class Director {
+  readonly tasks: TaskStore;
+  private readonly running = new Map<number, Promise<void>>();
+  private readonly agentPort: number;
+
+  constructor(private readonly o: DirectorOptions) {
+    this.tasks = new TaskStore(o.store, o.clock, o.logger);
+    this.agentPort = o.agentPort ?? 6868;
+  }
+
+  // ---------------------------------------------------------------- agent client
+
+  /** Calls an agent over mutual TLS; the agent proves it is `agentId` (certificate CN). */
+  async agentCall(row: { ip: string | null; agent_id: string }, method: 'GET' | 'POST', path: string, body?: unknown, timeoutMs = 30_000): Promise<unknown> {
+    if (!row.ip) throw new AnodyneError('ANODYNE_E_UNAVAILABLE', `instance ${row.agent_id} has no address`);
+    const tls = await this.o.tls.directorTls();
+    return new Promise((resolve, reject) => {
+      const req = request({
+        host: row.ip!, port: this.agentPort, path, method, cert: tls.cert, key: tls.key, ca: tls.ca, servername: row.agent_id,
+        checkServerIdentity: (_host, cert) => (cert.subject.CN === row.agent_id ? undefined : new Error(`agent certificate is for ${String(cert.subject.CN)}, expected ${row.agent_id}`)),
+        headers: { 'content-type': 'application/json' }, timeout: timeoutMs,
+      }, (res) => {
+        let text = '';
+        res.on('data', (c: Buffer) => (text += c.toString()));
+        res.on('end', () => {
+          if ((res.statusCode ?? 500) >= 300) reject(new AnodyneError('ANODYNE_E_UNAVAILABLE', `agent ${row.agent_id} ${method} ${path}: ${res.statusCode} ${text.slice(0, 300)}`));
+          else resolve(text ? JSON.parse(text) as unknown : null);
+        });
+      });
+      req.on('error', (e) => reject(new AnodyneError('ANODYNE_E_UNAVAILABLE', `agent ${row.agent_id} unreachable: ${e.message}`, { cause: e })));
+      req.on('timeout', () => req.destroy(new Error('timed out')));
+      req.end(body === undefined ? undefined : JSON.stringify(body));
+    });
+  }
+
+  async agentState(row: { ip: string | null; agent_id: string }): Promise<AgentStateView> {
+    return (await this.agentCall(row, 'GET', '/state', undefined, 5000)) as AgentStateView;
+  }
+
+  private async waitForAgent(row: InstanceRow): Promise<void> {
+    const deadline = this.o.clock.nowMs() + (this.o.agentTimeoutMs ?? 60_000);
+    let last: unknown;
+    while (this.o.clock.nowMs() < deadline) {
+      try {
+        await this.agentState(row);
+        return;
+      } catch (err) {
+        last = err;
+        await this.o.clock.sleep(200);
+      }
+    }
+    throw new AnodyneError('ANODYNE_E_UNAVAILABLE', `agent ${row.agent_id} did not answer: ${(last as Error)?.message}`);
+  }
+
+  // ---------------------------------------------------------------- store helpers
+
+  private async q<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw mapStoreError(err, what);
+    }
+  }
+
+  async instances(deployment: string): Promise<InstanceRow[]> {
+    return this.q('reading instances', () => this.o.store.db.selectFrom('instances').selectAll().where('deployment', '=', deployment).orderBy('group_name').orderBy('idx').execute());
+  }
+
+  private async setRow(id: string, patch: Partial<InstanceRow>): Promise<void> {
+    await this.q('updating an instance', () => this.o.store.db.updateTable('instances').set({ ...patch, updated_at: this.o.clock.now().toISOString() }).where('id', '=', id).execute());
+  }
+
+  // ---------------------------------------------------------------- VMs
+
+  /** Creates the VM of an instance (reusing its IP) and waits for its agent. */
+  private async createVm(row: InstanceRow): Promise<InstanceRow> {
+    const tls = await this.o.tls.agentTls(row.agent_id);
+    const vm = await this.o.provider.createVm({
+      agentId: row.agent_id, image: row.image, vmType: JSON.parse(row.vm_type) as string | VmType,
+      network: { network: row.network, ...(row.ip ? { ip: row.ip } : {}) },
+      env: { ANODYNE_AGENT_LISTEN: `0.0.0.0:${this.agentPort}`, ANODYNE_AGENT_CERT: tls.cert, ANODYNE_AGENT_KEY: tls.key, ANODYNE_AGENT_CA: tls.ca },
+      metadata: { deployment: row.deployment, group: row.group_name, index: String(row.idx), instance_id: row.id },
+    });
+    const updated = { ...row, vm_id: vm.id, ip: vm.ip, bundle_hash: null };
+    await this.setRow(row.id, { vm_id: vm.id, ip: vm.ip, bundle_hash: null });
+    await this.waitForAgent(updated);
+    return updated;
+  }
+
+  private async deleteVmOf(row: InstanceRow): Promise<void> {
+    if (row.vm_id) await this.o.provider.deleteVm(row.vm_id);
+    await this.setRow(row.id, { vm_id: null, bundle_hash: null });
+  }
+
+  /** VMs the provider has for this deployment that no instance owns (a create cut off by a crash). */
+  private async removeOrphans(deployment: string, sink: EventSink): Promise<void> {
+    const rows = await this.instances(deployment);
+    const owned = new Set(rows.map((r) => r.vm_id).filter(Boolean));
+    const orphans = (await this.o.provider.listVms({ deployment })).filter((v) => !owned.has(v.id));
+    for (const [i, vm] of orphans.entries()) {
+      await sink.event({ stage: 'Removing orphaned VMs', instance: vm.metadata['instance_id'] ?? vm.id, index: i + 1, total: orphans.length, state: 'started' });
+      await this.o.provider.deleteVm(vm.id);
+      await sink.event({ stage: 'Removing orphaned VMs', instance: vm.metadata['instance_id'] ?? vm.id, index: i + 1, total: orphans.length, state: 'finished' });
+    }
+  }
+
+  // ---------------------------------------------------------------- deploy
+
+  /** Validates everything that can be checked before work starts. */
+  private preflight(input: unknown): Manifest {
+    const m = parseManifest(input);
+    resolveJobs(m, this.o.catalog);
+    const info = this.o.provider.info();
+    m.instance_groups.forEach((g, i) => {
+      if (typeof g.vm_type === 'string' && !info.vmTypes[g.vm_type]) {
+        throw new InputError('ANODYNE_E_MANIFEST_INVALID', `manifest instance_groups[${i}].vm_type: unknown VM type ${g.vm_type}; the provider offers ${Object.keys(info.vmTypes).join(', ')}`, { details: { path: `instance_groups[${i}].vm_type` } });
+      }
+      if (!info.networks.some((n) => n.name === g.networks[0]!.name)) {
+        throw new InputError('ANODYNE_E_MANIFEST_INVALID', `manifest instance_groups[${i}].networks[0].name: unknown network ${g.networks[0]!.name}`, { details: { path: `instance_groups[${i}].networks[0].name` } });
+      }
+    });
+    if (!info.images.includes(m.image)) throw new InputError('ANODYNE_E_MANIFEST_INVALID', `manifest image: the provider has no image ${m.image}`, { details: { path: 'image' } });
+    return m;
+  }
+
+  /**
+   * Starts a deploy task and returns it at once (queued). Bad manifests are refused before
+   * any task exists; a deployment already being changed is refused with
+   * ANODYNE_E_DEPLOYMENT_LOCKED.
+   */
+  async deploy(input: unknown, owner = 'system'): Promise<Task> {
+    const m = this.preflight(input);
+    const task = await this.tasks.create('deploy', m.name, `deploy ${m.name}`, owner);
+    this.launch(task.id, (signal, sink) => this.runDeploy(m, signal, sink));
+    return task;
+  }
+
+  async deleteDeployment(name: string, owner = 'system'): Promise<Task> {
+    const task = await this.tasks.create('delete_deployment', name, `delete ${name}`, owner);
+    this.launch(task.id, (_signal, sink) => this.runDelete(name, sink));
+    return task;
+  }
+
+  /** Resolves when the task has ended (in this process). */
+  async wait(id: number): Promise<Task> {
+    await this.running.get(id);
+    return this.tasks.get(id);
+  }
+
+  private launch(id: number, work: (signal: AbortSignal, sink: EventSink) => Promise<unknown>): void {
+    const ac = new AbortController();
+    const sink = this.tasks.sink(id);
+    const poll = setInterval(() => {
+      void this.tasks.isCancelRequested(id).then((c) => { if (c) ac.abort(); }, () => undefined);
+    }, 500);
+    const p = (async () => {
+      await this.tasks.start(id);
+      try {
+        const result = await work(ac.signal, sink);
+        await this.tasks.finish(id, 'done', { result });
+      } catch (err) {
+        const cancelled = err instanceof AnodyneError && err.code === 'ANODYNE_E_TASK_CANCELLED';
+        this.o.logger.warn({ task: id, err: (err as Error).message }, cancelled ? 'task cancelled' : 'task failed');
+        await this.tasks.finish(id, cancelled ? 'cancelled' : 'error', { error: err });
+      } finally {
+        clearInterval(poll);
+      }
+    })();
+    this.running.set(id, p);
+    void p.finally(() => this.running.delete(id));
+  }
+
+  private async runDeploy(m: Manifest, signal: AbortSignal, sink: EventSink): Promise<{ instances: number }> {
+    const now = () => this.o.clock.now().toISOString();
+    await this.removeOrphans(m.name, sink);
+    const vars = await this.o.variables.ensure(m.name, m.variables ?? []);
+
+    // 1. Every desired instance gets a row (so a VM is never created without an owner), then a VM.
+    const existing = await this.instances(m.name);
+    const byKey = new Map(existing.map((r) => [`${r.group_name}/${r.idx}`, r]));
+    const toCreate: InstanceRow[] = [];
+    for (const g of m.instance_groups) {
+      for (let i = 0; i < g.instances; i++) {
+        let row = byKey.get(`${g.name}/${i}`);
+        const staticIp = g.networks[0]?.static_ips?.[i] ?? null;
+        if (!row) {
+          row = {
+            id: randomUUID(), deployment: m.name, group_name: g.name, idx: i, vm_id: null, agent_id: `${m.name}-${g.name}-${i}`.slice(0, 64),
+            ip: staticIp, vm_type: JSON.stringify(g.vm_type), image: m.image, disk_mb: g.persistent_disk_mb ?? 0, network: g.networks[0]!.name, bundle_hash: null,
+          };
+          const r = row;
+          await this.q('recording an instance', () => this.o.store.db.insertInto('instances').values({ ...r, disk_id: null, state: 'started', created_at: now(), updated_at: now() }).execute());
+          byKey.set(`${g.name}/${i}`, row);
+        }
+        const alive = row.vm_id !== null && (await this.o.provider.hasVm(row.vm_id));
+        if (!alive) toCreate.push(row);
+      }
+    }
+    const createBatch = Math.max(1, Math.max(...m.instance_groups.map((g) => resolveMaxInFlight(groupUpdatePolicy(m, g).max_in_flight, g.instances)), 1));
+    for (let i = 0; i < toCreate.length; i += createBatch) {
+      if (signal.aborted) throw new AnodyneError('ANODYNE_E_TASK_CANCELLED', 'the task was cancelled');
+      await Promise.all(toCreate.slice(i, i + createBatch).map(async (row, j) => {
+        const k = i + j + 1;
+        const name = `${row.group_name}/${row.idx}`;
+        await sink.event({ stage: 'Creating missing VMs', instance: name, index: k, total: toCreate.length, state: 'started' });
+        if (row.vm_id) await this.deleteVmOf(row);
+        const created = await this.createVm(row);
+        byKey.set(name, created);
+        await sink.event({ stage: 'Creating missing VMs', instance: name, index: k, total: toCreate.length, state: 'finished' });
+      }));
+    }
+
+    // 2. Render every instance with the addresses now known, plan, and roll out.
+    const rows = [...byKey.values()];
+    const groupsIps = Object.fromEntries(m.instance_groups.map((g) => [g.name, { ips: rows.filter((r) => r.group_name === g.name && r.idx < g.instances).sort((a, b) => a.idx - b.idx).map((r) => r.ip ?? '') }]));
+    const defs = resolveJobs(m, this.o.catalog);
+    const desired: DesiredInstance[] = [];
+    for (const g of m.instance_groups) {
+      for (let i = 0; i < g.instances; i++) {
+        const row = byKey.get(`${g.name}/${i}`)!;
+        const bundle = renderInstance(m, g, defs, { spec: { deployment: m.name, name: g.name, index: i, id: row.id, ip: row.ip ?? '', az: g.azs?.[i % g.azs.length] ?? 'z1', bootstrap: i === 0 }, groups: groupsIps, vars });
+        desired.push({ group: g.name, index: i, vmType: g.vm_type, image: m.image, diskMb: g.persistent_disk_mb ?? 0, network: g.networks[0]!.name, ...(g.networks[0]?.static_ips?.[i] ? { staticIp: g.networks[0].static_ips[i] } : {}), bundle });
+      }
+    }
+    const actual: ActualInstance[] = rows.map((r) => ({
+      group: r.group_name, index: r.idx, vmId: r.vm_id, vmAlive: r.vm_id !== null, vmType: JSON.parse(r.vm_type) as string | VmType, image: r.image,
+      diskMb: r.disk_mb, network: r.network, ip: r.ip, bundleHash: r.bundle_hash,
+    }));
+    const changes = plan(desired, actual);
+    const driver = new AgentDriver(this, byKey, sink);
+    const updater = new Updater({ clock: this.o.clock, driver, events: sink, logger: this.o.logger });
+    const knownGroups = new Set(m.instance_groups.map((g) => g.name));
+    const groups = m.instance_groups.map((g) => ({ name: g.name, instances: g.instances, policy: groupUpdatePolicy(m, g), changes: changes.filter((c) => c.group === g.name) }));
+    const removedGroups = changes.filter((c) => !knownGroups.has(c.group));
+    if (removedGroups.length > 0) groups.unshift({ name: '(removed)', instances: removedGroups.length, policy: { ...m.update, canaries: 0 }, changes: removedGroups });
+    await updater.run(groups, signal);
+
+    await this.q('saving the manifest', () =>
+      this.o.store.db.insertInto('deployments').values({ name: m.name, manifest: JSON.stringify(m), created_at: now(), updated_at: now() })
+        .onConflict((oc) => oc.column('name').doUpdateSet({ manifest: JSON.stringify(m), updated_at: now() })).execute(),
+    );
+    return { instances: desired.length };
+  }
+
+  private async runDelete(name: string, sink: EventSink): Promise<{ deleted: number }> {
+    const rows = await this.instances(name);
+    for (const [i, row] of rows.entries()) {
+      await sink.event({ stage: 'Deleting instances', instance: `${row.group_name}/${row.idx}`, index: i + 1, total: rows.length, state: 'started' });
+      if (row.vm_id && (await this.o.provider.hasVm(row.vm_id))) {
+        await this.agentCall(row, 'POST', '/drain', undefined, 60_000).catch(() => undefined);
+        await this.agentCall(row, 'POST', '/stop', undefined, 60_000).catch(() => undefined);
+      }
+      if (row.vm_id) await this.o.provider.deleteVm(row.vm_id);
+      await this.q('deleting an instance', () => this.o.store.db.deleteFrom('instances').where('id', '=', row.id).execute());
+      await sink.event({ stage: 'Deleting instances', instance: `${row.group_name}/${row.idx}`, index: i + 1, total: rows.length, state: 'finished' });
+    }
+    await this.removeOrphans(name, sink);
+    await this.o.variables.remove(name);
+    await this.q('deleting the deployment', () => this.o.store.db.deleteFrom('deployments').where('name', '=', name).execute());
+    return { deleted: rows.length };
+  }
+
+  /** After a platform restart: end interrupted tasks; their deployments converge on the next deploy. */
+  async recover(): Promise<Task[]> {
+    return this.tasks.recover();
+  }
+
+  async manifest(name: string): Promise<Manifest> {
+    const row = await this.q('reading a deployment', () => this.o.store.db.selectFrom('deployments').select('manifest').where('name', '=', name).executeTakeFirst());
+    if (!row) throw new NotFoundError('ANODYNE_E_DEPLOYMENT_NOT_FOUND', `deployment ${name} not found`, { details: { name } });
+    return JSON.parse(row.manifest) as Manifest;
+  }
+
+  // ---------------------------------------------------------------- used by the driver
+
+  /** @internal */ async _recreate(row: InstanceRow): Promise<InstanceRow> {
+    await this.deleteVmOf(row);
+    return this.createVm({ ...row, vm_id: null });
+  }
+
+  /** @internal */ async _setBundle(row: InstanceRow, hash: string | null): Promise<void> {
+    await this.setRow(row.id, { bundle_hash: hash });
+  }
+
+  /** @internal */ async _removeRow(row: InstanceRow): Promise<void> {
+    if (row.vm_id) await this.o.provider.deleteVm(row.vm_id);
+    await this.q('deleting an instance', () => this.o.store.db.deleteFrom('instances').where('id', '=', row.id).execute());
+  }
+}
+
+/** The real instance driver: drain, stop, apply the bundle, start — through the agent. */
+class AgentDriver implements InstanceDriver {
+  constructor(private readonly d: Director, private readonly rows: Map<string, InstanceRow>, private readonly sink: EventSink) {}
+
+  private row(c: PlannedChange): InstanceRow {
+    const r = this.rows.get(`${c.group}/${c.index}`);
+    if (!r) throw new AnodyneError('ANODYNE_E_INTERNAL', `no instance ${c.group}/${c.index}`);
+    return r;
+  }
+
+  async apply(c: PlannedChange): Promise<void> {
+    let row = this.row(c);
+    const name = `${c.group}/${c.index}`;
+    if (row.bundle_hash !== null) {
+      await this.sink.event({ stage: 'Lifecycle', instance: name, state: 'info', message: 'drain' });
+      await this.d.agentCall(row, 'POST', '/drain', undefined, 600_000);
+      await this.sink.event({ stage: 'Lifecycle', instance: name, state: 'info', message: 'stop' });
+      await this.d.agentCall(row, 'POST', '/stop', undefined, 120_000);
+    }
+    if (c.action === 'recreate') {
+      await this.sink.event({ stage: 'Lifecycle', instance: name, state: 'info', message: `recreate: ${c.reasons.join(', ')}` });
+      row = await this.d._recreate(row);
+      this.rows.set(name, row);
+    }
+    const bundle: InstanceBundle = c.desired!.bundle;
+    await this.d.agentCall(row, 'POST', '/apply', bundle);
+    await this.sink.event({ stage: 'Lifecycle', instance: name, state: 'info', message: 'start' });
+    await this.d.agentCall(row, 'POST', '/start', undefined, 600_000);
+    await this.d._setBundle(row, bundle.hash);
+    row.bundle_hash = bundle.hash;
+  }
+
+  async remove(c: PlannedChange): Promise<void> {
+    const row = this.rows.get(`${c.group}/${c.index}`);
+    if (!row) return;
+    if (row.vm_id) {
+      await this.d.agentCall(row, 'POST', '/drain', undefined, 600_000).catch(() => undefined);
+      await this.d.agentCall(row, 'POST', '/stop', undefined, 120_000).catch(() => undefined);
+    }
+    await this.d._removeRow(row);
+    this.rows.delete(`${c.group}/${c.index}`);
+  }
+
+  async healthy(c: PlannedChange): Promise<boolean> {
+    try {
+      const s = await this.d.agentState(this.row(c));
+      return s.healthy && s.bundleHash === c.desired?.bundle.hash;
+    } catch {
+      return false;
+    }
+  }
+}

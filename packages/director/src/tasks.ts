@@ -1,0 +1,151 @@
+import { AnodyneError, ConflictError, NotFoundError, type Clock, type Logger } from '@anodyne/common';
+import { mapStoreError, type Store } from '@anodyne/store';
+import type { EventSink, TaskEventInput } from './updater.js';
+
+export type TaskState = 'queued' | 'processing' | 'done' | 'error' | 'cancelling' | 'cancelled';
+
+export interface Task {
+  id: number;
+  type: string;
+  deployment: string | null;
+  state: TaskState;
+  description: string;
+  owner: string;
+  result: unknown;
+  error: { code: string; message: string } | null;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+}
+
+export interface TaskEvent extends TaskEventInput {
+  id: number;
+  task_id: number;
+  at: string;
+}
+
+const FINAL: TaskState[] = ['done', 'error', 'cancelled'];
+
+/**
+ * Tasks and their append-only event logs, in the store. Every change to a deployment runs as
+ * a task holding that deployment's lock. Nothing here lives only in memory: after a platform
+ * restart `recover()` ends every task that was in flight.
+ */
+export class TaskStore {
+  constructor(private readonly store: Store, private readonly clock: Clock, private readonly logger: Logger) {}
+
+  private now(): string {
+    return this.clock.now().toISOString();
+  }
+
+  private async q<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw mapStoreError(err, what);
+    }
+  }
+
+  /**
+   * Creates a queued task and, for a deployment, takes its lock in the same transaction:
+   * a second change to a deployment that is being changed is refused.
+   */
+  async create(type: string, deployment: string | null, description: string, owner: string): Promise<Task> {
+    return this.q('creating a task', () =>
+      this.store.db.transaction().execute(async (tx) => {
+        const row = await tx.insertInto('tasks').values({ type, deployment, state: 'queued', description, owner, result: null, error: null, created_at: this.now(), started_at: null, finished_at: null }).returning('id').executeTakeFirstOrThrow();
+        const id = Number(row.id);
+        if (deployment !== null) {
+          const held = await tx.selectFrom('locks').select('task_id').where('name', '=', `deployment:${deployment}`).executeTakeFirst();
+          if (held) throw new ConflictError('ANODYNE_E_DEPLOYMENT_LOCKED', `deployment ${deployment} is being changed by task ${held.task_id}`, { details: { deployment, task: held.task_id } });
+          await tx.insertInto('locks').values({ name: `deployment:${deployment}`, task_id: id, acquired_at: this.now() }).execute();
+        }
+        return (await this.getIn(tx, id))!;
+      }),
+    );
+  }
+
+  private async getIn(db: Store['db'], id: number): Promise<Task | undefined> {
+    const r = await db.selectFrom('tasks').selectAll().where('id', '=', id).executeTakeFirst();
+    if (!r) return undefined;
+    return { ...r, id: Number(r.id), state: r.state as TaskState, result: r.result ? JSON.parse(r.result) as unknown : null, error: r.error ? JSON.parse(r.error) as Task['error'] : null };
+  }
+
+  async get(id: number): Promise<Task> {
+    const t = await this.q('reading a task', () => this.getIn(this.store.db, id));
+    if (!t) throw new NotFoundError('ANODYNE_E_TASK_NOT_FOUND', `task ${id} not found`, { details: { id } });
+    return t;
+  }
+
+  async list(filter: { deployment?: string; state?: TaskState; limit?: number } = {}): Promise<Task[]> {
+    let q = this.store.db.selectFrom('tasks').select('id');
+    if (filter.deployment) q = q.where('deployment', '=', filter.deployment);
+    if (filter.state) q = q.where('state', '=', filter.state);
+    const ids = await this.q('listing tasks', () => q.orderBy('id', 'desc').limit(filter.limit ?? 100).execute());
+    return Promise.all(ids.map((r) => this.get(Number(r.id))));
+  }
+
+  async start(id: number): Promise<void> {
+    await this.q('starting a task', () => this.store.db.updateTable('tasks').set({ state: 'processing', started_at: this.now() }).where('id', '=', id).where('state', '=', 'queued').execute());
+  }
+
+  /** An event sink writing to this task's log. */
+  sink(id: number): EventSink {
+    return { event: (e) => this.event(id, e) };
+  }
+
+  async event(id: number, e: TaskEventInput): Promise<void> {
+    await this.q('recording a task event', () =>
+      this.store.db.insertInto('task_events').values({ task_id: id, at: this.now(), stage: e.stage, instance: e.instance ?? null, idx: e.index ?? null, total: e.total ?? null, state: e.state, message: e.message ?? null }).execute(),
+    );
+  }
+
+  /** Events after `afterId`, oldest first (for live following). */
+  async events(id: number, afterId = 0): Promise<TaskEvent[]> {
+    const rows = await this.q('reading task events', () => this.store.db.selectFrom('task_events').selectAll().where('task_id', '=', id).where('id', '>', afterId).orderBy('id').execute());
+    return rows.map((r) => ({
+      id: Number(r.id), task_id: Number(r.task_id), at: r.at, stage: r.stage, state: r.state as TaskEventInput['state'],
+      ...(r.instance !== null ? { instance: r.instance } : {}), ...(r.idx !== null ? { index: r.idx } : {}), ...(r.total !== null ? { total: r.total } : {}), ...(r.message !== null ? { message: r.message } : {}),
+    }));
+  }
+
+  /** Ends a task (done, error or cancelled) and releases its lock. */
+  async finish(id: number, state: 'done' | 'error' | 'cancelled', outcome: { result?: unknown; error?: unknown } = {}): Promise<void> {
+    const err = outcome.error === undefined ? null : outcome.error instanceof AnodyneError ? { code: outcome.error.code, message: outcome.error.message } : { code: 'ANODYNE_E_INTERNAL', message: String((outcome.error as Error)?.message ?? outcome.error) };
+    await this.q('finishing a task', () =>
+      this.store.db.transaction().execute(async (tx) => {
+        await tx.updateTable('tasks').set({ state, finished_at: this.now(), result: outcome.result === undefined ? null : JSON.stringify(outcome.result), error: err ? JSON.stringify(err) : null }).where('id', '=', id).execute();
+        await tx.deleteFrom('locks').where('task_id', '=', id).execute();
+      }),
+    );
+  }
+
+  /** Asks a running task to stop at its next step boundary. Returns the task. */
+  async requestCancel(id: number): Promise<Task> {
+    const t = await this.get(id);
+    if (FINAL.includes(t.state)) return t;
+    await this.q('cancelling a task', () => this.store.db.updateTable('tasks').set({ state: 'cancelling' }).where('id', '=', id).where('state', 'in', ['queued', 'processing']).execute());
+    return this.get(id);
+  }
+
+  async isCancelRequested(id: number): Promise<boolean> {
+    return (await this.get(id)).state === 'cancelling';
+  }
+
+  /**
+   * After a platform restart: every task that was queued, processing or cancelling ends in
+   * `error` (its work is resumed by the next deploy, which converges) and releases its lock.
+   */
+  async recover(): Promise<Task[]> {
+    const open = await this.q('recovering tasks', () => this.store.db.selectFrom('tasks').select('id').where('state', 'in', ['queued', 'processing', 'cancelling']).execute());
+    const out: Task[] = [];
+    for (const r of open) {
+      const id = Number(r.id);
+      await this.event(id, { stage: 'Recovering', state: 'failed', message: 'the platform restarted while this task ran; the next deploy converges the deployment' });
+      await this.finish(id, 'error', { error: new AnodyneError('ANODYNE_E_UNAVAILABLE', 'the platform restarted while this task ran') });
+      this.logger.warn({ task: id }, 'task ended after a platform restart');
+      out.push(await this.get(id));
+    }
+    return out;
+  }
+}
