@@ -7,7 +7,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { silentLogger, systemClock } from '@anodyne/common';
 import { openStore, type Store } from '@anodyne/store';
-import { CredStore, KeyRing, newRandomKey, type CertificateValue } from '@anodyne/credstore';
+import { CredStore, KeyRing, newRandomKey } from '@anodyne/credstore';
 import { LocalProvider } from '@anodyne/providers';
 import { Director, type AgentTlsIssuer, type JobCatalog, type JobDefinition, type TaskEvent, type VariableSource } from './index.js';
 
