@@ -3,27 +3,14 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { silentLogger, systemClock } from '@anodyne/common';
-import { openStore, type Store } from '@anodyne/store';
-import { CredStore, KeyRing, newRandomKey } from '@anodyne/credstore';
-import { LocalProvider } from '@anodyne/providers';
-import { Director, type AgentTlsIssuer, type JobCatalog, type JobDefinition, type TaskEvent, type VariableSource } from './index.js';
+import { join } from 'node:path';
+import type { Store } from '@anodyne/store';
+import { newRandomKey, type CredStore } from '@anodyne/credstore';
+import type { LocalProvider } from '@anodyne/providers';
+import type { Director, TaskEvent } from './index.js';
+import { makeHarness, manifest } from './harness.js';
 
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const isRoot = process.getuid?.() === 0;
-
-/** The test release: an HTTP server job from the host's busybox. */
-const httpd: JobDefinition = {
-  name: 'httpd',
-  release: 'test',
-  properties: { port: { default: 8080 }, greeting: { default: 'hello' } },
-  processes: [{ name: 'httpd', command: 'busybox', args: ['httpd', '-f', '-p', '{{ spec.ip }}:{{ p.port }}', '-h', 'www'], env: { SECRET: '{{ vars.secret }}' }, readiness: { http: { host: '{{ spec.ip }}', port: '{{ p.port }}', path: '/' } } }],
-  files: { 'www/index.html': '{{ p.greeting }} from {{ spec.name }}/{{ spec.index }}' },
-  drain: 'echo drained >> ../drain.log',
-};
-const catalog: JobCatalog = { job: (_r, name) => (name === 'httpd' ? httpd : undefined) };
 
 function get(url: string): Promise<string> {
   return new Promise((res, rej) => {
@@ -37,18 +24,6 @@ function get(url: string): Promise<string> {
   });
 }
 
-function manifest(greeting: string, extra: Record<string, unknown> = {}) {
-  return {
-    name: 'web',
-    releases: [{ name: 'test', version: '1' }],
-    image: 'host-usr',
-    update: { canaries: 1, max_in_flight: 2, canary_watch_time: '300-30000', update_watch_time: '300-30000' },
-    instance_groups: [{ name: 'web', instances: 5, vm_type: 'small', networks: [{ name: 'default' }], jobs: [{ name: 'httpd', properties: { greeting } }] }],
-    variables: [{ name: 'secret', type: 'password', options: { length: 12 } }],
-    ...extra,
-  };
-}
-
 describe('director on the local provider', { skip: !isRoot && 'needs root' }, () => {
   let dir: string;
   let store: Store;
@@ -58,35 +33,7 @@ describe('director on the local provider', { skip: !isRoot && 'needs root' }, ()
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'anodyne-director-'));
-    store = await openStore({ driver: 'sqlite', path: join(dir, 'anodyne.db') });
-    creds = new CredStore({ store, keys: new KeyRing(newRandomKey()), clock: systemClock, logger: silentLogger() });
-    provider = new LocalProvider({
-      dataDir: join(dir, 'provider'), tag: `d${(process.pid % 1296).toString(36)}`, network: '10.198.5.0/24',
-      agentCommand: ['node', '/opt/anodyne/packages/agent/dist/main.js'], binds: [{ host: REPO, guest: '/opt/anodyne', readOnly: true }],
-      logger: silentLogger(), clock: systemClock,
-    });
-    const actor = { actor: 'director' };
-    const tls: AgentTlsIssuer = {
-      agentTls: async (agentId) => {
-        await creds.generate('/director/agent-ca', 'certificate', { is_ca: true, common_name: 'anodyne-agent-ca', key_algorithm: 'ecdsa' }, actor);
-        const c = (await creds.generate(`/director/agents/${agentId}`, 'certificate', { ca: '/director/agent-ca', common_name: agentId, alternative_names: [agentId], extended_key_usage: ['server_auth', 'client_auth'], key_algorithm: 'ecdsa' }, actor)).value;
-        return { cert: c.certificate, key: c.private_key, ca: c.ca };
-      },
-      directorTls: async () => {
-        await creds.generate('/director/agent-ca', 'certificate', { is_ca: true, common_name: 'anodyne-agent-ca', key_algorithm: 'ecdsa' }, actor);
-        const c = (await creds.generate('/director/client', 'certificate', { ca: '/director/agent-ca', common_name: 'anodyne-director', extended_key_usage: ['client_auth'], key_algorithm: 'ecdsa' }, actor)).value;
-        return { cert: c.certificate, key: c.private_key, ca: c.ca };
-      },
-    };
-    const variables: VariableSource = {
-      ensure: async (deployment, vars) => {
-        const out: Record<string, unknown> = {};
-        for (const v of vars) out[v.name] = (await creds.generate(`/deployments/${deployment}/${v.name}`, v.type as 'password', (v.options ?? {}), actor)).value;
-        return out;
-      },
-      remove: async (deployment) => void (await creds.deletePrefix(`/deployments/${deployment}`)),
-    };
-    director = new Director({ store, provider, catalog, variables, tls, clock: systemClock, logger: silentLogger() });
+    ({ store, creds, provider, director } = await makeHarness(dir, `d${(process.pid % 1296).toString(36)}`, newRandomKey()));
   });
 
   after(async () => {

@@ -1,0 +1,71 @@
+import { describe, it, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { newRandomKey } from '@anodyne/credstore';
+import { makeHarness, manifest, type Harness } from './harness.js';
+
+const isRoot = process.getuid?.() === 0;
+const here = dirname(fileURLToPath(import.meta.url));
+
+describe('director: kill -9 of the platform during a deploy', { skip: !isRoot && 'needs root' }, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'anodyne-fault-'));
+  const tag = `f${(process.pid % 1296).toString(36)}`;
+  const key = newRandomKey();
+  let h: Harness | undefined;
+
+  after(async () => {
+    h ??= await makeHarness(dir, tag, key);
+    await h.provider.cleanup();
+    await h.store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('the task ends in error after restart, the next deploy converges, and no VM is orphaned', async () => {
+    const child = spawn(process.execPath, [join(here, 'fault-child.js')], {
+      env: { ...process.env, ANODYNE_TEST_DIR: dir, ANODYNE_TEST_TAG: tag, ANODYNE_TEST_KEY: key.toString('hex') },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (out += b.toString()));
+    h = await makeHarness(dir, tag, key);
+    const { director, provider } = h;
+    // Kill it in the middle of creating VMs.
+    let killedAt = '';
+    for (let i = 0; i < 600 && !killedAt; i++) {
+      const [task] = await director.tasks.list();
+      if (task) {
+        const created = (await director.tasks.events(task.id)).filter((e) => e.stage === 'Creating missing VMs' && e.state === 'finished').length;
+        if (created >= 2) {
+          child.kill('SIGKILL');
+          killedAt = `after ${created} VMs`;
+        }
+      }
+      if (!killedAt) await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(killedAt, `the child reached the VM stage: ${out}`);
+    await new Promise((r) => child.once('exit', r));
+
+    const [ended] = await director.recover();
+    assert.equal(ended?.state, 'error');
+    assert.match(ended?.error?.message ?? '', /restarted/);
+    assert.deepEqual(await director.tasks.list({ state: 'processing' }), []);
+
+    const again = await director.wait((await director.deploy(manifest('k2'))).id);
+    assert.equal(again.state, 'done', JSON.stringify(again.error));
+    const rows = await director.instances('web');
+    const vms = await provider.listVms({ deployment: 'web' });
+    assert.equal(rows.length, 5);
+    assert.deepEqual(vms.map((v) => v.id).sort(), rows.map((r) => r.vm_id).sort(), 'every VM belongs to an instance');
+    const netns = (await import('node:child_process')).execFileSync('ip', ['netns', 'list']).toString().split('\n').filter((l) => l.startsWith(`anodyne-${tag}-vm-`));
+    assert.equal(netns.length, 5, 'one network namespace per instance, none orphaned');
+
+    const del = await director.wait((await director.deleteDeployment('web')).id);
+    assert.equal(del.state, 'done');
+    assert.deepEqual(await provider.listVms(), []);
+  });
+});

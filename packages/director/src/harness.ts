@@ -1,0 +1,76 @@
+// Test harness shared by the director's integration tests and the fault-test child process.
+// Not exported from the package's door.
+import { join, dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { silentLogger, systemClock } from '@anodyne/common';
+import { openStore, type Store } from '@anodyne/store';
+import { CredStore, KeyRing } from '@anodyne/credstore';
+import { LocalProvider } from '@anodyne/providers';
+import { Director, type AgentTlsIssuer, type JobCatalog, type JobDefinition, type VariableSource } from './index.js';
+
+export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+
+/** The test release: an HTTP server job from the host's busybox. */
+export const httpd: JobDefinition = {
+  name: 'httpd',
+  release: 'test',
+  properties: { port: { default: 8080 }, greeting: { default: 'hello' } },
+  processes: [{ name: 'httpd', command: 'busybox', args: ['httpd', '-f', '-p', '{{ spec.ip }}:{{ p.port }}', '-h', 'www'], env: { SECRET: '{{ vars.secret }}' }, readiness: { http: { host: '{{ spec.ip }}', port: '{{ p.port }}', path: '/' } } }],
+  files: { 'www/index.html': '{{ p.greeting }} from {{ spec.name }}/{{ spec.index }}' },
+  drain: 'echo drained >> ../drain.log',
+};
+export const catalog: JobCatalog = { job: (_r, name) => (name === 'httpd' ? httpd : undefined) };
+
+export function manifest(greeting: string, extra: Record<string, unknown> = {}) {
+  return {
+    name: 'web',
+    releases: [{ name: 'test', version: '1' }],
+    image: 'host-usr',
+    update: { canaries: 1, max_in_flight: 2, canary_watch_time: '300-30000', update_watch_time: '300-30000' },
+    instance_groups: [{ name: 'web', instances: 5, vm_type: 'small', networks: [{ name: 'default' }], jobs: [{ name: 'httpd', properties: { greeting } }] }],
+    variables: [{ name: 'secret', type: 'password', options: { length: 12 } }],
+    ...extra,
+  };
+}
+
+export interface Harness {
+  store: Store;
+  creds: CredStore;
+  provider: LocalProvider;
+  director: Director;
+}
+
+/** A director on the local provider over SQLite in `dir`, with credstore-backed TLS and variables. */
+export async function makeHarness(dir: string, tag: string, key: Buffer): Promise<Harness> {
+  const store = await openStore({ driver: 'sqlite', path: join(dir, 'anodyne.db') });
+  const creds = new CredStore({ store, keys: new KeyRing(key), clock: systemClock, logger: silentLogger() });
+  const provider = new LocalProvider({
+    dataDir: join(dir, 'provider'), tag, network: '10.198.5.0/24',
+    agentCommand: ['node', '/opt/anodyne/packages/agent/dist/main.js'], binds: [{ host: REPO, guest: '/opt/anodyne', readOnly: true }],
+    logger: silentLogger(), clock: systemClock,
+  });
+  const actor = { actor: 'director' };
+  const ca = () => creds.generate('/director/agent-ca', 'certificate', { is_ca: true, common_name: 'anodyne-agent-ca', key_algorithm: 'ecdsa' }, actor);
+  const tls: AgentTlsIssuer = {
+    agentTls: async (agentId) => {
+      await ca();
+      const c = (await creds.generate(`/director/agents/${agentId}`, 'certificate', { ca: '/director/agent-ca', common_name: agentId, alternative_names: [agentId], extended_key_usage: ['server_auth', 'client_auth'], key_algorithm: 'ecdsa' }, actor)).value;
+      return { cert: c.certificate, key: c.private_key, ca: c.ca };
+    },
+    directorTls: async () => {
+      await ca();
+      const c = (await creds.generate('/director/client', 'certificate', { ca: '/director/agent-ca', common_name: 'anodyne-director', extended_key_usage: ['client_auth'], key_algorithm: 'ecdsa' }, actor)).value;
+      return { cert: c.certificate, key: c.private_key, ca: c.ca };
+    },
+  };
+  const variables: VariableSource = {
+    ensure: async (deployment, vars) => {
+      const out: Record<string, unknown> = {};
+      for (const v of vars) out[v.name] = (await creds.generate(`/deployments/${deployment}/${v.name}`, v.type as 'password', (v.options ?? {}), actor)).value;
+      return out;
+    },
+    remove: async (deployment) => void (await creds.deletePrefix(`/deployments/${deployment}`)),
+  };
+  const director = new Director({ store, provider, catalog, variables, tls, clock: systemClock, logger: silentLogger() });
+  return { store, creds, provider, director };
+}
