@@ -130,7 +130,10 @@ export class Agent {
         case 'POST /start':
           await this.supervisor.runScript('pre_start');
           await this.supervisor.start();
+          this.postStartWhenHealthy();
           return send(200, this.state());
+        case 'POST /run_errand':
+          return send(200, { results: await this.supervisor.runOnce() });
         case 'POST /stop':
           await this.supervisor.stop();
           return send(200, this.state());
@@ -150,6 +153,25 @@ export class Agent {
       const e = toAnodyneError(err);
       send(e.kind === 'invalid_input' ? 400 : 500, e.toJSON());
     }
+  }
+
+  /** Runs the jobs' post-start scripts once every process is running (BOSH's post-start). */
+  private postStartWhenHealthy(): void {
+    const bundle = this.supervisor.currentBundle;
+    if (!bundle?.jobs.some((j) => j.scripts.post_start !== undefined)) return;
+    const deadline = this.o.clock.nowMs() + 600_000;
+    const check = (): void => {
+      if (this.supervisor.currentBundle !== bundle || this.o.clock.nowMs() > deadline) return;
+      if (!this.supervisor.healthy()) {
+        setTimeout(check, 200).unref();
+        return;
+      }
+      void this.supervisor.runScript('post_start').then(
+        (r) => this.o.logger.info({ results: r.map((x) => ({ job: x.job, code: x.code })) }, 'post-start ran'),
+        (err: unknown) => this.o.logger.warn({ err: (err as Error).message }, 'post-start failed'),
+      );
+    };
+    check();
   }
 
   /** Starts serving, resumes the last applied bundle, and begins heartbeating. */

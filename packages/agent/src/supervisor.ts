@@ -269,6 +269,25 @@ export class Supervisor {
     return results;
   }
 
+  /**
+   * Runs every process of the bundle once, to completion, one after another (an errand).
+   * Returns each exit code and the tail of its output.
+   */
+  async runOnce(timeoutMs = 3_600_000): Promise<{ job: string; process: string; code: number; output: string }[]> {
+    const results: { job: string; process: string; code: number; output: string }[] = [];
+    for (const job of this.bundle?.jobs ?? []) {
+      for (const proc of job.processes) {
+        const r = await exec([proc.command, ...proc.args], {
+          cwd: this.jobDir(job.name), timeoutMs, okCodes: Array.from({ length: 256 }, (_, i) => i),
+          env: { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...proc.env },
+        });
+        results.push({ job: job.name, process: proc.name, code: r.code, output: (r.stdout + r.stderr).slice(-65536) });
+        if (r.code !== 0) return results;
+      }
+    }
+    return results;
+  }
+
   status(): ProcessStatus[] {
     return this.procs.map((p) => ({ job: p.job, name: p.spec.name, state: p.state, pid: p.child?.pid ?? null, restarts: p.restarts, lastExit: p.lastExit }));
   }

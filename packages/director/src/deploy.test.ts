@@ -121,6 +121,51 @@ describe('director on the local provider', { skip: !isRoot && 'needs root' }, ()
     assert.equal((await director.tasks.list()).length, before);
   });
 
+  it('recreates one instance: a new VM for it, the others untouched', async () => {
+    const before = await director.instances('web');
+    const done = await director.wait((await director.recreate('web', { group: 'web', index: 3 })).id);
+    assert.equal(done.state, 'done', JSON.stringify(done.error));
+    const after = await director.instances('web');
+    for (const [i, r] of after.entries()) {
+      if (i === 3) assert.notEqual(r.vm_id, before[i]?.vm_id);
+      else assert.equal(r.vm_id, before[i]?.vm_id);
+      assert.equal(r.ip, before[i]?.ip, 'addresses are kept');
+    }
+    assert.match(await get(`http://${after[3]!.ip}:8080/`), /from web\/3$/);
+    await assert.rejects(director.recreate('web', { group: 'web', index: 9 }), (e: unknown) => (e as { code?: string }).code === 'ANODYNE_E_NOT_FOUND');
+  });
+
+  it('stops and starts one instance; fetches its logs', async () => {
+    const [row] = await director.instances('web');
+    assert.equal((await director.wait((await director.stopInstance('web', 'web', 0)).id)).state, 'done');
+    const stopped = await director.agentState(row!);
+    assert.ok(stopped.processes.every((p) => p.state === 'stopped'));
+    await assert.rejects(get(`http://${row!.ip}:8080/`));
+    assert.equal((await director.wait((await director.startInstance('web', 'web', 0)).id)).state, 'done');
+    for (let i = 0; i < 100 && !(await director.agentState(row!)).healthy; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.match(await get(`http://${row!.ip}:8080/`), /from web\/0$/);
+    const logs = await director.wait((await director.fetchLogs('web', 'web', 0)).id);
+    assert.equal(logs.state, 'done');
+    assert.ok('httpd/httpd' in ((logs.result as { logs: Record<string, string> }).logs));
+  });
+
+  it('runs an errand to completion and keeps its output; a failing errand fails the task', async () => {
+    const withErrand = (code: number) => ({ ...manifest('v5'), instance_groups: [...manifest('v5').instance_groups, { name: 'smoke', instances: 1, lifecycle: 'errand', vm_type: 'small', networks: [{ name: 'default' }], jobs: [{ name: 'smoke', properties: { word: 'hi', code } }] }] });
+    assert.equal((await director.wait((await director.deploy(withErrand(0))).id)).state, 'done');
+    assert.equal((await director.instances('web')).filter((r) => r.group_name === 'smoke').length, 0, 'an errand has no VM between runs');
+    const ok = await director.wait((await director.runErrand('web', 'smoke')).id);
+    assert.equal(ok.state, 'done', JSON.stringify(ok.error));
+    const out = ok.result as { exit_code: number; instances: { results: { output: string }[] }[] };
+    assert.equal(out.exit_code, 0);
+    assert.match(out.instances[0]?.results[0]?.output ?? '', /errand-output hi from 10\.198\.5\./);
+    assert.equal((await director.wait((await director.deploy(withErrand(3))).id)).state, 'done');
+    const bad = await director.wait((await director.runErrand('web', 'smoke')).id);
+    assert.equal(bad.state, 'error');
+    assert.equal((bad.result as { exit_code: number }).exit_code, 3);
+    assert.equal((await provider.listVms({ group: 'smoke' })).length, 0, 'errand VMs are deleted after the run');
+    await assert.rejects(director.runErrand('web', 'web'), (e: unknown) => (e as { code?: string }).code === 'ANODYNE_E_INVALID_INPUT');
+  });
+
   it('deleting the deployment removes every VM', async () => {
     const task = await director.wait((await director.deleteDeployment('web')).id);
     assert.equal(task.state, 'done', JSON.stringify(task.error));

@@ -211,6 +211,120 @@ export class Director {
     return task;
   }
 
+  /** Recreates the VMs of a deployment (all, one group, or one instance), canaries and batches respected. */
+  async recreate(deployment: string, target: { group?: string; index?: number } = {}, owner = 'system'): Promise<Task> {
+    const m = await this.manifest(deployment);
+    this.checkTarget(m, target.group, target.index);
+    const task = await this.tasks.create('recreate', deployment, `recreate ${deployment}${target.group ? ` ${target.group}${target.index !== undefined ? `/${target.index}` : ''}` : ''}`, owner);
+    const pick = (g: string, i: number) => (target.group === undefined || target.group === g) && (target.index === undefined || target.index === i);
+    this.launch(task.id, (signal, sink) => this.runDeploy(m, signal, sink, pick));
+    return task;
+  }
+
+  /** Drains and stops one instance's processes; its VM stays. */
+  async stopInstance(deployment: string, group: string, index: number, owner = 'system'): Promise<Task> {
+    const row = await this.instanceRow(deployment, group, index);
+    const task = await this.tasks.create('stop', deployment, `stop ${deployment} ${group}/${index}`, owner);
+    this.launch(task.id, async (_signal, sink) => {
+      await sink.event({ stage: 'Stopping instance', instance: `${group}/${index}`, index: 1, total: 1, state: 'started' });
+      await this.agentCall(row, 'POST', '/drain', undefined, 600_000);
+      await this.agentCall(row, 'POST', '/stop', undefined, 120_000);
+      await this.q('updating an instance', () => this.o.store.db.updateTable('instances').set({ state: 'stopped' }).where('id', '=', row.id).execute());
+      await sink.event({ stage: 'Stopping instance', instance: `${group}/${index}`, index: 1, total: 1, state: 'finished' });
+      return { stopped: `${group}/${index}` };
+    });
+    return task;
+  }
+
+  /** Starts a stopped instance's processes again. */
+  async startInstance(deployment: string, group: string, index: number, owner = 'system'): Promise<Task> {
+    const row = await this.instanceRow(deployment, group, index);
+    const task = await this.tasks.create('start', deployment, `start ${deployment} ${group}/${index}`, owner);
+    this.launch(task.id, async (_signal, sink) => {
+      await sink.event({ stage: 'Starting instance', instance: `${group}/${index}`, index: 1, total: 1, state: 'started' });
+      await this.agentCall(row, 'POST', '/start', undefined, 600_000);
+      await this.q('updating an instance', () => this.o.store.db.updateTable('instances').set({ state: 'started' }).where('id', '=', row.id).execute());
+      await sink.event({ stage: 'Starting instance', instance: `${group}/${index}`, index: 1, total: 1, state: 'finished' });
+      return { started: `${group}/${index}` };
+    });
+    return task;
+  }
+
+  /** Fetches the tail of every process log of one instance into the task's result. */
+  async fetchLogs(deployment: string, group: string, index: number, owner = 'system'): Promise<Task> {
+    const row = await this.instanceRow(deployment, group, index);
+    const task = await this.tasks.create('fetch_logs', null, `logs ${deployment} ${group}/${index}`, owner);
+    this.launch(task.id, async () => (await this.agentCall(row, 'GET', '/logs')));
+    return task;
+  }
+
+  /**
+   * Runs an errand: the group's VMs are created, its jobs run once to completion, their output
+   * is kept in the task's result, and the VMs are deleted. A non-zero exit fails the task.
+   */
+  async runErrand(deployment: string, group: string, owner = 'system'): Promise<Task> {
+    const m = await this.manifest(deployment);
+    const g = m.instance_groups.find((x) => x.name === group);
+    if (!g) throw new NotFoundError('ANODYNE_E_NOT_FOUND', `deployment ${deployment} has no instance group ${group}`, { details: { deployment, group } });
+    if (g.lifecycle !== 'errand') throw new InputError('ANODYNE_E_INVALID_INPUT', `instance group ${group} is not an errand`, { details: { group } });
+    const task = await this.tasks.create('errand', deployment, `run errand ${group} of ${deployment}`, owner);
+    this.launch(task.id, (_signal, sink) => this.runErrandTask(m, g.name, sink));
+    return task;
+  }
+
+  private async runErrandTask(m: Manifest, group: string, sink: EventSink): Promise<unknown> {
+    const g = m.instance_groups.find((x) => x.name === group)!;
+    const vars = await this.o.variables.ensure(m.name, m.variables ?? []);
+    const services = await this.instances(m.name);
+    const groupsIps: Record<string, { ips: string[] }> = {};
+    for (const r of services) (groupsIps[r.group_name] ??= { ips: [] }).ips.push(r.ip ?? '');
+    const defs = resolveJobs(m, this.o.catalog);
+    const now = () => this.o.clock.now().toISOString();
+    const results: { index: number; results: { job: string; process: string; code: number; output: string }[] }[] = [];
+    const rows: InstanceRow[] = [];
+    try {
+      for (let i = 0; i < g.instances; i++) {
+        const row: InstanceRow = {
+          id: randomUUID(), deployment: m.name, group_name: g.name, idx: i, vm_id: null, agent_id: `${m.name}-${g.name}-${i}`.slice(0, 64),
+          ip: null, vm_type: JSON.stringify(g.vm_type), image: m.image, disk_mb: 0, network: g.networks[0]!.name, bundle_hash: null,
+        };
+        await this.q('recording an instance', () => this.o.store.db.insertInto('instances').values({ ...row, disk_id: null, state: 'started', created_at: now(), updated_at: now() }).execute());
+        rows.push(row);
+        await sink.event({ stage: 'Creating errand VMs', instance: `${g.name}/${i}`, index: i + 1, total: g.instances, state: 'started' });
+        const created = await this.createVm(row);
+        rows[i] = created;
+        await sink.event({ stage: 'Creating errand VMs', instance: `${g.name}/${i}`, index: i + 1, total: g.instances, state: 'finished' });
+      }
+      for (const [i, row] of rows.entries()) {
+        const bundle = renderInstance(m, g, defs, { spec: { deployment: m.name, name: g.name, index: i, id: row.id, ip: row.ip ?? '', az: 'z1', bootstrap: i === 0 }, groups: groupsIps, vars });
+        await this.agentCall(row, 'POST', '/apply', bundle);
+        await sink.event({ stage: 'Running errand', instance: `${g.name}/${i}`, index: i + 1, total: rows.length, state: 'started' });
+        const r = (await this.agentCall(row, 'POST', '/run_errand', undefined, 3_600_000)) as { results: { job: string; process: string; code: number; output: string }[] };
+        results.push({ index: i, results: r.results });
+        const failed = r.results.some((x) => x.code !== 0);
+        await sink.event({ stage: 'Running errand', instance: `${g.name}/${i}`, index: i + 1, total: rows.length, state: failed ? 'failed' : 'finished' });
+      }
+    } finally {
+      for (const row of rows) await this._removeRow(row).catch(() => undefined);
+    }
+    const exitCode = results.flatMap((r) => r.results).find((x) => x.code !== 0)?.code ?? 0;
+    if (exitCode !== 0) throw new AnodyneError('ANODYNE_E_INTERNAL', `errand ${group} exited with code ${exitCode}`, { details: { result: { exit_code: exitCode, instances: results } } });
+    return { exit_code: 0, instances: results };
+  }
+
+  private checkTarget(m: Manifest, group?: string, index?: number): void {
+    if (group === undefined) return;
+    const g = m.instance_groups.find((x) => x.name === group);
+    if (!g) throw new NotFoundError('ANODYNE_E_NOT_FOUND', `deployment ${m.name} has no instance group ${group}`, { details: { group } });
+    if (index !== undefined && (!Number.isInteger(index) || index < 0 || index >= g.instances)) throw new NotFoundError('ANODYNE_E_NOT_FOUND', `instance group ${group} has no instance ${index}`, { details: { group, index } });
+  }
+
+  private async instanceRow(deployment: string, group: string, index: number): Promise<InstanceRow> {
+    const row = (await this.instances(deployment)).find((r) => r.group_name === group && r.idx === index);
+    if (!row) throw new NotFoundError('ANODYNE_E_NOT_FOUND', `deployment ${deployment} has no instance ${group}/${index}`, { details: { deployment, group, index } });
+    return row;
+  }
+
   /** Resolves when the task has ended (in this process). */
   async wait(id: number): Promise<Task> {
     await this.running.get(id);
@@ -231,7 +345,8 @@ export class Director {
       } catch (err) {
         const cancelled = err instanceof AnodyneError && err.code === 'ANODYNE_E_TASK_CANCELLED';
         this.o.logger.warn({ task: id, err: (err as Error).message }, cancelled ? 'task cancelled' : 'task failed');
-        await this.tasks.finish(id, cancelled ? 'cancelled' : 'error', { error: err });
+        const result = err instanceof AnodyneError ? err.details['result'] : undefined;
+        await this.tasks.finish(id, cancelled ? 'cancelled' : 'error', { error: err, ...(result !== undefined ? { result } : {}) });
       } finally {
         clearInterval(poll);
       }
@@ -240,8 +355,10 @@ export class Director {
     void p.finally(() => this.running.delete(id));
   }
 
-  private async runDeploy(m: Manifest, signal: AbortSignal, sink: EventSink): Promise<{ instances: number }> {
+  private async runDeploy(full: Manifest, signal: AbortSignal, sink: EventSink, recreate?: (group: string, index: number) => boolean): Promise<{ instances: number }> {
     const now = () => this.o.clock.now().toISOString();
+    // Errand groups get VMs only while an errand runs.
+    const m: Manifest = { ...full, instance_groups: full.instance_groups.filter((g) => g.lifecycle !== 'errand') };
     await this.removeOrphans(m.name, sink);
     const vars = await this.o.variables.ensure(m.name, m.variables ?? []);
 
@@ -296,7 +413,8 @@ export class Director {
       group: r.group_name, index: r.idx, vmId: r.vm_id, vmAlive: r.vm_id !== null, vmType: JSON.parse(r.vm_type) as string | VmType, image: r.image,
       diskMb: r.disk_mb, network: r.network, ip: r.ip, bundleHash: r.bundle_hash,
     }));
-    const changes = plan(desired, actual);
+    const changes = plan(desired, actual).map((c): PlannedChange =>
+      recreate && (c.action === 'keep' || c.action === 'update') && recreate(c.group, c.index) ? { ...c, action: 'recreate', reasons: ['recreate requested'] } : c);
     const driver = new AgentDriver(this, byKey, sink);
     const updater = new Updater({ clock: this.o.clock, driver, events: sink, logger: this.o.logger });
     const knownGroups = new Set(m.instance_groups.map((g) => g.name));
@@ -306,8 +424,8 @@ export class Director {
     await updater.run(groups, signal);
 
     await this.q('saving the manifest', () =>
-      this.o.store.db.insertInto('deployments').values({ name: m.name, manifest: JSON.stringify(m), created_at: now(), updated_at: now() })
-        .onConflict((oc) => oc.column('name').doUpdateSet({ manifest: JSON.stringify(m), updated_at: now() })).execute(),
+      this.o.store.db.insertInto('deployments').values({ name: full.name, manifest: JSON.stringify(full), created_at: now(), updated_at: now() })
+        .onConflict((oc) => oc.column('name').doUpdateSet({ manifest: JSON.stringify(full), updated_at: now() })).execute(),
     );
     return { instances: desired.length };
   }

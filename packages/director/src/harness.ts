@@ -19,7 +19,14 @@ export const httpd: JobDefinition = {
   files: { 'www/index.html': '{{ p.greeting }} from {{ spec.name }}/{{ spec.index }}' },
   drain: 'echo drained >> ../drain.log',
 };
-export const catalog: JobCatalog = { job: (_r, name) => (name === 'httpd' ? httpd : undefined) };
+/** An errand: prints a word and exits with the code asked for. */
+export const smoke: JobDefinition = {
+  name: 'smoke',
+  release: 'test',
+  properties: { word: { default: 'ok' }, code: { default: 0 } },
+  processes: [{ name: 'smoke', command: 'sh', args: ['-c', 'echo errand-output {{ p.word }} from {{ spec.ip }}; exit {{ p.code }}'] }],
+};
+export const catalog: JobCatalog = { job: (_r, name) => ({ httpd, smoke })[name] };
 
 export function manifest(greeting: string, extra: Record<string, unknown> = {}) {
   return {
