@@ -166,7 +166,10 @@ export class LocalProvider implements Provider {
     const ns = this.netnsName(id);
     const veth = this.vethName(id);
     await ip('netns', 'add', ns);
-    await ip('link', 'add', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns);
+    // The MAC follows from the IP: a VM recreated with the same address is reachable at once,
+    // without waiting for the host's and the other VMs' ARP caches to expire.
+    const mac = `02:a0:${addr.split('.').map((o) => Number(o).toString(16).padStart(2, '0')).join(':')}`;
+    await ip('link', 'add', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'address', mac, 'netns', ns);
     await ip('link', 'set', veth, 'master', this.bridge, 'up');
     await ip('-n', ns, 'addr', 'add', `${addr}/${this.cidr.prefix}`, 'dev', 'eth0');
     await ip('-n', ns, 'link', 'set', 'lo', 'up');
