@@ -540,3 +540,33 @@ function checkSetValue(type: CredentialType, value: unknown): void {
       return;
   }
 }
+
+/**
+ * Credentials of a director deployment's manifest `variables`, stored under
+ * `/deployments/<deployment>/<name>`. A certificate's `ca` option names another variable of
+ * the same deployment. Matches the director's VariableSource.
+ */
+export class DeploymentVariables {
+  constructor(private readonly creds: CredStore, private readonly actor = 'director') {}
+
+  private path(deployment: string, name: string): string {
+    return `/deployments/${deployment}/${name}`;
+  }
+
+  async ensure(deployment: string, variables: { name: string; type: string; options?: Record<string, unknown> }[]): Promise<Record<string, unknown>> {
+    const out: Record<string, unknown> = {};
+    // CAs first, so leaves can be signed by them whatever the order in the manifest.
+    const ordered = [...variables].sort((a, b) => Number(b.options?.['is_ca'] === true) - Number(a.options?.['is_ca'] === true));
+    for (const v of ordered) {
+      const options = { ...(v.options ?? {}) };
+      if (v.type === 'certificate' && typeof options['ca'] === 'string' && !options['ca'].startsWith('/')) options['ca'] = this.path(deployment, options['ca']);
+      const cred = await this.creds.generate(this.path(deployment, v.name), v.type as GeneratableType, options, { actor: this.actor });
+      out[v.name] = cred.value;
+    }
+    return out;
+  }
+
+  async remove(deployment: string): Promise<void> {
+    await this.creds.deletePrefix(`/deployments/${deployment}`, { actor: this.actor });
+  }
+}

@@ -1,4 +1,4 @@
-export { CredStore, type Actor, type Credential, type CredentialMeta, type CredStoreOptions, type ExpiringCertificate, type GenerateMode } from './credstore.js';
+export { CredStore, DeploymentVariables, type Actor, type Credential, type CredentialMeta, type CredStoreOptions, type ExpiringCertificate, type GenerateMode } from './credstore.js';
 export { KeyRing, loadKeyFile, writeKeyFile, keyRingFromEnv, keyIdFor, newRandomKey, type EncryptionKey, type Sealed } from './keyring.js';
 export {
   CREDENTIAL_TYPES, KEY_USAGES, EXTENDED_KEY_USAGES, normalizeName,

@@ -4,7 +4,7 @@ import { AnodyneError, InputError, NotFoundError, type Clock, type Logger } from
 import type { Provider, VmType } from '@anodyne/providers';
 import { mapStoreError, type Store } from '@anodyne/store';
 import { parseManifest, groupUpdatePolicy, resolveMaxInFlight, type Manifest, type Variable } from './manifest.js';
-import { renderInstance, resolveJobs, type InstanceBundle, type JobCatalog } from './jobs.js';
+import { renderInstance, renderTemplate, resolveJobs, type InstanceBundle, type JobCatalog } from './jobs.js';
 import { plan, type ActualInstance, type DesiredInstance, type PlannedChange } from './planner.js';
 import { Updater, type EventSink, type InstanceDriver } from './updater.js';
 import { TaskStore, type Task } from './tasks.js';
@@ -274,10 +274,10 @@ export class Director {
 
   private async runErrandTask(m: Manifest, group: string, sink: EventSink): Promise<unknown> {
     const g = m.instance_groups.find((x) => x.name === group)!;
-    const vars = await this.o.variables.ensure(m.name, m.variables ?? []);
     const services = await this.instances(m.name);
     const groupsIps: Record<string, { ips: string[] }> = {};
     for (const r of services) (groupsIps[r.group_name] ??= { ips: [] }).ips.push(r.ip ?? '');
+    const vars = await this.o.variables.ensure(m.name, renderVariables(m.variables ?? [], groupsIps));
     const defs = resolveJobs(m, this.o.catalog);
     const now = () => this.o.clock.now().toISOString();
     const results: { index: number; results: { job: string; process: string; code: number; output: string }[] }[] = [];
@@ -360,7 +360,6 @@ export class Director {
     // Errand groups get VMs only while an errand runs.
     const m: Manifest = { ...full, instance_groups: full.instance_groups.filter((g) => g.lifecycle !== 'errand') };
     await this.removeOrphans(m.name, sink);
-    const vars = await this.o.variables.ensure(m.name, m.variables ?? []);
 
     // 1. Every desired instance gets a row (so a VM is never created without an owner), then a VM.
     const existing = await this.instances(m.name);
@@ -397,9 +396,13 @@ export class Director {
       }));
     }
 
-    // 2. Render every instance with the addresses now known, plan, and roll out.
+    // 2. With every address known: variables (their options may name group IPs), then render
+    //    every instance, plan, and roll out.
     const rows = [...byKey.values()];
     const groupsIps = Object.fromEntries(m.instance_groups.map((g) => [g.name, { ips: rows.filter((r) => r.group_name === g.name && r.idx < g.instances).sort((a, b) => a.idx - b.idx).map((r) => r.ip ?? '') }]));
+    await sink.event({ stage: 'Generating variables', index: 1, total: 1, state: 'started' });
+    const vars = await this.o.variables.ensure(m.name, renderVariables(m.variables ?? [], groupsIps));
+    await sink.event({ stage: 'Generating variables', index: 1, total: 1, state: 'finished' });
     const defs = resolveJobs(m, this.o.catalog);
     const desired: DesiredInstance[] = [];
     for (const g of m.instance_groups) {
@@ -474,6 +477,31 @@ export class Director {
     if (row.vm_id) await this.o.provider.deleteVm(row.vm_id);
     await this.q('deleting an instance', () => this.o.store.db.deleteFrom('instances').where('id', '=', row.id).execute());
   }
+}
+
+/**
+ * Variable options may use `{{ groups.<name>.ips }}`; a list item that is exactly that
+ * expression becomes one item per address (certificate SANs of every master, say).
+ */
+export function renderVariables(variables: Variable[], groups: Record<string, { ips: string[] }>): Variable[] {
+  const scope = { groups };
+  const render = (v: unknown, where: string): unknown => {
+    if (typeof v === 'string') return renderTemplate(v, scope, where);
+    if (Array.isArray(v)) {
+      return v.flatMap((item) => {
+        const m = typeof item === 'string' ? /^\{\{\s*groups\.([A-Za-z0-9_-]+)\.ips\s*\}\}$/.exec(item) : null;
+        if (m) {
+          const g = groups[m[1]!];
+          if (!g) throw new InputError('ANODYNE_E_TEMPLATE_INVALID', `${where}: no instance group ${m[1]}`);
+          return g.ips;
+        }
+        return [render(item, where)];
+      });
+    }
+    if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, render(x, where)]));
+    return v;
+  };
+  return variables.map((v) => (v.options ? { ...v, options: render(v.options, `variable ${v.name}`) as Record<string, unknown> } : v));
 }
 
 /** The real instance driver: drain, stop, apply the bundle, start — through the agent. */

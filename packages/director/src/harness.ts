@@ -1,10 +1,10 @@
-// Test harness shared by the director's integration tests and the fault-test child process.
-// Not exported from the package's door.
+// Test harness shared by the director's integration tests, the fault-test child process and
+// other packages' integration tests (`@anodyne/director/testing`). Not part of the main door.
 import { join, dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { silentLogger, systemClock } from '@anodyne/common';
 import { openStore, type Store } from '@anodyne/store';
-import { CredStore, KeyRing } from '@anodyne/credstore';
+import { CredStore, DeploymentVariables, KeyRing } from '@anodyne/credstore';
 import { LocalProvider } from '@anodyne/providers';
 import { Director, type AgentTlsIssuer, type JobCatalog, type JobDefinition, type VariableSource } from './index.js';
 
@@ -48,12 +48,12 @@ export interface Harness {
 }
 
 /** A director on the local provider over SQLite in `dir`, with credstore-backed TLS and variables. */
-export async function makeHarness(dir: string, tag: string, key: Buffer): Promise<Harness> {
+export async function makeHarness(dir: string, tag: string, key: Buffer, options: { catalog?: JobCatalog; binds?: { host: string; guest: string }[]; network?: string } = {}): Promise<Harness> {
   const store = await openStore({ driver: 'sqlite', path: join(dir, 'anodyne.db') });
   const creds = new CredStore({ store, keys: new KeyRing(key), clock: systemClock, logger: silentLogger() });
   const provider = new LocalProvider({
-    dataDir: join(dir, 'provider'), tag, network: '10.198.5.0/24',
-    agentCommand: ['node', '/opt/anodyne/packages/agent/dist/main.js'], binds: [{ host: REPO, guest: '/opt/anodyne', readOnly: true }],
+    dataDir: join(dir, 'provider'), tag, network: options.network ?? '10.198.5.0/24',
+    agentCommand: ['node', '/opt/anodyne/packages/agent/dist/main.js'], binds: [{ host: REPO, guest: '/opt/anodyne', readOnly: true }, ...(options.binds ?? [])],
     logger: silentLogger(), clock: systemClock,
   });
   const actor = { actor: 'director' };
@@ -70,14 +70,7 @@ export async function makeHarness(dir: string, tag: string, key: Buffer): Promis
       return { cert: c.certificate, key: c.private_key, ca: c.ca };
     },
   };
-  const variables: VariableSource = {
-    ensure: async (deployment, vars) => {
-      const out: Record<string, unknown> = {};
-      for (const v of vars) out[v.name] = (await creds.generate(`/deployments/${deployment}/${v.name}`, v.type as 'password', (v.options ?? {}), actor)).value;
-      return out;
-    },
-    remove: async (deployment) => void (await creds.deletePrefix(`/deployments/${deployment}`)),
-  };
-  const director = new Director({ store, provider, catalog, variables, tls, clock: systemClock, logger: silentLogger() });
+  const variables: VariableSource = new DeploymentVariables(creds);
+  const director = new Director({ store, provider, catalog: options.catalog ?? catalog, variables, tls, clock: systemClock, logger: silentLogger() });
   return { store, creds, provider, director };
 }

@@ -10,4 +10,4 @@ export {
 export { plan, type DesiredInstance, type ActualInstance, type PlannedChange, type PlanAction } from './planner.js';
 export { Updater, type InstanceDriver, type EventSink, type TaskEventInput, type GroupPlan, type UpdaterOptions } from './updater.js';
 export { TaskStore, type Task, type TaskEvent, type TaskState } from './tasks.js';
-export { Director, type DirectorOptions, type VariableSource, type AgentTlsIssuer, type TlsMaterial, type AgentStateView } from './director.js';
+export { Director, renderVariables, type DirectorOptions, type VariableSource, type AgentTlsIssuer, type TlsMaterial, type AgentStateView } from './director.js';

@@ -182,7 +182,7 @@ export function renderInstance(m: Manifest, g: InstanceGroup, defs: Map<string, 
         env: Object.fromEntries(Object.entries(proc.env ?? {}).map(([k, v]) => [k, renderTemplate(v, scope, at(`process ${proc.name} env ${k}`))])),
         ...(proc.readiness ? { readiness: JSON.parse(renderTemplate(JSON.stringify(proc.readiness), scope, at(`process ${proc.name} readiness`))) as ReadinessProbe } : {}),
       })),
-      files: Object.entries(def.files ?? {}).sort(([a], [b]) => a.localeCompare(b)).map(([path, tpl]) => ({ path, content: renderTemplate(tpl, scope, at(`file ${path}`)), mode: /\.(sh|bash)$/.test(path) || path.startsWith('bin/') ? 0o755 : 0o644 })),
+      files: Object.entries(def.files ?? {}).sort(([a], [b]) => a.localeCompare(b)).map(([path, tpl]) => ({ path, content: renderTemplate(tpl, scope, at(`file ${path}`)), mode: /\.(sh|bash)$/.test(path) || path.startsWith('bin/') ? 0o755 : /\.key$/.test(path) ? 0o600 : 0o644 })),
       scripts: Object.fromEntries((['drain', 'pre_start', 'post_start', 'backup', 'restore'] as const).filter((s) => def[s] !== undefined).map((s) => [s, renderTemplate(def[s]!, scope, at(s))])),
     };
   });

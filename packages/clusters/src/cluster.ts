@@ -1,0 +1,151 @@
+import { isIPv4 } from 'node:net';
+import { InputError } from '@anodyne/common';
+import type { Manifest } from '@anodyne/director';
+
+/** What a team can ask for (PKS plans). */
+export interface Plan {
+  name: string;
+  description: string;
+  masters: 1 | 3 | 5;
+  defaultWorkers: number;
+  maxWorkers: number;
+  masterVmType: string;
+  workerVmType: string;
+  /** Persistent disk for etcd, MB (0: the VM's own disk). */
+  masterDiskMb: number;
+  admissionPlugins: string[];
+  allowPrivileged: boolean;
+}
+
+export const BUILTIN_PLANS: Plan[] = [
+  { name: 'small', description: 'one master, one to three workers', masters: 1, defaultWorkers: 1, maxWorkers: 3, masterVmType: 'medium', workerVmType: 'medium', masterDiskMb: 0, admissionPlugins: ['NodeRestriction'], allowPrivileged: true },
+  { name: 'ha', description: 'three masters behind a load balancer, up to ten workers', masters: 3, defaultWorkers: 3, maxWorkers: 10, masterVmType: 'medium', workerVmType: 'medium', masterDiskMb: 0, admissionPlugins: ['NodeRestriction'], allowPrivileged: true },
+];
+
+export interface NetworkProfile {
+  podCidr: string;
+  serviceCidr: string;
+}
+
+export interface ClusterRequest {
+  name: string;
+  plan: string;
+  workers?: number;
+  /** Extra name (or address) in the API server's certificate, for users' kubeconfigs. */
+  externalHostname?: string;
+  network?: Partial<NetworkProfile>;
+}
+
+export const DEFAULT_NETWORK: NetworkProfile = { podCidr: '10.200.0.0/16', serviceCidr: '10.96.0.0/16' };
+
+const DNS1123 = /^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$/;
+
+function cidr(value: string, key: string): string {
+  const m = /^(\d+\.\d+\.\d+\.\d+)\/(\d+)$/.exec(value);
+  if (!m || !isIPv4(m[1]!) || Number(m[2]) < 8 || Number(m[2]) > 24) throw new InputError('ANODYNE_E_INVALID_INPUT', `${key} must be an IPv4 CIDR from /8 to /24`, { details: { key, value } });
+  return value;
+}
+
+/** The first address of the service range: the `kubernetes` Service's ClusterIP. */
+export function kubernetesServiceIp(serviceCidr: string): string {
+  const [a, b, c, d] = serviceCidr.split('/')[0]!.split('.').map(Number) as [number, number, number, number];
+  const n = ((a * 256 + b) * 256 + c) * 256 + d + 1;
+  return [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join('.');
+}
+
+export function deploymentName(cluster: string): string {
+  return `cluster-${cluster}`;
+}
+
+/**
+ * The full certificate set of a cluster, as kubeadm lays it out, as manifest variables for the
+ * credential store. Master addresses come from `{{ groups.master.ips }}` once the VMs exist.
+ */
+export function clusterVariables(req: ClusterRequest, net: NetworkProfile): Manifest['variables'] {
+  const leaf = (name: string, ca: string, cn: string, eku: string[], extra: Record<string, unknown> = {}) => ({ name, type: 'certificate' as const, options: { ca, common_name: cn, extended_key_usage: eku, key_algorithm: 'ecdsa', duration: 365, ...extra } });
+  const ca = (name: string, cn: string) => ({ name, type: 'certificate' as const, options: { is_ca: true, common_name: cn, duration: 3650, key_algorithm: 'ecdsa' } });
+  const masters = ['{{ groups.master.ips }}', '127.0.0.1', 'localhost'];
+  return [
+    ca('ca', 'kubernetes-ca'),
+    ca('etcd-ca', 'etcd-ca'),
+    ca('front-proxy-ca', 'front-proxy-ca'),
+    { name: 'service-account-key', type: 'rsa' },
+    leaf('etcd-server', 'etcd-ca', 'etcd-server', ['server_auth', 'client_auth'], { alternative_names: masters }),
+    leaf('etcd-peer', 'etcd-ca', 'etcd-peer', ['server_auth', 'client_auth'], { alternative_names: masters }),
+    leaf('apiserver-etcd-client', 'etcd-ca', 'kube-apiserver-etcd-client', ['client_auth']),
+    leaf('apiserver', 'ca', 'kube-apiserver', ['server_auth'], {
+      alternative_names: [
+        ...masters, kubernetesServiceIp(net.serviceCidr), 'kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local',
+        ...(req.externalHostname ? [req.externalHostname] : []),
+      ],
+    }),
+    leaf('apiserver-kubelet-client', 'ca', 'kube-apiserver-kubelet-client', ['client_auth'], { organization: 'system:masters' }),
+    leaf('front-proxy-client', 'front-proxy-ca', 'front-proxy-client', ['client_auth']),
+    leaf('controller-manager', 'ca', 'system:kube-controller-manager', ['client_auth']),
+    leaf('scheduler', 'ca', 'system:kube-scheduler', ['client_auth']),
+    leaf('admin', 'ca', 'kubernetes-admin', ['client_auth'], { organization: 'system:masters' }),
+    leaf('kube-proxy', 'ca', 'system:kube-proxy', ['client_auth']),
+  ];
+}
+
+/**
+ * A plan plus a cluster request → the director's deployment manifest. Validates the request
+ * first (name, plan, worker count, network profile); nothing is created on bad input.
+ */
+export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLANS, image = 'host-usr'): Manifest {
+  if (!DNS1123.test(req.name)) throw new InputError('ANODYNE_E_INVALID_INPUT', `cluster name ${JSON.stringify(req.name)} must be a DNS-1123 label of at most 40 characters`, { details: { key: 'name' } });
+  const plan = plans.find((p) => p.name === req.plan);
+  if (!plan) throw new InputError('ANODYNE_E_INVALID_INPUT', `unknown plan ${JSON.stringify(req.plan)}; plans: ${plans.map((p) => p.name).join(', ')}`, { details: { key: 'plan' } });
+  const workers = req.workers ?? plan.defaultWorkers;
+  if (!Number.isInteger(workers) || workers < 0 || workers > plan.maxWorkers) throw new InputError('ANODYNE_E_INVALID_INPUT', `plan ${plan.name} allows 0 to ${plan.maxWorkers} workers, not ${workers}`, { details: { key: 'workers' } });
+  const net: NetworkProfile = { podCidr: cidr(req.network?.podCidr ?? DEFAULT_NETWORK.podCidr, 'network.podCidr'), serviceCidr: cidr(req.network?.serviceCidr ?? DEFAULT_NETWORK.serviceCidr, 'network.serviceCidr') };
+  const props = { service_cidr: net.serviceCidr, pod_cidr: net.podCidr };
+  return {
+    name: deploymentName(req.name),
+    releases: [{ name: 'kubernetes', version: '1.34' }],
+    image,
+    update: { canaries: 1, max_in_flight: 1, canary_watch_time: '1000-300000', update_watch_time: '1000-300000', serial: true },
+    instance_groups: [
+      {
+        name: 'master',
+        instances: plan.masters,
+        vm_type: plan.masterVmType,
+        persistent_disk_mb: plan.masterDiskMb,
+        networks: [{ name: 'default' }],
+        jobs: [
+          { name: 'etcd' },
+          { name: 'kube-apiserver', properties: { ...props, admission_plugins: plan.admissionPlugins.join(','), allow_privileged: plan.allowPrivileged } },
+          { name: 'kube-controller-manager', properties: props },
+          { name: 'kube-scheduler' },
+        ],
+      },
+    ],
+    variables: clusterVariables(req, net),
+  };
+}
+
+/** An admin kubeconfig with the cluster-admin client certificate (pks.clusters.admin only). */
+export function adminKubeconfig(cluster: string, server: string, admin: { ca: string; certificate: string; private_key: string }): string {
+  const b64 = (s: string) => Buffer.from(s).toString('base64');
+  return [
+    'apiVersion: v1',
+    'kind: Config',
+    'clusters:',
+    `- name: ${cluster}`,
+    '  cluster:',
+    `    server: ${server}`,
+    `    certificate-authority-data: ${b64(admin.ca)}`,
+    'users:',
+    `- name: ${cluster}-admin`,
+    '  user:',
+    `    client-certificate-data: ${b64(admin.certificate)}`,
+    `    client-key-data: ${b64(admin.private_key)}`,
+    'contexts:',
+    `- name: ${cluster}`,
+    '  context:',
+    `    cluster: ${cluster}`,
+    `    user: ${cluster}-admin`,
+    `current-context: ${cluster}`,
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,83 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { AnodyneError, exec } from '@anodyne/common';
+import { newRandomKey } from '@anodyne/credstore';
+import { locateRelease } from '@anodyne/release';
+import { parseManifest } from '@anodyne/director';
+import { makeHarness, type Harness } from '@anodyne/director/testing';
+import { adminKubeconfig, clusterManifest, deploymentName, kubernetesRelease, kubernetesServiceIp } from './index.js';
+
+const isRoot = process.getuid?.() === 0;
+
+describe('cluster manifests', () => {
+  it('a plan and a request make a valid deployment manifest with the full certificate set', () => {
+    const m = parseManifest(clusterManifest({ name: 'prod', plan: 'ha', externalHostname: 'prod.example.test' }));
+    assert.equal(m.name, 'cluster-prod');
+    assert.equal(m.instance_groups[0]?.instances, 3);
+    const names = (m.variables ?? []).map((v) => v.name);
+    for (const n of ['ca', 'etcd-ca', 'front-proxy-ca', 'service-account-key', 'apiserver', 'apiserver-kubelet-client', 'apiserver-etcd-client', 'front-proxy-client', 'etcd-server', 'etcd-peer', 'admin', 'controller-manager', 'scheduler', 'kube-proxy']) {
+      assert.ok(names.includes(n), n);
+    }
+    const api = m.variables?.find((v) => v.name === 'apiserver');
+    assert.ok((api?.options?.['alternative_names'] as string[]).includes('prod.example.test'));
+    assert.ok((api?.options?.['alternative_names'] as string[]).includes('10.96.0.1'));
+    assert.equal(kubernetesServiceIp('10.100.0.0/16'), '10.100.0.1');
+  });
+
+  const bad: [string, Parameters<typeof clusterManifest>[0]][] = [
+    ['name not DNS-1123', { name: 'Prod_1', plan: 'small' }],
+    ['unknown plan', { name: 'a', plan: 'gigantic' }],
+    ['too many workers', { name: 'a', plan: 'small', workers: 99 }],
+    ['bad pod CIDR', { name: 'a', plan: 'small', network: { podCidr: '10.0.0.0' } }],
+  ];
+  for (const [label, req] of bad) {
+    it(`refuses bad input: ${label}`, () => {
+      assert.throws(() => clusterManifest(req), (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_INVALID_INPUT');
+    });
+  }
+});
+
+describe('a cluster master on the director and the local provider', { skip: !isRoot && 'needs root' }, () => {
+  let dir: string;
+  let h: Harness;
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'anodyne-cluster-'));
+    const release = locateRelease();
+    h = await makeHarness(dir, `c${(process.pid % 1296).toString(36)}`, newRandomKey(), {
+      catalog: kubernetesRelease, network: '10.198.6.0/24', binds: [{ host: release.dir, guest: '/var/lib/anodyne/release' }],
+    });
+  });
+  after(async () => {
+    await h.provider.cleanup();
+    await h.store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('etcd, kube-apiserver, controller manager and scheduler run on a master VM; kubectl works with the admin kubeconfig', async (t) => {
+    const started = performance.now();
+    const task = await h.director.wait((await h.director.deploy(clusterManifest({ name: 'one', plan: 'small', workers: 0 }))).id);
+    assert.equal(task.state, 'done', JSON.stringify(task.error));
+    t.diagnostic(`master ready (etcd, apiserver, controller-manager, scheduler) in ${(performance.now() - started).toFixed(0)} ms`);
+    const [master] = await h.director.instances(deploymentName('one'));
+    const admin = (await h.creds.get<'certificate'>(`/deployments/${deploymentName('one')}/admin`, { actor: 'test' })).value;
+    const kubeconfig = join(dir, 'admin.kubeconfig');
+    writeFileSync(kubeconfig, adminKubeconfig('one', `https://${master!.ip}:6443`, admin), { mode: 0o600 });
+    const kubectl = (...args: string[]) => exec([locateRelease().bin('kubectl'), `--kubeconfig=${kubeconfig}`, ...args], { timeoutMs: 30_000 });
+    assert.equal((await kubectl('get', '--raw', '/readyz')).stdout.trim(), 'ok');
+    assert.match((await kubectl('get', 'namespaces', '-o', 'name')).stdout, /namespace\/kube-system/);
+    // Both leaders elected: the controller manager and the scheduler talk to the API.
+    let leases = '';
+    for (let i = 0; i < 60 && !(/kube-controller-manager/.test(leases) && /kube-scheduler/.test(leases)); i++) {
+      leases = (await kubectl('-n', 'kube-system', 'get', 'leases', '-o', 'name')).stdout;
+      if (!/kube-scheduler/.test(leases)) await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.match(leases, /kube-controller-manager/);
+    assert.match(leases, /kube-scheduler/);
+    const del = await h.director.wait((await h.director.deleteDeployment(deploymentName('one'))).id);
+    assert.equal(del.state, 'done');
+    assert.deepEqual(await h.creds.list(`/deployments/${deploymentName('one')}`), []);
+  });
+});

@@ -1,0 +1,5 @@
+export {
+  BUILTIN_PLANS, DEFAULT_NETWORK, clusterManifest, clusterVariables, adminKubeconfig, deploymentName, kubernetesServiceIp,
+  type Plan, type ClusterRequest, type NetworkProfile,
+} from './cluster.js';
+export { kubernetesRelease, etcdJob, apiserverJob, controllerManagerJob, schedulerJob } from './jobs.js';
