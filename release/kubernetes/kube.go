@@ -1,7 +1,8 @@
 package main
 
 import (
-	genericapiserver "k8s.io/apiserver/pkg/server"
+	"context"
+
 	"k8s.io/component-base/cli"
 	kubectlcmd "k8s.io/kubectl/pkg/cmd"
 	cmdutil "k8s.io/kubectl/pkg/cmd/util"
@@ -26,7 +27,8 @@ func runScheduler(_ []string) int { return cli.Run(scheduler.NewSchedulerCommand
 func runProxy(_ []string) int     { return cli.Run(proxy.NewProxyCommand()) }
 
 func runKubelet(_ []string) int {
-	return cli.Run(kubelet.NewKubeletCommand(genericapiserver.SetupSignalContext()))
+	// The kubelet command sets up its own signal handling; it must not be done twice.
+	return cli.Run(kubelet.NewKubeletCommand(context.Background()))
 }
 
 func runKubectl(_ []string) int {

@@ -119,8 +119,22 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
           { name: 'kube-scheduler' },
         ],
       },
+      ...(workers > 0 ? [{
+        name: 'worker',
+        instances: workers,
+        vm_type: plan.workerVmType,
+        networks: [{ name: 'default' }],
+        jobs: [
+          { name: 'containerd' },
+          { name: 'pod-network', properties: { pod_cidr: net.podCidr } },
+          { name: 'kubelet' },
+        ],
+      }] : []),
     ],
-    variables: clusterVariables(req, net),
+    variables: [
+      ...(clusterVariables(req, net) ?? []),
+      { name: 'kubelet', type: 'certificate', per_instance: 'worker', options: { ca: 'ca', common_name: 'system:node:{{ spec.name }}-{{ spec.index }}', organization: 'system:nodes', alternative_names: ['{{ spec.ip }}', '{{ spec.name }}-{{ spec.index }}'], extended_key_usage: ['server_auth', 'client_auth'], key_algorithm: 'ecdsa', duration: 365 } },
+    ],
   };
 }
 

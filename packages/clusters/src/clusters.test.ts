@@ -40,7 +40,7 @@ describe('cluster manifests', () => {
   }
 });
 
-describe('a cluster master on the director and the local provider', { skip: !isRoot && 'needs root' }, () => {
+describe('a Kubernetes cluster on the director and the local provider', { skip: !isRoot && 'needs root' }, () => {
   let dir: string;
   let h: Harness;
   before(async () => {
@@ -56,9 +56,9 @@ describe('a cluster master on the director and the local provider', { skip: !isR
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('etcd, kube-apiserver, controller manager and scheduler run on a master VM; kubectl works with the admin kubeconfig', async (t) => {
+  it('1 master + 1 worker: control plane up, kubectl works with the admin kubeconfig, the worker is Ready', async (t) => {
     const started = performance.now();
-    const task = await h.director.wait((await h.director.deploy(clusterManifest({ name: 'one', plan: 'small', workers: 0 }))).id);
+    const task = await h.director.wait((await h.director.deploy(clusterManifest({ name: 'one', plan: 'small', workers: 1 }))).id);
     assert.equal(task.state, 'done', JSON.stringify(task.error));
     t.diagnostic(`master ready (etcd, apiserver, controller-manager, scheduler) in ${(performance.now() - started).toFixed(0)} ms`);
     const [master] = await h.director.instances(deploymentName('one'));
@@ -76,6 +76,13 @@ describe('a cluster master on the director and the local provider', { skip: !isR
     }
     assert.match(leases, /kube-controller-manager/);
     assert.match(leases, /kube-scheduler/);
+    let nodes = '';
+    for (let i = 0; i < 120 && !/worker-0\s+Ready/.test(nodes); i++) {
+      nodes = (await kubectl('get', 'nodes', '--no-headers')).stdout;
+      if (!/worker-0\s+Ready/.test(nodes)) await new Promise((r) => setTimeout(r, 500));
+    }
+    t.diagnostic(`nodes: ${nodes.trim()}`);
+    assert.match(nodes, /worker-0\s+Ready/);
     const del = await h.director.wait((await h.director.deleteDeployment(deploymentName('one'))).id);
     assert.equal(del.state, 'done');
     assert.deepEqual(await h.creds.list(`/deployments/${deploymentName('one')}`), []);

@@ -143,7 +143,129 @@ export const schedulerJob: JobDefinition = {
   }],
 };
 
-const JOBS: Record<string, JobDefinition> = Object.fromEntries([etcdJob, apiserverJob, controllerManagerJob, schedulerJob].map((j) => [j.name, j]));
+/** containerd with the CRI plugin; the release's images are imported before it is used (no registry). */
+export const containerdJob: JobDefinition = {
+  name: 'containerd',
+  release: RELEASE,
+  properties: { release_dir: { default: '/var/lib/anodyne/release' } },
+  files: {
+    'config.toml': [
+      'version = 2',
+      'root = "/var/lib/containerd"',
+      'state = "/run/containerd"',
+      '[grpc]',
+      '  address = "/run/containerd/containerd.sock"',
+      '[plugins."io.containerd.grpc.v1.cri"]',
+      '  sandbox_image = "anodyne.local/pause:1.0"',
+      '  [plugins."io.containerd.grpc.v1.cri".containerd]',
+      '    snapshotter = "overlayfs"',
+      '    default_runtime_name = "runc"',
+      '    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]',
+      '      runtime_type = "io.containerd.runc.v2"',
+      '  [plugins."io.containerd.grpc.v1.cri".cni]',
+      '    bin_dir = "/usr/lib/cni"',
+      '    conf_dir = "/etc/cni/net.d"',
+      '',
+    ].join('\n'),
+    'bin/containerd.sh': [
+      'containerd --config config.toml &',
+      'pid=$!',
+      'trap "kill $pid" TERM INT',
+      'for i in $(seq 1 200); do ctr version >/dev/null 2>&1 && break; sleep 0.05; done',
+      'for image in {{ p.release_dir }}/images/*.tar; do ctr -n k8s.io images import "$image"; done',
+      'touch /run/containerd/images-imported',
+      'wait $pid',
+      '',
+    ].join('\n'),
+  },
+  processes: [{ name: 'containerd', command: 'sh', args: ['bin/containerd.sh'], readiness: { exec: { command: ['test', '-e', '/run/containerd/images-imported'] } } }],
+};
+
+/**
+ * Pod networking across nodes with no extra program: each worker's pods get a /24 of the pod
+ * /16 chosen by its index (CNI bridge + host-local), and every node routes the other workers'
+ * /24s to their addresses on the VM network (all nodes share one L2 segment).
+ */
+export const networkingJob: JobDefinition = {
+  name: 'pod-network',
+  release: RELEASE,
+  properties: { pod_cidr: { default: '10.200.0.0/16' } },
+  files: {
+    'bin/setup.sh': [
+      'set -e',
+      'prefix=$(echo {{ p.pod_cidr }} | cut -d. -f1-2)',
+      'subnet="$prefix.$(( {{ spec.index }} + 1 )).0/24"',
+      'mkdir -p /etc/cni/net.d',
+      'cat > /etc/cni/net.d/10-anodyne.conflist <<EOF',
+      '{"cniVersion":"0.4.0","name":"anodyne","plugins":[{"type":"bridge","bridge":"cni0","isGateway":true,"ipMasq":false,"hairpinMode":true,"ipam":{"type":"host-local","ranges":[[{"subnet":"$subnet"}]],"routes":[{"dst":"0.0.0.0/0"}]}},{"type":"portmap","capabilities":{"portMappings":true}}]}',
+      'EOF',
+      'sysctl -q -w net.ipv4.ip_forward=1',
+      'i=0',
+      'for ip in $(echo "{{ groups.worker.ips }}" | tr , " "); do',
+      '  [ "$ip" = "{{ spec.ip }}" ] || ip route replace "$prefix.$((i + 1)).0/24" via "$ip"',
+      '  i=$((i + 1))',
+      'done',
+      'touch /run/pod-network-ready',
+      'exec sleep infinity',
+      '',
+    ].join('\n'),
+  },
+  processes: [{ name: 'pod-network', command: 'sh', args: ['bin/setup.sh'], readiness: { exec: { command: ['test', '-e', '/run/pod-network-ready'] } } }],
+};
+
+export const kubeletJob: JobDefinition = {
+  name: 'kubelet',
+  release: RELEASE,
+  properties: { release_dir: { default: '/var/lib/anodyne/release' }, cluster_dns: { default: '10.96.0.10' } },
+  files: {
+    'certs/ca.crt': '{{ vars.ca.certificate }}',
+    'certs/kubelet.crt': '{{ ivars.kubelet.certificate }}',
+    'certs/kubelet.key': '{{ ivars.kubelet.private_key }}',
+    // One master for now; HA plans will reach the API through the provider's load balancer.
+    kubeconfig: kubeconfig('kubelet').replace('https://127.0.0.1:6443', 'https://{{ groups.master.ips }}:6443'),
+    'config.yaml': [
+      'apiVersion: kubelet.config.k8s.io/v1beta1',
+      'kind: KubeletConfiguration',
+      'authentication:',
+      '  anonymous: {enabled: false}',
+      '  webhook: {enabled: true}',
+      '  x509: {clientCAFile: certs/ca.crt}',
+      'authorization: {mode: Webhook}',
+      'cgroupDriver: cgroupfs',
+      'cgroupRoot: /kubelet',
+      'failSwapOn: false',
+      'containerRuntimeEndpoint: unix:///run/containerd/containerd.sock',
+      'clusterDomain: cluster.local',
+      'clusterDNS: [{{ p.cluster_dns }}]',
+      'resolvConf: ""',
+      'tlsCertFile: certs/kubelet.crt',
+      'tlsPrivateKeyFile: certs/kubelet.key',
+      'imageGCHighThresholdPercent: 100',
+      'evictionHard: {nodefs.available: "0%", nodefs.inodesFree: "0%", imagefs.available: "0%"}',
+      'serializeImagePulls: false',
+      '',
+    ].join('\n'),
+    // The kubelet's cgroup root must exist in every hierarchy (kind's entrypoint does the same);
+    // a new cpuset starts empty and must inherit its parent's cpus and mems.
+    'bin/kubelet.sh': [
+      'for c in /sys/fs/cgroup/*/; do mkdir -p "${c}kubelet"; done',
+      'if [ -f /sys/fs/cgroup/cpuset/kubelet/cpuset.cpus ]; then',
+      '  cat /sys/fs/cgroup/cpuset/cpuset.cpus > /sys/fs/cgroup/cpuset/kubelet/cpuset.cpus',
+      '  cat /sys/fs/cgroup/cpuset/cpuset.mems > /sys/fs/cgroup/cpuset/kubelet/cpuset.mems',
+      'fi',
+      'exec {{ p.release_dir }}/bin/kubelet --config=config.yaml --kubeconfig=kubeconfig --hostname-override={{ spec.name }}-{{ spec.index }} --node-ip={{ spec.ip }}',
+      '',
+    ].join('\n'),
+  },
+  processes: [{
+    name: 'kubelet',
+    command: 'sh',
+    args: ['bin/kubelet.sh'],
+    readiness: { http: { host: '127.0.0.1', port: 10248, path: '/healthz' } },
+  }],
+};
+
+const JOBS: Record<string, JobDefinition> = Object.fromEntries([etcdJob, apiserverJob, controllerManagerJob, schedulerJob, containerdJob, networkingJob, kubeletJob].map((j) => [j.name, j]));
 
 /** The Kubernetes release as the director sees it. */
 export const kubernetesRelease: JobCatalog = {

@@ -277,7 +277,7 @@ export class Director {
     const services = await this.instances(m.name);
     const groupsIps: Record<string, { ips: string[] }> = {};
     for (const r of services) (groupsIps[r.group_name] ??= { ips: [] }).ips.push(r.ip ?? '');
-    const vars = await this.o.variables.ensure(m.name, renderVariables(m.variables ?? [], groupsIps));
+    const vars = await this.o.variables.ensure(m.name, renderVariables((m.variables ?? []).filter((v) => !v.per_instance), groupsIps));
     const defs = resolveJobs(m, this.o.catalog);
     const now = () => this.o.clock.now().toISOString();
     const results: { index: number; results: { job: string; process: string; code: number; output: string }[] }[] = [];
@@ -310,6 +310,24 @@ export class Director {
     const exitCode = results.flatMap((r) => r.results).find((x) => x.code !== 0)?.code ?? 0;
     if (exitCode !== 0) throw new AnodyneError('ANODYNE_E_INTERNAL', `errand ${group} exited with code ${exitCode}`, { details: { result: { exit_code: exitCode, instances: results } } });
     return { exit_code: 0, instances: results };
+  }
+
+  /** Per-instance variables (`per_instance: group`), generated as `<name>/<index>` with spec in their options. */
+  private async instanceVariables(m: Manifest, groups: Record<string, { ips: string[] }>, rowOf: (group: string, index: number) => InstanceRow | undefined): Promise<Map<string, Record<string, unknown>>> {
+    const out = new Map<string, Record<string, unknown>>();
+    for (const v of (m.variables ?? []).filter((x) => x.per_instance)) {
+      const g = m.instance_groups.find((x) => x.name === v.per_instance);
+      if (!g) continue;
+      for (let i = 0; i < g.instances; i++) {
+        const row = rowOf(g.name, i);
+        const spec = { deployment: m.name, name: g.name, index: i, id: row?.id ?? '', ip: row?.ip ?? '' };
+        const [rendered] = renderVariables([{ ...v, name: `${v.name}/${i}` }], groups, spec);
+        const values = await this.o.variables.ensure(m.name, [{ name: rendered!.name, type: rendered!.type, ...(rendered!.options ? { options: rendered!.options } : {}) }]);
+        const key = `${g.name}/${i}`;
+        out.set(key, { ...(out.get(key) ?? {}), [v.name]: values[rendered!.name] });
+      }
+    }
+    return out;
   }
 
   private checkTarget(m: Manifest, group?: string, index?: number): void {
@@ -401,14 +419,15 @@ export class Director {
     const rows = [...byKey.values()];
     const groupsIps = Object.fromEntries(m.instance_groups.map((g) => [g.name, { ips: rows.filter((r) => r.group_name === g.name && r.idx < g.instances).sort((a, b) => a.idx - b.idx).map((r) => r.ip ?? '') }]));
     await sink.event({ stage: 'Generating variables', index: 1, total: 1, state: 'started' });
-    const vars = await this.o.variables.ensure(m.name, renderVariables(m.variables ?? [], groupsIps));
+    const vars = await this.o.variables.ensure(m.name, renderVariables((m.variables ?? []).filter((v) => !v.per_instance), groupsIps));
+    const ivars = await this.instanceVariables(m, groupsIps, (g, i) => byKey.get(`${g}/${i}`));
     await sink.event({ stage: 'Generating variables', index: 1, total: 1, state: 'finished' });
     const defs = resolveJobs(m, this.o.catalog);
     const desired: DesiredInstance[] = [];
     for (const g of m.instance_groups) {
       for (let i = 0; i < g.instances; i++) {
         const row = byKey.get(`${g.name}/${i}`)!;
-        const bundle = renderInstance(m, g, defs, { spec: { deployment: m.name, name: g.name, index: i, id: row.id, ip: row.ip ?? '', az: g.azs?.[i % g.azs.length] ?? 'z1', bootstrap: i === 0 }, groups: groupsIps, vars });
+        const bundle = renderInstance(m, g, defs, { spec: { deployment: m.name, name: g.name, index: i, id: row.id, ip: row.ip ?? '', az: g.azs?.[i % g.azs.length] ?? 'z1', bootstrap: i === 0 }, groups: groupsIps, vars, ivars: ivars.get(`${g.name}/${i}`) ?? {} });
         desired.push({ group: g.name, index: i, vmType: g.vm_type, image: m.image, diskMb: g.persistent_disk_mb ?? 0, network: g.networks[0]!.name, ...(g.networks[0]?.static_ips?.[i] ? { staticIp: g.networks[0].static_ips[i] } : {}), bundle });
       }
     }
@@ -483,8 +502,8 @@ export class Director {
  * Variable options may use `{{ groups.<name>.ips }}`; a list item that is exactly that
  * expression becomes one item per address (certificate SANs of every master, say).
  */
-export function renderVariables(variables: Variable[], groups: Record<string, { ips: string[] }>): Variable[] {
-  const scope = { groups };
+export function renderVariables(variables: Variable[], groups: Record<string, { ips: string[] }>, spec?: Record<string, unknown>): Variable[] {
+  const scope = { groups, ...(spec ? { spec } : {}) };
   const render = (v: unknown, where: string): unknown => {
     if (typeof v === 'string') return renderTemplate(v, scope, where);
     if (Array.isArray(v)) {

@@ -83,6 +83,8 @@ export interface RenderContext {
   groups: Record<string, { ips: string[] }>;
   /** Variable values from the credential store, for `{{ vars.<name> }}` / `{{ vars.<name>.<field> }}`. */
   vars: Record<string, unknown>;
+  /** This instance's own per-instance variables, for `{{ ivars.<name> }}`. */
+  ivars?: Record<string, unknown>;
 }
 
 function lookup(root: unknown, path: string[]): unknown {
@@ -170,7 +172,7 @@ export function renderInstance(m: Manifest, g: InstanceGroup, defs: Map<string, 
         throw new InputError('ANODYNE_E_MANIFEST_INVALID', `manifest instance group ${g.name}, job ${ref.name}: property ${key} is required`, { details: { path: `instance_groups.${g.name}.jobs.${ref.name}.properties.${key}` } });
       }
     }
-    const scope = { p, spec: ctx.spec, groups: ctx.groups, vars: ctx.vars };
+    const scope = { p, spec: ctx.spec, groups: ctx.groups, vars: ctx.vars, ivars: ctx.ivars ?? {} };
     const at = (what: string) => `job ${ref.name} ${what}`;
     return {
       name: def.name,

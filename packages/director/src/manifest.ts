@@ -62,6 +62,12 @@ export const VariableSchema = Type.Object(
     name: Type.String({ pattern: '^[A-Za-z0-9_.-]+$' }),
     type: Type.Union(['password', 'user', 'certificate', 'rsa', 'ssh'].map((t) => Type.Literal(t))),
     options: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+    /**
+     * One credential per instance of this group (a kubelet's identity, say): options may use
+     * `{{ spec.ip }}`, `{{ spec.index }}`, `{{ spec.name }}`, and the instance's templates read
+     * it as `{{ ivars.<name> }}`.
+     */
+    per_instance: Type.Optional(Name),
   },
   { additionalProperties: false },
 );
@@ -141,6 +147,7 @@ export function parseManifest(input: unknown): Manifest {
   const varNames = new Set<string>();
   (m.variables ?? []).forEach((v, i) => {
     if (varNames.has(v.name)) throw invalid(`variables[${i}].name`, `duplicate variable ${v.name}`);
+    if (v.per_instance !== undefined && !groupNames.has(v.per_instance)) throw invalid(`variables[${i}].per_instance`, `no instance group ${v.per_instance}`);
     varNames.add(v.name);
   });
   return m;
