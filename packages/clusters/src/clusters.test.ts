@@ -83,6 +83,21 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
     }
     t.diagnostic(`nodes: ${nodes.trim()}`);
     assert.match(nodes, /worker-0\s+Ready/);
+    // A pod from the release's test image runs on the worker; exec reaches it through the kubelet.
+    const image = locateRelease().image('busybox').ref;
+    let created = false;
+    for (let i = 0; i < 60 && !created; i++) {
+      // The default service account appears shortly after the controller manager starts.
+      created = await kubectl('run', 'web', `--image=${image}`, '--image-pull-policy=Never', '--restart=Never', '--', 'httpd', '-f', '-p', '8080', '-h', '/www').then(() => true, () => false);
+      if (!created) await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.ok(created, 'pod created');
+    const podStart = performance.now();
+    const ready = await exec([locateRelease().bin('kubectl'), `--kubeconfig=${kubeconfig}`, 'wait', '--for=condition=Ready', 'pod/web', '--timeout=60s'], { timeoutMs: 70_000 }).then(() => true, () => false);
+    if (!ready) assert.fail(`pod not Ready:\n${(await kubectl('describe', 'pod', 'web')).stdout.slice(-3000)}`);
+    t.diagnostic(`pod Ready in ${(performance.now() - podStart).toFixed(0)} ms`);
+    assert.match((await kubectl('exec', 'web', '--', 'wget', '-qO-', 'http://127.0.0.1:8080/')).stdout, /hello from anodyne busybox/);
+    assert.match((await kubectl('get', 'pod', 'web', '-o', 'jsonpath={.spec.nodeName} {.status.podIP}')).stdout, /^worker-0 10\.200\.1\.\d+$/);
     const del = await h.director.wait((await h.director.deleteDeployment(deploymentName('one'))).id);
     assert.equal(del.state, 'done');
     assert.deepEqual(await h.creds.list(`/deployments/${deploymentName('one')}`), []);

@@ -157,6 +157,9 @@ export const containerdJob: JobDefinition = {
       '  address = "/run/containerd/containerd.sock"',
       '[plugins."io.containerd.grpc.v1.cri"]',
       '  sandbox_image = "anodyne.local/pause:1.0"',
+      // These machines withhold CAP_SYS_RESOURCE: no process may lower its oom_score_adj, so
+      // containers must not ask for less than containerd's own (the pause container asks -998).
+      '  restrict_oom_score_adj = true',
       '  [plugins."io.containerd.grpc.v1.cri".containerd]',
       '    snapshotter = "overlayfs"',
       '    default_runtime_name = "runc"',
