@@ -128,6 +128,7 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
           { name: 'containerd' },
           { name: 'pod-network', properties: { pod_cidr: net.podCidr } },
           { name: 'kubelet' },
+          { name: 'kube-proxy', properties: { pod_cidr: net.podCidr } },
         ],
       }] : []),
     ],

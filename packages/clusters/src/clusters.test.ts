@@ -58,7 +58,7 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
 
   it('1 master + 1 worker: control plane up, kubectl works with the admin kubeconfig, the worker is Ready', async (t) => {
     const started = performance.now();
-    const task = await h.director.wait((await h.director.deploy(clusterManifest({ name: 'one', plan: 'small', workers: 1 }))).id);
+    const task = await h.director.wait((await h.director.deploy(clusterManifest({ name: 'one', plan: 'small', workers: 2 }))).id);
     assert.equal(task.state, 'done', JSON.stringify(task.error));
     t.diagnostic(`master ready (etcd, apiserver, controller-manager, scheduler) in ${(performance.now() - started).toFixed(0)} ms`);
     const [master] = await h.director.instances(deploymentName('one'));
@@ -77,27 +77,43 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
     assert.match(leases, /kube-controller-manager/);
     assert.match(leases, /kube-scheduler/);
     let nodes = '';
-    for (let i = 0; i < 120 && !/worker-0\s+Ready/.test(nodes); i++) {
+    const allReady = (n: string) => /worker-0\s+Ready/.test(n) && /worker-1\s+Ready/.test(n);
+    for (let i = 0; i < 120 && !allReady(nodes); i++) {
       nodes = (await kubectl('get', 'nodes', '--no-headers')).stdout;
-      if (!/worker-0\s+Ready/.test(nodes)) await new Promise((r) => setTimeout(r, 500));
+      if (!allReady(nodes)) await new Promise((r) => setTimeout(r, 500));
     }
-    t.diagnostic(`nodes: ${nodes.trim()}`);
-    assert.match(nodes, /worker-0\s+Ready/);
-    // A pod from the release's test image runs on the worker; exec reaches it through the kubelet.
+    t.diagnostic(`nodes: ${nodes.trim().replace(/\s+/g, ' ')}`);
+    assert.ok(allReady(nodes), nodes);
+    // Pods from the release's test image on both workers; a Service on one answers a pod on the other.
     const image = locateRelease().image('busybox').ref;
-    let created = false;
-    for (let i = 0; i < 60 && !created; i++) {
+    const pods = [
+      { name: 'server', node: 'worker-1', labels: { app: 'server' }, command: ['httpd', '-f', '-p', '8080', '-h', '/www'] },
+      { name: 'client', node: 'worker-0', labels: { app: 'client' }, command: ['sleep', '3600'] },
+    ].map((p) => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name: p.name, labels: p.labels }, spec: { nodeName: p.node, containers: [{ name: 'main', image, imagePullPolicy: 'Never', command: p.command }] } }));
+    const service = { apiVersion: 'v1', kind: 'Service', metadata: { name: 'server' }, spec: { selector: { app: 'server' }, ports: [{ port: 80, targetPort: 8080 }] } };
+    const objects = JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [...pods, service] });
+    let applied = false;
+    for (let i = 0; i < 60 && !applied; i++) {
       // The default service account appears shortly after the controller manager starts.
-      created = await kubectl('run', 'web', `--image=${image}`, '--image-pull-policy=Never', '--restart=Never', '--', 'httpd', '-f', '-p', '8080', '-h', '/www').then(() => true, () => false);
-      if (!created) await new Promise((r) => setTimeout(r, 500));
+      applied = await exec([locateRelease().bin('kubectl'), `--kubeconfig=${kubeconfig}`, 'apply', '-f', '-'], { input: objects, timeoutMs: 30_000 }).then(() => true, () => false);
+      if (!applied) await new Promise((r) => setTimeout(r, 500));
     }
-    assert.ok(created, 'pod created');
+    assert.ok(applied, 'pods and service created');
     const podStart = performance.now();
-    const ready = await exec([locateRelease().bin('kubectl'), `--kubeconfig=${kubeconfig}`, 'wait', '--for=condition=Ready', 'pod/web', '--timeout=60s'], { timeoutMs: 70_000 }).then(() => true, () => false);
-    if (!ready) assert.fail(`pod not Ready:\n${(await kubectl('describe', 'pod', 'web')).stdout.slice(-3000)}`);
-    t.diagnostic(`pod Ready in ${(performance.now() - podStart).toFixed(0)} ms`);
-    assert.match((await kubectl('exec', 'web', '--', 'wget', '-qO-', 'http://127.0.0.1:8080/')).stdout, /hello from anodyne busybox/);
-    assert.match((await kubectl('get', 'pod', 'web', '-o', 'jsonpath={.spec.nodeName} {.status.podIP}')).stdout, /^worker-0 10\.200\.1\.\d+$/);
+    const ready = await exec([locateRelease().bin('kubectl'), `--kubeconfig=${kubeconfig}`, 'wait', '--for=condition=Ready', 'pod/server', 'pod/client', '--timeout=60s'], { timeoutMs: 70_000 }).then(() => true, () => false);
+    if (!ready) assert.fail(`pods not Ready:\n${(await kubectl('describe', 'pods')).stdout.slice(-3000)}`);
+    t.diagnostic(`2 pods Ready in ${(performance.now() - podStart).toFixed(0)} ms`);
+    const serverIp = (await kubectl('get', 'pod', 'server', '-o', 'jsonpath={.status.podIP}')).stdout;
+    assert.match(serverIp, /^10\.200\.2\.\d+$/, 'worker-1 hands out addresses from the second /24');
+    const clusterIp = (await kubectl('get', 'service', 'server', '-o', 'jsonpath={.spec.clusterIP}')).stdout;
+    const fetch = (url: string) => kubectl('exec', 'client', '--', 'wget', '-qO-', url).then((r) => r.stdout, (e: Error) => `failed: ${e.message}`);
+    assert.match(await fetch(`http://${serverIp}:8080/`), /hello from anodyne busybox/, 'pod to pod across nodes');
+    let viaService = '';
+    for (let i = 0; i < 20 && !/hello/.test(viaService); i++) {
+      viaService = await fetch(`http://${clusterIp}/`);
+      if (!/hello/.test(viaService)) await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.match(viaService, /hello from anodyne busybox/, 'pod to a ClusterIP Service backed by a pod on the other node');
     const del = await h.director.wait((await h.director.deleteDeployment(deploymentName('one'))).id);
     assert.equal(del.state, 'done');
     assert.deepEqual(await h.creds.list(`/deployments/${deploymentName('one')}`), []);

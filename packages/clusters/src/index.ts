@@ -2,4 +2,4 @@ export {
   BUILTIN_PLANS, DEFAULT_NETWORK, clusterManifest, clusterVariables, adminKubeconfig, deploymentName, kubernetesServiceIp,
   type Plan, type ClusterRequest, type NetworkProfile,
 } from './cluster.js';
-export { kubernetesRelease, etcdJob, apiserverJob, controllerManagerJob, schedulerJob } from './jobs.js';
+export { kubernetesRelease, etcdJob, apiserverJob, controllerManagerJob, schedulerJob, containerdJob, networkingJob, kubeletJob, kubeProxyJob } from './jobs.js';

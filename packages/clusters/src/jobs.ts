@@ -203,6 +203,8 @@ export const networkingJob: JobDefinition = {
       '{"cniVersion":"0.4.0","name":"anodyne","plugins":[{"type":"bridge","bridge":"cni0","isGateway":true,"ipMasq":false,"hairpinMode":true,"ipam":{"type":"host-local","ranges":[[{"subnet":"$subnet"}]],"routes":[{"dst":"0.0.0.0/0"}]}},{"type":"portmap","capabilities":{"portMappings":true}}]}',
       'EOF',
       'sysctl -q -w net.ipv4.ip_forward=1',
+      // Pod-to-Service traffic on the node's bridge must pass kube-proxy's iptables rules.
+      'sysctl -q -w net.bridge.bridge-nf-call-iptables=1 || true',
       'i=0',
       'for ip in $(echo "{{ groups.worker.ips }}" | tr , " "); do',
       '  [ "$ip" = "{{ spec.ip }}" ] || ip route replace "$prefix.$((i + 1)).0/24" via "$ip"',
@@ -268,7 +270,30 @@ export const kubeletJob: JobDefinition = {
   }],
 };
 
-const JOBS: Record<string, JobDefinition> = Object.fromEntries([etcdJob, apiserverJob, controllerManagerJob, schedulerJob, containerdJob, networkingJob, kubeletJob].map((j) => [j.name, j]));
+/** kube-proxy in iptables mode, inside the worker's own network namespace. */
+export const kubeProxyJob: JobDefinition = {
+  name: 'kube-proxy',
+  release: RELEASE,
+  properties: { release_dir: { default: '/var/lib/anodyne/release' }, pod_cidr: { default: '10.200.0.0/16' } },
+  files: {
+    'certs/ca.crt': '{{ vars.ca.certificate }}',
+    'certs/kube-proxy.crt': '{{ vars.kube-proxy.certificate }}',
+    'certs/kube-proxy.key': '{{ vars.kube-proxy.private_key }}',
+    kubeconfig: kubeconfig('kube-proxy').replace('https://127.0.0.1:6443', 'https://{{ groups.master.ips }}:6443'),
+  },
+  processes: [{
+    name: 'kube-proxy',
+    command: '{{ p.release_dir }}/bin/kube-proxy',
+    args: [
+      '--kubeconfig=kubeconfig', '--proxy-mode=iptables', '--cluster-cidr={{ p.pod_cidr }}', '--hostname-override={{ spec.name }}-{{ spec.index }}',
+      // The conntrack table is global to the host: never resize it from a node (kind does the same).
+      '--conntrack-max-per-core=0', '--metrics-bind-address=127.0.0.1:10249', '--healthz-bind-address=127.0.0.1:10256',
+    ],
+    readiness: { http: { host: '127.0.0.1', port: 10256, path: '/healthz' } },
+  }],
+};
+
+const JOBS: Record<string, JobDefinition> = Object.fromEntries([etcdJob, apiserverJob, controllerManagerJob, schedulerJob, containerdJob, networkingJob, kubeletJob, kubeProxyJob].map((j) => [j.name, j]));
 
 /** The Kubernetes release as the director sees it. */
 export const kubernetesRelease: JobCatalog = {
