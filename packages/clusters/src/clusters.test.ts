@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AnodyneError, exec } from '@anodyne/common';
 import { newRandomKey } from '@anodyne/credstore';
-import { locateRelease } from '@anodyne/release';
+import { locateRelease, httpGet } from '@anodyne/release';
 import { parseManifest } from '@anodyne/director';
 import { makeHarness, type Harness } from '@anodyne/director/testing';
 import { adminKubeconfig, clusterManifest, deploymentName, kubernetesRelease, kubernetesServiceIp } from './index.js';
@@ -90,7 +90,7 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
       { name: 'server', node: 'worker-1', labels: { app: 'server' }, command: ['httpd', '-f', '-p', '8080', '-h', '/www'] },
       { name: 'client', node: 'worker-0', labels: { app: 'client' }, command: ['sleep', '3600'] },
     ].map((p) => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name: p.name, labels: p.labels }, spec: { nodeName: p.node, containers: [{ name: 'main', image, imagePullPolicy: 'Never', command: p.command }] } }));
-    const service = { apiVersion: 'v1', kind: 'Service', metadata: { name: 'server' }, spec: { selector: { app: 'server' }, ports: [{ port: 80, targetPort: 8080 }] } };
+    const service = { apiVersion: 'v1', kind: 'Service', metadata: { name: 'server' }, spec: { type: 'NodePort', selector: { app: 'server' }, ports: [{ port: 80, targetPort: 8080 }] } };
     const objects = JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [...pods, service] });
     let applied = false;
     for (let i = 0; i < 60 && !applied; i++) {
@@ -114,6 +114,18 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
       if (!/hello/.test(viaService)) await new Promise((r) => setTimeout(r, 500));
     }
     assert.match(viaService, /hello from anodyne busybox/, 'pod to a ClusterIP Service backed by a pod on the other node');
+    // The NodePort answers from the host, on a worker that does not run the pod.
+    const nodePort = (await kubectl('get', 'service', 'server', '-o', 'jsonpath={.spec.ports[0].nodePort}')).stdout;
+    const worker0 = (await h.director.instances(deploymentName('one'))).find((r) => r.group_name === 'worker' && r.idx === 0)!;
+    let fromHost = '';
+    for (let i = 0; i < 20 && !/hello/.test(fromHost); i++) {
+      fromHost = await httpGet(`http://${worker0.ip}:${nodePort}/`).then((r) => r.body, (e: Error) => e.message);
+      if (!/hello/.test(fromHost)) await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.match(fromHost, /hello from anodyne busybox/, 'NodePort from the host');
+    // logs and exec go through the kubelet
+    assert.match((await kubectl('exec', 'server', '--', 'cat', '/www/index.html')).stdout, /hello/);
+    assert.equal((await kubectl('logs', 'client')).code, 0);
     const del = await h.director.wait((await h.director.deleteDeployment(deploymentName('one'))).id);
     assert.equal(del.state, 'done');
     assert.deepEqual(await h.creds.list(`/deployments/${deploymentName('one')}`), []);
