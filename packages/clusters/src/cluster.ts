@@ -76,6 +76,7 @@ export function clusterVariables(req: ClusterRequest, net: NetworkProfile): Mani
     leaf('apiserver', 'ca', 'kube-apiserver', ['server_auth'], {
       alternative_names: [
         ...masters, kubernetesServiceIp(net.serviceCidr), 'kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local',
+        '{{ lbs.api.ip }}',
         ...(req.externalHostname ? [req.externalHostname] : []),
       ],
     }),
@@ -132,6 +133,8 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
         ],
       }] : []),
     ],
+    // The API endpoint for kubelets, kube-proxies and users: a provider load balancer over the masters.
+    load_balancers: [{ name: 'api', instance_group: 'master', port: 6443, backend_port: 6443 }],
     variables: [
       ...(clusterVariables(req, net) ?? []),
       { name: 'kubelet', type: 'certificate', per_instance: 'worker', options: { ca: 'ca', common_name: 'system:node:{{ spec.name }}-{{ spec.index }}', organization: 'system:nodes', alternative_names: ['{{ spec.ip }}', '{{ spec.name }}-{{ spec.index }}'], extended_key_usage: ['server_auth', 'client_auth'], key_algorithm: 'ecdsa', duration: 365 } },

@@ -61,10 +61,12 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
     const task = await h.director.wait((await h.director.deploy(clusterManifest({ name: 'one', plan: 'small', workers: 2 }))).id);
     assert.equal(task.state, 'done', JSON.stringify(task.error));
     t.diagnostic(`master ready (etcd, apiserver, controller-manager, scheduler) in ${(performance.now() - started).toFixed(0)} ms`);
-    const [master] = await h.director.instances(deploymentName('one'));
+    // The API endpoint is the deployment's load balancer (re-applying the same backends reads its address).
+    const masters = (await h.director.instances(deploymentName('one'))).filter((r) => r.group_name === 'master');
+    const lb = await h.provider.updateLoadBalancer(`${deploymentName('one')}-api`, masters.map((r) => ({ ip: r.ip!, port: 6443 })));
     const admin = (await h.creds.get<'certificate'>(`/deployments/${deploymentName('one')}/admin`, { actor: 'test' })).value;
     const kubeconfig = join(dir, 'admin.kubeconfig');
-    writeFileSync(kubeconfig, adminKubeconfig('one', `https://${master!.ip}:6443`, admin), { mode: 0o600 });
+    writeFileSync(kubeconfig, adminKubeconfig('one', `https://${lb.ip}:6443`, admin), { mode: 0o600 });
     const kubectl = (...args: string[]) => exec([locateRelease().bin('kubectl'), `--kubeconfig=${kubeconfig}`, ...args], { timeoutMs: 30_000 });
     assert.equal((await kubectl('get', '--raw', '/readyz')).stdout.trim(), 'ok');
     assert.match((await kubectl('get', 'namespaces', '-o', 'name')).stdout, /namespace\/kube-system/);
@@ -129,5 +131,40 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
     const del = await h.director.wait((await h.director.deleteDeployment(deploymentName('one'))).id);
     assert.equal(del.state, 'done');
     assert.deepEqual(await h.creds.list(`/deployments/${deploymentName('one')}`), []);
+  });
+
+  it('3 masters behind the load balancer: losing a master, kubectl still answers and writes still succeed', async (t) => {
+    const name = deploymentName('ha');
+    const started = performance.now();
+    const task = await h.director.wait((await h.director.deploy(clusterManifest({ name: 'ha', plan: 'ha', workers: 1 }))).id);
+    assert.equal(task.state, 'done', JSON.stringify(task.error));
+    t.diagnostic(`3 masters + 1 worker deployed in ${(performance.now() - started).toFixed(0)} ms`);
+    const masters = (await h.director.instances(name)).filter((r) => r.group_name === 'master');
+    assert.equal(masters.length, 3);
+    const lb = await h.provider.updateLoadBalancer(`${name}-api`, masters.map((r) => ({ ip: r.ip!, port: 6443 })));
+    const admin = (await h.creds.get<'certificate'>(`/deployments/${name}/admin`, { actor: 'test' })).value;
+    const kubeconfig = join(dir, 'ha.kubeconfig');
+    writeFileSync(kubeconfig, adminKubeconfig('ha', `https://${lb.ip}:6443`, admin), { mode: 0o600 });
+    const kubectl = (...args: string[]) => exec([locateRelease().bin('kubectl'), `--kubeconfig=${kubeconfig}`, '--request-timeout=5s', ...args], { timeoutMs: 20_000 });
+    let nodes = '';
+    for (let i = 0; i < 120 && !/worker-0\s+Ready/.test(nodes); i++) {
+      nodes = await kubectl('get', 'nodes', '--no-headers').then((r) => r.stdout, () => '');
+      if (!/worker-0\s+Ready/.test(nodes)) await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.match(nodes, /worker-0\s+Ready/);
+    // Kill one master VM outright.
+    process.kill(h.provider.initPid(masters[1]!.vm_id!), 'SIGKILL');
+    const killed = performance.now();
+    let ok = false;
+    for (let i = 0; i < 60 && !ok; i++) {
+      ok = await kubectl('get', 'nodes').then(() => true, () => false) && await kubectl('create', 'configmap', `after-loss-${i}`, '--from-literal=k=v').then(() => true, () => false);
+      if (!ok) await new Promise((r) => setTimeout(r, 500));
+    }
+    t.diagnostic(`reads and writes through the load balancer ${(performance.now() - killed).toFixed(0)} ms after a master died`);
+    assert.ok(ok, 'reads and writes succeed with one master lost');
+    assert.match((await kubectl('get', 'configmaps', '-o', 'name')).stdout, /configmap\/after-loss-/);
+    const del = await h.director.wait((await h.director.deleteDeployment(name)).id);
+    assert.equal(del.state, 'done', JSON.stringify(del.error));
+    assert.deepEqual(await h.provider.listVms(), []);
   });
 });

@@ -226,8 +226,7 @@ export const kubeletJob: JobDefinition = {
     'certs/ca.crt': '{{ vars.ca.certificate }}',
     'certs/kubelet.crt': '{{ ivars.kubelet.certificate }}',
     'certs/kubelet.key': '{{ ivars.kubelet.private_key }}',
-    // One master for now; HA plans will reach the API through the provider's load balancer.
-    kubeconfig: kubeconfig('kubelet').replace('https://127.0.0.1:6443', 'https://{{ groups.master.ips }}:6443'),
+    kubeconfig: kubeconfig('kubelet').replace('https://127.0.0.1:6443', 'https://{{ lbs.api.ip }}:6443'),
     'config.yaml': [
       'apiVersion: kubelet.config.k8s.io/v1beta1',
       'kind: KubeletConfiguration',
@@ -279,7 +278,7 @@ export const kubeProxyJob: JobDefinition = {
     'certs/ca.crt': '{{ vars.ca.certificate }}',
     'certs/kube-proxy.crt': '{{ vars.kube-proxy.certificate }}',
     'certs/kube-proxy.key': '{{ vars.kube-proxy.private_key }}',
-    kubeconfig: kubeconfig('kube-proxy').replace('https://127.0.0.1:6443', 'https://{{ groups.master.ips }}:6443'),
+    kubeconfig: kubeconfig('kube-proxy').replace('https://127.0.0.1:6443', 'https://{{ lbs.api.ip }}:6443'),
   },
   processes: [{
     name: 'kube-proxy',

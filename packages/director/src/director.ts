@@ -312,8 +312,33 @@ export class Director {
     return { exit_code: 0, instances: results };
   }
 
+  private lbId(deployment: string, name: string): string {
+    return `${deployment}-${name}`.slice(0, 41);
+  }
+
+  /** Creates or updates the deployment's load balancers with the current addresses of their groups. */
+  private async ensureLoadBalancers(m: Manifest, groups: Record<string, { ips: string[] }>, sink: EventSink): Promise<Record<string, { ip: string; port: number }>> {
+    const out: Record<string, { ip: string; port: number }> = {};
+    const specs = m.load_balancers ?? [];
+    for (const [i, lb] of specs.entries()) {
+      const backends = (groups[lb.instance_group]?.ips ?? []).map((ip) => ({ ip, port: lb.backend_port }));
+      await sink.event({ stage: 'Updating load balancers', instance: lb.name, index: i + 1, total: specs.length, state: 'started' });
+      const id = this.lbId(m.name, lb.name);
+      let info;
+      try {
+        info = await this.o.provider.updateLoadBalancer(id, backends);
+      } catch (err) {
+        if (!(err instanceof AnodyneError && err.code === 'ANODYNE_E_PROVIDER_LB_NOT_FOUND')) throw err;
+        info = await this.o.provider.createLoadBalancer({ name: id, network: m.instance_groups.find((g) => g.name === lb.instance_group)!.networks[0]!.name, port: lb.port, backends, metadata: { deployment: m.name } });
+      }
+      out[lb.name] = { ip: info.ip, port: info.port };
+      await sink.event({ stage: 'Updating load balancers', instance: lb.name, index: i + 1, total: specs.length, state: 'finished' });
+    }
+    return out;
+  }
+
   /** Per-instance variables (`per_instance: group`), generated as `<name>/<index>` with spec in their options. */
-  private async instanceVariables(m: Manifest, groups: Record<string, { ips: string[] }>, rowOf: (group: string, index: number) => InstanceRow | undefined): Promise<Map<string, Record<string, unknown>>> {
+  private async instanceVariables(m: Manifest, groups: Record<string, { ips: string[] }>, rowOf: (group: string, index: number) => InstanceRow | undefined, lbs: Record<string, { ip: string; port: number }> = {}): Promise<Map<string, Record<string, unknown>>> {
     const out = new Map<string, Record<string, unknown>>();
     for (const v of (m.variables ?? []).filter((x) => x.per_instance)) {
       const g = m.instance_groups.find((x) => x.name === v.per_instance);
@@ -321,7 +346,7 @@ export class Director {
       for (let i = 0; i < g.instances; i++) {
         const row = rowOf(g.name, i);
         const spec = { deployment: m.name, name: g.name, index: i, id: row?.id ?? '', ip: row?.ip ?? '' };
-        const [rendered] = renderVariables([{ ...v, name: `${v.name}/${i}` }], groups, spec);
+        const [rendered] = renderVariables([{ ...v, name: `${v.name}/${i}` }], groups, spec, lbs);
         const values = await this.o.variables.ensure(m.name, [{ name: rendered!.name, type: rendered!.type, ...(rendered!.options ? { options: rendered!.options } : {}) }]);
         const key = `${g.name}/${i}`;
         out.set(key, { ...(out.get(key) ?? {}), [v.name]: values[rendered!.name] });
@@ -418,16 +443,17 @@ export class Director {
     //    every instance, plan, and roll out.
     const rows = [...byKey.values()];
     const groupsIps = Object.fromEntries(m.instance_groups.map((g) => [g.name, { ips: rows.filter((r) => r.group_name === g.name && r.idx < g.instances).sort((a, b) => a.idx - b.idx).map((r) => r.ip ?? '') }]));
+    const lbs = await this.ensureLoadBalancers(m, groupsIps, sink);
     await sink.event({ stage: 'Generating variables', index: 1, total: 1, state: 'started' });
-    const vars = await this.o.variables.ensure(m.name, renderVariables((m.variables ?? []).filter((v) => !v.per_instance), groupsIps));
-    const ivars = await this.instanceVariables(m, groupsIps, (g, i) => byKey.get(`${g}/${i}`));
+    const vars = await this.o.variables.ensure(m.name, renderVariables((m.variables ?? []).filter((v) => !v.per_instance), groupsIps, undefined, lbs));
+    const ivars = await this.instanceVariables(m, groupsIps, (g, i) => byKey.get(`${g}/${i}`), lbs);
     await sink.event({ stage: 'Generating variables', index: 1, total: 1, state: 'finished' });
     const defs = resolveJobs(m, this.o.catalog);
     const desired: DesiredInstance[] = [];
     for (const g of m.instance_groups) {
       for (let i = 0; i < g.instances; i++) {
         const row = byKey.get(`${g.name}/${i}`)!;
-        const bundle = renderInstance(m, g, defs, { spec: { deployment: m.name, name: g.name, index: i, id: row.id, ip: row.ip ?? '', az: g.azs?.[i % g.azs.length] ?? 'z1', bootstrap: i === 0 }, groups: groupsIps, vars, ivars: ivars.get(`${g.name}/${i}`) ?? {} });
+        const bundle = renderInstance(m, g, defs, { spec: { deployment: m.name, name: g.name, index: i, id: row.id, ip: row.ip ?? '', az: g.azs?.[i % g.azs.length] ?? 'z1', bootstrap: i === 0 }, groups: groupsIps, vars, ivars: ivars.get(`${g.name}/${i}`) ?? {}, lbs });
         desired.push({ group: g.name, index: i, vmType: g.vm_type, image: m.image, diskMb: g.persistent_disk_mb ?? 0, network: g.networks[0]!.name, ...(g.networks[0]?.static_ips?.[i] ? { staticIp: g.networks[0].static_ips[i] } : {}), bundle });
       }
     }
@@ -465,6 +491,8 @@ export class Director {
       await sink.event({ stage: 'Deleting instances', instance: `${row.group_name}/${row.idx}`, index: i + 1, total: rows.length, state: 'finished' });
     }
     await this.removeOrphans(name, sink);
+    const manifest = await this.manifest(name).catch(() => undefined);
+    for (const lb of manifest?.load_balancers ?? []) await this.o.provider.deleteLoadBalancer(this.lbId(name, lb.name));
     await this.o.variables.remove(name);
     await this.q('deleting the deployment', () => this.o.store.db.deleteFrom('deployments').where('name', '=', name).execute());
     return { deleted: rows.length };
@@ -502,8 +530,8 @@ export class Director {
  * Variable options may use `{{ groups.<name>.ips }}`; a list item that is exactly that
  * expression becomes one item per address (certificate SANs of every master, say).
  */
-export function renderVariables(variables: Variable[], groups: Record<string, { ips: string[] }>, spec?: Record<string, unknown>): Variable[] {
-  const scope = { groups, ...(spec ? { spec } : {}) };
+export function renderVariables(variables: Variable[], groups: Record<string, { ips: string[] }>, spec?: Record<string, unknown>, lbs: Record<string, { ip: string; port: number }> = {}): Variable[] {
+  const scope = { groups, lbs, ...(spec ? { spec } : {}) };
   const render = (v: unknown, where: string): unknown => {
     if (typeof v === 'string') return renderTemplate(v, scope, where);
     if (Array.isArray(v)) {

@@ -85,6 +85,8 @@ export interface RenderContext {
   vars: Record<string, unknown>;
   /** This instance's own per-instance variables, for `{{ ivars.<name> }}`. */
   ivars?: Record<string, unknown>;
+  /** The deployment's load balancers, for `{{ lbs.<name>.ip }}`. */
+  lbs?: Record<string, { ip: string; port: number }>;
 }
 
 function lookup(root: unknown, path: string[]): unknown {
@@ -172,7 +174,7 @@ export function renderInstance(m: Manifest, g: InstanceGroup, defs: Map<string, 
         throw new InputError('ANODYNE_E_MANIFEST_INVALID', `manifest instance group ${g.name}, job ${ref.name}: property ${key} is required`, { details: { path: `instance_groups.${g.name}.jobs.${ref.name}.properties.${key}` } });
       }
     }
-    const scope = { p, spec: ctx.spec, groups: ctx.groups, vars: ctx.vars, ivars: ctx.ivars ?? {} };
+    const scope = { p, spec: ctx.spec, groups: ctx.groups, vars: ctx.vars, ivars: ctx.ivars ?? {}, lbs: ctx.lbs ?? {} };
     const at = (what: string) => `job ${ref.name} ${what}`;
     return {
       name: def.name,

@@ -81,6 +81,16 @@ export const ManifestSchema = Type.Object(
     update: UpdateSchema,
     instance_groups: Type.Array(InstanceGroupSchema),
     variables: Type.Optional(Type.Array(VariableSchema)),
+    /**
+     * TCP load balancers from the provider in front of an instance group; templates and variable
+     * options read `{{ lbs.<name>.ip }}`.
+     */
+    load_balancers: Type.Optional(Type.Array(Type.Object({
+      name: Name,
+      instance_group: Name,
+      port: Type.Integer({ minimum: 1, maximum: 65535 }),
+      backend_port: Type.Integer({ minimum: 1, maximum: 65535 }),
+    }, { additionalProperties: false }))),
     properties: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
   },
   { additionalProperties: false },
@@ -143,6 +153,9 @@ export function parseManifest(input: unknown): Manifest {
     if (range.min > range.max) throw invalid(`instance_groups[${i}].update.canary_watch_time`, 'minimum exceeds maximum');
     const urange = parseWatchTime(u.update_watch_time);
     if (urange.min > urange.max) throw invalid(`instance_groups[${i}].update.update_watch_time`, 'minimum exceeds maximum');
+  });
+  (m.load_balancers ?? []).forEach((lb, i) => {
+    if (!groupNames.has(lb.instance_group)) throw invalid(`load_balancers[${i}].instance_group`, `no instance group ${lb.instance_group}`);
   });
   const varNames = new Set<string>();
   (m.variables ?? []).forEach((v, i) => {

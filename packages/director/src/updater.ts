@@ -123,10 +123,20 @@ export class Updater {
       await events.event({ stage: 'Deleting unneeded instances', instance, index: i + 1, total: deletes.length, state: 'finished' });
     }
     if (updates.length === 0) return;
-    const canaries = updates.slice(0, Math.min(g.policy.canaries, updates.length));
-    const rest = updates.slice(canaries.length);
     const n = updates.length;
     let k = 0;
+    // Instances that never ran have no workload to protect: they start together, so clustered
+    // jobs (an etcd of three) can form their quorum. Canaries and batches guard the rest.
+    const fresh = updates.filter((c) => c.action === 'create' || (c.actual !== undefined && c.actual.bundleHash === null));
+    if (fresh.length > 0) {
+      if (signal.aborted) throw cancelled();
+      const results = await Promise.allSettled(fresh.map((c) => this.step(g, c, ++k, n, false, signal)));
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
+    }
+    const existing = updates.filter((c) => !fresh.includes(c));
+    const canaries = existing.slice(0, Math.min(g.policy.canaries, existing.length));
+    const rest = existing.slice(canaries.length);
     for (const c of canaries) {
       if (signal.aborted) throw cancelled();
       await this.step(g, c, ++k, n, true, signal);
