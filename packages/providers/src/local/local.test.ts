@@ -1,6 +1,6 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -258,5 +258,6 @@ describe('local provider on the host', { skip: !isRoot && 'needs root' }, () => 
     const { provider: unprivileged, dataDir: d } = makeProvider('10.198.3.0/24', { isRoot: () => false });
     await assert.rejects(unprivileged.createVm(vmReq('nope')), (err: unknown) => err instanceof AnodyneError && err.code === 'ANODYNE_E_PROVIDER_NOT_ROOT');
     assert.deepEqual(readdirSync(d), []);
+    rmSync(d, { recursive: true, force: true });
   });
 });
