@@ -1,6 +1,6 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AnodyneError, exec } from '@anodyne/common';
@@ -125,6 +125,19 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
       if (!/hello/.test(fromHost)) await new Promise((r) => setTimeout(r, 500));
     }
     assert.match(fromHost, /hello from anodyne busybox/, 'NodePort from the host');
+    // helm from the release installs a chart built here; its pods run.
+    const chart = join(dir, 'chart');
+    mkdirSync(join(chart, 'templates'), { recursive: true });
+    writeFileSync(join(chart, 'Chart.yaml'), 'apiVersion: v2\nname: hello\nversion: 0.1.0\n');
+    writeFileSync(join(chart, 'values.yaml'), `image: ${image}\nreplicas: 2\n`);
+    writeFileSync(join(chart, 'templates', 'deployment.yaml'), [
+      'apiVersion: apps/v1', 'kind: Deployment', 'metadata: {name: "{{ .Release.Name }}-web"}', 'spec:', '  replicas: {{ .Values.replicas }}',
+      '  selector: {matchLabels: {app: "{{ .Release.Name }}"}}', '  template:', '    metadata: {labels: {app: "{{ .Release.Name }}"}}', '    spec:',
+      '      containers: [{name: web, image: "{{ .Values.image }}", imagePullPolicy: Never, command: [httpd, -f, -p, "8080", -h, /www]}]', '',
+    ].join('\n'));
+    await exec([locateRelease().bin('helm'), 'install', 'hello', chart, `--kubeconfig=${kubeconfig}`, '--wait', '--timeout=90s'], { timeoutMs: 120_000, env: { ...process.env, HELM_CACHE_HOME: join(dir, 'helm-cache'), HELM_CONFIG_HOME: join(dir, 'helm-config'), HELM_DATA_HOME: join(dir, 'helm-data') } });
+    const helmPods = (await kubectl('get', 'pods', '-l', 'app=hello', '--no-headers')).stdout;
+    assert.equal(helmPods.trim().split('\n').filter((l) => /Running/.test(l)).length, 2, helmPods);
     // logs and exec go through the kubelet
     assert.match((await kubectl('exec', 'server', '--', 'cat', '/www/index.html')).stdout, /hello/);
     assert.equal((await kubectl('logs', 'client')).code, 0);
