@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { request } from 'node:https';
 import { AnodyneError, InputError, NotFoundError, type Clock, type Logger } from '@anodyne/common';
 import type { Provider, VmType } from '@anodyne/providers';
-import { mapStoreError, type Store } from '@anodyne/store';
+import { mapStoreError, type InstancesTable, type Store } from '@anodyne/store';
+import type { Selectable } from 'kysely';
 import { parseManifest, groupUpdatePolicy, resolveMaxInFlight, type Manifest, type Variable } from './manifest.js';
 import { renderInstance, renderTemplate, resolveJobs, type InstanceBundle, type JobCatalog } from './jobs.js';
 import { plan, type ActualInstance, type DesiredInstance, type PlannedChange } from './planner.js';
@@ -49,20 +50,8 @@ export interface DirectorOptions {
   agentTimeoutMs?: number;
 }
 
-interface InstanceRow {
-  id: string;
-  deployment: string;
-  group_name: string;
-  idx: number;
-  vm_id: string | null;
-  agent_id: string;
-  ip: string | null;
-  vm_type: string;
-  image: string;
-  disk_mb: number;
-  network: string;
-  bundle_hash: string | null;
-}
+/** An instance as the director works with it: the store's row without bookkeeping columns. */
+type InstanceRow = Omit<Selectable<InstancesTable>, 'disk_id' | 'state' | 'created_at' | 'updated_at'>;
 
 /**
  * The deployment engine: turns a manifest into VMs running jobs and keeps them that way. It
@@ -223,29 +212,32 @@ export class Director {
 
   /** Drains and stops one instance's processes; its VM stays. */
   async stopInstance(deployment: string, group: string, index: number, owner = 'system'): Promise<Task> {
-    const row = await this.instanceRow(deployment, group, index);
-    const task = await this.tasks.create('stop', deployment, `stop ${deployment} ${group}/${index}`, owner);
-    this.launch(task.id, async (_signal, sink) => {
-      await sink.event({ stage: 'Stopping instance', instance: `${group}/${index}`, index: 1, total: 1, state: 'started' });
+    return this.instanceTask('stop', 'Stopping instance', deployment, group, index, owner, async (row) => {
       await this.agentCall(row, 'POST', '/drain', undefined, 600_000);
       await this.agentCall(row, 'POST', '/stop', undefined, 120_000);
-      await this.q('updating an instance', () => this.o.store.db.updateTable('instances').set({ state: 'stopped' }).where('id', '=', row.id).execute());
-      await sink.event({ stage: 'Stopping instance', instance: `${group}/${index}`, index: 1, total: 1, state: 'finished' });
-      return { stopped: `${group}/${index}` };
+      return 'stopped';
     });
-    return task;
   }
 
   /** Starts a stopped instance's processes again. */
   async startInstance(deployment: string, group: string, index: number, owner = 'system'): Promise<Task> {
-    const row = await this.instanceRow(deployment, group, index);
-    const task = await this.tasks.create('start', deployment, `start ${deployment} ${group}/${index}`, owner);
-    this.launch(task.id, async (_signal, sink) => {
-      await sink.event({ stage: 'Starting instance', instance: `${group}/${index}`, index: 1, total: 1, state: 'started' });
+    return this.instanceTask('start', 'Starting instance', deployment, group, index, owner, async (row) => {
       await this.agentCall(row, 'POST', '/start', undefined, 600_000);
-      await this.q('updating an instance', () => this.o.store.db.updateTable('instances').set({ state: 'started' }).where('id', '=', row.id).execute());
-      await sink.event({ stage: 'Starting instance', instance: `${group}/${index}`, index: 1, total: 1, state: 'finished' });
-      return { started: `${group}/${index}` };
+      return 'started';
+    });
+  }
+
+  /** A one-step task on one instance that ends by recording the instance's new state. */
+  private async instanceTask(type: string, stage: string, deployment: string, group: string, index: number, owner: string, work: (row: InstanceRow) => Promise<'started' | 'stopped'>): Promise<Task> {
+    const row = await this.instanceRow(deployment, group, index);
+    const name = `${group}/${index}`;
+    const task = await this.tasks.create(type, deployment, `${type} ${deployment} ${name}`, owner);
+    this.launch(task.id, async (_signal, sink) => {
+      await sink.event({ stage, instance: name, index: 1, total: 1, state: 'started' });
+      const state = await work(row);
+      await this.q('updating an instance', () => this.o.store.db.updateTable('instances').set({ state }).where('id', '=', row.id).execute());
+      await sink.event({ stage, instance: name, index: 1, total: 1, state: 'finished' });
+      return { [state]: name };
     });
     return task;
   }

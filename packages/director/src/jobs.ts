@@ -1,12 +1,10 @@
 import { createHash } from 'node:crypto';
 import { InputError } from '@anodyne/common';
+import type { Probe as ReadinessProbe, BundleJob as RenderedJob, AgentBundle as InstanceBundle } from '@anodyne/agent';
 import type { InstanceGroup, Manifest } from './manifest.js';
 
-/** How the agent decides a process is ready. */
-export type ReadinessProbe =
-  | { http: { port: number | string; path?: string; scheme?: 'http' | 'https'; host?: string } }
-  | { tcp: { port: number | string; host?: string } }
-  | { exec: { command: string[] } };
+/** Rendered jobs are the agent's protocol types: what reaches the VM is exactly what was rendered. */
+export type { Probe as ReadinessProbe, BundleProcess as RenderedProcess, BundleJob as RenderedJob, AgentBundle as InstanceBundle } from '@anodyne/agent';
 
 /** One supervised process of a job; every string may hold `{{ }}` template expressions. */
 export interface ProcessTemplate {
@@ -39,31 +37,6 @@ export interface JobDefinition {
 /** Where the director finds job definitions: the releases it has uploaded. */
 export interface JobCatalog {
   job(release: string | undefined, name: string): JobDefinition | undefined;
-}
-
-export interface RenderedProcess {
-  name: string;
-  command: string;
-  args: string[];
-  env: Record<string, string>;
-  readiness?: ReadinessProbe;
-}
-
-export interface RenderedJob {
-  name: string;
-  release: string;
-  processes: RenderedProcess[];
-  files: { path: string; content: string; mode: number }[];
-  scripts: Partial<Record<'drain' | 'pre_start' | 'post_start' | 'backup' | 'restore', string>>;
-}
-
-/** Everything the agent needs to run an instance. Its hash drives the planner. */
-export interface InstanceBundle {
-  deployment: string;
-  group: string;
-  index: number;
-  jobs: RenderedJob[];
-  hash: string;
 }
 
 /** Facts about one instance available to templates as `spec.*`. */

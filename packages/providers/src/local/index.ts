@@ -53,6 +53,9 @@ const DEFAULT_VM_TYPES: Record<string, VmType> = {
 
 const IMAGE = 'host-usr';
 
+/** The environment of processes started in a VM: nothing of the platform's own. */
+const GUEST_ENV = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root' };
+
 function shellQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
@@ -320,7 +323,7 @@ export class LocalProvider implements Provider {
     // The launcher joins the VM's cgroups first, so everything it becomes is charged to the VM.
     const join_ = procsFiles.map((f) => `echo $$ > ${shellQuote(f)}`).join('; ');
     const launcher = `${join_}; exec nsenter --net=/run/netns/${this.netnsName(vm.id)} -- unshare --mount --pid --uts --ipc --cgroup --fork --kill-child --propagation slave -- /bin/sh ${shellQuote(join(v, 'setup.sh'))}`;
-    const env: Record<string, string> = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', ...vm.env, ANODYNE_AGENT_ID: vm.agentId, ANODYNE_VM_ID: vm.id };
+    const env: Record<string, string> = { ...GUEST_ENV, ...vm.env, ANODYNE_AGENT_ID: vm.agentId, ANODYNE_VM_ID: vm.id };
     const child = spawn('/bin/sh', ['-c', launcher], { detached: true, stdio: ['ignore', out, out], env });
     closeSync(out);
     child.unref();
@@ -457,20 +460,26 @@ export class LocalProvider implements Provider {
    * Runs a command inside a running VM (all its namespaces, its root, its cgroups), like
    * `bosh ssh -c`. Local provider only; for operators and tests.
    */
-  async execInVm(id: string, argv: string[], options: { input?: string; timeoutMs?: number; okCodes?: number[] } = {}) {
+  /** A shell line that joins the VM's cgroups, then enters all its namespaces and root to run argv. */
+  private enterVmScript(id: string, argv: string[]): string {
     const pid = this.initPid(id);
     const procs = this.cgroupDirs(id).map((d) => join(d, 'cgroup.procs'));
-    const script = `${procs.map((f) => `echo $$ > ${shellQuote(f)}`).join('; ')}; exec nsenter -t ${pid} -a -r -w -- ${argv.map(shellQuote).join(' ')}`;
-    return exec(['/bin/sh', '-c', script], { ...options, env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root' } });
+    return `${procs.map((f) => `echo $$ > ${shellQuote(f)}`).join('; ')}; exec nsenter -t ${pid} -a -r -w -- ${argv.map(shellQuote).join(' ')}`;
+  }
+
+  /**
+   * Runs a command inside a running VM (all its namespaces, its root, its cgroups), like
+   * `bosh ssh -c`. Local provider only; for operators and tests.
+   */
+  async execInVm(id: string, argv: string[], options: { input?: string; timeoutMs?: number; okCodes?: number[] } = {}) {
+    return exec(['/bin/sh', '-c', this.enterVmScript(id, argv)], { ...options, env: GUEST_ENV });
   }
 
   /** Starts a long-running command inside a VM, detached; its output goes to the VM's console log. */
   spawnInVm(id: string, argv: string[]): number {
-    const pid = this.initPid(id);
-    const procs = this.cgroupDirs(id).map((d) => join(d, 'cgroup.procs'));
-    const script = `${procs.map((f) => `echo $$ > ${shellQuote(f)}`).join('; ')}; exec nsenter -t ${pid} -a -r -w -- ${argv.map(shellQuote).join(' ')}`;
+    const script = this.enterVmScript(id, argv);
     const out = openSync(join(this.vmDir(id), 'console.log'), 'a');
-    const child = spawn('/bin/sh', ['-c', script], { detached: true, stdio: ['ignore', out, out], env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root' } });
+    const child = spawn('/bin/sh', ['-c', script], { detached: true, stdio: ['ignore', out, out], env: GUEST_ENV });
     closeSync(out);
     child.unref();
     return child.pid ?? 0;
