@@ -6,8 +6,10 @@
 #                               kube-scheduler, kubelet, kube-proxy, kubectl, etcd, etcdctl, etcdutl
 #     bin/<program> -> kube     one symlink per program
 #     bin/helm                  helm v3 client
+#     bin/coredns               cluster DNS (CoreDNS with selected plugins, no forwarding)
 #     images/pause.tar          OCI archive: anodyne.local/pause
 #     images/busybox.tar        OCI archive: anodyne.local/busybox (test workloads)
+#     images/coredns.tar        OCI archive: anodyne.local/coredns (the cluster DNS add-on)
 #     manifest.json             component, version, file, sha256 of every file
 #
 # A no-op when the directory for the current sources is complete. The release directory is
@@ -26,8 +28,9 @@ command -v go >/dev/null || { echo "release: go is not installed" >&2; exit 1; }
 
 K8S_VERSION=$(awk '$1=="k8s.io/kubernetes" && $2 ~ /^v/ {print $2; exit}' kubernetes/go.mod)
 ETCD_VERSION=$(awk '$1=="go.etcd.io/etcd/server/v3" {print $2; exit}' kubernetes/go.mod)
+COREDNS_VERSION=$(awk '$1=="require" && $2=="github.com/coredns/coredns" {print $3; exit} $1=="github.com/coredns/coredns" {print $2; exit}' coredns/go.mod)
 HELM_VERSION=$(awk '$1=="require" && $2=="helm.sh/helm/v3" {print $3; exit} $1=="helm.sh/helm/v3" {print $2; exit}' helm/go.mod)
-[ -n "$K8S_VERSION" ] && [ -n "$ETCD_VERSION" ] && [ -n "$HELM_VERSION" ] || { echo "release: cannot read versions from go.mod files" >&2; exit 1; }
+[ -n "$K8S_VERSION" ] && [ -n "$ETCD_VERSION" ] && [ -n "$HELM_VERSION" ] && [ -n "$COREDNS_VERSION" ] || { echo "release: cannot read versions from go.mod files" >&2; exit 1; }
 BUSYBOX=/bin/busybox
 [ -x "$BUSYBOX" ] || { echo "release: $BUSYBOX missing (Debian package busybox-static; run scripts/install-deps.sh)" >&2; exit 1; }
 BUSYBOX_VERSION=$(dpkg-query -W -f='${Version}' busybox-static 2>/dev/null || echo unknown)
@@ -65,6 +68,9 @@ done
 echo "release: building helm $HELM_VERSION"
 (cd helm && go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" -o "$WORK/bin/helm" helm.sh/helm/v3/cmd/helm)
 
+echo "release: building coredns $COREDNS_VERSION"
+(cd coredns && go build -trimpath -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" -o "$WORK/bin/coredns" .)
+
 echo "release: building images"
 (cd images && go build -trimpath -ldflags "-s -w" -o "$WORK/tools/pause" ./pause && go build -trimpath -o "$WORK/tools/ocipack" ./ocipack)
 
@@ -88,6 +94,12 @@ BB_TAG=$(echo "$BUSYBOX_VERSION" | sed -E 's/^[0-9]+://; s/-.*//')
 "$WORK/tools/ocipack" -name "anodyne.local/busybox:$BB_TAG" -rootfs "$BB" \
   -cmd httpd -cmd -f -cmd -p -cmd 8080 -cmd -h -cmd /www -out "$WORK/images/busybox.tar"
 
+# coredns: the cluster DNS add-on (a static binary is the whole image).
+mkdir -p "$WORK/rootfs/coredns/etc"
+cp "$WORK/bin/coredns" "$WORK/rootfs/coredns/coredns"
+printf 'root:x:0:0:root:/:/coredns\n' > "$WORK/rootfs/coredns/etc/passwd"
+"$WORK/tools/ocipack" -name "anodyne.local/coredns:${COREDNS_VERSION#v}" -rootfs "$WORK/rootfs/coredns" -entrypoint /coredns -out "$WORK/images/coredns.tar"
+
 # The manifest: every file with its component, version and sha256.
 {
   echo '{'
@@ -95,7 +107,8 @@ BB_TAG=$(echo "$BUSYBOX_VERSION" | sed -E 's/^[0-9]+://; s/-.*//')
   echo "  \"kubernetes\": \"$K8S_VERSION\","
   echo "  \"etcd\": \"$ETCD_VERSION\","
   echo "  \"helm\": \"$HELM_VERSION\","
-  echo "  \"images\": {\"pause\": \"anodyne.local/pause:1.0\", \"busybox\": \"anodyne.local/busybox:$BB_TAG\"},"
+  echo "  \"coredns\": \"$COREDNS_VERSION\","
+  echo "  \"images\": {\"pause\": \"anodyne.local/pause:1.0\", \"busybox\": \"anodyne.local/busybox:$BB_TAG\", \"coredns\": \"anodyne.local/coredns:${COREDNS_VERSION#v}\"},"
   echo '  "files": ['
   first=1
   emit() { # component version file
@@ -106,6 +119,8 @@ BB_TAG=$(echo "$BUSYBOX_VERSION" | sed -E 's/^[0-9]+://; s/-.*//')
   }
   emit kubernetes "$K8S_VERSION" bin/kube
   emit helm "$HELM_VERSION" bin/helm
+  emit coredns "$COREDNS_VERSION" bin/coredns
+  emit coredns "$COREDNS_VERSION" images/coredns.tar
   emit pause 1.0 images/pause.tar
   emit busybox "$BB_TAG" images/busybox.tar
   echo

@@ -1,6 +1,7 @@
 import { isIPv4 } from 'node:net';
 import { InputError } from '@anodyne/common';
 import type { Manifest } from '@anodyne/director';
+import { clusterDnsIp } from './addons.js';
 
 /** What a team can ask for (PKS plans). */
 export interface Plan {
@@ -18,8 +19,8 @@ export interface Plan {
 }
 
 export const BUILTIN_PLANS: Plan[] = [
-  { name: 'small', description: 'one master, one to three workers', masters: 1, defaultWorkers: 1, maxWorkers: 3, masterVmType: 'medium', workerVmType: 'medium', masterDiskMb: 0, admissionPlugins: ['NodeRestriction'], allowPrivileged: true },
-  { name: 'ha', description: 'three masters behind a load balancer, up to ten workers', masters: 3, defaultWorkers: 3, maxWorkers: 10, masterVmType: 'medium', workerVmType: 'medium', masterDiskMb: 0, admissionPlugins: ['NodeRestriction'], allowPrivileged: true },
+  { name: 'small', description: 'one master, one to three workers', masters: 1, defaultWorkers: 1, maxWorkers: 3, masterVmType: 'medium', workerVmType: 'medium', masterDiskMb: 1024, admissionPlugins: ['NodeRestriction'], allowPrivileged: true },
+  { name: 'ha', description: 'three masters behind a load balancer, up to ten workers', masters: 3, defaultWorkers: 3, maxWorkers: 10, masterVmType: 'medium', workerVmType: 'medium', masterDiskMb: 1024, admissionPlugins: ['NodeRestriction'], allowPrivileged: true },
 ];
 
 export interface NetworkProfile {
@@ -118,6 +119,7 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
           { name: 'kube-apiserver', properties: { ...props, admission_plugins: plan.admissionPlugins.join(','), allow_privileged: plan.allowPrivileged } },
           { name: 'kube-controller-manager', properties: props },
           { name: 'kube-scheduler' },
+          { name: 'cluster-addons', properties: { cluster_dns: clusterDnsIp(net.serviceCidr), dns_replicas: Math.min(2, Math.max(1, workers)), pod_cidr: net.podCidr } },
         ],
       },
       ...(workers > 0 ? [{
@@ -128,7 +130,7 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
         jobs: [
           { name: 'containerd' },
           { name: 'pod-network', properties: { pod_cidr: net.podCidr } },
-          { name: 'kubelet' },
+          { name: 'kubelet', properties: { cluster_dns: clusterDnsIp(net.serviceCidr) } },
           { name: 'kube-proxy', properties: { pod_cidr: net.podCidr } },
         ],
       }] : []),

@@ -8,6 +8,7 @@ import { newRandomKey } from '@anodyne/credstore';
 import { locateRelease, httpGet } from '@anodyne/release';
 import { parseManifest } from '@anodyne/director';
 import { makeHarness, type Harness } from '@anodyne/director/testing';
+import { hostLeftovers } from '@anodyne/providers/testing';
 import { adminKubeconfig, clusterManifest, deploymentName, kubernetesRelease, kubernetesServiceIp } from './index.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -43,18 +44,31 @@ describe('cluster manifests', () => {
 describe('a Kubernetes cluster on the director and the local provider', { skip: !isRoot && 'needs root' }, () => {
   let dir: string;
   let h: Harness;
+  const tag = `c${(process.pid % 1296).toString(36)}`;
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'anodyne-cluster-'));
     const release = locateRelease();
-    h = await makeHarness(dir, `c${(process.pid % 1296).toString(36)}`, newRandomKey(), {
+    h = await makeHarness(dir, tag, newRandomKey(), {
       catalog: kubernetesRelease, network: '10.198.6.0/24', binds: [{ host: release.dir, guest: '/var/lib/anodyne/release' }],
     });
   });
   after(async () => {
     await h.provider.cleanup();
     await h.store.close();
+    const left = await hostLeftovers(tag, join(dir, 'provider'));
     rmSync(dir, { recursive: true, force: true });
+    assert.deepEqual(left, [], 'nothing of the clusters remains on the host');
   });
+
+  /** After a cluster's delete: none of its VMs, disks or load balancer remain, on the host either. */
+  async function assertGone(deployment: string, vmIds: string[], diskIds: string[]): Promise<void> {
+    assert.deepEqual(await h.provider.listVms({ deployment }), []);
+    for (const d of diskIds) assert.equal(await h.provider.hasDisk(d), false, `disk ${d} deleted`);
+    for (const id of vmIds) assert.deepEqual(await hostLeftovers(tag, join(dir, 'provider'), id), [], `VM ${id} left nothing`);
+    const netns = (await exec(['ip', 'netns', 'list'])).stdout;
+    assert.doesNotMatch(netns, new RegExp(`anodyne-${tag}-lb-`), 'the load balancer namespace is gone');
+    assert.deepEqual(await h.creds.list(`/deployments/${deployment}`), []);
+  }
 
   it('1 master + 1 worker: control plane up, kubectl works with the admin kubeconfig, the worker is Ready', async (t) => {
     const started = performance.now();
@@ -125,6 +139,19 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
       if (!/hello/.test(fromHost)) await new Promise((r) => setTimeout(r, 500));
     }
     assert.match(fromHost, /hello from anodyne busybox/, 'NodePort from the host');
+    // Cluster DNS: CoreDNS (an add-on the masters applied) answers for Services; nothing outside.
+    const dnsReady = await exec([locateRelease().bin('kubectl'), `--kubeconfig=${kubeconfig}`, '-n', 'kube-system', 'wait', '--for=condition=Available', 'deployment/coredns', '--timeout=60s'], { timeoutMs: 70_000 }).then(() => true, () => false);
+    if (!dnsReady) assert.fail(`coredns not available:\n${(await kubectl('-n', 'kube-system', 'describe', 'pods')).stdout.slice(-3000)}`);
+    let resolved = '';
+    for (let i = 0; i < 20 && !resolved.includes(clusterIp); i++) {
+      resolved = await kubectl('exec', 'client', '--', 'nslookup', 'server.default.svc.cluster.local').then((r) => r.stdout, (e: Error) => e.message);
+      if (!resolved.includes(clusterIp)) await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.match(resolved, new RegExp(`Address:\\s+${clusterIp.replace(/\./g, '\\.')}`), `the Service's DNS name resolves to its ClusterIP: ${resolved}`);
+    assert.match(await fetch('http://server/'), /hello from anodyne busybox/, 'the short Service name works through the search path');
+    const outside = await exec([locateRelease().bin('kubectl'), `--kubeconfig=${kubeconfig}`, 'exec', 'client', '--', 'nslookup', 'example.com'], { okCodes: [0, 1], timeoutMs: 30_000 });
+    assert.equal(outside.code, 1, `names outside the cluster are not resolved: ${outside.stdout}`);
+    assert.match(outside.stdout + outside.stderr, /NXDOMAIN/, 'CoreDNS answers NXDOMAIN itself (it has no forwarder)');
     // helm from the release installs a chart built here; its pods run.
     const chart = join(dir, 'chart');
     mkdirSync(join(chart, 'templates'), { recursive: true });
@@ -141,9 +168,15 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
     // logs and exec go through the kubelet
     assert.match((await kubectl('exec', 'server', '--', 'cat', '/www/index.html')).stdout, /hello/);
     assert.equal((await kubectl('logs', 'client')).code, 0);
+    // etcd keeps its data on the master's persistent disk.
+    const master = (await h.director.instances(deploymentName('one'))).find((r) => r.group_name === 'master')!;
+    assert.ok(master.disk_id, 'the master has a persistent disk');
+    const onDisk = await h.provider.execInVm(master.vm_id!, ['ls', `/var/lib/anodyne/disks/${master.disk_id}/etcd/member`]);
+    assert.match(onDisk.stdout, /wal/);
+    const rows = await h.director.instances(deploymentName('one'));
     const del = await h.director.wait((await h.director.deleteDeployment(deploymentName('one'))).id);
     assert.equal(del.state, 'done');
-    assert.deepEqual(await h.creds.list(`/deployments/${deploymentName('one')}`), []);
+    await assertGone(deploymentName('one'), rows.map((r) => r.vm_id!), rows.flatMap((r) => (r.disk_id ? [r.disk_id] : [])));
   });
 
   it('3 masters behind the load balancer: losing a master, kubectl still answers and writes still succeed', async (t) => {
@@ -176,8 +209,10 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
     t.diagnostic(`reads and writes through the load balancer ${(performance.now() - killed).toFixed(0)} ms after a master died`);
     assert.ok(ok, 'reads and writes succeed with one master lost');
     assert.match((await kubectl('get', 'configmaps', '-o', 'name')).stdout, /configmap\/after-loss-/);
+    const rows = await h.director.instances(name);
     const del = await h.director.wait((await h.director.deleteDeployment(name)).id);
     assert.equal(del.state, 'done', JSON.stringify(del.error));
     assert.deepEqual(await h.provider.listVms(), []);
+    await assertGone(name, rows.map((r) => r.vm_id!), rows.flatMap((r) => (r.disk_id ? [r.disk_id] : [])));
   });
 });

@@ -1,4 +1,5 @@
 import type { JobCatalog, JobDefinition } from '@anodyne/director';
+import { addonsYaml } from './addons.js';
 
 /**
  * The Kubernetes release's jobs, as the director runs them. Binaries come from the release
@@ -41,7 +42,7 @@ function kubeconfig(user: string): string {
 export const etcdJob: JobDefinition = {
   name: 'etcd',
   release: RELEASE,
-  properties: { release_dir: { default: '/var/lib/anodyne/release' }, data_dir: { default: '/var/lib/etcd' } },
+  properties: { release_dir: { default: '/var/lib/anodyne/release' } },
   files: {
     'certs/etcd-ca.crt': '{{ vars.etcd-ca.certificate }}',
     ...cert('etcd-server'),
@@ -51,8 +52,12 @@ export const etcdJob: JobDefinition = {
       'set -e',
       'cluster=""',
       'for ip in $(echo "{{ groups.master.ips }}" | tr , " "); do cluster="${cluster:+$cluster,}$ip=https://$ip:2380"; done',
-      'mkdir -p {{ p.data_dir }} && chmod 700 {{ p.data_dir }}',
-      'exec {{ p.release_dir }}/bin/etcd --name={{ spec.ip }} --data-dir={{ p.data_dir }} \\',
+      // Data lives on the instance's persistent disk (kept across VM recreation) when it has one.
+      'disk="{{ spec.persistent_disk }}"',
+      'data=${disk:+$disk/etcd}',
+      'data=${data:-/var/lib/etcd}',
+      'mkdir -p "$data" && chmod 700 "$data"',
+      'exec {{ p.release_dir }}/bin/etcd --name={{ spec.ip }} --data-dir="$data" \\',
       '  --listen-client-urls=https://{{ spec.ip }}:2379,https://127.0.0.1:2379 --advertise-client-urls=https://{{ spec.ip }}:2379 \\',
       '  --listen-peer-urls=https://{{ spec.ip }}:2380 --initial-advertise-peer-urls=https://{{ spec.ip }}:2380 \\',
       '  --initial-cluster="$cluster" --initial-cluster-state=new --initial-cluster-token={{ spec.deployment }} \\',
@@ -292,7 +297,57 @@ export const kubeProxyJob: JobDefinition = {
   }],
 };
 
-const JOBS: Record<string, JobDefinition> = Object.fromEntries([etcdJob, apiserverJob, controllerManagerJob, schedulerJob, containerdJob, networkingJob, kubeletJob, kubeProxyJob].map((j) => [j.name, j]));
+const KUBECTL = '{{ p.release_dir }}/bin/kubectl --kubeconfig=kubeconfig';
+
+/**
+ * On masters: applies the cluster add-ons (server-side apply, so every master may do it and a
+ * restart re-applies) once the local API server answers; and keeps routes to every worker's pod
+ * /24 in sync with the Node objects, so pods reach the API servers (and webhooks) without
+ * masters being touched when workers come and go.
+ */
+export const addonsJob: JobDefinition = {
+  name: 'cluster-addons',
+  release: RELEASE,
+  properties: { release_dir: { default: '/var/lib/anodyne/release' }, cluster_dns: { default: '10.96.0.10' }, dns_replicas: { default: 1 }, pod_cidr: { default: '10.200.0.0/16' } },
+  files: {
+    'certs/ca.crt': '{{ vars.ca.certificate }}',
+    ...cert('admin'),
+    kubeconfig: kubeconfig('admin'),
+    'addons.yaml': addonsYaml({ dnsIp: '{{ p.cluster_dns }}', dnsReplicas: '{{ p.dns_replicas }}' }),
+    'bin/addons.sh': [
+      'set -e',
+      'rm -f /run/anodyne-addons-applied',
+      `until ${KUBECTL} get --raw=/readyz >/dev/null 2>&1; do sleep 0.3; done`,
+      `image=$(sed -n 's/.*"coredns": "\\(anodyne\\.local[^"]*\\)".*/\\1/p' {{ p.release_dir }}/manifest.json)`,
+      'test -n "$image" || { echo "the release ships no coredns image" >&2; exit 1; }',
+      `sed "s#__COREDNS_IMAGE__#$image#" addons.yaml | ${KUBECTL} apply --server-side --force-conflicts --field-manager=anodyne -f -`,
+      'touch /run/anodyne-addons-applied',
+      'exec sleep infinity',
+      '',
+    ].join('\n'),
+    'bin/pod-routes.sh': [
+      'prefix=$(echo {{ p.pod_cidr }} | cut -d. -f1-2)',
+      'while true; do',
+      `  ${KUBECTL} get nodes -o jsonpath='{range .items[*]}{.metadata.name} {.status.addresses[?(@.type=="InternalIP")].address}{"\\n"}{end}' 2>/dev/null > nodes.tmp && {`,
+      '    while read -r name ip; do',
+      '      i=${name##*-}',
+      '      case "$i" in ""|*[!0-9]*) continue ;; esac',
+      '      [ -n "$ip" ] && ip route replace "$prefix.$((i + 1)).0/24" via "$ip"',
+      '    done < nodes.tmp',
+      '    touch /run/anodyne-pod-routes',
+      '  }',
+      '  sleep 2',
+      'done',
+      '',
+    ].join('\n'),
+  },
+  processes: [
+    { name: 'addons', command: 'sh', args: ['bin/addons.sh'], readiness: { exec: { command: ['test', '-e', '/run/anodyne-addons-applied'] } } },
+    { name: 'pod-routes', command: 'sh', args: ['bin/pod-routes.sh'], readiness: { exec: { command: ['test', '-e', '/run/anodyne-pod-routes'] } } },
+  ],
+};
+
+const JOBS: Record<string, JobDefinition> = Object.fromEntries([etcdJob, apiserverJob, controllerManagerJob, schedulerJob, containerdJob, networkingJob, kubeletJob, kubeProxyJob, addonsJob].map((j) => [j.name, j]));
 
 /** The Kubernetes release as the director sees it. */
 export const kubernetesRelease: JobCatalog = {

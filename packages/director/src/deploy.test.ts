@@ -166,6 +166,23 @@ describe('director on the local provider', { skip: !isRoot && 'needs root' }, ()
     await assert.rejects(director.runErrand('web', 'web'), (e: unknown) => (e as { code?: string }).code === 'ANODYNE_E_INVALID_INPUT');
   });
 
+  it('a persistent disk keeps its data across VM recreation and goes away with the deployment', async () => {
+    const m = { ...manifest('disk'), name: 'vault', instance_groups: [{ name: 'vault', instances: 1, vm_type: 'small', persistent_disk_mb: 64, networks: [{ name: 'default' }], jobs: [{ name: 'keeper' }] }], variables: [] };
+    assert.equal((await director.wait((await director.deploy(m)).id)).state, 'done');
+    const [first] = await director.instances('vault');
+    assert.ok(first?.disk_id, 'the instance records its disk');
+    const id = await get(`http://${first.ip}:8080/id`);
+    assert.match(id, /^[0-9a-f]{16}$/);
+    const re = await director.wait((await director.recreate('vault')).id);
+    assert.equal(re.state, 'done', JSON.stringify(re.error));
+    const [second] = await director.instances('vault');
+    assert.notEqual(second?.vm_id, first.vm_id);
+    assert.equal(second?.disk_id, first.disk_id);
+    assert.equal(await get(`http://${second.ip}:8080/id`), id, 'the data survived the new VM');
+    assert.equal((await director.wait((await director.deleteDeployment('vault')).id)).state, 'done');
+    assert.equal(await provider.hasDisk(first.disk_id), false);
+  });
+
   it('deleting the deployment removes every VM', async () => {
     const task = await director.wait((await director.deleteDeployment('web')).id);
     assert.equal(task.state, 'done', JSON.stringify(task.error));

@@ -51,7 +51,7 @@ export interface DirectorOptions {
 }
 
 /** An instance as the director works with it: the store's row without bookkeeping columns. */
-type InstanceRow = Omit<Selectable<InstancesTable>, 'disk_id' | 'state' | 'created_at' | 'updated_at'>;
+type InstanceRow = Omit<Selectable<InstancesTable>, 'state' | 'created_at' | 'updated_at'>;
 
 /**
  * The deployment engine: turns a manifest into VMs running jobs and keeps them that way. It
@@ -142,8 +142,36 @@ export class Director {
     });
     const updated = { ...row, vm_id: vm.id, ip: vm.ip, bundle_hash: null };
     await this.setRow(row.id, { vm_id: vm.id, ip: vm.ip, bundle_hash: null });
+    if (row.disk_id && (await this.o.provider.hasDisk(row.disk_id))) await this.o.provider.attachDisk(vm.id, row.disk_id);
     await this.waitForAgent(updated);
     return updated;
+  }
+
+  /**
+   * Gives an instance that asks for a persistent disk its disk (created once, kept across VM
+   * recreation) attached to its VM; returns where the jobs find it (`spec.persistent_disk`).
+   */
+  private async ensureDisk(row: InstanceRow, sizeMb: number): Promise<{ row: InstanceRow; path: string }> {
+    let diskId = row.disk_id;
+    if (!diskId || !(await this.o.provider.hasDisk(diskId))) {
+      const disk = await this.o.provider.createDisk(sizeMb, { deployment: row.deployment, group: row.group_name, index: String(row.idx), instance_id: row.id });
+      diskId = disk.id;
+      await this.setRow(row.id, { disk_id: diskId, disk_mb: sizeMb });
+    }
+    const { path } = await this.o.provider.attachDisk(row.vm_id!, diskId);
+    return { row: { ...row, disk_id: diskId }, path };
+  }
+
+  /** Deletes an instance's VM and its persistent disk (the instance is going away). */
+  private async deleteInstanceResources(row: InstanceRow): Promise<void> {
+    if (row.vm_id) await this.o.provider.deleteVm(row.vm_id);
+    const diskId = row.disk_id ?? (await this.instanceDiskId(row.id));
+    if (diskId) await this.o.provider.deleteDisk(diskId);
+  }
+
+  private async instanceDiskId(id: string): Promise<string | null> {
+    const r = await this.q('reading an instance', () => this.o.store.db.selectFrom('instances').select('disk_id').where('id', '=', id).executeTakeFirst());
+    return r?.disk_id ?? null;
   }
 
   private async deleteVmOf(row: InstanceRow): Promise<void> {
@@ -278,9 +306,9 @@ export class Director {
       for (let i = 0; i < g.instances; i++) {
         const row: InstanceRow = {
           id: randomUUID(), deployment: m.name, group_name: g.name, idx: i, vm_id: null, agent_id: `${m.name}-${g.name}-${i}`.slice(0, 64),
-          ip: null, vm_type: JSON.stringify(g.vm_type), image: m.image, disk_mb: 0, network: g.networks[0]!.name, bundle_hash: null,
+          ip: null, vm_type: JSON.stringify(g.vm_type), image: m.image, disk_mb: 0, network: g.networks[0]!.name, bundle_hash: null, disk_id: null,
         };
-        await this.q('recording an instance', () => this.o.store.db.insertInto('instances').values({ ...row, disk_id: null, state: 'started', created_at: now(), updated_at: now() }).execute());
+        await this.q('recording an instance', () => this.o.store.db.insertInto('instances').values({ ...row, state: 'started', created_at: now(), updated_at: now() }).execute());
         rows.push(row);
         await sink.event({ stage: 'Creating errand VMs', instance: `${g.name}/${i}`, index: i + 1, total: g.instances, state: 'started' });
         const created = await this.createVm(row);
@@ -407,10 +435,10 @@ export class Director {
         if (!row) {
           row = {
             id: randomUUID(), deployment: m.name, group_name: g.name, idx: i, vm_id: null, agent_id: `${m.name}-${g.name}-${i}`.slice(0, 64),
-            ip: staticIp, vm_type: JSON.stringify(g.vm_type), image: m.image, disk_mb: g.persistent_disk_mb ?? 0, network: g.networks[0]!.name, bundle_hash: null,
+            ip: staticIp, vm_type: JSON.stringify(g.vm_type), image: m.image, disk_mb: g.persistent_disk_mb ?? 0, network: g.networks[0]!.name, bundle_hash: null, disk_id: null,
           };
           const r = row;
-          await this.q('recording an instance', () => this.o.store.db.insertInto('instances').values({ ...r, disk_id: null, state: 'started', created_at: now(), updated_at: now() }).execute());
+          await this.q('recording an instance', () => this.o.store.db.insertInto('instances').values({ ...r, state: 'started', created_at: now(), updated_at: now() }).execute());
           byKey.set(`${g.name}/${i}`, row);
         }
         const alive = row.vm_id !== null && (await this.o.provider.hasVm(row.vm_id));
@@ -444,8 +472,15 @@ export class Director {
     const desired: DesiredInstance[] = [];
     for (const g of m.instance_groups) {
       for (let i = 0; i < g.instances; i++) {
-        const row = byKey.get(`${g.name}/${i}`)!;
-        const bundle = renderInstance(m, g, defs, { spec: { deployment: m.name, name: g.name, index: i, id: row.id, ip: row.ip ?? '', az: g.azs?.[i % g.azs.length] ?? 'z1', bootstrap: i === 0 }, groups: groupsIps, vars, ivars: ivars.get(`${g.name}/${i}`) ?? {}, lbs });
+        let row = byKey.get(`${g.name}/${i}`)!;
+        let disk = '';
+        if ((g.persistent_disk_mb ?? 0) > 0) {
+          const d = await this.ensureDisk(row, g.persistent_disk_mb!);
+          row = d.row;
+          disk = d.path;
+          byKey.set(`${g.name}/${i}`, row);
+        }
+        const bundle = renderInstance(m, g, defs, { spec: { deployment: m.name, name: g.name, index: i, id: row.id, ip: row.ip ?? '', az: g.azs?.[i % g.azs.length] ?? 'z1', bootstrap: i === 0, persistent_disk: disk }, groups: groupsIps, vars, ivars: ivars.get(`${g.name}/${i}`) ?? {}, lbs });
         desired.push({ group: g.name, index: i, vmType: g.vm_type, image: m.image, diskMb: g.persistent_disk_mb ?? 0, network: g.networks[0]!.name, ...(g.networks[0]?.static_ips?.[i] ? { staticIp: g.networks[0].static_ips[i] } : {}), bundle });
       }
     }
@@ -478,7 +513,7 @@ export class Director {
         await this.agentCall(row, 'POST', '/drain', undefined, 60_000).catch(() => undefined);
         await this.agentCall(row, 'POST', '/stop', undefined, 60_000).catch(() => undefined);
       }
-      if (row.vm_id) await this.o.provider.deleteVm(row.vm_id);
+      await this.deleteInstanceResources(row);
       await this.q('deleting an instance', () => this.o.store.db.deleteFrom('instances').where('id', '=', row.id).execute());
       await sink.event({ stage: 'Deleting instances', instance: `${row.group_name}/${row.idx}`, index: i + 1, total: rows.length, state: 'finished' });
     }
@@ -503,9 +538,12 @@ export class Director {
 
   // ---------------------------------------------------------------- used by the driver
 
-  /** @internal */ async _recreate(row: InstanceRow): Promise<InstanceRow> {
+  /** @internal */ async _recreate(row: InstanceRow, desired?: DesiredInstance): Promise<InstanceRow> {
     await this.deleteVmOf(row);
-    return this.createVm({ ...row, vm_id: null });
+    // The instance takes the desired VM shape, so the next plan sees no difference.
+    const shape = desired ? { vm_type: JSON.stringify(desired.vmType), image: desired.image, network: desired.network, disk_mb: desired.diskMb } : {};
+    if (desired) await this.setRow(row.id, shape);
+    return this.createVm({ ...row, ...shape, vm_id: null });
   }
 
   /** @internal */ async _setBundle(row: InstanceRow, hash: string | null): Promise<void> {
@@ -513,7 +551,7 @@ export class Director {
   }
 
   /** @internal */ async _removeRow(row: InstanceRow): Promise<void> {
-    if (row.vm_id) await this.o.provider.deleteVm(row.vm_id);
+    await this.deleteInstanceResources(row);
     await this.q('deleting an instance', () => this.o.store.db.deleteFrom('instances').where('id', '=', row.id).execute());
   }
 }
@@ -564,7 +602,7 @@ class AgentDriver implements InstanceDriver {
     }
     if (c.action === 'recreate') {
       await this.sink.event({ stage: 'Lifecycle', instance: name, state: 'info', message: `recreate: ${c.reasons.join(', ')}` });
-      row = await this.d._recreate(row);
+      row = await this.d._recreate(row, c.desired);
       this.rows.set(name, row);
     }
     const bundle: InstanceBundle = c.desired!.bundle;

@@ -26,7 +26,17 @@ export const smoke: JobDefinition = {
   properties: { word: { default: 'ok' }, code: { default: 0 } },
   processes: [{ name: 'smoke', command: 'sh', args: ['-c', 'echo errand-output {{ p.word }} from {{ spec.ip }}; exit {{ p.code }}'] }],
 };
-export const catalog: JobCatalog = { job: (_r, name) => ({ httpd, smoke })[name] };
+/** Keeps a random id on the persistent disk (written once) and serves the disk over HTTP. */
+export const keeper: JobDefinition = {
+  name: 'keeper',
+  release: 'test',
+  processes: [{
+    name: 'keeper', command: 'sh',
+    args: ['-c', 'd={{ spec.persistent_disk }}; test -n "$d" || exit 9; test -f $d/id || head -c 8 /dev/urandom | od -An -tx1 | tr -d " \\n" > $d/id; exec busybox httpd -f -p {{ spec.ip }}:8080 -h $d'],
+    readiness: { http: { host: '{{ spec.ip }}', port: 8080, path: '/id' } },
+  }],
+};
+export const catalog: JobCatalog = { job: (_r, name) => ({ httpd, smoke, keeper })[name] };
 
 export function manifest(greeting: string, extra: Record<string, unknown> = {}) {
   return {

@@ -48,6 +48,8 @@ export interface InstanceSpec {
   ip: string;
   az: string;
   bootstrap: boolean;
+  /** Where the instance's persistent disk is mounted inside the VM; empty when it has none. */
+  persistent_disk?: string;
 }
 
 export interface RenderContext {

@@ -28,6 +28,7 @@ describe('release', () => {
     ['etcd', ['--version'], /^etcd Version: 3\.6\.\d+$/m],
     ['etcdctl', ['version'], /^etcdctl version: 3\.6\.\d+$/m],
     ['helm', ['version', '--short'], /^v3\.\d+\.\d+/m],
+    ['coredns', ['-version'], /^CoreDNS-1\.\d+\.\d+$/m],
   ];
   for (const [program, args, expected] of versions) {
     it(`${program} reports its upstream version`, async () => {
@@ -102,7 +103,7 @@ describe('release', () => {
     });
 
     it('imports the pause and busybox archives and runs a container from the test image', async () => {
-      for (const name of ['pause', 'busybox'] as const) {
+      for (const name of ['pause', 'busybox', 'coredns'] as const) {
         const { archive, ref } = release.image(name);
         await ctr('images', 'import', '--no-unpack', archive);
         const { stdout } = await ctr('images', 'ls', '-q');

@@ -15,14 +15,15 @@ export interface ReleaseManifest {
   kubernetes: string;
   etcd: string;
   helm: string;
-  images: { pause: string; busybox: string };
+  coredns: string;
+  images: { pause: string; busybox: string; coredns: string };
   files: ReleaseFile[];
   debian: Record<string, string>;
   built_in_seconds: number;
 }
 
 /** Programs of the multi-call binary, each a symlink in bin/. */
-export const PROGRAMS = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubelet', 'kube-proxy', 'kubectl', 'etcd', 'etcdctl', 'etcdutl', 'helm'] as const;
+export const PROGRAMS = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubelet', 'kube-proxy', 'kubectl', 'etcd', 'etcdctl', 'etcdutl', 'helm', 'coredns'] as const;
 export type Program = (typeof PROGRAMS)[number];
 
 /** A built release: upstream binaries and OCI image archives in one directory outside the repo. */
@@ -33,7 +34,7 @@ export class Release {
     return join(this.dir, 'bin', program);
   }
 
-  image(name: 'pause' | 'busybox'): { archive: string; ref: string } {
+  image(name: 'pause' | 'busybox' | 'coredns'): { archive: string; ref: string } {
     return { archive: join(this.dir, 'images', `${name}.tar`), ref: this.manifest.images[name] };
   }
 

@@ -7,8 +7,8 @@ import { join } from 'node:path';
 import { AnodyneError, CommandError, silentLogger, systemClock } from '@anodyne/common';
 import { locateRelease, httpGet } from '@anodyne/release';
 import { LocalProvider, GUEST_DISK_DIR } from './index.js';
-import { netnsList, linksWithPrefix, mountsUnder, rulesWithComment } from './host.js';
-import { providerContractSuite } from '../testing/index.js';
+import { providerContractSuite, hostLeftovers } from '../testing/index.js';
+import { netnsList } from './host.js';
 
 const RELEASE_GUEST = '/var/lib/anodyne/release';
 let n = 0;
@@ -24,32 +24,6 @@ function makeProvider(network: string, extra: Partial<ConstructorParameters<type
     ...extra,
   });
   return { provider, tag, dataDir };
-}
-
-/** What the host still holds for a tag: checked on the host, not in the provider's records. */
-async function hostLeftovers(tag: string, dataDir: string, vmId?: string): Promise<string[]> {
-  const left: string[] = [];
-  const needle = vmId ?? `anodyne-${tag}-`;
-  for (const ns of await netnsList()) if (ns.includes(needle)) left.push(`netns ${ns}`);
-  for (const l of await linksWithPrefix(vmId ? `av${tag}${vmId.slice(3, 9)}` : `av${tag}`)) left.push(`link ${l}`);
-  for (const m of mountsUnder(vmId ? join(dataDir, 'vms', vmId) : dataDir)) left.push(`mount ${m}`);
-  for (const ctrl of readdirSync('/sys/fs/cgroup')) {
-    const cg = join('/sys/fs/cgroup', ctrl, 'anodyne', tag, ...(vmId ? [vmId] : []));
-    if (existsSync(cg)) left.push(`cgroup ${cg}`);
-  }
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    try {
-      const cg = readFileSync(`/proc/${pid}/cgroup`, 'utf8');
-      if (cg.includes(`/anodyne/${tag}/${vmId ?? ''}`)) left.push(`process ${pid}`);
-    } catch {
-      // exited meanwhile
-    }
-  }
-  if (!vmId) {
-    if ((await linksWithPrefix(`anbr-${tag}`)).length > 0) left.push('bridge');
-    for (const t of ['filter', 'nat']) for (const r of await rulesWithComment(t, `anodyne:${tag}`)) left.push(`iptables ${r}`);
-  }
-  return left;
 }
 
 const isRoot = process.getuid?.() === 0;

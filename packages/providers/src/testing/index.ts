@@ -1,1 +1,2 @@
 export { providerContractSuite, type ContractHarness } from './contract.js';
+export { hostLeftovers } from './leftovers.js';
