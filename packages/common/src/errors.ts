@@ -105,6 +105,29 @@ export const ErrorCodes = {
   ANODYNE_E_PROVIDER_LB_NOT_FOUND: def('ANODYNE_E_PROVIDER_LB_NOT_FOUND', 'not_found', 'Load balancer not found'),
   ANODYNE_E_PROVIDER_INPUT_INVALID: def('ANODYNE_E_PROVIDER_INPUT_INVALID', 'invalid_input', 'Invalid provider request'),
   ANODYNE_E_PROVIDER_VM_CREATE_FAILED: def('ANODYNE_E_PROVIDER_VM_CREATE_FAILED', 'internal', 'Creating the VM failed', true),
+
+  // identity
+  ANODYNE_E_BAD_CREDENTIALS: def('ANODYNE_E_BAD_CREDENTIALS', 'unauthenticated', 'Bad user name, password or client credentials'),
+  ANODYNE_E_ACCOUNT_LOCKED: def('ANODYNE_E_ACCOUNT_LOCKED', 'unauthenticated', 'Too many failed logins; the account is locked for a while', true),
+  ANODYNE_E_TOKEN_MISSING: def('ANODYNE_E_TOKEN_MISSING', 'unauthenticated', 'A bearer token is required'),
+  ANODYNE_E_TOKEN_INVALID: def('ANODYNE_E_TOKEN_INVALID', 'unauthenticated', 'The token is not valid'),
+  ANODYNE_E_TOKEN_EXPIRED: def('ANODYNE_E_TOKEN_EXPIRED', 'unauthenticated', 'The token has expired'),
+  ANODYNE_E_GRANT_UNSUPPORTED: def('ANODYNE_E_GRANT_UNSUPPORTED', 'invalid_input', 'Unsupported grant type'),
+  ANODYNE_E_SCOPE_REQUIRED: def('ANODYNE_E_SCOPE_REQUIRED', 'not_allowed', 'The token lacks the scope this call needs'),
+  ANODYNE_E_USER_EXISTS: def('ANODYNE_E_USER_EXISTS', 'conflict', 'A user with this name exists'),
+  ANODYNE_E_USER_NOT_FOUND: def('ANODYNE_E_USER_NOT_FOUND', 'not_found', 'User not found'),
+  ANODYNE_E_CLIENT_EXISTS: def('ANODYNE_E_CLIENT_EXISTS', 'conflict', 'An OAuth client with this id exists'),
+  ANODYNE_E_LDAP_UNAVAILABLE: def('ANODYNE_E_LDAP_UNAVAILABLE', 'unavailable', 'The LDAP server cannot be reached', true),
+  ANODYNE_E_RATE_LIMITED: def('ANODYNE_E_RATE_LIMITED', 'quota_exceeded', 'Too many requests; slow down', true),
+
+  // clusters and the API
+  ANODYNE_E_CLUSTER_NOT_FOUND: def('ANODYNE_E_CLUSTER_NOT_FOUND', 'not_found', 'Cluster not found'),
+  ANODYNE_E_CLUSTER_EXISTS: def('ANODYNE_E_CLUSTER_EXISTS', 'conflict', 'A cluster with this name exists'),
+  ANODYNE_E_CLUSTER_BUSY: def('ANODYNE_E_CLUSTER_BUSY', 'conflict', 'The cluster has a task in progress', true),
+  ANODYNE_E_PLAN_NOT_FOUND: def('ANODYNE_E_PLAN_NOT_FOUND', 'invalid_input', 'Unknown plan'),
+  ANODYNE_E_QUOTA_EXCEEDED: def('ANODYNE_E_QUOTA_EXCEEDED', 'quota_exceeded', 'The request exceeds the owner\'s quota'),
+  ANODYNE_E_ROUTE_NOT_FOUND: def('ANODYNE_E_ROUTE_NOT_FOUND', 'not_found', 'No such route'),
+  ANODYNE_E_BODY_TOO_LARGE: def('ANODYNE_E_BODY_TOO_LARGE', 'invalid_input', 'The request body is too large'),
 } as const satisfies Record<string, ErrorDefinition>;
 
 export type ErrorCode = keyof typeof ErrorCodes;
@@ -173,6 +196,14 @@ export class ConflictError extends AnodyneError {
 export class NotAllowedError extends AnodyneError {
   constructor(code: ErrorCode = 'ANODYNE_E_NOT_ALLOWED', message?: string, options?: ErrorOptions) {
     kindGuard(['not_allowed'], code);
+    super(code, message, options);
+  }
+}
+
+/** A limit was reached: a quota, or a rate limit (retry later). */
+export class QuotaError extends AnodyneError {
+  constructor(code: ErrorCode = 'ANODYNE_E_QUOTA_EXCEEDED', message?: string, options?: ErrorOptions) {
+    kindGuard(['quota_exceeded'], code);
     super(code, message, options);
   }
 }

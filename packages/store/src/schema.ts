@@ -15,6 +15,64 @@ export interface Database {
   tasks: TasksTable;
   task_events: TaskEventsTable;
   locks: LocksTable;
+  identity_users: IdentityUsersTable;
+  identity_memberships: IdentityMembershipsTable;
+  identity_clients: IdentityClientsTable;
+  clusters: ClustersTable;
+  quotas: QuotasTable;
+}
+
+export interface IdentityUsersTable {
+  id: string;
+  username: string;
+  /** `local` (password hash here) or `ldap` (the directory checks the password). */
+  origin: string;
+  /** argon2id encoded hash; null for LDAP users. */
+  password_hash: string | null;
+  email: string | null;
+  failed_logins: number;
+  locked_until: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+/** A user's groups; group names are scopes (UAA's model), e.g. `pks.clusters.manage`. */
+export interface IdentityMembershipsTable {
+  user_id: string;
+  group_name: string;
+}
+
+export interface IdentityClientsTable {
+  client_id: string;
+  /** argon2id encoded hash; null for public clients (the CLI). */
+  secret_hash: string | null;
+  /** JSON array of scopes the client may hold. */
+  scopes: string;
+  /** JSON array of grant types. */
+  grant_types: string;
+  created_at: string;
+}
+
+export interface ClustersTable {
+  name: string;
+  uuid: string;
+  plan: string;
+  /** The user (or client) that created the cluster. */
+  owner: string;
+  /** JSON: the request's parameters (workers, external hostname, network profile). */
+  parameters: string;
+  /** CREATE, UPDATE or DELETE (PKS's last_action). */
+  last_action: string;
+  /** The director task of the last action; its state is last_action_state. */
+  last_task_id: number | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface QuotasTable {
+  owner: string;
+  max_clusters: number;
+  max_workers: number;
 }
 
 export interface DeploymentsTable {

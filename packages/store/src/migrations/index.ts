@@ -127,6 +127,55 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0004_identity_clusters': {
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('identity_users')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('username', 'text', (c) => c.notNull().unique())
+          .addColumn('origin', 'text', (c) => c.notNull())
+          .addColumn('password_hash', 'text')
+          .addColumn('email', 'text')
+          .addColumn('failed_logins', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('locked_until', 'text')
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('updated_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createTable('identity_memberships')
+          .addColumn('user_id', 'text', (c) => c.notNull())
+          .addColumn('group_name', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('identity_memberships_pk', ['user_id', 'group_name'])
+          .execute();
+        await db.schema
+          .createTable('identity_clients')
+          .addColumn('client_id', 'text', (c) => c.primaryKey())
+          .addColumn('secret_hash', 'text')
+          .addColumn('scopes', 'text', (c) => c.notNull())
+          .addColumn('grant_types', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema
+          .createTable('clusters')
+          .addColumn('name', 'text', (c) => c.primaryKey())
+          .addColumn('uuid', 'text', (c) => c.notNull().unique())
+          .addColumn('plan', 'text', (c) => c.notNull())
+          .addColumn('owner', 'text', (c) => c.notNull())
+          .addColumn('parameters', 'text', (c) => c.notNull())
+          .addColumn('last_action', 'text', (c) => c.notNull())
+          .addColumn('last_task_id', 'integer')
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('updated_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('clusters_owner').on('clusters').column('owner').execute();
+        await db.schema
+          .createTable('quotas')
+          .addColumn('owner', 'text', (c) => c.primaryKey())
+          .addColumn('max_clusters', 'integer', (c) => c.notNull())
+          .addColumn('max_workers', 'integer', (c) => c.notNull())
+          .execute();
+      },
+    },
   };
   /* eslint-enable @typescript-eslint/no-explicit-any */
 }
