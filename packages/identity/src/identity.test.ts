@@ -54,7 +54,7 @@ describe('identity (UAA-compatible issuer)', () => {
 
   it('refresh_token grant gives a fresh access token; a refresh token is not an access token', async () => {
     const t = await id.token({ grant_type: 'password', username: 'alice', password: 'alice-password' });
-    clock.advance(30_000);
+    await clock.advance(30_000);
     const r = await id.token({ grant_type: 'refresh_token', refresh_token: t.refresh_token! });
     assert.notEqual(r.access_token, t.access_token);
     assert.equal((await id.verify(r.access_token)).name, 'alice');
@@ -75,7 +75,7 @@ describe('identity (UAA-compatible issuer)', () => {
 
   it('refuses expired tokens, tokens signed by another key, for another audience or issuer', async () => {
     const t = await id.token({ grant_type: 'password', username: 'alice', password: 'alice-password' });
-    clock.advance(601_000);
+    await clock.advance(601_000);
     await assert.rejects(id.verify(t.access_token), code('ANODYNE_E_TOKEN_EXPIRED'));
     const kid = id.tokenKeys().keys[0]!.kid!;
     const { privateKey } = await generateKeyPair('ES256');
@@ -91,7 +91,7 @@ describe('identity (UAA-compatible issuer)', () => {
     const before = await id.token({ grant_type: 'password', username: 'alice', password: 'alice-password' });
     const kid = await id.rotateSigningKey();
     const afterT = await id.token({ grant_type: 'password', username: 'alice', password: 'alice-password' });
-    assert.equal(JSON.parse(Buffer.from(afterT.access_token.split('.')[0]!, 'base64url').toString()).kid, kid);
+    assert.equal((JSON.parse(Buffer.from(afterT.access_token.split('.')[0]!, 'base64url').toString()) as { kid: string }).kid, kid);
     assert.equal((await id.verify(before.access_token)).name, 'alice');
     assert.equal(id.tokenKeys().keys.length, 2);
   });
@@ -100,7 +100,7 @@ describe('identity (UAA-compatible issuer)', () => {
     await id.createUser({ username: 'bob', password: 'bob-password', groups: [SCOPES.manage] });
     for (let i = 0; i < 3; i++) await assert.rejects(id.token({ grant_type: 'password', username: 'bob', password: 'wrong' }), code('ANODYNE_E_BAD_CREDENTIALS'));
     await assert.rejects(id.token({ grant_type: 'password', username: 'bob', password: 'bob-password' }), code('ANODYNE_E_ACCOUNT_LOCKED'));
-    clock.advance(61_000);
+    await clock.advance(61_000);
     assert.ok((await id.token({ grant_type: 'password', username: 'bob', password: 'bob-password' })).access_token);
     await assert.rejects(id.token({ grant_type: 'password', username: 'nobody', password: 'x' }), code('ANODYNE_E_BAD_CREDENTIALS'));
   });
@@ -113,7 +113,7 @@ describe('identity (UAA-compatible issuer)', () => {
     const rows = await store.db.selectFrom('identity_users').select(['password_hash']).execute();
     for (const r of rows) assert.match(r.password_hash ?? '', /^\$argon2id\$/);
     const raw = readFileSync(join(dir, 'anodyne.db'));
-    for (const secret of ['alice-password', 'bob-password', pw!, 'automation-secret']) assert.equal(raw.includes(Buffer.from(secret)), false, 'no password in the database file');
+    for (const secret of ['alice-password', 'bob-password', pw, 'automation-secret']) assert.equal(raw.includes(Buffer.from(secret)), false, 'no password in the database file');
   });
 
   it('validates users and groups', async () => {

@@ -131,7 +131,7 @@ export class Identity {
     const kid = `key-${this.o.clock.now().toISOString().replace(/[^0-9]/g, '').slice(0, 14)}-${randomBytes(3).toString('hex')}`;
     const key: SigningKey = { kid, privateJwk: await exportJWK(privateKey), publicJwk: { ...(await exportJWK(publicKey)), kid, alg: 'ES256', use: 'sig' }, created: this.nowIso() };
     this.keys = [...this.keys.slice(-1), key];
-    await this.o.creds.set(KEYS_PATH, 'json', { keys: this.keys } as never, { actor: 'identity' });
+    await this.o.creds.set(KEYS_PATH, 'json', { keys: this.keys }, { actor: 'identity' });
     return kid;
   }
 
