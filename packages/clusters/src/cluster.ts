@@ -35,6 +35,36 @@ export interface ClusterRequest {
   /** Extra name (or address) in the API server's certificate, for users' kubeconfigs. */
   externalHostname?: string;
   network?: Partial<NetworkProfile>;
+  /** An OIDC issuer the API servers trust (Anodyne's identity): users log in with its tokens. */
+  oidc?: OidcTrust;
+}
+
+export interface OidcTrust {
+  issuerUrl: string;
+  /** PEM of the CA that signed the issuer's serving certificate. */
+  caPem: string;
+  audience: string;
+  usernameClaim: string;
+  /** Prefix of user names in the cluster (RBAC subjects), e.g. `anodyne:`. */
+  usernamePrefix: string;
+}
+
+/** The API server's AuthenticationConfiguration: JWTs from the given issuer, if any. */
+export function authenticationConfig(oidc?: OidcTrust): string {
+  const lines = ['apiVersion: apiserver.config.k8s.io/v1beta1', 'kind: AuthenticationConfiguration'];
+  if (!oidc) return [...lines, 'jwt: []', ''].join('\n');
+  return [
+    ...lines,
+    'jwt:',
+    '- issuer:',
+    `    url: ${JSON.stringify(oidc.issuerUrl)}`,
+    `    audiences: [${JSON.stringify(oidc.audience)}]`,
+    '    certificateAuthority: |',
+    ...oidc.caPem.trim().split('\n').map((l) => `      ${l}`),
+    '  claimMappings:',
+    `    username: {claim: ${JSON.stringify(oidc.usernameClaim)}, prefix: ${JSON.stringify(oidc.usernamePrefix)}}`,
+    '',
+  ].join('\n');
 }
 
 export const DEFAULT_NETWORK: NetworkProfile = { podCidr: '10.200.0.0/16', serviceCidr: '10.96.0.0/16' };
@@ -116,7 +146,7 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
         networks: [{ name: 'default' }],
         jobs: [
           { name: 'etcd' },
-          { name: 'kube-apiserver', properties: { ...props, admission_plugins: plan.admissionPlugins.join(','), allow_privileged: plan.allowPrivileged } },
+          { name: 'kube-apiserver', properties: { ...props, admission_plugins: plan.admissionPlugins.join(','), allow_privileged: plan.allowPrivileged, authn_config: authenticationConfig(req.oidc) } },
           { name: 'kube-controller-manager', properties: props },
           { name: 'kube-scheduler' },
           { name: 'cluster-addons', properties: { cluster_dns: clusterDnsIp(net.serviceCidr), dns_replicas: Math.min(2, Math.max(1, workers)), pod_cidr: net.podCidr } },

@@ -75,9 +75,8 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
     const task = await h.director.wait((await h.director.deploy(clusterManifest({ name: 'one', plan: 'small', workers: 2 }))).id);
     assert.equal(task.state, 'done', JSON.stringify(task.error));
     t.diagnostic(`master ready (etcd, apiserver, controller-manager, scheduler) in ${(performance.now() - started).toFixed(0)} ms`);
-    // The API endpoint is the deployment's load balancer (re-applying the same backends reads its address).
-    const masters = (await h.director.instances(deploymentName('one'))).filter((r) => r.group_name === 'master');
-    const lb = await h.provider.updateLoadBalancer(`${deploymentName('one')}-api`, masters.map((r) => ({ ip: r.ip!, port: 6443 })));
+    // The API endpoint is the deployment's load balancer.
+    const lb = (await h.director.loadBalancers(deploymentName('one')))['api']!;
     const admin = (await h.creds.get<'certificate'>(`/deployments/${deploymentName('one')}/admin`, { actor: 'test' })).value;
     const kubeconfig = join(dir, 'admin.kubeconfig');
     writeFileSync(kubeconfig, adminKubeconfig('one', `https://${lb.ip}:6443`, admin), { mode: 0o600 });
@@ -187,7 +186,7 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
     t.diagnostic(`3 masters + 3 workers deployed in ${(performance.now() - started).toFixed(0)} ms`);
     const masters = (await h.director.instances(name)).filter((r) => r.group_name === 'master');
     assert.equal(masters.length, 3);
-    const lb = await h.provider.updateLoadBalancer(`${name}-api`, masters.map((r) => ({ ip: r.ip!, port: 6443 })));
+    const lb = (await h.director.loadBalancers(name))['api']!;
     const admin = (await h.creds.get<'certificate'>(`/deployments/${name}/admin`, { actor: 'test' })).value;
     const kubeconfig = join(dir, 'ha.kubeconfig');
     writeFileSync(kubeconfig, adminKubeconfig('ha', `https://${lb.ip}:6443`, admin), { mode: 0o600 });

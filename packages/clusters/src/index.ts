@@ -1,6 +1,7 @@
 export {
-  BUILTIN_PLANS, DEFAULT_NETWORK, clusterManifest, clusterVariables, adminKubeconfig, deploymentName, kubernetesServiceIp,
-  type Plan, type ClusterRequest, type NetworkProfile,
+  BUILTIN_PLANS, DEFAULT_NETWORK, clusterManifest, clusterVariables, authenticationConfig, adminKubeconfig, deploymentName, kubernetesServiceIp,
+  type Plan, type ClusterRequest, type OidcTrust, type NetworkProfile,
 } from './cluster.js';
 export { kubernetesRelease, etcdJob, apiserverJob, controllerManagerJob, schedulerJob, containerdJob, networkingJob, kubeletJob, kubeProxyJob, addonsJob } from './jobs.js';
 export { addonsYaml, clusterDnsIp, ADMIN_GROUP } from './addons.js';
+export { ClusterService, userKubeconfig, kubeRequest, type ClusterServiceOptions, type ClusterView, type CreateClusterInput, type ClusterCredentials, type ActionState } from './service.js';

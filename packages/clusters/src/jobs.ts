@@ -78,8 +78,11 @@ export const apiserverJob: JobDefinition = {
     service_cidr: { default: '10.96.0.0/16' },
     admission_plugins: { default: 'NodeRestriction' },
     allow_privileged: { default: true },
+    // Structured authentication (JWT issuers, e.g. Anodyne's identity); none by default.
+    authn_config: { default: 'apiVersion: apiserver.config.k8s.io/v1beta1\nkind: AuthenticationConfiguration\njwt: []\n' },
   },
   files: {
+    'authn.yaml': '{{ p.authn_config }}',
     'certs/ca.crt': '{{ vars.ca.certificate }}',
     'certs/etcd-ca.crt': '{{ vars.etcd-ca.certificate }}',
     'certs/front-proxy-ca.crt': '{{ vars.front-proxy-ca.certificate }}',
@@ -101,7 +104,7 @@ export const apiserverJob: JobDefinition = {
       '--kubelet-preferred-address-types=InternalIP,Hostname',
       '--service-account-issuer=https://kubernetes.default.svc.cluster.local', '--service-account-key-file=certs/sa.pub', '--service-account-signing-key-file=certs/sa.key',
       '--service-cluster-ip-range={{ p.service_cidr }}', '--authorization-mode=Node,RBAC', '--enable-admission-plugins={{ p.admission_plugins }}',
-      '--allow-privileged={{ p.allow_privileged }}', '--enable-bootstrap-token-auth=true',
+      '--allow-privileged={{ p.allow_privileged }}', '--enable-bootstrap-token-auth=true', '--authentication-config=authn.yaml',
       '--requestheader-client-ca-file=certs/front-proxy-ca.crt', '--requestheader-allowed-names=front-proxy-client',
       '--requestheader-extra-headers-prefix=X-Remote-Extra-', '--requestheader-group-headers=X-Remote-Group', '--requestheader-username-headers=X-Remote-User',
       '--proxy-client-cert-file=certs/front-proxy-client.crt', '--proxy-client-key-file=certs/front-proxy-client.key',

@@ -357,6 +357,17 @@ export class Director {
     return out;
   }
 
+  /** The deployment's load balancers as the provider has them (name → address and port). */
+  async loadBalancers(deployment: string): Promise<Record<string, { ip: string; port: number }>> {
+    const m = await this.manifest(deployment);
+    const out: Record<string, { ip: string; port: number }> = {};
+    for (const lb of m.load_balancers ?? []) {
+      const info = await this.o.provider.getLoadBalancer(this.lbId(deployment, lb.name)).catch(() => undefined);
+      if (info) out[lb.name] = { ip: info.ip, port: info.port };
+    }
+    return out;
+  }
+
   /** Per-instance variables (`per_instance: group`), generated as `<name>/<index>` with spec in their options. */
   private async instanceVariables(m: Manifest, groups: Record<string, { ips: string[] }>, rowOf: (group: string, index: number) => InstanceRow | undefined, lbs: Record<string, { ip: string; port: number }> = {}): Promise<Map<string, Record<string, unknown>>> {
     const out = new Map<string, Record<string, unknown>>();

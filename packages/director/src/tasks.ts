@@ -77,9 +77,10 @@ export class TaskStore {
     return t;
   }
 
-  async list(filter: { deployment?: string; state?: TaskState; limit?: number } = {}): Promise<Task[]> {
+  async list(filter: { deployment?: string; state?: TaskState; owner?: string; limit?: number } = {}): Promise<Task[]> {
     let q = this.store.db.selectFrom('tasks').select('id');
     if (filter.deployment) q = q.where('deployment', '=', filter.deployment);
+    if (filter.owner) q = q.where('owner', '=', filter.owner);
     if (filter.state) q = q.where('state', '=', filter.state);
     const ids = await this.q('listing tasks', () => q.orderBy('id', 'desc').limit(filter.limit ?? 100).execute());
     return Promise.all(ids.map((r) => this.get(Number(r.id))));

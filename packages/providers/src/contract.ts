@@ -177,6 +177,9 @@ export interface Provider {
   /** Replaces the backends of a load balancer without changing its address. */
   updateLoadBalancer(id: string, backends: LoadBalancerBackend[]): Promise<LoadBalancerInfo>;
 
+  /** A load balancer's address and backends; ANODYNE_E_PROVIDER_LB_NOT_FOUND if unknown. */
+  getLoadBalancer(id: string): Promise<LoadBalancerInfo>;
+
   /** Deletes a load balancer. Idempotent. */
   deleteLoadBalancer(id: string): Promise<void>;
 

@@ -159,6 +159,13 @@ export class FakeProvider implements Provider {
     return structuredClone(lb);
   }
 
+  async getLoadBalancer(id: string): Promise<LoadBalancerInfo> {
+    await Promise.resolve();
+    const lb = this.lbs.get(id);
+    if (!lb) throw new NotFoundError('ANODYNE_E_PROVIDER_LB_NOT_FOUND', `load balancer ${id} not found`);
+    return structuredClone(lb);
+  }
+
   async updateLoadBalancer(id: string, backends: LoadBalancerBackend[]): Promise<LoadBalancerInfo> {
     await Promise.resolve();
     const lb = this.lbs.get(id);

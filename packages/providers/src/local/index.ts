@@ -134,6 +134,16 @@ export class LocalProvider implements Provider {
 
   // ------------------------------------------------------------------ host network
 
+  /**
+   * Makes the VM network (bridge and firewall rules) exist now and returns the host's address
+   * on it: the platform's API listens there so VMs (cluster API servers) can reach it.
+   */
+  async prepareNetwork(): Promise<{ gateway: string }> {
+    this.requireRoot();
+    await this.ensureBridge();
+    return { gateway: this.cidr.gateway };
+  }
+
   /** Once per provider (again after cleanup); concurrent creates share one setup. */
   private ensureBridge(): Promise<void> {
     this.bridgeReady ??= this.setupBridge().catch((err: unknown) => {
@@ -622,6 +632,12 @@ export class LocalProvider implements Provider {
       await this.deleteLoadBalancer(spec.name).catch(() => undefined);
       throw err;
     }
+  }
+
+  getLoadBalancer(id: string): Promise<LoadBalancerInfo> {
+    const lb = this.state.read().lbs[id];
+    if (!lb) return Promise.reject(new NotFoundError('ANODYNE_E_PROVIDER_LB_NOT_FOUND', `load balancer ${id} not found`, { details: { id } }));
+    return Promise.resolve(publicLb(lb));
   }
 
   async updateLoadBalancer(id: string, backends: LoadBalancerBackend[]): Promise<LoadBalancerInfo> {

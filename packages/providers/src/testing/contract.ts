@@ -148,6 +148,8 @@ export function providerContractSuite(name: string, setup: () => Promise<Contrac
         assert.equal(updated.ip, lb.ip);
         assert.equal(updated.backends.length, 2);
         await assert.rejects(p.updateLoadBalancer('no-such-lb', []), code('ANODYNE_E_PROVIDER_LB_NOT_FOUND'));
+        assert.deepEqual(await p.getLoadBalancer(lb.id), updated);
+        await assert.rejects(p.getLoadBalancer('no-such-lb'), code('ANODYNE_E_PROVIDER_LB_NOT_FOUND'));
         await assert.rejects(p.updateLoadBalancer(lb.id, [{ ip: 'x', port: 1 }]), code('ANODYNE_E_PROVIDER_INPUT_INVALID'));
       } finally {
         await p.deleteLoadBalancer(lb.id);

@@ -1,0 +1,128 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { FastifyInstance } from 'fastify';
+import { PreconditionError, type Clock, type Logger, type PlatformConfig } from '@anodyne/common';
+import { AuditLog, openStore, type Store } from '@anodyne/store';
+import { CredStore, DeploymentVariables, loadKeyFile } from '@anodyne/credstore';
+import { LocalProvider, type Provider } from '@anodyne/providers';
+import { Director, type AgentTlsIssuer } from '@anodyne/director';
+import { AUDIENCE, Identity } from '@anodyne/identity';
+import { ClusterService, kubernetesRelease } from '@anodyne/clusters';
+import { locateRelease } from '@anodyne/release';
+import { buildServer } from './server.js';
+
+/** The repository (its built packages are bound into every VM: the agent runs from there). */
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+
+export interface PlatformOptions {
+  config: PlatformConfig;
+  logger: Logger;
+  clock: Clock;
+  /** Short name for the provider's host objects (bridge, netns, cgroups). */
+  providerTag?: string;
+  /** Release directory; by default the one the cache's `current` points at. */
+  releaseDir?: string;
+}
+
+export interface Platform {
+  app: FastifyInstance;
+  url: string;
+  caFile: string;
+  caPem: string;
+  /** Set on the first start only: the first admin's password, shown once. */
+  adminPassword: string | undefined;
+  store: Store;
+  creds: CredStore;
+  provider: LocalProvider;
+  director: Director;
+  identity: Identity;
+  clusters: ClusterService;
+  /** Stops the API and closes the store; VMs keep running (a restart picks them up). */
+  close(): Promise<void>;
+}
+
+/** Agent mTLS material from the credential store (one CA, one certificate per agent). */
+export function agentTlsFromCredStore(creds: CredStore): AgentTlsIssuer {
+  const actor = { actor: 'director' };
+  const ca = () => creds.generate('/director/agent-ca', 'certificate', { is_ca: true, common_name: 'anodyne-agent-ca', key_algorithm: 'ecdsa', duration: 3650 }, actor);
+  return {
+    agentTls: async (agentId) => {
+      await ca();
+      const c = (await creds.generate(`/director/agents/${agentId}`, 'certificate', { ca: '/director/agent-ca', common_name: agentId, alternative_names: [agentId], extended_key_usage: ['server_auth', 'client_auth'], key_algorithm: 'ecdsa' }, actor)).value;
+      return { cert: c.certificate, key: c.private_key, ca: c.ca };
+    },
+    directorTls: async () => {
+      await ca();
+      const c = (await creds.generate('/director/client', 'certificate', { ca: '/director/agent-ca', common_name: 'anodyne-director', extended_key_usage: ['client_auth'], key_algorithm: 'ecdsa' }, actor)).value;
+      return { cert: c.certificate, key: c.private_key, ca: c.ca };
+    },
+  };
+}
+
+/**
+ * The composition root: store, credential store, provider, director, identity, clusters and
+ * the HTTPS API, from one configuration. The API listens on the host's address on the VM
+ * network, so clusters' API servers reach the identity issuer; that address is the issuer URL.
+ */
+export async function startPlatform(o: PlatformOptions): Promise<Platform> {
+  const { config, logger, clock } = o;
+  const dataDir = config.dataDir;
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  if (config.provider.type !== 'local') throw new PreconditionError('ANODYNE_E_CONFIG_INVALID', 'the platform runs with the local provider; the fake provider is for the director\'s unit tests only');
+  const release = locateRelease(o.releaseDir ? { dir: o.releaseDir } : {});
+  const store = await openStore(config.store.driver === 'postgres'
+    ? { driver: 'postgres', url: config.store.url ?? '', poolSize: config.store.poolSize }
+    : { driver: 'sqlite', path: isAbsolute(config.store.path) ? config.store.path : join(dataDir, config.store.path) });
+  try {
+    const keys = loadKeyFile(join(dataDir, 'keys', 'encryption.key'));
+    const creds = new CredStore({ store, keys, clock, logger });
+    const provider = new LocalProvider({
+      dataDir: join(dataDir, 'provider'), tag: o.providerTag ?? 'p', network: config.provider.network,
+      agentCommand: ['node', '/opt/anodyne/packages/agent/dist/main.js'],
+      binds: [{ host: REPO, guest: '/opt/anodyne', readOnly: true }, { host: release.dir, guest: '/var/lib/anodyne/release', readOnly: true }],
+      logger, clock,
+    });
+    const { gateway } = await provider.prepareNetwork();
+    const host = config.server.host === '127.0.0.1' ? gateway : config.server.host;
+    const url = `https://${host}:${config.server.port}`;
+
+    // The platform CA and the API's serving certificate, from the credential store.
+    const actor = { actor: 'platform' };
+    const ca = (await creds.generate('/platform/ca', 'certificate', { is_ca: true, common_name: 'anodyne-platform-ca', key_algorithm: 'ecdsa', duration: 3650 }, actor)).value;
+    const serving = (await creds.generate('/platform/api-server', 'certificate', {
+      ca: '/platform/ca', common_name: host, alternative_names: [...new Set([host, gateway, '127.0.0.1', 'localhost', ...config.server.altNames])],
+      extended_key_usage: ['server_auth'], key_algorithm: 'ecdsa', duration: 365,
+    }, actor)).value;
+    const caFile = join(dataDir, 'ca.pem');
+    writeFileSync(caFile, ca.certificate, { mode: 0o644 });
+
+    const director = new Director({ store, provider: provider as Provider, catalog: kubernetesRelease, variables: new DeploymentVariables(creds), tls: agentTlsFromCredStore(creds), clock, logger });
+    const recovered = await director.recover();
+    if (recovered.length > 0) logger.warn({ tasks: recovered.map((t) => t.id) }, 'tasks interrupted by the last stop were ended');
+
+    const identity = new Identity({ store, creds, clock, logger, issuer: url });
+    await identity.init();
+    const adminPassword = await identity.ensureAdmin();
+
+    const clusters = new ClusterService({
+      store, director, clock, logger,
+      credentials: { adminCertificate: async (deployment, who) => (await creds.get<'certificate'>(`/deployments/${deployment}/admin`, { actor: who })).value },
+      oidc: { issuerUrl: url, caPem: ca.certificate, audience: AUDIENCE, usernameClaim: 'user_name', usernamePrefix: 'anodyne:' },
+    });
+    const audit = new AuditLog(store, clock);
+    const app = await buildServer({ identity, clusters, director, store, audit, clock, logger, tls: { cert: serving.certificate, key: serving.private_key }, apiUrl: url, caPem: ca.certificate });
+    await app.listen({ host, port: config.server.port });
+    logger.info({ url }, 'API listening');
+    return {
+      app, url, caFile, caPem: ca.certificate, adminPassword, store, creds, provider, director, identity, clusters,
+      close: async () => {
+        await app.close();
+        await store.close();
+      },
+    };
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+}

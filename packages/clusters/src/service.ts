@@ -1,0 +1,335 @@
+import { randomUUID } from 'node:crypto';
+import { request } from 'node:https';
+import { ConflictError, InputError, NotFoundError, QuotaError, UnavailableError, type Clock, type Logger } from '@anodyne/common';
+import { mapStoreError, type Store, type ClustersTable } from '@anodyne/store';
+import type { Director, Task, TaskState } from '@anodyne/director';
+import { BUILTIN_PLANS, adminKubeconfig, clusterManifest, deploymentName, type ClusterRequest, type OidcTrust, type Plan } from './cluster.js';
+
+/** What the service needs of the credential store: the cluster's admin certificate. */
+export interface ClusterCredentials {
+  adminCertificate(deployment: string, actor: string): Promise<{ ca: string; certificate: string; private_key: string }>;
+}
+
+export interface ClusterServiceOptions {
+  store: Store;
+  director: Director;
+  credentials: ClusterCredentials;
+  clock: Clock;
+  logger: Logger;
+  plans?: Plan[];
+  /** The issuer every cluster's API servers trust (users' kubeconfigs carry its tokens). */
+  oidc?: OidcTrust;
+  /** Quota for owners without one of their own. */
+  defaultQuota?: { maxClusters: number; maxWorkers: number };
+}
+
+/** PKS's last_action_state. */
+export type ActionState = 'in progress' | 'succeeded' | 'failed';
+
+/** A cluster as the /v1 API shows it (PKS field names). */
+export interface ClusterView {
+  name: string;
+  plan_name: string;
+  uuid: string;
+  owner: string;
+  last_action: 'CREATE' | 'UPDATE' | 'DELETE';
+  last_action_state: ActionState;
+  last_action_description: string;
+  last_task_id: number | null;
+  kubernetes_master_ips: string[];
+  network_profile_name: string | null;
+  parameters: {
+    kubernetes_master_host: string;
+    kubernetes_master_port: number;
+    kubernetes_worker_instances: number;
+    pod_cidr?: string;
+    service_cidr?: string;
+  };
+}
+
+export interface CreateClusterInput {
+  name: string;
+  plan_name: string;
+  parameters?: { kubernetes_master_host?: string; kubernetes_worker_instances?: number; pod_cidr?: string; service_cidr?: string };
+}
+
+interface Parameters { workers: number; externalHostname?: string; podCidr?: string; serviceCidr?: string }
+
+const taskStateToAction = (s: TaskState | undefined): ActionState => (s === 'done' ? 'succeeded' : s === 'error' || s === 'cancelled' ? 'failed' : 'in progress');
+
+/**
+ * Clusters as teams see them: requests by plan, owned by a user, with quotas, turned into
+ * director deployments. Every check happens before a task starts; a refused request leaves
+ * nothing behind.
+ */
+export class ClusterService {
+  readonly plans: Plan[];
+  private readonly quota: { maxClusters: number; maxWorkers: number };
+
+  constructor(private readonly o: ClusterServiceOptions) {
+    this.plans = o.plans ?? BUILTIN_PLANS;
+    this.quota = o.defaultQuota ?? { maxClusters: 10, maxWorkers: 50 };
+  }
+
+  private async q<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw mapStoreError(err, what);
+    }
+  }
+
+  private now(): string {
+    return this.o.clock.now().toISOString();
+  }
+
+  private request(name: string, p: Parameters, plan: string): ClusterRequest {
+    return {
+      name, plan, workers: p.workers,
+      ...(p.externalHostname ? { externalHostname: p.externalHostname } : {}),
+      network: { ...(p.podCidr ? { podCidr: p.podCidr } : {}), ...(p.serviceCidr ? { serviceCidr: p.serviceCidr } : {}) },
+      ...(this.o.oidc ? { oidc: this.o.oidc } : {}),
+    };
+  }
+
+  async quotaOf(owner: string): Promise<{ owner: string; max_clusters: number; max_workers: number }> {
+    const row = await this.q('reading a quota', () => this.o.store.db.selectFrom('quotas').selectAll().where('owner', '=', owner).executeTakeFirst());
+    return row ?? { owner, max_clusters: this.quota.maxClusters, max_workers: this.quota.maxWorkers };
+  }
+
+  async setQuota(owner: string, maxClusters: number, maxWorkers: number): Promise<void> {
+    if (!Number.isInteger(maxClusters) || maxClusters < 0 || !Number.isInteger(maxWorkers) || maxWorkers < 0) throw new InputError('ANODYNE_E_INVALID_INPUT', 'quotas are whole numbers ≥ 0');
+    await this.q('setting a quota', () => this.o.store.db.insertInto('quotas').values({ owner, max_clusters: maxClusters, max_workers: maxWorkers })
+      .onConflict((oc) => oc.column('owner').doUpdateSet({ max_clusters: maxClusters, max_workers: maxWorkers })).execute());
+  }
+
+  async usage(owner: string): Promise<{ owner: string; clusters: number; workers: number }> {
+    const rows = await this.rows({ owner });
+    return { owner, clusters: rows.length, workers: rows.reduce((n, r) => n + (JSON.parse(r.parameters) as Parameters).workers, 0) };
+  }
+
+  private async checkQuota(owner: string, addClusters: number, addWorkers: number): Promise<void> {
+    const [quota, used] = await Promise.all([this.quotaOf(owner), this.usage(owner)]);
+    if (used.clusters + addClusters > quota.max_clusters) throw new QuotaError('ANODYNE_E_QUOTA_EXCEEDED', `${owner} may have ${quota.max_clusters} clusters and has ${used.clusters}`, { details: { quota, usage: used } });
+    if (used.workers + addWorkers > quota.max_workers) throw new QuotaError('ANODYNE_E_QUOTA_EXCEEDED', `${owner} may have ${quota.max_workers} workers in all and has ${used.workers}; this asks for ${addWorkers} more`, { details: { quota, usage: used } });
+  }
+
+  /** Starts creating a cluster (asynchronous): validated, quota-checked, recorded, then a director task. */
+  async create(owner: string, input: CreateClusterInput): Promise<ClusterView> {
+    const plan = this.plans.find((p) => p.name === input.plan_name);
+    if (!plan) throw new InputError('ANODYNE_E_PLAN_NOT_FOUND', `unknown plan ${JSON.stringify(input.plan_name)}; plans: ${this.plans.map((p) => p.name).join(', ')}`, { details: { key: 'plan_name' } });
+    const params: Parameters = {
+      workers: input.parameters?.kubernetes_worker_instances ?? plan.defaultWorkers,
+      ...(input.parameters?.kubernetes_master_host ? { externalHostname: input.parameters.kubernetes_master_host } : {}),
+      ...(input.parameters?.pod_cidr ? { podCidr: input.parameters.pod_cidr } : {}),
+      ...(input.parameters?.service_cidr ? { serviceCidr: input.parameters.service_cidr } : {}),
+    };
+    const manifest = clusterManifest(this.request(input.name, params, plan.name), this.plans); // validates name, workers, CIDRs
+    const existing = await this.q('reading a cluster', () => this.o.store.db.selectFrom('clusters').select('name').where('name', '=', input.name).executeTakeFirst());
+    if (existing) throw new ConflictError('ANODYNE_E_CLUSTER_EXISTS', `cluster ${input.name} exists`, { details: { name: input.name } });
+    await this.checkQuota(owner, 1, params.workers);
+    const row: ClustersTable = { name: input.name, uuid: randomUUID(), plan: plan.name, owner, parameters: JSON.stringify(params), last_action: 'CREATE', last_task_id: null, created_at: this.now(), updated_at: this.now() };
+    await this.q('recording a cluster', () => this.o.store.db.insertInto('clusters').values(row).execute());
+    try {
+      const task = await this.o.director.deploy(manifest, owner);
+      await this.setTask(input.name, 'CREATE', task.id);
+    } catch (err) {
+      await this.q('removing a cluster record', () => this.o.store.db.deleteFrom('clusters').where('name', '=', input.name).execute());
+      throw err;
+    }
+    return this.get(input.name);
+  }
+
+  private async setTask(name: string, action: string, taskId: number): Promise<void> {
+    await this.q('updating a cluster', () => this.o.store.db.updateTable('clusters').set({ last_action: action, last_task_id: taskId, updated_at: this.now() }).where('name', '=', name).execute());
+  }
+
+  private async rows(filter: { owner?: string } = {}): Promise<ClustersTable[]> {
+    let q = this.o.store.db.selectFrom('clusters').selectAll();
+    if (filter.owner) q = q.where('owner', '=', filter.owner);
+    const rows = await this.q('listing clusters', () => q.orderBy('name').execute());
+    // A finished delete removes the record (also after a restart that cut the follow-up short).
+    const out: ClustersTable[] = [];
+    for (const r of rows) {
+      if (r.last_action === 'DELETE' && r.last_task_id !== null && (await this.o.director.tasks.get(r.last_task_id)).state === 'done') {
+        await this.q('removing a cluster record', () => this.o.store.db.deleteFrom('clusters').where('name', '=', r.name).execute());
+        continue;
+      }
+      out.push(r);
+    }
+    return out;
+  }
+
+  private async row(name: string): Promise<ClustersTable> {
+    const r = (await this.rows()).find((x) => x.name === name);
+    if (!r) throw new NotFoundError('ANODYNE_E_CLUSTER_NOT_FOUND', `cluster ${name} not found`, { details: { name } });
+    return r;
+  }
+
+  private async view(r: ClustersTable): Promise<ClusterView> {
+    const p = JSON.parse(r.parameters) as Parameters;
+    const task = r.last_task_id !== null ? await this.o.director.tasks.get(r.last_task_id).catch(() => undefined) : undefined;
+    const lbs = await this.o.director.loadBalancers(deploymentName(r.name)).catch((): Record<string, { ip: string; port: number }> => ({}));
+    const api = lbs['api'];
+    return {
+      name: r.name, plan_name: r.plan, uuid: r.uuid, owner: r.owner,
+      last_action: r.last_action as ClusterView['last_action'],
+      last_action_state: taskStateToAction(task?.state),
+      last_action_description: task ? `${r.last_action.toLowerCase()} ${task.state}${task.error ? `: ${task.error.message}` : ''}` : `${r.last_action.toLowerCase()} queued`,
+      last_task_id: r.last_task_id,
+      kubernetes_master_ips: api ? [api.ip] : [],
+      network_profile_name: null,
+      parameters: {
+        kubernetes_master_host: p.externalHostname ?? api?.ip ?? '',
+        kubernetes_master_port: api?.port ?? 6443,
+        kubernetes_worker_instances: p.workers,
+        ...(p.podCidr ? { pod_cidr: p.podCidr } : {}),
+        ...(p.serviceCidr ? { service_cidr: p.serviceCidr } : {}),
+      },
+    };
+  }
+
+  async list(filter: { owner?: string } = {}): Promise<ClusterView[]> {
+    return Promise.all((await this.rows(filter)).map((r) => this.view(r)));
+  }
+
+  async get(name: string): Promise<ClusterView> {
+    return this.view(await this.row(name));
+  }
+
+  private async assertIdle(r: ClustersTable): Promise<void> {
+    if (r.last_task_id === null) return;
+    const t = await this.o.director.tasks.get(r.last_task_id);
+    if (!['done', 'error', 'cancelled'].includes(t.state)) throw new ConflictError('ANODYNE_E_CLUSTER_BUSY', `cluster ${r.name} has task ${t.id} in progress (${t.description})`, { details: { task_id: t.id } });
+  }
+
+  /** Scales workers (PATCH). Quota- and plan-checked before the task starts. */
+  async update(name: string, patch: { kubernetes_worker_instances?: number }, actor: string): Promise<ClusterView> {
+    const r = await this.row(name);
+    await this.assertIdle(r);
+    if (r.last_action === 'DELETE') throw new ConflictError('ANODYNE_E_CLUSTER_BUSY', `cluster ${name} is being deleted`);
+    const p = JSON.parse(r.parameters) as Parameters;
+    const workers = patch.kubernetes_worker_instances ?? p.workers;
+    const next: Parameters = { ...p, workers };
+    const manifest = clusterManifest(this.request(name, next, r.plan), this.plans);
+    if (workers > p.workers) await this.checkQuota(r.owner, 0, workers - p.workers);
+    const task = await this.o.director.deploy(manifest, actor);
+    await this.q('updating a cluster', () => this.o.store.db.updateTable('clusters').set({ parameters: JSON.stringify(next), last_action: 'UPDATE', last_task_id: task.id, updated_at: this.now() }).where('name', '=', name).execute());
+    return this.get(name);
+  }
+
+  /** Starts deleting a cluster; the record goes when the task succeeds. */
+  async delete(name: string, actor: string): Promise<ClusterView> {
+    const r = await this.row(name);
+    if (r.last_action === 'DELETE' && r.last_task_id !== null) {
+      const t = await this.o.director.tasks.get(r.last_task_id);
+      if (!['error', 'cancelled'].includes(t.state)) return this.view(r); // already being deleted
+    } else {
+      await this.assertIdle(r);
+    }
+    const hasDeployment = await this.o.director.manifest(deploymentName(name)).then(() => true, () => false);
+    const hasInstances = (await this.o.director.instances(deploymentName(name))).length > 0;
+    if (!hasDeployment && !hasInstances) {
+      // Created and failed before anything existed: nothing to tear down.
+      await this.q('removing a cluster record', () => this.o.store.db.deleteFrom('clusters').where('name', '=', name).execute());
+      return { ...(await this.view(r)), last_action: 'DELETE', last_action_state: 'succeeded', last_action_description: 'deleted' };
+    }
+    const task = await this.o.director.deleteDeployment(deploymentName(name), actor);
+    await this.setTask(name, 'DELETE', task.id);
+    return this.get(name);
+  }
+
+  /** The owner of a cluster (for authorisation at the edge). */
+  async ownerOf(name: string): Promise<string> {
+    return (await this.row(name)).owner;
+  }
+
+  async task(name: string): Promise<Task | undefined> {
+    const r = await this.row(name);
+    return r.last_task_id !== null ? this.o.director.tasks.get(r.last_task_id) : undefined;
+  }
+
+  private async endpoint(name: string): Promise<{ server: string; admin: { ca: string; certificate: string; private_key: string } }> {
+    const v = await this.get(name);
+    if (v.last_action === 'CREATE' && v.last_action_state !== 'succeeded') throw new ConflictError('ANODYNE_E_CLUSTER_BUSY', `cluster ${name} is not ready (${v.last_action_description})`);
+    const ip = v.kubernetes_master_ips[0];
+    if (!ip) throw new UnavailableError('ANODYNE_E_UNAVAILABLE', `cluster ${name} has no API endpoint`);
+    const admin = await this.o.credentials.adminCertificate(deploymentName(name), 'clusters');
+    return { server: `https://${ip}:${v.parameters.kubernetes_master_port}`, admin };
+  }
+
+  /** The admin kubeconfig (client certificate, cluster-admin): for pks.clusters.admin only. */
+  async adminKubeconfig(name: string): Promise<string> {
+    const { server, admin } = await this.endpoint(name);
+    return adminKubeconfig(name, server, admin);
+  }
+
+  /**
+   * Binds a user to a cluster: a ClusterRoleBinding of `<prefix><user>` to cluster-admin in
+   * the cluster, and a kubeconfig whose user gets tokens from Anodyne (`anodyne get-token`).
+   */
+  async bind(name: string, user: string, login: { apiUrl: string; caPem: string; token?: string }): Promise<string> {
+    if (!this.o.oidc) throw new UnavailableError('ANODYNE_E_UNAVAILABLE', 'the platform has no identity issuer configured for clusters');
+    const { server, admin } = await this.endpoint(name);
+    const subject = `${this.o.oidc.usernamePrefix}${user}`;
+    const bindingName = `anodyne:user:${user}`.toLowerCase().replace(/[^a-z0-9:.-]/g, '-');
+    await kubeRequest(server, admin, 'POST', '/apis/rbac.authorization.k8s.io/v1/clusterrolebindings', {
+      apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding',
+      metadata: { name: bindingName, labels: { 'app.kubernetes.io/managed-by': 'anodyne' } },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'cluster-admin' },
+      subjects: [{ kind: 'User', apiGroup: 'rbac.authorization.k8s.io', name: subject }],
+    }, [409]);
+    return userKubeconfig({ cluster: name, server, clusterCa: admin.ca, user, apiUrl: login.apiUrl, apiCaPem: login.caPem });
+  }
+}
+
+/** A kubeconfig whose credentials come from `anodyne get-token` (client.authentication.k8s.io/v1). */
+export function userKubeconfig(o: { cluster: string; server: string; clusterCa: string; user: string; apiUrl: string; apiCaPem: string }): string {
+  const b64 = (s: string) => Buffer.from(s).toString('base64');
+  return [
+    'apiVersion: v1',
+    'kind: Config',
+    'clusters:',
+    `- name: ${o.cluster}`,
+    '  cluster:',
+    `    server: ${o.server}`,
+    `    certificate-authority-data: ${b64(o.clusterCa)}`,
+    'users:',
+    `- name: ${o.user}@${o.cluster}`,
+    '  user:',
+    '    exec:',
+    '      apiVersion: client.authentication.k8s.io/v1',
+    '      command: anodyne',
+    `      args: [get-token, --api, ${JSON.stringify(o.apiUrl)}]`,
+    '      interactiveMode: Never',
+    '      provideClusterInfo: false',
+    'contexts:',
+    `- name: ${o.cluster}`,
+    '  context:',
+    `    cluster: ${o.cluster}`,
+    `    user: ${o.user}@${o.cluster}`,
+    `current-context: ${o.cluster}`,
+    '',
+  ].join('\n');
+}
+
+/** One call to a cluster's API server with the admin client certificate. */
+export function kubeRequest(server: string, admin: { ca: string; certificate: string; private_key: string }, method: string, path: string, body?: unknown, okStatuses: number[] = []): Promise<unknown> {
+  const url = new URL(path, server);
+  return new Promise((resolve, reject) => {
+    const req = request({ host: url.hostname, port: url.port, path: url.pathname + url.search, method, ca: admin.ca, cert: admin.certificate, key: admin.private_key, headers: { 'content-type': 'application/json' }, timeout: 15_000 }, (res) => {
+      let text = '';
+      res.on('data', (c: Buffer) => (text += c.toString()));
+      res.on('end', () => {
+        const status = res.statusCode ?? 500;
+        if (status < 300 || okStatuses.includes(status)) resolve(text ? JSON.parse(text) as unknown : null);
+        else reject(new UnavailableError('ANODYNE_E_UNAVAILABLE', `cluster API ${method} ${path}: ${status} ${text.slice(0, 300)}`));
+      });
+    });
+    req.on('error', (e) => reject(new UnavailableError('ANODYNE_E_UNAVAILABLE', `cluster API unreachable: ${e.message}`, { cause: e })));
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.end(body === undefined ? undefined : JSON.stringify(body));
+  });
+}
+
+
