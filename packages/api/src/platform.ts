@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify';
 import { PreconditionError, type Clock, type Logger, type PlatformConfig } from '@anodyne/common';
 import { AuditLog, openStore, type Store } from '@anodyne/store';
 import { CredStore, DeploymentVariables, loadKeyFile } from '@anodyne/credstore';
-import { LocalProvider, type Provider } from '@anodyne/providers';
+import { LocalProvider } from '@anodyne/providers';
 import { Director, type AgentTlsIssuer } from '@anodyne/director';
 import { AUDIENCE, Identity } from '@anodyne/identity';
 import { ClusterService, kubernetesRelease } from '@anodyne/clusters';
@@ -30,6 +30,8 @@ export interface Platform {
   url: string;
   caFile: string;
   caPem: string;
+  /** kubectl of the release the clusters run. */
+  releaseKubectl: string;
   /** Set on the first start only: the first admin's password, shown once. */
   adminPassword: string | undefined;
   store: Store;
@@ -97,7 +99,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
     const caFile = join(dataDir, 'ca.pem');
     writeFileSync(caFile, ca.certificate, { mode: 0o644 });
 
-    const director = new Director({ store, provider: provider as Provider, catalog: kubernetesRelease, variables: new DeploymentVariables(creds), tls: agentTlsFromCredStore(creds), clock, logger });
+    const director = new Director({ store, provider: provider, catalog: kubernetesRelease, variables: new DeploymentVariables(creds), tls: agentTlsFromCredStore(creds), clock, logger });
     const recovered = await director.recover();
     if (recovered.length > 0) logger.warn({ tasks: recovered.map((t) => t.id) }, 'tasks interrupted by the last stop were ended');
 
@@ -115,7 +117,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
     await app.listen({ host, port: config.server.port });
     logger.info({ url }, 'API listening');
     return {
-      app, url, caFile, caPem: ca.certificate, adminPassword, store, creds, provider, director, identity, clusters,
+      app, url, caFile, caPem: ca.certificate, adminPassword, releaseKubectl: release.bin('kubectl'), store, creds, provider, director, identity, clusters,
       close: async () => {
         await app.close();
         await store.close();

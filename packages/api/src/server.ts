@@ -132,7 +132,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
   const route = <T extends TSchema | undefined>(method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE', url: string, def: {
     summary: string; tags: string[]; scopes?: string[]; audit?: string;
     params?: TSchema; querystring?: TSchema; body?: T; response?: Record<number, TSchema>;
-  }, handler: (req: FastifyRequest, reply: FastifyReply) => Promise<unknown>) => {
+  }, handler: (req: FastifyRequest, reply: FastifyReply) => unknown) => {
     app.route({
       method, url,
       config: { ...(def.scopes !== undefined ? { scopes: def.scopes } : {}), ...(def.audit ? { audit: def.audit } : {}) },
@@ -144,7 +144,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
         ...(def.body ? { body: def.body } : {}),
         response: { ...(def.response ?? {}), '4xx': S.ErrorBody, '5xx': S.ErrorBody },
       },
-      handler,
+      handler: async (req, reply) => handler(req, reply),
     });
   };
 
@@ -157,7 +157,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
   route('GET', '/metrics', { summary: 'Prometheus metrics', tags: ['platform'] }, async (_req, reply) => {
     return reply.type('text/plain; version=0.0.4').send(metrics.render());
   });
-  route('GET', '/openapi.json', { summary: 'This document', tags: ['platform'] }, async () => app.swagger());
+  route('GET', '/openapi.json', { summary: 'This document', tags: ['platform'] }, () => app.swagger());
 
   // ---------------------------------------------------------------- identity (UAA-compatible)
 
@@ -177,8 +177,8 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     void reply.header('cache-control', 'no-store');
     return t;
   });
-  route('GET', '/token_keys', { summary: 'Public signing keys (JWKS)', tags: ['identity'] }, async () => o.identity.tokenKeys());
-  route('GET', '/.well-known/openid-configuration', { summary: 'OIDC discovery', tags: ['identity'] }, async () => o.identity.discovery());
+  route('GET', '/token_keys', { summary: 'Public signing keys (JWKS)', tags: ['identity'] }, () => o.identity.tokenKeys());
+  route('GET', '/.well-known/openid-configuration', { summary: 'OIDC discovery', tags: ['identity'] }, () => o.identity.discovery());
   route('GET', '/userinfo', { summary: 'The caller', tags: ['identity'], scopes: [] }, async (req) => o.identity.userinfo(principal(req)));
 
   route('GET', '/v1/users', { summary: 'List users', tags: ['users'], scopes: ADMIN }, async () => o.identity.users());
@@ -209,7 +209,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     return p;
   };
 
-  route('GET', '/v1/plans', { summary: 'Plans', tags: ['clusters'], scopes: READ, response: { 200: Type.Array(S.Plan) } }, async () =>
+  route('GET', '/v1/plans', { summary: 'Plans', tags: ['clusters'], scopes: READ, response: { 200: Type.Array(S.Plan) } }, () =>
     o.clusters.plans.map((p) => ({ name: p.name, description: p.description, masters: p.masters, default_workers: p.defaultWorkers, max_workers: p.maxWorkers, master_vm_type: p.masterVmType, worker_vm_type: p.workerVmType })));
 
   route('GET', '/v1/clusters', { summary: 'Clusters the caller may see', tags: ['clusters'], scopes: READ, response: { 200: Type.Array(S.Cluster) } }, async (req) => {

@@ -1,0 +1,201 @@
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { ApiClient, ApiError } from './client.js';
+import { authedClient, loadSession, removeSession, saveSession, sessionFromTokens } from './session.js';
+import { mergeKubeconfig, withExecCommand } from './kubeconfig.js';
+import { followTask, printTable } from './output.js';
+
+/** Exit codes (documented in docs/cli.md). */
+export const EXIT = { ok: 0, taskFailed: 1, usage: 2, unauthenticated: 3, notFound: 4 } as const;
+
+interface Cluster {
+  name: string; plan_name: string; uuid: string; owner: string; last_action: string; last_action_state: string; last_action_description: string; last_task_id: number | null;
+  kubernetes_master_ips: string[]; parameters: { kubernetes_master_host: string; kubernetes_master_port: number; kubernetes_worker_instances: number };
+}
+
+const out = (s: string): void => {
+  process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
+};
+const json = (v: unknown): void => out(JSON.stringify(v, null, 2));
+
+function clusterRows(cs: Cluster[]): string[][] {
+  return [['Name', 'Plan', 'Owner', 'Workers', 'Host', 'Last Action', 'State'], ...cs.map((c) => [c.name, c.plan_name, c.owner, String(c.parameters.kubernetes_worker_instances), c.kubernetes_master_ips[0] ?? '', c.last_action, c.last_action_state])];
+}
+
+/** Builds the command tree. Commands parse flags and call the API client; nothing else. */
+export function program(): Command {
+  const p = new Command('anodyne').description('Kubernetes clusters as a service').exitOverride().showHelpAfterError(false);
+  p.configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+  p.command('login').description('log in to an Anodyne API; keeps the token in ~/.anodyne/config.json (0600)')
+    .requiredOption('-a, --api <url>', 'API URL, e.g. https://10.244.0.1:9021')
+    .option('-u, --username <user>').option('-p, --password <password>')
+    .option('--ca-cert <file>', 'CA certificate of the API').option('-k, --skip-ssl-validation', 'do not verify the API certificate')
+    .option('--client-name <id>').option('--client-secret <secret>')
+    .action(async (o: { api: string; username?: string; password?: string; caCert?: string; skipSslValidation?: boolean; clientName?: string; clientSecret?: string }) => {
+      const ca = o.caCert ? readFileSync(o.caCert, 'utf8') : undefined;
+      const client = new ApiClient(o.api.replace(/\/$/, ''), ca, undefined, !!o.skipSslValidation);
+      let t;
+      if (o.clientName && o.clientSecret && !o.username) t = await client.clientToken(o.clientName, o.clientSecret);
+      else if (o.username && o.password) t = await client.passwordToken(o.username, o.password, o.clientName ?? 'anodyne_cli', o.clientSecret);
+      else throw new CommanderError(EXIT.usage, 'usage', 'login needs -u and -p, or --client-name and --client-secret');
+      saveSession(sessionFromTokens({ api: client.url, ...(ca ? { ca_cert: ca } : {}), ...(o.skipSslValidation ? { insecure: true } : {}), ...(o.username ? { username: o.username } : {}), client_id: o.clientName ?? 'anodyne_cli' }, t));
+      out(`Logged in to ${client.url} as ${o.username ?? o.clientName} (scopes: ${t.scope || 'none'})`);
+    });
+
+  p.command('logout').description('forget the saved session').action(() => {
+    removeSession();
+    out('Logged out');
+  });
+
+  p.command('get-token').description('print an ExecCredential for kubectl (the kubeconfig credential plugin)')
+    .option('--api <url>', 'the API the kubeconfig was issued by').action(async (o: { api?: string }) => {
+      const s = loadSession();
+      if (o.api && o.api.replace(/\/$/, '') !== s.api) throw new ApiError(401, 'ANODYNE_E_NOT_LOGGED_IN', `logged in to ${s.api}, not ${o.api}: run anodyne login -a ${o.api}`);
+      const { session } = await authedClient();
+      json({ apiVersion: 'client.authentication.k8s.io/v1', kind: 'ExecCredential', status: { token: session.access_token, expirationTimestamp: new Date(session.expires_at).toISOString() } });
+    });
+
+  p.command('plans').description('list plans').option('--json').action(async (o: { json?: boolean }) => {
+    const { client } = await authedClient();
+    const plans = await client.call<{ name: string; description: string; masters: number; default_workers: number; max_workers: number }[]>('GET', '/v1/plans');
+    if (o.json) return json(plans);
+    printTable([['Name', 'Masters', 'Workers (default/max)', 'Description'], ...plans.map((x) => [x.name, String(x.masters), `${x.default_workers}/${x.max_workers}`, x.description])]);
+  });
+
+  p.command('clusters').description('list clusters').option('--json').action(async (o: { json?: boolean }) => {
+    const { client } = await authedClient();
+    const cs = await client.call<Cluster[]>('GET', '/v1/clusters');
+    if (o.json) return json(cs);
+    printTable(clusterRows(cs));
+  });
+
+  p.command('cluster <name>').description('show one cluster').option('--json').action(async (name: string, o: { json?: boolean }) => {
+    const { client } = await authedClient();
+    const c = await client.call<Cluster>('GET', `/v1/clusters/${encodeURIComponent(name)}`);
+    if (o.json) return json(c);
+    printTable([
+      ['Name:', c.name], ['Plan Name:', c.plan_name], ['UUID:', c.uuid], ['Owner:', c.owner], ['Last Action:', c.last_action], ['Last Action State:', c.last_action_state],
+      ['Last Action Description:', c.last_action_description], ['Kubernetes Master Host:', c.parameters.kubernetes_master_host], ['Kubernetes Master Port:', String(c.parameters.kubernetes_master_port)],
+      ['Worker Nodes:', String(c.parameters.kubernetes_worker_instances)], ['Kubernetes Master IP(s):', c.kubernetes_master_ips.join(', ')],
+    ], false);
+  });
+
+  p.command('create-cluster <name>').description('create a cluster')
+    .requiredOption('-p, --plan <plan>').option('-e, --external-hostname <host>').addOption(new Option('-n, --num-nodes <n>', 'worker count').argParser((v) => {
+      if (!/^\d+$/.test(v)) throw new CommanderError(EXIT.usage, 'usage', `--num-nodes must be a whole number, not ${v}`);
+      return Number(v);
+    }))
+    .option('--wait', 'wait for the task and show its progress').option('--json')
+    .action(async (name: string, o: { plan: string; externalHostname?: string; numNodes?: number; wait?: boolean; json?: boolean }) => {
+      const { client } = await authedClient();
+      const c = await client.call<Cluster>('POST', '/v1/clusters', { name, plan_name: o.plan, parameters: { ...(o.externalHostname ? { kubernetes_master_host: o.externalHostname } : {}), ...(o.numNodes !== undefined ? { kubernetes_worker_instances: o.numNodes } : {}) } });
+      if (!o.wait) return o.json ? json(c) : out(`Creating cluster ${name} (task ${c.last_task_id}); follow with: anodyne task ${c.last_task_id}`);
+      const state = await followTask(client, c.last_task_id!, !!o.json);
+      if (state !== 'done') process.exitCode = EXIT.taskFailed;
+      else if (o.json) json(await client.call('GET', `/v1/clusters/${encodeURIComponent(name)}`));
+      else out(`Cluster ${name} is ready: anodyne get-credentials ${name}`);
+    });
+
+  p.command('update-cluster <name>').description('resize a cluster').requiredOption('--num-nodes <n>', 'worker count', (v) => Number(v)).option('--wait').option('--json')
+    .action(async (name: string, o: { numNodes: number; wait?: boolean; json?: boolean }) => {
+      const { client } = await authedClient();
+      const c = await client.call<Cluster>('PATCH', `/v1/clusters/${encodeURIComponent(name)}`, { kubernetes_worker_instances: o.numNodes });
+      if (!o.wait) return o.json ? json(c) : out(`Updating cluster ${name} (task ${c.last_task_id})`);
+      if ((await followTask(client, c.last_task_id!, !!o.json)) !== 'done') process.exitCode = EXIT.taskFailed;
+    });
+
+  p.command('delete-cluster <name>').description('delete a cluster').option('--wait').option('--non-interactive', 'do not ask (the only mode when stdin is not a terminal)').option('--json')
+    .action(async (name: string, o: { wait?: boolean; json?: boolean }) => {
+      const { client } = await authedClient();
+      const c = await client.call<Cluster>('DELETE', `/v1/clusters/${encodeURIComponent(name)}`);
+      if (!o.wait || c.last_task_id === null || c.last_action_state === 'succeeded') return o.json ? json(c) : out(`Deleting cluster ${name}${c.last_task_id ? ` (task ${c.last_task_id})` : ''}`);
+      if ((await followTask(client, c.last_task_id, !!o.json)) !== 'done') process.exitCode = EXIT.taskFailed;
+      else if (!o.json) out(`Cluster ${name} deleted`);
+    });
+
+  p.command('get-credentials <name>').description('bind to a cluster and merge a context for it into KUBECONFIG or ~/.kube/config')
+    .action(async (name: string) => {
+      const { client } = await authedClient();
+      const { kubeconfig } = await client.call<{ kubeconfig: string }>('POST', `/v1/clusters/${encodeURIComponent(name)}/binds`);
+      const file = mergeKubeconfig(withExecCommand(kubeconfig));
+      out(`Fetched credentials for ${name}; context ${name} selected in ${file}. Try: kubectl get nodes`);
+    });
+
+  p.command('get-kubeconfig <name>').description('print the admin kubeconfig (pks.clusters.admin)').action(async (name: string) => {
+    const { client } = await authedClient();
+    out((await client.call<{ kubeconfig: string }>('GET', `/v1/clusters/${encodeURIComponent(name)}/kubeconfig`)).kubeconfig);
+  });
+
+  p.command('tasks').description('list tasks').option('--json').option('--cluster <name>').action(async (o: { json?: boolean; cluster?: string }) => {
+    const { client } = await authedClient();
+    const ts = await client.call<{ id: number; type: string; state: string; description: string; owner: string; created_at: string }[]>('GET', `/v1/tasks${o.cluster ? `?cluster=${encodeURIComponent(o.cluster)}` : ''}`);
+    if (o.json) return json(ts);
+    printTable([['ID', 'Type', 'State', 'Owner', 'Started', 'Description'], ...ts.map((t) => [String(t.id), t.type, t.state, t.owner, t.created_at, t.description])]);
+  });
+
+  p.command('task <id>').description('show a task\'s event log; follows it while it runs').option('--json').action(async (id: string, o: { json?: boolean }) => {
+    if (!/^\d+$/.test(id)) throw new CommanderError(EXIT.usage, 'usage', `task id must be a number, not ${id}`);
+    const { client } = await authedClient();
+    if ((await followTask(client, Number(id), !!o.json)) !== 'done') process.exitCode = EXIT.taskFailed;
+  });
+
+  p.command('cancel-task <id>').description('cancel a running task').action(async (id: string) => {
+    const { client } = await authedClient();
+    const t = await client.call<{ state: string }>('PUT', `/v1/tasks/${encodeURIComponent(id)}`, { state: 'cancelled' });
+    out(`Task ${id}: ${t.state}`);
+  });
+
+  p.command('quotas [owner]').description('show a quota (yours by default)').option('--json').action(async (owner: string | undefined, o: { json?: boolean }) => {
+    const { client, session } = await authedClient();
+    const q = await client.call<{ owner: string; max_clusters: number; max_workers: number }>('GET', `/v1/quotas/${encodeURIComponent(owner ?? session.username ?? session.client_id)}`);
+    if (o.json) return json(q);
+    printTable([['Owner', 'Max clusters', 'Max workers'], [q.owner, String(q.max_clusters), String(q.max_workers)]]);
+  });
+
+  p.command('usages [owner]').description('show usage (yours by default)').option('--json').action(async (owner: string | undefined, o: { json?: boolean }) => {
+    const { client, session } = await authedClient();
+    const u = await client.call<{ owner: string; clusters: number; workers: number }>('GET', `/v1/usages/${encodeURIComponent(owner ?? session.username ?? session.client_id)}`);
+    if (o.json) return json(u);
+    printTable([['Owner', 'Clusters', 'Workers'], [u.owner, String(u.clusters), String(u.workers)]]);
+  });
+
+  p.command('create-user <username>').description('create a user (admin)').requiredOption('--password <password>').option('--group <scope...>', 'scopes', []).option('--email <email>')
+    .action(async (username: string, o: { password: string; group: string[]; email?: string }) => {
+      const { client } = await authedClient();
+      await client.call('POST', '/v1/users', { username, password: o.password, groups: o.group, ...(o.email ? { email: o.email } : {}) });
+      out(`User ${username} created`);
+    });
+
+  p.command('server').description('start the platform (API, identity, director) with the embedded defaults')
+    .option('-c, --config <file>', 'YAML configuration (defaults + ANODYNE_* environment otherwise)')
+    .action(async (o: { config?: string }) => {
+      const { runServer } = await import('./server.js');
+      await runServer(o.config);
+    });
+
+  return p;
+}
+
+/** Runs the CLI; returns the exit code. Errors print one line: the API's code and message. */
+export async function run(argv: string[]): Promise<number> {
+  try {
+    await program().parseAsync(argv, { from: 'user' });
+    return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) return EXIT.ok;
+      if (err.code === 'usage') process.stderr.write(`Error: ${err.message}\n`);
+      return EXIT.usage;
+    }
+    if (err instanceof ApiError) {
+      process.stderr.write(`Error: ${err.code}: ${err.message}\n`);
+      if (err.status === 401) return EXIT.unauthenticated;
+      if (err.status === 404) return EXIT.notFound;
+      if (err.status === 400) return EXIT.usage;
+      return EXIT.taskFailed;
+    }
+    process.stderr.write(`Error: ${(err as Error).message}\n`);
+    return EXIT.taskFailed;
+  }
+}

@@ -1,0 +1,34 @@
+import { createLogger, loadConfig, PlatformConfigSchema, systemClock } from '@anodyne/common';
+import { startPlatform } from '@anodyne/api';
+
+/** `anodyne server`: the platform in the foreground until SIGINT/SIGTERM. */
+export async function runServer(configFile?: string): Promise<void> {
+  const config = loadConfig(PlatformConfigSchema, { file: configFile ?? process.env['ANODYNE_CONFIG_FILE'] });
+  const logger = createLogger({ level: config.log.level, name: 'anodyne' });
+  const platform = await startPlatform({ config, logger, clock: systemClock });
+  const lines = [
+    '',
+    `Anodyne is up: ${platform.url}`,
+    `  CA certificate: ${platform.caFile}`,
+    ...(platform.adminPassword
+      ? ['  First admin user (shown once; change it or create your own admins):', '    username: admin', `    password: ${platform.adminPassword}`]
+      : ['  Admin user: admin (its password was shown on the first start)']),
+    '',
+    'Create a cluster and use kubectl on it:',
+    `  bin/anodyne login -a ${platform.url} -u admin -p '<password>' --ca-cert ${platform.caFile}`,
+    '  bin/anodyne plans',
+    '  bin/anodyne create-cluster demo -p small -n 1 --wait',
+    '  bin/anodyne get-credentials demo',
+    `  ${platform.releaseKubectl} get nodes`,
+    '',
+    'Stop with Ctrl-C (clusters keep running; the next start picks them up).',
+    '',
+  ];
+  process.stdout.write(lines.join('\n'));
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  await platform.close();
+}
