@@ -80,7 +80,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
     const keys = loadKeyFile(join(dataDir, 'keys', 'encryption.key'));
     const creds = new CredStore({ store, keys, clock, logger });
     const provider = new LocalProvider({
-      dataDir: join(dataDir, 'provider'), tag: o.providerTag ?? 'p', network: config.provider.network,
+      dataDir: join(dataDir, 'provider'), tag: o.providerTag ?? config.provider.tag, network: config.provider.network,
       agentCommand: ['node', '/opt/anodyne/packages/agent/dist/main.js'],
       binds: [{ host: REPO, guest: '/opt/anodyne', readOnly: true }, { host: release.dir, guest: '/var/lib/anodyne/release', readOnly: true }],
       logger, clock,

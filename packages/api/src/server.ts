@@ -28,6 +28,10 @@ export interface ServerOptions {
 }
 
 declare module 'fastify' {
+  interface FastifyInstance {
+    /** Every route this server answers (method, URL, scopes), for the OpenAPI and authorisation tests. */
+    anodyneRoutes: { method: string; url: string; scopes: string[] | undefined }[];
+  }
   interface FastifyRequest {
     principal: Principal | null;
   }
@@ -68,6 +72,11 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
   const tokenLimit = o.tokenRateLimit ?? 60;
 
   app.decorateRequest('principal', null);
+  const routes: FastifyInstance['anodyneRoutes'] = [];
+  app.decorate('anodyneRoutes', routes);
+  app.addHook('onRoute', (r) => {
+    for (const m of [r.method].flat()) if (m !== 'HEAD' && !r.url.startsWith('/documentation')) routes.push({ method: m, url: r.url, scopes: (r.config as { scopes?: string[] } | undefined)?.scopes });
+  });
 
   await app.register(swagger, {
     openapi: {
@@ -99,13 +108,14 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     void reply.status(404).send({ code: 'ANODYNE_E_ROUTE_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}`, details: {} });
   });
 
-  // Authentication and scope checks, per route (config.scopes).
-  app.addHook('preHandler', async (req) => {
+  // Authentication and scope checks, per route (config.scopes), before the body is even read.
+  app.addHook('onRequest', async (req) => {
     const scopes = req.routeOptions.config.scopes;
     if (scopes === undefined) return;
     const h = req.headers.authorization;
     if (!h || !/^bearer /i.test(h)) throw new UnauthenticatedError('ANODYNE_E_TOKEN_MISSING', 'a bearer token is required');
     const p = await o.identity.verify(h.slice(7).trim());
+    req.principal = p;
     if (scopes.length > 0 && !p.scopes.some((s) => scopes.includes(s))) {
       throw new NotAllowedError('ANODYNE_E_SCOPE_REQUIRED', `this call needs one of the scopes ${scopes.join(', ')}`, { details: { required: scopes } });
     }

@@ -48,6 +48,8 @@ export const PlatformConfigSchema = Type.Object(
         type: Type.Union([Type.Literal('local'), Type.Literal('fake')], { default: 'local' }),
         /** The network the local provider's VMs live on (CIDR). */
         network: Type.String({ minLength: 1, default: '10.244.0.0/24' }),
+        /** Short name of the local provider's host objects (bridge anbr-<tag>, netns anodyne-<tag>-…). */
+        tag: Type.String({ pattern: '^[a-z0-9]{1,6}$', default: 'p' }),
       },
       { default: {}, additionalProperties: false },
     ),

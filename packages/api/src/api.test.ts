@@ -1,0 +1,208 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { SignJWT, importJWK, generateKeyPair, type JWK } from 'jose';
+import { Validator } from '@seriousme/openapi-schema-validator';
+import { ManualClock, exec, silentLogger } from '@anodyne/common';
+import { Identity, SCOPES } from '@anodyne/identity';
+import { locateRelease } from '@anodyne/release';
+import { startTestPlatform, https, type TestPlatform, type HttpResult } from './testing/index.js';
+
+const isRoot = process.getuid?.() === 0;
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+const PORT = 19_100 + (process.pid % 400);
+
+describe('platform API over HTTPS', { skip: !isRoot && 'needs root' }, () => {
+  let tp: TestPlatform;
+  let call: (method: string, path: string, options?: { token?: string; body?: unknown; raw?: string; headers?: Record<string, string> }) => Promise<HttpResult>;
+  const tokens: Record<string, string> = {};
+
+  before(async () => {
+    tp = await startTestPlatform('api', '10.198.9.0/24', PORT);
+    const p = tp.platform;
+    call = (method, path, o = {}) => https(p.url, p.caPem, method, path, {
+      ...(o.token ? { token: o.token } : {}), ...(o.headers ? { headers: o.headers } : {}),
+      ...(o.raw !== undefined ? { body: o.raw } : o.body !== undefined ? { body: JSON.stringify(o.body) } : {}),
+    });
+    await p.identity.createUser({ username: 'alice', password: 'alice-password', groups: [SCOPES.manage] });
+    await p.identity.createUser({ username: 'bob', password: 'bob-password', groups: [SCOPES.manage] });
+    await p.identity.createUser({ username: 'reader', password: 'reader-password', groups: [SCOPES.adminRead] });
+    await p.identity.createUser({ username: 'nobody', password: 'nobody-password', groups: [] });
+    await p.identity.createUser({ username: 'root', password: 'root-password', groups: [SCOPES.admin] });
+    for (const u of ['alice', 'bob', 'reader', 'nobody', 'root']) {
+      const r = await call('POST', '/oauth/token', { raw: new URLSearchParams({ grant_type: 'password', username: u, password: `${u}-password`, client_id: 'anodyne_cli' }).toString(), headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+      assert.equal(r.status, 200, r.text);
+      tokens[u] = (r.body as { access_token: string }).access_token;
+    }
+  });
+  after(async () => {
+    await tp.stop();
+  });
+
+  it('serves identity discovery, JWKS, userinfo, health and metrics', async () => {
+    const d = (await call('GET', '/.well-known/openid-configuration')).body as { issuer: string; jwks_uri: string };
+    assert.equal(d.issuer, tp.platform.url);
+    const keys = (await call('GET', '/token_keys')).body as { keys: JWK[] };
+    assert.ok(keys.keys.length >= 1 && keys.keys.every((k) => k.kid && !('d' in k)));
+    const me = (await call('GET', '/userinfo', { token: tokens['alice'] })).body as { user_name: string; groups: string[] };
+    assert.equal(me.user_name, 'alice');
+    assert.deepEqual((await call('GET', '/healthz')).body, { status: 'ok' });
+    const m = await call('GET', '/metrics');
+    assert.match(m.text, /anodyne_http_requests_total\{method="GET",route="\/healthz",status="200"\} \d+/);
+  });
+
+  it('the OpenAPI document validates and lists every route of the server', async () => {
+    const doc = (await call('GET', '/openapi.json')).body as { paths: Record<string, Record<string, unknown>> };
+    const result = await new Validator().validate(doc as never);
+    assert.equal(result.valid, true, JSON.stringify(result.errors ?? null).slice(0, 2000));
+    const routes = tp.platform.app.anodyneRoutes;
+    assert.ok(routes.length >= 25, `${routes.length} routes`);
+    for (const r of routes) {
+      const path = r.url.replace(/:([A-Za-z_]+)/g, '{$1}');
+      assert.ok(doc.paths[path]?.[r.method.toLowerCase()], `${r.method} ${path} is in the OpenAPI document`);
+    }
+  });
+
+  it('authorisation matrix: every protected route refuses missing, expired, forged, wrong-audience and wrong-scope tokens', async () => {
+    const p = tp.platform;
+    // An expired token, signed by the platform's real key (an Identity whose clock is an hour behind).
+    const past = new Identity({ store: p.store, creds: p.creds, clock: new ManualClock(Date.now() - 3_600_000), logger: silentLogger(), issuer: p.url });
+    await past.init();
+    const expired = (await past.token({ grant_type: 'password', username: 'root', password: 'root-password' })).access_token;
+    // Signed by another key (same kid), and signed by the real key for another audience.
+    const keys = (await p.creds.get<'json'>('/platform/identity/signing-keys', { actor: 'test' })).value as unknown as { keys: { kid: string; privateJwk: JWK }[] };
+    const real = keys.keys[keys.keys.length - 1]!;
+    const now = Math.floor(Date.now() / 1000);
+    const claims = { scope: [SCOPES.admin], user_name: 'root', client_id: 'anodyne_cli', token_use: 'access' };
+    const forged = await new SignJWT(claims).setProtectedHeader({ alg: 'ES256', kid: real.kid }).setIssuer(p.url).setAudience('anodyne').setIssuedAt(now).setExpirationTime(now + 600).sign((await generateKeyPair('ES256')).privateKey);
+    const wrongAud = await new SignJWT(claims).setProtectedHeader({ alg: 'ES256', kid: real.kid }).setIssuer(p.url).setAudience('someone-else').setIssuedAt(now).setExpirationTime(now + 600).sign(await importJWK(real.privateJwk, 'ES256'));
+    const protectedRoutes = p.app.anodyneRoutes.filter((r) => r.scopes !== undefined);
+    assert.ok(protectedRoutes.length >= 20);
+    const concrete = (url: string) => url.replace(':name', 'no-such-cluster').replace(':id', '999999').replace(':username', 'nobody').replace(':owner', 'alice');
+    for (const r of protectedRoutes) {
+      const path = concrete(r.url);
+      const cases: [string, string | undefined, number, string][] = [
+        ['no token', undefined, 401, 'ANODYNE_E_TOKEN_MISSING'],
+        ['expired', expired, 401, 'ANODYNE_E_TOKEN_EXPIRED'],
+        ['another key', forged, 401, 'ANODYNE_E_TOKEN_INVALID'],
+        ['wrong audience', wrongAud, 401, 'ANODYNE_E_TOKEN_INVALID'],
+      ];
+      if (r.scopes!.length > 0) cases.push(['no scope', tokens['nobody'], 403, 'ANODYNE_E_SCOPE_REQUIRED']);
+      if (r.scopes!.length > 0 && !r.scopes!.includes(SCOPES.adminRead)) cases.push(['read-only scope', tokens['reader'], 403, 'ANODYNE_E_SCOPE_REQUIRED']);
+      if (r.scopes!.length > 0 && !r.scopes!.includes(SCOPES.manage)) cases.push(['manage scope on an admin route', tokens['alice'], 403, 'ANODYNE_E_SCOPE_REQUIRED']);
+      for (const [label, token, status, code] of cases) {
+        const res = await call(r.method, path, { ...(token ? { token } : {}), ...(['POST', 'PUT', 'PATCH'].includes(r.method) ? { body: {} } : {}) });
+        assert.equal(res.status, status, `${r.method} ${r.url} with ${label}: ${res.text}`);
+        assert.equal((res.body as { code: string }).code, code, `${r.method} ${r.url} with ${label}`);
+      }
+    }
+  });
+
+  it('bad input gets 4xx with clear codes before any task starts', async () => {
+    const before = (await tp.platform.director.tasks.list()).length;
+    const post = (body: unknown, token = tokens['bob']!) => call('POST', '/v1/clusters', typeof body === 'string' ? { token, raw: body } : { token, body });
+    const cases: [string, Promise<HttpResult>, number, string][] = [
+      ['malformed JSON', post('{"name": "x", '), 400, 'ANODYNE_E_INVALID_INPUT'],
+      ['unknown plan', post({ name: 'ok-name', plan_name: 'gigantic' }), 400, 'ANODYNE_E_PLAN_NOT_FOUND'],
+      ['name not DNS-1123', post({ name: 'Bad_Name', plan_name: 'small' }), 400, 'ANODYNE_E_INVALID_INPUT'],
+      ['too many workers for the plan', post({ name: 'big', plan_name: 'small', parameters: { kubernetes_worker_instances: 9 } }), 400, 'ANODYNE_E_INVALID_INPUT'],
+      ['unknown field', post({ name: 'x1', plan_name: 'small', colour: 'red' }), 400, 'ANODYNE_E_INVALID_INPUT'],
+      ['body too large', post({ name: 'x2', plan_name: 'small', pad: 'x'.repeat(300_000) }), 413, 'ANODYNE_E_BODY_TOO_LARGE'],
+      ['unknown route', call('GET', '/v1/nothing', { token: tokens['bob'] }), 404, 'ANODYNE_E_ROUTE_NOT_FOUND'],
+      ['bad task id', call('GET', '/v1/tasks/abc', { token: tokens['bob'] }), 400, 'ANODYNE_E_INVALID_INPUT'],
+    ];
+    for (const [label, pending, status, code] of cases) {
+      const r = await pending;
+      assert.equal(r.status, status, `${label}: ${r.text}`);
+      assert.equal((r.body as { code: string }).code, code, label);
+      assert.ok((r.body as { message: string }).message.length > 0);
+    }
+    // Over quota: bob may have no clusters at all.
+    assert.equal((await call('PUT', '/v1/quotas/bob', { token: tokens['root'], body: { max_clusters: 0, max_workers: 10 } })).status, 200);
+    const over = await post({ name: 'bobs', plan_name: 'small' });
+    assert.equal(over.status, 403, over.text);
+    assert.equal((over.body as { code: string }).code, 'ANODYNE_E_QUOTA_EXCEEDED');
+    assert.equal((await tp.platform.director.tasks.list()).length, before, 'no task started');
+    assert.deepEqual((await call('GET', '/v1/clusters', { token: tokens['root'] })).body, []);
+  });
+
+  it('a manage user creates a cluster, sees only their own, binds, and kubectl works with Anodyne tokens', async (t) => {
+    const started = performance.now();
+    const created = await call('POST', '/v1/clusters', { token: tokens['alice'], body: { name: 'team-a', plan_name: 'small', parameters: { kubernetes_worker_instances: 1 } } });
+    assert.equal(created.status, 202, created.text);
+    const c = created.body as { name: string; uuid: string; last_action: string; last_action_state: string; last_task_id: number; plan_name: string };
+    assert.equal(c.last_action, 'CREATE');
+    assert.equal(c.last_action_state, 'in progress');
+    assert.equal(c.plan_name, 'small');
+    // Duplicate names are refused while the first is being built.
+    const dup = await call('POST', '/v1/clusters', { token: tokens['root'], body: { name: 'team-a', plan_name: 'small' } });
+    assert.equal(dup.status, 409);
+    assert.equal((dup.body as { code: string }).code, 'ANODYNE_E_CLUSTER_EXISTS');
+    // Another manage user neither lists nor reads it; admin.read sees it but may not change it.
+    assert.deepEqual((await call('GET', '/v1/clusters', { token: tokens['bob'] })).body, []);
+    const hidden = await call('GET', '/v1/clusters/team-a', { token: tokens['bob'] });
+    assert.equal(hidden.status, 404);
+    assert.equal((hidden.body as { code: string }).code, 'ANODYNE_E_CLUSTER_NOT_FOUND');
+    assert.equal((await call('DELETE', '/v1/clusters/team-a', { token: tokens['bob'] })).status, 404);
+    assert.equal(((await call('GET', '/v1/clusters', { token: tokens['reader'] })).body as unknown[]).length, 1);
+    assert.equal((await call('GET', `/v1/tasks/${c.last_task_id}`, { token: tokens['bob'] })).status, 404);
+    // The task's event log, live (SSE) until it ends.
+    const sse = await call('GET', `/v1/tasks/${c.last_task_id}/events`, { token: tokens['alice'], headers: { accept: 'text/event-stream' } });
+    assert.equal(sse.headers['content-type'], 'text/event-stream');
+    assert.match(sse.text, /event: task_event\n/);
+    assert.match(sse.text, /event: task_done\ndata: \{"id":\d+,"type":"deploy".*"state":"done"/);
+    const ready = (await call('GET', '/v1/clusters/team-a', { token: tokens['alice'] })).body as { last_action_state: string; kubernetes_master_ips: string[]; parameters: { kubernetes_master_port: number } };
+    assert.equal(ready.last_action_state, 'succeeded');
+    assert.equal(ready.kubernetes_master_ips.length, 1);
+    t.diagnostic(`cluster created through the API in ${(performance.now() - started).toFixed(0)} ms`);
+    for (const verb of ['POST /v1/clusters/team-a/binds', 'DELETE /v1/clusters/team-a', 'PATCH /v1/clusters/team-a']) {
+      const [m, path] = verb.split(' ') as [string, string];
+      const r = await call(m, path, { token: tokens['reader'], ...(m === 'PATCH' ? { body: { kubernetes_worker_instances: 2 } } : {}) });
+      assert.equal(r.status, 403, `admin.read: ${verb}`);
+    }
+    assert.equal((await call('GET', '/v1/clusters/team-a/kubeconfig', { token: tokens['reader'] })).status, 403, 'admin.read gets no credentials');
+
+    // alice logs in with the CLI (from a clean home), binds with get-credentials, and kubectl uses `anodyne get-token`.
+    const home = join(tp.dir, 'home-alice');
+    mkdirSync(home, { recursive: true });
+    const env = { ...process.env, HOME: home, KUBECONFIG: join(home, '.kube', 'config') };
+    const cli = (...args: string[]) => exec([join(REPO, 'bin', 'anodyne'), ...args], { env, timeoutMs: 60_000 });
+    await cli('login', '-a', tp.platform.url, '-u', 'alice', '-p', 'alice-password', '--ca-cert', tp.platform.caFile);
+    assert.match((await cli('get-credentials', 'team-a')).stdout, /context team-a selected/);
+    const kubectl = locateRelease().bin('kubectl');
+    let nodes = '';
+    for (let i = 0; i < 40 && !/worker-0\s+Ready/.test(nodes); i++) {
+      nodes = await exec([kubectl, 'get', 'nodes', '--no-headers'], { env, timeoutMs: 30_000 }).then((r) => r.stdout, (e: Error) => e.message);
+      if (!/worker-0\s+Ready/.test(nodes)) await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.match(nodes, /worker-0\s+Ready/);
+    const whoami = await exec([kubectl, 'auth', 'whoami', '-o', 'jsonpath={.status.userInfo.username}'], { env, timeoutMs: 30_000 });
+    assert.equal(whoami.stdout, 'anodyne:alice', 'the API server validated an Anodyne token');
+    // A token from another issuer (bob's bind would need his own; a forged bearer is refused by the cluster).
+    const raw = await exec([kubectl, 'get', 'nodes', `--token=${tokens['bob']}x`, '--kubeconfig', join(home, '.kube', 'config')], { env, okCodes: [0, 1], timeoutMs: 30_000 });
+    assert.equal(raw.code, 1);
+    // The admin kubeconfig is for admins only; it works.
+    const adminCfg = await call('GET', '/v1/clusters/team-a/kubeconfig', { token: tokens['root'] });
+    assert.equal(adminCfg.status, 200);
+    writeFileSync(join(tp.dir, 'admin.kubeconfig'), (adminCfg.body as { kubeconfig: string }).kubeconfig, { mode: 0o600 });
+    assert.match((await exec([kubectl, '--kubeconfig', join(tp.dir, 'admin.kubeconfig'), 'get', 'clusterrolebindings', '-o', 'name'])).stdout, /anodyne:user:alice/);
+
+    // The audit log records the mutating calls and the credential read, with who and result.
+    const audit = (await call('GET', '/v1/audit?limit=1000', { token: tokens['root'] })).body as { actor: string; action: string; target: string; result: string }[];
+    assert.ok(audit.some((e) => e.actor === 'alice' && e.action === 'cluster.create' && e.result === 'ok'));
+    assert.ok(audit.some((e) => e.actor === 'alice' && e.action === 'cluster.bind' && e.target === 'team-a' && e.result === 'ok'));
+    assert.ok(audit.some((e) => e.actor === 'reader' && e.action === 'cluster.delete' && e.result === 'denied'));
+    assert.ok(audit.some((e) => e.actor === 'root' && e.action === 'credential.read'));
+    assert.equal((await call('GET', '/v1/audit', { token: tokens['alice'] })).status, 403);
+
+    // Delete: 202, then gone; nothing of it remains.
+    const del = await call('DELETE', '/v1/clusters/team-a', { token: tokens['alice'] });
+    assert.equal(del.status, 202);
+    const delTask = (del.body as { last_task_id: number }).last_task_id;
+    assert.equal((await tp.platform.director.wait(delTask)).state, 'done');
+    assert.equal((await call('GET', '/v1/clusters/team-a', { token: tokens['alice'] })).status, 404);
+    assert.deepEqual(await tp.platform.provider.listVms(), []);
+  });
+});

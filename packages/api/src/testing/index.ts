@@ -1,0 +1,61 @@
+// Test helpers for suites that need a whole platform (`@anodyne/api/testing`). Not part of the main door.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { request } from 'node:https';
+import { loadConfig, PlatformConfigSchema, silentLogger, systemClock } from '@anodyne/common';
+import { hostLeftovers } from '@anodyne/providers/testing';
+import { startPlatform, type Platform } from '../platform.js';
+
+export interface TestPlatform {
+  platform: Platform;
+  dir: string;
+  tag: string;
+  /** Stops the API, removes every VM and host object of the provider, checks the host, removes files. */
+  stop(): Promise<void>;
+}
+
+/** A whole platform on its own network, port, tag and data directory. */
+export async function startTestPlatform(name: string, network: string, port: number): Promise<TestPlatform> {
+  const dir = mkdtempSync(join(tmpdir(), `anodyne-${name}-`));
+  const tag = `${name.slice(0, 2)}${(process.pid % 1296).toString(36)}`;
+  const config = loadConfig(PlatformConfigSchema, { env: { ANODYNE_DATA_DIR: dir, ANODYNE_PROVIDER_NETWORK: network, ANODYNE_PROVIDER_TAG: tag, ANODYNE_SERVER_PORT: String(port) } });
+  const platform = await startPlatform({ config, logger: silentLogger(), clock: systemClock });
+  return {
+    platform, dir, tag,
+    stop: async () => {
+      await platform.close();
+      await platform.provider.cleanup();
+      const left = await hostLeftovers(tag, join(dir, 'provider'));
+      rmSync(dir, { recursive: true, force: true });
+      assert.deepEqual(left, [], 'nothing of the platform remains on the host');
+    },
+  };
+}
+
+export interface HttpResult { status: number; body: unknown; text: string; headers: Record<string, string | string[] | undefined> }
+
+/** A raw HTTPS call (for tests that send malformed input the typed client would never send). */
+export function https(url: string, caPem: string, method: string, path: string, options: { token?: string; body?: string | Buffer; headers?: Record<string, string> } = {}): Promise<HttpResult> {
+  const u = new URL(path, url);
+  return new Promise((resolve, reject) => {
+    const req = request({ host: u.hostname, port: u.port, path: u.pathname + u.search, method, ca: caPem, timeout: 60_000,
+      headers: { ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}), ...(options.token ? { authorization: `Bearer ${options.token}` } : {}), ...(options.headers ?? {}) } }, (res) => {
+      let text = '';
+      res.on('data', (c: Buffer) => (text += c.toString()));
+      res.on('end', () => {
+        let body: unknown = text;
+        try {
+          body = text ? JSON.parse(text) : null;
+        } catch {
+          // plain text
+        }
+        resolve({ status: res.statusCode ?? 0, body, text, headers: res.headers });
+      });
+    });
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.end(options.body);
+  });
+}
