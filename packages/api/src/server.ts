@@ -75,7 +75,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
   const routes: FastifyInstance['anodyneRoutes'] = [];
   app.decorate('anodyneRoutes', routes);
   app.addHook('onRoute', (r) => {
-    for (const m of [r.method].flat()) if (m !== 'HEAD' && !r.url.startsWith('/documentation')) routes.push({ method: m, url: r.url, scopes: (r.config as { scopes?: string[] } | undefined)?.scopes });
+    for (const m of [r.method].flat()) if (m !== 'HEAD' && !r.url.startsWith('/documentation')) routes.push({ method: m, url: r.url, scopes: (r.config)?.scopes });
   });
 
   await app.register(swagger, {
