@@ -205,4 +205,56 @@ describe('platform API over HTTPS', { skip: !isRoot && 'needs root' }, () => {
     assert.equal((await call('GET', '/v1/clusters/team-a', { token: tokens['alice'] })).status, 404);
     assert.deepEqual(await tp.platform.provider.listVms(), []);
   });
+
+  it('Open Service Broker: catalog, provision, poll, bind (kubeconfig works), unbind (revoked), deprovision', async (t) => {
+    const info = (await call('GET', '/v1/broker', { token: tokens['root'] })).body as { url: string; username: string; password: string };
+    const basic = `Basic ${Buffer.from(`${info.username}:${info.password}`).toString('base64')}`;
+    const osb = (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) =>
+      call(method, path, { headers: { authorization: basic, 'x-broker-api-version': '2.17', ...headers }, ...(body !== undefined ? { body } : {}) });
+    assert.equal((await call('GET', '/v2/catalog', { headers: { authorization: basic } })).status, 412, 'the API version header is required');
+    assert.equal((await call('GET', '/v2/catalog', { headers: { authorization: 'Basic eDp5', 'x-broker-api-version': '2.17' } })).status, 401);
+    const catalog = (await osb('GET', '/v2/catalog')).body as { services: { id: string; plans: { id: string; name: string }[] }[] };
+    const service = catalog.services[0]!;
+    const small = service.plans.find((p) => p.name === 'small')!;
+    const iid = '6a1f3c1e-0b8e-4f3a-9f1e-2d3c4b5a6978';
+    const body = { service_id: service.id, plan_id: small.id, organization_guid: 'org', space_guid: 'space', parameters: { workers: 1 } };
+    assert.equal((await osb('PUT', `/v2/service_instances/${iid}`, body)).status, 422, 'asynchronous only');
+    const started = performance.now();
+    const prov = await osb('PUT', `/v2/service_instances/${iid}?accepts_incomplete=true`, body);
+    assert.equal(prov.status, 202, prov.text);
+    const operation = (prov.body as { operation: string }).operation;
+    let state = 'in progress';
+    for (let i = 0; i < 240 && state === 'in progress'; i++) {
+      state = ((await osb('GET', `/v2/service_instances/${iid}/last_operation?operation=${operation}`)).body as { state: string }).state;
+      if (state === 'in progress') await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.equal(state, 'succeeded');
+    t.diagnostic(`provisioned through the broker in ${(performance.now() - started).toFixed(0)} ms`);
+    const bound = await osb('PUT', `/v2/service_instances/${iid}/service_bindings/b-1?accepts_incomplete=true`, { service_id: service.id, plan_id: small.id });
+    assert.equal(bound.status, 201, bound.text);
+    const kc = join(tp.dir, 'osb.kubeconfig');
+    writeFileSync(kc, (bound.body as { credentials: { kubeconfig: string } }).credentials.kubeconfig, { mode: 0o600 });
+    const kubectl = locateRelease().bin('kubectl');
+    const get = () => exec([kubectl, '--kubeconfig', kc, 'get', 'namespaces', '-o', 'name'], { okCodes: [0, 1], timeoutMs: 30_000 });
+    const ok = await get();
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /namespace\/kube-system/);
+    assert.equal((await osb('DELETE', `/v2/service_instances/${iid}/service_bindings/b-1?service_id=${service.id}&plan_id=${small.id}`)).status, 200);
+    let revoked = false;
+    for (let i = 0; i < 20 && !revoked; i++) {
+      revoked = (await get()).code !== 0;
+      if (!revoked) await new Promise((r) => setTimeout(r, 250));
+    }
+    assert.ok(revoked, 'the unbound credential no longer works');
+    const deprov = await osb('DELETE', `/v2/service_instances/${iid}?accepts_incomplete=true&service_id=${service.id}&plan_id=${small.id}`);
+    assert.equal(deprov.status, 202);
+    const op = (deprov.body as { operation: string }).operation;
+    let last = 200;
+    for (let i = 0; i < 120 && last !== 410; i++) {
+      last = (await osb('GET', `/v2/service_instances/${iid}/last_operation?operation=${op}`)).status;
+      if (last !== 410) await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.equal(last, 410, 'gone after deprovision');
+    assert.deepEqual(await tp.platform.provider.listVms(), []);
+  });
 });

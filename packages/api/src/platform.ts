@@ -113,7 +113,10 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       oidc: { issuerUrl: url, caPem: ca.certificate, audience: AUDIENCE, usernameClaim: 'user_name', usernamePrefix: 'anodyne:' },
     });
     const audit = new AuditLog(store, clock);
-    const app = await buildServer({ identity, clusters, director, store, audit, clock, logger, tls: { cert: serving.certificate, key: serving.private_key }, apiUrl: url, caPem: ca.certificate });
+    let brokerCreds: Promise<{ username: string; password: string }> | undefined;
+    const app = await buildServer({ identity, clusters, director, store, audit, clock, logger, tls: { cert: serving.certificate, key: serving.private_key }, apiUrl: url, caPem: ca.certificate,
+      brokerCredentials: () => (brokerCreds ??= creds.generate('/platform/osb-broker', 'password', { length: 32 }, { actor: 'osb-broker' }).then((c) => ({ username: 'broker', password: c.value as string }))),
+    });
     await app.listen({ host, port: config.server.port });
     logger.info({ url }, 'API listening');
     return {

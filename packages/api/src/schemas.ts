@@ -90,3 +90,4 @@ export const CancelTask = Type.Object({ state: Type.Literal('cancelled') }, { ad
 export const Quota = Type.Object({ owner: Type.String(), max_clusters: Type.Integer(), max_workers: Type.Integer() });
 export const QuotaBody = Type.Object({ max_clusters: Type.Integer({ minimum: 0, maximum: 10000 }), max_workers: Type.Integer({ minimum: 0, maximum: 100000 }) }, { additionalProperties: false });
 export const Usage = Type.Object({ owner: Type.String(), clusters: Type.Integer(), workers: Type.Integer() });
+export const BrokerInfo = Type.Object({ url: Type.String(), username: Type.String(), password: Type.String() });

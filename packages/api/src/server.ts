@@ -7,6 +7,7 @@ import { SCOPES, type Identity, type Principal } from '@anodyne/identity';
 import type { ClusterService } from '@anodyne/clusters';
 import type { Director, Task } from '@anodyne/director';
 import { errorBody } from './errors.js';
+import { registerBroker } from './broker.js';
 import { Metrics } from './metrics.js';
 import * as S from './schemas.js';
 
@@ -25,6 +26,8 @@ export interface ServerOptions {
   bodyLimit?: number;
   /** Token requests per client address per minute. */
   tokenRateLimit?: number;
+  /** The Open Service Broker's own credentials (HTTP basic on /v2). */
+  brokerCredentials: () => Promise<{ username: string; password: string }>;
 }
 
 declare module 'fastify' {
@@ -83,7 +86,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
       openapi: '3.0.3',
       info: { title: 'Anodyne API', version: '1', description: 'Kubernetes clusters as a service (PKS-compatible /v1).' },
       servers: [{ url: o.apiUrl }],
-      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } } },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' }, brokerBasic: { type: 'http', scheme: 'basic' } } },
     },
   });
 
@@ -131,7 +134,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     const params = req.params as Record<string, string> | undefined;
     const status = reply.statusCode;
     const body = req.body as Record<string, unknown> | undefined;
-    const actor = req.principal?.name ?? (action === 'token.issue' && typeof body?.['username'] === 'string' ? body['username'] : typeof body?.['client_id'] === 'string' ? body['client_id'] : 'anonymous');
+    const actor = req.principal?.name ?? (route.startsWith('/v2/') ? 'osb-broker' : undefined) ?? (action === 'token.issue' && typeof body?.['username'] === 'string' ? body['username'] : typeof body?.['client_id'] === 'string' ? body['client_id'] : 'anonymous');
     await o.audit.record({
       actor, action, target: params?.['name'] ?? params?.['id'] ?? params?.['username'] ?? params?.['owner'] ?? '',
       result: status < 400 ? 'ok' : status === 401 || status === 403 ? 'denied' : 'error',
@@ -256,6 +259,12 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     await o.audit.record({ actor: principal(req).name, action: 'credential.read', target: `cluster ${name} admin kubeconfig`, result: 'ok' });
     return { kubeconfig: await o.clusters.adminKubeconfig(name) };
   });
+
+  route('GET', '/v1/broker', { summary: 'The Open Service Broker\'s URL and credentials', tags: ['open service broker'], scopes: ADMIN, response: { 200: S.BrokerInfo } }, async (req) => {
+    await o.audit.record({ actor: principal(req).name, action: 'credential.read', target: 'open service broker credentials', result: 'ok' });
+    return { url: `${o.apiUrl}/v2`, ...(await o.brokerCredentials()) };
+  });
+  registerBroker(app, { clusters: o.clusters, director: o.director, credentials: o.brokerCredentials });
 
   // ---------------------------------------------------------------- tasks
 

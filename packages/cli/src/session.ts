@@ -16,7 +16,7 @@ export interface Session {
 }
 
 export function sessionPath(): string {
-  return process.env['ANODYNE_CONFIG'] ?? join(homedir(), '.anodyne', 'config.json');
+  return process.env['ANODYNE_SESSION_FILE'] ?? join(homedir(), '.anodyne', 'config.json');
 }
 
 export function saveSession(s: Session): void {

@@ -4,4 +4,4 @@ export {
 } from './cluster.js';
 export { kubernetesRelease, etcdJob, apiserverJob, controllerManagerJob, schedulerJob, containerdJob, networkingJob, kubeletJob, kubeProxyJob, addonsJob } from './jobs.js';
 export { addonsYaml, clusterDnsIp, ADMIN_GROUP } from './addons.js';
-export { ClusterService, userKubeconfig, kubeRequest, type ClusterServiceOptions, type ClusterView, type CreateClusterInput, type ClusterCredentials, type ActionState } from './service.js';
+export { ClusterService, userKubeconfig, tokenKubeconfig, kubeRequest, type ClusterServiceOptions, type ClusterView, type CreateClusterInput, type ClusterCredentials, type ActionState } from './service.js';

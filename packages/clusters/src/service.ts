@@ -239,6 +239,31 @@ export class ClusterService {
     return this.get(name);
   }
 
+  /**
+   * A credential that can be revoked on its own: a service account bound to cluster-admin and a
+   * token for it (the Open Service Broker's bindings). Idempotent per id.
+   */
+  async serviceAccountKubeconfig(name: string, id: string): Promise<string> {
+    const { server, admin } = await this.endpoint(name);
+    const sa = `anodyne-binding-${id}`;
+    await kubeRequest(server, admin, 'POST', '/api/v1/namespaces/kube-system/serviceaccounts', { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: sa, labels: { 'app.kubernetes.io/managed-by': 'anodyne' } } }, [409]);
+    await kubeRequest(server, admin, 'POST', '/apis/rbac.authorization.k8s.io/v1/clusterrolebindings', {
+      apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', metadata: { name: sa, labels: { 'app.kubernetes.io/managed-by': 'anodyne' } },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'cluster-admin' },
+      subjects: [{ kind: 'ServiceAccount', name: sa, namespace: 'kube-system' }],
+    }, [409]);
+    const tr = await kubeRequest(server, admin, 'POST', `/api/v1/namespaces/kube-system/serviceaccounts/${sa}/token`, { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: { expirationSeconds: 365 * 86_400 } }) as { status: { token: string } };
+    return tokenKubeconfig({ cluster: name, server, clusterCa: admin.ca, user: sa, token: tr.status.token });
+  }
+
+  /** Revokes a service-account credential: its tokens stop working at once. Idempotent. */
+  async revokeServiceAccount(name: string, id: string): Promise<void> {
+    const { server, admin } = await this.endpoint(name);
+    const sa = `anodyne-binding-${id}`;
+    await kubeRequest(server, admin, 'DELETE', `/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/${sa}`, undefined, [404]);
+    await kubeRequest(server, admin, 'DELETE', `/api/v1/namespaces/kube-system/serviceaccounts/${sa}`, undefined, [404]);
+  }
+
   /** The owner of a cluster (for authorisation at the edge). */
   async ownerOf(name: string): Promise<string> {
     return (await this.row(name)).owner;
@@ -281,6 +306,16 @@ export class ClusterService {
     }, [409]);
     return userKubeconfig({ cluster: name, server, clusterCa: admin.ca, user, apiUrl: login.apiUrl, apiCaPem: login.caPem });
   }
+}
+
+/** A kubeconfig with a bearer token (service-account credentials, e.g. Open Service Broker bindings). */
+export function tokenKubeconfig(o: { cluster: string; server: string; clusterCa: string; user: string; token: string }): string {
+  const b64 = (s: string) => Buffer.from(s).toString('base64');
+  return [
+    'apiVersion: v1', 'kind: Config', 'clusters:', `- name: ${o.cluster}`, '  cluster:', `    server: ${o.server}`, `    certificate-authority-data: ${b64(o.clusterCa)}`,
+    'users:', `- name: ${o.user}`, '  user:', `    token: ${o.token}`,
+    'contexts:', `- name: ${o.cluster}`, '  context:', `    cluster: ${o.cluster}`, `    user: ${o.user}`, `current-context: ${o.cluster}`, '',
+  ].join('\n');
 }
 
 /** A kubeconfig whose credentials come from `anodyne get-token` (client.authentication.k8s.io/v1). */
