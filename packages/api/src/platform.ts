@@ -115,7 +115,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
     const audit = new AuditLog(store, clock);
     let brokerCreds: Promise<{ username: string; password: string }> | undefined;
     const app = await buildServer({ identity, clusters, director, store, audit, clock, logger, tls: { cert: serving.certificate, key: serving.private_key }, apiUrl: url, caPem: ca.certificate,
-      brokerCredentials: () => (brokerCreds ??= creds.generate('/platform/osb-broker', 'password', { length: 32 }, { actor: 'osb-broker' }).then((c) => ({ username: 'broker', password: c.value as string }))),
+      brokerCredentials: () => (brokerCreds ??= creds.generate('/platform/osb-broker', 'password', { length: 32 }, { actor: 'osb-broker' }).then((c) => ({ username: 'broker', password: c.value }))),
     });
     await app.listen({ host, port: config.server.port });
     logger.info({ url }, 'API listening');
