@@ -7,7 +7,7 @@ import { AuditLog, openStore, type Store } from '@anodyne/store';
 import { CredStore, DeploymentVariables, loadKeyFile } from '@anodyne/credstore';
 import { LocalProvider } from '@anodyne/providers';
 import { Director, type AgentTlsIssuer } from '@anodyne/director';
-import { AUDIENCE, Identity } from '@anodyne/identity';
+import { AUDIENCE, Identity, LdapUserStore } from '@anodyne/identity';
 import { ClusterService, kubernetesRelease } from '@anodyne/clusters';
 import { locateRelease } from '@anodyne/release';
 import { buildServer } from './server.js';
@@ -103,7 +103,12 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
     const recovered = await director.recover();
     if (recovered.length > 0) logger.warn({ tasks: recovered.map((t) => t.id) }, 'tasks interrupted by the last stop were ended');
 
-    const identity = new Identity({ store, creds, clock, logger, issuer: url });
+    const ldapCfg = config.identity.ldap;
+    const ldap = ldapCfg.url ? new LdapUserStore({ ...ldapCfg, url: ldapCfg.url }, logger) : undefined;
+    const identity = new Identity({
+      store, creds, clock, logger, issuer: url, accessTokenSeconds: config.identity.accessTokenSeconds, refreshTokenSeconds: config.identity.refreshTokenSeconds,
+      ...(ldap ? { ldap } : {}),
+    });
     await identity.init();
     const adminPassword = await identity.ensureAdmin();
 

@@ -43,6 +43,30 @@ export const PlatformConfigSchema = Type.Object(
       },
       { default: {}, additionalProperties: false },
     ),
+    identity: Type.Object(
+      {
+        /** Access token lifetime, seconds. */
+        accessTokenSeconds: Type.Integer({ minimum: 60, maximum: 86_400, default: 600 }),
+        refreshTokenSeconds: Type.Integer({ minimum: 300, maximum: 2_592_000, default: 86_400 }),
+        /** An LDAP user store besides the local users (off when url is absent). */
+        ldap: Type.Object(
+          {
+            url: Type.Optional(Type.String({ pattern: '^ldaps?://' })),
+            bindDn: Type.String({ default: '' }),
+            /** The service account's password; prefer the ANODYNE_IDENTITY_LDAP_BIND_PASSWORD variable. */
+            bindPassword: Type.String({ default: '' }),
+            userBase: Type.String({ default: '' }),
+            userFilter: Type.String({ default: '(uid={0})' }),
+            groupBase: Type.String({ default: '' }),
+            groupFilter: Type.String({ default: '(member={0})' }),
+            /** LDAP group CN → scopes, e.g. {"k8s-admins": ["pks.clusters.admin"]}. */
+            groupScopes: Type.Record(Type.String(), Type.Array(Type.String()), { default: {} }),
+          },
+          { default: {}, additionalProperties: false },
+        ),
+      },
+      { default: {}, additionalProperties: false },
+    ),
     provider: Type.Object(
       {
         type: Type.Union([Type.Literal('local'), Type.Literal('fake')], { default: 'local' }),
