@@ -18,25 +18,75 @@ function eventLine(e: TaskEvent): string {
   return `${e.at.slice(11, 19)}  ${e.stage}${e.instance ? `: ${e.instance}` : ''}${step} ${e.state}${e.message ? ` - ${e.message}` : ''}`;
 }
 
+const SPINNER = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+
+/** Median duration (ms) of earlier finished tasks of the same type: the basis of the estimate. */
+async function typicalDuration(client: ApiClient, task: Task & { type?: string }): Promise<number | undefined> {
+  const tasks = await client.call<(Task & { type: string })[]>('GET', '/v1/tasks?limit=100').catch((): (Task & { type: string })[] => []);
+  const ds = tasks.filter((t) => t.id !== task.id && t.type === task.type && t.state === 'done' && t.started_at && t.finished_at)
+    .map((t) => Date.parse(t.finished_at!) - Date.parse(t.started_at!)).sort((a, b) => a - b);
+  return ds.length > 0 ? ds[Math.floor(ds.length / 2)] : undefined;
+}
+
+const secs = (ms: number) => `${Math.max(0, Math.round(ms / 1000))}s`;
+
 /**
- * Prints a task's events, following it until it ends: one line per event (JSON lines with
- * --json). Returns the final state.
+ * Follows a task until it ends and returns its final state. On a terminal: one line per stage
+ * with a spinner, step k/n, elapsed time and an estimate of the time left (from earlier tasks of
+ * the same kind). Otherwise (piped): one plain line per event, or JSON lines with --json.
  */
-export async function followTask(client: ApiClient, id: number, asJson: boolean): Promise<string> {
+export async function followTask(client: ApiClient, id: number, asJson: boolean, tty = process.stdout.isTTY === true): Promise<string> {
+  const live = tty && !asJson;
+  const first = await client.call<Task & { type: string }>('GET', `/v1/tasks/${id}`);
+  const typical = live ? await typicalDuration(client, first) : undefined;
+  const start = Date.parse(first.started_at ?? first.created_at);
   let last = 0;
-  for (;;) {
-    const events = await client.call<TaskEvent[]>('GET', `/v1/tasks/${id}/events?after=${last}`);
-    for (const e of events) {
-      process.stdout.write(asJson ? `${JSON.stringify(e)}\n` : `${eventLine(e)}\n`);
-      last = e.id;
+  let current: TaskEvent | undefined;
+  let stageStart = Date.now();
+  let frame = 0;
+  const status = () => {
+    if (!current) return `${SPINNER[frame % SPINNER.length]} waiting to start`;
+    const step = current.index && current.total ? ` ${current.index}/${current.total}` : '';
+    const elapsed = Date.now() - start;
+    const eta = typical !== undefined ? (typical > elapsed ? `, about ${secs(typical - elapsed)} left` : ', almost done') : '';
+    return `${SPINNER[frame % SPINNER.length]} ${current.stage}${step}${current.instance ? ` ${current.instance}` : ''}${current.message ? ` · ${current.message}` : ''} (${secs(elapsed)} elapsed${eta})`;
+  };
+  const redraw = () => process.stdout.write(`\r\x1b[K${status()}`);
+  const timer = live ? setInterval(() => { frame++; redraw(); }, 100) : undefined;
+  try {
+    for (;;) {
+      const events = await client.call<TaskEvent[]>('GET', `/v1/tasks/${id}/events?after=${last}`);
+      for (const e of events) {
+        last = e.id;
+        if (!live) {
+          process.stdout.write(asJson ? `${JSON.stringify(e)}\n` : `${eventLine(e)}\n`);
+          continue;
+        }
+        if (e.stage === 'Lifecycle') {
+          // Per-instance detail (drain, stop, start): shown on the status line, not as a stage.
+          if (current) current = { ...current, message: `${e.instance ?? ''} ${e.message ?? ''}`.trim() };
+          continue;
+        }
+        if (current && current.stage !== e.stage) {
+          process.stdout.write(`\r\x1b[K✓ ${current.stage}${current.total ? ` (${current.total}/${current.total})` : ''} ${secs(Date.now() - stageStart)}\n`);
+          stageStart = Date.now();
+        }
+        current = e;
+        redraw();
+      }
+      const t = await client.call<Task>('GET', `/v1/tasks/${id}`);
+      if (FINAL.includes(t.state) && events.length === 0) {
+        const took = t.finished_at && t.started_at ? ` in ${secs(Date.parse(t.finished_at) - Date.parse(t.started_at))}` : '';
+        if (live) {
+          if (current) process.stdout.write(`\r\x1b[K${t.state === 'done' ? '✓' : '✗'} ${current.stage} ${secs(Date.now() - stageStart)}\n`);
+          else process.stdout.write('\r\x1b[K');
+        }
+        if (!asJson) process.stdout.write(`Task ${id} ${t.state}${took}${t.error ? `: ${t.error.code}: ${t.error.message}` : ''}\n`);
+        return t.state;
+      }
+      if (!FINAL.includes(t.state)) await new Promise((r) => setTimeout(r, 300));
     }
-    const t = await client.call<Task>('GET', `/v1/tasks/${id}`);
-    if (FINAL.includes(t.state)) {
-      const tail = await client.call<TaskEvent[]>('GET', `/v1/tasks/${id}/events?after=${last}`);
-      for (const e of tail) process.stdout.write(asJson ? `${JSON.stringify(e)}\n` : `${eventLine(e)}\n`);
-      if (!asJson) process.stdout.write(`Task ${id} ${t.state}${t.error ? `: ${t.error.code}: ${t.error.message}` : ''}\n`);
-      return t.state;
-    }
-    await new Promise((r) => setTimeout(r, 500));
+  } finally {
+    if (timer) clearInterval(timer);
   }
 }

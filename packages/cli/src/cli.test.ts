@@ -1,0 +1,142 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { exec } from '@anodyne/common';
+import { SCOPES } from '@anodyne/identity';
+import { locateRelease } from '@anodyne/release';
+import { startTestPlatform, type TestPlatform } from '@anodyne/api/testing';
+
+const isRoot = process.getuid?.() === 0;
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+const BIN = join(REPO, 'bin', 'anodyne');
+const PORT = 19_500 + (process.pid % 400);
+const SESSION = `anodyne-cli-${process.pid}`;
+
+describe('the anodyne CLI against a real server', { skip: !isRoot && 'needs root' }, () => {
+  let tp: TestPlatform;
+  let home: string;
+  let env: Record<string, string>;
+  const cli = (...args: string[]) => exec([BIN, ...args], { env, okCodes: [0, 1, 2, 3, 4], timeoutMs: 180_000 });
+
+  /** Runs a command in a real pseudo-terminal (tmux) and returns the screen whenever asked. */
+  async function inTerminal(command: string): Promise<{ screen: () => Promise<string>; done: () => Promise<{ screen: string; code: number }> }> {
+    const envs = Object.entries(env).filter(([k]) => ['HOME', 'KUBECONFIG', 'PATH'].includes(k)).map(([k, v]) => `${k}='${v}'`).join(' ');
+    await exec(['tmux', 'kill-session', '-t', SESSION], { okCodes: [0, 1] });
+    await exec(['tmux', 'new-session', '-d', '-s', SESSION, '-x', '200', '-y', '50', `env ${envs} ${command}; echo EXIT=$?; sleep 600`]);
+    const screen = async () => (await exec(['tmux', 'capture-pane', '-p', '-t', SESSION])).stdout;
+    return {
+      screen,
+      done: async () => {
+        for (let i = 0; i < 600; i++) {
+          const s = await screen();
+          const m = /EXIT=(\d+)/.exec(s);
+          if (m) {
+            await exec(['tmux', 'kill-session', '-t', SESSION], { okCodes: [0, 1] });
+            return { screen: s, code: Number(m[1]) };
+          }
+          await new Promise((r) => setTimeout(r, 200));
+        }
+        throw new Error('the command did not finish');
+      },
+    };
+  }
+
+  before(async () => {
+    tp = await startTestPlatform('cli', '10.198.10.0/24', PORT);
+    await tp.platform.identity.createUser({ username: 'newbie', password: 'newbie-password', groups: [SCOPES.manage] });
+    home = join(tp.dir, 'home');
+    mkdirSync(home, { recursive: true });
+    env = { ...process.env as Record<string, string>, HOME: home, KUBECONFIG: join(home, '.kube', 'config'), PATH: `${dirname(locateRelease().bin('kubectl'))}:${process.env['PATH'] ?? ''}` };
+  });
+  after(async () => {
+    await exec(['tmux', 'kill-session', '-t', SESSION], { okCodes: [0, 1] });
+    await tp.stop();
+  });
+
+  it('wrong password, not logged in, bad flags: one clear line and the documented exit code', async () => {
+    const notLoggedIn = await cli('clusters');
+    assert.equal(notLoggedIn.code, 3);
+    assert.match(notLoggedIn.stderr, /^Error: ANODYNE_E_NOT_LOGGED_IN: not logged in/);
+    const wrong = await cli('login', '-a', tp.platform.url, '-u', 'newbie', '-p', 'nope', '--ca-cert', tp.platform.caFile);
+    assert.equal(wrong.code, 3);
+    assert.equal(wrong.stderr.trim().split('\n').length, 1, wrong.stderr);
+    assert.match(wrong.stderr, /^Error: ANODYNE_E_BAD_CREDENTIALS: /);
+    const badFlag = await cli('create-cluster', 'x', '-p', 'small', '-n', 'many');
+    assert.equal(badFlag.code, 2);
+    assert.match(badFlag.stderr, /--num-nodes must be a whole number/);
+    assert.equal((await cli('no-such-command')).code, 2);
+    assert.equal((await cli('create-cluster')).code, 2, 'missing argument');
+  });
+
+  it('login → create-cluster --wait (live in a terminal) → clusters → get-credentials → kubectl → update → delete-cluster --wait (piped)', async (t) => {
+    const login = await cli('login', '-a', tp.platform.url, '-u', 'newbie', '-p', 'newbie-password', '--ca-cert', tp.platform.caFile);
+    assert.equal(login.code, 0, login.stderr);
+    assert.equal(statSync(join(home, '.anodyne', 'config.json')).mode & 0o777, 0o600, 'the token file is 0600');
+    assert.equal(readFileSync(join(home, '.anodyne', 'config.json'), 'utf8').includes('newbie-password'), false, 'the password is not kept');
+
+    const started = performance.now();
+    const create = await inTerminal(`${BIN} create-cluster first -p small -n 1 --wait`);
+    let sawSpinner = '';
+    for (let i = 0; i < 200 && !sawSpinner; i++) {
+      const s = await create.screen();
+      if (/[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏] .*\(\d+s elapsed/.test(s)) sawSpinner = s;
+      else await new Promise((r) => setTimeout(r, 100));
+    }
+    const created = await create.done();
+    t.diagnostic(`create-cluster --wait in a terminal: ${(performance.now() - started).toFixed(0)} ms`);
+    assert.equal(created.code, 0, created.screen);
+    assert.ok(sawSpinner, `a live status line with a spinner and elapsed time:\n${created.screen}`);
+    assert.match(created.screen, /✓ Creating missing VMs \(2\/2\)/);
+    assert.match(created.screen, /Task \d+ done in \d+s/);
+    assert.match(created.screen, /Cluster first is ready/);
+
+    const list = await cli('clusters');
+    assert.match(list.stdout, /^Name\s+Plan\s+Owner/);
+    assert.match(list.stdout, /first\s+small\s+newbie\s+1\s+\S+\s+CREATE\s+succeeded/);
+    const asJson = JSON.parse((await cli('clusters', '--json')).stdout) as { name: string; last_action_state: string }[];
+    assert.deepEqual(asJson.map((c) => [c.name, c.last_action_state]), [['first', 'succeeded']]);
+
+    const creds = await cli('get-credentials', 'first');
+    assert.equal(creds.code, 0, creds.stderr);
+    let nodes = '';
+    for (let i = 0; i < 40 && !/worker-0\s+Ready/.test(nodes); i++) {
+      nodes = (await exec(['kubectl', 'get', 'nodes', '--no-headers'], { env, okCodes: [0, 1], timeoutMs: 30_000 })).stdout;
+      if (!/worker-0\s+Ready/.test(nodes)) await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.match(nodes, /worker-0\s+Ready/);
+
+    // A second task of the same kind shows an estimate of the time left.
+    const update = await inTerminal(`${BIN} update-cluster first --num-nodes 2 --wait`);
+    let sawEstimate = '';
+    for (let i = 0; i < 200 && !sawEstimate; i++) {
+      const s = await update.screen();
+      if (/left\)|almost done\)/.test(s)) sawEstimate = s;
+      else await new Promise((r) => setTimeout(r, 100));
+    }
+    const updated = await update.done();
+    assert.equal(updated.code, 0, updated.screen);
+    assert.ok(sawEstimate, `an estimate of the time left:\n${updated.screen}`);
+
+    // Piped: plain lines, no terminal control characters.
+    const del = await cli('delete-cluster', 'first', '--wait', '--non-interactive');
+    assert.equal(del.code, 0, del.stderr);
+    assert.doesNotMatch(del.stdout, /\r|\x1b\[/);
+    assert.match(del.stdout, /Deleting instances: master\/0 \(\d\/3\) started/);
+    assert.match(del.stdout, /Cluster first deleted/);
+    const gone = await cli('cluster', 'first');
+    assert.equal(gone.code, 4);
+    assert.match(gone.stderr, /^Error: ANODYNE_E_CLUSTER_NOT_FOUND: cluster first not found\n$/);
+  });
+
+  it('an expired session that cannot be refreshed: exit 3 with one line', async () => {
+    const file = join(home, '.anodyne', 'config.json');
+    const s = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+    writeFileSync(file, JSON.stringify({ ...s, expires_at: Date.now() - 1000, refresh_token: 'not-a-token' }), { mode: 0o600 });
+    const r = await cli('clusters');
+    assert.equal(r.code, 3);
+    assert.match(r.stderr, /^Error: ANODYNE_E_TOKEN_INVALID: /);
+    assert.equal(r.stderr.trim().split('\n').length, 1);
+  });
+});
