@@ -112,6 +112,8 @@ describe('platform API over HTTPS', { skip: !isRoot && 'needs root' }, () => {
       ['body too large', post({ name: 'x2', plan_name: 'small', pad: 'x'.repeat(300_000) }), 413, 'ANODYNE_E_BODY_TOO_LARGE'],
       ['unknown route', call('GET', '/v1/nothing', { token: tokens['bob'] }), 404, 'ANODYNE_E_ROUTE_NOT_FOUND'],
       ['bad task id', call('GET', '/v1/tasks/abc', { token: tokens['bob'] }), 400, 'ANODYNE_E_INVALID_INPUT'],
+      ['unknown network profile', post({ name: 'np', plan_name: 'small', network_profile_name: 'nope' }), 400, 'ANODYNE_E_NETWORK_PROFILE_NOT_FOUND'],
+      ['bad profile CIDR', call('POST', '/v1/network-profiles', { token: tokens['root'], body: { name: 'bad', pod_cidr: '10.0.0.0/30', service_cidr: '10.1.0.0/16' } }), 400, 'ANODYNE_E_INVALID_INPUT'],
     ];
     for (const [label, pending, status, code] of cases) {
       const r = await pending;
@@ -129,8 +131,12 @@ describe('platform API over HTTPS', { skip: !isRoot && 'needs root' }, () => {
   });
 
   it('a manage user creates a cluster, sees only their own, binds, and kubectl works with Anodyne tokens', async (t) => {
+    // An admin offers a network profile with non-default ranges; alice's cluster uses it.
+    const profile = await call('POST', '/v1/network-profiles', { token: tokens['root'], body: { name: 'narrow', description: 'test ranges', pod_cidr: '10.210.0.0/16', service_cidr: '10.100.0.0/16' } });
+    assert.equal(profile.status, 201, profile.text);
+    assert.equal(((await call('GET', '/v1/network-profiles', { token: tokens['alice'] })).body as unknown[]).length, 1);
     const started = performance.now();
-    const created = await call('POST', '/v1/clusters', { token: tokens['alice'], body: { name: 'team-a', plan_name: 'small', parameters: { kubernetes_worker_instances: 1 } } });
+    const created = await call('POST', '/v1/clusters', { token: tokens['alice'], body: { name: 'team-a', plan_name: 'small', network_profile_name: 'narrow', parameters: { kubernetes_worker_instances: 1 } } });
     assert.equal(created.status, 202, created.text);
     const c = created.body as { name: string; uuid: string; last_action: string; last_action_state: string; last_task_id: number; plan_name: string };
     assert.equal(c.last_action, 'CREATE');
@@ -188,6 +194,10 @@ describe('platform API over HTTPS', { skip: !isRoot && 'needs root' }, () => {
     assert.equal(adminCfg.status, 200);
     writeFileSync(join(tp.dir, 'admin.kubeconfig'), (adminCfg.body as { kubeconfig: string }).kubeconfig, { mode: 0o600 });
     assert.match((await exec([kubectl, '--kubeconfig', join(tp.dir, 'admin.kubeconfig'), 'get', 'clusterrolebindings', '-o', 'name'])).stdout, /anodyne:user:alice/);
+    // The profile's ranges are the cluster's: the kubernetes Service and cluster DNS live in 10.100.0.0/16.
+    assert.equal((await exec([kubectl, '--kubeconfig', join(tp.dir, 'admin.kubeconfig'), 'get', 'service', 'kubernetes', '-o', 'jsonpath={.spec.clusterIP}'])).stdout, '10.100.0.1');
+    assert.equal((await exec([kubectl, '--kubeconfig', join(tp.dir, 'admin.kubeconfig'), '-n', 'kube-system', 'get', 'service', 'kube-dns', '-o', 'jsonpath={.spec.clusterIP}'])).stdout, '10.100.0.10');
+    assert.equal((await call('DELETE', '/v1/network-profiles/narrow', { token: tokens['root'] })).status, 409, 'a profile in use is kept');
 
     // The audit log records the mutating calls and the credential read, with who and result.
     const audit = (await call('GET', '/v1/audit?limit=1000', { token: tokens['root'] })).body as { actor: string; action: string; target: string; result: string }[];

@@ -47,6 +47,7 @@ const CIDR = '^\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}/\\d{1,2}$';
 export const CreateCluster = Type.Object({
   name: Type.String({ pattern: DNS1123, maxLength: 40 }),
   plan_name: Type.String({ minLength: 1, maxLength: 64 }),
+  network_profile_name: Type.Optional(Type.String({ pattern: DNS1123, maxLength: 40 })),
   parameters: Type.Optional(Type.Object({
     kubernetes_master_host: Type.Optional(Type.String({ minLength: 1, maxLength: 253, pattern: '^[A-Za-z0-9.-]+$' })),
     kubernetes_worker_instances: Type.Optional(Type.Integer({ minimum: 0, maximum: 1000 })),
@@ -91,3 +92,8 @@ export const Quota = Type.Object({ owner: Type.String(), max_clusters: Type.Inte
 export const QuotaBody = Type.Object({ max_clusters: Type.Integer({ minimum: 0, maximum: 10000 }), max_workers: Type.Integer({ minimum: 0, maximum: 100000 }) }, { additionalProperties: false });
 export const Usage = Type.Object({ owner: Type.String(), clusters: Type.Integer(), workers: Type.Integer() });
 export const BrokerInfo = Type.Object({ url: Type.String(), username: Type.String(), password: Type.String() });
+export const NetworkProfile = Type.Object({ name: Type.String(), description: Type.String(), pod_cidr: Type.String(), service_cidr: Type.String(), created_at: Type.String() });
+export const CreateNetworkProfile = Type.Object({
+  name: Type.String({ pattern: DNS1123, maxLength: 40 }), description: Type.Optional(Type.String({ maxLength: 256 })),
+  pod_cidr: Type.String({ pattern: CIDR }), service_cidr: Type.String({ pattern: CIDR }),
+}, { additionalProperties: false });

@@ -315,6 +315,16 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     return o.director.tasks.requestCancel(t.id);
   });
 
+  // ---------------------------------------------------------------- network profiles
+
+  route('GET', '/v1/network-profiles', { summary: 'Network profiles', tags: ['clusters'], scopes: READ, response: { 200: Type.Array(S.NetworkProfile) } }, async () => o.clusters.networkProfiles());
+  route('POST', '/v1/network-profiles', { summary: 'Create a network profile', tags: ['clusters'], scopes: ADMIN, body: S.CreateNetworkProfile, audit: 'network_profile.create', response: { 201: S.NetworkProfile } }, async (req, reply) =>
+    reply.status(201).send(await o.clusters.createNetworkProfile(req.body as { name: string; description?: string; pod_cidr: string; service_cidr: string })));
+  route('DELETE', '/v1/network-profiles/:name', { summary: 'Delete an unused network profile', tags: ['clusters'], scopes: ADMIN, params: S.NameParams, audit: 'network_profile.delete' }, async (req, reply) => {
+    await o.clusters.deleteNetworkProfile((req.params as { name: string }).name);
+    return reply.status(204).send();
+  });
+
   // ---------------------------------------------------------------- quotas and usages
 
   const selfOrReader = (req: FastifyRequest, owner: string) => {

@@ -86,10 +86,10 @@ export function program(): Command {
       if (!/^\d+$/.test(v)) throw new CommanderError(EXIT.usage, 'usage', `--num-nodes must be a whole number, not ${v}`);
       return Number(v);
     }))
-    .option('--wait', 'wait for the task and show its progress').option('--json')
-    .action(async (name: string, o: { plan: string; externalHostname?: string; numNodes?: number; wait?: boolean; json?: boolean }) => {
+    .option('--network-profile <profile>').option('--wait', 'wait for the task and show its progress').option('--json')
+    .action(async (name: string, o: { plan: string; externalHostname?: string; numNodes?: number; networkProfile?: string; wait?: boolean; json?: boolean }) => {
       const { client } = await authedClient();
-      const c = await client.call<Cluster>('POST', '/v1/clusters', { name, plan_name: o.plan, parameters: { ...(o.externalHostname ? { kubernetes_master_host: o.externalHostname } : {}), ...(o.numNodes !== undefined ? { kubernetes_worker_instances: o.numNodes } : {}) } });
+      const c = await client.call<Cluster>('POST', '/v1/clusters', { name, plan_name: o.plan, ...(o.networkProfile ? { network_profile_name: o.networkProfile } : {}), parameters: { ...(o.externalHostname ? { kubernetes_master_host: o.externalHostname } : {}), ...(o.numNodes !== undefined ? { kubernetes_worker_instances: o.numNodes } : {}) } });
       if (!o.wait) return o.json ? json(c) : out(`Creating cluster ${name} (task ${c.last_task_id}); follow with: anodyne task ${c.last_task_id}`);
       const state = await followTask(client, c.last_task_id!, !!o.json);
       if (state !== 'done') process.exitCode = EXIT.taskFailed;
@@ -144,6 +144,13 @@ export function program(): Command {
     const { client } = await authedClient();
     const t = await client.call<{ state: string }>('PUT', `/v1/tasks/${encodeURIComponent(id)}`, { state: 'cancelled' });
     out(`Task ${id}: ${t.state}`);
+  });
+
+  p.command('network-profiles').description('list network profiles').option('--json').action(async (o: { json?: boolean }) => {
+    const { client } = await authedClient();
+    const ps = await client.call<{ name: string; pod_cidr: string; service_cidr: string; description: string }[]>('GET', '/v1/network-profiles');
+    if (o.json) return json(ps);
+    printTable([['Name', 'Pod CIDR', 'Service CIDR', 'Description'], ...ps.map((x) => [x.name, x.pod_cidr, x.service_cidr, x.description])]);
   });
 
   p.command('quotas [owner]').description('show a quota (yours by default)').option('--json').action(async (owner: string | undefined, o: { json?: boolean }) => {

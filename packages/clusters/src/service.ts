@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { request } from 'node:https';
 import { ConflictError, InputError, NotFoundError, QuotaError, UnavailableError, type Clock, type Logger } from '@anodyne/common';
-import { mapStoreError, type Store, type ClustersTable } from '@anodyne/store';
+import { mapStoreError, type Store, type ClustersTable, type NetworkProfilesTable } from '@anodyne/store';
 import type { Director, Task, TaskState } from '@anodyne/director';
 import { BUILTIN_PLANS, adminKubeconfig, clusterManifest, deploymentName, type ClusterRequest, type OidcTrust, type Plan } from './cluster.js';
 
@@ -50,6 +50,7 @@ export interface ClusterView {
 export interface CreateClusterInput {
   name: string;
   plan_name: string;
+  network_profile_name?: string;
   parameters?: { kubernetes_master_host?: string; kubernetes_worker_instances?: number; pod_cidr?: string; service_cidr?: string };
 }
 
@@ -92,6 +93,35 @@ export class ClusterService {
     };
   }
 
+  // ---------------------------------------------------------------- network profiles
+
+  async networkProfiles(): Promise<NetworkProfilesTable[]> {
+    return this.q('listing network profiles', () => this.o.store.db.selectFrom('network_profiles').selectAll().orderBy('name').execute());
+  }
+
+  async networkProfile(name: string): Promise<NetworkProfilesTable> {
+    const p = await this.q('reading a network profile', () => this.o.store.db.selectFrom('network_profiles').selectAll().where('name', '=', name).executeTakeFirst());
+    if (!p) throw new InputError('ANODYNE_E_NETWORK_PROFILE_NOT_FOUND', `unknown network profile ${JSON.stringify(name)}`, { details: { key: 'network_profile_name' } });
+    return p;
+  }
+
+  /** An admin offers named pod and service ranges; they are checked like a cluster request's. */
+  async createNetworkProfile(input: { name: string; description?: string; pod_cidr: string; service_cidr: string }): Promise<NetworkProfilesTable> {
+    clusterManifest({ name: 'profile-check', plan: this.plans[0]!.name, workers: 0, network: { podCidr: input.pod_cidr, serviceCidr: input.service_cidr } }, this.plans);
+    const exists = await this.q('reading a network profile', () => this.o.store.db.selectFrom('network_profiles').select('name').where('name', '=', input.name).executeTakeFirst());
+    if (exists) throw new ConflictError('ANODYNE_E_CONFLICT', `network profile ${input.name} exists`, { details: { name: input.name } });
+    const row: NetworkProfilesTable = { name: input.name, description: input.description ?? '', pod_cidr: input.pod_cidr, service_cidr: input.service_cidr, created_at: this.now() };
+    await this.q('creating a network profile', () => this.o.store.db.insertInto('network_profiles').values(row).execute());
+    return row;
+  }
+
+  async deleteNetworkProfile(name: string): Promise<void> {
+    await this.networkProfile(name);
+    const users = await this.q('reading clusters', () => this.o.store.db.selectFrom('clusters').select('name').where('network_profile', '=', name).execute());
+    if (users.length > 0) throw new ConflictError('ANODYNE_E_CONFLICT', `network profile ${name} is used by ${users.map((u) => u.name).join(', ')}`, { details: { clusters: users.map((u) => u.name) } });
+    await this.q('deleting a network profile', () => this.o.store.db.deleteFrom('network_profiles').where('name', '=', name).execute());
+  }
+
   async quotaOf(owner: string): Promise<{ owner: string; max_clusters: number; max_workers: number }> {
     const row = await this.q('reading a quota', () => this.o.store.db.selectFrom('quotas').selectAll().where('owner', '=', owner).executeTakeFirst());
     return row ?? { owner, max_clusters: this.quota.maxClusters, max_workers: this.quota.maxWorkers };
@@ -118,17 +148,21 @@ export class ClusterService {
   async create(owner: string, input: CreateClusterInput): Promise<ClusterView> {
     const plan = this.plans.find((p) => p.name === input.plan_name);
     if (!plan) throw new InputError('ANODYNE_E_PLAN_NOT_FOUND', `unknown plan ${JSON.stringify(input.plan_name)}; plans: ${this.plans.map((p) => p.name).join(', ')}`, { details: { key: 'plan_name' } });
+    const profile = input.network_profile_name ? await this.networkProfile(input.network_profile_name) : undefined;
+    if (profile && (input.parameters?.pod_cidr || input.parameters?.service_cidr)) throw new InputError('ANODYNE_E_INVALID_INPUT', 'give either a network profile or pod/service CIDRs, not both', { details: { key: 'network_profile_name' } });
+    const podCidr = profile?.pod_cidr ?? input.parameters?.pod_cidr;
+    const serviceCidr = profile?.service_cidr ?? input.parameters?.service_cidr;
     const params: Parameters = {
       workers: input.parameters?.kubernetes_worker_instances ?? plan.defaultWorkers,
       ...(input.parameters?.kubernetes_master_host ? { externalHostname: input.parameters.kubernetes_master_host } : {}),
-      ...(input.parameters?.pod_cidr ? { podCidr: input.parameters.pod_cidr } : {}),
-      ...(input.parameters?.service_cidr ? { serviceCidr: input.parameters.service_cidr } : {}),
+      ...(podCidr ? { podCidr } : {}),
+      ...(serviceCidr ? { serviceCidr } : {}),
     };
     const manifest = clusterManifest(this.request(input.name, params, plan.name), this.plans); // validates name, workers, CIDRs
     const existing = await this.q('reading a cluster', () => this.o.store.db.selectFrom('clusters').select('name').where('name', '=', input.name).executeTakeFirst());
     if (existing) throw new ConflictError('ANODYNE_E_CLUSTER_EXISTS', `cluster ${input.name} exists`, { details: { name: input.name } });
     await this.checkQuota(owner, 1, params.workers);
-    const row: ClustersTable = { name: input.name, uuid: randomUUID(), plan: plan.name, owner, parameters: JSON.stringify(params), last_action: 'CREATE', last_task_id: null, created_at: this.now(), updated_at: this.now() };
+    const row: ClustersTable = { name: input.name, uuid: randomUUID(), plan: plan.name, owner, parameters: JSON.stringify(params), last_action: 'CREATE', last_task_id: null, network_profile: profile?.name ?? null, created_at: this.now(), updated_at: this.now() };
     await this.q('recording a cluster', () => this.o.store.db.insertInto('clusters').values(row).execute());
     try {
       const task = await this.o.director.deploy(manifest, owner);
@@ -178,7 +212,7 @@ export class ClusterService {
       last_action_description: task ? `${r.last_action.toLowerCase()} ${task.state}${task.error ? `: ${task.error.message}` : ''}` : `${r.last_action.toLowerCase()} queued`,
       last_task_id: r.last_task_id,
       kubernetes_master_ips: api ? [api.ip] : [],
-      network_profile_name: null,
+      network_profile_name: r.network_profile,
       parameters: {
         kubernetes_master_host: p.externalHostname ?? api?.ip ?? '',
         kubernetes_master_port: api?.port ?? 6443,

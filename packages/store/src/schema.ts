@@ -20,6 +20,16 @@ export interface Database {
   identity_clients: IdentityClientsTable;
   clusters: ClustersTable;
   quotas: QuotasTable;
+  network_profiles: NetworkProfilesTable;
+}
+
+/** Named pod and service ranges an admin offers for clusters (PKS network profiles). */
+export interface NetworkProfilesTable {
+  name: string;
+  description: string;
+  pod_cidr: string;
+  service_cidr: string;
+  created_at: string;
 }
 
 export interface IdentityUsersTable {
@@ -65,6 +75,8 @@ export interface ClustersTable {
   last_action: string;
   /** The director task of the last action; its state is last_action_state. */
   last_task_id: number | null;
+  /** The network profile the cluster was created with, if any. */
+  network_profile: string | null;
   created_at: string;
   updated_at: string;
 }

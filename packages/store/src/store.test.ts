@@ -24,7 +24,7 @@ function storeSuite(name: string, setup: () => Promise<{ fresh: () => Promise<St
         assert.deepEqual(applied, Store.knownMigrations());
         assert.deepEqual(await store.appliedMigrations(), Store.knownMigrations());
         const tables = (await store.db.introspection.getTables()).map((t) => t.name);
-        for (const t of ['platform_meta', 'audit_events', 'credentials', 'credential_versions', 'deployments', 'instances', 'tasks', 'identity_users', 'identity_memberships', 'identity_clients', 'clusters', 'quotas']) assert.ok(tables.includes(t), `table ${t}`);
+        for (const t of ['platform_meta', 'audit_events', 'credentials', 'credential_versions', 'deployments', 'instances', 'tasks', 'identity_users', 'identity_memberships', 'identity_clients', 'clusters', 'quotas', 'network_profiles']) assert.ok(tables.includes(t), `table ${t}`);
       } finally {
         await store.close();
       }

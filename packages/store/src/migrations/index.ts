@@ -176,6 +176,19 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0005_network_profiles': {
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('network_profiles')
+          .addColumn('name', 'text', (c) => c.primaryKey())
+          .addColumn('description', 'text', (c) => c.notNull())
+          .addColumn('pod_cidr', 'text', (c) => c.notNull())
+          .addColumn('service_cidr', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.alterTable('clusters').addColumn('network_profile', 'text').execute();
+      },
+    },
   };
   /* eslint-enable @typescript-eslint/no-explicit-any */
 }
