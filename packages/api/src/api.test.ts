@@ -1,6 +1,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { connect as tlsConnect } from 'node:tls';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SignJWT, importJWK, generateKeyPair, type JWK } from 'jose';
@@ -198,6 +199,34 @@ describe('platform API over HTTPS', { skip: !isRoot && 'needs root' }, () => {
     assert.equal((await exec([kubectl, '--kubeconfig', join(tp.dir, 'admin.kubeconfig'), 'get', 'service', 'kubernetes', '-o', 'jsonpath={.spec.clusterIP}'])).stdout, '10.100.0.1');
     assert.equal((await exec([kubectl, '--kubeconfig', join(tp.dir, 'admin.kubeconfig'), '-n', 'kube-system', 'get', 'service', 'kube-dns', '-o', 'jsonpath={.spec.clusterIP}'])).stdout, '10.100.0.10');
     assert.equal((await call('DELETE', '/v1/network-profiles/narrow', { token: tokens['root'] })).status, 409, 'a profile in use is kept');
+
+    // Certificates: listed with expiry; a rotation issues new leaves (same CAs) and rolls them out.
+    const certs = (await call('GET', '/v1/clusters/team-a/certificates', { token: tokens['alice'] })).body as { name: string; is_ca: boolean; version: number; expires_at: string }[];
+    assert.ok(certs.some((c) => c.name === 'ca' && c.is_ca));
+    assert.ok(certs.some((c) => c.name === 'apiserver' && !c.is_ca && c.version === 1 && Date.parse(c.expires_at) > Date.now() + 300 * 86_400_000));
+    const serial = () => new Promise<string>((res, rej) => {
+      const s = tlsConnect({ host: ready.kubernetes_master_ips[0]!, port: ready.parameters.kubernetes_master_port, rejectUnauthorized: false }, () => {
+        res(s.getPeerCertificate().serialNumber);
+        s.end();
+      });
+      s.on('error', rej);
+    });
+    const before = await serial();
+    const rot = await call('POST', '/v1/clusters/team-a/rotate-certificates', { token: tokens['alice'] });
+    assert.equal(rot.status, 202, rot.text);
+    assert.equal((await tp.platform.director.wait((rot.body as { last_task_id: number }).last_task_id)).state, 'done');
+    assert.notEqual(await serial(), before, 'the API server serves its new certificate');
+    assert.equal(((await call('GET', '/v1/clusters/team-a/certificates', { token: tokens['alice'] })).body as { name: string; version: number }[]).find((c) => c.name === 'apiserver')?.version, 2);
+    let again = '';
+    for (let i = 0; i < 40 && !/worker-0\s+Ready/.test(again); i++) {
+      again = await exec([kubectl, 'get', 'nodes', '--no-headers'], { env, timeoutMs: 30_000 }).then((r) => r.stdout, (e: Error) => e.message);
+      if (!/worker-0\s+Ready/.test(again)) await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.match(again, /worker-0\s+Ready/, 'kubectl works after the rotation (the CA is unchanged)');
+    assert.equal((await call('POST', '/v1/clusters/team-a/upgrade', { token: tokens['alice'] })).status, 403, 'upgrades are for admins');
+    const up = await call('POST', '/v1/clusters/team-a/upgrade', { token: tokens['root'] });
+    assert.equal(up.status, 202);
+    assert.equal((await tp.platform.director.wait((up.body as { last_task_id: number }).last_task_id)).state, 'done');
 
     // The audit log records the mutating calls and the credential read, with who and result.
     const audit = (await call('GET', '/v1/audit?limit=1000', { token: tokens['root'] })).body as { actor: string; action: string; target: string; result: string }[];

@@ -40,7 +40,7 @@ export interface Platform {
   director: Director;
   identity: Identity;
   clusters: ClusterService;
-  /** Stops the API and closes the store; VMs keep running (a restart picks them up). */
+  /** Stops the API and closes the store; VMs keep running (a restart picks them up). With no VM left, the VM network is removed too. */
   close(): Promise<void>;
 }
 
@@ -114,7 +114,16 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
 
     const clusters = new ClusterService({
       store, director, clock, logger,
-      credentials: { adminCertificate: async (deployment, who) => (await creds.get<'certificate'>(`/deployments/${deployment}/admin`, { actor: who })).value },
+      credentials: {
+        adminCertificate: async (deployment, who) => (await creds.get<'certificate'>(`/deployments/${deployment}/admin`, { actor: who })).value,
+        certificates: async (deployment) => (await creds.list(`/deployments/${deployment}/`)).filter((c) => c.type === 'certificate')
+          .map((c) => ({ name: c.name.slice(`/deployments/${deployment}/`.length), expires_at: c.expires_at, is_ca: c.ca_name === null, version: c.version })),
+        regenerateLeaves: async (deployment, who) => {
+          const leaves = (await creds.list(`/deployments/${deployment}/`)).filter((c) => c.type === 'certificate' && c.ca_name !== null);
+          for (const c of leaves) await creds.regenerate(c.name, { actor: who });
+          return leaves.length;
+        },
+      },
       oidc: { issuerUrl: url, caPem: ca.certificate, audience: AUDIENCE, usernameClaim: 'user_name', usernamePrefix: 'anodyne:' },
     });
     const audit = new AuditLog(store, clock);
@@ -128,6 +137,10 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       app, url, caFile, caPem: ca.certificate, adminPassword, releaseKubectl: release.bin('kubectl'), store, creds, provider, director, identity, clusters,
       close: async () => {
         await app.close();
+        // With no deployment left, nothing needs the VM network: remove the bridge and its rules
+        // too, so a stopped platform leaves nothing on the host. Clusters keep it (and run on).
+        const left = await store.db.selectFrom('instances').select('id').limit(1).execute().catch(() => [{ id: 'unknown' }]);
+        if (left.length === 0 && (await provider.listVms()).length === 0) await provider.cleanup().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'removing the VM network failed'));
         await store.close();
       },
     };

@@ -97,3 +97,4 @@ export const CreateNetworkProfile = Type.Object({
   name: Type.String({ pattern: DNS1123, maxLength: 40 }), description: Type.Optional(Type.String({ maxLength: 256 })),
   pod_cidr: Type.String({ pattern: CIDR }), service_cidr: Type.String({ pattern: CIDR }),
 }, { additionalProperties: false });
+export const Certificate = Type.Object({ name: Type.String(), expires_at: Type.Union([Type.String(), Type.Null()]), is_ca: Type.Boolean(), version: Type.Integer() });

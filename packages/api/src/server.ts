@@ -254,6 +254,20 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     if (!p.userName) throw new NotAllowedError('ANODYNE_E_NOT_ALLOWED', 'binds are for users; clients use the admin kubeconfig');
     return { kubeconfig: await o.clusters.bind(name, p.userName, { apiUrl: o.apiUrl, caPem: o.caPem }) };
   });
+  route('POST', '/v1/clusters/:name/upgrade', { summary: 'Upgrade a cluster to the platform\'s current release and plan (asynchronous)', tags: ['clusters'], scopes: ADMIN, params: S.NameParams, audit: 'cluster.upgrade', response: { 202: S.Cluster } }, async (req, reply) => {
+    const { name } = req.params as { name: string };
+    return reply.status(202).send(await o.clusters.upgrade(name, principal(req).name));
+  });
+  route('GET', '/v1/clusters/:name/certificates', { summary: 'A cluster\'s certificates and their expiry', tags: ['clusters'], scopes: READ, params: S.NameParams, response: { 200: Type.Array(S.Certificate) } }, async (req) => {
+    const { name } = req.params as { name: string };
+    await visibleCluster(req, name, false);
+    return o.clusters.certificates(name);
+  });
+  route('POST', '/v1/clusters/:name/rotate-certificates', { summary: 'New leaf certificates, rolled out (asynchronous)', tags: ['clusters'], scopes: WRITE, params: S.NameParams, audit: 'cluster.rotate_certificates', response: { 202: S.Cluster } }, async (req, reply) => {
+    const { name } = req.params as { name: string };
+    const p = await visibleCluster(req, name, true);
+    return reply.status(202).send(await o.clusters.rotateCertificates(name, p.name));
+  });
   route('GET', '/v1/clusters/:name/kubeconfig', { summary: 'The admin kubeconfig (client certificate, cluster-admin)', tags: ['clusters'], scopes: ADMIN, params: S.NameParams, response: { 200: S.Kubeconfig } }, async (req) => {
     const { name } = req.params as { name: string };
     await o.audit.record({ actor: principal(req).name, action: 'credential.read', target: `cluster ${name} admin kubeconfig`, result: 'ok' });

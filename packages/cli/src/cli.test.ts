@@ -119,6 +119,15 @@ describe('the anodyne CLI against a real server', { skip: !isRoot && 'needs root
     assert.equal(updated.code, 0, updated.screen);
     assert.ok(sawEstimate, `an estimate of the time left:\n${updated.screen}`);
 
+    // Certificates and their expiry; admin-only upgrades are refused for a manage user in one line.
+    const certs = await cli('certificates', 'first');
+    assert.equal(certs.code, 0, certs.stderr);
+    assert.match(certs.stdout, /^apiserver\s+1\s+\S+\s+3\d\d$/m);
+    const up = await cli('upgrade-clusters', '--clusters', 'first', '--canaries', '1');
+    assert.equal(up.code, 1);
+    assert.match(up.stderr, /^Error: ANODYNE_E_SCOPE_REQUIRED: .*\n$/);
+    assert.match((await cli('completion', 'bash')).stdout, /complete -F _anodyne anodyne/);
+
     // Piped: plain lines, no terminal control characters.
     const del = await cli('delete-cluster', 'first', '--wait', '--non-interactive');
     assert.equal(del.code, 0, del.stderr);

@@ -122,6 +122,74 @@ export function program(): Command {
       out(`Fetched credentials for ${name}; context ${name} selected in ${file}. Try: kubectl get nodes`);
     });
 
+  p.command('upgrade-cluster <name>').description('upgrade a cluster to the platform\'s current release and plan (admin)').option('--wait').option('--json')
+    .action(async (name: string, o: { wait?: boolean; json?: boolean }) => {
+      const { client } = await authedClient();
+      const c = await client.call<Cluster>('POST', `/v1/clusters/${encodeURIComponent(name)}/upgrade`);
+      if (!o.wait) return o.json ? json(c) : out(`Upgrading cluster ${name} (task ${c.last_task_id})`);
+      if ((await followTask(client, c.last_task_id!, !!o.json)) !== 'done') process.exitCode = EXIT.taskFailed;
+    });
+
+  p.command('upgrade-clusters').description('upgrade several clusters: canaries one at a time first, then the rest in batches (admin)')
+    .requiredOption('--clusters <names>', 'comma-separated cluster names')
+    .option('--canaries <n>', 'clusters upgraded first, one at a time', (v) => Number(v), 1)
+    .option('--max-in-flight <n>', 'clusters upgraded at once after the canaries', (v) => Number(v), 1)
+    .action(async (o: { clusters: string; canaries: number; maxInFlight: number }) => {
+      const names = o.clusters.split(',').map((x) => x.trim()).filter(Boolean);
+      if (names.length === 0 || !Number.isInteger(o.canaries) || o.canaries < 0 || !Number.isInteger(o.maxInFlight) || o.maxInFlight < 1) throw new CommanderError(EXIT.usage, 'usage', '--clusters needs names; --canaries ≥ 0 and --max-in-flight ≥ 1 are whole numbers');
+      const { client } = await authedClient();
+      const upgrade = async (name: string): Promise<boolean> => {
+        const c = await client.call<Cluster>('POST', `/v1/clusters/${encodeURIComponent(name)}/upgrade`);
+        for (;;) {
+          const t = await client.call<{ state: string }>('GET', `/v1/tasks/${c.last_task_id}`);
+          if (['done', 'error', 'cancelled'].includes(t.state)) {
+            out(`${name}: upgrade ${t.state} (task ${c.last_task_id})`);
+            return t.state === 'done';
+          }
+          await new Promise((r) => setTimeout(r, 1000));
+        }
+      };
+      const canaries = names.slice(0, o.canaries);
+      for (const n of canaries) {
+        if (!(await upgrade(n))) {
+          process.exitCode = EXIT.taskFailed;
+          return out(`Canary ${n} failed: the other clusters were not touched`);
+        }
+      }
+      const rest = names.slice(o.canaries);
+      for (let i = 0; i < rest.length; i += o.maxInFlight) {
+        const ok = await Promise.all(rest.slice(i, i + o.maxInFlight).map(upgrade));
+        if (ok.includes(false)) {
+          process.exitCode = EXIT.taskFailed;
+          return out('An upgrade failed: later batches were not started');
+        }
+      }
+      out(`Upgraded ${names.length} cluster(s)`);
+    });
+
+  p.command('certificates <name>').description('a cluster\'s certificates and when they expire').option('--json').action(async (name: string, o: { json?: boolean }) => {
+    const { client } = await authedClient();
+    const cs = await client.call<{ name: string; expires_at: string | null; is_ca: boolean; version: number }[]>('GET', `/v1/clusters/${encodeURIComponent(name)}/certificates`);
+    if (o.json) return json(cs);
+    const days = (at: string | null) => (at ? String(Math.floor((Date.parse(at) - Date.now()) / 86_400_000)) : '');
+    printTable([['Name', 'CA', 'Version', 'Expires', 'Days left'], ...cs.map((c) => [c.name, c.is_ca ? 'yes' : '', String(c.version), c.expires_at ?? '', days(c.expires_at)])]);
+  });
+
+  p.command('rotate-certificates <name>').description('issue new leaf certificates and roll them out').option('--wait').option('--json')
+    .action(async (name: string, o: { wait?: boolean; json?: boolean }) => {
+      const { client } = await authedClient();
+      const c = await client.call<Cluster>('POST', `/v1/clusters/${encodeURIComponent(name)}/rotate-certificates`);
+      if (!o.wait) return o.json ? json(c) : out(`Rotating certificates of ${name} (task ${c.last_task_id})`);
+      if ((await followTask(client, c.last_task_id!, !!o.json)) !== 'done') process.exitCode = EXIT.taskFailed;
+    });
+
+  p.command('completion <shell>').description('print a completion script (bash or zsh)').action((shell: string) => {
+    const names = program().commands.map((c) => c.name()).join(' ');
+    if (shell === 'bash') return out(`_anodyne() { local cur=\${COMP_WORDS[COMP_CWORD]}; [ "$COMP_CWORD" -eq 1 ] && COMPREPLY=( $(compgen -W "${names}" -- "$cur") ); }\ncomplete -F _anodyne anodyne`);
+    if (shell === 'zsh') return out(`#compdef anodyne\n_arguments '1: :(${names})'`);
+    throw new CommanderError(EXIT.usage, 'usage', `completion supports bash and zsh, not ${shell}`);
+  });
+
   p.command('get-kubeconfig <name>').description('print the admin kubeconfig (pks.clusters.admin)').action(async (name: string) => {
     const { client } = await authedClient();
     out((await client.call<{ kubeconfig: string }>('GET', `/v1/clusters/${encodeURIComponent(name)}/kubeconfig`)).kubeconfig);

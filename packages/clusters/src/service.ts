@@ -8,6 +8,10 @@ import { BUILTIN_PLANS, adminKubeconfig, clusterManifest, deploymentName, type C
 /** What the service needs of the credential store: the cluster's admin certificate. */
 export interface ClusterCredentials {
   adminCertificate(deployment: string, actor: string): Promise<{ ca: string; certificate: string; private_key: string }>;
+  /** The deployment's certificates (latest versions) with their expiry. */
+  certificates(deployment: string): Promise<{ name: string; expires_at: string | null; is_ca: boolean; version: number }[]>;
+  /** New versions of every leaf certificate (CAs are kept, so trust does not change). */
+  regenerateLeaves(deployment: string, actor: string): Promise<number>;
 }
 
 export interface ClusterServiceOptions {
@@ -249,6 +253,35 @@ export class ClusterService {
     if (workers > p.workers) await this.checkQuota(r.owner, 0, workers - p.workers);
     const task = await this.o.director.deploy(manifest, actor);
     await this.q('updating a cluster', () => this.o.store.db.updateTable('clusters').set({ parameters: JSON.stringify(next), last_action: 'UPDATE', last_task_id: task.id, updated_at: this.now() }).where('name', '=', name).execute());
+    return this.get(name);
+  }
+
+  /** Re-deploys a cluster with the platform's current release and plan (canaries, rolling). */
+  async upgrade(name: string, actor: string): Promise<ClusterView> {
+    const r = await this.row(name);
+    await this.assertIdle(r);
+    if (r.last_action === 'DELETE') throw new ConflictError('ANODYNE_E_CLUSTER_BUSY', `cluster ${name} is being deleted`);
+    const manifest = clusterManifest(this.request(name, JSON.parse(r.parameters) as Parameters, r.plan), this.plans);
+    const task = await this.o.director.deploy(manifest, actor);
+    await this.setTask(name, 'UPDATE', task.id);
+    return this.get(name);
+  }
+
+  /** Certificates of a cluster with their expiry (no secret material). */
+  async certificates(name: string): Promise<{ name: string; expires_at: string | null; is_ca: boolean; version: number }[]> {
+    await this.row(name);
+    return this.o.credentials.certificates(deploymentName(name));
+  }
+
+  /** New leaf certificates for every component, rolled out instance by instance (CAs unchanged). */
+  async rotateCertificates(name: string, actor: string): Promise<ClusterView> {
+    const r = await this.row(name);
+    await this.assertIdle(r);
+    if (r.last_action === 'DELETE') throw new ConflictError('ANODYNE_E_CLUSTER_BUSY', `cluster ${name} is being deleted`);
+    const manifest = clusterManifest(this.request(name, JSON.parse(r.parameters) as Parameters, r.plan), this.plans);
+    await this.o.credentials.regenerateLeaves(deploymentName(name), actor);
+    const task = await this.o.director.deploy(manifest, actor);
+    await this.setTask(name, 'UPDATE', task.id);
     return this.get(name);
   }
 
