@@ -17,10 +17,10 @@ export interface TestPlatform {
 }
 
 /** A whole platform on its own network, port, tag and data directory. */
-export async function startTestPlatform(name: string, network: string, port: number): Promise<TestPlatform> {
+export async function startTestPlatform(name: string, network: string, port: number, env: Record<string, string> = {}): Promise<TestPlatform> {
   const dir = mkdtempSync(join(tmpdir(), `anodyne-${name}-`));
   const tag = `${name.slice(0, 2)}${(process.pid % 1296).toString(36)}`;
-  const config = loadConfig(PlatformConfigSchema, { env: { ANODYNE_DATA_DIR: dir, ANODYNE_PROVIDER_NETWORK: network, ANODYNE_PROVIDER_TAG: tag, ANODYNE_SERVER_PORT: String(port) } });
+  const config = loadConfig(PlatformConfigSchema, { env: { ANODYNE_DATA_DIR: dir, ANODYNE_PROVIDER_NETWORK: network, ANODYNE_PROVIDER_TAG: tag, ANODYNE_SERVER_PORT: String(port), ...env } });
   const platform = await startPlatform({ config, logger: silentLogger(), clock: systemClock });
   return {
     platform, dir, tag,
