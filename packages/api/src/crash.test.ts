@@ -1,0 +1,126 @@
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { silentLogger, systemClock } from '@anodyne/common';
+import { LocalProvider } from '@anodyne/providers';
+import { hostLeftovers } from '@anodyne/providers/testing';
+import { https } from './testing/index.js';
+
+const isRoot = process.getuid?.() === 0;
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+const PORT = 19_980 + (process.pid % 9);
+const NETWORK = '10.198.13.0/24';
+
+/**
+ * The platform as a user runs it (`anodyne server`, a separate process), killed with SIGKILL in
+ * the middle of a create, an update and a delete, and started again each time.
+ */
+describe('faults: kill -9 of the platform during create, update and delete', { skip: !isRoot && 'needs root' }, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'anodyne-crash-'));
+  const tag = `kc${(process.pid % 1296).toString(36)}`;
+  const env = { ...process.env, ANODYNE_DATA_DIR: dir, ANODYNE_PROVIDER_NETWORK: NETWORK, ANODYNE_PROVIDER_TAG: tag, ANODYNE_SERVER_PORT: String(PORT), ANODYNE_LOG_LEVEL: 'warn' };
+  let server: ChildProcess | undefined;
+  let url = '';
+  let ca = '';
+  let token = '';
+  let password = '';
+
+  async function start(): Promise<void> {
+    const child = spawn('node', [join(REPO, 'packages/cli/dist/bin.js'), 'server'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    server = child;
+    let out = '';
+    await new Promise<void>((res, rej) => {
+      const timer = setTimeout(() => rej(new Error(`server did not start: ${out}`)), 60_000);
+      child.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (/Stop with Ctrl-C/.test(out)) {
+          clearTimeout(timer);
+          res();
+        }
+      });
+      child.stderr!.resume();
+      child.once('exit', (code) => rej(new Error(`server exited ${code}: ${out}`)));
+    });
+    url = /Anodyne is up: (\S+)/.exec(out)![1]!;
+    password ||= /password: (\S+)/.exec(out)?.[1] ?? '';
+    const { readFileSync } = await import('node:fs');
+    ca = readFileSync(join(dir, 'ca.pem'), 'utf8');
+    const r = await https(url, ca, 'POST', '/oauth/token', { body: JSON.stringify({ grant_type: 'password', username: 'admin', password }) });
+    token = (r.body as { access_token: string }).access_token;
+  }
+  const kill9 = async () => {
+    const exited = new Promise((r) => server!.once('exit', r));
+    server!.kill('SIGKILL');
+    await exited;
+  };
+  const call = (method: string, path: string, body?: unknown) => https(url, ca, method, path, { token, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
+  const waitForEvent = async (taskId: number, stage: RegExp) => {
+    for (let i = 0; i < 600; i++) {
+      const ev = (await call('GET', `/v1/tasks/${taskId}/events`)).body as { stage: string; state: string }[];
+      if (ev.some((e) => stage.test(e.stage) && e.state === 'started')) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new Error(`no ${stage} event`);
+  };
+  const taskState = async (id: number) => ((await call('GET', `/v1/tasks/${id}`)).body as { state: string; error: { code: string } | null });
+
+  before(start);
+  after(async () => {
+    if (server && server.exitCode === null) {
+      const exited = new Promise((r) => server!.once('exit', r));
+      server.kill('SIGTERM');
+      await exited;
+    }
+    // Whatever a failed run left (VMs keep running when the platform dies) goes too.
+    await new LocalProvider({ dataDir: join(dir, 'provider'), tag, network: NETWORK, agentCommand: ['true'], logger: silentLogger(), clock: systemClock }).cleanup();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('every interrupted task ends, the cluster converges or goes, nothing is orphaned on the host', async () => {
+    // 1. Killed while the create updates its first instance.
+    const created = (await call('POST', '/v1/clusters', { name: 'crashy', plan_name: 'small', parameters: { kubernetes_worker_instances: 1 } })).body as { last_task_id: number };
+    await waitForEvent(created.last_task_id, /^Updating instance/);
+    await kill9();
+    await start();
+    const t1 = await taskState(created.last_task_id);
+    assert.equal(t1.state, 'error', 'the interrupted create ended');
+    assert.equal(((await call('GET', '/v1/clusters/crashy')).body as { last_action_state: string }).last_action_state, 'failed');
+
+    // 2. An update (2 workers) converges the cluster; killed while it creates the new worker.
+    const upd = await call('PATCH', '/v1/clusters/crashy', { kubernetes_worker_instances: 2 });
+    assert.equal(upd.status, 202, upd.text);
+    const updTask = (upd.body as { last_task_id: number }).last_task_id;
+    await waitForEvent(updTask, /^Updating instance/);
+    await kill9();
+    await start();
+    assert.equal((await taskState(updTask)).state, 'error', 'the interrupted update ended');
+    // The next update converges everything.
+    const again = (await call('PATCH', '/v1/clusters/crashy', { kubernetes_worker_instances: 2 })).body as { last_task_id: number };
+    for (let i = 0; i < 600 && !['done', 'error'].includes((await taskState(again.last_task_id)).state); i++) await new Promise((r) => setTimeout(r, 200));
+    assert.equal((await taskState(again.last_task_id)).state, 'done');
+    assert.equal(((await call('GET', '/v1/clusters/crashy')).body as { last_action_state: string }).last_action_state, 'succeeded');
+
+    // 3. Killed during the delete; the delete is asked again after the restart and finishes.
+    const del = (await call('DELETE', '/v1/clusters/crashy')).body as { last_task_id: number };
+    await waitForEvent(del.last_task_id, /^Deleting instances/);
+    await kill9();
+    await start();
+    assert.equal((await taskState(del.last_task_id)).state, 'error', 'the interrupted delete ended');
+    const del2 = (await call('DELETE', '/v1/clusters/crashy')).body as { last_task_id: number };
+    for (let i = 0; i < 600 && !['done', 'error'].includes((await taskState(del2.last_task_id)).state); i++) await new Promise((r) => setTimeout(r, 200));
+    assert.equal((await taskState(del2.last_task_id)).state, 'done');
+    assert.equal((await call('GET', '/v1/clusters/crashy')).status, 404);
+    const open = ((await call('GET', '/v1/tasks?limit=100')).body as { state: string }[]).filter((t) => !['done', 'error', 'cancelled'].includes(t.state));
+    assert.deepEqual(open, [], 'no task is left running');
+
+    // Stopped with nothing deployed, the platform leaves nothing on the host.
+    const exited = new Promise((r) => server!.once('exit', r));
+    server!.kill('SIGTERM');
+    await exited;
+    assert.deepEqual(await hostLeftovers(tag, join(dir, 'provider')), []);
+  });
+});
