@@ -35,14 +35,14 @@ describe('faults: kill -9 of the platform during create, update and delete', { s
     let out = '';
     await new Promise<void>((res, rej) => {
       const timer = setTimeout(() => rej(new Error(`server did not start: ${out}`)), 60_000);
-      child.stdout!.on('data', (d: Buffer) => {
+      child.stdout.on('data', (d: Buffer) => {
         out += d.toString();
         if (/Stop with Ctrl-C/.test(out)) {
           clearTimeout(timer);
           res();
         }
       });
-      child.stderr!.resume();
+      child.stderr.resume();
       child.once('exit', (code) => rej(new Error(`server exited ${code}: ${out}`)));
     });
     url = /Anodyne is up: (\S+)/.exec(out)![1]!;
