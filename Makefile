@@ -12,6 +12,7 @@ help:
 	@echo "make up     install what is missing, build, start the platform"
 	@echo "make test   install what is missing, build, lint and run every test"
 	@echo "make release  build the Kubernetes release into \$$ANODYNE_CACHE (prints its directory last)"
+	@echo "make bench   run bench/ and write docs/benchmarks.md (needs root; several minutes)"
 
 ## Debian packages (only the missing ones)
 deps:
@@ -40,6 +41,10 @@ lint: build
 
 up: deps npm build
 	@scripts/up.sh
+
+bench: deps npm build
+	@release_dir=$$(release/build.sh | tail -1); \
+	ANODYNE_RELEASE_DIR="$$release_dir" node bench/clusters.mjs
 
 test: deps npm build lint
 	@release_dir=$$(release/build.sh | tee /dev/stderr | tail -1); \
