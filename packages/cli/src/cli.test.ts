@@ -139,6 +139,20 @@ describe('the anodyne CLI against a real server', { skip: !isRoot && 'needs root
     assert.match(gone.stderr, /^Error: ANODYNE_E_CLUSTER_NOT_FOUND: cluster first not found\n$/);
   });
 
+  it('admins manage users and groups from the CLI', async () => {
+    const admin = { ...env, ANODYNE_SESSION_FILE: join(home, 'admin-session.json') };
+    const run = (...args: string[]) => exec([BIN, ...args], { env: admin, okCodes: [0, 1, 2, 3, 4], timeoutMs: 60_000 });
+    await tp.platform.identity.createUser({ username: 'boss', password: 'boss-password', groups: [SCOPES.admin] });
+    assert.equal((await run('login', '-a', tp.platform.url, '-u', 'boss', '-p', 'boss-password', '--ca-cert', tp.platform.caFile)).code, 0);
+    assert.equal((await run('create-user', 'temp', '--password', 'temp-password', '--group', 'pks.clusters.manage')).code, 0);
+    assert.match((await run('users')).stdout, /^temp\s+local\s+pks\.clusters\.manage/m);
+    assert.match((await run('set-groups', 'temp', '--group', 'pks.clusters.admin.read')).stdout, /temp: pks\.clusters\.admin\.read/);
+    assert.equal((await run('delete-user', 'temp')).code, 0);
+    const gone = await run('delete-user', 'temp');
+    assert.equal(gone.code, 4);
+    assert.match(gone.stderr, /^Error: ANODYNE_E_USER_NOT_FOUND: /);
+  });
+
   it('an expired session that cannot be refreshed: exit 3 with one line', async () => {
     const file = join(home, '.anodyne', 'config.json');
     const s = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;

@@ -242,6 +242,26 @@ export function program(): Command {
       out(`User ${username} created`);
     });
 
+  p.command('users').description('list users and their groups (admin)').option('--json').action(async (o: { json?: boolean }) => {
+    const { client } = await authedClient();
+    const us = await client.call<{ username: string; origin: string; groups: string[]; locked: boolean }[]>('GET', '/v1/users');
+    if (o.json) return json(us);
+    printTable([['User', 'Origin', 'Groups', 'Locked'], ...us.map((u) => [u.username, u.origin, u.groups.join(','), u.locked ? 'yes' : ''])]);
+  });
+
+  p.command('set-groups <username>').description('set a user\'s groups (scopes) (admin)').option('--group <scope...>', 'scopes; none removes every group', [])
+    .action(async (username: string, o: { group: string[] }) => {
+      const { client } = await authedClient();
+      const u = await client.call<{ groups: string[] }>('PUT', `/v1/users/${encodeURIComponent(username)}`, { groups: o.group });
+      out(`${username}: ${u.groups.join(', ') || 'no groups'}`);
+    });
+
+  p.command('delete-user <username>').description('delete a user (admin)').action(async (username: string) => {
+    const { client } = await authedClient();
+    await client.call('DELETE', `/v1/users/${encodeURIComponent(username)}`);
+    out(`User ${username} deleted`);
+  });
+
   p.command('server').description('start the platform (API, identity, director) with the embedded defaults')
     .option('-c, --config <file>', 'YAML configuration (defaults + ANODYNE_* environment otherwise)')
     .action(async (o: { config?: string }) => {
