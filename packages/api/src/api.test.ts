@@ -236,6 +236,16 @@ describe('platform API over HTTPS', { skip: !isRoot && 'needs root' }, () => {
     assert.ok(audit.some((e) => e.actor === 'root' && e.action === 'credential.read'));
     assert.equal((await call('GET', '/v1/audit', { token: tokens['alice'] })).status, 403);
 
+    // Automation: an admin creates an OAuth client; its client_credentials token reads (admin.read) but cannot change.
+    const client = await call('POST', '/v1/clients', { token: tokens['root'], body: { client_id: 'ci-bot', client_secret: 'ci-bot-secret-0123456789', scopes: [SCOPES.adminRead], grant_types: ['client_credentials'] } });
+    assert.equal(client.status, 201, client.text);
+    const cc = await call('POST', '/oauth/token', { raw: 'grant_type=client_credentials', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from('ci-bot:ci-bot-secret-0123456789').toString('base64')}` } });
+    assert.equal(cc.status, 200, cc.text);
+    const botToken = (cc.body as { access_token: string }).access_token;
+    assert.equal(((await call('GET', '/v1/clusters', { token: botToken })).body as unknown[]).length, 1);
+    assert.equal((await call('DELETE', '/v1/clusters/team-a', { token: botToken })).status, 403);
+    assert.ok(((await call('GET', '/v1/clients', { token: tokens['root'] })).body as { client_id: string; confidential: boolean }[]).some((c) => c.client_id === 'ci-bot' && c.confidential));
+
     // Delete: 202, then gone; nothing of it remains.
     const del = await call('DELETE', '/v1/clusters/team-a', { token: tokens['alice'] });
     assert.equal(del.status, 202);

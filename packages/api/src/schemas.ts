@@ -98,3 +98,10 @@ export const CreateNetworkProfile = Type.Object({
   pod_cidr: Type.String({ pattern: CIDR }), service_cidr: Type.String({ pattern: CIDR }),
 }, { additionalProperties: false });
 export const Certificate = Type.Object({ name: Type.String(), expires_at: Type.Union([Type.String(), Type.Null()]), is_ca: Type.Boolean(), version: Type.Integer() });
+export const ClientParams = Type.Object({ client_id: Type.String({ pattern: USER, maxLength: 64 }) });
+export const CreateClient = Type.Object({
+  client_id: Type.String({ pattern: USER, maxLength: 64 }),
+  client_secret: Type.Optional(Type.String({ minLength: 16, maxLength: 1024 })),
+  scopes: Type.Array(Scope, { maxItems: 3, uniqueItems: true }),
+  grant_types: Type.Array(Type.Union([Type.Literal('client_credentials'), Type.Literal('password'), Type.Literal('refresh_token')]), { minItems: 1, maxItems: 3, uniqueItems: true }),
+}, { additionalProperties: false });

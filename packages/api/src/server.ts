@@ -206,6 +206,16 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     await o.identity.deleteUser((req.params as { username: string }).username);
     return reply.status(204).send();
   });
+  route('GET', '/v1/clients', { summary: 'List OAuth clients (no secrets)', tags: ['users'], scopes: ADMIN }, async () => o.identity.clients());
+  route('POST', '/v1/clients', { summary: 'Create an OAuth client', tags: ['users'], scopes: ADMIN, body: S.CreateClient, audit: 'client.create' }, async (req, reply) => {
+    const b = req.body as { client_id: string; client_secret?: string; scopes: string[]; grant_types: string[] };
+    await o.identity.createClient({ clientId: b.client_id, ...(b.client_secret ? { secret: b.client_secret } : {}), scopes: b.scopes, grantTypes: b.grant_types });
+    return reply.status(201).send({ client_id: b.client_id, scopes: b.scopes, grant_types: b.grant_types });
+  });
+  route('DELETE', '/v1/clients/:client_id', { summary: 'Delete an OAuth client', tags: ['users'], scopes: ADMIN, params: S.ClientParams, audit: 'client.delete' }, async (req, reply) => {
+    await o.identity.deleteClient((req.params as { client_id: string }).client_id);
+    return reply.status(204).send();
+  });
   route('GET', '/v1/audit', { summary: 'The audit log', tags: ['platform'], scopes: ADMIN, querystring: S.AuditQuery }, async (req) => {
     const q = req.query as { actor?: string; action?: string; limit?: number };
     return o.audit.list({ ...(q.actor ? { actor: q.actor } : {}), ...(q.action ? { action: q.action } : {}), limit: q.limit ?? 100 });

@@ -229,6 +229,11 @@ export class Identity {
     await this.q('creating a client', () => this.o.store.db.insertInto('identity_clients').values({ client_id: input.clientId, secret_hash: hash, scopes: JSON.stringify(input.scopes), grant_types: JSON.stringify(input.grantTypes), created_at: this.nowIso() }).execute());
   }
 
+  async clients(): Promise<{ client_id: string; scopes: string[]; grant_types: string[]; confidential: boolean }[]> {
+    const rows = await this.q('listing clients', () => this.o.store.db.selectFrom('identity_clients').selectAll().orderBy('client_id').execute());
+    return rows.map((r) => ({ client_id: r.client_id, scopes: JSON.parse(r.scopes) as string[], grant_types: JSON.parse(r.grant_types) as string[], confidential: r.secret_hash !== null }));
+  }
+
   async deleteClient(clientId: string): Promise<void> {
     await this.q('deleting a client', () => this.o.store.db.deleteFrom('identity_clients').where('client_id', '=', clientId).execute());
   }
