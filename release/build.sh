@@ -7,6 +7,7 @@
 #     bin/<program> -> kube     one symlink per program
 #     bin/helm                  helm v3 client
 #     bin/coredns               cluster DNS (CoreDNS with selected plugins, no forwarding)
+#     bin/flanneld              pod network across nodes (flannel: kube subnet manager, host-gw)
 #     images/pause.tar          OCI archive: anodyne.local/pause
 #     images/busybox.tar        OCI archive: anodyne.local/busybox (test workloads)
 #     images/coredns.tar        OCI archive: anodyne.local/coredns (the cluster DNS add-on)
@@ -30,7 +31,8 @@ K8S_VERSION=$(awk '$1=="k8s.io/kubernetes" && $2 ~ /^v/ {print $2; exit}' kubern
 ETCD_VERSION=$(awk '$1=="go.etcd.io/etcd/server/v3" {print $2; exit}' kubernetes/go.mod)
 COREDNS_VERSION=$(awk '$1=="require" && $2=="github.com/coredns/coredns" {print $3; exit} $1=="github.com/coredns/coredns" {print $2; exit}' coredns/go.mod)
 HELM_VERSION=$(awk '$1=="require" && $2=="helm.sh/helm/v3" {print $3; exit} $1=="helm.sh/helm/v3" {print $2; exit}' helm/go.mod)
-[ -n "$K8S_VERSION" ] && [ -n "$ETCD_VERSION" ] && [ -n "$HELM_VERSION" ] && [ -n "$COREDNS_VERSION" ] || { echo "release: cannot read versions from go.mod files" >&2; exit 1; }
+FLANNEL_VERSION=$(awk '$1=="github.com/flannel-io/flannel" {print $2; exit}' flannel/go.mod)
+[ -n "$K8S_VERSION" ] && [ -n "$ETCD_VERSION" ] && [ -n "$HELM_VERSION" ] && [ -n "$COREDNS_VERSION" ] && [ -n "$FLANNEL_VERSION" ] || { echo "release: cannot read versions from go.mod files" >&2; exit 1; }
 BUSYBOX=/bin/busybox
 [ -x "$BUSYBOX" ] || { echo "release: $BUSYBOX missing (Debian package busybox-static; run scripts/install-deps.sh)" >&2; exit 1; }
 BUSYBOX_VERSION=$(dpkg-query -W -f='${Version}' busybox-static 2>/dev/null || echo unknown)
@@ -71,6 +73,9 @@ echo "release: building helm $HELM_VERSION"
 echo "release: building coredns $COREDNS_VERSION"
 (cd coredns && go build -trimpath -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" -o "$WORK/bin/coredns" .)
 
+echo "release: building flanneld $FLANNEL_VERSION"
+(cd flannel && go build -trimpath -ldflags "-s -w -X github.com/flannel-io/flannel/pkg/version.Version=$FLANNEL_VERSION" -o "$WORK/bin/flanneld" .)
+
 echo "release: building images"
 (cd images && go build -trimpath -ldflags "-s -w" -o "$WORK/tools/pause" ./pause && go build -trimpath -o "$WORK/tools/ocipack" ./ocipack)
 
@@ -108,6 +113,7 @@ printf 'root:x:0:0:root:/:/coredns\n' > "$WORK/rootfs/coredns/etc/passwd"
   echo "  \"etcd\": \"$ETCD_VERSION\","
   echo "  \"helm\": \"$HELM_VERSION\","
   echo "  \"coredns\": \"$COREDNS_VERSION\","
+  echo "  \"flannel\": \"$FLANNEL_VERSION\","
   echo "  \"images\": {\"pause\": \"anodyne.local/pause:1.0\", \"busybox\": \"anodyne.local/busybox:$BB_TAG\", \"coredns\": \"anodyne.local/coredns:${COREDNS_VERSION#v}\"},"
   echo '  "files": ['
   first=1
@@ -121,6 +127,7 @@ printf 'root:x:0:0:root:/:/coredns\n' > "$WORK/rootfs/coredns/etc/passwd"
   emit helm "$HELM_VERSION" bin/helm
   emit coredns "$COREDNS_VERSION" bin/coredns
   emit coredns "$COREDNS_VERSION" images/coredns.tar
+  emit flannel "$FLANNEL_VERSION" bin/flanneld
   emit pause 1.0 images/pause.tar
   emit busybox "$BB_TAG" images/busybox.tar
   echo

@@ -1,7 +1,7 @@
 /**
  * Cluster add-ons, applied by the masters once their API server answers: CoreDNS (answering
  * only for the cluster's own names — there is no forwarder, so nothing is asked outside the
- * machine) and the RBAC bindings Anodyne relies on.
+ * machine) and the RBAC bindings Anodyne relies on (cluster admins, flannel's node access).
  */
 
 /** The kube-dns Service address: the tenth address of the service range (as kubeadm does). */
@@ -66,6 +66,23 @@ kind: ClusterRoleBinding
 metadata: {name: 'anodyne:cluster-admins', labels: {app.kubernetes.io/managed-by: anodyne}}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
 subjects: [{kind: Group, apiGroup: rbac.authorization.k8s.io, name: '${ADMIN_GROUP}'}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: 'anodyne:flannel', labels: {app.kubernetes.io/managed-by: anodyne}}
+rules:
+- apiGroups: ['']
+  resources: [nodes]
+  verbs: [get, list, watch, patch]
+- apiGroups: ['']
+  resources: [nodes/status]
+  verbs: [patch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: 'anodyne:flannel', labels: {app.kubernetes.io/managed-by: anodyne}}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: 'anodyne:flannel'}
+subjects: [{kind: User, apiGroup: rbac.authorization.k8s.io, name: 'anodyne:flannel'}]
 ---
 apiVersion: v1
 kind: ConfigMap

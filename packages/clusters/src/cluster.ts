@@ -16,12 +16,66 @@ export interface Plan {
   masterDiskMb: number;
   admissionPlugins: string[];
   allowPrivileged: boolean;
+  /** Availability zones instances are spread over, round-robin (the node label topology.kubernetes.io/zone). */
+  azs?: string[];
+  /** Kubelet settings of the plan's workers. */
+  kubelet?: KubeletSettings;
 }
 
+/** What a plan may set of each worker's kubelet (KubeletConfiguration fields). */
+export interface KubeletSettings {
+  /** Resources kept for the node's own system daemons, e.g. {cpu: '100m', memory: '256Mi'}. */
+  systemReserved?: Record<string, string>;
+  /** Resources kept for the Kubernetes daemons (kubelet, containerd). */
+  kubeReserved?: Record<string, string>;
+  /** Hard eviction thresholds, e.g. {'memory.available': '100Mi'}. */
+  evictionHard?: Record<string, string>;
+  maxPods?: number;
+}
+
+/** Nodes nested in a host share its disks: never evict on disk pressure (kind does the same). */
+export const DEFAULT_KUBELET: Required<KubeletSettings> = {
+  systemReserved: {},
+  kubeReserved: {},
+  evictionHard: { 'memory.available': '100Mi', 'nodefs.available': '0%', 'nodefs.inodesFree': '0%', 'imagefs.available': '0%' },
+  maxPods: 110,
+};
+
 export const BUILTIN_PLANS: Plan[] = [
-  { name: 'small', description: 'one master, one to three workers', masters: 1, defaultWorkers: 1, maxWorkers: 3, masterVmType: 'medium', workerVmType: 'medium', masterDiskMb: 1024, admissionPlugins: ['NodeRestriction'], allowPrivileged: true },
-  { name: 'ha', description: 'three masters behind a load balancer, up to ten workers', masters: 3, defaultWorkers: 3, maxWorkers: 10, masterVmType: 'medium', workerVmType: 'medium', masterDiskMb: 1024, admissionPlugins: ['NodeRestriction'], allowPrivileged: true },
+  { name: 'small', description: 'one master, one to three workers', masters: 1, defaultWorkers: 1, maxWorkers: 3, masterVmType: 'medium', workerVmType: 'medium', masterDiskMb: 1024, admissionPlugins: ['NodeRestriction'], allowPrivileged: true, azs: ['z1'], kubelet: { systemReserved: { cpu: '50m', memory: '64Mi' } } },
+  { name: 'ha', description: 'three masters behind a load balancer, up to ten workers', masters: 3, defaultWorkers: 3, maxWorkers: 10, masterVmType: 'medium', workerVmType: 'medium', masterDiskMb: 1024, admissionPlugins: ['NodeRestriction'], allowPrivileged: true, azs: ['z1', 'z2', 'z3'], kubelet: { systemReserved: { cpu: '50m', memory: '64Mi' } } },
 ];
+
+const PLAN_NAME = /^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$/;
+const QUANTITY = /^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T|%)?$/;
+
+/**
+ * Checks an operator's plans before the platform uses them: a bad plan is refused at start with
+ * the plan and field named, never when a team asks for a cluster.
+ */
+export function validatePlans(plans: Plan[]): Plan[] {
+  const bad = (plan: string, key: string, why: string): never => {
+    throw new InputError('ANODYNE_E_CONFIG_INVALID', `plan ${JSON.stringify(plan)}: ${key} ${why}`, { details: { plan, key } });
+  };
+  const seen = new Set<string>();
+  for (const p of plans) {
+    if (!PLAN_NAME.test(p.name)) bad(p.name, 'name', 'must be a DNS-1123 label');
+    if (seen.has(p.name)) bad(p.name, 'name', 'is used by two plans');
+    seen.add(p.name);
+    if (![1, 3, 5].includes(p.masters)) bad(p.name, 'masters', 'must be 1, 3 or 5 (an odd etcd quorum)');
+    if (!Number.isInteger(p.maxWorkers) || p.maxWorkers < 0 || p.maxWorkers > 250) bad(p.name, 'maxWorkers', 'must be an integer from 0 to 250');
+    if (!Number.isInteger(p.defaultWorkers) || p.defaultWorkers < 0 || p.defaultWorkers > p.maxWorkers) bad(p.name, 'defaultWorkers', `must be an integer from 0 to maxWorkers (${p.maxWorkers})`);
+    if (!Number.isInteger(p.masterDiskMb) || p.masterDiskMb < 0) bad(p.name, 'masterDiskMb', 'must be a whole number of MB');
+    if (p.azs !== undefined && (p.azs.length === 0 || p.azs.some((z) => !PLAN_NAME.test(z)))) bad(p.name, 'azs', 'must be a non-empty list of DNS-1123 labels');
+    for (const [field, map] of Object.entries({ systemReserved: p.kubelet?.systemReserved, kubeReserved: p.kubelet?.kubeReserved, evictionHard: p.kubelet?.evictionHard })) {
+      for (const [k, v] of Object.entries(map ?? {})) {
+        if (!/^[a-z.A-Z-]+$/.test(k) || !QUANTITY.test(v)) bad(p.name, `kubelet.${field}.${k}`, `has an invalid quantity ${JSON.stringify(v)}`);
+      }
+    }
+    if (p.kubelet?.maxPods !== undefined && (!Number.isInteger(p.kubelet.maxPods) || p.kubelet.maxPods < 1 || p.kubelet.maxPods > 250)) bad(p.name, 'kubelet.maxPods', 'must be an integer from 1 to 250 (a node has one /24 of pod addresses)');
+  }
+  return plans;
+}
 
 export interface NetworkProfile {
   podCidr: string;
@@ -117,6 +171,8 @@ export function clusterVariables(req: ClusterRequest, net: NetworkProfile): Mani
     leaf('scheduler', 'ca', 'system:kube-scheduler', ['client_auth']),
     leaf('admin', 'ca', 'kubernetes-admin', ['client_auth'], { organization: 'system:masters' }),
     leaf('kube-proxy', 'ca', 'system:kube-proxy', ['client_auth']),
+    // flanneld on workers: reads Node objects and annotates its own (ClusterRole anodyne:flannel).
+    leaf('flannel', 'ca', 'anodyne:flannel', ['client_auth']),
   ];
 }
 
@@ -131,6 +187,10 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
   const workers = req.workers ?? plan.defaultWorkers;
   if (!Number.isInteger(workers) || workers < 0 || workers > plan.maxWorkers) throw new InputError('ANODYNE_E_INVALID_INPUT', `plan ${plan.name} allows 0 to ${plan.maxWorkers} workers, not ${workers}`, { details: { key: 'workers' } });
   const net: NetworkProfile = { podCidr: cidr(req.network?.podCidr ?? DEFAULT_NETWORK.podCidr, 'network.podCidr'), serviceCidr: cidr(req.network?.serviceCidr ?? DEFAULT_NETWORK.serviceCidr, 'network.serviceCidr') };
+  // Every worker gets a /24 of the pod range from the controller manager (flannel's lease).
+  const podPrefix = Number(net.podCidr.split('/')[1]);
+  if (2 ** (24 - podPrefix) < workers) throw new InputError('ANODYNE_E_INVALID_INPUT', `pod range ${net.podCidr} holds ${2 ** (24 - podPrefix)} node subnets (/24 each), fewer than the ${workers} workers asked for`, { details: { key: 'network.podCidr' } });
+  const kubelet = { ...DEFAULT_KUBELET, ...plan.kubelet, evictionHard: { ...DEFAULT_KUBELET.evictionHard, ...plan.kubelet?.evictionHard } };
   const props = { service_cidr: net.serviceCidr, pod_cidr: net.podCidr };
   return {
     name: deploymentName(req.name),
@@ -142,6 +202,7 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
         name: 'master',
         instances: plan.masters,
         vm_type: plan.masterVmType,
+        ...(plan.azs ? { azs: plan.azs } : {}),
         persistent_disk_mb: plan.masterDiskMb,
         networks: [{ name: 'default' }],
         jobs: [
@@ -149,18 +210,19 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
           { name: 'kube-apiserver', properties: { ...props, admission_plugins: plan.admissionPlugins.join(','), allow_privileged: plan.allowPrivileged, authn_config: authenticationConfig(req.oidc) } },
           { name: 'kube-controller-manager', properties: props },
           { name: 'kube-scheduler' },
-          { name: 'cluster-addons', properties: { cluster_dns: clusterDnsIp(net.serviceCidr), dns_replicas: Math.min(2, Math.max(1, workers)), pod_cidr: net.podCidr } },
+          { name: 'cluster-addons', properties: { cluster_dns: clusterDnsIp(net.serviceCidr), dns_replicas: Math.min(2, Math.max(1, workers)) } },
         ],
       },
       ...(workers > 0 ? [{
         name: 'worker',
         instances: workers,
         vm_type: plan.workerVmType,
+        ...(plan.azs ? { azs: plan.azs } : {}),
         networks: [{ name: 'default' }],
         jobs: [
           { name: 'containerd' },
-          { name: 'pod-network', properties: { pod_cidr: net.podCidr } },
-          { name: 'kubelet', properties: { cluster_dns: clusterDnsIp(net.serviceCidr) } },
+          { name: 'flannel', properties: { pod_cidr: net.podCidr } },
+          { name: 'kubelet', properties: { cluster_dns: clusterDnsIp(net.serviceCidr), system_reserved: kubelet.systemReserved, kube_reserved: kubelet.kubeReserved, eviction_hard: kubelet.evictionHard, max_pods: kubelet.maxPods } },
           { name: 'kube-proxy', properties: { pod_cidr: net.podCidr } },
         ],
       }] : []),

@@ -9,7 +9,7 @@ import { locateRelease, httpGet } from '@anodyne/release';
 import { parseManifest } from '@anodyne/director';
 import { makeHarness, type Harness } from '@anodyne/director/testing';
 import { hostLeftovers } from '@anodyne/providers/testing';
-import { adminKubeconfig, clusterManifest, deploymentName, kubernetesRelease, kubernetesServiceIp } from './index.js';
+import { BUILTIN_PLANS, adminKubeconfig, clusterManifest, deploymentName, kubernetesRelease, kubernetesServiceIp, validatePlans, type Plan } from './index.js';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -33,12 +33,42 @@ describe('cluster manifests', () => {
     ['unknown plan', { name: 'a', plan: 'gigantic' }],
     ['too many workers', { name: 'a', plan: 'small', workers: 99 }],
     ['bad pod CIDR', { name: 'a', plan: 'small', network: { podCidr: '10.0.0.0' } }],
+    ['pod range too small for the workers (one /24 each)', { name: 'a', plan: 'small', workers: 3, network: { podCidr: '10.0.0.0/23' } }],
   ];
   for (const [label, req] of bad) {
     it(`refuses bad input: ${label}`, () => {
       assert.throws(() => clusterManifest(req), (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_INVALID_INPUT');
     });
   }
+});
+
+describe('plans', () => {
+  it('the built-in plans are valid, and the kubelet settings and AZs reach the manifest', () => {
+    assert.equal(validatePlans(BUILTIN_PLANS), BUILTIN_PLANS);
+    const m = clusterManifest({ name: 'z', plan: 'ha', workers: 4 });
+    const worker = m.instance_groups.find((g) => g.name === 'worker')!;
+    assert.deepEqual(worker.azs, ['z1', 'z2', 'z3']);
+    const kubelet = worker.jobs.find((j) => j.name === 'kubelet')!.properties as Record<string, unknown>;
+    assert.deepEqual(kubelet['system_reserved'], { cpu: '50m', memory: '64Mi' });
+    assert.equal((kubelet['eviction_hard'] as Record<string, string>)['memory.available'], '100Mi');
+    assert.ok(worker.jobs.some((j) => j.name === 'flannel'), 'workers run flannel');
+  });
+  const base = BUILTIN_PLANS[0]!;
+  const badPlans: [string, Partial<Plan>][] = [
+    ['even masters', { masters: 2 as 1 }],
+    ['default above max workers', { defaultWorkers: 5, maxWorkers: 3 }],
+    ['empty AZ list', { azs: [] }],
+    ['bad reservation quantity', { kubelet: { systemReserved: { memory: 'lots' } } }],
+    ['bad plan name', { name: 'Big Plan' }],
+  ];
+  for (const [label, change] of badPlans) {
+    it(`refuses a bad plan: ${label}`, () => {
+      assert.throws(() => validatePlans([{ ...base, ...change }]), (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_CONFIG_INVALID');
+    });
+  }
+  it('refuses two plans with one name', () => {
+    assert.throws(() => validatePlans([base, base]), /used by two plans/);
+  });
 });
 
 describe('a Kubernetes cluster on the director and the local provider', { skip: !isRoot && 'needs root' }, () => {
@@ -70,7 +100,7 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
     assert.deepEqual(await h.creds.list(`/deployments/${deployment}`), []);
   }
 
-  it('1 master + 1 worker: control plane up, kubectl works with the admin kubeconfig, the worker is Ready', async (t) => {
+  it('1 master + 2 workers: control plane, nodes Ready, a Deployment across both workers, Services, DNS, NodePort, helm, logs and exec', async (t) => {
     const started = performance.now();
     const task = await h.director.wait((await h.director.deploy(clusterManifest({ name: 'one', plan: 'small', workers: 2 }))).id);
     assert.equal(task.state, 'done', JSON.stringify(task.error));
@@ -99,29 +129,59 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
     }
     t.diagnostic(`1+2: request to all nodes Ready in ${(performance.now() - started).toFixed(0)} ms; nodes: ${nodes.trim().replace(/\s+/g, ' ')}`);
     assert.ok(allReady(nodes), nodes);
-    // Pods from the release's test image on both workers; a Service on one answers a pod on the other.
+    // flannel: each node's lease is its allocated podCIDR, annotated with the host-gw backend.
+    const podCidr = (node: string) => kubectl('get', 'node', node, '-o', 'jsonpath={.spec.podCIDR}').then((r) => r.stdout.trim());
+    const cidr0 = await podCidr('worker-0');
+    const cidr1 = await podCidr('worker-1');
+    assert.match(cidr0, /^10\.200\.\d+\.0\/24$/);
+    assert.notEqual(cidr0, cidr1, 'each node has its own pod subnet');
+    assert.equal((await kubectl('get', 'node', 'worker-1', '-o', 'jsonpath={.metadata.annotations.flannel\\.alpha\\.coreos\\.com/backend-type}')).stdout, 'host-gw');
+    const instances = await h.director.instances(deploymentName('one'));
+    const vmOf = (idx: number) => instances.find((r) => r.group_name === 'worker' && r.idx === idx)!;
+    const routes0 = (await h.provider.execInVm(vmOf(0).vm_id!, ['ip', 'route'])).stdout;
+    assert.match(routes0, new RegExp(`${cidr1.replace(/[./]/g, '\\$&')} via ${vmOf(1).ip!.replace(/\./g, '\\.')}`), `flannel routes worker-1's pods via worker-1: ${routes0}`);
+    // The plan's kubelet settings: reservations and eviction thresholds shrink allocatable memory; the zone label comes from the plan's AZs.
+    const mem = JSON.parse((await kubectl('get', 'node', 'worker-0', '-o', 'jsonpath={.status}')).stdout) as { capacity: { memory: string }; allocatable: { memory: string } };
+    const ki = (q: string) => Number(q.replace(/Ki$/, ''));
+    assert.ok(ki(mem.capacity.memory) - ki(mem.allocatable.memory) >= (64 + 100) * 1024, `allocatable ${mem.allocatable.memory} leaves systemReserved + eviction below capacity ${mem.capacity.memory}`);
+    assert.equal((await kubectl('get', 'node', 'worker-0', '-o', 'jsonpath={.metadata.labels.topology\\.kubernetes\\.io/zone}')).stdout, 'z1');
+    // A Deployment of the release's test image, 2 replicas, lands on both workers (required anti-affinity).
     const image = locateRelease().image('busybox').ref;
-    const pods = [
-      { name: 'server', node: 'worker-1', labels: { app: 'server' }, command: ['httpd', '-f', '-p', '8080', '-h', '/www'] },
-      { name: 'client', node: 'worker-0', labels: { app: 'client' }, command: ['sleep', '3600'] },
-    ].map((p) => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name: p.name, labels: p.labels }, spec: { nodeName: p.node, containers: [{ name: 'main', image, imagePullPolicy: 'Never', command: p.command }] } }));
-    const service = { apiVersion: 'v1', kind: 'Service', metadata: { name: 'server' }, spec: { type: 'NodePort', selector: { app: 'server' }, ports: [{ port: 80, targetPort: 8080 }] } };
-    const objects = JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [...pods, service] });
+    const deployment = {
+      apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: 'web' },
+      spec: {
+        replicas: 2, selector: { matchLabels: { app: 'web' } },
+        template: {
+          metadata: { labels: { app: 'web' } },
+          spec: {
+            affinity: { podAntiAffinity: { requiredDuringSchedulingIgnoredDuringExecution: [{ topologyKey: 'kubernetes.io/hostname', labelSelector: { matchLabels: { app: 'web' } } }] } },
+            containers: [{ name: 'main', image, imagePullPolicy: 'Never', command: ['sh', '-c', 'echo "web pod $(hostname) started"; exec httpd -f -p 8080 -h /www'] }],
+          },
+        },
+      },
+    };
+    // The Service is backed only by the replica that the test marks as the server (on worker-1).
+    const service = { apiVersion: 'v1', kind: 'Service', metadata: { name: 'server' }, spec: { type: 'NodePort', selector: { app: 'web', role: 'server' }, ports: [{ port: 80, targetPort: 8080 }] } };
+    const objects = JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [deployment, service] });
     let applied = false;
     for (let i = 0; i < 60 && !applied; i++) {
       // The default service account appears shortly after the controller manager starts.
       applied = await exec([locateRelease().bin('kubectl'), `--kubeconfig=${kubeconfig}`, 'apply', '-f', '-'], { input: objects, timeoutMs: 30_000 }).then(() => true, () => false);
       if (!applied) await new Promise((r) => setTimeout(r, 500));
     }
-    assert.ok(applied, 'pods and service created');
+    assert.ok(applied, 'deployment and service created');
     const podStart = performance.now();
-    const ready = await exec([locateRelease().bin('kubectl'), `--kubeconfig=${kubeconfig}`, 'wait', '--for=condition=Ready', 'pod/server', 'pod/client', '--timeout=60s'], { timeoutMs: 70_000 }).then(() => true, () => false);
-    if (!ready) assert.fail(`pods not Ready:\n${(await kubectl('describe', 'pods')).stdout.slice(-3000)}`);
-    t.diagnostic(`2 pods Ready in ${(performance.now() - podStart).toFixed(0)} ms`);
-    const serverIp = (await kubectl('get', 'pod', 'server', '-o', 'jsonpath={.status.podIP}')).stdout;
-    assert.match(serverIp, /^10\.200\.2\.\d+$/, 'worker-1 hands out addresses from the second /24');
+    const ready = await exec([locateRelease().bin('kubectl'), `--kubeconfig=${kubeconfig}`, 'rollout', 'status', 'deployment/web', '--timeout=60s'], { timeoutMs: 70_000 }).then(() => true, () => false);
+    if (!ready) assert.fail(`deployment not ready:\n${(await kubectl('describe', 'pods')).stdout.slice(-3000)}`);
+    t.diagnostic(`a 2-replica Deployment ready in ${(performance.now() - podStart).toFixed(0)} ms`);
+    const placed = (await kubectl('get', 'pods', '-l', 'app=web', '-o', 'jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.status.podIP}{"\\n"}{end}')).stdout.trim().split('\n').map((l) => l.split(' ') as [string, string, string]);
+    assert.deepEqual(placed.map((p) => p[1]).sort(), ['worker-0', 'worker-1'], `one replica on each worker: ${JSON.stringify(placed)}`);
+    const [clientPod] = placed.find((p) => p[1] === 'worker-0')!;
+    const [serverPod, , serverIp] = placed.find((p) => p[1] === 'worker-1')!;
+    await kubectl('label', 'pod', serverPod, 'role=server');
+    assert.equal(serverIp.split('.').slice(0, 3).join('.'), cidr1.split('.').slice(0, 3).join('.'), `the server's address ${serverIp} is from worker-1's podCIDR ${cidr1}`);
     const clusterIp = (await kubectl('get', 'service', 'server', '-o', 'jsonpath={.spec.clusterIP}')).stdout;
-    const fetch = (url: string) => kubectl('exec', 'client', '--', 'wget', '-qO-', url).then((r) => r.stdout, (e: Error) => `failed: ${e.message}`);
+    const fetch = (url: string) => kubectl('exec', clientPod, '--', 'wget', '-qO-', url).then((r) => r.stdout, (e: Error) => `failed: ${e.message}`);
     assert.match(await fetch(`http://${serverIp}:8080/`), /hello from anodyne busybox/, 'pod to pod across nodes');
     let viaService = '';
     for (let i = 0; i < 20 && !/hello/.test(viaService); i++) {
@@ -131,7 +191,7 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
     assert.match(viaService, /hello from anodyne busybox/, 'pod to a ClusterIP Service backed by a pod on the other node');
     // The NodePort answers from the host, on a worker that does not run the pod.
     const nodePort = (await kubectl('get', 'service', 'server', '-o', 'jsonpath={.spec.ports[0].nodePort}')).stdout;
-    const worker0 = (await h.director.instances(deploymentName('one'))).find((r) => r.group_name === 'worker' && r.idx === 0)!;
+    const worker0 = vmOf(0);
     let fromHost = '';
     for (let i = 0; i < 20 && !/hello/.test(fromHost); i++) {
       fromHost = await httpGet(`http://${worker0.ip}:${nodePort}/`).then((r) => r.body, (e: Error) => e.message);
@@ -143,12 +203,12 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
     if (!dnsReady) assert.fail(`coredns not available:\n${(await kubectl('-n', 'kube-system', 'describe', 'pods')).stdout.slice(-3000)}`);
     let resolved = '';
     for (let i = 0; i < 20 && !resolved.includes(clusterIp); i++) {
-      resolved = await kubectl('exec', 'client', '--', 'nslookup', 'server.default.svc.cluster.local').then((r) => r.stdout, (e: Error) => e.message);
+      resolved = await kubectl('exec', clientPod, '--', 'nslookup', 'server.default.svc.cluster.local').then((r) => r.stdout, (e: Error) => e.message);
       if (!resolved.includes(clusterIp)) await new Promise((r) => setTimeout(r, 500));
     }
     assert.match(resolved, new RegExp(`Address:\\s+${clusterIp.replace(/\./g, '\\.')}`), `the Service's DNS name resolves to its ClusterIP: ${resolved}`);
     assert.match(await fetch('http://server/'), /hello from anodyne busybox/, 'the short Service name works through the search path');
-    const outside = await exec([locateRelease().bin('kubectl'), `--kubeconfig=${kubeconfig}`, 'exec', 'client', '--', 'nslookup', 'example.com'], { okCodes: [0, 1], timeoutMs: 30_000 });
+    const outside = await exec([locateRelease().bin('kubectl'), `--kubeconfig=${kubeconfig}`, 'exec', clientPod, '--', 'nslookup', 'example.com'], { okCodes: [0, 1], timeoutMs: 30_000 });
     assert.equal(outside.code, 1, `names outside the cluster are not resolved: ${outside.stdout}`);
     assert.match(outside.stdout + outside.stderr, /NXDOMAIN/, 'CoreDNS answers NXDOMAIN itself (it has no forwarder)');
     // helm from the release installs a chart built here; its pods run.
@@ -165,8 +225,8 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
     const helmPods = (await kubectl('get', 'pods', '-l', 'app=hello', '--no-headers')).stdout;
     assert.equal(helmPods.trim().split('\n').filter((l) => /Running/.test(l)).length, 2, helmPods);
     // logs and exec go through the kubelet
-    assert.match((await kubectl('exec', 'server', '--', 'cat', '/www/index.html')).stdout, /hello/);
-    assert.equal((await kubectl('logs', 'client')).code, 0);
+    assert.match((await kubectl('exec', serverPod, '--', 'cat', '/www/index.html')).stdout, /hello/);
+    assert.match((await kubectl('logs', serverPod)).stdout, new RegExp(`web pod ${serverPod} started`), 'kubectl logs shows what the container wrote');
     // etcd keeps its data on the master's persistent disk.
     const master = (await h.director.instances(deploymentName('one'))).find((r) => r.group_name === 'master')!;
     assert.ok(master.disk_id, 'the master has a persistent disk');

@@ -1,7 +1,7 @@
 export {
-  BUILTIN_PLANS, DEFAULT_NETWORK, clusterManifest, clusterVariables, authenticationConfig, adminKubeconfig, deploymentName, kubernetesServiceIp,
-  type Plan, type ClusterRequest, type OidcTrust, type NetworkProfile,
+  BUILTIN_PLANS, DEFAULT_KUBELET, DEFAULT_NETWORK, validatePlans, clusterManifest, clusterVariables, authenticationConfig, adminKubeconfig, deploymentName, kubernetesServiceIp,
+  type Plan, type KubeletSettings, type ClusterRequest, type OidcTrust, type NetworkProfile,
 } from './cluster.js';
-export { kubernetesRelease, etcdJob, apiserverJob, controllerManagerJob, schedulerJob, containerdJob, networkingJob, kubeletJob, kubeProxyJob, addonsJob } from './jobs.js';
+export { kubernetesRelease, etcdJob, apiserverJob, controllerManagerJob, schedulerJob, containerdJob, flannelJob, kubeletJob, kubeProxyJob, addonsJob } from './jobs.js';
 export { addonsYaml, clusterDnsIp, ADMIN_GROUP } from './addons.js';
 export { ClusterService, userKubeconfig, tokenKubeconfig, kubeRequest, type ClusterServiceOptions, type ClusterView, type CreateClusterInput, type ClusterCredentials, type ActionState } from './service.js';

@@ -193,43 +193,60 @@ export const containerdJob: JobDefinition = {
 };
 
 /**
- * Pod networking across nodes with no extra program: each worker's pods get a /24 of the pod
- * /16 chosen by its index (CNI bridge + host-local), and every node routes the other workers'
- * /24s to their addresses on the VM network (all nodes share one L2 segment).
+ * Pod networking across nodes: flannel (built from its Go module into the release) with the
+ * Kubernetes subnet manager and the host-gw backend. A node's pod subnet is the podCIDR the
+ * controller manager allocated to its Node; flannel routes every other node's subnet via that
+ * node's address (all VMs share one L2 segment: no encapsulation, no NAT). Pods attach to a CNI
+ * bridge with host-local addresses from the node's subnet, as flannel's CNI plugin would set up.
  */
-export const networkingJob: JobDefinition = {
-  name: 'pod-network',
+export const flannelJob: JobDefinition = {
+  name: 'flannel',
   release: RELEASE,
-  properties: { pod_cidr: { default: '10.200.0.0/16' } },
+  properties: { release_dir: { default: '/var/lib/anodyne/release' }, pod_cidr: { default: '10.200.0.0/16' }, backend: { default: 'host-gw' } },
   files: {
-    'bin/setup.sh': [
+    'certs/ca.crt': '{{ vars.ca.certificate }}',
+    ...cert('flannel'),
+    kubeconfig: kubeconfig('flannel').replace('https://127.0.0.1:6443', 'https://{{ lbs.api.ip }}:6443'),
+    'net-conf.json': '{"Network": "{{ p.pod_cidr }}", "Backend": {"Type": "{{ p.backend }}"}}\n',
+    'bin/flannel.sh': [
       'set -e',
-      'prefix=$(echo {{ p.pod_cidr }} | cut -d. -f1-2)',
-      'subnet="$prefix.$(( {{ spec.index }} + 1 )).0/24"',
-      'mkdir -p /etc/cni/net.d',
-      'cat > /etc/cni/net.d/10-anodyne.conflist <<EOF',
-      '{"cniVersion":"0.4.0","name":"anodyne","plugins":[{"type":"bridge","bridge":"cni0","isGateway":true,"ipMasq":false,"hairpinMode":true,"ipam":{"type":"host-local","ranges":[[{"subnet":"$subnet"}]],"routes":[{"dst":"0.0.0.0/0"}]}},{"type":"portmap","capabilities":{"portMappings":true}}]}',
-      'EOF',
+      'rm -f /run/pod-network-ready',
+      'export NODE_NAME={{ spec.name }}-{{ spec.index }}',
       'sysctl -q -w net.ipv4.ip_forward=1',
       // Pod-to-Service traffic on the node's bridge must pass kube-proxy's iptables rules.
       'sysctl -q -w net.bridge.bridge-nf-call-iptables=1 || true',
-      'i=0',
-      'for ip in $(echo "{{ groups.worker.ips }}" | tr , " "); do',
-      '  [ "$ip" = "{{ spec.ip }}" ] || ip route replace "$prefix.$((i + 1)).0/24" via "$ip"',
-      '  i=$((i + 1))',
-      'done',
+      // The lease is the Node's podCIDR: wait until the kubelet registered it and it was allocated.
+      'until cidr=$({{ p.release_dir }}/bin/kubectl --kubeconfig=kubeconfig get node "$NODE_NAME" -o jsonpath="{.spec.podCIDR}" 2>/dev/null) && [ -n "$cidr" ]; do sleep 0.2; done',
+      'mkdir -p /run/flannel /etc/cni/net.d',
+      'rm -f /run/flannel/subnet.env',
+      '{{ p.release_dir }}/bin/flanneld --kubeconfig-file=kubeconfig --net-config-path=net-conf.json --public-ip={{ spec.ip }} --subnet-file=/run/flannel/subnet.env &',
+      'pid=$!',
+      'trap \'kill $pid 2>/dev/null\' TERM INT',
+      'until [ -s /run/flannel/subnet.env ]; do kill -0 $pid 2>/dev/null || { wait $pid; exit 1; }; sleep 0.1; done',
+      '. /run/flannel/subnet.env',
+      'cat > /etc/cni/net.d/10-flannel.conflist.tmp <<EOF',
+      '{"cniVersion":"0.4.0","name":"flannel","plugins":[{"type":"bridge","bridge":"cni0","isGateway":true,"ipMasq":false,"hairpinMode":true,"mtu":${FLANNEL_MTU:-1500},"ipam":{"type":"host-local","ranges":[[{"subnet":"$cidr"}]],"routes":[{"dst":"0.0.0.0/0"}]}},{"type":"portmap","capabilities":{"portMappings":true}}]}',
+      'EOF',
+      'mv /etc/cni/net.d/10-flannel.conflist.tmp /etc/cni/net.d/10-flannel.conflist',
       'touch /run/pod-network-ready',
-      'exec sleep infinity',
+      'wait $pid',
       '',
     ].join('\n'),
   },
-  processes: [{ name: 'pod-network', command: 'sh', args: ['bin/setup.sh'], readiness: { exec: { command: ['test', '-e', '/run/pod-network-ready'] } } }],
+  processes: [{ name: 'flanneld', command: 'sh', args: ['bin/flannel.sh'], readiness: { exec: { command: ['test', '-e', '/run/pod-network-ready'] } } }],
 };
 
 export const kubeletJob: JobDefinition = {
   name: 'kubelet',
   release: RELEASE,
-  properties: { release_dir: { default: '/var/lib/anodyne/release' }, cluster_dns: { default: '10.96.0.10' } },
+  properties: {
+    release_dir: { default: '/var/lib/anodyne/release' },
+    cluster_dns: { default: '10.96.0.10' },
+    system_reserved: { default: {} },
+    kube_reserved: { default: {} },
+    eviction_hard: { default: { 'nodefs.available': '0%', 'nodefs.inodesFree': '0%', 'imagefs.available': '0%' } },
+    max_pods: { default: 110 },
+  },
   files: {
     'certs/ca.crt': '{{ vars.ca.certificate }}',
     'certs/kubelet.crt': '{{ ivars.kubelet.certificate }}',
@@ -253,7 +270,11 @@ export const kubeletJob: JobDefinition = {
       'tlsCertFile: certs/kubelet.crt',
       'tlsPrivateKeyFile: certs/kubelet.key',
       'imageGCHighThresholdPercent: 100',
-      'evictionHard: {nodefs.available: "0%", nodefs.inodesFree: "0%", imagefs.available: "0%"}',
+      // The plan's settings (JSON is YAML): reservations shrink the node's allocatable resources.
+      'systemReserved: {{ p.system_reserved }}',
+      'kubeReserved: {{ p.kube_reserved }}',
+      'evictionHard: {{ p.eviction_hard }}',
+      'maxPods: {{ p.max_pods }}',
       'serializeImagePulls: false',
       '',
     ].join('\n'),
@@ -265,7 +286,7 @@ export const kubeletJob: JobDefinition = {
       '  cat /sys/fs/cgroup/cpuset/cpuset.cpus > /sys/fs/cgroup/cpuset/kubelet/cpuset.cpus',
       '  cat /sys/fs/cgroup/cpuset/cpuset.mems > /sys/fs/cgroup/cpuset/kubelet/cpuset.mems',
       'fi',
-      'exec {{ p.release_dir }}/bin/kubelet --config=config.yaml --kubeconfig=kubeconfig --hostname-override={{ spec.name }}-{{ spec.index }} --node-ip={{ spec.ip }}',
+      'exec {{ p.release_dir }}/bin/kubelet --config=config.yaml --kubeconfig=kubeconfig --hostname-override={{ spec.name }}-{{ spec.index }} --node-ip={{ spec.ip }} --node-labels=topology.kubernetes.io/zone={{ spec.az }}',
       '',
     ].join('\n'),
   },
@@ -311,7 +332,7 @@ const KUBECTL = '{{ p.release_dir }}/bin/kubectl --kubeconfig=kubeconfig';
 export const addonsJob: JobDefinition = {
   name: 'cluster-addons',
   release: RELEASE,
-  properties: { release_dir: { default: '/var/lib/anodyne/release' }, cluster_dns: { default: '10.96.0.10' }, dns_replicas: { default: 1 }, pod_cidr: { default: '10.200.0.0/16' } },
+  properties: { release_dir: { default: '/var/lib/anodyne/release' }, cluster_dns: { default: '10.96.0.10' }, dns_replicas: { default: 1 } },
   files: {
     'certs/ca.crt': '{{ vars.ca.certificate }}',
     ...cert('admin'),
@@ -328,14 +349,12 @@ export const addonsJob: JobDefinition = {
       'exec sleep infinity',
       '',
     ].join('\n'),
+    // Masters are not nodes (no flannel): they route each Node's podCIDR via its address.
     'bin/pod-routes.sh': [
-      'prefix=$(echo {{ p.pod_cidr }} | cut -d. -f1-2)',
       'while true; do',
-      `  ${KUBECTL} get nodes -o jsonpath='{range .items[*]}{.metadata.name} {.status.addresses[?(@.type=="InternalIP")].address}{"\\n"}{end}' 2>/dev/null > nodes.tmp && {`,
-      '    while read -r name ip; do',
-      '      i=${name##*-}',
-      '      case "$i" in ""|*[!0-9]*) continue ;; esac',
-      '      [ -n "$ip" ] && ip route replace "$prefix.$((i + 1)).0/24" via "$ip"',
+      `  ${KUBECTL} get nodes -o jsonpath='{range .items[*]}{.spec.podCIDR} {.status.addresses[?(@.type=="InternalIP")].address}{"\\n"}{end}' 2>/dev/null > nodes.tmp && {`,
+      '    while read -r cidr ip; do',
+      '      [ -n "$cidr" ] && [ -n "$ip" ] && ip route replace "$cidr" via "$ip"',
       '    done < nodes.tmp',
       '    touch /run/anodyne-pod-routes',
       '  }',
@@ -350,7 +369,7 @@ export const addonsJob: JobDefinition = {
   ],
 };
 
-const JOBS: Record<string, JobDefinition> = Object.fromEntries([etcdJob, apiserverJob, controllerManagerJob, schedulerJob, containerdJob, networkingJob, kubeletJob, kubeProxyJob, addonsJob].map((j) => [j.name, j]));
+const JOBS: Record<string, JobDefinition> = Object.fromEntries([etcdJob, apiserverJob, controllerManagerJob, schedulerJob, containerdJob, flannelJob, kubeletJob, kubeProxyJob, addonsJob].map((j) => [j.name, j]));
 
 /** The Kubernetes release as the director sees it. */
 export const kubernetesRelease: JobCatalog = {

@@ -3,7 +3,7 @@ import { request } from 'node:https';
 import { ConflictError, InputError, NotFoundError, QuotaError, UnavailableError, type Clock, type Logger } from '@anodyne/common';
 import { mapStoreError, type Store, type ClustersTable, type NetworkProfilesTable } from '@anodyne/store';
 import type { Director, Task, TaskState } from '@anodyne/director';
-import { BUILTIN_PLANS, adminKubeconfig, clusterManifest, deploymentName, type ClusterRequest, type OidcTrust, type Plan } from './cluster.js';
+import { BUILTIN_PLANS, adminKubeconfig, validatePlans, clusterManifest, deploymentName, type ClusterRequest, type OidcTrust, type Plan } from './cluster.js';
 
 /** What the service needs of the credential store: the cluster's admin certificate. */
 export interface ClusterCredentials {
@@ -72,7 +72,7 @@ export class ClusterService {
   private readonly quota: { maxClusters: number; maxWorkers: number };
 
   constructor(private readonly o: ClusterServiceOptions) {
-    this.plans = o.plans ?? BUILTIN_PLANS;
+    this.plans = validatePlans(o.plans ?? BUILTIN_PLANS);
     this.quota = o.defaultQuota ?? { maxClusters: 10, maxWorkers: 50 };
   }
 

@@ -29,6 +29,7 @@ describe('release', () => {
     ['etcdctl', ['version'], /^etcdctl version: 3\.6\.\d+$/m],
     ['helm', ['version', '--short'], /^v3\.\d+\.\d+/m],
     ['coredns', ['-version'], /^CoreDNS-1\.\d+\.\d+$/m],
+    ['flanneld', ['-version'], /^flanneld v0\.\d+\.\d+$/m],
   ];
   for (const [program, args, expected] of versions) {
     it(`${program} reports its upstream version`, async () => {

@@ -16,6 +16,7 @@ export interface ReleaseManifest {
   etcd: string;
   helm: string;
   coredns: string;
+  flannel: string;
   images: { pause: string; busybox: string; coredns: string };
   files: ReleaseFile[];
   debian: Record<string, string>;
@@ -23,7 +24,7 @@ export interface ReleaseManifest {
 }
 
 /** Programs of the multi-call binary, each a symlink in bin/. */
-export const PROGRAMS = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubelet', 'kube-proxy', 'kubectl', 'etcd', 'etcdctl', 'etcdutl', 'helm', 'coredns'] as const;
+export const PROGRAMS = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubelet', 'kube-proxy', 'kubectl', 'etcd', 'etcdctl', 'etcdutl', 'helm', 'coredns', 'flanneld'] as const;
 export type Program = (typeof PROGRAMS)[number];
 
 /** A built release: upstream binaries and OCI image archives in one directory outside the repo. */
