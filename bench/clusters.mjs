@@ -1,20 +1,15 @@
 // Cluster creation benchmark: request → all nodes Ready → a pod Running, for 1+1 and 3+3,
 // through the real API on the local provider, side by side with the raw floor (etcd +
-// kube-apiserver of the same release started directly) measured in the same run. Prints a
-// Markdown table and writes docs/benchmarks.md. Needs root; `make bench` runs it.
-//   node bench/clusters.mjs [--runs N]
-import { cpus, totalmem } from 'node:os';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
+// kube-apiserver of the same release started directly) measured in the same run; the director
+// task's stages from its event log; and memory per VM (the agent's RSS, the VM's memory cgroup)
+// once all nodes are Ready. Returns Markdown for docs/benchmarks.md (bench/run.mjs writes it).
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { exec } from '@anodyne/common';
 import { SCOPES } from '@anodyne/identity';
-import { locateRelease, rawBoot } from '@anodyne/release';
+import { rawBoot } from '@anodyne/release';
 import { startTestPlatform, https } from '@anodyne/api/testing';
 
-const REPO = join(dirname(fileURLToPath(import.meta.url)), '..');
-const runsArg = process.argv.indexOf('--runs');
-const RUNS = runsArg > 0 ? Number(process.argv[runsArg + 1]) : 3;
 const SHAPES = [
   { label: '1 master + 1 worker', plan: 'small', workers: 1 },
   { label: '3 masters + 3 workers', plan: 'ha', workers: 3 },
@@ -25,113 +20,148 @@ const stats = (xs) => {
   return { median: s[Math.floor((s.length - 1) / 2)], min: s[0], max: s[s.length - 1] };
 };
 const sec = (ms) => (ms / 1000).toFixed(1);
+const mib = (b) => (b / 2 ** 20).toFixed(0);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-const release = locateRelease();
-const kubectl = release.bin('kubectl');
-const tp = await startTestPlatform('bn', '10.198.14.0/24', 19_080);
-const results = [];
-try {
-  const p = tp.platform;
-  await p.identity.createUser({ username: 'bench', password: 'bench-password', groups: [SCOPES.admin] });
-  const token = (await p.identity.token({ grant_type: 'password', username: 'bench', password: 'bench-password' })).access_token;
-  const call = (method, path, body) => https(p.url, p.caPem, method, path, { token, ...(body ? { body: JSON.stringify(body) } : {}) });
-  const waitTask = async (id) => {
-    for (;;) {
+/** Every process of a cgroup subtree (v1 memory hierarchy). */
+function pidsUnder(dir) {
+  const pids = readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
+  for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) pids.push(...pidsUnder(join(dir, e.name)));
+  return pids;
+}
+
+/** A VM's memory as its cgroup charges it (RSS, without page cache), and its agent's RSS. */
+function vmMemory(tag, vmId) {
+  const dir = `/sys/fs/cgroup/memory/anodyne/${tag}/${vmId}`;
+  const stat = Object.fromEntries(readFileSync(join(dir, 'memory.stat'), 'utf8').trim().split('\n').map((l) => l.split(' ')));
+  let agentRss = 0;
+  for (const pid of pidsUnder(dir)) {
+    try {
+      if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('agent/dist/main.js')) continue;
+      agentRss = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) * 1024;
+    } catch {
+      // the process ended
+    }
+  }
+  return { vmRss: Number(stat.total_rss), agentRss };
+}
+
+/** Polls until `probe` returns a value (not undefined), or fails after `ms`. */
+async function until(what, ms, probe, every = 100) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`${what}: not after ${ms / 1000} s`);
+    await sleep(every);
+  }
+}
+
+export async function benchClusters(release, { runs = 3, log = (s) => process.stderr.write(s) } = {}) {
+  const kubectl = release.bin('kubectl');
+  const tp = await startTestPlatform('bn', '10.198.14.0/24', 19_080);
+  try {
+    const p = tp.platform;
+    await p.identity.createUser({ username: 'bench', password: 'bench-password', groups: [SCOPES.admin] });
+    const token = (await p.identity.token({ grant_type: 'password', username: 'bench', password: 'bench-password' })).access_token;
+    const call = (method, path, body) => https(p.url, p.caPem, method, path, { token, ...(body ? { body: JSON.stringify(body) } : {}) });
+    const waitTask = (id) => until(`task ${id}`, 600_000, async () => {
       const t = (await call('GET', `/v1/tasks/${id}`)).body;
-      if (['done', 'error', 'cancelled'].includes(t.state)) return t;
-      await sleep(100);
-    }
-  };
+      return ['done', 'error', 'cancelled'].includes(t.state) ? t : undefined;
+    });
 
-  const floors = [];
-  for (let i = 0; i < RUNS; i++) {
-    const r = await rawBoot(release);
-    floors.push(r.totalMs);
-    await r.stop();
-  }
-
-  for (const shape of SHAPES) {
-    const runs = [];
-    for (let i = 0; i < RUNS; i++) {
-      const name = `bench-${i}`;
-      const t0 = performance.now();
-      const created = (await call('POST', '/v1/clusters', { name, plan_name: shape.plan, parameters: { kubernetes_worker_instances: shape.workers } })).body;
-      const task = await waitTask(created.last_task_id);
-      if (task.state !== 'done') throw new Error(`create failed: ${JSON.stringify(task.error)}`);
-      const taskMs = performance.now() - t0;
-      const cfg = join(tp.dir, `${name}.kubeconfig`);
-      writeFileSync(cfg, (await call('GET', `/v1/clusters/${name}/kubeconfig`)).body.kubeconfig, { mode: 0o600 });
-      const k = (...args) => exec([kubectl, `--kubeconfig=${cfg}`, ...args], { okCodes: [0, 1], timeoutMs: 30_000 });
-      let readyMs = 0;
-      for (;;) {
-        const out = (await k('get', 'nodes', '--no-headers')).stdout;
-        const ready = out.split('\n').filter((l) => /\sReady\s/.test(l)).length;
-        if (ready === shape.workers) { readyMs = performance.now() - t0; break; }
-        await sleep(100);
-      }
-      const image = release.image('busybox').ref;
-      for (;;) {
-        const r = await k('run', 'probe', `--image=${image}`, '--image-pull-policy=Never', '--restart=Never', '--', 'sleep', '600');
-        if (r.code === 0) break;
-        await sleep(200); // the default service account appears shortly after the controller manager
-      }
-      let podMs = 0;
-      for (;;) {
-        if ((await k('get', 'pod', 'probe', '-o', 'jsonpath={.status.phase}')).stdout === 'Running') { podMs = performance.now() - t0; break; }
-        await sleep(100);
-      }
-      // Stages of the director's task, from its event log.
-      const events = (await call('GET', `/v1/tasks/${created.last_task_id}/events`)).body;
-      const stages = new Map();
-      for (const e of events) {
-        const key = e.stage.replace(/ \(canary\)$/, '');
-        const at = Date.parse(e.at);
-        const s = stages.get(key) ?? { first: at, last: at };
-        s.first = Math.min(s.first, at);
-        s.last = Math.max(s.last, at);
-        stages.set(key, s);
-      }
-      runs.push({ taskMs, readyMs, podMs, stages: Object.fromEntries([...stages].filter(([k]) => k !== 'Lifecycle').map(([k, v]) => [k, v.last - v.first])) });
-      const del = (await call('DELETE', `/v1/clusters/${name}`)).body;
-      await waitTask(del.last_task_id);
-      process.stderr.write(`${shape.label} run ${i + 1}: task ${sec(taskMs)} s, nodes Ready ${sec(readyMs)} s, pod Running ${sec(podMs)} s\n`);
+    const floors = [];
+    for (let i = 0; i < runs; i++) {
+      const r = await rawBoot(release);
+      floors.push(r.totalMs);
+      await r.stop();
     }
-    results.push({ shape, runs });
-  }
 
-  const floor = stats(floors);
-  const lines = [
-    '# Benchmarks',
-    '',
-    `Measured by \`make bench\` (bench/clusters.mjs) on ${new Date().toISOString().slice(0, 10)}: ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB memory, ${RUNS} runs each.`,
-    'Cluster creation goes through the real HTTPS API, the director and the local provider; times are from the',
-    'request to the event. The raw floor is etcd + kube-apiserver of the same release started directly on loopback',
-    '(no Anodyne, no VMs, no TLS between them), measured in the same run.',
-    '',
-    '## Cluster create',
-    '',
-    '| shape | measure | median s | min s | max s | × raw floor |',
-    '|---|---|---|---|---|---|',
-    `| raw floor | etcd + kube-apiserver ready | ${sec(floor.median)} | ${sec(floor.min)} | ${sec(floor.max)} | 1.0 |`,
-  ];
-  for (const { shape, runs } of results) {
-    for (const [label, key] of [['create task done', 'taskMs'], ['all nodes Ready', 'readyMs'], ['a pod Running', 'podMs']]) {
-      const s = stats(runs.map((r) => r[key]));
-      lines.push(`| ${shape.label} | ${label} | ${sec(s.median)} | ${sec(s.min)} | ${sec(s.max)} | ${(s.median / floor.median).toFixed(1)} |`);
+    const results = [];
+    const memory = [];
+    for (const shape of SHAPES) {
+      const samples = [];
+      for (let i = 0; i < runs; i++) {
+        const name = `bench-${i}`;
+        const t0 = performance.now();
+        const created = (await call('POST', '/v1/clusters', { name, plan_name: shape.plan, parameters: { kubernetes_worker_instances: shape.workers } })).body;
+        const task = await waitTask(created.last_task_id);
+        if (task.state !== 'done') throw new Error(`create failed: ${JSON.stringify(task.error)}`);
+        const taskMs = performance.now() - t0;
+        const cfg = join(tp.dir, `${name}.kubeconfig`);
+        writeFileSync(cfg, (await call('GET', `/v1/clusters/${name}/kubeconfig`)).body.kubeconfig, { mode: 0o600 });
+        const k = (...args) => exec([kubectl, `--kubeconfig=${cfg}`, ...args], { okCodes: [0, 1], timeoutMs: 30_000 });
+        const readyMs = await until('all nodes Ready', 300_000, async () => {
+          const out = (await k('get', 'nodes', '--no-headers')).stdout;
+          return out.split('\n').filter((l) => /\sReady\s/.test(l)).length === shape.workers ? performance.now() - t0 : undefined;
+        });
+        const image = release.image('busybox').ref;
+        // The default service account appears shortly after the controller manager starts.
+        await until('a pod created', 120_000, async () => ((await k('run', 'probe', `--image=${image}`, '--image-pull-policy=Never', '--restart=Never', '--', 'sleep', '600')).code === 0 ? true : undefined), 200);
+        const podMs = await until('the pod Running', 120_000, async () => ((await k('get', 'pod', 'probe', '-o', 'jsonpath={.status.phase}')).stdout === 'Running' ? performance.now() - t0 : undefined));
+        // Memory of every VM of the cluster, now that it runs a pod.
+        for (const row of await p.director.instances(`cluster-${name}`)) {
+          if (row.vm_id) memory.push({ shape: shape.label, group: row.group_name, ...vmMemory(tp.tag, row.vm_id) });
+        }
+        // Stages of the director's task, from its event log.
+        const events = (await call('GET', `/v1/tasks/${created.last_task_id}/events`)).body;
+        const stages = new Map();
+        for (const e of events) {
+          const key = e.stage.replace(/ \(canary\)$/, '');
+          const at = Date.parse(e.at);
+          const st = stages.get(key) ?? { first: at, last: at };
+          st.first = Math.min(st.first, at);
+          st.last = Math.max(st.last, at);
+          stages.set(key, st);
+        }
+        samples.push({ taskMs, readyMs, podMs, stages: Object.fromEntries([...stages].filter(([key]) => key !== 'Lifecycle').map(([key, v]) => [key, v.last - v.first])) });
+        const del = (await call('DELETE', `/v1/clusters/${name}`)).body;
+        await waitTask(del.last_task_id);
+        log(`${shape.label} run ${i + 1}: task ${sec(taskMs)} s, nodes Ready ${sec(readyMs)} s, pod Running ${sec(podMs)} s\n`);
+      }
+      results.push({ shape, samples });
     }
+
+    const floor = stats(floors);
+    const lines = [
+      '## Cluster create',
+      '',
+      'Cluster creation goes through the real HTTPS API, the director and the local provider; times are from the',
+      'request to the event. The raw floor is etcd + kube-apiserver of the same release started directly on loopback',
+      `(no Anodyne, no VMs, no TLS between them, no kubelet), measured in the same run. ${runs} runs each.`,
+      '',
+      '| shape | measure | median s | min s | max s | × raw floor |',
+      '|---|---|---|---|---|---|',
+      `| raw floor | etcd + kube-apiserver ready | ${sec(floor.median)} | ${sec(floor.min)} | ${sec(floor.max)} | 1.0 |`,
+    ];
+    for (const { shape, samples } of results) {
+      for (const [label, key] of [['create task done', 'taskMs'], ['all nodes Ready', 'readyMs'], ['a pod Running', 'podMs']]) {
+        const st = stats(samples.map((r) => r[key]));
+        lines.push(`| ${shape.label} | ${label} | ${sec(st.median)} | ${sec(st.min)} | ${sec(st.max)} | ${(st.median / floor.median).toFixed(1)} |`);
+      }
+    }
+    lines.push('', '### Where the time goes (director task stages, median seconds)', '');
+    for (const { shape, samples } of results) {
+      const names = [...new Set(samples.flatMap((r) => Object.keys(r.stages)))];
+      const rows = names.map((n) => [n, stats(samples.map((r) => r.stages[n] ?? 0)).median]).sort((a, b) => b[1] - a[1]);
+      lines.push(`#### ${shape.label}`, '', '| stage | median s |', '|---|---|', ...rows.map(([n, ms]) => `| ${n} | ${sec(ms)} |`), '');
+    }
+    lines.push('### Memory per VM (all nodes Ready, one pod running)', '',
+      'The agent\'s resident memory, and everything the VM\'s memory cgroup charges as RSS (agent, etcd and the',
+      'control plane on masters; containerd, kubelet, kube-proxy, flannel and pods on workers), over every VM of every run.', '',
+      '| shape | VM | VMs | agent RSS MiB (median, min–max) | VM RSS MiB (median, min–max) |', '|---|---|---|---|---|');
+    for (const shape of SHAPES) {
+      for (const group of ['master', 'worker']) {
+        const ms = memory.filter((m) => m.shape === shape.label && m.group === group);
+        if (ms.length === 0) continue;
+        const a = stats(ms.map((m) => m.agentRss));
+        const v = stats(ms.map((m) => m.vmRss));
+        lines.push(`| ${shape.label} | ${group} | ${ms.length} | ${mib(a.median)} (${mib(a.min)}–${mib(a.max)}) | ${mib(v.median)} (${mib(v.min)}–${mib(v.max)}) |`);
+      }
+    }
+    lines.push('');
+    return lines.join('\n');
+  } finally {
+    await tp.stop();
   }
-  lines.push('', '## Where the time goes (director task stages, median seconds)', '');
-  for (const { shape, runs } of results) {
-    const names = [...new Set(runs.flatMap((r) => Object.keys(r.stages)))];
-    const rows = names.map((n) => [n, stats(runs.map((r) => r.stages[n] ?? 0)).median]).sort((a, b) => b[1] - a[1]);
-    lines.push(`### ${shape.label}`, '', '| stage | median s |', '|---|---|', ...rows.map(([n, ms]) => `| ${n} | ${sec(ms)} |`), '');
-  }
-  lines.push('Not yet measured here (issue 10): platform API throughput with 1,000 stored clusters, a director pass over 1,000', 'deployments, agent memory per VM, etcd backup and restore of 100,000 keys.', '');
-  const md = lines.join('\n');
-  process.stdout.write(md + '\n');
-  mkdirSync(join(REPO, 'docs'), { recursive: true });
-  writeFileSync(join(REPO, 'docs', 'benchmarks.md'), md + '\n');
-} finally {
-  await tp.stop();
 }

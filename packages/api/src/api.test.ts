@@ -1,6 +1,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
+import { connect as netConnect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -101,6 +102,24 @@ describe('platform API over HTTPS', { skip: !isRoot && 'needs root' }, () => {
     }
   });
 
+  it('admins rotate the signing key (older tokens stay valid) and reset passwords', async () => {
+    const kidOf = (jwt: string) => (JSON.parse(Buffer.from(jwt.split('.')[0]!, 'base64url').toString()) as { kid: string }).kid;
+    const rotated = await call('POST', '/v1/token-keys', { token: tokens['root'] });
+    assert.equal(rotated.status, 200, rotated.text);
+    const kid = (rotated.body as { kid: string }).kid;
+    assert.notEqual(kidOf(tokens['alice']!), kid);
+    assert.ok(((await call('GET', '/token_keys')).body as { keys: { kid: string }[] }).keys.some((k) => k.kid === kid), 'the new key is published');
+    assert.equal((await call('GET', '/v1/clusters', { token: tokens['alice'] })).status, 200, 'a token of the previous key still works');
+    const login = (u: string, pw: string) => call('POST', '/oauth/token', { raw: new URLSearchParams({ grant_type: 'password', username: u, password: pw, client_id: 'anodyne_cli' }).toString(), headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+    const fresh = await login('bob', 'bob-password');
+    assert.equal(kidOf((fresh.body as { access_token: string }).access_token), kid, 'new tokens use the new key');
+    assert.equal((await call('PUT', '/v1/users/bob', { token: tokens['root'], body: { password: 'bob-new-password' } })).status, 200);
+    assert.equal((await login('bob', 'bob-password')).status, 401, 'the old password stops working');
+    assert.equal((await login('bob', 'bob-new-password')).status, 200);
+    assert.equal((await call('PUT', '/v1/users/bob', { token: tokens['root'], body: {} })).status, 400, 'an empty change is refused');
+    assert.equal((await call('PUT', '/v1/users/bob', { token: tokens['root'], body: { password: 'bob-password' } })).status, 200);
+  });
+
   it('bad input gets 4xx with clear codes before any task starts', async () => {
     const before = (await tp.platform.director.tasks.list()).length;
     const post = (body: unknown, token = tokens['bob']!) => call('POST', '/v1/clusters', typeof body === 'string' ? { token, raw: body } : { token, body });
@@ -164,6 +183,18 @@ describe('platform API over HTTPS', { skip: !isRoot && 'needs root' }, () => {
     assert.equal(ready.last_action_state, 'succeeded');
     assert.equal(ready.kubernetes_master_ips.length, 1);
     t.diagnostic(`cluster created through the API in ${(performance.now() - started).toFixed(0)} ms`);
+    // Other owner: every cluster route a manage user may call answers bob 404 on alice's cluster, and so does every task route on its task.
+    const manageRoutes = tp.platform.app.anodyneRoutes.filter((r) => r.scopes?.includes(SCOPES.manage) && (r.url.includes(':name') || r.url.includes(':id')));
+    assert.ok(manageRoutes.length >= 8, `${manageRoutes.length} owner-scoped routes`);
+    for (const r of manageRoutes) {
+      const path = r.url.replace(':name', 'team-a').replace(':id', String(c.last_task_id));
+      const body = r.method === 'PATCH' ? { kubernetes_worker_instances: 1 } : r.method === 'PUT' && r.url.startsWith('/v1/tasks') ? { state: 'cancelled' } : ['POST', 'PUT'].includes(r.method) ? {} : undefined;
+      const res = await call(r.method, path, { token: tokens['bob'], ...(body ? { body } : {}) });
+      assert.equal(res.status, 404, `other owner: ${r.method} ${path}: ${res.text}`);
+      assert.match((res.body as { code: string }).code, /^ANODYNE_E_(CLUSTER|TASK)_NOT_FOUND$/, `${r.method} ${path}`);
+    }
+    assert.equal(((await call('GET', '/v1/tasks', { token: tokens['bob'] })).body as unknown[]).length, 0, 'bob lists none of alice\'s tasks');
+    assert.equal((await call('GET', '/v1/clusters/team-a', { token: tokens['alice'] })).status, 200, 'alice still has her cluster');
     for (const verb of ['POST /v1/clusters/team-a/binds', 'DELETE /v1/clusters/team-a', 'PATCH /v1/clusters/team-a']) {
       const [m, path] = verb.split(' ') as [string, string];
       const r = await call(m, path, { token: tokens['reader'], ...(m === 'PATCH' ? { body: { kubernetes_worker_instances: 2 } } : {}) });
@@ -187,9 +218,17 @@ describe('platform API over HTTPS', { skip: !isRoot && 'needs root' }, () => {
     assert.match(nodes, /worker-0\s+Ready/);
     const whoami = await exec([kubectl, 'auth', 'whoami', '-o', 'jsonpath={.status.userInfo.username}'], { env, timeoutMs: 30_000 });
     assert.equal(whoami.stdout, 'anodyne:alice', 'the API server validated an Anodyne token');
-    // A token from another issuer (bob's bind would need his own; a forged bearer is refused by the cluster).
-    const raw = await exec([kubectl, 'get', 'nodes', `--token=${tokens['bob']}x`, '--kubeconfig', join(home, '.kube', 'config')], { env, okCodes: [0, 1], timeoutMs: 30_000 });
-    assert.equal(raw.code, 1);
+    // What the cluster's API server refuses: a forged bearer, a refresh token (same issuer and audience),
+    // and the token of a user holding no cluster scope; bob's valid token authenticates but has no binding.
+    const refresh = await call('POST', '/oauth/token', { raw: new URLSearchParams({ grant_type: 'password', username: 'alice', password: 'alice-password', client_id: 'anodyne_cli' }).toString(), headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+    const refreshToken = (refresh.body as { refresh_token: string }).refresh_token;
+    assert.ok(refreshToken, 'the CLI client gets a refresh token');
+    const asBearer = (token: string) => exec([kubectl, 'get', 'nodes', `--token=${token}`, '--kubeconfig', join(home, '.kube', 'config')], { env, okCodes: [0, 1], timeoutMs: 30_000 });
+    for (const [label, token, expected] of [['forged', `${tokens['bob']}x`, /Unauthorized/], ['refresh token', refreshToken, /Unauthorized/], ['no cluster scope', tokens['nobody']!, /Unauthorized/], ['unbound user', tokens['bob']!, /Forbidden/]] as const) {
+      const r = await asBearer(token);
+      assert.equal(r.code, 1, `${label} is refused`);
+      assert.match(r.stderr, expected, `${label}: ${r.stderr}`);
+    }
     // The admin kubeconfig is for admins only; it works.
     const adminCfg = await call('GET', '/v1/clusters/team-a/kubeconfig', { token: tokens['root'] });
     assert.equal(adminCfg.status, 200);
@@ -226,7 +265,12 @@ describe('platform API over HTTPS', { skip: !isRoot && 'needs root' }, () => {
     assert.equal((await call('POST', '/v1/clusters/team-a/upgrade', { token: tokens['alice'] })).status, 403, 'upgrades are for admins');
     const up = await call('POST', '/v1/clusters/team-a/upgrade', { token: tokens['root'] });
     assert.equal(up.status, 202);
-    assert.equal((await tp.platform.director.wait((up.body as { last_task_id: number }).last_task_id)).state, 'done');
+    const upId = (up.body as { last_task_id: number }).last_task_id;
+    assert.equal((await tp.platform.director.wait(upId)).state, 'done');
+    // The owner follows an admin's task on their cluster; other users do not see it.
+    assert.equal((await call('GET', `/v1/tasks/${upId}`, { token: tokens['alice'] })).status, 200, 'alice reads the upgrade of her cluster');
+    assert.ok(((await call('GET', '/v1/tasks', { token: tokens['alice'] })).body as { id: number }[]).some((x) => x.id === upId), 'and lists it');
+    assert.equal((await call('GET', `/v1/tasks/${upId}`, { token: tokens['bob'] })).status, 404);
 
     // The audit log records the mutating calls and the credential read, with who and result.
     const audit = (await call('GET', '/v1/audit?limit=1000', { token: tokens['root'] })).body as { actor: string; action: string; target: string; result: string }[];
@@ -246,6 +290,33 @@ describe('platform API over HTTPS', { skip: !isRoot && 'needs root' }, () => {
     assert.equal((await call('DELETE', '/v1/clusters/team-a', { token: botToken })).status, 403);
     assert.ok(((await call('GET', '/v1/clients', { token: tokens['root'] })).body as { client_id: string; confidential: boolean }[]).some((c) => c.client_id === 'ci-bot' && c.confidential));
 
+    // Deleting a user takes their binding out of every cluster: a later user of that name inherits nothing.
+    await tp.platform.identity.createUser({ username: 'ops2', password: 'ops2-password', groups: [SCOPES.admin] });
+    const ops2 = await call('POST', '/oauth/token', { raw: new URLSearchParams({ grant_type: 'password', username: 'ops2', password: 'ops2-password', client_id: 'anodyne_cli' }).toString(), headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+    const bindings = () => exec([kubectl, '--kubeconfig', join(tp.dir, 'admin.kubeconfig'), 'get', 'clusterrolebindings', '-o', 'name']).then((r) => r.stdout);
+    const b2 = await call('POST', '/v1/clusters/team-a/binds', { token: (ops2.body as { access_token: string }).access_token, body: {} });
+    assert.equal(b2.status, 200, b2.text);
+    assert.match(await bindings(), /anodyne:user:ops2/);
+    assert.equal((await call('DELETE', '/v1/users/ops2', { token: tokens['root'] })).status, 204);
+    const after = await bindings();
+    assert.doesNotMatch(after, /anodyne:user:ops2/, 'the deleted user\'s binding is gone');
+    assert.match(after, /anodyne:user:alice/, 'other users keep theirs');
+    // Every secret the platform holds, gathered before the delete removes the cluster's own.
+    const secrets = new Set<string>([...Object.values(tokens), refreshToken, 'alice-password', 'ops2-password', 'ci-bot-secret-0123456789', botToken]);
+    const collect = (v: unknown, key = ''): void => {
+      if (typeof v === 'string') {
+        if (!/^(password|private_key|d|value|secret)$/.test(key)) return;
+        // A PEM is searched line by line (a log would escape its newlines).
+        for (const line of v.split('\n')) if (line.length >= 16 && !line.startsWith('-----')) secrets.add(line);
+      } else if (v && typeof v === 'object') {
+        for (const [k, x] of Object.entries(v as Record<string, unknown>)) collect(x, k);
+      }
+    };
+    const held = await tp.platform.creds.list('/');
+    assert.ok(held.some((m) => m.name.startsWith('/deployments/cluster-team-a/')), 'the cluster\'s credentials are among them');
+    for (const m of held) collect((await tp.platform.creds.get(m.name, { actor: 'test' })).value, m.type === 'password' || m.type === 'value' ? 'value' : '');
+    assert.ok(secrets.size > 40, `${secrets.size} secret values to look for`);
+
     // Delete: 202, then gone; nothing of it remains.
     const del = await call('DELETE', '/v1/clusters/team-a', { token: tokens['alice'] });
     assert.equal(del.status, 202);
@@ -253,6 +324,32 @@ describe('platform API over HTTPS', { skip: !isRoot && 'needs root' }, () => {
     assert.equal((await tp.platform.director.wait(delTask)).state, 'done');
     assert.equal((await call('GET', '/v1/clusters/team-a', { token: tokens['alice'] })).status, 404);
     assert.deepEqual(await tp.platform.provider.listVms(), []);
+    // The whole create/bind/rotate/upgrade/delete run, logged at debug level, holds none of them.
+    const logs = tp.logs();
+    assert.ok(logs.split('\n').length > 50, 'the platform logged the run');
+    const leaked = [...secrets].filter((x) => logs.includes(x));
+    assert.deepEqual(leaked.map((x) => `${x.slice(0, 6)}…`), [], 'no secret value appears in the logs');
+  });
+
+  it('TLS only: plain HTTP and TLS below 1.2 get no answer', async () => {
+    const u = new URL(tp.platform.url);
+    const plain = await new Promise<string>((res) => {
+      const sock = netConnect({ host: u.hostname, port: Number(u.port) }, () => sock.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n'));
+      let got = '';
+      sock.on('data', (d: Buffer) => (got += d.toString('latin1')));
+      sock.on('close', () => res(got));
+      sock.on('error', () => res(got));
+      sock.setTimeout(5000, () => sock.destroy());
+    });
+    assert.doesNotMatch(plain, /^HTTP\/1\.[01] 2/, 'no HTTP answer over plain TCP');
+    await assert.rejects(new Promise<void>((res, rej) => {
+      const s = tlsConnect({ host: u.hostname, port: Number(u.port), ca: tp.platform.caPem, maxVersion: 'TLSv1.1', minVersion: 'TLSv1' }, () => { s.end(); res(); });
+      s.on('error', rej);
+    }), 'TLS 1.1 is refused');
+    assert.equal(statSync(tp.platform.caFile).mode & 0o022, 0, 'the CA file is not writable by others');
+    const keyFile = join(tp.dir, 'keys', 'encryption.key');
+    assert.ok(existsSync(keyFile));
+    assert.equal(statSync(keyFile).mode & 0o777, 0o600, 'the encryption key file is 0600');
   });
 
   it('Open Service Broker: catalog, provision, poll, bind (kubeconfig works), unbind (revoked), deprovision', async (t) => {

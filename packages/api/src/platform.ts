@@ -2,12 +2,12 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
-import { PreconditionError, type Clock, type Logger, type PlatformConfig } from '@anodyne/common';
+import { PreconditionError, type Clock, type Logger, type PlatformConfig, type SecretRegistry } from '@anodyne/common';
 import { AuditLog, openStore, type Store } from '@anodyne/store';
 import { CredStore, DeploymentVariables, loadKeyFile } from '@anodyne/credstore';
 import { LocalProvider } from '@anodyne/providers';
 import { Director, type AgentTlsIssuer } from '@anodyne/director';
-import { AUDIENCE, Identity, LdapUserStore } from '@anodyne/identity';
+import { AUDIENCE, Identity, LdapUserStore, SCOPES } from '@anodyne/identity';
 import { ClusterService, kubernetesRelease } from '@anodyne/clusters';
 import { locateRelease } from '@anodyne/release';
 import { buildServer } from './server.js';
@@ -19,6 +19,8 @@ export interface PlatformOptions {
   config: PlatformConfig;
   logger: Logger;
   clock: Clock;
+  /** The logger's secret mask: every credential the platform reads or generates is added to it. */
+  secrets?: SecretRegistry;
   /** Short name for the provider's host objects (bridge, netns, cgroups). */
   providerTag?: string;
   /** Release directory; by default the one the cache's `current` points at. */
@@ -78,7 +80,8 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
     : { driver: 'sqlite', path: isAbsolute(config.store.path) ? config.store.path : join(dataDir, config.store.path) });
   try {
     const keys = loadKeyFile(join(dataDir, 'keys', 'encryption.key'));
-    const creds = new CredStore({ store, keys, clock, logger });
+    // Every secret the store hands out is registered with the logger's mask (when one is shared).
+    const creds = new CredStore({ store, keys, clock, logger, ...(o.secrets ? { secrets: o.secrets } : {}) });
     const provider = new LocalProvider({
       dataDir: join(dataDir, 'provider'), tag: o.providerTag ?? config.provider.tag, network: config.provider.network,
       agentCommand: ['node', '/opt/anodyne/packages/agent/dist/main.js'],
@@ -111,6 +114,11 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
     });
     await identity.init();
     const adminPassword = await identity.ensureAdmin();
+    // Signing keys rotate by age: checked now and hourly (new tokens use the new key; older ones still verify).
+    const rotateKeys = () => identity.rotateIfOlderThan(config.identity.signingKeyDays).catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'signing key rotation failed'));
+    await rotateKeys();
+    const keyTimer = setInterval(() => void rotateKeys(), 3_600_000);
+    keyTimer.unref();
 
     const clusters = new ClusterService({
       store, director, clock, logger,
@@ -124,7 +132,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
           return leaves.length;
         },
       },
-      oidc: { issuerUrl: url, caPem: ca.certificate, audience: AUDIENCE, usernameClaim: 'user_name', usernamePrefix: 'anodyne:' },
+      oidc: { issuerUrl: url, caPem: ca.certificate, audience: AUDIENCE, usernameClaim: 'user_name', usernamePrefix: 'anodyne:', anyScope: [SCOPES.manage, SCOPES.admin] },
     });
     const audit = new AuditLog(store, clock);
     let brokerCreds: Promise<{ username: string; password: string }> | undefined;
@@ -136,6 +144,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
     return {
       app, url, caFile, caPem: ca.certificate, adminPassword, releaseKubectl: release.bin('kubectl'), store, creds, provider, director, identity, clusters,
       close: async () => {
+        clearInterval(keyTimer);
         await app.close();
         // With no deployment left, nothing needs the VM network: remove the bridge and its rules
         // too, so a stopped platform leaves nothing on the host. Clusters keep it (and run on).

@@ -35,7 +35,12 @@ export const CreateUser = Type.Object({
   email: Type.Optional(Type.String({ maxLength: 256 })),
   groups: Type.Optional(Type.Array(Scope, { maxItems: 3, uniqueItems: true })),
 }, { additionalProperties: false });
-export const UserGroups = Type.Object({ groups: Type.Array(Scope, { maxItems: 3, uniqueItems: true }) }, { additionalProperties: false });
+export const UserGroups = Type.Object({
+  groups: Type.Optional(Type.Array(Scope, { maxItems: 3, uniqueItems: true })),
+  /** An admin's password reset (local users only). */
+  password: Type.Optional(Type.String({ minLength: 8, maxLength: 256 })),
+}, { additionalProperties: false, minProperties: 1 });
+export const SigningKey = Type.Object({ kid: Type.String(), rotated: Type.Boolean() });
 export const AuditQuery = Type.Object({ actor: Type.Optional(Type.String({ maxLength: 256 })), action: Type.Optional(Type.String({ maxLength: 128 })), limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })) }, { additionalProperties: false });
 
 export const Plan = Type.Object({

@@ -125,10 +125,12 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     req.principal = p;
   });
 
-  // Metrics for every request; audit for every mutating call.
+  // An access log line and metrics for every request; audit for every mutating call. The line names
+  // the route pattern and the path's parameters, never headers, query strings or bodies.
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unmatched';
     metrics.observe(req.method, route, reply.statusCode, reply.elapsedTime);
+    o.logger.info({ method: req.method, route, params: req.params, status: reply.statusCode, ms: Math.round(reply.elapsedTime), actor: req.principal?.name }, 'request');
     if (req.method === 'GET' || req.method === 'HEAD') return;
     const action = req.routeOptions.config.audit ?? `${req.method} ${route}`;
     const params = req.params as Record<string, string> | undefined;
@@ -199,11 +201,21 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     const b = req.body as { username: string; password?: string; groups?: string[]; email?: string };
     return reply.status(201).send(await o.identity.createUser(b));
   });
-  route('PUT', '/v1/users/:username', { summary: 'Set a user\'s groups (scopes)', tags: ['users'], scopes: ADMIN, params: S.UserParams, body: S.UserGroups, audit: 'user.update' }, async (req) => {
-    return o.identity.setGroups((req.params as { username: string }).username, (req.body as { groups: string[] }).groups);
+  route('PUT', '/v1/users/:username', { summary: 'Set a user\'s groups (scopes) and/or reset their password', tags: ['users'], scopes: ADMIN, params: S.UserParams, body: S.UserGroups, audit: 'user.update' }, async (req) => {
+    const username = (req.params as { username: string }).username;
+    const b = req.body as { groups?: string[]; password?: string };
+    if (b.password !== undefined) await o.identity.setPassword(username, b.password);
+    return b.groups !== undefined ? o.identity.setGroups(username, b.groups) : o.identity.user(username);
+  });
+  route('POST', '/v1/token-keys', { summary: 'Rotate the token signing key now (tokens signed by the previous key stay valid)', tags: ['identity'], scopes: ADMIN, audit: 'identity.rotate-key', response: { 200: S.SigningKey } }, async () => {
+    return { kid: (await o.identity.rotateIfOlderThan(0))!, rotated: true };
   });
   route('DELETE', '/v1/users/:username', { summary: 'Delete a user', tags: ['users'], scopes: ADMIN, params: S.UserParams, audit: 'user.delete' }, async (req, reply) => {
-    await o.identity.deleteUser((req.params as { username: string }).username);
+    const username = (req.params as { username: string }).username;
+    await o.identity.deleteUser(username);
+    // Their kubectl access ends with their tokens; their bindings go too, so a new user of the same name inherits nothing.
+    const { unreachable } = await o.clusters.unbindEverywhere(username);
+    if (unreachable.length > 0) await o.audit.record({ actor: principal(req).name, action: 'user.unbind', target: `${username} in ${unreachable.join(', ')}`, result: 'error' });
     return reply.status(204).send();
   });
   route('GET', '/v1/clients', { summary: 'List OAuth clients (no secrets)', tags: ['users'], scopes: ADMIN }, async () => o.identity.clients());
@@ -295,13 +307,18 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
   const visibleTask = async (req: FastifyRequest, id: number): Promise<Task> => {
     const p = principal(req);
     const t = await o.director.tasks.get(id);
-    if (!canReadAll(p) && t.owner !== p.name) throw new NotFoundError('ANODYNE_E_TASK_NOT_FOUND', `task ${id} not found`, { details: { id } });
+    if (canReadAll(p) || t.owner === p.name) return t;
+    // A task on the caller's own cluster is theirs to see, whoever started it (an admin's upgrade).
+    const cluster = t.deployment?.startsWith('cluster-') ? t.deployment.slice('cluster-'.length) : undefined;
+    const owner = cluster ? await o.clusters.ownerOf(cluster).catch(() => undefined) : undefined;
+    if (owner !== p.name) throw new NotFoundError('ANODYNE_E_TASK_NOT_FOUND', `task ${id} not found`, { details: { id } });
     return t;
   };
   route('GET', '/v1/tasks', { summary: 'Tasks the caller may see', tags: ['tasks'], scopes: READ, querystring: S.TaskQuery, response: { 200: Type.Array(S.Task) } }, async (req) => {
     const p = principal(req);
     const q = req.query as { cluster?: string; limit?: number };
-    return o.director.tasks.list({ ...(canReadAll(p) ? {} : { owner: p.name }), ...(q.cluster ? { deployment: `cluster-${q.cluster}` } : {}), limit: q.limit ?? 50 });
+    const own = canReadAll(p) ? {} : { owner: p.name, orDeployments: (await o.clusters.list({ owner: p.name })).map((c) => `cluster-${c.name}`) };
+    return o.director.tasks.list({ ...own, ...(q.cluster ? { deployment: `cluster-${q.cluster}` } : {}), limit: q.limit ?? 50 });
   });
   route('GET', '/v1/tasks/:id', { summary: 'A task with its event log', tags: ['tasks'], scopes: READ, params: S.IdParams, response: { 200: S.TaskWithEvents } }, async (req) => {
     const t = await visibleTask(req, (req.params as { id: number }).id);

@@ -92,6 +92,21 @@ describe('the anodyne CLI against a real server', { skip: !isRoot && 'needs root
     assert.match(created.screen, /Task \d+ done in \d+s/);
     assert.match(created.screen, /Cluster first is ready/);
 
+    // The other read commands a user runs: plans, tasks, one task's log, quotas and usages (tables and --json).
+    assert.match((await cli('plans')).stdout, /^small\s+/m);
+    const tasks = JSON.parse((await cli('tasks', '--json')).stdout) as { id: number; type: string; state: string }[];
+    const createTask = tasks.find((x) => x.type === 'deploy' && x.state === 'done');
+    assert.ok(createTask, JSON.stringify(tasks));
+    assert.match((await cli('tasks')).stdout, new RegExp(`^${createTask.id}\\s+deploy\\s+done\\s+newbie`, 'm'));
+    const shown = await cli('task', String(createTask.id));
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.match(shown.stdout, /Creating missing VMs/);
+    assert.equal((await cli('task', '99999')).code, 4, 'an unknown task is exit 4');
+    assert.equal((await cli('task', 'abc')).code, 2, 'a bad task id is a usage error');
+    assert.match((await cli('usages')).stdout, /newbie/);
+    assert.equal((JSON.parse((await cli('usages', '--json')).stdout) as { clusters: number }).clusters, 1);
+    assert.equal((await cli('quotas')).code, 0);
+
     const list = await cli('clusters');
     assert.match(list.stdout, /^Name\s+Plan\s+Owner/);
     assert.match(list.stdout, /first\s+small\s+newbie\s+1\s+\S+\s+CREATE\s+succeeded/);
@@ -128,6 +143,20 @@ describe('the anodyne CLI against a real server', { skip: !isRoot && 'needs root
     assert.match(up.stderr, /^Error: ANODYNE_E_SCOPE_REQUIRED: .*\n$/);
     assert.match((await cli('completion', 'bash')).stdout, /complete -F _anodyne anodyne/);
 
+    // In a terminal, delete-cluster asks first; anything but yes deletes nothing.
+    const ask = await inTerminal(`${BIN} delete-cluster first`);
+    let prompt = '';
+    for (let i = 0; i < 100 && !/\(y\/N\)/.test(prompt); i++) {
+      prompt = await ask.screen();
+      if (!/\(y\/N\)/.test(prompt)) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.match(prompt, /Delete cluster first and everything running on it\? \(y\/N\)/);
+    await exec(['tmux', 'send-keys', '-t', SESSION, 'n', 'Enter']);
+    const declined = await ask.done();
+    assert.equal(declined.code, 0, declined.screen);
+    assert.match(declined.screen, /Nothing deleted/);
+    assert.match((await cli('cluster', 'first')).stdout, /first/, 'the cluster is still there');
+
     // Piped: plain lines, no terminal control characters.
     const del = await cli('delete-cluster', 'first', '--wait', '--non-interactive');
     assert.equal(del.code, 0, del.stderr);
@@ -147,10 +176,18 @@ describe('the anodyne CLI against a real server', { skip: !isRoot && 'needs root
     assert.equal((await run('create-user', 'temp', '--password', 'temp-password', '--group', 'pks.clusters.manage')).code, 0);
     assert.match((await run('users')).stdout, /^temp\s+local\s+pks\.clusters\.manage/m);
     assert.match((await run('set-groups', 'temp', '--group', 'pks.clusters.admin.read')).stdout, /temp: pks\.clusters\.admin\.read/);
+    assert.match((await run('set-password', 'temp', '--password', 'temp-password-2')).stdout, /Password of temp set/);
+    assert.equal((await run('login', '-a', tp.platform.url, '-u', 'temp', '-p', 'temp-password-2', '--ca-cert', tp.platform.caFile)).code, 0, 'the new password works');
+    assert.equal((await run('login', '-a', tp.platform.url, '-u', 'boss', '-p', 'boss-password', '--ca-cert', tp.platform.caFile)).code, 0);
+    assert.match((await run('rotate-signing-key')).stdout, /Tokens are now signed with key-/);
     assert.equal((await run('delete-user', 'temp')).code, 0);
     const gone = await run('delete-user', 'temp');
     assert.equal(gone.code, 4);
     assert.match(gone.stderr, /^Error: ANODYNE_E_USER_NOT_FOUND: /);
+    assert.equal((await run('logout')).code, 0);
+    const after = await run('users');
+    assert.equal(after.code, 3, 'after logout: not authenticated');
+    assert.equal(after.stderr.trim().split('\n').length, 1);
   });
 
   it('an expired session that cannot be refreshed: exit 3 with one line', async () => {

@@ -1,3 +1,4 @@
+import { createInterface } from 'node:readline/promises';
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { ApiClient, ApiError } from './client.js';
@@ -106,13 +107,28 @@ export function program(): Command {
     });
 
   p.command('delete-cluster <name>').description('delete a cluster').option('--wait').option('--non-interactive', 'do not ask (the only mode when stdin is not a terminal)').option('--json')
-    .action(async (name: string, o: { wait?: boolean; json?: boolean }) => {
+    .action(async (name: string, o: { wait?: boolean; json?: boolean; nonInteractive?: boolean }) => {
       const { client } = await authedClient();
+      // In a terminal, ask first (as PKS does); scripts pass --non-interactive or have no terminal.
+      if (!o.nonInteractive && process.stdin.isTTY === true && !(await confirm(`Delete cluster ${name} and everything running on it? (y/N) `))) {
+        out('Nothing deleted');
+        return;
+      }
       const c = await client.call<Cluster>('DELETE', `/v1/clusters/${encodeURIComponent(name)}`);
       if (!o.wait || c.last_task_id === null || c.last_action_state === 'succeeded') return o.json ? json(c) : out(`Deleting cluster ${name}${c.last_task_id ? ` (task ${c.last_task_id})` : ''}`);
       if ((await followTask(client, c.last_task_id, !!o.json)) !== 'done') process.exitCode = EXIT.taskFailed;
       else if (!o.json) out(`Cluster ${name} deleted`);
     });
+
+  /** One line of an answer from the terminal: true for y or yes. */
+  async function confirm(question: string): Promise<boolean> {
+    const rl = createInterface({ input: process.stdin, output: process.stdout });
+    try {
+      return /^y(es)?$/i.test((await rl.question(question)).trim());
+    } finally {
+      rl.close();
+    }
+  }
 
   p.command('get-credentials <name>').description('bind to a cluster and merge a context for it into KUBECONFIG or ~/.kube/config')
     .action(async (name: string) => {
@@ -254,6 +270,20 @@ export function program(): Command {
       const { client } = await authedClient();
       const u = await client.call<{ groups: string[] }>('PUT', `/v1/users/${encodeURIComponent(username)}`, { groups: o.group });
       out(`${username}: ${u.groups.join(', ') || 'no groups'}`);
+    });
+
+  p.command('set-password <username>').description('reset a local user\'s password (admin)').requiredOption('--password <password>', 'at least 8 characters')
+    .action(async (username: string, o: { password: string }) => {
+      const { client } = await authedClient();
+      await client.call('PUT', `/v1/users/${encodeURIComponent(username)}`, { password: o.password });
+      out(`Password of ${username} set`);
+    });
+
+  p.command('rotate-signing-key').description('rotate the token signing key now (admin; it also rotates by age)')
+    .action(async () => {
+      const { client } = await authedClient();
+      const k = await client.call<{ kid: string }>('POST', '/v1/token-keys');
+      out(`Tokens are now signed with ${k.kid}; tokens of the previous key stay valid until they expire`);
     });
 
   p.command('delete-user <username>').description('delete a user (admin)').action(async (username: string) => {

@@ -1,11 +1,12 @@
-import { createLogger, loadConfig, PlatformConfigSchema, systemClock } from '@anodyne/common';
+import { createLogger, loadConfig, PlatformConfigSchema, SecretRegistry, systemClock } from '@anodyne/common';
 import { startPlatform } from '@anodyne/api';
 
 /** `anodyne server`: the platform in the foreground until SIGINT/SIGTERM. */
 export async function runServer(configFile?: string): Promise<void> {
   const config = loadConfig(PlatformConfigSchema, { file: configFile ?? process.env['ANODYNE_CONFIG_FILE'] });
-  const logger = createLogger({ level: config.log.level, name: 'anodyne' });
-  const platform = await startPlatform({ config, logger, clock: systemClock });
+  const secrets = new SecretRegistry();
+  const logger = createLogger({ level: config.log.level, name: 'anodyne', secrets });
+  const platform = await startPlatform({ config, logger, clock: systemClock, secrets });
   const lines = [
     '',
     `Anodyne is up: ${platform.url}`,

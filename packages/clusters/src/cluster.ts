@@ -101,6 +101,11 @@ export interface OidcTrust {
   usernameClaim: string;
   /** Prefix of user names in the cluster (RBAC subjects), e.g. `anodyne:`. */
   usernamePrefix: string;
+  /**
+   * The token's `scope` claim must hold one of these (e.g. the cluster scopes): a user whose
+   * scopes were taken away loses kubectl access when their token expires. Unset: no rule.
+   */
+  anyScope?: string[];
 }
 
 /** The API server's AuthenticationConfiguration: JWTs from the given issuer, if any. */
@@ -117,6 +122,14 @@ export function authenticationConfig(oidc?: OidcTrust): string {
     ...oidc.caPem.trim().split('\n').map((l) => `      ${l}`),
     '  claimMappings:',
     `    username: {claim: ${JSON.stringify(oidc.usernameClaim)}, prefix: ${JSON.stringify(oidc.usernamePrefix)}}`,
+    // Only access tokens: a refresh token (same issuer and audience) is no kubectl credential.
+    '  claimValidationRules:',
+    '  - expression: "has(claims.token_use) && claims.token_use == \'access\'"',
+    '    message: only access tokens are accepted',
+    ...(oidc.anyScope?.length ? [
+      `  - expression: ${JSON.stringify(`has(claims.scope) && dyn(claims.scope).exists(s, s in ${JSON.stringify(oidc.anyScope).replace(/"/g, "'")})`)}`,
+      `    message: ${JSON.stringify(`the token holds none of the scopes ${oidc.anyScope.join(', ')}`)}`,
+    ] : []),
     '',
   ].join('\n');
 }

@@ -357,6 +357,27 @@ export class ClusterService {
   }
 
   /**
+   * Takes a user's bindings out of every cluster (when the user is deleted), so a later user of
+   * the same name inherits nothing. Clusters that cannot be reached are reported, not skipped
+   * silently: the caller records them.
+   */
+  async unbindEverywhere(user: string): Promise<{ unbound: string[]; unreachable: string[] }> {
+    const out = { unbound: [] as string[], unreachable: [] as string[] };
+    for (const c of await this.list()) {
+      if (c.last_action === 'DELETE' || c.kubernetes_master_ips.length === 0) continue;
+      try {
+        const { server, admin } = await this.endpoint(c.name);
+        await kubeRequest(server, admin, 'DELETE', `/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/${bindingName(user)}`, undefined, [404]);
+        out.unbound.push(c.name);
+      } catch (e) {
+        this.o.logger.warn({ cluster: c.name, user, err: (e as Error).message }, 'could not remove a deleted user\'s binding');
+        out.unreachable.push(c.name);
+      }
+    }
+    return out;
+  }
+
+  /**
    * Binds a user to a cluster: a ClusterRoleBinding of `<prefix><user>` to cluster-admin in
    * the cluster, and a kubeconfig whose user gets tokens from Anodyne (`anodyne get-token`).
    */
@@ -364,15 +385,19 @@ export class ClusterService {
     if (!this.o.oidc) throw new UnavailableError('ANODYNE_E_UNAVAILABLE', 'the platform has no identity issuer configured for clusters');
     const { server, admin } = await this.endpoint(name);
     const subject = `${this.o.oidc.usernamePrefix}${user}`;
-    const bindingName = `anodyne:user:${user}`.toLowerCase().replace(/[^a-z0-9:.-]/g, '-');
     await kubeRequest(server, admin, 'POST', '/apis/rbac.authorization.k8s.io/v1/clusterrolebindings', {
       apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding',
-      metadata: { name: bindingName, labels: { 'app.kubernetes.io/managed-by': 'anodyne' } },
+      metadata: { name: bindingName(user), labels: { 'app.kubernetes.io/managed-by': 'anodyne' } },
       roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'cluster-admin' },
       subjects: [{ kind: 'User', apiGroup: 'rbac.authorization.k8s.io', name: subject }],
     }, [409]);
     return userKubeconfig({ cluster: name, server, clusterCa: admin.ca, user, apiUrl: login.apiUrl, apiCaPem: login.caPem });
   }
+}
+
+/** The ClusterRoleBinding a bind creates for a user. */
+function bindingName(user: string): string {
+  return `anodyne:user:${user}`.toLowerCase().replace(/[^a-z0-9:.-]/g, '-');
 }
 
 /** A kubeconfig with a bearer token (service-account credentials, e.g. Open Service Broker bindings). */

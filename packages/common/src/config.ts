@@ -48,6 +48,8 @@ export const PlatformConfigSchema = Type.Object(
         /** Access token lifetime, seconds. */
         accessTokenSeconds: Type.Integer({ minimum: 60, maximum: 86_400, default: 600 }),
         refreshTokenSeconds: Type.Integer({ minimum: 300, maximum: 2_592_000, default: 86_400 }),
+        /** Age in days after which the token signing key is rotated (the previous key still verifies). */
+        signingKeyDays: Type.Integer({ minimum: 1, maximum: 3650, default: 30 }),
         /** An LDAP user store besides the local users (off when url is absent). */
         ldap: Type.Object(
           {

@@ -77,10 +77,16 @@ export class TaskStore {
     return t;
   }
 
-  async list(filter: { deployment?: string; state?: TaskState; owner?: string; limit?: number } = {}): Promise<Task[]> {
+  /**
+   * Tasks, newest first. `owner` keeps a caller's own tasks; with `orDeployments` also every task
+   * on those deployments (whoever started it: an owner sees an admin's upgrade of their cluster).
+   */
+  async list(filter: { deployment?: string; state?: TaskState; owner?: string; orDeployments?: string[]; limit?: number } = {}): Promise<Task[]> {
     let q = this.store.db.selectFrom('tasks').select('id');
     if (filter.deployment) q = q.where('deployment', '=', filter.deployment);
-    if (filter.owner) q = q.where('owner', '=', filter.owner);
+    const owner = filter.owner;
+    const deps = filter.orDeployments ?? [];
+    if (owner !== undefined) q = deps.length > 0 ? q.where((eb) => eb.or([eb('owner', '=', owner), eb('deployment', 'in', deps)])) : q.where('owner', '=', owner);
     if (filter.state) q = q.where('state', '=', filter.state);
     const ids = await this.q('listing tasks', () => q.orderBy('id', 'desc').limit(filter.limit ?? 100).execute());
     return Promise.all(ids.map((r) => this.get(Number(r.id))));

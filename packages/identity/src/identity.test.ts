@@ -96,6 +96,27 @@ describe('identity (UAA-compatible issuer)', () => {
     assert.equal(id.tokenKeys().keys.length, 2);
   });
 
+  it('rotates by age: not while the newest key is young, then once it is older than the limit', async () => {
+    const newest = () => id.tokenKeys().keys.at(-1)!.kid;
+    const current = newest();
+    assert.equal(await id.rotateIfOlderThan(30), undefined, 'a key younger than 30 days stays');
+    assert.equal(newest(), current);
+    await clock.advance(31 * 86_400_000);
+    const rotated = await id.rotateIfOlderThan(30);
+    assert.ok(rotated && rotated !== current);
+    assert.equal(newest(), rotated);
+    assert.equal(id.tokenKeys().keys.length, 2, 'the previous key is kept to verify older tokens');
+  });
+
+  it('an admin resets a local user\'s password; the old one stops working', async () => {
+    await id.createUser({ username: 'reset-me', password: 'first-password', groups: [SCOPES.manage] });
+    await id.setPassword('reset-me', 'second-password');
+    await assert.rejects(id.token({ grant_type: 'password', username: 'reset-me', password: 'first-password' }), code('ANODYNE_E_BAD_CREDENTIALS'));
+    assert.ok((await id.token({ grant_type: 'password', username: 'reset-me', password: 'second-password' })).access_token);
+    await assert.rejects(id.setPassword('reset-me', 'short'), code('ANODYNE_E_INVALID_INPUT'));
+    await assert.rejects(id.setPassword('nobody-here', 'long-enough-1'), code('ANODYNE_E_USER_NOT_FOUND'));
+  });
+
   it('locks an account after repeated failures, for a while; a good password then works again', async () => {
     await id.createUser({ username: 'bob', password: 'bob-password', groups: [SCOPES.manage] });
     for (let i = 0; i < 3; i++) await assert.rejects(id.token({ grant_type: 'password', username: 'bob', password: 'wrong' }), code('ANODYNE_E_BAD_CREDENTIALS'));

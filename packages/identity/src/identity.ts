@@ -135,6 +135,18 @@ export class Identity {
     return kid;
   }
 
+  /**
+   * Rotates the signing key when the newest one is older than `maxAgeDays` (the platform checks at
+   * start and then hourly). Returns the new key's id, or undefined when the newest is young enough.
+   */
+  async rotateIfOlderThan(maxAgeDays: number): Promise<string | undefined> {
+    const newest = this.keys[this.keys.length - 1];
+    if (newest && this.o.clock.nowMs() - Date.parse(newest.created) < maxAgeDays * 86_400_000) return undefined;
+    const kid = await this.rotateSigningKey();
+    this.o.logger.info({ kid }, 'signing key rotated');
+    return kid;
+  }
+
   /** The JWKS (public keys only), as `/token_keys` serves it. */
   tokenKeys(): { keys: JWK[] } {
     return { keys: this.keys.map((k) => k.publicJwk) };
@@ -191,6 +203,17 @@ export class Identity {
   async users(): Promise<UserView[]> {
     const rows = await this.q('listing users', () => this.o.store.db.selectFrom('identity_users').select('username').orderBy('username').execute());
     return Promise.all(rows.map((r) => this.user(r.username)));
+  }
+
+  /** Sets a local user's password (an admin's reset); clears a lockout. */
+  async setPassword(username: string, password: string): Promise<void> {
+    const row = await this.findUser(username);
+    if (!row) throw new NotFoundError('ANODYNE_E_USER_NOT_FOUND', `user ${username} not found`, { details: { username } });
+    if (row.origin !== 'local') throw new InputError('ANODYNE_E_INVALID_INPUT', `user ${username} comes from LDAP: change the password there`, { details: { key: 'password' } });
+    if (password.length < 8) throw new InputError('ANODYNE_E_INVALID_INPUT', 'a password needs at least 8 characters', { details: { key: 'password' } });
+    const hash = await hashSecret(password);
+    const id = row.id;
+    await this.q('setting a password', () => this.o.store.db.updateTable('identity_users').set({ password_hash: hash, failed_logins: 0, locked_until: null, updated_at: this.nowIso() }).where('id', '=', id).execute());
   }
 
   async setGroups(username: string, groups: string[]): Promise<UserView> {

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'node:https';
-import { loadConfig, PlatformConfigSchema, silentLogger, systemClock } from '@anodyne/common';
+import { createLogger, loadConfig, PlatformConfigSchema, SecretRegistry, systemClock } from '@anodyne/common';
 import { hostLeftovers } from '@anodyne/providers/testing';
 import { startPlatform, type Platform } from '../platform.js';
 
@@ -12,6 +12,8 @@ export interface TestPlatform {
   platform: Platform;
   dir: string;
   tag: string;
+  /** Everything the platform logged (debug level and up), as written: for searching for secrets. */
+  logs(): string;
   /** Stops the API, removes every VM and host object of the provider, checks the host, removes files. */
   stop(): Promise<void>;
 }
@@ -21,9 +23,14 @@ export async function startTestPlatform(name: string, network: string, port: num
   const dir = mkdtempSync(join(tmpdir(), `anodyne-${name}-`));
   const tag = `${name.slice(0, 2)}${(process.pid % 1296).toString(36)}`;
   const config = loadConfig(PlatformConfigSchema, { env: { ANODYNE_DATA_DIR: dir, ANODYNE_PROVIDER_NETWORK: network, ANODYNE_PROVIDER_TAG: tag, ANODYNE_SERVER_PORT: String(port), ...env } });
-  const platform = await startPlatform({ config, logger: silentLogger(), clock: systemClock });
+  // The platform logs as `anodyne server` does (secret mask included), into memory.
+  const written: string[] = [];
+  const secrets = new SecretRegistry();
+  const logger = createLogger({ level: 'debug', secrets, destination: { write: (line: string) => void written.push(line) } });
+  const platform = await startPlatform({ config, logger, clock: systemClock, secrets });
   return {
     platform, dir, tag,
+    logs: () => written.join(''),
     stop: async () => {
       await platform.close();
       await platform.provider.cleanup();

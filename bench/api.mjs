@@ -1,0 +1,93 @@
+// Platform API benchmark: GET /v1/clusters and GET /v1/clusters/{name} with 1,000 clusters stored,
+// requests per second and p50/p99 latency from autocannon running in a second process on loopback,
+// side by side with a raw floor measured in the same run: a bare Fastify HTTPS server (same TLS key,
+// same response bodies, no authentication, no store). Returns Markdown for docs/benchmarks.md.
+//
+// The 1,000 cluster records are written to the store directly (they are rows, no VMs exist), with
+// no tasks: what is measured is the API's authentication, authorisation, store reads and JSON.
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { createRequire } from 'node:module';
+import Fastify from 'fastify';
+import { SCOPES } from '@anodyne/identity';
+import { startTestPlatform, https } from '@anodyne/api/testing';
+
+const require = createRequire(import.meta.url);
+const AUTOCANNON = require.resolve('autocannon/autocannon.js');
+const CLUSTERS = 1000;
+
+/** autocannon in its own process; its JSON result. */
+function load(url, token, seconds, connections) {
+  return new Promise((resolve, reject) => {
+    const args = [AUTOCANNON, '-j', '-c', String(connections), '-d', String(seconds), ...(token ? ['-H', `authorization=Bearer ${token}`] : []), url];
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_TLS_REJECT_UNAUTHORIZED: '0' } });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (b) => (out += b));
+    child.stderr.on('data', (b) => (err += b));
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      if (code !== 0) return reject(new Error(`autocannon exited ${code}: ${err.slice(-500)}`));
+      const r = JSON.parse(out);
+      if (r.non2xx > 0 || r.errors > 0) return reject(new Error(`autocannon saw ${r.non2xx} non-2xx and ${r.errors} errors on ${url}`));
+      resolve({ rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, total: r.requests.total, bytes: r.throughput.average });
+    });
+  });
+}
+
+export async function benchApi({ seconds = 10, connections = 16, log = (s) => process.stderr.write(s) } = {}) {
+  const tp = await startTestPlatform('ba', '10.198.15.0/24', 19_081);
+  let raw;
+  try {
+    const p = tp.platform;
+    await p.identity.createUser({ username: 'bench', password: 'bench-password', groups: [SCOPES.admin] });
+    const token = (await p.identity.token({ grant_type: 'password', username: 'bench', password: 'bench-password' })).access_token;
+    const now = new Date().toISOString();
+    for (let i = 0; i < CLUSTERS; i += 100) {
+      const rows = Array.from({ length: Math.min(100, CLUSTERS - i) }, (_, k) => ({
+        name: `c-${String(i + k).padStart(4, '0')}`, uuid: randomUUID(), plan: 'small', owner: `team-${(i + k) % 20}`,
+        parameters: JSON.stringify({ workers: 1 }), last_action: 'CREATE', last_task_id: null, network_profile: null, created_at: now, updated_at: now,
+      }));
+      await p.store.db.insertInto('clusters').values(rows).execute();
+    }
+    const list = await https(p.url, p.caPem, 'GET', '/v1/clusters', { token });
+    if (list.status !== 200 || list.body.length !== CLUSTERS) throw new Error(`expected ${CLUSTERS} clusters, got ${list.status} ${String(list.text).slice(0, 200)}`);
+    const one = await https(p.url, p.caPem, 'GET', '/v1/clusters/c-0500', { token });
+    if (one.status !== 200) throw new Error(`GET one cluster: ${one.status}`);
+
+    // The raw floor: the same TLS and the same bodies from a bare Fastify route.
+    const serving = (await p.creds.get('/platform/api-server', { actor: 'bench' })).value;
+    raw = Fastify({ logger: false, https: { cert: serving.certificate, key: serving.private_key } });
+    raw.get('/v1/clusters', (_req, reply) => reply.type('application/json').send(list.text));
+    raw.get('/v1/clusters/:name', (_req, reply) => reply.type('application/json').send(one.text));
+    await raw.listen({ host: '127.0.0.1', port: 0 });
+    const rawUrl = `https://127.0.0.1:${raw.server.address().port}`;
+    const apiUrl = p.url;
+
+    const rows = [];
+    for (const [label, path] of [[`GET /v1/clusters (${CLUSTERS} clusters, admin sees all)`, '/v1/clusters'], ['GET /v1/clusters/{name}', '/v1/clusters/c-0500']]) {
+      const floor = await load(`${rawUrl}${path}`, undefined, seconds, connections);
+      const api = await load(`${apiUrl}${path}`, token, seconds, connections);
+      log(`${label}: API ${api.rps.toFixed(0)} req/s p50 ${api.p50} ms p99 ${api.p99} ms; raw ${floor.rps.toFixed(0)} req/s\n`);
+      rows.push({ label, api, floor });
+    }
+    const kb = (list.text.length / 1024).toFixed(0);
+    return [
+      '## Platform API',
+      '',
+      `${CLUSTERS} cluster records written to the store directly (rows only: no VMs, no tasks; the fake provider is not`,
+      'involved because nothing is deployed), read through the real HTTPS API with an admin token (every request',
+      `verifies the JWT, checks scopes, reads the store and serialises). Load: autocannon in a second process, ${connections}`,
+      `connections for ${seconds} s per row, on this machine's VM-network address. Raw floor: a bare Fastify HTTPS server`,
+      `on loopback returning the same bodies (${kb} KiB for the list), measured in the same run.`,
+      '',
+      '| request | API req/s | API p50 ms | API p99 ms | raw req/s | raw p50 ms | raw p99 ms | raw ÷ API |',
+      '|---|---|---|---|---|---|---|---|',
+      ...rows.map(({ label, api, floor }) => `| ${label} | ${api.rps.toFixed(0)} | ${api.p50} | ${api.p99} | ${floor.rps.toFixed(0)} | ${floor.p50} | ${floor.p99} | ${(floor.rps / api.rps).toFixed(1)} |`),
+      '',
+    ].join('\n');
+  } finally {
+    await raw?.close();
+    await tp.stop();
+  }
+}

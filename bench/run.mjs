@@ -1,0 +1,37 @@
+// `make bench`: every benchmark of bench/, printed as Markdown tables and written to
+// docs/benchmarks.md with the machine's core count and memory. Needs root (namespaces, cgroups).
+//   node bench/run.mjs [--runs N] [--only clusters,api,etcd]
+import { cpus, totalmem } from 'node:os';
+import { writeFileSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { locateRelease } from '@anodyne/release';
+import { benchClusters } from './clusters.mjs';
+import { benchApi } from './api.mjs';
+import { benchEtcd } from './etcd.mjs';
+
+const REPO = join(dirname(fileURLToPath(import.meta.url)), '..');
+const arg = (name) => { const i = process.argv.indexOf(name); return i > 0 ? process.argv[i + 1] : undefined; };
+const runs = Number(arg('--runs') ?? 3);
+const only = (arg('--only') ?? 'clusters,api,etcd').split(',');
+const release = locateRelease();
+
+const sections = [];
+if (only.includes('clusters')) sections.push(await benchClusters(release, { runs }));
+if (only.includes('api')) sections.push(await benchApi());
+if (only.includes('etcd')) sections.push(await benchEtcd(release, { runs }));
+
+const md = [
+  '# Benchmarks',
+  '',
+  `Measured by \`make bench\` (bench/run.mjs) on ${new Date().toISOString().slice(0, 10)}: ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB memory,`,
+  `release ${release.manifest.release}. Each section says what its raw floor is; the floor is measured in the same run.`,
+  '',
+  ...sections,
+  'Not measured yet (issue 10): a director health/reconcile pass over 1,000 deployments on the fake provider (the',
+  'director has no health monitor yet), and a raw floor that includes a kubelet.',
+  '',
+].join('\n');
+process.stdout.write(md + '\n');
+if (only.length === 3) writeFileSync(join(REPO, 'docs', 'benchmarks.md'), md + '\n');
+else process.stderr.write('bench: a partial run (--only) does not rewrite docs/benchmarks.md\n');
