@@ -70,6 +70,7 @@ const taskStateToAction = (s: TaskState | undefined): ActionState => (s === 'don
 export class ClusterService {
   readonly plans: Plan[];
   private readonly quota: { maxClusters: number; maxWorkers: number };
+  private readonly endpoints = new Map<string, { key: string; lbs: Record<string, { ip: string; port: number }> }>();
 
   constructor(private readonly o: ClusterServiceOptions) {
     this.plans = validatePlans(o.plans ?? BUILTIN_PLANS);
@@ -182,15 +183,17 @@ export class ClusterService {
     await this.q('updating a cluster', () => this.o.store.db.updateTable('clusters').set({ last_action: action, last_task_id: taskId, updated_at: this.now() }).where('name', '=', name).execute());
   }
 
-  private async rows(filter: { owner?: string } = {}): Promise<ClustersTable[]> {
+  private async rows(filter: { owner?: string; name?: string } = {}): Promise<ClustersTable[]> {
     let q = this.o.store.db.selectFrom('clusters').selectAll();
     if (filter.owner) q = q.where('owner', '=', filter.owner);
+    if (filter.name !== undefined) q = q.where('name', '=', filter.name);
     const rows = await this.q('listing clusters', () => q.orderBy('name').execute());
     // A finished delete removes the record (also after a restart that cut the follow-up short).
     const out: ClustersTable[] = [];
     for (const r of rows) {
       if (r.last_action === 'DELETE' && r.last_task_id !== null && (await this.o.director.tasks.get(r.last_task_id)).state === 'done') {
         await this.q('removing a cluster record', () => this.o.store.db.deleteFrom('clusters').where('name', '=', r.name).execute());
+        this.endpoints.delete(r.name);
         continue;
       }
       out.push(r);
@@ -199,16 +202,32 @@ export class ClusterService {
   }
 
   private async row(name: string): Promise<ClustersTable> {
-    const r = (await this.rows()).find((x) => x.name === name);
+    const [r] = await this.rows({ name });
     if (!r) throw new NotFoundError('ANODYNE_E_CLUSTER_NOT_FOUND', `cluster ${name} not found`, { details: { name } });
     return r;
   }
 
-  private async view(r: ClustersTable): Promise<ClusterView> {
-    const p = JSON.parse(r.parameters) as Parameters;
-    const task = r.last_task_id !== null ? await this.o.director.tasks.get(r.last_task_id).catch(() => undefined) : undefined;
+  /**
+   * A cluster's load balancers, remembered while its last task is finished: they change only
+   * through tasks, so a new task (or its end) is a new key. Listings stay fast with many clusters.
+   */
+  private async endpointOf(r: ClustersTable, task: Task | undefined): Promise<Record<string, { ip: string; port: number }>> {
+    const key = `${r.last_task_id}:${task?.state ?? ''}`;
+    const hit = this.endpoints.get(r.name);
+    if (hit?.key === key) return hit.lbs;
     const lbs = await this.o.director.loadBalancers(deploymentName(r.name)).catch((): Record<string, { ip: string; port: number }> => ({}));
-    const api = lbs['api'];
+    if (!task || ['done', 'error', 'cancelled'].includes(task.state)) this.endpoints.set(r.name, { key, lbs });
+    return lbs;
+  }
+
+  private async views(rows: ClustersTable[]): Promise<ClusterView[]> {
+    const tasks = await this.o.director.tasks.getMany(rows.flatMap((r) => (r.last_task_id !== null ? [r.last_task_id] : [])));
+    return Promise.all(rows.map((r) => this.view(r, r.last_task_id !== null ? tasks.get(r.last_task_id) : undefined)));
+  }
+
+  private async view(r: ClustersTable, task: Task | undefined): Promise<ClusterView> {
+    const p = JSON.parse(r.parameters) as Parameters;
+    const api = (await this.endpointOf(r, task))['api'];
     return {
       name: r.name, plan_name: r.plan, uuid: r.uuid, owner: r.owner,
       last_action: r.last_action as ClusterView['last_action'],
@@ -228,11 +247,11 @@ export class ClusterService {
   }
 
   async list(filter: { owner?: string } = {}): Promise<ClusterView[]> {
-    return Promise.all((await this.rows(filter)).map((r) => this.view(r)));
+    return this.views(await this.rows(filter));
   }
 
   async get(name: string): Promise<ClusterView> {
-    return this.view(await this.row(name));
+    return (await this.views([await this.row(name)]))[0]!;
   }
 
   private async assertIdle(r: ClustersTable): Promise<void> {
@@ -290,7 +309,7 @@ export class ClusterService {
     const r = await this.row(name);
     if (r.last_action === 'DELETE' && r.last_task_id !== null) {
       const t = await this.o.director.tasks.get(r.last_task_id);
-      if (!['error', 'cancelled'].includes(t.state)) return this.view(r); // already being deleted
+      if (!['error', 'cancelled'].includes(t.state)) return this.view(r, t); // already being deleted
     } else {
       await this.assertIdle(r);
     }
@@ -299,7 +318,8 @@ export class ClusterService {
     if (!hasDeployment && !hasInstances) {
       // Created and failed before anything existed: nothing to tear down.
       await this.q('removing a cluster record', () => this.o.store.db.deleteFrom('clusters').where('name', '=', name).execute());
-      return { ...(await this.view(r)), last_action: 'DELETE', last_action_state: 'succeeded', last_action_description: 'deleted' };
+      this.endpoints.delete(name);
+      return { ...(await this.view(r, undefined)), last_action: 'DELETE', last_action_state: 'succeeded', last_action_description: 'deleted' };
     }
     const task = await this.o.director.deleteDeployment(deploymentName(name), actor);
     await this.setTask(name, 'DELETE', task.id);
