@@ -392,6 +392,7 @@ describe('platform API over HTTPS', { skip: !isRoot && 'needs root' }, () => {
       if (!revoked) await new Promise((r) => setTimeout(r, 250));
     }
     assert.ok(revoked, 'the unbound credential no longer works');
+    assert.equal((await osb('DELETE', `/v2/service_instances/${iid}/service_bindings/b-1?service_id=${service.id}&plan_id=${small.id}`)).status, 410, 'unbinding again: 410 Gone');
     const deprov = await osb('DELETE', `/v2/service_instances/${iid}?accepts_incomplete=true&service_id=${service.id}&plan_id=${small.id}`);
     assert.equal(deprov.status, 202);
     const op = (deprov.body as { operation: string }).operation;

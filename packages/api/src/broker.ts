@@ -153,7 +153,7 @@ export function registerBroker(app: FastifyInstance, o: BrokerOptions): void {
     const { instance_id: iid, binding_id: bid } = req.params as { instance_id: string; binding_id: string };
     const c = await clusterOf(iid);
     if (!c) return osbError(reply, 410, undefined, 'no such instance');
-    await o.clusters.revokeServiceAccount(c.name, bid.toLowerCase().replace(/[^a-z0-9]/g, '').slice(0, 40));
-    return reply.status(200).send({});
+    const existed = await o.clusters.revokeServiceAccount(c.name, bid.toLowerCase().replace(/[^a-z0-9]/g, '').slice(0, 40));
+    return reply.status(existed ? 200 : 410).send({});
   });
 }

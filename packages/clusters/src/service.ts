@@ -343,12 +343,17 @@ export class ClusterService {
     return tokenKubeconfig({ cluster: name, server, clusterCa: admin.ca, user: sa, token: tr.status.token });
   }
 
-  /** Revokes a service-account credential: its tokens stop working at once. Idempotent. */
-  async revokeServiceAccount(name: string, id: string): Promise<void> {
+  /**
+   * Revokes a service-account credential: its tokens stop working at once. Idempotent; says
+   * whether there was one to revoke (the broker answers 410 Gone otherwise).
+   */
+  async revokeServiceAccount(name: string, id: string): Promise<boolean> {
     const { server, admin } = await this.endpoint(name);
     const sa = `anodyne-binding-${id}`;
-    await kubeRequest(server, admin, 'DELETE', `/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/${sa}`, undefined, [404]);
-    await kubeRequest(server, admin, 'DELETE', `/api/v1/namespaces/kube-system/serviceaccounts/${sa}`, undefined, [404]);
+    const gone = (r: unknown) => (r as { code?: number } | null)?.code === 404;
+    const binding = await kubeRequest(server, admin, 'DELETE', `/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/${sa}`, undefined, [404]);
+    const account = await kubeRequest(server, admin, 'DELETE', `/api/v1/namespaces/kube-system/serviceaccounts/${sa}`, undefined, [404]);
+    return !(gone(binding) && gone(account));
   }
 
   /** The owner of a cluster (for authorisation at the edge). */
