@@ -20,6 +20,8 @@ describe('platform API over HTTPS', { skip: !isRoot && 'needs root' }, () => {
   let tp: TestPlatform;
   let call: (method: string, path: string, options?: { token?: string; body?: unknown; raw?: string; headers?: Record<string, string> }) => Promise<HttpResult>;
   const tokens: Record<string, string> = {};
+  /** The CLI client's password grant, as `anodyne login` sends it. */
+  const login = (username: string, password: string) => call('POST', '/oauth/token', { raw: new URLSearchParams({ grant_type: 'password', username, password, client_id: 'anodyne_cli' }).toString(), headers: { 'content-type': 'application/x-www-form-urlencoded' } });
 
   before(async () => {
     tp = await startTestPlatform('api', '10.198.9.0/24', PORT);
@@ -34,7 +36,7 @@ describe('platform API over HTTPS', { skip: !isRoot && 'needs root' }, () => {
     await p.identity.createUser({ username: 'nobody', password: 'nobody-password', groups: [] });
     await p.identity.createUser({ username: 'root', password: 'root-password', groups: [SCOPES.admin] });
     for (const u of ['alice', 'bob', 'reader', 'nobody', 'root']) {
-      const r = await call('POST', '/oauth/token', { raw: new URLSearchParams({ grant_type: 'password', username: u, password: `${u}-password`, client_id: 'anodyne_cli' }).toString(), headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+      const r = await login(u, `${u}-password`);
       assert.equal(r.status, 200, r.text);
       tokens[u] = (r.body as { access_token: string }).access_token;
     }
@@ -110,7 +112,6 @@ describe('platform API over HTTPS', { skip: !isRoot && 'needs root' }, () => {
     assert.notEqual(kidOf(tokens['alice']!), kid);
     assert.ok(((await call('GET', '/token_keys')).body as { keys: { kid: string }[] }).keys.some((k) => k.kid === kid), 'the new key is published');
     assert.equal((await call('GET', '/v1/clusters', { token: tokens['alice'] })).status, 200, 'a token of the previous key still works');
-    const login = (u: string, pw: string) => call('POST', '/oauth/token', { raw: new URLSearchParams({ grant_type: 'password', username: u, password: pw, client_id: 'anodyne_cli' }).toString(), headers: { 'content-type': 'application/x-www-form-urlencoded' } });
     const fresh = await login('bob', 'bob-password');
     assert.equal(kidOf((fresh.body as { access_token: string }).access_token), kid, 'new tokens use the new key');
     assert.equal((await call('PUT', '/v1/users/bob', { token: tokens['root'], body: { password: 'bob-new-password' } })).status, 200);
@@ -220,7 +221,7 @@ describe('platform API over HTTPS', { skip: !isRoot && 'needs root' }, () => {
     assert.equal(whoami.stdout, 'anodyne:alice', 'the API server validated an Anodyne token');
     // What the cluster's API server refuses: a forged bearer, a refresh token (same issuer and audience),
     // and the token of a user holding no cluster scope; bob's valid token authenticates but has no binding.
-    const refresh = await call('POST', '/oauth/token', { raw: new URLSearchParams({ grant_type: 'password', username: 'alice', password: 'alice-password', client_id: 'anodyne_cli' }).toString(), headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+    const refresh = await login('alice', 'alice-password');
     const refreshToken = (refresh.body as { refresh_token: string }).refresh_token;
     assert.ok(refreshToken, 'the CLI client gets a refresh token');
     const asBearer = (token: string) => exec([kubectl, 'get', 'nodes', `--token=${token}`, '--kubeconfig', join(home, '.kube', 'config')], { env, okCodes: [0, 1], timeoutMs: 30_000 });
@@ -292,7 +293,7 @@ describe('platform API over HTTPS', { skip: !isRoot && 'needs root' }, () => {
 
     // Deleting a user takes their binding out of every cluster: a later user of that name inherits nothing.
     await tp.platform.identity.createUser({ username: 'ops2', password: 'ops2-password', groups: [SCOPES.admin] });
-    const ops2 = await call('POST', '/oauth/token', { raw: new URLSearchParams({ grant_type: 'password', username: 'ops2', password: 'ops2-password', client_id: 'anodyne_cli' }).toString(), headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+    const ops2 = await login('ops2', 'ops2-password');
     const bindings = () => exec([kubectl, '--kubeconfig', join(tp.dir, 'admin.kubeconfig'), 'get', 'clusterrolebindings', '-o', 'name']).then((r) => r.stdout);
     const b2 = await call('POST', '/v1/clusters/team-a/binds', { token: (ops2.body as { access_token: string }).access_token, body: {} });
     assert.equal(b2.status, 200, b2.text);

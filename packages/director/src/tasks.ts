@@ -1,5 +1,6 @@
 import { AnodyneError, ConflictError, NotFoundError, type Clock, type Logger } from '@anodyne/common';
-import { mapStoreError, type Store } from '@anodyne/store';
+import { mapStoreError, type Store, type TasksTable } from '@anodyne/store';
+import type { Selectable } from 'kysely';
 import type { EventSink, TaskEventInput } from './updater.js';
 
 export type TaskState = 'queued' | 'processing' | 'done' | 'error' | 'cancelling' | 'cancelled';
@@ -31,6 +32,11 @@ const FINAL: TaskState[] = ['done', 'error', 'cancelled'];
  * a task holding that deployment's lock. Nothing here lives only in memory: after a platform
  * restart `recover()` ends every task that was in flight.
  */
+/** A stored task row as the director hands it out (JSON columns parsed). */
+function toTask(r: Selectable<TasksTable>): Task {
+  return { ...r, id: Number(r.id), state: r.state as TaskState, result: r.result ? JSON.parse(r.result) as unknown : null, error: r.error ? JSON.parse(r.error) as Task['error'] : null };
+}
+
 export class TaskStore {
   constructor(private readonly store: Store, private readonly clock: Clock, private readonly logger: Logger) {}
 
@@ -67,8 +73,7 @@ export class TaskStore {
 
   private async getIn(db: Store['db'], id: number): Promise<Task | undefined> {
     const r = await db.selectFrom('tasks').selectAll().where('id', '=', id).executeTakeFirst();
-    if (!r) return undefined;
-    return { ...r, id: Number(r.id), state: r.state as TaskState, result: r.result ? JSON.parse(r.result) as unknown : null, error: r.error ? JSON.parse(r.error) as Task['error'] : null };
+    return r ? toTask(r) : undefined;
   }
 
   async get(id: number): Promise<Task> {
@@ -84,7 +89,7 @@ export class TaskStore {
     for (let i = 0; i < unique.length; i += 500) {
       const chunk = unique.slice(i, i + 500);
       const rows = await this.q('reading tasks', () => this.store.db.selectFrom('tasks').selectAll().where('id', 'in', chunk).execute());
-      for (const r of rows) out.set(Number(r.id), { ...r, id: Number(r.id), state: r.state as TaskState, result: r.result ? JSON.parse(r.result) as unknown : null, error: r.error ? JSON.parse(r.error) as Task['error'] : null });
+      for (const r of rows) out.set(Number(r.id), toTask(r));
     }
     return out;
   }
