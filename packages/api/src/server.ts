@@ -208,7 +208,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     return b.groups !== undefined ? o.identity.setGroups(username, b.groups) : o.identity.user(username);
   });
   route('POST', '/v1/token-keys', { summary: 'Rotate the token signing key now (tokens signed by the previous key stay valid)', tags: ['identity'], scopes: ADMIN, audit: 'identity.rotate-key', response: { 200: S.SigningKey } }, async () => {
-    return { kid: (await o.identity.rotateIfOlderThan(0))!, rotated: true };
+    return { kid: await o.identity.rotateSigningKey(), rotated: true };
   });
   route('DELETE', '/v1/users/:username', { summary: 'Delete a user', tags: ['users'], scopes: ADMIN, params: S.UserParams, audit: 'user.delete' }, async (req, reply) => {
     const username = (req.params as { username: string }).username;
