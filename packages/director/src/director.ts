@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { request } from 'node:https';
 import { AnodyneError, InputError, NotFoundError, type Clock, type Logger } from '@anodyne/common';
 import type { Provider, VmType } from '@anodyne/providers';
 import { mapStoreError, type InstancesTable, type Store } from '@anodyne/store';
@@ -9,6 +8,7 @@ import { renderInstance, renderTemplate, resolveJobs, type InstanceBundle, type 
 import { plan, type ActualInstance, type DesiredInstance, type PlannedChange } from './planner.js';
 import { Updater, type EventSink, type InstanceDriver } from './updater.js';
 import { TaskStore, type Task } from './tasks.js';
+import { TlsAgentClient, type AgentAddress, type AgentClient, type AgentTlsIssuer } from './agents.js';
 
 /** Where manifest `variables` come from (the credential store, in the platform). */
 export interface VariableSource {
@@ -16,18 +16,6 @@ export interface VariableSource {
   ensure(deployment: string, variables: Variable[]): Promise<Record<string, unknown>>;
   /** Removes a deployment's variables when the deployment is deleted. */
   remove(deployment: string): Promise<void>;
-}
-
-export interface TlsMaterial {
-  cert: string;
-  key: string;
-  ca: string;
-}
-
-/** Per-VM agent credentials, issued at VM creation, and the director's own client identity. */
-export interface AgentTlsIssuer {
-  agentTls(agentId: string): Promise<TlsMaterial>;
-  directorTls(): Promise<TlsMaterial>;
 }
 
 export interface AgentStateView {
@@ -48,10 +36,27 @@ export interface DirectorOptions {
   agentPort?: number;
   /** How long to wait for a new VM's agent to answer. */
   agentTimeoutMs?: number;
+  /** How agents are reached; mutual TLS to `agentPort` unless given (tests on the fake provider). */
+  agents?: AgentClient;
 }
 
 /** An instance as the director works with it: the store's row without bookkeeping columns. */
-type InstanceRow = Omit<Selectable<InstancesTable>, 'state' | 'created_at' | 'updated_at'>;
+type InstanceRow = Omit<Selectable<InstancesTable>, 'state' | 'created_at' | 'updated_at' | 'health' | 'health_reason' | 'health_since'>;
+
+/** One instance as operators see it: where it runs and what the health monitor last found. */
+export interface InstanceView {
+  /** `group/index` */
+  instance: string;
+  group: string;
+  index: number;
+  vm_id: string | null;
+  ip: string | null;
+  /** started or stopped (by an operator) */
+  state: string;
+  health: string;
+  health_reason: string | null;
+  health_since: string | null;
+}
 
 /**
  * The deployment engine: turns a manifest into VMs running jobs and keeps them that way. It
@@ -61,39 +66,23 @@ export class Director {
   readonly tasks: TaskStore;
   private readonly running = new Map<number, Promise<void>>();
   private readonly agentPort: number;
+  private readonly agents: AgentClient;
 
   constructor(private readonly o: DirectorOptions) {
     this.tasks = new TaskStore(o.store, o.clock, o.logger);
     this.agentPort = o.agentPort ?? 6868;
+    this.agents = o.agents ?? new TlsAgentClient(o.tls, this.agentPort);
   }
 
   // ---------------------------------------------------------------- agent client
 
-  /** Calls an agent over mutual TLS; the agent proves it is `agentId` (certificate CN). */
-  async agentCall(row: { ip: string | null; agent_id: string }, method: 'GET' | 'POST', path: string, body?: unknown, timeoutMs = 30_000): Promise<unknown> {
-    if (!row.ip) throw new AnodyneError('ANODYNE_E_UNAVAILABLE', `instance ${row.agent_id} has no address`);
-    const tls = await this.o.tls.directorTls();
-    return new Promise((resolve, reject) => {
-      const req = request({
-        host: row.ip!, port: this.agentPort, path, method, cert: tls.cert, key: tls.key, ca: tls.ca, servername: row.agent_id,
-        checkServerIdentity: (_host, cert) => (cert.subject.CN === row.agent_id ? undefined : new Error(`agent certificate is for ${String(cert.subject.CN)}, expected ${row.agent_id}`)),
-        headers: { 'content-type': 'application/json' }, timeout: timeoutMs,
-      }, (res) => {
-        let text = '';
-        res.on('data', (c: Buffer) => (text += c.toString()));
-        res.on('end', () => {
-          if ((res.statusCode ?? 500) >= 300) reject(new AnodyneError('ANODYNE_E_UNAVAILABLE', `agent ${row.agent_id} ${method} ${path}: ${res.statusCode} ${text.slice(0, 300)}`));
-          else resolve(text ? JSON.parse(text) as unknown : null);
-        });
-      });
-      req.on('error', (e) => reject(new AnodyneError('ANODYNE_E_UNAVAILABLE', `agent ${row.agent_id} unreachable: ${e.message}`, { cause: e })));
-      req.on('timeout', () => req.destroy(new Error('timed out')));
-      req.end(body === undefined ? undefined : JSON.stringify(body));
-    });
+  /** Calls an instance's agent. */
+  agentCall(row: AgentAddress, method: 'GET' | 'POST', path: string, body?: unknown, timeoutMs = 30_000): Promise<unknown> {
+    return this.agents.call(row, method, path, body, timeoutMs);
   }
 
-  async agentState(row: { ip: string | null; agent_id: string }): Promise<AgentStateView> {
-    return (await this.agentCall(row, 'GET', '/state', undefined, 5000)) as AgentStateView;
+  async agentState(row: AgentAddress, timeoutMs = 5000): Promise<AgentStateView> {
+    return (await this.agentCall(row, 'GET', '/state', undefined, timeoutMs)) as AgentStateView;
   }
 
   private async waitForAgent(row: InstanceRow): Promise<void> {
@@ -122,10 +111,21 @@ export class Director {
   }
 
   async instances(deployment: string): Promise<InstanceRow[]> {
-    return this.q('reading instances', () => this.o.store.db.selectFrom('instances').selectAll().where('deployment', '=', deployment).orderBy('group_name').orderBy('idx').execute());
+    return this.q('reading instances', () => this.o.store.db.selectFrom('instances')
+      .select(['id', 'deployment', 'group_name', 'idx', 'vm_id', 'agent_id', 'ip', 'vm_type', 'image', 'disk_mb', 'disk_id', 'network', 'bundle_hash'])
+      .where('deployment', '=', deployment).orderBy('group_name').orderBy('idx').execute());
   }
 
-  private async setRow(id: string, patch: Partial<InstanceRow>): Promise<void> {
+  /** A deployment's instances with their health, for operators (`anodyne vms`). */
+  async instanceViews(deployment: string): Promise<InstanceView[]> {
+    const rows = await this.q('reading instances', () => this.o.store.db.selectFrom('instances').selectAll().where('deployment', '=', deployment).orderBy('group_name').orderBy('idx').execute());
+    return rows.map((r) => ({
+      instance: `${r.group_name}/${r.idx}`, group: r.group_name, index: r.idx, vm_id: r.vm_id, ip: r.ip, state: r.state,
+      health: r.health, health_reason: r.health_reason, health_since: r.health_since,
+    }));
+  }
+
+  private async setRow(id: string, patch: Partial<InstanceRow> & { health?: string; health_reason?: string | null; health_since?: string | null }): Promise<void> {
     await this.q('updating an instance', () => this.o.store.db.updateTable('instances').set({ ...patch, updated_at: this.o.clock.now().toISOString() }).where('id', '=', id).execute());
   }
 
@@ -141,7 +141,8 @@ export class Director {
       metadata: { deployment: row.deployment, group: row.group_name, index: String(row.idx), instance_id: row.id },
     });
     const updated = { ...row, vm_id: vm.id, ip: vm.ip, bundle_hash: null };
-    await this.setRow(row.id, { vm_id: vm.id, ip: vm.ip, bundle_hash: null });
+    // A new VM has no health yet: the monitor's next pass decides.
+    await this.setRow(row.id, { vm_id: vm.id, ip: vm.ip, bundle_hash: null, health: 'pending', health_reason: null, health_since: this.o.clock.now().toISOString() });
     if (row.disk_id && (await this.o.provider.hasDisk(row.disk_id))) await this.o.provider.attachDisk(vm.id, row.disk_id);
     await this.waitForAgent(updated);
     return updated;
@@ -234,7 +235,22 @@ export class Director {
     this.checkTarget(m, target.group, target.index);
     const task = await this.tasks.create('recreate', deployment, `recreate ${deployment}${target.group ? ` ${target.group}${target.index !== undefined ? `/${target.index}` : ''}` : ''}`, owner);
     const pick = (g: string, i: number) => (target.group === undefined || target.group === g) && (target.index === undefined || target.index === i);
-    this.launch(task.id, (signal, sink) => this.runDeploy(m, signal, sink, pick));
+    this.launch(task.id, (signal, sink) => this.runDeploy(m, signal, sink, { recreate: pick }));
+    return task;
+  }
+
+  /**
+   * The resurrector's repair: recreates the named instances (their VMs are gone or their agents
+   * stopped answering) from the deployment's stored manifest and touches nothing else, even
+   * when the catalog has changed since the last deploy. Refused while the deployment is locked.
+   */
+  async resurrect(deployment: string, instances: { group: string; index: number }[], owner = 'health-monitor'): Promise<Task> {
+    const m = await this.manifest(deployment);
+    for (const x of instances) this.checkTarget(m, x.group, x.index);
+    const names = instances.map((x) => `${x.group}/${x.index}`);
+    const task = await this.tasks.create('resurrect', deployment, `resurrect ${deployment} ${names.join(' ')}`, owner);
+    const pick = (g: string, i: number) => names.includes(`${g}/${i}`);
+    this.launch(task.id, (signal, sink) => this.runDeploy(m, signal, sink, { recreate: pick, only: pick }));
     return task;
   }
 
@@ -429,7 +445,11 @@ export class Director {
     void p.finally(() => this.running.delete(id));
   }
 
-  private async runDeploy(full: Manifest, signal: AbortSignal, sink: EventSink, recreate?: (group: string, index: number) => boolean): Promise<{ instances: number }> {
+  /**
+   * Converges a deployment on `full`. `recreate` forces new VMs for the instances it picks;
+   * `only` limits the rollout to the instances it picks (plus any whose VM had to be created).
+   */
+  private async runDeploy(full: Manifest, signal: AbortSignal, sink: EventSink, pick: { recreate?: (group: string, index: number) => boolean; only?: (group: string, index: number) => boolean } = {}): Promise<{ instances: number }> {
     const now = () => this.o.clock.now().toISOString();
     // Errand groups get VMs only while an errand runs.
     const m: Manifest = { ...full, instance_groups: full.instance_groups.filter((g) => g.lifecycle !== 'errand') };
@@ -456,6 +476,7 @@ export class Director {
         if (!alive) toCreate.push(row);
       }
     }
+    const createdNow = new Set<string>();
     const createBatch = Math.max(1, Math.max(...m.instance_groups.map((g) => resolveMaxInFlight(groupUpdatePolicy(m, g).max_in_flight, g.instances)), 1));
     for (let i = 0; i < toCreate.length; i += createBatch) {
       if (signal.aborted) throw new AnodyneError('ANODYNE_E_TASK_CANCELLED', 'the task was cancelled');
@@ -466,6 +487,7 @@ export class Director {
         if (row.vm_id) await this.deleteVmOf(row);
         const created = await this.createVm(row);
         byKey.set(name, created);
+        createdNow.add(name);
         await sink.event({ stage: 'Creating missing VMs', instance: name, index: k, total: toCreate.length, state: 'finished' });
       }));
     }
@@ -499,8 +521,13 @@ export class Director {
       group: r.group_name, index: r.idx, vmId: r.vm_id, vmAlive: r.vm_id !== null, vmType: JSON.parse(r.vm_type) as string | VmType, image: r.image,
       diskMb: r.disk_mb, network: r.network, ip: r.ip, bundleHash: r.bundle_hash,
     }));
-    const changes = plan(desired, actual).map((c): PlannedChange =>
-      recreate && (c.action === 'keep' || c.action === 'update') && recreate(c.group, c.index) ? { ...c, action: 'recreate', reasons: ['recreate requested'] } : c);
+    const changes = plan(desired, actual).map((c): PlannedChange => {
+      // A VM created above is new already: it gets its jobs, never a second VM.
+      if (createdNow.has(`${c.group}/${c.index}`)) return c;
+      if (pick.only && !pick.only(c.group, c.index)) return { ...c, action: 'keep', reasons: [] };
+      if (pick.recreate && (c.action === 'keep' || c.action === 'update') && pick.recreate(c.group, c.index)) return { ...c, action: 'recreate', reasons: ['recreate requested'] };
+      return c;
+    });
     const driver = new AgentDriver(this, byKey, sink);
     const updater = new Updater({ clock: this.o.clock, driver, events: sink, logger: this.o.logger });
     const knownGroups = new Set(m.instance_groups.map((g) => g.name));
@@ -605,11 +632,21 @@ class AgentDriver implements InstanceDriver {
   async apply(c: PlannedChange): Promise<void> {
     let row = this.row(c);
     const name = `${c.group}/${c.index}`;
-    if (row.bundle_hash !== null) {
-      await this.sink.event({ stage: 'Lifecycle', instance: name, state: 'info', message: 'drain' });
-      await this.d.agentCall(row, 'POST', '/drain', undefined, 600_000);
-      await this.sink.event({ stage: 'Lifecycle', instance: name, state: 'info', message: 'stop' });
-      await this.d.agentCall(row, 'POST', '/stop', undefined, 120_000);
+    // A VM that is being replaced may have an agent that no longer answers (that is often why
+    // it is replaced): ask briefly first rather than wait out a drain's timeout.
+    const answers = c.action !== 'recreate' || (await this.d.agentState(row).then(() => true, () => false));
+    if (!answers) await this.sink.event({ stage: 'Lifecycle', instance: name, state: 'info', message: 'not drained: the agent does not answer' });
+    if (row.bundle_hash !== null && answers) {
+      try {
+        await this.sink.event({ stage: 'Lifecycle', instance: name, state: 'info', message: 'drain' });
+        await this.d.agentCall(row, 'POST', '/drain', undefined, 600_000);
+        await this.sink.event({ stage: 'Lifecycle', instance: name, state: 'info', message: 'stop' });
+        await this.d.agentCall(row, 'POST', '/stop', undefined, 120_000);
+      } catch (err) {
+        // The agent went away mid-drain of a VM being replaced: go on. An update in place must not.
+        if (c.action !== 'recreate' || !(err instanceof AnodyneError && err.code === 'ANODYNE_E_UNAVAILABLE')) throw err;
+        await this.sink.event({ stage: 'Lifecycle', instance: name, state: 'info', message: `not drained: ${err.message}` });
+      }
     }
     if (c.action === 'recreate') {
       await this.sink.event({ stage: 'Lifecycle', instance: name, state: 'info', message: `recreate: ${c.reasons.join(', ')}` });

@@ -84,3 +84,4 @@ export async function makeHarness(dir: string, tag: string, key: Buffer, options
   const director = new Director({ store, provider, catalog: options.catalog ?? catalog, variables, tls, clock: systemClock, logger: silentLogger() });
   return { store, creds, provider, director };
 }
+export { FakeAgents } from './fake-agents.js';

@@ -112,6 +112,12 @@ export interface InstancesTable {
   bundle_hash: string | null;
   /** started | stopped | detached */
   state: string;
+  /** What the health monitor last found: pending | running | failing | unresponsive | missing | stopped */
+  health: ColumnType<string, string | undefined, string>;
+  /** Why, when not running (the failing processes, the agent's error). */
+  health_reason: ColumnType<string | null, string | null | undefined, string | null>;
+  /** When the instance entered its current health (the resurrector waits from here). */
+  health_since: ColumnType<string | null, string | null | undefined, string | null>;
   created_at: string;
   updated_at: string;
 }

@@ -26,6 +26,8 @@ export class FakeProvider implements Provider {
   private readonly disks = new Map<string, DiskInfo>();
   private readonly lbs = new Map<string, LoadBalancerInfo>();
   private readonly crashed = new Set<string>();
+  /** agent id → VM id, for `runningVmOf`. */
+  private readonly byAgent = new Map<string, string>();
   private readonly used = new Set<string>();
   private readonly pool: IpPool;
   private readonly vmTypes: Record<string, VmType>;
@@ -56,6 +58,12 @@ export class FakeProvider implements Provider {
     this.failNextCreate = err;
   }
 
+  /** Test hook (for in-memory agents): the running VM of an agent, if any. */
+  runningVmOf(agentId: string): VmInfo | undefined {
+    const id = this.byAgent.get(agentId);
+    return id !== undefined && !this.crashed.has(id) ? this.vms.get(id) : undefined;
+  }
+
   /** Test hook: the VM's "init" dies; hasVm turns false, the record stays until deleteVm. */
   crash(id: string): void {
     if (this.vms.has(id)) this.crashed.add(id);
@@ -78,6 +86,7 @@ export class FakeProvider implements Provider {
       image: req.image, metadata: { ...(req.metadata ?? {}) }, createdAt: this.options.clock.now().toISOString(),
     };
     this.vms.set(vm.id, vm);
+    this.byAgent.set(vm.agentId, vm.id);
     return structuredClone(vm);
   }
 
@@ -89,6 +98,7 @@ export class FakeProvider implements Provider {
       this.pool.release(vm.ip);
       this.vms.delete(id);
       this.crashed.delete(id);
+      if (this.byAgent.get(vm.agentId) === id) this.byAgent.delete(vm.agentId);
     }
     return Promise.resolve();
   }
@@ -187,6 +197,7 @@ export class FakeProvider implements Provider {
   cleanup(): Promise<CleanupReport> {
     const report: CleanupReport = { vms: this.vms.size, disks: this.disks.size, loadBalancers: this.lbs.size, other: {} };
     this.vms.clear();
+    this.byAgent.clear();
     this.disks.clear();
     this.lbs.clear();
     this.used.clear();

@@ -1,0 +1,56 @@
+import { request } from 'node:https';
+import { AnodyneError } from '@anodyne/common';
+
+export interface TlsMaterial {
+  cert: string;
+  key: string;
+  ca: string;
+}
+
+/** Per-VM agent credentials, issued at VM creation, and the director's own client identity. */
+export interface AgentTlsIssuer {
+  agentTls(agentId: string): Promise<TlsMaterial>;
+  directorTls(): Promise<TlsMaterial>;
+}
+
+/** Where an instance's agent is: its address and the identity its certificate must prove. */
+export interface AgentAddress {
+  ip: string | null;
+  agent_id: string;
+}
+
+/**
+ * How the director talks to agents. The real one is HTTPS with mutual TLS to the agent in the
+ * VM; tests of the director's logic on the fake provider (which runs no agent) pass an
+ * in-memory fleet instead. Failures are AnodyneErrors with ANODYNE_E_UNAVAILABLE.
+ */
+export interface AgentClient {
+  call(row: AgentAddress, method: 'GET' | 'POST', path: string, body?: unknown, timeoutMs?: number): Promise<unknown>;
+}
+
+/** The agent API over mutual TLS; the agent proves it is `agent_id` (certificate CN). */
+export class TlsAgentClient implements AgentClient {
+  constructor(private readonly tls: AgentTlsIssuer, private readonly port: number) {}
+
+  async call(row: AgentAddress, method: 'GET' | 'POST', path: string, body?: unknown, timeoutMs = 30_000): Promise<unknown> {
+    if (!row.ip) throw new AnodyneError('ANODYNE_E_UNAVAILABLE', `instance ${row.agent_id} has no address`);
+    const tls = await this.tls.directorTls();
+    return new Promise((resolve, reject) => {
+      const req = request({
+        host: row.ip!, port: this.port, path, method, cert: tls.cert, key: tls.key, ca: tls.ca, servername: row.agent_id,
+        checkServerIdentity: (_host, cert) => (cert.subject.CN === row.agent_id ? undefined : new Error(`agent certificate is for ${String(cert.subject.CN)}, expected ${row.agent_id}`)),
+        headers: { 'content-type': 'application/json' }, timeout: timeoutMs,
+      }, (res) => {
+        let text = '';
+        res.on('data', (c: Buffer) => (text += c.toString()));
+        res.on('end', () => {
+          if ((res.statusCode ?? 500) >= 300) reject(new AnodyneError('ANODYNE_E_UNAVAILABLE', `agent ${row.agent_id} ${method} ${path}: ${res.statusCode} ${text.slice(0, 300)}`));
+          else resolve(text ? JSON.parse(text) as unknown : null);
+        });
+      });
+      req.on('error', (e) => reject(new AnodyneError('ANODYNE_E_UNAVAILABLE', `agent ${row.agent_id} unreachable: ${e.message}`, { cause: e })));
+      req.on('timeout', () => req.destroy(new Error('timed out')));
+      req.end(body === undefined ? undefined : JSON.stringify(body));
+    });
+  }
+}
