@@ -44,7 +44,7 @@ up: deps npm build
 
 bench: deps npm build
 	@release_dir=$$(release/build.sh | tail -1); \
-	ANODYNE_RELEASE_DIR="$$release_dir" node bench/run.mjs
+	ANODYNE_RELEASE_DIR="$$release_dir" node --expose-gc bench/run.mjs
 
 test: deps npm build lint
 	@release_dir=$$(release/build.sh | tee /dev/stderr | tail -1); \

@@ -1,6 +1,6 @@
 // `make bench`: every benchmark of bench/, printed as Markdown tables and written to
 // docs/benchmarks.md with the machine's core count and memory. Needs root (namespaces, cgroups).
-//   node bench/run.mjs [--runs N] [--only clusters,api,etcd]
+//   node --expose-gc bench/run.mjs [--runs N] [--only clusters,api,director,etcd]
 import { cpus, totalmem } from 'node:os';
 import { writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
@@ -9,16 +9,19 @@ import { locateRelease } from '@anodyne/release';
 import { benchClusters } from './clusters.mjs';
 import { benchApi } from './api.mjs';
 import { benchEtcd } from './etcd.mjs';
+import { benchDirector } from './director.mjs';
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '..');
 const arg = (name) => { const i = process.argv.indexOf(name); return i > 0 ? process.argv[i + 1] : undefined; };
 const runs = Number(arg('--runs') ?? 3);
-const only = (arg('--only') ?? 'clusters,api,etcd').split(',');
+const ALL = ['clusters', 'api', 'director', 'etcd'];
+const only = (arg('--only') ?? ALL.join(',')).split(',');
 const release = locateRelease();
 
 const sections = [];
 if (only.includes('clusters')) sections.push(await benchClusters(release, { runs }));
 if (only.includes('api')) sections.push(await benchApi());
+if (only.includes('director')) sections.push(await benchDirector({ runs: Math.max(runs, 5) }));
 if (only.includes('etcd')) sections.push(await benchEtcd(release, { runs }));
 
 const md = [
@@ -33,5 +36,5 @@ const md = [
   '',
 ].join('\n');
 process.stdout.write(md + '\n');
-if (only.length === 3) writeFileSync(join(REPO, 'docs', 'benchmarks.md'), md + '\n');
+if (ALL.every((x) => only.includes(x))) writeFileSync(join(REPO, 'docs', 'benchmarks.md'), md + '\n');
 else process.stderr.write('bench: a partial run (--only) does not rewrite docs/benchmarks.md\n');

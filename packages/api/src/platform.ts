@@ -6,7 +6,7 @@ import { PreconditionError, type Clock, type Logger, type PlatformConfig, type S
 import { AuditLog, openStore, type Store } from '@anodyne/store';
 import { CredStore, DeploymentVariables, loadKeyFile } from '@anodyne/credstore';
 import { LocalProvider } from '@anodyne/providers';
-import { Director, type AgentTlsIssuer } from '@anodyne/director';
+import { Director, HealthMonitor, type AgentTlsIssuer } from '@anodyne/director';
 import { AUDIENCE, Identity, LdapUserStore, SCOPES } from '@anodyne/identity';
 import { ClusterService, kubernetesRelease } from '@anodyne/clusters';
 import { locateRelease } from '@anodyne/release';
@@ -40,6 +40,7 @@ export interface Platform {
   creds: CredStore;
   provider: LocalProvider;
   director: Director;
+  health: HealthMonitor;
   identity: Identity;
   clusters: ClusterService;
   /** Stops the API and closes the store; VMs keep running (a restart picks them up). With no VM left, the VM network is removed too. */
@@ -135,6 +136,16 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       oidc: { issuerUrl: url, caPem: ca.certificate, audience: AUDIENCE, usernameClaim: 'user_name', usernamePrefix: 'anodyne:', anyScope: [SCOPES.manage, SCOPES.admin] },
     });
     const audit = new AuditLog(store, clock);
+    const dc = config.director;
+    const health = new HealthMonitor({
+      store, provider, director, clock, logger,
+      resurrection: { enabled: dc.resurrection, afterMs: dc.resurrectAfterSeconds * 1000, meltdownMin: dc.meltdownMin, meltdownPercent: dc.meltdownPercent },
+      onEvent: (e) => audit.record({
+        actor: 'health-monitor', action: `director.${e.action}`, target: e.deployment ?? 'platform', result: e.error ? 'error' : 'ok',
+        details: { instances: e.instances, ...(e.task !== undefined ? { task: e.task } : {}), ...(e.error ? { error: e.error } : {}) },
+      }),
+    });
+    health.start(dc.healthIntervalSeconds * 1000);
     let brokerCreds: Promise<{ username: string; password: string }> | undefined;
     const app = await buildServer({ identity, clusters, director, store, audit, clock, logger, tls: { cert: serving.certificate, key: serving.private_key }, apiUrl: url, caPem: ca.certificate,
       brokerCredentials: () => (brokerCreds ??= creds.generate('/platform/osb-broker', 'password', { length: 32 }, { actor: 'osb-broker' }).then((c) => ({ username: 'broker', password: c.value }))),
@@ -142,9 +153,10 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
     await app.listen({ host, port: config.server.port });
     logger.info({ url }, 'API listening');
     return {
-      app, url, caFile, caPem: ca.certificate, adminPassword, releaseKubectl: release.bin('kubectl'), store, creds, provider, director, identity, clusters,
+      app, url, caFile, caPem: ca.certificate, adminPassword, releaseKubectl: release.bin('kubectl'), store, creds, provider, director, identity, clusters, health,
       close: async () => {
         clearInterval(keyTimer);
+        await health.stop();
         await app.close();
         // With no deployment left, nothing needs the VM network: remove the bridge and its rules
         // too, so a stopped platform leaves nothing on the host. Clusters keep it (and run on).

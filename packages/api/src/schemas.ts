@@ -102,6 +102,10 @@ export const CreateNetworkProfile = Type.Object({
   name: Type.String({ pattern: DNS1123, maxLength: 40 }), description: Type.Optional(Type.String({ maxLength: 256 })),
   pod_cidr: Type.String({ pattern: CIDR }), service_cidr: Type.String({ pattern: CIDR }),
 }, { additionalProperties: false });
+export const Vm = Type.Object({
+  instance: Type.String(), group: Type.String(), index: Type.Integer(), vm_id: Type.Union([Type.String(), Type.Null()]), ip: Type.Union([Type.String(), Type.Null()]),
+  state: Type.String(), health: Type.String(), health_reason: Type.Union([Type.String(), Type.Null()]), health_since: Type.Union([Type.String(), Type.Null()]),
+});
 export const Certificate = Type.Object({ name: Type.String(), expires_at: Type.Union([Type.String(), Type.Null()]), is_ca: Type.Boolean(), version: Type.Integer() });
 export const ClientParams = Type.Object({ client_id: Type.String({ pattern: USER, maxLength: 64 }) });
 export const CreateClient = Type.Object({

@@ -285,6 +285,11 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     await visibleCluster(req, name, false);
     return o.clusters.certificates(name);
   });
+  route('GET', '/v1/clusters/:name/vms', { summary: 'A cluster\'s VMs and their health (pending, running, failing, unresponsive, missing, stopped)', tags: ['clusters'], scopes: READ, params: S.NameParams, response: { 200: Type.Array(S.Vm) } }, async (req) => {
+    const { name } = req.params as { name: string };
+    await visibleCluster(req, name, false);
+    return o.clusters.vms(name);
+  });
   route('POST', '/v1/clusters/:name/rotate-certificates', { summary: 'New leaf certificates, rolled out (asynchronous)', tags: ['clusters'], scopes: WRITE, params: S.NameParams, audit: 'cluster.rotate_certificates', response: { 202: S.Cluster } }, async (req, reply) => {
     const { name } = req.params as { name: string };
     const p = await visibleCluster(req, name, true);

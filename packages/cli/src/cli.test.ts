@@ -138,6 +138,16 @@ describe('the anodyne CLI against a real server', { skip: !isRoot && 'needs root
     const certs = await cli('certificates', 'first');
     assert.equal(certs.code, 0, certs.stderr);
     assert.match(certs.stdout, /^apiserver\s+1\s+\S+\s+3\d\d$/m);
+    // The cluster's VMs as the health monitor (every 2 s here) finds them.
+    let vms = await cli('vms', 'first');
+    for (let i = 0; i < 60 && (vms.stdout.match(/\brunning\b/g) ?? []).length < 3; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      vms = await cli('vms', 'first');
+    }
+    assert.equal(vms.code, 0, vms.stderr);
+    assert.match(vms.stdout, /^Instance\s+IP\s+State\s+Health/);
+    for (const x of ['master/0', 'worker/0', 'worker/1']) assert.match(vms.stdout, new RegExp(`^${x}\\s+10\\.198\\.10\\.\\d+\\s+started\\s+running\\s`, 'm'));
+    assert.equal((await cli('vms', 'nope')).code, 4);
     const up = await cli('upgrade-clusters', '--clusters', 'first', '--canaries', '1');
     assert.equal(up.code, 1);
     assert.match(up.stderr, /^Error: ANODYNE_E_SCOPE_REQUIRED: .*\n$/);

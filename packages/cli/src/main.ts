@@ -191,6 +191,13 @@ export function program(): Command {
     printTable([['Name', 'CA', 'Version', 'Expires', 'Days left'], ...cs.map((c) => [c.name, c.is_ca ? 'yes' : '', String(c.version), c.expires_at ?? '', days(c.expires_at)])]);
   });
 
+  p.command('vms <name>').description('a cluster\'s VMs and their health, as the platform\'s health monitor last found them').option('--json').action(async (name: string, o: { json?: boolean }) => {
+    const { client } = await authedClient();
+    const vms = await client.call<{ instance: string; ip: string | null; state: string; health: string; health_reason: string | null; health_since: string | null }[]>('GET', `/v1/clusters/${encodeURIComponent(name)}/vms`);
+    if (o.json) return json(vms);
+    printTable([['Instance', 'IP', 'State', 'Health', 'Since', 'Reason'], ...vms.map((v) => [v.instance, v.ip ?? '', v.state, v.health, v.health_since ?? '', v.health_reason ?? ''])]);
+  });
+
   p.command('rotate-certificates <name>').description('issue new leaf certificates and roll them out').option('--wait').option('--json')
     .action(async (name: string, o: { wait?: boolean; json?: boolean }) => {
       const { client } = await authedClient();

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { request } from 'node:https';
 import { ConflictError, InputError, NotFoundError, QuotaError, UnavailableError, type Clock, type Logger } from '@anodyne/common';
 import { mapStoreError, type Store, type ClustersTable, type NetworkProfilesTable } from '@anodyne/store';
-import type { Director, Task, TaskState } from '@anodyne/director';
+import type { Director, InstanceView, Task, TaskState } from '@anodyne/director';
 import { BUILTIN_PLANS, adminKubeconfig, validatePlans, clusterManifest, deploymentName, type ClusterRequest, type OidcTrust, type Plan } from './cluster.js';
 
 /** What the service needs of the credential store: the cluster's admin certificate. */
@@ -290,6 +290,12 @@ export class ClusterService {
   async certificates(name: string): Promise<{ name: string; expires_at: string | null; is_ca: boolean; version: number }[]> {
     await this.row(name);
     return this.o.credentials.certificates(deploymentName(name));
+  }
+
+  /** The cluster's VMs (masters and workers) with what the health monitor last found. */
+  async vms(name: string): Promise<InstanceView[]> {
+    await this.row(name);
+    return this.o.director.instanceViews(deploymentName(name));
   }
 
   /** New leaf certificates for every component, rolled out instance by instance (CAs unchanged). */

@@ -69,6 +69,21 @@ export const PlatformConfigSchema = Type.Object(
       },
       { default: {}, additionalProperties: false },
     ),
+    director: Type.Object(
+      {
+        /** Seconds between health passes over every instance. */
+        healthIntervalSeconds: Type.Integer({ minimum: 1, maximum: 3600, default: 30 }),
+        /** Recreate instances whose VM is gone or whose agent stopped answering. */
+        resurrection: Type.Boolean({ default: true }),
+        /** How long an instance stays lost before it is recreated. */
+        resurrectAfterSeconds: Type.Integer({ minimum: 0, maximum: 86400, default: 60 }),
+        /** Meltdown: at least this many lost at once … */
+        meltdownMin: Type.Integer({ minimum: 1, maximum: 100000, default: 5 }),
+        /** … and more than this percent of all instances: resurrection pauses. */
+        meltdownPercent: Type.Integer({ minimum: 1, maximum: 100, default: 30 }),
+      },
+      { default: {}, additionalProperties: false },
+    ),
     provider: Type.Object(
       {
         type: Type.Union([Type.Literal('local'), Type.Literal('fake')], { default: 'local' }),

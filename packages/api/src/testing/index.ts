@@ -22,7 +22,7 @@ export interface TestPlatform {
 export async function startTestPlatform(name: string, network: string, port: number, env: Record<string, string> = {}): Promise<TestPlatform> {
   const dir = mkdtempSync(join(tmpdir(), `anodyne-${name}-`));
   const tag = `${name.slice(0, 2)}${(process.pid % 1296).toString(36)}`;
-  const config = loadConfig(PlatformConfigSchema, { env: { ANODYNE_DATA_DIR: dir, ANODYNE_PROVIDER_NETWORK: network, ANODYNE_PROVIDER_TAG: tag, ANODYNE_SERVER_PORT: String(port), ...env } });
+  const config = loadConfig(PlatformConfigSchema, { env: { ANODYNE_DATA_DIR: dir, ANODYNE_PROVIDER_NETWORK: network, ANODYNE_PROVIDER_TAG: tag, ANODYNE_SERVER_PORT: String(port), ANODYNE_DIRECTOR_HEALTH_INTERVAL_SECONDS: '2', ...env } });
   // The platform logs as `anodyne server` does (secret mask included), into memory.
   const written: string[] = [];
   const secrets = new SecretRegistry();
