@@ -31,9 +31,6 @@ const md = [
   `release ${release.manifest.release}. Each section says what its raw floor is; the floor is measured in the same run.`,
   '',
   ...sections,
-  'Not measured yet (issue 10): a director health/reconcile pass over 1,000 deployments on the fake provider (the',
-  'director has no health monitor yet), and a raw floor that includes a kubelet.',
-  '',
 ].join('\n');
 process.stdout.write(md + '\n');
 if (ALL.every((x) => only.includes(x))) writeFileSync(join(REPO, 'docs', 'benchmarks.md'), md + '\n');
