@@ -142,3 +142,9 @@ export async function benchDirector({ runs = 5, log = (s) => process.stderr.writ
     rmSync(dir, { recursive: true, force: true });
   }
 }
+
+// Run on its own (`node --expose-gc bench/director.mjs [runs]`): bench/run.mjs starts it in a fresh
+// process, so the memory figures are this benchmark's alone.
+if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
+  process.stdout.write(await benchDirector({ runs: Number(process.argv[2] ?? 5) }));
+}

@@ -9,7 +9,7 @@ import { locateRelease } from '@anodyne/release';
 import { benchClusters } from './clusters.mjs';
 import { benchApi } from './api.mjs';
 import { benchEtcd } from './etcd.mjs';
-import { benchDirector } from './director.mjs';
+import { execFileSync } from 'node:child_process';
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '..');
 const arg = (name) => { const i = process.argv.indexOf(name); return i > 0 ? process.argv[i + 1] : undefined; };
@@ -21,7 +21,8 @@ const release = locateRelease();
 const sections = [];
 if (only.includes('clusters')) sections.push(await benchClusters(release, { runs }));
 if (only.includes('api')) sections.push(await benchApi());
-if (only.includes('director')) sections.push(await benchDirector({ runs: Math.max(runs, 5) }));
+// In a fresh process: its memory figures must not carry the other sections' heap.
+if (only.includes('director')) sections.push(execFileSync(process.execPath, ['--expose-gc', join(REPO, 'bench', 'director.mjs'), String(Math.max(runs, 5))], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }));
 if (only.includes('etcd')) sections.push(await benchEtcd(release, { runs }));
 
 const md = [
