@@ -11,19 +11,13 @@ import { SCOPES } from '@anodyne/identity';
 import { rawBoot } from '@anodyne/release';
 import { startTestPlatform, https } from '@anodyne/api/testing';
 import { nodeFloor } from './floor.mjs';
+import { mib, sec, stats, until } from './lib.mjs';
 
 const SHAPES = [
   { label: '1 master + 1 worker', plan: 'small', workers: 1 },
   { label: '3 masters + 3 workers', plan: 'ha', workers: 3 },
 ];
 
-const stats = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return { median: s[Math.floor((s.length - 1) / 2)], min: s[0], max: s[s.length - 1] };
-};
-const sec = (ms) => (ms / 1000).toFixed(1);
-const mib = (b) => (b / 2 ** 20).toFixed(0);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Every process of a cgroup subtree (v1 memory hierarchy). */
 function pidsUnder(dir) {
@@ -48,16 +42,6 @@ function vmMemory(tag, vmId) {
   return { vmRss: Number(stat.total_rss), agentRss };
 }
 
-/** Polls until `probe` returns a value (not undefined), or fails after `ms`. */
-async function until(what, ms, probe, every = 100) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`${what}: not after ${ms / 1000} s`);
-    await sleep(every);
-  }
-}
 
 export async function benchClusters(release, { runs = 3, log = (s) => process.stderr.write(s) } = {}) {
   const kubectl = release.bin('kubectl');

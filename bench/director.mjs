@@ -14,6 +14,7 @@ import { FakeProvider } from '@anodyne/providers';
 import { openStore } from '@anodyne/store';
 import { Director, HealthMonitor } from '@anodyne/director';
 import { FakeAgents } from '@anodyne/director/testing';
+import { mib, pool, stats } from './lib.mjs';
 
 const DEPLOYMENTS = 1000;
 const CONCURRENCY = 32;
@@ -29,22 +30,10 @@ const manifest = (name) => ({
     { name: 'worker', instances: 3, vm_type: 'small', networks: [{ name: 'default' }], jobs: [{ name: 'kubelet' }] },
   ],
 });
-const mib = (b) => (b / 2 ** 20).toFixed(0);
-const stats = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return { median: s[Math.floor(s.length / 2)], min: s[0], max: s.at(-1) };
-};
 const memory = () => {
   globalThis.gc?.();
   return process.memoryUsage();
 };
-
-async function pool(items, limit, work) {
-  let next = 0;
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) await work(items[next++]);
-  }));
-}
 
 export async function benchDirector({ runs = 5, log = (s) => process.stderr.write(s) } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'anodyne-bench-director-'));

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exec } from '@anodyne/common';
 import { freeLoopbackPort } from '@anodyne/release';
+import { stats } from './lib.mjs';
 
 const KEYS = 100_000;
 const VALUE = 'x'.repeat(400); // about the size of a small Kubernetes object
@@ -55,10 +56,6 @@ async function startEtcd(bin, dir, name) {
   return { client, peer, agent, stop, count: async () => Number((await post(agent, client, '/v3/kv/range', { key: b64(PREFIX), range_end: b64(PREFIX.slice(0, -1) + '0'), count_only: true })).count ?? 0) };
 }
 
-const stats = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return { median: s[Math.floor((s.length - 1) / 2)], min: s[0], max: s[s.length - 1] };
-};
 
 export async function benchEtcd(release, { runs = 3, log = (s) => process.stderr.write(s) } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'anodyne-bench-etcd-'));

@@ -12,6 +12,8 @@ import { randomBytes } from 'node:crypto';
 import { exec, silentLogger, systemClock } from '@anodyne/common';
 import { LocalProvider } from '@anodyne/providers';
 import { hostLeftovers } from '@anodyne/providers/testing';
+import { containerdJob, KUBELET_CGROUP_SETUP } from '@anodyne/clusters';
+import { until } from './lib.mjs';
 
 const NETWORK = '10.198.16.0/24';
 const IP = '10.198.16.10';
@@ -24,24 +26,6 @@ mkdir -p etcd certs /etc/cni/net.d /run/containerd
 $R/bin/etcd --name=floor --data-dir=etcd --listen-client-urls=http://127.0.0.1:2379 --advertise-client-urls=http://127.0.0.1:2379 \\
   --listen-peer-urls=http://127.0.0.1:2380 --initial-advertise-peer-urls=http://127.0.0.1:2380 --initial-cluster=floor=http://127.0.0.1:2380 \\
   --log-level=error > etcd.log 2>&1 &
-cat > /floor-run/containerd.toml <<EOF
-version = 2
-root = "/var/lib/containerd"
-state = "/run/containerd"
-[grpc]
-  address = "/run/containerd/containerd.sock"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "anodyne.local/pause:1.0"
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "/etc/cni/net.d"
-EOF
 containerd --config /floor-run/containerd.toml > containerd.log 2>&1 &
 echo '{"cniVersion":"0.4.0","name":"floor","plugins":[{"type":"bridge","bridge":"cni0","isGateway":true,"ipMasq":false,"ipam":{"type":"host-local","ranges":[[{"subnet":"10.201.0.0/24"}]]}}]}' > /etc/cni/net.d/10-floor.conflist
 echo '${token},admin,admin,system:masters' > tokens.csv
@@ -73,24 +57,10 @@ resolvConf: ""
 imageGCHighThresholdPercent: 100
 evictionHard: {nodefs.available: "0%", nodefs.inodesFree: "0%", imagefs.available: "0%"}
 EOF
-for c in /sys/fs/cgroup/*/; do mkdir -p "\${c}kubelet"; done
-if [ -f /sys/fs/cgroup/cpuset/kubelet/cpuset.cpus ]; then
-  cat /sys/fs/cgroup/cpuset/cpuset.cpus > /sys/fs/cgroup/cpuset/kubelet/cpuset.cpus
-  cat /sys/fs/cgroup/cpuset/cpuset.mems > /sys/fs/cgroup/cpuset/kubelet/cpuset.mems
-fi
+${KUBELET_CGROUP_SETUP}
 until $R/bin/kubectl --kubeconfig=kubeconfig get --raw /readyz >/dev/null 2>&1; do sleep 0.05; done
 exec $R/bin/kubelet --config=kubelet.yaml --kubeconfig=kubeconfig --hostname-override=floor --node-ip=${IP} > kubelet.log 2>&1
 `;
-
-const until = async (what, ms, fn, every = 100) => {
-  const deadline = performance.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (performance.now() > deadline) throw new Error(`floor: ${what} not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, every));
-  }
-};
 
 /** One boot of the node floor; milliseconds to Node Ready and to a pod Running. */
 export async function nodeFloor(release) {
@@ -103,20 +73,22 @@ export async function nodeFloor(release) {
   const token = randomBytes(16).toString('hex');
   mkdirSync(join(dir, 'run'));
   writeFileSync(join(dir, 'run', 'boot.sh'), script(token));
+  // The clusters' containerd configuration (it has no template expressions).
+  writeFileSync(join(dir, 'run', 'containerd.toml'), containerdJob.files['config.toml']);
   const cfg = join(dir, 'kubeconfig');
   writeFileSync(cfg, `apiVersion: v1\nkind: Config\nclusters: [{name: floor, cluster: {server: "https://${IP}:6443", insecure-skip-tls-verify: true}}]\nusers: [{name: admin, user: {token: "${token}"}}]\ncontexts: [{name: floor, context: {cluster: floor, user: admin}}]\ncurrent-context: floor\n`, { mode: 0o600 });
   const k = (...args) => exec([release.bin('kubectl'), `--kubeconfig=${cfg}`, '--request-timeout=5s', ...args], { okCodes: [0, 1], timeoutMs: 20_000 });
   try {
     const t0 = performance.now();
     await provider.createVm({ agentId: 'floor', image: 'host-usr', vmType: 'small', network: { network: 'default', ip: IP }, env: {} });
-    const readyMs = await until('Node Ready', Number(process.env.FLOOR_TIMEOUT_MS ?? 180_000), async () => {
+    const readyMs = await until('floor: Node Ready', Number(process.env.FLOOR_TIMEOUT_MS ?? 180_000), async () => {
       const out = (await k('get', 'nodes', '--no-headers')).stdout;
       return /^floor\s+Ready\s/m.test(out) ? performance.now() - t0 : undefined;
     });
     const pod = JSON.stringify({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'probe' }, spec: { nodeName: 'floor', automountServiceAccountToken: false, containers: [{ name: 'probe', image: release.image('busybox').ref, imagePullPolicy: 'Never', command: ['sleep', '600'] }] } });
     writeFileSync(join(dir, 'pod.json'), pod);
-    await until('the pod created', 60_000, async () => ((await k('create', '-f', join(dir, 'pod.json'))).code === 0 ? true : undefined));
-    const podMs = await until('the pod Running', 120_000, async () => ((await k('get', 'pod', 'probe', '-o', 'jsonpath={.status.phase}')).stdout === 'Running' ? performance.now() - t0 : undefined));
+    await until('floor: the pod created', 60_000, async () => ((await k('create', '-f', join(dir, 'pod.json'))).code === 0 ? true : undefined));
+    const podMs = await until('floor: the pod Running', 120_000, async () => ((await k('get', 'pod', 'probe', '-o', 'jsonpath={.status.phase}')).stdout === 'Running' ? performance.now() - t0 : undefined));
     return { readyMs, podMs };
   } catch (err) {
     // Say why: the last lines each process wrote.

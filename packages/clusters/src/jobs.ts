@@ -236,6 +236,19 @@ export const flannelJob: JobDefinition = {
   processes: [{ name: 'flanneld', command: 'sh', args: ['bin/flannel.sh'], readiness: { exec: { command: ['test', '-e', '/run/pod-network-ready'] } } }],
 };
 
+/**
+ * Shell lines run before a kubelet (cgroupRoot /kubelet, cgroup v1): the root must exist in every
+ * hierarchy (kind's entrypoint does the same); a new cpuset starts empty and must inherit its
+ * parent's cpus and mems. Also used by the benchmark's raw node floor.
+ */
+export const KUBELET_CGROUP_SETUP = [
+  'for c in /sys/fs/cgroup/*/; do mkdir -p "${c}kubelet"; done',
+  'if [ -f /sys/fs/cgroup/cpuset/kubelet/cpuset.cpus ]; then',
+  '  cat /sys/fs/cgroup/cpuset/cpuset.cpus > /sys/fs/cgroup/cpuset/kubelet/cpuset.cpus',
+  '  cat /sys/fs/cgroup/cpuset/cpuset.mems > /sys/fs/cgroup/cpuset/kubelet/cpuset.mems',
+  'fi',
+].join('\n');
+
 export const kubeletJob: JobDefinition = {
   name: 'kubelet',
   release: RELEASE,
@@ -278,14 +291,8 @@ export const kubeletJob: JobDefinition = {
       'serializeImagePulls: false',
       '',
     ].join('\n'),
-    // The kubelet's cgroup root must exist in every hierarchy (kind's entrypoint does the same);
-    // a new cpuset starts empty and must inherit its parent's cpus and mems.
     'bin/kubelet.sh': [
-      'for c in /sys/fs/cgroup/*/; do mkdir -p "${c}kubelet"; done',
-      'if [ -f /sys/fs/cgroup/cpuset/kubelet/cpuset.cpus ]; then',
-      '  cat /sys/fs/cgroup/cpuset/cpuset.cpus > /sys/fs/cgroup/cpuset/kubelet/cpuset.cpus',
-      '  cat /sys/fs/cgroup/cpuset/cpuset.mems > /sys/fs/cgroup/cpuset/kubelet/cpuset.mems',
-      'fi',
+      KUBELET_CGROUP_SETUP,
       'exec {{ p.release_dir }}/bin/kubelet --config=config.yaml --kubeconfig=kubeconfig --hostname-override={{ spec.name }}-{{ spec.index }} --node-ip={{ spec.ip }} --node-labels=topology.kubernetes.io/zone={{ spec.az }}',
       '',
     ].join('\n'),

@@ -1,6 +1,7 @@
 import { AnodyneError, type Clock, type Logger } from '@anodyne/common';
 import type { Provider } from '@anodyne/providers';
-import { mapStoreError, type Store } from '@anodyne/store';
+import { mapStoreError, type InstancesTable, type Store } from '@anodyne/store';
+import type { Selectable } from 'kysely';
 import type { Director } from './director.js';
 
 /**
@@ -64,20 +65,8 @@ export interface HealthReport {
   meltdown: boolean;
 }
 
-interface Row {
-  id: string;
-  deployment: string;
-  group_name: string;
-  idx: number;
-  vm_id: string | null;
-  agent_id: string;
-  ip: string | null;
-  bundle_hash: string | null;
-  state: string;
-  health: string;
-  health_reason: string | null;
-  health_since: string | null;
-}
+const ROW_COLUMNS = ['id', 'deployment', 'group_name', 'idx', 'vm_id', 'agent_id', 'ip', 'bundle_hash', 'state', 'health', 'health_reason', 'health_since'] as const;
+type Row = Pick<Selectable<InstancesTable>, (typeof ROW_COLUMNS)[number]>;
 
 interface Finding {
   row: Row;
@@ -87,6 +76,17 @@ interface Finding {
 }
 
 const DOWN: InstanceHealth[] = ['missing', 'unresponsive'];
+
+/** Findings by deployment. */
+function byDeployment(findings: Finding[]): Map<string, Finding[]> {
+  const out = new Map<string, Finding[]>();
+  for (const f of findings) {
+    const list = out.get(f.row.deployment);
+    if (list) list.push(f);
+    else out.set(f.row.deployment, [f]);
+  }
+  return out;
+}
 
 /** Runs `work` over `items`, at most `limit` at a time. */
 async function pool<T, R>(items: T[], limit: number, work: (item: T) => Promise<R>): Promise<R[]> {
@@ -166,8 +166,7 @@ export class HealthMonitor {
     const t0 = clock.nowMs();
     const startedAt = clock.now().toISOString();
     const [rows, locks, deployed, vms] = await Promise.all([
-      this.q('reading instances', () => store.db.selectFrom('instances')
-        .select(['id', 'deployment', 'group_name', 'idx', 'vm_id', 'agent_id', 'ip', 'bundle_hash', 'state', 'health', 'health_reason', 'health_since']).execute()),
+      this.q('reading instances', () => store.db.selectFrom('instances').select(ROW_COLUMNS).execute()),
       this.q('reading locks', () => store.db.selectFrom('locks').select('name').execute()),
       this.q('reading deployments', () => store.db.selectFrom('deployments').select('name').execute()),
       provider.listVms(),
@@ -238,10 +237,8 @@ export class HealthMonitor {
   private async resurrect(findings: Finding[], nowMs: number): Promise<{ resurrections: HealthReport['resurrections']; meltdown: boolean }> {
     const policy = this.o.resurrection;
     const resurrections: HealthReport['resurrections'] = [];
-    const byDeployment = new Map<string, Finding[]>();
-    for (const f of findings) (byDeployment.get(f.row.deployment) ?? byDeployment.set(f.row.deployment, []).get(f.row.deployment)!).push(f);
     // A deployment that is whole again starts its backoff afresh.
-    for (const [d, fs] of byDeployment) if (!fs.some((f) => DOWN.includes(f.health))) this.backoff.delete(d);
+    for (const [d, fs] of byDeployment(findings)) if (!fs.some((f) => DOWN.includes(f.health))) this.backoff.delete(d);
     if (!policy?.enabled) return { resurrections, meltdown: false };
 
     const afterMs = policy.afterMs ?? 60_000;
@@ -253,9 +250,7 @@ export class HealthMonitor {
       return { resurrections, meltdown };
     }
     const due = down.filter((f) => nowMs - Date.parse(f.since) >= afterMs);
-    const targets = new Map<string, Finding[]>();
-    for (const f of due) (targets.get(f.row.deployment) ?? targets.set(f.row.deployment, []).get(f.row.deployment)!).push(f);
-    for (const [deployment, fs] of targets) {
+    for (const [deployment, fs] of byDeployment(due)) {
       const b = this.backoff.get(deployment) ?? { attempts: 0, notBefore: 0 };
       if (nowMs < b.notBefore) continue;
       const instances = fs.map((f) => ({ group: f.row.group_name, index: f.row.idx }));
