@@ -277,7 +277,9 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
     const before = await h.director.instances(name);
     const found = await monitor.pass();
     assert.equal(found.counts.missing, 1, JSON.stringify(found));
-    assert.equal(found.counts.running, 5, JSON.stringify(found));
+    // The other five are there; one may be briefly `failing` while the control plane re-elects leaders.
+    assert.equal(found.counts.running + found.counts.failing, 5, JSON.stringify(found));
+    if (found.counts.failing > 0) t.diagnostic(`also failing for now: ${JSON.stringify((await h.director.instanceViews(name)).filter((v) => v.health === 'failing'))}`);
     assert.deepEqual(found.resurrections.map((r) => r.instances), [['master/1']]);
     const resurrectedAt = performance.now();
     const res = await h.director.wait(found.resurrections[0]!.task!);
@@ -293,7 +295,12 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
       if (!/after-loss-/.test(direct)) await new Promise((r) => setTimeout(r, 500));
     }
     assert.match(direct, /configmap\/after-loss-/);
-    assert.equal((await monitor.pass()).counts.running, 6);
+    let whole = await monitor.pass();
+    for (let i = 0; i < 60 && whole.counts.running !== 6; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      whole = await monitor.pass();
+    }
+    assert.equal(whole.counts.running, 6, JSON.stringify(whole));
     const rows = await h.director.instances(name);
     const del = await h.director.wait((await h.director.deleteDeployment(name)).id);
     assert.equal(del.state, 'done', JSON.stringify(del.error));
