@@ -11,6 +11,7 @@
 #     images/pause.tar          OCI archive: anodyne.local/pause
 #     images/busybox.tar        OCI archive: anodyne.local/busybox (test workloads)
 #     images/coredns.tar        OCI archive: anodyne.local/coredns (the cluster DNS add-on)
+#     images/metrics-server.tar OCI archive: anodyne.local/metrics-server (resource metrics API add-on)
 #     manifest.json             component, version, file, sha256 of every file
 #
 # A no-op when the directory for the current sources is complete. The release directory is
@@ -32,7 +33,8 @@ ETCD_VERSION=$(awk '$1=="go.etcd.io/etcd/server/v3" {print $2; exit}' kubernetes
 COREDNS_VERSION=$(awk '$1=="require" && $2=="github.com/coredns/coredns" {print $3; exit} $1=="github.com/coredns/coredns" {print $2; exit}' coredns/go.mod)
 HELM_VERSION=$(awk '$1=="require" && $2=="helm.sh/helm/v3" {print $3; exit} $1=="helm.sh/helm/v3" {print $2; exit}' helm/go.mod)
 FLANNEL_VERSION=$(awk '$1=="github.com/flannel-io/flannel" {print $2; exit}' flannel/go.mod)
-[ -n "$K8S_VERSION" ] && [ -n "$ETCD_VERSION" ] && [ -n "$HELM_VERSION" ] && [ -n "$COREDNS_VERSION" ] && [ -n "$FLANNEL_VERSION" ] || { echo "release: cannot read versions from go.mod files" >&2; exit 1; }
+METRICS_VERSION=$(awk '$1=="sigs.k8s.io/metrics-server" {print $2; exit}' metrics-server/go.mod)
+[ -n "$K8S_VERSION" ] && [ -n "$ETCD_VERSION" ] && [ -n "$HELM_VERSION" ] && [ -n "$COREDNS_VERSION" ] && [ -n "$FLANNEL_VERSION" ] && [ -n "$METRICS_VERSION" ] || { echo "release: cannot read versions from go.mod files" >&2; exit 1; }
 BUSYBOX=/bin/busybox
 [ -x "$BUSYBOX" ] || { echo "release: $BUSYBOX missing (Debian package busybox-static; run scripts/install-deps.sh)" >&2; exit 1; }
 BUSYBOX_VERSION=$(dpkg-query -W -f='${Version}' busybox-static 2>/dev/null || echo unknown)
@@ -76,6 +78,9 @@ echo "release: building coredns $COREDNS_VERSION"
 echo "release: building flanneld $FLANNEL_VERSION"
 (cd flannel && go build -trimpath -ldflags "-s -w -X github.com/flannel-io/flannel/pkg/version.Version=$FLANNEL_VERSION" -o "$WORK/bin/flanneld" .)
 
+echo "release: building metrics-server $METRICS_VERSION"
+(cd metrics-server && go build -trimpath -ldflags "-s -w -X k8s.io/client-go/pkg/version.gitVersion=$METRICS_VERSION -X k8s.io/client-go/pkg/version.gitTreeState=clean" -o "$WORK/tools/metrics-server" sigs.k8s.io/metrics-server/cmd/metrics-server)
+
 echo "release: building images"
 (cd images && go build -trimpath -ldflags "-s -w" -o "$WORK/tools/pause" ./pause && go build -trimpath -o "$WORK/tools/ocipack" ./ocipack)
 
@@ -105,6 +110,13 @@ cp "$WORK/bin/coredns" "$WORK/rootfs/coredns/coredns"
 printf 'root:x:0:0:root:/:/coredns\n' > "$WORK/rootfs/coredns/etc/passwd"
 "$WORK/tools/ocipack" -name "anodyne.local/coredns:${COREDNS_VERSION#v}" -rootfs "$WORK/rootfs/coredns" -entrypoint /coredns -out "$WORK/images/coredns.tar"
 
+# metrics-server: the resource metrics API add-on (static binary; it runs as a non-root user).
+mkdir -p "$WORK/rootfs/metrics-server/etc" "$WORK/rootfs/metrics-server/tmp"
+chmod 1777 "$WORK/rootfs/metrics-server/tmp"
+cp "$WORK/tools/metrics-server" "$WORK/rootfs/metrics-server/metrics-server"
+printf 'root:x:0:0:root:/:/metrics-server\nmetrics:x:1000:1000:metrics:/:/metrics-server\n' > "$WORK/rootfs/metrics-server/etc/passwd"
+"$WORK/tools/ocipack" -name "anodyne.local/metrics-server:${METRICS_VERSION#v}" -rootfs "$WORK/rootfs/metrics-server" -entrypoint /metrics-server -out "$WORK/images/metrics-server.tar"
+
 # The manifest: every file with its component, version and sha256.
 {
   echo '{'
@@ -114,7 +126,8 @@ printf 'root:x:0:0:root:/:/coredns\n' > "$WORK/rootfs/coredns/etc/passwd"
   echo "  \"helm\": \"$HELM_VERSION\","
   echo "  \"coredns\": \"$COREDNS_VERSION\","
   echo "  \"flannel\": \"$FLANNEL_VERSION\","
-  echo "  \"images\": {\"pause\": \"anodyne.local/pause:1.0\", \"busybox\": \"anodyne.local/busybox:$BB_TAG\", \"coredns\": \"anodyne.local/coredns:${COREDNS_VERSION#v}\"},"
+  echo "  \"metrics_server\": \"$METRICS_VERSION\","
+  echo "  \"images\": {\"pause\": \"anodyne.local/pause:1.0\", \"busybox\": \"anodyne.local/busybox:$BB_TAG\", \"coredns\": \"anodyne.local/coredns:${COREDNS_VERSION#v}\", \"metrics-server\": \"anodyne.local/metrics-server:${METRICS_VERSION#v}\"},"
   echo '  "files": ['
   first=1
   emit() { # component version file
@@ -128,6 +141,7 @@ printf 'root:x:0:0:root:/:/coredns\n' > "$WORK/rootfs/coredns/etc/passwd"
   emit coredns "$COREDNS_VERSION" bin/coredns
   emit coredns "$COREDNS_VERSION" images/coredns.tar
   emit flannel "$FLANNEL_VERSION" bin/flanneld
+  emit metrics-server "$METRICS_VERSION" images/metrics-server.tar
   emit pause 1.0 images/pause.tar
   emit busybox "$BB_TAG" images/busybox.tar
   echo

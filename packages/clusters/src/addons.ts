@@ -1,7 +1,8 @@
 /**
  * Cluster add-ons, applied by the masters once their API server answers: CoreDNS (answering
  * only for the cluster's own names — there is no forwarder, so nothing is asked outside the
- * machine) and the RBAC bindings Anodyne relies on (cluster admins, flannel's node access).
+ * machine), metrics-server (the resource metrics API behind `kubectl top` and CPU autoscaling)
+ * and the RBAC bindings Anodyne relies on (cluster admins, flannel's node access).
  */
 
 /** The kube-dns Service address: the tenth address of the service range (as kubeadm does). */
@@ -36,8 +37,122 @@ const corefile = [
 ];
 
 /**
- * The add-on documents. `__COREDNS_IMAGE__` is replaced on the master with the image the
- * release ships (read from the release manifest), so the manifest never pins a version twice.
+ * metrics-server, registered as the aggregated API v1beta1.metrics.k8s.io. Its serving
+ * certificate comes from the cluster's credential store (Secret metrics-server-tls, created by
+ * the master next to these documents) and the APIService trusts it through the cluster CA
+ * (`__CA_BUNDLE__`): no insecureSkipTLSVerify. It scrapes kubelets on their InternalIP and checks
+ * their serving certificates against the same CA (the kube-root-ca.crt ConfigMap).
+ */
+const metricsServer = `apiVersion: v1
+kind: ServiceAccount
+metadata: {name: metrics-server, namespace: kube-system, labels: {k8s-app: metrics-server}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: 'system:metrics-server', labels: {k8s-app: metrics-server, app.kubernetes.io/managed-by: anodyne}}
+rules:
+- apiGroups: ['']
+  resources: [nodes/metrics]
+  verbs: [get]
+- apiGroups: ['']
+  resources: [pods, nodes]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: 'system:aggregated-metrics-reader'
+  labels:
+    k8s-app: metrics-server
+    app.kubernetes.io/managed-by: anodyne
+    rbac.authorization.k8s.io/aggregate-to-view: 'true'
+    rbac.authorization.k8s.io/aggregate-to-edit: 'true'
+    rbac.authorization.k8s.io/aggregate-to-admin: 'true'
+rules:
+- apiGroups: [metrics.k8s.io]
+  resources: [pods, nodes]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: 'system:metrics-server', labels: {k8s-app: metrics-server, app.kubernetes.io/managed-by: anodyne}}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: 'system:metrics-server'}
+subjects: [{kind: ServiceAccount, name: metrics-server, namespace: kube-system}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: 'metrics-server:system:auth-delegator', labels: {k8s-app: metrics-server, app.kubernetes.io/managed-by: anodyne}}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: 'system:auth-delegator'}
+subjects: [{kind: ServiceAccount, name: metrics-server, namespace: kube-system}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: metrics-server-auth-reader, namespace: kube-system, labels: {k8s-app: metrics-server, app.kubernetes.io/managed-by: anodyne}}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: extension-apiserver-authentication-reader}
+subjects: [{kind: ServiceAccount, name: metrics-server, namespace: kube-system}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: metrics-server, namespace: kube-system, labels: {k8s-app: metrics-server}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {k8s-app: metrics-server}}
+  strategy: {type: RollingUpdate, rollingUpdate: {maxUnavailable: 0}}
+  template:
+    metadata: {labels: {k8s-app: metrics-server}}
+    spec:
+      serviceAccountName: metrics-server
+      priorityClassName: system-cluster-critical
+      containers:
+      - name: metrics-server
+        image: __METRICS_SERVER_IMAGE__
+        imagePullPolicy: Never
+        args:
+        - --secure-port=10250
+        - --cert-dir=/tmp
+        - --tls-cert-file=/etc/metrics-server/tls/tls.crt
+        - --tls-private-key-file=/etc/metrics-server/tls/tls.key
+        - --kubelet-certificate-authority=/etc/metrics-server/ca/ca.crt
+        - --kubelet-preferred-address-types=InternalIP
+        - --kubelet-use-node-status-port
+        - --metric-resolution=15s
+        ports: [{name: https, containerPort: 10250, protocol: TCP}]
+        resources: {requests: {cpu: 20m, memory: 48Mi}, limits: {memory: 256Mi}}
+        readinessProbe: {httpGet: {path: /readyz, port: https, scheme: HTTPS}, periodSeconds: 5, failureThreshold: 3}
+        livenessProbe: {httpGet: {path: /livez, port: https, scheme: HTTPS}, periodSeconds: 10, failureThreshold: 3}
+        securityContext: {readOnlyRootFilesystem: true, runAsNonRoot: true, runAsUser: 1000, allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+        volumeMounts:
+        - {name: tmp, mountPath: /tmp}
+        - {name: tls, mountPath: /etc/metrics-server/tls, readOnly: true}
+        - {name: ca, mountPath: /etc/metrics-server/ca, readOnly: true}
+      volumes:
+      - {name: tmp, emptyDir: {}}
+      - {name: tls, secret: {secretName: metrics-server-tls}}
+      - {name: ca, configMap: {name: kube-root-ca.crt}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: metrics-server, namespace: kube-system, labels: {k8s-app: metrics-server}}
+spec:
+  selector: {k8s-app: metrics-server}
+  ports: [{name: https, port: 443, protocol: TCP, targetPort: https, appProtocol: https}]
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1beta1.metrics.k8s.io, labels: {k8s-app: metrics-server}}
+spec:
+  service: {name: metrics-server, namespace: kube-system, port: 443}
+  group: metrics.k8s.io
+  version: v1beta1
+  caBundle: __CA_BUNDLE__
+  groupPriorityMinimum: 100
+  versionPriority: 100
+`;
+
+/**
+ * The add-on documents. `__COREDNS_IMAGE__` and `__METRICS_SERVER_IMAGE__` are replaced on the
+ * master with the images the release ships (read from the release manifest), so the manifest
+ * never pins a version twice; `__CA_BUNDLE__` with the cluster CA (base64).
  */
 export function addonsYaml(opts: { dnsIp: string; dnsReplicas: number | string }): string {
   return `apiVersion: v1
@@ -134,5 +249,6 @@ spec:
   - {name: dns, port: 53, protocol: UDP}
   - {name: dns-tcp, port: 53, protocol: TCP}
   - {name: metrics, port: 9153, protocol: TCP}
-`;
+---
+${metricsServer}`;
 }

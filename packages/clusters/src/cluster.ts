@@ -186,6 +186,8 @@ export function clusterVariables(req: ClusterRequest, net: NetworkProfile): Mani
     leaf('kube-proxy', 'ca', 'system:kube-proxy', ['client_auth']),
     // flanneld on workers: reads Node objects and annotates its own (ClusterRole anodyne:flannel).
     leaf('flannel', 'ca', 'anodyne:flannel', ['client_auth']),
+    // metrics-server's serving certificate; the v1beta1.metrics.k8s.io APIService trusts it through the CA.
+    leaf('metrics-server', 'ca', 'metrics-server', ['server_auth'], { alternative_names: ['metrics-server.kube-system.svc', 'metrics-server.kube-system.svc.cluster.local'] }),
   ];
 }
 

@@ -9,6 +9,7 @@ import { locateRelease, httpGet } from '@anodyne/release';
 import { HealthMonitor, parseManifest } from '@anodyne/director';
 import { makeHarness, type Harness } from '@anodyne/director/testing';
 import { hostLeftovers } from '@anodyne/providers/testing';
+import { checkHpa, checkTop, checkWebhooks, importImage, installWebhooks, webhookImage, type ReachContext } from './reach.testkit.js';
 import { BUILTIN_PLANS, adminKubeconfig, clusterManifest, deploymentName, kubernetesRelease, kubernetesServiceIp, validatePlans, type Plan } from './index.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -211,6 +212,14 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
     const outside = await exec([locateRelease().bin('kubectl'), `--kubeconfig=${kubeconfig}`, 'exec', clientPod, '--', 'nslookup', 'example.com'], { okCodes: [0, 1], timeoutMs: 30_000 });
     assert.equal(outside.code, 1, `names outside the cluster are not resolved: ${outside.stdout}`);
     assert.match(outside.stdout + outside.stderr, /NXDOMAIN/, 'CoreDNS answers NXDOMAIN itself (it has no forwarder)');
+    // The control plane reaches what runs in the cluster: admission and conversion webhooks served
+    // by pods, and the metrics-server aggregated API (kubectl top, a CPU HorizontalPodAutoscaler).
+    const reach: ReachContext = { dir, kubectl, note: (m) => t.diagnostic(m) };
+    await importImage(await webhookImage(dir), [vmOf(0).vm_id!, vmOf(1).vm_id!], (vm, argv, o) => h.provider.execInVm(vm, argv, o));
+    await installWebhooks(reach);
+    await checkWebhooks(reach, 'one');
+    await checkTop(reach, ['worker-0', 'worker-1']);
+    await checkHpa(reach, 'burn');
     // helm from the release installs a chart built here; its pods run.
     const chart = join(dir, 'chart');
     mkdirSync(join(chart, 'templates'), { recursive: true });
@@ -259,6 +268,14 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
     }
     assert.ok(allReady(nodes), nodes);
     t.diagnostic(`3+3: request to all nodes Ready in ${(performance.now() - started).toFixed(0)} ms`);
+    // Webhooks and the metrics API work through every API server behind the load balancer.
+    const workerVms = (await h.director.instances(name)).filter((r) => r.group_name === 'worker').map((r) => r.vm_id!);
+    const reach: ReachContext = { dir, kubectl, note: (m) => t.diagnostic(m) };
+    await importImage(await webhookImage(dir), workerVms, (vm, argv, o) => h.provider.execInVm(vm, argv, o));
+    await installWebhooks(reach);
+    for (const m of masters) await checkWebhooks({ ...reach, kubectl: (...args) => kubectl(`--server=https://${m.ip}:6443`, ...args) }, `ha-${m.idx}`);
+    await checkTop(reach, ['worker-0', 'worker-1', 'worker-2']);
+    await checkHpa(reach, 'burn-ha');
     // Kill one master VM outright.
     process.kill(h.provider.initPid(masters[1]!.vm_id!), 'SIGKILL');
     const killed = performance.now();
@@ -295,6 +312,10 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
       if (!/after-loss-/.test(direct)) await new Promise((r) => setTimeout(r, 500));
     }
     assert.match(direct, /configmap\/after-loss-/);
+    // The resurrected API server calls the webhooks and serves the aggregated metrics API too.
+    const atResurrected: ReachContext = { ...reach, kubectl: (...args) => kubectl(`--server=https://${masters[1]!.ip}:6443`, ...args) };
+    await checkWebhooks(atResurrected, 'resurrected');
+    await checkTop(atResurrected, ['worker-0', 'worker-1', 'worker-2']);
     let whole = await monitor.pass();
     for (let i = 0; i < 60 && whole.counts.running !== 6; i++) {
       await new Promise((r) => setTimeout(r, 500));

@@ -108,6 +108,10 @@ export const apiserverJob: JobDefinition = {
       '--requestheader-client-ca-file=certs/front-proxy-ca.crt', '--requestheader-allowed-names=front-proxy-client',
       '--requestheader-extra-headers-prefix=X-Remote-Extra-', '--requestheader-group-headers=X-Remote-Group', '--requestheader-username-headers=X-Remote-User',
       '--proxy-client-cert-file=certs/front-proxy-client.crt', '--proxy-client-key-file=certs/front-proxy-client.key',
+      // Webhooks, CRD conversion and aggregated APIs are called on a ready endpoint of their Service
+      // (a pod address, routed by pod-routes), not its cluster IP: masters are not Nodes and run no
+      // kube-proxy (ADR 0009).
+      '--enable-aggregator-routing=true',
     ],
     readiness: { http: { scheme: 'https', host: '127.0.0.1', port: 6443, path: '/readyz' } },
   }],
@@ -343,6 +347,7 @@ export const addonsJob: JobDefinition = {
   files: {
     'certs/ca.crt': '{{ vars.ca.certificate }}',
     ...cert('admin'),
+    ...cert('metrics-server'),
     kubeconfig: kubeconfig('admin'),
     'addons.yaml': addonsYaml({ dnsIp: '{{ p.cluster_dns }}', dnsReplicas: '{{ p.dns_replicas }}' }),
     'bin/addons.sh': [
@@ -351,7 +356,14 @@ export const addonsJob: JobDefinition = {
       `until ${KUBECTL} get --raw=/readyz >/dev/null 2>&1; do sleep 0.3; done`,
       `image=$(sed -n 's/.*"coredns": "\\(anodyne\\.local[^"]*\\)".*/\\1/p' {{ p.release_dir }}/manifest.json)`,
       'test -n "$image" || { echo "the release ships no coredns image" >&2; exit 1; }',
-      `sed "s#__COREDNS_IMAGE__#$image#" addons.yaml | ${KUBECTL} apply --server-side --force-conflicts --field-manager=anodyne -f -`,
+      `metrics_image=$(sed -n 's/.*"metrics-server": "\\(anodyne\\.local[^"]*\\)".*/\\1/p' {{ p.release_dir }}/manifest.json)`,
+      'test -n "$metrics_image" || { echo "the release ships no metrics-server image" >&2; exit 1; }',
+      // The add-ons and metrics-server's serving certificate (from the credential store) in one apply.
+      '{',
+      '  sed -e "s#__COREDNS_IMAGE__#$image#" -e "s#__METRICS_SERVER_IMAGE__#$metrics_image#" -e "s#__CA_BUNDLE__#$(base64 -w0 certs/ca.crt)#" addons.yaml',
+      '  echo ---',
+      `  ${KUBECTL} -n kube-system create secret tls metrics-server-tls --cert=certs/metrics-server.crt --key=certs/metrics-server.key --dry-run=client -o yaml`,
+      `} | ${KUBECTL} apply --server-side --force-conflicts --field-manager=anodyne -f -`,
       'touch /run/anodyne-addons-applied',
       'exec sleep infinity',
       '',

@@ -1,2 +1,2 @@
-export { Release, locateRelease, sha256File, PROGRAMS, type Program, type ReleaseManifest, type ReleaseFile, type LocateOptions } from './release.js';
+export { Release, locateRelease, sha256File, PROGRAMS, IMAGES, type ImageName, type Program, type ReleaseManifest, type ReleaseFile, type LocateOptions } from './release.js';
 export { rawBoot, freeLoopbackPort, httpGet, type RawBootResult } from './rawboot.js';

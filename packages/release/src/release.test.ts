@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exec } from '@anodyne/common';
-import { locateRelease, rawBoot, httpGet, type Release } from './index.js';
+import { IMAGES, locateRelease, rawBoot, httpGet, type Release } from './index.js';
 
 describe('release', () => {
   let release: Release;
@@ -103,8 +103,8 @@ describe('release', () => {
       assert.deepEqual(left, [], 'no cgroup of the test namespace remains');
     });
 
-    it('imports the pause and busybox archives and runs a container from the test image', async () => {
-      for (const name of ['pause', 'busybox', 'coredns'] as const) {
+    it('imports every image archive of the release and runs a container from the test image', async () => {
+      for (const name of IMAGES) {
         const { archive, ref } = release.image(name);
         await ctr('images', 'import', '--no-unpack', archive);
         const { stdout } = await ctr('images', 'ls', '-q');
@@ -114,6 +114,9 @@ describe('release', () => {
       const { stdout } = await ctr('run', '--rm', ref, `echo-${process.pid}`, '/bin/sh', '-c', 'echo hello-from-busybox; cat /www/index.html');
       assert.match(stdout, /hello-from-busybox/);
       assert.match(stdout, /hello from anodyne busybox/);
+      // The metrics-server image runs its binary, which reports the pinned upstream version.
+      const ms = await ctr('run', '--rm', release.image('metrics-server').ref, `ms-${process.pid}`, '/metrics-server', '--version');
+      assert.equal(ms.stdout.trim(), release.manifest.metrics_server);
     });
 
     it('runs the image default command: an HTTP server', async () => {

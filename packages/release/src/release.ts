@@ -17,7 +17,8 @@ export interface ReleaseManifest {
   helm: string;
   coredns: string;
   flannel: string;
-  images: { pause: string; busybox: string; coredns: string };
+  metrics_server: string;
+  images: Record<ImageName, string>;
   files: ReleaseFile[];
   debian: Record<string, string>;
   built_in_seconds: number;
@@ -27,6 +28,10 @@ export interface ReleaseManifest {
 export const PROGRAMS = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubelet', 'kube-proxy', 'kubectl', 'etcd', 'etcdctl', 'etcdutl', 'helm', 'coredns', 'flanneld'] as const;
 export type Program = (typeof PROGRAMS)[number];
 
+/** The OCI image archives of a release (images/<name>.tar), each imported into every worker's containerd. */
+export const IMAGES = ['pause', 'busybox', 'coredns', 'metrics-server'] as const;
+export type ImageName = (typeof IMAGES)[number];
+
 /** A built release: upstream binaries and OCI image archives in one directory outside the repo. */
 export class Release {
   constructor(readonly dir: string, readonly manifest: ReleaseManifest) {}
@@ -35,7 +40,7 @@ export class Release {
     return join(this.dir, 'bin', program);
   }
 
-  image(name: 'pause' | 'busybox' | 'coredns'): { archive: string; ref: string } {
+  image(name: ImageName): { archive: string; ref: string } {
     return { archive: join(this.dir, 'images', `${name}.tar`), ref: this.manifest.images[name] };
   }
 

@@ -481,7 +481,7 @@ export class LocalProvider implements Provider {
    * Runs a command inside a running VM (all its namespaces, its root, its cgroups), like
    * `bosh ssh -c`. Local provider only; for operators and tests.
    */
-  async execInVm(id: string, argv: string[], options: { input?: string; timeoutMs?: number; okCodes?: number[] } = {}) {
+  async execInVm(id: string, argv: string[], options: { input?: string | Buffer; timeoutMs?: number; okCodes?: number[] } = {}) {
     return exec(['/bin/sh', '-c', this.enterVmScript(id, argv)], { ...options, env: GUEST_ENV });
   }
 

@@ -1,0 +1,3 @@
+module github.com/anodyne/anodyne/packages/clusters/testdata/webhook
+
+go 1.24.0
