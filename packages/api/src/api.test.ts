@@ -7,7 +7,7 @@ import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SignJWT, importJWK, generateKeyPair, type JWK } from 'jose';
 import { Validator } from '@seriousme/openapi-schema-validator';
-import { ManualClock, exec, silentLogger } from '@anodyne/common';
+import { ManualClock, exec, silentLogger, skipUnless } from '@anodyne/common';
 import { Identity, SCOPES } from '@anodyne/identity';
 import { locateRelease } from '@anodyne/release';
 import { startTestPlatform, https, type TestPlatform, type HttpResult } from './testing/index.js';
@@ -16,7 +16,7 @@ const isRoot = process.getuid?.() === 0;
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const PORT = 19_100 + (process.pid % 400);
 
-describe('platform API over HTTPS', { skip: !isRoot && 'needs root' }, () => {
+describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, () => {
   let tp: TestPlatform;
   let call: (method: string, path: string, options?: { token?: string; body?: unknown; raw?: string; headers?: Record<string, string> }) => Promise<HttpResult>;
   const tokens: Record<string, string> = {};

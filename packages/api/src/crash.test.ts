@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { silentLogger, systemClock } from '@anodyne/common';
+import { silentLogger, systemClock, skipUnless } from '@anodyne/common';
 import { LocalProvider } from '@anodyne/providers';
 import { hostLeftovers } from '@anodyne/providers/testing';
 import { https } from './testing/index.js';
@@ -19,7 +19,7 @@ const NETWORK = '10.198.13.0/24';
  * The platform as a user runs it (`anodyne server`, a separate process), killed with SIGKILL in
  * the middle of a create, an update and a delete, and started again each time.
  */
-describe('faults: kill -9 of the platform during create, update and delete', { skip: !isRoot && 'needs root' }, () => {
+describe('faults: kill -9 of the platform during create, update and delete', { skip: skipUnless(isRoot, 'needs root') }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'anodyne-crash-'));
   const tag = `kc${(process.pid % 1296).toString(36)}`;
   const env = { ...process.env, ANODYNE_DATA_DIR: dir, ANODYNE_PROVIDER_NETWORK: NETWORK, ANODYNE_PROVIDER_TAG: tag, ANODYNE_SERVER_PORT: String(PORT), ANODYNE_LOG_LEVEL: 'warn' };

@@ -3,11 +3,12 @@ import assert from 'node:assert/strict';
 import { SCOPES } from '@anodyne/identity';
 import { startPostgres, type TestPostgres } from '@anodyne/store/testing';
 import { startTestPlatform, https, type TestPlatform } from './testing/index.js';
+import { skipUnless } from '@anodyne/common';
 
 const isRoot = process.getuid?.() === 0;
 const PORT = 19_990 + (process.pid % 9);
 
-describe('faults: the store unreachable for 10 s', { skip: !isRoot && 'needs root' }, () => {
+describe('faults: the store unreachable for 10 s', { skip: skipUnless(isRoot, 'needs root') }, () => {
   let pg: TestPostgres;
   let tp: TestPlatform;
   let token: string;

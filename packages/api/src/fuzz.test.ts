@@ -5,6 +5,7 @@ import { connect as tlsConnect } from 'node:tls';
 import fc from 'fast-check';
 import { SCOPES } from '@anodyne/identity';
 import { startTestPlatform, https, type TestPlatform } from './testing/index.js';
+import { skipUnless } from '@anodyne/common';
 
 const isRoot = process.getuid?.() === 0;
 const PORT = 19_900 + (process.pid % 90);
@@ -42,7 +43,7 @@ const segment = fc.oneof(
   fc.constantFrom('..', '%2e%2e', '%00', 'a'.repeat(2000), 'null', '{name}', '%ff%fe'),
 );
 
-describe('input hardening: generated requests against every route', { skip: !isRoot && 'needs root' }, () => {
+describe('input hardening: generated requests against every route', { skip: skipUnless(isRoot, 'needs root') }, () => {
   let tp: TestPlatform;
   let tokens: string[];
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { exec } from '@anodyne/common';
+import { exec, skipUnless } from '@anodyne/common';
 import { SCOPES } from '@anodyne/identity';
 import { locateRelease } from '@anodyne/release';
 import { startTestPlatform, type TestPlatform } from '@anodyne/api/testing';
@@ -14,7 +14,7 @@ const BIN = join(REPO, 'bin', 'anodyne');
 const PORT = 19_500 + (process.pid % 400);
 const SESSION = `anodyne-cli-${process.pid}`;
 
-describe('the anodyne CLI against a real server', { skip: !isRoot && 'needs root' }, () => {
+describe('the anodyne CLI against a real server', { skip: skipUnless(isRoot, 'needs root') }, () => {
   let tp: TestPlatform;
   let home: string;
   let env: Record<string, string>;

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AnodyneError, exec, silentLogger, systemClock } from '@anodyne/common';
+import { AnodyneError, exec, silentLogger, systemClock, skipUnless } from '@anodyne/common';
 import { newRandomKey } from '@anodyne/credstore';
 import { locateRelease, httpGet } from '@anodyne/release';
 import { HealthMonitor, parseManifest } from '@anodyne/director';
@@ -72,7 +72,7 @@ describe('plans', () => {
   });
 });
 
-describe('a Kubernetes cluster on the director and the local provider', { skip: !isRoot && 'needs root' }, () => {
+describe('a Kubernetes cluster on the director and the local provider', { skip: skipUnless(isRoot, 'needs root') }, () => {
   let dir: string;
   let h: Harness;
   const tag = `c${(process.pid % 1296).toString(36)}`;

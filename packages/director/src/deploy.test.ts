@@ -9,6 +9,7 @@ import { newRandomKey, type CredStore } from '@anodyne/credstore';
 import type { LocalProvider } from '@anodyne/providers';
 import type { Director, TaskEvent } from './index.js';
 import { makeHarness, manifest } from './harness.js';
+import { skipUnless } from '@anodyne/common';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -24,7 +25,7 @@ function get(url: string): Promise<string> {
   });
 }
 
-describe('director on the local provider', { skip: !isRoot && 'needs root' }, () => {
+describe('director on the local provider', { skip: skipUnless(isRoot, 'needs root') }, () => {
   let dir: string;
   let store: Store;
   let creds: CredStore;

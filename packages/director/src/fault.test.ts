@@ -7,11 +7,12 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { newRandomKey } from '@anodyne/credstore';
 import { makeHarness, manifest, type Harness } from './harness.js';
+import { skipUnless } from '@anodyne/common';
 
 const isRoot = process.getuid?.() === 0;
 const here = dirname(fileURLToPath(import.meta.url));
 
-describe('director: kill -9 of the platform during a deploy', { skip: !isRoot && 'needs root' }, () => {
+describe('director: kill -9 of the platform during a deploy', { skip: skipUnless(isRoot, 'needs root') }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'anodyne-fault-'));
   const tag = `f${(process.pid % 1296).toString(36)}`;
   const key = newRandomKey();

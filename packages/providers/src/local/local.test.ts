@@ -4,7 +4,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AnodyneError, CommandError, silentLogger, systemClock } from '@anodyne/common';
+import { AnodyneError, CommandError, silentLogger, systemClock, skipUnless } from '@anodyne/common';
 import { locateRelease, httpGet } from '@anodyne/release';
 import { LocalProvider, GUEST_DISK_DIR } from './index.js';
 import { providerContractSuite, hostLeftovers } from '../testing/index.js';
@@ -43,7 +43,7 @@ providerContractSuite('local (namespaces)', () => {
   });
 });
 
-describe('local provider on the host', { skip: !isRoot && 'needs root' }, () => {
+describe('local provider on the host', { skip: skipUnless(isRoot, 'needs root') }, () => {
   let provider: LocalProvider;
   let tag: string;
   let dataDir: string;
