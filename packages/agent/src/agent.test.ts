@@ -1,7 +1,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createServer as createHttpsServer, request } from 'node:https';
+import { request } from 'node:https';
 import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -115,29 +115,16 @@ describe('agent over mutual TLS', () => {
   let agent: Agent;
   let port: number;
   let tls: Awaited<ReturnType<typeof makeTls>>;
-  const beats: AgentState[] = [];
-  let director: ReturnType<typeof createHttpsServer>;
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'anodyne-agent-tls-'));
     tls = await makeTls(dir);
-    const directorPort = await freePort();
-    director = createHttpsServer({ cert: tls.director.cert, key: tls.director.key, ca: tls.director.ca, requestCert: true, rejectUnauthorized: true }, (req, res) => {
-      let body = '';
-      req.on('data', (c: Buffer) => (body += c.toString()));
-      req.on('end', () => {
-        if (req.url === '/agents/agent-1/heartbeat') beats.push(JSON.parse(body) as AgentState);
-        res.end('{}');
-      });
-    });
-    await new Promise<void>((r) => director.listen(directorPort, '127.0.0.1', r));
-    agent = new Agent({ agentId: 'agent-1', root: join(dir, 'root'), listen: { host: '127.0.0.1', port: 0 }, directorUrl: `https://127.0.0.1:${directorPort}`, heartbeatMs: 100, tls: tls.agent, logger: silentLogger(), clock: systemClock });
+    agent = new Agent({ agentId: 'agent-1', root: join(dir, 'root'), listen: { host: '127.0.0.1', port: 0 }, tls: tls.agent, logger: silentLogger(), clock: systemClock });
     ({ port } = await agent.listen());
   });
 
   after(async () => {
     await agent.close();
-    director.close();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -173,11 +160,5 @@ describe('agent over mutual TLS', () => {
     assert.equal((await call('GET', '/nothing')).status, 404);
     const stopped = (await call('POST', '/stop')).json as AgentState;
     assert.ok(stopped.processes.every((p) => p.state === 'stopped'));
-  });
-
-  it('heartbeats to the director with process states and vitals', async () => {
-    await until('heartbeats', () => beats.length >= 2);
-    assert.equal(beats.at(-1)?.agentId, 'agent-1');
-    assert.ok(Array.isArray(beats.at(-1)?.processes));
   });
 });

@@ -1,8 +1,8 @@
-import { createServer, request, type Server } from 'node:https';
+import { createServer, type Server } from 'node:https';
 import { loadavg, cpus } from 'node:os';
 import { readFileSync, statfsSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { AnodyneError, InputError, toAnodyneError, type Clock, type Logger } from '@anodyne/common';
+import { InputError, toAnodyneError, type Clock, type Logger } from '@anodyne/common';
 import { Supervisor, type AgentBundle, type ProcessStatus, type ScriptName } from './supervisor.js';
 
 export interface Vitals {
@@ -34,9 +34,6 @@ export interface AgentOptions {
   root: string;
   /** host:port the agent listens on (the VM's IP). */
   listen: { host: string; port: number };
-  /** Director's heartbeat endpoint base URL, e.g. https://10.244.0.1:9022. */
-  directorUrl?: string;
-  heartbeatMs?: number;
   tls: AgentTls;
   logger: Logger;
   clock: Clock;
@@ -88,14 +85,13 @@ async function readBody(req: IncomingMessage, limit = 8 * 1024 * 1024): Promise<
 
 /**
  * The agent inside each VM: serves the director over mutually authenticated TLS (apply,
- * start, stop, drain, run_script, state, logs) and sends heartbeats with process states and
- * vitals. It keeps no state the director needs beyond the last applied bundle, so it survives
- * a director restart by simply heartbeating again.
+ * start, stop, drain, run_script, state, logs). It pushes nothing: the director's health monitor
+ * asks `GET /state` (process states and vitals) each pass (ADR 0008). It keeps no state the
+ * director needs beyond the last applied bundle, so a director restart needs nothing from it.
  */
 export class Agent {
   readonly supervisor: Supervisor;
   private server: Server | null = null;
-  private heartbeatTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly o: AgentOptions) {
     this.supervisor = new Supervisor({ root: o.root, logger: o.logger, clock: o.clock });
@@ -174,7 +170,7 @@ export class Agent {
     check();
   }
 
-  /** Starts serving, resumes the last applied bundle, and begins heartbeating. */
+  /** Starts serving and resumes the last applied bundle. */
   async listen(): Promise<{ port: number }> {
     if (this.supervisor.loadSavedBundle()) await this.supervisor.start();
     this.server = createServer({ cert: this.o.tls.cert, key: this.o.tls.key, ca: this.o.tls.ca, requestCert: true, rejectUnauthorized: true }, (req, res) => void this.handle(req, res));
@@ -183,39 +179,10 @@ export class Agent {
       this.server!.listen(this.o.listen.port, this.o.listen.host, () => resolve());
     });
     const addr = this.server.address();
-    if (this.o.directorUrl) this.scheduleHeartbeat(0);
     return { port: typeof addr === 'object' && addr ? addr.port : this.o.listen.port };
   }
 
-  private scheduleHeartbeat(delay: number): void {
-    this.heartbeatTimer = setTimeout(() => {
-      void this.heartbeat()
-        .catch((err: unknown) => this.o.logger.debug({ err: (err as Error).message }, 'heartbeat failed; will retry'))
-        .finally(() => {
-          if (this.server) this.scheduleHeartbeat(this.o.heartbeatMs ?? 5000);
-        });
-    }, delay);
-    this.heartbeatTimer.unref();
-  }
-
-  /** Posts the agent's state to the director. Failures are retried on the next beat. */
-  heartbeat(): Promise<void> {
-    const body = JSON.stringify(this.state());
-    const url = new URL(`/agents/${encodeURIComponent(this.o.agentId)}/heartbeat`, this.o.directorUrl);
-    return new Promise((resolve, reject) => {
-      const req = request(url, { method: 'POST', cert: this.o.tls.cert, key: this.o.tls.key, ca: this.o.tls.ca, headers: { 'content-type': 'application/json' }, timeout: 5000 }, (res) => {
-        res.resume();
-        if ((res.statusCode ?? 500) < 300) resolve();
-        else reject(new AnodyneError('ANODYNE_E_UNAVAILABLE', `director answered ${res.statusCode}`));
-      });
-      req.once('error', reject);
-      req.once('timeout', () => req.destroy(new Error('heartbeat timed out')));
-      req.end(body);
-    });
-  }
-
   async close(): Promise<void> {
-    if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
     const server = this.server;
     this.server = null;
     await this.supervisor.stop();

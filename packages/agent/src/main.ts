@@ -19,7 +19,6 @@ const agent = new Agent({
   agentId: need('ANODYNE_AGENT_ID'),
   root: process.env['ANODYNE_AGENT_ROOT'] ?? '/var/lib/anodyne/agent',
   listen: { host: host ?? '0.0.0.0', port: Number(port ?? 6868) },
-  ...(process.env['ANODYNE_DIRECTOR_URL'] ? { directorUrl: process.env['ANODYNE_DIRECTOR_URL'] } : {}),
   tls: { cert: need('ANODYNE_AGENT_CERT'), key: need('ANODYNE_AGENT_KEY'), ca: need('ANODYNE_AGENT_CA') },
   logger,
   clock: systemClock,

@@ -129,8 +129,8 @@ export interface Provider {
 
   /**
    * Creates a VM and starts the agent in it with `env`. Resolves once the VM exists and the
-   * agent process has been started (not when the agent is ready: the director waits for its
-   * heartbeat). Validates vm type, image, network and IP first: an unknown type, an IP
+   * agent process has been started (not when the agent is ready: the director polls the
+   * agent's state). Validates vm type, image, network and IP first: an unknown type, an IP
    * outside the range or already taken is refused with a coded error and nothing is created.
    * If creation fails half way, everything made so far is removed before rejecting.
    */
