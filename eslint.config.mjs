@@ -3,6 +3,16 @@ import tseslint from 'typescript-eslint';
 import importX from 'eslint-plugin-import-x';
 import { createTypeScriptImportResolver } from 'eslint-import-resolver-typescript';
 
+// Another package is reached only through its door (`@anodyne/x` or a declared subpath export).
+const DOORS = [
+  { group: ['@anodyne/*/src', '@anodyne/*/src/*', '@anodyne/*/dist/*'], message: "Import another package through its door '@anodyne/<name>', never its src/ or dist/." },
+  { group: ['../../*/src/*', '../../../*/src/*', '../../../../*/src/*'], message: "Import another package through its door '@anodyne/<name>', never by relative path." },
+];
+// Only the composition root (packages/platform) knows every package; nothing imports it but tests and benchmarks.
+const ROOT_ONLY = { group: ['@anodyne/platform', '@anodyne/platform/*'], message: 'Only tests and benchmarks import the composition root (@anodyne/platform).' };
+// The CLI (and later the console) talk to the platform over HTTPS only.
+const EDGE_ONLY = { group: ['@anodyne/*', '!@anodyne/client'], message: 'The CLI reaches the platform over HTTPS: it imports no Anodyne package but @anodyne/client.' };
+
 export default tseslint.config(
   { ignores: ['**/dist/**', '**/node_modules/**', 'release/**', '**/*.d.ts', 'eslint.config.mjs'] },
   ...tseslint.configs.recommendedTypeChecked,
@@ -26,16 +36,18 @@ export default tseslint.config(
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
       'import-x/no-cycle': ['error', { ignoreExternal: true }],
       // Another package is reached only through its door (`@anodyne/x` or a declared subpath export).
-      'no-restricted-imports': [
-        'error',
-        {
-          patterns: [
-            { group: ['@anodyne/*/src', '@anodyne/*/src/*', '@anodyne/*/dist/*'], message: "Import another package through its door '@anodyne/<name>', never its src/ or dist/." },
-            { group: ['../../*/src/*', '../../../*/src/*', '../../../../*/src/*'], message: "Import another package through its door '@anodyne/<name>', never by relative path." },
-          ],
-        },
-      ],
+      'no-restricted-imports': ['error', { patterns: DOORS }],
     },
+  },
+  {
+    files: ['packages/*/src/**/*.ts'],
+    ignores: ['packages/platform/**', '**/*.test.ts', '**/testing/**'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [...DOORS, ROOT_ONLY] }] },
+  },
+  {
+    files: ['packages/cli/src/**/*.ts'],
+    ignores: ['**/*.test.ts'],
+    rules: { 'no-restricted-imports': ['error', { patterns: [...DOORS, EDGE_ONLY] }] },
   },
   { files: ['**/*.mjs', '**/*.js'], ...tseslint.configs.disableTypeChecked },
   {

@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
 import Fastify from 'fastify';
 import { SCOPES } from '@anodyne/identity';
-import { startTestPlatform, https } from '@anodyne/api/testing';
+import { startTestPlatform, https } from '@anodyne/platform/testing';
 
 const require = createRequire(import.meta.url);
 const AUTOCANNON = require.resolve('autocannon/autocannon.js');

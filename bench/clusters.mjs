@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { exec } from '@anodyne/common';
 import { SCOPES } from '@anodyne/identity';
 import { rawBoot } from '@anodyne/release';
-import { startTestPlatform, https } from '@anodyne/api/testing';
+import { startTestPlatform, https } from '@anodyne/platform/testing';
 import { nodeFloor } from './floor.mjs';
 import { mib, sec, stats, until } from './lib.mjs';
 

@@ -9,7 +9,7 @@ import type { Director, Task } from '@anodyne/director';
 import { errorBody } from './errors.js';
 import { registerBroker } from './broker.js';
 import { Metrics } from './metrics.js';
-import * as S from './schemas.js';
+import { schemas as S } from '@anodyne/client';
 
 export interface ServerOptions {
   identity: Identity;
@@ -196,12 +196,12 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
   route('GET', '/.well-known/openid-configuration', { summary: 'OIDC discovery', tags: ['identity'] }, () => o.identity.discovery());
   route('GET', '/userinfo', { summary: 'The caller', tags: ['identity'], scopes: [] }, async (req) => o.identity.userinfo(principal(req)));
 
-  route('GET', '/v1/users', { summary: 'List users', tags: ['users'], scopes: ADMIN }, async () => o.identity.users());
-  route('POST', '/v1/users', { summary: 'Create a user', tags: ['users'], scopes: ADMIN, body: S.CreateUser, audit: 'user.create' }, async (req, reply) => {
+  route('GET', '/v1/users', { summary: 'List users', tags: ['users'], scopes: ADMIN, response: { 200: Type.Array(S.User) } }, async () => o.identity.users());
+  route('POST', '/v1/users', { summary: 'Create a user', tags: ['users'], scopes: ADMIN, body: S.CreateUser, audit: 'user.create', response: { 201: S.User } }, async (req, reply) => {
     const b = req.body as { username: string; password?: string; groups?: string[]; email?: string };
     return reply.status(201).send(await o.identity.createUser(b));
   });
-  route('PUT', '/v1/users/:username', { summary: 'Set a user\'s groups (scopes) and/or reset their password', tags: ['users'], scopes: ADMIN, params: S.UserParams, body: S.UserGroups, audit: 'user.update' }, async (req) => {
+  route('PUT', '/v1/users/:username', { summary: 'Set a user\'s groups (scopes) and/or reset their password', tags: ['users'], scopes: ADMIN, params: S.UserParams, body: S.UserGroups, audit: 'user.update', response: { 200: S.User } }, async (req) => {
     const username = (req.params as { username: string }).username;
     const b = req.body as { groups?: string[]; password?: string };
     if (b.password !== undefined) await o.identity.setPassword(username, b.password);
@@ -218,8 +218,8 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     if (unreachable.length > 0) await o.audit.record({ actor: principal(req).name, action: 'user.unbind', target: `${username} in ${unreachable.join(', ')}`, result: 'error' });
     return reply.status(204).send();
   });
-  route('GET', '/v1/clients', { summary: 'List OAuth clients (no secrets)', tags: ['users'], scopes: ADMIN }, async () => o.identity.clients());
-  route('POST', '/v1/clients', { summary: 'Create an OAuth client', tags: ['users'], scopes: ADMIN, body: S.CreateClient, audit: 'client.create' }, async (req, reply) => {
+  route('GET', '/v1/clients', { summary: 'List OAuth clients (no secrets)', tags: ['users'], scopes: ADMIN, response: { 200: Type.Array(S.OAuthClient) } }, async () => o.identity.clients());
+  route('POST', '/v1/clients', { summary: 'Create an OAuth client', tags: ['users'], scopes: ADMIN, body: S.CreateClient, audit: 'client.create', response: { 201: S.CreatedClient } }, async (req, reply) => {
     const b = req.body as { client_id: string; client_secret?: string; scopes: string[]; grant_types: string[] };
     await o.identity.createClient({ clientId: b.client_id, ...(b.client_secret ? { secret: b.client_secret } : {}), scopes: b.scopes, grantTypes: b.grant_types });
     return reply.status(201).send({ client_id: b.client_id, scopes: b.scopes, grant_types: b.grant_types });
@@ -228,7 +228,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     await o.identity.deleteClient((req.params as { client_id: string }).client_id);
     return reply.status(204).send();
   });
-  route('GET', '/v1/audit', { summary: 'The audit log', tags: ['platform'], scopes: ADMIN, querystring: S.AuditQuery }, async (req) => {
+  route('GET', '/v1/audit', { summary: 'The audit log', tags: ['platform'], scopes: ADMIN, querystring: S.AuditQuery, response: { 200: Type.Array(S.AuditEntry) } }, async (req) => {
     const q = req.query as { actor?: string; action?: string; limit?: number };
     return o.audit.list({ ...(q.actor ? { actor: q.actor } : {}), ...(q.action ? { action: q.action } : {}), limit: q.limit ?? 100 });
   });

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { exec, skipUnless } from '@anodyne/common';
 import { SCOPES } from '@anodyne/identity';
 import { locateRelease } from '@anodyne/release';
-import { startTestPlatform, type TestPlatform } from '@anodyne/api/testing';
+import { startTestPlatform, type TestPlatform } from '@anodyne/platform/testing';
 
 const isRoot = process.getuid?.() === 0;
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');

@@ -1,3 +1,3 @@
-export { ApiClient, ApiError, type TokenSet } from './client.js';
+export { ApiClient, ApiError, type TokenSet } from '@anodyne/client';
 export { run, program, EXIT } from './main.js';
 export { mergeKubeconfig, withExecCommand } from './kubeconfig.js';

@@ -1,18 +1,15 @@
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline/promises';
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
-import { ApiClient, ApiError } from './client.js';
+import { ApiClient, ApiError, type Cluster, type CreateUserRequest } from '@anodyne/client';
 import { authedClient, loadSession, removeSession, saveSession, sessionFromTokens } from './session.js';
 import { mergeKubeconfig, withExecCommand } from './kubeconfig.js';
 import { followTask, printTable } from './output.js';
 
 /** Exit codes (documented in docs/cli.md). */
 export const EXIT = { ok: 0, taskFailed: 1, usage: 2, unauthenticated: 3, notFound: 4 } as const;
-
-interface Cluster {
-  name: string; plan_name: string; uuid: string; owner: string; last_action: string; last_action_state: string; last_action_description: string; last_task_id: number | null;
-  kubernetes_master_ips: string[]; parameters: { kubernetes_master_host: string; kubernetes_master_port: number; kubernetes_worker_instances: number };
-}
 
 const out = (s: string): void => {
   process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
@@ -59,21 +56,21 @@ export function program(): Command {
 
   p.command('plans').description('list plans').option('--json').action(async (o: { json?: boolean }) => {
     const { client } = await authedClient();
-    const plans = await client.call<{ name: string; description: string; masters: number; default_workers: number; max_workers: number }[]>('GET', '/v1/plans');
+    const plans = await client.plans();
     if (o.json) return json(plans);
     printTable([['Name', 'Masters', 'Workers (default/max)', 'Description'], ...plans.map((x) => [x.name, String(x.masters), `${x.default_workers}/${x.max_workers}`, x.description])]);
   });
 
   p.command('clusters').description('list clusters').option('--json').action(async (o: { json?: boolean }) => {
     const { client } = await authedClient();
-    const cs = await client.call<Cluster[]>('GET', '/v1/clusters');
+    const cs = await client.clusters();
     if (o.json) return json(cs);
     printTable(clusterRows(cs));
   });
 
   p.command('cluster <name>').description('show one cluster').option('--json').action(async (name: string, o: { json?: boolean }) => {
     const { client } = await authedClient();
-    const c = await client.call<Cluster>('GET', `/v1/clusters/${encodeURIComponent(name)}`);
+    const c = await client.cluster(name);
     if (o.json) return json(c);
     printTable([
       ['Name:', c.name], ['Plan Name:', c.plan_name], ['UUID:', c.uuid], ['Owner:', c.owner], ['Last Action:', c.last_action], ['Last Action State:', c.last_action_state],
@@ -90,18 +87,18 @@ export function program(): Command {
     .option('--network-profile <profile>').option('--wait', 'wait for the task and show its progress').option('--json')
     .action(async (name: string, o: { plan: string; externalHostname?: string; numNodes?: number; networkProfile?: string; wait?: boolean; json?: boolean }) => {
       const { client } = await authedClient();
-      const c = await client.call<Cluster>('POST', '/v1/clusters', { name, plan_name: o.plan, ...(o.networkProfile ? { network_profile_name: o.networkProfile } : {}), parameters: { ...(o.externalHostname ? { kubernetes_master_host: o.externalHostname } : {}), ...(o.numNodes !== undefined ? { kubernetes_worker_instances: o.numNodes } : {}) } });
+      const c = await client.createCluster({ name, plan_name: o.plan, ...(o.networkProfile ? { network_profile_name: o.networkProfile } : {}), parameters: { ...(o.externalHostname ? { kubernetes_master_host: o.externalHostname } : {}), ...(o.numNodes !== undefined ? { kubernetes_worker_instances: o.numNodes } : {}) } });
       if (!o.wait) return o.json ? json(c) : out(`Creating cluster ${name} (task ${c.last_task_id}); follow with: anodyne task ${c.last_task_id}`);
       const state = await followTask(client, c.last_task_id!, !!o.json);
       if (state !== 'done') process.exitCode = EXIT.taskFailed;
-      else if (o.json) json(await client.call('GET', `/v1/clusters/${encodeURIComponent(name)}`));
+      else if (o.json) json(await client.cluster(name));
       else out(`Cluster ${name} is ready: anodyne get-credentials ${name}`);
     });
 
   p.command('update-cluster <name>').description('resize a cluster').requiredOption('--num-nodes <n>', 'worker count', (v) => Number(v)).option('--wait').option('--json')
     .action(async (name: string, o: { numNodes: number; wait?: boolean; json?: boolean }) => {
       const { client } = await authedClient();
-      const c = await client.call<Cluster>('PATCH', `/v1/clusters/${encodeURIComponent(name)}`, { kubernetes_worker_instances: o.numNodes });
+      const c = await client.updateCluster(name, { kubernetes_worker_instances: o.numNodes });
       if (!o.wait) return o.json ? json(c) : out(`Updating cluster ${name} (task ${c.last_task_id})`);
       if ((await followTask(client, c.last_task_id!, !!o.json)) !== 'done') process.exitCode = EXIT.taskFailed;
     });
@@ -114,7 +111,7 @@ export function program(): Command {
         out('Nothing deleted');
         return;
       }
-      const c = await client.call<Cluster>('DELETE', `/v1/clusters/${encodeURIComponent(name)}`);
+      const c = await client.deleteCluster(name);
       if (!o.wait || c.last_task_id === null || c.last_action_state === 'succeeded') return o.json ? json(c) : out(`Deleting cluster ${name}${c.last_task_id ? ` (task ${c.last_task_id})` : ''}`);
       if ((await followTask(client, c.last_task_id, !!o.json)) !== 'done') process.exitCode = EXIT.taskFailed;
       else if (!o.json) out(`Cluster ${name} deleted`);
@@ -133,7 +130,7 @@ export function program(): Command {
   p.command('get-credentials <name>').description('bind to a cluster and merge a context for it into KUBECONFIG or ~/.kube/config')
     .action(async (name: string) => {
       const { client } = await authedClient();
-      const { kubeconfig } = await client.call<{ kubeconfig: string }>('POST', `/v1/clusters/${encodeURIComponent(name)}/binds`);
+      const { kubeconfig } = await client.bind(name);
       const file = mergeKubeconfig(withExecCommand(kubeconfig));
       out(`Fetched credentials for ${name}; context ${name} selected in ${file}. Try: kubectl get nodes`);
     });
@@ -141,7 +138,7 @@ export function program(): Command {
   p.command('upgrade-cluster <name>').description('upgrade a cluster to the platform\'s current release and plan (admin)').option('--wait').option('--json')
     .action(async (name: string, o: { wait?: boolean; json?: boolean }) => {
       const { client } = await authedClient();
-      const c = await client.call<Cluster>('POST', `/v1/clusters/${encodeURIComponent(name)}/upgrade`);
+      const c = await client.upgradeCluster(name);
       if (!o.wait) return o.json ? json(c) : out(`Upgrading cluster ${name} (task ${c.last_task_id})`);
       if ((await followTask(client, c.last_task_id!, !!o.json)) !== 'done') process.exitCode = EXIT.taskFailed;
     });
@@ -155,9 +152,9 @@ export function program(): Command {
       if (names.length === 0 || !Number.isInteger(o.canaries) || o.canaries < 0 || !Number.isInteger(o.maxInFlight) || o.maxInFlight < 1) throw new CommanderError(EXIT.usage, 'usage', '--clusters needs names; --canaries ≥ 0 and --max-in-flight ≥ 1 are whole numbers');
       const { client } = await authedClient();
       const upgrade = async (name: string): Promise<boolean> => {
-        const c = await client.call<Cluster>('POST', `/v1/clusters/${encodeURIComponent(name)}/upgrade`);
+        const c = await client.upgradeCluster(name);
         for (;;) {
-          const t = await client.call<{ state: string }>('GET', `/v1/tasks/${c.last_task_id}`);
+          const t = await client.task(c.last_task_id!);
           if (['done', 'error', 'cancelled'].includes(t.state)) {
             out(`${name}: upgrade ${t.state} (task ${c.last_task_id})`);
             return t.state === 'done';
@@ -185,7 +182,7 @@ export function program(): Command {
 
   p.command('certificates <name>').description('a cluster\'s certificates and when they expire').option('--json').action(async (name: string, o: { json?: boolean }) => {
     const { client } = await authedClient();
-    const cs = await client.call<{ name: string; expires_at: string | null; is_ca: boolean; version: number }[]>('GET', `/v1/clusters/${encodeURIComponent(name)}/certificates`);
+    const cs = await client.certificates(name);
     if (o.json) return json(cs);
     const days = (at: string | null) => (at ? String(Math.floor((Date.parse(at) - Date.now()) / 86_400_000)) : '');
     printTable([['Name', 'CA', 'Version', 'Expires', 'Days left'], ...cs.map((c) => [c.name, c.is_ca ? 'yes' : '', String(c.version), c.expires_at ?? '', days(c.expires_at)])]);
@@ -193,7 +190,7 @@ export function program(): Command {
 
   p.command('vms <name>').description('a cluster\'s VMs and their health, as the platform\'s health monitor last found them').option('--json').action(async (name: string, o: { json?: boolean }) => {
     const { client } = await authedClient();
-    const vms = await client.call<{ instance: string; ip: string | null; state: string; health: string; health_reason: string | null; health_since: string | null }[]>('GET', `/v1/clusters/${encodeURIComponent(name)}/vms`);
+    const vms = await client.vms(name);
     if (o.json) return json(vms);
     printTable([['Instance', 'IP', 'State', 'Health', 'Since', 'Reason'], ...vms.map((v) => [v.instance, v.ip ?? '', v.state, v.health, v.health_since ?? '', v.health_reason ?? ''])]);
   });
@@ -201,7 +198,7 @@ export function program(): Command {
   p.command('rotate-certificates <name>').description('issue new leaf certificates and roll them out').option('--wait').option('--json')
     .action(async (name: string, o: { wait?: boolean; json?: boolean }) => {
       const { client } = await authedClient();
-      const c = await client.call<Cluster>('POST', `/v1/clusters/${encodeURIComponent(name)}/rotate-certificates`);
+      const c = await client.rotateCertificates(name);
       if (!o.wait) return o.json ? json(c) : out(`Rotating certificates of ${name} (task ${c.last_task_id})`);
       if ((await followTask(client, c.last_task_id!, !!o.json)) !== 'done') process.exitCode = EXIT.taskFailed;
     });
@@ -215,12 +212,12 @@ export function program(): Command {
 
   p.command('get-kubeconfig <name>').description('print the admin kubeconfig (pks.clusters.admin)').action(async (name: string) => {
     const { client } = await authedClient();
-    out((await client.call<{ kubeconfig: string }>('GET', `/v1/clusters/${encodeURIComponent(name)}/kubeconfig`)).kubeconfig);
+    out((await client.adminKubeconfig(name)).kubeconfig);
   });
 
   p.command('tasks').description('list tasks').option('--json').option('--cluster <name>').action(async (o: { json?: boolean; cluster?: string }) => {
     const { client } = await authedClient();
-    const ts = await client.call<{ id: number; type: string; state: string; description: string; owner: string; created_at: string }[]>('GET', `/v1/tasks${o.cluster ? `?cluster=${encodeURIComponent(o.cluster)}` : ''}`);
+    const ts = await client.tasks(o.cluster ? { cluster: o.cluster } : {});
     if (o.json) return json(ts);
     printTable([['ID', 'Type', 'State', 'Owner', 'Started', 'Description'], ...ts.map((t) => [String(t.id), t.type, t.state, t.owner, t.created_at, t.description])]);
   });
@@ -233,27 +230,27 @@ export function program(): Command {
 
   p.command('cancel-task <id>').description('cancel a running task').action(async (id: string) => {
     const { client } = await authedClient();
-    const t = await client.call<{ state: string }>('PUT', `/v1/tasks/${encodeURIComponent(id)}`, { state: 'cancelled' });
+    const t = await client.cancelTask(id);
     out(`Task ${id}: ${t.state}`);
   });
 
   p.command('network-profiles').description('list network profiles').option('--json').action(async (o: { json?: boolean }) => {
     const { client } = await authedClient();
-    const ps = await client.call<{ name: string; pod_cidr: string; service_cidr: string; description: string }[]>('GET', '/v1/network-profiles');
+    const ps = await client.networkProfiles();
     if (o.json) return json(ps);
     printTable([['Name', 'Pod CIDR', 'Service CIDR', 'Description'], ...ps.map((x) => [x.name, x.pod_cidr, x.service_cidr, x.description])]);
   });
 
   p.command('quotas [owner]').description('show a quota (yours by default)').option('--json').action(async (owner: string | undefined, o: { json?: boolean }) => {
     const { client, session } = await authedClient();
-    const q = await client.call<{ owner: string; max_clusters: number; max_workers: number }>('GET', `/v1/quotas/${encodeURIComponent(owner ?? session.username ?? session.client_id)}`);
+    const q = await client.quota(owner ?? session.username ?? session.client_id);
     if (o.json) return json(q);
     printTable([['Owner', 'Max clusters', 'Max workers'], [q.owner, String(q.max_clusters), String(q.max_workers)]]);
   });
 
   p.command('usages [owner]').description('show usage (yours by default)').option('--json').action(async (owner: string | undefined, o: { json?: boolean }) => {
     const { client, session } = await authedClient();
-    const u = await client.call<{ owner: string; clusters: number; workers: number }>('GET', `/v1/usages/${encodeURIComponent(owner ?? session.username ?? session.client_id)}`);
+    const u = await client.usage(owner ?? session.username ?? session.client_id);
     if (o.json) return json(u);
     printTable([['Owner', 'Clusters', 'Workers'], [u.owner, String(u.clusters), String(u.workers)]]);
   });
@@ -261,13 +258,13 @@ export function program(): Command {
   p.command('create-user <username>').description('create a user (admin)').requiredOption('--password <password>').option('--group <scope...>', 'scopes', []).option('--email <email>')
     .action(async (username: string, o: { password: string; group: string[]; email?: string }) => {
       const { client } = await authedClient();
-      await client.call('POST', '/v1/users', { username, password: o.password, groups: o.group, ...(o.email ? { email: o.email } : {}) });
+      await client.createUser({ username, password: o.password, groups: o.group as CreateUserRequest['groups'], ...(o.email ? { email: o.email } : {}) });
       out(`User ${username} created`);
     });
 
   p.command('users').description('list users and their groups (admin)').option('--json').action(async (o: { json?: boolean }) => {
     const { client } = await authedClient();
-    const us = await client.call<{ username: string; origin: string; groups: string[]; locked: boolean }[]>('GET', '/v1/users');
+    const us = await client.users();
     if (o.json) return json(us);
     printTable([['User', 'Origin', 'Groups', 'Locked'], ...us.map((u) => [u.username, u.origin, u.groups.join(','), u.locked ? 'yes' : ''])]);
   });
@@ -275,35 +272,41 @@ export function program(): Command {
   p.command('set-groups <username>').description('set a user\'s groups (scopes) (admin)').option('--group <scope...>', 'scopes; none removes every group', [])
     .action(async (username: string, o: { group: string[] }) => {
       const { client } = await authedClient();
-      const u = await client.call<{ groups: string[] }>('PUT', `/v1/users/${encodeURIComponent(username)}`, { groups: o.group });
+      const u = await client.updateUser(username, { groups: o.group as CreateUserRequest['groups'] });
       out(`${username}: ${u.groups.join(', ') || 'no groups'}`);
     });
 
   p.command('set-password <username>').description('reset a local user\'s password (admin)').requiredOption('--password <password>', 'at least 8 characters')
     .action(async (username: string, o: { password: string }) => {
       const { client } = await authedClient();
-      await client.call('PUT', `/v1/users/${encodeURIComponent(username)}`, { password: o.password });
+      await client.updateUser(username, { password: o.password });
       out(`Password of ${username} set`);
     });
 
   p.command('rotate-signing-key').description('rotate the token signing key now (admin; it also rotates by age)')
     .action(async () => {
       const { client } = await authedClient();
-      const k = await client.call<{ kid: string }>('POST', '/v1/token-keys');
+      const k = await client.rotateSigningKey();
       out(`Tokens are now signed with ${k.kid}; tokens of the previous key stay valid until they expire`);
     });
 
   p.command('delete-user <username>').description('delete a user (admin)').action(async (username: string) => {
     const { client } = await authedClient();
-    await client.call('DELETE', `/v1/users/${encodeURIComponent(username)}`);
+    await client.deleteUser(username);
     out(`User ${username} deleted`);
   });
 
   p.command('server').description('start the platform (API, identity, director) with the embedded defaults')
     .option('-c, --config <file>', 'YAML configuration (defaults + ANODYNE_* environment otherwise)')
     .action(async (o: { config?: string }) => {
-      const { runServer } = await import('./server.js');
-      await runServer(o.config);
+      // The platform is its own package, which the CLI never imports (it talks to it over HTTPS
+      // only); bin/anodyne starts it directly, and so does this command.
+      const main = fileURLToPath(new URL('../../platform/dist/main.js', import.meta.url));
+      const child = spawn(process.execPath, [main, ...(o.config ? ['--config', o.config] : [])], { stdio: 'inherit' });
+      const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
+      process.once('SIGINT', forward('SIGINT'));
+      process.once('SIGTERM', forward('SIGTERM'));
+      process.exitCode = await new Promise<number>((resolve) => child.once('exit', (code) => resolve(code ?? 1)));
     });
 
   return p;

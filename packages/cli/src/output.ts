@@ -1,4 +1,4 @@
-import type { ApiClient } from './client.js';
+import type { ApiClient, Task, TaskEvent } from '@anodyne/client';
 
 /** Prints rows as aligned columns (the first row is the header unless header is false). */
 export function printTable(rows: string[][], header = true): void {
@@ -8,8 +8,6 @@ export function printTable(rows: string[][], header = true): void {
   process.stdout.write(lines.join('\n') + '\n');
 }
 
-interface TaskEvent { id: number; at: string; stage: string; state: string; instance?: string | null; index?: number | null; total?: number | null; message?: string | null }
-interface Task { id: number; state: string; description: string; error: { code: string; message: string } | null; created_at: string; started_at: string | null; finished_at: string | null }
 
 const FINAL = ['done', 'error', 'cancelled'];
 
@@ -22,7 +20,7 @@ const SPINNER = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', 
 
 /** Median duration (ms) of earlier finished tasks of the same type: the basis of the estimate. */
 async function typicalDuration(client: ApiClient, task: Task & { type?: string }): Promise<number | undefined> {
-  const tasks = await client.call<(Task & { type: string })[]>('GET', '/v1/tasks?limit=100').catch((): (Task & { type: string })[] => []);
+  const tasks = await client.tasks({ limit: 100 }).catch((): Task[] => []);
   const ds = tasks.filter((t) => t.id !== task.id && t.type === task.type && t.state === 'done' && t.started_at && t.finished_at)
     .map((t) => Date.parse(t.finished_at!) - Date.parse(t.started_at!)).sort((a, b) => a - b);
   return ds.length > 0 ? ds[Math.floor(ds.length / 2)] : undefined;
@@ -37,7 +35,7 @@ const secs = (ms: number) => `${Math.max(0, Math.round(ms / 1000))}s`;
  */
 export async function followTask(client: ApiClient, id: number, asJson: boolean, tty = process.stdout.isTTY === true): Promise<string> {
   const live = tty && !asJson;
-  const first = await client.call<Task & { type: string }>('GET', `/v1/tasks/${id}`);
+  const first = await client.task(id);
   const typical = live ? await typicalDuration(client, first) : undefined;
   const start = Date.parse(first.started_at ?? first.created_at);
   let last = 0;
@@ -55,7 +53,7 @@ export async function followTask(client: ApiClient, id: number, asJson: boolean,
   const timer = live ? setInterval(() => { frame++; redraw(); }, 100) : undefined;
   try {
     for (;;) {
-      const events = await client.call<TaskEvent[]>('GET', `/v1/tasks/${id}/events?after=${last}`);
+      const events = await client.taskEvents(id, last);
       for (const e of events) {
         last = e.id;
         if (!live) {
@@ -74,7 +72,7 @@ export async function followTask(client: ApiClient, id: number, asJson: boolean,
         current = e;
         redraw();
       }
-      const t = await client.call<Task>('GET', `/v1/tasks/${id}`);
+      const t = await client.task(id);
       if (FINAL.includes(t.state) && events.length === 0) {
         const took = t.finished_at && t.started_at ? ` in ${secs(Date.parse(t.finished_at) - Date.parse(t.started_at))}` : '';
         if (live) {

@@ -1,7 +1,7 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { ApiClient, ApiError, type TokenSet } from './client.js';
+import { ApiClient, ApiError, type TokenSet } from '@anodyne/client';
 
 /** What `login` keeps (in a 0600 file under the user's home): the API, its CA and the tokens. */
 export interface Session {

@@ -60,7 +60,6 @@ export interface TokenResponse {
   scope: string;
   jti: string;
   refresh_token?: string;
-  id_token?: string;
 }
 
 export interface UserView {
@@ -152,20 +151,23 @@ export class Identity {
     return { keys: this.keys.map((k) => k.publicJwk) };
   }
 
+  /**
+   * OIDC discovery: only what this issuer serves. Tokens come from the token endpoint (password,
+   * client_credentials, refresh_token grants); there is no authorization endpoint yet, so no
+   * response type is offered and no ID token is issued. Access tokens carry scopes, not groups.
+   */
   discovery(): Record<string, unknown> {
     const i = this.o.issuer;
     return {
       issuer: i,
-      authorization_endpoint: `${i}/oauth/authorize`,
       token_endpoint: `${i}/oauth/token`,
       jwks_uri: `${i}/token_keys`,
       userinfo_endpoint: `${i}/userinfo`,
-      response_types_supported: ['token', 'id_token'],
+      response_types_supported: [],
       subject_types_supported: ['public'],
-      id_token_signing_alg_values_supported: ['ES256'],
       grant_types_supported: ['password', 'client_credentials', 'refresh_token'],
-      scopes_supported: ['openid', ...ALL_SCOPES],
-      claims_supported: ['sub', 'user_name', 'client_id', 'scope', 'iss', 'aud', 'exp', 'iat', 'jti', 'groups'],
+      scopes_supported: [...ALL_SCOPES],
+      claims_supported: ['sub', 'user_name', 'client_id', 'scope', 'iss', 'aud', 'exp', 'iat', 'jti'],
       token_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post'],
     };
   }

@@ -1,4 +1,4 @@
-// Test helpers for suites that need a whole platform (`@anodyne/api/testing`). Not part of the main door.
+// Test helpers for suites that need a whole platform (`@anodyne/platform/testing`). Not part of the main door.
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

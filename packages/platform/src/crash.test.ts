@@ -30,7 +30,7 @@ describe('faults: kill -9 of the platform during create, update and delete', { s
   let password = '';
 
   async function start(): Promise<void> {
-    const child = spawn('node', [join(REPO, 'packages/cli/dist/bin.js'), 'server'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('node', [join(REPO, 'packages/platform/dist/main.js')], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     server = child;
     let out = '';
     await new Promise<void>((res, rej) => {

@@ -1,3 +1,4 @@
+// The composition root: builds every component from one configuration and starts the platform.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,7 +11,7 @@ import { Director, HealthMonitor, type AgentTlsIssuer } from '@anodyne/director'
 import { AUDIENCE, Identity, LdapUserStore, SCOPES } from '@anodyne/identity';
 import { ClusterService, kubernetesRelease } from '@anodyne/clusters';
 import { locateRelease } from '@anodyne/release';
-import { buildServer } from './server.js';
+import { buildServer } from '@anodyne/api';
 
 /** The repository (its built packages are bound into every VM: the agent runs from there). */
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');

@@ -46,8 +46,15 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
   });
 
   it('serves identity discovery, JWKS, userinfo, health and metrics', async () => {
-    const d = (await call('GET', '/.well-known/openid-configuration')).body as { issuer: string; jwks_uri: string };
-    assert.equal(d.issuer, tp.platform.url);
+    const d = (await call('GET', '/.well-known/openid-configuration')).body as Record<string, unknown>;
+    assert.equal(d['issuer'], tp.platform.url);
+    // Discovery advertises only endpoints that answer: each one is served here.
+    for (const key of Object.keys(d).filter((k) => k.endsWith('_endpoint') || k === 'jwks_uri')) {
+      const path = new URL(String(d[key])).pathname;
+      const r = await call(key === 'token_endpoint' ? 'POST' : 'GET', path, key === 'userinfo_endpoint' ? { token: tokens['alice'] } : undefined);
+      assert.notEqual(r.status, 404, `${key} ${path} is served`);
+    }
+    assert.equal(d['authorization_endpoint'], undefined, 'no authorization endpoint is advertised until one exists');
     const keys = (await call('GET', '/token_keys')).body as { keys: JWK[] };
     assert.ok(keys.keys.length >= 1 && keys.keys.every((k) => k.kid && !('d' in k)));
     const me = (await call('GET', '/userinfo', { token: tokens['alice'] })).body as { user_name: string; groups: string[] };

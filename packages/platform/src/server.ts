@@ -1,5 +1,6 @@
+// `anodyne server`: the platform in the foreground, with the banner that tells a new user what to do next.
 import { createLogger, loadConfig, PlatformConfigSchema, SecretRegistry, systemClock } from '@anodyne/common';
-import { startPlatform } from '@anodyne/api';
+import { startPlatform } from './platform.js';
 
 /** `anodyne server`: the platform in the foreground until SIGINT/SIGTERM. */
 export async function runServer(configFile?: string): Promise<void> {

@@ -1,6 +1,6 @@
+// The API's contract: request and response schemas. The API validates every request and makes
+// /openapi.json from them; the typed client takes its request and response types from them.
 import { Type, type Static } from '@sinclair/typebox';
-
-/** Request and response schemas: they validate every request and make /openapi.json. */
 
 export const ErrorBody = Type.Object({ code: Type.String(), message: Type.String(), details: Type.Record(Type.String(), Type.Unknown()) }, { $id: 'Error', additionalProperties: false });
 export const Health = Type.Object({ status: Type.Literal('ok') });
@@ -25,7 +25,7 @@ export const TokenRequest = Type.Object({
 }, { additionalProperties: false });
 export const TokenResponse = Type.Object({
   access_token: Type.String(), token_type: Type.Literal('bearer'), expires_in: Type.Integer(), scope: Type.String(), jti: Type.String(),
-  refresh_token: Type.Optional(Type.String()), id_token: Type.Optional(Type.String()),
+  refresh_token: Type.Optional(Type.String()),
 });
 
 export const Scope = Type.Union([Type.Literal('pks.clusters.admin'), Type.Literal('pks.clusters.admin.read'), Type.Literal('pks.clusters.manage')]);
@@ -41,6 +41,15 @@ export const UserGroups = Type.Object({
   password: Type.Optional(Type.String({ minLength: 8, maxLength: 256 })),
 }, { additionalProperties: false, minProperties: 1 });
 export const SigningKey = Type.Object({ kid: Type.String(), rotated: Type.Boolean() });
+export const User = Type.Object({
+  id: Type.String(), username: Type.String(), origin: Type.String(), email: Type.Union([Type.String(), Type.Null()]), groups: Type.Array(Type.String()), locked: Type.Boolean(),
+});
+export const OAuthClient = Type.Object({ client_id: Type.String(), scopes: Type.Array(Type.String()), grant_types: Type.Array(Type.String()), confidential: Type.Boolean() });
+export const CreatedClient = Type.Object({ client_id: Type.String(), scopes: Type.Array(Type.String()), grant_types: Type.Array(Type.String()) });
+export const AuditEntry = Type.Object({
+  id: Type.Integer(), at: Type.String(), actor: Type.String(), action: Type.String(), target: Type.String(),
+  result: Type.Union([Type.Literal('ok'), Type.Literal('denied'), Type.Literal('error')]), details: Type.Record(Type.String(), Type.Unknown()),
+});
 export const AuditQuery = Type.Object({ actor: Type.Optional(Type.String({ maxLength: 256 })), action: Type.Optional(Type.String({ maxLength: 128 })), limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })) }, { additionalProperties: false });
 
 export const Plan = Type.Object({

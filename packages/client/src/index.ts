@@ -1,0 +1,2 @@
+export * from './client.js';
+export * as schemas from './schemas.js';

@@ -1,0 +1,2 @@
+export { startPlatform, agentTlsFromCredStore, type Platform, type PlatformOptions } from './platform.js';
+export { runServer } from './server.js';
