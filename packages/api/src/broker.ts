@@ -1,7 +1,8 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import { Type } from '@sinclair/typebox';
-import { AnodyneError } from '@anodyne/common';
+import { AnodyneError, toAnodyneError } from '@anodyne/common';
+import { statusOf } from './errors.js';
 import type { ClusterService } from '@anodyne/clusters';
 import type { Director } from '@anodyne/director';
 
@@ -9,6 +10,9 @@ import type { Director } from '@anodyne/director';
  * Open Service Broker API v2.17 at /v2: one service (Kubernetes clusters) whose plans are the
  * platform's plans; asynchronous provision, update and deprovision with last_operation;
  * bindings are revocable service-account kubeconfigs. Its own credentials (HTTP basic).
+ * In the spec's order: 412 without a supported X-Broker-API-Version and 401 without valid
+ * credentials, both before the body is read; then validation (400); errors in the spec's shape
+ * `{error?, description}`, with 422 ConcurrencyError while the instance has an operation running.
  */
 export interface BrokerOptions {
   clusters: ClusterService;
@@ -31,38 +35,56 @@ const osbError = (reply: FastifyReply, status: number, error: string | undefined
 const Guid = Type.String({ pattern: '^[A-Za-z0-9-]{1,64}$' });
 
 export function registerBroker(app: FastifyInstance, o: BrokerOptions): void {
-  const authorise = async (req: FastifyRequest, reply: FastifyReply): Promise<boolean> => {
+  // One encapsulated scope: its hooks and error handler apply to the broker's routes only.
+  void app.register((scope, _opts, done) => {
+    brokerRoutes(scope, o);
+    done();
+  });
+}
+
+const OsbError = Type.Object({ error: Type.Optional(Type.String()), description: Type.String() }, { $id: 'OsbError' });
+
+function brokerRoutes(app: FastifyInstance, o: BrokerOptions): void {
+  // Version, then credentials: before the body is parsed or validated (onRequest).
+  app.addHook('onRequest', async (req, reply) => {
     const version = String(req.headers['x-broker-api-version'] ?? '');
     const [major, minor] = version.split('.').map(Number);
-    if (major !== 2 || (minor ?? 0) < 13) {
-      await osbError(reply, 412, undefined, `X-Broker-API-Version 2.13 or later is required, got ${version || 'none'}`);
-      return false;
-    }
+    if (major !== 2 || (minor ?? 0) < 13) return osbError(reply, 412, undefined, `X-Broker-API-Version 2.13 or later is required, got ${version || 'none'}`);
     const h = req.headers.authorization ?? '';
     const expected = await o.credentials();
     const given = /^basic /i.test(h) ? Buffer.from(h.slice(6), 'base64').toString() : '';
     const want = `${expected.username}:${expected.password}`;
     const a = createHash('sha256').update(given).digest();
     const b = createHash('sha256').update(want).digest();
-    if (!timingSafeEqual(a, b)) {
-      await reply.status(401).header('www-authenticate', 'Basic realm="anodyne-broker"').send({ description: 'bad broker credentials' });
-      return false;
-    }
-    return true;
-  };
+    if (!timingSafeEqual(a, b)) return reply.status(401).header('www-authenticate', 'Basic realm="anodyne-broker"').send({ description: 'bad broker credentials' });
+    return undefined;
+  });
+  app.setErrorHandler((err: unknown, _req, reply) => {
+    const fe = err as { validation?: unknown; validationContext?: string; message?: string; code?: string; statusCode?: number };
+    if (fe.validation) return osbError(reply, 400, undefined, `${fe.validationContext ?? 'request'}: ${fe.message ?? 'invalid'}`);
+    if (typeof fe.code === 'string' && fe.code.startsWith('FST_ERR_') && fe.statusCode && fe.statusCode < 500) return osbError(reply, fe.statusCode, undefined, fe.message ?? 'bad request');
+    const e = toAnodyneError(err);
+    if (e.code === 'ANODYNE_E_CLUSTER_BUSY') return osbError(reply, 422, 'ConcurrencyError', e.message);
+    const status = statusOf(e);
+    return osbError(reply, status, undefined, status >= 500 ? 'the broker failed; see the platform log' : e.message);
+  });
 
-  const schema = (summary: string, extra: Record<string, unknown> = {}) => ({ summary, tags: ['open service broker'], security: [{ brokerBasic: [] }], ...extra });
+  const errors = { '4xx': OsbError, '5xx': OsbError };
+  const schema = (summary: string, extra: Record<string, unknown> = {}) => ({ summary, tags: ['open service broker'], security: [{ brokerBasic: [] }], response: errors, ...extra });
   const instance = Type.Object({ instance_id: Guid });
   const binding = Type.Object({ instance_id: Guid, binding_id: Guid });
   const async = Type.Object({ accepts_incomplete: Type.Optional(Type.Boolean()), service_id: Type.Optional(Type.String()), plan_id: Type.Optional(Type.String()), operation: Type.Optional(Type.String()) });
+  // Deprovision and unbind must name the service and plan (the spec's required query parameters).
+  const named = Type.Object({ accepts_incomplete: Type.Optional(Type.Boolean()), service_id: Type.String({ minLength: 1 }), plan_id: Type.String({ minLength: 1 }) });
 
   const clusterOf = async (instanceId: string) => o.clusters.get(clusterNameFor(instanceId)).catch((err: unknown) => {
     if (err instanceof AnodyneError && err.code === 'ANODYNE_E_CLUSTER_NOT_FOUND') return undefined;
     throw err;
   });
+  const busy = (c: { last_action_state: string }) => c.last_action_state === 'in progress';
+  const bindingId = (bid: string) => bid.toLowerCase().replace(/[^a-z0-9]/g, '').slice(0, 40);
 
-  app.get('/v2/catalog', { schema: schema('The service catalog') }, async (req, reply) => {
-    if (!(await authorise(req, reply))) return reply;
+  app.get('/v2/catalog', { schema: schema('The service catalog') }, () => {
     return {
       services: [{
         id: SERVICE_ID, name: 'anodyne-kubernetes', description: 'Upstream Kubernetes clusters on demand', bindable: true, plan_updateable: false, instances_retrievable: true, bindings_retrievable: false,
@@ -76,7 +98,6 @@ export function registerBroker(app: FastifyInstance, o: BrokerOptions): void {
   });
 
   app.put('/v2/service_instances/:instance_id', { schema: schema('Provision a cluster', { params: instance, querystring: async, body: Type.Object({ service_id: Type.String(), plan_id: Type.String(), parameters: Type.Optional(Type.Object({ workers: Type.Optional(Type.Integer({ minimum: 0 })) }, { additionalProperties: false })), context: Type.Optional(Type.Unknown()), organization_guid: Type.Optional(Type.String()), space_guid: Type.Optional(Type.String()) }) }) }, async (req, reply) => {
-    if (!(await authorise(req, reply))) return reply;
     const { instance_id: iid } = req.params as { instance_id: string };
     const q = req.query as { accepts_incomplete?: boolean };
     if (!q.accepts_incomplete) return osbError(reply, 422, 'AsyncRequired', 'this broker provisions asynchronously; set accepts_incomplete=true');
@@ -94,18 +115,17 @@ export function registerBroker(app: FastifyInstance, o: BrokerOptions): void {
   });
 
   app.get('/v2/service_instances/:instance_id', { schema: schema('Fetch a service instance', { params: instance }) }, async (req, reply) => {
-    if (!(await authorise(req, reply))) return reply;
     const c = await clusterOf((req.params as { instance_id: string }).instance_id);
     if (!c) return osbError(reply, 404, undefined, 'no such instance');
     return { service_id: SERVICE_ID, plan_id: planId(c.plan_name), parameters: { workers: c.parameters.kubernetes_worker_instances } };
   });
 
   app.patch('/v2/service_instances/:instance_id', { schema: schema('Update a cluster (workers)', { params: instance, querystring: async, body: Type.Object({ service_id: Type.String(), plan_id: Type.Optional(Type.String()), parameters: Type.Optional(Type.Object({ workers: Type.Optional(Type.Integer({ minimum: 0 })) }, { additionalProperties: false })), previous_values: Type.Optional(Type.Unknown()), context: Type.Optional(Type.Unknown()) }) }) }, async (req, reply) => {
-    if (!(await authorise(req, reply))) return reply;
     if (!(req.query as { accepts_incomplete?: boolean }).accepts_incomplete) return osbError(reply, 422, 'AsyncRequired', 'set accepts_incomplete=true');
     const { instance_id: iid } = req.params as { instance_id: string };
     const c = await clusterOf(iid);
     if (!c) return osbError(reply, 404, undefined, 'no such instance');
+    if (busy(c)) return osbError(reply, 422, 'ConcurrencyError', 'the instance has an operation in progress');
     const b = req.body as { plan_id?: string; parameters?: { workers?: number } };
     if (b.plan_id && b.plan_id !== planId(c.plan_name)) return osbError(reply, 400, undefined, 'plans cannot be changed');
     if (b.parameters?.workers === undefined) return reply.status(200).send({});
@@ -114,7 +134,6 @@ export function registerBroker(app: FastifyInstance, o: BrokerOptions): void {
   });
 
   app.get('/v2/service_instances/:instance_id/last_operation', { schema: schema('Poll the last operation', { params: instance, querystring: async }) }, async (req, reply) => {
-    if (!(await authorise(req, reply))) return reply;
     const { instance_id: iid } = req.params as { instance_id: string };
     const op = (req.query as { operation?: string }).operation;
     const c = await clusterOf(iid);
@@ -128,32 +147,43 @@ export function registerBroker(app: FastifyInstance, o: BrokerOptions): void {
     return { state: c.last_action_state, description: c.last_action_description };
   });
 
-  app.delete('/v2/service_instances/:instance_id', { schema: schema('Deprovision a cluster', { params: instance, querystring: async }) }, async (req, reply) => {
-    if (!(await authorise(req, reply))) return reply;
-    if (!(req.query as { accepts_incomplete?: boolean }).accepts_incomplete) return osbError(reply, 422, 'AsyncRequired', 'set accepts_incomplete=true');
+  app.delete('/v2/service_instances/:instance_id', { schema: schema('Deprovision a cluster', { params: instance, querystring: named }) }, async (req, reply) => {
+    const q = req.query as { accepts_incomplete?: boolean; service_id: string };
+    if (q.service_id !== SERVICE_ID) return osbError(reply, 400, undefined, 'unknown service_id');
+    if (!q.accepts_incomplete) return osbError(reply, 422, 'AsyncRequired', 'set accepts_incomplete=true');
     const c = await clusterOf((req.params as { instance_id: string }).instance_id);
     if (!c) return osbError(reply, 410, undefined, 'no such instance');
+    if (busy(c) && c.last_action !== 'DELETE') return osbError(reply, 422, 'ConcurrencyError', 'the instance has an operation in progress');
+    if (busy(c)) return reply.status(202).send({ operation: `task-${c.last_task_id}` });
     const d = await o.clusters.delete(c.name, BROKER_OWNER);
     return reply.status(202).send({ operation: `task-${d.last_task_id}` });
   });
 
-  app.put('/v2/service_instances/:instance_id/service_bindings/:binding_id', { schema: schema('Bind: a revocable kubeconfig', { params: binding, body: Type.Object({ service_id: Type.String(), plan_id: Type.String(), bind_resource: Type.Optional(Type.Unknown()), context: Type.Optional(Type.Unknown()), parameters: Type.Optional(Type.Object({}, { additionalProperties: false })) }) }) }, async (req, reply) => {
-    if (!(await authorise(req, reply))) return reply;
+  app.put('/v2/service_instances/:instance_id/service_bindings/:binding_id', { schema: schema('Bind: a revocable kubeconfig (201 new, 200 the same request again, 409 another request on the same id)', { params: binding, body: Type.Object({ service_id: Type.String(), plan_id: Type.String(), bind_resource: Type.Optional(Type.Unknown()), context: Type.Optional(Type.Unknown()), parameters: Type.Optional(Type.Object({}, { additionalProperties: false })) }) }) }, async (req, reply) => {
     const { instance_id: iid, binding_id: bid } = req.params as { instance_id: string; binding_id: string };
+    const b = req.body as { service_id: string; plan_id: string; bind_resource?: unknown; parameters?: unknown };
     const c = await clusterOf(iid);
     if (!c) return osbError(reply, 404, undefined, 'no such instance');
+    if (b.service_id !== SERVICE_ID || b.plan_id !== planId(c.plan_name)) return osbError(reply, 400, undefined, 'service_id or plan_id does not match the instance');
     if (c.last_action_state !== 'succeeded') return osbError(reply, 422, 'ConcurrencyError', 'the instance has an operation in progress');
-    const id = bid.toLowerCase().replace(/[^a-z0-9]/g, '').slice(0, 40);
-    const kubeconfig = await o.clusters.serviceAccountKubeconfig(c.name, id);
-    return reply.status(201).send({ credentials: { kubeconfig, server: `https://${c.kubernetes_master_ips[0]}:${c.parameters.kubernetes_master_port}` } });
+    // What identifies "the same binding": the attributes the platform asked with (not its context).
+    const fingerprint = createHash('sha256').update(JSON.stringify([b.service_id, b.plan_id, b.parameters ?? {}, b.bind_resource ?? {}])).digest('hex');
+    try {
+      const { kubeconfig, created } = await o.clusters.serviceAccountKubeconfig(c.name, bindingId(bid), fingerprint);
+      return reply.status(created ? 201 : 200).send({ credentials: { kubeconfig, server: `https://${c.kubernetes_master_ips[0]}:${c.parameters.kubernetes_master_port}` } });
+    } catch (err) {
+      if (err instanceof AnodyneError && err.code === 'ANODYNE_E_BINDING_CONFLICT') return osbError(reply, 409, undefined, err.message);
+      throw err;
+    }
   });
 
-  app.delete('/v2/service_instances/:instance_id/service_bindings/:binding_id', { schema: schema('Unbind: revoke the credential', { params: binding, querystring: async }) }, async (req, reply) => {
-    if (!(await authorise(req, reply))) return reply;
+  app.delete('/v2/service_instances/:instance_id/service_bindings/:binding_id', { schema: schema('Unbind: revoke the credential', { params: binding, querystring: named }) }, async (req, reply) => {
     const { instance_id: iid, binding_id: bid } = req.params as { instance_id: string; binding_id: string };
+    if ((req.query as { service_id: string }).service_id !== SERVICE_ID) return osbError(reply, 400, undefined, 'unknown service_id');
     const c = await clusterOf(iid);
     if (!c) return osbError(reply, 410, undefined, 'no such instance');
-    const existed = await o.clusters.revokeServiceAccount(c.name, bid.toLowerCase().replace(/[^a-z0-9]/g, '').slice(0, 40));
+    if (busy(c)) return osbError(reply, 422, 'ConcurrencyError', 'the instance has an operation in progress');
+    const existed = await o.clusters.revokeServiceAccount(c.name, bindingId(bid));
     return reply.status(existed ? 200 : 410).send({});
   });
 }

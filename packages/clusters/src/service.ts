@@ -336,17 +336,29 @@ export class ClusterService {
    * A credential that can be revoked on its own: a service account bound to cluster-admin and a
    * token for it (the Open Service Broker's bindings). Idempotent per id.
    */
-  async serviceAccountKubeconfig(name: string, id: string): Promise<string> {
+  async serviceAccountKubeconfig(name: string, id: string, fingerprint = ''): Promise<{ kubeconfig: string; created: boolean }> {
     const { server, admin } = await this.endpoint(name);
     const sa = `anodyne-binding-${id}`;
-    await kubeRequest(server, admin, 'POST', '/api/v1/namespaces/kube-system/serviceaccounts', { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: sa, labels: { 'app.kubernetes.io/managed-by': 'anodyne' } } }, [409]);
+    const path = `/api/v1/namespaces/kube-system/serviceaccounts/${sa}`;
+    // A binding id is bound once: the same request again gets a credential for the same account;
+    // a different request on the same id is a conflict (the request's fingerprint is on the account).
+    const existing = await kubeRequest(server, admin, 'GET', path, undefined, [404]) as { code?: number; metadata?: { annotations?: Record<string, string> } } | null;
+    const created = existing?.code === 404;
+    if (!created && (existing?.metadata?.annotations?.[BINDING_FINGERPRINT] ?? '') !== fingerprint) {
+      throw new ConflictError('ANODYNE_E_BINDING_CONFLICT', `binding ${id} of cluster ${name} exists with other attributes`, { details: { name, id } });
+    }
+    if (created) {
+      await kubeRequest(server, admin, 'POST', '/api/v1/namespaces/kube-system/serviceaccounts', {
+        apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: sa, labels: { 'app.kubernetes.io/managed-by': 'anodyne' }, annotations: { [BINDING_FINGERPRINT]: fingerprint } },
+      }, [409]);
+    }
     await kubeRequest(server, admin, 'POST', '/apis/rbac.authorization.k8s.io/v1/clusterrolebindings', {
       apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', metadata: { name: sa, labels: { 'app.kubernetes.io/managed-by': 'anodyne' } },
       roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'cluster-admin' },
       subjects: [{ kind: 'ServiceAccount', name: sa, namespace: 'kube-system' }],
     }, [409]);
-    const tr = await kubeRequest(server, admin, 'POST', `/api/v1/namespaces/kube-system/serviceaccounts/${sa}/token`, { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: { expirationSeconds: 365 * 86_400 } }) as { status: { token: string } };
-    return tokenKubeconfig({ cluster: name, server, clusterCa: admin.ca, user: sa, token: tr.status.token });
+    const tr = await kubeRequest(server, admin, 'POST', `${path}/token`, { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: { expirationSeconds: 365 * 86_400 } }) as { status: { token: string } };
+    return { kubeconfig: tokenKubeconfig({ cluster: name, server, clusterCa: admin.ca, user: sa, token: tr.status.token }), created };
   }
 
   /**
@@ -472,6 +484,9 @@ export function userKubeconfig(o: { cluster: string; server: string; clusterCa: 
 }
 
 /** One call to a cluster's API server with the admin client certificate. */
+/** The annotation on a binding's ServiceAccount that records what the binding was asked with. */
+const BINDING_FINGERPRINT = 'anodyne.io/binding-request';
+
 export function kubeRequest(server: string, admin: { ca: string; certificate: string; private_key: string }, method: string, path: string, body?: unknown, okStatuses: number[] = []): Promise<unknown> {
   const url = new URL(path, server);
   return new Promise((resolve, reject) => {

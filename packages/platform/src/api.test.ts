@@ -367,6 +367,16 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
       call(method, path, { headers: { authorization: basic, 'x-broker-api-version': '2.17', ...headers }, ...(body !== undefined ? { body } : {}) });
     assert.equal((await call('GET', '/v2/catalog', { headers: { authorization: basic } })).status, 412, 'the API version header is required');
     assert.equal((await call('GET', '/v2/catalog', { headers: { authorization: 'Basic eDp5', 'x-broker-api-version': '2.17' } })).status, 401);
+    // The spec's order: the version header, then credentials, both before the body is read or validated.
+    const junk = { raw: '{not json', headers: { 'content-type': 'application/json' } };
+    const noVersion = await call('PUT', '/v2/service_instances/x?accepts_incomplete=true', { ...junk, headers: { ...junk.headers, authorization: basic } });
+    assert.equal(noVersion.status, 412, noVersion.text);
+    assert.equal(typeof (noVersion.body as { description?: string }).description, 'string', 'OSB errors carry a description');
+    const badCreds = await call('PUT', '/v2/service_instances/x?accepts_incomplete=true', { ...junk, headers: { ...junk.headers, authorization: 'Basic eDp5', 'x-broker-api-version': '2.17' } });
+    assert.equal(badCreds.status, 401, badCreds.text);
+    const invalid = await call('PUT', '/v2/service_instances/x?accepts_incomplete=true', { ...junk, headers: { ...junk.headers, authorization: basic, 'x-broker-api-version': '2.17' } });
+    assert.equal(invalid.status, 400, invalid.text);
+    assert.equal(typeof (invalid.body as { description?: string }).description, 'string', `a 400 in the OSB shape: ${invalid.text}`);
     const catalog = (await osb('GET', '/v2/catalog')).body as { services: { id: string; plans: { id: string; name: string }[] }[] };
     const service = catalog.services[0]!;
     const small = service.plans.find((p) => p.name === 'small')!;
@@ -384,8 +394,22 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
     }
     assert.equal(state, 'succeeded');
     t.diagnostic(`provisioned through the broker in ${(performance.now() - started).toFixed(0)} ms`);
+    // GET of the instance, and a PATCH that changes nothing (no operation).
+    const fetched = await osb('GET', `/v2/service_instances/${iid}`);
+    assert.deepEqual(fetched.body, { service_id: service.id, plan_id: small.id, parameters: { workers: 1 } });
+    assert.equal((await osb('GET', '/v2/service_instances/6a1f3c1e-0000-0000-0000-000000000000')).status, 404);
+    const noop = await osb('PATCH', `/v2/service_instances/${iid}?accepts_incomplete=true`, { service_id: service.id, plan_id: small.id });
+    assert.equal(noop.status, 200, noop.text);
     const bound = await osb('PUT', `/v2/service_instances/${iid}/service_bindings/b-1?accepts_incomplete=true`, { service_id: service.id, plan_id: small.id });
     assert.equal(bound.status, 201, bound.text);
+    const again = await osb('PUT', `/v2/service_instances/${iid}/service_bindings/b-1?accepts_incomplete=true`, { service_id: service.id, plan_id: small.id });
+    assert.equal(again.status, 200, `the same bind again: 200 with credentials: ${again.text}`);
+    assert.ok((again.body as { credentials?: { kubeconfig?: string } }).credentials?.kubeconfig);
+    const other = await osb('PUT', `/v2/service_instances/${iid}/service_bindings/b-1?accepts_incomplete=true`, { service_id: service.id, plan_id: small.id, bind_resource: { app_guid: 'another-app' } });
+    assert.equal(other.status, 409, `another bind on the same id: 409: ${other.text}`);
+    // Unbind and deprovision must name the service and plan.
+    assert.equal((await osb('DELETE', `/v2/service_instances/${iid}/service_bindings/b-1`)).status, 400, 'unbind without service_id/plan_id');
+    assert.equal((await osb('DELETE', `/v2/service_instances/${iid}?accepts_incomplete=true`)).status, 400, 'deprovision without service_id/plan_id');
     const kc = join(tp.dir, 'osb.kubeconfig');
     writeFileSync(kc, (bound.body as { credentials: { kubeconfig: string } }).credentials.kubeconfig, { mode: 0o600 });
     const kubectl = locateRelease().bin('kubectl');
@@ -401,6 +425,18 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
     }
     assert.ok(revoked, 'the unbound credential no longer works');
     assert.equal((await osb('DELETE', `/v2/service_instances/${iid}/service_bindings/b-1?service_id=${service.id}&plan_id=${small.id}`)).status, 410, 'unbinding again: 410 Gone');
+    // A resize runs; while it does, another change is a 422 ConcurrencyError.
+    const resize = await osb('PATCH', `/v2/service_instances/${iid}?accepts_incomplete=true`, { service_id: service.id, plan_id: small.id, parameters: { workers: 2 } });
+    assert.equal(resize.status, 202, resize.text);
+    const during = await osb('DELETE', `/v2/service_instances/${iid}?accepts_incomplete=true&service_id=${service.id}&plan_id=${small.id}`);
+    assert.equal(during.status, 422, during.text);
+    assert.equal((during.body as { error?: string }).error, 'ConcurrencyError');
+    let resized = 'in progress';
+    for (let i = 0; i < 240 && resized === 'in progress'; i++) {
+      resized = ((await osb('GET', `/v2/service_instances/${iid}/last_operation?operation=${(resize.body as { operation: string }).operation}`)).body as { state: string }).state;
+      if (resized === 'in progress') await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.equal(resized, 'succeeded');
     const deprov = await osb('DELETE', `/v2/service_instances/${iid}?accepts_incomplete=true&service_id=${service.id}&plan_id=${small.id}`);
     assert.equal(deprov.status, 202);
     const op = (deprov.body as { operation: string }).operation;
