@@ -27,9 +27,14 @@ export interface ReachContext {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Polls `probe` every `everyMs` until it returns a value, or gives up and returns undefined. */
-async function until<T>(probe: () => Promise<T | undefined>, tries: number, everyMs = 500): Promise<T | undefined> {
-  for (let i = 0; i < tries; i++) {
+/**
+ * Polls `probe` every `everyMs` until it returns a value, or gives up (after `tries` probes or
+ * `withinMs`, whichever comes first: a probe may itself wait on a webhook's timeout) and
+ * returns undefined.
+ */
+async function until<T>(probe: () => Promise<T | undefined>, tries: number, everyMs = 500, withinMs = tries * everyMs + 30_000): Promise<T | undefined> {
+  const deadline = performance.now() + withinMs;
+  for (let i = 0; i < tries && performance.now() < deadline; i++) {
     const v = await probe().catch(() => undefined);
     if (v !== undefined) return v;
     await sleep(everyMs);
@@ -132,7 +137,7 @@ export async function installWebhooks(ctx: ReachContext): Promise<void> {
     },
   ]);
   // The first denial: the API server has loaded the configuration and reached a webhook pod.
-  const denied = await until(() => refusal(ctx.kubectl, `first-${Date.now()}`), 120);
+  const denied = await until(() => refusal(ctx.kubectl, `first-${Date.now()}`), 120, 500, 90_000);
   assert.match(denied ?? '', /anodyne test webhook: the data key "forbidden" is not allowed/, 'a ConfigMap with a forbidden key is refused with the webhook\'s message');
   ctx.note(`admission webhooks in effect ${(performance.now() - registered).toFixed(0)} ms after registration`);
   await ctx.kubectl('wait', '--for=condition=Established', 'crd/widgets.test.anodyne.io', '--timeout=30s');
