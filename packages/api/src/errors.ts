@@ -19,6 +19,9 @@ const STATUS: Record<ErrorKind, number> = {
 export function statusOf(err: AnodyneError): number {
   if (err.code === 'ANODYNE_E_RATE_LIMITED') return 429;
   if (err.code === 'ANODYNE_E_BODY_TOO_LARGE') return 413;
+  if (err.code === 'ANODYNE_E_METHOD_NOT_ALLOWED') return 405;
+  if (err.code === 'ANODYNE_E_URI_TOO_LONG') return 414;
+  if (err.code === 'ANODYNE_E_UNSUPPORTED_MEDIA_TYPE') return 415;
   return STATUS[err.kind];
 }
 

@@ -69,6 +69,15 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     logger: false,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false } },
     return503OnClosing: true,
+    // The router's own refusals (a path segment over maxParamLength, a malformed URL) in the documented shape.
+    frameworkErrors: (err, req, res) => {
+      const reply = res as unknown as FastifyReply;
+      const tooLong = err.code === 'FST_ERR_MAX_PARAM_LENGTH';
+      const status = tooLong ? 414 : 400;
+      const message = tooLong ? 'a path segment is too long' : 'the URL is not valid';
+      if (req.url.startsWith('/v2/')) return void reply.status(status).send({ description: message });
+      return void reply.status(status).send({ code: tooLong ? 'ANODYNE_E_URI_TOO_LONG' : 'ANODYNE_E_INVALID_INPUT', message, details: {} });
+    },
   });
   const metrics = new Metrics();
   const tokenHits = new Map<string, { windowStart: number; count: number }>();
@@ -101,14 +110,30 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
       mapped = { status: 400, body: { code: 'ANODYNE_E_INVALID_INPUT', message: `${fe.validationContext ?? 'request'}: ${fe.message ?? 'invalid'}`, details: { validation: fe.validation } } };
     } else if (fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
       mapped = { status: 413, body: { code: 'ANODYNE_E_BODY_TOO_LARGE', message: 'the request body is too large', details: {} } };
+    } else if (fe.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+      mapped = { status: 415, body: { code: 'ANODYNE_E_UNSUPPORTED_MEDIA_TYPE', message: fe.message ?? 'unsupported content type', details: {} } };
     } else if (typeof fe.code === 'string' && fe.code.startsWith('FST_ERR_') && fe.statusCode && fe.statusCode < 500) {
       mapped = { status: fe.statusCode, body: { code: 'ANODYNE_E_INVALID_INPUT', message: fe.message ?? 'bad request', details: {} } };
     }
     if (mapped.status >= 500) o.logger.error({ err: (err as Error).message, route: req.routeOptions.url }, 'request failed');
     void reply.status(mapped.status).send(mapped.body);
   });
+  // A path that exists but not with this method: 405 with Allow; otherwise 404.
+  const patterns = new Map<string, RegExp>();
+  const pattern = (url: string) => {
+    let re = patterns.get(url);
+    if (!re) patterns.set(url, (re = new RegExp(`^${url.split('/').map((seg) => (seg.startsWith(':') ? '[^/]+' : seg === '*' ? '.*' : seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('/')}$`)));
+    return re;
+  };
   app.setNotFoundHandler((req, reply) => {
-    void reply.status(404).send({ code: 'ANODYNE_E_ROUTE_NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]}`, details: {} });
+    const path = req.url.split('?')[0] ?? '/';
+    const allow = [...new Set(routes.filter((r) => pattern(r.url).test(path)).map((r) => r.method))];
+    if (allow.includes('GET')) allow.push('HEAD');
+    if (allow.length > 0) {
+      void reply.status(405).header('allow', allow.join(', ')).send({ code: 'ANODYNE_E_METHOD_NOT_ALLOWED', message: `${req.method} is not allowed on ${path}; allowed: ${allow.join(', ')}`, details: { allow } });
+      return;
+    }
+    void reply.status(404).send({ code: 'ANODYNE_E_ROUTE_NOT_FOUND', message: `no route ${req.method} ${path}`, details: {} });
   });
 
   // Authentication and scope checks, per route (config.scopes), before the body is even read.

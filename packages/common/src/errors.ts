@@ -48,6 +48,9 @@ export const ErrorCodes = {
   ANODYNE_E_UNAVAILABLE: def('ANODYNE_E_UNAVAILABLE', 'unavailable', 'Temporarily unavailable', true),
   ANODYNE_E_TIMEOUT: def('ANODYNE_E_TIMEOUT', 'timeout', 'Timed out', true),
   ANODYNE_E_CANCELLED: def('ANODYNE_E_CANCELLED', 'cancelled', 'Cancelled'),
+  ANODYNE_E_METHOD_NOT_ALLOWED: def('ANODYNE_E_METHOD_NOT_ALLOWED', 'invalid_input', 'The path does not take this method'),
+  ANODYNE_E_URI_TOO_LONG: def('ANODYNE_E_URI_TOO_LONG', 'invalid_input', 'A path segment is too long'),
+  ANODYNE_E_UNSUPPORTED_MEDIA_TYPE: def('ANODYNE_E_UNSUPPORTED_MEDIA_TYPE', 'invalid_input', 'The request body\'s content type is not accepted'),
 
   // configuration
   ANODYNE_E_CONFIG_INVALID: def('ANODYNE_E_CONFIG_INVALID', 'invalid_input', 'Configuration is invalid'),

@@ -142,6 +142,9 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
       ['bad task id', call('GET', '/v1/tasks/abc', { token: tokens['bob'] }), 400, 'ANODYNE_E_INVALID_INPUT'],
       ['unknown network profile', post({ name: 'np', plan_name: 'small', network_profile_name: 'nope' }), 400, 'ANODYNE_E_NETWORK_PROFILE_NOT_FOUND'],
       ['bad profile CIDR', call('POST', '/v1/network-profiles', { token: tokens['root'], body: { name: 'bad', pod_cidr: '10.0.0.0/30', service_cidr: '10.1.0.0/16' } }), 400, 'ANODYNE_E_INVALID_INPUT'],
+      ['a method the path does not take', call('PUT', '/v1/clusters', { token: tokens['bob'], body: {} }), 405, 'ANODYNE_E_METHOD_NOT_ALLOWED'],
+      ['a path segment too long', call('GET', `/v1/clusters/${'a'.repeat(200)}`, { token: tokens['bob'] }), 414, 'ANODYNE_E_URI_TOO_LONG'],
+      ['a body of another content type', call('POST', '/v1/clusters', { token: tokens['bob'], raw: '<cluster/>', headers: { 'content-type': 'application/xml' } }), 415, 'ANODYNE_E_UNSUPPORTED_MEDIA_TYPE'],
     ];
     for (const [label, pending, status, code] of cases) {
       const r = await pending;
@@ -149,6 +152,9 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
       assert.equal((r.body as { code: string }).code, code, label);
       assert.ok((r.body as { message: string }).message.length > 0);
     }
+    const wrongMethod = await call('DELETE', '/v1/plans', { token: tokens['bob'] });
+    assert.equal(wrongMethod.status, 405);
+    assert.equal(wrongMethod.headers['allow'], 'GET, HEAD', 'a 405 says which methods the path takes');
     // Over quota: bob may have no clusters at all.
     assert.equal((await call('PUT', '/v1/quotas/bob', { token: tokens['root'], body: { max_clusters: 0, max_workers: 10 } })).status, 200);
     const over = await post({ name: 'bobs', plan_name: 'small' });
