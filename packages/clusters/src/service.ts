@@ -164,6 +164,7 @@ export class ClusterService {
       ...(serviceCidr ? { serviceCidr } : {}),
     };
     const manifest = clusterManifest(this.request(input.name, params, plan.name), this.plans); // validates name, workers, CIDRs
+    await this.reapDeleted(input.name);
     const existing = await this.q('reading a cluster', () => this.o.store.db.selectFrom('clusters').select('name').where('name', '=', input.name).executeTakeFirst());
     if (existing) throw new ConflictError('ANODYNE_E_CLUSTER_EXISTS', `cluster ${input.name} exists`, { details: { name: input.name } });
     await this.checkQuota(owner, 1, params.workers);
@@ -183,22 +184,43 @@ export class ClusterService {
     await this.q('updating a cluster', () => this.o.store.db.updateTable('clusters').set({ last_action: action, last_task_id: taskId, updated_at: this.now() }).where('name', '=', name).execute());
   }
 
+  /**
+   * Cluster records, without those whose delete has finished. Reading never writes: such records
+   * are removed by `reapDeleted` (the platform runs it at start and periodically; a create of the
+   * same name runs it first).
+   */
   private async rows(filter: { owner?: string; name?: string } = {}): Promise<ClustersTable[]> {
     let q = this.o.store.db.selectFrom('clusters').selectAll();
     if (filter.owner) q = q.where('owner', '=', filter.owner);
     if (filter.name !== undefined) q = q.where('name', '=', filter.name);
     const rows = await this.q('listing clusters', () => q.orderBy('name').execute());
-    // A finished delete removes the record (also after a restart that cut the follow-up short).
-    const out: ClustersTable[] = [];
-    for (const r of rows) {
-      if (r.last_action === 'DELETE' && r.last_task_id !== null && (await this.o.director.tasks.get(r.last_task_id)).state === 'done') {
-        await this.q('removing a cluster record', () => this.o.store.db.deleteFrom('clusters').where('name', '=', r.name).execute());
-        this.endpoints.delete(r.name);
-        continue;
-      }
-      out.push(r);
+    const deleted = await this.finishedDeletes(rows);
+    return rows.filter((r) => !deleted.has(r.name));
+  }
+
+  /** Names of the given records whose DELETE task is done. */
+  private async finishedDeletes(rows: ClustersTable[]): Promise<Set<string>> {
+    const deleting = rows.filter((r) => r.last_action === 'DELETE' && r.last_task_id !== null);
+    if (deleting.length === 0) return new Set();
+    const tasks = await this.o.director.tasks.getMany(deleting.map((r) => r.last_task_id!));
+    return new Set(deleting.filter((r) => tasks.get(r.last_task_id!)?.state === 'done').map((r) => r.name));
+  }
+
+  /**
+   * Removes the records of clusters whose delete has finished (also after a restart cut the
+   * follow-up short); returns their names. Explicit, so that no read writes.
+   */
+  async reapDeleted(name?: string): Promise<string[]> {
+    let q = this.o.store.db.selectFrom('clusters').selectAll().where('last_action', '=', 'DELETE');
+    if (name !== undefined) q = q.where('name', '=', name);
+    const rows = await this.q('listing deleted clusters', () => q.execute());
+    const done = [...(await this.finishedDeletes(rows))];
+    for (const n of done) {
+      await this.q('removing a cluster record', () => this.o.store.db.deleteFrom('clusters').where('name', '=', n).where('last_action', '=', 'DELETE').execute());
+      this.endpoints.delete(n);
     }
-    return out;
+    if (done.length > 0) this.o.logger.info({ clusters: done }, 'deleted clusters\' records removed');
+    return done;
   }
 
   private async row(name: string): Promise<ClustersTable> {

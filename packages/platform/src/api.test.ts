@@ -338,6 +338,14 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
     assert.equal((await tp.platform.director.wait(delTask)).state, 'done');
     assert.equal((await call('GET', '/v1/clusters/team-a', { token: tokens['alice'] })).status, 404);
     assert.deepEqual(await tp.platform.provider.listVms(), []);
+    // Reads never write: the record goes by the platform's reaper (at most 10 s later), not by the GET.
+    const record = () => tp.platform.store.db.selectFrom('clusters').select('name').where('name', '=', 'team-a').executeTakeFirst();
+    let left = await record();
+    for (let i = 0; i < 30 && left; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      left = await record();
+    }
+    assert.equal(left, undefined, 'the deleted cluster\'s record is reaped');
     // The whole create/bind/rotate/upgrade/delete run, logged at debug level, holds none of them.
     const logs = tp.logs();
     assert.ok(logs.split('\n').length > 50, 'the platform logged the run');

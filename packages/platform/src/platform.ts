@@ -136,6 +136,11 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       },
       oidc: { issuerUrl: url, caPem: ca.certificate, audience: AUDIENCE, usernameClaim: 'user_name', usernamePrefix: 'anodyne:', anyScope: [SCOPES.manage, SCOPES.admin] },
     });
+    // Records of finished deletes are removed here, not by reads: at start and every 10 s.
+    const reap = () => clusters.reapDeleted().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'removing deleted clusters\' records failed'));
+    await reap();
+    const reapTimer = setInterval(() => void reap(), 10_000);
+    reapTimer.unref();
     const audit = new AuditLog(store, clock);
     const dc = config.director;
     const health = new HealthMonitor({
@@ -157,6 +162,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       app, url, caFile, caPem: ca.certificate, adminPassword, releaseKubectl: release.bin('kubectl'), store, creds, provider, director, identity, clusters, health,
       close: async () => {
         clearInterval(keyTimer);
+        clearInterval(reapTimer);
         await health.stop();
         await app.close();
         // With no deployment left, nothing needs the VM network: remove the bridge and its rules
