@@ -42,7 +42,8 @@ export function registerBroker(app: FastifyInstance, o: BrokerOptions): void {
   });
 }
 
-const OsbError = Type.Object({ error: Type.Optional(Type.String()), description: Type.String() }, { $id: 'OsbError' });
+// The spec's error body; a 410 Gone of unbind and deprovision is `{}`.
+const OsbError = Type.Object({ error: Type.Optional(Type.String()), description: Type.Optional(Type.String()) }, { $id: 'OsbError' });
 
 function brokerRoutes(app: FastifyInstance, o: BrokerOptions): void {
   // Version, then credentials: before the body is parsed or validated (onRequest).
