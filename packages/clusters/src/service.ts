@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { request } from 'node:https';
 import { ConflictError, InputError, NotFoundError, QuotaError, UnavailableError, type Clock, type Logger } from '@anodyne/common';
-import { mapStoreError, type Store, type ClustersTable, type NetworkProfilesTable } from '@anodyne/store';
+import { storeQuery, type Store, type ClustersTable, type NetworkProfilesTable } from '@anodyne/store';
 import type { Director, InstanceView, Task, TaskState } from '@anodyne/director';
 import { BUILTIN_PLANS, adminKubeconfig, validatePlans, clusterManifest, deploymentName, type ClusterRequest, type OidcTrust, type Plan } from './cluster.js';
 
@@ -77,13 +77,6 @@ export class ClusterService {
     this.quota = o.defaultQuota ?? { maxClusters: 10, maxWorkers: 50 };
   }
 
-  private async q<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (err) {
-      throw mapStoreError(err, what);
-    }
-  }
 
   private now(): string {
     return this.o.clock.now().toISOString();
@@ -101,11 +94,11 @@ export class ClusterService {
   // ---------------------------------------------------------------- network profiles
 
   async networkProfiles(): Promise<NetworkProfilesTable[]> {
-    return this.q('listing network profiles', () => this.o.store.db.selectFrom('network_profiles').selectAll().orderBy('name').execute());
+    return storeQuery('listing network profiles', () => this.o.store.db.selectFrom('network_profiles').selectAll().orderBy('name').execute());
   }
 
   async networkProfile(name: string): Promise<NetworkProfilesTable> {
-    const p = await this.q('reading a network profile', () => this.o.store.db.selectFrom('network_profiles').selectAll().where('name', '=', name).executeTakeFirst());
+    const p = await storeQuery('reading a network profile', () => this.o.store.db.selectFrom('network_profiles').selectAll().where('name', '=', name).executeTakeFirst());
     if (!p) throw new InputError('ANODYNE_E_NETWORK_PROFILE_NOT_FOUND', `unknown network profile ${JSON.stringify(name)}`, { details: { key: 'network_profile_name' } });
     return p;
   }
@@ -113,28 +106,28 @@ export class ClusterService {
   /** An admin offers named pod and service ranges; they are checked like a cluster request's. */
   async createNetworkProfile(input: { name: string; description?: string; pod_cidr: string; service_cidr: string }): Promise<NetworkProfilesTable> {
     clusterManifest({ name: 'profile-check', plan: this.plans[0]!.name, workers: 0, network: { podCidr: input.pod_cidr, serviceCidr: input.service_cidr } }, this.plans);
-    const exists = await this.q('reading a network profile', () => this.o.store.db.selectFrom('network_profiles').select('name').where('name', '=', input.name).executeTakeFirst());
+    const exists = await storeQuery('reading a network profile', () => this.o.store.db.selectFrom('network_profiles').select('name').where('name', '=', input.name).executeTakeFirst());
     if (exists) throw new ConflictError('ANODYNE_E_CONFLICT', `network profile ${input.name} exists`, { details: { name: input.name } });
     const row: NetworkProfilesTable = { name: input.name, description: input.description ?? '', pod_cidr: input.pod_cidr, service_cidr: input.service_cidr, created_at: this.now() };
-    await this.q('creating a network profile', () => this.o.store.db.insertInto('network_profiles').values(row).execute());
+    await storeQuery('creating a network profile', () => this.o.store.db.insertInto('network_profiles').values(row).execute());
     return row;
   }
 
   async deleteNetworkProfile(name: string): Promise<void> {
     await this.networkProfile(name);
-    const users = await this.q('reading clusters', () => this.o.store.db.selectFrom('clusters').select('name').where('network_profile', '=', name).execute());
+    const users = await storeQuery('reading clusters', () => this.o.store.db.selectFrom('clusters').select('name').where('network_profile', '=', name).execute());
     if (users.length > 0) throw new ConflictError('ANODYNE_E_CONFLICT', `network profile ${name} is used by ${users.map((u) => u.name).join(', ')}`, { details: { clusters: users.map((u) => u.name) } });
-    await this.q('deleting a network profile', () => this.o.store.db.deleteFrom('network_profiles').where('name', '=', name).execute());
+    await storeQuery('deleting a network profile', () => this.o.store.db.deleteFrom('network_profiles').where('name', '=', name).execute());
   }
 
   async quotaOf(owner: string): Promise<{ owner: string; max_clusters: number; max_workers: number }> {
-    const row = await this.q('reading a quota', () => this.o.store.db.selectFrom('quotas').selectAll().where('owner', '=', owner).executeTakeFirst());
+    const row = await storeQuery('reading a quota', () => this.o.store.db.selectFrom('quotas').selectAll().where('owner', '=', owner).executeTakeFirst());
     return row ?? { owner, max_clusters: this.quota.maxClusters, max_workers: this.quota.maxWorkers };
   }
 
   async setQuota(owner: string, maxClusters: number, maxWorkers: number): Promise<void> {
     if (!Number.isInteger(maxClusters) || maxClusters < 0 || !Number.isInteger(maxWorkers) || maxWorkers < 0) throw new InputError('ANODYNE_E_INVALID_INPUT', 'quotas are whole numbers ≥ 0');
-    await this.q('setting a quota', () => this.o.store.db.insertInto('quotas').values({ owner, max_clusters: maxClusters, max_workers: maxWorkers })
+    await storeQuery('setting a quota', () => this.o.store.db.insertInto('quotas').values({ owner, max_clusters: maxClusters, max_workers: maxWorkers })
       .onConflict((oc) => oc.column('owner').doUpdateSet({ max_clusters: maxClusters, max_workers: maxWorkers })).execute());
   }
 
@@ -165,23 +158,23 @@ export class ClusterService {
     };
     const manifest = clusterManifest(this.request(input.name, params, plan.name), this.plans); // validates name, workers, CIDRs
     await this.reapDeleted(input.name);
-    const existing = await this.q('reading a cluster', () => this.o.store.db.selectFrom('clusters').select('name').where('name', '=', input.name).executeTakeFirst());
+    const existing = await storeQuery('reading a cluster', () => this.o.store.db.selectFrom('clusters').select('name').where('name', '=', input.name).executeTakeFirst());
     if (existing) throw new ConflictError('ANODYNE_E_CLUSTER_EXISTS', `cluster ${input.name} exists`, { details: { name: input.name } });
     await this.checkQuota(owner, 1, params.workers);
     const row: ClustersTable = { name: input.name, uuid: randomUUID(), plan: plan.name, owner, parameters: JSON.stringify(params), last_action: 'CREATE', last_task_id: null, network_profile: profile?.name ?? null, created_at: this.now(), updated_at: this.now() };
-    await this.q('recording a cluster', () => this.o.store.db.insertInto('clusters').values(row).execute());
+    await storeQuery('recording a cluster', () => this.o.store.db.insertInto('clusters').values(row).execute());
     try {
       const task = await this.o.director.deploy(manifest, owner);
       await this.setTask(input.name, 'CREATE', task.id);
     } catch (err) {
-      await this.q('removing a cluster record', () => this.o.store.db.deleteFrom('clusters').where('name', '=', input.name).execute());
+      await storeQuery('removing a cluster record', () => this.o.store.db.deleteFrom('clusters').where('name', '=', input.name).execute());
       throw err;
     }
     return this.get(input.name);
   }
 
   private async setTask(name: string, action: string, taskId: number): Promise<void> {
-    await this.q('updating a cluster', () => this.o.store.db.updateTable('clusters').set({ last_action: action, last_task_id: taskId, updated_at: this.now() }).where('name', '=', name).execute());
+    await storeQuery('updating a cluster', () => this.o.store.db.updateTable('clusters').set({ last_action: action, last_task_id: taskId, updated_at: this.now() }).where('name', '=', name).execute());
   }
 
   /**
@@ -193,7 +186,7 @@ export class ClusterService {
     let q = this.o.store.db.selectFrom('clusters').selectAll();
     if (filter.owner) q = q.where('owner', '=', filter.owner);
     if (filter.name !== undefined) q = q.where('name', '=', filter.name);
-    const rows = await this.q('listing clusters', () => q.orderBy('name').execute());
+    const rows = await storeQuery('listing clusters', () => q.orderBy('name').execute());
     const deleted = await this.finishedDeletes(rows);
     return rows.filter((r) => !deleted.has(r.name));
   }
@@ -213,10 +206,10 @@ export class ClusterService {
   async reapDeleted(name?: string): Promise<string[]> {
     let q = this.o.store.db.selectFrom('clusters').selectAll().where('last_action', '=', 'DELETE');
     if (name !== undefined) q = q.where('name', '=', name);
-    const rows = await this.q('listing deleted clusters', () => q.execute());
+    const rows = await storeQuery('listing deleted clusters', () => q.execute());
     const done = [...(await this.finishedDeletes(rows))];
     for (const n of done) {
-      await this.q('removing a cluster record', () => this.o.store.db.deleteFrom('clusters').where('name', '=', n).where('last_action', '=', 'DELETE').execute());
+      await storeQuery('removing a cluster record', () => this.o.store.db.deleteFrom('clusters').where('name', '=', n).where('last_action', '=', 'DELETE').execute());
       this.endpoints.delete(n);
     }
     if (done.length > 0) this.o.logger.info({ clusters: done }, 'deleted clusters\' records removed');
@@ -293,7 +286,7 @@ export class ClusterService {
     const manifest = clusterManifest(this.request(name, next, r.plan), this.plans);
     if (workers > p.workers) await this.checkQuota(r.owner, 0, workers - p.workers);
     const task = await this.o.director.deploy(manifest, actor);
-    await this.q('updating a cluster', () => this.o.store.db.updateTable('clusters').set({ parameters: JSON.stringify(next), last_action: 'UPDATE', last_task_id: task.id, updated_at: this.now() }).where('name', '=', name).execute());
+    await storeQuery('updating a cluster', () => this.o.store.db.updateTable('clusters').set({ parameters: JSON.stringify(next), last_action: 'UPDATE', last_task_id: task.id, updated_at: this.now() }).where('name', '=', name).execute());
     return this.get(name);
   }
 
@@ -345,7 +338,7 @@ export class ClusterService {
     const hasInstances = (await this.o.director.instances(deploymentName(name))).length > 0;
     if (!hasDeployment && !hasInstances) {
       // Created and failed before anything existed: nothing to tear down.
-      await this.q('removing a cluster record', () => this.o.store.db.deleteFrom('clusters').where('name', '=', name).execute());
+      await storeQuery('removing a cluster record', () => this.o.store.db.deleteFrom('clusters').where('name', '=', name).execute());
       this.endpoints.delete(name);
       return { ...(await this.view(r, undefined)), last_action: 'DELETE', last_action_state: 'succeeded', last_action_description: 'deleted' };
     }

@@ -2,7 +2,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import {
   ConflictError, InputError, NotFoundError, type Clock, type Logger, type SecretRegistry,
 } from '@anodyne/common';
-import { AuditLog, mapStoreError, type Store } from '@anodyne/store';
+import { AuditLog, storeQuery, type Store } from '@anodyne/store';
 import { type KeyRing } from './keyring.js';
 import { generateCertificate, generatePassword, generateRsa, generateSsh } from './generate.js';
 import {
@@ -222,7 +222,7 @@ export class CredStore {
     let q = this.versionQuery().where('credentials.name', '=', name);
     if (options.id !== undefined) q = q.where('credential_versions.id', '=', options.id);
     else if (options.version !== undefined) q = q.where('credential_versions.version', '=', options.version);
-    const row = await this.run('reading a credential', () => q.orderBy('credential_versions.version', 'desc').limit(1).executeTakeFirst());
+    const row = await storeQuery('reading a credential', () => q.orderBy('credential_versions.version', 'desc').limit(1).executeTakeFirst());
     if (!row) {
       await this.audit.record({ actor: options.actor, action: 'credential.read', target: name, result: 'error', details: { reason: 'not found' } });
       throw new NotFoundError('ANODYNE_E_CREDENTIAL_NOT_FOUND', `credential ${name}${options.version !== undefined ? ` version ${options.version}` : ''} not found`, { details: { name } });
@@ -233,7 +233,7 @@ export class CredStore {
   /** Every version of a credential, newest first, without values. */
   async versions(rawName: string): Promise<CredentialMeta[]> {
     const name = normalizeName(rawName);
-    const rows = await this.run('listing versions', () => this.versionQuery().where('credentials.name', '=', name).orderBy('credential_versions.version', 'desc').execute());
+    const rows = await storeQuery('listing versions', () => this.versionQuery().where('credentials.name', '=', name).orderBy('credential_versions.version', 'desc').execute());
     if (rows.length === 0) throw new NotFoundError('ANODYNE_E_CREDENTIAL_NOT_FOUND', `credential ${name} not found`, { details: { name } });
     return rows.map(meta);
   }
@@ -241,7 +241,7 @@ export class CredStore {
   /** Latest version of every credential whose name starts with the prefix, without values. */
   async list(prefix = '/'): Promise<CredentialMeta[]> {
     const p = prefix.startsWith('/') ? prefix : `/${prefix}`;
-    const rows = await this.run('listing credentials', () =>
+    const rows = await storeQuery('listing credentials', () =>
       this.versionQuery()
         .where('credentials.name', 'like', `${p.replace(/[\\%_]/g, (c) => '\\' + c)}%`)
         .where((eb) => eb('credential_versions.version', '=', eb.selectFrom('credential_versions as v2').select((sub) => sub.fn.max('v2.version').as('m')).whereRef('v2.credential_id', '=', 'credentials.id')))
@@ -258,7 +258,7 @@ export class CredStore {
   async findExpiring(days: number): Promise<ExpiringCertificate[]> {
     if (!Number.isFinite(days) || days < 0) throw new InputError('ANODYNE_E_INVALID_INPUT', 'days must be a number ≥ 0');
     const limit = new Date(this.clock.nowMs() + days * 86_400_000).toISOString();
-    const rows = await this.run('finding expiring certificates', () =>
+    const rows = await storeQuery('finding expiring certificates', () =>
       this.versionQuery().where('credential_versions.type', '=', 'certificate').where('credential_versions.expires_at', '<=', limit).orderBy('credential_versions.expires_at').execute(),
     );
     const out: ExpiringCertificate[] = [];
@@ -274,7 +274,7 @@ export class CredStore {
   /** Deletes a credential and all its versions. */
   async delete(rawName: string, options: Actor = { actor: 'system' }): Promise<void> {
     const name = normalizeName(rawName);
-    const res = await this.run('deleting a credential', () => this.store.db.deleteFrom('credentials').where('name', '=', name).executeTakeFirst());
+    const res = await storeQuery('deleting a credential', () => this.store.db.deleteFrom('credentials').where('name', '=', name).executeTakeFirst());
     if (Number(res.numDeletedRows) === 0) throw new NotFoundError('ANODYNE_E_CREDENTIAL_NOT_FOUND', `credential ${name} not found`, { details: { name } });
     await this.audit.record({ actor: options.actor, action: 'credential.delete', target: name, result: 'ok' });
   }
@@ -282,7 +282,7 @@ export class CredStore {
   /** Deletes every credential under a prefix (a cluster's, on cluster delete). Returns how many. */
   async deletePrefix(prefix: string, options: Actor = { actor: 'system' }): Promise<number> {
     const p = normalizeName(prefix.replace(/\/+$/, ''));
-    const res = await this.run('deleting credentials', () =>
+    const res = await storeQuery('deleting credentials', () =>
       this.store.db.deleteFrom('credentials').where((eb) => eb.or([eb('name', '=', p), eb('name', 'like', `${p.replace(/[\\%_]/g, (c) => '\\' + c)}/%`)])).executeTakeFirst(),
     );
     const n = Number(res.numDeletedRows);
@@ -303,7 +303,7 @@ export class CredStore {
    */
   async setTransitional(rawName: string, versionId: string | null, options: Actor = { actor: 'system' }): Promise<CredentialMeta[]> {
     const name = normalizeName(rawName);
-    const rows = await this.run('reading CA versions', () => this.versionQuery().where('credentials.name', '=', name).orderBy('credential_versions.version', 'desc').execute());
+    const rows = await storeQuery('reading CA versions', () => this.versionQuery().where('credentials.name', '=', name).orderBy('credential_versions.version', 'desc').execute());
     const latest = rows[0];
     if (!latest) throw new NotFoundError('ANODYNE_E_CREDENTIAL_NOT_FOUND', `credential ${name} not found`, { details: { name } });
     const params = (JSON.parse(latest.params) as StoredParams).params as CertificateParams;
@@ -313,7 +313,7 @@ export class CredStore {
       if (!target) throw new NotFoundError('ANODYNE_E_CREDENTIAL_NOT_FOUND', `CA ${name} has no version ${versionId}`, { details: { name, versionId } });
       if (rows.length < 2) throw new ConflictError('ANODYNE_E_CA_ROTATION_INVALID', `CA ${name} has only one version; regenerate it as transitional first`, { details: { name } });
     }
-    await this.run('updating the transitional flag', () =>
+    await storeQuery('updating the transitional flag', () =>
       this.store.db.transaction().execute(async (tx) => {
         await tx.updateTable('credential_versions').set({ transitional: 0 }).where('credential_id', '=', latest.credential_id).execute();
         if (versionId !== null) await tx.updateTable('credential_versions').set({ transitional: 1 }).where('id', '=', versionId).execute();
@@ -326,7 +326,7 @@ export class CredStore {
   /** The versions of a certificate in use: the signing version first, then any transitional one. */
   async activeVersions(rawName: string): Promise<CredentialMeta[]> {
     const name = normalizeName(rawName);
-    const rows = await this.run('reading versions', () => this.versionQuery().where('credentials.name', '=', name).orderBy('credential_versions.version', 'desc').execute());
+    const rows = await storeQuery('reading versions', () => this.versionQuery().where('credentials.name', '=', name).orderBy('credential_versions.version', 'desc').execute());
     if (rows.length === 0) throw new NotFoundError('ANODYNE_E_CREDENTIAL_NOT_FOUND', `credential ${name} not found`, { details: { name } });
     const ids = await this.activeVersionIds(rows[0]!.credential_id);
     return ids.map((id) => meta(rows.find((r) => r.id === id)!));
@@ -343,7 +343,7 @@ export class CredStore {
     const keyId = this.keys.activate(newKey);
     let total = 0;
     for (;;) {
-      const batch = await this.run('reading records to re-encrypt', () =>
+      const batch = await storeQuery('reading records to re-encrypt', () =>
         this.versionQuery().where('credential_versions.key_id', '!=', keyId).limit(100).execute(),
       );
       if (batch.length === 0) break;
@@ -351,7 +351,7 @@ export class CredStore {
         const aad = aadFor(row.name, row.id);
         const plain = this.keys.open({ keyId: row.key_id, nonce: Buffer.from(row.nonce), ciphertext: Buffer.from(row.ciphertext) }, aad);
         const sealed = this.keys.seal(plain, aad);
-        await this.run('re-encrypting a record', () =>
+        await storeQuery('re-encrypting a record', () =>
           this.store.db.updateTable('credential_versions').set({ key_id: sealed.keyId, nonce: sealed.nonce, ciphertext: sealed.ciphertext }).where('id', '=', row.id).where('key_id', '=', row.key_id).execute(),
         );
         total++;
@@ -363,7 +363,7 @@ export class CredStore {
 
   /** Key ids still referenced by stored records. */
   async keyIdsInUse(): Promise<string[]> {
-    const rows = await this.run('reading key ids', () => this.store.db.selectFrom('credential_versions').select('key_id').distinct().execute());
+    const rows = await storeQuery('reading key ids', () => this.store.db.selectFrom('credential_versions').select('key_id').distinct().execute());
     return rows.map((r) => r.key_id).sort();
   }
 
@@ -381,21 +381,14 @@ export class CredStore {
       ]);
   }
 
-  private async run<R>(what: string, fn: () => Promise<R>): Promise<R> {
-    try {
-      return await fn();
-    } catch (err) {
-      throw mapStoreError(err, what);
-    }
-  }
 
   private async latestRow(name: string): Promise<VersionRow | undefined> {
-    return this.run('reading a credential', () => this.versionQuery().where('credentials.name', '=', name).orderBy('credential_versions.version', 'desc').limit(1).executeTakeFirst());
+    return storeQuery('reading a credential', () => this.versionQuery().where('credentials.name', '=', name).orderBy('credential_versions.version', 'desc').limit(1).executeTakeFirst());
   }
 
   /** Ids of a certificate's versions in use: the signing version and any transitional one. */
   private async activeVersionIds(credentialId: string): Promise<string[]> {
-    const rows = await this.run('reading versions', () =>
+    const rows = await storeQuery('reading versions', () =>
       this.store.db.selectFrom('credential_versions').select(['id', 'version', 'transitional']).where('credential_id', '=', credentialId).orderBy('version', 'desc').execute(),
     );
     const signing = rows.find((r) => r.transitional === 0);
@@ -404,7 +397,7 @@ export class CredStore {
 
   /** The CA version that signs now: the newest version not marked transitional. */
   private async signingVersion(caName: string): Promise<{ row: VersionRow; value: StoredCertificate }> {
-    const rows = await this.run('reading the CA', () => this.versionQuery().where('credentials.name', '=', caName).orderBy('credential_versions.version', 'desc').execute());
+    const rows = await storeQuery('reading the CA', () => this.versionQuery().where('credentials.name', '=', caName).orderBy('credential_versions.version', 'desc').execute());
     const row = rows.find((r) => r.transitional === 0);
     if (!row || row.type !== 'certificate' || (JSON.parse(row.params) as StoredParams).params['is_ca'] !== true) {
       throw new InputError('ANODYNE_E_CREDENTIAL_CA_NOT_FOUND', `signing CA ${caName} does not exist or is not a CA`, { details: { ca: caName } });
@@ -413,7 +406,7 @@ export class CredStore {
   }
 
   private async caBundle(caName: string): Promise<string> {
-    const rows = await this.run('reading the CA', () => this.versionQuery().where('credentials.name', '=', caName).orderBy('credential_versions.version', 'desc').execute());
+    const rows = await storeQuery('reading the CA', () => this.versionQuery().where('credentials.name', '=', caName).orderBy('credential_versions.version', 'desc').execute());
     if (rows.length === 0) return '';
     const active = await this.activeVersionIds(rows[0]!.credential_id);
     return active.map((id) => (this.openRow(rows.find((r) => r.id === id)!) as StoredCertificate).certificate).join('');
@@ -447,7 +440,7 @@ export class CredStore {
     const now = this.clock.now().toISOString();
     const versionId = randomUUID();
     const sealed = this.keys.seal(Buffer.from(JSON.stringify(value), 'utf8'), aadFor(name, versionId));
-    return this.run('storing a credential', () =>
+    return storeQuery('storing a credential', () =>
       this.store.db.transaction().execute(async (tx) => {
         let cred = await tx.selectFrom('credentials').select(['id', 'type']).where('name', '=', name).executeTakeFirst();
         if (!cred) {

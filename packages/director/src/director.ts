@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { AnodyneError, InputError, NotFoundError, type Clock, type Logger } from '@anodyne/common';
 import type { Provider, VmType } from '@anodyne/providers';
-import { mapStoreError, type InstancesTable, type Store } from '@anodyne/store';
+import { storeQuery, type InstancesTable, type Store } from '@anodyne/store';
 import type { Selectable } from 'kysely';
 import { parseManifest, groupUpdatePolicy, resolveMaxInFlight, type Manifest, type Variable } from './manifest.js';
 import { renderInstance, renderTemplate, resolveJobs, type InstanceBundle, type JobCatalog } from './jobs.js';
@@ -102,23 +102,16 @@ export class Director {
 
   // ---------------------------------------------------------------- store helpers
 
-  private async q<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (err) {
-      throw mapStoreError(err, what);
-    }
-  }
 
   async instances(deployment: string): Promise<InstanceRow[]> {
-    return this.q('reading instances', () => this.o.store.db.selectFrom('instances')
+    return storeQuery('reading instances', () => this.o.store.db.selectFrom('instances')
       .select(['id', 'deployment', 'group_name', 'idx', 'vm_id', 'agent_id', 'ip', 'vm_type', 'image', 'disk_mb', 'disk_id', 'network', 'bundle_hash'])
       .where('deployment', '=', deployment).orderBy('group_name').orderBy('idx').execute());
   }
 
   /** A deployment's instances with their health, for operators (`anodyne vms`). */
   async instanceViews(deployment: string): Promise<InstanceView[]> {
-    const rows = await this.q('reading instances', () => this.o.store.db.selectFrom('instances').selectAll().where('deployment', '=', deployment).orderBy('group_name').orderBy('idx').execute());
+    const rows = await storeQuery('reading instances', () => this.o.store.db.selectFrom('instances').selectAll().where('deployment', '=', deployment).orderBy('group_name').orderBy('idx').execute());
     return rows.map((r) => ({
       instance: `${r.group_name}/${r.idx}`, group: r.group_name, index: r.idx, vm_id: r.vm_id, ip: r.ip, state: r.state,
       health: r.health, health_reason: r.health_reason, health_since: r.health_since,
@@ -126,7 +119,7 @@ export class Director {
   }
 
   private async setRow(id: string, patch: Partial<InstanceRow> & { health?: string; health_reason?: string | null; health_since?: string | null }): Promise<void> {
-    await this.q('updating an instance', () => this.o.store.db.updateTable('instances').set({ ...patch, updated_at: this.o.clock.now().toISOString() }).where('id', '=', id).execute());
+    await storeQuery('updating an instance', () => this.o.store.db.updateTable('instances').set({ ...patch, updated_at: this.o.clock.now().toISOString() }).where('id', '=', id).execute());
   }
 
   // ---------------------------------------------------------------- VMs
@@ -171,7 +164,7 @@ export class Director {
   }
 
   private async instanceDiskId(id: string): Promise<string | null> {
-    const r = await this.q('reading an instance', () => this.o.store.db.selectFrom('instances').select('disk_id').where('id', '=', id).executeTakeFirst());
+    const r = await storeQuery('reading an instance', () => this.o.store.db.selectFrom('instances').select('disk_id').where('id', '=', id).executeTakeFirst());
     return r?.disk_id ?? null;
   }
 
@@ -279,7 +272,7 @@ export class Director {
     this.launch(task.id, async (_signal, sink) => {
       await sink.event({ stage, instance: name, index: 1, total: 1, state: 'started' });
       const state = await work(row);
-      await this.q('updating an instance', () => this.o.store.db.updateTable('instances').set({ state }).where('id', '=', row.id).execute());
+      await storeQuery('updating an instance', () => this.o.store.db.updateTable('instances').set({ state }).where('id', '=', row.id).execute());
       await sink.event({ stage, instance: name, index: 1, total: 1, state: 'finished' });
       return { [state]: name };
     });
@@ -324,7 +317,7 @@ export class Director {
           id: randomUUID(), deployment: m.name, group_name: g.name, idx: i, vm_id: null, agent_id: `${m.name}-${g.name}-${i}`.slice(0, 64),
           ip: null, vm_type: JSON.stringify(g.vm_type), image: m.image, disk_mb: 0, network: g.networks[0]!.name, bundle_hash: null, disk_id: null,
         };
-        await this.q('recording an instance', () => this.o.store.db.insertInto('instances').values({ ...row, state: 'started', created_at: now(), updated_at: now() }).execute());
+        await storeQuery('recording an instance', () => this.o.store.db.insertInto('instances').values({ ...row, state: 'started', created_at: now(), updated_at: now() }).execute());
         rows.push(row);
         await sink.event({ stage: 'Creating errand VMs', instance: `${g.name}/${i}`, index: i + 1, total: g.instances, state: 'started' });
         const created = await this.createVm(row);
@@ -469,7 +462,7 @@ export class Director {
             ip: staticIp, vm_type: JSON.stringify(g.vm_type), image: m.image, disk_mb: g.persistent_disk_mb ?? 0, network: g.networks[0]!.name, bundle_hash: null, disk_id: null,
           };
           const r = row;
-          await this.q('recording an instance', () => this.o.store.db.insertInto('instances').values({ ...r, state: 'started', created_at: now(), updated_at: now() }).execute());
+          await storeQuery('recording an instance', () => this.o.store.db.insertInto('instances').values({ ...r, state: 'started', created_at: now(), updated_at: now() }).execute());
           byKey.set(`${g.name}/${i}`, row);
         }
         const alive = row.vm_id !== null && (await this.o.provider.hasVm(row.vm_id));
@@ -536,7 +529,7 @@ export class Director {
     if (removedGroups.length > 0) groups.unshift({ name: '(removed)', instances: removedGroups.length, policy: { ...m.update, canaries: 0 }, changes: removedGroups });
     await updater.run(groups, signal);
 
-    await this.q('saving the manifest', () =>
+    await storeQuery('saving the manifest', () =>
       this.o.store.db.insertInto('deployments').values({ name: full.name, manifest: JSON.stringify(full), created_at: now(), updated_at: now() })
         .onConflict((oc) => oc.column('name').doUpdateSet({ manifest: JSON.stringify(full), updated_at: now() })).execute(),
     );
@@ -552,14 +545,14 @@ export class Director {
         await this.agentCall(row, 'POST', '/stop', undefined, 60_000).catch(() => undefined);
       }
       await this.deleteInstanceResources(row);
-      await this.q('deleting an instance', () => this.o.store.db.deleteFrom('instances').where('id', '=', row.id).execute());
+      await storeQuery('deleting an instance', () => this.o.store.db.deleteFrom('instances').where('id', '=', row.id).execute());
       await sink.event({ stage: 'Deleting instances', instance: `${row.group_name}/${row.idx}`, index: i + 1, total: rows.length, state: 'finished' });
     }
     await this.removeOrphans(name, sink);
     const manifest = await this.manifest(name).catch(() => undefined);
     for (const lb of manifest?.load_balancers ?? []) await this.o.provider.deleteLoadBalancer(this.lbId(name, lb.name));
     await this.o.variables.remove(name);
-    await this.q('deleting the deployment', () => this.o.store.db.deleteFrom('deployments').where('name', '=', name).execute());
+    await storeQuery('deleting the deployment', () => this.o.store.db.deleteFrom('deployments').where('name', '=', name).execute());
     return { deleted: rows.length };
   }
 
@@ -569,7 +562,7 @@ export class Director {
   }
 
   async manifest(name: string): Promise<Manifest> {
-    const row = await this.q('reading a deployment', () => this.o.store.db.selectFrom('deployments').select('manifest').where('name', '=', name).executeTakeFirst());
+    const row = await storeQuery('reading a deployment', () => this.o.store.db.selectFrom('deployments').select('manifest').where('name', '=', name).executeTakeFirst());
     if (!row) throw new NotFoundError('ANODYNE_E_DEPLOYMENT_NOT_FOUND', `deployment ${name} not found`, { details: { name } });
     return JSON.parse(row.manifest) as Manifest;
   }
@@ -590,7 +583,7 @@ export class Director {
 
   /** @internal */ async _removeRow(row: InstanceRow): Promise<void> {
     await this.deleteInstanceResources(row);
-    await this.q('deleting an instance', () => this.o.store.db.deleteFrom('instances').where('id', '=', row.id).execute());
+    await storeQuery('deleting an instance', () => this.o.store.db.deleteFrom('instances').where('id', '=', row.id).execute());
   }
 }
 

@@ -1,6 +1,6 @@
 import { AnodyneError, type Clock, type Logger } from '@anodyne/common';
 import type { Provider } from '@anodyne/providers';
-import { mapStoreError, type InstancesTable, type Store } from '@anodyne/store';
+import { storeQuery, type InstancesTable, type Store } from '@anodyne/store';
 import type { Selectable } from 'kysely';
 import type { Director } from './director.js';
 
@@ -153,22 +153,15 @@ export class HealthMonitor {
     await this.current?.catch(() => undefined);
   }
 
-  private async q<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (err) {
-      throw mapStoreError(err, what);
-    }
-  }
 
   private async runPass(): Promise<HealthReport> {
     const { store, provider, clock } = this.o;
     const t0 = clock.nowMs();
     const startedAt = clock.now().toISOString();
     const [rows, locks, deployed, vms] = await Promise.all([
-      this.q('reading instances', () => store.db.selectFrom('instances').select(ROW_COLUMNS).execute()),
-      this.q('reading locks', () => store.db.selectFrom('locks').select('name').execute()),
-      this.q('reading deployments', () => store.db.selectFrom('deployments').select('name').execute()),
+      storeQuery('reading instances', () => store.db.selectFrom('instances').select(ROW_COLUMNS).execute()),
+      storeQuery('reading locks', () => store.db.selectFrom('locks').select('name').execute()),
+      storeQuery('reading deployments', () => store.db.selectFrom('deployments').select('name').execute()),
       provider.listVms(),
     ]);
     const locked = new Set(locks.map((l) => l.name.replace(/^deployment:/, '')));
@@ -221,7 +214,7 @@ export class HealthMonitor {
   private async record(findings: Finding[]): Promise<void> {
     const changed = findings.filter((f) => f.health !== f.row.health || f.reason !== f.row.health_reason);
     if (changed.length === 0) return;
-    await this.q('recording instance health', () => this.o.store.db.transaction().execute(async (tx) => {
+    await storeQuery('recording instance health', () => this.o.store.db.transaction().execute(async (tx) => {
       for (const f of changed) {
         await tx.updateTable('instances').set({ health: f.health, health_reason: f.reason, health_since: f.since })
           .where('id', '=', f.row.id).where('vm_id', f.row.vm_id === null ? 'is' : '=', f.row.vm_id).execute();

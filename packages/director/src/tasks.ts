@@ -1,5 +1,5 @@
 import { AnodyneError, ConflictError, NotFoundError, type Clock, type Logger } from '@anodyne/common';
-import { mapStoreError, type Store, type TasksTable } from '@anodyne/store';
+import { storeQuery, type Store, type TasksTable } from '@anodyne/store';
 import type { Selectable } from 'kysely';
 import type { EventSink, TaskEventInput } from './updater.js';
 
@@ -44,20 +44,13 @@ export class TaskStore {
     return this.clock.now().toISOString();
   }
 
-  private async q<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (err) {
-      throw mapStoreError(err, what);
-    }
-  }
 
   /**
    * Creates a queued task and, for a deployment, takes its lock in the same transaction:
    * a second change to a deployment that is being changed is refused.
    */
   async create(type: string, deployment: string | null, description: string, owner: string): Promise<Task> {
-    return this.q('creating a task', () =>
+    return storeQuery('creating a task', () =>
       this.store.db.transaction().execute(async (tx) => {
         const row = await tx.insertInto('tasks').values({ type, deployment, state: 'queued', description, owner, result: null, error: null, created_at: this.now(), started_at: null, finished_at: null }).returning('id').executeTakeFirstOrThrow();
         const id = Number(row.id);
@@ -77,7 +70,7 @@ export class TaskStore {
   }
 
   async get(id: number): Promise<Task> {
-    const t = await this.q('reading a task', () => this.getIn(this.store.db, id));
+    const t = await storeQuery('reading a task', () => this.getIn(this.store.db, id));
     if (!t) throw new NotFoundError('ANODYNE_E_TASK_NOT_FOUND', `task ${id} not found`, { details: { id } });
     return t;
   }
@@ -88,7 +81,7 @@ export class TaskStore {
     const unique = [...new Set(ids)];
     for (let i = 0; i < unique.length; i += 500) {
       const chunk = unique.slice(i, i + 500);
-      const rows = await this.q('reading tasks', () => this.store.db.selectFrom('tasks').selectAll().where('id', 'in', chunk).execute());
+      const rows = await storeQuery('reading tasks', () => this.store.db.selectFrom('tasks').selectAll().where('id', 'in', chunk).execute());
       for (const r of rows) out.set(Number(r.id), toTask(r));
     }
     return out;
@@ -105,12 +98,12 @@ export class TaskStore {
     const deps = filter.orDeployments ?? [];
     if (owner !== undefined) q = deps.length > 0 ? q.where((eb) => eb.or([eb('owner', '=', owner), eb('deployment', 'in', deps)])) : q.where('owner', '=', owner);
     if (filter.state) q = q.where('state', '=', filter.state);
-    const ids = await this.q('listing tasks', () => q.orderBy('id', 'desc').limit(filter.limit ?? 100).execute());
+    const ids = await storeQuery('listing tasks', () => q.orderBy('id', 'desc').limit(filter.limit ?? 100).execute());
     return Promise.all(ids.map((r) => this.get(Number(r.id))));
   }
 
   async start(id: number): Promise<void> {
-    await this.q('starting a task', () => this.store.db.updateTable('tasks').set({ state: 'processing', started_at: this.now() }).where('id', '=', id).where('state', '=', 'queued').execute());
+    await storeQuery('starting a task', () => this.store.db.updateTable('tasks').set({ state: 'processing', started_at: this.now() }).where('id', '=', id).where('state', '=', 'queued').execute());
   }
 
   /** An event sink writing to this task's log. */
@@ -119,14 +112,14 @@ export class TaskStore {
   }
 
   async event(id: number, e: TaskEventInput): Promise<void> {
-    await this.q('recording a task event', () =>
+    await storeQuery('recording a task event', () =>
       this.store.db.insertInto('task_events').values({ task_id: id, at: this.now(), stage: e.stage, instance: e.instance ?? null, idx: e.index ?? null, total: e.total ?? null, state: e.state, message: e.message ?? null }).execute(),
     );
   }
 
   /** Events after `afterId`, oldest first (for live following). */
   async events(id: number, afterId = 0): Promise<TaskEvent[]> {
-    const rows = await this.q('reading task events', () => this.store.db.selectFrom('task_events').selectAll().where('task_id', '=', id).where('id', '>', afterId).orderBy('id').execute());
+    const rows = await storeQuery('reading task events', () => this.store.db.selectFrom('task_events').selectAll().where('task_id', '=', id).where('id', '>', afterId).orderBy('id').execute());
     return rows.map((r) => ({
       id: Number(r.id), task_id: Number(r.task_id), at: r.at, stage: r.stage, state: r.state as TaskEventInput['state'],
       ...(r.instance !== null ? { instance: r.instance } : {}), ...(r.idx !== null ? { index: r.idx } : {}), ...(r.total !== null ? { total: r.total } : {}), ...(r.message !== null ? { message: r.message } : {}),
@@ -136,7 +129,7 @@ export class TaskStore {
   /** Ends a task (done, error or cancelled) and releases its lock. */
   async finish(id: number, state: 'done' | 'error' | 'cancelled', outcome: { result?: unknown; error?: unknown } = {}): Promise<void> {
     const err = outcome.error === undefined ? null : outcome.error instanceof AnodyneError ? { code: outcome.error.code, message: outcome.error.message } : { code: 'ANODYNE_E_INTERNAL', message: String((outcome.error as Error)?.message ?? outcome.error) };
-    await this.q('finishing a task', () =>
+    await storeQuery('finishing a task', () =>
       this.store.db.transaction().execute(async (tx) => {
         await tx.updateTable('tasks').set({ state, finished_at: this.now(), result: outcome.result === undefined ? null : JSON.stringify(outcome.result), error: err ? JSON.stringify(err) : null }).where('id', '=', id).execute();
         await tx.deleteFrom('locks').where('task_id', '=', id).execute();
@@ -148,7 +141,7 @@ export class TaskStore {
   async requestCancel(id: number): Promise<Task> {
     const t = await this.get(id);
     if (FINAL.includes(t.state)) return t;
-    await this.q('cancelling a task', () => this.store.db.updateTable('tasks').set({ state: 'cancelling' }).where('id', '=', id).where('state', 'in', ['queued', 'processing']).execute());
+    await storeQuery('cancelling a task', () => this.store.db.updateTable('tasks').set({ state: 'cancelling' }).where('id', '=', id).where('state', 'in', ['queued', 'processing']).execute());
     return this.get(id);
   }
 
@@ -161,7 +154,7 @@ export class TaskStore {
    * `error` (its work is resumed by the next deploy, which converges) and releases its lock.
    */
   async recover(): Promise<Task[]> {
-    const open = await this.q('recovering tasks', () => this.store.db.selectFrom('tasks').select('id').where('state', 'in', ['queued', 'processing', 'cancelling']).execute());
+    const open = await storeQuery('recovering tasks', () => this.store.db.selectFrom('tasks').select('id').where('state', 'in', ['queued', 'processing', 'cancelling']).execute());
     const out: Task[] = [];
     for (const r of open) {
       const id = Number(r.id);

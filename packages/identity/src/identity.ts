@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { argon2id, argon2Verify } from 'hash-wasm';
 import { SignJWT, jwtVerify, exportJWK, generateKeyPair, importJWK, decodeProtectedHeader, errors as joseErrors, type JWK, type JWTPayload } from 'jose';
 import { ConflictError, InputError, NotFoundError, UnauthenticatedError, type Clock, type Logger } from '@anodyne/common';
-import { mapStoreError, type Store } from '@anodyne/store';
+import { storeQuery, type Store } from '@anodyne/store';
 import type { CredStore } from '@anodyne/credstore';
 import type { LdapDirectory } from './ldap.js';
 
@@ -101,13 +101,6 @@ export class Identity {
     return this.o.issuer;
   }
 
-  private async q<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (err) {
-      throw mapStoreError(err, what);
-    }
-  }
 
   private nowIso(): string {
     return this.o.clock.now().toISOString();
@@ -120,7 +113,7 @@ export class Identity {
     const existing = await this.o.creds.get<'json'>(KEYS_PATH, { actor: 'identity' }).catch(() => undefined);
     if (existing) this.keys = (existing.value as unknown as { keys: SigningKey[] }).keys;
     if (this.keys.length === 0) await this.rotateSigningKey();
-    const cli = await this.q('reading a client', () => this.o.store.db.selectFrom('identity_clients').select('client_id').where('client_id', '=', CLI_CLIENT).executeTakeFirst());
+    const cli = await storeQuery('reading a client', () => this.o.store.db.selectFrom('identity_clients').select('client_id').where('client_id', '=', CLI_CLIENT).executeTakeFirst());
     if (!cli) await this.createClient({ clientId: CLI_CLIENT, scopes: ALL_SCOPES, grantTypes: ['password', 'refresh_token'] });
   }
 
@@ -184,7 +177,7 @@ export class Identity {
     if (exists) throw new ConflictError('ANODYNE_E_USER_EXISTS', `user ${input.username} exists`, { details: { username: input.username } });
     const id = randomUUID();
     const hash = origin === 'local' ? await hashSecret(input.password!) : null;
-    await this.q('creating a user', () => this.o.store.db.transaction().execute(async (tx) => {
+    await storeQuery('creating a user', () => this.o.store.db.transaction().execute(async (tx) => {
       await tx.insertInto('identity_users').values({ id, username: input.username, origin, password_hash: hash, email: input.email ?? null, failed_logins: 0, locked_until: null, created_at: this.nowIso(), updated_at: this.nowIso() }).execute();
       for (const g of groups) await tx.insertInto('identity_memberships').values({ user_id: id, group_name: g }).execute();
     }));
@@ -192,18 +185,18 @@ export class Identity {
   }
 
   private async findUser(username: string) {
-    return this.q('reading a user', () => this.o.store.db.selectFrom('identity_users').selectAll().where('username', '=', username).executeTakeFirst());
+    return storeQuery('reading a user', () => this.o.store.db.selectFrom('identity_users').selectAll().where('username', '=', username).executeTakeFirst());
   }
 
   async user(username: string): Promise<UserView> {
     const u = await this.findUser(username);
     if (!u) throw new NotFoundError('ANODYNE_E_USER_NOT_FOUND', `user ${username} not found`, { details: { username } });
-    const groups = await this.q('reading groups', () => this.o.store.db.selectFrom('identity_memberships').select('group_name').where('user_id', '=', u.id).orderBy('group_name').execute());
+    const groups = await storeQuery('reading groups', () => this.o.store.db.selectFrom('identity_memberships').select('group_name').where('user_id', '=', u.id).orderBy('group_name').execute());
     return { id: u.id, username: u.username, origin: u.origin, email: u.email, groups: groups.map((g) => g.group_name), locked: !!u.locked_until && u.locked_until > this.nowIso() };
   }
 
   async users(): Promise<UserView[]> {
-    const rows = await this.q('listing users', () => this.o.store.db.selectFrom('identity_users').select('username').orderBy('username').execute());
+    const rows = await storeQuery('listing users', () => this.o.store.db.selectFrom('identity_users').select('username').orderBy('username').execute());
     return Promise.all(rows.map((r) => this.user(r.username)));
   }
 
@@ -215,13 +208,13 @@ export class Identity {
     if (password.length < 8) throw new InputError('ANODYNE_E_INVALID_INPUT', 'a password needs at least 8 characters', { details: { key: 'password' } });
     const hash = await hashSecret(password);
     const id = row.id;
-    await this.q('setting a password', () => this.o.store.db.updateTable('identity_users').set({ password_hash: hash, failed_logins: 0, locked_until: null, updated_at: this.nowIso() }).where('id', '=', id).execute());
+    await storeQuery('setting a password', () => this.o.store.db.updateTable('identity_users').set({ password_hash: hash, failed_logins: 0, locked_until: null, updated_at: this.nowIso() }).where('id', '=', id).execute());
   }
 
   async setGroups(username: string, groups: string[]): Promise<UserView> {
     for (const g of groups) if (!ALL_SCOPES.includes(g)) throw new InputError('ANODYNE_E_INVALID_INPUT', `unknown group ${g}; groups are ${ALL_SCOPES.join(', ')}`, { details: { key: 'groups' } });
     const u = await this.user(username);
-    await this.q('setting groups', () => this.o.store.db.transaction().execute(async (tx) => {
+    await storeQuery('setting groups', () => this.o.store.db.transaction().execute(async (tx) => {
       await tx.deleteFrom('identity_memberships').where('user_id', '=', u.id).execute();
       for (const g of new Set(groups)) await tx.insertInto('identity_memberships').values({ user_id: u.id, group_name: g }).execute();
     }));
@@ -230,7 +223,7 @@ export class Identity {
 
   async deleteUser(username: string): Promise<void> {
     const u = await this.user(username);
-    await this.q('deleting a user', () => this.o.store.db.transaction().execute(async (tx) => {
+    await storeQuery('deleting a user', () => this.o.store.db.transaction().execute(async (tx) => {
       await tx.deleteFrom('identity_memberships').where('user_id', '=', u.id).execute();
       await tx.deleteFrom('identity_users').where('id', '=', u.id).execute();
     }));
@@ -248,19 +241,19 @@ export class Identity {
     if (!USERNAME.test(input.clientId)) throw new InputError('ANODYNE_E_INVALID_INPUT', 'client ids are 1 to 64 letters, digits, dots, dashes or underscores', { details: { key: 'client_id' } });
     for (const g of input.grantTypes) if (!['password', 'client_credentials', 'refresh_token'].includes(g)) throw new InputError('ANODYNE_E_INVALID_INPUT', `unknown grant type ${g}`, { details: { key: 'grant_types' } });
     if (input.grantTypes.includes('client_credentials') && !input.secret) throw new InputError('ANODYNE_E_INVALID_INPUT', 'a client_credentials client needs a secret', { details: { key: 'client_secret' } });
-    const exists = await this.q('reading a client', () => this.o.store.db.selectFrom('identity_clients').select('client_id').where('client_id', '=', input.clientId).executeTakeFirst());
+    const exists = await storeQuery('reading a client', () => this.o.store.db.selectFrom('identity_clients').select('client_id').where('client_id', '=', input.clientId).executeTakeFirst());
     if (exists) throw new ConflictError('ANODYNE_E_CLIENT_EXISTS', `client ${input.clientId} exists`, { details: { client_id: input.clientId } });
     const hash = input.secret ? await hashSecret(input.secret) : null;
-    await this.q('creating a client', () => this.o.store.db.insertInto('identity_clients').values({ client_id: input.clientId, secret_hash: hash, scopes: JSON.stringify(input.scopes), grant_types: JSON.stringify(input.grantTypes), created_at: this.nowIso() }).execute());
+    await storeQuery('creating a client', () => this.o.store.db.insertInto('identity_clients').values({ client_id: input.clientId, secret_hash: hash, scopes: JSON.stringify(input.scopes), grant_types: JSON.stringify(input.grantTypes), created_at: this.nowIso() }).execute());
   }
 
   async clients(): Promise<{ client_id: string; scopes: string[]; grant_types: string[]; confidential: boolean }[]> {
-    const rows = await this.q('listing clients', () => this.o.store.db.selectFrom('identity_clients').selectAll().orderBy('client_id').execute());
+    const rows = await storeQuery('listing clients', () => this.o.store.db.selectFrom('identity_clients').selectAll().orderBy('client_id').execute());
     return rows.map((r) => ({ client_id: r.client_id, scopes: JSON.parse(r.scopes) as string[], grant_types: JSON.parse(r.grant_types) as string[], confidential: r.secret_hash !== null }));
   }
 
   async deleteClient(clientId: string): Promise<void> {
-    await this.q('deleting a client', () => this.o.store.db.deleteFrom('identity_clients').where('client_id', '=', clientId).execute());
+    await storeQuery('deleting a client', () => this.o.store.db.deleteFrom('identity_clients').where('client_id', '=', clientId).execute());
   }
 
   // ------------------------------------------------------------------ tokens
@@ -294,7 +287,7 @@ export class Identity {
   }
 
   private async authenticateClient(clientId: string, secret: string | undefined, grant: string) {
-    const row = await this.q('reading a client', () => this.o.store.db.selectFrom('identity_clients').selectAll().where('client_id', '=', clientId).executeTakeFirst());
+    const row = await storeQuery('reading a client', () => this.o.store.db.selectFrom('identity_clients').selectAll().where('client_id', '=', clientId).executeTakeFirst());
     const bad = () => new UnauthenticatedError('ANODYNE_E_BAD_CREDENTIALS', 'bad client credentials');
     if (!row) throw bad();
     if (row.secret_hash) {
@@ -332,13 +325,13 @@ export class Identity {
         const failures = row.failed_logins + 1;
         const lock = failures >= this.lockout.maxFailures ? new Date(this.o.clock.nowMs() + this.lockout.lockSeconds * 1000).toISOString() : null;
         const id = row.id;
-        await this.q('recording a failed login', () => this.o.store.db.updateTable('identity_users').set({ failed_logins: lock ? 0 : failures, locked_until: lock, updated_at: now }).where('id', '=', id).execute());
+        await storeQuery('recording a failed login', () => this.o.store.db.updateTable('identity_users').set({ failed_logins: lock ? 0 : failures, locked_until: lock, updated_at: now }).where('id', '=', id).execute());
         this.o.logger.warn({ username, failures, locked: !!lock }, 'failed login');
       }
       throw new UnauthenticatedError('ANODYNE_E_BAD_CREDENTIALS', 'bad user name or password');
     }
     const id = row!.id;
-    if (row!.failed_logins !== 0 || row!.locked_until) await this.q('resetting failed logins', () => this.o.store.db.updateTable('identity_users').set({ failed_logins: 0, locked_until: null, updated_at: now }).where('id', '=', id).execute());
+    if (row!.failed_logins !== 0 || row!.locked_until) await storeQuery('resetting failed logins', () => this.o.store.db.updateTable('identity_users').set({ failed_logins: 0, locked_until: null, updated_at: now }).where('id', '=', id).execute());
     return this.user(username);
   }
 

@@ -1,4 +1,4 @@
-export { Store, openStore, mapStoreError, isoNow, type StoreOptions } from './store.js';
+export { Store, openStore, mapStoreError, storeQuery, isoNow, type StoreOptions } from './store.js';
 export type { Database, PlatformMetaTable, AuditEventsTable, CredentialsTable, CredentialVersionsTable, DeploymentsTable, InstancesTable, TasksTable, TaskEventsTable, LocksTable, IdentityUsersTable, IdentityMembershipsTable, IdentityClientsTable, ClustersTable, QuotasTable, NetworkProfilesTable } from './schema.js';
 export type { Dialect } from './migrations/index.js';
 export { AuditLog, type AuditEvent, type AuditQuery } from './audit.js';

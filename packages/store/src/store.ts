@@ -189,3 +189,15 @@ export async function openStore(options: StoreOptions, { migrate = true }: { mig
 export function isoNow(clock: { now(): Date } = { now: () => new Date() }): string {
   return clock.now().toISOString();
 }
+
+/**
+ * Runs one query (or transaction) and maps its failure with `mapStoreError`, naming what was
+ * being done: the one wrapper every package uses at its store boundary.
+ */
+export async function storeQuery<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw mapStoreError(err, what);
+  }
+}
