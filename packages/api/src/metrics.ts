@@ -2,7 +2,14 @@
 export class Metrics {
   private readonly requests = new Map<string, number>();
   private readonly seconds = new Map<string, { sum: number; count: number }>();
+  private readonly handled = new Map<string, number>();
   private readonly started = Date.now();
+
+  /** A request that passed authentication, authorization and validation and reached its route's handler. */
+  reached(method: string, route: string): void {
+    const key = `method="${method}",route="${route.replace(/"/g, '')}"`;
+    this.handled.set(key, (this.handled.get(key) ?? 0) + 1);
+  }
 
   observe(method: string, route: string, status: number, elapsedMs: number): void {
     const key = `method="${method}",route="${route.replace(/"/g, '')}",status="${status}"`;
@@ -19,6 +26,9 @@ export class Metrics {
       '# HELP anodyne_http_requests_total HTTP requests by method, route and status.',
       '# TYPE anodyne_http_requests_total counter',
       ...[...this.requests].map(([k, v]) => `anodyne_http_requests_total{${k}} ${v}`),
+      '# HELP anodyne_http_handler_calls_total Requests that passed authentication, authorization and validation and reached the route\'s handler.',
+      '# TYPE anodyne_http_handler_calls_total counter',
+      ...[...this.handled].map(([k, v]) => `anodyne_http_handler_calls_total{${k}} ${v}`),
       '# HELP anodyne_http_request_duration_seconds Time spent answering requests.',
       '# TYPE anodyne_http_request_duration_seconds summary',
       ...[...this.seconds].flatMap(([k, v]) => [`anodyne_http_request_duration_seconds_sum{${k}} ${v.sum.toFixed(6)}`, `anodyne_http_request_duration_seconds_count{${k}} ${v.count}`]),

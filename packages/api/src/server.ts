@@ -118,6 +118,12 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     if (mapped.status >= 500) o.logger.error({ err: (err as Error).message, route: req.routeOptions.url }, 'request failed');
     void reply.status(mapped.status).send(mapped.body);
   });
+  // Every request that got through authentication, authorization and validation (/metrics).
+  app.addHook('preHandler', (req, _reply, done) => {
+    metrics.reached(req.method, req.routeOptions.url ?? req.url);
+    done();
+  });
+
   // A path that exists but not with this method: 405 with Allow; otherwise 404.
   const patterns = new Map<string, RegExp>();
   const pattern = (url: string) => {

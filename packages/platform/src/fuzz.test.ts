@@ -11,32 +11,45 @@ const isRoot = process.getuid?.() === 0;
 const PORT = 19_900 + (process.pid % 90);
 const REQUESTS = Number(process.env['ANODYNE_FUZZ_REQUESTS'] ?? 10_000);
 
-interface JsonSchema { type?: string | string[]; properties?: Record<string, JsonSchema>; required?: string[]; items?: JsonSchema; enum?: unknown[]; const?: unknown; anyOf?: JsonSchema[]; pattern?: string; minimum?: number; maximum?: number }
+interface JsonSchema { type?: string | string[]; properties?: Record<string, JsonSchema>; required?: string[]; items?: JsonSchema; enum?: unknown[]; const?: unknown; anyOf?: JsonSchema[]; pattern?: string; minimum?: number; maximum?: number; minLength?: number; maxLength?: number; minItems?: number; maxItems?: number; uniqueItems?: boolean }
 interface Operation { parameters?: { in: string; name: string; schema?: JsonSchema }[]; requestBody?: { content?: Record<string, { schema?: JsonSchema }> } }
 
 /** Values shaped like a schema (sometimes right, often subtly wrong): the fuzzer's "plausible" input. */
 function fromSchema(s: JsonSchema | undefined, depth = 0): fc.Arbitrary<unknown> {
   if (!s || depth > 4) return fc.jsonValue({ maxDepth: 2 });
-  if (s.const !== undefined) return fc.oneof(fc.constant(s.const), fc.string());
-  if (s.enum) return fc.oneof(fc.constantFrom(...s.enum), fc.string());
+  if (s.const !== undefined) return fc.oneof({ arbitrary: fc.constant(s.const), weight: 4 }, fc.string());
+  if (s.enum) return fc.oneof({ arbitrary: fc.constantFrom(...s.enum), weight: 4 }, fc.string());
   if (s.anyOf) return fc.oneof(...s.anyOf.map((x) => fromSchema(x, depth + 1)));
   const type = Array.isArray(s.type) ? s.type[0] : s.type;
   switch (type) {
-    case 'string': return fc.oneof(fc.string({ maxLength: 80 }), fc.stringMatching(/^[a-z0-9]([-a-z0-9]{0,10}[a-z0-9])?$/), fc.constantFrom('small', 'ha', 'password', 'client_credentials', 'refresh_token', 'pks.clusters.admin', '10.0.0.0/16', '', 'x'.repeat(300)));
-    case 'integer': return fc.oneof(fc.integer(), fc.integer({ min: -1, max: 5 }), fc.constant(2 ** 53), fc.double());
+    case 'string': return fc.oneof(
+      fc.string({ maxLength: 80 }), fc.stringMatching(/^[a-z0-9]([-a-z0-9]{0,10}[a-z0-9])?$/),
+      // Often exactly what the schema asks for, so that handlers (not only validation) see input.
+      ...(s.pattern ? [{ arbitrary: fc.stringMatching(new RegExp(s.pattern)).filter((x) => x.length >= (s.minLength ?? 0) && x.length <= (s.maxLength ?? Infinity)), weight: 6 }] : []),
+      ...(!s.pattern && s.minLength ? [fc.string({ minLength: s.minLength, maxLength: Math.max(s.minLength, Math.min(s.maxLength ?? 64, 64)) })] : []),
+      fc.constantFrom('small', 'ha', 'password', 'client_credentials', 'refresh_token', 'pks.clusters.admin', 'pks.clusters.manage', '10.0.0.0/16', '10.1.0.0/16', '', 'x'.repeat(300), ...KNOWN),
+    );
+    case 'integer': return fc.oneof(fc.integer(), fc.integer({ min: -1, max: 5 }), fc.integer({ min: s.minimum ?? 0, max: Math.min(s.maximum ?? 10, 10) }), fc.constant(2 ** 53), fc.double());
     case 'number': return fc.double();
     case 'boolean': return fc.boolean();
-    case 'array': return fc.array(fromSchema(s.items, depth + 1), { maxLength: 5 });
+    case 'array': return fc.oneof(
+      fc.array(fromSchema(s.items, depth + 1), { maxLength: 5 }),
+      fc.uniqueArray(fromSchema(s.items, depth + 1), { minLength: s.minItems ?? 0, maxLength: s.maxItems ?? 3, selector: (x) => JSON.stringify(x) }),
+    );
     case 'object': {
       const props = Object.entries(s.properties ?? {});
-      return fc.record(Object.fromEntries(props.map(([k, v]) => [k, fromSchema(v, depth + 1)])), { requiredKeys: [] }).chain((o) =>
-        fc.oneof(fc.constant(o), fc.record({ extra: fc.jsonValue({ maxDepth: 1 }) }).map((e) => ({ ...o, ...e }))));
+      const record = (requiredKeys: string[]) => fc.record(Object.fromEntries(props.map(([k, v]) => [k, fromSchema(v, depth + 1)])), { requiredKeys });
+      return fc.oneof(record([]), { arbitrary: record((s.required ?? []).filter((k) => s.properties?.[k])), weight: 3 }).chain((o) =>
+        fc.oneof({ arbitrary: fc.constant(o), weight: 3 }, fc.record({ extra: fc.jsonValue({ maxDepth: 1 }) }).map((e) => ({ ...o, ...e }))));
     }
     default: return fc.jsonValue({ maxDepth: 3 });
   }
 }
 
+// Names of records that exist (see before()), so handlers that look records up find some.
+const KNOWN = ['fz-other', 'fz-net', 'fz-client', '1', '2', '6a1f3c1e-0b8e-4f3a-9f1e-2d3c4b5a6978'];
 const segment = fc.oneof(
+  fc.constantFrom(...KNOWN),
   fc.stringMatching(/^[a-z0-9-]{1,12}$/),
   fc.integer({ min: -5, max: 10 ** 12 }).map(String),
   fc.string({ maxLength: 60, unit: 'grapheme' }).map((x) => encodeURIComponent(x)),
@@ -46,18 +59,25 @@ const segment = fc.oneof(
 describe('input hardening: generated requests against every route', { skip: skipUnless(isRoot, 'needs root') }, () => {
   let tp: TestPlatform;
   let tokens: string[];
+  let brokerBasic: string;
+  const issueTokens = async () => Promise.all([['fuzzer', 'fuzzer-password'], ['fuzz-reader', 'fuzz-reader-password'], ['fuzz-admin', 'fuzz-admin-password']]
+    .map(async ([username, password]) => (await tp.platform.identity.token({ grant_type: 'password', username: username!, password: password! })).access_token));
 
   before(async () => {
     tp = await startTestPlatform('fz', '10.198.11.0/24', PORT);
     const p = tp.platform;
     await p.identity.createUser({ username: 'fuzzer', password: 'fuzzer-password', groups: [SCOPES.manage] });
     await p.identity.createUser({ username: 'fuzz-reader', password: 'fuzz-reader-password', groups: [SCOPES.adminRead] });
-    // The fuzzer may not create clusters (quota 0): inputs are judged, no VM is ever built.
-    await p.clusters.setQuota('fuzzer', 0, 0);
-    tokens = [
-      (await p.identity.token({ grant_type: 'password', username: 'fuzzer', password: 'fuzzer-password' })).access_token,
-      (await p.identity.token({ grant_type: 'password', username: 'fuzz-reader', password: 'fuzz-reader-password' })).access_token,
-    ];
+    await p.identity.createUser({ username: 'fuzz-admin', password: 'fuzz-admin-password', groups: [SCOPES.admin] });
+    // Records the fuzzer's requests can find (KNOWN): a user, a network profile, an OAuth client, tasks.
+    await p.identity.createUser({ username: 'fz-other', password: 'fz-other-password', groups: [SCOPES.manage] });
+    await p.clusters.createNetworkProfile({ name: 'fz-net', pod_cidr: '10.220.0.0/16', service_cidr: '10.221.0.0/16' });
+    await p.identity.createClient({ clientId: 'fz-client', secret: 'fz-client-secret-0123456789', scopes: [SCOPES.manage], grantTypes: ['client_credentials'] });
+    // Nobody the fuzzer acts as may create clusters (quota 0): inputs are judged, no VM is ever built.
+    for (const owner of ['fuzzer', 'fuzz-admin', 'osb-broker']) await p.clusters.setQuota(owner, 0, 0);
+    tokens = await issueTokens();
+    const broker = (await https(p.url, p.caPem, 'GET', '/v1/broker', { token: tokens[2]! })).body as { username: string; password: string };
+    brokerBasic = `Basic ${Buffer.from(`${broker.username}:${broker.password}`).toString('base64')}`;
   });
   after(async () => {
     await tp.stop();
@@ -86,8 +106,8 @@ describe('input hardening: generated requests against every route', { skip: skip
       op: fc.constantFrom(...ops),
       params: fc.array(segment, { minLength: 3, maxLength: 3 }),
       query: fc.dictionary(fc.stringMatching(/^[a-z_]{1,12}$/), fc.oneof(fc.string({ maxLength: 20 }), fc.integer().map(String)), { maxKeys: 3 }),
-      auth: fc.constantFrom('none', 'manage', 'reader', 'garbage', 'basic'),
-      bodyKind: fc.constantFrom('schema', 'json', 'bytes', 'none', 'form'),
+      auth: fc.constantFrom('none', 'manage', 'reader', 'admin', 'admin', 'garbage', 'basic', 'broker'),
+      bodyKind: fc.constantFrom('schema', 'schema', 'schema', 'json', 'bytes', 'none', 'form'),
       schemaBody: fc.constant(null),
       json: fc.jsonValue({ maxDepth: 4 }),
       bytes: fc.uint8Array({ maxLength: 512 }),
@@ -99,12 +119,21 @@ describe('input hardening: generated requests against every route', { skip: skip
     let n = 0;
     await fc.assert(fc.asyncProperty(requestArb, async (r) => {
       let i = 0;
-      const path = r.op.path.replace(/\{[^}]+\}/g, () => r.params[i++] ?? 'x') + (Object.keys(r.query).length ? `?${new URLSearchParams(r.query).toString()}` : '');
+      // A schema-shaped request also gets schema-shaped query parameters (accepts_incomplete, service_id, …).
+      const declared = Object.fromEntries((r.op.op.parameters ?? []).filter((q) => q.in === 'query')
+        .map((q) => {
+          const v = fc.sample(fromSchema(q.schema), { numRuns: 1, seed: r.seed })[0];
+          return [q.name, typeof v === 'string' ? v : JSON.stringify(v ?? '')];
+        }));
+      const query = r.bodyKind === 'schema' ? { ...r.query, ...declared } : r.query;
+      const path = r.op.path.replace(/\{[^}]+\}/g, () => r.params[i++] ?? 'x') + (Object.keys(query).length ? `?${new URLSearchParams(query).toString()}` : '');
       const headers: Record<string, string> = {};
       if (r.auth === 'manage') headers['authorization'] = `Bearer ${tokens[0]}`;
       if (r.auth === 'reader') headers['authorization'] = `Bearer ${tokens[1]}`;
       if (r.auth === 'garbage') headers['authorization'] = `Bearer ${Buffer.from(String(r.seed)).toString('base64')}.x.y`;
+      if (r.auth === 'admin') headers['authorization'] = `Bearer ${tokens[2]}`;
       if (r.auth === 'basic') headers['authorization'] = 'Basic YnJva2VyOm5vdC10aGUtcGFzc3dvcmQ=';
+      if (r.auth === 'broker') headers['authorization'] = brokerBasic;
       headers['x-broker-api-version'] = '2.17';
       let body: Buffer | undefined;
       const schema = r.op.op.requestBody?.content?.['application/json']?.schema;
@@ -112,16 +141,26 @@ describe('input hardening: generated requests against every route', { skip: skip
       if (r.bodyKind === 'json') body = Buffer.from(JSON.stringify(r.json) ?? 'null');
       if (r.bodyKind === 'bytes') body = Buffer.from(r.bytes);
       if (r.bodyKind === 'form') body = Buffer.from(new URLSearchParams(r.query).toString());
-      if (body && r.contentType) headers['content-type'] = r.contentType;
+      if (body && r.contentType) headers['content-type'] = r.bodyKind === 'schema' ? 'application/json' : r.contentType;
       const status = await send(r.op.method, path, headers, body);
+      // A rotation keeps only the previous key valid: take fresh tokens, or a second one would lock the fuzzer out.
+      if (r.op.path === '/v1/token-keys' && status === 200) tokens = await issueTokens();
       n++;
       statuses.set(status, (statuses.get(status) ?? 0) + 1);
       if (status >= 500 || status < 0) failures.push(`${status} ${r.op.method} ${path} ${r.bodyKind} ${body?.toString('utf8').slice(0, 200) ?? ''}`);
       return true;
     }), { numRuns: REQUESTS });
     agent.destroy();
+    // How many requests got through authentication, authorization and validation to each handler.
+    const metrics = (await https(tp.platform.url, tp.platform.caPem, 'GET', '/metrics')).text;
+    const reached = new Map<string, number>();
+    for (const m of metrics.matchAll(/^anodyne_http_handler_calls_total\{method="([A-Z]+)",route="([^"]+)"\} (\d+)$/gm)) reached.set(`${m[1]} ${m[2]}`, Number(m[3]));
+    const perRoute = ops.map((o) => ({ route: `${o.method} ${o.path}`, reached: reached.get(`${o.method} ${o.path.replace(/\{([^}]+)\}/g, ':$1')}`) ?? 0 }));
+    t.diagnostic(`requests that reached each handler:\n${perRoute.map((r) => `  ${String(r.reached).padStart(5)}  ${r.route}`).join('\n')}`);
     t.diagnostic(`${n} requests; statuses ${JSON.stringify(Object.fromEntries([...statuses].sort((a, b) => a[0] - b[0])))}; connection errors ${JSON.stringify(Object.fromEntries(errors))}`);
     assert.deepEqual(failures.slice(0, 20), [], `${failures.length} failures`);
+    const never = perRoute.filter((r) => r.reached === 0).map((r) => r.route);
+    assert.ok(never.length <= ops.length / 10, `most handlers are reached by generated input; never: ${never.join(', ')}`);
     assert.deepEqual((await https(tp.platform.url, tp.platform.caPem, 'GET', '/healthz')).body, { status: 'ok' });
     assert.deepEqual(await tp.platform.provider.listVms(), [], 'no input built anything');
   });
