@@ -13,6 +13,26 @@ export interface AgentTlsIssuer {
   directorTls(): Promise<TlsMaterial>;
 }
 
+/** Generates (or returns the current) certificate `name` with `options` (the credential store's certificate type). */
+export type CertificateSource = (name: string, options: Record<string, unknown>) => Promise<{ certificate: string; private_key: string; ca: string }>;
+
+/**
+ * The director's agent PKI over a certificate source: one CA (`/director/agent-ca`), one
+ * certificate per agent (CN and SAN = agent id), one client certificate for the director.
+ */
+export function agentTlsIssuer(generate: CertificateSource): AgentTlsIssuer {
+  const ca = () => generate('/director/agent-ca', { is_ca: true, common_name: 'anodyne-agent-ca', key_algorithm: 'ecdsa', duration: 3650 });
+  const issue = async (name: string, options: Record<string, unknown>): Promise<TlsMaterial> => {
+    await ca();
+    const c = await generate(name, { ca: '/director/agent-ca', key_algorithm: 'ecdsa', ...options });
+    return { cert: c.certificate, key: c.private_key, ca: c.ca };
+  };
+  return {
+    agentTls: (agentId) => issue(`/director/agents/${agentId}`, { common_name: agentId, alternative_names: [agentId], extended_key_usage: ['server_auth', 'client_auth'] }),
+    directorTls: () => issue('/director/client', { common_name: 'anodyne-director', extended_key_usage: ['client_auth'] }),
+  };
+}
+
 /** Where an instance's agent is: its address and the identity its certificate must prove. */
 export interface AgentAddress {
   ip: string | null;

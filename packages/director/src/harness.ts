@@ -6,7 +6,7 @@ import { silentLogger, systemClock } from '@anodyne/common';
 import { openStore, type Store } from '@anodyne/store';
 import { CredStore, DeploymentVariables, KeyRing } from '@anodyne/credstore';
 import { LocalProvider } from '@anodyne/providers';
-import { Director, type AgentTlsIssuer, type JobCatalog, type JobDefinition, type VariableSource } from './index.js';
+import { Director, agentTlsIssuer, type JobCatalog, type JobDefinition, type VariableSource } from './index.js';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 
@@ -66,20 +66,7 @@ export async function makeHarness(dir: string, tag: string, key: Buffer, options
     agentCommand: ['node', '/opt/anodyne/packages/agent/dist/main.js'], binds: [{ host: REPO, guest: '/opt/anodyne', readOnly: true }, ...(options.binds ?? [])],
     logger: silentLogger(), clock: systemClock,
   });
-  const actor = { actor: 'director' };
-  const ca = () => creds.generate('/director/agent-ca', 'certificate', { is_ca: true, common_name: 'anodyne-agent-ca', key_algorithm: 'ecdsa' }, actor);
-  const tls: AgentTlsIssuer = {
-    agentTls: async (agentId) => {
-      await ca();
-      const c = (await creds.generate(`/director/agents/${agentId}`, 'certificate', { ca: '/director/agent-ca', common_name: agentId, alternative_names: [agentId], extended_key_usage: ['server_auth', 'client_auth'], key_algorithm: 'ecdsa' }, actor)).value;
-      return { cert: c.certificate, key: c.private_key, ca: c.ca };
-    },
-    directorTls: async () => {
-      await ca();
-      const c = (await creds.generate('/director/client', 'certificate', { ca: '/director/agent-ca', common_name: 'anodyne-director', extended_key_usage: ['client_auth'], key_algorithm: 'ecdsa' }, actor)).value;
-      return { cert: c.certificate, key: c.private_key, ca: c.ca };
-    },
-  };
+  const tls = agentTlsIssuer(async (name, o) => (await creds.generate(name, 'certificate', o, { actor: 'director' })).value);
   const variables: VariableSource = new DeploymentVariables(creds);
   const director = new Director({ store, provider, catalog: options.catalog ?? catalog, variables, tls, clock: systemClock, logger: silentLogger() });
   return { store, creds, provider, director };

@@ -11,5 +11,5 @@ export { plan, type DesiredInstance, type ActualInstance, type PlannedChange, ty
 export { Updater, type InstanceDriver, type EventSink, type TaskEventInput, type GroupPlan, type UpdaterOptions } from './updater.js';
 export { TaskStore, type Task, type TaskEvent, type TaskState } from './tasks.js';
 export { Director, renderVariables, type DirectorOptions, type VariableSource, type AgentStateView, type InstanceView } from './director.js';
-export { TlsAgentClient, type AgentClient, type AgentAddress, type AgentTlsIssuer, type TlsMaterial } from './agents.js';
+export { TlsAgentClient, agentTlsIssuer, type CertificateSource, type AgentClient, type AgentAddress, type AgentTlsIssuer, type TlsMaterial } from './agents.js';
 export { HealthMonitor, type HealthMonitorOptions, type HealthReport, type InstanceHealth, type ResurrectionPolicy, type ResurrectionEvent } from './health.js';

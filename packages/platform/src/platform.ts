@@ -7,7 +7,7 @@ import { PreconditionError, type Clock, type Logger, type PlatformConfig, type S
 import { AuditLog, openStore, type Store } from '@anodyne/store';
 import { CredStore, DeploymentVariables, loadKeyFile } from '@anodyne/credstore';
 import { LocalProvider } from '@anodyne/providers';
-import { Director, HealthMonitor, type AgentTlsIssuer } from '@anodyne/director';
+import { Director, HealthMonitor, agentTlsIssuer, type AgentTlsIssuer } from '@anodyne/director';
 import { AUDIENCE, Identity, LdapUserStore, SCOPES } from '@anodyne/identity';
 import { ClusterService, kubernetesRelease } from '@anodyne/clusters';
 import { locateRelease } from '@anodyne/release';
@@ -48,22 +48,9 @@ export interface Platform {
   close(): Promise<void>;
 }
 
-/** Agent mTLS material from the credential store (one CA, one certificate per agent). */
+/** Agent mTLS material from the credential store (the director's agent PKI). */
 export function agentTlsFromCredStore(creds: CredStore): AgentTlsIssuer {
-  const actor = { actor: 'director' };
-  const ca = () => creds.generate('/director/agent-ca', 'certificate', { is_ca: true, common_name: 'anodyne-agent-ca', key_algorithm: 'ecdsa', duration: 3650 }, actor);
-  return {
-    agentTls: async (agentId) => {
-      await ca();
-      const c = (await creds.generate(`/director/agents/${agentId}`, 'certificate', { ca: '/director/agent-ca', common_name: agentId, alternative_names: [agentId], extended_key_usage: ['server_auth', 'client_auth'], key_algorithm: 'ecdsa' }, actor)).value;
-      return { cert: c.certificate, key: c.private_key, ca: c.ca };
-    },
-    directorTls: async () => {
-      await ca();
-      const c = (await creds.generate('/director/client', 'certificate', { ca: '/director/agent-ca', common_name: 'anodyne-director', extended_key_usage: ['client_auth'], key_algorithm: 'ecdsa' }, actor)).value;
-      return { cert: c.certificate, key: c.private_key, ca: c.ca };
-    },
-  };
+  return agentTlsIssuer(async (name, options) => (await creds.generate(name, 'certificate', options, { actor: 'director' })).value);
 }
 
 /**

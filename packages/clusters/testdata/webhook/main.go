@@ -36,14 +36,8 @@ func main() {
 // answers with the same review carrying it.
 func review(decide func(req object, resp object)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		var in object
-		if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		req, _ := in["request"].(object)
+		req := decode(w, r, "AdmissionReview")
 		if req == nil {
-			http.Error(w, "no request in the AdmissionReview", http.StatusBadRequest)
 			return
 		}
 		resp := object{"uid": req["uid"], "allowed": true}
@@ -77,14 +71,8 @@ func mutate(req object, resp object) {
 
 // convert answers an apiextensions.k8s.io/v1 ConversionReview.
 func convert(w http.ResponseWriter, r *http.Request) {
-	var in object
-	if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	req, _ := in["request"].(object)
+	req := decode(w, r, "ConversionReview")
 	if req == nil {
-		http.Error(w, "no request in the ConversionReview", http.StatusBadRequest)
 		return
 	}
 	to, _ := req["desiredAPIVersion"].(string)
@@ -125,6 +113,20 @@ func widget(obj object, to string) (object, error) {
 	obj["spec"] = spec
 	obj["apiVersion"] = to
 	return obj, nil
+}
+
+// decode reads a review's request; on bad input it answers 400 and returns nil.
+func decode(w http.ResponseWriter, r *http.Request, kind string) object {
+	var in object
+	if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return nil
+	}
+	req, _ := in["request"].(object)
+	if req == nil {
+		http.Error(w, "no request in the "+kind, http.StatusBadRequest)
+	}
+	return req
 }
 
 func reply(w http.ResponseWriter, body object) {
