@@ -1,10 +1,12 @@
+// Host-level helpers of the local provider: cgroups, mounts, processes, links, iptables, shell quoting.
 import { existsSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { exec, type ExecResult } from '@anodyne/common';
 
-/** Host-level helpers of the local provider: cgroups, mounts, processes, links. */
-
 export const CGROUP_ROOT = '/sys/fs/cgroup';
+
+/** Counts host objects removed by cleanup, by kind (the `other` of a CleanupReport). */
+export type Tally = (kind: string, n?: number) => void;
 
 export interface CgroupHierarchy {
   /** Directory under /sys/fs/cgroup. */
@@ -23,7 +25,9 @@ export function cgroupHierarchies(): CgroupHierarchy[] {
     const [fstype, , superOpts] = right.split(' ');
     const mountPoint = fields[4] ?? '';
     if (fstype !== 'cgroup' || !mountPoint.startsWith(CGROUP_ROOT + '/')) continue;
-    const controllers = (superOpts ?? '').split(',').filter((o) => o !== 'rw' && o !== 'ro' && !o.startsWith('release_agent') && o !== 'clone_children' && o !== 'noprefix' && o !== 'xattr');
+    const controllers = (superOpts ?? '').split(',').filter(
+      (o) => o !== 'rw' && o !== 'ro' && !o.startsWith('release_agent') && o !== 'clone_children' && o !== 'noprefix' && o !== 'xattr',
+    );
     out.push({ dir: mountPoint.slice(CGROUP_ROOT.length + 1), options: controllers.join(',') });
   }
   return out;
@@ -124,6 +128,11 @@ export function killPids(pids: number[], signal: NodeJS.Signals = 'SIGKILL'): vo
       // already gone
     }
   }
+}
+
+/** Quotes a string for /bin/sh (single quotes; embedded ones closed, escaped and reopened). */
+export function shellQuote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 export async function ip(...args: string[]): Promise<ExecResult> {

@@ -1,3 +1,4 @@
+// The local provider's records (VMs, disks, load balancers) in one JSON state file, and its one read-modify-write helper.
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { DiskInfo, LoadBalancerInfo, VmInfo } from '../contract.js';
@@ -19,26 +20,6 @@ export interface LocalState {
   lbs: Record<string, LbRecord>;
 }
 
-/**
- * The local provider's own records: one JSON file written atomically. Every host object
- * it describes also carries the VM's id in its name, so `cleanup` finds them without it.
- */
-export class StateFile {
-  constructor(private readonly path: string) {}
-
-  read(): LocalState {
-    if (!existsSync(this.path)) return { vms: {}, disks: {}, lbs: {} };
-    return JSON.parse(readFileSync(this.path, 'utf8')) as LocalState;
-  }
-
-  write(state: LocalState): void {
-    mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
-    const tmp = `${this.path}.tmp-${process.pid}`;
-    writeFileSync(tmp, JSON.stringify(state, null, 2), { mode: 0o600 });
-    renameSync(tmp, this.path);
-  }
-}
-
 /** Serialises async critical sections in this process. */
 export class Mutex {
   private tail: Promise<unknown> = Promise.resolve();
@@ -47,5 +28,46 @@ export class Mutex {
     const next = this.tail.then(fn, fn);
     this.tail = next.catch(() => undefined);
     return next;
+  }
+}
+
+/**
+ * The local provider's own records: one JSON file written atomically. Every host object
+ * it describes also carries the VM's id in its name, so `cleanup` finds them without it.
+ *
+ * `read` is a snapshot without the lock (for questions); every change goes through `update`,
+ * the only place that writes the file.
+ */
+export class StateFile {
+  private readonly mutex = new Mutex();
+
+  constructor(private readonly path: string) {}
+
+  read(): LocalState {
+    if (!existsSync(this.path)) return { vms: {}, disks: {}, lbs: {} };
+    return JSON.parse(readFileSync(this.path, 'utf8')) as LocalState;
+  }
+
+  /**
+   * Read-modify-write under the provider's lock: `fn` gets the current state to change in
+   * place (it may do host work meanwhile; the lock is held until it settles). When `fn`
+   * resolves and changed the state, the state is written back; when it throws, nothing is
+   * written. Sections that only read (cleanup) change nothing and so write nothing.
+   */
+  update<T>(fn: (state: LocalState) => T | Promise<T>): Promise<T> {
+    return this.mutex.run(async () => {
+      const state = this.read();
+      const before = JSON.stringify(state);
+      const result = await fn(state);
+      if (JSON.stringify(state) !== before) this.write(state);
+      return result;
+    });
+  }
+
+  private write(state: LocalState): void {
+    mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
+    const tmp = `${this.path}.tmp-${process.pid}`;
+    writeFileSync(tmp, JSON.stringify(state, null, 2), { mode: 0o600 });
+    renameSync(tmp, this.path);
   }
 }
