@@ -1,3 +1,4 @@
+// How the director reaches agents: their mutual-TLS PKI, the agent API client and a state read.
 import { request } from 'node:https';
 import { AnodyneError } from '@anodyne/common';
 
@@ -14,7 +15,10 @@ export interface AgentTlsIssuer {
 }
 
 /** Generates (or returns the current) certificate `name` with `options` (the credential store's certificate type). */
-export type CertificateSource = (name: string, options: Record<string, unknown>) => Promise<{ certificate: string; private_key: string; ca: string }>;
+export type CertificateSource = (
+  name: string,
+  options: Record<string, unknown>,
+) => Promise<{ certificate: string; private_key: string; ca: string }>;
 
 /**
  * The director's agent PKI over a certificate source: one CA (`/director/agent-ca`), one
@@ -28,7 +32,9 @@ export function agentTlsIssuer(generate: CertificateSource): AgentTlsIssuer {
     return { cert: c.certificate, key: c.private_key, ca: c.ca };
   };
   return {
-    agentTls: (agentId) => issue(`/director/agents/${agentId}`, { common_name: agentId, alternative_names: [agentId], extended_key_usage: ['server_auth', 'client_auth'] }),
+    agentTls: (agentId) => issue(`/director/agents/${agentId}`, {
+      common_name: agentId, alternative_names: [agentId], extended_key_usage: ['server_auth', 'client_auth'],
+    }),
     directorTls: () => issue('/director/client', { common_name: 'anodyne-director', extended_key_usage: ['client_auth'] }),
   };
 }
@@ -48,6 +54,18 @@ export interface AgentClient {
   call(row: AgentAddress, method: 'GET' | 'POST', path: string, body?: unknown, timeoutMs?: number): Promise<unknown>;
 }
 
+/** What an agent reports about itself (`GET /state`). */
+export interface AgentStateView {
+  healthy: boolean;
+  bundleHash: string | null;
+  processes: { job: string; name: string; state: string; restarts: number }[];
+}
+
+/** Asks an instance's agent for its state. */
+export async function readAgentState(agents: AgentClient, row: AgentAddress, timeoutMs = 5000): Promise<AgentStateView> {
+  return (await agents.call(row, 'GET', '/state', undefined, timeoutMs)) as AgentStateView;
+}
+
 /** The agent API over mutual TLS; the agent proves it is `agent_id` (certificate CN). */
 export class TlsAgentClient implements AgentClient {
   constructor(private readonly tls: AgentTlsIssuer, private readonly port: number) {}
@@ -58,17 +76,23 @@ export class TlsAgentClient implements AgentClient {
     return new Promise((resolve, reject) => {
       const req = request({
         host: row.ip!, port: this.port, path, method, cert: tls.cert, key: tls.key, ca: tls.ca, servername: row.agent_id,
-        checkServerIdentity: (_host, cert) => (cert.subject.CN === row.agent_id ? undefined : new Error(`agent certificate is for ${String(cert.subject.CN)}, expected ${row.agent_id}`)),
+        checkServerIdentity: (_host, cert) => (cert.subject.CN === row.agent_id
+          ? undefined
+          : new Error(`agent certificate is for ${String(cert.subject.CN)}, expected ${row.agent_id}`)),
         headers: { 'content-type': 'application/json' }, timeout: timeoutMs,
       }, (res) => {
         let text = '';
         res.on('data', (c: Buffer) => (text += c.toString()));
         res.on('end', () => {
-          if ((res.statusCode ?? 500) >= 300) reject(new AnodyneError('ANODYNE_E_UNAVAILABLE', `agent ${row.agent_id} ${method} ${path}: ${res.statusCode} ${text.slice(0, 300)}`));
+          const status = res.statusCode ?? 500;
+          const failed = `agent ${row.agent_id} ${method} ${path}: ${status} ${text.slice(0, 300)}`;
+          if (status >= 300) reject(new AnodyneError('ANODYNE_E_UNAVAILABLE', failed));
           else resolve(text ? JSON.parse(text) as unknown : null);
         });
       });
-      req.on('error', (e) => reject(new AnodyneError('ANODYNE_E_UNAVAILABLE', `agent ${row.agent_id} unreachable: ${e.message}`, { cause: e })));
+      req.on('error', (e) => {
+        reject(new AnodyneError('ANODYNE_E_UNAVAILABLE', `agent ${row.agent_id} unreachable: ${e.message}`, { cause: e }));
+      });
       req.on('timeout', () => req.destroy(new Error('timed out')));
       req.end(body === undefined ? undefined : JSON.stringify(body));
     });

@@ -1,3 +1,4 @@
+// The director on the real local provider: deploy, roll out, recreate, errands, disks and delete, end to end (root only).
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -7,7 +8,7 @@ import { join } from 'node:path';
 import type { Store } from '@anodyne/store';
 import { newRandomKey, type CredStore } from '@anodyne/credstore';
 import type { LocalProvider } from '@anodyne/providers';
-import type { Director, TaskEvent } from './index.js';
+import type { Director, Manifest, TaskEvent } from './index.js';
 import { makeHarness, manifest } from './harness.js';
 import { skipUnless } from '@anodyne/common';
 
@@ -85,12 +86,13 @@ describe('director on the local provider', { skip: skipUnless(isRoot, 'needs roo
 
   it('a canary that never becomes healthy fails the task; only the canary was touched', async () => {
     const bad = manifest('v3', { update: { canaries: 1, max_in_flight: 2, canary_watch_time: '300-3000', update_watch_time: '300-3000' } });
-    bad.instance_groups[0]!.jobs[0]!.properties = { greeting: 'v3', port: 'no-such-port' } as never; // httpd exits at once, again and again
+    bad.instance_groups[0]!.jobs[0]!.properties = { greeting: 'v3', port: 'no-such-port' }; // httpd exits at once, again and again
     const task = await director.deploy(bad);
     const done = await director.wait(task.id);
     assert.equal(done.state, 'error');
     assert.equal(done.error?.code, 'ANODYNE_E_CANARY_FAILED');
-    const touched = (await events(task.id)).filter((e) => e.stage.startsWith('Updating instance') && e.state === 'started').map((e) => e.instance);
+    const touched = (await events(task.id))
+      .filter((e) => e.stage.startsWith('Updating instance') && e.state === 'started').map((e) => e.instance);
     assert.deepEqual(touched, ['web/0']);
     for (const r of (await director.instances('web')).filter((x) => x.idx > 0)) assert.match(await get(`http://${r.ip}:8080/`), /^v2 from/);
     // the next good deploy converges everything again
@@ -118,7 +120,8 @@ describe('director on the local provider', { skip: skipUnless(isRoot, 'needs roo
     await assert.rejects(director.deploy(manifest('v6')), (e: unknown) => (e as { code?: string }).code === 'ANODYNE_E_DEPLOYMENT_LOCKED');
     await director.wait(running.id);
     const before = (await director.tasks.list()).length;
-    await assert.rejects(director.deploy({ ...manifest('x'), instance_groups: [{ ...manifest('x').instance_groups[0]!, vm_type: 'huge' }] }), (e: unknown) => (e as { code?: string }).code === 'ANODYNE_E_MANIFEST_INVALID');
+    const huge = { ...manifest('x'), instance_groups: [{ ...manifest('x').instance_groups[0]!, vm_type: 'huge' }] };
+    await assert.rejects(director.deploy(huge), (e: unknown) => (e as { code?: string }).code === 'ANODYNE_E_MANIFEST_INVALID');
     assert.equal((await director.tasks.list()).length, before);
   });
 
@@ -133,7 +136,8 @@ describe('director on the local provider', { skip: skipUnless(isRoot, 'needs roo
       assert.equal(r.ip, before[i]?.ip, 'addresses are kept');
     }
     assert.match(await get(`http://${after[3]!.ip}:8080/`), /from web\/3$/);
-    await assert.rejects(director.recreate('web', { group: 'web', index: 9 }), (e: unknown) => (e as { code?: string }).code === 'ANODYNE_E_NOT_FOUND');
+    const notFound = (e: unknown) => (e as { code?: string }).code === 'ANODYNE_E_NOT_FOUND';
+    await assert.rejects(director.recreate('web', { group: 'web', index: 9 }), notFound);
   });
 
   it('stops and starts one instance; fetches its logs', async () => {
@@ -151,7 +155,13 @@ describe('director on the local provider', { skip: skipUnless(isRoot, 'needs roo
   });
 
   it('runs an errand to completion and keeps its output; a failing errand fails the task', async () => {
-    const withErrand = (code: number) => ({ ...manifest('v5'), instance_groups: [...manifest('v5').instance_groups, { name: 'smoke', instances: 1, lifecycle: 'errand', vm_type: 'small', networks: [{ name: 'default' }], jobs: [{ name: 'smoke', properties: { word: 'hi', code } }] }] });
+    const withErrand = (code: number): Manifest => ({
+      ...manifest('v5'),
+      instance_groups: [...manifest('v5').instance_groups, {
+        name: 'smoke', instances: 1, lifecycle: 'errand', vm_type: 'small', networks: [{ name: 'default' }],
+        jobs: [{ name: 'smoke', properties: { word: 'hi', code } }],
+      }],
+    });
     assert.equal((await director.wait((await director.deploy(withErrand(0))).id)).state, 'done');
     assert.equal((await director.instances('web')).filter((r) => r.group_name === 'smoke').length, 0, 'an errand has no VM between runs');
     const ok = await director.wait((await director.runErrand('web', 'smoke')).id);
@@ -168,7 +178,12 @@ describe('director on the local provider', { skip: skipUnless(isRoot, 'needs roo
   });
 
   it('a persistent disk keeps its data across VM recreation and goes away with the deployment', async () => {
-    const m = { ...manifest('disk'), name: 'vault', instance_groups: [{ name: 'vault', instances: 1, vm_type: 'small', persistent_disk_mb: 64, networks: [{ name: 'default' }], jobs: [{ name: 'keeper' }] }], variables: [] };
+    const m = {
+      ...manifest('disk'), name: 'vault', variables: [],
+      instance_groups: [{
+        name: 'vault', instances: 1, vm_type: 'small', persistent_disk_mb: 64, networks: [{ name: 'default' }], jobs: [{ name: 'keeper' }],
+      }],
+    };
     assert.equal((await director.wait((await director.deploy(m)).id)).state, 'done');
     const [first] = await director.instances('vault');
     assert.ok(first?.disk_id, 'the instance records its disk');

@@ -1,3 +1,4 @@
+// The director package's public door: manifests, rendering, planning, rollout, tasks, the Director and its health monitor.
 export {
   parseManifest, parseWatchTime, resolveMaxInFlight, groupUpdatePolicy, manifestPath, ManifestSchema,
   type Manifest, type InstanceGroup, type UpdatePolicy, type Variable, type WatchRange,
@@ -10,6 +11,13 @@ export {
 export { plan, type DesiredInstance, type ActualInstance, type PlannedChange, type PlanAction } from './planner.js';
 export { Updater, type InstanceDriver, type EventSink, type TaskEventInput, type GroupPlan, type UpdaterOptions } from './updater.js';
 export { TaskStore, type Task, type TaskEvent, type TaskState } from './tasks.js';
-export { Director, renderVariables, type DirectorOptions, type VariableSource, type AgentStateView, type InstanceView } from './director.js';
-export { TlsAgentClient, agentTlsIssuer, type CertificateSource, type AgentClient, type AgentAddress, type AgentTlsIssuer, type TlsMaterial } from './agents.js';
-export { HealthMonitor, type HealthMonitorOptions, type HealthReport, type InstanceHealth, type ResurrectionPolicy, type ResurrectionEvent } from './health.js';
+export { Director, type DirectorOptions, type InstanceView } from './director.js';
+export { renderVariables, type VariableSource } from './phases.js';
+export {
+  TlsAgentClient, agentTlsIssuer,
+  type CertificateSource, type AgentClient, type AgentAddress, type AgentTlsIssuer, type TlsMaterial, type AgentStateView,
+} from './agents.js';
+export {
+  HealthMonitor,
+  type HealthMonitorOptions, type HealthReport, type InstanceHealth, type ResurrectionPolicy, type ResurrectionEvent,
+} from './health.js';

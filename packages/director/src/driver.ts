@@ -1,0 +1,78 @@
+// The real instance driver of a rollout: drain, stop, (re)create, apply the bundle, start — through the agent.
+import { AnodyneError } from '@anodyne/common';
+import { readAgentState, type AgentClient } from './agents.js';
+import type { InstanceRepository, InstanceRow } from './instances.js';
+import type { InstanceBundle } from './jobs.js';
+import type { PlannedChange } from './planner.js';
+import type { EventSink, InstanceDriver } from './updater.js';
+import type { VmLifecycle } from './vms.js';
+
+export interface AgentDriverDeps {
+  repo: InstanceRepository;
+  vms: VmLifecycle;
+  agents: AgentClient;
+}
+
+/** Applies planned changes to instances; `rows` (by `group/index`) is kept current as VMs change. */
+export class AgentDriver implements InstanceDriver {
+  constructor(private readonly d: AgentDriverDeps, private readonly rows: Map<string, InstanceRow>, private readonly sink: EventSink) {}
+
+  private row(c: PlannedChange): InstanceRow {
+    const r = this.rows.get(`${c.group}/${c.index}`);
+    if (!r) throw new AnodyneError('ANODYNE_E_INTERNAL', `no instance ${c.group}/${c.index}`);
+    return r;
+  }
+
+  async apply(c: PlannedChange): Promise<void> {
+    let row = this.row(c);
+    const name = `${c.group}/${c.index}`;
+    const info = (message: string) => this.sink.event({ stage: 'Lifecycle', instance: name, state: 'info', message });
+    // A VM that is being replaced may have an agent that no longer answers (that is often why
+    // it is replaced): ask briefly first rather than wait out a drain's timeout.
+    const answers = c.action !== 'recreate' || (await readAgentState(this.d.agents, row).then(() => true, () => false));
+    if (!answers) await info('not drained: the agent does not answer');
+    if (row.bundle_hash !== null && answers) {
+      try {
+        await info('drain');
+        await this.d.agents.call(row, 'POST', '/drain', undefined, 600_000);
+        await info('stop');
+        await this.d.agents.call(row, 'POST', '/stop', undefined, 120_000);
+      } catch (err) {
+        // The agent went away mid-drain of a VM being replaced: go on. An update in place must not.
+        if (c.action !== 'recreate' || !(err instanceof AnodyneError && err.code === 'ANODYNE_E_UNAVAILABLE')) throw err;
+        await info(`not drained: ${err.message}`);
+      }
+    }
+    if (c.action === 'recreate') {
+      await info(`recreate: ${c.reasons.join(', ')}`);
+      row = await this.d.vms.recreate(row, c.desired);
+      this.rows.set(name, row);
+    }
+    const bundle: InstanceBundle = c.desired!.bundle;
+    await this.d.agents.call(row, 'POST', '/apply', bundle, 30_000);
+    await info('start');
+    await this.d.agents.call(row, 'POST', '/start', undefined, 600_000);
+    await this.d.repo.patch(row.id, { bundle_hash: bundle.hash });
+    row.bundle_hash = bundle.hash;
+  }
+
+  async remove(c: PlannedChange): Promise<void> {
+    const row = this.rows.get(`${c.group}/${c.index}`);
+    if (!row) return;
+    if (row.vm_id) {
+      await this.d.agents.call(row, 'POST', '/drain', undefined, 600_000).catch(() => undefined);
+      await this.d.agents.call(row, 'POST', '/stop', undefined, 120_000).catch(() => undefined);
+    }
+    await this.d.vms.discard(row);
+    this.rows.delete(`${c.group}/${c.index}`);
+  }
+
+  async healthy(c: PlannedChange): Promise<boolean> {
+    try {
+      const s = await readAgentState(this.d.agents, this.row(c));
+      return s.healthy && s.bundleHash === c.desired?.bundle.hash;
+    } catch {
+      return false;
+    }
+  }
+}
