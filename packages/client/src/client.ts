@@ -110,6 +110,7 @@ export class ApiClient {
   }
   task(id: number | string): Promise<TaskWithEvents> { return this.call('GET', `/v1/tasks/${seg(id)}`); }
   taskEvents(id: number | string, after = 0): Promise<TaskEvent[]> { return this.call('GET', `/v1/tasks/${seg(id)}/events?after=${after}`); }
+  upgradeClusters(body: S.FleetUpgradeBody): Promise<Task> { return this.call('POST', '/v1/upgrades', body); }
   cancelTask(id: number | string): Promise<Task> { return this.call('PUT', `/v1/tasks/${seg(id)}`, { state: 'cancelled' }); }
 
   // ---------------------------------------------------------------- quotas, users, keys

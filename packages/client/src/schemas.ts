@@ -100,6 +100,13 @@ export const TaskEvent = Type.Object({
 export const TaskWithEvents = Type.Intersect([Task, Type.Object({ events: Type.Array(TaskEvent) })]);
 export const TaskQuery = Type.Object({ cluster: Type.Optional(Type.String({ pattern: DNS1123, maxLength: 40 })), limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500 })) }, { additionalProperties: false });
 export const EventsQuery = Type.Object({ after: Type.Optional(Type.Integer({ minimum: 0 })) }, { additionalProperties: false });
+/** A fleet upgrade: clusters in order (default: all), canary clusters first one at a time, then batches. */
+export const FleetUpgrade = Type.Object({
+  clusters: Type.Optional(Type.Array(Type.String({ pattern: DNS1123, maxLength: 40 }), { minItems: 1, maxItems: 1000, uniqueItems: true })),
+  canaries: Type.Optional(Type.Integer({ minimum: 0, maximum: 1000, default: 1 })),
+  max_in_flight: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 1 })),
+}, { additionalProperties: false });
+export type FleetUpgradeBody = Static<typeof FleetUpgrade>;
 export const CancelTask = Type.Object({ state: Type.Literal('cancelled') }, { additionalProperties: false });
 
 export const Quota = Type.Object({ owner: Type.String(), max_clusters: Type.Integer(), max_workers: Type.Integer() });

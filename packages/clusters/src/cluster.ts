@@ -250,29 +250,3 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
     ],
   };
 }
-
-/** An admin kubeconfig with the cluster-admin client certificate (pks.clusters.admin only). */
-export function adminKubeconfig(cluster: string, server: string, admin: { ca: string; certificate: string; private_key: string }): string {
-  const b64 = (s: string) => Buffer.from(s).toString('base64');
-  return [
-    'apiVersion: v1',
-    'kind: Config',
-    'clusters:',
-    `- name: ${cluster}`,
-    '  cluster:',
-    `    server: ${server}`,
-    `    certificate-authority-data: ${b64(admin.ca)}`,
-    'users:',
-    `- name: ${cluster}-admin`,
-    '  user:',
-    `    client-certificate-data: ${b64(admin.certificate)}`,
-    `    client-key-data: ${b64(admin.private_key)}`,
-    'contexts:',
-    `- name: ${cluster}`,
-    '  context:',
-    `    cluster: ${cluster}`,
-    `    user: ${cluster}-admin`,
-    `current-context: ${cluster}`,
-    '',
-  ].join('\n');
-}

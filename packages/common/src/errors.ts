@@ -127,6 +127,7 @@ export const ErrorCodes = {
   ANODYNE_E_CLUSTER_NOT_FOUND: def('ANODYNE_E_CLUSTER_NOT_FOUND', 'not_found', 'Cluster not found'),
   ANODYNE_E_CLUSTER_EXISTS: def('ANODYNE_E_CLUSTER_EXISTS', 'conflict', 'A cluster with this name exists'),
   ANODYNE_E_CLUSTER_BUSY: def('ANODYNE_E_CLUSTER_BUSY', 'conflict', 'The cluster has a task in progress', true),
+  ANODYNE_E_FLEET_UPGRADE_FAILED: def('ANODYNE_E_FLEET_UPGRADE_FAILED', 'internal', 'A cluster of a fleet upgrade failed; later clusters were not started'),
   ANODYNE_E_BINDING_CONFLICT: def('ANODYNE_E_BINDING_CONFLICT', 'conflict', 'A binding with this id exists with other attributes'),
   ANODYNE_E_NETWORK_PROFILE_NOT_FOUND: def('ANODYNE_E_NETWORK_PROFILE_NOT_FOUND', 'invalid_input', 'Unknown network profile'),
   ANODYNE_E_PLAN_NOT_FOUND: def('ANODYNE_E_PLAN_NOT_FOUND', 'invalid_input', 'Unknown plan'),

@@ -303,6 +303,16 @@ export class Director {
     return row;
   }
 
+  /**
+   * Runs work that is not a change to one deployment (a fleet upgrade that starts and follows
+   * other tasks) as a task of its own: events, cancellation, result and error like every task.
+   */
+  async runTask(type: string, description: string, owner: string, work: (signal: AbortSignal, sink: EventSink) => Promise<unknown>): Promise<Task> {
+    const task = await this.tasks.create(type, null, description, owner);
+    this.launch(task.id, work);
+    return task;
+  }
+
   /** Resolves when the task has ended (in this process). */
   async wait(id: number): Promise<Task> {
     await this.running.get(id);

@@ -286,6 +286,20 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
     assert.ok(((await call('GET', '/v1/tasks', { token: tokens['alice'] })).body as { id: number }[]).some((x) => x.id === upId), 'and lists it');
     assert.equal((await call('GET', `/v1/tasks/${upId}`, { token: tokens['bob'] })).status, 404);
 
+    // A fleet upgrade is one server-side task; every cluster is checked before it starts.
+    assert.equal((await call('POST', '/v1/upgrades', { token: tokens['alice'], body: { clusters: ['team-a'] } })).status, 403, 'fleet upgrades are for admins');
+    const unknown = await call('POST', '/v1/upgrades', { token: tokens['root'], body: { clusters: ['team-a', 'no-such'] } });
+    assert.equal(unknown.status, 404, 'an unknown cluster is refused before any task');
+    assert.equal((unknown.body as { code: string }).code, 'ANODYNE_E_CLUSTER_NOT_FOUND');
+    assert.equal((await call('POST', '/v1/upgrades', { token: tokens['root'], body: { clusters: ['team-a'], max_in_flight: 0 } })).status, 400);
+    const fleet = await call('POST', '/v1/upgrades', { token: tokens['root'], body: { clusters: ['team-a'], canaries: 1, max_in_flight: 2 } });
+    assert.equal(fleet.status, 202);
+    const fleetTask = await tp.platform.director.wait((fleet.body as { id: number }).id);
+    assert.equal(fleetTask.state, 'done', JSON.stringify(fleetTask.error));
+    const outcome = (fleetTask.result as { clusters: { name: string; state: string; task_id: number }[] }).clusters;
+    assert.deepEqual(outcome.map((x) => [x.name, x.state]), [['team-a', 'done']]);
+    assert.equal((await tp.platform.director.tasks.get(outcome[0]!.task_id)).type, 'deploy', 'the cluster was upgraded by a task of its own');
+
     // The audit log records the mutating calls and the credential read, with who and result.
     const audit = (await call('GET', '/v1/audit?limit=1000', { token: tokens['root'] })).body as { actor: string; action: string; target: string; result: string }[];
     assert.ok(audit.some((e) => e.actor === 'alice' && e.action === 'cluster.create' && e.result === 'ok'));

@@ -71,10 +71,10 @@ describe('input hardening: generated requests against every route', { skip: skip
     await p.identity.createUser({ username: 'fuzz-admin', password: 'fuzz-admin-password', groups: [SCOPES.admin] });
     // Records the fuzzer's requests can find (KNOWN): a user, a network profile, an OAuth client, tasks.
     await p.identity.createUser({ username: 'fz-other', password: 'fz-other-password', groups: [SCOPES.manage] });
-    await p.clusters.createNetworkProfile({ name: 'fz-net', pod_cidr: '10.220.0.0/16', service_cidr: '10.221.0.0/16' });
+    await p.clusters.profiles.create({ name: 'fz-net', pod_cidr: '10.220.0.0/16', service_cidr: '10.221.0.0/16' });
     await p.identity.createClient({ clientId: 'fz-client', secret: 'fz-client-secret-0123456789', scopes: [SCOPES.manage], grantTypes: ['client_credentials'] });
     // Nobody the fuzzer acts as may create clusters (quota 0): inputs are judged, no VM is ever built.
-    for (const owner of ['fuzzer', 'fuzz-admin', 'osb-broker']) await p.clusters.setQuota(owner, 0, 0);
+    for (const owner of ['fuzzer', 'fuzz-admin', 'osb-broker']) await p.clusters.quotas.set(owner, 0, 0);
     tokens = await issueTokens();
     const broker = (await https(p.url, p.caPem, 'GET', '/v1/broker', { token: tokens[2]! })).body as { username: string; password: string };
     brokerBasic = `Basic ${Buffer.from(`${broker.username}:${broker.password}`).toString('base64')}`;

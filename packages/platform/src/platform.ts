@@ -124,7 +124,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       oidc: { issuerUrl: url, caPem: ca.certificate, audience: AUDIENCE, usernameClaim: 'user_name', usernamePrefix: 'anodyne:', anyScope: [SCOPES.manage, SCOPES.admin] },
     });
     // Records of finished deletes are removed here, not by reads: at start and every 10 s.
-    const reap = () => clusters.reapDeleted().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'removing deleted clusters\' records failed'));
+    const reap = () => clusters.records.reapDeleted().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'removing deleted clusters\' records failed'));
     await reap();
     const reapTimer = setInterval(() => void reap(), 10_000);
     reapTimer.unref();

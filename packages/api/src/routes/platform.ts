@@ -1,0 +1,32 @@
+// Routes about the platform itself: liveness, Prometheus metrics, this OpenAPI document and the audit log.
+import { Type } from '@sinclair/typebox';
+import type { AuditLog, Store } from '@anodyne/store';
+import { ADMIN_SCOPES } from '@anodyne/clusters';
+import { schemas as S } from '@anodyne/client';
+import type { Metrics } from '../metrics.js';
+import { auth, doc, ok, type Api } from './kit.js';
+
+export interface PlatformRoutesOptions {
+  store: Store;
+  audit: AuditLog;
+  metrics: Metrics;
+  /** The whole server's OpenAPI document (the root instance knows every route). */
+  openapi: () => object;
+}
+
+export function platformRoutes(app: Api, o: PlatformRoutesOptions): void {
+  app.get('/healthz', { schema: { ...doc('Liveness and store reachability', ['platform'], false), response: ok({ 200: S.Health }) } }, async () => {
+    await o.store.ping();
+    return { status: 'ok' as const };
+  });
+  app.get('/metrics', { schema: { ...doc('Prometheus metrics (text exposition format)', ['platform'], false), response: ok({ 200: Type.String() }) } }, async (_req, reply) =>
+    reply.type('text/plain; version=0.0.4').send(o.metrics.render()));
+  app.get('/openapi.json', { schema: { ...doc('This document', ['platform'], false), response: ok({ 200: Type.Record(Type.String(), Type.Unknown()) }) } }, () => o.openapi() as Record<string, unknown>);
+  app.get('/v1/audit', {
+    config: auth(ADMIN_SCOPES),
+    schema: { ...doc('The audit log', ['platform'], true), querystring: S.AuditQuery, response: ok({ 200: Type.Array(S.AuditEntry) }) },
+  }, async (req) => {
+    const q = req.query;
+    return o.audit.list({ ...(q.actor ? { actor: q.actor } : {}), ...(q.action ? { action: q.action } : {}), limit: q.limit ?? 100 });
+  });
+}

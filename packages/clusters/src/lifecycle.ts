@@ -1,0 +1,132 @@
+// Cluster lifecycle: create, resize, upgrade, rotate and delete — each checked in full before a director task starts.
+import { randomUUID } from 'node:crypto';
+import { ConflictError, InputError } from '@anodyne/common';
+import type { ClustersTable } from '@anodyne/store';
+import type { Director } from '@anodyne/director';
+import { clusterManifest, deploymentName, type ClusterRequest, type OidcTrust, type Plan } from './cluster.js';
+import type { ClusterRecords, ClusterView, Parameters } from './records.js';
+import type { NetworkProfiles, Quotas } from './profiles.js';
+
+export interface CreateClusterInput {
+  name: string;
+  plan_name: string;
+  network_profile_name?: string;
+  parameters?: { kubernetes_master_host?: string; kubernetes_worker_instances?: number; pod_cidr?: string; service_cidr?: string };
+}
+
+/** What the lifecycle needs of the credential store. */
+export interface LeafRotation {
+  /** New versions of every leaf certificate (CAs are kept, so trust does not change). */
+  regenerateLeaves(deployment: string, actor: string): Promise<number>;
+}
+
+/** Why a running cluster is deployed again; every kind goes through `redeploy`. */
+export type Redeploy =
+  | { kind: 'update'; workers: number }
+  | { kind: 'upgrade' }
+  | { kind: 'rotate-certificates' };
+
+export interface LifecycleOptions {
+  director: Director;
+  records: ClusterRecords;
+  profiles: NetworkProfiles;
+  quotas: Quotas;
+  credentials: LeafRotation;
+  plans: Plan[];
+  oidc?: OidcTrust;
+}
+
+/**
+ * Clusters as teams ask for them, turned into director deployments. Every check happens before a
+ * task starts; a refused request leaves nothing behind.
+ */
+export class ClusterLifecycle {
+  constructor(private readonly o: LifecycleOptions) {}
+
+  private request(name: string, p: Parameters, plan: string): ClusterRequest {
+    return {
+      name, plan, workers: p.workers,
+      ...(p.externalHostname ? { externalHostname: p.externalHostname } : {}),
+      network: { ...(p.podCidr ? { podCidr: p.podCidr } : {}), ...(p.serviceCidr ? { serviceCidr: p.serviceCidr } : {}) },
+      ...(this.o.oidc ? { oidc: this.o.oidc } : {}),
+    };
+  }
+
+  /** Starts creating a cluster (asynchronous): validated, quota-checked, recorded, then a director task. */
+  async create(owner: string, input: CreateClusterInput): Promise<ClusterView> {
+    const plan = this.o.plans.find((p) => p.name === input.plan_name);
+    if (!plan) {
+      const known = this.o.plans.map((p) => p.name).join(', ');
+      throw new InputError('ANODYNE_E_PLAN_NOT_FOUND', `unknown plan ${JSON.stringify(input.plan_name)}; plans: ${known}`, { details: { key: 'plan_name' } });
+    }
+    const profile = input.network_profile_name ? await this.o.profiles.get(input.network_profile_name) : undefined;
+    if (profile && (input.parameters?.pod_cidr || input.parameters?.service_cidr)) {
+      throw new InputError('ANODYNE_E_INVALID_INPUT', 'give either a network profile or pod/service CIDRs, not both', { details: { key: 'network_profile_name' } });
+    }
+    const podCidr = profile?.pod_cidr ?? input.parameters?.pod_cidr;
+    const serviceCidr = profile?.service_cidr ?? input.parameters?.service_cidr;
+    const params: Parameters = {
+      workers: input.parameters?.kubernetes_worker_instances ?? plan.defaultWorkers,
+      ...(input.parameters?.kubernetes_master_host ? { externalHostname: input.parameters.kubernetes_master_host } : {}),
+      ...(podCidr ? { podCidr } : {}),
+      ...(serviceCidr ? { serviceCidr } : {}),
+    };
+    const manifest = clusterManifest(this.request(input.name, params, plan.name), this.o.plans); // validates name, workers, CIDRs
+    await this.o.records.reapDeleted(input.name);
+    if (await this.o.records.exists(input.name)) throw new ConflictError('ANODYNE_E_CLUSTER_EXISTS', `cluster ${input.name} exists`, { details: { name: input.name } });
+    await this.o.quotas.check(owner, 1, params.workers);
+    const now = this.o.records.now();
+    const row: ClustersTable = {
+      name: input.name, uuid: randomUUID(), plan: plan.name, owner, parameters: JSON.stringify(params), last_action: 'CREATE', last_task_id: null,
+      network_profile: profile?.name ?? null, created_at: now, updated_at: now,
+    };
+    await this.o.records.insert(row);
+    try {
+      const task = await this.o.director.deploy(manifest, owner);
+      await this.o.records.setTask(input.name, 'CREATE', task.id);
+    } catch (err) {
+      await this.o.records.remove(input.name);
+      throw err;
+    }
+    return this.o.records.get(input.name);
+  }
+
+  /**
+   * Deploys a running cluster again: a resize (quota- and plan-checked), an upgrade to the
+   * platform's current release and plan, or new leaf certificates rolled out instance by instance.
+   */
+  async redeploy(name: string, why: Redeploy, actor: string): Promise<ClusterView> {
+    const r = await this.o.records.row(name);
+    await this.o.records.assertIdle(r);
+    if (r.last_action === 'DELETE') throw new ConflictError('ANODYNE_E_CLUSTER_BUSY', `cluster ${name} is being deleted`);
+    const current = JSON.parse(r.parameters) as Parameters;
+    const next: Parameters = why.kind === 'update' ? { ...current, workers: why.workers } : current;
+    const manifest = clusterManifest(this.request(name, next, r.plan), this.o.plans);
+    if (next.workers > current.workers) await this.o.quotas.check(r.owner, 0, next.workers - current.workers);
+    if (why.kind === 'rotate-certificates') await this.o.credentials.regenerateLeaves(deploymentName(name), actor);
+    const task = await this.o.director.deploy(manifest, actor);
+    await this.o.records.setTask(name, 'UPDATE', task.id, why.kind === 'update' ? next : undefined);
+    return this.o.records.get(name);
+  }
+
+  /** Starts deleting a cluster; the record goes when the task succeeds. Asking again while it runs is the same delete. */
+  async delete(name: string, actor: string): Promise<ClusterView> {
+    const r = await this.o.records.row(name);
+    if (r.last_action === 'DELETE' && r.last_task_id !== null) {
+      const t = await this.o.director.tasks.get(r.last_task_id);
+      if (!['error', 'cancelled'].includes(t.state)) return this.o.records.view(r, t); // already being deleted
+    } else {
+      await this.o.records.assertIdle(r);
+    }
+    const hasDeployment = await this.o.director.manifest(deploymentName(name)).then(() => true, () => false);
+    const hasInstances = (await this.o.director.instances(deploymentName(name))).length > 0;
+    if (!hasDeployment && !hasInstances) {
+      // Created and failed before anything existed: nothing to tear down.
+      await this.o.records.remove(name);
+      return { ...(await this.o.records.view(r, undefined)), last_action: 'DELETE', last_action_state: 'succeeded', last_action_description: 'deleted' };
+    }
+    const task = await this.o.director.deleteDeployment(deploymentName(name), actor);
+    await this.o.records.setTask(name, 'DELETE', task.id);
+    return this.o.records.get(name);
+  }
+}
