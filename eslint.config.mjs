@@ -12,6 +12,30 @@ const DOORS = [
 const ROOT_ONLY = { group: ['@anodyne/platform', '@anodyne/platform/*'], message: 'Only tests and benchmarks import the composition root (@anodyne/platform).' };
 // The CLI (and later the console) talk to the platform over HTTPS only.
 const EDGE_ONLY = { group: ['@anodyne/*', '!@anodyne/client'], message: 'The CLI reaches the platform over HTTPS: it imports no Anodyne package but @anodyne/client.' };
+// Every source file starts with a one-line `//` comment saying what it is for (after the shebang, if any).
+const anodyne = {
+  rules: {
+    'file-header': {
+      meta: {
+        type: 'suggestion',
+        docs: { description: 'Require a leading one-line // comment that says what the file is for.' },
+        schema: [],
+        messages: { missing: 'every source file starts with a one-line // comment saying what it is for' },
+      },
+      create(context) {
+        return {
+          Program() {
+            const { sourceCode } = context;
+            const line = sourceCode.lines[0]?.startsWith('#!') ? 2 : 1;
+            const header = sourceCode.getAllComments().find((c) => c.loc.start.line === line);
+            if (header?.type === 'Line' && header.loc.start.column === 0 && header.value.trim() !== '') return;
+            context.report({ loc: { start: { line, column: 0 }, end: { line, column: (sourceCode.lines[line - 1] ?? '').length } }, messageId: 'missing' });
+          },
+        };
+      },
+    },
+  },
+};
 
 export default tseslint.config(
   { ignores: ['**/dist/**', '**/node_modules/**', 'release/**', '**/*.d.ts', 'eslint.config.mjs'] },
@@ -21,7 +45,7 @@ export default tseslint.config(
     languageOptions: {
       parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
     },
-    plugins: { 'import-x': importX },
+    plugins: { 'import-x': importX, anodyne },
     settings: {
       'import-x/resolver-next': [createTypeScriptImportResolver({ project: ['packages/*/tsconfig.json'], noWarnOnMultipleProjects: true })],
       'import-x/extensions': ['.ts', '.js'],
@@ -37,6 +61,7 @@ export default tseslint.config(
       'import-x/no-cycle': ['error', { ignoreExternal: true }],
       // Another package is reached only through its door (`@anodyne/x` or a declared subpath export).
       'no-restricted-imports': ['error', { patterns: DOORS }],
+      'anodyne/file-header': 'error',
     },
   },
   {

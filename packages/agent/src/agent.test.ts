@@ -1,3 +1,4 @@
+// Tests of the agent: the Supervisor (job files, processes, restarts, scripts, stop) and the Agent's API over mutual TLS.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';

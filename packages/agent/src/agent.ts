@@ -1,3 +1,4 @@
+// The agent inside each VM: its mutual-TLS HTTPS API for the director (apply, start, stop, drain, state, logs) and its vitals.
 import { createServer, type Server } from 'node:https';
 import { loadavg, cpus } from 'node:os';
 import { readFileSync, statfsSync } from 'node:fs';

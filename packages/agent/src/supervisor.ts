@@ -1,3 +1,4 @@
+// The agent's Supervisor: an instance's job files, its processes kept running (backoff, readiness probes), its lifecycle scripts.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync, chmodSync } from 'node:fs';
 import { connect } from 'node:net';

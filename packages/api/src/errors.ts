@@ -1,3 +1,4 @@
+// Error kinds to HTTP statuses, and the `{code, message, details}` JSON body of every error response.
 import { toAnodyneError, type AnodyneError, type ErrorKind } from '@anodyne/common';
 
 /** The one place where error kinds become HTTP statuses. */

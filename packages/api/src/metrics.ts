@@ -1,3 +1,4 @@
+// The API's Prometheus metrics: requests and latency per route, handler calls, resident memory and uptime.
 /** Request counters and latency sums per route, in the Prometheus text format. */
 export class Metrics {
   private readonly requests = new Map<string, number>();

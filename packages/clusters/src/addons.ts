@@ -1,3 +1,4 @@
+// Cluster add-ons applied by the masters: CoreDNS for the cluster's own names, metrics-server, and Anodyne's RBAC bindings.
 /**
  * Cluster add-ons, applied by the masters once their API server answers: CoreDNS (answering
  * only for the cluster's own names — there is no forwarder, so nothing is asked outside the

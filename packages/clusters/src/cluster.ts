@@ -1,3 +1,4 @@
+// Plans and cluster requests made into the director's manifest: plan checks, kubelet settings, network ranges, the certificate set.
 import { isIPv4 } from 'node:net';
 import { InputError } from '@anodyne/common';
 import type { Manifest } from '@anodyne/director';

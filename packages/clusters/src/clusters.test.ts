@@ -1,3 +1,4 @@
+// Tests of clusters: manifests from plans and requests, plan checks, and real Kubernetes clusters on the local provider (root).
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';

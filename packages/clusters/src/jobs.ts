@@ -1,3 +1,4 @@
+// The Kubernetes release's jobs as the director runs them: etcd, control plane, containerd, flannel, kubelet, kube-proxy, add-ons.
 import type { JobCatalog, JobDefinition } from '@anodyne/director';
 import { addonsYaml } from './addons.js';
 

@@ -1,3 +1,4 @@
+// Test kit for the clusters suite: the control plane reaching webhooks and metrics-server in pods, and CPU autoscaling.
 /**
  * Test kit for the clusters suite: checks that a cluster's control plane reaches what runs
  * inside it (ADR 0009) — admission webhooks, a CRD conversion webhook and the metrics-server

@@ -1,3 +1,4 @@
+// Time as a dependency: the system clock, and a ManualClock that tests move forward by hand.
 /** Time, passed in so tests can control it. */
 export interface Clock {
   now(): Date;

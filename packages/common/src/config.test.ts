@@ -1,3 +1,4 @@
+// Tests of loadConfig: embedded defaults, the YAML file then environment overrides, env names per key, errors naming the bad key.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';

@@ -1,3 +1,4 @@
+// The platform's configuration: a TypeBox schema with defaults, loaded from one YAML file plus ANODYNE_* environment overrides.
 import { readFileSync } from 'node:fs';
 import { Type, type Static, type TSchema, type TObject } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';

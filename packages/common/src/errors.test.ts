@@ -1,3 +1,4 @@
+// Tests of the error catalogue and AnodyneError: unique ANODYNE_E_ codes, kinds, domain classes, wrapping unknown throwables.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {

@@ -1,3 +1,4 @@
+// Anodyne's errors: the catalogue of stable ANODYNE_E_ codes with their kinds, the AnodyneError base class and domain errors.
 /**
  * Anodyne's errors: one catalogue of stable codes, a base class and domain errors.
  *

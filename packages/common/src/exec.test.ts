@@ -1,3 +1,4 @@
+// Tests of exec: stdout and stderr, CommandError details, stdin and extra ok codes, a missing program, timeouts.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { exec, CommandError } from './exec.js';

@@ -1,3 +1,4 @@
+// Running external commands without a shell: exec() and CommandError with argv, exit code and the tail of stderr.
 import { spawn } from 'node:child_process';
 import { AnodyneError, type ErrorOptions } from './errors.js';
 

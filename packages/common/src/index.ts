@@ -1,3 +1,4 @@
+// The common package's door: errors, logging, clocks, configuration, running commands and test skipping.
 export * from './errors.js';
 export * from './logger.js';
 export * from './clock.js';

@@ -1,3 +1,4 @@
+// Tests of the logger: secret-named keys and registered secret values are redacted, other fields are kept.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';

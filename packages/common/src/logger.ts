@@ -1,3 +1,4 @@
+// Logging with pino that never writes secrets: secret-named keys redacted at any depth, registered secret values masked.
 import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
 
 export type { Logger } from 'pino';

@@ -1,3 +1,4 @@
+// Tests of skipUnless: runs when the condition holds, skips outside CI, fails under CI=true.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { skipUnless } from './skip.js';

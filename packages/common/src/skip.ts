@@ -1,3 +1,4 @@
+// skipUnless: a test suite may be skipped only outside CI; under CI=true a skip is a failure.
 /**
  * When a test suite may be skipped: only outside CI. `make test` on a developer's machine may
  * skip suites that need root or a missing program (node:test reports them as skipped); under

@@ -1,3 +1,4 @@
+// Tests of the credential store on SQLite and PostgreSQL: generation, CA and key rotation, expiry, encryption at rest; the key file.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';

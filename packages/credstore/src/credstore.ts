@@ -1,3 +1,4 @@
+// The credential store: generated, versioned, encrypted credentials with CA rotation and expiry queries, and deployment variables.
 import { createHash, randomUUID } from 'node:crypto';
 import {
   ConflictError, InputError, NotFoundError, type Clock, type Logger, type SecretRegistry,

@@ -1,3 +1,4 @@
+// Credential generation: passwords, RSA and SSH key pairs, and X.509 certificates (CAs and leaves) with @peculiar/x509.
 import 'reflect-metadata';
 import { createHash, generateKeyPair, randomBytes, randomInt, webcrypto, createPrivateKey, createPublicKey } from 'node:crypto';
 import { promisify } from 'node:util';

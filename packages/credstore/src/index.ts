@@ -1,3 +1,4 @@
+// The credstore package's door: the credential store, deployment variables, the encryption key ring and credential types.
 export { CredStore, DeploymentVariables, type Actor, type Credential, type CredentialMeta, type CredStoreOptions, type ExpiringCertificate, type GenerateMode } from './credstore.js';
 export { KeyRing, loadKeyFile, writeKeyFile, keyRingFromEnv, keyIdFor, newRandomKey, type EncryptionKey, type Sealed } from './keyring.js';
 export {

@@ -1,3 +1,4 @@
+// Encryption of credentials at rest: the AES-256-GCM KeyRing, the 0600 key file and keys from the environment.
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync, renameSync } from 'node:fs';
 import { dirname } from 'node:path';

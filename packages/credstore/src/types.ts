@@ -1,3 +1,4 @@
+// Credential types, their generation parameters and values; name normalisation and validation of parameters.
 import { isIP } from 'node:net';
 import { InputError } from '@anodyne/common';
 

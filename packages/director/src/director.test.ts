@@ -1,3 +1,4 @@
+// Unit tests of the director's logic: manifest parsing, job rendering, the planner and the updater over the fake provider.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { AnodyneError, ManualClock, silentLogger } from '@anodyne/common';

@@ -1,3 +1,4 @@
+// In-memory agents for the fake provider, for tests and benchmarks of the director's logic; they can hang or fail on demand.
 import { AnodyneError } from '@anodyne/common';
 import type { FakeProvider } from '@anodyne/providers';
 import type { AgentAddress, AgentClient } from './agents.js';

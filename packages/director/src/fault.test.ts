@@ -1,3 +1,4 @@
+// Fault test: kill -9 of the platform mid-deploy; the task ends in error, the next deploy converges, no VM orphaned (root).
 import { describe, it, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';

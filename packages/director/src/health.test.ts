@@ -1,3 +1,4 @@
+// Tests of the health monitor and resurrector over the fake provider and in-memory agents: findings, recreation, meltdown.
 import { after, beforeEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';

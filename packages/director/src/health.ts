@@ -1,3 +1,4 @@
+// The director's health monitor and resurrector: each instance's health, and recreation of lost ones unless in a meltdown.
 import { AnodyneError, type Clock, type Logger } from '@anodyne/common';
 import type { Provider } from '@anodyne/providers';
 import { storeQuery, type InstancesTable, type Store } from '@anodyne/store';

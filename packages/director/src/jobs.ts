@@ -1,3 +1,4 @@
+// Job definitions and their rendering: `{{ }}` templates filled per instance into the bundle the agent runs, and its hash.
 import { createHash } from 'node:crypto';
 import { InputError } from '@anodyne/common';
 import type { Probe as ReadinessProbe, BundleJob as RenderedJob, AgentBundle as InstanceBundle } from '@anodyne/agent';

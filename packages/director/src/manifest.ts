@@ -1,3 +1,4 @@
+// The deployment manifest: its TypeBox schema, parsing with errors naming the bad path, and update policy helpers.
 import { isIPv4 } from 'node:net';
 import { FormatRegistry, Type, type Static } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';

@@ -1,3 +1,4 @@
+// The deploy planner: desired vs actual instances to create, update, recreate, delete or keep, with reasons. Pure, no I/O.
 import type { VmType } from '@anodyne/providers';
 import type { InstanceBundle } from './jobs.js';
 

@@ -1,3 +1,4 @@
+// Tasks and their event logs in the store: creation under the deployment lock, listing, events, cancel, recovery after restart.
 import { AnodyneError, ConflictError, NotFoundError, type Clock, type Logger } from '@anodyne/common';
 import { storeQuery, type Store, type TasksTable } from '@anodyne/store';
 import type { Selectable } from 'kysely';

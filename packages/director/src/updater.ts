@@ -1,3 +1,4 @@
+// The BOSH-style rollout: per group, deletions, then canaries, then batches of max_in_flight, each watched until healthy.
 import { AnodyneError, type Clock, type Logger } from '@anodyne/common';
 import { parseWatchTime, resolveMaxInFlight, type UpdatePolicy } from './manifest.js';
 import type { PlannedChange } from './planner.js';

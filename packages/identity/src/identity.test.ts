@@ -1,3 +1,4 @@
+// Tests of the identity issuer: password, refresh and client grants, token checks, key rotation, lockout, argon2id hashes.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';

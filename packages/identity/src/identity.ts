@@ -1,3 +1,4 @@
+// The platform's UAA-compatible OAuth2/OIDC issuer: local and LDAP users, scopes, OAuth clients, ES256 JWTs with key rotation.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { argon2id, argon2Verify } from 'hash-wasm';
 import { SignJWT, jwtVerify, exportJWK, generateKeyPair, importJWK, decodeProtectedHeader, errors as joseErrors, type JWK, type JWTPayload } from 'jose';

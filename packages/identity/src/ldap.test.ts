@@ -1,3 +1,4 @@
+// Tests of identity with a real slapd: LDAP logins and group-to-scope mapping, refused logins, the directory being down.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';

@@ -1,3 +1,4 @@
+// The LDAP user store: find the user with a service bind, bind as the user, map LDAP groups to Anodyne scopes.
 import { Client, InvalidCredentialsError } from 'ldapts';
 import { UnavailableError, type Logger } from '@anodyne/common';
 

@@ -1,3 +1,4 @@
+// The platform's HTTPS API end to end: discovery, OpenAPI, authorisation matrix, clusters, TLS only, service broker (root).
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';

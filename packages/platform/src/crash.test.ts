@@ -1,3 +1,4 @@
+// Fault test: `anodyne server` killed with SIGKILL during a cluster create, update and delete, then restarted (root).
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';

@@ -1,3 +1,4 @@
+// Fault test: with PostgreSQL down for 10 s the API answers 503 ANODYNE_E_STORE_UNAVAILABLE, then recovers by itself (root).
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { SCOPES } from '@anodyne/identity';

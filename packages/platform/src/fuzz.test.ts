@@ -1,3 +1,4 @@
+// Fuzz test: requests generated from the OpenAPI schemas against every route, and malformed input, refused cleanly (root).
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Agent, request } from 'node:https';

@@ -1,2 +1,3 @@
+// The platform package's door: startPlatform (the composition root) and runServer (`anodyne server`).
 export { startPlatform, agentTlsFromCredStore, type Platform, type PlatformOptions } from './platform.js';
 export { runServer } from './server.js';

@@ -1,3 +1,4 @@
+// The Provider interface (BOSH's CPI role): VMs, disks, load balancers and networks, and the rules every provider keeps.
 /**
  * The infrastructure contract (BOSH's CPI role). The director places instances on VMs through
  * it and never learns how a provider makes them. Every provider — local namespaces, fake,

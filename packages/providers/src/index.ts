@@ -1,3 +1,4 @@
+// The providers package's door: the Provider contract types, the local provider and the in-memory fake provider.
 export type {
   Provider, ProviderInfo, VmType, VmInfo, VmState, CreateVmRequest, NetworkPlacement, DiskInfo, DiskAttachment,
   LoadBalancerSpec, LoadBalancerInfo, LoadBalancerBackend, NetworkInfo, CleanupReport,

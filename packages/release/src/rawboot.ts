@@ -1,3 +1,4 @@
+// The raw floor: etcd and kube-apiserver from the release started directly on loopback, timed until /readyz answers ok.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';

@@ -1,3 +1,4 @@
+// Tests of the built release: manifest sums, upstream versions, images run in a real containerd, the timed raw boot.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';

@@ -1,3 +1,4 @@
+// A built release (upstream binaries and OCI image archives): finding it, its programs and images, checking sha256 sums.
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';

@@ -1,3 +1,4 @@
+// The audit log: an append-only record in the store of who did what to which object, and whether it worked.
 import type { Clock } from '@anodyne/common';
 import type { Store } from './store.js';
 import { mapStoreError } from './store.js';

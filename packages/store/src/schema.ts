@@ -1,3 +1,4 @@
+// The database's Kysely table types (ISO-8601 timestamps, 0/1 booleans, binary Buffers); they must match the migrations.
 import type { ColumnType, Generated } from 'kysely';
 
 /**

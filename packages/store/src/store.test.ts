@@ -1,3 +1,4 @@
+// Tests of the store on SQLite and PostgreSQL: migrations, binary columns, transactions, the audit log, coded failures.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';

@@ -1,3 +1,4 @@
+// The platform's database: a Kysely Store over SQLite or PostgreSQL, opening and migrating it, and coded driver errors.
 import { mkdirSync, existsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';

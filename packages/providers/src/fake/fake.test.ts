@@ -1,3 +1,4 @@
+// The provider contract suite run against the in-memory fake provider.
 import { ManualClock } from '@anodyne/common';
 import { FakeProvider } from './index.js';
 import { providerContractSuite } from '../testing/index.js';

@@ -1,3 +1,4 @@
+// The in-memory FakeProvider for unit tests of the director: keeps the contract's rules, creates nothing, can crash VMs.
 import { randomUUID } from 'node:crypto';
 import { ConflictError, InputError, NotFoundError, type Clock } from '@anodyne/common';
 import type {

@@ -1,3 +1,4 @@
+// Checks shared by providers: IPv4 CIDRs and an IP pool, VM type resolution, create-request and backend validation.
 import { isIPv4 } from 'node:net';
 import { AnodyneError, ConflictError, InputError } from '@anodyne/common';
 import type { CreateVmRequest, LoadBalancerBackend, VmType } from '../contract.js';

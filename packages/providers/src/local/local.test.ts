@@ -1,3 +1,4 @@
+// Tests of the local provider: the contract suite, then networking, memory limits, disks, containerd and LBs on the host (root).
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';

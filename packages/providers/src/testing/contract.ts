@@ -1,3 +1,4 @@
+// The provider contract suite: the rules every provider keeps (VMs, IPs, disks, load balancers), run by each provider's tests.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { AnodyneError } from '@anodyne/common';

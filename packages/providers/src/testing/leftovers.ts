@@ -1,3 +1,4 @@
+// hostLeftovers: what the host still holds of a local provider or VM (netns, links, mounts, cgroups, processes, iptables).
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { netnsList, linksWithPrefix, mountsUnder, rulesWithComment } from '../local/host.js';

@@ -1,3 +1,4 @@
+// The store's schema migrations, in order, each written once for both SQLite and PostgreSQL.
 import { sql, type Kysely, type Migration } from 'kysely';
 
 export type Dialect = 'sqlite' | 'postgres';

@@ -1,3 +1,4 @@
+// A real PostgreSQL server for tests: Debian's binaries, a fresh data directory, a free loopback port, pause and resume.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, chownSync, existsSync } from 'node:fs';
 import { createServer } from 'node:net';
