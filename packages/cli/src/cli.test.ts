@@ -1,3 +1,4 @@
+// CLI suite: the anodyne commands against a real platform (login, clusters, credentials, tasks, exit codes, prompts).
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';

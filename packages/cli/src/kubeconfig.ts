@@ -1,3 +1,4 @@
+// Kubeconfig files on the user's machine: merging a cluster's entries in and pointing the exec plugin at this CLI.
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, resolve } from 'node:path';

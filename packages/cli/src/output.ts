@@ -1,3 +1,4 @@
+// Terminal output: aligned tables and a live task follower (stage k/n, elapsed, estimate) or one line per event.
 import type { ApiClient, Task, TaskEvent } from '@anodyne/client';
 
 /** Prints rows as aligned columns (the first row is the header unless header is false). */

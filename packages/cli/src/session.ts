@@ -1,3 +1,4 @@
+// The saved login (~/.anodyne/config.json, 0600): tokens, refresh before expiry, and a client built from it.
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
