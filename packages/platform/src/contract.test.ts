@@ -84,7 +84,7 @@ describe('the API keeps its OpenAPI document: generated requests, answers checke
   };
 
   before(async () => {
-    tp = await startTestPlatform('ct', '10.198.12.0/24', PORT);
+    tp = await startTestPlatform('ct', '10.198.13.0/24', PORT);
     const p = tp.platform;
     await p.identity.createUser({ username: 'ct-admin', password: 'ct-admin-password', groups: [SCOPES.admin] });
     await p.identity.createUser({ username: 'ct-manage', password: 'ct-manage-password', groups: [SCOPES.manage] });

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'node:https';
 import { createLogger, loadConfig, PlatformConfigSchema, SecretRegistry, systemClock } from '@anodyne/common';
+import { LocalProvider } from '@anodyne/providers';
 import { hostLeftovers } from '@anodyne/providers/testing';
 import { startPlatform, type Platform } from '../platform.js';
 
@@ -27,7 +28,18 @@ export async function startTestPlatform(name: string, network: string, port: num
   const written: string[] = [];
   const secrets = new SecretRegistry();
   const logger = createLogger({ level: 'debug', secrets, destination: { write: (line: string) => void written.push(line) } });
-  const platform = await startPlatform({ config, logger, clock: systemClock, secrets });
+  let platform: Platform;
+  try {
+    platform = await startPlatform({ config, logger, clock: systemClock, secrets });
+  } catch (err) {
+    // A start that failed half-way may have made the bridge and its rules: take them away too.
+    const provider = new LocalProvider({
+      dataDir: join(dir, 'provider'), tag, network, agentCommand: ['true'], binds: [], logger, clock: systemClock,
+    });
+    await provider.cleanup().catch(() => undefined);
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   return {
     platform, dir, tag,
     logs: () => written.join(''),
