@@ -168,7 +168,14 @@ export async function linksWithPrefix(prefix: string): Promise<string[]> {
 /** iptables rules (as `-A ...` lines) of a table that carry the comment. */
 export async function rulesWithComment(table: string, comment: string): Promise<string[]> {
   const { stdout } = await exec(['iptables', '-w', '-t', table, '-S']);
-  return stdout.split('\n').filter((l) => l.startsWith('-A ') && l.includes(comment));
+  // The whole comment, not a part of it: tag `t1` must not take the rules of tag `t12`.
+  const exact = new RegExp(`--comment "?${comment.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}"?(\\s|$)`);
+  return stdout.split('\n').filter((l) => l.startsWith('-A ') && exact.test(l));
+}
+
+/** The host-side veths of a provider's tag: `av<tag>` and six characters of the VM or load balancer id. */
+export async function vethsOfTag(tag: string): Promise<string[]> {
+  return (await linksWithPrefix(`av${tag}`)).filter((l) => l.length === 2 + tag.length + 6);
 }
 
 export async function deleteRule(table: string, rule: string): Promise<void> {

@@ -5,11 +5,11 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AnodyneError, CommandError, silentLogger, systemClock, skipUnless } from '@anodyne/common';
+import { AnodyneError, CommandError, exec, silentLogger, systemClock, skipUnless } from '@anodyne/common';
 import { locateRelease, httpGet } from '@anodyne/release';
 import { LocalProvider, GUEST_DISK_DIR } from './index.js';
 import { providerContractSuite, hostLeftovers } from '../testing/index.js';
-import { netnsList } from './host.js';
+import { netnsList, rulesWithComment } from './host.js';
 
 const RELEASE_GUEST = '/var/lib/anodyne/release';
 let n = 0;
@@ -234,5 +234,24 @@ describe('local provider on the host', { skip: skipUnless(isRoot, 'needs root') 
     await assert.rejects(unprivileged.createVm(vmReq('nope')), (err: unknown) => err instanceof AnodyneError && err.code === 'ANODYNE_E_PROVIDER_NOT_ROOT');
     assert.deepEqual(readdirSync(d), []);
     rmSync(d, { recursive: true, force: true });
+  });
+
+  it('a tag is matched whole: the rules of tag zq1 are not the rules of tag zq12', async () => {
+    const rule = (tag: string) => ['FORWARD', '-i', `anbr-${tag}`, '-o', `anbr-${tag}`, '-m', 'comment', '--comment', `anodyne:${tag}`, '-j', 'ACCEPT'];
+    await exec(['iptables', '-w', '-A', ...rule('zq1')]);
+    await exec(['iptables', '-w', '-A', ...rule('zq12')]);
+    try {
+      assert.deepEqual((await rulesWithComment('filter', 'anodyne:zq1')).map((r) => r.includes('anbr-zq1 ')), [true]);
+      assert.equal((await rulesWithComment('filter', 'anodyne:zq12')).length, 1);
+    } finally {
+      await exec(['iptables', '-w', '-D', ...rule('zq1')]);
+      await exec(['iptables', '-w', '-D', ...rule('zq12')]);
+    }
+  });
+
+  it('disk and VM ids that are not ids are refused before any path is touched', async () => {
+    for (const [vmId, diskId] of [['vm-1', '../..'], ['..', 'disk-1'], ['vm-1', 'a/b']]) {
+      await assert.rejects(provider.detachDisk(vmId!, diskId!), (err: unknown) => err instanceof AnodyneError && err.code === 'ANODYNE_E_PROVIDER_INPUT_INVALID');
+    }
   });
 });

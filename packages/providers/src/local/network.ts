@@ -2,7 +2,7 @@
 import { exec } from '@anodyne/common';
 import { IpPool, type Cidr } from '../internal/validate.js';
 import {
-  deleteRule, ip, ipQuiet, killPids, linkExists, linksWithPrefix, netnsList, netnsPids, rulesWithComment, type Tally,
+  deleteRule, ip, ipQuiet, killPids, linkExists, netnsList, netnsPids, rulesWithComment, vethsOfTag, type Tally,
 } from './host.js';
 import type { LocalState } from './state.js';
 
@@ -117,7 +117,7 @@ export class VmNetwork {
 
   /** Cleanup: the tag's veths left on the host, its bridge and its iptables rules, counted. */
   async removeHostSide(count: Tally): Promise<void> {
-    for (const l of await linksWithPrefix(`av${this.tag}`)) {
+    for (const l of await vethsOfTag(this.tag)) {
       await ipQuiet('link', 'del', l);
       count('links');
     }

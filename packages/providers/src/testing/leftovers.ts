@@ -1,7 +1,7 @@
 // hostLeftovers: what the host still holds of a local provider or VM (netns, links, mounts, cgroups, processes, iptables).
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { netnsList, linksWithPrefix, mountsUnder, rulesWithComment } from '../local/host.js';
+import { netnsList, linksWithPrefix, mountsUnder, rulesWithComment, vethsOfTag } from '../local/host.js';
 
 /**
  * What the host still holds of a local provider (by its tag), or of one of its VMs: checked on
@@ -12,7 +12,7 @@ export async function hostLeftovers(tag: string, dataDir: string, vmId?: string)
   const left: string[] = [];
   const needle = vmId ?? `anodyne-${tag}-`;
   for (const ns of await netnsList()) if (ns.includes(needle)) left.push(`netns ${ns}`);
-  for (const l of await linksWithPrefix(vmId ? `av${tag}${vmId.slice(3, 9)}` : `av${tag}`)) left.push(`link ${l}`);
+  for (const l of vmId ? await linksWithPrefix(`av${tag}${vmId.slice(3, 9)}`) : await vethsOfTag(tag)) left.push(`link ${l}`);
   for (const m of mountsUnder(vmId ? join(dataDir, 'vms', vmId) : dataDir)) left.push(`mount ${m}`);
   for (const ctrl of readdirSync('/sys/fs/cgroup')) {
     const cg = join('/sys/fs/cgroup', ctrl, 'anodyne', tag, ...(vmId ? [vmId] : []));
@@ -27,7 +27,7 @@ export async function hostLeftovers(tag: string, dataDir: string, vmId?: string)
     }
   }
   if (!vmId) {
-    if ((await linksWithPrefix(`anbr-${tag}`)).length > 0) left.push('bridge');
+    if ((await linksWithPrefix(`anbr-${tag}`)).includes(`anbr-${tag}`)) left.push('bridge');
     for (const t of ['filter', 'nat']) for (const r of await rulesWithComment(t, `anodyne:${tag}`)) left.push(`iptables ${r}`);
   }
   return left;
