@@ -1,8 +1,9 @@
-// etcd backup and restore of 100,000 keys with the release's etcd 3.6: `etcdctl snapshot save`
-// from a running member and `etcdutl snapshot restore` into a new data directory, then the restored
-// member is started and must hold every key. The raw floor is copying the member's database file
-// (the same bytes, with none of the snapshot's consistency), measured in the same run. These are
-// the primitives a cluster backup runs on a master; the timings say what one costs on this machine.
+// etcd snapshot and restore PRIMITIVES (not Anodyne's backup, which does not exist yet): 100,000 keys
+// in one standalone member of the release's etcd, `etcdctl snapshot save` from it and `etcdutl
+// snapshot restore` into a new data directory, then the restored member is started and must hold
+// every key. The raw floor is copying the member's database file (the same bytes, with none of the
+// snapshot's consistency), measured in the same run. No Anodyne code runs here: the timings are the
+// tools' own cost on this machine, what a future cluster backup would build on, not a product figure.
 import { spawn } from 'node:child_process';
 import { copyFileSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { Agent, request } from 'node:http';
@@ -107,25 +108,30 @@ export async function benchEtcd(release, { runs = 3, log = (s) => process.stderr
       rmSync(restored, { recursive: true, force: true });
       rmSync(snap, { force: true });
       rmSync(join(dir, `copy-${r}.db`), { force: true });
-      log(`etcd run ${r + 1}: save ${(save[r] / 1000).toFixed(2)} s, restore ${(restore[r] / 1000).toFixed(2)} s, restored member healthy in ${(restart[r] / 1000).toFixed(2)} s with ${n} keys\n`);
+      log(`etcd run ${r + 1}: save ${(save[r] / 1000).toFixed(2)} s, restore ${(restore[r] / 1000).toFixed(2)} s, restored member answering in ${(restart[r] / 1000).toFixed(2)} s with ${n} keys\n`);
     }
     const row = (label, xs) => {
       const s = stats(xs);
       return `| ${label} | ${(s.median / 1000).toFixed(2)} | ${(s.min / 1000).toFixed(2)} | ${(s.max / 1000).toFixed(2)} |`;
     };
     return [
-      '## etcd backup and restore (100,000 keys)',
+      '## etcd snapshot and restore primitives (etcdctl/etcdutl on a standalone member) — not Anodyne\'s backup, which does not exist yet',
+      '',
+      '**A primitive, not a product figure.** Anodyne has no cluster backup yet; this section times etcd\'s own tools on a',
+      'standalone etcd member started by the bench (no cluster, no agent, no director, no Anodyne code), as a lower bound',
+      'for what a future backup built on them would cost.',
       '',
       `${KEYS.toLocaleString('en')} keys of ${VALUE.length} bytes (snapshot ${(snapshotBytes / 2 ** 20).toFixed(0)} MiB) in a single etcd ${release.manifest.etcd} member on loopback, loaded`,
       `in ${(loadMs / 1000).toFixed(1)} s through etcd's JSON gateway (128-put transactions, 8 in flight). Each restore is checked: the`,
-      `restored member starts and must hold all ${KEYS.toLocaleString('en')} keys. ${runs} runs.`,
+      `restored member starts, answers its maintenance status and must hold all ${KEYS.toLocaleString('en')} keys. ${runs} run${runs === 1 ? '' : 's'};`,
+      'medians are the lower middle for an even count.',
       '',
       '| step | median s | min s | max s |',
       '|---|---|---|---|',
       row('raw floor: copy the member\'s db file', copy),
       row('`etcdctl snapshot save` (consistent, from the running member)', save),
       row('`etcdutl snapshot restore` into a new data dir', restore),
-      row('restored member started and healthy', restart),
+      row('restored member started and answering its status', restart),
       '',
     ].join('\n');
   } finally {

@@ -1,6 +1,7 @@
 // `make bench`: every benchmark of bench/, printed as Markdown tables and written to
 // docs/benchmarks.md with the machine's core count and memory. Needs root (namespaces, cgroups).
 //   node --expose-gc bench/run.mjs [--runs N] [--only clusters,api,director,etcd]
+// --runs sets the runs of clusters, etcd and the director (which does at least 5); the API section times one load per row.
 import { cpus, totalmem } from 'node:os';
 import { writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
@@ -21,14 +22,15 @@ const release = locateRelease();
 const sections = [];
 if (only.includes('clusters')) sections.push(await benchClusters(release, { runs }));
 if (only.includes('api')) sections.push(await benchApi());
-// In a fresh process: its memory figures must not carry the other sections' heap.
+// In a fresh process: its memory figures must not carry the other sections' heap. A health pass
+// takes well under a second, so it always gets at least 5 (its section says how many it ran).
 if (only.includes('director')) sections.push(execFileSync(process.execPath, ['--expose-gc', join(REPO, 'bench', 'director.mjs'), String(Math.max(runs, 5))], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }));
 if (only.includes('etcd')) sections.push(await benchEtcd(release, { runs }));
 
 const md = [
   '# Benchmarks',
   '',
-  `Measured by \`make bench\` (bench/run.mjs) on ${new Date().toISOString().slice(0, 10)}: ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB memory,`,
+  `Measured by bench/run.mjs (run by \`make bench\`) on ${new Date().toISOString().slice(0, 10)}: ${cpus().length} cores, ${Math.round(totalmem() / 2 ** 30)} GiB memory,`,
   `release ${release.manifest.release}. Each section says what its raw floor is; the floor is measured in the same run.`,
   '',
   ...sections,
