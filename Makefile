@@ -38,6 +38,7 @@ typecheck: npm
 
 lint: build
 	@npx eslint .
+	@npx prettier --check --log-level warn .
 
 up: deps npm build
 	@scripts/up.sh

@@ -5,13 +5,25 @@ import { createTypeScriptImportResolver } from 'eslint-import-resolver-typescrip
 
 // Another package is reached only through its door (`@anodyne/x` or a declared subpath export).
 const DOORS = [
-  { group: ['@anodyne/*/src', '@anodyne/*/src/*', '@anodyne/*/dist/*'], message: "Import another package through its door '@anodyne/<name>', never its src/ or dist/." },
-  { group: ['../../*/src/*', '../../../*/src/*', '../../../../*/src/*'], message: "Import another package through its door '@anodyne/<name>', never by relative path." },
+  {
+    group: ['@anodyne/*/src', '@anodyne/*/src/*', '@anodyne/*/dist/*'],
+    message: "Import another package through its door '@anodyne/<name>', never its src/ or dist/.",
+  },
+  {
+    group: ['../../*/src/*', '../../../*/src/*', '../../../../*/src/*'],
+    message: "Import another package through its door '@anodyne/<name>', never by relative path.",
+  },
 ];
 // Only the composition root (packages/platform) knows every package; nothing imports it but tests and benchmarks.
-const ROOT_ONLY = { group: ['@anodyne/platform', '@anodyne/platform/*'], message: 'Only tests and benchmarks import the composition root (@anodyne/platform).' };
+const ROOT_ONLY = {
+  group: ['@anodyne/platform', '@anodyne/platform/*'],
+  message: 'Only tests and benchmarks import the composition root (@anodyne/platform).',
+};
 // The CLI (and later the console) talk to the platform over HTTPS only.
-const EDGE_ONLY = { group: ['@anodyne/*', '!@anodyne/client'], message: 'The CLI reaches the platform over HTTPS: it imports no Anodyne package but @anodyne/client.' };
+const EDGE_ONLY = {
+  group: ['@anodyne/*', '!@anodyne/client'],
+  message: 'The CLI reaches the platform over HTTPS: it imports no Anodyne package but @anodyne/client.',
+};
 // Every source file starts with a one-line `//` comment saying what it is for (after the shebang, if any).
 const anodyne = {
   rules: {
@@ -29,7 +41,10 @@ const anodyne = {
             const line = sourceCode.lines[0]?.startsWith('#!') ? 2 : 1;
             const header = sourceCode.getAllComments().find((c) => c.loc.start.line === line);
             if (header?.type === 'Line' && header.loc.start.column === 0 && header.value.trim() !== '') return;
-            context.report({ loc: { start: { line, column: 0 }, end: { line, column: (sourceCode.lines[line - 1] ?? '').length } }, messageId: 'missing' });
+            context.report({
+              loc: { start: { line, column: 0 }, end: { line, column: (sourceCode.lines[line - 1] ?? '').length } },
+              messageId: 'missing',
+            });
           },
         };
       },
@@ -53,7 +68,15 @@ export default tseslint.config(
     rules: {
       '@typescript-eslint/no-floating-promises': [
         'error',
-        { allowForKnownSafeCalls: [{ from: 'package', package: 'node:test', name: ['describe', 'it', 'test', 'suite', 'before', 'after', 'beforeEach', 'afterEach'] }] },
+        {
+          allowForKnownSafeCalls: [
+            {
+              from: 'package',
+              package: 'node:test',
+              name: ['describe', 'it', 'test', 'suite', 'before', 'after', 'beforeEach', 'afterEach'],
+            },
+          ],
+        },
       ],
       '@typescript-eslint/no-misused-promises': ['error', { checksVoidReturn: { arguments: false } }],
       '@typescript-eslint/consistent-type-imports': ['error', { fixStyle: 'inline-type-imports' }],

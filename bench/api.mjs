@@ -21,8 +21,20 @@ const CLUSTERS = 1000;
 /** autocannon in its own process; its JSON result. */
 function load(url, token, seconds, connections) {
   return new Promise((resolve, reject) => {
-    const args = [AUTOCANNON, '-j', '-c', String(connections), '-d', String(seconds), ...(token ? ['-H', `authorization=Bearer ${token}`] : []), url];
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_TLS_REJECT_UNAUTHORIZED: '0' } });
+    const args = [
+      AUTOCANNON,
+      '-j',
+      '-c',
+      String(connections),
+      '-d',
+      String(seconds),
+      ...(token ? ['-H', `authorization=Bearer ${token}`] : []),
+      url,
+    ];
+    const child = spawn(process.execPath, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, NODE_TLS_REJECT_UNAUTHORIZED: '0' },
+    });
     let out = '';
     let err = '';
     child.stdout.on('data', (b) => (out += b));
@@ -47,13 +59,22 @@ export async function benchApi({ seconds = 10, connections = 16, log = (s) => pr
     const now = new Date().toISOString();
     for (let i = 0; i < CLUSTERS; i += 100) {
       const rows = Array.from({ length: Math.min(100, CLUSTERS - i) }, (_, k) => ({
-        name: `c-${String(i + k).padStart(4, '0')}`, uuid: randomUUID(), plan: 'small', owner: `team-${(i + k) % 20}`,
-        parameters: JSON.stringify({ workers: 1 }), last_action: 'CREATE', last_task_id: null, network_profile: null, created_at: now, updated_at: now,
+        name: `c-${String(i + k).padStart(4, '0')}`,
+        uuid: randomUUID(),
+        plan: 'small',
+        owner: `team-${(i + k) % 20}`,
+        parameters: JSON.stringify({ workers: 1 }),
+        last_action: 'CREATE',
+        last_task_id: null,
+        network_profile: null,
+        created_at: now,
+        updated_at: now,
       }));
       await p.store.db.insertInto('clusters').values(rows).execute();
     }
     const list = await https(p.url, p.caPem, 'GET', '/v1/clusters', { token });
-    if (list.status !== 200 || list.body.length !== CLUSTERS) throw new Error(`expected ${CLUSTERS} clusters, got ${list.status} ${String(list.text).slice(0, 200)}`);
+    if (list.status !== 200 || list.body.length !== CLUSTERS)
+      throw new Error(`expected ${CLUSTERS} clusters, got ${list.status} ${String(list.text).slice(0, 200)}`);
     const one = await https(p.url, p.caPem, 'GET', '/v1/clusters/c-0500', { token });
     if (one.status !== 200) throw new Error(`GET one cluster: ${one.status}`);
 
@@ -69,7 +90,10 @@ export async function benchApi({ seconds = 10, connections = 16, log = (s) => pr
     const rawUrl = `https://${host}:${raw.server.address().port}`;
 
     const rows = [];
-    for (const [label, path] of [[`GET /v1/clusters (${CLUSTERS} clusters, admin sees all)`, '/v1/clusters'], ['GET /v1/clusters/{name}', '/v1/clusters/c-0500']]) {
+    for (const [label, path] of [
+      [`GET /v1/clusters (${CLUSTERS} clusters, admin sees all)`, '/v1/clusters'],
+      ['GET /v1/clusters/{name}', '/v1/clusters/c-0500'],
+    ]) {
       const floor = await load(`${rawUrl}${path}`, undefined, seconds, connections);
       const api = await load(`${apiUrl}${path}`, token, seconds, connections);
       log(`${label}: API ${api.rps.toFixed(0)} req/s p50 ${api.p50} ms p99 ${api.p99} ms; raw ${floor.rps.toFixed(0)} req/s\n`);
@@ -86,11 +110,14 @@ export async function benchApi({ seconds = 10, connections = 16, log = (s) => pr
       `server with the API's certificate and key returning the same bodies (${kb} KiB for the list), no authentication`,
       `and no store, measured in the same run just before the API. Both listen on the same address, ${host} (the host's`,
       'address on the VM network, which the platform URL names), on different ports, so both requests take the same path.',
-      'The last column divides the raw floor\'s requests per second by the API\'s.',
+      "The last column divides the raw floor's requests per second by the API's.",
       '',
       '| request | API req/s | API p50 ms | API p99 ms | raw req/s | raw p50 ms | raw p99 ms | raw ÷ API req/s |',
       '|---|---|---|---|---|---|---|---|',
-      ...rows.map(({ label, api, floor }) => `| ${label} | ${api.rps.toFixed(0)} | ${api.p50} | ${api.p99} | ${floor.rps.toFixed(0)} | ${floor.p50} | ${floor.p99} | ${(floor.rps / api.rps).toFixed(1)} |`),
+      ...rows.map(
+        ({ label, api, floor }) =>
+          `| ${label} | ${api.rps.toFixed(0)} | ${api.p50} | ${api.p99} | ${floor.rps.toFixed(0)} | ${floor.p50} | ${floor.p99} | ${(floor.rps / api.rps).toFixed(1)} |`,
+      ),
       '',
     ].join('\n');
   } finally {

@@ -18,7 +18,6 @@ const SHAPES = [
   { label: '3 masters + 3 workers', plan: 'ha', workers: 3 },
 ];
 
-
 /** Every process of a cgroup subtree (v1 memory hierarchy). */
 function pidsUnder(dir) {
   const pids = readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
@@ -29,7 +28,12 @@ function pidsUnder(dir) {
 /** A VM's memory as its cgroup charges it (RSS, without page cache), and its agent's RSS. */
 function vmMemory(tag, vmId) {
   const dir = `/sys/fs/cgroup/memory/anodyne/${tag}/${vmId}`;
-  const stat = Object.fromEntries(readFileSync(join(dir, 'memory.stat'), 'utf8').trim().split('\n').map((l) => l.split(' ')));
+  const stat = Object.fromEntries(
+    readFileSync(join(dir, 'memory.stat'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => l.split(' ')),
+  );
   let agentRss = 0;
   for (const pid of pidsUnder(dir)) {
     try {
@@ -42,7 +46,6 @@ function vmMemory(tag, vmId) {
   return { vmRss: Number(stat.total_rss), agentRss };
 }
 
-
 export async function benchClusters(release, { runs = 3, log = (s) => process.stderr.write(s) } = {}) {
   const kubectl = release.bin('kubectl');
   const tp = await startTestPlatform('bn', '10.198.14.0/24', 19_080);
@@ -51,10 +54,11 @@ export async function benchClusters(release, { runs = 3, log = (s) => process.st
     await p.identity.createUser({ username: 'bench', password: 'bench-password', groups: [SCOPES.admin] });
     const token = (await p.identity.token({ grant_type: 'password', username: 'bench', password: 'bench-password' })).access_token;
     const call = (method, path, body) => https(p.url, p.caPem, method, path, { token, ...(body ? { body: JSON.stringify(body) } : {}) });
-    const waitTask = (id) => until(`task ${id}`, 600_000, async () => {
-      const t = (await call('GET', `/v1/tasks/${id}`)).body;
-      return ['done', 'error', 'cancelled'].includes(t.state) ? t : undefined;
-    });
+    const waitTask = (id) =>
+      until(`task ${id}`, 600_000, async () => {
+        const t = (await call('GET', `/v1/tasks/${id}`)).body;
+        return ['done', 'error', 'cancelled'].includes(t.state) ? t : undefined;
+      });
 
     const floors = [];
     const nodeFloors = [];
@@ -64,7 +68,9 @@ export async function benchClusters(release, { runs = 3, log = (s) => process.st
       await r.stop();
       const n = await nodeFloor(release);
       nodeFloors.push(n);
-      log(`raw floors run ${i + 1}: etcd + apiserver ${sec(r.totalMs)} s; one VM with a node: every process ready ${sec(n.processesMs)} s, Node Ready ${sec(n.readyMs)} s, pod Running ${sec(n.podMs)} s\n`);
+      log(
+        `raw floors run ${i + 1}: etcd + apiserver ${sec(r.totalMs)} s; one VM with a node: every process ready ${sec(n.processesMs)} s, Node Ready ${sec(n.readyMs)} s, pod Running ${sec(n.podMs)} s\n`,
+      );
     }
 
     const results = [];
@@ -74,7 +80,9 @@ export async function benchClusters(release, { runs = 3, log = (s) => process.st
       for (let i = 0; i < runs; i++) {
         const name = `bench-${i}`;
         const t0 = performance.now();
-        const created = (await call('POST', '/v1/clusters', { name, plan_name: shape.plan, parameters: { kubernetes_worker_instances: shape.workers } })).body;
+        const created = (
+          await call('POST', '/v1/clusters', { name, plan_name: shape.plan, parameters: { kubernetes_worker_instances: shape.workers } })
+        ).body;
         const task = await waitTask(created.last_task_id);
         if (task.state !== 'done') throw new Error(`create failed: ${JSON.stringify(task.error)}`);
         const taskMs = performance.now() - t0;
@@ -87,8 +95,18 @@ export async function benchClusters(release, { runs = 3, log = (s) => process.st
         });
         const image = release.image('busybox').ref;
         // The default service account appears shortly after the controller manager starts.
-        await until('a pod created', 120_000, async () => ((await k('run', 'probe', `--image=${image}`, '--image-pull-policy=Never', '--restart=Never', '--', 'sleep', '600')).code === 0 ? true : undefined), 200);
-        const podMs = await until('the pod Running', 120_000, async () => ((await k('get', 'pod', 'probe', '-o', 'jsonpath={.status.phase}')).stdout === 'Running' ? performance.now() - t0 : undefined));
+        await until(
+          'a pod created',
+          120_000,
+          async () =>
+            (await k('run', 'probe', `--image=${image}`, '--image-pull-policy=Never', '--restart=Never', '--', 'sleep', '600')).code === 0
+              ? true
+              : undefined,
+          200,
+        );
+        const podMs = await until('the pod Running', 120_000, async () =>
+          (await k('get', 'pod', 'probe', '-o', 'jsonpath={.status.phase}')).stdout === 'Running' ? performance.now() - t0 : undefined,
+        );
         // Memory of every VM of the cluster, now that it runs a pod.
         for (const row of await p.director.instances(`cluster-${name}`)) {
           if (row.vm_id) memory.push({ shape: shape.label, group: row.group_name, ...vmMemory(tp.tag, row.vm_id) });
@@ -104,7 +122,12 @@ export async function benchClusters(release, { runs = 3, log = (s) => process.st
           st.last = Math.max(st.last, at);
           stages.set(key, st);
         }
-        samples.push({ taskMs, readyMs, podMs, stages: Object.fromEntries([...stages].filter(([key]) => key !== 'Lifecycle').map(([key, v]) => [key, v.last - v.first])) });
+        samples.push({
+          taskMs,
+          readyMs,
+          podMs,
+          stages: Object.fromEntries([...stages].filter(([key]) => key !== 'Lifecycle').map(([key, v]) => [key, v.last - v.first])),
+        });
         const del = (await call('DELETE', `/v1/clusters/${name}`)).body;
         await waitTask(del.last_task_id);
         log(`${shape.label} run ${i + 1}: task ${sec(taskMs)} s, nodes Ready ${sec(readyMs)} s, pod Running ${sec(podMs)} s\n`);
@@ -130,10 +153,10 @@ export async function benchClusters(release, { runs = 3, log = (s) => process.st
       'on every VM passes the readiness probe its job declares; "all nodes Ready" is every worker\'s Node Ready (masters',
       'run no kubelet). Two raw floors of the same release, measured in the same run: etcd + kube-apiserver started',
       'directly on loopback (no VM, no TLS between them, etcd with `--unsafe-no-fsync`), timed from starting etcd to',
-      'the API server\'s /readyz; and **one bare VM of the local provider running etcd, kube-apiserver, containerd and a',
+      "the API server's /readyz; and **one bare VM of the local provider running etcd, kube-apiserver, containerd and a",
       'kubelet** started by one shell script (no agent, no director, self-signed serving certificate, a static token,',
       'AlwaysAllow, no scheduler: the pod names its node), timed from asking for the VM to three events: every process',
-      'ready by the same probes the clusters\' jobs declare (etcd /health, kube-apiserver /readyz, kubelet /healthz,',
+      "ready by the same probes the clusters' jobs declare (etcd /health, kube-apiserver /readyz, kubelet /healthz,",
       'checked every 50 ms by the script), the Node Ready, and a pod Running.',
       '',
       'The "× raw floor" column divides each cluster row\'s median by the median of the one-VM floor\'s same event:',
@@ -153,29 +176,43 @@ export async function benchClusters(release, { runs = 3, log = (s) => process.st
     for (const { shape, samples } of results) {
       for (const { label, key, base } of EVENTS) {
         const st = stats(samples.map((r) => r[key]));
-        lines.push(`| ${shape.label} | ${label} | ${sec(st.median)} | ${sec(st.min)} | ${sec(st.max)} | ${(st.median / base.median).toFixed(1)} |`);
+        lines.push(
+          `| ${shape.label} | ${label} | ${sec(st.median)} | ${sec(st.min)} | ${sec(st.max)} | ${(st.median / base.median).toFixed(1)} |`,
+        );
       }
     }
-    lines.push('', '### Where the time goes (director task stages, median seconds)', '',
-      'Each stage from its first event to its last in the create task\'s event log (canary steps counted with their',
+    lines.push(
+      '',
+      '### Where the time goes (director task stages, median seconds)',
+      '',
+      "Each stage from its first event to its last in the create task's event log (canary steps counted with their",
       'stage, the driver\'s "Lifecycle" notes left out); stages can overlap and leave gaps, so they need not add up to',
-      'the task\'s time.', '');
+      "the task's time.",
+      '',
+    );
     for (const { shape, samples } of results) {
       const names = [...new Set(samples.flatMap((r) => Object.keys(r.stages)))];
       const rows = names.map((n) => [n, stats(samples.map((r) => r.stages[n] ?? 0)).median]).sort((a, b) => b[1] - a[1]);
       lines.push(`#### ${shape.label}`, '', '| stage | median s |', '|---|---|', ...rows.map(([n, ms]) => `| ${n} | ${sec(ms)} |`), '');
     }
-    lines.push('### Memory per VM (all nodes Ready, one pod running)', '',
-      'The agent\'s resident memory, and everything the VM\'s memory cgroup charges as RSS (agent, etcd and the',
-      'control plane on masters; containerd, kubelet, kube-proxy, flannel and pods on workers), over every VM of every run.', '',
-      '| shape | VM | VMs | agent RSS MiB (median, min–max) | VM RSS MiB (median, min–max) |', '|---|---|---|---|---|');
+    lines.push(
+      '### Memory per VM (all nodes Ready, one pod running)',
+      '',
+      "The agent's resident memory, and everything the VM's memory cgroup charges as RSS (agent, etcd and the",
+      'control plane on masters; containerd, kubelet, kube-proxy, flannel and pods on workers), over every VM of every run.',
+      '',
+      '| shape | VM | VMs | agent RSS MiB (median, min–max) | VM RSS MiB (median, min–max) |',
+      '|---|---|---|---|---|',
+    );
     for (const shape of SHAPES) {
       for (const group of ['master', 'worker']) {
         const ms = memory.filter((m) => m.shape === shape.label && m.group === group);
         if (ms.length === 0) continue;
         const a = stats(ms.map((m) => m.agentRss));
         const v = stats(ms.map((m) => m.vmRss));
-        lines.push(`| ${shape.label} | ${group} | ${ms.length} | ${mib(a.median)} (${mib(a.min)}–${mib(a.max)}) | ${mib(v.median)} (${mib(v.min)}–${mib(v.max)}) |`);
+        lines.push(
+          `| ${shape.label} | ${group} | ${ms.length} | ${mib(a.median)} (${mib(a.min)}–${mib(a.max)}) | ${mib(v.median)} (${mib(v.min)}–${mib(v.max)}) |`,
+        );
       }
     }
     lines.push('');

@@ -21,9 +21,14 @@ const CONCURRENCY = 32;
 const job = (name) => ({ name, release: 'bench', processes: [{ name, command: 'true' }] });
 const catalog = { job: (_r, name) => (['etcd', 'kubelet'].includes(name) ? job(name) : undefined) };
 const variables = { ensure: () => Promise.resolve({}), remove: () => Promise.resolve() };
-const tls = { agentTls: () => Promise.resolve({ cert: '', key: '', ca: '' }), directorTls: () => Promise.resolve({ cert: '', key: '', ca: '' }) };
+const tls = {
+  agentTls: () => Promise.resolve({ cert: '', key: '', ca: '' }),
+  directorTls: () => Promise.resolve({ cert: '', key: '', ca: '' }),
+};
 const manifest = (name) => ({
-  name, releases: [{ name: 'bench', version: '1' }], image: 'default',
+  name,
+  releases: [{ name: 'bench', version: '1' }],
+  image: 'default',
   update: { canaries: 1, max_in_flight: 2, canary_watch_time: '0-1000', update_watch_time: '0-1000' },
   instance_groups: [
     { name: 'master', instances: 1, vm_type: 'small', networks: [{ name: 'default' }], jobs: [{ name: 'etcd' }] },
@@ -42,7 +47,15 @@ export async function benchDirector({ runs = 5, log = (s) => process.stderr.writ
     const provider = new FakeProvider({ clock: systemClock, network: '10.250.0.0/16' });
     const agents = new FakeAgents(provider);
     const director = new Director({ store, provider, catalog, variables, tls, clock: systemClock, logger: silentLogger(), agents });
-    const monitor = new HealthMonitor({ store, provider, director, clock: systemClock, logger: silentLogger(), concurrency: CONCURRENCY, resurrection: { enabled: true, afterMs: 0 } });
+    const monitor = new HealthMonitor({
+      store,
+      provider,
+      director,
+      clock: systemClock,
+      logger: silentLogger(),
+      concurrency: CONCURRENCY,
+      resurrection: { enabled: true, afterMs: 0 },
+    });
     const empty = memory();
 
     const names = Array.from({ length: DEPLOYMENTS }, (_, i) => `d-${String(i).padStart(4, '0')}`);
@@ -71,7 +84,8 @@ export async function benchDirector({ runs = 5, log = (s) => process.stderr.writ
       const p0 = performance.now();
       const report = await monitor.pass();
       passes.push(performance.now() - p0);
-      if (report.instances !== DEPLOYMENTS * 4 || report.counts.running !== DEPLOYMENTS * 4) throw new Error(`pass found ${JSON.stringify(report.counts)} of ${report.instances}`);
+      if (report.instances !== DEPLOYMENTS * 4 || report.counts.running !== DEPLOYMENTS * 4)
+        throw new Error(`pass found ${JSON.stringify(report.counts)} of ${report.instances}`);
     }
     const afterPasses = memory();
 
@@ -84,7 +98,8 @@ export async function benchDirector({ runs = 5, log = (s) => process.stderr.writ
     const l0 = performance.now();
     const found = await monitor.pass();
     const findMs = performance.now() - l0;
-    if (found.counts.missing !== lost.length || found.resurrections.length !== lost.length) throw new Error(`lost ${lost.length}, found ${JSON.stringify(found.counts)}, ${found.resurrections.length} resurrections`);
+    if (found.counts.missing !== lost.length || found.resurrections.length !== lost.length)
+      throw new Error(`lost ${lost.length}, found ${JSON.stringify(found.counts)}, ${found.resurrections.length} resurrections`);
     for (const r of found.resurrections) {
       const t = await director.wait(r.task);
       if (t.state !== 'done') throw new Error(`resurrect ${r.deployment}: ${t.error?.message}`);
@@ -95,12 +110,14 @@ export async function benchDirector({ runs = 5, log = (s) => process.stderr.writ
 
     const p = stats(passes);
     const f = stats(floors);
-    log(`director: health pass median ${p.median.toFixed(0)} ms (floor ${f.median.toFixed(0)} ms); RSS ${mib(empty.rss)} → ${mib(loaded.rss)} MiB\n`);
+    log(
+      `director: health pass median ${p.median.toFixed(0)} ms (floor ${f.median.toFixed(0)} ms); RSS ${mib(empty.rss)} → ${mib(loaded.rss)} MiB\n`,
+    );
     return [
       '## Director scale (fake provider)',
       '',
       `${DEPLOYMENTS} deployments of 1 master + 3 workers (${DEPLOYMENTS * 4} instances) on the **fake provider** with in-memory`,
-      'agents: nothing runs, so this is the director\'s own cost (SQLite store, tasks, event log, planner, updater, health',
+      "agents: nothing runs, so this is the director's own cost (SQLite store, tasks, event log, planner, updater, health",
       `monitor). Deployed through the real deploy path, 16 at a time, in ${deployS.toFixed(1)} s. A health pass reads every`,
       `instance (and the locks and deployments tables) and the provider's VM list once and asks every agent for its state,`,
       `${CONCURRENCY} at a time; the raw floor reads every instance and the VM list and makes the same state calls at the same`,
@@ -118,7 +135,7 @@ export async function benchDirector({ runs = 5, log = (s) => process.stderr.writ
       `One pass that finds ${lost.length} lost VMs in ${lost.length} deployments and starts their resurrection: ${findMs.toFixed(0)} ms; until all`,
       `${lost.length} resurrect tasks are done (each VM recreated and its agent healthy): ${healedMs.toFixed(0)} ms from the start of that pass.`,
       '',
-      'Memory of this benchmark\'s process (director, SQLite store, fake provider and fake agents; no API server),',
+      "Memory of this benchmark's process (director, SQLite store, fake provider and fake agents; no API server),",
       `${globalThis.gc ? 'each figure after a forced garbage collection' : 'with no forced garbage collection (started without --expose-gc)'}:`,
       '',
       '| bench process memory | RSS | JS heap used |',

@@ -76,9 +76,16 @@ wait $kubelet
 export async function nodeFloor(release) {
   const dir = mkdtempSync(join(tmpdir(), 'anodyne-floor-'));
   const provider = new LocalProvider({
-    dataDir: join(dir, 'provider'), tag: TAG, network: NETWORK, agentCommand: ['sh', '/floor-run/boot.sh'],
-    binds: [{ host: release.dir, guest: '/var/lib/anodyne/release', readOnly: true }, { host: join(dir, 'run'), guest: '/floor-run', readOnly: false }],
-    logger: silentLogger(), clock: systemClock,
+    dataDir: join(dir, 'provider'),
+    tag: TAG,
+    network: NETWORK,
+    agentCommand: ['sh', '/floor-run/boot.sh'],
+    binds: [
+      { host: release.dir, guest: '/var/lib/anodyne/release', readOnly: true },
+      { host: join(dir, 'run'), guest: '/floor-run', readOnly: false },
+    ],
+    logger: silentLogger(),
+    clock: systemClock,
   });
   const token = randomBytes(16).toString('hex');
   mkdirSync(join(dir, 'run'));
@@ -86,8 +93,13 @@ export async function nodeFloor(release) {
   // The clusters' containerd configuration (it has no template expressions).
   writeFileSync(join(dir, 'run', 'containerd.toml'), containerdJob.files['config.toml']);
   const cfg = join(dir, 'kubeconfig');
-  writeFileSync(cfg, `apiVersion: v1\nkind: Config\nclusters: [{name: floor, cluster: {server: "https://${IP}:6443", insecure-skip-tls-verify: true}}]\nusers: [{name: admin, user: {token: "${token}"}}]\ncontexts: [{name: floor, context: {cluster: floor, user: admin}}]\ncurrent-context: floor\n`, { mode: 0o600 });
-  const k = (...args) => exec([release.bin('kubectl'), `--kubeconfig=${cfg}`, '--request-timeout=5s', ...args], { okCodes: [0, 1], timeoutMs: 20_000 });
+  writeFileSync(
+    cfg,
+    `apiVersion: v1\nkind: Config\nclusters: [{name: floor, cluster: {server: "https://${IP}:6443", insecure-skip-tls-verify: true}}]\nusers: [{name: admin, user: {token: "${token}"}}]\ncontexts: [{name: floor, context: {cluster: floor, user: admin}}]\ncurrent-context: floor\n`,
+    { mode: 0o600 },
+  );
+  const k = (...args) =>
+    exec([release.bin('kubectl'), `--kubeconfig=${cfg}`, '--request-timeout=5s', ...args], { okCodes: [0, 1], timeoutMs: 20_000 });
   try {
     const t0 = performance.now();
     await provider.createVm({ agentId: 'floor', image: 'host-usr', vmType: 'small', network: { network: 'default', ip: IP }, env: {} });
@@ -100,15 +112,35 @@ export async function nodeFloor(release) {
         return /^floor\s+Ready\s/m.test(out) ? performance.now() - t0 : undefined;
       }),
     ]);
-    const pod = JSON.stringify({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'probe' }, spec: { nodeName: 'floor', automountServiceAccountToken: false, containers: [{ name: 'probe', image: release.image('busybox').ref, imagePullPolicy: 'Never', command: ['sleep', '600'] }] } });
+    const pod = JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'probe' },
+      spec: {
+        nodeName: 'floor',
+        automountServiceAccountToken: false,
+        containers: [{ name: 'probe', image: release.image('busybox').ref, imagePullPolicy: 'Never', command: ['sleep', '600'] }],
+      },
+    });
     writeFileSync(join(dir, 'pod.json'), pod);
-    await until('floor: the pod created', 60_000, async () => ((await k('create', '-f', join(dir, 'pod.json'))).code === 0 ? true : undefined));
-    const podMs = await until('floor: the pod Running', 120_000, async () => ((await k('get', 'pod', 'probe', '-o', 'jsonpath={.status.phase}')).stdout === 'Running' ? performance.now() - t0 : undefined));
+    await until('floor: the pod created', 60_000, async () =>
+      (await k('create', '-f', join(dir, 'pod.json'))).code === 0 ? true : undefined,
+    );
+    const podMs = await until('floor: the pod Running', 120_000, async () =>
+      (await k('get', 'pod', 'probe', '-o', 'jsonpath={.status.phase}')).stdout === 'Running' ? performance.now() - t0 : undefined,
+    );
     return { processesMs, readyMs, podMs };
   } catch (err) {
     // Say why: the last lines each process wrote.
     const tails = ['etcd', 'apiserver', 'containerd', 'kubelet'].map((n) => {
-      try { return `--- ${n}.log\n${readFileSync(join(dir, 'run', `${n}.log`), 'utf8').split('\n').slice(-15).join('\n')}`; } catch { return `--- ${n}.log: none`; }
+      try {
+        return `--- ${n}.log\n${readFileSync(join(dir, 'run', `${n}.log`), 'utf8')
+          .split('\n')
+          .slice(-15)
+          .join('\n')}`;
+      } catch {
+        return `--- ${n}.log: none`;
+      }
     });
     throw new Error(`${err.message}\n${tails.join('\n')}`);
   } finally {

@@ -23,7 +23,9 @@ export async function until(what, ms, probe, every = 100) {
 /** Runs `work` over `items`, at most `limit` at a time. */
 export async function pool(items, limit, work) {
   let next = 0;
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) await work(items[next++]);
-  }));
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) await work(items[next++]);
+    }),
+  );
 }

@@ -13,7 +13,10 @@ import { benchEtcd } from './etcd.mjs';
 import { execFileSync } from 'node:child_process';
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '..');
-const arg = (name) => { const i = process.argv.indexOf(name); return i > 0 ? process.argv[i + 1] : undefined; };
+const arg = (name) => {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? process.argv[i + 1] : undefined;
+};
 const runs = Number(arg('--runs') ?? 3);
 const ALL = ['clusters', 'api', 'director', 'etcd'];
 const only = (arg('--only') ?? ALL.join(',')).split(',');
@@ -24,7 +27,13 @@ if (only.includes('clusters')) sections.push(await benchClusters(release, { runs
 if (only.includes('api')) sections.push(await benchApi());
 // In a fresh process: its memory figures must not carry the other sections' heap. A health pass
 // takes well under a second, so it always gets at least 5 (its section says how many it ran).
-if (only.includes('director')) sections.push(execFileSync(process.execPath, ['--expose-gc', join(REPO, 'bench', 'director.mjs'), String(Math.max(runs, 5))], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }));
+if (only.includes('director'))
+  sections.push(
+    execFileSync(process.execPath, ['--expose-gc', join(REPO, 'bench', 'director.mjs'), String(Math.max(runs, 5))], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    }),
+  );
 if (only.includes('etcd')) sections.push(await benchEtcd(release, { runs }));
 
 const md = [

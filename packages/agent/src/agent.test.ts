@@ -29,16 +29,31 @@ async function until(what: string, check: () => boolean | Promise<boolean>, time
 
 function bundle(port: number, hash = 'h1'): AgentBundle {
   return {
-    deployment: 'd', group: 'web', index: 0, hash,
-    jobs: [{
-      name: 'web', release: 'test',
-      processes: [
-        { name: 'sleeper', command: 'sh', args: ['-c', 'echo sleeper-started; exec sleep 300'], env: {} },
-        { name: 'httpd', command: 'busybox', args: ['httpd', '-f', '-p', `127.0.0.1:${port}`, '-h', 'www'], env: {}, readiness: { http: { port, path: '/' } } },
-      ],
-      files: [{ path: 'www/index.html', content: 'hello-agent', mode: 0o644 }, { path: 'bin/tool.sh', content: 'echo tool', mode: 0o755 }],
-      scripts: { drain: 'echo drained; echo "$0" > drain-ran', backup: 'echo backup-output' },
-    }],
+    deployment: 'd',
+    group: 'web',
+    index: 0,
+    hash,
+    jobs: [
+      {
+        name: 'web',
+        release: 'test',
+        processes: [
+          { name: 'sleeper', command: 'sh', args: ['-c', 'echo sleeper-started; exec sleep 300'], env: {} },
+          {
+            name: 'httpd',
+            command: 'busybox',
+            args: ['httpd', '-f', '-p', `127.0.0.1:${port}`, '-h', 'www'],
+            env: {},
+            readiness: { http: { port, path: '/' } },
+          },
+        ],
+        files: [
+          { path: 'www/index.html', content: 'hello-agent', mode: 0o644 },
+          { path: 'bin/tool.sh', content: 'echo tool', mode: 0o755 },
+        ],
+        scripts: { drain: 'echo drained; echo "$0" > drain-ran', backup: 'echo backup-output' },
+      },
+    ],
   };
 }
 
@@ -61,7 +76,13 @@ describe('supervisor', () => {
     assert.equal(statSync(join(root, 'jobs/web/bin/tool.sh')).mode & 0o777, 0o755);
     await sup.start();
     await until('healthy', () => sup.healthy());
-    assert.deepEqual(sup.status().map((s) => [s.name, s.state]), [['sleeper', 'running'], ['httpd', 'running']]);
+    assert.deepEqual(
+      sup.status().map((s) => [s.name, s.state]),
+      [
+        ['sleeper', 'running'],
+        ['httpd', 'running'],
+      ],
+    );
     await until('log', () => (sup.logs()['web/sleeper'] ?? '').includes('sleeper-started'));
   });
 
@@ -101,7 +122,23 @@ async function makeTls(dir: string): Promise<{ agent: AgentTls; director: AgentT
   for (const name of ['agent', 'director']) {
     writeFileSync(join(dir, `${name}.ext`), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n');
     await o('req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${name}`, '-keyout', `${name}.key`, '-out', `${name}.csr`);
-    await o('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.pem`, '-days', '1', '-extfile', `${name}.ext`);
+    await o(
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      'ca.pem',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      `${name}.pem`,
+      '-days',
+      '1',
+      '-extfile',
+      `${name}.ext`,
+    );
   }
   const read = (f: string) => readFileSync(join(dir, f), 'utf8');
   return {
@@ -120,7 +157,14 @@ describe('agent over mutual TLS', () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'anodyne-agent-tls-'));
     tls = await makeTls(dir);
-    agent = new Agent({ agentId: 'agent-1', root: join(dir, 'root'), listen: { host: '127.0.0.1', port: 0 }, tls: tls.agent, logger: silentLogger(), clock: systemClock });
+    agent = new Agent({
+      agentId: 'agent-1',
+      root: join(dir, 'root'),
+      listen: { host: '127.0.0.1', port: 0 },
+      tls: tls.agent,
+      logger: silentLogger(),
+      clock: systemClock,
+    });
     ({ port } = await agent.listen());
   });
 
@@ -129,13 +173,29 @@ describe('agent over mutual TLS', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const call = (method: string, path: string, body?: unknown, creds: AgentTls | null = tls.director): Promise<{ status: number; json: unknown }> =>
+  const call = (
+    method: string,
+    path: string,
+    body?: unknown,
+    creds: AgentTls | null = tls.director,
+  ): Promise<{ status: number; json: unknown }> =>
     new Promise((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port, path, method, ca: tls.director.ca, ...(creds ? { cert: creds.cert, key: creds.key } : {}), headers: { 'content-type': 'application/json' } }, (res) => {
-        let text = '';
-        res.on('data', (c: Buffer) => (text += c.toString()));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, json: text ? JSON.parse(text) : null }));
-      });
+      const req = request(
+        {
+          host: '127.0.0.1',
+          port,
+          path,
+          method,
+          ca: tls.director.ca,
+          ...(creds ? { cert: creds.cert, key: creds.key } : {}),
+          headers: { 'content-type': 'application/json' },
+        },
+        (res) => {
+          let text = '';
+          res.on('data', (c: Buffer) => (text += c.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, json: text ? JSON.parse(text) : null }));
+        },
+      );
       req.on('error', reject);
       req.end(body === undefined ? undefined : JSON.stringify(body));
     });

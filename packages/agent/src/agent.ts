@@ -120,7 +120,8 @@ export class Agent {
           return send(200, this.state());
         case 'POST /apply': {
           const bundle = (await readBody(req)) as AgentBundle;
-          if (!bundle || !Array.isArray(bundle.jobs) || typeof bundle.hash !== 'string') throw new InputError('ANODYNE_E_INVALID_INPUT', 'apply needs a bundle with jobs and hash');
+          if (!bundle || !Array.isArray(bundle.jobs) || typeof bundle.hash !== 'string')
+            throw new InputError('ANODYNE_E_INVALID_INPUT', 'apply needs a bundle with jobs and hash');
           this.supervisor.apply(bundle);
           return send(200, this.state());
         }
@@ -138,7 +139,8 @@ export class Agent {
           return send(200, { results: await this.supervisor.runScript('drain') });
         case 'POST /run_script': {
           const { name } = (await readBody(req)) as { name?: string };
-          if (!name || !['drain', 'pre_start', 'post_start', 'backup', 'restore'].includes(name)) throw new InputError('ANODYNE_E_INVALID_INPUT', 'unknown script');
+          if (!name || !['drain', 'pre_start', 'post_start', 'backup', 'restore'].includes(name))
+            throw new InputError('ANODYNE_E_INVALID_INPUT', 'unknown script');
           return send(200, { results: await this.supervisor.runScript(name as ScriptName) });
         }
         case 'GET /logs':
@@ -174,7 +176,10 @@ export class Agent {
   /** Starts serving and resumes the last applied bundle. */
   async listen(): Promise<{ port: number }> {
     if (this.supervisor.loadSavedBundle()) await this.supervisor.start();
-    this.server = createServer({ cert: this.o.tls.cert, key: this.o.tls.key, ca: this.o.tls.ca, requestCert: true, rejectUnauthorized: true }, (req, res) => void this.handle(req, res));
+    this.server = createServer(
+      { cert: this.o.tls.cert, key: this.o.tls.key, ca: this.o.tls.ca, requestCert: true, rejectUnauthorized: true },
+      (req, res) => void this.handle(req, res),
+    );
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', reject);
       this.server!.listen(this.o.listen.port, this.o.listen.host, () => resolve());

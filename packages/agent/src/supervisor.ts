@@ -87,27 +87,46 @@ export interface SupervisorOptions {
 function probeOnce(p: Probe, timeoutMs: number): Promise<boolean> {
   if ('exec' in p) {
     const [cmd, ...args] = p.exec.command;
-    return exec([cmd!, ...args], { timeoutMs }).then(() => true, () => false);
+    return exec([cmd!, ...args], { timeoutMs }).then(
+      () => true,
+      () => false,
+    );
   }
   if ('tcp' in p) {
     return new Promise((resolve) => {
       const s = connect({ host: p.tcp.host ?? '127.0.0.1', port: Number(p.tcp.port), timeout: timeoutMs });
-      s.once('connect', () => { s.destroy(); resolve(true); });
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
       s.once('error', () => resolve(false));
-      s.once('timeout', () => { s.destroy(); resolve(false); });
+      s.once('timeout', () => {
+        s.destroy();
+        resolve(false);
+      });
     });
   }
   return new Promise((resolve) => {
     const scheme = p.http.scheme ?? 'http';
     const req = (scheme === 'https' ? httpsRequest : httpRequest)(
-      { host: p.http.host ?? '127.0.0.1', port: Number(p.http.port), path: p.http.path ?? '/', method: 'GET', timeout: timeoutMs, rejectUnauthorized: false },
+      {
+        host: p.http.host ?? '127.0.0.1',
+        port: Number(p.http.port),
+        path: p.http.path ?? '/',
+        method: 'GET',
+        timeout: timeoutMs,
+        rejectUnauthorized: false,
+      },
       (res) => {
         res.resume();
         resolve((res.statusCode ?? 500) < 400);
       },
     );
     req.once('error', () => resolve(false));
-    req.once('timeout', () => { req.destroy(); resolve(false); });
+    req.once('timeout', () => {
+      req.destroy();
+      resolve(false);
+    });
     req.end();
   });
 }
@@ -172,8 +191,18 @@ export class Supervisor {
     await this.stop();
     this.procs = this.bundle.jobs.flatMap((job) =>
       job.processes.map((spec) => ({
-        job: job.name, spec, cwd: this.jobDir(job.name), logFile: join(this.o.root, 'logs', job.name, `${spec.name}.log`),
-        child: null, state: 'stopped', restarts: 0, backoffMs: this.o.minBackoffMs, lastExit: null, timer: null, probeTimer: null, wanted: true,
+        job: job.name,
+        spec,
+        cwd: this.jobDir(job.name),
+        logFile: join(this.o.root, 'logs', job.name, `${spec.name}.log`),
+        child: null,
+        state: 'stopped',
+        restarts: 0,
+        backoffMs: this.o.minBackoffMs,
+        lastExit: null,
+        timer: null,
+        probeTimer: null,
+        wanted: true,
       })),
     );
     for (const p of this.procs) this.launch(p);
@@ -184,7 +213,12 @@ export class Supervisor {
     mkdirSync(dirname(p.logFile), { recursive: true });
     const out = openSync(p.logFile, 'a');
     const startedAt = this.o.clock.nowMs();
-    const child = spawn(p.spec.command, p.spec.args, { cwd: p.cwd, env: { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...p.spec.env }, stdio: ['ignore', out, out], detached: true });
+    const child = spawn(p.spec.command, p.spec.args, {
+      cwd: p.cwd,
+      env: { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...p.spec.env },
+      stdio: ['ignore', out, out],
+      detached: true,
+    });
     closeSync(out);
     p.child = child;
     p.state = p.spec.readiness ? 'starting' : 'running';
@@ -203,7 +237,10 @@ export class Supervisor {
       if (this.o.clock.nowMs() - startedAt >= this.o.stableAfterMs) p.backoffMs = this.o.minBackoffMs;
       p.state = 'failing';
       p.restarts++;
-      this.o.logger.warn({ job: p.job, process: p.spec.name, code, signal, restarts: p.restarts, backoffMs: p.backoffMs }, 'process exited; restarting');
+      this.o.logger.warn(
+        { job: p.job, process: p.spec.name, code, signal, restarts: p.restarts, backoffMs: p.backoffMs },
+        'process exited; restarting',
+      );
       const delay = p.backoffMs;
       p.backoffMs = Math.min(p.backoffMs * 2, this.o.maxBackoffMs);
       p.timer = setTimeout(() => {
@@ -236,27 +273,32 @@ export class Supervisor {
       p.timer = null;
       p.probeTimer = null;
     }
-    await Promise.all(running.map((p) => new Promise<void>((resolve) => {
-      const child = p.child;
-      if (!child || child.exitCode !== null || child.pid === undefined) {
-        p.state = 'stopped';
-        return resolve();
-      }
-      const kill = (sig: NodeJS.Signals) => {
-        try {
-          process.kill(-child.pid!, sig);
-        } catch {
-          // already gone
-        }
-      };
-      const timer = setTimeout(() => kill('SIGKILL'), this.o.stopGraceMs);
-      child.once('exit', () => {
-        clearTimeout(timer);
-        p.state = 'stopped';
-        resolve();
-      });
-      kill('SIGTERM');
-    })));
+    await Promise.all(
+      running.map(
+        (p) =>
+          new Promise<void>((resolve) => {
+            const child = p.child;
+            if (!child || child.exitCode !== null || child.pid === undefined) {
+              p.state = 'stopped';
+              return resolve();
+            }
+            const kill = (sig: NodeJS.Signals) => {
+              try {
+                process.kill(-child.pid!, sig);
+              } catch {
+                // already gone
+              }
+            };
+            const timer = setTimeout(() => kill('SIGKILL'), this.o.stopGraceMs);
+            child.once('exit', () => {
+              clearTimeout(timer);
+              p.state = 'stopped';
+              resolve();
+            });
+            kill('SIGTERM');
+          }),
+      ),
+    );
   }
 
   /** Runs a lifecycle script of every job that has it (drain, backup, …), in job order. */
@@ -264,7 +306,11 @@ export class Supervisor {
     const results: { job: string; code: number; output: string }[] = [];
     for (const job of this.bundle?.jobs ?? []) {
       if (job.scripts[name] === undefined) continue;
-      const r = await exec([join(this.jobDir(job.name), 'scripts', name)], { cwd: this.jobDir(job.name), timeoutMs, okCodes: Array.from({ length: 256 }, (_, i) => i) });
+      const r = await exec([join(this.jobDir(job.name), 'scripts', name)], {
+        cwd: this.jobDir(job.name),
+        timeoutMs,
+        okCodes: Array.from({ length: 256 }, (_, i) => i),
+      });
       results.push({ job: job.name, code: r.code, output: (r.stdout + r.stderr).slice(-65536) });
     }
     return results;
@@ -279,7 +325,9 @@ export class Supervisor {
     for (const job of this.bundle?.jobs ?? []) {
       for (const proc of job.processes) {
         const r = await exec([proc.command, ...proc.args], {
-          cwd: this.jobDir(job.name), timeoutMs, okCodes: Array.from({ length: 256 }, (_, i) => i),
+          cwd: this.jobDir(job.name),
+          timeoutMs,
+          okCodes: Array.from({ length: 256 }, (_, i) => i),
           env: { PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...proc.env },
         });
         results.push({ job: job.name, process: proc.name, code: r.code, output: (r.stdout + r.stderr).slice(-65536) });
@@ -290,7 +338,14 @@ export class Supervisor {
   }
 
   status(): ProcessStatus[] {
-    return this.procs.map((p) => ({ job: p.job, name: p.spec.name, state: p.state, pid: p.child?.pid ?? null, restarts: p.restarts, lastExit: p.lastExit }));
+    return this.procs.map((p) => ({
+      job: p.job,
+      name: p.spec.name,
+      state: p.state,
+      pid: p.child?.pid ?? null,
+      restarts: p.restarts,
+      lastExit: p.lastExit,
+    }));
   }
 
   /** Every process running and ready. */

@@ -30,6 +30,7 @@ export function statusOf(err: AnodyneError): number {
 export function errorBody(err: unknown): { status: number; body: { code: string; message: string; details: Record<string, unknown> } } {
   const e = toAnodyneError(err);
   const status = statusOf(e);
-  if (status >= 500 && e.kind === 'internal') return { status, body: { code: e.code, message: 'internal error; see the platform log', details: {} } };
+  if (status >= 500 && e.kind === 'internal')
+    return { status, body: { code: e.code, message: 'internal error; see the platform log', details: {} } };
   return { status, body: { code: e.code, message: e.message, details: e.details } };
 }

@@ -77,7 +77,8 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
   const routes: FastifyInstance['anodyneRoutes'] = [];
   app.decorate('anodyneRoutes', routes);
   app.addHook('onRoute', (r) => {
-    for (const m of [r.method].flat()) if (m !== 'HEAD' && !r.url.startsWith('/documentation')) routes.push({ method: m, url: r.url, scopes: (r.config)?.scopes });
+    for (const m of [r.method].flat())
+      if (m !== 'HEAD' && !r.url.startsWith('/documentation')) routes.push({ method: m, url: r.url, scopes: r.config?.scopes });
   });
 
   await app.register(swagger, {
@@ -85,7 +86,12 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
       openapi: '3.0.3',
       info: { title: 'Anodyne API', version: '1', description: 'Kubernetes clusters as a service (PKS-compatible /v1).' },
       servers: [{ url: o.apiUrl }],
-      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' }, brokerBasic: { type: 'http', scheme: 'basic' } } },
+      components: {
+        securitySchemes: {
+          bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' },
+          brokerBasic: { type: 'http', scheme: 'basic' },
+        },
+      },
     },
   });
 
@@ -97,11 +103,21 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     const fe = err as { validation?: unknown; statusCode?: number; code?: string; message?: string; validationContext?: string };
     let mapped = errorBody(err);
     if (fe.validation) {
-      mapped = { status: 400, body: { code: 'ANODYNE_E_INVALID_INPUT', message: `${fe.validationContext ?? 'request'}: ${fe.message ?? 'invalid'}`, details: { validation: fe.validation } } };
+      mapped = {
+        status: 400,
+        body: {
+          code: 'ANODYNE_E_INVALID_INPUT',
+          message: `${fe.validationContext ?? 'request'}: ${fe.message ?? 'invalid'}`,
+          details: { validation: fe.validation },
+        },
+      };
     } else if (fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
       mapped = { status: 413, body: { code: 'ANODYNE_E_BODY_TOO_LARGE', message: 'the request body is too large', details: {} } };
     } else if (fe.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
-      mapped = { status: 415, body: { code: 'ANODYNE_E_UNSUPPORTED_MEDIA_TYPE', message: fe.message ?? 'unsupported content type', details: {} } };
+      mapped = {
+        status: 415,
+        body: { code: 'ANODYNE_E_UNSUPPORTED_MEDIA_TYPE', message: fe.message ?? 'unsupported content type', details: {} },
+      };
     } else if (typeof fe.code === 'string' && fe.code.startsWith('FST_ERR_') && fe.statusCode && fe.statusCode < 500) {
       mapped = { status: fe.statusCode, body: { code: 'ANODYNE_E_INVALID_INPUT', message: fe.message ?? 'bad request', details: {} } };
     }
@@ -118,7 +134,16 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
   const patterns = new Map<string, RegExp>();
   const pattern = (url: string) => {
     let re = patterns.get(url);
-    if (!re) patterns.set(url, (re = new RegExp(`^${url.split('/').map((seg) => (seg.startsWith(':') ? '[^/]+' : seg === '*' ? '.*' : seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('/')}$`)));
+    if (!re)
+      patterns.set(
+        url,
+        (re = new RegExp(
+          `^${url
+            .split('/')
+            .map((seg) => (seg.startsWith(':') ? '[^/]+' : seg === '*' ? '.*' : seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
+            .join('/')}$`,
+        )),
+      );
     return re;
   };
   app.setNotFoundHandler((req, reply) => {
@@ -126,7 +151,14 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     const allow = [...new Set(routes.filter((r) => pattern(r.url).test(path)).map((r) => r.method))];
     if (allow.includes('GET')) allow.push('HEAD');
     if (allow.length > 0) {
-      void reply.status(405).header('allow', allow.join(', ')).send({ code: 'ANODYNE_E_METHOD_NOT_ALLOWED', message: `${req.method} is not allowed on ${path}; allowed: ${allow.join(', ')}`, details: { allow } });
+      void reply
+        .status(405)
+        .header('allow', allow.join(', '))
+        .send({
+          code: 'ANODYNE_E_METHOD_NOT_ALLOWED',
+          message: `${req.method} is not allowed on ${path}; allowed: ${allow.join(', ')}`,
+          details: { allow },
+        });
       return;
     }
     void reply.status(404).send({ code: 'ANODYNE_E_ROUTE_NOT_FOUND', message: `no route ${req.method} ${path}`, details: {} });
@@ -141,7 +173,9 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     const p = await o.identity.verify(h.slice(7).trim());
     req.principal = p;
     if (scopes.length > 0 && !p.scopes.some((s) => scopes.includes(s))) {
-      throw new NotAllowedError('ANODYNE_E_SCOPE_REQUIRED', `this call needs one of the scopes ${scopes.join(', ')}`, { details: { required: scopes } });
+      throw new NotAllowedError('ANODYNE_E_SCOPE_REQUIRED', `this call needs one of the scopes ${scopes.join(', ')}`, {
+        details: { required: scopes },
+      });
     }
     req.principal = p;
   });
@@ -151,28 +185,68 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unmatched';
     metrics.observe(req.method, route, reply.statusCode, reply.elapsedTime);
-    o.logger.info({ method: req.method, route, params: req.params, status: reply.statusCode, ms: Math.round(reply.elapsedTime), actor: req.principal?.name }, 'request');
+    o.logger.info(
+      {
+        method: req.method,
+        route,
+        params: req.params,
+        status: reply.statusCode,
+        ms: Math.round(reply.elapsedTime),
+        actor: req.principal?.name,
+      },
+      'request',
+    );
     if (req.method === 'GET' || req.method === 'HEAD') return;
     const action = req.routeOptions.config.audit ?? `${req.method} ${route}`;
     const params = req.params as Record<string, string> | undefined;
     const status = reply.statusCode;
     const body = req.body as Record<string, unknown> | undefined;
-    const actor = req.principal?.name ?? (route.startsWith('/v2/') ? 'osb-broker' : undefined) ?? (action === 'token.issue' && typeof body?.['username'] === 'string' ? body['username'] : typeof body?.['client_id'] === 'string' ? body['client_id'] : 'anonymous');
-    await o.audit.record({
-      actor, action, target: params?.['name'] ?? params?.['id'] ?? params?.['username'] ?? params?.['owner'] ?? '',
-      result: status < 400 ? 'ok' : status === 401 || status === 403 ? 'denied' : 'error',
-      details: { status, ip: req.ip },
-    }).catch((err: unknown) => o.logger.warn({ err: (err as Error).message }, 'audit record failed'));
+    const actor =
+      req.principal?.name ??
+      (route.startsWith('/v2/') ? 'osb-broker' : undefined) ??
+      (action === 'token.issue' && typeof body?.['username'] === 'string'
+        ? body['username']
+        : typeof body?.['client_id'] === 'string'
+          ? body['client_id']
+          : 'anonymous');
+    await o.audit
+      .record({
+        actor,
+        action,
+        target: params?.['name'] ?? params?.['id'] ?? params?.['username'] ?? params?.['owner'] ?? '',
+        result: status < 400 ? 'ok' : status === 401 || status === 403 ? 'denied' : 'error',
+        details: { status, ip: req.ip },
+      })
+      .catch((err: unknown) => o.logger.warn({ err: (err as Error).message }, 'audit record failed'));
   });
 
   // The routes, one plugin per resource; each gets its request types from its TypeBox schemas.
   const api = app.withTypeProvider<TypeBoxTypeProvider>();
-  const plugin = <T>(routes: (scope: Api, options: T) => void | Promise<void>, options: T) => async (scope: Api) => routes(scope, options);
+  const plugin =
+    <T>(routes: (scope: Api, options: T) => void | Promise<void>, options: T) =>
+    async (scope: Api) =>
+      routes(scope, options);
   await api.register(plugin(platformRoutes, { store: o.store, audit: o.audit, metrics, openapi: () => app.swagger() }));
-  await api.register(plugin(identityRoutes, { identity: o.identity, clusters: o.clusters, audit: o.audit, clock: o.clock, tokenRateLimit: o.tokenRateLimit ?? 60 }));
+  await api.register(
+    plugin(identityRoutes, {
+      identity: o.identity,
+      clusters: o.clusters,
+      audit: o.audit,
+      clock: o.clock,
+      tokenRateLimit: o.tokenRateLimit ?? 60,
+    }),
+  );
   await api.register(plugin(clusterRoutes, { clusters: o.clusters, audit: o.audit, apiUrl: o.apiUrl }));
   await api.register(plugin(taskRoutes, { clusters: o.clusters, clock: o.clock }));
-  await api.register(plugin(brokerRoutes, { clusters: o.clusters, director: o.director, credentials: o.brokerCredentials, apiUrl: o.apiUrl, audit: o.audit }));
+  await api.register(
+    plugin(brokerRoutes, {
+      clusters: o.clusters,
+      director: o.director,
+      credentials: o.brokerCredentials,
+      apiUrl: o.apiUrl,
+      audit: o.audit,
+    }),
+  );
 
   await app.ready();
   return app;

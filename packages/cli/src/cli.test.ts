@@ -22,8 +22,13 @@ describe('the anodyne CLI against a real server', { skip: skipUnless(isRoot, 'ne
   const cli = (...args: string[]) => exec([BIN, ...args], { env, okCodes: [0, 1, 2, 3, 4], timeoutMs: 180_000 });
 
   /** Runs a command in a real pseudo-terminal (tmux) and returns the screen whenever asked. */
-  async function inTerminal(command: string): Promise<{ screen: () => Promise<string>; done: () => Promise<{ screen: string; code: number }> }> {
-    const envs = Object.entries(env).filter(([k]) => ['HOME', 'KUBECONFIG', 'PATH'].includes(k)).map(([k, v]) => `${k}='${v}'`).join(' ');
+  async function inTerminal(
+    command: string,
+  ): Promise<{ screen: () => Promise<string>; done: () => Promise<{ screen: string; code: number }> }> {
+    const envs = Object.entries(env)
+      .filter(([k]) => ['HOME', 'KUBECONFIG', 'PATH'].includes(k))
+      .map(([k, v]) => `${k}='${v}'`)
+      .join(' ');
     await exec(['tmux', 'kill-session', '-t', SESSION], { okCodes: [0, 1] });
     await exec(['tmux', 'new-session', '-d', '-s', SESSION, '-x', '200', '-y', '50', `env ${envs} ${command}; echo EXIT=$?; sleep 600`]);
     const screen = async () => (await exec(['tmux', 'capture-pane', '-p', '-t', SESSION])).stdout;
@@ -49,7 +54,12 @@ describe('the anodyne CLI against a real server', { skip: skipUnless(isRoot, 'ne
     await tp.platform.identity.createUser({ username: 'newbie', password: 'newbie-password', groups: [SCOPES.manage] });
     home = join(tp.dir, 'home');
     mkdirSync(home, { recursive: true });
-    env = { ...process.env as Record<string, string>, HOME: home, KUBECONFIG: join(home, '.kube', 'config'), PATH: `${dirname(locateRelease().bin('kubectl'))}:${process.env['PATH'] ?? ''}` };
+    env = {
+      ...(process.env as Record<string, string>),
+      HOME: home,
+      KUBECONFIG: join(home, '.kube', 'config'),
+      PATH: `${dirname(locateRelease().bin('kubectl'))}:${process.env['PATH'] ?? ''}`,
+    };
   });
   after(async () => {
     await exec(['tmux', 'kill-session', '-t', SESSION], { okCodes: [0, 1] });
@@ -75,7 +85,11 @@ describe('the anodyne CLI against a real server', { skip: skipUnless(isRoot, 'ne
     const login = await cli('login', '-a', tp.platform.url, '-u', 'newbie', '-p', 'newbie-password', '--ca-cert', tp.platform.caFile);
     assert.equal(login.code, 0, login.stderr);
     assert.equal(statSync(join(home, '.anodyne', 'config.json')).mode & 0o777, 0o600, 'the token file is 0600');
-    assert.equal(readFileSync(join(home, '.anodyne', 'config.json'), 'utf8').includes('newbie-password'), false, 'the password is not kept');
+    assert.equal(
+      readFileSync(join(home, '.anodyne', 'config.json'), 'utf8').includes('newbie-password'),
+      false,
+      'the password is not kept',
+    );
 
     const started = performance.now();
     const create = await inTerminal(`${BIN} create-cluster first -p small -n 1 --wait`);
@@ -112,7 +126,10 @@ describe('the anodyne CLI against a real server', { skip: skipUnless(isRoot, 'ne
     assert.match(list.stdout, /^Name\s+Plan\s+Owner/);
     assert.match(list.stdout, /first\s+small\s+newbie\s+1\s+\S+\s+CREATE\s+succeeded/);
     const asJson = JSON.parse((await cli('clusters', '--json')).stdout) as { name: string; last_action_state: string }[];
-    assert.deepEqual(asJson.map((c) => [c.name, c.last_action_state]), [['first', 'succeeded']]);
+    assert.deepEqual(
+      asJson.map((c) => [c.name, c.last_action_state]),
+      [['first', 'succeeded']],
+    );
 
     const creds = await cli('get-credentials', 'first');
     assert.equal(creds.code, 0, creds.stderr);
@@ -147,7 +164,8 @@ describe('the anodyne CLI against a real server', { skip: skipUnless(isRoot, 'ne
     }
     assert.equal(vms.code, 0, vms.stderr);
     assert.match(vms.stdout, /^Instance\s+IP\s+State\s+Health/);
-    for (const x of ['master/0', 'worker/0', 'worker/1']) assert.match(vms.stdout, new RegExp(`^${x}\\s+10\\.198\\.10\\.\\d+\\s+started\\s+running\\s`, 'm'));
+    for (const x of ['master/0', 'worker/0', 'worker/1'])
+      assert.match(vms.stdout, new RegExp(`^${x}\\s+10\\.198\\.10\\.\\d+\\s+started\\s+running\\s`, 'm'));
     assert.equal((await cli('vms', 'nope')).code, 4);
     const up = await cli('upgrade-clusters', '--clusters', 'first', '--canaries', '1');
     assert.equal(up.code, 1);
@@ -188,7 +206,11 @@ describe('the anodyne CLI against a real server', { skip: skipUnless(isRoot, 'ne
     assert.match((await run('users')).stdout, /^temp\s+local\s+pks\.clusters\.manage/m);
     assert.match((await run('set-groups', 'temp', '--group', 'pks.clusters.admin.read')).stdout, /temp: pks\.clusters\.admin\.read/);
     assert.match((await run('set-password', 'temp', '--password', 'temp-password-2')).stdout, /Password of temp set/);
-    assert.equal((await run('login', '-a', tp.platform.url, '-u', 'temp', '-p', 'temp-password-2', '--ca-cert', tp.platform.caFile)).code, 0, 'the new password works');
+    assert.equal(
+      (await run('login', '-a', tp.platform.url, '-u', 'temp', '-p', 'temp-password-2', '--ca-cert', tp.platform.caFile)).code,
+      0,
+      'the new password works',
+    );
     assert.equal((await run('login', '-a', tp.platform.url, '-u', 'boss', '-p', 'boss-password', '--ca-cert', tp.platform.caFile)).code, 0);
     assert.match((await run('rotate-signing-key')).stdout, /Tokens are now signed with key-/);
     assert.equal((await run('delete-user', 'temp')).code, 0);

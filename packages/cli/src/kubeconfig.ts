@@ -5,8 +5,19 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse, stringify } from 'yaml';
 
-interface Named { name: string; [k: string]: unknown }
-interface KubeconfigDoc { apiVersion?: string; kind?: string; clusters?: Named[]; users?: Named[]; contexts?: Named[]; 'current-context'?: string; [k: string]: unknown }
+interface Named {
+  name: string;
+  [k: string]: unknown;
+}
+interface KubeconfigDoc {
+  apiVersion?: string;
+  kind?: string;
+  clusters?: Named[];
+  users?: Named[];
+  contexts?: Named[];
+  'current-context'?: string;
+  [k: string]: unknown;
+}
 
 /** The launcher of this CLI (bin/anodyne at the repository root). */
 export function launcherPath(): string {
@@ -27,7 +38,10 @@ export function withExecCommand(kubeconfig: string): string {
  * Merges a kubeconfig's clusters, users and contexts into the user's (first KUBECONFIG entry or
  * ~/.kube/config), replacing entries of the same name, and selects its context. Returns the file.
  */
-export function mergeKubeconfig(incoming: string, file = (process.env['KUBECONFIG'] ?? '').split(':').find(Boolean) ?? resolve(homedir(), '.kube', 'config')): string {
+export function mergeKubeconfig(
+  incoming: string,
+  file = (process.env['KUBECONFIG'] ?? '').split(':').find(Boolean) ?? resolve(homedir(), '.kube', 'config'),
+): string {
   const add = parse(incoming) as KubeconfigDoc;
   const cur: KubeconfigDoc = existsSync(file) ? ((parse(readFileSync(file, 'utf8')) as KubeconfigDoc | null) ?? {}) : {};
   const merged: KubeconfigDoc = { apiVersion: 'v1', kind: 'Config', ...cur };

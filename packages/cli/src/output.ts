@@ -4,11 +4,15 @@ import type { ApiClient, Task, TaskEvent } from '@anodyne/client';
 /** Prints rows as aligned columns (the first row is the header unless header is false). */
 export function printTable(rows: string[][], header = true): void {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  const lines = rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('   ').trimEnd());
+  const lines = rows.map((r) =>
+    r
+      .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!)))
+      .join('   ')
+      .trimEnd(),
+  );
   if (header && rows.length === 1) lines.push('(none)');
   process.stdout.write(lines.join('\n') + '\n');
 }
-
 
 const FINAL = ['done', 'error', 'cancelled'];
 
@@ -22,8 +26,10 @@ const SPINNER = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', 
 /** Median duration (ms) of earlier finished tasks of the same type: the basis of the estimate. */
 async function typicalDuration(client: ApiClient, task: Task & { type?: string }): Promise<number | undefined> {
   const tasks = await client.tasks({ limit: 100 }).catch((): Task[] => []);
-  const ds = tasks.filter((t) => t.id !== task.id && t.type === task.type && t.state === 'done' && t.started_at && t.finished_at)
-    .map((t) => Date.parse(t.finished_at!) - Date.parse(t.started_at!)).sort((a, b) => a - b);
+  const ds = tasks
+    .filter((t) => t.id !== task.id && t.type === task.type && t.state === 'done' && t.started_at && t.finished_at)
+    .map((t) => Date.parse(t.finished_at!) - Date.parse(t.started_at!))
+    .sort((a, b) => a - b);
   return ds.length > 0 ? ds[Math.floor(ds.length / 2)] : undefined;
 }
 
@@ -51,7 +57,12 @@ export async function followTask(client: ApiClient, id: number, asJson: boolean,
     return `${SPINNER[frame % SPINNER.length]} ${current.stage}${step}${current.instance ? ` ${current.instance}` : ''}${current.message ? ` · ${current.message}` : ''} (${secs(elapsed)} elapsed${eta})`;
   };
   const redraw = () => process.stdout.write(`\r\x1b[K${status()}`);
-  const timer = live ? setInterval(() => { frame++; redraw(); }, 100) : undefined;
+  const timer = live
+    ? setInterval(() => {
+        frame++;
+        redraw();
+      }, 100)
+    : undefined;
   try {
     for (;;) {
       const events = await client.taskEvents(id, last);
@@ -67,7 +78,9 @@ export async function followTask(client: ApiClient, id: number, asJson: boolean,
           continue;
         }
         if (current && current.stage !== e.stage) {
-          process.stdout.write(`\r\x1b[K✓ ${current.stage}${current.total ? ` (${current.total}/${current.total})` : ''} ${secs(Date.now() - stageStart)}\n`);
+          process.stdout.write(
+            `\r\x1b[K✓ ${current.stage}${current.total ? ` (${current.total}/${current.total})` : ''} ${secs(Date.now() - stageStart)}\n`,
+          );
           stageStart = Date.now();
         }
         current = e;
@@ -77,7 +90,8 @@ export async function followTask(client: ApiClient, id: number, asJson: boolean,
       if (FINAL.includes(t.state) && events.length === 0) {
         const took = t.finished_at && t.started_at ? ` in ${secs(Date.parse(t.finished_at) - Date.parse(t.started_at))}` : '';
         if (live) {
-          if (current) process.stdout.write(`\r\x1b[K${t.state === 'done' ? '✓' : '✗'} ${current.stage} ${secs(Date.now() - stageStart)}\n`);
+          if (current)
+            process.stdout.write(`\r\x1b[K${t.state === 'done' ? '✓' : '✗'} ${current.stage} ${secs(Date.now() - stageStart)}\n`);
           else process.stdout.write('\r\x1b[K');
         }
         if (!asJson) process.stdout.write(`Task ${id} ${t.state}${took}${t.error ? `: ${t.error.code}: ${t.error.message}` : ''}\n`);

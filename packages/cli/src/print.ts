@@ -14,7 +14,12 @@ export function clusterRows(cs: Cluster[]): string[][] {
   return [
     ['Name', 'Plan', 'Owner', 'Workers', 'Host', 'Last Action', 'State'],
     ...cs.map((c) => [
-      c.name, c.plan_name, c.owner, String(c.parameters.kubernetes_worker_instances), c.kubernetes_master_ips[0] ?? '', c.last_action,
+      c.name,
+      c.plan_name,
+      c.owner,
+      String(c.parameters.kubernetes_worker_instances),
+      c.kubernetes_master_ips[0] ?? '',
+      c.last_action,
       c.last_action_state,
     ]),
   ];

@@ -39,8 +39,17 @@ export function removeSession(): void {
   rmSync(sessionPath(), { force: true });
 }
 
-export function sessionFromTokens(base: Omit<Session, 'access_token' | 'refresh_token' | 'expires_at'>, t: TokenSet, now = Date.now()): Session {
-  return { ...base, access_token: t.access_token, ...(t.refresh_token ? { refresh_token: t.refresh_token } : {}), expires_at: now + t.expires_in * 1000 };
+export function sessionFromTokens(
+  base: Omit<Session, 'access_token' | 'refresh_token' | 'expires_at'>,
+  t: TokenSet,
+  now = Date.now(),
+): Session {
+  return {
+    ...base,
+    access_token: t.access_token,
+    ...(t.refresh_token ? { refresh_token: t.refresh_token } : {}),
+    expires_at: now + t.expires_in * 1000,
+  };
 }
 
 /** A client with a valid access token: refreshed (and saved) when within a minute of expiry. */

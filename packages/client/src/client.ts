@@ -24,7 +24,12 @@ export type Kubeconfig = Static<typeof S.Kubeconfig>;
 
 /** An error the API answered with (`{code, message}`), or a transport failure. */
 export class ApiError extends Error {
-  constructor(readonly status: number, readonly code: string, message: string, readonly details: Record<string, unknown> = {}) {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly details: Record<string, unknown> = {},
+  ) {
     super(message);
     this.name = 'ApiError';
   }
@@ -39,37 +44,66 @@ const seg = (s: string | number) => encodeURIComponent(String(s));
  * platform's CA, bearer tokens, JSON in and out, errors as ApiError with the API's code.
  */
 export class ApiClient {
-  constructor(readonly url: string, private readonly caPem: string | undefined, private token?: string, private readonly insecure = false) {}
+  constructor(
+    readonly url: string,
+    private readonly caPem: string | undefined,
+    private token?: string,
+    private readonly insecure = false,
+  ) {}
 
   withToken(token: string): ApiClient {
     return new ApiClient(this.url, this.caPem, token, this.insecure);
   }
 
-  call<T>(method: string, path: string, body?: unknown, options: { form?: boolean; basic?: [string, string]; accept?: string } = {}): Promise<T> {
+  call<T>(
+    method: string,
+    path: string,
+    body?: unknown,
+    options: { form?: boolean; basic?: [string, string]; accept?: string } = {},
+  ): Promise<T> {
     const u = new URL(path, this.url);
-    const payload = body === undefined ? undefined : options.form ? new URLSearchParams(body as Record<string, string>).toString() : JSON.stringify(body);
+    const payload =
+      body === undefined ? undefined : options.form ? new URLSearchParams(body as Record<string, string>).toString() : JSON.stringify(body);
     const headers: Record<string, string> = { accept: options.accept ?? 'application/json' };
     if (payload !== undefined) headers['content-type'] = options.form ? 'application/x-www-form-urlencoded' : 'application/json';
     if (this.token) headers['authorization'] = `Bearer ${this.token}`;
-    if (options.basic) headers['authorization'] = `Basic ${Buffer.from(`${encodeURIComponent(options.basic[0])}:${encodeURIComponent(options.basic[1])}`).toString('base64')}`;
+    if (options.basic)
+      headers['authorization'] =
+        `Basic ${Buffer.from(`${encodeURIComponent(options.basic[0])}:${encodeURIComponent(options.basic[1])}`).toString('base64')}`;
     return new Promise((resolve, reject) => {
-      const req = request({ host: u.hostname, port: u.port || 443, path: u.pathname + u.search, method, headers, ...(this.caPem ? { ca: this.caPem } : {}), rejectUnauthorized: !this.insecure, timeout: 60_000 }, (res) => {
-        let text = '';
-        res.on('data', (c: Buffer) => (text += c.toString()));
-        res.on('end', () => {
-          const status = res.statusCode ?? 0;
-          let parsed: unknown = text;
-          try {
-            parsed = text ? JSON.parse(text) : null;
-          } catch {
-            // not JSON (metrics, plain text)
-          }
-          if (status >= 400) {
-            const e = (parsed && typeof parsed === 'object' ? parsed : {}) as { code?: string; message?: string; details?: Record<string, unknown> };
-            reject(new ApiError(status, e.code ?? `HTTP_${status}`, e.message ?? text.slice(0, 200), e.details ?? {}));
-          } else resolve(parsed as T);
-        });
-      });
+      const req = request(
+        {
+          host: u.hostname,
+          port: u.port || 443,
+          path: u.pathname + u.search,
+          method,
+          headers,
+          ...(this.caPem ? { ca: this.caPem } : {}),
+          rejectUnauthorized: !this.insecure,
+          timeout: 60_000,
+        },
+        (res) => {
+          let text = '';
+          res.on('data', (c: Buffer) => (text += c.toString()));
+          res.on('end', () => {
+            const status = res.statusCode ?? 0;
+            let parsed: unknown = text;
+            try {
+              parsed = text ? JSON.parse(text) : null;
+            } catch {
+              // not JSON (metrics, plain text)
+            }
+            if (status >= 400) {
+              const e = (parsed && typeof parsed === 'object' ? parsed : {}) as {
+                code?: string;
+                message?: string;
+                details?: Record<string, unknown>;
+              };
+              reject(new ApiError(status, e.code ?? `HTTP_${status}`, e.message ?? text.slice(0, 200), e.details ?? {}));
+            } else resolve(parsed as T);
+          });
+        },
+      );
       req.on('error', (e) => reject(new ApiError(0, 'ANODYNE_E_UNAVAILABLE', `cannot reach ${this.url}: ${e.message}`)));
       req.on('timeout', () => req.destroy(new Error('timed out')));
       req.end(payload);
@@ -77,48 +111,115 @@ export class ApiClient {
   }
 
   passwordToken(username: string, password: string, clientId = 'anodyne_cli', clientSecret?: string): Promise<TokenSet> {
-    return this.call('POST', '/oauth/token', { grant_type: 'password', username, password, client_id: clientId, ...(clientSecret ? { client_secret: clientSecret } : {}) }, { form: true });
+    return this.call(
+      'POST',
+      '/oauth/token',
+      { grant_type: 'password', username, password, client_id: clientId, ...(clientSecret ? { client_secret: clientSecret } : {}) },
+      { form: true },
+    );
   }
 
   clientToken(clientId: string, clientSecret: string): Promise<TokenSet> {
-    return this.call('POST', '/oauth/token', { grant_type: 'client_credentials', client_id: clientId, client_secret: clientSecret }, { form: true });
+    return this.call(
+      'POST',
+      '/oauth/token',
+      { grant_type: 'client_credentials', client_id: clientId, client_secret: clientSecret },
+      { form: true },
+    );
   }
 
   refresh(refreshToken: string, clientId = 'anodyne_cli'): Promise<TokenSet> {
-    return this.call('POST', '/oauth/token', { grant_type: 'refresh_token', refresh_token: refreshToken, client_id: clientId }, { form: true });
+    return this.call(
+      'POST',
+      '/oauth/token',
+      { grant_type: 'refresh_token', refresh_token: refreshToken, client_id: clientId },
+      { form: true },
+    );
   }
 
   // ---------------------------------------------------------------- clusters
-  plans(): Promise<Plan[]> { return this.call('GET', '/v1/plans'); }
-  clusters(): Promise<Cluster[]> { return this.call('GET', '/v1/clusters'); }
-  cluster(name: string): Promise<Cluster> { return this.call('GET', `/v1/clusters/${seg(name)}`); }
-  createCluster(body: CreateClusterRequest): Promise<Cluster> { return this.call('POST', '/v1/clusters', body); }
-  updateCluster(name: string, body: UpdateClusterRequest): Promise<Cluster> { return this.call('PATCH', `/v1/clusters/${seg(name)}`, body); }
-  deleteCluster(name: string): Promise<Cluster> { return this.call('DELETE', `/v1/clusters/${seg(name)}`); }
-  bind(name: string): Promise<Kubeconfig> { return this.call('POST', `/v1/clusters/${seg(name)}/binds`); }
-  upgradeCluster(name: string): Promise<Cluster> { return this.call('POST', `/v1/clusters/${seg(name)}/upgrade`); }
-  certificates(name: string): Promise<Certificate[]> { return this.call('GET', `/v1/clusters/${seg(name)}/certificates`); }
-  vms(name: string): Promise<Vm[]> { return this.call('GET', `/v1/clusters/${seg(name)}/vms`); }
-  rotateCertificates(name: string): Promise<Cluster> { return this.call('POST', `/v1/clusters/${seg(name)}/rotate-certificates`); }
-  adminKubeconfig(name: string): Promise<Kubeconfig> { return this.call('GET', `/v1/clusters/${seg(name)}/kubeconfig`); }
-  networkProfiles(): Promise<NetworkProfile[]> { return this.call('GET', '/v1/network-profiles'); }
+  plans(): Promise<Plan[]> {
+    return this.call('GET', '/v1/plans');
+  }
+  clusters(): Promise<Cluster[]> {
+    return this.call('GET', '/v1/clusters');
+  }
+  cluster(name: string): Promise<Cluster> {
+    return this.call('GET', `/v1/clusters/${seg(name)}`);
+  }
+  createCluster(body: CreateClusterRequest): Promise<Cluster> {
+    return this.call('POST', '/v1/clusters', body);
+  }
+  updateCluster(name: string, body: UpdateClusterRequest): Promise<Cluster> {
+    return this.call('PATCH', `/v1/clusters/${seg(name)}`, body);
+  }
+  deleteCluster(name: string): Promise<Cluster> {
+    return this.call('DELETE', `/v1/clusters/${seg(name)}`);
+  }
+  bind(name: string): Promise<Kubeconfig> {
+    return this.call('POST', `/v1/clusters/${seg(name)}/binds`);
+  }
+  upgradeCluster(name: string): Promise<Cluster> {
+    return this.call('POST', `/v1/clusters/${seg(name)}/upgrade`);
+  }
+  certificates(name: string): Promise<Certificate[]> {
+    return this.call('GET', `/v1/clusters/${seg(name)}/certificates`);
+  }
+  vms(name: string): Promise<Vm[]> {
+    return this.call('GET', `/v1/clusters/${seg(name)}/vms`);
+  }
+  rotateCertificates(name: string): Promise<Cluster> {
+    return this.call('POST', `/v1/clusters/${seg(name)}/rotate-certificates`);
+  }
+  adminKubeconfig(name: string): Promise<Kubeconfig> {
+    return this.call('GET', `/v1/clusters/${seg(name)}/kubeconfig`);
+  }
+  networkProfiles(): Promise<NetworkProfile[]> {
+    return this.call('GET', '/v1/network-profiles');
+  }
 
   // ---------------------------------------------------------------- tasks
   tasks(query: { cluster?: string; limit?: number } = {}): Promise<Task[]> {
-    const q = new URLSearchParams(Object.entries(query).filter(([, v]) => v !== undefined).map(([k, v]): [string, string] => [k, String(v)])).toString();
+    const q = new URLSearchParams(
+      Object.entries(query)
+        .filter(([, v]) => v !== undefined)
+        .map(([k, v]): [string, string] => [k, String(v)]),
+    ).toString();
     return this.call('GET', `/v1/tasks${q ? `?${q}` : ''}`);
   }
-  task(id: number | string): Promise<TaskWithEvents> { return this.call('GET', `/v1/tasks/${seg(id)}`); }
-  taskEvents(id: number | string, after = 0): Promise<TaskEvent[]> { return this.call('GET', `/v1/tasks/${seg(id)}/events?after=${after}`); }
-  upgradeClusters(body: S.FleetUpgradeBody): Promise<Task> { return this.call('POST', '/v1/upgrades', body); }
-  cancelTask(id: number | string): Promise<Task> { return this.call('PUT', `/v1/tasks/${seg(id)}`, { state: 'cancelled' }); }
+  task(id: number | string): Promise<TaskWithEvents> {
+    return this.call('GET', `/v1/tasks/${seg(id)}`);
+  }
+  taskEvents(id: number | string, after = 0): Promise<TaskEvent[]> {
+    return this.call('GET', `/v1/tasks/${seg(id)}/events?after=${after}`);
+  }
+  upgradeClusters(body: S.FleetUpgradeBody): Promise<Task> {
+    return this.call('POST', '/v1/upgrades', body);
+  }
+  cancelTask(id: number | string): Promise<Task> {
+    return this.call('PUT', `/v1/tasks/${seg(id)}`, { state: 'cancelled' });
+  }
 
   // ---------------------------------------------------------------- quotas, users, keys
-  quota(owner: string): Promise<Quota> { return this.call('GET', `/v1/quotas/${seg(owner)}`); }
-  usage(owner: string): Promise<Usage> { return this.call('GET', `/v1/usages/${seg(owner)}`); }
-  users(): Promise<User[]> { return this.call('GET', '/v1/users'); }
-  createUser(body: CreateUserRequest): Promise<User> { return this.call('POST', '/v1/users', body); }
-  updateUser(username: string, body: UpdateUserRequest): Promise<User> { return this.call('PUT', `/v1/users/${seg(username)}`, body); }
-  deleteUser(username: string): Promise<void> { return this.call('DELETE', `/v1/users/${seg(username)}`); }
-  rotateSigningKey(): Promise<SigningKey> { return this.call('POST', '/v1/token-keys'); }
+  quota(owner: string): Promise<Quota> {
+    return this.call('GET', `/v1/quotas/${seg(owner)}`);
+  }
+  usage(owner: string): Promise<Usage> {
+    return this.call('GET', `/v1/usages/${seg(owner)}`);
+  }
+  users(): Promise<User[]> {
+    return this.call('GET', '/v1/users');
+  }
+  createUser(body: CreateUserRequest): Promise<User> {
+    return this.call('POST', '/v1/users', body);
+  }
+  updateUser(username: string, body: UpdateUserRequest): Promise<User> {
+    return this.call('PUT', `/v1/users/${seg(username)}`, body);
+  }
+  deleteUser(username: string): Promise<void> {
+    return this.call('DELETE', `/v1/users/${seg(username)}`);
+  }
+  rotateSigningKey(): Promise<SigningKey> {
+    return this.call('POST', '/v1/token-keys');
+  }
 }

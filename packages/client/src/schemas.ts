@@ -2,7 +2,10 @@
 // /openapi.json from them; the typed client takes its request and response types from them.
 import { Type, type Static } from '@sinclair/typebox';
 
-export const ErrorBody = Type.Object({ code: Type.String(), message: Type.String(), details: Type.Record(Type.String(), Type.Unknown()) }, { $id: 'Error', additionalProperties: false });
+export const ErrorBody = Type.Object(
+  { code: Type.String(), message: Type.String(), details: Type.Record(Type.String(), Type.Unknown()) },
+  { $id: 'Error', additionalProperties: false },
+);
 export const Health = Type.Object({ status: Type.Literal('ok') });
 
 const DNS1123 = '^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$';
@@ -13,67 +16,129 @@ export const UserParams = Type.Object({ username: Type.String({ pattern: USER, m
 export const OwnerParams = Type.Object({ owner: Type.String({ pattern: USER, maxLength: 64 }) });
 export const IdParams = Type.Object({ id: Type.Integer({ minimum: 1, maximum: 2 ** 31 }) });
 
-export const TokenRequest = Type.Object({
-  grant_type: Type.String({ maxLength: 64 }),
-  username: Type.Optional(Type.String({ maxLength: 256 })),
-  password: Type.Optional(Type.String({ maxLength: 1024 })),
-  client_id: Type.Optional(Type.String({ maxLength: 256 })),
-  client_secret: Type.Optional(Type.String({ maxLength: 1024 })),
-  refresh_token: Type.Optional(Type.String({ maxLength: 8192 })),
-  scope: Type.Optional(Type.String({ maxLength: 1024 })),
-  response_type: Type.Optional(Type.String({ maxLength: 64 })),
-}, { additionalProperties: false });
+export const TokenRequest = Type.Object(
+  {
+    grant_type: Type.String({ maxLength: 64 }),
+    username: Type.Optional(Type.String({ maxLength: 256 })),
+    password: Type.Optional(Type.String({ maxLength: 1024 })),
+    client_id: Type.Optional(Type.String({ maxLength: 256 })),
+    client_secret: Type.Optional(Type.String({ maxLength: 1024 })),
+    refresh_token: Type.Optional(Type.String({ maxLength: 8192 })),
+    scope: Type.Optional(Type.String({ maxLength: 1024 })),
+    response_type: Type.Optional(Type.String({ maxLength: 64 })),
+  },
+  { additionalProperties: false },
+);
 export const TokenResponse = Type.Object({
-  access_token: Type.String(), token_type: Type.Literal('bearer'), expires_in: Type.Integer(), scope: Type.String(), jti: Type.String(),
+  access_token: Type.String(),
+  token_type: Type.Literal('bearer'),
+  expires_in: Type.Integer(),
+  scope: Type.String(),
+  jti: Type.String(),
   refresh_token: Type.Optional(Type.String()),
 });
 
-export const Scope = Type.Union([Type.Literal('pks.clusters.admin'), Type.Literal('pks.clusters.admin.read'), Type.Literal('pks.clusters.manage')]);
-export const CreateUser = Type.Object({
-  username: Type.String({ pattern: USER, maxLength: 64 }),
-  password: Type.Optional(Type.String({ minLength: 8, maxLength: 1024 })),
-  email: Type.Optional(Type.String({ maxLength: 256 })),
-  groups: Type.Optional(Type.Array(Scope, { maxItems: 3, uniqueItems: true })),
-}, { additionalProperties: false });
-export const UserGroups = Type.Object({
-  groups: Type.Optional(Type.Array(Scope, { maxItems: 3, uniqueItems: true })),
-  /** An admin's password reset (local users only). */
-  password: Type.Optional(Type.String({ minLength: 8, maxLength: 256 })),
-}, { additionalProperties: false, minProperties: 1 });
+export const Scope = Type.Union([
+  Type.Literal('pks.clusters.admin'),
+  Type.Literal('pks.clusters.admin.read'),
+  Type.Literal('pks.clusters.manage'),
+]);
+export const CreateUser = Type.Object(
+  {
+    username: Type.String({ pattern: USER, maxLength: 64 }),
+    password: Type.Optional(Type.String({ minLength: 8, maxLength: 1024 })),
+    email: Type.Optional(Type.String({ maxLength: 256 })),
+    groups: Type.Optional(Type.Array(Scope, { maxItems: 3, uniqueItems: true })),
+  },
+  { additionalProperties: false },
+);
+export const UserGroups = Type.Object(
+  {
+    groups: Type.Optional(Type.Array(Scope, { maxItems: 3, uniqueItems: true })),
+    /** An admin's password reset (local users only). */
+    password: Type.Optional(Type.String({ minLength: 8, maxLength: 256 })),
+  },
+  { additionalProperties: false, minProperties: 1 },
+);
 export const SigningKey = Type.Object({ kid: Type.String(), rotated: Type.Boolean() });
 export const User = Type.Object({
-  id: Type.String(), username: Type.String(), origin: Type.String(), email: Type.Union([Type.String(), Type.Null()]), groups: Type.Array(Type.String()), locked: Type.Boolean(),
+  id: Type.String(),
+  username: Type.String(),
+  origin: Type.String(),
+  email: Type.Union([Type.String(), Type.Null()]),
+  groups: Type.Array(Type.String()),
+  locked: Type.Boolean(),
 });
-export const OAuthClient = Type.Object({ client_id: Type.String(), scopes: Type.Array(Type.String()), grant_types: Type.Array(Type.String()), confidential: Type.Boolean() });
-export const CreatedClient = Type.Object({ client_id: Type.String(), scopes: Type.Array(Type.String()), grant_types: Type.Array(Type.String()) });
+export const OAuthClient = Type.Object({
+  client_id: Type.String(),
+  scopes: Type.Array(Type.String()),
+  grant_types: Type.Array(Type.String()),
+  confidential: Type.Boolean(),
+});
+export const CreatedClient = Type.Object({
+  client_id: Type.String(),
+  scopes: Type.Array(Type.String()),
+  grant_types: Type.Array(Type.String()),
+});
 export const AuditEntry = Type.Object({
-  id: Type.Integer(), at: Type.String(), actor: Type.String(), action: Type.String(), target: Type.String(),
-  result: Type.Union([Type.Literal('ok'), Type.Literal('denied'), Type.Literal('error')]), details: Type.Record(Type.String(), Type.Unknown()),
+  id: Type.Integer(),
+  at: Type.String(),
+  actor: Type.String(),
+  action: Type.String(),
+  target: Type.String(),
+  result: Type.Union([Type.Literal('ok'), Type.Literal('denied'), Type.Literal('error')]),
+  details: Type.Record(Type.String(), Type.Unknown()),
 });
-export const AuditQuery = Type.Object({ actor: Type.Optional(Type.String({ maxLength: 256 })), action: Type.Optional(Type.String({ maxLength: 128 })), limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })) }, { additionalProperties: false });
+export const AuditQuery = Type.Object(
+  {
+    actor: Type.Optional(Type.String({ maxLength: 256 })),
+    action: Type.Optional(Type.String({ maxLength: 128 })),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
+  },
+  { additionalProperties: false },
+);
 
 export const Plan = Type.Object({
-  name: Type.String(), description: Type.String(), masters: Type.Integer(), default_workers: Type.Integer(), max_workers: Type.Integer(),
-  master_vm_type: Type.String(), worker_vm_type: Type.String(),
+  name: Type.String(),
+  description: Type.String(),
+  masters: Type.Integer(),
+  default_workers: Type.Integer(),
+  max_workers: Type.Integer(),
+  master_vm_type: Type.String(),
+  worker_vm_type: Type.String(),
 });
 
 const CIDR = '^\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}/\\d{1,2}$';
-export const CreateCluster = Type.Object({
-  name: Type.String({ pattern: DNS1123, maxLength: 40 }),
-  plan_name: Type.String({ minLength: 1, maxLength: 64 }),
-  network_profile_name: Type.Optional(Type.String({ pattern: DNS1123, maxLength: 40 })),
-  parameters: Type.Optional(Type.Object({
-    kubernetes_master_host: Type.Optional(Type.String({ minLength: 1, maxLength: 253, pattern: '^[A-Za-z0-9.-]+$' })),
-    kubernetes_worker_instances: Type.Optional(Type.Integer({ minimum: 0, maximum: 1000 })),
-    pod_cidr: Type.Optional(Type.String({ pattern: CIDR })),
-    service_cidr: Type.Optional(Type.String({ pattern: CIDR })),
-  }, { additionalProperties: false })),
-}, { additionalProperties: false });
+export const CreateCluster = Type.Object(
+  {
+    name: Type.String({ pattern: DNS1123, maxLength: 40 }),
+    plan_name: Type.String({ minLength: 1, maxLength: 64 }),
+    network_profile_name: Type.Optional(Type.String({ pattern: DNS1123, maxLength: 40 })),
+    parameters: Type.Optional(
+      Type.Object(
+        {
+          kubernetes_master_host: Type.Optional(Type.String({ minLength: 1, maxLength: 253, pattern: '^[A-Za-z0-9.-]+$' })),
+          kubernetes_worker_instances: Type.Optional(Type.Integer({ minimum: 0, maximum: 1000 })),
+          pod_cidr: Type.Optional(Type.String({ pattern: CIDR })),
+          service_cidr: Type.Optional(Type.String({ pattern: CIDR })),
+        },
+        { additionalProperties: false },
+      ),
+    ),
+  },
+  { additionalProperties: false },
+);
 export type CreateClusterBody = Static<typeof CreateCluster>;
-export const UpdateCluster = Type.Object({ kubernetes_worker_instances: Type.Integer({ minimum: 0, maximum: 1000 }) }, { additionalProperties: false });
+export const UpdateCluster = Type.Object(
+  { kubernetes_worker_instances: Type.Integer({ minimum: 0, maximum: 1000 }) },
+  { additionalProperties: false },
+);
 
 export const Cluster = Type.Object({
-  name: Type.String(), plan_name: Type.String(), uuid: Type.String(), owner: Type.String(),
+  name: Type.String(),
+  plan_name: Type.String(),
+  uuid: Type.String(),
+  owner: Type.String(),
   last_action: Type.Union([Type.Literal('CREATE'), Type.Literal('UPDATE'), Type.Literal('DELETE')]),
   last_action_state: Type.Union([Type.Literal('in progress'), Type.Literal('succeeded'), Type.Literal('failed')]),
   last_action_description: Type.String(),
@@ -81,52 +146,113 @@ export const Cluster = Type.Object({
   kubernetes_master_ips: Type.Array(Type.String()),
   network_profile_name: Type.Union([Type.String(), Type.Null()]),
   parameters: Type.Object({
-    kubernetes_master_host: Type.String(), kubernetes_master_port: Type.Integer(), kubernetes_worker_instances: Type.Integer(),
-    pod_cidr: Type.Optional(Type.String()), service_cidr: Type.Optional(Type.String()),
+    kubernetes_master_host: Type.String(),
+    kubernetes_master_port: Type.Integer(),
+    kubernetes_worker_instances: Type.Integer(),
+    pod_cidr: Type.Optional(Type.String()),
+    service_cidr: Type.Optional(Type.String()),
   }),
 });
 export const Kubeconfig = Type.Object({ kubeconfig: Type.String() });
 
 export const Task = Type.Object({
-  id: Type.Integer(), type: Type.String(), deployment: Type.Union([Type.String(), Type.Null()]), state: Type.String(), description: Type.String(), owner: Type.String(),
-  result: Type.Unknown(), error: Type.Union([Type.Object({ code: Type.String(), message: Type.String() }), Type.Null()]),
-  created_at: Type.String(), started_at: Type.Union([Type.String(), Type.Null()]), finished_at: Type.Union([Type.String(), Type.Null()]),
+  id: Type.Integer(),
+  type: Type.String(),
+  deployment: Type.Union([Type.String(), Type.Null()]),
+  state: Type.String(),
+  description: Type.String(),
+  owner: Type.String(),
+  result: Type.Unknown(),
+  error: Type.Union([Type.Object({ code: Type.String(), message: Type.String() }), Type.Null()]),
+  created_at: Type.String(),
+  started_at: Type.Union([Type.String(), Type.Null()]),
+  finished_at: Type.Union([Type.String(), Type.Null()]),
 });
 export const TaskEvent = Type.Object({
-  id: Type.Integer(), task_id: Type.Integer(), at: Type.String(), stage: Type.String(), state: Type.String(),
-  instance: Type.Optional(Type.Union([Type.String(), Type.Null()])), index: Type.Optional(Type.Union([Type.Integer(), Type.Null()])),
-  total: Type.Optional(Type.Union([Type.Integer(), Type.Null()])), message: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+  id: Type.Integer(),
+  task_id: Type.Integer(),
+  at: Type.String(),
+  stage: Type.String(),
+  state: Type.String(),
+  instance: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+  index: Type.Optional(Type.Union([Type.Integer(), Type.Null()])),
+  total: Type.Optional(Type.Union([Type.Integer(), Type.Null()])),
+  message: Type.Optional(Type.Union([Type.String(), Type.Null()])),
 });
 export const TaskWithEvents = Type.Intersect([Task, Type.Object({ events: Type.Array(TaskEvent) })]);
-export const TaskQuery = Type.Object({ cluster: Type.Optional(Type.String({ pattern: DNS1123, maxLength: 40 })), limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500 })) }, { additionalProperties: false });
+export const TaskQuery = Type.Object(
+  {
+    cluster: Type.Optional(Type.String({ pattern: DNS1123, maxLength: 40 })),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500 })),
+  },
+  { additionalProperties: false },
+);
 export const EventsQuery = Type.Object({ after: Type.Optional(Type.Integer({ minimum: 0 })) }, { additionalProperties: false });
 /** A fleet upgrade: clusters in order (default: all), canary clusters first one at a time, then batches. */
-export const FleetUpgrade = Type.Object({
-  clusters: Type.Optional(Type.Array(Type.String({ pattern: DNS1123, maxLength: 40 }), { minItems: 1, maxItems: 1000, uniqueItems: true })),
-  canaries: Type.Optional(Type.Integer({ minimum: 0, maximum: 1000, default: 1 })),
-  max_in_flight: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 1 })),
-}, { additionalProperties: false });
+export const FleetUpgrade = Type.Object(
+  {
+    clusters: Type.Optional(
+      Type.Array(Type.String({ pattern: DNS1123, maxLength: 40 }), { minItems: 1, maxItems: 1000, uniqueItems: true }),
+    ),
+    canaries: Type.Optional(Type.Integer({ minimum: 0, maximum: 1000, default: 1 })),
+    max_in_flight: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 1 })),
+  },
+  { additionalProperties: false },
+);
 export type FleetUpgradeBody = Static<typeof FleetUpgrade>;
 export const CancelTask = Type.Object({ state: Type.Literal('cancelled') }, { additionalProperties: false });
 
 export const Quota = Type.Object({ owner: Type.String(), max_clusters: Type.Integer(), max_workers: Type.Integer() });
-export const QuotaBody = Type.Object({ max_clusters: Type.Integer({ minimum: 0, maximum: 10000 }), max_workers: Type.Integer({ minimum: 0, maximum: 100000 }) }, { additionalProperties: false });
+export const QuotaBody = Type.Object(
+  { max_clusters: Type.Integer({ minimum: 0, maximum: 10000 }), max_workers: Type.Integer({ minimum: 0, maximum: 100000 }) },
+  { additionalProperties: false },
+);
 export const Usage = Type.Object({ owner: Type.String(), clusters: Type.Integer(), workers: Type.Integer() });
 export const BrokerInfo = Type.Object({ url: Type.String(), username: Type.String(), password: Type.String() });
-export const NetworkProfile = Type.Object({ name: Type.String(), description: Type.String(), pod_cidr: Type.String(), service_cidr: Type.String(), created_at: Type.String() });
-export const CreateNetworkProfile = Type.Object({
-  name: Type.String({ pattern: DNS1123, maxLength: 40 }), description: Type.Optional(Type.String({ maxLength: 256 })),
-  pod_cidr: Type.String({ pattern: CIDR }), service_cidr: Type.String({ pattern: CIDR }),
-}, { additionalProperties: false });
-export const Vm = Type.Object({
-  instance: Type.String(), group: Type.String(), index: Type.Integer(), vm_id: Type.Union([Type.String(), Type.Null()]), ip: Type.Union([Type.String(), Type.Null()]),
-  state: Type.String(), health: Type.String(), health_reason: Type.Union([Type.String(), Type.Null()]), health_since: Type.Union([Type.String(), Type.Null()]),
+export const NetworkProfile = Type.Object({
+  name: Type.String(),
+  description: Type.String(),
+  pod_cidr: Type.String(),
+  service_cidr: Type.String(),
+  created_at: Type.String(),
 });
-export const Certificate = Type.Object({ name: Type.String(), expires_at: Type.Union([Type.String(), Type.Null()]), is_ca: Type.Boolean(), version: Type.Integer() });
+export const CreateNetworkProfile = Type.Object(
+  {
+    name: Type.String({ pattern: DNS1123, maxLength: 40 }),
+    description: Type.Optional(Type.String({ maxLength: 256 })),
+    pod_cidr: Type.String({ pattern: CIDR }),
+    service_cidr: Type.String({ pattern: CIDR }),
+  },
+  { additionalProperties: false },
+);
+export const Vm = Type.Object({
+  instance: Type.String(),
+  group: Type.String(),
+  index: Type.Integer(),
+  vm_id: Type.Union([Type.String(), Type.Null()]),
+  ip: Type.Union([Type.String(), Type.Null()]),
+  state: Type.String(),
+  health: Type.String(),
+  health_reason: Type.Union([Type.String(), Type.Null()]),
+  health_since: Type.Union([Type.String(), Type.Null()]),
+});
+export const Certificate = Type.Object({
+  name: Type.String(),
+  expires_at: Type.Union([Type.String(), Type.Null()]),
+  is_ca: Type.Boolean(),
+  version: Type.Integer(),
+});
 export const ClientParams = Type.Object({ client_id: Type.String({ pattern: USER, maxLength: 64 }) });
-export const CreateClient = Type.Object({
-  client_id: Type.String({ pattern: USER, maxLength: 64 }),
-  client_secret: Type.Optional(Type.String({ minLength: 16, maxLength: 1024 })),
-  scopes: Type.Array(Scope, { maxItems: 3, uniqueItems: true }),
-  grant_types: Type.Array(Type.Union([Type.Literal('client_credentials'), Type.Literal('password'), Type.Literal('refresh_token')]), { minItems: 1, maxItems: 3, uniqueItems: true }),
-}, { additionalProperties: false });
+export const CreateClient = Type.Object(
+  {
+    client_id: Type.String({ pattern: USER, maxLength: 64 }),
+    client_secret: Type.Optional(Type.String({ minLength: 16, maxLength: 1024 })),
+    scopes: Type.Array(Scope, { maxItems: 3, uniqueItems: true }),
+    grant_types: Type.Array(Type.Union([Type.Literal('client_credentials'), Type.Literal('password'), Type.Literal('refresh_token')]), {
+      minItems: 1,
+      maxItems: 3,
+      uniqueItems: true,
+    }),
+  },
+  { additionalProperties: false },
+);

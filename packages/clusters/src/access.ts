@@ -33,19 +33,24 @@ export const access = {
   },
 
   assertSees(a: Actor, cluster: string, owner: string): void {
-    if (!this.canSee(a, owner)) throw new NotFoundError('ANODYNE_E_CLUSTER_NOT_FOUND', `cluster ${cluster} not found`, { details: { name: cluster } });
+    if (!this.canSee(a, owner))
+      throw new NotFoundError('ANODYNE_E_CLUSTER_NOT_FOUND', `cluster ${cluster} not found`, { details: { name: cluster } });
   },
 
   /** Changing: admins, or the owner with the manage scope. */
   assertChanges(a: Actor, cluster: string, owner: string): void {
     this.assertSees(a, cluster, owner);
     if (isAdmin(a) || (owner === a.name && a.scopes.includes(SCOPES.manage))) return;
-    throw new NotAllowedError('ANODYNE_E_SCOPE_REQUIRED', `changing cluster ${cluster} needs ${SCOPES.admin}, or ${SCOPES.manage} as its owner`);
+    throw new NotAllowedError(
+      'ANODYNE_E_SCOPE_REQUIRED',
+      `changing cluster ${cluster} needs ${SCOPES.admin}, or ${SCOPES.manage} as its owner`,
+    );
   },
 
   /** Admin-only actions on a cluster (upgrade to the platform's release, the admin kubeconfig). */
   assertAdmin(a: Actor, what: string): void {
-    if (!isAdmin(a)) throw new NotAllowedError('ANODYNE_E_SCOPE_REQUIRED', `${what} needs ${SCOPES.admin}`, { details: { required: [SCOPES.admin] } });
+    if (!isAdmin(a))
+      throw new NotAllowedError('ANODYNE_E_SCOPE_REQUIRED', `${what} needs ${SCOPES.admin}`, { details: { required: [SCOPES.admin] } });
   },
 
   /**
@@ -58,7 +63,8 @@ export const access = {
 
   /** Cancelling: admins and the task's owner. */
   assertCancels(a: Actor, task: { id: number; owner: string }): void {
-    if (!isAdmin(a) && task.owner !== a.name) throw new NotAllowedError('ANODYNE_E_SCOPE_REQUIRED', 'only an admin or the task\'s owner may cancel it');
+    if (!isAdmin(a) && task.owner !== a.name)
+      throw new NotAllowedError('ANODYNE_E_SCOPE_REQUIRED', "only an admin or the task's owner may cancel it");
   },
 
   /** Quotas and usages: one's own, or anyone's for readers of all. */

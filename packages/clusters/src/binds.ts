@@ -64,12 +64,20 @@ export class ClusterBinds {
     const e = await this.endpoint(name);
     const subject = `${this.o.oidc.usernamePrefix}${user}`;
     const { rbac } = this.client(e);
-    await kubeCall('creating a user binding', () => rbac.createClusterRoleBinding({
-      body: {
-        apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', metadata: { name: bindingName(user), labels: MANAGED }, roleRef: CLUSTER_ADMIN,
-        subjects: [{ kind: 'User', apiGroup: 'rbac.authorization.k8s.io', name: subject }],
-      },
-    }), [409]);
+    await kubeCall(
+      'creating a user binding',
+      () =>
+        rbac.createClusterRoleBinding({
+          body: {
+            apiVersion: 'rbac.authorization.k8s.io/v1',
+            kind: 'ClusterRoleBinding',
+            metadata: { name: bindingName(user), labels: MANAGED },
+            roleRef: CLUSTER_ADMIN,
+            subjects: [{ kind: 'User', apiGroup: 'rbac.authorization.k8s.io', name: subject }],
+          },
+        }),
+      [409],
+    );
     return userKubeconfig({ cluster: name, server: e.server, clusterCa: e.admin.ca, user, apiUrl });
   }
 
@@ -87,7 +95,7 @@ export class ClusterBinds {
         await kubeCall('removing a user binding', () => rbac.deleteClusterRoleBinding({ name: bindingName(user) }), [404]);
         out.unbound.push(c.name);
       } catch (e) {
-        this.o.logger.warn({ cluster: c.name, user, err: (e as Error).message }, 'could not remove a deleted user\'s binding');
+        this.o.logger.warn({ cluster: c.name, user, err: (e as Error).message }, "could not remove a deleted user's binding");
         out.unreachable.push(c.name);
       }
     }
@@ -105,25 +113,53 @@ export class ClusterBinds {
     const { core, rbac } = this.client(e);
     const sa = `anodyne-binding-${id}`;
     const namespace = 'kube-system';
-    const existing: V1ServiceAccount | undefined = await kubeCall('reading a binding account', () => core.readNamespacedServiceAccount({ name: sa, namespace }), [404]);
+    const existing: V1ServiceAccount | undefined = await kubeCall(
+      'reading a binding account',
+      () => core.readNamespacedServiceAccount({ name: sa, namespace }),
+      [404],
+    );
     const created = existing === undefined;
     if (!created && (existing.metadata?.annotations?.[BINDING_FINGERPRINT] ?? '') !== fingerprint) {
-      throw new ConflictError('ANODYNE_E_BINDING_CONFLICT', `binding ${id} of cluster ${name} exists with other attributes`, { details: { name, id } });
+      throw new ConflictError('ANODYNE_E_BINDING_CONFLICT', `binding ${id} of cluster ${name} exists with other attributes`, {
+        details: { name, id },
+      });
     }
     if (created) {
-      await kubeCall('creating a binding account', () => core.createNamespacedServiceAccount({
-        namespace, body: { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: sa, labels: MANAGED, annotations: { [BINDING_FINGERPRINT]: fingerprint } } },
-      }), [409]);
+      await kubeCall(
+        'creating a binding account',
+        () =>
+          core.createNamespacedServiceAccount({
+            namespace,
+            body: {
+              apiVersion: 'v1',
+              kind: 'ServiceAccount',
+              metadata: { name: sa, labels: MANAGED, annotations: { [BINDING_FINGERPRINT]: fingerprint } },
+            },
+          }),
+        [409],
+      );
     }
-    await kubeCall('binding the account', () => rbac.createClusterRoleBinding({
-      body: {
-        apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', metadata: { name: sa, labels: MANAGED }, roleRef: CLUSTER_ADMIN,
-        subjects: [{ kind: 'ServiceAccount', name: sa, namespace }],
-      },
-    }), [409]);
-    const tr = await kubeCall('requesting a token', () => core.createNamespacedServiceAccountToken({
-      name: sa, namespace, body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: { expirationSeconds: 365 * 86_400, audiences: [] } },
-    }));
+    await kubeCall(
+      'binding the account',
+      () =>
+        rbac.createClusterRoleBinding({
+          body: {
+            apiVersion: 'rbac.authorization.k8s.io/v1',
+            kind: 'ClusterRoleBinding',
+            metadata: { name: sa, labels: MANAGED },
+            roleRef: CLUSTER_ADMIN,
+            subjects: [{ kind: 'ServiceAccount', name: sa, namespace }],
+          },
+        }),
+      [409],
+    );
+    const tr = await kubeCall('requesting a token', () =>
+      core.createNamespacedServiceAccountToken({
+        name: sa,
+        namespace,
+        body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: { expirationSeconds: 365 * 86_400, audiences: [] } },
+      }),
+    );
     const token = tr?.status?.token;
     if (!token) throw new UnavailableError('ANODYNE_E_UNAVAILABLE', `cluster ${name} returned no token for ${sa}`);
     return { kubeconfig: tokenKubeconfig({ cluster: name, server: e.server, clusterCa: e.admin.ca, user: sa, token }), created };
@@ -137,7 +173,11 @@ export class ClusterBinds {
     const { core, rbac } = this.client(await this.endpoint(name));
     const sa = `anodyne-binding-${id}`;
     const binding = await kubeCall('removing the account binding', () => rbac.deleteClusterRoleBinding({ name: sa }), [404]);
-    const account = await kubeCall('removing the binding account', () => core.deleteNamespacedServiceAccount({ name: sa, namespace: 'kube-system' }), [404]);
+    const account = await kubeCall(
+      'removing the binding account',
+      () => core.deleteNamespacedServiceAccount({ name: sa, namespace: 'kube-system' }),
+      [404],
+    );
     return binding !== undefined || account !== undefined;
   }
 }

@@ -43,8 +43,34 @@ export const DEFAULT_KUBELET: Required<KubeletSettings> = {
 };
 
 export const BUILTIN_PLANS: Plan[] = [
-  { name: 'small', description: 'one master, one to three workers', masters: 1, defaultWorkers: 1, maxWorkers: 3, masterVmType: 'medium', workerVmType: 'medium', masterDiskMb: 1024, admissionPlugins: ['NodeRestriction'], allowPrivileged: true, azs: ['z1'], kubelet: { systemReserved: { cpu: '50m', memory: '64Mi' } } },
-  { name: 'ha', description: 'three masters behind a load balancer, up to ten workers', masters: 3, defaultWorkers: 3, maxWorkers: 10, masterVmType: 'medium', workerVmType: 'medium', masterDiskMb: 1024, admissionPlugins: ['NodeRestriction'], allowPrivileged: true, azs: ['z1', 'z2', 'z3'], kubelet: { systemReserved: { cpu: '50m', memory: '64Mi' } } },
+  {
+    name: 'small',
+    description: 'one master, one to three workers',
+    masters: 1,
+    defaultWorkers: 1,
+    maxWorkers: 3,
+    masterVmType: 'medium',
+    workerVmType: 'medium',
+    masterDiskMb: 1024,
+    admissionPlugins: ['NodeRestriction'],
+    allowPrivileged: true,
+    azs: ['z1'],
+    kubelet: { systemReserved: { cpu: '50m', memory: '64Mi' } },
+  },
+  {
+    name: 'ha',
+    description: 'three masters behind a load balancer, up to ten workers',
+    masters: 3,
+    defaultWorkers: 3,
+    maxWorkers: 10,
+    masterVmType: 'medium',
+    workerVmType: 'medium',
+    masterDiskMb: 1024,
+    admissionPlugins: ['NodeRestriction'],
+    allowPrivileged: true,
+    azs: ['z1', 'z2', 'z3'],
+    kubelet: { systemReserved: { cpu: '50m', memory: '64Mi' } },
+  },
 ];
 
 const PLAN_NAME = /^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$/;
@@ -64,16 +90,25 @@ export function validatePlans(plans: Plan[]): Plan[] {
     if (seen.has(p.name)) bad(p.name, 'name', 'is used by two plans');
     seen.add(p.name);
     if (![1, 3, 5].includes(p.masters)) bad(p.name, 'masters', 'must be 1, 3 or 5 (an odd etcd quorum)');
-    if (!Number.isInteger(p.maxWorkers) || p.maxWorkers < 0 || p.maxWorkers > 250) bad(p.name, 'maxWorkers', 'must be an integer from 0 to 250');
-    if (!Number.isInteger(p.defaultWorkers) || p.defaultWorkers < 0 || p.defaultWorkers > p.maxWorkers) bad(p.name, 'defaultWorkers', `must be an integer from 0 to maxWorkers (${p.maxWorkers})`);
+    if (!Number.isInteger(p.maxWorkers) || p.maxWorkers < 0 || p.maxWorkers > 250)
+      bad(p.name, 'maxWorkers', 'must be an integer from 0 to 250');
+    if (!Number.isInteger(p.defaultWorkers) || p.defaultWorkers < 0 || p.defaultWorkers > p.maxWorkers)
+      bad(p.name, 'defaultWorkers', `must be an integer from 0 to maxWorkers (${p.maxWorkers})`);
     if (!Number.isInteger(p.masterDiskMb) || p.masterDiskMb < 0) bad(p.name, 'masterDiskMb', 'must be a whole number of MB');
-    if (p.azs !== undefined && (p.azs.length === 0 || p.azs.some((z) => !PLAN_NAME.test(z)))) bad(p.name, 'azs', 'must be a non-empty list of DNS-1123 labels');
-    for (const [field, map] of Object.entries({ systemReserved: p.kubelet?.systemReserved, kubeReserved: p.kubelet?.kubeReserved, evictionHard: p.kubelet?.evictionHard })) {
+    if (p.azs !== undefined && (p.azs.length === 0 || p.azs.some((z) => !PLAN_NAME.test(z))))
+      bad(p.name, 'azs', 'must be a non-empty list of DNS-1123 labels');
+    for (const [field, map] of Object.entries({
+      systemReserved: p.kubelet?.systemReserved,
+      kubeReserved: p.kubelet?.kubeReserved,
+      evictionHard: p.kubelet?.evictionHard,
+    })) {
       for (const [k, v] of Object.entries(map ?? {})) {
-        if (!/^[a-z.A-Z-]+$/.test(k) || !QUANTITY.test(v)) bad(p.name, `kubelet.${field}.${k}`, `has an invalid quantity ${JSON.stringify(v)}`);
+        if (!/^[a-z.A-Z-]+$/.test(k) || !QUANTITY.test(v))
+          bad(p.name, `kubelet.${field}.${k}`, `has an invalid quantity ${JSON.stringify(v)}`);
       }
     }
-    if (p.kubelet?.maxPods !== undefined && (!Number.isInteger(p.kubelet.maxPods) || p.kubelet.maxPods < 1 || p.kubelet.maxPods > 250)) bad(p.name, 'kubelet.maxPods', 'must be an integer from 1 to 250 (a node has one /24 of pod addresses)');
+    if (p.kubelet?.maxPods !== undefined && (!Number.isInteger(p.kubelet.maxPods) || p.kubelet.maxPods < 1 || p.kubelet.maxPods > 250))
+      bad(p.name, 'kubelet.maxPods', 'must be an integer from 1 to 250 (a node has one /24 of pod addresses)');
   }
   return plans;
 }
@@ -120,17 +155,22 @@ export function authenticationConfig(oidc?: OidcTrust): string {
     `    url: ${JSON.stringify(oidc.issuerUrl)}`,
     `    audiences: [${JSON.stringify(oidc.audience)}]`,
     '    certificateAuthority: |',
-    ...oidc.caPem.trim().split('\n').map((l) => `      ${l}`),
+    ...oidc.caPem
+      .trim()
+      .split('\n')
+      .map((l) => `      ${l}`),
     '  claimMappings:',
     `    username: {claim: ${JSON.stringify(oidc.usernameClaim)}, prefix: ${JSON.stringify(oidc.usernamePrefix)}}`,
     // Only access tokens: a refresh token (same issuer and audience) is no kubectl credential.
     '  claimValidationRules:',
     '  - expression: "has(claims.token_use) && claims.token_use == \'access\'"',
     '    message: only access tokens are accepted',
-    ...(oidc.anyScope?.length ? [
-      `  - expression: ${JSON.stringify(`has(claims.scope) && dyn(claims.scope).exists(s, s in ${JSON.stringify(oidc.anyScope).replace(/"/g, "'")})`)}`,
-      `    message: ${JSON.stringify(`the token holds none of the scopes ${oidc.anyScope.join(', ')}`)}`,
-    ] : []),
+    ...(oidc.anyScope?.length
+      ? [
+          `  - expression: ${JSON.stringify(`has(claims.scope) && dyn(claims.scope).exists(s, s in ${JSON.stringify(oidc.anyScope).replace(/"/g, "'")})`)}`,
+          `    message: ${JSON.stringify(`the token holds none of the scopes ${oidc.anyScope.join(', ')}`)}`,
+        ]
+      : []),
     '',
   ].join('\n');
 }
@@ -141,7 +181,8 @@ const DNS1123 = /^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$/;
 
 function cidr(value: string, key: string): string {
   const m = /^(\d+\.\d+\.\d+\.\d+)\/(\d+)$/.exec(value);
-  if (!m || !isIPv4(m[1]!) || Number(m[2]) < 8 || Number(m[2]) > 24) throw new InputError('ANODYNE_E_INVALID_INPUT', `${key} must be an IPv4 CIDR from /8 to /24`, { details: { key, value } });
+  if (!m || !isIPv4(m[1]!) || Number(m[2]) < 8 || Number(m[2]) > 24)
+    throw new InputError('ANODYNE_E_INVALID_INPUT', `${key} must be an IPv4 CIDR from /8 to /24`, { details: { key, value } });
   return value;
 }
 
@@ -161,8 +202,16 @@ export function deploymentName(cluster: string): string {
  * credential store. Master addresses come from `{{ groups.master.ips }}` once the VMs exist.
  */
 export function clusterVariables(req: ClusterRequest, net: NetworkProfile): Manifest['variables'] {
-  const leaf = (name: string, ca: string, cn: string, eku: string[], extra: Record<string, unknown> = {}) => ({ name, type: 'certificate' as const, options: { ca, common_name: cn, extended_key_usage: eku, key_algorithm: 'ecdsa', duration: 365, ...extra } });
-  const ca = (name: string, cn: string) => ({ name, type: 'certificate' as const, options: { is_ca: true, common_name: cn, duration: 3650, key_algorithm: 'ecdsa' } });
+  const leaf = (name: string, ca: string, cn: string, eku: string[], extra: Record<string, unknown> = {}) => ({
+    name,
+    type: 'certificate' as const,
+    options: { ca, common_name: cn, extended_key_usage: eku, key_algorithm: 'ecdsa', duration: 365, ...extra },
+  });
+  const ca = (name: string, cn: string) => ({
+    name,
+    type: 'certificate' as const,
+    options: { is_ca: true, common_name: cn, duration: 3650, key_algorithm: 'ecdsa' },
+  });
   const masters = ['{{ groups.master.ips }}', '127.0.0.1', 'localhost'];
   return [
     ca('ca', 'kubernetes-ca'),
@@ -174,7 +223,12 @@ export function clusterVariables(req: ClusterRequest, net: NetworkProfile): Mani
     leaf('apiserver-etcd-client', 'etcd-ca', 'kube-apiserver-etcd-client', ['client_auth']),
     leaf('apiserver', 'ca', 'kube-apiserver', ['server_auth'], {
       alternative_names: [
-        ...masters, kubernetesServiceIp(net.serviceCidr), 'kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local',
+        ...masters,
+        kubernetesServiceIp(net.serviceCidr),
+        'kubernetes',
+        'kubernetes.default',
+        'kubernetes.default.svc',
+        'kubernetes.default.svc.cluster.local',
         '{{ lbs.api.ip }}',
         ...(req.externalHostname ? [req.externalHostname] : []),
       ],
@@ -188,7 +242,9 @@ export function clusterVariables(req: ClusterRequest, net: NetworkProfile): Mani
     // flanneld on workers: reads Node objects and annotates its own (ClusterRole anodyne:flannel).
     leaf('flannel', 'ca', 'anodyne:flannel', ['client_auth']),
     // metrics-server's serving certificate; the v1beta1.metrics.k8s.io APIService trusts it through the CA.
-    leaf('metrics-server', 'ca', 'metrics-server', ['server_auth'], { alternative_names: ['metrics-server.kube-system.svc', 'metrics-server.kube-system.svc.cluster.local'] }),
+    leaf('metrics-server', 'ca', 'metrics-server', ['server_auth'], {
+      alternative_names: ['metrics-server.kube-system.svc', 'metrics-server.kube-system.svc.cluster.local'],
+    }),
   ];
 }
 
@@ -197,15 +253,36 @@ export function clusterVariables(req: ClusterRequest, net: NetworkProfile): Mani
  * first (name, plan, worker count, network profile); nothing is created on bad input.
  */
 export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLANS, image = 'host-usr'): Manifest {
-  if (!DNS1123.test(req.name)) throw new InputError('ANODYNE_E_INVALID_INPUT', `cluster name ${JSON.stringify(req.name)} must be a DNS-1123 label of at most 40 characters`, { details: { key: 'name' } });
+  if (!DNS1123.test(req.name))
+    throw new InputError(
+      'ANODYNE_E_INVALID_INPUT',
+      `cluster name ${JSON.stringify(req.name)} must be a DNS-1123 label of at most 40 characters`,
+      { details: { key: 'name' } },
+    );
   const plan = plans.find((p) => p.name === req.plan);
-  if (!plan) throw new InputError('ANODYNE_E_INVALID_INPUT', `unknown plan ${JSON.stringify(req.plan)}; plans: ${plans.map((p) => p.name).join(', ')}`, { details: { key: 'plan' } });
+  if (!plan)
+    throw new InputError(
+      'ANODYNE_E_INVALID_INPUT',
+      `unknown plan ${JSON.stringify(req.plan)}; plans: ${plans.map((p) => p.name).join(', ')}`,
+      { details: { key: 'plan' } },
+    );
   const workers = req.workers ?? plan.defaultWorkers;
-  if (!Number.isInteger(workers) || workers < 0 || workers > plan.maxWorkers) throw new InputError('ANODYNE_E_INVALID_INPUT', `plan ${plan.name} allows 0 to ${plan.maxWorkers} workers, not ${workers}`, { details: { key: 'workers' } });
-  const net: NetworkProfile = { podCidr: cidr(req.network?.podCidr ?? DEFAULT_NETWORK.podCidr, 'network.podCidr'), serviceCidr: cidr(req.network?.serviceCidr ?? DEFAULT_NETWORK.serviceCidr, 'network.serviceCidr') };
+  if (!Number.isInteger(workers) || workers < 0 || workers > plan.maxWorkers)
+    throw new InputError('ANODYNE_E_INVALID_INPUT', `plan ${plan.name} allows 0 to ${plan.maxWorkers} workers, not ${workers}`, {
+      details: { key: 'workers' },
+    });
+  const net: NetworkProfile = {
+    podCidr: cidr(req.network?.podCidr ?? DEFAULT_NETWORK.podCidr, 'network.podCidr'),
+    serviceCidr: cidr(req.network?.serviceCidr ?? DEFAULT_NETWORK.serviceCidr, 'network.serviceCidr'),
+  };
   // Every worker gets a /24 of the pod range from the controller manager (flannel's lease).
   const podPrefix = Number(net.podCidr.split('/')[1]);
-  if (2 ** (24 - podPrefix) < workers) throw new InputError('ANODYNE_E_INVALID_INPUT', `pod range ${net.podCidr} holds ${2 ** (24 - podPrefix)} node subnets (/24 each), fewer than the ${workers} workers asked for`, { details: { key: 'network.podCidr' } });
+  if (2 ** (24 - podPrefix) < workers)
+    throw new InputError(
+      'ANODYNE_E_INVALID_INPUT',
+      `pod range ${net.podCidr} holds ${2 ** (24 - podPrefix)} node subnets (/24 each), fewer than the ${workers} workers asked for`,
+      { details: { key: 'network.podCidr' } },
+    );
   const kubelet = { ...DEFAULT_KUBELET, ...plan.kubelet, evictionHard: { ...DEFAULT_KUBELET.evictionHard, ...plan.kubelet?.evictionHard } };
   const props = { service_cidr: net.serviceCidr, pod_cidr: net.podCidr };
   return {
@@ -223,31 +300,68 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
         networks: [{ name: 'default' }],
         jobs: [
           { name: 'etcd' },
-          { name: 'kube-apiserver', properties: { ...props, admission_plugins: plan.admissionPlugins.join(','), allow_privileged: plan.allowPrivileged, authn_config: authenticationConfig(req.oidc) } },
+          {
+            name: 'kube-apiserver',
+            properties: {
+              ...props,
+              admission_plugins: plan.admissionPlugins.join(','),
+              allow_privileged: plan.allowPrivileged,
+              authn_config: authenticationConfig(req.oidc),
+            },
+          },
           { name: 'kube-controller-manager', properties: props },
           { name: 'kube-scheduler' },
-          { name: 'cluster-addons', properties: { cluster_dns: clusterDnsIp(net.serviceCidr), dns_replicas: Math.min(2, Math.max(1, workers)) } },
+          {
+            name: 'cluster-addons',
+            properties: { cluster_dns: clusterDnsIp(net.serviceCidr), dns_replicas: Math.min(2, Math.max(1, workers)) },
+          },
         ],
       },
-      ...(workers > 0 ? [{
-        name: 'worker',
-        instances: workers,
-        vm_type: plan.workerVmType,
-        ...(plan.azs ? { azs: plan.azs } : {}),
-        networks: [{ name: 'default' }],
-        jobs: [
-          { name: 'containerd' },
-          { name: 'flannel', properties: { pod_cidr: net.podCidr } },
-          { name: 'kubelet', properties: { cluster_dns: clusterDnsIp(net.serviceCidr), system_reserved: kubelet.systemReserved, kube_reserved: kubelet.kubeReserved, eviction_hard: kubelet.evictionHard, max_pods: kubelet.maxPods } },
-          { name: 'kube-proxy', properties: { pod_cidr: net.podCidr } },
-        ],
-      }] : []),
+      ...(workers > 0
+        ? [
+            {
+              name: 'worker',
+              instances: workers,
+              vm_type: plan.workerVmType,
+              ...(plan.azs ? { azs: plan.azs } : {}),
+              networks: [{ name: 'default' }],
+              jobs: [
+                { name: 'containerd' },
+                { name: 'flannel', properties: { pod_cidr: net.podCidr } },
+                {
+                  name: 'kubelet',
+                  properties: {
+                    cluster_dns: clusterDnsIp(net.serviceCidr),
+                    system_reserved: kubelet.systemReserved,
+                    kube_reserved: kubelet.kubeReserved,
+                    eviction_hard: kubelet.evictionHard,
+                    max_pods: kubelet.maxPods,
+                  },
+                },
+                { name: 'kube-proxy', properties: { pod_cidr: net.podCidr } },
+              ],
+            },
+          ]
+        : []),
     ],
     // The API endpoint for kubelets, kube-proxies and users: a provider load balancer over the masters.
     load_balancers: [{ name: 'api', instance_group: 'master', port: 6443, backend_port: 6443 }],
     variables: [
       ...(clusterVariables(req, net) ?? []),
-      { name: 'kubelet', type: 'certificate', per_instance: 'worker', options: { ca: 'ca', common_name: 'system:node:{{ spec.name }}-{{ spec.index }}', organization: 'system:nodes', alternative_names: ['{{ spec.ip }}', '{{ spec.name }}-{{ spec.index }}'], extended_key_usage: ['server_auth', 'client_auth'], key_algorithm: 'ecdsa', duration: 365 } },
+      {
+        name: 'kubelet',
+        type: 'certificate',
+        per_instance: 'worker',
+        options: {
+          ca: 'ca',
+          common_name: 'system:node:{{ spec.name }}-{{ spec.index }}',
+          organization: 'system:nodes',
+          alternative_names: ['{{ spec.ip }}', '{{ spec.name }}-{{ spec.index }}'],
+          extended_key_usage: ['server_auth', 'client_auth'],
+          key_algorithm: 'ecdsa',
+          duration: 365,
+        },
+      },
     ],
   };
 }

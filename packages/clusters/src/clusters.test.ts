@@ -11,7 +11,16 @@ import { HealthMonitor, parseManifest } from '@anodyne/director';
 import { makeHarness, type Harness } from '@anodyne/director/testing';
 import { hostLeftovers } from '@anodyne/providers/testing';
 import { checkHpa, checkTop, checkWebhooks, importImage, installWebhooks, webhookImage, type ReachContext } from './reach.testkit.js';
-import { BUILTIN_PLANS, adminKubeconfig, clusterManifest, deploymentName, kubernetesRelease, kubernetesServiceIp, validatePlans, type Plan } from './index.js';
+import {
+  BUILTIN_PLANS,
+  adminKubeconfig,
+  clusterManifest,
+  deploymentName,
+  kubernetesRelease,
+  kubernetesServiceIp,
+  validatePlans,
+  type Plan,
+} from './index.js';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -21,7 +30,22 @@ describe('cluster manifests', () => {
     assert.equal(m.name, 'cluster-prod');
     assert.equal(m.instance_groups[0]?.instances, 3);
     const names = (m.variables ?? []).map((v) => v.name);
-    for (const n of ['ca', 'etcd-ca', 'front-proxy-ca', 'service-account-key', 'apiserver', 'apiserver-kubelet-client', 'apiserver-etcd-client', 'front-proxy-client', 'etcd-server', 'etcd-peer', 'admin', 'controller-manager', 'scheduler', 'kube-proxy']) {
+    for (const n of [
+      'ca',
+      'etcd-ca',
+      'front-proxy-ca',
+      'service-account-key',
+      'apiserver',
+      'apiserver-kubelet-client',
+      'apiserver-etcd-client',
+      'front-proxy-client',
+      'etcd-server',
+      'etcd-peer',
+      'admin',
+      'controller-manager',
+      'scheduler',
+      'kube-proxy',
+    ]) {
       assert.ok(names.includes(n), n);
     }
     const api = m.variables?.find((v) => v.name === 'apiserver');
@@ -39,7 +63,10 @@ describe('cluster manifests', () => {
   ];
   for (const [label, req] of bad) {
     it(`refuses bad input: ${label}`, () => {
-      assert.throws(() => clusterManifest(req), (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_INVALID_INPUT');
+      assert.throws(
+        () => clusterManifest(req),
+        (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_INVALID_INPUT',
+      );
     });
   }
 });
@@ -53,7 +80,10 @@ describe('plans', () => {
     const kubelet = worker.jobs.find((j) => j.name === 'kubelet')!.properties as Record<string, unknown>;
     assert.deepEqual(kubelet['system_reserved'], { cpu: '50m', memory: '64Mi' });
     assert.equal((kubelet['eviction_hard'] as Record<string, string>)['memory.available'], '100Mi');
-    assert.ok(worker.jobs.some((j) => j.name === 'flannel'), 'workers run flannel');
+    assert.ok(
+      worker.jobs.some((j) => j.name === 'flannel'),
+      'workers run flannel',
+    );
   });
   const base = BUILTIN_PLANS[0]!;
   const badPlans: [string, Partial<Plan>][] = [
@@ -65,7 +95,10 @@ describe('plans', () => {
   ];
   for (const [label, change] of badPlans) {
     it(`refuses a bad plan: ${label}`, () => {
-      assert.throws(() => validatePlans([{ ...base, ...change }]), (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_CONFIG_INVALID');
+      assert.throws(
+        () => validatePlans([{ ...base, ...change }]),
+        (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_CONFIG_INVALID',
+      );
     });
   }
   it('refuses two plans with one name', () => {
@@ -81,7 +114,9 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
     dir = mkdtempSync(join(tmpdir(), 'anodyne-cluster-'));
     const release = locateRelease();
     h = await makeHarness(dir, tag, newRandomKey(), {
-      catalog: kubernetesRelease, network: '10.198.6.0/24', binds: [{ host: release.dir, guest: '/var/lib/anodyne/release' }],
+      catalog: kubernetesRelease,
+      network: '10.198.6.0/24',
+      binds: [{ host: release.dir, guest: '/var/lib/anodyne/release' }],
     });
   });
   after(async () => {
@@ -112,7 +147,8 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
     const admin = (await h.creds.get<'certificate'>(`/deployments/${deploymentName('one')}/admin`, { actor: 'test' })).value;
     const kubeconfig = join(dir, 'admin.kubeconfig');
     writeFileSync(kubeconfig, adminKubeconfig('one', `https://${lb.ip}:6443`, admin), { mode: 0o600 });
-    const kubectl = (...args: string[]) => exec([locateRelease().bin('kubectl'), `--kubeconfig=${kubeconfig}`, ...args], { timeoutMs: 30_000 });
+    const kubectl = (...args: string[]) =>
+      exec([locateRelease().bin('kubectl'), `--kubeconfig=${kubeconfig}`, ...args], { timeoutMs: 30_000 });
     assert.equal((await kubectl('get', '--raw', '/readyz')).stdout.trim(), 'ok');
     assert.match((await kubectl('get', 'namespaces', '-o', 'name')).stdout, /namespace\/kube-system/);
     // Both leaders elected: the controller manager and the scheduler talk to the API.
@@ -129,7 +165,9 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
       nodes = (await kubectl('get', 'nodes', '--no-headers')).stdout;
       if (!allReady(nodes)) await new Promise((r) => setTimeout(r, 500));
     }
-    t.diagnostic(`1+2: request to all nodes Ready in ${(performance.now() - started).toFixed(0)} ms; nodes: ${nodes.trim().replace(/\s+/g, ' ')}`);
+    t.diagnostic(
+      `1+2: request to all nodes Ready in ${(performance.now() - started).toFixed(0)} ms; nodes: ${nodes.trim().replace(/\s+/g, ' ')}`,
+    );
     assert.ok(allReady(nodes), nodes);
     // flannel: each node's lease is its allocated podCIDR, annotated with the host-gw backend.
     const podCidr = (node: string) => kubectl('get', 'node', node, '-o', 'jsonpath={.spec.podCIDR}').then((r) => r.stdout.trim());
@@ -137,53 +175,123 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
     const cidr1 = await podCidr('worker-1');
     assert.match(cidr0, /^10\.200\.\d+\.0\/24$/);
     assert.notEqual(cidr0, cidr1, 'each node has its own pod subnet');
-    assert.equal((await kubectl('get', 'node', 'worker-1', '-o', 'jsonpath={.metadata.annotations.flannel\\.alpha\\.coreos\\.com/backend-type}')).stdout, 'host-gw');
+    assert.equal(
+      (await kubectl('get', 'node', 'worker-1', '-o', 'jsonpath={.metadata.annotations.flannel\\.alpha\\.coreos\\.com/backend-type}'))
+        .stdout,
+      'host-gw',
+    );
     const instances = await h.director.instances(deploymentName('one'));
     const vmOf = (idx: number) => instances.find((r) => r.group_name === 'worker' && r.idx === idx)!;
     const routes0 = (await h.provider.execInVm(vmOf(0).vm_id!, ['ip', 'route'])).stdout;
-    assert.match(routes0, new RegExp(`${cidr1.replace(/[./]/g, '\\$&')} via ${vmOf(1).ip!.replace(/\./g, '\\.')}`), `flannel routes worker-1's pods via worker-1: ${routes0}`);
+    assert.match(
+      routes0,
+      new RegExp(`${cidr1.replace(/[./]/g, '\\$&')} via ${vmOf(1).ip!.replace(/\./g, '\\.')}`),
+      `flannel routes worker-1's pods via worker-1: ${routes0}`,
+    );
     // The plan's kubelet settings: reservations and eviction thresholds shrink allocatable memory; the zone label comes from the plan's AZs.
-    const mem = JSON.parse((await kubectl('get', 'node', 'worker-0', '-o', 'jsonpath={.status}')).stdout) as { capacity: { memory: string }; allocatable: { memory: string } };
+    const mem = JSON.parse((await kubectl('get', 'node', 'worker-0', '-o', 'jsonpath={.status}')).stdout) as {
+      capacity: { memory: string };
+      allocatable: { memory: string };
+    };
     const ki = (q: string) => Number(q.replace(/Ki$/, ''));
-    assert.ok(ki(mem.capacity.memory) - ki(mem.allocatable.memory) >= (64 + 100) * 1024, `allocatable ${mem.allocatable.memory} leaves systemReserved + eviction below capacity ${mem.capacity.memory}`);
-    assert.equal((await kubectl('get', 'node', 'worker-0', '-o', 'jsonpath={.metadata.labels.topology\\.kubernetes\\.io/zone}')).stdout, 'z1');
+    assert.ok(
+      ki(mem.capacity.memory) - ki(mem.allocatable.memory) >= (64 + 100) * 1024,
+      `allocatable ${mem.allocatable.memory} leaves systemReserved + eviction below capacity ${mem.capacity.memory}`,
+    );
+    assert.equal(
+      (await kubectl('get', 'node', 'worker-0', '-o', 'jsonpath={.metadata.labels.topology\\.kubernetes\\.io/zone}')).stdout,
+      'z1',
+    );
     // A Deployment of the release's test image, 2 replicas, lands on both workers (required anti-affinity).
     const image = locateRelease().image('busybox').ref;
     const deployment = {
-      apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: 'web' },
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: { name: 'web' },
       spec: {
-        replicas: 2, selector: { matchLabels: { app: 'web' } },
+        replicas: 2,
+        selector: { matchLabels: { app: 'web' } },
         template: {
           metadata: { labels: { app: 'web' } },
           spec: {
-            affinity: { podAntiAffinity: { requiredDuringSchedulingIgnoredDuringExecution: [{ topologyKey: 'kubernetes.io/hostname', labelSelector: { matchLabels: { app: 'web' } } }] } },
-            containers: [{ name: 'main', image, imagePullPolicy: 'Never', command: ['sh', '-c', 'echo "web pod $(hostname) started"; exec httpd -f -p 8080 -h /www'] }],
+            affinity: {
+              podAntiAffinity: {
+                requiredDuringSchedulingIgnoredDuringExecution: [
+                  { topologyKey: 'kubernetes.io/hostname', labelSelector: { matchLabels: { app: 'web' } } },
+                ],
+              },
+            },
+            containers: [
+              {
+                name: 'main',
+                image,
+                imagePullPolicy: 'Never',
+                command: ['sh', '-c', 'echo "web pod $(hostname) started"; exec httpd -f -p 8080 -h /www'],
+              },
+            ],
           },
         },
       },
     };
     // The Service is backed only by the replica that the test marks as the server (on worker-1).
-    const service = { apiVersion: 'v1', kind: 'Service', metadata: { name: 'server' }, spec: { type: 'NodePort', selector: { app: 'web', role: 'server' }, ports: [{ port: 80, targetPort: 8080 }] } };
+    const service = {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'server' },
+      spec: { type: 'NodePort', selector: { app: 'web', role: 'server' }, ports: [{ port: 80, targetPort: 8080 }] },
+    };
     const objects = JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [deployment, service] });
     let applied = false;
     for (let i = 0; i < 60 && !applied; i++) {
       // The default service account appears shortly after the controller manager starts.
-      applied = await exec([locateRelease().bin('kubectl'), `--kubeconfig=${kubeconfig}`, 'apply', '-f', '-'], { input: objects, timeoutMs: 30_000 }).then(() => true, () => false);
+      applied = await exec([locateRelease().bin('kubectl'), `--kubeconfig=${kubeconfig}`, 'apply', '-f', '-'], {
+        input: objects,
+        timeoutMs: 30_000,
+      }).then(
+        () => true,
+        () => false,
+      );
       if (!applied) await new Promise((r) => setTimeout(r, 500));
     }
     assert.ok(applied, 'deployment and service created');
     const podStart = performance.now();
-    const ready = await exec([locateRelease().bin('kubectl'), `--kubeconfig=${kubeconfig}`, 'rollout', 'status', 'deployment/web', '--timeout=60s'], { timeoutMs: 70_000 }).then(() => true, () => false);
+    const ready = await exec(
+      [locateRelease().bin('kubectl'), `--kubeconfig=${kubeconfig}`, 'rollout', 'status', 'deployment/web', '--timeout=60s'],
+      { timeoutMs: 70_000 },
+    ).then(
+      () => true,
+      () => false,
+    );
     if (!ready) assert.fail(`deployment not ready:\n${(await kubectl('describe', 'pods')).stdout.slice(-3000)}`);
     t.diagnostic(`a 2-replica Deployment ready in ${(performance.now() - podStart).toFixed(0)} ms`);
-    const placed = (await kubectl('get', 'pods', '-l', 'app=web', '-o', 'jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.status.podIP}{"\\n"}{end}')).stdout.trim().split('\n').map((l) => l.split(' ') as [string, string, string]);
+    const placed = (
+      await kubectl(
+        'get',
+        'pods',
+        '-l',
+        'app=web',
+        '-o',
+        'jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName} {.status.podIP}{"\\n"}{end}',
+      )
+    ).stdout
+      .trim()
+      .split('\n')
+      .map((l) => l.split(' ') as [string, string, string]);
     assert.deepEqual(placed.map((p) => p[1]).sort(), ['worker-0', 'worker-1'], `one replica on each worker: ${JSON.stringify(placed)}`);
     const [clientPod] = placed.find((p) => p[1] === 'worker-0')!;
     const [serverPod, , serverIp] = placed.find((p) => p[1] === 'worker-1')!;
     await kubectl('label', 'pod', serverPod, 'role=server');
-    assert.equal(serverIp.split('.').slice(0, 3).join('.'), cidr1.split('.').slice(0, 3).join('.'), `the server's address ${serverIp} is from worker-1's podCIDR ${cidr1}`);
+    assert.equal(
+      serverIp.split('.').slice(0, 3).join('.'),
+      cidr1.split('.').slice(0, 3).join('.'),
+      `the server's address ${serverIp} is from worker-1's podCIDR ${cidr1}`,
+    );
     const clusterIp = (await kubectl('get', 'service', 'server', '-o', 'jsonpath={.spec.clusterIP}')).stdout;
-    const fetch = (url: string) => kubectl('exec', clientPod, '--', 'wget', '-qO-', url).then((r) => r.stdout, (e: Error) => `failed: ${e.message}`);
+    const fetch = (url: string) =>
+      kubectl('exec', clientPod, '--', 'wget', '-qO-', url).then(
+        (r) => r.stdout,
+        (e: Error) => `failed: ${e.message}`,
+      );
     assert.match(await fetch(`http://${serverIp}:8080/`), /hello from anodyne busybox/, 'pod to pod across nodes');
     let viaService = '';
     for (let i = 0; i < 20 && !/hello/.test(viaService); i++) {
@@ -196,21 +304,49 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
     const worker0 = vmOf(0);
     let fromHost = '';
     for (let i = 0; i < 20 && !/hello/.test(fromHost); i++) {
-      fromHost = await httpGet(`http://${worker0.ip}:${nodePort}/`).then((r) => r.body, (e: Error) => e.message);
+      fromHost = await httpGet(`http://${worker0.ip}:${nodePort}/`).then(
+        (r) => r.body,
+        (e: Error) => e.message,
+      );
       if (!/hello/.test(fromHost)) await new Promise((r) => setTimeout(r, 500));
     }
     assert.match(fromHost, /hello from anodyne busybox/, 'NodePort from the host');
     // Cluster DNS: CoreDNS (an add-on the masters applied) answers for Services; nothing outside.
-    const dnsReady = await exec([locateRelease().bin('kubectl'), `--kubeconfig=${kubeconfig}`, '-n', 'kube-system', 'wait', '--for=condition=Available', 'deployment/coredns', '--timeout=60s'], { timeoutMs: 70_000 }).then(() => true, () => false);
+    const dnsReady = await exec(
+      [
+        locateRelease().bin('kubectl'),
+        `--kubeconfig=${kubeconfig}`,
+        '-n',
+        'kube-system',
+        'wait',
+        '--for=condition=Available',
+        'deployment/coredns',
+        '--timeout=60s',
+      ],
+      { timeoutMs: 70_000 },
+    ).then(
+      () => true,
+      () => false,
+    );
     if (!dnsReady) assert.fail(`coredns not available:\n${(await kubectl('-n', 'kube-system', 'describe', 'pods')).stdout.slice(-3000)}`);
     let resolved = '';
     for (let i = 0; i < 20 && !resolved.includes(clusterIp); i++) {
-      resolved = await kubectl('exec', clientPod, '--', 'nslookup', 'server.default.svc.cluster.local').then((r) => r.stdout, (e: Error) => e.message);
+      resolved = await kubectl('exec', clientPod, '--', 'nslookup', 'server.default.svc.cluster.local').then(
+        (r) => r.stdout,
+        (e: Error) => e.message,
+      );
       if (!resolved.includes(clusterIp)) await new Promise((r) => setTimeout(r, 500));
     }
-    assert.match(resolved, new RegExp(`Address:\\s+${clusterIp.replace(/\./g, '\\.')}`), `the Service's DNS name resolves to its ClusterIP: ${resolved}`);
+    assert.match(
+      resolved,
+      new RegExp(`Address:\\s+${clusterIp.replace(/\./g, '\\.')}`),
+      `the Service's DNS name resolves to its ClusterIP: ${resolved}`,
+    );
     assert.match(await fetch('http://server/'), /hello from anodyne busybox/, 'the short Service name works through the search path');
-    const outside = await exec([locateRelease().bin('kubectl'), `--kubeconfig=${kubeconfig}`, 'exec', clientPod, '--', 'nslookup', 'example.com'], { okCodes: [0, 1], timeoutMs: 30_000 });
+    const outside = await exec(
+      [locateRelease().bin('kubectl'), `--kubeconfig=${kubeconfig}`, 'exec', clientPod, '--', 'nslookup', 'example.com'],
+      { okCodes: [0, 1], timeoutMs: 30_000 },
+    );
     assert.equal(outside.code, 1, `names outside the cluster are not resolved: ${outside.stdout}`);
     assert.match(outside.stdout + outside.stderr, /NXDOMAIN/, 'CoreDNS answers NXDOMAIN itself (it has no forwarder)');
     // The control plane reaches what runs in the cluster: admission and conversion webhooks served
@@ -226,17 +362,47 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
     mkdirSync(join(chart, 'templates'), { recursive: true });
     writeFileSync(join(chart, 'Chart.yaml'), 'apiVersion: v2\nname: hello\nversion: 0.1.0\n');
     writeFileSync(join(chart, 'values.yaml'), `image: ${image}\nreplicas: 2\n`);
-    writeFileSync(join(chart, 'templates', 'deployment.yaml'), [
-      'apiVersion: apps/v1', 'kind: Deployment', 'metadata: {name: "{{ .Release.Name }}-web"}', 'spec:', '  replicas: {{ .Values.replicas }}',
-      '  selector: {matchLabels: {app: "{{ .Release.Name }}"}}', '  template:', '    metadata: {labels: {app: "{{ .Release.Name }}"}}', '    spec:',
-      '      containers: [{name: web, image: "{{ .Values.image }}", imagePullPolicy: Never, command: [httpd, -f, -p, "8080", -h, /www]}]', '',
-    ].join('\n'));
-    await exec([locateRelease().bin('helm'), 'install', 'hello', chart, `--kubeconfig=${kubeconfig}`, '--wait', '--timeout=90s'], { timeoutMs: 120_000, env: { ...process.env, HELM_CACHE_HOME: join(dir, 'helm-cache'), HELM_CONFIG_HOME: join(dir, 'helm-config'), HELM_DATA_HOME: join(dir, 'helm-data') } });
+    writeFileSync(
+      join(chart, 'templates', 'deployment.yaml'),
+      [
+        'apiVersion: apps/v1',
+        'kind: Deployment',
+        'metadata: {name: "{{ .Release.Name }}-web"}',
+        'spec:',
+        '  replicas: {{ .Values.replicas }}',
+        '  selector: {matchLabels: {app: "{{ .Release.Name }}"}}',
+        '  template:',
+        '    metadata: {labels: {app: "{{ .Release.Name }}"}}',
+        '    spec:',
+        '      containers: [{name: web, image: "{{ .Values.image }}", imagePullPolicy: Never, command: [httpd, -f, -p, "8080", -h, /www]}]',
+        '',
+      ].join('\n'),
+    );
+    await exec([locateRelease().bin('helm'), 'install', 'hello', chart, `--kubeconfig=${kubeconfig}`, '--wait', '--timeout=90s'], {
+      timeoutMs: 120_000,
+      env: {
+        ...process.env,
+        HELM_CACHE_HOME: join(dir, 'helm-cache'),
+        HELM_CONFIG_HOME: join(dir, 'helm-config'),
+        HELM_DATA_HOME: join(dir, 'helm-data'),
+      },
+    });
     const helmPods = (await kubectl('get', 'pods', '-l', 'app=hello', '--no-headers')).stdout;
-    assert.equal(helmPods.trim().split('\n').filter((l) => /Running/.test(l)).length, 2, helmPods);
+    assert.equal(
+      helmPods
+        .trim()
+        .split('\n')
+        .filter((l) => /Running/.test(l)).length,
+      2,
+      helmPods,
+    );
     // logs and exec go through the kubelet
     assert.match((await kubectl('exec', serverPod, '--', 'cat', '/www/index.html')).stdout, /hello/);
-    assert.match((await kubectl('logs', serverPod)).stdout, new RegExp(`web pod ${serverPod} started`), 'kubectl logs shows what the container wrote');
+    assert.match(
+      (await kubectl('logs', serverPod)).stdout,
+      new RegExp(`web pod ${serverPod} started`),
+      'kubectl logs shows what the container wrote',
+    );
     // etcd keeps its data on the master's persistent disk.
     const master = (await h.director.instances(deploymentName('one'))).find((r) => r.group_name === 'master')!;
     assert.ok(master.disk_id, 'the master has a persistent disk');
@@ -245,7 +411,11 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
     const rows = await h.director.instances(deploymentName('one'));
     const del = await h.director.wait((await h.director.deleteDeployment(deploymentName('one'))).id);
     assert.equal(del.state, 'done');
-    await assertGone(deploymentName('one'), rows.map((r) => r.vm_id!), rows.flatMap((r) => (r.disk_id ? [r.disk_id] : [])));
+    await assertGone(
+      deploymentName('one'),
+      rows.map((r) => r.vm_id!),
+      rows.flatMap((r) => (r.disk_id ? [r.disk_id] : [])),
+    );
   });
 
   it('3 masters + 3 workers behind the load balancer: losing a master, kubectl still answers and writes still succeed; the resurrector brings it back', async (t) => {
@@ -260,11 +430,15 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
     const admin = (await h.creds.get<'certificate'>(`/deployments/${name}/admin`, { actor: 'test' })).value;
     const kubeconfig = join(dir, 'ha.kubeconfig');
     writeFileSync(kubeconfig, adminKubeconfig('ha', `https://${lb.ip}:6443`, admin), { mode: 0o600 });
-    const kubectl = (...args: string[]) => exec([locateRelease().bin('kubectl'), `--kubeconfig=${kubeconfig}`, '--request-timeout=5s', ...args], { timeoutMs: 20_000 });
+    const kubectl = (...args: string[]) =>
+      exec([locateRelease().bin('kubectl'), `--kubeconfig=${kubeconfig}`, '--request-timeout=5s', ...args], { timeoutMs: 20_000 });
     let nodes = '';
     const allReady = (n: string) => [0, 1, 2].every((i) => new RegExp(`worker-${i}\\s+Ready`).test(n));
     for (let i = 0; i < 120 && !allReady(nodes); i++) {
-      nodes = await kubectl('get', 'nodes', '--no-headers').then((r) => r.stdout, () => '');
+      nodes = await kubectl('get', 'nodes', '--no-headers').then(
+        (r) => r.stdout,
+        () => '',
+      );
       if (!allReady(nodes)) await new Promise((r) => setTimeout(r, 500));
     }
     assert.ok(allReady(nodes), nodes);
@@ -274,7 +448,8 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
     const reach: ReachContext = { dir, kubectl, note: (m) => t.diagnostic(m) };
     await importImage(await webhookImage(dir), workerVms, (vm, argv, o) => h.provider.execInVm(vm, argv, o));
     await installWebhooks(reach);
-    for (const m of masters) await checkWebhooks({ ...reach, kubectl: (...args) => kubectl(`--server=https://${m.ip}:6443`, ...args) }, `ha-${m.idx}`);
+    for (const m of masters)
+      await checkWebhooks({ ...reach, kubectl: (...args) => kubectl(`--server=https://${m.ip}:6443`, ...args) }, `ha-${m.idx}`);
     await checkTop(reach, ['worker-0', 'worker-1', 'worker-2']);
     await checkHpa(reach, 'burn-ha');
     // Kill one master VM outright.
@@ -282,7 +457,15 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
     const killed = performance.now();
     let ok = false;
     for (let i = 0; i < 60 && !ok; i++) {
-      ok = await kubectl('get', 'nodes').then(() => true, () => false) && await kubectl('create', 'configmap', `after-loss-${i}`, '--from-literal=k=v').then(() => true, () => false);
+      ok =
+        (await kubectl('get', 'nodes').then(
+          () => true,
+          () => false,
+        )) &&
+        (await kubectl('create', 'configmap', `after-loss-${i}`, '--from-literal=k=v').then(
+          () => true,
+          () => false,
+        ));
       if (!ok) await new Promise((r) => setTimeout(r, 500));
     }
     t.diagnostic(`reads and writes through the load balancer ${(performance.now() - killed).toFixed(0)} ms after a master died`);
@@ -291,25 +474,43 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
 
     // The health monitor finds the master missing; the resurrector recreates that VM only, on its
     // address, with its persistent disk: its etcd member rejoins with its data and catches up.
-    const monitor = new HealthMonitor({ store: h.store, provider: h.provider, director: h.director, clock: systemClock, logger: silentLogger(), resurrection: { enabled: true, afterMs: 0 } });
+    const monitor = new HealthMonitor({
+      store: h.store,
+      provider: h.provider,
+      director: h.director,
+      clock: systemClock,
+      logger: silentLogger(),
+      resurrection: { enabled: true, afterMs: 0 },
+    });
     const before = await h.director.instances(name);
     const found = await monitor.pass();
     assert.equal(found.counts.missing, 1, JSON.stringify(found));
     // The other five are there; one may be briefly `failing` while the control plane re-elects leaders.
     assert.equal(found.counts.running + found.counts.failing, 5, JSON.stringify(found));
-    if (found.counts.failing > 0) t.diagnostic(`also failing for now: ${JSON.stringify((await h.director.instanceViews(name)).filter((v) => v.health === 'failing'))}`);
-    assert.deepEqual(found.resurrections.map((r) => r.instances), [['master/1']]);
+    if (found.counts.failing > 0)
+      t.diagnostic(`also failing for now: ${JSON.stringify((await h.director.instanceViews(name)).filter((v) => v.health === 'failing'))}`);
+    assert.deepEqual(
+      found.resurrections.map((r) => r.instances),
+      [['master/1']],
+    );
     const resurrectedAt = performance.now();
     const res = await h.director.wait(found.resurrections[0]!.task!);
     assert.equal(res.state, 'done', JSON.stringify(res.error));
     t.diagnostic(`master/1 resurrected in ${(performance.now() - resurrectedAt).toFixed(0)} ms`);
     const after = await h.director.instances(name);
-    assert.deepEqual(after.filter((r) => r.vm_id !== before.find((b) => b.id === r.id)!.vm_id).map((r) => `${r.group_name}/${r.idx}`), ['master/1'], 'only the lost VM is new');
+    assert.deepEqual(
+      after.filter((r) => r.vm_id !== before.find((b) => b.id === r.id)!.vm_id).map((r) => `${r.group_name}/${r.idx}`),
+      ['master/1'],
+      'only the lost VM is new',
+    );
     assert.equal(after.find((r) => r.group_name === 'master' && r.idx === 1)!.disk_id, masters[1]!.disk_id, 'its persistent disk is kept');
     // Straight to the resurrected master's API server: it serves what was written while it was gone.
     let direct = '';
     for (let i = 0; i < 40 && !/after-loss-/.test(direct); i++) {
-      direct = await kubectl(`--server=https://${masters[1]!.ip}:6443`, 'get', 'configmaps', '-o', 'name').then((r) => r.stdout, () => '');
+      direct = await kubectl(`--server=https://${masters[1]!.ip}:6443`, 'get', 'configmaps', '-o', 'name').then(
+        (r) => r.stdout,
+        () => '',
+      );
       if (!/after-loss-/.test(direct)) await new Promise((r) => setTimeout(r, 500));
     }
     assert.match(direct, /configmap\/after-loss-/);
@@ -327,6 +528,10 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
     const del = await h.director.wait((await h.director.deleteDeployment(name)).id);
     assert.equal(del.state, 'done', JSON.stringify(del.error));
     assert.deepEqual(await h.provider.listVms(), []);
-    await assertGone(name, rows.map((r) => r.vm_id!), rows.flatMap((r) => (r.disk_id ? [r.disk_id] : [])));
+    await assertGone(
+      name,
+      rows.map((r) => r.vm_id!),
+      rows.flatMap((r) => (r.disk_id ? [r.disk_id] : [])),
+    );
   });
 });

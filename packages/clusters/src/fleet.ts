@@ -22,7 +22,11 @@ export interface FleetOutcome {
 }
 
 export class ClusterFleet {
-  constructor(private readonly director: Director, private readonly records: ClusterRecords, private readonly lifecycle: ClusterLifecycle) {}
+  constructor(
+    private readonly director: Director,
+    private readonly records: ClusterRecords,
+    private readonly lifecycle: ClusterLifecycle,
+  ) {}
 
   /**
    * Checks the whole request first (every cluster exists and is idle), then starts one task that
@@ -31,11 +35,14 @@ export class ClusterFleet {
   async upgrade(actor: string, request: FleetUpgradeRequest): Promise<Task> {
     const req = { ...request, canaries: request.canaries ?? 1, max_in_flight: request.max_in_flight ?? 1 };
     if (!Number.isInteger(req.canaries) || req.canaries < 0 || !Number.isInteger(req.max_in_flight) || req.max_in_flight < 1) {
-      throw new InputError('ANODYNE_E_INVALID_INPUT', 'canaries is a whole number ≥ 0 and max_in_flight a whole number ≥ 1', { details: { key: 'canaries' } });
+      throw new InputError('ANODYNE_E_INVALID_INPUT', 'canaries is a whole number ≥ 0 and max_in_flight a whole number ≥ 1', {
+        details: { key: 'canaries' },
+      });
     }
     const names = req.clusters ?? (await this.records.list()).filter((c) => c.last_action !== 'DELETE').map((c) => c.name);
     if (names.length === 0) throw new InputError('ANODYNE_E_INVALID_INPUT', 'no clusters to upgrade', { details: { key: 'clusters' } });
-    if (new Set(names).size !== names.length) throw new InputError('ANODYNE_E_INVALID_INPUT', 'a cluster is named twice', { details: { key: 'clusters' } });
+    if (new Set(names).size !== names.length)
+      throw new InputError('ANODYNE_E_INVALID_INPUT', 'a cluster is named twice', { details: { key: 'clusters' } });
     for (const n of names) {
       const r = await this.records.row(n);
       await this.records.assertIdle(r);
@@ -44,7 +51,13 @@ export class ClusterFleet {
     return this.director.runTask('upgrade_clusters', description, actor, (signal, sink) => this.run(names, req, actor, signal, sink));
   }
 
-  private async run(names: string[], req: { canaries: number; max_in_flight: number }, actor: string, signal: AbortSignal, sink: EventSink): Promise<{ clusters: FleetOutcome[] }> {
+  private async run(
+    names: string[],
+    req: { canaries: number; max_in_flight: number },
+    actor: string,
+    signal: AbortSignal,
+    sink: EventSink,
+  ): Promise<{ clusters: FleetOutcome[] }> {
     const outcomes = new Map<string, FleetOutcome>(names.map((n) => [n, { name: n, state: 'not started', task_id: null }]));
     const result = () => ({ clusters: names.map((n) => outcomes.get(n)!) });
     let k = 0;
@@ -62,7 +75,14 @@ export class ClusterFleet {
         outcomes.set(name, { name, state: 'failed', task_id: null, message: (err as Error).message });
       }
       const message = outcomes.get(name)!.message;
-      await sink.event({ stage, instance: name, index, total: names.length, state: ok ? 'finished' : 'failed', ...(message ? { message } : {}) });
+      await sink.event({
+        stage,
+        instance: name,
+        index,
+        total: names.length,
+        state: ok ? 'finished' : 'failed',
+        ...(message ? { message } : {}),
+      });
       return ok;
     };
     const stop = (why: string): never => {

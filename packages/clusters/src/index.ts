@@ -1,14 +1,43 @@
 // The clusters package's door: plans and manifests, the cluster jobs and add-ons, and the clusters use cases.
 export {
-  BUILTIN_PLANS, DEFAULT_KUBELET, DEFAULT_NETWORK, validatePlans, clusterManifest, clusterVariables, authenticationConfig, deploymentName, kubernetesServiceIp,
-  type Plan, type KubeletSettings, type ClusterRequest, type OidcTrust, type NetworkProfile,
+  BUILTIN_PLANS,
+  DEFAULT_KUBELET,
+  DEFAULT_NETWORK,
+  validatePlans,
+  clusterManifest,
+  clusterVariables,
+  authenticationConfig,
+  deploymentName,
+  kubernetesServiceIp,
+  type Plan,
+  type KubeletSettings,
+  type ClusterRequest,
+  type OidcTrust,
+  type NetworkProfile,
 } from './cluster.js';
 export {
-  kubernetesRelease, etcdJob, apiserverJob, controllerManagerJob, schedulerJob, containerdJob, flannelJob, kubeletJob, kubeProxyJob, addonsJob, KUBELET_CGROUP_SETUP,
+  kubernetesRelease,
+  etcdJob,
+  apiserverJob,
+  controllerManagerJob,
+  schedulerJob,
+  containerdJob,
+  flannelJob,
+  kubeletJob,
+  kubeProxyJob,
+  addonsJob,
+  KUBELET_CGROUP_SETUP,
 } from './jobs.js';
 export { addonsYaml, clusterDnsIp, ADMIN_GROUP } from './addons.js';
 export { access, isAdmin, readsAll, READ_SCOPES, WRITE_SCOPES, ADMIN_SCOPES, type Actor } from './access.js';
-export { renderKubeconfig, adminKubeconfig, userKubeconfig, tokenKubeconfig, type KubeconfigCredential, type KubeconfigInput } from './kubeconfig.js';
+export {
+  renderKubeconfig,
+  adminKubeconfig,
+  userKubeconfig,
+  tokenKubeconfig,
+  type KubeconfigCredential,
+  type KubeconfigInput,
+} from './kubeconfig.js';
 export { kubeClient, kubeCall, type ClusterEndpoint, type KubeClient } from './kube.js';
 export { ClusterRecords, type ClusterView, type ActionState } from './records.js';
 export { NetworkProfiles, Quotas, type Quota, type Usage } from './profiles.js';

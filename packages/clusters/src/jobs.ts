@@ -68,7 +68,9 @@ export const etcdJob: JobDefinition = {
       '',
     ].join('\n'),
   },
-  processes: [{ name: 'etcd', command: 'sh', args: ['bin/etcd.sh'], readiness: { http: { host: '127.0.0.1', port: 2381, path: '/health' } } }],
+  processes: [
+    { name: 'etcd', command: 'sh', args: ['bin/etcd.sh'], readiness: { http: { host: '127.0.0.1', port: 2381, path: '/health' } } },
+  ],
 };
 
 export const apiserverJob: JobDefinition = {
@@ -94,34 +96,59 @@ export const apiserverJob: JobDefinition = {
     ...cert('apiserver-kubelet-client'),
     ...cert('front-proxy-client'),
   },
-  processes: [{
-    name: 'kube-apiserver',
-    command: '{{ p.release_dir }}/bin/kube-apiserver',
-    args: [
-      '--advertise-address={{ spec.ip }}', '--bind-address=0.0.0.0', '--secure-port=6443',
-      '--etcd-servers=https://127.0.0.1:2379', '--etcd-cafile=certs/etcd-ca.crt', '--etcd-certfile=certs/apiserver-etcd-client.crt', '--etcd-keyfile=certs/apiserver-etcd-client.key',
-      '--client-ca-file=certs/ca.crt', '--tls-cert-file=certs/apiserver.crt', '--tls-private-key-file=certs/apiserver.key',
-      '--kubelet-client-certificate=certs/apiserver-kubelet-client.crt', '--kubelet-client-key=certs/apiserver-kubelet-client.key',
-      '--kubelet-preferred-address-types=InternalIP,Hostname',
-      '--service-account-issuer=https://kubernetes.default.svc.cluster.local', '--service-account-key-file=certs/sa.pub', '--service-account-signing-key-file=certs/sa.key',
-      '--service-cluster-ip-range={{ p.service_cidr }}', '--authorization-mode=Node,RBAC', '--enable-admission-plugins={{ p.admission_plugins }}',
-      '--allow-privileged={{ p.allow_privileged }}', '--enable-bootstrap-token-auth=true', '--authentication-config=authn.yaml',
-      '--requestheader-client-ca-file=certs/front-proxy-ca.crt', '--requestheader-allowed-names=front-proxy-client',
-      '--requestheader-extra-headers-prefix=X-Remote-Extra-', '--requestheader-group-headers=X-Remote-Group', '--requestheader-username-headers=X-Remote-User',
-      '--proxy-client-cert-file=certs/front-proxy-client.crt', '--proxy-client-key-file=certs/front-proxy-client.key',
-      // Webhooks, CRD conversion and aggregated APIs are called on a ready endpoint of their Service
-      // (a pod address, routed by pod-routes), not its cluster IP: masters are not Nodes and run no
-      // kube-proxy (ADR 0009).
-      '--enable-aggregator-routing=true',
-    ],
-    readiness: { http: { scheme: 'https', host: '127.0.0.1', port: 6443, path: '/readyz' } },
-  }],
+  processes: [
+    {
+      name: 'kube-apiserver',
+      command: '{{ p.release_dir }}/bin/kube-apiserver',
+      args: [
+        '--advertise-address={{ spec.ip }}',
+        '--bind-address=0.0.0.0',
+        '--secure-port=6443',
+        '--etcd-servers=https://127.0.0.1:2379',
+        '--etcd-cafile=certs/etcd-ca.crt',
+        '--etcd-certfile=certs/apiserver-etcd-client.crt',
+        '--etcd-keyfile=certs/apiserver-etcd-client.key',
+        '--client-ca-file=certs/ca.crt',
+        '--tls-cert-file=certs/apiserver.crt',
+        '--tls-private-key-file=certs/apiserver.key',
+        '--kubelet-client-certificate=certs/apiserver-kubelet-client.crt',
+        '--kubelet-client-key=certs/apiserver-kubelet-client.key',
+        '--kubelet-preferred-address-types=InternalIP,Hostname',
+        '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
+        '--service-account-key-file=certs/sa.pub',
+        '--service-account-signing-key-file=certs/sa.key',
+        '--service-cluster-ip-range={{ p.service_cidr }}',
+        '--authorization-mode=Node,RBAC',
+        '--enable-admission-plugins={{ p.admission_plugins }}',
+        '--allow-privileged={{ p.allow_privileged }}',
+        '--enable-bootstrap-token-auth=true',
+        '--authentication-config=authn.yaml',
+        '--requestheader-client-ca-file=certs/front-proxy-ca.crt',
+        '--requestheader-allowed-names=front-proxy-client',
+        '--requestheader-extra-headers-prefix=X-Remote-Extra-',
+        '--requestheader-group-headers=X-Remote-Group',
+        '--requestheader-username-headers=X-Remote-User',
+        '--proxy-client-cert-file=certs/front-proxy-client.crt',
+        '--proxy-client-key-file=certs/front-proxy-client.key',
+        // Webhooks, CRD conversion and aggregated APIs are called on a ready endpoint of their Service
+        // (a pod address, routed by pod-routes), not its cluster IP: masters are not Nodes and run no
+        // kube-proxy (ADR 0009).
+        '--enable-aggregator-routing=true',
+      ],
+      readiness: { http: { scheme: 'https', host: '127.0.0.1', port: 6443, path: '/readyz' } },
+    },
+  ],
 };
 
 export const controllerManagerJob: JobDefinition = {
   name: 'kube-controller-manager',
   release: RELEASE,
-  properties: { release_dir: { default: '/var/lib/anodyne/release' }, service_cidr: { default: '10.96.0.0/16' }, pod_cidr: { default: '10.200.0.0/16' }, node_cidr_mask: { default: 24 } },
+  properties: {
+    release_dir: { default: '/var/lib/anodyne/release' },
+    service_cidr: { default: '10.96.0.0/16' },
+    pod_cidr: { default: '10.200.0.0/16' },
+    node_cidr_mask: { default: 24 },
+  },
   files: {
     'certs/ca.crt': '{{ vars.ca.certificate }}',
     'certs/ca.key': '{{ vars.ca.private_key }}',
@@ -129,18 +156,30 @@ export const controllerManagerJob: JobDefinition = {
     ...cert('controller-manager'),
     kubeconfig: kubeconfig('controller-manager'),
   },
-  processes: [{
-    name: 'kube-controller-manager',
-    command: '{{ p.release_dir }}/bin/kube-controller-manager',
-    args: [
-      '--kubeconfig=kubeconfig', '--authentication-kubeconfig=kubeconfig', '--authorization-kubeconfig=kubeconfig', '--bind-address=127.0.0.1',
-      '--allocate-node-cidrs=true', '--cluster-cidr={{ p.pod_cidr }}', '--node-cidr-mask-size={{ p.node_cidr_mask }}', '--service-cluster-ip-range={{ p.service_cidr }}',
-      '--cluster-signing-cert-file=certs/ca.crt', '--cluster-signing-key-file=certs/ca.key', '--root-ca-file=certs/ca.crt',
-      '--service-account-private-key-file=certs/sa.key', '--use-service-account-credentials=true', '--leader-elect=true',
-      '--controllers=*,bootstrapsigner,tokencleaner',
-    ],
-    readiness: { http: { scheme: 'https', host: '127.0.0.1', port: 10257, path: '/healthz' } },
-  }],
+  processes: [
+    {
+      name: 'kube-controller-manager',
+      command: '{{ p.release_dir }}/bin/kube-controller-manager',
+      args: [
+        '--kubeconfig=kubeconfig',
+        '--authentication-kubeconfig=kubeconfig',
+        '--authorization-kubeconfig=kubeconfig',
+        '--bind-address=127.0.0.1',
+        '--allocate-node-cidrs=true',
+        '--cluster-cidr={{ p.pod_cidr }}',
+        '--node-cidr-mask-size={{ p.node_cidr_mask }}',
+        '--service-cluster-ip-range={{ p.service_cidr }}',
+        '--cluster-signing-cert-file=certs/ca.crt',
+        '--cluster-signing-key-file=certs/ca.key',
+        '--root-ca-file=certs/ca.crt',
+        '--service-account-private-key-file=certs/sa.key',
+        '--use-service-account-credentials=true',
+        '--leader-elect=true',
+        '--controllers=*,bootstrapsigner,tokencleaner',
+      ],
+      readiness: { http: { scheme: 'https', host: '127.0.0.1', port: 10257, path: '/healthz' } },
+    },
+  ],
 };
 
 export const schedulerJob: JobDefinition = {
@@ -148,12 +187,20 @@ export const schedulerJob: JobDefinition = {
   release: RELEASE,
   properties: { release_dir: { default: '/var/lib/anodyne/release' } },
   files: { 'certs/ca.crt': '{{ vars.ca.certificate }}', ...cert('scheduler'), kubeconfig: kubeconfig('scheduler') },
-  processes: [{
-    name: 'kube-scheduler',
-    command: '{{ p.release_dir }}/bin/kube-scheduler',
-    args: ['--kubeconfig=kubeconfig', '--authentication-kubeconfig=kubeconfig', '--authorization-kubeconfig=kubeconfig', '--bind-address=127.0.0.1', '--leader-elect=true'],
-    readiness: { http: { scheme: 'https', host: '127.0.0.1', port: 10259, path: '/healthz' } },
-  }],
+  processes: [
+    {
+      name: 'kube-scheduler',
+      command: '{{ p.release_dir }}/bin/kube-scheduler',
+      args: [
+        '--kubeconfig=kubeconfig',
+        '--authentication-kubeconfig=kubeconfig',
+        '--authorization-kubeconfig=kubeconfig',
+        '--bind-address=127.0.0.1',
+        '--leader-elect=true',
+      ],
+      readiness: { http: { scheme: 'https', host: '127.0.0.1', port: 10259, path: '/healthz' } },
+    },
+  ],
 };
 
 /** containerd with the CRI plugin; the release's images are imported before it is used (no registry). */
@@ -194,7 +241,14 @@ export const containerdJob: JobDefinition = {
       '',
     ].join('\n'),
   },
-  processes: [{ name: 'containerd', command: 'sh', args: ['bin/containerd.sh'], readiness: { exec: { command: ['test', '-e', '/run/containerd/images-imported'] } } }],
+  processes: [
+    {
+      name: 'containerd',
+      command: 'sh',
+      args: ['bin/containerd.sh'],
+      readiness: { exec: { command: ['test', '-e', '/run/containerd/images-imported'] } },
+    },
+  ],
 };
 
 /**
@@ -207,7 +261,11 @@ export const containerdJob: JobDefinition = {
 export const flannelJob: JobDefinition = {
   name: 'flannel',
   release: RELEASE,
-  properties: { release_dir: { default: '/var/lib/anodyne/release' }, pod_cidr: { default: '10.200.0.0/16' }, backend: { default: 'host-gw' } },
+  properties: {
+    release_dir: { default: '/var/lib/anodyne/release' },
+    pod_cidr: { default: '10.200.0.0/16' },
+    backend: { default: 'host-gw' },
+  },
   files: {
     'certs/ca.crt': '{{ vars.ca.certificate }}',
     ...cert('flannel'),
@@ -226,7 +284,7 @@ export const flannelJob: JobDefinition = {
       'rm -f /run/flannel/subnet.env',
       '{{ p.release_dir }}/bin/flanneld --kubeconfig-file=kubeconfig --net-config-path=net-conf.json --public-ip={{ spec.ip }} --subnet-file=/run/flannel/subnet.env &',
       'pid=$!',
-      'trap \'kill $pid 2>/dev/null\' TERM INT',
+      "trap 'kill $pid 2>/dev/null' TERM INT",
       'until [ -s /run/flannel/subnet.env ]; do kill -0 $pid 2>/dev/null || { wait $pid; exit 1; }; sleep 0.1; done',
       '. /run/flannel/subnet.env',
       'cat > /etc/cni/net.d/10-flannel.conflist.tmp <<EOF',
@@ -238,7 +296,14 @@ export const flannelJob: JobDefinition = {
       '',
     ].join('\n'),
   },
-  processes: [{ name: 'flanneld', command: 'sh', args: ['bin/flannel.sh'], readiness: { exec: { command: ['test', '-e', '/run/pod-network-ready'] } } }],
+  processes: [
+    {
+      name: 'flanneld',
+      command: 'sh',
+      args: ['bin/flannel.sh'],
+      readiness: { exec: { command: ['test', '-e', '/run/pod-network-ready'] } },
+    },
+  ],
 };
 
 /**
@@ -302,12 +367,14 @@ export const kubeletJob: JobDefinition = {
       '',
     ].join('\n'),
   },
-  processes: [{
-    name: 'kubelet',
-    command: 'sh',
-    args: ['bin/kubelet.sh'],
-    readiness: { http: { host: '127.0.0.1', port: 10248, path: '/healthz' } },
-  }],
+  processes: [
+    {
+      name: 'kubelet',
+      command: 'sh',
+      args: ['bin/kubelet.sh'],
+      readiness: { http: { host: '127.0.0.1', port: 10248, path: '/healthz' } },
+    },
+  ],
 };
 
 /** kube-proxy in iptables mode, inside the worker's own network namespace. */
@@ -321,16 +388,23 @@ export const kubeProxyJob: JobDefinition = {
     'certs/kube-proxy.key': '{{ vars.kube-proxy.private_key }}',
     kubeconfig: kubeconfig('kube-proxy').replace('https://127.0.0.1:6443', 'https://{{ lbs.api.ip }}:6443'),
   },
-  processes: [{
-    name: 'kube-proxy',
-    command: '{{ p.release_dir }}/bin/kube-proxy',
-    args: [
-      '--kubeconfig=kubeconfig', '--proxy-mode=iptables', '--cluster-cidr={{ p.pod_cidr }}', '--hostname-override={{ spec.name }}-{{ spec.index }}',
-      // The conntrack table is global to the host: never resize it from a node (kind does the same).
-      '--conntrack-max-per-core=0', '--metrics-bind-address=127.0.0.1:10249', '--healthz-bind-address=127.0.0.1:10256',
-    ],
-    readiness: { http: { host: '127.0.0.1', port: 10256, path: '/healthz' } },
-  }],
+  processes: [
+    {
+      name: 'kube-proxy',
+      command: '{{ p.release_dir }}/bin/kube-proxy',
+      args: [
+        '--kubeconfig=kubeconfig',
+        '--proxy-mode=iptables',
+        '--cluster-cidr={{ p.pod_cidr }}',
+        '--hostname-override={{ spec.name }}-{{ spec.index }}',
+        // The conntrack table is global to the host: never resize it from a node (kind does the same).
+        '--conntrack-max-per-core=0',
+        '--metrics-bind-address=127.0.0.1:10249',
+        '--healthz-bind-address=127.0.0.1:10256',
+      ],
+      readiness: { http: { host: '127.0.0.1', port: 10256, path: '/healthz' } },
+    },
+  ],
 };
 
 const KUBECTL = '{{ p.release_dir }}/bin/kubectl --kubeconfig=kubeconfig';
@@ -344,7 +418,11 @@ const KUBECTL = '{{ p.release_dir }}/bin/kubectl --kubeconfig=kubeconfig';
 export const addonsJob: JobDefinition = {
   name: 'cluster-addons',
   release: RELEASE,
-  properties: { release_dir: { default: '/var/lib/anodyne/release' }, cluster_dns: { default: '10.96.0.10' }, dns_replicas: { default: 1 } },
+  properties: {
+    release_dir: { default: '/var/lib/anodyne/release' },
+    cluster_dns: { default: '10.96.0.10' },
+    dns_replicas: { default: 1 },
+  },
   files: {
     'certs/ca.crt': '{{ vars.ca.certificate }}',
     ...cert('admin'),
@@ -384,12 +462,27 @@ export const addonsJob: JobDefinition = {
     ].join('\n'),
   },
   processes: [
-    { name: 'addons', command: 'sh', args: ['bin/addons.sh'], readiness: { exec: { command: ['test', '-e', '/run/anodyne-addons-applied'] } } },
-    { name: 'pod-routes', command: 'sh', args: ['bin/pod-routes.sh'], readiness: { exec: { command: ['test', '-e', '/run/anodyne-pod-routes'] } } },
+    {
+      name: 'addons',
+      command: 'sh',
+      args: ['bin/addons.sh'],
+      readiness: { exec: { command: ['test', '-e', '/run/anodyne-addons-applied'] } },
+    },
+    {
+      name: 'pod-routes',
+      command: 'sh',
+      args: ['bin/pod-routes.sh'],
+      readiness: { exec: { command: ['test', '-e', '/run/anodyne-pod-routes'] } },
+    },
   ],
 };
 
-const JOBS: Record<string, JobDefinition> = Object.fromEntries([etcdJob, apiserverJob, controllerManagerJob, schedulerJob, containerdJob, flannelJob, kubeletJob, kubeProxyJob, addonsJob].map((j) => [j.name, j]));
+const JOBS: Record<string, JobDefinition> = Object.fromEntries(
+  [etcdJob, apiserverJob, controllerManagerJob, schedulerJob, containerdJob, flannelJob, kubeletJob, kubeProxyJob, addonsJob].map((j) => [
+    j.name,
+    j,
+  ]),
+);
 
 /** The Kubernetes release as the director sees it. */
 export const kubernetesRelease: JobCatalog = {

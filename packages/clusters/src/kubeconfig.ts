@@ -27,8 +27,11 @@ function userEntry(c: KubeconfigCredential): Record<string, unknown> {
     case 'exec':
       return {
         exec: {
-          apiVersion: 'client.authentication.k8s.io/v1', command: 'anodyne', args: ['get-token', '--api', c.apiUrl],
-          interactiveMode: 'Never', provideClusterInfo: false,
+          apiVersion: 'client.authentication.k8s.io/v1',
+          command: 'anodyne',
+          args: ['get-token', '--api', c.apiUrl],
+          interactiveMode: 'Never',
+          provideClusterInfo: false,
         },
       };
   }
@@ -49,19 +52,32 @@ export function renderKubeconfig(o: KubeconfigInput): string {
 /** The admin kubeconfig: the cluster's admin client certificate (cluster-admin). */
 export function adminKubeconfig(cluster: string, server: string, admin: { ca: string; certificate: string; private_key: string }): string {
   return renderKubeconfig({
-    cluster, server, clusterCa: admin.ca, user: `${cluster}-admin`,
+    cluster,
+    server,
+    clusterCa: admin.ca,
+    user: `${cluster}-admin`,
     credential: { kind: 'certificate', certificate: admin.certificate, privateKey: admin.private_key },
   });
 }
 
 /** A kubeconfig with a bearer token (service-account credentials, e.g. Open Service Broker bindings). */
 export function tokenKubeconfig(o: { cluster: string; server: string; clusterCa: string; user: string; token: string }): string {
-  return renderKubeconfig({ cluster: o.cluster, server: o.server, clusterCa: o.clusterCa, user: o.user, credential: { kind: 'token', token: o.token } });
+  return renderKubeconfig({
+    cluster: o.cluster,
+    server: o.server,
+    clusterCa: o.clusterCa,
+    user: o.user,
+    credential: { kind: 'token', token: o.token },
+  });
 }
 
 /** A kubeconfig whose credentials come from `anodyne get-token` (tokens of Anodyne's identity). */
 export function userKubeconfig(o: { cluster: string; server: string; clusterCa: string; user: string; apiUrl: string }): string {
   return renderKubeconfig({
-    cluster: o.cluster, server: o.server, clusterCa: o.clusterCa, user: `${o.user}@${o.cluster}`, credential: { kind: 'exec', apiUrl: o.apiUrl },
+    cluster: o.cluster,
+    server: o.server,
+    clusterCa: o.clusterCa,
+    user: `${o.user}@${o.cluster}`,
+    credential: { kind: 'exec', apiUrl: o.apiUrl },
   });
 }

@@ -21,10 +21,7 @@ export interface LeafRotation {
 }
 
 /** Why a running cluster is deployed again; every kind goes through `redeploy`. */
-export type Redeploy =
-  | { kind: 'update'; workers: number }
-  | { kind: 'upgrade' }
-  | { kind: 'rotate-certificates' };
+export type Redeploy = { kind: 'update'; workers: number } | { kind: 'upgrade' } | { kind: 'rotate-certificates' };
 
 export interface LifecycleOptions {
   director: Director;
@@ -45,7 +42,9 @@ export class ClusterLifecycle {
 
   private request(name: string, p: Parameters, plan: string): ClusterRequest {
     return {
-      name, plan, workers: p.workers,
+      name,
+      plan,
+      workers: p.workers,
       ...(p.externalHostname ? { externalHostname: p.externalHostname } : {}),
       network: { ...(p.podCidr ? { podCidr: p.podCidr } : {}), ...(p.serviceCidr ? { serviceCidr: p.serviceCidr } : {}) },
       ...(this.o.oidc ? { oidc: this.o.oidc } : {}),
@@ -57,11 +56,15 @@ export class ClusterLifecycle {
     const plan = this.o.plans.find((p) => p.name === input.plan_name);
     if (!plan) {
       const known = this.o.plans.map((p) => p.name).join(', ');
-      throw new InputError('ANODYNE_E_PLAN_NOT_FOUND', `unknown plan ${JSON.stringify(input.plan_name)}; plans: ${known}`, { details: { key: 'plan_name' } });
+      throw new InputError('ANODYNE_E_PLAN_NOT_FOUND', `unknown plan ${JSON.stringify(input.plan_name)}; plans: ${known}`, {
+        details: { key: 'plan_name' },
+      });
     }
     const profile = input.network_profile_name ? await this.o.profiles.get(input.network_profile_name) : undefined;
     if (profile && (input.parameters?.pod_cidr || input.parameters?.service_cidr)) {
-      throw new InputError('ANODYNE_E_INVALID_INPUT', 'give either a network profile or pod/service CIDRs, not both', { details: { key: 'network_profile_name' } });
+      throw new InputError('ANODYNE_E_INVALID_INPUT', 'give either a network profile or pod/service CIDRs, not both', {
+        details: { key: 'network_profile_name' },
+      });
     }
     const podCidr = profile?.pod_cidr ?? input.parameters?.pod_cidr;
     const serviceCidr = profile?.service_cidr ?? input.parameters?.service_cidr;
@@ -73,12 +76,21 @@ export class ClusterLifecycle {
     };
     const manifest = clusterManifest(this.request(input.name, params, plan.name), this.o.plans); // validates name, workers, CIDRs
     await this.o.records.reapDeleted(input.name);
-    if (await this.o.records.exists(input.name)) throw new ConflictError('ANODYNE_E_CLUSTER_EXISTS', `cluster ${input.name} exists`, { details: { name: input.name } });
+    if (await this.o.records.exists(input.name))
+      throw new ConflictError('ANODYNE_E_CLUSTER_EXISTS', `cluster ${input.name} exists`, { details: { name: input.name } });
     await this.o.quotas.check(owner, 1, params.workers);
     const now = this.o.records.now();
     const row: ClustersTable = {
-      name: input.name, uuid: randomUUID(), plan: plan.name, owner, parameters: JSON.stringify(params), last_action: 'CREATE', last_task_id: null,
-      network_profile: profile?.name ?? null, created_at: now, updated_at: now,
+      name: input.name,
+      uuid: randomUUID(),
+      plan: plan.name,
+      owner,
+      parameters: JSON.stringify(params),
+      last_action: 'CREATE',
+      last_task_id: null,
+      network_profile: profile?.name ?? null,
+      created_at: now,
+      updated_at: now,
     };
     await this.o.records.insert(row);
     try {
@@ -118,12 +130,20 @@ export class ClusterLifecycle {
     } else {
       await this.o.records.assertIdle(r);
     }
-    const hasDeployment = await this.o.director.manifest(deploymentName(name)).then(() => true, () => false);
+    const hasDeployment = await this.o.director.manifest(deploymentName(name)).then(
+      () => true,
+      () => false,
+    );
     const hasInstances = (await this.o.director.instances(deploymentName(name))).length > 0;
     if (!hasDeployment && !hasInstances) {
       // Created and failed before anything existed: nothing to tear down.
       await this.o.records.remove(name);
-      return { ...(await this.o.records.view(r, undefined)), last_action: 'DELETE', last_action_state: 'succeeded', last_action_description: 'deleted' };
+      return {
+        ...(await this.o.records.view(r, undefined)),
+        last_action: 'DELETE',
+        last_action_state: 'succeeded',
+        last_action_description: 'deleted',
+      };
     }
     const task = await this.o.director.deleteDeployment(deploymentName(name), actor);
     await this.o.records.setTask(name, 'DELETE', task.id);

@@ -5,7 +5,11 @@ import { clusterManifest, type Plan } from './cluster.js';
 import type { ClusterRecords, Parameters } from './records.js';
 
 export class NetworkProfiles {
-  constructor(private readonly store: Store, private readonly records: ClusterRecords, private readonly plans: Plan[]) {}
+  constructor(
+    private readonly store: Store,
+    private readonly records: ClusterRecords,
+    private readonly plans: Plan[],
+  ) {}
 
   async list(): Promise<NetworkProfilesTable[]> {
     return storeQuery('listing network profiles', () => this.store.db.selectFrom('network_profiles').selectAll().orderBy('name').execute());
@@ -13,20 +17,34 @@ export class NetworkProfiles {
 
   async get(name: string): Promise<NetworkProfilesTable> {
     const p = await storeQuery('reading a network profile', () =>
-      this.store.db.selectFrom('network_profiles').selectAll().where('name', '=', name).executeTakeFirst());
-    if (!p) throw new InputError('ANODYNE_E_NETWORK_PROFILE_NOT_FOUND', `unknown network profile ${JSON.stringify(name)}`, { details: { key: 'network_profile_name' } });
+      this.store.db.selectFrom('network_profiles').selectAll().where('name', '=', name).executeTakeFirst(),
+    );
+    if (!p)
+      throw new InputError('ANODYNE_E_NETWORK_PROFILE_NOT_FOUND', `unknown network profile ${JSON.stringify(name)}`, {
+        details: { key: 'network_profile_name' },
+      });
     return p;
   }
 
   /** An admin offers named pod and service ranges; they are checked like a cluster request's. */
   async create(input: { name: string; description?: string; pod_cidr: string; service_cidr: string }): Promise<NetworkProfilesTable> {
-    const check = { name: 'profile-check', plan: this.plans[0]!.name, workers: 0, network: { podCidr: input.pod_cidr, serviceCidr: input.service_cidr } };
+    const check = {
+      name: 'profile-check',
+      plan: this.plans[0]!.name,
+      workers: 0,
+      network: { podCidr: input.pod_cidr, serviceCidr: input.service_cidr },
+    };
     clusterManifest(check, this.plans);
     const exists = await storeQuery('reading a network profile', () =>
-      this.store.db.selectFrom('network_profiles').select('name').where('name', '=', input.name).executeTakeFirst());
+      this.store.db.selectFrom('network_profiles').select('name').where('name', '=', input.name).executeTakeFirst(),
+    );
     if (exists) throw new ConflictError('ANODYNE_E_CONFLICT', `network profile ${input.name} exists`, { details: { name: input.name } });
     const row: NetworkProfilesTable = {
-      name: input.name, description: input.description ?? '', pod_cidr: input.pod_cidr, service_cidr: input.service_cidr, created_at: this.records.now(),
+      name: input.name,
+      description: input.description ?? '',
+      pod_cidr: input.pod_cidr,
+      service_cidr: input.service_cidr,
+      created_at: this.records.now(),
     };
     await storeQuery('creating a network profile', () => this.store.db.insertInto('network_profiles').values(row).execute());
     return row;
@@ -34,23 +52,41 @@ export class NetworkProfiles {
 
   async delete(name: string): Promise<void> {
     await this.get(name);
-    const users = await storeQuery('reading clusters', () => this.store.db.selectFrom('clusters').select('name').where('network_profile', '=', name).execute());
+    const users = await storeQuery('reading clusters', () =>
+      this.store.db.selectFrom('clusters').select('name').where('network_profile', '=', name).execute(),
+    );
     if (users.length > 0) {
       const names = users.map((u) => u.name);
-      throw new ConflictError('ANODYNE_E_CONFLICT', `network profile ${name} is used by ${names.join(', ')}`, { details: { clusters: names } });
+      throw new ConflictError('ANODYNE_E_CONFLICT', `network profile ${name} is used by ${names.join(', ')}`, {
+        details: { clusters: names },
+      });
     }
     await storeQuery('deleting a network profile', () => this.store.db.deleteFrom('network_profiles').where('name', '=', name).execute());
   }
 }
 
-export interface Quota { owner: string; max_clusters: number; max_workers: number }
-export interface Usage { owner: string; clusters: number; workers: number }
+export interface Quota {
+  owner: string;
+  max_clusters: number;
+  max_workers: number;
+}
+export interface Usage {
+  owner: string;
+  clusters: number;
+  workers: number;
+}
 
 export class Quotas {
-  constructor(private readonly store: Store, private readonly records: ClusterRecords, private readonly defaults: { maxClusters: number; maxWorkers: number }) {}
+  constructor(
+    private readonly store: Store,
+    private readonly records: ClusterRecords,
+    private readonly defaults: { maxClusters: number; maxWorkers: number },
+  ) {}
 
   async of(owner: string): Promise<Quota> {
-    const row = await storeQuery('reading a quota', () => this.store.db.selectFrom('quotas').selectAll().where('owner', '=', owner).executeTakeFirst());
+    const row = await storeQuery('reading a quota', () =>
+      this.store.db.selectFrom('quotas').selectAll().where('owner', '=', owner).executeTakeFirst(),
+    );
     return row ?? { owner, max_clusters: this.defaults.maxClusters, max_workers: this.defaults.maxWorkers };
   }
 
@@ -58,8 +94,13 @@ export class Quotas {
     if (!Number.isInteger(maxClusters) || maxClusters < 0 || !Number.isInteger(maxWorkers) || maxWorkers < 0) {
       throw new InputError('ANODYNE_E_INVALID_INPUT', 'quotas are whole numbers ≥ 0');
     }
-    await storeQuery('setting a quota', () => this.store.db.insertInto('quotas').values({ owner, max_clusters: maxClusters, max_workers: maxWorkers })
-      .onConflict((oc) => oc.column('owner').doUpdateSet({ max_clusters: maxClusters, max_workers: maxWorkers })).execute());
+    await storeQuery('setting a quota', () =>
+      this.store.db
+        .insertInto('quotas')
+        .values({ owner, max_clusters: maxClusters, max_workers: maxWorkers })
+        .onConflict((oc) => oc.column('owner').doUpdateSet({ max_clusters: maxClusters, max_workers: maxWorkers }))
+        .execute(),
+    );
     return this.of(owner);
   }
 
@@ -72,7 +113,9 @@ export class Quotas {
   async check(owner: string, addClusters: number, addWorkers: number): Promise<void> {
     const [quota, used] = await Promise.all([this.of(owner), this.usage(owner)]);
     if (used.clusters + addClusters > quota.max_clusters) {
-      throw new QuotaError('ANODYNE_E_QUOTA_EXCEEDED', `${owner} may have ${quota.max_clusters} clusters and has ${used.clusters}`, { details: { quota, usage: used } });
+      throw new QuotaError('ANODYNE_E_QUOTA_EXCEEDED', `${owner} may have ${quota.max_clusters} clusters and has ${used.clusters}`, {
+        details: { quota, usage: used },
+      });
     }
     if (used.workers + addWorkers > quota.max_workers) {
       const message = `${owner} may have ${quota.max_workers} workers in all and has ${used.workers}; this asks for ${addWorkers} more`;

@@ -33,7 +33,12 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * `withinMs`, whichever comes first: a probe may itself wait on a webhook's timeout) and
  * returns undefined.
  */
-async function until<T>(probe: () => Promise<T | undefined>, tries: number, everyMs = 500, withinMs = tries * everyMs + 30_000): Promise<T | undefined> {
+async function until<T>(
+  probe: () => Promise<T | undefined>,
+  tries: number,
+  everyMs = 500,
+  withinMs = tries * everyMs + 30_000,
+): Promise<T | undefined> {
   const deadline = performance.now() + withinMs;
   for (let i = 0; i < tries && performance.now() < deadline; i++) {
     const v = await probe().catch(() => undefined);
@@ -51,8 +56,16 @@ export async function webhookImage(dir: string): Promise<string> {
   if (existsSync(archive)) return archive;
   const rootfs = join(dir, 'webhook-rootfs');
   mkdirSync(rootfs, { recursive: true });
-  await exec(['go', 'build', '-trimpath', '-o', join(rootfs, 'webhook'), '.'], { cwd: join(REPO, 'packages/clusters/testdata/webhook'), env: goEnv, timeoutMs: 300_000 });
-  await exec(['go', 'build', '-trimpath', '-o', join(dir, 'ocipack'), './ocipack'], { cwd: join(REPO, 'release/images'), env: goEnv, timeoutMs: 300_000 });
+  await exec(['go', 'build', '-trimpath', '-o', join(rootfs, 'webhook'), '.'], {
+    cwd: join(REPO, 'packages/clusters/testdata/webhook'),
+    env: goEnv,
+    timeoutMs: 300_000,
+  });
+  await exec(['go', 'build', '-trimpath', '-o', join(dir, 'ocipack'), './ocipack'], {
+    cwd: join(REPO, 'release/images'),
+    env: goEnv,
+    timeoutMs: 300_000,
+  });
   await exec([join(dir, 'ocipack'), '-name', WEBHOOK_IMAGE, '-rootfs', rootfs, '-entrypoint', '/webhook', '-out', archive]);
   return archive;
 }
@@ -63,16 +76,72 @@ export async function webhookCertificates(dir: string): Promise<{ ca: string; ce
   if (!existsSync(join(d, 'tls.crt'))) {
     mkdirSync(d, { recursive: true });
     const ossl = (...args: string[]) => exec(['openssl', ...args], { cwd: d });
-    await ossl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=anodyne-test-webhook-ca');
-    await ossl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'tls.key', '-out', 'tls.csr', '-subj', `/CN=webhook.${NS}.svc`);
-    writeFileSync(join(d, 'ext.cnf'), `subjectAltName=DNS:webhook.${NS}.svc,DNS:webhook.${NS}.svc.cluster.local\nextendedKeyUsage=serverAuth\n`);
-    await ossl('x509', '-req', '-in', 'tls.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'tls.crt', '-days', '2', '-extfile', 'ext.cnf');
+    await ossl(
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      'ca.key',
+      '-out',
+      'ca.crt',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=anodyne-test-webhook-ca',
+    );
+    await ossl(
+      'req',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      'tls.key',
+      '-out',
+      'tls.csr',
+      '-subj',
+      `/CN=webhook.${NS}.svc`,
+    );
+    writeFileSync(
+      join(d, 'ext.cnf'),
+      `subjectAltName=DNS:webhook.${NS}.svc,DNS:webhook.${NS}.svc.cluster.local\nextendedKeyUsage=serverAuth\n`,
+    );
+    await ossl(
+      'x509',
+      '-req',
+      '-in',
+      'tls.csr',
+      '-CA',
+      'ca.crt',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      'tls.crt',
+      '-days',
+      '2',
+      '-extfile',
+      'ext.cnf',
+    );
   }
-  return { ca: readFileSync(join(d, 'ca.crt'), 'utf8'), cert: readFileSync(join(d, 'tls.crt'), 'utf8'), key: readFileSync(join(d, 'tls.key'), 'utf8') };
+  return {
+    ca: readFileSync(join(d, 'ca.crt'), 'utf8'),
+    cert: readFileSync(join(d, 'tls.crt'), 'utf8'),
+    key: readFileSync(join(d, 'tls.key'), 'utf8'),
+  };
 }
 
 /** Imports the webhook image into each worker's containerd (nothing can be pulled here). */
-export async function importImage(archive: string, workers: string[], execInVm: (vm: string, argv: string[], o: { input: Buffer; timeoutMs: number }) => Promise<unknown>): Promise<void> {
+export async function importImage(
+  archive: string,
+  workers: string[],
+  execInVm: (vm: string, argv: string[], o: { input: Buffer; timeoutMs: number }) => Promise<unknown>,
+): Promise<void> {
   const tar = readFileSync(archive);
   for (const vm of workers) await execInVm(vm, ['ctr', '-n', 'k8s.io', 'images', 'import', '-'], { input: tar, timeoutMs: 60_000 });
 }
@@ -96,42 +165,114 @@ export async function installWebhooks(ctx: ReachContext): Promise<void> {
   await apply(ctx, ctx.dir, 'webhook-server', [
     { apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } },
     { apiVersion: 'v1', kind: 'Namespace', metadata: { name: HOOKED, labels: { 'anodyne.test/webhooks': 'on' } } },
-    { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'webhook-tls', namespace: NS }, type: 'kubernetes.io/tls', data: { 'tls.crt': b64(tls.cert), 'tls.key': b64(tls.key) } },
     {
-      apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: 'webhook', namespace: NS },
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 'webhook-tls', namespace: NS },
+      type: 'kubernetes.io/tls',
+      data: { 'tls.crt': b64(tls.cert), 'tls.key': b64(tls.key) },
+    },
+    {
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: { name: 'webhook', namespace: NS },
       spec: {
-        replicas: 2, selector: { matchLabels: { app: 'webhook' } },
+        replicas: 2,
+        selector: { matchLabels: { app: 'webhook' } },
         template: {
           metadata: { labels: { app: 'webhook' } },
           spec: {
-            affinity: { podAntiAffinity: { preferredDuringSchedulingIgnoredDuringExecution: [{ weight: 100, podAffinityTerm: { topologyKey: 'kubernetes.io/hostname', labelSelector: { matchLabels: { app: 'webhook' } } } }] } },
-            containers: [{
-              name: 'webhook', image: WEBHOOK_IMAGE, imagePullPolicy: 'Never', args: ['-addr=:8443', '-cert=/tls/tls.crt', '-key=/tls/tls.key'],
-              ports: [{ containerPort: 8443 }], readinessProbe: { httpGet: { path: '/healthz', port: 8443, scheme: 'HTTPS' }, periodSeconds: 1 },
-              volumeMounts: [{ name: 'tls', mountPath: '/tls', readOnly: true }],
-            }],
+            affinity: {
+              podAntiAffinity: {
+                preferredDuringSchedulingIgnoredDuringExecution: [
+                  {
+                    weight: 100,
+                    podAffinityTerm: { topologyKey: 'kubernetes.io/hostname', labelSelector: { matchLabels: { app: 'webhook' } } },
+                  },
+                ],
+              },
+            },
+            containers: [
+              {
+                name: 'webhook',
+                image: WEBHOOK_IMAGE,
+                imagePullPolicy: 'Never',
+                args: ['-addr=:8443', '-cert=/tls/tls.crt', '-key=/tls/tls.key'],
+                ports: [{ containerPort: 8443 }],
+                readinessProbe: { httpGet: { path: '/healthz', port: 8443, scheme: 'HTTPS' }, periodSeconds: 1 },
+                volumeMounts: [{ name: 'tls', mountPath: '/tls', readOnly: true }],
+              },
+            ],
             volumes: [{ name: 'tls', secret: { secretName: 'webhook-tls' } }],
           },
         },
       },
     },
-    { apiVersion: 'v1', kind: 'Service', metadata: { name: 'webhook', namespace: NS }, spec: { selector: { app: 'webhook' }, ports: [{ port: 443, targetPort: 8443 }] } },
+    {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'webhook', namespace: NS },
+      spec: { selector: { app: 'webhook' }, ports: [{ port: 443, targetPort: 8443 }] },
+    },
   ]);
-  const rolled = await ctx.kubectl('-n', NS, 'rollout', 'status', 'deployment/webhook', '--timeout=90s').then(() => true, () => false);
+  const rolled = await ctx.kubectl('-n', NS, 'rollout', 'status', 'deployment/webhook', '--timeout=90s').then(
+    () => true,
+    () => false,
+  );
   if (!rolled) assert.fail(`the webhook server is not ready:\n${(await ctx.kubectl('-n', NS, 'describe', 'pods')).stdout.slice(-3000)}`);
   const rules = [{ apiGroups: [''], apiVersions: ['v1'], operations: ['CREATE', 'UPDATE'], resources: ['configmaps'] }];
-  const scope = { namespaceSelector: { matchLabels: { 'anodyne.test/webhooks': 'on' } }, sideEffects: 'None', admissionReviewVersions: ['v1'], failurePolicy: 'Fail', timeoutSeconds: 5, rules };
+  const scope = {
+    namespaceSelector: { matchLabels: { 'anodyne.test/webhooks': 'on' } },
+    sideEffects: 'None',
+    admissionReviewVersions: ['v1'],
+    failurePolicy: 'Fail',
+    timeoutSeconds: 5,
+    rules,
+  };
   const registered = performance.now();
   await apply(ctx, ctx.dir, 'webhook-configs', [
-    { apiVersion: 'admissionregistration.k8s.io/v1', kind: 'ValidatingWebhookConfiguration', metadata: { name: 'anodyne-test' }, webhooks: [{ name: 'validate.anodyne.test', clientConfig: service('/validate'), ...scope }] },
-    { apiVersion: 'admissionregistration.k8s.io/v1', kind: 'MutatingWebhookConfiguration', metadata: { name: 'anodyne-test' }, webhooks: [{ name: 'mutate.anodyne.test', clientConfig: service('/mutate'), reinvocationPolicy: 'Never', ...scope }] },
     {
-      apiVersion: 'apiextensions.k8s.io/v1', kind: 'CustomResourceDefinition', metadata: { name: 'widgets.test.anodyne.io' },
+      apiVersion: 'admissionregistration.k8s.io/v1',
+      kind: 'ValidatingWebhookConfiguration',
+      metadata: { name: 'anodyne-test' },
+      webhooks: [{ name: 'validate.anodyne.test', clientConfig: service('/validate'), ...scope }],
+    },
+    {
+      apiVersion: 'admissionregistration.k8s.io/v1',
+      kind: 'MutatingWebhookConfiguration',
+      metadata: { name: 'anodyne-test' },
+      webhooks: [{ name: 'mutate.anodyne.test', clientConfig: service('/mutate'), reinvocationPolicy: 'Never', ...scope }],
+    },
+    {
+      apiVersion: 'apiextensions.k8s.io/v1',
+      kind: 'CustomResourceDefinition',
+      metadata: { name: 'widgets.test.anodyne.io' },
       spec: {
-        group: 'test.anodyne.io', scope: 'Namespaced', names: { plural: 'widgets', singular: 'widget', kind: 'Widget' },
+        group: 'test.anodyne.io',
+        scope: 'Namespaced',
+        names: { plural: 'widgets', singular: 'widget', kind: 'Widget' },
         versions: [
-          { name: 'v1', served: true, storage: true, schema: { openAPIV3Schema: { type: 'object', properties: { spec: { type: 'object', properties: { size: { type: 'integer' } } } } } } },
-          { name: 'v2', served: true, storage: false, schema: { openAPIV3Schema: { type: 'object', properties: { spec: { type: 'object', properties: { dimensions: { type: 'object', properties: { width: { type: 'integer' } } } } } } } } },
+          {
+            name: 'v1',
+            served: true,
+            storage: true,
+            schema: {
+              openAPIV3Schema: { type: 'object', properties: { spec: { type: 'object', properties: { size: { type: 'integer' } } } } },
+            },
+          },
+          {
+            name: 'v2',
+            served: true,
+            storage: false,
+            schema: {
+              openAPIV3Schema: {
+                type: 'object',
+                properties: {
+                  spec: { type: 'object', properties: { dimensions: { type: 'object', properties: { width: { type: 'integer' } } } } },
+                },
+              },
+            },
+          },
         ],
         conversion: { strategy: 'Webhook', webhook: { conversionReviewVersions: ['v1'], clientConfig: service('/convert') } },
       },
@@ -139,14 +280,21 @@ export async function installWebhooks(ctx: ReachContext): Promise<void> {
   ]);
   // The first denial: the API server has loaded the configuration and reached a webhook pod.
   const denied = await until(() => refusal(ctx.kubectl, `first-${Date.now()}`), 120, 500, 90_000);
-  assert.match(denied ?? '', /anodyne test webhook: the data key "forbidden" is not allowed/, 'a ConfigMap with a forbidden key is refused with the webhook\'s message');
+  assert.match(
+    denied ?? '',
+    /anodyne test webhook: the data key "forbidden" is not allowed/,
+    "a ConfigMap with a forbidden key is refused with the webhook's message",
+  );
   ctx.note(`admission webhooks in effect ${(performance.now() - registered).toFixed(0)} ms after registration`);
   await ctx.kubectl('wait', '--for=condition=Established', 'crd/widgets.test.anodyne.io', '--timeout=30s');
 }
 
 /** Tries to create a ConfigMap with the forbidden key; resolves with the refusal, undefined if it was admitted. */
 async function refusal(kubectl: ReachContext['kubectl'], name: string): Promise<string | undefined> {
-  const r = await kubectl('-n', HOOKED, 'create', 'configmap', name, '--from-literal=forbidden=1').then(() => 'admitted', (e: { stderrTail?: string; message: string }) => e.stderrTail ?? e.message);
+  const r = await kubectl('-n', HOOKED, 'create', 'configmap', name, '--from-literal=forbidden=1').then(
+    () => 'admitted',
+    (e: { stderrTail?: string; message: string }) => e.stderrTail ?? e.message,
+  );
   if (r === 'admitted') {
     await kubectl('-n', HOOKED, 'delete', 'configmap', name).catch(() => undefined);
     return undefined;
@@ -161,26 +309,63 @@ async function refusal(kubectl: ReachContext['kubectl'], name: string): Promise<
  */
 export async function checkWebhooks(ctx: ReachContext, tag: string): Promise<void> {
   const denied = await until(() => refusal(ctx.kubectl, `deny-${tag}`), 60);
-  assert.match(denied ?? 'admitted', /anodyne test webhook: the data key "forbidden" is not allowed/, `${tag}: the validating webhook refuses`);
+  assert.match(
+    denied ?? 'admitted',
+    /anodyne test webhook: the data key "forbidden" is not allowed/,
+    `${tag}: the validating webhook refuses`,
+  );
   const label = await until(async () => {
     await ctx.kubectl('-n', HOOKED, 'create', 'configmap', `allowed-${tag}`, '--from-literal=k=v');
-    return (await ctx.kubectl('-n', HOOKED, 'get', 'configmap', `allowed-${tag}`, '-o', 'jsonpath={.metadata.labels.anodyne\\.test/mutated}')).stdout;
+    return (
+      await ctx.kubectl('-n', HOOKED, 'get', 'configmap', `allowed-${tag}`, '-o', 'jsonpath={.metadata.labels.anodyne\\.test/mutated}')
+    ).stdout;
   }, 60);
   assert.equal(label, 'yes', `${tag}: the mutating webhook's patch is on the stored object`);
   const v1 = { apiVersion: 'test.anodyne.io/v1', kind: 'Widget', metadata: { name: `w1-${tag}`, namespace: HOOKED }, spec: { size: 3 } };
-  const v2 = { apiVersion: 'test.anodyne.io/v2', kind: 'Widget', metadata: { name: `w2-${tag}`, namespace: HOOKED }, spec: { dimensions: { width: 7 } } };
+  const v2 = {
+    apiVersion: 'test.anodyne.io/v2',
+    kind: 'Widget',
+    metadata: { name: `w2-${tag}`, namespace: HOOKED },
+    spec: { dimensions: { width: 7 } },
+  };
   await apply(ctx, ctx.dir, `widgets-${tag}`, [v1, v2]);
-  const asV2 = await until(async () => JSON.parse((await ctx.kubectl('-n', HOOKED, 'get', `widgets.v2.test.anodyne.io/w1-${tag}`, '-o', 'json')).stdout) as { apiVersion: string; spec: unknown }, 60);
-  assert.deepEqual([asV2?.apiVersion, asV2?.spec], ['test.anodyne.io/v2', { dimensions: { width: 3 } }], `${tag}: a Widget written as v1 reads as v2 through the conversion webhook`);
-  const asV1 = JSON.parse((await ctx.kubectl('-n', HOOKED, 'get', `widgets.v1.test.anodyne.io/w2-${tag}`, '-o', 'json')).stdout) as { apiVersion: string; spec: unknown };
-  assert.deepEqual([asV1.apiVersion, asV1.spec], ['test.anodyne.io/v1', { size: 7 }], `${tag}: a Widget written as v2 is stored and read as v1`);
+  const asV2 = await until(
+    async () =>
+      JSON.parse((await ctx.kubectl('-n', HOOKED, 'get', `widgets.v2.test.anodyne.io/w1-${tag}`, '-o', 'json')).stdout) as {
+        apiVersion: string;
+        spec: unknown;
+      },
+    60,
+  );
+  assert.deepEqual(
+    [asV2?.apiVersion, asV2?.spec],
+    ['test.anodyne.io/v2', { dimensions: { width: 3 } }],
+    `${tag}: a Widget written as v1 reads as v2 through the conversion webhook`,
+  );
+  const asV1 = JSON.parse((await ctx.kubectl('-n', HOOKED, 'get', `widgets.v1.test.anodyne.io/w2-${tag}`, '-o', 'json')).stdout) as {
+    apiVersion: string;
+    spec: unknown;
+  };
+  assert.deepEqual(
+    [asV1.apiVersion, asV1.spec],
+    ['test.anodyne.io/v1', { size: 7 }],
+    `${tag}: a Widget written as v2 is stored and read as v1`,
+  );
 }
 
 /** `kubectl top nodes` and `kubectl top pods -A` show figures from metrics-server (the aggregated metrics API). */
 export async function checkTop(ctx: ReachContext, workers: string[]): Promise<void> {
   const started = performance.now();
-  const available = await ctx.kubectl('-n', 'kube-system', 'wait', '--for=condition=Available', 'deployment/metrics-server', '--timeout=120s').then(() => true, () => false);
-  if (!available) assert.fail(`metrics-server is not available:\n${(await ctx.kubectl('-n', 'kube-system', 'describe', 'pods', '-l', 'k8s-app=metrics-server')).stdout.slice(-3000)}`);
+  const available = await ctx
+    .kubectl('-n', 'kube-system', 'wait', '--for=condition=Available', 'deployment/metrics-server', '--timeout=120s')
+    .then(
+      () => true,
+      () => false,
+    );
+  if (!available)
+    assert.fail(
+      `metrics-server is not available:\n${(await ctx.kubectl('-n', 'kube-system', 'describe', 'pods', '-l', 'k8s-app=metrics-server')).stdout.slice(-3000)}`,
+    );
   const figures = /^\S+\s+\d+m\s+\d+%\s+\d+Mi\s+\d+%/;
   const nodes = await until(async () => {
     const out = (await ctx.kubectl('top', 'nodes', '--no-headers')).stdout;
@@ -206,22 +391,44 @@ export async function checkHpa(ctx: ReachContext, name: string): Promise<void> {
   const setup = `mkdir -p /tmp/www/cgi-bin && printf '%s' "$BURN" > /tmp/www/cgi-bin/burn && chmod 755 /tmp/www/cgi-bin/burn && exec httpd -f -p 8080 -h /tmp/www`;
   await apply(ctx, ctx.dir, `hpa-${name}`, [
     {
-      apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name },
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: { name },
       spec: {
-        replicas: 1, selector: { matchLabels: { app: name } },
+        replicas: 1,
+        selector: { matchLabels: { app: name } },
         template: {
           metadata: { labels: { app: name } },
-          spec: { containers: [{ name: 'burn', image, imagePullPolicy: 'Never', command: ['sh', '-c', setup], env: [{ name: 'BURN', value: script }], ports: [{ containerPort: 8080 }], resources: { requests: { cpu: '50m' }, limits: { cpu: '200m' } } }] },
+          spec: {
+            containers: [
+              {
+                name: 'burn',
+                image,
+                imagePullPolicy: 'Never',
+                command: ['sh', '-c', setup],
+                env: [{ name: 'BURN', value: script }],
+                ports: [{ containerPort: 8080 }],
+                resources: { requests: { cpu: '50m' }, limits: { cpu: '200m' } },
+              },
+            ],
+          },
         },
       },
     },
     { apiVersion: 'v1', kind: 'Service', metadata: { name }, spec: { selector: { app: name }, ports: [{ port: 80, targetPort: 8080 }] } },
     {
-      apiVersion: 'autoscaling/v2', kind: 'HorizontalPodAutoscaler', metadata: { name },
+      apiVersion: 'autoscaling/v2',
+      kind: 'HorizontalPodAutoscaler',
+      metadata: { name },
       spec: {
-        scaleTargetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name }, minReplicas: 1, maxReplicas: 3,
+        scaleTargetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name },
+        minReplicas: 1,
+        maxReplicas: 3,
         metrics: [{ type: 'Resource', resource: { name: 'cpu', target: { type: 'Utilization', averageUtilization: 30 } } }],
-        behavior: { scaleUp: { stabilizationWindowSeconds: 0 }, scaleDown: { stabilizationWindowSeconds: 0, policies: [{ type: 'Percent', value: 100, periodSeconds: 15 }] } },
+        behavior: {
+          scaleUp: { stabilizationWindowSeconds: 0 },
+          scaleDown: { stabilizationWindowSeconds: 0, policies: [{ type: 'Percent', value: 100, periodSeconds: 15 }] },
+        },
       },
     },
   ]);
@@ -232,8 +439,17 @@ export async function checkHpa(ctx: ReachContext, name: string): Promise<void> {
   const measured = await until(async () => (/\d+%\/30%/.test(await hpaState()) ? hpaState() : undefined), 120, 1000);
   assert.ok(measured, `the HPA reads CPU utilisation from the metrics API: ${await hpaState()}`);
   const loadStarted = performance.now();
-  await ctx.kubectl('run', `${name}-load`, `--image=${image}`, '--image-pull-policy=Never', '--restart=Never', '--', 'sh', '-c',
-    `while true; do wget -q -O /dev/null http://${name}/cgi-bin/burn & wget -q -O /dev/null http://${name}/cgi-bin/burn; wait; done`);
+  await ctx.kubectl(
+    'run',
+    `${name}-load`,
+    `--image=${image}`,
+    '--image-pull-policy=Never',
+    '--restart=Never',
+    '--',
+    'sh',
+    '-c',
+    `while true; do wget -q -O /dev/null http://${name}/cgi-bin/burn & wget -q -O /dev/null http://${name}/cgi-bin/burn; wait; done`,
+  );
   const up = await until(async () => ((await replicas()) >= 2 ? replicas() : undefined), 240, 1000);
   ctx.note(`HPA under load: ${await hpaState()} (${((performance.now() - loadStarted) / 1000).toFixed(0)} s after the load began)`);
   assert.ok(up !== undefined && up >= 2, `the HPA scales ${name} to at least 2 replicas under load: ${await hpaState()}`);

@@ -29,11 +29,17 @@ export interface ClusterView {
 }
 
 /** What a cluster was asked for, as stored in its record. */
-export interface Parameters { workers: number; externalHostname?: string; podCidr?: string; serviceCidr?: string }
+export interface Parameters {
+  workers: number;
+  externalHostname?: string;
+  podCidr?: string;
+  serviceCidr?: string;
+}
 
 export const FINAL_TASK_STATES: readonly TaskState[] = ['done', 'error', 'cancelled'];
 
-const taskStateToAction = (s: TaskState | undefined): ActionState => (s === 'done' ? 'succeeded' : s === 'error' || s === 'cancelled' ? 'failed' : 'in progress');
+const taskStateToAction = (s: TaskState | undefined): ActionState =>
+  s === 'done' ? 'succeeded' : s === 'error' || s === 'cancelled' ? 'failed' : 'in progress';
 
 export interface RecordsOptions {
   store: Store;
@@ -73,7 +79,9 @@ export class ClusterRecords {
   }
 
   async exists(name: string): Promise<boolean> {
-    const r = await storeQuery('reading a cluster', () => this.o.store.db.selectFrom('clusters').select('name').where('name', '=', name).executeTakeFirst());
+    const r = await storeQuery('reading a cluster', () =>
+      this.o.store.db.selectFrom('clusters').select('name').where('name', '=', name).executeTakeFirst(),
+    );
     return r !== undefined;
   }
 
@@ -88,7 +96,12 @@ export class ClusterRecords {
 
   /** Records the task now working on a cluster (and, for a resize, the parameters it deploys). */
   async setTask(name: string, action: ClusterView['last_action'], taskId: number, parameters?: Parameters): Promise<void> {
-    const set = { last_action: action, last_task_id: taskId, updated_at: this.now(), ...(parameters ? { parameters: JSON.stringify(parameters) } : {}) };
+    const set = {
+      last_action: action,
+      last_task_id: taskId,
+      updated_at: this.now(),
+      ...(parameters ? { parameters: JSON.stringify(parameters) } : {}),
+    };
     await storeQuery('updating a cluster', () => this.o.store.db.updateTable('clusters').set(set).where('name', '=', name).execute());
   }
 
@@ -111,10 +124,11 @@ export class ClusterRecords {
     const done = [...(await this.finishedDeletes(rows))];
     for (const n of done) {
       await storeQuery('removing a cluster record', () =>
-        this.o.store.db.deleteFrom('clusters').where('name', '=', n).where('last_action', '=', 'DELETE').execute());
+        this.o.store.db.deleteFrom('clusters').where('name', '=', n).where('last_action', '=', 'DELETE').execute(),
+      );
       this.endpoints.delete(n);
     }
-    if (done.length > 0) this.o.logger.info({ clusters: done }, 'deleted clusters\' records removed');
+    if (done.length > 0) this.o.logger.info({ clusters: done }, "deleted clusters' records removed");
     return done;
   }
 
@@ -123,7 +137,9 @@ export class ClusterRecords {
     if (r.last_task_id === null) return;
     const t = await this.o.director.tasks.get(r.last_task_id);
     if (!FINAL_TASK_STATES.includes(t.state)) {
-      throw new ConflictError('ANODYNE_E_CLUSTER_BUSY', `cluster ${r.name} has task ${t.id} in progress (${t.description})`, { details: { task_id: t.id } });
+      throw new ConflictError('ANODYNE_E_CLUSTER_BUSY', `cluster ${r.name} has task ${t.id} in progress (${t.description})`, {
+        details: { task_id: t.id },
+      });
     }
   }
 
@@ -148,9 +164,14 @@ export class ClusterRecords {
   async view(r: ClustersTable, task: Task | undefined): Promise<ClusterView> {
     const p = JSON.parse(r.parameters) as Parameters;
     const api = (await this.endpointOf(r, task))['api'];
-    const description = task ? `${r.last_action.toLowerCase()} ${task.state}${task.error ? `: ${task.error.message}` : ''}` : `${r.last_action.toLowerCase()} queued`;
+    const description = task
+      ? `${r.last_action.toLowerCase()} ${task.state}${task.error ? `: ${task.error.message}` : ''}`
+      : `${r.last_action.toLowerCase()} queued`;
     return {
-      name: r.name, plan_name: r.plan, uuid: r.uuid, owner: r.owner,
+      name: r.name,
+      plan_name: r.plan,
+      uuid: r.uuid,
+      owner: r.owner,
       last_action: r.last_action as ClusterView['last_action'],
       last_action_state: taskStateToAction(task?.state),
       last_action_description: description,

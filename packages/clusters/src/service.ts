@@ -52,11 +52,20 @@ export class ClusterService {
     this.profiles = new NetworkProfiles(o.store, this.records, this.plans);
     this.quotas = new Quotas(o.store, this.records, o.defaultQuota ?? { maxClusters: 10, maxWorkers: 50 });
     this.lifecycle = new ClusterLifecycle({
-      director: o.director, records: this.records, profiles: this.profiles, quotas: this.quotas, credentials: o.credentials, plans: this.plans,
+      director: o.director,
+      records: this.records,
+      profiles: this.profiles,
+      quotas: this.quotas,
+      credentials: o.credentials,
+      plans: this.plans,
       ...(o.oidc ? { oidc: o.oidc } : {}),
     });
     this.binds = new ClusterBinds({
-      records: this.records, credentials: o.credentials, logger: o.logger, ...(o.oidc ? { oidc: o.oidc } : {}), ...(o.kubeClient ? { client: o.kubeClient } : {}),
+      records: this.records,
+      credentials: o.credentials,
+      logger: o.logger,
+      ...(o.oidc ? { oidc: o.oidc } : {}),
+      ...(o.kubeClient ? { client: o.kubeClient } : {}),
     });
     this.fleet = new ClusterFleet(o.director, this.records, this.lifecycle);
   }
@@ -147,7 +156,12 @@ export class ClusterService {
 
   private async clusterOwnerOfTask(t: Task): Promise<string | undefined> {
     const cluster = t.deployment?.startsWith('cluster-') ? t.deployment.slice('cluster-'.length) : undefined;
-    return cluster ? this.records.row(cluster).then((r) => r.owner, () => undefined) : undefined;
+    return cluster
+      ? this.records.row(cluster).then(
+          (r) => r.owner,
+          () => undefined,
+        )
+      : undefined;
   }
 
   /** A task the actor may see: theirs, any on a cluster they own, or any for readers of all. */
@@ -159,9 +173,10 @@ export class ClusterService {
 
   async tasks(a: Actor, q: { cluster?: string; limit?: number }): Promise<Task[]> {
     const filter = access.listFilter(a);
-    const own = filter.owner !== undefined
-      ? { owner: a.name, orDeployments: (await this.records.list({ owner: a.name })).map((c) => deploymentName(c.name)) }
-      : {};
+    const own =
+      filter.owner !== undefined
+        ? { owner: a.name, orDeployments: (await this.records.list({ owner: a.name })).map((c) => deploymentName(c.name)) }
+        : {};
     return this.o.director.tasks.list({ ...own, ...(q.cluster ? { deployment: deploymentName(q.cluster) } : {}), limit: q.limit ?? 50 });
   }
 

@@ -9,7 +9,9 @@ import { AnodyneError } from './errors.js';
 
 describe('config', () => {
   let dir: string;
-  before(() => { dir = mkdtempSync(join(tmpdir(), 'anodyne-config-')); });
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'anodyne-config-'));
+  });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   const file = (name: string, text: string): string => {
@@ -27,7 +29,10 @@ describe('config', () => {
 
   it('reads the YAML file, then environment overrides win', () => {
     const p = file('a.yaml', 'store:\n  driver: postgres\n  url: postgres://a@127.0.0.1/x\nserver:\n  port: 9443\n');
-    const c = loadConfig(PlatformConfigSchema, { file: p, env: { ANODYNE_SERVER_PORT: '9555', ANODYNE_DATA_DIR: '/tmp/d', ANODYNE_SERVER_ALT_NAMES: 'a.example, b.example' } });
+    const c = loadConfig(PlatformConfigSchema, {
+      file: p,
+      env: { ANODYNE_SERVER_PORT: '9555', ANODYNE_DATA_DIR: '/tmp/d', ANODYNE_SERVER_ALT_NAMES: 'a.example, b.example' },
+    });
     assert.equal(c.store.driver, 'postgres');
     assert.equal(c.server.port, 9555);
     assert.equal(c.dataDir, '/tmp/d');
@@ -51,19 +56,25 @@ describe('config', () => {
   for (const c of bad) {
     it(`names the bad key: ${c.name}`, () => {
       const p = c.yaml === undefined ? undefined : file(`${c.name}.yaml`, c.yaml);
-      assert.throws(() => loadConfig(PlatformConfigSchema, { file: p, env: c.env ?? {} }), (err: unknown) => {
-        assert.ok(err instanceof AnodyneError);
-        assert.equal(err.code, c.code);
-        if (c.key) {
-          assert.ok(err.message.includes(c.key), err.message);
-          assert.equal(err.details['key'], c.key);
-        }
-        return true;
-      });
+      assert.throws(
+        () => loadConfig(PlatformConfigSchema, { file: p, env: c.env ?? {} }),
+        (err: unknown) => {
+          assert.ok(err instanceof AnodyneError);
+          assert.equal(err.code, c.code);
+          if (c.key) {
+            assert.ok(err.message.includes(c.key), err.message);
+            assert.equal(err.details['key'], c.key);
+          }
+          return true;
+        },
+      );
     });
   }
 
   it('reports an unreadable file with its code', () => {
-    assert.throws(() => loadConfig(PlatformConfigSchema, { file: join(dir, 'missing.yaml'), env: {} }), (err: unknown) => err instanceof AnodyneError && err.code === 'ANODYNE_E_CONFIG_UNREADABLE');
+    assert.throws(
+      () => loadConfig(PlatformConfigSchema, { file: join(dir, 'missing.yaml'), env: {} }),
+      (err: unknown) => err instanceof AnodyneError && err.code === 'ANODYNE_E_CONFIG_UNREADABLE',
+    );
   });
 });

@@ -150,16 +150,27 @@ function coerceEnv(binding: EnvBinding, raw: string): unknown {
     case 'number': {
       const n = Number(raw);
       if (raw.trim() === '' || !Number.isFinite(n)) {
-        throw new InputError('ANODYNE_E_CONFIG_INVALID', `config key ${key} (from ${binding.name}) must be a number, got ${JSON.stringify(raw)}`, { details: { key, env: binding.name } });
+        throw new InputError(
+          'ANODYNE_E_CONFIG_INVALID',
+          `config key ${key} (from ${binding.name}) must be a number, got ${JSON.stringify(raw)}`,
+          { details: { key, env: binding.name } },
+        );
       }
       return n;
     }
     case 'boolean':
       if (/^(1|true|yes|on)$/i.test(raw)) return true;
       if (/^(0|false|no|off)$/i.test(raw)) return false;
-      throw new InputError('ANODYNE_E_CONFIG_INVALID', `config key ${key} (from ${binding.name}) must be true or false, got ${JSON.stringify(raw)}`, { details: { key, env: binding.name } });
+      throw new InputError(
+        'ANODYNE_E_CONFIG_INVALID',
+        `config key ${key} (from ${binding.name}) must be true or false, got ${JSON.stringify(raw)}`,
+        { details: { key, env: binding.name } },
+      );
     case 'array':
-      return raw.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+      return raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s.length > 0);
     default:
       return raw;
   }
@@ -178,7 +189,13 @@ function setPath(target: Record<string, unknown>, path: string[], value: unknown
 
 /** `/store/driver` → `store.driver` */
 function keyFromPointer(pointer: string): string {
-  return pointer.replace(/^\//, '').split('/').map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~')).join('.') || '(root)';
+  return (
+    pointer
+      .replace(/^\//, '')
+      .split('/')
+      .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'))
+      .join('.') || '(root)'
+  );
 }
 
 /**
@@ -193,15 +210,23 @@ export function loadConfig<S extends TSchema>(schema: S, options: LoadConfigOpti
     try {
       text = readFileSync(options.file, 'utf8');
     } catch (err) {
-      throw new InputError('ANODYNE_E_CONFIG_UNREADABLE', `cannot read config file ${options.file}: ${(err as Error).message}`, { cause: err, details: { file: options.file } });
+      throw new InputError('ANODYNE_E_CONFIG_UNREADABLE', `cannot read config file ${options.file}: ${(err as Error).message}`, {
+        cause: err,
+        details: { file: options.file },
+      });
     }
     try {
       fromFile = parseYaml(text) ?? {};
     } catch (err) {
-      throw new InputError('ANODYNE_E_CONFIG_UNREADABLE', `config file ${options.file} is not valid YAML: ${(err as Error).message}`, { cause: err, details: { file: options.file } });
+      throw new InputError('ANODYNE_E_CONFIG_UNREADABLE', `config file ${options.file} is not valid YAML: ${(err as Error).message}`, {
+        cause: err,
+        details: { file: options.file },
+      });
     }
     if (typeof fromFile !== 'object' || Array.isArray(fromFile)) {
-      throw new InputError('ANODYNE_E_CONFIG_INVALID', `config file ${options.file} must hold a mapping at the top level`, { details: { file: options.file, key: '(root)' } });
+      throw new InputError('ANODYNE_E_CONFIG_INVALID', `config file ${options.file} must hold a mapping at the top level`, {
+        details: { file: options.file, key: '(root)' },
+      });
     }
   }
   const value = structuredClone(fromFile) as Record<string, unknown>;

@@ -1,9 +1,7 @@
 // Tests of the error catalogue and AnodyneError: unique ANODYNE_E_ codes, kinds, domain classes, wrapping unknown throwables.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  AnodyneError, ConflictError, ErrorCodes, InputError, NotFoundError, hasCode, toAnodyneError, type ErrorCode,
-} from './errors.js';
+import { AnodyneError, ConflictError, ErrorCodes, InputError, NotFoundError, hasCode, toAnodyneError, type ErrorCode } from './errors.js';
 
 describe('error catalogue', () => {
   it('every key equals its code', () => {
@@ -35,8 +33,18 @@ describe('AnodyneError', () => {
 
   const cases: { name: string; make: () => AnodyneError; code: ErrorCode; cls: string }[] = [
     { name: 'input default', make: () => new InputError(), code: 'ANODYNE_E_INVALID_INPUT', cls: 'InputError' },
-    { name: 'not found specific', make: () => new NotFoundError('ANODYNE_E_CREDENTIAL_NOT_FOUND', 'no /x'), code: 'ANODYNE_E_CREDENTIAL_NOT_FOUND', cls: 'NotFoundError' },
-    { name: 'conflict', make: () => new ConflictError('ANODYNE_E_PROVIDER_IP_TAKEN'), code: 'ANODYNE_E_PROVIDER_IP_TAKEN', cls: 'ConflictError' },
+    {
+      name: 'not found specific',
+      make: () => new NotFoundError('ANODYNE_E_CREDENTIAL_NOT_FOUND', 'no /x'),
+      code: 'ANODYNE_E_CREDENTIAL_NOT_FOUND',
+      cls: 'NotFoundError',
+    },
+    {
+      name: 'conflict',
+      make: () => new ConflictError('ANODYNE_E_PROVIDER_IP_TAKEN'),
+      code: 'ANODYNE_E_PROVIDER_IP_TAKEN',
+      cls: 'ConflictError',
+    },
   ];
   for (const c of cases) {
     it(`domain error: ${c.name}`, () => {

@@ -51,7 +51,11 @@ export const ErrorCodes = {
   ANODYNE_E_CANCELLED: def('ANODYNE_E_CANCELLED', 'cancelled', 'Cancelled'),
   ANODYNE_E_METHOD_NOT_ALLOWED: def('ANODYNE_E_METHOD_NOT_ALLOWED', 'invalid_input', 'The path does not take this method'),
   ANODYNE_E_URI_TOO_LONG: def('ANODYNE_E_URI_TOO_LONG', 'invalid_input', 'A path segment is too long'),
-  ANODYNE_E_UNSUPPORTED_MEDIA_TYPE: def('ANODYNE_E_UNSUPPORTED_MEDIA_TYPE', 'invalid_input', 'The request body\'s content type is not accepted'),
+  ANODYNE_E_UNSUPPORTED_MEDIA_TYPE: def(
+    'ANODYNE_E_UNSUPPORTED_MEDIA_TYPE',
+    'invalid_input',
+    "The request body's content type is not accepted",
+  ),
 
   // configuration
   ANODYNE_E_CONFIG_INVALID: def('ANODYNE_E_CONFIG_INVALID', 'invalid_input', 'Configuration is invalid'),
@@ -60,7 +64,11 @@ export const ErrorCodes = {
   // store
   ANODYNE_E_STORE_UNAVAILABLE: def('ANODYNE_E_STORE_UNAVAILABLE', 'unavailable', 'The database cannot be reached', true),
   ANODYNE_E_STORE_CORRUPT: def('ANODYNE_E_STORE_CORRUPT', 'internal', 'The database file is corrupt or not a database'),
-  ANODYNE_E_STORE_SCHEMA_TOO_NEW: def('ANODYNE_E_STORE_SCHEMA_TOO_NEW', 'precondition_failed', 'The database schema is newer than this version of Anodyne'),
+  ANODYNE_E_STORE_SCHEMA_TOO_NEW: def(
+    'ANODYNE_E_STORE_SCHEMA_TOO_NEW',
+    'precondition_failed',
+    'The database schema is newer than this version of Anodyne',
+  ),
   ANODYNE_E_STORE_MIGRATION_FAILED: def('ANODYNE_E_STORE_MIGRATION_FAILED', 'internal', 'A database migration failed'),
   ANODYNE_E_STORE_CONFIG_INVALID: def('ANODYNE_E_STORE_CONFIG_INVALID', 'invalid_input', 'The store configuration is invalid'),
 
@@ -76,10 +84,18 @@ export const ErrorCodes = {
   ANODYNE_E_CREDENTIAL_PARAMS_INVALID: def('ANODYNE_E_CREDENTIAL_PARAMS_INVALID', 'invalid_input', 'Invalid credential parameters'),
   ANODYNE_E_CREDENTIAL_CA_NOT_FOUND: def('ANODYNE_E_CREDENTIAL_CA_NOT_FOUND', 'invalid_input', 'Signing CA not found'),
   ANODYNE_E_CREDENTIAL_NAME_INVALID: def('ANODYNE_E_CREDENTIAL_NAME_INVALID', 'invalid_input', 'Invalid credential name'),
-  ANODYNE_E_ENCRYPTION_KEY_MISSING: def('ANODYNE_E_ENCRYPTION_KEY_MISSING', 'precondition_failed', 'The encryption key for a record is not available'),
+  ANODYNE_E_ENCRYPTION_KEY_MISSING: def(
+    'ANODYNE_E_ENCRYPTION_KEY_MISSING',
+    'precondition_failed',
+    'The encryption key for a record is not available',
+  ),
   ANODYNE_E_ENCRYPTION_KEY_INVALID: def('ANODYNE_E_ENCRYPTION_KEY_INVALID', 'invalid_input', 'The encryption key is invalid'),
   ANODYNE_E_DECRYPTION_FAILED: def('ANODYNE_E_DECRYPTION_FAILED', 'internal', 'A stored record could not be decrypted'),
-  ANODYNE_E_CA_ROTATION_INVALID: def('ANODYNE_E_CA_ROTATION_INVALID', 'conflict', 'The CA is not in a state that allows this rotation step'),
+  ANODYNE_E_CA_ROTATION_INVALID: def(
+    'ANODYNE_E_CA_ROTATION_INVALID',
+    'conflict',
+    'The CA is not in a state that allows this rotation step',
+  ),
 
   // release
   ANODYNE_E_RELEASE_NOT_FOUND: def('ANODYNE_E_RELEASE_NOT_FOUND', 'precondition_failed', 'The Kubernetes release has not been built'),
@@ -87,7 +103,11 @@ export const ErrorCodes = {
 
   // director
   ANODYNE_E_MANIFEST_INVALID: def('ANODYNE_E_MANIFEST_INVALID', 'invalid_input', 'The deployment manifest is invalid'),
-  ANODYNE_E_MANIFEST_VARIABLE_MISSING: def('ANODYNE_E_MANIFEST_VARIABLE_MISSING', 'invalid_input', 'The manifest refers to a variable that is not defined'),
+  ANODYNE_E_MANIFEST_VARIABLE_MISSING: def(
+    'ANODYNE_E_MANIFEST_VARIABLE_MISSING',
+    'invalid_input',
+    'The manifest refers to a variable that is not defined',
+  ),
   ANODYNE_E_JOB_UNKNOWN: def('ANODYNE_E_JOB_UNKNOWN', 'invalid_input', 'The manifest names a job that no release provides'),
   ANODYNE_E_TEMPLATE_INVALID: def('ANODYNE_E_TEMPLATE_INVALID', 'invalid_input', 'A job template refers to something that does not exist'),
   ANODYNE_E_DEPLOYMENT_NOT_FOUND: def('ANODYNE_E_DEPLOYMENT_NOT_FOUND', 'not_found', 'Deployment not found'),
@@ -112,7 +132,12 @@ export const ErrorCodes = {
 
   // identity
   ANODYNE_E_BAD_CREDENTIALS: def('ANODYNE_E_BAD_CREDENTIALS', 'unauthenticated', 'Bad user name, password or client credentials'),
-  ANODYNE_E_ACCOUNT_LOCKED: def('ANODYNE_E_ACCOUNT_LOCKED', 'unauthenticated', 'Too many failed logins; the account is locked for a while', true),
+  ANODYNE_E_ACCOUNT_LOCKED: def(
+    'ANODYNE_E_ACCOUNT_LOCKED',
+    'unauthenticated',
+    'Too many failed logins; the account is locked for a while',
+    true,
+  ),
   ANODYNE_E_TOKEN_MISSING: def('ANODYNE_E_TOKEN_MISSING', 'unauthenticated', 'A bearer token is required'),
   ANODYNE_E_TOKEN_INVALID: def('ANODYNE_E_TOKEN_INVALID', 'unauthenticated', 'The token is not valid'),
   ANODYNE_E_TOKEN_EXPIRED: def('ANODYNE_E_TOKEN_EXPIRED', 'unauthenticated', 'The token has expired'),
@@ -128,11 +153,15 @@ export const ErrorCodes = {
   ANODYNE_E_CLUSTER_NOT_FOUND: def('ANODYNE_E_CLUSTER_NOT_FOUND', 'not_found', 'Cluster not found'),
   ANODYNE_E_CLUSTER_EXISTS: def('ANODYNE_E_CLUSTER_EXISTS', 'conflict', 'A cluster with this name exists'),
   ANODYNE_E_CLUSTER_BUSY: def('ANODYNE_E_CLUSTER_BUSY', 'conflict', 'The cluster has a task in progress', true),
-  ANODYNE_E_FLEET_UPGRADE_FAILED: def('ANODYNE_E_FLEET_UPGRADE_FAILED', 'internal', 'A cluster of a fleet upgrade failed; later clusters were not started'),
+  ANODYNE_E_FLEET_UPGRADE_FAILED: def(
+    'ANODYNE_E_FLEET_UPGRADE_FAILED',
+    'internal',
+    'A cluster of a fleet upgrade failed; later clusters were not started',
+  ),
   ANODYNE_E_BINDING_CONFLICT: def('ANODYNE_E_BINDING_CONFLICT', 'conflict', 'A binding with this id exists with other attributes'),
   ANODYNE_E_NETWORK_PROFILE_NOT_FOUND: def('ANODYNE_E_NETWORK_PROFILE_NOT_FOUND', 'invalid_input', 'Unknown network profile'),
   ANODYNE_E_PLAN_NOT_FOUND: def('ANODYNE_E_PLAN_NOT_FOUND', 'invalid_input', 'Unknown plan'),
-  ANODYNE_E_QUOTA_EXCEEDED: def('ANODYNE_E_QUOTA_EXCEEDED', 'quota_exceeded', 'The request exceeds the owner\'s quota'),
+  ANODYNE_E_QUOTA_EXCEEDED: def('ANODYNE_E_QUOTA_EXCEEDED', 'quota_exceeded', "The request exceeds the owner's quota"),
   ANODYNE_E_ROUTE_NOT_FOUND: def('ANODYNE_E_ROUTE_NOT_FOUND', 'not_found', 'No such route'),
   ANODYNE_E_BODY_TOO_LARGE: def('ANODYNE_E_BODY_TOO_LARGE', 'invalid_input', 'The request body is too large'),
 } as const satisfies Record<string, ErrorDefinition>;

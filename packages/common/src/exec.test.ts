@@ -30,10 +30,16 @@ describe('exec', () => {
   });
 
   it('reports a missing program with its own code', async () => {
-    await assert.rejects(exec(['anodyne-no-such-program']), (err: unknown) => err instanceof AnodyneError && err.code === 'ANODYNE_E_COMMAND_NOT_FOUND');
+    await assert.rejects(
+      exec(['anodyne-no-such-program']),
+      (err: unknown) => err instanceof AnodyneError && err.code === 'ANODYNE_E_COMMAND_NOT_FOUND',
+    );
   });
 
   it('kills on timeout', async () => {
-    await assert.rejects(exec(['sleep', '5'], { timeoutMs: 100 }), (err: unknown) => err instanceof CommandError && err.signal === 'SIGKILL');
+    await assert.rejects(
+      exec(['sleep', '5'], { timeoutMs: 100 }),
+      (err: unknown) => err instanceof CommandError && err.signal === 'SIGKILL',
+    );
   });
 });

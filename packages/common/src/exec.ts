@@ -10,7 +10,14 @@ export class CommandError extends AnodyneError {
   readonly stderrTail: string;
   readonly stdoutTail: string;
 
-  constructor(argv: readonly string[], exitCode: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string, options: ErrorOptions = {}) {
+  constructor(
+    argv: readonly string[],
+    exitCode: number | null,
+    signal: NodeJS.Signals | null,
+    stdout: string,
+    stderr: string,
+    options: ErrorOptions = {},
+  ) {
     const stderrTail = tail(stderr);
     const how = signal ? `killed by ${signal}` : `exit code ${exitCode}`;
     super('ANODYNE_E_COMMAND_FAILED', `${argv.join(' ')}: ${how}${stderrTail ? `: ${stderrTail.split('\n').slice(-3).join(' | ')}` : ''}`, {

@@ -12,14 +12,30 @@ function capture(): { stream: Writable; lines: () => Record<string, unknown>[]; 
       cb();
     },
   });
-  return { stream, raw: () => buf, lines: () => buf.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>) };
+  return {
+    stream,
+    raw: () => buf,
+    lines: () =>
+      buf
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
+  };
 }
 
 describe('logger', () => {
   it('redacts secret-named keys at any depth', () => {
     const out = capture();
     const log = createLogger({ destination: out.stream, level: 'info' });
-    log.info({ user: 'ann', password: 'hunter2hunter2', nested: { deeper: { client_secret: 's3cr3t-value', privateKey: 'PEM' } }, list: [{ token: 'tok-abcdef' }] }, 'login');
+    log.info(
+      {
+        user: 'ann',
+        password: 'hunter2hunter2',
+        nested: { deeper: { client_secret: 's3cr3t-value', privateKey: 'PEM' } },
+        list: [{ token: 'tok-abcdef' }],
+      },
+      'login',
+    );
     const [rec] = out.lines();
     assert.ok(rec);
     assert.equal(rec['user'], 'ann');

@@ -4,7 +4,8 @@ import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'p
 export type { Logger } from 'pino';
 
 /** Keys whose values are secrets wherever they appear in a log record, at any depth. */
-const SECRET_KEY = /pass(word|phrase)?$|secret|token|private_?key|privatekey|credential|authorization|cookie|^key$|_key$|api_?key|client_?secret/i;
+const SECRET_KEY =
+  /pass(word|phrase)?$|secret|token|private_?key|privatekey|credential|authorization|cookie|^key$|_key$|api_?key|client_?secret/i;
 
 export const REDACTED = '[REDACTED]';
 
@@ -50,7 +51,12 @@ function redactValue(value: unknown, secrets: SecretRegistry | undefined, depth:
   return redactObject(value as Record<string, unknown>, secrets, depth + 1, seen);
 }
 
-function redactObject(obj: Record<string, unknown>, secrets: SecretRegistry | undefined, depth: number, seen: WeakSet<object>): Record<string, unknown> {
+function redactObject(
+  obj: Record<string, unknown>,
+  secrets: SecretRegistry | undefined,
+  depth: number,
+  seen: WeakSet<object>,
+): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(obj)) {
     out[k] = SECRET_KEY.test(k) && v !== undefined && v !== null && v !== '' ? REDACTED : redactValue(v, secrets, depth, seen);

@@ -38,7 +38,10 @@ function allFiles(dir: string): string[] {
   return out;
 }
 
-function suite(name: string, setup: () => Promise<{ open: () => Promise<{ store: Store; rawFiles: () => Promise<string[]> }>; teardown: () => Promise<void> }>): void {
+function suite(
+  name: string,
+  setup: () => Promise<{ open: () => Promise<{ store: Store; rawFiles: () => Promise<string[]> }>; teardown: () => Promise<void> }>,
+): void {
   describe(`credstore on ${name}`, () => {
     let env: Awaited<ReturnType<typeof setup>>;
     let dir: string;
@@ -75,10 +78,13 @@ function suite(name: string, setup: () => Promise<{ open: () => Promise<{ store:
         assert.equal(over.version, 3);
         assert.equal((await creds.get('/p/admin', { ...actor, version: 1 })).value, a.value, 'old versions are kept');
         assert.equal((await creds.get('/p/admin', { ...actor, id: changed.id })).version, 2);
-        assert.deepEqual((await creds.versions('/p/admin')).map((v) => v.version), [3, 2, 1]);
+        assert.deepEqual(
+          (await creds.versions('/p/admin')).map((v) => v.version),
+          [3, 2, 1],
+        );
         const user = await creds.generate<'user'>('/p/db', 'user', { username: 'anodyne' }, actor);
-        assert.equal((user.value).username, 'anodyne');
-        assert.equal((user.value).password.length, 30);
+        assert.equal(user.value.username, 'anodyne');
+        assert.equal(user.value.password.length, 30);
         const special = await creds.generate('/p/special', 'password', { length: 64, include_special: true, exclude_number: true }, actor);
         assert.doesNotMatch(special.value, /[0-9]/);
         assert.match(special.value, /[!#%+\-.:=?@^_~]/);
@@ -91,25 +97,38 @@ function suite(name: string, setup: () => Promise<{ open: () => Promise<{ store:
       const { store, creds, clock } = await make();
       try {
         const ca = await creds.generate('/c/ca', 'certificate', { is_ca: true, common_name: 'test-ca', duration: 3650 }, actor);
-        const leaf = await creds.generate<'certificate'>('/c/apiserver', 'certificate', {
-          ca: '/c/ca', common_name: 'kube-apiserver', alternative_names: ['kubernetes', 'kubernetes.default.svc', '10.96.0.1', '127.0.0.1', '*.example.test'],
-          organization: ['system:masters'], key_usage: ['digital_signature', 'key_encipherment'], extended_key_usage: ['server_auth', 'client_auth'], duration: 30,
-        }, actor);
+        const leaf = await creds.generate<'certificate'>(
+          '/c/apiserver',
+          'certificate',
+          {
+            ca: '/c/ca',
+            common_name: 'kube-apiserver',
+            alternative_names: ['kubernetes', 'kubernetes.default.svc', '10.96.0.1', '127.0.0.1', '*.example.test'],
+            organization: ['system:masters'],
+            key_usage: ['digital_signature', 'key_encipherment'],
+            extended_key_usage: ['server_auth', 'client_auth'],
+            duration: 30,
+          },
+          actor,
+        );
         const v = leaf.value;
-        assert.ok(await opensslVerify(dir, (ca.value).certificate, v.certificate));
-        assert.equal(v.ca, (ca.value).certificate);
+        assert.ok(await opensslVerify(dir, ca.value.certificate, v.certificate));
+        assert.equal(v.ca, ca.value.certificate);
         assert.equal(v.ca_name, '/c/ca');
         const x = new X509Certificate(v.certificate);
-        assert.equal(x.subjectAltName, 'DNS:kubernetes, DNS:kubernetes.default.svc, IP Address:10.96.0.1, IP Address:127.0.0.1, DNS:*.example.test');
+        assert.equal(
+          x.subjectAltName,
+          'DNS:kubernetes, DNS:kubernetes.default.svc, IP Address:10.96.0.1, IP Address:127.0.0.1, DNS:*.example.test',
+        );
         assert.match(x.subject, /CN=kube-apiserver/);
         assert.match(x.subject, /O=system:masters/);
         assert.deepEqual(x.keyUsage?.sort(), ['1.3.6.1.5.5.7.3.1', '1.3.6.1.5.5.7.3.2']);
         assert.equal(x.ca, false);
         const days = (new Date(x.validTo).getTime() - clock.nowMs()) / 86_400_000;
         assert.ok(days > 29.9 && days <= 30.01, `validity ${days} days`);
-        assert.ok(x.checkIssued(new X509Certificate((ca.value).certificate)));
+        assert.ok(x.checkIssued(new X509Certificate(ca.value.certificate)));
         assert.ok(x.checkPrivateKey((await import('node:crypto')).createPrivateKey(v.private_key)));
-        const caX = new X509Certificate((ca.value).certificate);
+        const caX = new X509Certificate(ca.value.certificate);
         assert.equal(caX.ca, true);
         // openssl's own view of the extensions
         const certFile = join(dir, 'leaf-text.pem');
@@ -118,8 +137,13 @@ function suite(name: string, setup: () => Promise<{ open: () => Promise<{ store:
         assert.match(text, /Key Usage: critical\s+Digital Signature, Key Encipherment/);
         assert.match(text, /TLS Web Server Authentication, TLS Web Client Authentication/);
         // ECDSA keys work as well
-        const ec = await creds.generate<'certificate'>('/c/ec', 'certificate', { ca: '/c/ca', common_name: 'ec', key_algorithm: 'ecdsa', extended_key_usage: ['client_auth'] }, actor);
-        assert.ok(await opensslVerify(dir, (ca.value).certificate, (ec.value).certificate));
+        const ec = await creds.generate<'certificate'>(
+          '/c/ec',
+          'certificate',
+          { ca: '/c/ca', common_name: 'ec', key_algorithm: 'ecdsa', extended_key_usage: ['client_auth'] },
+          actor,
+        );
+        assert.ok(await opensslVerify(dir, ca.value.certificate, ec.value.certificate));
       } finally {
         await store.close();
       }
@@ -136,7 +160,7 @@ function suite(name: string, setup: () => Promise<{ open: () => Promise<{ store:
         assert.equal(same.version, 1);
         const changed = await creds.generate('/v/leaf', 'certificate', { ...params, alternative_names: ['a.test', 'b.test'] }, actor);
         assert.equal(changed.version, 2);
-        assert.match(new X509Certificate((changed.value).certificate).subjectAltName ?? '', /b\.test/);
+        assert.match(new X509Certificate(changed.value.certificate).subjectAltName ?? '', /b\.test/);
       } finally {
         await store.close();
       }
@@ -154,30 +178,42 @@ function suite(name: string, setup: () => Promise<{ open: () => Promise<{ store:
         assert.equal(ca2.transitional, true);
         const leaf1Now = await creds.get<'certificate'>('/r/leaf', actor);
         assert.equal(leaf1Now.id, leaf1.id);
-        const bundle1 = (leaf1Now.value).ca;
+        const bundle1 = leaf1Now.value.ca;
         assert.equal((bundle1.match(/BEGIN CERTIFICATE/g) ?? []).length, 2, 'bundle holds both CA versions');
-        assert.ok(await opensslVerify(dir, bundle1, (leaf1.value).certificate));
+        assert.ok(await opensslVerify(dir, bundle1, leaf1.value.certificate));
         // converge does not re-sign while the old CA still signs
         assert.equal((await creds.generate('/r/leaf', 'certificate', leafParams, actor)).id, leaf1.id);
         // 2. flag moves to the old CA: the new one signs; converge re-signs leaves
         const active = await creds.setTransitional('/r/ca', ca1.id, actor);
-        assert.deepEqual(active.map((a) => [a.id, a.transitional]), [[ca2.id, false], [ca1.id, true]]);
+        assert.deepEqual(
+          active.map((a) => [a.id, a.transitional]),
+          [
+            [ca2.id, false],
+            [ca1.id, true],
+          ],
+        );
         const leaf2 = await creds.generate<'certificate'>('/r/leaf', 'certificate', leafParams, actor);
         assert.equal(leaf2.version, 2, 'converge re-signs a leaf when the CA that signs changed');
         const v2 = leaf2.value;
         assert.ok(new X509Certificate(v2.certificate).checkIssued(new X509Certificate((ca2.value as CertificateValue).certificate)));
         assert.ok(await opensslVerify(dir, v2.ca, v2.certificate));
-        assert.ok(await opensslVerify(dir, v2.ca, (leaf1.value).certificate), 'old leaves still verify during the transition');
+        assert.ok(await opensslVerify(dir, v2.ca, leaf1.value.certificate), 'old leaves still verify during the transition');
         // 3. no transitional version: only the new CA is trusted
         await creds.setTransitional('/r/ca', null, actor);
         const final = (await creds.get<'certificate'>('/r/leaf', actor)).value;
         assert.equal((final.ca.match(/BEGIN CERTIFICATE/g) ?? []).length, 1);
         assert.ok(await opensslVerify(dir, final.ca, final.certificate));
-        assert.equal(await opensslVerify(dir, final.ca, (leaf1.value).certificate), false, 'leaves of the old CA no longer verify');
+        assert.equal(await opensslVerify(dir, final.ca, leaf1.value.certificate), false, 'leaves of the old CA no longer verify');
         // Rotation steps are refused where they make no sense
-        await assert.rejects(creds.regenerate('/r/leaf', { ...actor, transitional: true }), (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_CA_ROTATION_INVALID');
+        await assert.rejects(
+          creds.regenerate('/r/leaf', { ...actor, transitional: true }),
+          (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_CA_ROTATION_INVALID',
+        );
         await creds.regenerate('/r/ca', { ...actor, transitional: true });
-        await assert.rejects(creds.regenerate('/r/ca', { ...actor, transitional: true }), (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_CA_ROTATION_INVALID');
+        await assert.rejects(
+          creds.regenerate('/r/ca', { ...actor, transitional: true }),
+          (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_CA_ROTATION_INVALID',
+        );
       } finally {
         await store.close();
       }
@@ -189,12 +225,24 @@ function suite(name: string, setup: () => Promise<{ open: () => Promise<{ store:
         await creds.generate('/e/ca', 'certificate', { is_ca: true, common_name: 'ca', duration: 3650 }, actor);
         await creds.generate('/e/short', 'certificate', { ca: '/e/ca', common_name: 'short', duration: 10 }, actor);
         await creds.generate('/e/long', 'certificate', { ca: '/e/ca', common_name: 'long', duration: 400 }, actor);
-        assert.deepEqual((await creds.findExpiring(30)).map((e) => e.name), ['/e/short']);
-        assert.deepEqual((await creds.findExpiring(5)).map((e) => e.name), []);
-        assert.deepEqual((await creds.findExpiring(500)).map((e) => e.name), ['/e/short', '/e/long']);
+        assert.deepEqual(
+          (await creds.findExpiring(30)).map((e) => e.name),
+          ['/e/short'],
+        );
+        assert.deepEqual(
+          (await creds.findExpiring(5)).map((e) => e.name),
+          [],
+        );
+        assert.deepEqual(
+          (await creds.findExpiring(500)).map((e) => e.name),
+          ['/e/short', '/e/long'],
+        );
         // a replaced leaf version is no longer in use and is not reported
         await creds.generate('/e/short', 'certificate', { ca: '/e/ca', common_name: 'short', duration: 100 }, actor);
-        assert.deepEqual((await creds.findExpiring(30)).map((e) => e.name), []);
+        assert.deepEqual(
+          (await creds.findExpiring(30)).map((e) => e.name),
+          [],
+        );
       } finally {
         await store.close();
       }
@@ -237,7 +285,11 @@ function suite(name: string, setup: () => Promise<{ open: () => Promise<{ store:
       const { store, creds, keys } = await make();
       try {
         const before = new Map<string, unknown>();
-        for (const [n, t] of [['/k/pw', 'password'], ['/k/rsa', 'rsa'], ['/k/ssh', 'ssh']] as const) {
+        for (const [n, t] of [
+          ['/k/pw', 'password'],
+          ['/k/rsa', 'rsa'],
+          ['/k/ssh', 'ssh'],
+        ] as const) {
           before.set(n, (await creds.generate(n, t, {}, actor)).value);
         }
         await creds.generate('/k/ca', 'certificate', { is_ca: true, common_name: 'k' }, actor);
@@ -258,7 +310,10 @@ function suite(name: string, setup: () => Promise<{ open: () => Promise<{ store:
         }
         // a key missing from the ring is a coded error, not garbage
         const other = new CredStore({ store, keys: new KeyRing(newRandomKey()), clock: new ManualClock(), logger: silentLogger() });
-        await assert.rejects(other.get('/k/pw', actor), (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_ENCRYPTION_KEY_MISSING');
+        await assert.rejects(
+          other.get('/k/pw', actor),
+          (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_ENCRYPTION_KEY_MISSING',
+        );
       } finally {
         await store.close();
       }
@@ -271,7 +326,13 @@ function suite(name: string, setup: () => Promise<{ open: () => Promise<{ store:
         await creds.get('/a/pw', { actor: 'bob' });
         await assert.rejects(creds.get('/a/missing', { actor: 'bob' }));
         const events = await new AuditLog(store, clock).list({ actor: 'bob' });
-        assert.deepEqual(events.map((e) => [e.action, e.target, e.result]), [['credential.read', '/a/missing', 'error'], ['credential.read', '/a/pw', 'ok']]);
+        assert.deepEqual(
+          events.map((e) => [e.action, e.target, e.result]),
+          [
+            ['credential.read', '/a/missing', 'error'],
+            ['credential.read', '/a/pw', 'ok'],
+          ],
+        );
         assert.ok(!JSON.stringify(events).includes((await creds.get<'password'>('/a/pw', actor)).value));
       } finally {
         await store.close();
@@ -283,11 +344,31 @@ function suite(name: string, setup: () => Promise<{ open: () => Promise<{ store:
       try {
         const cases: [string, () => Promise<unknown>, string][] = [
           ['unknown type', () => creds.generate('/b/x', 'token' as 'password', {}, actor), 'ANODYNE_E_CREDENTIAL_TYPE_UNKNOWN'],
-          ['missing CA', () => creds.generate('/b/leaf', 'certificate', { ca: '/b/no-such-ca', common_name: 'x' }, actor), 'ANODYNE_E_CREDENTIAL_CA_NOT_FOUND'],
-          ['zero duration', () => creds.generate('/b/ca', 'certificate', { is_ca: true, common_name: 'x', duration: 0 }, actor), 'ANODYNE_E_CREDENTIAL_PARAMS_INVALID'],
-          ['negative duration', () => creds.generate('/b/ca', 'certificate', { is_ca: true, common_name: 'x', duration: -5 }, actor), 'ANODYNE_E_CREDENTIAL_PARAMS_INVALID'],
-          ['malformed SAN', () => creds.generate('/b/ca', 'certificate', { self_sign: true, common_name: 'x', alternative_names: ['not a host!'] }, actor), 'ANODYNE_E_CREDENTIAL_PARAMS_INVALID'],
-          ['unknown parameter', () => creds.generate('/b/pw', 'password', { lenght: 3 } as never, actor), 'ANODYNE_E_CREDENTIAL_PARAMS_INVALID'],
+          [
+            'missing CA',
+            () => creds.generate('/b/leaf', 'certificate', { ca: '/b/no-such-ca', common_name: 'x' }, actor),
+            'ANODYNE_E_CREDENTIAL_CA_NOT_FOUND',
+          ],
+          [
+            'zero duration',
+            () => creds.generate('/b/ca', 'certificate', { is_ca: true, common_name: 'x', duration: 0 }, actor),
+            'ANODYNE_E_CREDENTIAL_PARAMS_INVALID',
+          ],
+          [
+            'negative duration',
+            () => creds.generate('/b/ca', 'certificate', { is_ca: true, common_name: 'x', duration: -5 }, actor),
+            'ANODYNE_E_CREDENTIAL_PARAMS_INVALID',
+          ],
+          [
+            'malformed SAN',
+            () => creds.generate('/b/ca', 'certificate', { self_sign: true, common_name: 'x', alternative_names: ['not a host!'] }, actor),
+            'ANODYNE_E_CREDENTIAL_PARAMS_INVALID',
+          ],
+          [
+            'unknown parameter',
+            () => creds.generate('/b/pw', 'password', { lenght: 3 } as never, actor),
+            'ANODYNE_E_CREDENTIAL_PARAMS_INVALID',
+          ],
           ['bad name', () => creds.generate('../etc', 'password', {}, actor), 'ANODYNE_E_CREDENTIAL_NAME_INVALID'],
           ['generate a value', () => creds.generate('/b/v', 'value' as 'password', {}, actor), 'ANODYNE_E_CREDENTIAL_PARAMS_INVALID'],
           ['no signer', () => creds.generate('/b/leaf', 'certificate', { common_name: 'x' }, actor), 'ANODYNE_E_CREDENTIAL_PARAMS_INVALID'],
@@ -301,8 +382,14 @@ function suite(name: string, setup: () => Promise<{ open: () => Promise<{ store:
           });
         }
         await creds.generate('/b/pw', 'password', {}, actor);
-        await assert.rejects(creds.generate('/b/pw', 'rsa', {}, actor), (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_CREDENTIAL_TYPE_MISMATCH');
-        assert.deepEqual((await creds.list('/b')).map((c) => c.name), ['/b/pw']);
+        await assert.rejects(
+          creds.generate('/b/pw', 'rsa', {}, actor),
+          (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_CREDENTIAL_TYPE_MISMATCH',
+        );
+        assert.deepEqual(
+          (await creds.list('/b')).map((c) => c.name),
+          ['/b/pw'],
+        );
       } finally {
         await store.close();
       }
@@ -314,11 +401,23 @@ function suite(name: string, setup: () => Promise<{ open: () => Promise<{ store:
         for (const n of ['/clusters/a/x', '/clusters/a/y', '/clusters/ab/z', '/other']) await creds.generate(n, 'password', {}, actor);
         await creds.generate('/clusters/a/x', 'password', { length: 10 }, actor);
         const listed = await creds.list('/clusters/a/');
-        assert.deepEqual(listed.map((c) => [c.name, c.version]), [['/clusters/a/x', 2], ['/clusters/a/y', 1]]);
+        assert.deepEqual(
+          listed.map((c) => [c.name, c.version]),
+          [
+            ['/clusters/a/x', 2],
+            ['/clusters/a/y', 1],
+          ],
+        );
         assert.equal(await creds.deletePrefix('/clusters/a'), 2);
-        assert.deepEqual((await creds.list('/')).map((c) => c.name), ['/clusters/ab/z', '/other']);
+        assert.deepEqual(
+          (await creds.list('/')).map((c) => c.name),
+          ['/clusters/ab/z', '/other'],
+        );
         await creds.delete('/other', actor);
-        await assert.rejects(creds.delete('/other', actor), (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_CREDENTIAL_NOT_FOUND');
+        await assert.rejects(
+          creds.delete('/other', actor),
+          (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_CREDENTIAL_NOT_FOUND',
+        );
       } finally {
         await store.close();
       }
@@ -336,20 +435,58 @@ function suite(name: string, setup: () => Promise<{ open: () => Promise<{ store:
           creds.generate(`${p}/service-account-key`, 'rsa', {}, actor),
         ]);
         const leaves: [string, string, Record<string, unknown>][] = [
-          ['apiserver', 'ca', { common_name: 'kube-apiserver', alternative_names: ['kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local', '10.96.0.1', '127.0.0.1'], extended_key_usage: ['server_auth'] }],
-          ['apiserver-kubelet-client', 'ca', { common_name: 'kube-apiserver-kubelet-client', organization: 'kubeadm:cluster-admins', extended_key_usage: ['client_auth'] }],
+          [
+            'apiserver',
+            'ca',
+            {
+              common_name: 'kube-apiserver',
+              alternative_names: [
+                'kubernetes',
+                'kubernetes.default',
+                'kubernetes.default.svc',
+                'kubernetes.default.svc.cluster.local',
+                '10.96.0.1',
+                '127.0.0.1',
+              ],
+              extended_key_usage: ['server_auth'],
+            },
+          ],
+          [
+            'apiserver-kubelet-client',
+            'ca',
+            { common_name: 'kube-apiserver-kubelet-client', organization: 'kubeadm:cluster-admins', extended_key_usage: ['client_auth'] },
+          ],
           ['apiserver-etcd-client', 'etcd-ca', { common_name: 'kube-apiserver-etcd-client', extended_key_usage: ['client_auth'] }],
           ['front-proxy-client', 'front-proxy-ca', { common_name: 'front-proxy-client', extended_key_usage: ['client_auth'] }],
-          ['etcd-server', 'etcd-ca', { common_name: 'etcd', alternative_names: ['localhost', '127.0.0.1'], extended_key_usage: ['server_auth', 'client_auth'] }],
-          ['etcd-peer', 'etcd-ca', { common_name: 'etcd-peer', alternative_names: ['localhost', '127.0.0.1'], extended_key_usage: ['server_auth', 'client_auth'] }],
+          [
+            'etcd-server',
+            'etcd-ca',
+            { common_name: 'etcd', alternative_names: ['localhost', '127.0.0.1'], extended_key_usage: ['server_auth', 'client_auth'] },
+          ],
+          [
+            'etcd-peer',
+            'etcd-ca',
+            { common_name: 'etcd-peer', alternative_names: ['localhost', '127.0.0.1'], extended_key_usage: ['server_auth', 'client_auth'] },
+          ],
           ['etcd-healthcheck-client', 'etcd-ca', { common_name: 'kube-etcd-healthcheck-client', extended_key_usage: ['client_auth'] }],
           ['admin', 'ca', { common_name: 'kubernetes-admin', organization: 'system:masters', extended_key_usage: ['client_auth'] }],
           ['controller-manager', 'ca', { common_name: 'system:kube-controller-manager', extended_key_usage: ['client_auth'] }],
           ['scheduler', 'ca', { common_name: 'system:kube-scheduler', extended_key_usage: ['client_auth'] }],
-          ['kubelet', 'ca', { common_name: 'system:node:worker-0', organization: 'system:nodes', alternative_names: ['10.0.0.10'], extended_key_usage: ['server_auth', 'client_auth'] }],
+          [
+            'kubelet',
+            'ca',
+            {
+              common_name: 'system:node:worker-0',
+              organization: 'system:nodes',
+              alternative_names: ['10.0.0.10'],
+              extended_key_usage: ['server_auth', 'client_auth'],
+            },
+          ],
           ['kube-proxy', 'ca', { common_name: 'system:kube-proxy', extended_key_usage: ['client_auth'] }],
         ];
-        await Promise.all(leaves.map(([n, ca, params]) => creds.generate(`${p}/${n}`, 'certificate', { ca: `${p}/${ca}`, ...params }, actor)));
+        await Promise.all(
+          leaves.map(([n, ca, params]) => creds.generate(`${p}/${n}`, 'certificate', { ca: `${p}/${ca}`, ...params }, actor)),
+        );
         const ms = performance.now() - started;
         t.diagnostic(`full cluster certificate set (3 CAs + ${leaves.length} leaves + SA key): ${ms.toFixed(0)} ms`);
         assert.equal((await creds.list(p)).length, 16);
@@ -392,7 +529,9 @@ suite('PostgreSQL', async () => {
 
 describe('key file', () => {
   let dir: string;
-  before(() => { dir = mkdtempSync(join(tmpdir(), 'anodyne-keyfile-')); });
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'anodyne-keyfile-'));
+  });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   it('is created with mode 0600 on first start and gives the same key after', () => {
@@ -406,10 +545,15 @@ describe('key file', () => {
     const path = join(dir, 'open.key');
     writeFileSync(path, newRandomKey().toString('hex'));
     chmodSync(path, 0o644);
-    assert.throws(() => loadKeyFile(path), (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_ENCRYPTION_KEY_INVALID');
+    assert.throws(
+      () => loadKeyFile(path),
+      (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_ENCRYPTION_KEY_INVALID',
+    );
     const short = join(dir, 'short.key');
     writeFileSync(short, 'abcd', { mode: 0o600 });
-    assert.throws(() => loadKeyFile(short), (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_ENCRYPTION_KEY_INVALID');
+    assert.throws(
+      () => loadKeyFile(short),
+      (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_ENCRYPTION_KEY_INVALID',
+    );
   });
 });
-

@@ -1,15 +1,22 @@
 // The credential store: generated, versioned, encrypted credentials with CA rotation and expiry queries, and deployment variables.
 import { createHash, randomUUID } from 'node:crypto';
-import {
-  ConflictError, InputError, NotFoundError, type Clock, type Logger, type SecretRegistry,
-} from '@anodyne/common';
+import { ConflictError, InputError, NotFoundError, type Clock, type Logger, type SecretRegistry } from '@anodyne/common';
 import { AuditLog, storeQuery, type Store } from '@anodyne/store';
 import { type KeyRing } from './keyring.js';
 import { generateCertificate, generatePassword, generateRsa, generateSsh } from './generate.js';
 import {
-  assertType, canonicalJson, normalizeName, validateParams,
-  type CertificateParams, type CertificateValue, type CredentialType, type GeneratableType, type GenerateParamsByType,
-  type SshParams, type UserParams, type ValueByType,
+  assertType,
+  canonicalJson,
+  normalizeName,
+  validateParams,
+  type CertificateParams,
+  type CertificateValue,
+  type CredentialType,
+  type GeneratableType,
+  type GenerateParamsByType,
+  type SshParams,
+  type UserParams,
+  type ValueByType,
 } from './types.js';
 
 /** How `generate` treats an existing credential of the same name. */
@@ -119,7 +126,12 @@ export class CredStore {
    * the parameters differ from those of the latest version, or, for a certificate, when its
    * CA's signing version has changed. Parameters are validated before any work starts.
    */
-  async generate<T extends GeneratableType>(rawName: string, type: T, params: GenerateParamsByType[T] | Record<string, never> = {}, options: Actor & { mode?: GenerateMode } = { actor: 'system' }): Promise<Credential<T>> {
+  async generate<T extends GeneratableType>(
+    rawName: string,
+    type: T,
+    params: GenerateParamsByType[T] | Record<string, never> = {},
+    options: Actor & { mode?: GenerateMode } = { actor: 'system' },
+  ): Promise<Credential<T>> {
     const name = normalizeName(rawName);
     return this.serialized(name, () => this.generateUnlocked<T>(name, type, params, options));
   }
@@ -135,13 +147,20 @@ export class CredStore {
     return next;
   }
 
-  private async generateUnlocked<T extends GeneratableType>(name: string, type: T, params: GenerateParamsByType[T] | Record<string, never>, options: Actor & { mode?: GenerateMode }): Promise<Credential<T>> {
+  private async generateUnlocked<T extends GeneratableType>(
+    name: string,
+    type: T,
+    params: GenerateParamsByType[T] | Record<string, never>,
+    options: Actor & { mode?: GenerateMode },
+  ): Promise<Credential<T>> {
     assertType(type);
     const p = validateParams(type, params);
     const mode = options.mode ?? 'converge';
     const latest = await this.latestRow(name);
     if (latest && latest.type !== type) {
-      throw new ConflictError('ANODYNE_E_CREDENTIAL_TYPE_MISMATCH', `credential ${name} exists with type ${latest.type}, not ${type}`, { details: { name, type: latest.type } });
+      throw new ConflictError('ANODYNE_E_CREDENTIAL_TYPE_MISMATCH', `credential ${name} exists with type ${latest.type}, not ${type}`, {
+        details: { name, type: latest.type },
+      });
     }
     let signer: Awaited<ReturnType<CredStore['signingVersion']>> | undefined;
     if (type === 'certificate' && (p as CertificateParams).ca !== undefined) {
@@ -157,20 +176,37 @@ export class CredStore {
       }
     }
     const { value, expiresAt, caName, signedBy } = await this.produce(type, p, signer);
-    const row = await this.insertVersion(name, type, value, { params: p, ...(signedBy ? { signed_by: signedBy } : {}) }, paramsHash, { expiresAt, caName, transitional: false });
-    await this.audit.record({ actor: options.actor, action: 'credential.generate', target: name, result: 'ok', details: { type, version: row.version, mode } });
+    const row = await this.insertVersion(name, type, value, { params: p, ...(signedBy ? { signed_by: signedBy } : {}) }, paramsHash, {
+      expiresAt,
+      caName,
+      transitional: false,
+    });
+    await this.audit.record({
+      actor: options.actor,
+      action: 'credential.generate',
+      target: name,
+      result: 'ok',
+      details: { type, version: row.version, mode },
+    });
     this.logger.info({ name, type, version: row.version }, 'credential generated');
     return this.decode<T>(row, options.actor);
   }
 
   /** Stores a value given by the caller as a new version. */
-  async set<T extends CredentialType>(rawName: string, type: T, value: ValueByType[T], options: Actor = { actor: 'system' }): Promise<Credential<T>> {
+  async set<T extends CredentialType>(
+    rawName: string,
+    type: T,
+    value: ValueByType[T],
+    options: Actor = { actor: 'system' },
+  ): Promise<Credential<T>> {
     const name = normalizeName(rawName);
     assertType(type);
     checkSetValue(type, value);
     const latest = await this.latestRow(name);
     if (latest && latest.type !== type) {
-      throw new ConflictError('ANODYNE_E_CREDENTIAL_TYPE_MISMATCH', `credential ${name} exists with type ${latest.type}, not ${type}`, { details: { name, type: latest.type } });
+      throw new ConflictError('ANODYNE_E_CREDENTIAL_TYPE_MISMATCH', `credential ${name} exists with type ${latest.type}, not ${type}`, {
+        details: { name, type: latest.type },
+      });
     }
     let expiresAt: string | null = null;
     let stored: unknown = value;
@@ -185,7 +221,13 @@ export class CredStore {
       stored = { certificate: c.certificate, private_key: c.private_key, ...(c.ca ? { given_ca: c.ca } : {}) };
     }
     const row = await this.insertVersion(name, type, stored, { params: {} }, 'set', { expiresAt, caName: null, transitional: false });
-    await this.audit.record({ actor: options.actor, action: 'credential.set', target: name, result: 'ok', details: { type, version: row.version } });
+    await this.audit.record({
+      actor: options.actor,
+      action: 'credential.set',
+      target: name,
+      result: 'ok',
+      details: { type, version: row.version },
+    });
     return this.decode<T>(row, options.actor);
   }
 
@@ -196,37 +238,77 @@ export class CredStore {
     if (!latest) throw new NotFoundError('ANODYNE_E_CREDENTIAL_NOT_FOUND', `credential ${name} not found`, { details: { name } });
     const type = latest.type as CredentialType;
     if (type === 'value' || type === 'json' || latest.params_hash === 'set') {
-      throw new InputError('ANODYNE_E_CREDENTIAL_PARAMS_INVALID', `credential ${name} was set, not generated, and cannot be regenerated`, { details: { name } });
+      throw new InputError('ANODYNE_E_CREDENTIAL_PARAMS_INVALID', `credential ${name} was set, not generated, and cannot be regenerated`, {
+        details: { name },
+      });
     }
     const stored = JSON.parse(latest.params) as StoredParams;
     const p = stored.params;
     if (options.transitional) {
       if (type !== 'certificate' || (p as CertificateParams).is_ca !== true) {
-        throw new ConflictError('ANODYNE_E_CA_ROTATION_INVALID', `only a CA can be regenerated as transitional; ${name} is not a CA`, { details: { name } });
+        throw new ConflictError('ANODYNE_E_CA_ROTATION_INVALID', `only a CA can be regenerated as transitional; ${name} is not a CA`, {
+          details: { name },
+        });
       }
-      const any = await this.store.db.selectFrom('credential_versions').select('id').where('credential_id', '=', latest.credential_id).where('transitional', '=', 1).executeTakeFirst();
-      if (any) throw new ConflictError('ANODYNE_E_CA_ROTATION_INVALID', `CA ${name} already has a transitional version; finish that rotation first`, { details: { name } });
+      const any = await this.store.db
+        .selectFrom('credential_versions')
+        .select('id')
+        .where('credential_id', '=', latest.credential_id)
+        .where('transitional', '=', 1)
+        .executeTakeFirst();
+      if (any)
+        throw new ConflictError(
+          'ANODYNE_E_CA_ROTATION_INVALID',
+          `CA ${name} already has a transitional version; finish that rotation first`,
+          { details: { name } },
+        );
     }
     let signer: Awaited<ReturnType<CredStore['signingVersion']>> | undefined;
-    if (type === 'certificate' && (p as CertificateParams).ca !== undefined) signer = await this.signingVersion(normalizeName((p as CertificateParams).ca!));
+    if (type === 'certificate' && (p as CertificateParams).ca !== undefined)
+      signer = await this.signingVersion(normalizeName((p as CertificateParams).ca!));
     const { value, expiresAt, caName, signedBy } = await this.produce(type, p, signer);
-    const row = await this.insertVersion(name, type, value, { params: p, ...(signedBy ? { signed_by: signedBy } : {}) }, hashParams(p), { expiresAt, caName, transitional: options.transitional === true });
-    await this.audit.record({ actor: options.actor, action: 'credential.regenerate', target: name, result: 'ok', details: { type, version: row.version, transitional: options.transitional === true } });
+    const row = await this.insertVersion(name, type, value, { params: p, ...(signedBy ? { signed_by: signedBy } : {}) }, hashParams(p), {
+      expiresAt,
+      caName,
+      transitional: options.transitional === true,
+    });
+    await this.audit.record({
+      actor: options.actor,
+      action: 'credential.regenerate',
+      target: name,
+      result: 'ok',
+      details: { type, version: row.version, transitional: options.transitional === true },
+    });
     return this.decode(row, options.actor);
   }
 
   // ---------------------------------------------------------------- read
 
   /** The latest version, or the one given by number or id. Audited as a read of a secret value. */
-  async get<T extends CredentialType = CredentialType>(rawName: string, options: Actor & { version?: number; id?: string } = { actor: 'system' }): Promise<Credential<T>> {
+  async get<T extends CredentialType = CredentialType>(
+    rawName: string,
+    options: Actor & { version?: number; id?: string } = { actor: 'system' },
+  ): Promise<Credential<T>> {
     const name = normalizeName(rawName);
     let q = this.versionQuery().where('credentials.name', '=', name);
     if (options.id !== undefined) q = q.where('credential_versions.id', '=', options.id);
     else if (options.version !== undefined) q = q.where('credential_versions.version', '=', options.version);
-    const row = await storeQuery('reading a credential', () => q.orderBy('credential_versions.version', 'desc').limit(1).executeTakeFirst());
+    const row = await storeQuery('reading a credential', () =>
+      q.orderBy('credential_versions.version', 'desc').limit(1).executeTakeFirst(),
+    );
     if (!row) {
-      await this.audit.record({ actor: options.actor, action: 'credential.read', target: name, result: 'error', details: { reason: 'not found' } });
-      throw new NotFoundError('ANODYNE_E_CREDENTIAL_NOT_FOUND', `credential ${name}${options.version !== undefined ? ` version ${options.version}` : ''} not found`, { details: { name } });
+      await this.audit.record({
+        actor: options.actor,
+        action: 'credential.read',
+        target: name,
+        result: 'error',
+        details: { reason: 'not found' },
+      });
+      throw new NotFoundError(
+        'ANODYNE_E_CREDENTIAL_NOT_FOUND',
+        `credential ${name}${options.version !== undefined ? ` version ${options.version}` : ''} not found`,
+        { details: { name } },
+      );
     }
     return this.decode<T>(row, options.actor);
   }
@@ -234,7 +316,9 @@ export class CredStore {
   /** Every version of a credential, newest first, without values. */
   async versions(rawName: string): Promise<CredentialMeta[]> {
     const name = normalizeName(rawName);
-    const rows = await storeQuery('listing versions', () => this.versionQuery().where('credentials.name', '=', name).orderBy('credential_versions.version', 'desc').execute());
+    const rows = await storeQuery('listing versions', () =>
+      this.versionQuery().where('credentials.name', '=', name).orderBy('credential_versions.version', 'desc').execute(),
+    );
     if (rows.length === 0) throw new NotFoundError('ANODYNE_E_CREDENTIAL_NOT_FOUND', `credential ${name} not found`, { details: { name } });
     return rows.map(meta);
   }
@@ -245,7 +329,16 @@ export class CredStore {
     const rows = await storeQuery('listing credentials', () =>
       this.versionQuery()
         .where('credentials.name', 'like', `${p.replace(/[\\%_]/g, (c) => '\\' + c)}%`)
-        .where((eb) => eb('credential_versions.version', '=', eb.selectFrom('credential_versions as v2').select((sub) => sub.fn.max('v2.version').as('m')).whereRef('v2.credential_id', '=', 'credentials.id')))
+        .where((eb) =>
+          eb(
+            'credential_versions.version',
+            '=',
+            eb
+              .selectFrom('credential_versions as v2')
+              .select((sub) => sub.fn.max('v2.version').as('m'))
+              .whereRef('v2.credential_id', '=', 'credentials.id'),
+          ),
+        )
         .orderBy('credentials.name')
         .execute(),
     );
@@ -260,12 +353,17 @@ export class CredStore {
     if (!Number.isFinite(days) || days < 0) throw new InputError('ANODYNE_E_INVALID_INPUT', 'days must be a number ≥ 0');
     const limit = new Date(this.clock.nowMs() + days * 86_400_000).toISOString();
     const rows = await storeQuery('finding expiring certificates', () =>
-      this.versionQuery().where('credential_versions.type', '=', 'certificate').where('credential_versions.expires_at', '<=', limit).orderBy('credential_versions.expires_at').execute(),
+      this.versionQuery()
+        .where('credential_versions.type', '=', 'certificate')
+        .where('credential_versions.expires_at', '<=', limit)
+        .orderBy('credential_versions.expires_at')
+        .execute(),
     );
     const out: ExpiringCertificate[] = [];
     for (const r of rows) {
       const active = await this.activeVersionIds(r.credential_id);
-      if (active.includes(r.id)) out.push({ name: r.name, id: r.id, version: r.version, expires_at: r.expires_at!, transitional: r.transitional === 1 });
+      if (active.includes(r.id))
+        out.push({ name: r.name, id: r.id, version: r.version, expires_at: r.expires_at!, transitional: r.transitional === 1 });
     }
     return out;
   }
@@ -275,8 +373,11 @@ export class CredStore {
   /** Deletes a credential and all its versions. */
   async delete(rawName: string, options: Actor = { actor: 'system' }): Promise<void> {
     const name = normalizeName(rawName);
-    const res = await storeQuery('deleting a credential', () => this.store.db.deleteFrom('credentials').where('name', '=', name).executeTakeFirst());
-    if (Number(res.numDeletedRows) === 0) throw new NotFoundError('ANODYNE_E_CREDENTIAL_NOT_FOUND', `credential ${name} not found`, { details: { name } });
+    const res = await storeQuery('deleting a credential', () =>
+      this.store.db.deleteFrom('credentials').where('name', '=', name).executeTakeFirst(),
+    );
+    if (Number(res.numDeletedRows) === 0)
+      throw new NotFoundError('ANODYNE_E_CREDENTIAL_NOT_FOUND', `credential ${name} not found`, { details: { name } });
     await this.audit.record({ actor: options.actor, action: 'credential.delete', target: name, result: 'ok' });
   }
 
@@ -284,7 +385,10 @@ export class CredStore {
   async deletePrefix(prefix: string, options: Actor = { actor: 'system' }): Promise<number> {
     const p = normalizeName(prefix.replace(/\/+$/, ''));
     const res = await storeQuery('deleting credentials', () =>
-      this.store.db.deleteFrom('credentials').where((eb) => eb.or([eb('name', '=', p), eb('name', 'like', `${p.replace(/[\\%_]/g, (c) => '\\' + c)}/%`)])).executeTakeFirst(),
+      this.store.db
+        .deleteFrom('credentials')
+        .where((eb) => eb.or([eb('name', '=', p), eb('name', 'like', `${p.replace(/[\\%_]/g, (c) => '\\' + c)}/%`)]))
+        .executeTakeFirst(),
     );
     const n = Number(res.numDeletedRows);
     await this.audit.record({ actor: options.actor, action: 'credential.delete_prefix', target: p, result: 'ok', details: { deleted: n } });
@@ -304,15 +408,24 @@ export class CredStore {
    */
   async setTransitional(rawName: string, versionId: string | null, options: Actor = { actor: 'system' }): Promise<CredentialMeta[]> {
     const name = normalizeName(rawName);
-    const rows = await storeQuery('reading CA versions', () => this.versionQuery().where('credentials.name', '=', name).orderBy('credential_versions.version', 'desc').execute());
+    const rows = await storeQuery('reading CA versions', () =>
+      this.versionQuery().where('credentials.name', '=', name).orderBy('credential_versions.version', 'desc').execute(),
+    );
     const latest = rows[0];
     if (!latest) throw new NotFoundError('ANODYNE_E_CREDENTIAL_NOT_FOUND', `credential ${name} not found`, { details: { name } });
     const params = (JSON.parse(latest.params) as StoredParams).params as CertificateParams;
-    if (latest.type !== 'certificate' || params.is_ca !== true) throw new ConflictError('ANODYNE_E_CA_ROTATION_INVALID', `${name} is not a CA`, { details: { name } });
+    if (latest.type !== 'certificate' || params.is_ca !== true)
+      throw new ConflictError('ANODYNE_E_CA_ROTATION_INVALID', `${name} is not a CA`, { details: { name } });
     if (versionId !== null) {
       const target = rows.find((r) => r.id === versionId);
-      if (!target) throw new NotFoundError('ANODYNE_E_CREDENTIAL_NOT_FOUND', `CA ${name} has no version ${versionId}`, { details: { name, versionId } });
-      if (rows.length < 2) throw new ConflictError('ANODYNE_E_CA_ROTATION_INVALID', `CA ${name} has only one version; regenerate it as transitional first`, { details: { name } });
+      if (!target)
+        throw new NotFoundError('ANODYNE_E_CREDENTIAL_NOT_FOUND', `CA ${name} has no version ${versionId}`, {
+          details: { name, versionId },
+        });
+      if (rows.length < 2)
+        throw new ConflictError('ANODYNE_E_CA_ROTATION_INVALID', `CA ${name} has only one version; regenerate it as transitional first`, {
+          details: { name },
+        });
     }
     await storeQuery('updating the transitional flag', () =>
       this.store.db.transaction().execute(async (tx) => {
@@ -320,14 +433,22 @@ export class CredStore {
         if (versionId !== null) await tx.updateTable('credential_versions').set({ transitional: 1 }).where('id', '=', versionId).execute();
       }),
     );
-    await this.audit.record({ actor: options.actor, action: 'credential.ca_transitional', target: name, result: 'ok', details: { versionId } });
+    await this.audit.record({
+      actor: options.actor,
+      action: 'credential.ca_transitional',
+      target: name,
+      result: 'ok',
+      details: { versionId },
+    });
     return this.activeVersions(name);
   }
 
   /** The versions of a certificate in use: the signing version first, then any transitional one. */
   async activeVersions(rawName: string): Promise<CredentialMeta[]> {
     const name = normalizeName(rawName);
-    const rows = await storeQuery('reading versions', () => this.versionQuery().where('credentials.name', '=', name).orderBy('credential_versions.version', 'desc').execute());
+    const rows = await storeQuery('reading versions', () =>
+      this.versionQuery().where('credentials.name', '=', name).orderBy('credential_versions.version', 'desc').execute(),
+    );
     if (rows.length === 0) throw new NotFoundError('ANODYNE_E_CREDENTIAL_NOT_FOUND', `credential ${name} not found`, { details: { name } });
     const ids = await this.activeVersionIds(rows[0]!.credential_id);
     return ids.map((id) => meta(rows.find((r) => r.id === id)!));
@@ -353,7 +474,12 @@ export class CredStore {
         const plain = this.keys.open({ keyId: row.key_id, nonce: Buffer.from(row.nonce), ciphertext: Buffer.from(row.ciphertext) }, aad);
         const sealed = this.keys.seal(plain, aad);
         await storeQuery('re-encrypting a record', () =>
-          this.store.db.updateTable('credential_versions').set({ key_id: sealed.keyId, nonce: sealed.nonce, ciphertext: sealed.ciphertext }).where('id', '=', row.id).where('key_id', '=', row.key_id).execute(),
+          this.store.db
+            .updateTable('credential_versions')
+            .set({ key_id: sealed.keyId, nonce: sealed.nonce, ciphertext: sealed.ciphertext })
+            .where('id', '=', row.id)
+            .where('key_id', '=', row.key_id)
+            .execute(),
         );
         total++;
       }
@@ -364,7 +490,9 @@ export class CredStore {
 
   /** Key ids still referenced by stored records. */
   async keyIdsInUse(): Promise<string[]> {
-    const rows = await storeQuery('reading key ids', () => this.store.db.selectFrom('credential_versions').select('key_id').distinct().execute());
+    const rows = await storeQuery('reading key ids', () =>
+      this.store.db.selectFrom('credential_versions').select('key_id').distinct().execute(),
+    );
     return rows.map((r) => r.key_id).sort();
   }
 
@@ -375,22 +503,38 @@ export class CredStore {
       .selectFrom('credential_versions')
       .innerJoin('credentials', 'credentials.id', 'credential_versions.credential_id')
       .select([
-        'credential_versions.id', 'credential_versions.credential_id', 'credential_versions.version', 'credential_versions.type',
-        'credential_versions.key_id', 'credential_versions.nonce', 'credential_versions.ciphertext', 'credential_versions.params',
-        'credential_versions.params_hash', 'credential_versions.transitional', 'credential_versions.expires_at',
-        'credential_versions.ca_name', 'credential_versions.created_at', 'credentials.name',
+        'credential_versions.id',
+        'credential_versions.credential_id',
+        'credential_versions.version',
+        'credential_versions.type',
+        'credential_versions.key_id',
+        'credential_versions.nonce',
+        'credential_versions.ciphertext',
+        'credential_versions.params',
+        'credential_versions.params_hash',
+        'credential_versions.transitional',
+        'credential_versions.expires_at',
+        'credential_versions.ca_name',
+        'credential_versions.created_at',
+        'credentials.name',
       ]);
   }
 
-
   private async latestRow(name: string): Promise<VersionRow | undefined> {
-    return storeQuery('reading a credential', () => this.versionQuery().where('credentials.name', '=', name).orderBy('credential_versions.version', 'desc').limit(1).executeTakeFirst());
+    return storeQuery('reading a credential', () =>
+      this.versionQuery().where('credentials.name', '=', name).orderBy('credential_versions.version', 'desc').limit(1).executeTakeFirst(),
+    );
   }
 
   /** Ids of a certificate's versions in use: the signing version and any transitional one. */
   private async activeVersionIds(credentialId: string): Promise<string[]> {
     const rows = await storeQuery('reading versions', () =>
-      this.store.db.selectFrom('credential_versions').select(['id', 'version', 'transitional']).where('credential_id', '=', credentialId).orderBy('version', 'desc').execute(),
+      this.store.db
+        .selectFrom('credential_versions')
+        .select(['id', 'version', 'transitional'])
+        .where('credential_id', '=', credentialId)
+        .orderBy('version', 'desc')
+        .execute(),
     );
     const signing = rows.find((r) => r.transitional === 0);
     return [...(signing ? [signing.id] : []), ...rows.filter((r) => r.transitional === 1).map((r) => r.id)];
@@ -398,28 +542,45 @@ export class CredStore {
 
   /** The CA version that signs now: the newest version not marked transitional. */
   private async signingVersion(caName: string): Promise<{ row: VersionRow; value: StoredCertificate }> {
-    const rows = await storeQuery('reading the CA', () => this.versionQuery().where('credentials.name', '=', caName).orderBy('credential_versions.version', 'desc').execute());
+    const rows = await storeQuery('reading the CA', () =>
+      this.versionQuery().where('credentials.name', '=', caName).orderBy('credential_versions.version', 'desc').execute(),
+    );
     const row = rows.find((r) => r.transitional === 0);
     if (!row || row.type !== 'certificate' || (JSON.parse(row.params) as StoredParams).params['is_ca'] !== true) {
-      throw new InputError('ANODYNE_E_CREDENTIAL_CA_NOT_FOUND', `signing CA ${caName} does not exist or is not a CA`, { details: { ca: caName } });
+      throw new InputError('ANODYNE_E_CREDENTIAL_CA_NOT_FOUND', `signing CA ${caName} does not exist or is not a CA`, {
+        details: { ca: caName },
+      });
     }
     return { row, value: this.openRow(row) as StoredCertificate };
   }
 
   private async caBundle(caName: string): Promise<string> {
-    const rows = await storeQuery('reading the CA', () => this.versionQuery().where('credentials.name', '=', caName).orderBy('credential_versions.version', 'desc').execute());
+    const rows = await storeQuery('reading the CA', () =>
+      this.versionQuery().where('credentials.name', '=', caName).orderBy('credential_versions.version', 'desc').execute(),
+    );
     if (rows.length === 0) return '';
     const active = await this.activeVersionIds(rows[0]!.credential_id);
     return active.map((id) => (this.openRow(rows.find((r) => r.id === id)!) as StoredCertificate).certificate).join('');
   }
 
-  private async produce(type: CredentialType, p: Record<string, unknown>, signer?: { row: VersionRow; value: StoredCertificate }): Promise<{ value: unknown; expiresAt: string | null; caName: string | null; signedBy?: string }> {
+  private async produce(
+    type: CredentialType,
+    p: Record<string, unknown>,
+    signer?: { row: VersionRow; value: StoredCertificate },
+  ): Promise<{ value: unknown; expiresAt: string | null; caName: string | null; signedBy?: string }> {
     switch (type) {
       case 'password':
         return { value: generatePassword(p), expiresAt: null, caName: null };
       case 'user': {
         const up = p as UserParams;
-        return { value: { username: up.username ?? generatePassword({ length: 20, exclude_upper: true, exclude_number: false }), password: generatePassword(up) }, expiresAt: null, caName: null };
+        return {
+          value: {
+            username: up.username ?? generatePassword({ length: 20, exclude_upper: true, exclude_number: false }),
+            password: generatePassword(up),
+          },
+          expiresAt: null,
+          caName: null,
+        };
       }
       case 'rsa':
         return { value: await generateRsa((p as { key_length?: number }).key_length), expiresAt: null, caName: null };
@@ -427,9 +588,17 @@ export class CredStore {
         return { value: await generateSsh((p as SshParams).key_length, (p as SshParams).ssh_comment), expiresAt: null, caName: null };
       case 'certificate': {
         const cp = p as CertificateParams;
-        const cert = await generateCertificate(cp, signer ? { certificate: signer.value.certificate, privateKey: signer.value.private_key } : undefined, this.clock.now());
+        const cert = await generateCertificate(
+          cp,
+          signer ? { certificate: signer.value.certificate, privateKey: signer.value.private_key } : undefined,
+          this.clock.now(),
+        );
         const caName = cp.ca !== undefined ? normalizeName(cp.ca) : null;
-        const stored: StoredCertificate = { certificate: cert.certificate, private_key: cert.private_key, ...(caName ? { ca_name: caName, signed_by: signer!.row.id } : {}) };
+        const stored: StoredCertificate = {
+          certificate: cert.certificate,
+          private_key: cert.private_key,
+          ...(caName ? { ca_name: caName, signed_by: signer!.row.id } : {}),
+        };
         return { value: stored, expiresAt: cert.notAfter.toISOString(), caName, ...(signer ? { signedBy: signer.row.id } : {}) };
       }
       default:
@@ -437,7 +606,14 @@ export class CredStore {
     }
   }
 
-  private async insertVersion(name: string, type: CredentialType, value: unknown, params: StoredParams, paramsHash: string, cert: { expiresAt: string | null; caName: string | null; transitional: boolean }): Promise<VersionRow> {
+  private async insertVersion(
+    name: string,
+    type: CredentialType,
+    value: unknown,
+    params: StoredParams,
+    paramsHash: string,
+    cert: { expiresAt: string | null; caName: string | null; transitional: boolean },
+  ): Promise<VersionRow> {
     const now = this.clock.now().toISOString();
     const versionId = randomUUID();
     const sealed = this.keys.seal(Buffer.from(JSON.stringify(value), 'utf8'), aadFor(name, versionId));
@@ -452,12 +628,26 @@ export class CredStore {
         } else {
           await tx.updateTable('credentials').set({ updated_at: now }).where('id', '=', cred.id).execute();
         }
-        const max = await tx.selectFrom('credential_versions').select((eb) => eb.fn.max('version').as('m')).where('credential_id', '=', cred.id).executeTakeFirst();
+        const max = await tx
+          .selectFrom('credential_versions')
+          .select((eb) => eb.fn.max('version').as('m'))
+          .where('credential_id', '=', cred.id)
+          .executeTakeFirst();
         const version = Number(max?.m ?? 0) + 1;
         const row = {
-          id: versionId, credential_id: cred.id, version, type, key_id: sealed.keyId, nonce: sealed.nonce, ciphertext: sealed.ciphertext,
-          params: JSON.stringify(params), params_hash: paramsHash, transitional: cert.transitional ? 1 : 0,
-          expires_at: cert.expiresAt, ca_name: cert.caName, created_at: now,
+          id: versionId,
+          credential_id: cred.id,
+          version,
+          type,
+          key_id: sealed.keyId,
+          nonce: sealed.nonce,
+          ciphertext: sealed.ciphertext,
+          params: JSON.stringify(params),
+          params_hash: paramsHash,
+          transitional: cert.transitional ? 1 : 0,
+          expires_at: cert.expiresAt,
+          ca_name: cert.caName,
+          created_at: now,
         };
         await tx.insertInto('credential_versions').values(row).execute();
         return { ...row, name };
@@ -466,7 +656,10 @@ export class CredStore {
   }
 
   private openRow(row: VersionRow): unknown {
-    const plain = this.keys.open({ keyId: row.key_id, nonce: Buffer.from(row.nonce), ciphertext: Buffer.from(row.ciphertext) }, aadFor(row.name, row.id));
+    const plain = this.keys.open(
+      { keyId: row.key_id, nonce: Buffer.from(row.nonce), ciphertext: Buffer.from(row.ciphertext) },
+      aadFor(row.name, row.id),
+    );
     return JSON.parse(plain.toString('utf8')) as unknown;
   }
 
@@ -477,10 +670,21 @@ export class CredStore {
       const c = raw as StoredCertificate & { given_ca?: string };
       const params = (JSON.parse(row.params) as StoredParams).params as CertificateParams;
       const ca = c.ca_name ? await this.caBundle(c.ca_name) : params.is_ca ? await this.caBundle(row.name) : (c.given_ca ?? '');
-      value = { ca, certificate: c.certificate, private_key: c.private_key, ...(c.ca_name ? { ca_name: c.ca_name } : {}) } satisfies CertificateValue;
+      value = {
+        ca,
+        certificate: c.certificate,
+        private_key: c.private_key,
+        ...(c.ca_name ? { ca_name: c.ca_name } : {}),
+      } satisfies CertificateValue;
     }
     this.registerSecrets(value);
-    await this.audit.record({ actor, action: 'credential.read', target: row.name, result: 'ok', details: { version: row.version, id: row.id } });
+    await this.audit.record({
+      actor,
+      action: 'credential.read',
+      target: row.name,
+      result: 'ok',
+      details: { version: row.version, id: row.id },
+    });
     return { ...meta(row), value: value as ValueByType[T] };
   }
 
@@ -505,8 +709,14 @@ function hashParams(p: Record<string, unknown>): string {
 
 function meta(row: VersionRow): CredentialMeta {
   return {
-    id: row.id, name: row.name, type: row.type as CredentialType, version: Number(row.version), created_at: row.created_at,
-    transitional: row.transitional === 1, expires_at: row.expires_at, ca_name: row.ca_name,
+    id: row.id,
+    name: row.name,
+    type: row.type as CredentialType,
+    version: Number(row.version),
+    created_at: row.created_at,
+    transitional: row.transitional === 1,
+    expires_at: row.expires_at,
+    ca_name: row.ca_name,
   };
 }
 
@@ -541,19 +751,26 @@ function checkSetValue(type: CredentialType, value: unknown): void {
  * the same deployment. Matches the director's VariableSource.
  */
 export class DeploymentVariables {
-  constructor(private readonly creds: CredStore, private readonly actor = 'director') {}
+  constructor(
+    private readonly creds: CredStore,
+    private readonly actor = 'director',
+  ) {}
 
   private path(deployment: string, name: string): string {
     return `/deployments/${deployment}/${name}`;
   }
 
-  async ensure(deployment: string, variables: { name: string; type: string; options?: Record<string, unknown> }[]): Promise<Record<string, unknown>> {
+  async ensure(
+    deployment: string,
+    variables: { name: string; type: string; options?: Record<string, unknown> }[],
+  ): Promise<Record<string, unknown>> {
     const out: Record<string, unknown> = {};
     // CAs first, so leaves can be signed by them whatever the order in the manifest.
     const ordered = [...variables].sort((a, b) => Number(b.options?.['is_ca'] === true) - Number(a.options?.['is_ca'] === true));
     for (const v of ordered) {
       const options = { ...(v.options ?? {}) };
-      if (v.type === 'certificate' && typeof options['ca'] === 'string' && !options['ca'].startsWith('/')) options['ca'] = this.path(deployment, options['ca']);
+      if (v.type === 'certificate' && typeof options['ca'] === 'string' && !options['ca'].startsWith('/'))
+        options['ca'] = this.path(deployment, options['ca']);
       const cred = await this.creds.generate(this.path(deployment, v.name), v.type as GeneratableType, options, { actor: this.actor });
       out[v.name] = cred.value;
     }

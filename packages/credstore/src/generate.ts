@@ -5,7 +5,13 @@ import { promisify } from 'node:util';
 import * as x509 from '@peculiar/x509';
 import {
   parseAlternativeName,
-  type CertificateParams, type CertificateValue, type ExtendedKeyUsage, type KeyUsage, type PasswordParams, type RsaValue, type SshValue,
+  type CertificateParams,
+  type CertificateValue,
+  type ExtendedKeyUsage,
+  type KeyUsage,
+  type PasswordParams,
+  type RsaValue,
+  type SshValue,
 } from './types.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
@@ -96,11 +102,16 @@ type Algorithm = RsaHashedKeyGenParams | EcKeyGenParams;
 
 function algorithmFor(params: CertificateParams): Algorithm {
   if (params.key_algorithm === 'ecdsa') return { name: 'ECDSA', namedCurve: 'P-256' };
-  return { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256', publicExponent: new Uint8Array([1, 0, 1]), modulusLength: params.key_length ?? 2048 };
+  return {
+    name: 'RSASSA-PKCS1-v1_5',
+    hash: 'SHA-256',
+    publicExponent: new Uint8Array([1, 0, 1]),
+    modulusLength: params.key_length ?? 2048,
+  };
 }
 
 function signingAlgorithm(alg: Algorithm): Algorithm | EcdsaParams {
-  return alg.name === 'ECDSA' ? ({ name: 'ECDSA', hash: 'SHA-256' }) : alg;
+  return alg.name === 'ECDSA' ? { name: 'ECDSA', hash: 'SHA-256' } : alg;
 }
 
 /** What signs a certificate: the CA's certificate and private key, PEM. */
@@ -110,7 +121,10 @@ export interface Signer {
 }
 
 function pem(label: string, der: ArrayBuffer): string {
-  const b64 = Buffer.from(der).toString('base64').replace(/(.{64})/g, '$1\n').replace(/\n$/, '');
+  const b64 = Buffer.from(der)
+    .toString('base64')
+    .replace(/(.{64})/g, '$1\n')
+    .replace(/\n$/, '');
   return `-----BEGIN ${label}-----\n${b64}\n-----END ${label}-----\n`;
 }
 
@@ -140,23 +154,39 @@ function subjectName(params: CertificateParams): x509.JsonName {
  * keyEncipherment. With a signer the issuer and authority key id come from its certificate;
  * otherwise the certificate is self-signed.
  */
-export async function generateCertificate(params: CertificateParams, signer: Signer | undefined, now: Date): Promise<Omit<CertificateValue, 'ca' | 'ca_name'> & { notAfter: Date }> {
+export async function generateCertificate(
+  params: CertificateParams,
+  signer: Signer | undefined,
+  now: Date,
+): Promise<Omit<CertificateValue, 'ca' | 'ca_name'> & { notAfter: Date }> {
   const alg = algorithmFor(params);
-  const keys = (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify']));
+  const keys = await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify']);
   const notBefore = new Date(now.getTime() - 60_000); // tolerate small clock skew between nodes
   const notAfter = new Date(now.getTime() + (params.duration ?? 365) * 86_400_000);
   const isCa = params.is_ca === true;
-  const usages = (params.key_usage ?? (isCa ? ['key_cert_sign', 'crl_sign', 'digital_signature'] : ['digital_signature', 'key_encipherment'])).reduce((acc, u) => acc | KEY_USAGE_FLAGS[u], 0);
+  const usages = (
+    params.key_usage ?? (isCa ? ['key_cert_sign', 'crl_sign', 'digital_signature'] : ['digital_signature', 'key_encipherment'])
+  ).reduce((acc, u) => acc | KEY_USAGE_FLAGS[u], 0);
   const extensions: x509.Extension[] = [
     new x509.BasicConstraintsExtension(isCa, undefined, true),
     new x509.KeyUsagesExtension(usages, true),
     await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
   ];
   if (params.extended_key_usage && params.extended_key_usage.length > 0) {
-    extensions.push(new x509.ExtendedKeyUsageExtension(params.extended_key_usage.map((u) => EKU_OIDS[u]), false));
+    extensions.push(
+      new x509.ExtendedKeyUsageExtension(
+        params.extended_key_usage.map((u) => EKU_OIDS[u]),
+        false,
+      ),
+    );
   }
   if (params.alternative_names && params.alternative_names.length > 0) {
-    extensions.push(new x509.SubjectAlternativeNameExtension(params.alternative_names.map((n) => parseAlternativeName(n)), false));
+    extensions.push(
+      new x509.SubjectAlternativeNameExtension(
+        params.alternative_names.map((n) => parseAlternativeName(n)),
+        false,
+      ),
+    );
   }
   const serialNumber = randomBytes(16);
   serialNumber[0] = serialNumber[0]! & 0x7f; // positive
@@ -172,10 +202,22 @@ export async function generateCertificate(params: CertificateParams, signer: Sig
     const issuer = new x509.X509Certificate(signer.certificate);
     const { key, alg: signAlg } = await importSigningKey(signer.privateKey);
     extensions.push(await x509.AuthorityKeyIdentifierExtension.create(issuer, false));
-    cert = await x509.X509CertificateGenerator.create({ ...common, issuer: issuer.subjectName, signingKey: key, signingAlgorithm: signAlg, extensions });
+    cert = await x509.X509CertificateGenerator.create({
+      ...common,
+      issuer: issuer.subjectName,
+      signingKey: key,
+      signingAlgorithm: signAlg,
+      extensions,
+    });
   } else {
     extensions.push(await x509.AuthorityKeyIdentifierExtension.create(keys.publicKey, false));
-    cert = await x509.X509CertificateGenerator.create({ ...common, issuer: subjectName(params), signingKey: keys.privateKey, signingAlgorithm: signingAlgorithm(alg), extensions });
+    cert = await x509.X509CertificateGenerator.create({
+      ...common,
+      issuer: subjectName(params),
+      signingKey: keys.privateKey,
+      signingAlgorithm: signingAlgorithm(alg),
+      extensions,
+    });
   }
   const pkcs8 = await webcrypto.subtle.exportKey('pkcs8', keys.privateKey);
   return { certificate: cert.toString('pem') + '\n', private_key: pem('PRIVATE KEY', pkcs8), notAfter };

@@ -28,7 +28,11 @@ function parseKey(text: string, source: string): Buffer {
   const trimmed = text.trim();
   const key = /^[0-9a-f]{64}$/i.test(trimmed) ? Buffer.from(trimmed, 'hex') : Buffer.from(trimmed, 'base64');
   if (key.length !== 32) {
-    throw new InputError('ANODYNE_E_ENCRYPTION_KEY_INVALID', `the encryption key from ${source} must be 32 bytes (64 hex digits or base64), got ${key.length} bytes`, { details: { source } });
+    throw new InputError(
+      'ANODYNE_E_ENCRYPTION_KEY_INVALID',
+      `the encryption key from ${source} must be 32 bytes (64 hex digits or base64), got ${key.length} bytes`,
+      { details: { source } },
+    );
   }
   return key;
 }
@@ -87,7 +91,11 @@ export class KeyRing {
   open(sealed: Sealed, aad: string): Buffer {
     const key = this.keys.get(sealed.keyId);
     if (!key) {
-      throw new PreconditionError('ANODYNE_E_ENCRYPTION_KEY_MISSING', `a record is encrypted with key ${sealed.keyId}, which is not configured`, { details: { keyId: sealed.keyId } });
+      throw new PreconditionError(
+        'ANODYNE_E_ENCRYPTION_KEY_MISSING',
+        `a record is encrypted with key ${sealed.keyId}, which is not configured`,
+        { details: { keyId: sealed.keyId } },
+      );
     }
     try {
       const body = sealed.ciphertext.subarray(0, sealed.ciphertext.length - TAG_BYTES);
@@ -97,7 +105,10 @@ export class KeyRing {
       decipher.setAuthTag(tag);
       return Buffer.concat([decipher.update(body), decipher.final()]);
     } catch (err) {
-      throw new AnodyneError('ANODYNE_E_DECRYPTION_FAILED', `a stored record failed authentication with key ${sealed.keyId}`, { cause: err, details: { keyId: sealed.keyId } });
+      throw new AnodyneError('ANODYNE_E_DECRYPTION_FAILED', `a stored record failed authentication with key ${sealed.keyId}`, {
+        cause: err,
+        details: { keyId: sealed.keyId },
+      });
     }
   }
 }
@@ -117,9 +128,16 @@ export function loadKeyFile(path: string): KeyRing {
   }
   const mode = statSync(path).mode & 0o777;
   if ((mode & 0o077) !== 0) {
-    throw new InputError('ANODYNE_E_ENCRYPTION_KEY_INVALID', `the key file ${path} is readable by group or others (mode ${mode.toString(8)}); chmod 600 it`, { details: { path } });
+    throw new InputError(
+      'ANODYNE_E_ENCRYPTION_KEY_INVALID',
+      `the key file ${path} is readable by group or others (mode ${mode.toString(8)}); chmod 600 it`,
+      { details: { path } },
+    );
   }
-  const lines = readFileSync(path, 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  const lines = readFileSync(path, 'utf8')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'));
   if (lines.length === 0) throw new InputError('ANODYNE_E_ENCRYPTION_KEY_INVALID', `the key file ${path} holds no key`);
   const [active, ...older] = lines.map((l, i) => parseKey(l, `${path} line ${i + 1}`));
   return new KeyRing(active!, older);
@@ -140,8 +158,14 @@ export function writeKeyFile(path: string, active: Buffer, older: Buffer[] = [])
 export function keyRingFromEnv(env: Record<string, string | undefined> = process.env): KeyRing | undefined {
   const active = env['ANODYNE_ENCRYPTION_KEY'];
   if (!active) return undefined;
-  const older = (env['ANODYNE_ENCRYPTION_KEYS_OLD'] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
-  return new KeyRing(parseKey(active, 'ANODYNE_ENCRYPTION_KEY'), older.map((k) => parseKey(k, 'ANODYNE_ENCRYPTION_KEYS_OLD')));
+  const older = (env['ANODYNE_ENCRYPTION_KEYS_OLD'] ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  return new KeyRing(
+    parseKey(active, 'ANODYNE_ENCRYPTION_KEY'),
+    older.map((k) => parseKey(k, 'ANODYNE_ENCRYPTION_KEYS_OLD')),
+  );
 }
 
 export function newRandomKey(): Buffer {

@@ -17,7 +17,17 @@ export interface UserParams extends PasswordParams {
   username?: string;
 }
 
-export const KEY_USAGES = ['digital_signature', 'non_repudiation', 'key_encipherment', 'data_encipherment', 'key_agreement', 'key_cert_sign', 'crl_sign', 'encipher_only', 'decipher_only'] as const;
+export const KEY_USAGES = [
+  'digital_signature',
+  'non_repudiation',
+  'key_encipherment',
+  'data_encipherment',
+  'key_agreement',
+  'key_cert_sign',
+  'crl_sign',
+  'encipher_only',
+  'decipher_only',
+] as const;
 export type KeyUsage = (typeof KEY_USAGES)[number];
 export const EXTENDED_KEY_USAGES = ['server_auth', 'client_auth', 'code_signing', 'email_protection', 'timestamping'] as const;
 export type ExtendedKeyUsage = (typeof EXTENDED_KEY_USAGES)[number];
@@ -92,7 +102,11 @@ export type GeneratableType = 'password' | 'user' | 'certificate' | 'rsa' | 'ssh
 
 export function assertType(type: string): asserts type is CredentialType {
   if (!(CREDENTIAL_TYPES as readonly string[]).includes(type)) {
-    throw new InputError('ANODYNE_E_CREDENTIAL_TYPE_UNKNOWN', `unknown credential type ${JSON.stringify(type)}; one of ${CREDENTIAL_TYPES.join(', ')}`, { details: { type } });
+    throw new InputError(
+      'ANODYNE_E_CREDENTIAL_TYPE_UNKNOWN',
+      `unknown credential type ${JSON.stringify(type)}; one of ${CREDENTIAL_TYPES.join(', ')}`,
+      { details: { type } },
+    );
   }
 }
 
@@ -102,7 +116,11 @@ const NAME = /^(\/[A-Za-z0-9_.-]+)+$/;
 export function normalizeName(name: string): string {
   const n = name.startsWith('/') ? name : `/${name}`;
   if (!NAME.test(n) || n.split('/').some((seg) => seg === '.' || seg === '..') || n.length > 512) {
-    throw new InputError('ANODYNE_E_CREDENTIAL_NAME_INVALID', `invalid credential name ${JSON.stringify(name)}: use /segments/of/letters-digits_.`, { details: { name } });
+    throw new InputError(
+      'ANODYNE_E_CREDENTIAL_NAME_INVALID',
+      `invalid credential name ${JSON.stringify(name)}: use /segments/of/letters-digits_.`,
+      { details: { name } },
+    );
   }
   return n;
 }
@@ -143,7 +161,20 @@ export function validateParams(type: CredentialType, raw: unknown): Record<strin
   const allowed: Record<GeneratableType, string[]> = {
     password: ['length', 'exclude_upper', 'exclude_lower', 'exclude_number', 'include_special'],
     user: ['username', 'length', 'exclude_upper', 'exclude_lower', 'exclude_number', 'include_special'],
-    certificate: ['common_name', 'alternative_names', 'organization', 'organization_unit', 'key_usage', 'extended_key_usage', 'duration', 'ca', 'is_ca', 'self_sign', 'key_algorithm', 'key_length'],
+    certificate: [
+      'common_name',
+      'alternative_names',
+      'organization',
+      'organization_unit',
+      'key_usage',
+      'extended_key_usage',
+      'duration',
+      'ca',
+      'is_ca',
+      'self_sign',
+      'key_algorithm',
+      'key_length',
+    ],
     rsa: ['key_length'],
     ssh: ['key_length', 'ssh_comment'],
   };
@@ -153,32 +184,49 @@ export function validateParams(type: CredentialType, raw: unknown): Record<strin
   }
   if (type === 'password' || type === 'user') {
     const len = params['length'];
-    if (len !== undefined && (!Number.isInteger(len) || (len as number) < 4 || (len as number) > 200)) throw bad('length must be an integer from 4 to 200', { key: 'length' });
+    if (len !== undefined && (!Number.isInteger(len) || (len as number) < 4 || (len as number) > 200))
+      throw bad('length must be an integer from 4 to 200', { key: 'length' });
     checkBoolean(params, ['exclude_upper', 'exclude_lower', 'exclude_number', 'include_special']);
-    if (params['exclude_upper'] && params['exclude_lower'] && params['exclude_number'] && !params['include_special']) throw bad('every character class is excluded');
-    if (type === 'user' && params['username'] !== undefined && (typeof params['username'] !== 'string' || params['username'] === '')) throw bad('username must be a non-empty string', { key: 'username' });
+    if (params['exclude_upper'] && params['exclude_lower'] && params['exclude_number'] && !params['include_special'])
+      throw bad('every character class is excluded');
+    if (type === 'user' && params['username'] !== undefined && (typeof params['username'] !== 'string' || params['username'] === ''))
+      throw bad('username must be a non-empty string', { key: 'username' });
   }
   if (type === 'rsa' || type === 'ssh') checkKeyLength(params['key_length']);
   if (type === 'certificate') {
     const p = params as CertificateParams;
     checkBoolean(params, ['is_ca', 'self_sign']);
     checkKeyLength(p.key_length);
-    if (p.key_algorithm !== undefined && p.key_algorithm !== 'rsa' && p.key_algorithm !== 'ecdsa') throw bad('key_algorithm must be rsa or ecdsa', { key: 'key_algorithm' });
-    if (p.common_name !== undefined && (typeof p.common_name !== 'string' || p.common_name.length === 0 || p.common_name.length > 64)) throw bad('common_name must be 1 to 64 characters', { key: 'common_name' });
-    if (!p.common_name && !(p.alternative_names && p.alternative_names.length > 0)) throw bad('a certificate needs a common_name or alternative_names');
+    if (p.key_algorithm !== undefined && p.key_algorithm !== 'rsa' && p.key_algorithm !== 'ecdsa')
+      throw bad('key_algorithm must be rsa or ecdsa', { key: 'key_algorithm' });
+    if (p.common_name !== undefined && (typeof p.common_name !== 'string' || p.common_name.length === 0 || p.common_name.length > 64))
+      throw bad('common_name must be 1 to 64 characters', { key: 'common_name' });
+    if (!p.common_name && !(p.alternative_names && p.alternative_names.length > 0))
+      throw bad('a certificate needs a common_name or alternative_names');
     if (p.alternative_names !== undefined) {
       if (!Array.isArray(p.alternative_names)) throw bad('alternative_names must be a list', { key: 'alternative_names' });
       p.alternative_names.forEach(parseAlternativeName);
     }
     if (p.organization !== undefined) {
       const orgs = Array.isArray(p.organization) ? p.organization : [p.organization];
-      if (orgs.some((o) => typeof o !== 'string' || o.length === 0 || o.length > 64)) throw bad('organization must be 1 to 64 characters', { key: 'organization' });
+      if (orgs.some((o) => typeof o !== 'string' || o.length === 0 || o.length > 64))
+        throw bad('organization must be 1 to 64 characters', { key: 'organization' });
     }
-    if (p.duration !== undefined && (typeof p.duration !== 'number' || !Number.isInteger(p.duration) || p.duration <= 0 || p.duration > 36500)) {
+    if (
+      p.duration !== undefined &&
+      (typeof p.duration !== 'number' || !Number.isInteger(p.duration) || p.duration <= 0 || p.duration > 36500)
+    ) {
       throw bad('duration must be a whole number of days greater than 0', { key: 'duration', value: p.duration });
     }
-    if (p.key_usage !== undefined && (!Array.isArray(p.key_usage) || p.key_usage.some((u) => !(KEY_USAGES as readonly string[]).includes(u)))) throw bad(`key_usage entries must be among ${KEY_USAGES.join(', ')}`, { key: 'key_usage' });
-    if (p.extended_key_usage !== undefined && (!Array.isArray(p.extended_key_usage) || p.extended_key_usage.some((u) => !(EXTENDED_KEY_USAGES as readonly string[]).includes(u)))) {
+    if (
+      p.key_usage !== undefined &&
+      (!Array.isArray(p.key_usage) || p.key_usage.some((u) => !(KEY_USAGES as readonly string[]).includes(u)))
+    )
+      throw bad(`key_usage entries must be among ${KEY_USAGES.join(', ')}`, { key: 'key_usage' });
+    if (
+      p.extended_key_usage !== undefined &&
+      (!Array.isArray(p.extended_key_usage) || p.extended_key_usage.some((u) => !(EXTENDED_KEY_USAGES as readonly string[]).includes(u)))
+    ) {
       throw bad(`extended_key_usage entries must be among ${EXTENDED_KEY_USAGES.join(', ')}`, { key: 'extended_key_usage' });
     }
     const signers = [p.ca !== undefined, p.self_sign === true].filter(Boolean).length;
@@ -193,7 +241,9 @@ export function validateParams(type: CredentialType, raw: unknown): Record<strin
 export function canonicalJson(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
   if (value !== null && typeof value === 'object') {
-    const entries = Object.entries(value as Record<string, unknown>).filter(([, v]) => v !== undefined).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
   }
   return JSON.stringify(value);

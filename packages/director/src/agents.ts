@@ -32,9 +32,12 @@ export function agentTlsIssuer(generate: CertificateSource): AgentTlsIssuer {
     return { cert: c.certificate, key: c.private_key, ca: c.ca };
   };
   return {
-    agentTls: (agentId) => issue(`/director/agents/${agentId}`, {
-      common_name: agentId, alternative_names: [agentId], extended_key_usage: ['server_auth', 'client_auth'],
-    }),
+    agentTls: (agentId) =>
+      issue(`/director/agents/${agentId}`, {
+        common_name: agentId,
+        alternative_names: [agentId],
+        extended_key_usage: ['server_auth', 'client_auth'],
+      }),
     directorTls: () => issue('/director/client', { common_name: 'anodyne-director', extended_key_usage: ['client_auth'] }),
   };
 }
@@ -68,28 +71,43 @@ export async function readAgentState(agents: AgentClient, row: AgentAddress, tim
 
 /** The agent API over mutual TLS; the agent proves it is `agent_id` (certificate CN). */
 export class TlsAgentClient implements AgentClient {
-  constructor(private readonly tls: AgentTlsIssuer, private readonly port: number) {}
+  constructor(
+    private readonly tls: AgentTlsIssuer,
+    private readonly port: number,
+  ) {}
 
   async call(row: AgentAddress, method: 'GET' | 'POST', path: string, body?: unknown, timeoutMs = 30_000): Promise<unknown> {
     if (!row.ip) throw new AnodyneError('ANODYNE_E_UNAVAILABLE', `instance ${row.agent_id} has no address`);
     const tls = await this.tls.directorTls();
     return new Promise((resolve, reject) => {
-      const req = request({
-        host: row.ip!, port: this.port, path, method, cert: tls.cert, key: tls.key, ca: tls.ca, servername: row.agent_id,
-        checkServerIdentity: (_host, cert) => (cert.subject.CN === row.agent_id
-          ? undefined
-          : new Error(`agent certificate is for ${String(cert.subject.CN)}, expected ${row.agent_id}`)),
-        headers: { 'content-type': 'application/json' }, timeout: timeoutMs,
-      }, (res) => {
-        let text = '';
-        res.on('data', (c: Buffer) => (text += c.toString()));
-        res.on('end', () => {
-          const status = res.statusCode ?? 500;
-          const failed = `agent ${row.agent_id} ${method} ${path}: ${status} ${text.slice(0, 300)}`;
-          if (status >= 300) reject(new AnodyneError('ANODYNE_E_UNAVAILABLE', failed));
-          else resolve(text ? JSON.parse(text) as unknown : null);
-        });
-      });
+      const req = request(
+        {
+          host: row.ip!,
+          port: this.port,
+          path,
+          method,
+          cert: tls.cert,
+          key: tls.key,
+          ca: tls.ca,
+          servername: row.agent_id,
+          checkServerIdentity: (_host, cert) =>
+            cert.subject.CN === row.agent_id
+              ? undefined
+              : new Error(`agent certificate is for ${String(cert.subject.CN)}, expected ${row.agent_id}`),
+          headers: { 'content-type': 'application/json' },
+          timeout: timeoutMs,
+        },
+        (res) => {
+          let text = '';
+          res.on('data', (c: Buffer) => (text += c.toString()));
+          res.on('end', () => {
+            const status = res.statusCode ?? 500;
+            const failed = `agent ${row.agent_id} ${method} ${path}: ${status} ${text.slice(0, 300)}`;
+            if (status >= 300) reject(new AnodyneError('ANODYNE_E_UNAVAILABLE', failed));
+            else resolve(text ? (JSON.parse(text) as unknown) : null);
+          });
+        },
+      );
       req.on('error', (e) => {
         reject(new AnodyneError('ANODYNE_E_UNAVAILABLE', `agent ${row.agent_id} unreachable: ${e.message}`, { cause: e }));
       });

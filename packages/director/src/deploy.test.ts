@@ -92,7 +92,8 @@ describe('director on the local provider', { skip: skipUnless(isRoot, 'needs roo
     assert.equal(done.state, 'error');
     assert.equal(done.error?.code, 'ANODYNE_E_CANARY_FAILED');
     const touched = (await events(task.id))
-      .filter((e) => e.stage.startsWith('Updating instance') && e.state === 'started').map((e) => e.instance);
+      .filter((e) => e.stage.startsWith('Updating instance') && e.state === 'started')
+      .map((e) => e.instance);
     assert.deepEqual(touched, ['web/0']);
     for (const r of (await director.instances('web')).filter((x) => x.idx > 0)) assert.match(await get(`http://${r.ip}:8080/`), /^v2 from/);
     // the next good deploy converges everything again
@@ -151,16 +152,23 @@ describe('director on the local provider', { skip: skipUnless(isRoot, 'needs roo
     assert.match(await get(`http://${row!.ip}:8080/`), /from web\/0$/);
     const logs = await director.wait((await director.fetchLogs('web', 'web', 0)).id);
     assert.equal(logs.state, 'done');
-    assert.ok('httpd/httpd' in ((logs.result as { logs: Record<string, string> }).logs));
+    assert.ok('httpd/httpd' in (logs.result as { logs: Record<string, string> }).logs);
   });
 
   it('runs an errand to completion and keeps its output; a failing errand fails the task', async () => {
     const withErrand = (code: number): Manifest => ({
       ...manifest('v5'),
-      instance_groups: [...manifest('v5').instance_groups, {
-        name: 'smoke', instances: 1, lifecycle: 'errand', vm_type: 'small', networks: [{ name: 'default' }],
-        jobs: [{ name: 'smoke', properties: { word: 'hi', code } }],
-      }],
+      instance_groups: [
+        ...manifest('v5').instance_groups,
+        {
+          name: 'smoke',
+          instances: 1,
+          lifecycle: 'errand',
+          vm_type: 'small',
+          networks: [{ name: 'default' }],
+          jobs: [{ name: 'smoke', properties: { word: 'hi', code } }],
+        },
+      ],
     });
     assert.equal((await director.wait((await director.deploy(withErrand(0))).id)).state, 'done');
     assert.equal((await director.instances('web')).filter((r) => r.group_name === 'smoke').length, 0, 'an errand has no VM between runs');
@@ -179,10 +187,19 @@ describe('director on the local provider', { skip: skipUnless(isRoot, 'needs roo
 
   it('a persistent disk keeps its data across VM recreation and goes away with the deployment', async () => {
     const m = {
-      ...manifest('disk'), name: 'vault', variables: [],
-      instance_groups: [{
-        name: 'vault', instances: 1, vm_type: 'small', persistent_disk_mb: 64, networks: [{ name: 'default' }], jobs: [{ name: 'keeper' }],
-      }],
+      ...manifest('disk'),
+      name: 'vault',
+      variables: [],
+      instance_groups: [
+        {
+          name: 'vault',
+          instances: 1,
+          vm_type: 'small',
+          persistent_disk_mb: 64,
+          networks: [{ name: 'default' }],
+          jobs: [{ name: 'keeper' }],
+        },
+      ],
     };
     assert.equal((await director.wait((await director.deploy(m)).id)).state, 'done');
     const [first] = await director.instances('vault');

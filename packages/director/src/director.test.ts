@@ -4,16 +4,37 @@ import assert from 'node:assert/strict';
 import { AnodyneError, ManualClock, silentLogger } from '@anodyne/common';
 import { FakeProvider } from '@anodyne/providers';
 import {
-  parseManifest, plan, renderInstance, resolveJobs, resolveMaxInFlight, parseWatchTime, groupUpdatePolicy, Updater,
-  type ActualInstance, type DesiredInstance, type InstanceDriver, type JobCatalog, type JobDefinition, type Manifest,
-  type PlannedChange, type TaskEventInput,
+  parseManifest,
+  plan,
+  renderInstance,
+  resolveJobs,
+  resolveMaxInFlight,
+  parseWatchTime,
+  groupUpdatePolicy,
+  Updater,
+  type ActualInstance,
+  type DesiredInstance,
+  type InstanceDriver,
+  type JobCatalog,
+  type JobDefinition,
+  type Manifest,
+  type PlannedChange,
+  type TaskEventInput,
 } from './index.js';
 
 const httpJob: JobDefinition = {
   name: 'httpd',
   release: 'test',
   properties: { port: { default: 8080 }, greeting: {} },
-  processes: [{ name: 'httpd', command: 'busybox', args: ['httpd', '-f', '-p', '{{ spec.ip }}:{{ p.port }}'], env: { GREETING: '{{ p.greeting }}' }, readiness: { http: { port: '{{ p.port }}', path: '/' } } }],
+  processes: [
+    {
+      name: 'httpd',
+      command: 'busybox',
+      args: ['httpd', '-f', '-p', '{{ spec.ip }}:{{ p.port }}'],
+      env: { GREETING: '{{ p.greeting }}' },
+      readiness: { http: { port: '{{ p.port }}', path: '/' } },
+    },
+  ],
   files: { 'www/index.html': '{{ p.greeting }} from {{ spec.name }}/{{ spec.index }}; peers {{ groups.web.ips }}' },
   drain: 'sleep 0',
 };
@@ -25,7 +46,15 @@ function manifest(overrides: Partial<Manifest> = {}, instances = 5): Manifest {
     releases: [{ name: 'test', version: '1' }],
     image: 'default',
     update: { canaries: 1, max_in_flight: 2, canary_watch_time: '1000-5000', update_watch_time: '1000-5000' },
-    instance_groups: [{ name: 'web', instances, vm_type: 'small', networks: [{ name: 'default' }], jobs: [{ name: 'httpd', properties: { greeting: 'hello' } }] }],
+    instance_groups: [
+      {
+        name: 'web',
+        instances,
+        vm_type: 'small',
+        networks: [{ name: 'default' }],
+        jobs: [{ name: 'httpd', properties: { greeting: 'hello' } }],
+      },
+    ],
     ...overrides,
   });
 }
@@ -45,22 +74,61 @@ variables: [{name: admin, type: password}]
   });
 
   const bad: [string, unknown, string][] = [
-    ['negative instances', { instance_groups: [{ name: 'web', instances: -1, vm_type: 'small', networks: [{ name: 'default' }], jobs: [{ name: 'httpd' }] }] }, 'instance_groups[0].instances'],
-    ['bad max_in_flight', { update: { canaries: 1, max_in_flight: 'lots', canary_watch_time: 1, update_watch_time: 1 } }, 'update.max_in_flight'],
-    ['bad job name', { instance_groups: [{ name: 'web', instances: 1, vm_type: 'small', networks: [{ name: 'default' }], jobs: [{ name: 'Bad Name' }] }] }, 'instance_groups[0].jobs[0].name'],
+    [
+      'negative instances',
+      { instance_groups: [{ name: 'web', instances: -1, vm_type: 'small', networks: [{ name: 'default' }], jobs: [{ name: 'httpd' }] }] },
+      'instance_groups[0].instances',
+    ],
+    [
+      'bad max_in_flight',
+      { update: { canaries: 1, max_in_flight: 'lots', canary_watch_time: 1, update_watch_time: 1 } },
+      'update.max_in_flight',
+    ],
+    [
+      'bad job name',
+      { instance_groups: [{ name: 'web', instances: 1, vm_type: 'small', networks: [{ name: 'default' }], jobs: [{ name: 'Bad Name' }] }] },
+      'instance_groups[0].jobs[0].name',
+    ],
     ['unknown key', { colour: 'blue' }, 'colour'],
-    ['inverted watch range', { update: { canaries: 1, max_in_flight: 1, canary_watch_time: '5000-1000', update_watch_time: 1 } }, 'instance_groups[0].update.canary_watch_time'],
-    ['static ips count', { instance_groups: [{ name: 'web', instances: 2, vm_type: 'small', networks: [{ name: 'default', static_ips: ['10.0.0.5'] }], jobs: [{ name: 'httpd' }] }] }, 'instance_groups[0].networks[0].static_ips'],
+    [
+      'inverted watch range',
+      { update: { canaries: 1, max_in_flight: 1, canary_watch_time: '5000-1000', update_watch_time: 1 } },
+      'instance_groups[0].update.canary_watch_time',
+    ],
+    [
+      'static ips count',
+      {
+        instance_groups: [
+          {
+            name: 'web',
+            instances: 2,
+            vm_type: 'small',
+            networks: [{ name: 'default', static_ips: ['10.0.0.5'] }],
+            jobs: [{ name: 'httpd' }],
+          },
+        ],
+      },
+      'instance_groups[0].networks[0].static_ips',
+    ],
   ];
   for (const [name, patch, path] of bad) {
     it(`names the bad path: ${name}`, () => {
-      const base = { name: 'd', releases: [{ name: 'test', version: '1' }], image: 'default', update: { canaries: 1, max_in_flight: 1, canary_watch_time: 1, update_watch_time: 1 }, instance_groups: [{ name: 'web', instances: 1, vm_type: 'small', networks: [{ name: 'default' }], jobs: [{ name: 'httpd' }] }] };
-      assert.throws(() => parseManifest({ ...base, ...(patch as object) }), (err: unknown) => {
-        assert.ok(err instanceof AnodyneError);
-        assert.equal(err.code, 'ANODYNE_E_MANIFEST_INVALID');
-        assert.equal(err.details['path'], path, err.message);
-        return true;
-      });
+      const base = {
+        name: 'd',
+        releases: [{ name: 'test', version: '1' }],
+        image: 'default',
+        update: { canaries: 1, max_in_flight: 1, canary_watch_time: 1, update_watch_time: 1 },
+        instance_groups: [{ name: 'web', instances: 1, vm_type: 'small', networks: [{ name: 'default' }], jobs: [{ name: 'httpd' }] }],
+      };
+      assert.throws(
+        () => parseManifest({ ...base, ...(patch as object) }),
+        (err: unknown) => {
+          assert.ok(err instanceof AnodyneError);
+          assert.equal(err.code, 'ANODYNE_E_MANIFEST_INVALID');
+          assert.equal(err.details['path'], path, err.message);
+          return true;
+        },
+      );
     });
   }
 
@@ -74,7 +142,11 @@ variables: [{name: admin, type: password}]
 });
 
 describe('rendering', () => {
-  const ctx = (index: number) => ({ spec: { deployment: 'web-dep', name: 'web', index, id: `id-${index}`, ip: `10.0.0.${10 + index}`, az: 'z1', bootstrap: index === 0 }, groups: { web: { ips: ['10.0.0.10', '10.0.0.11'] } }, vars: {} });
+  const ctx = (index: number) => ({
+    spec: { deployment: 'web-dep', name: 'web', index, id: `id-${index}`, ip: `10.0.0.${10 + index}`, az: 'z1', bootstrap: index === 0 },
+    groups: { web: { ips: ['10.0.0.10', '10.0.0.11'] } },
+    vars: {},
+  });
 
   it('fills properties, defaults, spec and group IPs', () => {
     const m = manifest({}, 2);
@@ -97,19 +169,49 @@ describe('rendering', () => {
 
   it('refuses unknown jobs, missing required properties and missing template values', () => {
     const m = manifest({}, 1);
-    assert.throws(() => resolveJobs({ ...m, instance_groups: [{ ...m.instance_groups[0]!, jobs: [{ name: 'nope' }] }] }, catalog), (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_JOB_UNKNOWN');
+    assert.throws(
+      () => resolveJobs({ ...m, instance_groups: [{ ...m.instance_groups[0]!, jobs: [{ name: 'nope' }] }] }, catalog),
+      (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_JOB_UNKNOWN',
+    );
     const noGreeting = { ...m, instance_groups: [{ ...m.instance_groups[0]!, jobs: [{ name: 'httpd' }] }] };
-    assert.throws(() => renderInstance(noGreeting, noGreeting.instance_groups[0]!, resolveJobs(noGreeting, catalog), ctx(0)), (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_MANIFEST_INVALID' && e.message.includes('greeting'));
+    assert.throws(
+      () => renderInstance(noGreeting, noGreeting.instance_groups[0]!, resolveJobs(noGreeting, catalog), ctx(0)),
+      (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_MANIFEST_INVALID' && e.message.includes('greeting'),
+    );
     const c = ctx(0);
-    assert.throws(() => renderInstance(m, m.instance_groups[0]!, resolveJobs(m, catalog), { ...c, groups: {} }), (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_TEMPLATE_INVALID' && e.message.includes('groups.web.ips'));
+    assert.throws(
+      () => renderInstance(m, m.instance_groups[0]!, resolveJobs(m, catalog), { ...c, groups: {} }),
+      (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_TEMPLATE_INVALID' && e.message.includes('groups.web.ips'),
+    );
   });
 });
 
 function desired(group: string, index: number, hash = 'h1', extra: Partial<DesiredInstance> = {}): DesiredInstance {
-  return { group, index, vmType: 'small', image: 'default', diskMb: 0, network: 'default', bundle: { deployment: 'd', group, index, jobs: [], hash }, ...extra };
+  return {
+    group,
+    index,
+    vmType: 'small',
+    image: 'default',
+    diskMb: 0,
+    network: 'default',
+    bundle: { deployment: 'd', group, index, jobs: [], hash },
+    ...extra,
+  };
 }
 function actual(group: string, index: number, hash = 'h1', extra: Partial<ActualInstance> = {}): ActualInstance {
-  return { group, index, vmId: `vm-${group}-${index}`, vmAlive: true, vmType: 'small', image: 'default', diskMb: 0, network: 'default', ip: null, bundleHash: hash, ...extra };
+  return {
+    group,
+    index,
+    vmId: `vm-${group}-${index}`,
+    vmAlive: true,
+    vmType: 'small',
+    image: 'default',
+    diskMb: 0,
+    network: 'default',
+    ip: null,
+    bundleHash: hash,
+    ...extra,
+  };
 }
 
 describe('planner', () => {
@@ -146,7 +248,11 @@ class FakeDriver implements InstanceDriver {
   removed: string[] = [];
   /** Instant (clock ms) at which each instance becomes healthy; absent = never. */
   healthyAt = new Map<string, number>();
-  constructor(private readonly provider: FakeProvider, private readonly clock: ManualClock, private readonly defaultHealthyAfter: number | null = 1000) {}
+  constructor(
+    private readonly provider: FakeProvider,
+    private readonly clock: ManualClock,
+    private readonly defaultHealthyAfter: number | null = 1000,
+  ) {}
 
   async apply(c: PlannedChange): Promise<void> {
     const key = `${c.group}/${c.index}`;
@@ -155,11 +261,18 @@ class FakeDriver implements InstanceDriver {
     try {
       if (c.action === 'create' || c.action === 'recreate') {
         if (c.actual?.vmId) await this.provider.deleteVm(c.actual.vmId);
-        await this.provider.createVm({ agentId: key.replace('/', '-'), image: 'default', vmType: 'small', network: { network: 'default' }, env: {} });
+        await this.provider.createVm({
+          agentId: key.replace('/', '-'),
+          image: 'default',
+          vmType: 'small',
+          network: { network: 'default' },
+          env: {},
+        });
       }
       await this.clock.sleep(100); // the work takes a little time
       this.applied.push(key);
-      if (!this.healthyAt.has(key) && this.defaultHealthyAfter !== null) this.healthyAt.set(key, this.clock.nowMs() + this.defaultHealthyAfter);
+      if (!this.healthyAt.has(key) && this.defaultHealthyAfter !== null)
+        this.healthyAt.set(key, this.clock.nowMs() + this.defaultHealthyAfter);
     } finally {
       this.inFlight--;
     }
@@ -178,7 +291,14 @@ class FakeDriver implements InstanceDriver {
 
 async function runToEnd(clock: ManualClock, p: Promise<unknown>): Promise<void> {
   let done = false;
-  const settled = p.then(() => { done = true; }, () => { done = true; });
+  const settled = p.then(
+    () => {
+      done = true;
+    },
+    () => {
+      done = true;
+    },
+  );
   for (let i = 0; i < 10_000 && !done; i++) await clock.advance(100);
   await settled;
 }
@@ -188,13 +308,26 @@ function setup(m: Manifest, healthyAfter: number | null = 1000) {
   const provider = new FakeProvider({ clock });
   const driver = new FakeDriver(provider, clock, healthyAfter);
   const events: (TaskEventInput & { at: number })[] = [];
-  const updater = new Updater({ clock, driver, logger: silentLogger(), events: { event: (e) => Promise.resolve(void events.push({ ...e, at: clock.nowMs() })) }, pollMs: 500 });
-  const groups = (changes: PlannedChange[]) => m.instance_groups.map((g) => ({ name: g.name, instances: g.instances, policy: groupUpdatePolicy(m, g), changes: changes.filter((c) => c.group === g.name) }));
+  const updater = new Updater({
+    clock,
+    driver,
+    logger: silentLogger(),
+    events: { event: (e) => Promise.resolve(void events.push({ ...e, at: clock.nowMs() })) },
+    pollMs: 500,
+  });
+  const groups = (changes: PlannedChange[]) =>
+    m.instance_groups.map((g) => ({
+      name: g.name,
+      instances: g.instances,
+      policy: groupUpdatePolicy(m, g),
+      changes: changes.filter((c) => c.group === g.name),
+    }));
   return { clock, provider, driver, events, updater, groups };
 }
 
 describe('updater', () => {
-  const fiveUpdates = (group = 'web', n = 5): PlannedChange[] => Array.from({ length: n }, (_, i) => ({ group, index: i, action: 'update' as const, reasons: ['jobs changed'] }));
+  const fiveUpdates = (group = 'web', n = 5): PlannedChange[] =>
+    Array.from({ length: n }, (_, i) => ({ group, index: i, action: 'update' as const, reasons: ['jobs changed'] }));
 
   it('canary first, then batches of max_in_flight', async () => {
     const m = manifest();
@@ -230,7 +363,12 @@ describe('updater', () => {
     const { clock, driver, events, updater, groups } = setup(m, null);
     let error: unknown;
     const t0 = clock.nowMs();
-    await runToEnd(clock, updater.run(groups(fiveUpdates()), new AbortController().signal).catch((e: unknown) => { error = e; }));
+    await runToEnd(
+      clock,
+      updater.run(groups(fiveUpdates()), new AbortController().signal).catch((e: unknown) => {
+        error = e;
+      }),
+    );
     assert.ok(error instanceof AnodyneError && error.code === 'ANODYNE_E_CANARY_FAILED', String(error));
     assert.deepEqual(driver.applied, ['web/0']);
     const failed = events.find((e) => e.state === 'failed')!;
@@ -252,15 +390,24 @@ describe('updater', () => {
   it('serial groups wait for each other; serial: false starts with the group before it', async () => {
     const base = manifest({}, 2);
     const g = base.instance_groups[0]!;
-    const m = manifest({
-      update: { canaries: 0, max_in_flight: 2, canary_watch_time: 1000, update_watch_time: 1000 },
-      instance_groups: [{ ...g, name: 'a' }, { ...g, name: 'b', update: { serial: false } }, { ...g, name: 'c' }],
-    }, 2);
+    const m = manifest(
+      {
+        update: { canaries: 0, max_in_flight: 2, canary_watch_time: 1000, update_watch_time: 1000 },
+        instance_groups: [
+          { ...g, name: 'a' },
+          { ...g, name: 'b', update: { serial: false } },
+          { ...g, name: 'c' },
+        ],
+      },
+      2,
+    );
     const { clock, events, updater, groups } = setup(m);
     const changes = ['a', 'b', 'c'].flatMap((n) => fiveUpdates(n, 2));
     await runToEnd(clock, updater.run(groups(changes), new AbortController().signal));
-    const first = (grp: string, state: string) => Math.min(...events.filter((e) => e.instance?.startsWith(grp) && e.state === state).map((e) => e.at));
-    const last = (grp: string, state: string) => Math.max(...events.filter((e) => e.instance?.startsWith(grp) && e.state === state).map((e) => e.at));
+    const first = (grp: string, state: string) =>
+      Math.min(...events.filter((e) => e.instance?.startsWith(grp) && e.state === state).map((e) => e.at));
+    const last = (grp: string, state: string) =>
+      Math.max(...events.filter((e) => e.instance?.startsWith(grp) && e.state === state).map((e) => e.at));
     assert.equal(first('b/', 'started'), first('a/', 'started'), 'b runs in parallel with a');
     assert.ok(first('c/', 'started') >= Math.max(last('a/', 'finished'), last('b/', 'finished')), 'c waits for a and b');
   });
@@ -283,7 +430,9 @@ describe('updater', () => {
     const ac = new AbortController();
     const run = updater.run(groups(fiveUpdates()), ac.signal);
     let error: unknown;
-    const settled = run.catch((e: unknown) => { error = e; });
+    const settled = run.catch((e: unknown) => {
+      error = e;
+    });
     while (driver.applied.length < 1) await clock.advance(100);
     ac.abort();
     await runToEnd(clock, settled);

@@ -7,8 +7,15 @@ import { InstanceRepository, newInstanceRow, type InstanceRow } from './instance
 import { renderInstance, resolveJobs, type JobCatalog } from './jobs.js';
 import { parseManifest, type Manifest } from './manifest.js';
 import {
-  DEPLOY_PHASES, loadBalancerId, newDeployScope, renderVariables,
-  type DeployDeps, type DeployPick, type GroupIps, type LbAddresses, type VariableSource,
+  DEPLOY_PHASES,
+  loadBalancerId,
+  newDeployScope,
+  renderVariables,
+  type DeployDeps,
+  type DeployPick,
+  type GroupIps,
+  type LbAddresses,
+  type VariableSource,
 } from './phases.js';
 import { TaskStore, type Task } from './tasks.js';
 import type { EventSink } from './updater.js';
@@ -69,11 +76,24 @@ export class Director {
     this.agents = o.agents ?? new TlsAgentClient(o.tls, agentPort);
     this.repo = new InstanceRepository(o.store, o.clock);
     this.vms = new VmLifecycle({
-      repo: this.repo, provider: o.provider, agents: this.agents, tls: o.tls, clock: o.clock, agentPort, agentTimeoutMs: o.agentTimeoutMs,
+      repo: this.repo,
+      provider: o.provider,
+      agents: this.agents,
+      tls: o.tls,
+      clock: o.clock,
+      agentPort,
+      agentTimeoutMs: o.agentTimeoutMs,
     });
     this.deps = {
-      repo: this.repo, vms: this.vms, agents: this.agents, provider: o.provider, catalog: o.catalog, variables: o.variables,
-      store: o.store, clock: o.clock, logger: o.logger,
+      repo: this.repo,
+      vms: this.vms,
+      agents: this.agents,
+      provider: o.provider,
+      catalog: o.catalog,
+      variables: o.variables,
+      store: o.store,
+      clock: o.clock,
+      logger: o.logger,
     };
   }
 
@@ -96,8 +116,15 @@ export class Director {
   async instanceViews(deployment: string): Promise<InstanceView[]> {
     const rows = await this.repo.listRecords(deployment);
     return rows.map((r) => ({
-      instance: `${r.group_name}/${r.idx}`, group: r.group_name, index: r.idx, vm_id: r.vm_id, ip: r.ip, state: r.state,
-      health: r.health, health_reason: r.health_reason, health_since: r.health_since,
+      instance: `${r.group_name}/${r.idx}`,
+      group: r.group_name,
+      index: r.idx,
+      vm_id: r.vm_id,
+      ip: r.ip,
+      state: r.state,
+      health: r.health,
+      health_reason: r.health_reason,
+      health_since: r.health_since,
     }));
   }
 
@@ -190,7 +217,12 @@ export class Director {
 
   /** A one-step task on one instance that ends by recording the instance's new state. */
   private async instanceTask(
-    type: string, stage: string, deployment: string, group: string, index: number, owner: string,
+    type: string,
+    stage: string,
+    deployment: string,
+    group: string,
+    index: number,
+    owner: string,
     work: (row: InstanceRow) => Promise<'started' | 'stopped'>,
   ): Promise<Task> {
     const row = await this.instanceRow(deployment, group, index);
@@ -210,7 +242,7 @@ export class Director {
   async fetchLogs(deployment: string, group: string, index: number, owner = 'system'): Promise<Task> {
     const row = await this.instanceRow(deployment, group, index);
     const task = await this.tasks.create('fetch_logs', null, `logs ${deployment} ${group}/${index}`, owner);
-    this.launch(task.id, async () => (await this.agentCall(row, 'GET', '/logs')));
+    this.launch(task.id, async () => await this.agentCall(row, 'GET', '/logs'));
     return task;
   }
 
@@ -238,7 +270,13 @@ export class Director {
     const services = await this.repo.list(m.name);
     const groupsIps: GroupIps = {};
     for (const r of services) (groupsIps[r.group_name] ??= { ips: [] }).ips.push(r.ip ?? '');
-    const vars = await this.o.variables.ensure(m.name, renderVariables((m.variables ?? []).filter((v) => !v.per_instance), groupsIps));
+    const vars = await this.o.variables.ensure(
+      m.name,
+      renderVariables(
+        (m.variables ?? []).filter((v) => !v.per_instance),
+        groupsIps,
+      ),
+    );
     const defs = resolveJobs(m, this.o.catalog);
     const results: ErrandResult[] = [];
     const rows: InstanceRow[] = [];
@@ -307,7 +345,12 @@ export class Director {
    * Runs work that is not a change to one deployment (a fleet upgrade that starts and follows
    * other tasks) as a task of its own: events, cancellation, result and error like every task.
    */
-  async runTask(type: string, description: string, owner: string, work: (signal: AbortSignal, sink: EventSink) => Promise<unknown>): Promise<Task> {
+  async runTask(
+    type: string,
+    description: string,
+    owner: string,
+    work: (signal: AbortSignal, sink: EventSink) => Promise<unknown>,
+  ): Promise<Task> {
     const task = await this.tasks.create(type, null, description, owner);
     this.launch(task.id, work);
     return task;
@@ -323,7 +366,12 @@ export class Director {
     const ac = new AbortController();
     const sink = this.tasks.sink(id);
     const poll = setInterval(() => {
-      void this.tasks.isCancelRequested(id).then((c) => { if (c) ac.abort(); }, () => undefined);
+      void this.tasks.isCancelRequested(id).then(
+        (c) => {
+          if (c) ac.abort();
+        },
+        () => undefined,
+      );
     }, 500);
     const p = (async () => {
       await this.tasks.start(id);
@@ -376,8 +424,9 @@ export class Director {
   }
 
   async manifest(name: string): Promise<Manifest> {
-    const row = await storeQuery('reading a deployment', () => this.o.store.db.selectFrom('deployments').select('manifest')
-      .where('name', '=', name).executeTakeFirst());
+    const row = await storeQuery('reading a deployment', () =>
+      this.o.store.db.selectFrom('deployments').select('manifest').where('name', '=', name).executeTakeFirst(),
+    );
     if (!row) throw new NotFoundError('ANODYNE_E_DEPLOYMENT_NOT_FOUND', `deployment ${name} not found`, { details: { name } });
     return JSON.parse(row.manifest) as Manifest;
   }

@@ -15,7 +15,11 @@ export interface AgentDriverDeps {
 
 /** Applies planned changes to instances; `rows` (by `group/index`) is kept current as VMs change. */
 export class AgentDriver implements InstanceDriver {
-  constructor(private readonly d: AgentDriverDeps, private readonly rows: Map<string, InstanceRow>, private readonly sink: EventSink) {}
+  constructor(
+    private readonly d: AgentDriverDeps,
+    private readonly rows: Map<string, InstanceRow>,
+    private readonly sink: EventSink,
+  ) {}
 
   private row(c: PlannedChange): InstanceRow {
     const r = this.rows.get(`${c.group}/${c.index}`);
@@ -29,7 +33,12 @@ export class AgentDriver implements InstanceDriver {
     const info = (message: string) => this.sink.event({ stage: 'Lifecycle', instance: name, state: 'info', message });
     // A VM that is being replaced may have an agent that no longer answers (that is often why
     // it is replaced): ask briefly first rather than wait out a drain's timeout.
-    const answers = c.action !== 'recreate' || (await readAgentState(this.d.agents, row).then(() => true, () => false));
+    const answers =
+      c.action !== 'recreate' ||
+      (await readAgentState(this.d.agents, row).then(
+        () => true,
+        () => false,
+      ));
     if (!answers) await info('not drained: the agent does not answer');
     if (row.bundle_hash !== null && answers) {
       try {

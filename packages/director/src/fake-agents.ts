@@ -55,18 +55,38 @@ export class FakeAgents implements AgentClient {
       this.states.set(key, s);
     }
     const state = () => ({
-      agentId: row.agent_id, bundleHash: s.bundle?.hash ?? null, healthy: s.running && !this.failing.has(row.agent_id),
-      processes: (s.bundle?.jobs ?? []).flatMap((j) => j.processes.map((p) => ({ job: j.name, name: p.name, state: !s.running ? 'stopped' : this.failing.has(row.agent_id) ? 'failing' : 'running', restarts: 0 }))),
+      agentId: row.agent_id,
+      bundleHash: s.bundle?.hash ?? null,
+      healthy: s.running && !this.failing.has(row.agent_id),
+      processes: (s.bundle?.jobs ?? []).flatMap((j) =>
+        j.processes.map((p) => ({
+          job: j.name,
+          name: p.name,
+          state: !s.running ? 'stopped' : this.failing.has(row.agent_id) ? 'failing' : 'running',
+          restarts: 0,
+        })),
+      ),
       vitals: {},
     });
     switch (route) {
-      case 'GET /state': return Promise.resolve(state());
-      case 'POST /apply': s.bundle = body as InstanceBundle; s.running = false; return Promise.resolve(state());
-      case 'POST /start': s.running = s.bundle !== null; return Promise.resolve(state());
-      case 'POST /stop': s.running = false; return Promise.resolve(state());
-      case 'POST /drain': return Promise.resolve({ results: [] });
-      case 'GET /logs': return Promise.resolve({ logs: {} });
-      default: return Promise.reject(new AnodyneError('ANODYNE_E_UNAVAILABLE', `agent ${row.agent_id} ${route}: 404`));
+      case 'GET /state':
+        return Promise.resolve(state());
+      case 'POST /apply':
+        s.bundle = body as InstanceBundle;
+        s.running = false;
+        return Promise.resolve(state());
+      case 'POST /start':
+        s.running = s.bundle !== null;
+        return Promise.resolve(state());
+      case 'POST /stop':
+        s.running = false;
+        return Promise.resolve(state());
+      case 'POST /drain':
+        return Promise.resolve({ results: [] });
+      case 'GET /logs':
+        return Promise.resolve({ logs: {} });
+      default:
+        return Promise.reject(new AnodyneError('ANODYNE_E_UNAVAILABLE', `agent ${row.agent_id} ${route}: 404`));
     }
   }
 }

@@ -41,7 +41,9 @@ describe('director: kill -9 of the platform during a deploy', { skip: skipUnless
     for (let i = 0; i < 600 && !killedAt; i++) {
       const [task] = await director.tasks.list();
       if (task) {
-        const created = (await director.tasks.events(task.id)).filter((e) => e.stage === 'Creating missing VMs' && e.state === 'finished').length;
+        const created = (await director.tasks.events(task.id)).filter(
+          (e) => e.stage === 'Creating missing VMs' && e.state === 'finished',
+        ).length;
         if (created >= 2) {
           child.kill('SIGKILL');
           killedAt = `after ${created} VMs`;
@@ -63,7 +65,11 @@ describe('director: kill -9 of the platform during a deploy', { skip: skipUnless
     const vms = await provider.listVms({ deployment: 'web' });
     assert.equal(rows.length, 5);
     assert.deepEqual(vms.map((v) => v.id).sort(), rows.map((r) => r.vm_id).sort(), 'every VM belongs to an instance');
-    const netns = (await import('node:child_process')).execFileSync('ip', ['netns', 'list']).toString().split('\n').filter((l) => l.startsWith(`anodyne-${tag}-vm-`));
+    const netns = (await import('node:child_process'))
+      .execFileSync('ip', ['netns', 'list'])
+      .toString()
+      .split('\n')
+      .filter((l) => l.startsWith(`anodyne-${tag}-vm-`));
     assert.equal(netns.length, 5, 'one network namespace per instance, none orphaned');
 
     const del = await director.wait((await director.deleteDeployment('web')).id);

@@ -15,11 +15,15 @@ export const httpd: JobDefinition = {
   name: 'httpd',
   release: 'test',
   properties: { port: { default: 8080 }, greeting: { default: 'hello' } },
-  processes: [{
-    name: 'httpd', command: 'busybox', args: ['httpd', '-f', '-p', '{{ spec.ip }}:{{ p.port }}', '-h', 'www'],
-    env: { SECRET: '{{ vars.secret }}' },
-    readiness: { http: { host: '{{ spec.ip }}', port: '{{ p.port }}', path: '/' } },
-  }],
+  processes: [
+    {
+      name: 'httpd',
+      command: 'busybox',
+      args: ['httpd', '-f', '-p', '{{ spec.ip }}:{{ p.port }}', '-h', 'www'],
+      env: { SECRET: '{{ vars.secret }}' },
+      readiness: { http: { host: '{{ spec.ip }}', port: '{{ p.port }}', path: '/' } },
+    },
+  ],
   files: { 'www/index.html': '{{ p.greeting }} from {{ spec.name }}/{{ spec.index }}' },
   drain: 'echo drained >> ../drain.log',
 };
@@ -34,15 +38,21 @@ export const smoke: JobDefinition = {
 export const keeper: JobDefinition = {
   name: 'keeper',
   release: 'test',
-  processes: [{
-    name: 'keeper', command: 'sh',
-    args: ['-c', [
-      'd={{ spec.persistent_disk }}; test -n "$d" || exit 9;',
-      'test -f $d/id || head -c 8 /dev/urandom | od -An -tx1 | tr -d " \\n" > $d/id;',
-      'exec busybox httpd -f -p {{ spec.ip }}:8080 -h $d',
-    ].join(' ')],
-    readiness: { http: { host: '{{ spec.ip }}', port: 8080, path: '/id' } },
-  }],
+  processes: [
+    {
+      name: 'keeper',
+      command: 'sh',
+      args: [
+        '-c',
+        [
+          'd={{ spec.persistent_disk }}; test -n "$d" || exit 9;',
+          'test -f $d/id || head -c 8 /dev/urandom | od -An -tx1 | tr -d " \\n" > $d/id;',
+          'exec busybox httpd -f -p {{ spec.ip }}:8080 -h $d',
+        ].join(' '),
+      ],
+      readiness: { http: { host: '{{ spec.ip }}', port: 8080, path: '/id' } },
+    },
+  ],
 };
 export const catalog: JobCatalog = { job: (_r, name) => ({ httpd, smoke, keeper })[name] };
 
@@ -52,9 +62,15 @@ export function manifest(greeting: string, extra: Partial<Manifest> = {}): Manif
     releases: [{ name: 'test', version: '1' }],
     image: 'host-usr',
     update: { canaries: 1, max_in_flight: 2, canary_watch_time: '300-30000', update_watch_time: '300-30000' },
-    instance_groups: [{
-      name: 'web', instances: 5, vm_type: 'small', networks: [{ name: 'default' }], jobs: [{ name: 'httpd', properties: { greeting } }],
-    }],
+    instance_groups: [
+      {
+        name: 'web',
+        instances: 5,
+        vm_type: 'small',
+        networks: [{ name: 'default' }],
+        jobs: [{ name: 'httpd', properties: { greeting } }],
+      },
+    ],
     variables: [{ name: 'secret', type: 'password', options: { length: 12 } }],
     ...extra,
   };
@@ -69,21 +85,32 @@ export interface Harness {
 
 /** A director on the local provider over SQLite in `dir`, with credstore-backed TLS and variables. */
 export async function makeHarness(
-  dir: string, tag: string, key: Buffer,
+  dir: string,
+  tag: string,
+  key: Buffer,
   options: { catalog?: JobCatalog; binds?: { host: string; guest: string }[]; network?: string } = {},
 ): Promise<Harness> {
   const store = await openStore({ driver: 'sqlite', path: join(dir, 'anodyne.db') });
   const creds = new CredStore({ store, keys: new KeyRing(key), clock: systemClock, logger: silentLogger() });
   const provider = new LocalProvider({
-    dataDir: join(dir, 'provider'), tag, network: options.network ?? '10.198.5.0/24',
+    dataDir: join(dir, 'provider'),
+    tag,
+    network: options.network ?? '10.198.5.0/24',
     agentCommand: ['node', '/opt/anodyne/packages/agent/dist/main.js'],
     binds: [{ host: REPO, guest: '/opt/anodyne', readOnly: true }, ...(options.binds ?? [])],
-    logger: silentLogger(), clock: systemClock,
+    logger: silentLogger(),
+    clock: systemClock,
   });
   const tls = agentTlsIssuer(async (name, o) => (await creds.generate(name, 'certificate', o, { actor: 'director' })).value);
   const variables: VariableSource = new DeploymentVariables(creds);
   const director = new Director({
-    store, provider, catalog: options.catalog ?? catalog, variables, tls, clock: systemClock, logger: silentLogger(),
+    store,
+    provider,
+    catalog: options.catalog ?? catalog,
+    variables,
+    tls,
+    clock: systemClock,
+    logger: silentLogger(),
   });
   return { store, creds, provider, director };
 }

@@ -18,11 +18,16 @@ const job: JobDefinition = { name: 'svc', release: 'test', processes: [{ name: '
 const catalog: JobCatalog = { job: (_r, name) => (name === 'svc' ? job : undefined) };
 const variables: VariableSource = { ensure: () => Promise.resolve({}), remove: () => Promise.resolve() };
 // In-memory agents need no certificates; the director still asks for them per VM.
-const tls = { agentTls: () => Promise.resolve({ cert: '', key: '', ca: '' }), directorTls: () => Promise.resolve({ cert: '', key: '', ca: '' }) };
+const tls = {
+  agentTls: () => Promise.resolve({ cert: '', key: '', ca: '' }),
+  directorTls: () => Promise.resolve({ cert: '', key: '', ca: '' }),
+};
 
 function manifest(name: string, instances = 3, jobName = 'svc') {
   return {
-    name, releases: [{ name: 'test', version: '1' }], image: 'default',
+    name,
+    releases: [{ name: 'test', version: '1' }],
+    image: 'default',
     update: { canaries: 1, max_in_flight: 2, canary_watch_time: '0-1000', update_watch_time: '0-1000' },
     instance_groups: [{ name: 'node', instances, vm_type: 'small', networks: [{ name: 'default' }], jobs: [{ name: jobName }] }],
   };
@@ -31,10 +36,18 @@ function manifest(name: string, instances = 3, jobName = 'svc') {
 /** A clock whose sleeps return at once (deploy watch times), and whose time tests move. */
 class StepClock implements Clock {
   constructor(private readonly inner = new ManualClock(Date.parse('2026-01-01T00:00:00Z'))) {}
-  now(): Date { return this.inner.now(); }
-  nowMs(): number { return this.inner.nowMs(); }
-  sleep(): Promise<void> { return new Promise((r) => setImmediate(r)); }
-  advance(ms: number): Promise<void> { return this.inner.advance(ms); }
+  now(): Date {
+    return this.inner.now();
+  }
+  nowMs(): number {
+    return this.inner.nowMs();
+  }
+  sleep(): Promise<void> {
+    return new Promise((r) => setImmediate(r));
+  }
+  advance(ms: number): Promise<void> {
+    return this.inner.advance(ms);
+  }
 }
 
 describe('health monitor and resurrector', () => {
@@ -57,7 +70,18 @@ describe('health monitor and resurrector', () => {
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  const monitor = (resurrection = true) => new HealthMonitor({ store, provider, director, clock, logger: silentLogger(), resurrection: { enabled: resurrection, afterMs: 60_000 }, onEvent: (e) => { events.push(e); } });
+  const monitor = (resurrection = true) =>
+    new HealthMonitor({
+      store,
+      provider,
+      director,
+      clock,
+      logger: silentLogger(),
+      resurrection: { enabled: resurrection, afterMs: 60_000 },
+      onEvent: (e) => {
+        events.push(e);
+      },
+    });
 
   async function deploy(name: string, instances = 3): Promise<void> {
     const t = await director.wait((await director.deploy(manifest(name, instances))).id);
@@ -74,7 +98,14 @@ describe('health monitor and resurrector', () => {
     assert.equal(r.counts.running, 5);
     assert.deepEqual(r.resurrections, []);
     const views = await director.instanceViews('a');
-    assert.deepEqual(views.map((v) => [v.instance, v.health]), [['node/0', 'running'], ['node/1', 'running'], ['node/2', 'running']]);
+    assert.deepEqual(
+      views.map((v) => [v.instance, v.health]),
+      [
+        ['node/0', 'running'],
+        ['node/1', 'running'],
+        ['node/2', 'running'],
+      ],
+    );
   });
 
   it('tells missing, unresponsive, failing and stopped apart, with reasons', async () => {
@@ -86,7 +117,10 @@ describe('health monitor and resurrector', () => {
     const r = await monitor(false).pass();
     assert.deepEqual(r.counts, { pending: 0, running: 0, failing: 1, unresponsive: 1, missing: 1, stopped: 1 });
     const v = await director.instanceViews('a');
-    assert.deepEqual(v.map((x) => x.health), ['missing', 'unresponsive', 'failing', 'stopped']);
+    assert.deepEqual(
+      v.map((x) => x.health),
+      ['missing', 'unresponsive', 'failing', 'stopped'],
+    );
     assert.match(v[0]!.health_reason!, /not running/);
     assert.match(v[1]!.health_reason!, /unreachable/);
     assert.match(v[2]!.health_reason!, /svc\/svc failing/);
@@ -118,12 +152,19 @@ describe('health monitor and resurrector', () => {
     assert.equal(afterRows[0]!.vm_id, before[0]!.vm_id, 'a healthy instance keeps its VM');
     assert.notEqual(afterRows[1]!.vm_id, before[1]!.vm_id);
     assert.notEqual(afterRows[2]!.vm_id, before[2]!.vm_id);
-    assert.deepEqual(afterRows.map((r) => r.ip), before.map((r) => r.ip), 'addresses are kept');
+    assert.deepEqual(
+      afterRows.map((r) => r.ip),
+      before.map((r) => r.ip),
+      'addresses are kept',
+    );
     assert.equal(provider.calls['createVm'], 8, 'one new VM per lost instance, never two');
     agents.heal('a-node-2');
     const third = await m.pass();
     assert.equal(third.counts.running, 6);
-    assert.deepEqual(events.map((e) => [e.action, e.deployment, e.instances.length]), [['resurrect', 'a', 2]]);
+    assert.deepEqual(
+      events.map((e) => [e.action, e.deployment, e.instances.length]),
+      [['resurrect', 'a', 2]],
+    );
   });
 
   it('touches nothing but the lost instance even when the jobs have changed since the deploy', async () => {
@@ -138,7 +179,10 @@ describe('health monitor and resurrector', () => {
       const r = await m.pass();
       assert.equal((await director.wait(r.resurrections[0]!.task!)).state, 'done');
       const rows = await director.instances('a');
-      assert.deepEqual(rows.slice(1).map((x) => x.bundle_hash), hashes.slice(1));
+      assert.deepEqual(
+        rows.slice(1).map((x) => x.bundle_hash),
+        hashes.slice(1),
+      );
     } finally {
       delete job.processes[0]!.args;
     }

@@ -66,7 +66,20 @@ export interface HealthReport {
   meltdown: boolean;
 }
 
-const ROW_COLUMNS = ['id', 'deployment', 'group_name', 'idx', 'vm_id', 'agent_id', 'ip', 'bundle_hash', 'state', 'health', 'health_reason', 'health_since'] as const;
+const ROW_COLUMNS = [
+  'id',
+  'deployment',
+  'group_name',
+  'idx',
+  'vm_id',
+  'agent_id',
+  'ip',
+  'bundle_hash',
+  'state',
+  'health',
+  'health_reason',
+  'health_since',
+] as const;
 type Row = Pick<Selectable<InstancesTable>, (typeof ROW_COLUMNS)[number]>;
 
 interface Finding {
@@ -140,7 +153,9 @@ export class HealthMonitor {
       this.timer = setTimeout(() => {
         void this.pass()
           .catch((err: unknown) => this.o.logger.warn({ err: (err as Error).message }, 'health pass failed'))
-          .finally(() => { if (!this.stopped) tick(); });
+          .finally(() => {
+            if (!this.stopped) tick();
+          });
       }, intervalMs);
       this.timer.unref();
     };
@@ -153,7 +168,6 @@ export class HealthMonitor {
     if (this.timer) clearTimeout(this.timer);
     await this.current?.catch(() => undefined);
   }
-
 
   private async runPass(): Promise<HealthReport> {
     const { store, provider, clock } = this.o;
@@ -186,8 +200,14 @@ export class HealthMonitor {
     for (const f of findings) counts[f.health]++;
     const { resurrections, meltdown } = await this.resurrect(findings, t0);
     const report: HealthReport = {
-      startedAt, durationMs: clock.nowMs() - t0, deployments: new Set(checked.map((r) => r.deployment)).size, instances: checked.length,
-      counts, skipped: [...skipped].sort(), resurrections, meltdown,
+      startedAt,
+      durationMs: clock.nowMs() - t0,
+      deployments: new Set(checked.map((r) => r.deployment)).size,
+      instances: checked.length,
+      counts,
+      skipped: [...skipped].sort(),
+      resurrections,
+      meltdown,
     };
     this.last = report;
     this.o.logger.debug({ durationMs: report.durationMs, instances: report.instances, counts }, 'health pass');
@@ -215,20 +235,35 @@ export class HealthMonitor {
   private async record(findings: Finding[]): Promise<void> {
     const changed = findings.filter((f) => f.health !== f.row.health || f.reason !== f.row.health_reason);
     if (changed.length === 0) return;
-    await storeQuery('recording instance health', () => this.o.store.db.transaction().execute(async (tx) => {
-      for (const f of changed) {
-        await tx.updateTable('instances').set({ health: f.health, health_reason: f.reason, health_since: f.since })
-          .where('id', '=', f.row.id).where('vm_id', f.row.vm_id === null ? 'is' : '=', f.row.vm_id).execute();
-      }
-    }));
+    await storeQuery('recording instance health', () =>
+      this.o.store.db.transaction().execute(async (tx) => {
+        for (const f of changed) {
+          await tx
+            .updateTable('instances')
+            .set({ health: f.health, health_reason: f.reason, health_since: f.since })
+            .where('id', '=', f.row.id)
+            .where('vm_id', f.row.vm_id === null ? 'is' : '=', f.row.vm_id)
+            .execute();
+        }
+      }),
+    );
     for (const f of changed.filter((x) => x.health !== x.row.health)) {
-      const at = { deployment: f.row.deployment, instance: `${f.row.group_name}/${f.row.idx}`, from: f.row.health, to: f.health, reason: f.reason };
+      const at = {
+        deployment: f.row.deployment,
+        instance: `${f.row.group_name}/${f.row.idx}`,
+        from: f.row.health,
+        to: f.health,
+        reason: f.reason,
+      };
       if (f.health === 'running' || f.health === 'stopped' || f.health === 'pending') this.o.logger.info(at, 'instance health changed');
       else this.o.logger.warn(at, 'instance unhealthy');
     }
   }
 
-  private async resurrect(findings: Finding[], nowMs: number): Promise<{ resurrections: HealthReport['resurrections']; meltdown: boolean }> {
+  private async resurrect(
+    findings: Finding[],
+    nowMs: number,
+  ): Promise<{ resurrections: HealthReport['resurrections']; meltdown: boolean }> {
     const policy = this.o.resurrection;
     const resurrections: HealthReport['resurrections'] = [];
     // A deployment that is whole again starts its backoff afresh.
@@ -239,7 +274,10 @@ export class HealthMonitor {
     const down = findings.filter((f) => DOWN.includes(f.health));
     const meltdown = down.length >= (policy.meltdownMin ?? 5) && down.length * 100 > findings.length * (policy.meltdownPercent ?? 30);
     if (meltdown) {
-      this.o.logger.error({ down: down.length, instances: findings.length }, 'meltdown: too many instances down at once; resurrection paused');
+      this.o.logger.error(
+        { down: down.length, instances: findings.length },
+        'meltdown: too many instances down at once; resurrection paused',
+      );
       await this.tell({ action: 'meltdown', instances: down.map((f) => `${f.row.deployment}:${f.row.group_name}/${f.row.idx}`) });
       return { resurrections, meltdown };
     }

@@ -1,12 +1,31 @@
 // The director package's public door: manifests, rendering, planning, rollout, tasks, the Director and its health monitor.
 export {
-  parseManifest, parseWatchTime, resolveMaxInFlight, groupUpdatePolicy, manifestPath, ManifestSchema,
-  type Manifest, type InstanceGroup, type UpdatePolicy, type Variable, type WatchRange,
+  parseManifest,
+  parseWatchTime,
+  resolveMaxInFlight,
+  groupUpdatePolicy,
+  manifestPath,
+  ManifestSchema,
+  type Manifest,
+  type InstanceGroup,
+  type UpdatePolicy,
+  type Variable,
+  type WatchRange,
 } from './manifest.js';
 export {
-  renderTemplate, renderInstance, resolveJobs, bundleHash,
-  type JobDefinition, type JobCatalog, type ProcessTemplate, type ReadinessProbe, type RenderedJob, type RenderedProcess,
-  type InstanceBundle, type InstanceSpec, type RenderContext,
+  renderTemplate,
+  renderInstance,
+  resolveJobs,
+  bundleHash,
+  type JobDefinition,
+  type JobCatalog,
+  type ProcessTemplate,
+  type ReadinessProbe,
+  type RenderedJob,
+  type RenderedProcess,
+  type InstanceBundle,
+  type InstanceSpec,
+  type RenderContext,
 } from './jobs.js';
 export { plan, type DesiredInstance, type ActualInstance, type PlannedChange, type PlanAction } from './planner.js';
 export { Updater, type InstanceDriver, type EventSink, type TaskEventInput, type GroupPlan, type UpdaterOptions } from './updater.js';
@@ -14,10 +33,20 @@ export { TaskStore, type Task, type TaskEvent, type TaskState } from './tasks.js
 export { Director, type DirectorOptions, type InstanceView } from './director.js';
 export { renderVariables, type VariableSource } from './phases.js';
 export {
-  TlsAgentClient, agentTlsIssuer,
-  type CertificateSource, type AgentClient, type AgentAddress, type AgentTlsIssuer, type TlsMaterial, type AgentStateView,
+  TlsAgentClient,
+  agentTlsIssuer,
+  type CertificateSource,
+  type AgentClient,
+  type AgentAddress,
+  type AgentTlsIssuer,
+  type TlsMaterial,
+  type AgentStateView,
 } from './agents.js';
 export {
   HealthMonitor,
-  type HealthMonitorOptions, type HealthReport, type InstanceHealth, type ResurrectionPolicy, type ResurrectionEvent,
+  type HealthMonitorOptions,
+  type HealthReport,
+  type InstanceHealth,
+  type ResurrectionPolicy,
+  type ResurrectionEvent,
 } from './health.js';

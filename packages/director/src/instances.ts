@@ -7,7 +7,8 @@ import type { InstanceGroup, Manifest } from './manifest.js';
 
 /** An instance as the director works with it: the store's row without bookkeeping columns. */
 export type InstanceRow = Omit<
-  Selectable<InstancesTable>, 'state' | 'created_at' | 'updated_at' | 'health' | 'health_reason' | 'health_since'
+  Selectable<InstancesTable>,
+  'state' | 'created_at' | 'updated_at' | 'health' | 'health_reason' | 'health_since'
 >;
 
 /** An instance's full record, bookkeeping and health included. */
@@ -22,7 +23,19 @@ export type InstancePatch = Partial<InstanceRow> & {
 };
 
 const ROW_COLUMNS = [
-  'id', 'deployment', 'group_name', 'idx', 'vm_id', 'agent_id', 'ip', 'vm_type', 'image', 'disk_mb', 'disk_id', 'network', 'bundle_hash',
+  'id',
+  'deployment',
+  'group_name',
+  'idx',
+  'vm_id',
+  'agent_id',
+  'ip',
+  'vm_type',
+  'image',
+  'disk_mb',
+  'disk_id',
+  'network',
+  'bundle_hash',
 ] as const;
 
 /**
@@ -31,46 +44,82 @@ const ROW_COLUMNS = [
  */
 export function newInstanceRow(m: Manifest, g: InstanceGroup, index: number, place: { ip: string | null; diskMb: number }): InstanceRow {
   return {
-    id: randomUUID(), deployment: m.name, group_name: g.name, idx: index,
-    vm_id: null, agent_id: `${m.name}-${g.name}-${index}`.slice(0, 64), ip: place.ip,
-    vm_type: JSON.stringify(g.vm_type), image: m.image, disk_mb: place.diskMb, network: g.networks[0]!.name,
-    bundle_hash: null, disk_id: null,
+    id: randomUUID(),
+    deployment: m.name,
+    group_name: g.name,
+    idx: index,
+    vm_id: null,
+    agent_id: `${m.name}-${g.name}-${index}`.slice(0, 64),
+    ip: place.ip,
+    vm_type: JSON.stringify(g.vm_type),
+    image: m.image,
+    disk_mb: place.diskMb,
+    network: g.networks[0]!.name,
+    bundle_hash: null,
+    disk_id: null,
   };
 }
 
 /** Reads and writes instances in the store, timestamps from the injected clock. */
 export class InstanceRepository {
-  constructor(private readonly store: Store, private readonly clock: Clock) {}
+  constructor(
+    private readonly store: Store,
+    private readonly clock: Clock,
+  ) {}
 
   /** A deployment's instances, by group and index. */
   async list(deployment: string): Promise<InstanceRow[]> {
-    return storeQuery('reading instances', () => this.store.db.selectFrom('instances').select(ROW_COLUMNS)
-      .where('deployment', '=', deployment).orderBy('group_name').orderBy('idx').execute());
+    return storeQuery('reading instances', () =>
+      this.store.db
+        .selectFrom('instances')
+        .select(ROW_COLUMNS)
+        .where('deployment', '=', deployment)
+        .orderBy('group_name')
+        .orderBy('idx')
+        .execute(),
+    );
   }
 
   /** A deployment's instances with every column (health, state), by group and index. */
   async listRecords(deployment: string): Promise<InstanceRecord[]> {
-    return storeQuery('reading instances', () => this.store.db.selectFrom('instances').selectAll()
-      .where('deployment', '=', deployment).orderBy('group_name').orderBy('idx').execute());
+    return storeQuery('reading instances', () =>
+      this.store.db.selectFrom('instances').selectAll().where('deployment', '=', deployment).orderBy('group_name').orderBy('idx').execute(),
+    );
   }
 
   /** One instance of a deployment, or undefined. */
   async get(deployment: string, group: string, index: number): Promise<InstanceRow | undefined> {
-    return storeQuery('reading an instance', () => this.store.db.selectFrom('instances').select(ROW_COLUMNS)
-      .where('deployment', '=', deployment).where('group_name', '=', group).where('idx', '=', index).executeTakeFirst());
+    return storeQuery('reading an instance', () =>
+      this.store.db
+        .selectFrom('instances')
+        .select(ROW_COLUMNS)
+        .where('deployment', '=', deployment)
+        .where('group_name', '=', group)
+        .where('idx', '=', index)
+        .executeTakeFirst(),
+    );
   }
 
   /** Records a new instance (started). */
   async insert(row: InstanceRow): Promise<void> {
     const now = this.clock.now().toISOString();
-    await storeQuery('recording an instance', () => this.store.db.insertInto('instances')
-      .values({ ...row, state: 'started', created_at: now, updated_at: now }).execute());
+    await storeQuery('recording an instance', () =>
+      this.store.db
+        .insertInto('instances')
+        .values({ ...row, state: 'started', created_at: now, updated_at: now })
+        .execute(),
+    );
   }
 
   /** Changes some columns of an instance. */
   async patch(id: string, patch: InstancePatch): Promise<void> {
-    await storeQuery('updating an instance', () => this.store.db.updateTable('instances')
-      .set({ ...patch, updated_at: this.clock.now().toISOString() }).where('id', '=', id).execute());
+    await storeQuery('updating an instance', () =>
+      this.store.db
+        .updateTable('instances')
+        .set({ ...patch, updated_at: this.clock.now().toISOString() })
+        .where('id', '=', id)
+        .execute(),
+    );
   }
 
   async delete(id: string): Promise<void> {
@@ -79,8 +128,9 @@ export class InstanceRepository {
 
   /** The persistent disk the store records for an instance (a copy in memory may predate it). */
   async diskId(id: string): Promise<string | null> {
-    const r = await storeQuery('reading an instance', () => this.store.db.selectFrom('instances').select('disk_id')
-      .where('id', '=', id).executeTakeFirst());
+    const r = await storeQuery('reading an instance', () =>
+      this.store.db.selectFrom('instances').select('disk_id').where('id', '=', id).executeTakeFirst(),
+    );
     return r?.disk_id ?? null;
   }
 }

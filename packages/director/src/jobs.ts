@@ -5,7 +5,12 @@ import type { Probe as ReadinessProbe, BundleJob as RenderedJob, AgentBundle as 
 import type { InstanceGroup, Manifest } from './manifest.js';
 
 /** Rendered jobs are the agent's protocol types: what reaches the VM is exactly what was rendered. */
-export type { Probe as ReadinessProbe, BundleProcess as RenderedProcess, BundleJob as RenderedJob, AgentBundle as InstanceBundle } from '@anodyne/agent';
+export type {
+  Probe as ReadinessProbe,
+  BundleProcess as RenderedProcess,
+  BundleJob as RenderedJob,
+  AgentBundle as InstanceBundle,
+} from '@anodyne/agent';
 
 /** One supervised process of a job; every string may hold `{{ }}` template expressions. */
 export interface ProcessTemplate {
@@ -85,7 +90,8 @@ export function renderTemplate(template: string, scope: Record<string, unknown>,
   return template.replace(EXPR, (_m, expr: string) => {
     const path = expr.split('.');
     const value = lookup(scope, path);
-    if (value === undefined) throw new InputError('ANODYNE_E_TEMPLATE_INVALID', `${where}: {{ ${expr} }} has no value`, { details: { where, expression: expr } });
+    if (value === undefined)
+      throw new InputError('ANODYNE_E_TEMPLATE_INVALID', `${where}: {{ ${expr} }} has no value`, { details: { where, expression: expr } });
     if (Array.isArray(value) && value.every((v) => typeof v === 'string' || typeof v === 'number')) return value.join(',');
     if (typeof value === 'string') return value;
     if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return value.toString();
@@ -97,7 +103,10 @@ function deepMerge(base: Record<string, unknown>, over: Record<string, unknown>)
   const out: Record<string, unknown> = { ...base };
   for (const [k, v] of Object.entries(over)) {
     const b = out[k];
-    out[k] = b && typeof b === 'object' && !Array.isArray(b) && v && typeof v === 'object' && !Array.isArray(v) ? deepMerge(b as Record<string, unknown>, v as Record<string, unknown>) : v;
+    out[k] =
+      b && typeof b === 'object' && !Array.isArray(b) && v && typeof v === 'object' && !Array.isArray(v)
+        ? deepMerge(b as Record<string, unknown>, v as Record<string, unknown>)
+        : v;
   }
   return out;
 }
@@ -121,7 +130,10 @@ export function resolveJobs(m: Manifest, catalog: JobCatalog): Map<string, JobDe
   m.instance_groups.forEach((g, i) => {
     g.jobs.forEach((j, k) => {
       const def = catalog.job(j.release, j.name);
-      if (!def) throw new InputError('ANODYNE_E_JOB_UNKNOWN', `manifest instance_groups[${i}].jobs[${k}]: no release provides job ${j.name}`, { details: { path: `instance_groups[${i}].jobs[${k}].name`, job: j.name } });
+      if (!def)
+        throw new InputError('ANODYNE_E_JOB_UNKNOWN', `manifest instance_groups[${i}].jobs[${k}]: no release provides job ${j.name}`, {
+          details: { path: `instance_groups[${i}].jobs[${k}].name`, job: j.name },
+        });
       out.set(`${g.name}/${j.name}`, def);
     });
   });
@@ -131,7 +143,11 @@ export function resolveJobs(m: Manifest, catalog: JobCatalog): Map<string, JobDe
 function canonical(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
   if (value && typeof value === 'object') {
-    return `{${Object.keys(value).sort().filter((k) => (value as Record<string, unknown>)[k] !== undefined).map((k) => `${JSON.stringify(k)}:${canonical((value as Record<string, unknown>)[k])}`).join(',')}}`;
+    return `{${Object.keys(value)
+      .sort()
+      .filter((k) => (value as Record<string, unknown>)[k] !== undefined)
+      .map((k) => `${JSON.stringify(k)}:${canonical((value as Record<string, unknown>)[k])}`)
+      .join(',')}}`;
   }
   return JSON.stringify(value);
 }
@@ -147,7 +163,11 @@ export function renderInstance(m: Manifest, g: InstanceGroup, defs: Map<string, 
     const p = deepMerge(deepMerge(defaultsOf(def), m.properties ?? {}), ref.properties ?? {});
     for (const [key, spec] of Object.entries(def.properties ?? {})) {
       if (spec.default === undefined && lookup(p, key.split('.')) === undefined) {
-        throw new InputError('ANODYNE_E_MANIFEST_INVALID', `manifest instance group ${g.name}, job ${ref.name}: property ${key} is required`, { details: { path: `instance_groups.${g.name}.jobs.${ref.name}.properties.${key}` } });
+        throw new InputError(
+          'ANODYNE_E_MANIFEST_INVALID',
+          `manifest instance group ${g.name}, job ${ref.name}: property ${key} is required`,
+          { details: { path: `instance_groups.${g.name}.jobs.${ref.name}.properties.${key}` } },
+        );
       }
     }
     const scope = { p, spec: ctx.spec, groups: ctx.groups, vars: ctx.vars, ivars: ctx.ivars ?? {}, lbs: ctx.lbs ?? {} };
@@ -159,11 +179,29 @@ export function renderInstance(m: Manifest, g: InstanceGroup, defs: Map<string, 
         name: proc.name,
         command: renderTemplate(proc.command, scope, at(`process ${proc.name} command`)),
         args: (proc.args ?? []).map((a) => renderTemplate(a, scope, at(`process ${proc.name} args`))),
-        env: Object.fromEntries(Object.entries(proc.env ?? {}).map(([k, v]) => [k, renderTemplate(v, scope, at(`process ${proc.name} env ${k}`))])),
-        ...(proc.readiness ? { readiness: JSON.parse(renderTemplate(JSON.stringify(proc.readiness), scope, at(`process ${proc.name} readiness`))) as ReadinessProbe } : {}),
+        env: Object.fromEntries(
+          Object.entries(proc.env ?? {}).map(([k, v]) => [k, renderTemplate(v, scope, at(`process ${proc.name} env ${k}`))]),
+        ),
+        ...(proc.readiness
+          ? {
+              readiness: JSON.parse(
+                renderTemplate(JSON.stringify(proc.readiness), scope, at(`process ${proc.name} readiness`)),
+              ) as ReadinessProbe,
+            }
+          : {}),
       })),
-      files: Object.entries(def.files ?? {}).sort(([a], [b]) => a.localeCompare(b)).map(([path, tpl]) => ({ path, content: renderTemplate(tpl, scope, at(`file ${path}`)), mode: /\.(sh|bash)$/.test(path) || path.startsWith('bin/') ? 0o755 : /\.key$/.test(path) ? 0o600 : 0o644 })),
-      scripts: Object.fromEntries((['drain', 'pre_start', 'post_start', 'backup', 'restore'] as const).filter((s) => def[s] !== undefined).map((s) => [s, renderTemplate(def[s]!, scope, at(s))])),
+      files: Object.entries(def.files ?? {})
+        .sort(([a], [b]) => a.localeCompare(b))
+        .map(([path, tpl]) => ({
+          path,
+          content: renderTemplate(tpl, scope, at(`file ${path}`)),
+          mode: /\.(sh|bash)$/.test(path) || path.startsWith('bin/') ? 0o755 : /\.key$/.test(path) ? 0o600 : 0o644,
+        })),
+      scripts: Object.fromEntries(
+        (['drain', 'pre_start', 'post_start', 'backup', 'restore'] as const)
+          .filter((s) => def[s] !== undefined)
+          .map((s) => [s, renderTemplate(def[s]!, scope, at(s))]),
+      ),
     };
   });
   return { deployment: m.name, group: g.name, index: ctx.spec.index, jobs, hash: bundleHash(jobs) };

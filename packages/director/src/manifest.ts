@@ -43,11 +43,22 @@ export const InstanceGroupSchema = Type.Object(
     azs: Type.Optional(Type.Array(Name, { minItems: 1 })),
     vm_type: Type.Union([
       Type.String({ minLength: 1 }),
-      Type.Object({ cpu: Type.Number({ exclusiveMinimum: 0 }), memoryMb: Type.Integer({ minimum: 16 }), ephemeralDiskMb: Type.Integer({ minimum: 0 }), pids: Type.Optional(Type.Integer({ minimum: 16 })) }, { additionalProperties: false }),
+      Type.Object(
+        {
+          cpu: Type.Number({ exclusiveMinimum: 0 }),
+          memoryMb: Type.Integer({ minimum: 16 }),
+          ephemeralDiskMb: Type.Integer({ minimum: 0 }),
+          pids: Type.Optional(Type.Integer({ minimum: 16 })),
+        },
+        { additionalProperties: false },
+      ),
     ]),
     persistent_disk_mb: Type.Optional(Type.Integer({ minimum: 0 })),
     networks: Type.Array(
-      Type.Object({ name: Type.String({ minLength: 1 }), static_ips: Type.Optional(Type.Array(Type.String({ format: 'ipv4' }))) }, { additionalProperties: false }),
+      Type.Object(
+        { name: Type.String({ minLength: 1 }), static_ips: Type.Optional(Type.Array(Type.String({ format: 'ipv4' }))) },
+        { additionalProperties: false },
+      ),
       { minItems: 1, maxItems: 1 },
     ),
     jobs: Type.Array(JobRefSchema, { minItems: 1 }),
@@ -76,7 +87,9 @@ export const VariableSchema = Type.Object(
 export const ManifestSchema = Type.Object(
   {
     name: Name,
-    releases: Type.Array(Type.Object({ name: Name, version: Type.String({ minLength: 1 }) }, { additionalProperties: false }), { minItems: 1 }),
+    releases: Type.Array(Type.Object({ name: Name, version: Type.String({ minLength: 1 }) }, { additionalProperties: false }), {
+      minItems: 1,
+    }),
     /** The VM image (BOSH's stemcell), as the provider names it. */
     image: Type.String({ minLength: 1 }),
     update: UpdateSchema,
@@ -86,12 +99,19 @@ export const ManifestSchema = Type.Object(
      * TCP load balancers from the provider in front of an instance group; templates and variable
      * options read `{{ lbs.<name>.ip }}`.
      */
-    load_balancers: Type.Optional(Type.Array(Type.Object({
-      name: Name,
-      instance_group: Name,
-      port: Type.Integer({ minimum: 1, maximum: 65535 }),
-      backend_port: Type.Integer({ minimum: 1, maximum: 65535 }),
-    }, { additionalProperties: false }))),
+    load_balancers: Type.Optional(
+      Type.Array(
+        Type.Object(
+          {
+            name: Name,
+            instance_group: Name,
+            port: Type.Integer({ minimum: 1, maximum: 65535 }),
+            backend_port: Type.Integer({ minimum: 1, maximum: 65535 }),
+          },
+          { additionalProperties: false },
+        ),
+      ),
+    ),
     properties: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
   },
   { additionalProperties: false },
@@ -104,10 +124,12 @@ export type Variable = Static<typeof VariableSchema>;
 
 /** `/instance_groups/0/jobs/1/name` → `instance_groups[0].jobs[1].name` */
 export function manifestPath(pointer: string): string {
-  return pointer
-    .split('/')
-    .filter(Boolean)
-    .reduce((acc, seg) => (/^\d+$/.test(seg) ? `${acc}[${seg}]` : acc ? `${acc}.${seg}` : seg), '') || '(root)';
+  return (
+    pointer
+      .split('/')
+      .filter(Boolean)
+      .reduce((acc, seg) => (/^\d+$/.test(seg) ? `${acc}[${seg}]` : acc ? `${acc}.${seg}` : seg), '') || '(root)'
+  );
 }
 
 function invalid(path: string, message: string): InputError {
@@ -124,7 +146,10 @@ export function parseManifest(input: unknown): Manifest {
     try {
       raw = parseYaml(input);
     } catch (err) {
-      throw new InputError('ANODYNE_E_MANIFEST_INVALID', `manifest is not valid YAML or JSON: ${(err as Error).message}`, { cause: err, details: { path: '(root)' } });
+      throw new InputError('ANODYNE_E_MANIFEST_INVALID', `manifest is not valid YAML or JSON: ${(err as Error).message}`, {
+        cause: err,
+        details: { path: '(root)' },
+      });
     }
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw invalid('(root)', 'must be a mapping');
@@ -133,7 +158,10 @@ export function parseManifest(input: unknown): Manifest {
     // The deepest error is the most specific one (a union reports its branches first).
     const first = errors.sort((a, b) => b.path.split('/').length - a.path.split('/').length)[0]!;
     throw new InputError('ANODYNE_E_MANIFEST_INVALID', `manifest ${manifestPath(first.path)}: ${first.message}`, {
-      details: { path: manifestPath(first.path), errors: errors.slice(0, 20).map((e) => ({ path: manifestPath(e.path), message: e.message })) },
+      details: {
+        path: manifestPath(first.path),
+        errors: errors.slice(0, 20).map((e) => ({ path: manifestPath(e.path), message: e.message })),
+      },
     });
   }
   const m = raw as Manifest;
@@ -145,10 +173,12 @@ export function parseManifest(input: unknown): Manifest {
     g.jobs.forEach((j, k) => {
       if (jobNames.has(j.name)) throw invalid(`instance_groups[${i}].jobs[${k}].name`, `duplicate job ${j.name}`);
       jobNames.add(j.name);
-      if (j.release && !m.releases.some((r) => r.name === j.release)) throw invalid(`instance_groups[${i}].jobs[${k}].release`, `release ${j.release} is not listed in releases`);
+      if (j.release && !m.releases.some((r) => r.name === j.release))
+        throw invalid(`instance_groups[${i}].jobs[${k}].release`, `release ${j.release} is not listed in releases`);
     });
     const ips = g.networks[0]?.static_ips;
-    if (ips && ips.length !== g.instances) throw invalid(`instance_groups[${i}].networks[0].static_ips`, `has ${ips.length} addresses for ${g.instances} instances`);
+    if (ips && ips.length !== g.instances)
+      throw invalid(`instance_groups[${i}].networks[0].static_ips`, `has ${ips.length} addresses for ${g.instances} instances`);
     const u = { ...m.update, ...(g.update ?? {}) };
     const range = parseWatchTime(u.canary_watch_time);
     if (range.min > range.max) throw invalid(`instance_groups[${i}].update.canary_watch_time`, 'minimum exceeds maximum');
@@ -161,7 +191,8 @@ export function parseManifest(input: unknown): Manifest {
   const varNames = new Set<string>();
   (m.variables ?? []).forEach((v, i) => {
     if (varNames.has(v.name)) throw invalid(`variables[${i}].name`, `duplicate variable ${v.name}`);
-    if (v.per_instance !== undefined && !groupNames.has(v.per_instance)) throw invalid(`variables[${i}].per_instance`, `no instance group ${v.per_instance}`);
+    if (v.per_instance !== undefined && !groupNames.has(v.per_instance))
+      throw invalid(`variables[${i}].per_instance`, `no instance group ${v.per_instance}`);
     varNames.add(v.name);
   });
   return m;

@@ -29,7 +29,10 @@ export type LbAddresses = Record<string, { ip: string; port: number }>;
  * expression becomes one item per address (certificate SANs of every master, say).
  */
 export function renderVariables(
-  variables: Variable[], groups: GroupIps, spec?: Record<string, unknown>, lbs: LbAddresses = {},
+  variables: Variable[],
+  groups: GroupIps,
+  spec?: Record<string, unknown>,
+  lbs: LbAddresses = {},
 ): Variable[] {
   const scope = { groups, lbs, ...(spec ? { spec } : {}) };
   const render = (v: unknown, where: string): unknown => {
@@ -113,9 +116,22 @@ export interface DeployPhase {
 /** The scope of a deploy of `full` before its first phase. */
 export function newDeployScope(deps: DeployDeps, full: Manifest, signal: AbortSignal, sink: EventSink, pick: DeployPick = {}): DeployScope {
   return {
-    deps, full, manifest: { ...full, instance_groups: full.instance_groups.filter((g) => g.lifecycle !== 'errand') }, signal, sink, pick,
-    rows: new Map(), missing: [], createdNow: new Set(), groupIps: {}, lbs: {}, variables: {}, instanceVariables: new Map(),
-    jobDefs: new Map(), desired: [], changes: [],
+    deps,
+    full,
+    manifest: { ...full, instance_groups: full.instance_groups.filter((g) => g.lifecycle !== 'errand') },
+    signal,
+    sink,
+    pick,
+    rows: new Map(),
+    missing: [],
+    createdNow: new Set(),
+    groupIps: {},
+    lbs: {},
+    variables: {},
+    instanceVariables: new Map(),
+    jobDefs: new Map(),
+    desired: [],
+    changes: [],
   };
 }
 
@@ -152,20 +168,30 @@ async function createMissingVms(s: DeployScope): Promise<void> {
   const batch = Math.max(1, Math.max(...inFlight, 1));
   for (let i = 0; i < todo.length; i += batch) {
     if (s.signal.aborted) throw new AnodyneError('ANODYNE_E_TASK_CANCELLED', 'the task was cancelled');
-    await Promise.all(todo.slice(i, i + batch).map(async (row, j) => {
-      const name = key(row.group_name, row.idx);
-      const step = { stage: 'Creating missing VMs', instance: name, index: i + j + 1, total: todo.length };
-      await s.sink.event({ ...step, state: 'started' });
-      if (row.vm_id) await s.deps.vms.deleteVmOf(row);
-      s.rows.set(name, await s.deps.vms.create(row));
-      s.createdNow.add(name);
-      await s.sink.event({ ...step, state: 'finished' });
-    }));
+    await Promise.all(
+      todo.slice(i, i + batch).map(async (row, j) => {
+        const name = key(row.group_name, row.idx);
+        const step = { stage: 'Creating missing VMs', instance: name, index: i + j + 1, total: todo.length };
+        await s.sink.event({ ...step, state: 'started' });
+        if (row.vm_id) await s.deps.vms.deleteVmOf(row);
+        s.rows.set(name, await s.deps.vms.create(row));
+        s.createdNow.add(name);
+        await s.sink.event({ ...step, state: 'finished' });
+      }),
+    );
   }
   const rows = [...s.rows.values()];
-  s.groupIps = Object.fromEntries(m.instance_groups.map((g) => [g.name, {
-    ips: rows.filter((r) => r.group_name === g.name && r.idx < g.instances).sort((a, b) => a.idx - b.idx).map((r) => r.ip ?? ''),
-  }]));
+  s.groupIps = Object.fromEntries(
+    m.instance_groups.map((g) => [
+      g.name,
+      {
+        ips: rows
+          .filter((r) => r.group_name === g.name && r.idx < g.instances)
+          .sort((a, b) => a.idx - b.idx)
+          .map((r) => r.ip ?? ''),
+      },
+    ]),
+  );
 }
 
 /** Creates or updates the deployment's load balancers with the current addresses of their groups. */
@@ -209,9 +235,13 @@ async function generateVariables(s: DeployScope): Promise<void> {
       const row = s.rows.get(key(g.name, i));
       const spec = { deployment: m.name, name: g.name, index: i, id: row?.id ?? '', ip: row?.ip ?? '' };
       const [rendered] = renderVariables([{ ...v, name: `${v.name}/${i}` }], s.groupIps, spec, s.lbs);
-      const values = await variables.ensure(m.name, [{
-        name: rendered!.name, type: rendered!.type, ...(rendered!.options ? { options: rendered!.options } : {}),
-      }]);
+      const values = await variables.ensure(m.name, [
+        {
+          name: rendered!.name,
+          type: rendered!.type,
+          ...(rendered!.options ? { options: rendered!.options } : {}),
+        },
+      ]);
       s.instanceVariables.set(key(g.name, i), { ...(s.instanceVariables.get(key(g.name, i)) ?? {}), [v.name]: values[rendered!.name] });
     }
   }
@@ -233,16 +263,32 @@ async function renderInstances(s: DeployScope): Promise<void> {
         s.rows.set(key(g.name, i), row);
       }
       const spec = {
-        deployment: m.name, name: g.name, index: i, id: row.id, ip: row.ip ?? '', az: g.azs?.[i % g.azs.length] ?? 'z1', bootstrap: i === 0,
+        deployment: m.name,
+        name: g.name,
+        index: i,
+        id: row.id,
+        ip: row.ip ?? '',
+        az: g.azs?.[i % g.azs.length] ?? 'z1',
+        bootstrap: i === 0,
         persistent_disk: disk,
       };
       const bundle = renderInstance(m, g, s.jobDefs, {
-        spec, groups: s.groupIps, vars: s.variables, ivars: s.instanceVariables.get(key(g.name, i)) ?? {}, lbs: s.lbs,
+        spec,
+        groups: s.groupIps,
+        vars: s.variables,
+        ivars: s.instanceVariables.get(key(g.name, i)) ?? {},
+        lbs: s.lbs,
       });
       const staticIp = g.networks[0]?.static_ips?.[i];
       s.desired.push({
-        group: g.name, index: i, vmType: g.vm_type, image: m.image, diskMb: g.persistent_disk_mb ?? 0, network: g.networks[0]!.name,
-        ...(staticIp ? { staticIp } : {}), bundle,
+        group: g.name,
+        index: i,
+        vmType: g.vm_type,
+        image: m.image,
+        diskMb: g.persistent_disk_mb ?? 0,
+        network: g.networks[0]!.name,
+        ...(staticIp ? { staticIp } : {}),
+        bundle,
       });
     }
   }
@@ -251,8 +297,16 @@ async function renderInstances(s: DeployScope): Promise<void> {
 /** Compares desired with actual instances; the deploy's picks narrow or force the changes. */
 function planChanges(s: DeployScope): void {
   const actual: ActualInstance[] = [...s.rows.values()].map((r) => ({
-    group: r.group_name, index: r.idx, vmId: r.vm_id, vmAlive: r.vm_id !== null, vmType: JSON.parse(r.vm_type) as string | VmType,
-    image: r.image, diskMb: r.disk_mb, network: r.network, ip: r.ip, bundleHash: r.bundle_hash,
+    group: r.group_name,
+    index: r.idx,
+    vmId: r.vm_id,
+    vmAlive: r.vm_id !== null,
+    vmType: JSON.parse(r.vm_type) as string | VmType,
+    image: r.image,
+    diskMb: r.disk_mb,
+    network: r.network,
+    ip: r.ip,
+    bundleHash: r.bundle_hash,
   }));
   const { pick } = s;
   s.changes = plan(s.desired, actual).map((c): PlannedChange => {
@@ -273,7 +327,10 @@ async function rollOut(s: DeployScope): Promise<void> {
   const updater = new Updater({ clock, driver: new AgentDriver(s.deps, s.rows, s.sink), events: s.sink, logger });
   const knownGroups = new Set(m.instance_groups.map((g) => g.name));
   const groups: GroupPlan[] = m.instance_groups.map((g) => ({
-    name: g.name, instances: g.instances, policy: groupUpdatePolicy(m, g), changes: s.changes.filter((c) => c.group === g.name),
+    name: g.name,
+    instances: g.instances,
+    policy: groupUpdatePolicy(m, g),
+    changes: s.changes.filter((c) => c.group === g.name),
   }));
   const removedGroups = s.changes.filter((c) => !knownGroups.has(c.group));
   if (removedGroups.length > 0) {
@@ -288,8 +345,11 @@ async function saveManifest(s: DeployScope): Promise<void> {
   const now = () => s.deps.clock.now().toISOString();
   const manifest = JSON.stringify(full);
   await storeQuery('saving the manifest', () =>
-    s.deps.store.db.insertInto('deployments').values({ name: full.name, manifest, created_at: now(), updated_at: now() })
-      .onConflict((oc) => oc.column('name').doUpdateSet({ manifest, updated_at: now() })).execute(),
+    s.deps.store.db
+      .insertInto('deployments')
+      .values({ name: full.name, manifest, created_at: now(), updated_at: now() })
+      .onConflict((oc) => oc.column('name').doUpdateSet({ manifest, updated_at: now() }))
+      .execute(),
   );
 }
 

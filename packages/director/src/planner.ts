@@ -58,7 +58,14 @@ export function plan(desired: DesiredInstance[], actual: ActualInstance[]): Plan
     const a = actualByKey.get(key(d.group, d.index));
     actualByKey.delete(key(d.group, d.index));
     if (!a || a.vmId === null) {
-      changes.push({ group: d.group, index: d.index, action: 'create', reasons: ['new instance'], desired: d, ...(a ? { actual: a } : {}) });
+      changes.push({
+        group: d.group,
+        index: d.index,
+        action: 'create',
+        reasons: ['new instance'],
+        desired: d,
+        ...(a ? { actual: a } : {}),
+      });
       continue;
     }
     const reasons: string[] = [];
@@ -76,6 +83,7 @@ export function plan(desired: DesiredInstance[], actual: ActualInstance[]): Plan
       changes.push({ group: d.group, index: d.index, action: 'keep', reasons: [], desired: d, actual: a });
     }
   }
-  for (const a of actualByKey.values()) changes.push({ group: a.group, index: a.index, action: 'delete', reasons: ['not in manifest'], actual: a });
+  for (const a of actualByKey.values())
+    changes.push({ group: a.group, index: a.index, action: 'delete', reasons: ['not in manifest'], actual: a });
   return changes.sort((x, y) => (x.group === y.group ? x.index - y.index : 0));
 }

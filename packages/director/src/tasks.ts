@@ -35,16 +35,25 @@ const FINAL: TaskState[] = ['done', 'error', 'cancelled'];
  */
 /** A stored task row as the director hands it out (JSON columns parsed). */
 function toTask(r: Selectable<TasksTable>): Task {
-  return { ...r, id: Number(r.id), state: r.state as TaskState, result: r.result ? JSON.parse(r.result) as unknown : null, error: r.error ? JSON.parse(r.error) as Task['error'] : null };
+  return {
+    ...r,
+    id: Number(r.id),
+    state: r.state as TaskState,
+    result: r.result ? (JSON.parse(r.result) as unknown) : null,
+    error: r.error ? (JSON.parse(r.error) as Task['error']) : null,
+  };
 }
 
 export class TaskStore {
-  constructor(private readonly store: Store, private readonly clock: Clock, private readonly logger: Logger) {}
+  constructor(
+    private readonly store: Store,
+    private readonly clock: Clock,
+    private readonly logger: Logger,
+  ) {}
 
   private now(): string {
     return this.clock.now().toISOString();
   }
-
 
   /**
    * Creates a queued task and, for a deployment, takes its lock in the same transaction:
@@ -53,12 +62,33 @@ export class TaskStore {
   async create(type: string, deployment: string | null, description: string, owner: string): Promise<Task> {
     return storeQuery('creating a task', () =>
       this.store.db.transaction().execute(async (tx) => {
-        const row = await tx.insertInto('tasks').values({ type, deployment, state: 'queued', description, owner, result: null, error: null, created_at: this.now(), started_at: null, finished_at: null }).returning('id').executeTakeFirstOrThrow();
+        const row = await tx
+          .insertInto('tasks')
+          .values({
+            type,
+            deployment,
+            state: 'queued',
+            description,
+            owner,
+            result: null,
+            error: null,
+            created_at: this.now(),
+            started_at: null,
+            finished_at: null,
+          })
+          .returning('id')
+          .executeTakeFirstOrThrow();
         const id = Number(row.id);
         if (deployment !== null) {
           const held = await tx.selectFrom('locks').select('task_id').where('name', '=', `deployment:${deployment}`).executeTakeFirst();
-          if (held) throw new ConflictError('ANODYNE_E_DEPLOYMENT_LOCKED', `deployment ${deployment} is being changed by task ${held.task_id}`, { details: { deployment, task: held.task_id } });
-          await tx.insertInto('locks').values({ name: `deployment:${deployment}`, task_id: id, acquired_at: this.now() }).execute();
+          if (held)
+            throw new ConflictError('ANODYNE_E_DEPLOYMENT_LOCKED', `deployment ${deployment} is being changed by task ${held.task_id}`, {
+              details: { deployment, task: held.task_id },
+            });
+          await tx
+            .insertInto('locks')
+            .values({ name: `deployment:${deployment}`, task_id: id, acquired_at: this.now() })
+            .execute();
         }
         return (await this.getIn(tx, id))!;
       }),
@@ -82,7 +112,9 @@ export class TaskStore {
     const unique = [...new Set(ids)];
     for (let i = 0; i < unique.length; i += 500) {
       const chunk = unique.slice(i, i + 500);
-      const rows = await storeQuery('reading tasks', () => this.store.db.selectFrom('tasks').selectAll().where('id', 'in', chunk).execute());
+      const rows = await storeQuery('reading tasks', () =>
+        this.store.db.selectFrom('tasks').selectAll().where('id', 'in', chunk).execute(),
+      );
       for (const r of rows) out.set(Number(r.id), toTask(r));
     }
     return out;
@@ -92,19 +124,34 @@ export class TaskStore {
    * Tasks, newest first. `owner` keeps a caller's own tasks; with `orDeployments` also every task
    * on those deployments (whoever started it: an owner sees an admin's upgrade of their cluster).
    */
-  async list(filter: { deployment?: string; state?: TaskState; owner?: string; orDeployments?: string[]; limit?: number } = {}): Promise<Task[]> {
+  async list(
+    filter: { deployment?: string; state?: TaskState; owner?: string; orDeployments?: string[]; limit?: number } = {},
+  ): Promise<Task[]> {
     let q = this.store.db.selectFrom('tasks').select('id');
     if (filter.deployment) q = q.where('deployment', '=', filter.deployment);
     const owner = filter.owner;
     const deps = filter.orDeployments ?? [];
-    if (owner !== undefined) q = deps.length > 0 ? q.where((eb) => eb.or([eb('owner', '=', owner), eb('deployment', 'in', deps)])) : q.where('owner', '=', owner);
+    if (owner !== undefined)
+      q = deps.length > 0 ? q.where((eb) => eb.or([eb('owner', '=', owner), eb('deployment', 'in', deps)])) : q.where('owner', '=', owner);
     if (filter.state) q = q.where('state', '=', filter.state);
-    const ids = await storeQuery('listing tasks', () => q.orderBy('id', 'desc').limit(filter.limit ?? 100).execute());
+    const ids = await storeQuery('listing tasks', () =>
+      q
+        .orderBy('id', 'desc')
+        .limit(filter.limit ?? 100)
+        .execute(),
+    );
     return Promise.all(ids.map((r) => this.get(Number(r.id))));
   }
 
   async start(id: number): Promise<void> {
-    await storeQuery('starting a task', () => this.store.db.updateTable('tasks').set({ state: 'processing', started_at: this.now() }).where('id', '=', id).where('state', '=', 'queued').execute());
+    await storeQuery('starting a task', () =>
+      this.store.db
+        .updateTable('tasks')
+        .set({ state: 'processing', started_at: this.now() })
+        .where('id', '=', id)
+        .where('state', '=', 'queued')
+        .execute(),
+    );
   }
 
   /** An event sink writing to this task's log. */
@@ -114,25 +161,60 @@ export class TaskStore {
 
   async event(id: number, e: TaskEventInput): Promise<void> {
     await storeQuery('recording a task event', () =>
-      this.store.db.insertInto('task_events').values({ task_id: id, at: this.now(), stage: e.stage, instance: e.instance ?? null, idx: e.index ?? null, total: e.total ?? null, state: e.state, message: e.message ?? null }).execute(),
+      this.store.db
+        .insertInto('task_events')
+        .values({
+          task_id: id,
+          at: this.now(),
+          stage: e.stage,
+          instance: e.instance ?? null,
+          idx: e.index ?? null,
+          total: e.total ?? null,
+          state: e.state,
+          message: e.message ?? null,
+        })
+        .execute(),
     );
   }
 
   /** Events after `afterId`, oldest first (for live following). */
   async events(id: number, afterId = 0): Promise<TaskEvent[]> {
-    const rows = await storeQuery('reading task events', () => this.store.db.selectFrom('task_events').selectAll().where('task_id', '=', id).where('id', '>', afterId).orderBy('id').execute());
+    const rows = await storeQuery('reading task events', () =>
+      this.store.db.selectFrom('task_events').selectAll().where('task_id', '=', id).where('id', '>', afterId).orderBy('id').execute(),
+    );
     return rows.map((r) => ({
-      id: Number(r.id), task_id: Number(r.task_id), at: r.at, stage: r.stage, state: r.state as TaskEventInput['state'],
-      ...(r.instance !== null ? { instance: r.instance } : {}), ...(r.idx !== null ? { index: r.idx } : {}), ...(r.total !== null ? { total: r.total } : {}), ...(r.message !== null ? { message: r.message } : {}),
+      id: Number(r.id),
+      task_id: Number(r.task_id),
+      at: r.at,
+      stage: r.stage,
+      state: r.state as TaskEventInput['state'],
+      ...(r.instance !== null ? { instance: r.instance } : {}),
+      ...(r.idx !== null ? { index: r.idx } : {}),
+      ...(r.total !== null ? { total: r.total } : {}),
+      ...(r.message !== null ? { message: r.message } : {}),
     }));
   }
 
   /** Ends a task (done, error or cancelled) and releases its lock. */
   async finish(id: number, state: 'done' | 'error' | 'cancelled', outcome: { result?: unknown; error?: unknown } = {}): Promise<void> {
-    const err = outcome.error === undefined ? null : outcome.error instanceof AnodyneError ? { code: outcome.error.code, message: outcome.error.message } : { code: 'ANODYNE_E_INTERNAL', message: String((outcome.error as Error)?.message ?? outcome.error) };
+    const err =
+      outcome.error === undefined
+        ? null
+        : outcome.error instanceof AnodyneError
+          ? { code: outcome.error.code, message: outcome.error.message }
+          : { code: 'ANODYNE_E_INTERNAL', message: String((outcome.error as Error)?.message ?? outcome.error) };
     await storeQuery('finishing a task', () =>
       this.store.db.transaction().execute(async (tx) => {
-        await tx.updateTable('tasks').set({ state, finished_at: this.now(), result: outcome.result === undefined ? null : JSON.stringify(outcome.result), error: err ? JSON.stringify(err) : null }).where('id', '=', id).execute();
+        await tx
+          .updateTable('tasks')
+          .set({
+            state,
+            finished_at: this.now(),
+            result: outcome.result === undefined ? null : JSON.stringify(outcome.result),
+            error: err ? JSON.stringify(err) : null,
+          })
+          .where('id', '=', id)
+          .execute();
         await tx.deleteFrom('locks').where('task_id', '=', id).execute();
       }),
     );
@@ -142,7 +224,14 @@ export class TaskStore {
   async requestCancel(id: number): Promise<Task> {
     const t = await this.get(id);
     if (FINAL.includes(t.state)) return t;
-    await storeQuery('cancelling a task', () => this.store.db.updateTable('tasks').set({ state: 'cancelling' }).where('id', '=', id).where('state', 'in', ['queued', 'processing']).execute());
+    await storeQuery('cancelling a task', () =>
+      this.store.db
+        .updateTable('tasks')
+        .set({ state: 'cancelling' })
+        .where('id', '=', id)
+        .where('state', 'in', ['queued', 'processing'])
+        .execute(),
+    );
     return this.get(id);
   }
 
@@ -155,11 +244,17 @@ export class TaskStore {
    * `error` (its work is resumed by the next deploy, which converges) and releases its lock.
    */
   async recover(): Promise<Task[]> {
-    const open = await storeQuery('recovering tasks', () => this.store.db.selectFrom('tasks').select('id').where('state', 'in', ['queued', 'processing', 'cancelling']).execute());
+    const open = await storeQuery('recovering tasks', () =>
+      this.store.db.selectFrom('tasks').select('id').where('state', 'in', ['queued', 'processing', 'cancelling']).execute(),
+    );
     const out: Task[] = [];
     for (const r of open) {
       const id = Number(r.id);
-      await this.event(id, { stage: 'Recovering', state: 'failed', message: 'the platform restarted while this task ran; the next deploy converges the deployment' });
+      await this.event(id, {
+        stage: 'Recovering',
+        state: 'failed',
+        message: 'the platform restarted while this task ran; the next deploy converges the deployment',
+      });
       await this.finish(id, 'error', { error: new AnodyneError('ANODYNE_E_UNAVAILABLE', 'the platform restarted while this task ran') });
       this.logger.warn({ task: id }, 'task ended after a platform restart');
       out.push(await this.get(id));

@@ -98,12 +98,23 @@ export class Updater {
     const { driver, events } = this.opts;
     const instance = `${change.group}/${change.index}`;
     const stage = canary ? 'Updating instance (canary)' : 'Updating instance';
-    await events.event({ stage, instance, index: k, total: n, state: 'started', message: `${change.action}: ${change.reasons.join(', ')}` });
+    await events.event({
+      stage,
+      instance,
+      index: k,
+      total: n,
+      state: 'started',
+      message: `${change.action}: ${change.reasons.join(', ')}`,
+    });
     try {
       await driver.apply(change, signal);
       const range = parseWatchTime(canary ? g.policy.canary_watch_time : g.policy.update_watch_time);
       if (!(await this.watch(change, range))) {
-        throw new AnodyneError(canary ? 'ANODYNE_E_CANARY_FAILED' : 'ANODYNE_E_INSTANCE_UNHEALTHY', `${instance} is not healthy after ${range.max} ms`, { details: { instance } });
+        throw new AnodyneError(
+          canary ? 'ANODYNE_E_CANARY_FAILED' : 'ANODYNE_E_INSTANCE_UNHEALTHY',
+          `${instance} is not healthy after ${range.max} ms`,
+          { details: { instance } },
+        );
       }
     } catch (err) {
       await events.event({ stage, instance, index: k, total: n, state: 'failed', message: (err as Error).message });

@@ -26,18 +26,27 @@ export class VmLifecycle {
   async create(row: InstanceRow): Promise<InstanceRow> {
     const tls = await this.o.tls.agentTls(row.agent_id);
     const vm = await this.o.provider.createVm({
-      agentId: row.agent_id, image: row.image, vmType: JSON.parse(row.vm_type) as string | VmType,
+      agentId: row.agent_id,
+      image: row.image,
+      vmType: JSON.parse(row.vm_type) as string | VmType,
       network: { network: row.network, ...(row.ip ? { ip: row.ip } : {}) },
       env: {
         ANODYNE_AGENT_LISTEN: `0.0.0.0:${this.o.agentPort}`,
-        ANODYNE_AGENT_CERT: tls.cert, ANODYNE_AGENT_KEY: tls.key, ANODYNE_AGENT_CA: tls.ca,
+        ANODYNE_AGENT_CERT: tls.cert,
+        ANODYNE_AGENT_KEY: tls.key,
+        ANODYNE_AGENT_CA: tls.ca,
       },
       metadata: { deployment: row.deployment, group: row.group_name, index: String(row.idx), instance_id: row.id },
     });
     const updated = { ...row, vm_id: vm.id, ip: vm.ip, bundle_hash: null };
     // A new VM has no health yet: the monitor's next pass decides.
     await this.o.repo.patch(row.id, {
-      vm_id: vm.id, ip: vm.ip, bundle_hash: null, health: 'pending', health_reason: null, health_since: this.o.clock.now().toISOString(),
+      vm_id: vm.id,
+      ip: vm.ip,
+      bundle_hash: null,
+      health: 'pending',
+      health_reason: null,
+      health_since: this.o.clock.now().toISOString(),
     });
     if (row.disk_id && (await this.o.provider.hasDisk(row.disk_id))) await this.o.provider.attachDisk(vm.id, row.disk_id);
     await this.waitForAgent(updated);

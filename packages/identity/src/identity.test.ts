@@ -46,7 +46,10 @@ describe('identity (UAA-compatible issuer)', () => {
     assert.equal(claims.exp! - claims.iat!, 600);
     const header = JSON.parse(Buffer.from(t.access_token.split('.')[0]!, 'base64url').toString()) as { alg: string; kid: string };
     assert.equal(header.alg, 'ES256');
-    assert.ok(id.tokenKeys().keys.some((k) => k.kid === header.kid && k.d === undefined), 'public key published, private part never');
+    assert.ok(
+      id.tokenKeys().keys.some((k) => k.kid === header.kid && k.d === undefined),
+      'public key published, private part never',
+    );
     const p = await id.verify(t.access_token);
     assert.equal(p.name, 'alice');
     assert.deepEqual(p.scopes, [SCOPES.manage]);
@@ -63,14 +66,31 @@ describe('identity (UAA-compatible issuer)', () => {
   });
 
   it('client_credentials grant for a confidential client; a wrong secret is refused', async () => {
-    await id.createClient({ clientId: 'automation', secret: 'automation-secret', scopes: [SCOPES.adminRead], grantTypes: ['client_credentials'] });
+    await id.createClient({
+      clientId: 'automation',
+      secret: 'automation-secret',
+      scopes: [SCOPES.adminRead],
+      grantTypes: ['client_credentials'],
+    });
     const t = await id.token({ grant_type: 'client_credentials', client_id: 'automation', client_secret: 'automation-secret' });
     const p = await id.verify(t.access_token);
     assert.equal(p.name, 'automation');
     assert.deepEqual(p.scopes, [SCOPES.adminRead]);
     assert.equal(t.refresh_token, undefined);
-    await assert.rejects(id.token({ grant_type: 'client_credentials', client_id: 'automation', client_secret: 'nope' }), code('ANODYNE_E_BAD_CREDENTIALS'));
-    await assert.rejects(id.token({ grant_type: 'password', client_id: 'automation', client_secret: 'automation-secret', username: 'alice', password: 'alice-password' }), code('ANODYNE_E_GRANT_UNSUPPORTED'));
+    await assert.rejects(
+      id.token({ grant_type: 'client_credentials', client_id: 'automation', client_secret: 'nope' }),
+      code('ANODYNE_E_BAD_CREDENTIALS'),
+    );
+    await assert.rejects(
+      id.token({
+        grant_type: 'password',
+        client_id: 'automation',
+        client_secret: 'automation-secret',
+        username: 'alice',
+        password: 'alice-password',
+      }),
+      code('ANODYNE_E_GRANT_UNSUPPORTED'),
+    );
     await assert.rejects(id.token({ grant_type: 'implicit' }), code('ANODYNE_E_GRANT_UNSUPPORTED'));
   });
 
@@ -81,11 +101,26 @@ describe('identity (UAA-compatible issuer)', () => {
     const kid = id.tokenKeys().keys[0]!.kid!;
     const { privateKey } = await generateKeyPair('ES256');
     const now = Math.floor(clock.nowMs() / 1000);
-    const forged = await new SignJWT({ scope: [SCOPES.admin], user_name: 'alice', client_id: CLI_CLIENT, token_use: 'access' }).setProtectedHeader({ alg: 'ES256', kid }).setIssuer(ISSUER).setAudience('anodyne').setIssuedAt(now).setExpirationTime(now + 60).sign(privateKey);
+    const forged = await new SignJWT({ scope: [SCOPES.admin], user_name: 'alice', client_id: CLI_CLIENT, token_use: 'access' })
+      .setProtectedHeader({ alg: 'ES256', kid })
+      .setIssuer(ISSUER)
+      .setAudience('anodyne')
+      .setIssuedAt(now)
+      .setExpirationTime(now + 60)
+      .sign(privateKey);
     await assert.rejects(id.verify(forged), code('ANODYNE_E_TOKEN_INVALID'));
     await assert.rejects(id.verify('not-a-jwt'), code('ANODYNE_E_TOKEN_INVALID'));
-    const other = new Identity({ store, creds: new CredStore({ store, keys: new KeyRing(newRandomKey()), clock, logger: silentLogger() }), clock, logger: silentLogger(), issuer: 'https://elsewhere:9021' });
-    await assert.rejects(other.verify((await id.token({ grant_type: 'password', username: 'alice', password: 'alice-password' })).access_token), code('ANODYNE_E_TOKEN_INVALID'));
+    const other = new Identity({
+      store,
+      creds: new CredStore({ store, keys: new KeyRing(newRandomKey()), clock, logger: silentLogger() }),
+      clock,
+      logger: silentLogger(),
+      issuer: 'https://elsewhere:9021',
+    });
+    await assert.rejects(
+      other.verify((await id.token({ grant_type: 'password', username: 'alice', password: 'alice-password' })).access_token),
+      code('ANODYNE_E_TOKEN_INVALID'),
+    );
   });
 
   it('key rotation: new tokens carry the new kid; tokens of the previous key stay valid', async () => {
@@ -109,10 +144,13 @@ describe('identity (UAA-compatible issuer)', () => {
     assert.equal(id.tokenKeys().keys.length, 2, 'the previous key is kept to verify older tokens');
   });
 
-  it('an admin resets a local user\'s password; the old one stops working', async () => {
+  it("an admin resets a local user's password; the old one stops working", async () => {
     await id.createUser({ username: 'reset-me', password: 'first-password', groups: [SCOPES.manage] });
     await id.setPassword('reset-me', 'second-password');
-    await assert.rejects(id.token({ grant_type: 'password', username: 'reset-me', password: 'first-password' }), code('ANODYNE_E_BAD_CREDENTIALS'));
+    await assert.rejects(
+      id.token({ grant_type: 'password', username: 'reset-me', password: 'first-password' }),
+      code('ANODYNE_E_BAD_CREDENTIALS'),
+    );
     assert.ok((await id.token({ grant_type: 'password', username: 'reset-me', password: 'second-password' })).access_token);
     await assert.rejects(id.setPassword('reset-me', 'short'), code('ANODYNE_E_INVALID_INPUT'));
     await assert.rejects(id.setPassword('nobody-here', 'long-enough-1'), code('ANODYNE_E_USER_NOT_FOUND'));
@@ -120,7 +158,8 @@ describe('identity (UAA-compatible issuer)', () => {
 
   it('locks an account after repeated failures, for a while; a good password then works again', async () => {
     await id.createUser({ username: 'bob', password: 'bob-password', groups: [SCOPES.manage] });
-    for (let i = 0; i < 3; i++) await assert.rejects(id.token({ grant_type: 'password', username: 'bob', password: 'wrong' }), code('ANODYNE_E_BAD_CREDENTIALS'));
+    for (let i = 0; i < 3; i++)
+      await assert.rejects(id.token({ grant_type: 'password', username: 'bob', password: 'wrong' }), code('ANODYNE_E_BAD_CREDENTIALS'));
     await assert.rejects(id.token({ grant_type: 'password', username: 'bob', password: 'bob-password' }), code('ANODYNE_E_ACCOUNT_LOCKED'));
     await clock.advance(61_000);
     assert.ok((await id.token({ grant_type: 'password', username: 'bob', password: 'bob-password' })).access_token);
@@ -135,7 +174,8 @@ describe('identity (UAA-compatible issuer)', () => {
     const rows = await store.db.selectFrom('identity_users').select(['password_hash']).execute();
     for (const r of rows) assert.match(r.password_hash ?? '', /^\$argon2id\$/);
     const raw = readFileSync(join(dir, 'anodyne.db'));
-    for (const secret of ['alice-password', 'bob-password', pw, 'automation-secret']) assert.equal(raw.includes(Buffer.from(secret)), false, 'no password in the database file');
+    for (const secret of ['alice-password', 'bob-password', pw, 'automation-secret'])
+      assert.equal(raw.includes(Buffer.from(secret)), false, 'no password in the database file');
   });
 
   it('validates users and groups', async () => {

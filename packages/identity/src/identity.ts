@@ -1,7 +1,17 @@
 // The platform's UAA-compatible OAuth2/OIDC issuer: local and LDAP users, scopes, OAuth clients, ES256 JWTs with key rotation.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { argon2id, argon2Verify } from 'hash-wasm';
-import { SignJWT, jwtVerify, exportJWK, generateKeyPair, importJWK, decodeProtectedHeader, errors as joseErrors, type JWK, type JWTPayload } from 'jose';
+import {
+  SignJWT,
+  jwtVerify,
+  exportJWK,
+  generateKeyPair,
+  importJWK,
+  decodeProtectedHeader,
+  errors as joseErrors,
+  type JWK,
+  type JWTPayload,
+} from 'jose';
 import { ConflictError, InputError, NotFoundError, UnauthenticatedError, type Clock, type Logger } from '@anodyne/common';
 import { storeQuery, type Store } from '@anodyne/store';
 import type { CredStore } from '@anodyne/credstore';
@@ -72,13 +82,26 @@ export interface UserView {
   locked: boolean;
 }
 
-interface SigningKey { kid: string; privateJwk: JWK; publicJwk: JWK; created: string }
+interface SigningKey {
+  kid: string;
+  privateJwk: JWK;
+  publicJwk: JWK;
+  created: string;
+}
 
 const KEYS_PATH = '/platform/identity/signing-keys';
 const USERNAME = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
 
 async function hashSecret(secret: string): Promise<string> {
-  return argon2id({ password: secret, salt: randomBytes(16), parallelism: 1, iterations: 3, memorySize: 19_456, hashLength: 32, outputType: 'encoded' });
+  return argon2id({
+    password: secret,
+    salt: randomBytes(16),
+    parallelism: 1,
+    iterations: 3,
+    memorySize: 19_456,
+    hashLength: 32,
+    outputType: 'encoded',
+  });
 }
 
 /**
@@ -102,7 +125,6 @@ export class Identity {
     return this.o.issuer;
   }
 
-
   private nowIso(): string {
     return this.o.clock.now().toISOString();
   }
@@ -114,15 +136,26 @@ export class Identity {
     const existing = await this.o.creds.get<'json'>(KEYS_PATH, { actor: 'identity' }).catch(() => undefined);
     if (existing) this.keys = (existing.value as unknown as { keys: SigningKey[] }).keys;
     if (this.keys.length === 0) await this.rotateSigningKey();
-    const cli = await storeQuery('reading a client', () => this.o.store.db.selectFrom('identity_clients').select('client_id').where('client_id', '=', CLI_CLIENT).executeTakeFirst());
+    const cli = await storeQuery('reading a client', () =>
+      this.o.store.db.selectFrom('identity_clients').select('client_id').where('client_id', '=', CLI_CLIENT).executeTakeFirst(),
+    );
     if (!cli) await this.createClient({ clientId: CLI_CLIENT, scopes: ALL_SCOPES, grantTypes: ['password', 'refresh_token'] });
   }
 
   /** Adds a new signing key; new tokens use it, tokens signed by the previous key stay valid. */
   async rotateSigningKey(): Promise<string> {
     const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
-    const kid = `key-${this.o.clock.now().toISOString().replace(/[^0-9]/g, '').slice(0, 14)}-${randomBytes(3).toString('hex')}`;
-    const key: SigningKey = { kid, privateJwk: await exportJWK(privateKey), publicJwk: { ...(await exportJWK(publicKey)), kid, alg: 'ES256', use: 'sig' }, created: this.nowIso() };
+    const kid = `key-${this.o.clock
+      .now()
+      .toISOString()
+      .replace(/[^0-9]/g, '')
+      .slice(0, 14)}-${randomBytes(3).toString('hex')}`;
+    const key: SigningKey = {
+      kid,
+      privateJwk: await exportJWK(privateKey),
+      publicJwk: { ...(await exportJWK(publicKey)), kid, alg: 'ES256', use: 'sig' },
+      created: this.nowIso(),
+    };
     this.keys = [...this.keys.slice(-1), key];
     await this.o.creds.set(KEYS_PATH, 'json', { keys: this.keys }, { actor: 'identity' });
     return kid;
@@ -168,36 +201,81 @@ export class Identity {
 
   // ------------------------------------------------------------------ users, groups, clients
 
-  async createUser(input: { username: string; password?: string; groups?: string[]; email?: string; origin?: 'local' | 'ldap' }): Promise<UserView> {
-    if (!USERNAME.test(input.username)) throw new InputError('ANODYNE_E_INVALID_INPUT', 'user names are 1 to 64 letters, digits, dots, dashes, underscores or @', { details: { key: 'username' } });
+  async createUser(input: {
+    username: string;
+    password?: string;
+    groups?: string[];
+    email?: string;
+    origin?: 'local' | 'ldap';
+  }): Promise<UserView> {
+    if (!USERNAME.test(input.username))
+      throw new InputError('ANODYNE_E_INVALID_INPUT', 'user names are 1 to 64 letters, digits, dots, dashes, underscores or @', {
+        details: { key: 'username' },
+      });
     const origin = input.origin ?? 'local';
-    if (origin === 'local' && (!input.password || input.password.length < 8)) throw new InputError('ANODYNE_E_INVALID_INPUT', 'a local user needs a password of at least 8 characters', { details: { key: 'password' } });
+    if (origin === 'local' && (!input.password || input.password.length < 8))
+      throw new InputError('ANODYNE_E_INVALID_INPUT', 'a local user needs a password of at least 8 characters', {
+        details: { key: 'password' },
+      });
     const groups = [...new Set(input.groups ?? [])];
-    for (const g of groups) if (!ALL_SCOPES.includes(g)) throw new InputError('ANODYNE_E_INVALID_INPUT', `unknown group ${g}; groups are ${ALL_SCOPES.join(', ')}`, { details: { key: 'groups' } });
+    for (const g of groups)
+      if (!ALL_SCOPES.includes(g))
+        throw new InputError('ANODYNE_E_INVALID_INPUT', `unknown group ${g}; groups are ${ALL_SCOPES.join(', ')}`, {
+          details: { key: 'groups' },
+        });
     const exists = await this.findUser(input.username);
-    if (exists) throw new ConflictError('ANODYNE_E_USER_EXISTS', `user ${input.username} exists`, { details: { username: input.username } });
+    if (exists)
+      throw new ConflictError('ANODYNE_E_USER_EXISTS', `user ${input.username} exists`, { details: { username: input.username } });
     const id = randomUUID();
     const hash = origin === 'local' ? await hashSecret(input.password!) : null;
-    await storeQuery('creating a user', () => this.o.store.db.transaction().execute(async (tx) => {
-      await tx.insertInto('identity_users').values({ id, username: input.username, origin, password_hash: hash, email: input.email ?? null, failed_logins: 0, locked_until: null, created_at: this.nowIso(), updated_at: this.nowIso() }).execute();
-      for (const g of groups) await tx.insertInto('identity_memberships').values({ user_id: id, group_name: g }).execute();
-    }));
+    await storeQuery('creating a user', () =>
+      this.o.store.db.transaction().execute(async (tx) => {
+        await tx
+          .insertInto('identity_users')
+          .values({
+            id,
+            username: input.username,
+            origin,
+            password_hash: hash,
+            email: input.email ?? null,
+            failed_logins: 0,
+            locked_until: null,
+            created_at: this.nowIso(),
+            updated_at: this.nowIso(),
+          })
+          .execute();
+        for (const g of groups) await tx.insertInto('identity_memberships').values({ user_id: id, group_name: g }).execute();
+      }),
+    );
     return this.user(input.username);
   }
 
   private async findUser(username: string) {
-    return storeQuery('reading a user', () => this.o.store.db.selectFrom('identity_users').selectAll().where('username', '=', username).executeTakeFirst());
+    return storeQuery('reading a user', () =>
+      this.o.store.db.selectFrom('identity_users').selectAll().where('username', '=', username).executeTakeFirst(),
+    );
   }
 
   async user(username: string): Promise<UserView> {
     const u = await this.findUser(username);
     if (!u) throw new NotFoundError('ANODYNE_E_USER_NOT_FOUND', `user ${username} not found`, { details: { username } });
-    const groups = await storeQuery('reading groups', () => this.o.store.db.selectFrom('identity_memberships').select('group_name').where('user_id', '=', u.id).orderBy('group_name').execute());
-    return { id: u.id, username: u.username, origin: u.origin, email: u.email, groups: groups.map((g) => g.group_name), locked: !!u.locked_until && u.locked_until > this.nowIso() };
+    const groups = await storeQuery('reading groups', () =>
+      this.o.store.db.selectFrom('identity_memberships').select('group_name').where('user_id', '=', u.id).orderBy('group_name').execute(),
+    );
+    return {
+      id: u.id,
+      username: u.username,
+      origin: u.origin,
+      email: u.email,
+      groups: groups.map((g) => g.group_name),
+      locked: !!u.locked_until && u.locked_until > this.nowIso(),
+    };
   }
 
   async users(): Promise<UserView[]> {
-    const rows = await storeQuery('listing users', () => this.o.store.db.selectFrom('identity_users').select('username').orderBy('username').execute());
+    const rows = await storeQuery('listing users', () =>
+      this.o.store.db.selectFrom('identity_users').select('username').orderBy('username').execute(),
+    );
     return Promise.all(rows.map((r) => this.user(r.username)));
   }
 
@@ -205,29 +283,47 @@ export class Identity {
   async setPassword(username: string, password: string): Promise<void> {
     const row = await this.findUser(username);
     if (!row) throw new NotFoundError('ANODYNE_E_USER_NOT_FOUND', `user ${username} not found`, { details: { username } });
-    if (row.origin !== 'local') throw new InputError('ANODYNE_E_INVALID_INPUT', `user ${username} comes from LDAP: change the password there`, { details: { key: 'password' } });
-    if (password.length < 8) throw new InputError('ANODYNE_E_INVALID_INPUT', 'a password needs at least 8 characters', { details: { key: 'password' } });
+    if (row.origin !== 'local')
+      throw new InputError('ANODYNE_E_INVALID_INPUT', `user ${username} comes from LDAP: change the password there`, {
+        details: { key: 'password' },
+      });
+    if (password.length < 8)
+      throw new InputError('ANODYNE_E_INVALID_INPUT', 'a password needs at least 8 characters', { details: { key: 'password' } });
     const hash = await hashSecret(password);
     const id = row.id;
-    await storeQuery('setting a password', () => this.o.store.db.updateTable('identity_users').set({ password_hash: hash, failed_logins: 0, locked_until: null, updated_at: this.nowIso() }).where('id', '=', id).execute());
+    await storeQuery('setting a password', () =>
+      this.o.store.db
+        .updateTable('identity_users')
+        .set({ password_hash: hash, failed_logins: 0, locked_until: null, updated_at: this.nowIso() })
+        .where('id', '=', id)
+        .execute(),
+    );
   }
 
   async setGroups(username: string, groups: string[]): Promise<UserView> {
-    for (const g of groups) if (!ALL_SCOPES.includes(g)) throw new InputError('ANODYNE_E_INVALID_INPUT', `unknown group ${g}; groups are ${ALL_SCOPES.join(', ')}`, { details: { key: 'groups' } });
+    for (const g of groups)
+      if (!ALL_SCOPES.includes(g))
+        throw new InputError('ANODYNE_E_INVALID_INPUT', `unknown group ${g}; groups are ${ALL_SCOPES.join(', ')}`, {
+          details: { key: 'groups' },
+        });
     const u = await this.user(username);
-    await storeQuery('setting groups', () => this.o.store.db.transaction().execute(async (tx) => {
-      await tx.deleteFrom('identity_memberships').where('user_id', '=', u.id).execute();
-      for (const g of new Set(groups)) await tx.insertInto('identity_memberships').values({ user_id: u.id, group_name: g }).execute();
-    }));
+    await storeQuery('setting groups', () =>
+      this.o.store.db.transaction().execute(async (tx) => {
+        await tx.deleteFrom('identity_memberships').where('user_id', '=', u.id).execute();
+        for (const g of new Set(groups)) await tx.insertInto('identity_memberships').values({ user_id: u.id, group_name: g }).execute();
+      }),
+    );
     return this.user(username);
   }
 
   async deleteUser(username: string): Promise<void> {
     const u = await this.user(username);
-    await storeQuery('deleting a user', () => this.o.store.db.transaction().execute(async (tx) => {
-      await tx.deleteFrom('identity_memberships').where('user_id', '=', u.id).execute();
-      await tx.deleteFrom('identity_users').where('id', '=', u.id).execute();
-    }));
+    await storeQuery('deleting a user', () =>
+      this.o.store.db.transaction().execute(async (tx) => {
+        await tx.deleteFrom('identity_memberships').where('user_id', '=', u.id).execute();
+        await tx.deleteFrom('identity_users').where('id', '=', u.id).execute();
+      }),
+    );
   }
 
   /** Creates the first admin on first start; returns its password (to be shown once) or undefined. */
@@ -239,18 +335,45 @@ export class Identity {
   }
 
   async createClient(input: { clientId: string; secret?: string; scopes: string[]; grantTypes: string[] }): Promise<void> {
-    if (!USERNAME.test(input.clientId)) throw new InputError('ANODYNE_E_INVALID_INPUT', 'client ids are 1 to 64 letters, digits, dots, dashes or underscores', { details: { key: 'client_id' } });
-    for (const g of input.grantTypes) if (!['password', 'client_credentials', 'refresh_token'].includes(g)) throw new InputError('ANODYNE_E_INVALID_INPUT', `unknown grant type ${g}`, { details: { key: 'grant_types' } });
-    if (input.grantTypes.includes('client_credentials') && !input.secret) throw new InputError('ANODYNE_E_INVALID_INPUT', 'a client_credentials client needs a secret', { details: { key: 'client_secret' } });
-    const exists = await storeQuery('reading a client', () => this.o.store.db.selectFrom('identity_clients').select('client_id').where('client_id', '=', input.clientId).executeTakeFirst());
-    if (exists) throw new ConflictError('ANODYNE_E_CLIENT_EXISTS', `client ${input.clientId} exists`, { details: { client_id: input.clientId } });
+    if (!USERNAME.test(input.clientId))
+      throw new InputError('ANODYNE_E_INVALID_INPUT', 'client ids are 1 to 64 letters, digits, dots, dashes or underscores', {
+        details: { key: 'client_id' },
+      });
+    for (const g of input.grantTypes)
+      if (!['password', 'client_credentials', 'refresh_token'].includes(g))
+        throw new InputError('ANODYNE_E_INVALID_INPUT', `unknown grant type ${g}`, { details: { key: 'grant_types' } });
+    if (input.grantTypes.includes('client_credentials') && !input.secret)
+      throw new InputError('ANODYNE_E_INVALID_INPUT', 'a client_credentials client needs a secret', { details: { key: 'client_secret' } });
+    const exists = await storeQuery('reading a client', () =>
+      this.o.store.db.selectFrom('identity_clients').select('client_id').where('client_id', '=', input.clientId).executeTakeFirst(),
+    );
+    if (exists)
+      throw new ConflictError('ANODYNE_E_CLIENT_EXISTS', `client ${input.clientId} exists`, { details: { client_id: input.clientId } });
     const hash = input.secret ? await hashSecret(input.secret) : null;
-    await storeQuery('creating a client', () => this.o.store.db.insertInto('identity_clients').values({ client_id: input.clientId, secret_hash: hash, scopes: JSON.stringify(input.scopes), grant_types: JSON.stringify(input.grantTypes), created_at: this.nowIso() }).execute());
+    await storeQuery('creating a client', () =>
+      this.o.store.db
+        .insertInto('identity_clients')
+        .values({
+          client_id: input.clientId,
+          secret_hash: hash,
+          scopes: JSON.stringify(input.scopes),
+          grant_types: JSON.stringify(input.grantTypes),
+          created_at: this.nowIso(),
+        })
+        .execute(),
+    );
   }
 
   async clients(): Promise<{ client_id: string; scopes: string[]; grant_types: string[]; confidential: boolean }[]> {
-    const rows = await storeQuery('listing clients', () => this.o.store.db.selectFrom('identity_clients').selectAll().orderBy('client_id').execute());
-    return rows.map((r) => ({ client_id: r.client_id, scopes: JSON.parse(r.scopes) as string[], grant_types: JSON.parse(r.grant_types) as string[], confidential: r.secret_hash !== null }));
+    const rows = await storeQuery('listing clients', () =>
+      this.o.store.db.selectFrom('identity_clients').selectAll().orderBy('client_id').execute(),
+    );
+    return rows.map((r) => ({
+      client_id: r.client_id,
+      scopes: JSON.parse(r.scopes) as string[],
+      grant_types: JSON.parse(r.grant_types) as string[],
+      confidential: r.secret_hash !== null,
+    }));
   }
 
   async deleteClient(clientId: string): Promise<void> {
@@ -263,23 +386,52 @@ export class Identity {
   async token(req: TokenRequest): Promise<TokenResponse> {
     const grant = req.grant_type;
     if (!grant) throw new InputError('ANODYNE_E_INVALID_INPUT', 'grant_type is required', { details: { key: 'grant_type' } });
-    if (!['password', 'client_credentials', 'refresh_token'].includes(grant)) throw new InputError('ANODYNE_E_GRANT_UNSUPPORTED', `grant type ${grant} is not supported`, { details: { grant_type: grant } });
+    if (!['password', 'client_credentials', 'refresh_token'].includes(grant))
+      throw new InputError('ANODYNE_E_GRANT_UNSUPPORTED', `grant type ${grant} is not supported`, { details: { grant_type: grant } });
     const client = await this.authenticateClient(req.client_id ?? CLI_CLIENT, req.client_secret, grant);
     const requested = req.scope ? req.scope.split(/\s+/).filter(Boolean) : undefined;
     if (grant === 'client_credentials') {
-      return this.issue({ sub: client.client_id, clientId: client.client_id, scopes: this.narrow(client.scopes, requested), refresh: false });
+      return this.issue({
+        sub: client.client_id,
+        clientId: client.client_id,
+        scopes: this.narrow(client.scopes, requested),
+        refresh: false,
+      });
     }
     if (grant === 'password') {
-      if (!req.username || !req.password) throw new InputError('ANODYNE_E_INVALID_INPUT', 'username and password are required', { details: { key: 'username' } });
+      if (!req.username || !req.password)
+        throw new InputError('ANODYNE_E_INVALID_INPUT', 'username and password are required', { details: { key: 'username' } });
       const user = await this.authenticateUser(req.username, req.password);
-      return this.issue({ sub: user.id, userName: user.username, clientId: client.client_id, scopes: this.narrow(user.groups.filter((g) => client.scopes.includes(g)), requested), refresh: client.grantTypes.includes('refresh_token') });
+      return this.issue({
+        sub: user.id,
+        userName: user.username,
+        clientId: client.client_id,
+        scopes: this.narrow(
+          user.groups.filter((g) => client.scopes.includes(g)),
+          requested,
+        ),
+        refresh: client.grantTypes.includes('refresh_token'),
+      });
     }
     // refresh_token: the user's current groups, so removing a group takes effect on refresh.
-    if (!req.refresh_token) throw new InputError('ANODYNE_E_INVALID_INPUT', 'refresh_token is required', { details: { key: 'refresh_token' } });
+    if (!req.refresh_token)
+      throw new InputError('ANODYNE_E_INVALID_INPUT', 'refresh_token is required', { details: { key: 'refresh_token' } });
     const claims = await this.verifyJwt(req.refresh_token, 'refresh');
-    if (claims['client_id'] !== client.client_id) throw new UnauthenticatedError('ANODYNE_E_TOKEN_INVALID', 'the refresh token was issued to another client');
-    const user = await this.user(String(claims['user_name'])).catch(() => { throw new UnauthenticatedError('ANODYNE_E_TOKEN_INVALID', 'the refresh token\'s user no longer exists'); });
-    return this.issue({ sub: user.id, userName: user.username, clientId: client.client_id, scopes: this.narrow(user.groups.filter((g) => client.scopes.includes(g)), requested), refresh: true });
+    if (claims['client_id'] !== client.client_id)
+      throw new UnauthenticatedError('ANODYNE_E_TOKEN_INVALID', 'the refresh token was issued to another client');
+    const user = await this.user(String(claims['user_name'])).catch(() => {
+      throw new UnauthenticatedError('ANODYNE_E_TOKEN_INVALID', "the refresh token's user no longer exists");
+    });
+    return this.issue({
+      sub: user.id,
+      userName: user.username,
+      clientId: client.client_id,
+      scopes: this.narrow(
+        user.groups.filter((g) => client.scopes.includes(g)),
+        requested,
+      ),
+      refresh: true,
+    });
   }
 
   private narrow(allowed: string[], requested?: string[]): string[] {
@@ -288,14 +440,19 @@ export class Identity {
   }
 
   private async authenticateClient(clientId: string, secret: string | undefined, grant: string) {
-    const row = await storeQuery('reading a client', () => this.o.store.db.selectFrom('identity_clients').selectAll().where('client_id', '=', clientId).executeTakeFirst());
+    const row = await storeQuery('reading a client', () =>
+      this.o.store.db.selectFrom('identity_clients').selectAll().where('client_id', '=', clientId).executeTakeFirst(),
+    );
     const bad = () => new UnauthenticatedError('ANODYNE_E_BAD_CREDENTIALS', 'bad client credentials');
     if (!row) throw bad();
     if (row.secret_hash) {
       if (!secret || !(await argon2Verify({ password: secret, hash: row.secret_hash }))) throw bad();
     }
     const grantTypes = JSON.parse(row.grant_types) as string[];
-    if (!grantTypes.includes(grant)) throw new InputError('ANODYNE_E_GRANT_UNSUPPORTED', `client ${clientId} may not use the ${grant} grant`, { details: { grant_type: grant } });
+    if (!grantTypes.includes(grant))
+      throw new InputError('ANODYNE_E_GRANT_UNSUPPORTED', `client ${clientId} may not use the ${grant} grant`, {
+        details: { grant_type: grant },
+      });
     return { client_id: row.client_id, scopes: JSON.parse(row.scopes) as string[], grantTypes };
   }
 
@@ -304,7 +461,11 @@ export class Identity {
     let row = await this.findUser(username);
     const now = this.nowIso();
     if (row?.locked_until && row.locked_until > now) {
-      throw new UnauthenticatedError('ANODYNE_E_ACCOUNT_LOCKED', `too many failed logins for ${username}; try again after ${row.locked_until}`, { details: { locked_until: row.locked_until } });
+      throw new UnauthenticatedError(
+        'ANODYNE_E_ACCOUNT_LOCKED',
+        `too many failed logins for ${username}; try again after ${row.locked_until}`,
+        { details: { locked_until: row.locked_until } },
+      );
     }
     let ok = false;
     if (row?.origin === 'local' && row.password_hash) {
@@ -324,15 +485,29 @@ export class Identity {
     if (!ok) {
       if (row) {
         const failures = row.failed_logins + 1;
-        const lock = failures >= this.lockout.maxFailures ? new Date(this.o.clock.nowMs() + this.lockout.lockSeconds * 1000).toISOString() : null;
+        const lock =
+          failures >= this.lockout.maxFailures ? new Date(this.o.clock.nowMs() + this.lockout.lockSeconds * 1000).toISOString() : null;
         const id = row.id;
-        await storeQuery('recording a failed login', () => this.o.store.db.updateTable('identity_users').set({ failed_logins: lock ? 0 : failures, locked_until: lock, updated_at: now }).where('id', '=', id).execute());
+        await storeQuery('recording a failed login', () =>
+          this.o.store.db
+            .updateTable('identity_users')
+            .set({ failed_logins: lock ? 0 : failures, locked_until: lock, updated_at: now })
+            .where('id', '=', id)
+            .execute(),
+        );
         this.o.logger.warn({ username, failures, locked: !!lock }, 'failed login');
       }
       throw new UnauthenticatedError('ANODYNE_E_BAD_CREDENTIALS', 'bad user name or password');
     }
     const id = row!.id;
-    if (row!.failed_logins !== 0 || row!.locked_until) await storeQuery('resetting failed logins', () => this.o.store.db.updateTable('identity_users').set({ failed_logins: 0, locked_until: null, updated_at: now }).where('id', '=', id).execute());
+    if (row!.failed_logins !== 0 || row!.locked_until)
+      await storeQuery('resetting failed logins', () =>
+        this.o.store.db
+          .updateTable('identity_users')
+          .set({ failed_logins: 0, locked_until: null, updated_at: now })
+          .where('id', '=', id)
+          .execute(),
+      );
     return this.user(username);
   }
 
@@ -342,14 +517,37 @@ export class Identity {
     const iat = Math.floor(this.o.clock.nowMs() / 1000);
     const jti = randomUUID();
     const claims: JWTPayload = {
-      jti, sub: p.sub, scope: p.scopes, client_id: p.clientId, cid: p.clientId, grant_type: p.userName ? 'password' : 'client_credentials', token_use: 'access',
+      jti,
+      sub: p.sub,
+      scope: p.scopes,
+      client_id: p.clientId,
+      cid: p.clientId,
+      grant_type: p.userName ? 'password' : 'client_credentials',
+      token_use: 'access',
       ...(p.userName ? { user_name: p.userName, origin: 'anodyne' } : {}),
     };
-    const access = await new SignJWT(claims).setProtectedHeader({ alg: 'ES256', kid: key.kid, typ: 'JWT' }).setIssuer(this.o.issuer).setAudience([AUDIENCE, p.clientId]).setIssuedAt(iat).setExpirationTime(iat + this.accessTtl).sign(signer);
+    const access = await new SignJWT(claims)
+      .setProtectedHeader({ alg: 'ES256', kid: key.kid, typ: 'JWT' })
+      .setIssuer(this.o.issuer)
+      .setAudience([AUDIENCE, p.clientId])
+      .setIssuedAt(iat)
+      .setExpirationTime(iat + this.accessTtl)
+      .sign(signer);
     const out: TokenResponse = { access_token: access, token_type: 'bearer', expires_in: this.accessTtl, scope: p.scopes.join(' '), jti };
     if (p.refresh && p.userName) {
-      out.refresh_token = await new SignJWT({ jti: `${jti}-r`, sub: p.sub, user_name: p.userName, client_id: p.clientId, token_use: 'refresh' })
-        .setProtectedHeader({ alg: 'ES256', kid: key.kid, typ: 'JWT' }).setIssuer(this.o.issuer).setAudience(AUDIENCE).setIssuedAt(iat).setExpirationTime(iat + this.refreshTtl).sign(signer);
+      out.refresh_token = await new SignJWT({
+        jti: `${jti}-r`,
+        sub: p.sub,
+        user_name: p.userName,
+        client_id: p.clientId,
+        token_use: 'refresh',
+      })
+        .setProtectedHeader({ alg: 'ES256', kid: key.kid, typ: 'JWT' })
+        .setIssuer(this.o.issuer)
+        .setAudience(AUDIENCE)
+        .setIssuedAt(iat)
+        .setExpirationTime(iat + this.refreshTtl)
+        .sign(signer);
     }
     return out;
   }
@@ -365,7 +563,10 @@ export class Identity {
     if (!key) throw new UnauthenticatedError('ANODYNE_E_TOKEN_INVALID', 'the token was signed by an unknown key');
     try {
       const { payload } = await jwtVerify(token, await importJWK(key.publicJwk, 'ES256'), {
-        issuer: this.o.issuer, audience: AUDIENCE, algorithms: ['ES256'], currentDate: this.o.clock.now(),
+        issuer: this.o.issuer,
+        audience: AUDIENCE,
+        algorithms: ['ES256'],
+        currentDate: this.o.clock.now(),
       });
       if (payload['token_use'] !== use) throw new UnauthenticatedError('ANODYNE_E_TOKEN_INVALID', `not an ${use} token`);
       return payload;
@@ -381,7 +582,13 @@ export class Identity {
     const c = await this.verifyJwt(token, 'access');
     const userName = typeof c['user_name'] === 'string' ? c['user_name'] : undefined;
     const clientId = String(c['client_id']);
-    return { name: userName ?? clientId, ...(userName ? { userName } : {}), clientId, scopes: Array.isArray(c['scope']) ? c['scope'].map(String) : [], expiresAt: (c.exp ?? 0) * 1000 };
+    return {
+      name: userName ?? clientId,
+      ...(userName ? { userName } : {}),
+      clientId,
+      scopes: Array.isArray(c['scope']) ? c['scope'].map(String) : [],
+      expiresAt: (c.exp ?? 0) * 1000,
+    };
   }
 
   /** OIDC userinfo for a verified caller. */

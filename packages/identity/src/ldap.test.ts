@@ -32,26 +32,32 @@ const ROOT_PW = 'root-secret-for-the-test';
 async function startSlapd(dir: string): Promise<{ url: string; proc: ChildProcess }> {
   const port = await freePort();
   mkdirSync(join(dir, 'data'), { recursive: true });
-  writeFileSync(join(dir, 'slapd.conf'), [
-    'include /etc/ldap/schema/core.schema',
-    'include /etc/ldap/schema/cosine.schema',
-    'include /etc/ldap/schema/inetorgperson.schema',
-    'modulepath /usr/lib/ldap',
-    'moduleload back_mdb',
-    `pidfile ${join(dir, 'slapd.pid')}`,
-    'database mdb',
-    `suffix "${SUFFIX}"`,
-    `rootdn "cn=admin,${SUFFIX}"`,
-    `rootpw ${ROOT_PW}`,
-    `directory ${join(dir, 'data')}`,
-    'maxsize 10485760',
-    '',
-  ].join('\n'));
+  writeFileSync(
+    join(dir, 'slapd.conf'),
+    [
+      'include /etc/ldap/schema/core.schema',
+      'include /etc/ldap/schema/cosine.schema',
+      'include /etc/ldap/schema/inetorgperson.schema',
+      'modulepath /usr/lib/ldap',
+      'moduleload back_mdb',
+      `pidfile ${join(dir, 'slapd.pid')}`,
+      'database mdb',
+      `suffix "${SUFFIX}"`,
+      `rootdn "cn=admin,${SUFFIX}"`,
+      `rootpw ${ROOT_PW}`,
+      `directory ${join(dir, 'data')}`,
+      'maxsize 10485760',
+      '',
+    ].join('\n'),
+  );
   const url = `ldap://127.0.0.1:${port}`;
   const proc = spawn('slapd', ['-d', '0', '-h', `${url}/`, '-f', join(dir, 'slapd.conf')], { stdio: 'ignore' });
   for (let i = 0; i < 100; i++) {
     const c = new Client({ url, connectTimeout: 500 });
-    const up = await c.bind(`cn=admin,${SUFFIX}`, ROOT_PW).then(() => true, () => false);
+    const up = await c.bind(`cn=admin,${SUFFIX}`, ROOT_PW).then(
+      () => true,
+      () => false,
+    );
     await c.unbind().catch(() => undefined);
     if (up) return { url, proc };
     await new Promise((r) => setTimeout(r, 100));
@@ -61,7 +67,10 @@ async function startSlapd(dir: string): Promise<{ url: string; proc: ChildProces
 }
 
 describe('identity with an LDAP user store (real slapd)', async () => {
-  const hasSlapd = await exec(['sh', '-c', 'command -v slapd']).then(() => true, () => false);
+  const hasSlapd = await exec(['sh', '-c', 'command -v slapd']).then(
+    () => true,
+    () => false,
+  );
   let dir: string;
   let slapd: { url: string; proc: ChildProcess };
   let store: Store;
@@ -76,22 +85,57 @@ describe('identity with an LDAP user store (real slapd)', async () => {
     await admin.add(SUFFIX, { objectClass: ['dcObject', 'organization'], dc: 'example', o: 'Example' });
     await admin.add(`ou=people,${SUFFIX}`, { objectClass: 'organizationalUnit', ou: 'people' });
     await admin.add(`ou=groups,${SUFFIX}`, { objectClass: 'organizationalUnit', ou: 'groups' });
-    await admin.add(`cn=svc,${SUFFIX}`, { objectClass: ['organizationalRole', 'simpleSecurityObject'], cn: 'svc', userPassword: 'svc-password' });
+    await admin.add(`cn=svc,${SUFFIX}`, {
+      objectClass: ['organizationalRole', 'simpleSecurityObject'],
+      cn: 'svc',
+      userPassword: 'svc-password',
+    });
     for (const u of ['dora', 'eve']) {
-      await admin.add(`uid=${u},ou=people,${SUFFIX}`, { objectClass: 'inetOrgPerson', uid: u, cn: u, sn: u, mail: `${u}@example.test`, userPassword: `${u}-ldap-password` });
+      await admin.add(`uid=${u},ou=people,${SUFFIX}`, {
+        objectClass: 'inetOrgPerson',
+        uid: u,
+        cn: u,
+        sn: u,
+        mail: `${u}@example.test`,
+        userPassword: `${u}-ldap-password`,
+      });
     }
-    await admin.add(`cn=k8s-operators,ou=groups,${SUFFIX}`, { objectClass: 'groupOfNames', cn: 'k8s-operators', member: `uid=dora,ou=people,${SUFFIX}` });
-    await admin.add(`cn=auditors,ou=groups,${SUFFIX}`, { objectClass: 'groupOfNames', cn: 'auditors', member: [`uid=dora,ou=people,${SUFFIX}`, `uid=eve,ou=people,${SUFFIX}`] });
+    await admin.add(`cn=k8s-operators,ou=groups,${SUFFIX}`, {
+      objectClass: 'groupOfNames',
+      cn: 'k8s-operators',
+      member: `uid=dora,ou=people,${SUFFIX}`,
+    });
+    await admin.add(`cn=auditors,ou=groups,${SUFFIX}`, {
+      objectClass: 'groupOfNames',
+      cn: 'auditors',
+      member: [`uid=dora,ou=people,${SUFFIX}`, `uid=eve,ou=people,${SUFFIX}`],
+    });
     await admin.unbind();
     store = await openStore({ driver: 'sqlite', path: join(dir, 'anodyne.db') });
     const clock = new ManualClock(new Date('2026-11-22T08:00:00Z'));
     const creds = new CredStore({ store, keys: new KeyRing(newRandomKey()), clock, logger: silentLogger() });
-    const ldap = new LdapUserStore({
-      url: slapd.url, bindDn: `cn=svc,${SUFFIX}`, bindPassword: 'svc-password',
-      userBase: `ou=people,${SUFFIX}`, userFilter: '(uid={0})', groupBase: `ou=groups,${SUFFIX}`, groupFilter: '(member={0})',
-      groupScopes: { 'k8s-operators': [SCOPES.manage], auditors: [SCOPES.adminRead] },
-    }, silentLogger());
-    id = new Identity({ store, creds, clock, logger: silentLogger(), issuer: 'https://127.0.0.1:9021', ldap, lockout: { maxFailures: 3, lockSeconds: 60 } });
+    const ldap = new LdapUserStore(
+      {
+        url: slapd.url,
+        bindDn: `cn=svc,${SUFFIX}`,
+        bindPassword: 'svc-password',
+        userBase: `ou=people,${SUFFIX}`,
+        userFilter: '(uid={0})',
+        groupBase: `ou=groups,${SUFFIX}`,
+        groupFilter: '(member={0})',
+        groupScopes: { 'k8s-operators': [SCOPES.manage], auditors: [SCOPES.adminRead] },
+      },
+      silentLogger(),
+    );
+    id = new Identity({
+      store,
+      creds,
+      clock,
+      logger: silentLogger(),
+      issuer: 'https://127.0.0.1:9021',
+      ldap,
+      lockout: { maxFailures: 3, lockSeconds: 60 },
+    });
     await id.init();
   });
   after(async () => {
@@ -114,15 +158,35 @@ describe('identity with an LDAP user store (real slapd)', async () => {
     assert.deepEqual(eve.scopes, [SCOPES.adminRead]);
   });
 
-  it('a wrong password, an unknown user, an empty password and filter injection are refused', { skip: skipUnless(hasSlapd, 'slapd not installed') }, async () => {
-    await assert.rejects(id.token({ grant_type: 'password', username: 'eve', password: 'wrong' }), code('ANODYNE_E_BAD_CREDENTIALS'));
-    await assert.rejects(id.token({ grant_type: 'password', username: 'nobody', password: 'x' }), code('ANODYNE_E_BAD_CREDENTIALS'));
-    await assert.rejects(id.authenticateUser('dora', ''), code('ANODYNE_E_BAD_CREDENTIALS'));
-    await assert.rejects(id.authenticateUser('*', 'dora-ldap-password'), code('ANODYNE_E_BAD_CREDENTIALS'));
-  });
+  it(
+    'a wrong password, an unknown user, an empty password and filter injection are refused',
+    { skip: skipUnless(hasSlapd, 'slapd not installed') },
+    async () => {
+      await assert.rejects(id.token({ grant_type: 'password', username: 'eve', password: 'wrong' }), code('ANODYNE_E_BAD_CREDENTIALS'));
+      await assert.rejects(id.token({ grant_type: 'password', username: 'nobody', password: 'x' }), code('ANODYNE_E_BAD_CREDENTIALS'));
+      await assert.rejects(id.authenticateUser('dora', ''), code('ANODYNE_E_BAD_CREDENTIALS'));
+      await assert.rejects(id.authenticateUser('*', 'dora-ldap-password'), code('ANODYNE_E_BAD_CREDENTIALS'));
+    },
+  );
 
   it('the directory being down is a clear, retryable error', { skip: skipUnless(hasSlapd, 'slapd not installed') }, async () => {
-    const down = new LdapUserStore({ url: 'ldap://127.0.0.1:1', bindDn: 'cn=x', bindPassword: 'y', userBase: SUFFIX, userFilter: '(uid={0})', groupBase: SUFFIX, groupFilter: '(member={0})', groupScopes: {}, timeoutMs: 500 }, silentLogger());
-    await assert.rejects(down.authenticate('dora', 'pw'), (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_LDAP_UNAVAILABLE' && e.retryable);
+    const down = new LdapUserStore(
+      {
+        url: 'ldap://127.0.0.1:1',
+        bindDn: 'cn=x',
+        bindPassword: 'y',
+        userBase: SUFFIX,
+        userFilter: '(uid={0})',
+        groupBase: SUFFIX,
+        groupFilter: '(member={0})',
+        groupScopes: {},
+        timeoutMs: 500,
+      },
+      silentLogger(),
+    );
+    await assert.rejects(
+      down.authenticate('dora', 'pw'),
+      (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_LDAP_UNAVAILABLE' && e.retryable,
+    );
   });
 });

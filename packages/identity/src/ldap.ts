@@ -31,7 +31,10 @@ export function escapeFilter(value: string): string {
 
 /** An LDAP user store: search the user with a service bind, bind as the user, map groups to scopes. */
 export class LdapUserStore implements LdapDirectory {
-  constructor(private readonly o: LdapOptions, private readonly logger: Logger) {}
+  constructor(
+    private readonly o: LdapOptions,
+    private readonly logger: Logger,
+  ) {}
 
   private client(): Client {
     return new Client({ url: this.o.url, timeout: this.o.timeoutMs ?? 5000, connectTimeout: this.o.timeoutMs ?? 5000 });
@@ -42,7 +45,11 @@ export class LdapUserStore implements LdapDirectory {
     const svc = this.client();
     try {
       await svc.bind(this.o.bindDn, this.o.bindPassword);
-      const { searchEntries } = await svc.search(this.o.userBase, { scope: 'sub', filter: this.o.userFilter.replace('{0}', escapeFilter(username)), attributes: ['dn', 'mail'] });
+      const { searchEntries } = await svc.search(this.o.userBase, {
+        scope: 'sub',
+        filter: this.o.userFilter.replace('{0}', escapeFilter(username)),
+        attributes: ['dn', 'mail'],
+      });
       if (searchEntries.length !== 1) return null;
       const entry = searchEntries[0]!;
       const user = this.client();
@@ -54,7 +61,11 @@ export class LdapUserStore implements LdapDirectory {
       } finally {
         await user.unbind().catch(() => undefined);
       }
-      const groups = await svc.search(this.o.groupBase, { scope: 'sub', filter: this.o.groupFilter.replace('{0}', escapeFilter(entry.dn)), attributes: ['cn'] });
+      const groups = await svc.search(this.o.groupBase, {
+        scope: 'sub',
+        filter: this.o.groupFilter.replace('{0}', escapeFilter(entry.dn)),
+        attributes: ['cn'],
+      });
       const scopes = new Set<string>();
       for (const g of groups.searchEntries) {
         const cns = Array.isArray(g['cn']) ? g['cn'] : [g['cn']];

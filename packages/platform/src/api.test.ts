@@ -19,18 +19,28 @@ const PORT = 19_100 + (process.pid % 400);
 
 describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, () => {
   let tp: TestPlatform;
-  let call: (method: string, path: string, options?: { token?: string; body?: unknown; raw?: string; headers?: Record<string, string> }) => Promise<HttpResult>;
+  let call: (
+    method: string,
+    path: string,
+    options?: { token?: string; body?: unknown; raw?: string; headers?: Record<string, string> },
+  ) => Promise<HttpResult>;
   const tokens: Record<string, string> = {};
   /** The CLI client's password grant, as `anodyne login` sends it. */
-  const login = (username: string, password: string) => call('POST', '/oauth/token', { raw: new URLSearchParams({ grant_type: 'password', username, password, client_id: 'anodyne_cli' }).toString(), headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+  const login = (username: string, password: string) =>
+    call('POST', '/oauth/token', {
+      raw: new URLSearchParams({ grant_type: 'password', username, password, client_id: 'anodyne_cli' }).toString(),
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    });
 
   before(async () => {
     tp = await startTestPlatform('api', '10.198.9.0/24', PORT);
     const p = tp.platform;
-    call = (method, path, o = {}) => https(p.url, p.caPem, method, path, {
-      ...(o.token ? { token: o.token } : {}), ...(o.headers ? { headers: o.headers } : {}),
-      ...(o.raw !== undefined ? { body: o.raw } : o.body !== undefined ? { body: JSON.stringify(o.body) } : {}),
-    });
+    call = (method, path, o = {}) =>
+      https(p.url, p.caPem, method, path, {
+        ...(o.token ? { token: o.token } : {}),
+        ...(o.headers ? { headers: o.headers } : {}),
+        ...(o.raw !== undefined ? { body: o.raw } : o.body !== undefined ? { body: JSON.stringify(o.body) } : {}),
+      });
     await p.identity.createUser({ username: 'alice', password: 'alice-password', groups: [SCOPES.manage] });
     await p.identity.createUser({ username: 'bob', password: 'bob-password', groups: [SCOPES.manage] });
     await p.identity.createUser({ username: 'reader', password: 'reader-password', groups: [SCOPES.adminRead] });
@@ -52,7 +62,11 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
     // Discovery advertises only endpoints that answer: each one is served here.
     for (const key of Object.keys(d).filter((k) => k.endsWith('_endpoint') || k === 'jwks_uri')) {
       const path = new URL(String(d[key])).pathname;
-      const r = await call(key === 'token_endpoint' ? 'POST' : 'GET', path, key === 'userinfo_endpoint' ? { token: tokens['alice'] } : undefined);
+      const r = await call(
+        key === 'token_endpoint' ? 'POST' : 'GET',
+        path,
+        key === 'userinfo_endpoint' ? { token: tokens['alice'] } : undefined,
+      );
       assert.notEqual(r.status, 404, `${key} ${path} is served`);
     }
     assert.equal(d['authorization_endpoint'], undefined, 'no authorization endpoint is advertised until one exists');
@@ -80,19 +94,40 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
   it('authorisation matrix: every protected route refuses missing, expired, forged, wrong-audience and wrong-scope tokens', async () => {
     const p = tp.platform;
     // An expired token, signed by the platform's real key (an Identity whose clock is an hour behind).
-    const past = new Identity({ store: p.store, creds: p.creds, clock: new ManualClock(Date.now() - 3_600_000), logger: silentLogger(), issuer: p.url });
+    const past = new Identity({
+      store: p.store,
+      creds: p.creds,
+      clock: new ManualClock(Date.now() - 3_600_000),
+      logger: silentLogger(),
+      issuer: p.url,
+    });
     await past.init();
     const expired = (await past.token({ grant_type: 'password', username: 'root', password: 'root-password' })).access_token;
     // Signed by another key (same kid), and signed by the real key for another audience.
-    const keys = (await p.creds.get<'json'>('/platform/identity/signing-keys', { actor: 'test' })).value as unknown as { keys: { kid: string; privateJwk: JWK }[] };
+    const keys = (await p.creds.get<'json'>('/platform/identity/signing-keys', { actor: 'test' })).value as unknown as {
+      keys: { kid: string; privateJwk: JWK }[];
+    };
     const real = keys.keys[keys.keys.length - 1]!;
     const now = Math.floor(Date.now() / 1000);
     const claims = { scope: [SCOPES.admin], user_name: 'root', client_id: 'anodyne_cli', token_use: 'access' };
-    const forged = await new SignJWT(claims).setProtectedHeader({ alg: 'ES256', kid: real.kid }).setIssuer(p.url).setAudience('anodyne').setIssuedAt(now).setExpirationTime(now + 600).sign((await generateKeyPair('ES256')).privateKey);
-    const wrongAud = await new SignJWT(claims).setProtectedHeader({ alg: 'ES256', kid: real.kid }).setIssuer(p.url).setAudience('someone-else').setIssuedAt(now).setExpirationTime(now + 600).sign(await importJWK(real.privateJwk, 'ES256'));
+    const forged = await new SignJWT(claims)
+      .setProtectedHeader({ alg: 'ES256', kid: real.kid })
+      .setIssuer(p.url)
+      .setAudience('anodyne')
+      .setIssuedAt(now)
+      .setExpirationTime(now + 600)
+      .sign((await generateKeyPair('ES256')).privateKey);
+    const wrongAud = await new SignJWT(claims)
+      .setProtectedHeader({ alg: 'ES256', kid: real.kid })
+      .setIssuer(p.url)
+      .setAudience('someone-else')
+      .setIssuedAt(now)
+      .setExpirationTime(now + 600)
+      .sign(await importJWK(real.privateJwk, 'ES256'));
     const protectedRoutes = p.app.anodyneRoutes.filter((r) => r.scopes !== undefined);
     assert.ok(protectedRoutes.length >= 20);
-    const concrete = (url: string) => url.replace(':name', 'no-such-cluster').replace(':id', '999999').replace(':username', 'nobody').replace(':owner', 'alice');
+    const concrete = (url: string) =>
+      url.replace(':name', 'no-such-cluster').replace(':id', '999999').replace(':username', 'nobody').replace(':owner', 'alice');
     for (const r of protectedRoutes) {
       const path = concrete(r.url);
       const cases: [string, string | undefined, number, string][] = [
@@ -102,10 +137,15 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
         ['wrong audience', wrongAud, 401, 'ANODYNE_E_TOKEN_INVALID'],
       ];
       if (r.scopes!.length > 0) cases.push(['no scope', tokens['nobody'], 403, 'ANODYNE_E_SCOPE_REQUIRED']);
-      if (r.scopes!.length > 0 && !r.scopes!.includes(SCOPES.adminRead)) cases.push(['read-only scope', tokens['reader'], 403, 'ANODYNE_E_SCOPE_REQUIRED']);
-      if (r.scopes!.length > 0 && !r.scopes!.includes(SCOPES.manage)) cases.push(['manage scope on an admin route', tokens['alice'], 403, 'ANODYNE_E_SCOPE_REQUIRED']);
+      if (r.scopes!.length > 0 && !r.scopes!.includes(SCOPES.adminRead))
+        cases.push(['read-only scope', tokens['reader'], 403, 'ANODYNE_E_SCOPE_REQUIRED']);
+      if (r.scopes!.length > 0 && !r.scopes!.includes(SCOPES.manage))
+        cases.push(['manage scope on an admin route', tokens['alice'], 403, 'ANODYNE_E_SCOPE_REQUIRED']);
       for (const [label, token, status, code] of cases) {
-        const res = await call(r.method, path, { ...(token ? { token } : {}), ...(['POST', 'PUT', 'PATCH'].includes(r.method) ? { body: {} } : {}) });
+        const res = await call(r.method, path, {
+          ...(token ? { token } : {}),
+          ...(['POST', 'PUT', 'PATCH'].includes(r.method) ? { body: {} } : {}),
+        });
         assert.equal(res.status, status, `${r.method} ${r.url} with ${label}: ${res.text}`);
         assert.equal((res.body as { code: string }).code, code, `${r.method} ${r.url} with ${label}`);
       }
@@ -118,7 +158,10 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
     assert.equal(rotated.status, 200, rotated.text);
     const kid = (rotated.body as { kid: string }).kid;
     assert.notEqual(kidOf(tokens['alice']!), kid);
-    assert.ok(((await call('GET', '/token_keys')).body as { keys: { kid: string }[] }).keys.some((k) => k.kid === kid), 'the new key is published');
+    assert.ok(
+      ((await call('GET', '/token_keys')).body as { keys: { kid: string }[] }).keys.some((k) => k.kid === kid),
+      'the new key is published',
+    );
     assert.equal((await call('GET', '/v1/clusters', { token: tokens['alice'] })).status, 200, 'a token of the previous key still works');
     const fresh = await login('bob', 'bob-password');
     assert.equal(kidOf((fresh.body as { access_token: string }).access_token), kid, 'new tokens use the new key');
@@ -131,21 +174,50 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
 
   it('bad input gets 4xx with clear codes before any task starts', async () => {
     const before = (await tp.platform.director.tasks.list()).length;
-    const post = (body: unknown, token = tokens['bob']!) => call('POST', '/v1/clusters', typeof body === 'string' ? { token, raw: body } : { token, body });
+    const post = (body: unknown, token = tokens['bob']!) =>
+      call('POST', '/v1/clusters', typeof body === 'string' ? { token, raw: body } : { token, body });
     const cases: [string, Promise<HttpResult>, number, string][] = [
       ['malformed JSON', post('{"name": "x", '), 400, 'ANODYNE_E_INVALID_INPUT'],
       ['unknown plan', post({ name: 'ok-name', plan_name: 'gigantic' }), 400, 'ANODYNE_E_PLAN_NOT_FOUND'],
       ['name not DNS-1123', post({ name: 'Bad_Name', plan_name: 'small' }), 400, 'ANODYNE_E_INVALID_INPUT'],
-      ['too many workers for the plan', post({ name: 'big', plan_name: 'small', parameters: { kubernetes_worker_instances: 9 } }), 400, 'ANODYNE_E_INVALID_INPUT'],
+      [
+        'too many workers for the plan',
+        post({ name: 'big', plan_name: 'small', parameters: { kubernetes_worker_instances: 9 } }),
+        400,
+        'ANODYNE_E_INVALID_INPUT',
+      ],
       ['unknown field', post({ name: 'x1', plan_name: 'small', colour: 'red' }), 400, 'ANODYNE_E_INVALID_INPUT'],
       ['body too large', post({ name: 'x2', plan_name: 'small', pad: 'x'.repeat(300_000) }), 413, 'ANODYNE_E_BODY_TOO_LARGE'],
       ['unknown route', call('GET', '/v1/nothing', { token: tokens['bob'] }), 404, 'ANODYNE_E_ROUTE_NOT_FOUND'],
       ['bad task id', call('GET', '/v1/tasks/abc', { token: tokens['bob'] }), 400, 'ANODYNE_E_INVALID_INPUT'],
-      ['unknown network profile', post({ name: 'np', plan_name: 'small', network_profile_name: 'nope' }), 400, 'ANODYNE_E_NETWORK_PROFILE_NOT_FOUND'],
-      ['bad profile CIDR', call('POST', '/v1/network-profiles', { token: tokens['root'], body: { name: 'bad', pod_cidr: '10.0.0.0/30', service_cidr: '10.1.0.0/16' } }), 400, 'ANODYNE_E_INVALID_INPUT'],
-      ['a method the path does not take', call('PUT', '/v1/clusters', { token: tokens['bob'], body: {} }), 405, 'ANODYNE_E_METHOD_NOT_ALLOWED'],
+      [
+        'unknown network profile',
+        post({ name: 'np', plan_name: 'small', network_profile_name: 'nope' }),
+        400,
+        'ANODYNE_E_NETWORK_PROFILE_NOT_FOUND',
+      ],
+      [
+        'bad profile CIDR',
+        call('POST', '/v1/network-profiles', {
+          token: tokens['root'],
+          body: { name: 'bad', pod_cidr: '10.0.0.0/30', service_cidr: '10.1.0.0/16' },
+        }),
+        400,
+        'ANODYNE_E_INVALID_INPUT',
+      ],
+      [
+        'a method the path does not take',
+        call('PUT', '/v1/clusters', { token: tokens['bob'], body: {} }),
+        405,
+        'ANODYNE_E_METHOD_NOT_ALLOWED',
+      ],
       ['a path segment too long', call('GET', `/v1/clusters/${'a'.repeat(200)}`, { token: tokens['bob'] }), 414, 'ANODYNE_E_URI_TOO_LONG'],
-      ['a body of another content type', call('POST', '/v1/clusters', { token: tokens['bob'], raw: '<cluster/>', headers: { 'content-type': 'application/xml' } }), 415, 'ANODYNE_E_UNSUPPORTED_MEDIA_TYPE'],
+      [
+        'a body of another content type',
+        call('POST', '/v1/clusters', { token: tokens['bob'], raw: '<cluster/>', headers: { 'content-type': 'application/xml' } }),
+        415,
+        'ANODYNE_E_UNSUPPORTED_MEDIA_TYPE',
+      ],
     ];
     for (const [label, pending, status, code] of cases) {
       const r = await pending;
@@ -167,13 +239,26 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
 
   it('a manage user creates a cluster, sees only their own, binds, and kubectl works with Anodyne tokens', async (t) => {
     // An admin offers a network profile with non-default ranges; alice's cluster uses it.
-    const profile = await call('POST', '/v1/network-profiles', { token: tokens['root'], body: { name: 'narrow', description: 'test ranges', pod_cidr: '10.210.0.0/16', service_cidr: '10.100.0.0/16' } });
+    const profile = await call('POST', '/v1/network-profiles', {
+      token: tokens['root'],
+      body: { name: 'narrow', description: 'test ranges', pod_cidr: '10.210.0.0/16', service_cidr: '10.100.0.0/16' },
+    });
     assert.equal(profile.status, 201, profile.text);
     assert.equal(((await call('GET', '/v1/network-profiles', { token: tokens['alice'] })).body as unknown[]).length, 1);
     const started = performance.now();
-    const created = await call('POST', '/v1/clusters', { token: tokens['alice'], body: { name: 'team-a', plan_name: 'small', network_profile_name: 'narrow', parameters: { kubernetes_worker_instances: 1 } } });
+    const created = await call('POST', '/v1/clusters', {
+      token: tokens['alice'],
+      body: { name: 'team-a', plan_name: 'small', network_profile_name: 'narrow', parameters: { kubernetes_worker_instances: 1 } },
+    });
     assert.equal(created.status, 202, created.text);
-    const c = created.body as { name: string; uuid: string; last_action: string; last_action_state: string; last_task_id: number; plan_name: string };
+    const c = created.body as {
+      name: string;
+      uuid: string;
+      last_action: string;
+      last_action_state: string;
+      last_task_id: number;
+      plan_name: string;
+    };
     assert.equal(c.last_action, 'CREATE');
     assert.equal(c.last_action_state, 'in progress');
     assert.equal(c.plan_name, 'small');
@@ -190,32 +275,56 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
     assert.equal(((await call('GET', '/v1/clusters', { token: tokens['reader'] })).body as unknown[]).length, 1);
     assert.equal((await call('GET', `/v1/tasks/${c.last_task_id}`, { token: tokens['bob'] })).status, 404);
     // The task's event log, live (SSE) until it ends.
-    const sse = await call('GET', `/v1/tasks/${c.last_task_id}/events`, { token: tokens['alice'], headers: { accept: 'text/event-stream' } });
+    const sse = await call('GET', `/v1/tasks/${c.last_task_id}/events`, {
+      token: tokens['alice'],
+      headers: { accept: 'text/event-stream' },
+    });
     assert.equal(sse.headers['content-type'], 'text/event-stream');
     assert.match(sse.text, /event: task_event\n/);
     assert.match(sse.text, /event: task_done\ndata: \{"id":\d+,"type":"deploy".*"state":"done"/);
-    const ready = (await call('GET', '/v1/clusters/team-a', { token: tokens['alice'] })).body as { last_action_state: string; kubernetes_master_ips: string[]; parameters: { kubernetes_master_port: number } };
+    const ready = (await call('GET', '/v1/clusters/team-a', { token: tokens['alice'] })).body as {
+      last_action_state: string;
+      kubernetes_master_ips: string[];
+      parameters: { kubernetes_master_port: number };
+    };
     assert.equal(ready.last_action_state, 'succeeded');
     assert.equal(ready.kubernetes_master_ips.length, 1);
     t.diagnostic(`cluster created through the API in ${(performance.now() - started).toFixed(0)} ms`);
     // Other owner: every cluster route a manage user may call answers bob 404 on alice's cluster, and so does every task route on its task.
-    const manageRoutes = tp.platform.app.anodyneRoutes.filter((r) => r.scopes?.includes(SCOPES.manage) && (r.url.includes(':name') || r.url.includes(':id')));
+    const manageRoutes = tp.platform.app.anodyneRoutes.filter(
+      (r) => r.scopes?.includes(SCOPES.manage) && (r.url.includes(':name') || r.url.includes(':id')),
+    );
     assert.ok(manageRoutes.length >= 8, `${manageRoutes.length} owner-scoped routes`);
     for (const r of manageRoutes) {
       const path = r.url.replace(':name', 'team-a').replace(':id', String(c.last_task_id));
-      const body = r.method === 'PATCH' ? { kubernetes_worker_instances: 1 } : r.method === 'PUT' && r.url.startsWith('/v1/tasks') ? { state: 'cancelled' } : ['POST', 'PUT'].includes(r.method) ? {} : undefined;
+      const body =
+        r.method === 'PATCH'
+          ? { kubernetes_worker_instances: 1 }
+          : r.method === 'PUT' && r.url.startsWith('/v1/tasks')
+            ? { state: 'cancelled' }
+            : ['POST', 'PUT'].includes(r.method)
+              ? {}
+              : undefined;
       const res = await call(r.method, path, { token: tokens['bob'], ...(body ? { body } : {}) });
       assert.equal(res.status, 404, `other owner: ${r.method} ${path}: ${res.text}`);
       assert.match((res.body as { code: string }).code, /^ANODYNE_E_(CLUSTER|TASK)_NOT_FOUND$/, `${r.method} ${path}`);
     }
-    assert.equal(((await call('GET', '/v1/tasks', { token: tokens['bob'] })).body as unknown[]).length, 0, 'bob lists none of alice\'s tasks');
+    assert.equal(
+      ((await call('GET', '/v1/tasks', { token: tokens['bob'] })).body as unknown[]).length,
+      0,
+      "bob lists none of alice's tasks",
+    );
     assert.equal((await call('GET', '/v1/clusters/team-a', { token: tokens['alice'] })).status, 200, 'alice still has her cluster');
     for (const verb of ['POST /v1/clusters/team-a/binds', 'DELETE /v1/clusters/team-a', 'PATCH /v1/clusters/team-a']) {
       const [m, path] = verb.split(' ') as [string, string];
       const r = await call(m, path, { token: tokens['reader'], ...(m === 'PATCH' ? { body: { kubernetes_worker_instances: 2 } } : {}) });
       assert.equal(r.status, 403, `admin.read: ${verb}`);
     }
-    assert.equal((await call('GET', '/v1/clusters/team-a/kubeconfig', { token: tokens['reader'] })).status, 403, 'admin.read gets no credentials');
+    assert.equal(
+      (await call('GET', '/v1/clusters/team-a/kubeconfig', { token: tokens['reader'] })).status,
+      403,
+      'admin.read gets no credentials',
+    );
 
     // alice logs in with the CLI (from a clean home), binds with get-credentials, and kubectl uses `anodyne get-token`.
     const home = join(tp.dir, 'home-alice');
@@ -227,7 +336,10 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
     const kubectl = locateRelease().bin('kubectl');
     let nodes = '';
     for (let i = 0; i < 40 && !/worker-0\s+Ready/.test(nodes); i++) {
-      nodes = await exec([kubectl, 'get', 'nodes', '--no-headers'], { env, timeoutMs: 30_000 }).then((r) => r.stdout, (e: Error) => e.message);
+      nodes = await exec([kubectl, 'get', 'nodes', '--no-headers'], { env, timeoutMs: 30_000 }).then(
+        (r) => r.stdout,
+        (e: Error) => e.message,
+      );
       if (!/worker-0\s+Ready/.test(nodes)) await new Promise((r) => setTimeout(r, 500));
     }
     assert.match(nodes, /worker-0\s+Ready/);
@@ -238,8 +350,18 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
     const refresh = await login('alice', 'alice-password');
     const refreshToken = (refresh.body as { refresh_token: string }).refresh_token;
     assert.ok(refreshToken, 'the CLI client gets a refresh token');
-    const asBearer = (token: string) => exec([kubectl, 'get', 'nodes', `--token=${token}`, '--kubeconfig', join(home, '.kube', 'config')], { env, okCodes: [0, 1], timeoutMs: 30_000 });
-    for (const [label, token, expected] of [['forged', `${tokens['bob']}x`, /Unauthorized/], ['refresh token', refreshToken, /Unauthorized/], ['no cluster scope', tokens['nobody']!, /Unauthorized/], ['unbound user', tokens['bob']!, /Forbidden/]] as const) {
+    const asBearer = (token: string) =>
+      exec([kubectl, 'get', 'nodes', `--token=${token}`, '--kubeconfig', join(home, '.kube', 'config')], {
+        env,
+        okCodes: [0, 1],
+        timeoutMs: 30_000,
+      });
+    for (const [label, token, expected] of [
+      ['forged', `${tokens['bob']}x`, /Unauthorized/],
+      ['refresh token', refreshToken, /Unauthorized/],
+      ['no cluster scope', tokens['nobody']!, /Unauthorized/],
+      ['unbound user', tokens['bob']!, /Forbidden/],
+    ] as const) {
       const r = await asBearer(token);
       assert.equal(r.code, 1, `${label} is refused`);
       assert.match(r.stderr, expected, `${label}: ${r.stderr}`);
@@ -248,32 +370,84 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
     const adminCfg = await call('GET', '/v1/clusters/team-a/kubeconfig', { token: tokens['root'] });
     assert.equal(adminCfg.status, 200);
     writeFileSync(join(tp.dir, 'admin.kubeconfig'), (adminCfg.body as { kubeconfig: string }).kubeconfig, { mode: 0o600 });
-    assert.match((await exec([kubectl, '--kubeconfig', join(tp.dir, 'admin.kubeconfig'), 'get', 'clusterrolebindings', '-o', 'name'])).stdout, /anodyne:user:alice/);
+    assert.match(
+      (await exec([kubectl, '--kubeconfig', join(tp.dir, 'admin.kubeconfig'), 'get', 'clusterrolebindings', '-o', 'name'])).stdout,
+      /anodyne:user:alice/,
+    );
     // The profile's ranges are the cluster's: the kubernetes Service and cluster DNS live in 10.100.0.0/16.
-    assert.equal((await exec([kubectl, '--kubeconfig', join(tp.dir, 'admin.kubeconfig'), 'get', 'service', 'kubernetes', '-o', 'jsonpath={.spec.clusterIP}'])).stdout, '10.100.0.1');
-    assert.equal((await exec([kubectl, '--kubeconfig', join(tp.dir, 'admin.kubeconfig'), '-n', 'kube-system', 'get', 'service', 'kube-dns', '-o', 'jsonpath={.spec.clusterIP}'])).stdout, '10.100.0.10');
+    assert.equal(
+      (
+        await exec([
+          kubectl,
+          '--kubeconfig',
+          join(tp.dir, 'admin.kubeconfig'),
+          'get',
+          'service',
+          'kubernetes',
+          '-o',
+          'jsonpath={.spec.clusterIP}',
+        ])
+      ).stdout,
+      '10.100.0.1',
+    );
+    assert.equal(
+      (
+        await exec([
+          kubectl,
+          '--kubeconfig',
+          join(tp.dir, 'admin.kubeconfig'),
+          '-n',
+          'kube-system',
+          'get',
+          'service',
+          'kube-dns',
+          '-o',
+          'jsonpath={.spec.clusterIP}',
+        ])
+      ).stdout,
+      '10.100.0.10',
+    );
     assert.equal((await call('DELETE', '/v1/network-profiles/narrow', { token: tokens['root'] })).status, 409, 'a profile in use is kept');
 
     // Certificates: listed with expiry; a rotation issues new leaves (same CAs) and rolls them out.
-    const certs = (await call('GET', '/v1/clusters/team-a/certificates', { token: tokens['alice'] })).body as { name: string; is_ca: boolean; version: number; expires_at: string }[];
+    const certs = (await call('GET', '/v1/clusters/team-a/certificates', { token: tokens['alice'] })).body as {
+      name: string;
+      is_ca: boolean;
+      version: number;
+      expires_at: string;
+    }[];
     assert.ok(certs.some((c) => c.name === 'ca' && c.is_ca));
-    assert.ok(certs.some((c) => c.name === 'apiserver' && !c.is_ca && c.version === 1 && Date.parse(c.expires_at) > Date.now() + 300 * 86_400_000));
-    const serial = () => new Promise<string>((res, rej) => {
-      const s = tlsConnect({ host: ready.kubernetes_master_ips[0]!, port: ready.parameters.kubernetes_master_port, rejectUnauthorized: false }, () => {
-        res(s.getPeerCertificate().serialNumber);
-        s.end();
+    assert.ok(
+      certs.some((c) => c.name === 'apiserver' && !c.is_ca && c.version === 1 && Date.parse(c.expires_at) > Date.now() + 300 * 86_400_000),
+    );
+    const serial = () =>
+      new Promise<string>((res, rej) => {
+        const s = tlsConnect(
+          { host: ready.kubernetes_master_ips[0]!, port: ready.parameters.kubernetes_master_port, rejectUnauthorized: false },
+          () => {
+            res(s.getPeerCertificate().serialNumber);
+            s.end();
+          },
+        );
+        s.on('error', rej);
       });
-      s.on('error', rej);
-    });
     const before = await serial();
     const rot = await call('POST', '/v1/clusters/team-a/rotate-certificates', { token: tokens['alice'] });
     assert.equal(rot.status, 202, rot.text);
     assert.equal((await tp.platform.director.wait((rot.body as { last_task_id: number }).last_task_id)).state, 'done');
     assert.notEqual(await serial(), before, 'the API server serves its new certificate');
-    assert.equal(((await call('GET', '/v1/clusters/team-a/certificates', { token: tokens['alice'] })).body as { name: string; version: number }[]).find((c) => c.name === 'apiserver')?.version, 2);
+    assert.equal(
+      (
+        (await call('GET', '/v1/clusters/team-a/certificates', { token: tokens['alice'] })).body as { name: string; version: number }[]
+      ).find((c) => c.name === 'apiserver')?.version,
+      2,
+    );
     let again = '';
     for (let i = 0; i < 40 && !/worker-0\s+Ready/.test(again); i++) {
-      again = await exec([kubectl, 'get', 'nodes', '--no-headers'], { env, timeoutMs: 30_000 }).then((r) => r.stdout, (e: Error) => e.message);
+      again = await exec([kubectl, 'get', 'nodes', '--no-headers'], { env, timeoutMs: 30_000 }).then(
+        (r) => r.stdout,
+        (e: Error) => e.message,
+      );
       if (!/worker-0\s+Ready/.test(again)) await new Promise((r) => setTimeout(r, 500));
     }
     assert.match(again, /worker-0\s+Ready/, 'kubectl works after the rotation (the CA is unchanged)');
@@ -283,26 +457,55 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
     const upId = (up.body as { last_task_id: number }).last_task_id;
     assert.equal((await tp.platform.director.wait(upId)).state, 'done');
     // The owner follows an admin's task on their cluster; other users do not see it.
-    assert.equal((await call('GET', `/v1/tasks/${upId}`, { token: tokens['alice'] })).status, 200, 'alice reads the upgrade of her cluster');
-    assert.ok(((await call('GET', '/v1/tasks', { token: tokens['alice'] })).body as { id: number }[]).some((x) => x.id === upId), 'and lists it');
+    assert.equal(
+      (await call('GET', `/v1/tasks/${upId}`, { token: tokens['alice'] })).status,
+      200,
+      'alice reads the upgrade of her cluster',
+    );
+    assert.ok(
+      ((await call('GET', '/v1/tasks', { token: tokens['alice'] })).body as { id: number }[]).some((x) => x.id === upId),
+      'and lists it',
+    );
     assert.equal((await call('GET', `/v1/tasks/${upId}`, { token: tokens['bob'] })).status, 404);
 
     // A fleet upgrade is one server-side task; every cluster is checked before it starts.
-    assert.equal((await call('POST', '/v1/upgrades', { token: tokens['alice'], body: { clusters: ['team-a'] } })).status, 403, 'fleet upgrades are for admins');
+    assert.equal(
+      (await call('POST', '/v1/upgrades', { token: tokens['alice'], body: { clusters: ['team-a'] } })).status,
+      403,
+      'fleet upgrades are for admins',
+    );
     const unknown = await call('POST', '/v1/upgrades', { token: tokens['root'], body: { clusters: ['team-a', 'no-such'] } });
     assert.equal(unknown.status, 404, 'an unknown cluster is refused before any task');
     assert.equal((unknown.body as { code: string }).code, 'ANODYNE_E_CLUSTER_NOT_FOUND');
-    assert.equal((await call('POST', '/v1/upgrades', { token: tokens['root'], body: { clusters: ['team-a'], max_in_flight: 0 } })).status, 400);
-    const fleet = await call('POST', '/v1/upgrades', { token: tokens['root'], body: { clusters: ['team-a'], canaries: 1, max_in_flight: 2 } });
+    assert.equal(
+      (await call('POST', '/v1/upgrades', { token: tokens['root'], body: { clusters: ['team-a'], max_in_flight: 0 } })).status,
+      400,
+    );
+    const fleet = await call('POST', '/v1/upgrades', {
+      token: tokens['root'],
+      body: { clusters: ['team-a'], canaries: 1, max_in_flight: 2 },
+    });
     assert.equal(fleet.status, 202);
     const fleetTask = await tp.platform.director.wait((fleet.body as { id: number }).id);
     assert.equal(fleetTask.state, 'done', JSON.stringify(fleetTask.error));
     const outcome = (fleetTask.result as { clusters: { name: string; state: string; task_id: number }[] }).clusters;
-    assert.deepEqual(outcome.map((x) => [x.name, x.state]), [['team-a', 'done']]);
-    assert.equal((await tp.platform.director.tasks.get(outcome[0]!.task_id)).type, 'deploy', 'the cluster was upgraded by a task of its own');
+    assert.deepEqual(
+      outcome.map((x) => [x.name, x.state]),
+      [['team-a', 'done']],
+    );
+    assert.equal(
+      (await tp.platform.director.tasks.get(outcome[0]!.task_id)).type,
+      'deploy',
+      'the cluster was upgraded by a task of its own',
+    );
 
     // The audit log records the mutating calls and the credential read, with who and result.
-    const audit = (await call('GET', '/v1/audit?limit=1000', { token: tokens['root'] })).body as { actor: string; action: string; target: string; result: string }[];
+    const audit = (await call('GET', '/v1/audit?limit=1000', { token: tokens['root'] })).body as {
+      actor: string;
+      action: string;
+      target: string;
+      result: string;
+    }[];
     assert.ok(audit.some((e) => e.actor === 'alice' && e.action === 'cluster.create' && e.result === 'ok'));
     assert.ok(audit.some((e) => e.actor === 'alice' && e.action === 'cluster.bind' && e.target === 'team-a' && e.result === 'ok'));
     assert.ok(audit.some((e) => e.actor === 'reader' && e.action === 'cluster.delete' && e.result === 'denied'));
@@ -310,28 +513,54 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
     assert.equal((await call('GET', '/v1/audit', { token: tokens['alice'] })).status, 403);
 
     // Automation: an admin creates an OAuth client; its client_credentials token reads (admin.read) but cannot change.
-    const client = await call('POST', '/v1/clients', { token: tokens['root'], body: { client_id: 'ci-bot', client_secret: 'ci-bot-secret-0123456789', scopes: [SCOPES.adminRead], grant_types: ['client_credentials'] } });
+    const client = await call('POST', '/v1/clients', {
+      token: tokens['root'],
+      body: {
+        client_id: 'ci-bot',
+        client_secret: 'ci-bot-secret-0123456789',
+        scopes: [SCOPES.adminRead],
+        grant_types: ['client_credentials'],
+      },
+    });
     assert.equal(client.status, 201, client.text);
-    const cc = await call('POST', '/oauth/token', { raw: 'grant_type=client_credentials', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from('ci-bot:ci-bot-secret-0123456789').toString('base64')}` } });
+    const cc = await call('POST', '/oauth/token', {
+      raw: 'grant_type=client_credentials',
+      headers: {
+        'content-type': 'application/x-www-form-urlencoded',
+        authorization: `Basic ${Buffer.from('ci-bot:ci-bot-secret-0123456789').toString('base64')}`,
+      },
+    });
     assert.equal(cc.status, 200, cc.text);
     const botToken = (cc.body as { access_token: string }).access_token;
     assert.equal(((await call('GET', '/v1/clusters', { token: botToken })).body as unknown[]).length, 1);
     assert.equal((await call('DELETE', '/v1/clusters/team-a', { token: botToken })).status, 403);
-    assert.ok(((await call('GET', '/v1/clients', { token: tokens['root'] })).body as { client_id: string; confidential: boolean }[]).some((c) => c.client_id === 'ci-bot' && c.confidential));
+    assert.ok(
+      ((await call('GET', '/v1/clients', { token: tokens['root'] })).body as { client_id: string; confidential: boolean }[]).some(
+        (c) => c.client_id === 'ci-bot' && c.confidential,
+      ),
+    );
 
     // Deleting a user takes their binding out of every cluster: a later user of that name inherits nothing.
     await tp.platform.identity.createUser({ username: 'ops2', password: 'ops2-password', groups: [SCOPES.admin] });
     const ops2 = await login('ops2', 'ops2-password');
-    const bindings = () => exec([kubectl, '--kubeconfig', join(tp.dir, 'admin.kubeconfig'), 'get', 'clusterrolebindings', '-o', 'name']).then((r) => r.stdout);
+    const bindings = () =>
+      exec([kubectl, '--kubeconfig', join(tp.dir, 'admin.kubeconfig'), 'get', 'clusterrolebindings', '-o', 'name']).then((r) => r.stdout);
     const b2 = await call('POST', '/v1/clusters/team-a/binds', { token: (ops2.body as { access_token: string }).access_token, body: {} });
     assert.equal(b2.status, 200, b2.text);
     assert.match(await bindings(), /anodyne:user:ops2/);
     assert.equal((await call('DELETE', '/v1/users/ops2', { token: tokens['root'] })).status, 204);
     const after = await bindings();
-    assert.doesNotMatch(after, /anodyne:user:ops2/, 'the deleted user\'s binding is gone');
+    assert.doesNotMatch(after, /anodyne:user:ops2/, "the deleted user's binding is gone");
     assert.match(after, /anodyne:user:alice/, 'other users keep theirs');
     // Every secret the platform holds, gathered before the delete removes the cluster's own.
-    const secrets = new Set<string>([...Object.values(tokens), refreshToken, 'alice-password', 'ops2-password', 'ci-bot-secret-0123456789', botToken]);
+    const secrets = new Set<string>([
+      ...Object.values(tokens),
+      refreshToken,
+      'alice-password',
+      'ops2-password',
+      'ci-bot-secret-0123456789',
+      botToken,
+    ]);
     const collect = (v: unknown, key = ''): void => {
       if (typeof v === 'string') {
         if (!/^(password|private_key|d|value|secret)$/.test(key)) return;
@@ -342,8 +571,12 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
       }
     };
     const held = await tp.platform.creds.list('/');
-    assert.ok(held.some((m) => m.name.startsWith('/deployments/cluster-team-a/')), 'the cluster\'s credentials are among them');
-    for (const m of held) collect((await tp.platform.creds.get(m.name, { actor: 'test' })).value, m.type === 'password' || m.type === 'value' ? 'value' : '');
+    assert.ok(
+      held.some((m) => m.name.startsWith('/deployments/cluster-team-a/')),
+      "the cluster's credentials are among them",
+    );
+    for (const m of held)
+      collect((await tp.platform.creds.get(m.name, { actor: 'test' })).value, m.type === 'password' || m.type === 'value' ? 'value' : '');
     assert.ok(secrets.size > 40, `${secrets.size} secret values to look for`);
 
     // Delete: 202, then gone; nothing of it remains.
@@ -360,12 +593,16 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
       await new Promise((r) => setTimeout(r, 500));
       left = await record();
     }
-    assert.equal(left, undefined, 'the deleted cluster\'s record is reaped');
+    assert.equal(left, undefined, "the deleted cluster's record is reaped");
     // The whole create/bind/rotate/upgrade/delete run, logged at debug level, holds none of them.
     const logs = tp.logs();
     assert.ok(logs.split('\n').length > 50, 'the platform logged the run');
     const leaked = [...secrets].filter((x) => logs.includes(x));
-    assert.deepEqual(leaked.map((x) => `${x.slice(0, 6)}…`), [], 'no secret value appears in the logs');
+    assert.deepEqual(
+      leaked.map((x) => `${x.slice(0, 6)}…`),
+      [],
+      'no secret value appears in the logs',
+    );
   });
 
   it('TLS only: plain HTTP and TLS below 1.2 get no answer', async () => {
@@ -379,10 +616,19 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
       sock.setTimeout(5000, () => sock.destroy());
     });
     assert.doesNotMatch(plain, /^HTTP\/1\.[01] 2/, 'no HTTP answer over plain TCP');
-    await assert.rejects(new Promise<void>((res, rej) => {
-      const s = tlsConnect({ host: u.hostname, port: Number(u.port), ca: tp.platform.caPem, maxVersion: 'TLSv1.1', minVersion: 'TLSv1' }, () => { s.end(); res(); });
-      s.on('error', rej);
-    }), 'TLS 1.1 is refused');
+    await assert.rejects(
+      new Promise<void>((res, rej) => {
+        const s = tlsConnect(
+          { host: u.hostname, port: Number(u.port), ca: tp.platform.caPem, maxVersion: 'TLSv1.1', minVersion: 'TLSv1' },
+          () => {
+            s.end();
+            res();
+          },
+        );
+        s.on('error', rej);
+      }),
+      'TLS 1.1 is refused',
+    );
     assert.equal(statSync(tp.platform.caFile).mode & 0o022, 0, 'the CA file is not writable by others');
     const keyFile = join(tp.dir, 'keys', 'encryption.key');
     assert.ok(existsSync(keyFile));
@@ -393,17 +639,36 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
     const info = (await call('GET', '/v1/broker', { token: tokens['root'] })).body as { url: string; username: string; password: string };
     const basic = `Basic ${Buffer.from(`${info.username}:${info.password}`).toString('base64')}`;
     const osb = (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) =>
-      call(method, path, { headers: { authorization: basic, 'x-broker-api-version': '2.17', ...headers }, ...(body !== undefined ? { body } : {}) });
-    assert.equal((await call('GET', '/v2/catalog', { headers: { authorization: basic } })).status, 412, 'the API version header is required');
-    assert.equal((await call('GET', '/v2/catalog', { headers: { authorization: 'Basic eDp5', 'x-broker-api-version': '2.17' } })).status, 401);
+      call(method, path, {
+        headers: { authorization: basic, 'x-broker-api-version': '2.17', ...headers },
+        ...(body !== undefined ? { body } : {}),
+      });
+    assert.equal(
+      (await call('GET', '/v2/catalog', { headers: { authorization: basic } })).status,
+      412,
+      'the API version header is required',
+    );
+    assert.equal(
+      (await call('GET', '/v2/catalog', { headers: { authorization: 'Basic eDp5', 'x-broker-api-version': '2.17' } })).status,
+      401,
+    );
     // The spec's order: the version header, then credentials, both before the body is read or validated.
     const junk = { raw: '{not json', headers: { 'content-type': 'application/json' } };
-    const noVersion = await call('PUT', '/v2/service_instances/x?accepts_incomplete=true', { ...junk, headers: { ...junk.headers, authorization: basic } });
+    const noVersion = await call('PUT', '/v2/service_instances/x?accepts_incomplete=true', {
+      ...junk,
+      headers: { ...junk.headers, authorization: basic },
+    });
     assert.equal(noVersion.status, 412, noVersion.text);
     assert.equal(typeof (noVersion.body as { description?: string }).description, 'string', 'OSB errors carry a description');
-    const badCreds = await call('PUT', '/v2/service_instances/x?accepts_incomplete=true', { ...junk, headers: { ...junk.headers, authorization: 'Basic eDp5', 'x-broker-api-version': '2.17' } });
+    const badCreds = await call('PUT', '/v2/service_instances/x?accepts_incomplete=true', {
+      ...junk,
+      headers: { ...junk.headers, authorization: 'Basic eDp5', 'x-broker-api-version': '2.17' },
+    });
     assert.equal(badCreds.status, 401, badCreds.text);
-    const invalid = await call('PUT', '/v2/service_instances/x?accepts_incomplete=true', { ...junk, headers: { ...junk.headers, authorization: basic, 'x-broker-api-version': '2.17' } });
+    const invalid = await call('PUT', '/v2/service_instances/x?accepts_incomplete=true', {
+      ...junk,
+      headers: { ...junk.headers, authorization: basic, 'x-broker-api-version': '2.17' },
+    });
     assert.equal(invalid.status, 400, invalid.text);
     assert.equal(typeof (invalid.body as { description?: string }).description, 'string', `a 400 in the OSB shape: ${invalid.text}`);
     const catalog = (await osb('GET', '/v2/catalog')).body as { services: { id: string; plans: { id: string; name: string }[] }[] };
@@ -429,16 +694,34 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
     assert.equal((await osb('GET', '/v2/service_instances/6a1f3c1e-0000-0000-0000-000000000000')).status, 404);
     const noop = await osb('PATCH', `/v2/service_instances/${iid}?accepts_incomplete=true`, { service_id: service.id, plan_id: small.id });
     assert.equal(noop.status, 200, noop.text);
-    const bound = await osb('PUT', `/v2/service_instances/${iid}/service_bindings/b-1?accepts_incomplete=true`, { service_id: service.id, plan_id: small.id });
+    const bound = await osb('PUT', `/v2/service_instances/${iid}/service_bindings/b-1?accepts_incomplete=true`, {
+      service_id: service.id,
+      plan_id: small.id,
+    });
     assert.equal(bound.status, 201, bound.text);
-    const again = await osb('PUT', `/v2/service_instances/${iid}/service_bindings/b-1?accepts_incomplete=true`, { service_id: service.id, plan_id: small.id });
+    const again = await osb('PUT', `/v2/service_instances/${iid}/service_bindings/b-1?accepts_incomplete=true`, {
+      service_id: service.id,
+      plan_id: small.id,
+    });
     assert.equal(again.status, 200, `the same bind again: 200 with credentials: ${again.text}`);
     assert.ok((again.body as { credentials?: { kubeconfig?: string } }).credentials?.kubeconfig);
-    const other = await osb('PUT', `/v2/service_instances/${iid}/service_bindings/b-1?accepts_incomplete=true`, { service_id: service.id, plan_id: small.id, bind_resource: { app_guid: 'another-app' } });
+    const other = await osb('PUT', `/v2/service_instances/${iid}/service_bindings/b-1?accepts_incomplete=true`, {
+      service_id: service.id,
+      plan_id: small.id,
+      bind_resource: { app_guid: 'another-app' },
+    });
     assert.equal(other.status, 409, `another bind on the same id: 409: ${other.text}`);
     // Unbind and deprovision must name the service and plan.
-    assert.equal((await osb('DELETE', `/v2/service_instances/${iid}/service_bindings/b-1`)).status, 400, 'unbind without service_id/plan_id');
-    assert.equal((await osb('DELETE', `/v2/service_instances/${iid}?accepts_incomplete=true`)).status, 400, 'deprovision without service_id/plan_id');
+    assert.equal(
+      (await osb('DELETE', `/v2/service_instances/${iid}/service_bindings/b-1`)).status,
+      400,
+      'unbind without service_id/plan_id',
+    );
+    assert.equal(
+      (await osb('DELETE', `/v2/service_instances/${iid}?accepts_incomplete=true`)).status,
+      400,
+      'deprovision without service_id/plan_id',
+    );
     const kc = join(tp.dir, 'osb.kubeconfig');
     writeFileSync(kc, (bound.body as { credentials: { kubeconfig: string } }).credentials.kubeconfig, { mode: 0o600 });
     const kubectl = locateRelease().bin('kubectl');
@@ -446,23 +729,37 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
     const ok = await get();
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(ok.stdout, /namespace\/kube-system/);
-    assert.equal((await osb('DELETE', `/v2/service_instances/${iid}/service_bindings/b-1?service_id=${service.id}&plan_id=${small.id}`)).status, 200);
+    assert.equal(
+      (await osb('DELETE', `/v2/service_instances/${iid}/service_bindings/b-1?service_id=${service.id}&plan_id=${small.id}`)).status,
+      200,
+    );
     let revoked = false;
     for (let i = 0; i < 20 && !revoked; i++) {
       revoked = (await get()).code !== 0;
       if (!revoked) await new Promise((r) => setTimeout(r, 250));
     }
     assert.ok(revoked, 'the unbound credential no longer works');
-    assert.equal((await osb('DELETE', `/v2/service_instances/${iid}/service_bindings/b-1?service_id=${service.id}&plan_id=${small.id}`)).status, 410, 'unbinding again: 410 Gone');
+    assert.equal(
+      (await osb('DELETE', `/v2/service_instances/${iid}/service_bindings/b-1?service_id=${service.id}&plan_id=${small.id}`)).status,
+      410,
+      'unbinding again: 410 Gone',
+    );
     // A resize runs; while it does, another change is a 422 ConcurrencyError.
-    const resize = await osb('PATCH', `/v2/service_instances/${iid}?accepts_incomplete=true`, { service_id: service.id, plan_id: small.id, parameters: { workers: 2 } });
+    const resize = await osb('PATCH', `/v2/service_instances/${iid}?accepts_incomplete=true`, {
+      service_id: service.id,
+      plan_id: small.id,
+      parameters: { workers: 2 },
+    });
     assert.equal(resize.status, 202, resize.text);
     const during = await osb('DELETE', `/v2/service_instances/${iid}?accepts_incomplete=true&service_id=${service.id}&plan_id=${small.id}`);
     assert.equal(during.status, 422, during.text);
     assert.equal((during.body as { error?: string }).error, 'ConcurrencyError');
     let resized = 'in progress';
     for (let i = 0; i < 240 && resized === 'in progress'; i++) {
-      resized = ((await osb('GET', `/v2/service_instances/${iid}/last_operation?operation=${(resize.body as { operation: string }).operation}`)).body as { state: string }).state;
+      resized = (
+        (await osb('GET', `/v2/service_instances/${iid}/last_operation?operation=${(resize.body as { operation: string }).operation}`))
+          .body as { state: string }
+      ).state;
       if (resized === 'in progress') await new Promise((r) => setTimeout(r, 500));
     }
     assert.equal(resized, 'succeeded');

@@ -23,7 +23,14 @@ const NETWORK = '10.198.13.0/24';
 describe('faults: kill -9 of the platform during create, update and delete', { skip: skipUnless(isRoot, 'needs root') }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'anodyne-crash-'));
   const tag = `kc${(process.pid % 1296).toString(36)}`;
-  const env = { ...process.env, ANODYNE_DATA_DIR: dir, ANODYNE_PROVIDER_NETWORK: NETWORK, ANODYNE_PROVIDER_TAG: tag, ANODYNE_SERVER_PORT: String(PORT), ANODYNE_LOG_LEVEL: 'warn' };
+  const env = {
+    ...process.env,
+    ANODYNE_DATA_DIR: dir,
+    ANODYNE_PROVIDER_NETWORK: NETWORK,
+    ANODYNE_PROVIDER_TAG: tag,
+    ANODYNE_SERVER_PORT: String(PORT),
+    ANODYNE_LOG_LEVEL: 'warn',
+  };
   let server: ChildProcess | undefined;
   let url = '';
   let ca = '';
@@ -50,7 +57,9 @@ describe('faults: kill -9 of the platform during create, update and delete', { s
     password ||= /password: (\S+)/.exec(out)?.[1] ?? '';
     const { readFileSync } = await import('node:fs');
     ca = readFileSync(join(dir, 'ca.pem'), 'utf8');
-    const r = await https(url, ca, 'POST', '/oauth/token', { body: JSON.stringify({ grant_type: 'password', username: 'admin', password }) });
+    const r = await https(url, ca, 'POST', '/oauth/token', {
+      body: JSON.stringify({ grant_type: 'password', username: 'admin', password }),
+    });
     token = (r.body as { access_token: string }).access_token;
   }
   const kill9 = async () => {
@@ -58,7 +67,8 @@ describe('faults: kill -9 of the platform during create, update and delete', { s
     server!.kill('SIGKILL');
     await exited;
   };
-  const call = (method: string, path: string, body?: unknown) => https(url, ca, method, path, { token, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
+  const call = (method: string, path: string, body?: unknown) =>
+    https(url, ca, method, path, { token, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
   const waitForEvent = async (taskId: number, stage: RegExp) => {
     for (let i = 0; i < 600; i++) {
       const ev = (await call('GET', `/v1/tasks/${taskId}/events`)).body as { stage: string; state: string }[];
@@ -67,7 +77,7 @@ describe('faults: kill -9 of the platform during create, update and delete', { s
     }
     throw new Error(`no ${stage} event`);
   };
-  const taskState = async (id: number) => ((await call('GET', `/v1/tasks/${id}`)).body as { state: string; error: { code: string } | null });
+  const taskState = async (id: number) => (await call('GET', `/v1/tasks/${id}`)).body as { state: string; error: { code: string } | null };
 
   before(start);
   after(async () => {
@@ -77,13 +87,22 @@ describe('faults: kill -9 of the platform during create, update and delete', { s
       await exited;
     }
     // Whatever a failed run left (VMs keep running when the platform dies) goes too.
-    await new LocalProvider({ dataDir: join(dir, 'provider'), tag, network: NETWORK, agentCommand: ['true'], logger: silentLogger(), clock: systemClock }).cleanup();
+    await new LocalProvider({
+      dataDir: join(dir, 'provider'),
+      tag,
+      network: NETWORK,
+      agentCommand: ['true'],
+      logger: silentLogger(),
+      clock: systemClock,
+    }).cleanup();
     rmSync(dir, { recursive: true, force: true });
   });
 
   it('every interrupted task ends, the cluster converges or goes, nothing is orphaned on the host', async () => {
     // 1. Killed while the create updates its first instance.
-    const created = (await call('POST', '/v1/clusters', { name: 'crashy', plan_name: 'small', parameters: { kubernetes_worker_instances: 1 } })).body as { last_task_id: number };
+    const created = (
+      await call('POST', '/v1/clusters', { name: 'crashy', plan_name: 'small', parameters: { kubernetes_worker_instances: 1 } })
+    ).body as { last_task_id: number };
     await waitForEvent(created.last_task_id, /^Updating instance/);
     await kill9();
     await start();
@@ -101,7 +120,8 @@ describe('faults: kill -9 of the platform during create, update and delete', { s
     assert.equal((await taskState(updTask)).state, 'error', 'the interrupted update ended');
     // The next update converges everything.
     const again = (await call('PATCH', '/v1/clusters/crashy', { kubernetes_worker_instances: 2 })).body as { last_task_id: number };
-    for (let i = 0; i < 600 && !['done', 'error'].includes((await taskState(again.last_task_id)).state); i++) await new Promise((r) => setTimeout(r, 200));
+    for (let i = 0; i < 600 && !['done', 'error'].includes((await taskState(again.last_task_id)).state); i++)
+      await new Promise((r) => setTimeout(r, 200));
     assert.equal((await taskState(again.last_task_id)).state, 'done');
     assert.equal(((await call('GET', '/v1/clusters/crashy')).body as { last_action_state: string }).last_action_state, 'succeeded');
 
@@ -112,10 +132,13 @@ describe('faults: kill -9 of the platform during create, update and delete', { s
     await start();
     assert.equal((await taskState(del.last_task_id)).state, 'error', 'the interrupted delete ended');
     const del2 = (await call('DELETE', '/v1/clusters/crashy')).body as { last_task_id: number };
-    for (let i = 0; i < 600 && !['done', 'error'].includes((await taskState(del2.last_task_id)).state); i++) await new Promise((r) => setTimeout(r, 200));
+    for (let i = 0; i < 600 && !['done', 'error'].includes((await taskState(del2.last_task_id)).state); i++)
+      await new Promise((r) => setTimeout(r, 200));
     assert.equal((await taskState(del2.last_task_id)).state, 'done');
     assert.equal((await call('GET', '/v1/clusters/crashy')).status, 404);
-    const open = ((await call('GET', '/v1/tasks?limit=100')).body as { state: string }[]).filter((t) => !['done', 'error', 'cancelled'].includes(t.state));
+    const open = ((await call('GET', '/v1/tasks?limit=100')).body as { state: string }[]).filter(
+      (t) => !['done', 'error', 'cancelled'].includes(t.state),
+    );
     assert.deepEqual(open, [], 'no task is left running');
 
     // Stopped with nothing deployed, the platform leaves nothing on the host.

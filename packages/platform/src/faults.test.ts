@@ -16,7 +16,10 @@ describe('faults: the store unreachable for 10 s', { skip: skipUnless(isRoot, 'n
 
   before(async () => {
     pg = await startPostgres();
-    tp = await startTestPlatform('ft', '10.198.12.0/24', PORT, { ANODYNE_STORE_DRIVER: 'postgres', ANODYNE_STORE_URL: await pg.createDatabase() });
+    tp = await startTestPlatform('ft', '10.198.12.0/24', PORT, {
+      ANODYNE_STORE_DRIVER: 'postgres',
+      ANODYNE_STORE_URL: await pg.createDatabase(),
+    });
     await tp.platform.identity.createUser({ username: 'ops', password: 'ops-password', groups: [SCOPES.admin] });
     token = (await tp.platform.identity.token({ grant_type: 'password', username: 'ops', password: 'ops-password' })).access_token;
   });

@@ -62,20 +62,32 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
   const { config, logger, clock } = o;
   const dataDir = config.dataDir;
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  if (config.provider.type !== 'local') throw new PreconditionError('ANODYNE_E_CONFIG_INVALID', 'the platform runs with the local provider; the fake provider is for the director\'s unit tests only');
+  if (config.provider.type !== 'local')
+    throw new PreconditionError(
+      'ANODYNE_E_CONFIG_INVALID',
+      "the platform runs with the local provider; the fake provider is for the director's unit tests only",
+    );
   const release = locateRelease(o.releaseDir ? { dir: o.releaseDir } : {});
-  const store = await openStore(config.store.driver === 'postgres'
-    ? { driver: 'postgres', url: config.store.url ?? '', poolSize: config.store.poolSize }
-    : { driver: 'sqlite', path: isAbsolute(config.store.path) ? config.store.path : join(dataDir, config.store.path) });
+  const store = await openStore(
+    config.store.driver === 'postgres'
+      ? { driver: 'postgres', url: config.store.url ?? '', poolSize: config.store.poolSize }
+      : { driver: 'sqlite', path: isAbsolute(config.store.path) ? config.store.path : join(dataDir, config.store.path) },
+  );
   try {
     const keys = loadKeyFile(join(dataDir, 'keys', 'encryption.key'));
     // Every secret the store hands out is registered with the logger's mask (when one is shared).
     const creds = new CredStore({ store, keys, clock, logger, ...(o.secrets ? { secrets: o.secrets } : {}) });
     const provider = new LocalProvider({
-      dataDir: join(dataDir, 'provider'), tag: o.providerTag ?? config.provider.tag, network: config.provider.network,
+      dataDir: join(dataDir, 'provider'),
+      tag: o.providerTag ?? config.provider.tag,
+      network: config.provider.network,
       agentCommand: ['node', '/opt/anodyne/packages/agent/dist/main.js'],
-      binds: [{ host: REPO, guest: '/opt/anodyne', readOnly: true }, { host: release.dir, guest: '/var/lib/anodyne/release', readOnly: true }],
-      logger, clock,
+      binds: [
+        { host: REPO, guest: '/opt/anodyne', readOnly: true },
+        { host: release.dir, guest: '/var/lib/anodyne/release', readOnly: true },
+      ],
+      logger,
+      clock,
     });
     const { gateway } = await provider.prepareNetwork();
     const host = config.server.host === '127.0.0.1' ? gateway : config.server.host;
@@ -83,70 +95,164 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
 
     // The platform CA and the API's serving certificate, from the credential store.
     const actor = { actor: 'platform' };
-    const ca = (await creds.generate('/platform/ca', 'certificate', { is_ca: true, common_name: 'anodyne-platform-ca', key_algorithm: 'ecdsa', duration: 3650 }, actor)).value;
-    const serving = (await creds.generate('/platform/api-server', 'certificate', {
-      ca: '/platform/ca', common_name: host, alternative_names: [...new Set([host, gateway, '127.0.0.1', 'localhost', ...config.server.altNames])],
-      extended_key_usage: ['server_auth'], key_algorithm: 'ecdsa', duration: 365,
-    }, actor)).value;
+    const ca = (
+      await creds.generate(
+        '/platform/ca',
+        'certificate',
+        { is_ca: true, common_name: 'anodyne-platform-ca', key_algorithm: 'ecdsa', duration: 3650 },
+        actor,
+      )
+    ).value;
+    const serving = (
+      await creds.generate(
+        '/platform/api-server',
+        'certificate',
+        {
+          ca: '/platform/ca',
+          common_name: host,
+          alternative_names: [...new Set([host, gateway, '127.0.0.1', 'localhost', ...config.server.altNames])],
+          extended_key_usage: ['server_auth'],
+          key_algorithm: 'ecdsa',
+          duration: 365,
+        },
+        actor,
+      )
+    ).value;
     const caFile = join(dataDir, 'ca.pem');
     writeFileSync(caFile, ca.certificate, { mode: 0o644 });
 
-    const director = new Director({ store, provider: provider, catalog: kubernetesRelease, variables: new DeploymentVariables(creds), tls: agentTlsFromCredStore(creds), clock, logger });
+    const director = new Director({
+      store,
+      provider: provider,
+      catalog: kubernetesRelease,
+      variables: new DeploymentVariables(creds),
+      tls: agentTlsFromCredStore(creds),
+      clock,
+      logger,
+    });
     const recovered = await director.recover();
     if (recovered.length > 0) logger.warn({ tasks: recovered.map((t) => t.id) }, 'tasks interrupted by the last stop were ended');
 
     const ldapCfg = config.identity.ldap;
     const ldap = ldapCfg.url ? new LdapUserStore({ ...ldapCfg, url: ldapCfg.url }, logger) : undefined;
     const identity = new Identity({
-      store, creds, clock, logger, issuer: url, accessTokenSeconds: config.identity.accessTokenSeconds, refreshTokenSeconds: config.identity.refreshTokenSeconds,
+      store,
+      creds,
+      clock,
+      logger,
+      issuer: url,
+      accessTokenSeconds: config.identity.accessTokenSeconds,
+      refreshTokenSeconds: config.identity.refreshTokenSeconds,
       ...(ldap ? { ldap } : {}),
     });
     await identity.init();
     const adminPassword = await identity.ensureAdmin();
     // Signing keys rotate by age: checked now and hourly (new tokens use the new key; older ones still verify).
-    const rotateKeys = () => identity.rotateIfOlderThan(config.identity.signingKeyDays).catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'signing key rotation failed'));
+    const rotateKeys = () =>
+      identity
+        .rotateIfOlderThan(config.identity.signingKeyDays)
+        .catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'signing key rotation failed'));
     await rotateKeys();
     const keyTimer = setInterval(() => void rotateKeys(), 3_600_000);
     keyTimer.unref();
 
     const clusters = new ClusterService({
-      store, director, clock, logger,
+      store,
+      director,
+      clock,
+      logger,
       credentials: {
-        adminCertificate: async (deployment, who) => (await creds.get<'certificate'>(`/deployments/${deployment}/admin`, { actor: who })).value,
-        certificates: async (deployment) => (await creds.list(`/deployments/${deployment}/`)).filter((c) => c.type === 'certificate')
-          .map((c) => ({ name: c.name.slice(`/deployments/${deployment}/`.length), expires_at: c.expires_at, is_ca: c.ca_name === null, version: c.version })),
+        adminCertificate: async (deployment, who) =>
+          (await creds.get<'certificate'>(`/deployments/${deployment}/admin`, { actor: who })).value,
+        certificates: async (deployment) =>
+          (await creds.list(`/deployments/${deployment}/`))
+            .filter((c) => c.type === 'certificate')
+            .map((c) => ({
+              name: c.name.slice(`/deployments/${deployment}/`.length),
+              expires_at: c.expires_at,
+              is_ca: c.ca_name === null,
+              version: c.version,
+            })),
         regenerateLeaves: async (deployment, who) => {
           const leaves = (await creds.list(`/deployments/${deployment}/`)).filter((c) => c.type === 'certificate' && c.ca_name !== null);
           for (const c of leaves) await creds.regenerate(c.name, { actor: who });
           return leaves.length;
         },
       },
-      oidc: { issuerUrl: url, caPem: ca.certificate, audience: AUDIENCE, usernameClaim: 'user_name', usernamePrefix: 'anodyne:', anyScope: [SCOPES.manage, SCOPES.admin] },
+      oidc: {
+        issuerUrl: url,
+        caPem: ca.certificate,
+        audience: AUDIENCE,
+        usernameClaim: 'user_name',
+        usernamePrefix: 'anodyne:',
+        anyScope: [SCOPES.manage, SCOPES.admin],
+      },
     });
     // Records of finished deletes are removed here, not by reads: at start and every 10 s.
-    const reap = () => clusters.records.reapDeleted().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'removing deleted clusters\' records failed'));
+    const reap = () =>
+      clusters.records
+        .reapDeleted()
+        .catch((err: unknown) => logger.warn({ err: (err as Error).message }, "removing deleted clusters' records failed"));
     await reap();
     const reapTimer = setInterval(() => void reap(), 10_000);
     reapTimer.unref();
     const audit = new AuditLog(store, clock);
     const dc = config.director;
     const health = new HealthMonitor({
-      store, provider, director, clock, logger,
-      resurrection: { enabled: dc.resurrection, afterMs: dc.resurrectAfterSeconds * 1000, meltdownMin: dc.meltdownMin, meltdownPercent: dc.meltdownPercent },
-      onEvent: (e) => audit.record({
-        actor: 'health-monitor', action: `director.${e.action}`, target: e.deployment ?? 'platform', result: e.error ? 'error' : 'ok',
-        details: { instances: e.instances, ...(e.task !== undefined ? { task: e.task } : {}), ...(e.error ? { error: e.error } : {}) },
-      }),
+      store,
+      provider,
+      director,
+      clock,
+      logger,
+      resurrection: {
+        enabled: dc.resurrection,
+        afterMs: dc.resurrectAfterSeconds * 1000,
+        meltdownMin: dc.meltdownMin,
+        meltdownPercent: dc.meltdownPercent,
+      },
+      onEvent: (e) =>
+        audit.record({
+          actor: 'health-monitor',
+          action: `director.${e.action}`,
+          target: e.deployment ?? 'platform',
+          result: e.error ? 'error' : 'ok',
+          details: { instances: e.instances, ...(e.task !== undefined ? { task: e.task } : {}), ...(e.error ? { error: e.error } : {}) },
+        }),
     });
     health.start(dc.healthIntervalSeconds * 1000);
     let brokerCreds: Promise<{ username: string; password: string }> | undefined;
-    const app = await buildServer({ identity, clusters, director, store, audit, clock, logger, tls: { cert: serving.certificate, key: serving.private_key }, apiUrl: url, caPem: ca.certificate,
-      brokerCredentials: () => (brokerCreds ??= creds.generate('/platform/osb-broker', 'password', { length: 32 }, { actor: 'osb-broker' }).then((c) => ({ username: 'broker', password: c.value }))),
+    const app = await buildServer({
+      identity,
+      clusters,
+      director,
+      store,
+      audit,
+      clock,
+      logger,
+      tls: { cert: serving.certificate, key: serving.private_key },
+      apiUrl: url,
+      caPem: ca.certificate,
+      brokerCredentials: () =>
+        (brokerCreds ??= creds
+          .generate('/platform/osb-broker', 'password', { length: 32 }, { actor: 'osb-broker' })
+          .then((c) => ({ username: 'broker', password: c.value }))),
     });
     await app.listen({ host, port: config.server.port });
     logger.info({ url }, 'API listening');
     return {
-      app, url, caFile, caPem: ca.certificate, adminPassword, releaseKubectl: release.bin('kubectl'), store, creds, provider, director, identity, clusters, health,
+      app,
+      url,
+      caFile,
+      caPem: ca.certificate,
+      adminPassword,
+      releaseKubectl: release.bin('kubectl'),
+      store,
+      creds,
+      provider,
+      director,
+      identity,
+      clusters,
+      health,
       close: async () => {
         clearInterval(keyTimer);
         clearInterval(reapTimer);
@@ -154,8 +260,14 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
         await app.close();
         // With no deployment left, nothing needs the VM network: remove the bridge and its rules
         // too, so a stopped platform leaves nothing on the host. Clusters keep it (and run on).
-        const left = await store.db.selectFrom('instances').select('id').limit(1).execute().catch(() => [{ id: 'unknown' }]);
-        if (left.length === 0 && (await provider.listVms()).length === 0) await provider.cleanup().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'removing the VM network failed'));
+        const left = await store.db
+          .selectFrom('instances')
+          .select('id')
+          .limit(1)
+          .execute()
+          .catch(() => [{ id: 'unknown' }]);
+        if (left.length === 0 && (await provider.listVms()).length === 0)
+          await provider.cleanup().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'removing the VM network failed'));
         await store.close();
       },
     };

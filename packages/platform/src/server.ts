@@ -13,7 +13,11 @@ export async function runServer(configFile?: string): Promise<void> {
     `Anodyne is up: ${platform.url}`,
     `  CA certificate: ${platform.caFile}`,
     ...(platform.adminPassword
-      ? ['  First admin user (shown once; change it with bin/anodyne set-password admin --password NEW, or create your own admins):', '    username: admin', `    password: ${platform.adminPassword}`]
+      ? [
+          '  First admin user (shown once; change it with bin/anodyne set-password admin --password NEW, or create your own admins):',
+          '    username: admin',
+          `    password: ${platform.adminPassword}`,
+        ]
       : ['  Admin user: admin (its password was shown on the first start)']),
     '',
     'Create a cluster and use kubectl on it:',

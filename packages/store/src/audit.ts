@@ -25,7 +25,10 @@ export interface AuditQuery {
  * Details must never hold secret values; callers pass names and ids only.
  */
 export class AuditLog {
-  constructor(private readonly store: Store, private readonly clock: Clock) {}
+  constructor(
+    private readonly store: Store,
+    private readonly clock: Clock,
+  ) {}
 
   async record(event: Omit<AuditEvent, 'id' | 'at' | 'details'> & { details?: Record<string, unknown> }): Promise<void> {
     try {
@@ -52,8 +55,16 @@ export class AuditLog {
     if (query.action !== undefined) q = q.where('action', '=', query.action);
     if (query.target !== undefined) q = q.where('target', '=', query.target);
     try {
-      const rows = await q.orderBy('id', 'desc').limit(query.limit ?? 100).execute();
-      return rows.map((r) => ({ ...r, id: Number(r.id), result: r.result as AuditEvent['result'], details: JSON.parse(r.details) as Record<string, unknown> }));
+      const rows = await q
+        .orderBy('id', 'desc')
+        .limit(query.limit ?? 100)
+        .execute();
+      return rows.map((r) => ({
+        ...r,
+        id: Number(r.id),
+        result: r.result as AuditEvent['result'],
+        details: JSON.parse(r.details) as Record<string, unknown>,
+      }));
     } catch (err) {
       throw mapStoreError(err, 'reading audit events');
     }

@@ -1,5 +1,22 @@
 // The store package's door: the Store and openStore, the table types, the SQL dialect type and the audit log.
 export { Store, openStore, mapStoreError, storeQuery, isoNow, type StoreOptions } from './store.js';
-export type { Database, PlatformMetaTable, AuditEventsTable, CredentialsTable, CredentialVersionsTable, DeploymentsTable, InstancesTable, TasksTable, TaskEventsTable, LocksTable, IdentityUsersTable, IdentityMembershipsTable, IdentityClientsTable, ClustersTable, QuotasTable, NetworkProfilesTable } from './schema.js';
+export type {
+  Database,
+  PlatformMetaTable,
+  AuditEventsTable,
+  CredentialsTable,
+  CredentialVersionsTable,
+  DeploymentsTable,
+  InstancesTable,
+  TasksTable,
+  TaskEventsTable,
+  LocksTable,
+  IdentityUsersTable,
+  IdentityMembershipsTable,
+  IdentityClientsTable,
+  ClustersTable,
+  QuotasTable,
+  NetworkProfilesTable,
+} from './schema.js';
 export type { Dialect } from './migrations/index.js';
 export { AuditLog, type AuditEvent, type AuditQuery } from './audit.js';

@@ -25,7 +25,22 @@ function storeSuite(name: string, setup: () => Promise<{ fresh: () => Promise<St
         assert.deepEqual(applied, Store.knownMigrations());
         assert.deepEqual(await store.appliedMigrations(), Store.knownMigrations());
         const tables = (await store.db.introspection.getTables()).map((t) => t.name);
-        for (const t of ['platform_meta', 'audit_events', 'credentials', 'credential_versions', 'deployments', 'instances', 'tasks', 'identity_users', 'identity_memberships', 'identity_clients', 'clusters', 'quotas', 'network_profiles']) assert.ok(tables.includes(t), `table ${t}`);
+        for (const t of [
+          'platform_meta',
+          'audit_events',
+          'credentials',
+          'credential_versions',
+          'deployments',
+          'instances',
+          'tasks',
+          'identity_users',
+          'identity_memberships',
+          'identity_clients',
+          'clusters',
+          'quotas',
+          'network_profiles',
+        ])
+          assert.ok(tables.includes(t), `table ${t}`);
       } finally {
         await store.close();
       }
@@ -61,7 +76,10 @@ function storeSuite(name: string, setup: () => Promise<{ fresh: () => Promise<St
         assert.deepEqual(await upgraded.appliedMigrations(), Store.knownMigrations());
         const row = await upgraded.db.selectFrom('platform_meta').selectAll().executeTakeFirstOrThrow();
         assert.equal(row.value, 'v0');
-        await upgraded.db.insertInto('credentials').values({ id: 'c1', name: '/x', type: 'value', created_at: 'a', updated_at: 'a' }).execute();
+        await upgraded.db
+          .insertInto('credentials')
+          .values({ id: 'c1', name: '/x', type: 'value', created_at: 'a', updated_at: 'a' })
+          .execute();
       } finally {
         await upgraded.close();
       }
@@ -72,15 +90,39 @@ function storeSuite(name: string, setup: () => Promise<{ fresh: () => Promise<St
       const s = await openStore(opts);
       await sql`insert into anodyne_migration (name, timestamp) values ('9999_from_the_future', '2030-01-01')`.execute(s.db);
       await s.close();
-      await assert.rejects(openStore(opts), (err: unknown) => err instanceof AnodyneError && err.code === 'ANODYNE_E_STORE_SCHEMA_TOO_NEW' && err.message.includes('9999_from_the_future'));
+      await assert.rejects(
+        openStore(opts),
+        (err: unknown) =>
+          err instanceof AnodyneError && err.code === 'ANODYNE_E_STORE_SCHEMA_TOO_NEW' && err.message.includes('9999_from_the_future'),
+      );
     });
 
     it('stores and reads binary columns, and rolls back failed transactions', async () => {
       const store = await openStore(await fresh());
       try {
         const bytes = Buffer.from([0, 1, 2, 255, 254, 0]);
-        await store.db.insertInto('credentials').values({ id: 'c1', name: '/a', type: 'value', created_at: 't', updated_at: 't' }).execute();
-        await store.db.insertInto('credential_versions').values({ id: 'v1', credential_id: 'c1', version: 1, type: 'value', key_id: 'k', nonce: bytes, ciphertext: bytes, params: '{}', params_hash: 'h', transitional: 0, expires_at: null, ca_name: null, created_at: 't' }).execute();
+        await store.db
+          .insertInto('credentials')
+          .values({ id: 'c1', name: '/a', type: 'value', created_at: 't', updated_at: 't' })
+          .execute();
+        await store.db
+          .insertInto('credential_versions')
+          .values({
+            id: 'v1',
+            credential_id: 'c1',
+            version: 1,
+            type: 'value',
+            key_id: 'k',
+            nonce: bytes,
+            ciphertext: bytes,
+            params: '{}',
+            params_hash: 'h',
+            transitional: 0,
+            expires_at: null,
+            ca_name: null,
+            created_at: 't',
+          })
+          .execute();
         const row = await store.db.selectFrom('credential_versions').selectAll().executeTakeFirstOrThrow();
         assert.ok(Buffer.from(row.ciphertext).equals(bytes));
         await assert.rejects(
@@ -113,7 +155,10 @@ function storeSuite(name: string, setup: () => Promise<{ fresh: () => Promise<St
         assert.equal(all[1]?.at, '2026-01-01T00:00:00.000Z');
         assert.deepEqual(all[1]?.details, { plan: 'small' });
         const alice = await audit.list({ actor: 'alice' });
-        assert.deepEqual(alice.map((e) => e.action), ['cluster.create']);
+        assert.deepEqual(
+          alice.map((e) => e.action),
+          ['cluster.create'],
+        );
       } finally {
         await store.close();
       }
@@ -140,7 +185,9 @@ storeSuite('PostgreSQL', async () => {
 
 describe('store failures', () => {
   let dir: string;
-  before(() => { dir = mkdtempSync(join(tmpdir(), 'anodyne-store-bad-')); });
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'anodyne-store-bad-'));
+  });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   it('a corrupt SQLite file gives ANODYNE_E_STORE_CORRUPT, not a stack trace', async () => {
@@ -157,21 +204,30 @@ describe('store failures', () => {
   it('an unusable SQLite path gives ANODYNE_E_STORE_UNAVAILABLE', async () => {
     const file = join(dir, 'plainfile');
     writeFileSync(file, 'x');
-    await assert.rejects(openStore({ driver: 'sqlite', path: join(file, 'sub', 'a.db') }), (err: unknown) => err instanceof AnodyneError && err.code === 'ANODYNE_E_STORE_UNAVAILABLE');
+    await assert.rejects(
+      openStore({ driver: 'sqlite', path: join(file, 'sub', 'a.db') }),
+      (err: unknown) => err instanceof AnodyneError && err.code === 'ANODYNE_E_STORE_UNAVAILABLE',
+    );
   });
 
   it('an unreachable PostgreSQL gives ANODYNE_E_STORE_UNAVAILABLE, retryable', async () => {
     const port = await freePort();
-    await assert.rejects(openStore({ driver: 'postgres', url: `postgres://anodyne@127.0.0.1:${port}/x`, connectTimeoutMs: 2000 }), (err: unknown) => {
-      assert.ok(err instanceof AnodyneError);
-      assert.equal(err.code, 'ANODYNE_E_STORE_UNAVAILABLE');
-      assert.equal(err.retryable, true);
-      return true;
-    });
+    await assert.rejects(
+      openStore({ driver: 'postgres', url: `postgres://anodyne@127.0.0.1:${port}/x`, connectTimeoutMs: 2000 }),
+      (err: unknown) => {
+        assert.ok(err instanceof AnodyneError);
+        assert.equal(err.code, 'ANODYNE_E_STORE_UNAVAILABLE');
+        assert.equal(err.retryable, true);
+        return true;
+      },
+    );
   });
 
   it('a missing connection setting is a config error naming the key', async () => {
-    await assert.rejects(openStore({ driver: 'postgres', url: '' }), (err: unknown) => err instanceof AnodyneError && err.code === 'ANODYNE_E_STORE_CONFIG_INVALID' && err.details['key'] === 'store.url');
+    await assert.rejects(
+      openStore({ driver: 'postgres', url: '' }),
+      (err: unknown) => err instanceof AnodyneError && err.code === 'ANODYNE_E_STORE_CONFIG_INVALID' && err.details['key'] === 'store.url',
+    );
   });
 
   it('PostgreSQL going away and coming back: queries fail coded, then recover', async () => {
@@ -183,7 +239,10 @@ describe('store failures', () => {
       await server.resume();
       let ok = false;
       for (let i = 0; i < 20 && !ok; i++) {
-        ok = await store.ping().then(() => true, () => false);
+        ok = await store.ping().then(
+          () => true,
+          () => false,
+        );
         if (!ok) await new Promise((r) => setTimeout(r, 100));
       }
       assert.ok(ok, 'store answers again after the server returns');

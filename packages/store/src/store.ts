@@ -25,18 +25,55 @@ export function mapStoreError(err: unknown, context = 'database'): AnodyneError 
   const code = e?.code ?? '';
   const message = e?.message ?? String(err);
   if (code === 'SQLITE_NOTADB' || code === 'SQLITE_CORRUPT' || /file is not a database|malformed/i.test(message)) {
-    return new InternalError('ANODYNE_E_STORE_CORRUPT', `${context}: the database file is corrupt or not a database (${message})`, { cause: err });
+    return new InternalError('ANODYNE_E_STORE_CORRUPT', `${context}: the database file is corrupt or not a database (${message})`, {
+      cause: err,
+    });
   }
-  if (code === 'SQLITE_CANTOPEN' || code === 'SQLITE_READONLY' || code === 'SQLITE_BUSY' || code === 'SQLITE_IOERR' || code === 'SQLITE_PERM') {
-    return new UnavailableError('ANODYNE_E_STORE_UNAVAILABLE', `${context}: cannot use the database file (${message})`, { cause: err, details: { driverCode: code } });
+  if (
+    code === 'SQLITE_CANTOPEN' ||
+    code === 'SQLITE_READONLY' ||
+    code === 'SQLITE_BUSY' ||
+    code === 'SQLITE_IOERR' ||
+    code === 'SQLITE_PERM'
+  ) {
+    return new UnavailableError('ANODYNE_E_STORE_UNAVAILABLE', `${context}: cannot use the database file (${message})`, {
+      cause: err,
+      details: { driverCode: code },
+    });
   }
-  const network = ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'EPIPE', 'EAI_AGAIN', '57P01', '57P02', '57P03', '53300', '08006', '08001', '08004'];
+  const network = [
+    'ECONNREFUSED',
+    'ECONNRESET',
+    'ETIMEDOUT',
+    'ENOTFOUND',
+    'EHOSTUNREACH',
+    'EPIPE',
+    'EAI_AGAIN',
+    '57P01',
+    '57P02',
+    '57P03',
+    '53300',
+    '08006',
+    '08001',
+    '08004',
+  ];
   const nested = Array.isArray(e?.errors) ? (e.errors as { code?: string }[]).map((x) => x?.code ?? '') : [];
-  if (network.includes(code) || nested.some((c) => network.includes(c)) || /timeout exceeded when trying to connect|Connection terminated|connect ECONNREFUSED/i.test(message)) {
-    return new UnavailableError('ANODYNE_E_STORE_UNAVAILABLE', `${context}: the database server cannot be reached (${message || code})`, { cause: err, details: { driverCode: code || nested[0] || '' } });
+  if (
+    network.includes(code) ||
+    nested.some((c) => network.includes(c)) ||
+    /timeout exceeded when trying to connect|Connection terminated|connect ECONNREFUSED/i.test(message)
+  ) {
+    return new UnavailableError('ANODYNE_E_STORE_UNAVAILABLE', `${context}: the database server cannot be reached (${message || code})`, {
+      cause: err,
+      details: { driverCode: code || nested[0] || '' },
+    });
   }
   if (code === '28P01' || code === '28000' || code === '3D000') {
-    return new UnavailableError('ANODYNE_E_STORE_UNAVAILABLE', `${context}: the database server refused the connection (${message})`, { cause: err, details: { driverCode: code }, retryable: false });
+    return new UnavailableError('ANODYNE_E_STORE_UNAVAILABLE', `${context}: the database server refused the connection (${message})`, {
+      cause: err,
+      details: { driverCode: code },
+      retryable: false,
+    });
   }
   return new InternalError('ANODYNE_E_INTERNAL', `${context}: ${message}`, { cause: err });
 }
@@ -99,7 +136,11 @@ export class Store {
       throw mapStoreError(err, 'reading migrations');
     }
     if (unknown.length > 0) {
-      throw new PreconditionError('ANODYNE_E_STORE_SCHEMA_TOO_NEW', `the database has migrations this version of Anodyne does not know (${unknown.join(', ')}); upgrade Anodyne or use another database`, { details: { unknown } });
+      throw new PreconditionError(
+        'ANODYNE_E_STORE_SCHEMA_TOO_NEW',
+        `the database has migrations this version of Anodyne does not know (${unknown.join(', ')}); upgrade Anodyne or use another database`,
+        { details: { unknown } },
+      );
     }
     if (target !== undefined && !Store.knownMigrations().includes(target)) {
       throw new InputError('ANODYNE_E_INVALID_INPUT', `unknown migration ${target}`, { details: { target } });
@@ -116,7 +157,11 @@ export class Store {
       const mapped = mapStoreError(error, 'migrating');
       if (mapped.code !== 'ANODYNE_E_INTERNAL') throw mapped;
       const failed = results?.find((r) => r.status === 'Error')?.migrationName;
-      throw new InternalError('ANODYNE_E_STORE_MIGRATION_FAILED', `migration ${failed ?? '?'} failed: ${error instanceof Error ? error.message : JSON.stringify(error)}`, { cause: error, details: { migration: failed } });
+      throw new InternalError(
+        'ANODYNE_E_STORE_MIGRATION_FAILED',
+        `migration ${failed ?? '?'} failed: ${error instanceof Error ? error.message : JSON.stringify(error)}`,
+        { cause: error, details: { migration: failed } },
+      );
     }
     return (results ?? []).filter((r) => r.status === 'Success' && r.direction === 'Up').map((r) => r.migrationName);
   }
@@ -137,12 +182,19 @@ export class Store {
 
 function createKysely(options: StoreOptions): Kysely<Database> {
   if (options.driver === 'sqlite') {
-    if (!options.path) throw new InputError('ANODYNE_E_STORE_CONFIG_INVALID', 'store.path is required for the sqlite driver', { details: { key: 'store.path' } });
+    if (!options.path)
+      throw new InputError('ANODYNE_E_STORE_CONFIG_INVALID', 'store.path is required for the sqlite driver', {
+        details: { key: 'store.path' },
+      });
     const dir = dirname(options.path);
     try {
       if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
     } catch (err) {
-      throw new UnavailableError('ANODYNE_E_STORE_UNAVAILABLE', `cannot create the directory of the database file ${options.path}: ${(err as Error).message}`, { cause: err, retryable: false });
+      throw new UnavailableError(
+        'ANODYNE_E_STORE_UNAVAILABLE',
+        `cannot create the directory of the database file ${options.path}: ${(err as Error).message}`,
+        { cause: err, retryable: false },
+      );
     }
     let database: BetterSqlite3.Database;
     try {
@@ -155,7 +207,10 @@ function createKysely(options: StoreOptions): Kysely<Database> {
     }
     return new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
   }
-  if (!options.url) throw new InputError('ANODYNE_E_STORE_CONFIG_INVALID', 'store.url is required for the postgres driver', { details: { key: 'store.url' } });
+  if (!options.url)
+    throw new InputError('ANODYNE_E_STORE_CONFIG_INVALID', 'store.url is required for the postgres driver', {
+      details: { key: 'store.url' },
+    });
   const pool = new pg.Pool({
     connectionString: options.url,
     max: options.poolSize ?? 10,

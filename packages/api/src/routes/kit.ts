@@ -1,5 +1,12 @@
 // What every route plugin shares: the TypeBox-typed Fastify instance, the documented error responses, scopes and the caller.
-import type { FastifyBaseLogger, FastifyInstance, FastifyRequest, RawReplyDefaultExpression, RawRequestDefaultExpression, RawServerDefault } from 'fastify';
+import type {
+  FastifyBaseLogger,
+  FastifyInstance,
+  FastifyRequest,
+  RawReplyDefaultExpression,
+  RawRequestDefaultExpression,
+  RawServerDefault,
+} from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { TSchema } from '@sinclair/typebox';
 import { UnauthenticatedError } from '@anodyne/common';
@@ -7,10 +14,20 @@ import type { Principal } from '@anodyne/identity';
 import { schemas as S } from '@anodyne/client';
 
 /** A Fastify instance whose handlers get request types from the route's TypeBox schemas. */
-export type Api = FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, FastifyBaseLogger, TypeBoxTypeProvider>;
+export type Api = FastifyInstance<
+  RawServerDefault,
+  RawRequestDefaultExpression,
+  RawReplyDefaultExpression,
+  FastifyBaseLogger,
+  TypeBoxTypeProvider
+>;
 
 /** The route's documentation; routes that need a token say so in the OpenAPI document. */
-export function doc(summary: string, tags: string[], needsToken: boolean): { summary: string; tags: string[]; security?: { bearer: never[] }[] } {
+export function doc(
+  summary: string,
+  tags: string[],
+  needsToken: boolean,
+): { summary: string; tags: string[]; security?: { bearer: never[] }[] } {
   return { summary, tags, ...(needsToken ? { security: [{ bearer: [] }] } : {}) };
 }
 

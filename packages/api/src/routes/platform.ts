@@ -15,18 +15,33 @@ export interface PlatformRoutesOptions {
 }
 
 export function platformRoutes(app: Api, o: PlatformRoutesOptions): void {
-  app.get('/healthz', { schema: { ...doc('Liveness and store reachability', ['platform'], false), response: ok({ 200: S.Health }) } }, async () => {
-    await o.store.ping();
-    return { status: 'ok' as const };
-  });
-  app.get('/metrics', { schema: { ...doc('Prometheus metrics (text exposition format)', ['platform'], false), response: ok({ 200: Type.String() }) } }, async (_req, reply) =>
-    reply.type('text/plain; version=0.0.4').send(o.metrics.render()));
-  app.get('/openapi.json', { schema: { ...doc('This document', ['platform'], false), response: ok({ 200: Type.Record(Type.String(), Type.Unknown()) }) } }, () => o.openapi() as Record<string, unknown>);
-  app.get('/v1/audit', {
-    config: auth(ADMIN_SCOPES),
-    schema: { ...doc('The audit log', ['platform'], true), querystring: S.AuditQuery, response: ok({ 200: Type.Array(S.AuditEntry) }) },
-  }, async (req) => {
-    const q = req.query;
-    return o.audit.list({ ...(q.actor ? { actor: q.actor } : {}), ...(q.action ? { action: q.action } : {}), limit: q.limit ?? 100 });
-  });
+  app.get(
+    '/healthz',
+    { schema: { ...doc('Liveness and store reachability', ['platform'], false), response: ok({ 200: S.Health }) } },
+    async () => {
+      await o.store.ping();
+      return { status: 'ok' as const };
+    },
+  );
+  app.get(
+    '/metrics',
+    { schema: { ...doc('Prometheus metrics (text exposition format)', ['platform'], false), response: ok({ 200: Type.String() }) } },
+    async (_req, reply) => reply.type('text/plain; version=0.0.4').send(o.metrics.render()),
+  );
+  app.get(
+    '/openapi.json',
+    { schema: { ...doc('This document', ['platform'], false), response: ok({ 200: Type.Record(Type.String(), Type.Unknown()) }) } },
+    () => o.openapi() as Record<string, unknown>,
+  );
+  app.get(
+    '/v1/audit',
+    {
+      config: auth(ADMIN_SCOPES),
+      schema: { ...doc('The audit log', ['platform'], true), querystring: S.AuditQuery, response: ok({ 200: Type.Array(S.AuditEntry) }) },
+    },
+    async (req) => {
+      const q = req.query;
+      return o.audit.list({ ...(q.actor ? { actor: q.actor } : {}), ...(q.action ? { action: q.action } : {}), limit: q.limit ?? 100 });
+    },
+  );
 }

@@ -11,49 +11,74 @@ export function taskRoutes(app: Api, o: { clusters: ClusterService; clock: Clock
   const c = o.clusters;
   const tags = ['tasks'];
 
-  app.get('/v1/tasks', {
-    config: auth(READ_SCOPES), schema: { ...doc('Tasks the caller may see', tags, true), querystring: S.TaskQuery, response: ok({ 200: Type.Array(S.Task) }) },
-  }, async (req) => c.tasks(principal(req), req.query));
-  app.get('/v1/tasks/:id', {
-    config: auth(READ_SCOPES), schema: { ...doc('A task with its event log', tags, true), params: S.IdParams, response: ok({ 200: S.TaskWithEvents }) },
-  }, async (req) => {
-    const t = await c.task(principal(req), req.params.id);
-    return { ...t, events: await c.taskEvents(principal(req), t.id) };
-  });
-  app.get('/v1/tasks/:id/events', {
-    config: auth(READ_SCOPES),
-    schema: {
-      ...doc('A task\'s events; a live stream with Accept: text/event-stream', tags, true),
-      params: S.IdParams, querystring: S.EventsQuery, response: ok({ 200: Type.Array(S.TaskEvent) }),
+  app.get(
+    '/v1/tasks',
+    {
+      config: auth(READ_SCOPES),
+      schema: { ...doc('Tasks the caller may see', tags, true), querystring: S.TaskQuery, response: ok({ 200: Type.Array(S.Task) }) },
     },
-  }, async (req, reply) => {
-    const who = principal(req);
-    const t = await c.task(who, req.params.id);
-    const after = req.query.after ?? 0;
-    if (!(req.headers.accept ?? '').includes('text/event-stream')) return c.taskEvents(who, t.id, after);
-    reply.hijack();
-    const res = reply.raw;
-    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
-    let last = after;
-    let closed = false;
-    req.raw.on('close', () => (closed = true));
-    while (!closed) {
-      for (const e of await c.taskEvents(who, t.id, last)) {
-        res.write(`id: ${e.id}\nevent: task_event\ndata: ${JSON.stringify(e)}\n\n`);
-        last = e.id;
+    async (req) => c.tasks(principal(req), req.query),
+  );
+  app.get(
+    '/v1/tasks/:id',
+    {
+      config: auth(READ_SCOPES),
+      schema: { ...doc('A task with its event log', tags, true), params: S.IdParams, response: ok({ 200: S.TaskWithEvents }) },
+    },
+    async (req) => {
+      const t = await c.task(principal(req), req.params.id);
+      return { ...t, events: await c.taskEvents(principal(req), t.id) };
+    },
+  );
+  app.get(
+    '/v1/tasks/:id/events',
+    {
+      config: auth(READ_SCOPES),
+      schema: {
+        ...doc("A task's events; a live stream with Accept: text/event-stream", tags, true),
+        params: S.IdParams,
+        querystring: S.EventsQuery,
+        response: ok({ 200: Type.Array(S.TaskEvent) }),
+      },
+    },
+    async (req, reply) => {
+      const who = principal(req);
+      const t = await c.task(who, req.params.id);
+      const after = req.query.after ?? 0;
+      if (!(req.headers.accept ?? '').includes('text/event-stream')) return c.taskEvents(who, t.id, after);
+      reply.hijack();
+      const res = reply.raw;
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
+      let last = after;
+      let closed = false;
+      req.raw.on('close', () => (closed = true));
+      while (!closed) {
+        for (const e of await c.taskEvents(who, t.id, last)) {
+          res.write(`id: ${e.id}\nevent: task_event\ndata: ${JSON.stringify(e)}\n\n`);
+          last = e.id;
+        }
+        const now = await c.task(who, t.id);
+        if (FINAL.includes(now.state)) {
+          res.write(`event: task_done\ndata: ${JSON.stringify(now)}\n\n`);
+          break;
+        }
+        await o.clock.sleep(300);
       }
-      const now = await c.task(who, t.id);
-      if (FINAL.includes(now.state)) {
-        res.write(`event: task_done\ndata: ${JSON.stringify(now)}\n\n`);
-        break;
-      }
-      await o.clock.sleep(300);
-    }
-    res.end();
-    return reply;
-  });
-  app.put('/v1/tasks/:id', {
-    config: auth(WRITE_SCOPES, 'task.cancel'),
-    schema: { ...doc('Cancel a task ({"state": "cancelled"})', tags, true), params: S.IdParams, body: S.CancelTask, response: ok({ 200: S.Task }) },
-  }, async (req) => c.cancelTask(principal(req), req.params.id));
+      res.end();
+      return reply;
+    },
+  );
+  app.put(
+    '/v1/tasks/:id',
+    {
+      config: auth(WRITE_SCOPES, 'task.cancel'),
+      schema: {
+        ...doc('Cancel a task ({"state": "cancelled"})', tags, true),
+        params: S.IdParams,
+        body: S.CancelTask,
+        response: ok({ 200: S.Task }),
+      },
+    },
+    async (req) => c.cancelTask(principal(req), req.params.id),
+  );
 }

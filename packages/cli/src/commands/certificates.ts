@@ -5,7 +5,9 @@ import { json } from '../print.js';
 import { authedClient } from '../session.js';
 
 export function register(p: Command): void {
-  p.command('certificates <name>').description('a cluster\'s certificates and when they expire').option('--json')
+  p.command('certificates <name>')
+    .description("a cluster's certificates and when they expire")
+    .option('--json')
     .action(async (name: string, o: { json?: boolean }) => {
       const { client } = await authedClient();
       const cs = await client.certificates(name);

@@ -5,16 +5,28 @@ import { json } from '../print.js';
 import { authedClient } from '../session.js';
 
 export function register(p: Command): void {
-  p.command('cluster <name>').description('show one cluster').option('--json').action(async (name: string, o: { json?: boolean }) => {
-    const { client } = await authedClient();
-    const c = await client.cluster(name);
-    if (o.json) return json(c);
-    printTable([
-      ['Name:', c.name], ['Plan Name:', c.plan_name], ['UUID:', c.uuid], ['Owner:', c.owner], ['Last Action:', c.last_action],
-      ['Last Action State:', c.last_action_state], ['Last Action Description:', c.last_action_description],
-      ['Kubernetes Master Host:', c.parameters.kubernetes_master_host],
-      ['Kubernetes Master Port:', String(c.parameters.kubernetes_master_port)],
-      ['Worker Nodes:', String(c.parameters.kubernetes_worker_instances)], ['Kubernetes Master IP(s):', c.kubernetes_master_ips.join(', ')],
-    ], false);
-  });
+  p.command('cluster <name>')
+    .description('show one cluster')
+    .option('--json')
+    .action(async (name: string, o: { json?: boolean }) => {
+      const { client } = await authedClient();
+      const c = await client.cluster(name);
+      if (o.json) return json(c);
+      printTable(
+        [
+          ['Name:', c.name],
+          ['Plan Name:', c.plan_name],
+          ['UUID:', c.uuid],
+          ['Owner:', c.owner],
+          ['Last Action:', c.last_action],
+          ['Last Action State:', c.last_action_state],
+          ['Last Action Description:', c.last_action_description],
+          ['Kubernetes Master Host:', c.parameters.kubernetes_master_host],
+          ['Kubernetes Master Port:', String(c.parameters.kubernetes_master_port)],
+          ['Worker Nodes:', String(c.parameters.kubernetes_worker_instances)],
+          ['Kubernetes Master IP(s):', c.kubernetes_master_ips.join(', ')],
+        ],
+        false,
+      );
+    });
 }

@@ -15,13 +15,19 @@ interface CreateClusterOptions {
 }
 
 export function register(p: Command): void {
-  p.command('create-cluster <name>').description('create a cluster')
-    .requiredOption('-p, --plan <plan>').option('-e, --external-hostname <host>')
-    .addOption(new Option('-n, --num-nodes <n>', 'worker count').argParser((v) => {
-      if (!/^\d+$/.test(v)) throw new CommanderError(EXIT.usage, 'usage', `--num-nodes must be a whole number, not ${v}`);
-      return Number(v);
-    }))
-    .option('--network-profile <profile>').option('--wait', 'wait for the task and show its progress').option('--json')
+  p.command('create-cluster <name>')
+    .description('create a cluster')
+    .requiredOption('-p, --plan <plan>')
+    .option('-e, --external-hostname <host>')
+    .addOption(
+      new Option('-n, --num-nodes <n>', 'worker count').argParser((v) => {
+        if (!/^\d+$/.test(v)) throw new CommanderError(EXIT.usage, 'usage', `--num-nodes must be a whole number, not ${v}`);
+        return Number(v);
+      }),
+    )
+    .option('--network-profile <profile>')
+    .option('--wait', 'wait for the task and show its progress')
+    .option('--json')
     .action(async (name: string, o: CreateClusterOptions) => {
       const { client } = await authedClient();
       const c = await client.createCluster({

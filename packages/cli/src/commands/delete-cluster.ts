@@ -17,8 +17,11 @@ async function confirm(question: string): Promise<boolean> {
 }
 
 export function register(p: Command): void {
-  p.command('delete-cluster <name>').description('delete a cluster')
-    .option('--wait').option('--non-interactive', 'do not ask (the only mode when stdin is not a terminal)').option('--json')
+  p.command('delete-cluster <name>')
+    .description('delete a cluster')
+    .option('--wait')
+    .option('--non-interactive', 'do not ask (the only mode when stdin is not a terminal)')
+    .option('--json')
     .action(async (name: string, o: { wait?: boolean; json?: boolean; nonInteractive?: boolean }) => {
       const { client } = await authedClient();
       // In a terminal, ask first (as PKS does); scripts pass --non-interactive or have no terminal.

@@ -5,7 +5,8 @@ import { out } from '../print.js';
 import { authedClient } from '../session.js';
 
 export function register(p: Command): void {
-  p.command('get-credentials <name>').description('bind to a cluster and merge a context for it into KUBECONFIG or ~/.kube/config')
+  p.command('get-credentials <name>')
+    .description('bind to a cluster and merge a context for it into KUBECONFIG or ~/.kube/config')
     .action(async (name: string) => {
       const { client } = await authedClient();
       const { kubeconfig } = await client.bind(name);

@@ -4,8 +4,10 @@ import { out } from '../print.js';
 import { authedClient } from '../session.js';
 
 export function register(p: Command): void {
-  p.command('get-kubeconfig <name>').description('print the admin kubeconfig (pks.clusters.admin)').action(async (name: string) => {
-    const { client } = await authedClient();
-    out((await client.adminKubeconfig(name)).kubeconfig);
-  });
+  p.command('get-kubeconfig <name>')
+    .description('print the admin kubeconfig (pks.clusters.admin)')
+    .action(async (name: string) => {
+      const { client } = await authedClient();
+      out((await client.adminKubeconfig(name)).kubeconfig);
+    });
 }

@@ -4,8 +4,10 @@ import { out } from '../print.js';
 import { removeSession } from '../session.js';
 
 export function register(p: Command): void {
-  p.command('logout').description('forget the saved session').action(() => {
-    removeSession();
-    out('Logged out');
-  });
+  p.command('logout')
+    .description('forget the saved session')
+    .action(() => {
+      removeSession();
+      out('Logged out');
+    });
 }

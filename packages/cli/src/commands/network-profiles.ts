@@ -5,13 +5,16 @@ import { json } from '../print.js';
 import { authedClient } from '../session.js';
 
 export function register(p: Command): void {
-  p.command('network-profiles').description('list network profiles').option('--json').action(async (o: { json?: boolean }) => {
-    const { client } = await authedClient();
-    const ps = await client.networkProfiles();
-    if (o.json) return json(ps);
-    printTable([
-      ['Name', 'Pod CIDR', 'Service CIDR', 'Description'],
-      ...ps.map((x) => [x.name, x.pod_cidr, x.service_cidr, x.description]),
-    ]);
-  });
+  p.command('network-profiles')
+    .description('list network profiles')
+    .option('--json')
+    .action(async (o: { json?: boolean }) => {
+      const { client } = await authedClient();
+      const ps = await client.networkProfiles();
+      if (o.json) return json(ps);
+      printTable([
+        ['Name', 'Pod CIDR', 'Service CIDR', 'Description'],
+        ...ps.map((x) => [x.name, x.pod_cidr, x.service_cidr, x.description]),
+      ]);
+    });
 }

@@ -5,13 +5,16 @@ import { json } from '../print.js';
 import { authedClient } from '../session.js';
 
 export function register(p: Command): void {
-  p.command('plans').description('list plans').option('--json').action(async (o: { json?: boolean }) => {
-    const { client } = await authedClient();
-    const plans = await client.plans();
-    if (o.json) return json(plans);
-    printTable([
-      ['Name', 'Masters', 'Workers (default/max)', 'Description'],
-      ...plans.map((x) => [x.name, String(x.masters), `${x.default_workers}/${x.max_workers}`, x.description]),
-    ]);
-  });
+  p.command('plans')
+    .description('list plans')
+    .option('--json')
+    .action(async (o: { json?: boolean }) => {
+      const { client } = await authedClient();
+      const plans = await client.plans();
+      if (o.json) return json(plans);
+      printTable([
+        ['Name', 'Masters', 'Workers (default/max)', 'Description'],
+        ...plans.map((x) => [x.name, String(x.masters), `${x.default_workers}/${x.max_workers}`, x.description]),
+      ]);
+    });
 }

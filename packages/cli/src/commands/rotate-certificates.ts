@@ -6,7 +6,10 @@ import { json, out } from '../print.js';
 import { authedClient } from '../session.js';
 
 export function register(p: Command): void {
-  p.command('rotate-certificates <name>').description('issue new leaf certificates and roll them out').option('--wait').option('--json')
+  p.command('rotate-certificates <name>')
+    .description('issue new leaf certificates and roll them out')
+    .option('--wait')
+    .option('--json')
     .action(async (name: string, o: { wait?: boolean; json?: boolean }) => {
       const { client } = await authedClient();
       const c = await client.rotateCertificates(name);

@@ -4,7 +4,8 @@ import { out } from '../print.js';
 import { authedClient } from '../session.js';
 
 export function register(p: Command): void {
-  p.command('rotate-signing-key').description('rotate the token signing key now (admin; it also rotates by age)')
+  p.command('rotate-signing-key')
+    .description('rotate the token signing key now (admin; it also rotates by age)')
     .action(async () => {
       const { client } = await authedClient();
       const k = await client.rotateSigningKey();

@@ -4,7 +4,8 @@ import { fileURLToPath } from 'node:url';
 import { type Command } from 'commander';
 
 export function register(p: Command): void {
-  p.command('server').description('start the platform (API, identity, director) with the embedded defaults')
+  p.command('server')
+    .description('start the platform (API, identity, director) with the embedded defaults')
     .option('-c, --config <file>', 'YAML configuration (defaults + ANODYNE_* environment otherwise)')
     .action(async (o: { config?: string }) => {
       // The platform is its own package, which the CLI never imports (it talks to it over HTTPS

@@ -5,7 +5,8 @@ import { out } from '../print.js';
 import { authedClient } from '../session.js';
 
 export function register(p: Command): void {
-  p.command('set-groups <username>').description('set a user\'s groups (scopes) (admin)')
+  p.command('set-groups <username>')
+    .description("set a user's groups (scopes) (admin)")
     .option('--group <scope...>', 'scopes; none removes every group', [])
     .action(async (username: string, o: { group: string[] }) => {
       const { client } = await authedClient();

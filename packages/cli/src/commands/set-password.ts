@@ -4,7 +4,8 @@ import { out } from '../print.js';
 import { authedClient } from '../session.js';
 
 export function register(p: Command): void {
-  p.command('set-password <username>').description('reset a local user\'s password (admin)')
+  p.command('set-password <username>')
+    .description("reset a local user's password (admin)")
     .requiredOption('--password <password>', 'at least 8 characters')
     .action(async (username: string, o: { password: string }) => {
       const { client } = await authedClient();

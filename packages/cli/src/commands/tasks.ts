@@ -5,7 +5,10 @@ import { json } from '../print.js';
 import { authedClient } from '../session.js';
 
 export function register(p: Command): void {
-  p.command('tasks').description('list tasks').option('--json').option('--cluster <name>')
+  p.command('tasks')
+    .description('list tasks')
+    .option('--json')
+    .option('--cluster <name>')
     .action(async (o: { json?: boolean; cluster?: string }) => {
       const { client } = await authedClient();
       const ts = await client.tasks(o.cluster ? { cluster: o.cluster } : {});

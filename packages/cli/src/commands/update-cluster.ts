@@ -6,8 +6,11 @@ import { json, out } from '../print.js';
 import { authedClient } from '../session.js';
 
 export function register(p: Command): void {
-  p.command('update-cluster <name>').description('resize a cluster')
-    .requiredOption('--num-nodes <n>', 'worker count', (v) => Number(v)).option('--wait').option('--json')
+  p.command('update-cluster <name>')
+    .description('resize a cluster')
+    .requiredOption('--num-nodes <n>', 'worker count', (v) => Number(v))
+    .option('--wait')
+    .option('--json')
     .action(async (name: string, o: { numNodes: number; wait?: boolean; json?: boolean }) => {
       const { client } = await authedClient();
       const c = await client.updateCluster(name, { kubernetes_worker_instances: o.numNodes });

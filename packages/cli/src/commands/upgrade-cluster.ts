@@ -6,8 +6,10 @@ import { json, out } from '../print.js';
 import { authedClient } from '../session.js';
 
 export function register(p: Command): void {
-  p.command('upgrade-cluster <name>').description('upgrade a cluster to the platform\'s current release and plan (admin)')
-    .option('--wait').option('--json')
+  p.command('upgrade-cluster <name>')
+    .description("upgrade a cluster to the platform's current release and plan (admin)")
+    .option('--wait')
+    .option('--json')
     .action(async (name: string, o: { wait?: boolean; json?: boolean }) => {
       const { client } = await authedClient();
       const c = await client.upgradeCluster(name);

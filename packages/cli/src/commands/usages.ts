@@ -5,11 +5,16 @@ import { json } from '../print.js';
 import { authedClient } from '../session.js';
 
 export function register(p: Command): void {
-  p.command('usages [owner]').description('show usage (yours by default)').option('--json')
+  p.command('usages [owner]')
+    .description('show usage (yours by default)')
+    .option('--json')
     .action(async (owner: string | undefined, o: { json?: boolean }) => {
       const { client, session } = await authedClient();
       const u = await client.usage(owner ?? session.username ?? session.client_id);
       if (o.json) return json(u);
-      printTable([['Owner', 'Clusters', 'Workers'], [u.owner, String(u.clusters), String(u.workers)]]);
+      printTable([
+        ['Owner', 'Clusters', 'Workers'],
+        [u.owner, String(u.clusters), String(u.workers)],
+      ]);
     });
 }

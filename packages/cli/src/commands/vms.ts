@@ -5,7 +5,8 @@ import { json } from '../print.js';
 import { authedClient } from '../session.js';
 
 export function register(p: Command): void {
-  p.command('vms <name>').description('a cluster\'s VMs and their health, as the platform\'s health monitor last found them')
+  p.command('vms <name>')
+    .description("a cluster's VMs and their health, as the platform's health monitor last found them")
     .option('--json')
     .action(async (name: string, o: { json?: boolean }) => {
       const { client } = await authedClient();

@@ -20,10 +20,24 @@ export interface TestPlatform {
 }
 
 /** A whole platform on its own network, port, tag and data directory. */
-export async function startTestPlatform(name: string, network: string, port: number, env: Record<string, string> = {}): Promise<TestPlatform> {
+export async function startTestPlatform(
+  name: string,
+  network: string,
+  port: number,
+  env: Record<string, string> = {},
+): Promise<TestPlatform> {
   const dir = mkdtempSync(join(tmpdir(), `anodyne-${name}-`));
   const tag = `${name.slice(0, 2)}${(process.pid % 1296).toString(36)}`;
-  const config = loadConfig(PlatformConfigSchema, { env: { ANODYNE_DATA_DIR: dir, ANODYNE_PROVIDER_NETWORK: network, ANODYNE_PROVIDER_TAG: tag, ANODYNE_SERVER_PORT: String(port), ANODYNE_DIRECTOR_HEALTH_INTERVAL_SECONDS: '2', ...env } });
+  const config = loadConfig(PlatformConfigSchema, {
+    env: {
+      ANODYNE_DATA_DIR: dir,
+      ANODYNE_PROVIDER_NETWORK: network,
+      ANODYNE_PROVIDER_TAG: tag,
+      ANODYNE_SERVER_PORT: String(port),
+      ANODYNE_DIRECTOR_HEALTH_INTERVAL_SECONDS: '2',
+      ...env,
+    },
+  });
   // The platform logs as `anodyne server` does (secret mask included), into memory.
   const written: string[] = [];
   const secrets = new SecretRegistry();
@@ -34,14 +48,22 @@ export async function startTestPlatform(name: string, network: string, port: num
   } catch (err) {
     // A start that failed half-way may have made the bridge and its rules: take them away too.
     const provider = new LocalProvider({
-      dataDir: join(dir, 'provider'), tag, network, agentCommand: ['true'], binds: [], logger, clock: systemClock,
+      dataDir: join(dir, 'provider'),
+      tag,
+      network,
+      agentCommand: ['true'],
+      binds: [],
+      logger,
+      clock: systemClock,
     });
     await provider.cleanup().catch(() => undefined);
     rmSync(dir, { recursive: true, force: true });
     throw err;
   }
   return {
-    platform, dir, tag,
+    platform,
+    dir,
+    tag,
     logs: () => written.join(''),
     stop: async () => {
       await platform.close();
@@ -53,26 +75,51 @@ export async function startTestPlatform(name: string, network: string, port: num
   };
 }
 
-export interface HttpResult { status: number; body: unknown; text: string; headers: Record<string, string | string[] | undefined> }
+export interface HttpResult {
+  status: number;
+  body: unknown;
+  text: string;
+  headers: Record<string, string | string[] | undefined>;
+}
 
 /** A raw HTTPS call (for tests that send malformed input the typed client would never send). */
-export function https(url: string, caPem: string, method: string, path: string, options: { token?: string; body?: string | Buffer; headers?: Record<string, string> } = {}): Promise<HttpResult> {
+export function https(
+  url: string,
+  caPem: string,
+  method: string,
+  path: string,
+  options: { token?: string; body?: string | Buffer; headers?: Record<string, string> } = {},
+): Promise<HttpResult> {
   const u = new URL(path, url);
   return new Promise((resolve, reject) => {
-    const req = request({ host: u.hostname, port: u.port, path: u.pathname + u.search, method, ca: caPem, timeout: 60_000,
-      headers: { ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}), ...(options.token ? { authorization: `Bearer ${options.token}` } : {}), ...(options.headers ?? {}) } }, (res) => {
-      let text = '';
-      res.on('data', (c: Buffer) => (text += c.toString()));
-      res.on('end', () => {
-        let body: unknown = text;
-        try {
-          body = text ? JSON.parse(text) : null;
-        } catch {
-          // plain text
-        }
-        resolve({ status: res.statusCode ?? 0, body, text, headers: res.headers });
-      });
-    });
+    const req = request(
+      {
+        host: u.hostname,
+        port: u.port,
+        path: u.pathname + u.search,
+        method,
+        ca: caPem,
+        timeout: 60_000,
+        headers: {
+          ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}),
+          ...(options.token ? { authorization: `Bearer ${options.token}` } : {}),
+          ...(options.headers ?? {}),
+        },
+      },
+      (res) => {
+        let text = '';
+        res.on('data', (c: Buffer) => (text += c.toString()));
+        res.on('end', () => {
+          let body: unknown = text;
+          try {
+            body = text ? JSON.parse(text) : null;
+          } catch {
+            // plain text
+          }
+          resolve({ status: res.statusCode ?? 0, body, text, headers: res.headers });
+        });
+      },
+    );
     req.on('error', reject);
     req.on('timeout', () => req.destroy(new Error('timed out')));
     req.end(options.body);

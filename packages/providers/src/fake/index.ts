@@ -2,8 +2,17 @@
 import { randomUUID } from 'node:crypto';
 import { ConflictError, InputError, NotFoundError, type Clock } from '@anodyne/common';
 import type {
-  CleanupReport, CreateVmRequest, DiskAttachment, DiskInfo, LoadBalancerBackend, LoadBalancerInfo, LoadBalancerSpec,
-  Provider, ProviderInfo, VmInfo, VmType,
+  CleanupReport,
+  CreateVmRequest,
+  DiskAttachment,
+  DiskInfo,
+  LoadBalancerBackend,
+  LoadBalancerInfo,
+  LoadBalancerSpec,
+  Provider,
+  ProviderInfo,
+  VmInfo,
+  VmType,
 } from '../contract.js';
 import { IpPool, matches, parseCidr, resolveVmType, validateBackends, validateCreate } from '../internal/validate.js';
 
@@ -48,9 +57,13 @@ export class FakeProvider implements Provider {
 
   info(): ProviderInfo {
     return {
-      name: 'fake', version: '1', kind: 'memory', vmTypes: this.vmTypes,
+      name: 'fake',
+      version: '1',
+      kind: 'memory',
+      vmTypes: this.vmTypes,
       networks: [{ name: 'default', range: this.pool.cidr.text, gateway: this.pool.cidr.gateway }],
-      images: ['default'], capabilities: { persistentDisks: true, loadBalancers: true, reboot: true },
+      images: ['default'],
+      capabilities: { persistentDisks: true, loadBalancers: true, reboot: true },
     };
   }
 
@@ -83,8 +96,15 @@ export class FakeProvider implements Provider {
       throw err;
     }
     const vm: VmInfo = {
-      id: `fake-${randomUUID().slice(0, 8)}`, agentId: req.agentId, ip, network: 'default', state: 'running', vmType,
-      image: req.image, metadata: { ...(req.metadata ?? {}) }, createdAt: this.options.clock.now().toISOString(),
+      id: `fake-${randomUUID().slice(0, 8)}`,
+      agentId: req.agentId,
+      ip,
+      network: 'default',
+      state: 'running',
+      vmType,
+      image: req.image,
+      metadata: { ...(req.metadata ?? {}) },
+      createdAt: this.options.clock.now().toISOString(),
     };
     this.vms.set(vm.id, vm);
     this.byAgent.set(vm.agentId, vm.id);
@@ -111,7 +131,8 @@ export class FakeProvider implements Provider {
 
   rebootVm(id: string): Promise<void> {
     this.count('rebootVm');
-    if (!this.vms.has(id)) return Promise.reject(new NotFoundError('ANODYNE_E_PROVIDER_VM_NOT_FOUND', `VM ${id} not found`, { details: { id } }));
+    if (!this.vms.has(id))
+      return Promise.reject(new NotFoundError('ANODYNE_E_PROVIDER_VM_NOT_FOUND', `VM ${id} not found`, { details: { id } }));
     this.crashed.delete(id);
     return Promise.resolve();
   }
@@ -124,11 +145,16 @@ export class FakeProvider implements Provider {
   }
 
   listVms(filter?: Record<string, string>): Promise<VmInfo[]> {
-    return Promise.resolve([...this.vms.values()].filter((v) => matches(v.metadata, filter)).map((v) => ({ ...structuredClone(v), state: this.crashed.has(v.id) ? 'stopped' as const : 'running' as const })));
+    return Promise.resolve(
+      [...this.vms.values()]
+        .filter((v) => matches(v.metadata, filter))
+        .map((v) => ({ ...structuredClone(v), state: this.crashed.has(v.id) ? ('stopped' as const) : ('running' as const) })),
+    );
   }
 
   createDisk(sizeMb: number, metadata: Record<string, string> = {}): Promise<DiskInfo> {
-    if (!Number.isInteger(sizeMb) || sizeMb < 1) return Promise.reject(new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', 'disk size must be a whole number of MB ≥ 1'));
+    if (!Number.isInteger(sizeMb) || sizeMb < 1)
+      return Promise.reject(new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', 'disk size must be a whole number of MB ≥ 1'));
     const disk: DiskInfo = { id: `fake-disk-${randomUUID().slice(0, 8)}`, sizeMb, vmId: null, metadata: { ...metadata } };
     this.disks.set(disk.id, disk);
     return Promise.resolve({ ...disk });
@@ -136,7 +162,10 @@ export class FakeProvider implements Provider {
 
   deleteDisk(id: string): Promise<void> {
     const d = this.disks.get(id);
-    if (d?.vmId) return Promise.reject(new ConflictError('ANODYNE_E_PROVIDER_DISK_ATTACHED', `disk ${id} is attached to ${d.vmId}`, { details: { id, vmId: d.vmId } }));
+    if (d?.vmId)
+      return Promise.reject(
+        new ConflictError('ANODYNE_E_PROVIDER_DISK_ATTACHED', `disk ${id} is attached to ${d.vmId}`, { details: { id, vmId: d.vmId } }),
+      );
     this.disks.delete(id);
     return Promise.resolve();
   }
@@ -149,7 +178,8 @@ export class FakeProvider implements Provider {
     const d = this.disks.get(diskId);
     if (!this.vms.has(vmId)) return Promise.reject(new NotFoundError('ANODYNE_E_PROVIDER_VM_NOT_FOUND', `VM ${vmId} not found`));
     if (!d) return Promise.reject(new NotFoundError('ANODYNE_E_PROVIDER_DISK_NOT_FOUND', `disk ${diskId} not found`));
-    if (d.vmId && d.vmId !== vmId) return Promise.reject(new ConflictError('ANODYNE_E_PROVIDER_DISK_ATTACHED', `disk ${diskId} is attached to ${d.vmId}`));
+    if (d.vmId && d.vmId !== vmId)
+      return Promise.reject(new ConflictError('ANODYNE_E_PROVIDER_DISK_ATTACHED', `disk ${diskId} is attached to ${d.vmId}`));
     d.vmId = vmId;
     return Promise.resolve({ path: `/var/lib/anodyne/disks/${diskId}` });
   }
@@ -165,7 +195,14 @@ export class FakeProvider implements Provider {
     validateBackends(spec.backends);
     if (this.lbs.has(spec.name)) throw new ConflictError('ANODYNE_E_CONFLICT', `load balancer ${spec.name} exists`);
     const ip = this.pool.allocate(spec.ip);
-    const lb: LoadBalancerInfo = { id: spec.name, ip, port: spec.port, network: 'default', backends: [...spec.backends], metadata: { ...(spec.metadata ?? {}) } };
+    const lb: LoadBalancerInfo = {
+      id: spec.name,
+      ip,
+      port: spec.port,
+      network: 'default',
+      backends: [...spec.backends],
+      metadata: { ...(spec.metadata ?? {}) },
+    };
     this.lbs.set(lb.id, lb);
     return structuredClone(lb);
   }

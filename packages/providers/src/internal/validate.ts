@@ -23,7 +23,9 @@ export interface Cidr {
 export function parseCidr(text: string): Cidr {
   const m = /^(\d+\.\d+\.\d+\.\d+)\/(\d+)$/.exec(text);
   if (!m || !isIPv4(m[1]!) || Number(m[2]) < 16 || Number(m[2]) > 29) {
-    throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', `network range ${JSON.stringify(text)} must be an IPv4 CIDR from /16 to /29`, { details: { range: text } });
+    throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', `network range ${JSON.stringify(text)} must be an IPv4 CIDR from /16 to /29`, {
+      details: { range: text },
+    });
   }
   const prefix = Number(m[2]);
   const size = 2 ** (32 - prefix);
@@ -36,17 +38,26 @@ export function parseCidr(text: string): Cidr {
  * out lowest first. The caller persists `used`.
  */
 export class IpPool {
-  constructor(readonly cidr: Cidr, private readonly used: Set<string>) {}
+  constructor(
+    readonly cidr: Cidr,
+    private readonly used: Set<string>,
+  ) {}
 
   /** Validates and reserves a static IP, or the lowest free one. */
   allocate(requested?: string): string {
     if (requested !== undefined) {
-      if (!isIPv4(requested)) throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', `${JSON.stringify(requested)} is not an IPv4 address`, { details: { ip: requested } });
+      if (!isIPv4(requested))
+        throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', `${JSON.stringify(requested)} is not an IPv4 address`, {
+          details: { ip: requested },
+        });
       const n = ipToInt(requested);
       if (n <= this.cidr.base + 1 || n >= this.cidr.base + this.cidr.size - 1) {
-        throw new InputError('ANODYNE_E_PROVIDER_IP_OUT_OF_RANGE', `IP ${requested} is outside the usable range of ${this.cidr.text}`, { details: { ip: requested, range: this.cidr.text } });
+        throw new InputError('ANODYNE_E_PROVIDER_IP_OUT_OF_RANGE', `IP ${requested} is outside the usable range of ${this.cidr.text}`, {
+          details: { ip: requested, range: this.cidr.text },
+        });
       }
-      if (this.used.has(requested)) throw new ConflictError('ANODYNE_E_PROVIDER_IP_TAKEN', `IP ${requested} is already in use`, { details: { ip: requested } });
+      if (this.used.has(requested))
+        throw new ConflictError('ANODYNE_E_PROVIDER_IP_TAKEN', `IP ${requested} is already in use`, { details: { ip: requested } });
       this.used.add(requested);
       return requested;
     }
@@ -57,7 +68,9 @@ export class IpPool {
         return ip;
       }
     }
-    throw new AnodyneError('ANODYNE_E_PROVIDER_IP_EXHAUSTED', `no free IP left in ${this.cidr.text}`, { details: { range: this.cidr.text } });
+    throw new AnodyneError('ANODYNE_E_PROVIDER_IP_EXHAUSTED', `no free IP left in ${this.cidr.text}`, {
+      details: { range: this.cidr.text },
+    });
   }
 
   release(ip: string): void {
@@ -72,25 +85,52 @@ export class IpPool {
 export function resolveVmType(vmType: CreateVmRequest['vmType'], named: Record<string, VmType>): VmType {
   if (typeof vmType === 'string') {
     const t = named[vmType];
-    if (!t) throw new InputError('ANODYNE_E_PROVIDER_VM_TYPE_UNKNOWN', `unknown VM type ${JSON.stringify(vmType)}; known: ${Object.keys(named).join(', ')}`, { details: { vmType, known: Object.keys(named) } });
+    if (!t)
+      throw new InputError(
+        'ANODYNE_E_PROVIDER_VM_TYPE_UNKNOWN',
+        `unknown VM type ${JSON.stringify(vmType)}; known: ${Object.keys(named).join(', ')}`,
+        { details: { vmType, known: Object.keys(named) } },
+      );
     return t;
   }
-  const ok = vmType && typeof vmType === 'object' && vmType.cpu > 0 && vmType.memoryMb >= 16 && vmType.ephemeralDiskMb >= 0 && (vmType.pids === undefined || vmType.pids >= 16);
-  if (!ok) throw new InputError('ANODYNE_E_PROVIDER_VM_TYPE_UNKNOWN', 'an explicit VM type needs cpu > 0, memoryMb ≥ 16, ephemeralDiskMb ≥ 0 (and pids ≥ 16 when given)', { details: { vmType } });
+  const ok =
+    vmType &&
+    typeof vmType === 'object' &&
+    vmType.cpu > 0 &&
+    vmType.memoryMb >= 16 &&
+    vmType.ephemeralDiskMb >= 0 &&
+    (vmType.pids === undefined || vmType.pids >= 16);
+  if (!ok)
+    throw new InputError(
+      'ANODYNE_E_PROVIDER_VM_TYPE_UNKNOWN',
+      'an explicit VM type needs cpu > 0, memoryMb ≥ 16, ephemeralDiskMb ≥ 0 (and pids ≥ 16 when given)',
+      { details: { vmType } },
+    );
   return vmType;
 }
 
 export function validateCreate(req: CreateVmRequest, images: string[], networks: string[]): void {
   if (!req || typeof req.agentId !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(req.agentId)) {
-    throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', 'agentId must be 1 to 64 letters, digits, dot, dash or underscore', { details: { agentId: req?.agentId } });
+    throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', 'agentId must be 1 to 64 letters, digits, dot, dash or underscore', {
+      details: { agentId: req?.agentId },
+    });
   }
-  if (!images.includes(req.image)) throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', `unknown image ${JSON.stringify(req.image)}; known: ${images.join(', ')}`, { details: { image: req.image } });
+  if (!images.includes(req.image))
+    throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', `unknown image ${JSON.stringify(req.image)}; known: ${images.join(', ')}`, {
+      details: { image: req.image },
+    });
   if (!req.network || !networks.includes(req.network.network)) {
-    throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', `unknown network ${JSON.stringify(req.network?.network)}; known: ${networks.join(', ')}`, { details: { network: req.network?.network } });
+    throw new InputError(
+      'ANODYNE_E_PROVIDER_INPUT_INVALID',
+      `unknown network ${JSON.stringify(req.network?.network)}; known: ${networks.join(', ')}`,
+      { details: { network: req.network?.network } },
+    );
   }
   for (const [k, v] of Object.entries(req.env ?? {})) {
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k) || typeof v !== 'string' || v.includes('\0')) {
-      throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', `environment variable ${JSON.stringify(k)} is not a valid name or value`, { details: { key: k } });
+      throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', `environment variable ${JSON.stringify(k)} is not a valid name or value`, {
+        details: { key: k },
+      });
     }
   }
 }
@@ -99,7 +139,11 @@ export function validateBackends(backends: LoadBalancerBackend[]): void {
   if (!Array.isArray(backends)) throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', 'backends must be a list');
   for (const b of backends) {
     if (!isIPv4(b.ip) || !Number.isInteger(b.port) || b.port < 1 || b.port > 65535) {
-      throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', `backend ${JSON.stringify(b)} needs an IPv4 address and a port from 1 to 65535`, { details: { backend: b } });
+      throw new InputError(
+        'ANODYNE_E_PROVIDER_INPUT_INVALID',
+        `backend ${JSON.stringify(b)} needs an IPv4 address and a port from 1 to 65535`,
+        { details: { backend: b } },
+      );
     }
   }
 }

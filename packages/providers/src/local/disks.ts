@@ -86,8 +86,12 @@ export class LocalDisks {
 
   async detach(vmId: string, diskId: string): Promise<void> {
     // The ids become a path that is removed: nothing but an id's own characters may reach it.
-    for (const [what, id] of [['VM', vmId], ['disk', diskId]] as const) {
-      if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(id)) throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', `not a ${what} id: ${JSON.stringify(id)}`);
+    for (const [what, id] of [
+      ['VM', vmId],
+      ['disk', diskId],
+    ] as const) {
+      if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(id))
+        throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', `not a ${what} id: ${JSON.stringify(id)}`);
     }
     await this.store.update(async (state) => {
       const target = join(this.layout.vmDisks(vmId), diskId);

@@ -25,9 +25,11 @@ export function cgroupHierarchies(): CgroupHierarchy[] {
     const [fstype, , superOpts] = right.split(' ');
     const mountPoint = fields[4] ?? '';
     if (fstype !== 'cgroup' || !mountPoint.startsWith(CGROUP_ROOT + '/')) continue;
-    const controllers = (superOpts ?? '').split(',').filter(
-      (o) => o !== 'rw' && o !== 'ro' && !o.startsWith('release_agent') && o !== 'clone_children' && o !== 'noprefix' && o !== 'xattr',
-    );
+    const controllers = (superOpts ?? '')
+      .split(',')
+      .filter(
+        (o) => o !== 'rw' && o !== 'ro' && !o.startsWith('release_agent') && o !== 'clone_children' && o !== 'noprefix' && o !== 'xattr',
+      );
     out.push({ dir: mountPoint.slice(CGROUP_ROOT.length + 1), options: controllers.join(',') });
   }
   return out;
@@ -49,7 +51,10 @@ export async function unmountAll(prefix: string): Promise<number> {
     const points = mountsUnder(prefix);
     if (points.length === 0) break;
     for (const p of points) {
-      await exec(['umount', '-l', p]).then(() => n++, () => undefined);
+      await exec(['umount', '-l', p]).then(
+        () => n++,
+        () => undefined,
+      );
     }
   }
   return n;
@@ -140,7 +145,10 @@ export async function ip(...args: string[]): Promise<ExecResult> {
 }
 
 export async function ipQuiet(...args: string[]): Promise<boolean> {
-  return exec(['ip', ...args]).then(() => true, () => false);
+  return exec(['ip', ...args]).then(
+    () => true,
+    () => false,
+  );
 }
 
 export async function linkExists(name: string): Promise<boolean> {
@@ -149,12 +157,18 @@ export async function linkExists(name: string): Promise<boolean> {
 
 export async function netnsList(): Promise<string[]> {
   const { stdout } = await exec(['ip', 'netns', 'list']);
-  return stdout.split('\n').map((l) => l.split(' ')[0] ?? '').filter(Boolean);
+  return stdout
+    .split('\n')
+    .map((l) => l.split(' ')[0] ?? '')
+    .filter(Boolean);
 }
 
 export async function netnsPids(ns: string): Promise<number[]> {
   const r = await exec(['ip', 'netns', 'pids', ns]).catch(() => ({ stdout: '' }));
-  return r.stdout.split('\n').filter((l) => l.trim()).map(Number);
+  return r.stdout
+    .split('\n')
+    .filter((l) => l.trim())
+    .map(Number);
 }
 
 export async function linksWithPrefix(prefix: string): Promise<string[]> {

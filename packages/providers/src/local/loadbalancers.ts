@@ -52,8 +52,13 @@ export class LoadBalancers {
         throw new ConflictError('ANODYNE_E_CONFLICT', `load balancer ${spec.name} exists`, { details: { name: spec.name } });
       }
       const rec: LbRecord = {
-        id: spec.name, lbId, ip: this.d.network.allocate(state, spec.ip), port: spec.port, network: 'default',
-        backends: [...spec.backends], metadata: { ...(spec.metadata ?? {}) },
+        id: spec.name,
+        lbId,
+        ip: this.d.network.allocate(state, spec.ip),
+        port: spec.port,
+        network: 'default',
+        backends: [...spec.backends],
+        metadata: { ...(spec.metadata ?? {}) },
       };
       state.lbs[spec.name] = rec;
       return rec;
@@ -76,7 +81,12 @@ export class LoadBalancers {
       // Ready when the frontend accepts connections.
       const deadline = this.d.clock.nowMs() + READY_TIMEOUT_MS;
       const probe = ['nsenter', `--net=${netns}`, '--', 'bash', '-c', `exec 3<>/dev/tcp/127.0.0.1/${lb.port}`];
-      while (!(await exec(probe).then(() => true, () => false))) {
+      while (
+        !(await exec(probe).then(
+          () => true,
+          () => false,
+        ))
+      ) {
         if (child.exitCode !== null || this.d.clock.nowMs() > deadline) {
           const log = readFileSync(join(dir, 'haproxy.log'), 'utf8').slice(-500);
           throw new AnodyneError('ANODYNE_E_PROVIDER_VM_CREATE_FAILED', `haproxy for ${spec.name} did not start: ${log}`);

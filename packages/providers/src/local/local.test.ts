@@ -15,12 +15,20 @@ const RELEASE_GUEST = '/var/lib/anodyne/release';
 let n = 0;
 
 /** A provider with its own tag, bridge and network, so suites never share host objects. */
-function makeProvider(network: string, extra: Partial<ConstructorParameters<typeof LocalProvider>[0]> = {}): { provider: LocalProvider; tag: string; dataDir: string } {
+function makeProvider(
+  network: string,
+  extra: Partial<ConstructorParameters<typeof LocalProvider>[0]> = {},
+): { provider: LocalProvider; tag: string; dataDir: string } {
   const tag = `t${(process.pid % 1296).toString(36)}${++n}`.slice(0, 6);
   const dataDir = mkdtempSync(join(tmpdir(), `anodyne-local-${tag}-`));
   const release = locateRelease();
   const provider = new LocalProvider({
-    dataDir, tag, network, agentCommand: ['sleep', 'infinity'], logger: silentLogger(), clock: systemClock,
+    dataDir,
+    tag,
+    network,
+    agentCommand: ['sleep', 'infinity'],
+    logger: silentLogger(),
+    clock: systemClock,
     binds: [{ host: release.dir, guest: RELEASE_GUEST, readOnly: true }],
     ...extra,
   });
@@ -48,7 +56,14 @@ describe('local provider on the host', { skip: skipUnless(isRoot, 'needs root') 
   let provider: LocalProvider;
   let tag: string;
   let dataDir: string;
-  const vmReq = (agentId: string, extra: object = {}) => ({ agentId, image: 'host-usr', vmType: 'small', network: { network: 'default' }, env: {}, ...extra });
+  const vmReq = (agentId: string, extra: object = {}) => ({
+    agentId,
+    image: 'host-usr',
+    vmType: 'small',
+    network: { network: 'default' },
+    env: {},
+    ...extra,
+  });
   const gateway = '10.198.2.1';
 
   before(() => {
@@ -65,7 +80,13 @@ describe('local provider on the host', { skip: skipUnless(isRoot, 'needs root') 
     await provider.execInVm(vmId, ['sh', '-c', `mkdir -p /tmp/www-${port} && echo ${body} > /tmp/www-${port}/index.html`]);
     provider.spawnInVm(vmId, ['busybox', 'httpd', '-f', '-p', `${ipAddr}:${port}`, '-h', `/tmp/www-${port}`]);
     for (let i = 0; i < 100; i++) {
-      if (await provider.execInVm(vmId, ['busybox', 'wget', '-qO-', `http://${ipAddr}:${port}/`]).then(() => true, () => false)) return;
+      if (
+        await provider.execInVm(vmId, ['busybox', 'wget', '-qO-', `http://${ipAddr}:${port}/`]).then(
+          () => true,
+          () => false,
+        )
+      )
+        return;
       await new Promise((r) => setTimeout(r, 50));
     }
     throw new Error(`httpd in ${vmId} did not start`);
@@ -82,7 +103,7 @@ describe('local provider on the host', { skip: skipUnless(isRoot, 'needs root') 
     t.diagnostic(`3 bare VMs created in ${(performance.now() - started).toFixed(0)} ms`);
     let hostServer: Server | undefined;
     try {
-      const [a, b, c] = vms as [typeof vms[0], typeof vms[0], typeof vms[0]];
+      const [a, b, c] = vms as [(typeof vms)[0], (typeof vms)[0], (typeof vms)[0]];
       await serve(a.id, a.ip, 8080, 'from-a');
       for (const other of [b, c]) {
         const { stdout } = await provider.execInVm(other.id, ['busybox', 'wget', '-qO-', `http://${a.ip}:8080/`]);
@@ -106,11 +127,14 @@ describe('local provider on the host', { skip: skipUnless(isRoot, 'needs root') 
   it('a process over the memory limit is OOM-killed and the VM keeps running', async () => {
     const vm = await provider.createVm(vmReq('oom', { vmType: { cpu: 1, memoryMb: 64, ephemeralDiskMb: 100, pids: 256 } }));
     try {
-      await assert.rejects(provider.execInVm(vm.id, ['python3', '-c', 'b = bytearray(300 * 1024 * 1024); print(len(b))']), (err: unknown) => {
-        assert.ok(err instanceof CommandError);
-        assert.ok(err.exitCode === 137 || err.signal === 'SIGKILL', `killed: ${err.message}`);
-        return true;
-      });
+      await assert.rejects(
+        provider.execInVm(vm.id, ['python3', '-c', 'b = bytearray(300 * 1024 * 1024); print(len(b))']),
+        (err: unknown) => {
+          assert.ok(err instanceof CommandError);
+          assert.ok(err.exitCode === 137 || err.signal === 'SIGKILL', `killed: ${err.message}`);
+          return true;
+        },
+      );
       const oom = readFileSync(join('/sys/fs/cgroup/memory/anodyne', tag, vm.id, 'memory.oom_control'), 'utf8');
       assert.match(oom, /oom_kill [1-9]/);
       assert.equal(await provider.hasVm(vm.id), true);
@@ -161,28 +185,46 @@ describe('local provider on the host', { skip: skipUnless(isRoot, 'needs root') 
     const { ref } = release.image('busybox');
     const archive = `${RELEASE_GUEST}/images/busybox.tar`;
     const config = [
-      'version = 2', 'root = "/var/lib/containerd"', 'state = "/run/containerd"', 'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
-      '[grpc]', '  address = "/run/containerd/containerd.sock"',
+      'version = 2',
+      'root = "/var/lib/containerd"',
+      'state = "/run/containerd"',
+      'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
+      '[grpc]',
+      '  address = "/run/containerd/containerd.sock"',
     ].join('\n');
     const t0 = performance.now();
     const vms = await Promise.all(['ctrd-a', 'ctrd-b'].map((a) => provider.createVm(vmReq(a))));
     const bare = performance.now() - t0;
     try {
-      await Promise.all(vms.map(async (vm) => {
-        await provider.execInVm(vm.id, ['sh', '-c', `mkdir -p /etc/containerd && cat > /etc/containerd/config.toml`], { input: config });
-        provider.spawnInVm(vm.id, ['containerd', '--config', '/etc/containerd/config.toml']);
-        for (let i = 0; i < 200; i++) {
-          if (await provider.execInVm(vm.id, ['ctr', 'version']).then(() => true, () => false)) return;
-          await new Promise((r) => setTimeout(r, 25));
-        }
-        throw new Error(`containerd in ${vm.id} did not start`);
-      }));
+      await Promise.all(
+        vms.map(async (vm) => {
+          await provider.execInVm(vm.id, ['sh', '-c', `mkdir -p /etc/containerd && cat > /etc/containerd/config.toml`], { input: config });
+          provider.spawnInVm(vm.id, ['containerd', '--config', '/etc/containerd/config.toml']);
+          for (let i = 0; i < 200; i++) {
+            if (
+              await provider.execInVm(vm.id, ['ctr', 'version']).then(
+                () => true,
+                () => false,
+              )
+            )
+              return;
+            await new Promise((r) => setTimeout(r, 25));
+          }
+          throw new Error(`containerd in ${vm.id} did not start`);
+        }),
+      );
       t.diagnostic(`2 VMs in ${bare.toFixed(0)} ms; with containerd ready in both: ${(performance.now() - t0).toFixed(0)} ms`);
-      const results = await Promise.all(vms.map(async (vm) => {
-        await provider.execInVm(vm.id, ['ctr', 'images', 'import', archive]);
-        const { stdout } = await provider.execInVm(vm.id, ['ctr', 'run', '--rm', ref, `c-${vm.id}`, '/bin/sh', '-c', 'echo ran-in-$(cat /etc/hostname 2>/dev/null || echo container)'], { timeoutMs: 60_000 });
-        return stdout;
-      }));
+      const results = await Promise.all(
+        vms.map(async (vm) => {
+          await provider.execInVm(vm.id, ['ctr', 'images', 'import', archive]);
+          const { stdout } = await provider.execInVm(
+            vm.id,
+            ['ctr', 'run', '--rm', ref, `c-${vm.id}`, '/bin/sh', '-c', 'echo ran-in-$(cat /etc/hostname 2>/dev/null || echo container)'],
+            { timeoutMs: 60_000 },
+          );
+          return stdout;
+        }),
+      );
       for (const r of results) assert.match(r, /ran-in-/);
       // Long-running containers in both at the same time: neither containerd disturbs the other.
       for (const vm of vms) await provider.execInVm(vm.id, ['ctr', 'run', '-d', ref, 'sleeper', 'sleep', '300']);
@@ -200,7 +242,12 @@ describe('local provider on the host', { skip: skipUnless(isRoot, 'needs root') 
     const vms = await Promise.all(['lb-a', 'lb-b', 'lb-c'].map((a) => provider.createVm(vmReq(a))));
     try {
       await Promise.all(vms.map((vm, i) => serve(vm.id, vm.ip, 8080, `backend-${i}`)));
-      const lb = await provider.createLoadBalancer({ name: 'api', network: 'default', port: 8443, backends: vms.map((v) => ({ ip: v.ip, port: 8080 })) });
+      const lb = await provider.createLoadBalancer({
+        name: 'api',
+        network: 'default',
+        port: 8443,
+        backends: vms.map((v) => ({ ip: v.ip, port: 8080 })),
+      });
       const seen = async (count: number) => {
         const bodies = new Set<string>();
         for (let i = 0; i < count; i++) bodies.add(await hostGet(`http://${lb.ip}:8443/`).catch(() => 'no answer'));
@@ -231,17 +278,35 @@ describe('local provider on the host', { skip: skipUnless(isRoot, 'needs root') 
 
   it('without root privileges it refuses with a code and creates nothing', async () => {
     const { provider: unprivileged, dataDir: d } = makeProvider('10.198.3.0/24', { isRoot: () => false });
-    await assert.rejects(unprivileged.createVm(vmReq('nope')), (err: unknown) => err instanceof AnodyneError && err.code === 'ANODYNE_E_PROVIDER_NOT_ROOT');
+    await assert.rejects(
+      unprivileged.createVm(vmReq('nope')),
+      (err: unknown) => err instanceof AnodyneError && err.code === 'ANODYNE_E_PROVIDER_NOT_ROOT',
+    );
     assert.deepEqual(readdirSync(d), []);
     rmSync(d, { recursive: true, force: true });
   });
 
   it('a tag is matched whole: the rules of tag zq1 are not the rules of tag zq12', async () => {
-    const rule = (tag: string) => ['FORWARD', '-i', `anbr-${tag}`, '-o', `anbr-${tag}`, '-m', 'comment', '--comment', `anodyne:${tag}`, '-j', 'ACCEPT'];
+    const rule = (tag: string) => [
+      'FORWARD',
+      '-i',
+      `anbr-${tag}`,
+      '-o',
+      `anbr-${tag}`,
+      '-m',
+      'comment',
+      '--comment',
+      `anodyne:${tag}`,
+      '-j',
+      'ACCEPT',
+    ];
     await exec(['iptables', '-w', '-A', ...rule('zq1')]);
     await exec(['iptables', '-w', '-A', ...rule('zq12')]);
     try {
-      assert.deepEqual((await rulesWithComment('filter', 'anodyne:zq1')).map((r) => r.includes('anbr-zq1 ')), [true]);
+      assert.deepEqual(
+        (await rulesWithComment('filter', 'anodyne:zq1')).map((r) => r.includes('anbr-zq1 ')),
+        [true],
+      );
       assert.equal((await rulesWithComment('filter', 'anodyne:zq12')).length, 1);
     } finally {
       await exec(['iptables', '-w', '-D', ...rule('zq1')]);
@@ -250,8 +315,15 @@ describe('local provider on the host', { skip: skipUnless(isRoot, 'needs root') 
   });
 
   it('disk and VM ids that are not ids are refused before any path is touched', async () => {
-    for (const [vmId, diskId] of [['vm-1', '../..'], ['..', 'disk-1'], ['vm-1', 'a/b']]) {
-      await assert.rejects(provider.detachDisk(vmId!, diskId!), (err: unknown) => err instanceof AnodyneError && err.code === 'ANODYNE_E_PROVIDER_INPUT_INVALID');
+    for (const [vmId, diskId] of [
+      ['vm-1', '../..'],
+      ['..', 'disk-1'],
+      ['vm-1', 'a/b'],
+    ]) {
+      await assert.rejects(
+        provider.detachDisk(vmId!, diskId!),
+        (err: unknown) => err instanceof AnodyneError && err.code === 'ANODYNE_E_PROVIDER_INPUT_INVALID',
+      );
     }
   });
 });

@@ -1,9 +1,7 @@
 // The local provider's VM network: its bridge and iptables rules, per-VM network namespaces with veths, addresses and routes.
 import { exec } from '@anodyne/common';
 import { IpPool, type Cidr } from '../internal/validate.js';
-import {
-  deleteRule, ip, ipQuiet, killPids, linkExists, netnsList, netnsPids, rulesWithComment, vethsOfTag, type Tally,
-} from './host.js';
+import { deleteRule, ip, ipQuiet, killPids, linkExists, netnsList, netnsPids, rulesWithComment, vethsOfTag, type Tally } from './host.js';
 import type { LocalState } from './state.js';
 
 /**
@@ -76,7 +74,10 @@ export class VmNetwork {
     ];
     for (const r of rules) {
       const spec = [...r.slice(1), '-m', 'comment', '--comment', this.comment];
-      const present = await exec(['iptables', '-w', '-C', r[0]!, ...spec]).then(() => true, () => false);
+      const present = await exec(['iptables', '-w', '-C', r[0]!, ...spec]).then(
+        () => true,
+        () => false,
+      );
       if (!present) await exec(['iptables', '-w', '-I', r[0]!, ...spec]);
     }
   }
@@ -88,7 +89,10 @@ export class VmNetwork {
     await ip('netns', 'add', ns);
     // The MAC follows from the IP: a VM recreated with the same address is reachable at once,
     // without waiting for the host's and the other VMs' ARP caches to expire.
-    const mac = `02:a0:${addr.split('.').map((o) => Number(o).toString(16).padStart(2, '0')).join(':')}`;
+    const mac = `02:a0:${addr
+      .split('.')
+      .map((o) => Number(o).toString(16).padStart(2, '0'))
+      .join(':')}`;
     await ip('link', 'add', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'address', mac, 'netns', ns);
     await ip('link', 'set', veth, 'master', this.bridge, 'up');
     await ip('-n', ns, 'addr', 'add', `${addr}/${this.cidr.prefix}`, 'dev', 'eth0');

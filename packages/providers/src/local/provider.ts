@@ -5,8 +5,17 @@ import { closeSync, openSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError, NotFoundError, PreconditionError, exec, type Clock, type ExecResult, type Logger } from '@anodyne/common';
 import type {
-  CleanupReport, CreateVmRequest, DiskAttachment, DiskInfo, LoadBalancerBackend, LoadBalancerInfo, LoadBalancerSpec,
-  Provider, ProviderInfo, VmInfo, VmType,
+  CleanupReport,
+  CreateVmRequest,
+  DiskAttachment,
+  DiskInfo,
+  LoadBalancerBackend,
+  LoadBalancerInfo,
+  LoadBalancerSpec,
+  Provider,
+  ProviderInfo,
+  VmInfo,
+  VmType,
 } from '../contract.js';
 import { matches, parseCidr, resolveVmType, validateCreate } from '../internal/validate.js';
 import { GUEST_ENV, VmBooter, enterVmShell, type BindMount, type BootPlace } from './boot.js';
@@ -86,20 +95,31 @@ export class LocalProvider implements Provider {
     this.network = new VmNetwork(options.tag, cidr);
     this.cgroups = new VmCgroups(options.tag, options.clock);
     this.booter = new VmBooter({
-      agentCommand: options.agentCommand, binds: options.binds ?? [], bootTimeoutMs: options.bootTimeoutMs ?? 15_000, clock: options.clock,
+      agentCommand: options.agentCommand,
+      binds: options.binds ?? [],
+      bootTimeoutMs: options.bootTimeoutMs ?? 15_000,
+      clock: options.clock,
     });
     this.disks = new LocalDisks(this.layout, this.store);
     this.lbs = new LoadBalancers({
-      layout: this.layout, store: this.store, network: this.network, cgroups: this.cgroups, clock: options.clock,
+      layout: this.layout,
+      store: this.store,
+      network: this.network,
+      cgroups: this.cgroups,
+      clock: options.clock,
     });
   }
 
   info(): ProviderInfo {
     const { cidr } = this.network;
     return {
-      name: 'local', version: '1', kind: 'namespaces', vmTypes: this.vmTypes,
+      name: 'local',
+      version: '1',
+      kind: 'namespaces',
+      vmTypes: this.vmTypes,
       networks: [{ name: 'default', range: cidr.text, gateway: cidr.gateway }],
-      images: [IMAGE], capabilities: { persistentDisks: true, loadBalancers: true, reboot: true },
+      images: [IMAGE],
+      capabilities: { persistentDisks: true, loadBalancers: true, reboot: true },
     };
   }
 
@@ -132,9 +152,18 @@ export class LocalProvider implements Provider {
     const id = `vm-${randomBytes(4).toString('hex')}`;
     const record = await this.store.update((state) => {
       const rec: VmRecord = {
-        id, agentId: req.agentId, ip: this.network.allocate(state, req.network.ip), network: 'default', state: 'running', vmType,
-        image: req.image, metadata: { ...(req.metadata ?? {}) }, createdAt: this.clock.now().toISOString(),
-        initPid: null, initStart: null, env: { ...req.env },
+        id,
+        agentId: req.agentId,
+        ip: this.network.allocate(state, req.network.ip),
+        network: 'default',
+        state: 'running',
+        vmType,
+        image: req.image,
+        metadata: { ...(req.metadata ?? {}) },
+        createdAt: this.clock.now().toISOString(),
+        initPid: null,
+        initStart: null,
+        env: { ...req.env },
       };
       state.vms[id] = rec;
       return rec;
@@ -234,7 +263,9 @@ export class LocalProvider implements Provider {
    * `bosh ssh -c`. Local provider only; for operators and tests.
    */
   async execInVm(
-    id: string, argv: string[], options: { input?: string | Buffer; timeoutMs?: number; okCodes?: number[] } = {},
+    id: string,
+    argv: string[],
+    options: { input?: string | Buffer; timeoutMs?: number; okCodes?: number[] } = {},
   ): Promise<ExecResult> {
     return exec(['/bin/sh', '-c', this.enterVmShell(id, argv)], { ...options, env: GUEST_ENV });
   }
@@ -312,7 +343,10 @@ export class LocalProvider implements Provider {
     this.requireRoot();
     return this.store.update(async (state) => {
       const report: CleanupReport = {
-        vms: Object.keys(state.vms).length, disks: Object.keys(state.disks).length, loadBalancers: Object.keys(state.lbs).length, other: {},
+        vms: Object.keys(state.vms).length,
+        disks: Object.keys(state.disks).length,
+        loadBalancers: Object.keys(state.lbs).length,
+        other: {},
       };
       const count: Tally = (kind, n = 1) => {
         report.other[kind] = (report.other[kind] ?? 0) + n;
@@ -331,7 +365,14 @@ export class LocalProvider implements Provider {
 
 function publicVm(rec: VmRecord): VmInfo {
   return {
-    id: rec.id, agentId: rec.agentId, ip: rec.ip, network: rec.network, state: rec.state, vmType: rec.vmType, image: rec.image,
-    metadata: { ...rec.metadata }, createdAt: rec.createdAt,
+    id: rec.id,
+    agentId: rec.agentId,
+    ip: rec.ip,
+    network: rec.network,
+    state: rec.state,
+    vmType: rec.vmType,
+    image: rec.image,
+    metadata: { ...rec.metadata },
+    createdAt: rec.createdAt,
   };
 }

@@ -36,7 +36,13 @@ export function providerContractSuite(name: string, setup: () => Promise<Contrac
     const network = () => p.info().networks[0]!;
     const image = () => p.info().images[0]!;
     const vmType = () => Object.keys(p.info().vmTypes)[0]!;
-    const request = (agentId: string, ip?: string) => ({ agentId, image: image(), vmType: vmType(), network: { network: network().name, ...(ip ? { ip } : {}) }, env: { ANODYNE_TEST: '1' } });
+    const request = (agentId: string, ip?: string) => ({
+      agentId,
+      image: image(),
+      vmType: vmType(),
+      network: { network: network().name, ...(ip ? { ip } : {}) },
+      env: { ANODYNE_TEST: '1' },
+    });
     const ipAt = (offset: number): string => {
       const [a, b, c, d] = network().range.split('/')[0]!.split('.').map(Number) as [number, number, number, number];
       const n = ((a * 256 + b) * 256 + c) * 256 + d + offset;
@@ -58,7 +64,10 @@ export function providerContractSuite(name: string, setup: () => Promise<Contrac
         assert.equal(b.ip, ipAt(40));
         assert.notEqual(a.ip, b.ip);
         assert.equal(await p.hasVm(a.id), true);
-        assert.deepEqual((await p.listVms({ deployment: 'd1' })).map((v) => v.id), [a.id]);
+        assert.deepEqual(
+          (await p.listVms({ deployment: 'd1' })).map((v) => v.id),
+          [a.id],
+        );
         await p.setVmMetadata(a.id, { deployment: 'd1', index: '1' });
         const [listed] = await p.listVms({ index: '1' });
         assert.equal(listed?.id, a.id);
@@ -142,10 +151,18 @@ export function providerContractSuite(name: string, setup: () => Promise<Contrac
     });
 
     it('manages load balancers: create, update backends, delete (idempotent)', async () => {
-      const lb = await p.createLoadBalancer({ name: 'contract-lb', network: network().name, port: 16443, backends: [{ ip: ipAt(50), port: 6443 }] });
+      const lb = await p.createLoadBalancer({
+        name: 'contract-lb',
+        network: network().name,
+        port: 16443,
+        backends: [{ ip: ipAt(50), port: 6443 }],
+      });
       try {
         assert.equal(lb.port, 16443);
-        const updated = await p.updateLoadBalancer(lb.id, [{ ip: ipAt(50), port: 6443 }, { ip: ipAt(51), port: 6443 }]);
+        const updated = await p.updateLoadBalancer(lb.id, [
+          { ip: ipAt(50), port: 6443 },
+          { ip: ipAt(51), port: 6443 },
+        ]);
         assert.equal(updated.ip, lb.ip);
         assert.equal(updated.backends.length, 2);
         await assert.rejects(p.updateLoadBalancer('no-such-lb', []), code('ANODYNE_E_PROVIDER_LB_NOT_FOUND'));

@@ -32,4 +32,3 @@ export async function hostLeftovers(tag: string, dataDir: string, vmId?: string)
   }
   return left;
 }
-

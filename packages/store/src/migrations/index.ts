@@ -193,7 +193,10 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
     '0006_instance_health': {
       async up(db: Kysely<any>) {
         // One statement per column: SQLite alters one column at a time.
-        await db.schema.alterTable('instances').addColumn('health', 'text', (c) => c.notNull().defaultTo('pending')).execute();
+        await db.schema
+          .alterTable('instances')
+          .addColumn('health', 'text', (c) => c.notNull().defaultTo('pending'))
+          .execute();
         await db.schema.alterTable('instances').addColumn('health_reason', 'text').execute();
         await db.schema.alterTable('instances').addColumn('health_since', 'text').execute();
       },

@@ -26,7 +26,9 @@ export interface TestPostgres {
 function findBinDir(): string {
   const root = '/usr/lib/postgresql';
   if (!existsSync(root)) throw new Error('PostgreSQL server is not installed (run make test, which installs it)');
-  const versions = readdirSync(root).filter((v) => existsSync(join(root, v, 'bin', 'postgres'))).sort((a, b) => Number(b) - Number(a));
+  const versions = readdirSync(root)
+    .filter((v) => existsSync(join(root, v, 'bin', 'postgres')))
+    .sort((a, b) => Number(b) - Number(a));
   const v = versions[0];
   if (!v) throw new Error('no PostgreSQL server binaries under ' + root);
   return join(root, v, 'bin');
@@ -84,12 +86,33 @@ export async function startPostgres(): Promise<TestPostgres> {
   const sock = dir;
   const user = await serverUser();
   if ('uid' in user) chownSync(dir, user.uid, user.gid);
-  await exec([join(bin, 'initdb'), '-D', data, '-U', 'anodyne', '-A', 'trust', '--no-sync', '-E', 'UTF8', '--locale=C'], { timeoutMs: 60_000, cwd: dir, ...user });
+  await exec([join(bin, 'initdb'), '-D', data, '-U', 'anodyne', '-A', 'trust', '--no-sync', '-E', 'UTF8', '--locale=C'], {
+    timeoutMs: 60_000,
+    cwd: dir,
+    ...user,
+  });
   const port = await freePort();
   const url = `postgres://anodyne@127.0.0.1:${port}/postgres`;
   let child: ChildProcess | undefined;
   const start = async (): Promise<void> => {
-    const argv = ['-D', data, '-p', String(port), '-k', sock, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'max_connections=200'];
+    const argv = [
+      '-D',
+      data,
+      '-p',
+      String(port),
+      '-k',
+      sock,
+      '-c',
+      'listen_addresses=127.0.0.1',
+      '-c',
+      'fsync=off',
+      '-c',
+      'synchronous_commit=off',
+      '-c',
+      'full_page_writes=off',
+      '-c',
+      'max_connections=200',
+    ];
     const c = spawn(join(bin, 'postgres'), argv, { stdio: ['ignore', 'ignore', 'pipe'], cwd: dir, ...user });
     c.stderr?.resume();
     child = c;
