@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# Builds Anodyne's release into a cache directory outside the repository, keyed by version:
+# Builds Anodyne's releases into a cache directory outside the repository, one per Kubernetes
+# version, side by side, keyed by version and the hash of every source:
+#
+#   kubernetes/go.mod         the newest Kubernetes (and etcd) the releases carry
+#   kubernetes/go.<minor>.mod older ones, built from the same sources with `go build -modfile`
 #
 #   $ANODYNE_CACHE/releases/kubernetes-<k8s version>-<source hash>/
 #     bin/kube                  multi-call binary: kube-apiserver, kube-controller-manager,
@@ -14,8 +18,11 @@
 #     images/metrics-server.tar OCI archive: anodyne.local/metrics-server (resource metrics API add-on)
 #     manifest.json             component, version, file, sha256 of every file
 #
-# A no-op when the directory for the current sources is complete. The release directory is
-# the last line of the output. Go build and module caches are kept between builds
+#   $ANODYNE_CACHE/releases/index.json   the releases of the current sources, newest first
+#   $ANODYNE_CACHE/releases/current      -> the newest
+#
+# A no-op for each release whose directory for the current sources is complete. The newest
+# release's directory is the last line of the output. Go build and module caches are kept between builds
 # (GOCACHE, GOMODCACHE), so a source change relinks in a minute or two.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -28,144 +35,163 @@ export GOTOOLCHAIN=local
 
 command -v go >/dev/null || { echo "release: go is not installed" >&2; exit 1; }
 
-K8S_VERSION=$(awk '$1=="k8s.io/kubernetes" && $2 ~ /^v/ {print $2; exit}' kubernetes/go.mod)
-ETCD_VERSION=$(awk '$1=="go.etcd.io/etcd/server/v3" {print $2; exit}' kubernetes/go.mod)
 COREDNS_VERSION=$(awk '$1=="require" && $2=="github.com/coredns/coredns" {print $3; exit} $1=="github.com/coredns/coredns" {print $2; exit}' coredns/go.mod)
 HELM_VERSION=$(awk '$1=="require" && $2=="helm.sh/helm/v3" {print $3; exit} $1=="helm.sh/helm/v3" {print $2; exit}' helm/go.mod)
 FLANNEL_VERSION=$(awk '$1=="github.com/flannel-io/flannel" {print $2; exit}' flannel/go.mod)
 METRICS_VERSION=$(awk '$1=="sigs.k8s.io/metrics-server" {print $2; exit}' metrics-server/go.mod)
-[ -n "$K8S_VERSION" ] && [ -n "$ETCD_VERSION" ] && [ -n "$HELM_VERSION" ] && [ -n "$COREDNS_VERSION" ] && [ -n "$FLANNEL_VERSION" ] && [ -n "$METRICS_VERSION" ] || { echo "release: cannot read versions from go.mod files" >&2; exit 1; }
+[ -n "$HELM_VERSION" ] && [ -n "$COREDNS_VERSION" ] && [ -n "$FLANNEL_VERSION" ] && [ -n "$METRICS_VERSION" ] || { echo "release: cannot read versions from go.mod files" >&2; exit 1; }
 BUSYBOX=/bin/busybox
 [ -x "$BUSYBOX" ] || { echo "release: $BUSYBOX missing (Debian package busybox-static; run scripts/install-deps.sh)" >&2; exit 1; }
 BUSYBOX_VERSION=$(dpkg-query -W -f='${Version}' busybox-static 2>/dev/null || echo unknown)
 
 # The key covers every input: our sources, the Go toolchain, and the busybox we pack.
-SRC_HASH=$( (find . -type f \( -name '*.go' -o -name 'go.mod' -o -name 'go.sum' -o -name '*.sh' \) -print0 | sort -z | xargs -0 sha256sum; go version; echo "$BUSYBOX_VERSION") | sha256sum | cut -c1-12)
-KEY="kubernetes-${K8S_VERSION}-${SRC_HASH}"
-OUT="$CACHE/releases/$KEY"
+SRC_HASH=$( (find . -type f \( -name '*.go' -o -name 'go.*mod' -o -name 'go.*sum' -o -name '*.sh' \) -print0 | sort -z | xargs -0 sha256sum; go version; echo "$BUSYBOX_VERSION") | sha256sum | cut -c1-12)
+# One release: the Kubernetes version of one go.mod file, with everything else built alongside.
+build_release() {
+  MODFILE=$1
+  K8S_VERSION=$(awk '$1=="k8s.io/kubernetes" && $2 ~ /^v/ {print $2; exit}' "kubernetes/$MODFILE")
+  ETCD_VERSION=$(awk '$1=="go.etcd.io/etcd/server/v3" {print $2; exit}' "kubernetes/$MODFILE")
+  [ -n "$K8S_VERSION" ] && [ -n "$ETCD_VERSION" ] || { echo "release: cannot read versions from kubernetes/$MODFILE" >&2; exit 1; }
+  KEY="kubernetes-${K8S_VERSION}-${SRC_HASH}"
+  OUT="$CACHE/releases/$KEY"
 
-if [ -f "$OUT/manifest.json" ]; then
-  echo "release: $KEY is current"
-  echo "$OUT"
-  exit 0
-fi
+  if [ -f "$OUT/manifest.json" ]; then
+    echo "release: $KEY is current"
+    BUILT+=("$KEY")
+    return 0
+  fi
 
-mkdir -p "$CACHE/releases"
-WORK=$(mktemp -d "$CACHE/releases/.build-XXXXXX")
-chmod 0755 "$WORK"
-trap 'rm -rf "$WORK"' EXIT
-mkdir -p "$WORK/bin" "$WORK/images"
-start=$(date +%s)
+  mkdir -p "$CACHE/releases"
+  WORK=$(mktemp -d "$CACHE/releases/.build-XXXXXX")
+  chmod 0755 "$WORK"
+  trap 'rm -rf "$WORK"' EXIT
+  mkdir -p "$WORK/bin" "$WORK/images"
+  start=$(date +%s)
 
-K8S_MINOR=$(echo "$K8S_VERSION" | cut -d. -f2)
-LDFLAGS="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-  LDFLAGS="$LDFLAGS -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$K8S_MINOR -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  K8S_MINOR=$(echo "$K8S_VERSION" | cut -d. -f2)
+  LDFLAGS="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    LDFLAGS="$LDFLAGS -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$K8S_MINOR -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+  done
+
+  echo "release: building kubernetes $K8S_VERSION + etcd $ETCD_VERSION (cold: tens of minutes on 2 cores; warm: a relink)"
+  (cd kubernetes && go build -modfile="$MODFILE" -tags "kube_minor_$K8S_MINOR" -trimpath -ldflags "$LDFLAGS" -o "$WORK/bin/kube" .)
+  for p in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl etcd etcdctl etcdutl; do
+    ln -s kube "$WORK/bin/$p"
+  done
+
+  echo "release: building helm $HELM_VERSION"
+  (cd helm && go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" -o "$WORK/bin/helm" helm.sh/helm/v3/cmd/helm)
+
+  echo "release: building coredns $COREDNS_VERSION"
+  (cd coredns && go build -trimpath -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" -o "$WORK/bin/coredns" .)
+
+  echo "release: building flanneld $FLANNEL_VERSION"
+  (cd flannel && go build -trimpath -ldflags "-s -w -X github.com/flannel-io/flannel/pkg/version.Version=$FLANNEL_VERSION" -o "$WORK/bin/flanneld" .)
+
+  echo "release: building metrics-server $METRICS_VERSION"
+  (cd metrics-server && go build -trimpath -ldflags "-s -w -X k8s.io/client-go/pkg/version.gitVersion=$METRICS_VERSION -X k8s.io/client-go/pkg/version.gitTreeState=clean" -o "$WORK/tools/metrics-server" sigs.k8s.io/metrics-server/cmd/metrics-server)
+
+  echo "release: building images"
+  (cd images && go build -trimpath -ldflags "-s -w" -o "$WORK/tools/pause" ./pause && go build -trimpath -o "$WORK/tools/ocipack" ./ocipack)
+
+  # pause: the pod sandbox image.
+  mkdir -p "$WORK/rootfs/pause"
+  cp "$WORK/tools/pause" "$WORK/rootfs/pause/pause"
+  "$WORK/tools/ocipack" -name anodyne.local/pause:1.0 -rootfs "$WORK/rootfs/pause" -entrypoint /pause -out "$WORK/images/pause.tar"
+
+  # busybox: test workloads (httpd, sh, wget, nslookup).
+  BB="$WORK/rootfs/busybox"
+  mkdir -p "$BB/bin" "$BB/etc" "$BB/tmp" "$BB/www" "$BB/root"
+  chmod 1777 "$BB/tmp"
+  cp "$BUSYBOX" "$BB/bin/busybox"
+  for applet in $("$BUSYBOX" --list); do
+    [ "$applet" = busybox ] || ln -s busybox "$BB/bin/$applet"
+  done
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$BB/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' > "$BB/etc/group"
+  echo 'hello from anodyne busybox' > "$BB/www/index.html"
+  BB_TAG=$(echo "$BUSYBOX_VERSION" | sed -E 's/^[0-9]+://; s/-.*//')
+  "$WORK/tools/ocipack" -name "anodyne.local/busybox:$BB_TAG" -rootfs "$BB" \
+    -cmd httpd -cmd -f -cmd -p -cmd 8080 -cmd -h -cmd /www -out "$WORK/images/busybox.tar"
+
+  # coredns: the cluster DNS add-on (a static binary is the whole image).
+  mkdir -p "$WORK/rootfs/coredns/etc"
+  cp "$WORK/bin/coredns" "$WORK/rootfs/coredns/coredns"
+  printf 'root:x:0:0:root:/:/coredns\n' > "$WORK/rootfs/coredns/etc/passwd"
+  "$WORK/tools/ocipack" -name "anodyne.local/coredns:${COREDNS_VERSION#v}" -rootfs "$WORK/rootfs/coredns" -entrypoint /coredns -out "$WORK/images/coredns.tar"
+
+  # metrics-server: the resource metrics API add-on (static binary; it runs as a non-root user).
+  mkdir -p "$WORK/rootfs/metrics-server/etc" "$WORK/rootfs/metrics-server/tmp"
+  chmod 1777 "$WORK/rootfs/metrics-server/tmp"
+  cp "$WORK/tools/metrics-server" "$WORK/rootfs/metrics-server/metrics-server"
+  printf 'root:x:0:0:root:/:/metrics-server\nmetrics:x:1000:1000:metrics:/:/metrics-server\n' > "$WORK/rootfs/metrics-server/etc/passwd"
+  "$WORK/tools/ocipack" -name "anodyne.local/metrics-server:${METRICS_VERSION#v}" -rootfs "$WORK/rootfs/metrics-server" -entrypoint /metrics-server -out "$WORK/images/metrics-server.tar"
+
+  # The manifest: every file with its component, version and sha256.
+  {
+    echo '{'
+    echo "  \"release\": \"$KEY\","
+    echo "  \"kubernetes\": \"$K8S_VERSION\","
+    echo "  \"etcd\": \"$ETCD_VERSION\","
+    echo "  \"helm\": \"$HELM_VERSION\","
+    echo "  \"coredns\": \"$COREDNS_VERSION\","
+    echo "  \"flannel\": \"$FLANNEL_VERSION\","
+    echo "  \"metrics_server\": \"$METRICS_VERSION\","
+    echo "  \"images\": {\"pause\": \"anodyne.local/pause:1.0\", \"busybox\": \"anodyne.local/busybox:$BB_TAG\", \"coredns\": \"anodyne.local/coredns:${COREDNS_VERSION#v}\", \"metrics-server\": \"anodyne.local/metrics-server:${METRICS_VERSION#v}\"},"
+    echo '  "files": ['
+    first=1
+    emit() { # component version file
+      local sum; sum=$(sha256sum "$WORK/$3" | cut -d' ' -f1)
+      [ $first -eq 1 ] || echo ','
+      first=0
+      printf '    {"component": "%s", "version": "%s", "file": "%s", "sha256": "%s"}' "$1" "$2" "$3" "$sum"
+    }
+    emit kubernetes "$K8S_VERSION" bin/kube
+    emit helm "$HELM_VERSION" bin/helm
+    emit coredns "$COREDNS_VERSION" bin/coredns
+    emit coredns "$COREDNS_VERSION" images/coredns.tar
+    emit flannel "$FLANNEL_VERSION" bin/flanneld
+    emit metrics-server "$METRICS_VERSION" images/metrics-server.tar
+    emit pause 1.0 images/pause.tar
+    emit busybox "$BB_TAG" images/busybox.tar
+    echo
+    echo '  ],'
+    echo "  \"debian\": {"
+    n=0
+    for p in containerd runc containernetworking-plugins haproxy iptables tini busybox-static; do
+      v=$(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || echo missing)
+      [ $n -eq 0 ] || echo ','
+      n=1
+      printf '    "%s": "%s"' "$p" "$v"
+    done
+    echo
+    echo '  },'
+    echo "  \"built_in_seconds\": $(( $(date +%s) - start ))"
+    echo '}'
+  } > "$WORK/manifest.json.tmp"
+  rm -rf "$WORK/rootfs" "$WORK/tools"
+  mv "$WORK/manifest.json.tmp" "$WORK/manifest.json"
+
+  # Publish atomically; an interrupted build leaves only a .build-* directory, removed on exit.
+  rm -rf "$OUT"
+  mv "$WORK" "$OUT"
+  trap - EXIT
+  echo "release: built $KEY in $(( $(date +%s) - start ))s"
+  BUILT+=("$KEY")
+}
+
+BUILT=()
+for modfile in $(cd kubernetes && ls go.mod go.*.mod 2>/dev/null); do
+  build_release "$modfile"
 done
-
-echo "release: building kubernetes $K8S_VERSION + etcd $ETCD_VERSION (cold: tens of minutes on 2 cores; warm: a relink)"
-(cd kubernetes && go build -trimpath -ldflags "$LDFLAGS" -o "$WORK/bin/kube" .)
-for p in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl etcd etcdctl etcdutl; do
-  ln -s kube "$WORK/bin/$p"
-done
-
-echo "release: building helm $HELM_VERSION"
-(cd helm && go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" -o "$WORK/bin/helm" helm.sh/helm/v3/cmd/helm)
-
-echo "release: building coredns $COREDNS_VERSION"
-(cd coredns && go build -trimpath -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" -o "$WORK/bin/coredns" .)
-
-echo "release: building flanneld $FLANNEL_VERSION"
-(cd flannel && go build -trimpath -ldflags "-s -w -X github.com/flannel-io/flannel/pkg/version.Version=$FLANNEL_VERSION" -o "$WORK/bin/flanneld" .)
-
-echo "release: building metrics-server $METRICS_VERSION"
-(cd metrics-server && go build -trimpath -ldflags "-s -w -X k8s.io/client-go/pkg/version.gitVersion=$METRICS_VERSION -X k8s.io/client-go/pkg/version.gitTreeState=clean" -o "$WORK/tools/metrics-server" sigs.k8s.io/metrics-server/cmd/metrics-server)
-
-echo "release: building images"
-(cd images && go build -trimpath -ldflags "-s -w" -o "$WORK/tools/pause" ./pause && go build -trimpath -o "$WORK/tools/ocipack" ./ocipack)
-
-# pause: the pod sandbox image.
-mkdir -p "$WORK/rootfs/pause"
-cp "$WORK/tools/pause" "$WORK/rootfs/pause/pause"
-"$WORK/tools/ocipack" -name anodyne.local/pause:1.0 -rootfs "$WORK/rootfs/pause" -entrypoint /pause -out "$WORK/images/pause.tar"
-
-# busybox: test workloads (httpd, sh, wget, nslookup).
-BB="$WORK/rootfs/busybox"
-mkdir -p "$BB/bin" "$BB/etc" "$BB/tmp" "$BB/www" "$BB/root"
-chmod 1777 "$BB/tmp"
-cp "$BUSYBOX" "$BB/bin/busybox"
-for applet in $("$BUSYBOX" --list); do
-  [ "$applet" = busybox ] || ln -s busybox "$BB/bin/$applet"
-done
-printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$BB/etc/passwd"
-printf 'root:x:0:\nnogroup:x:65534:\n' > "$BB/etc/group"
-echo 'hello from anodyne busybox' > "$BB/www/index.html"
-BB_TAG=$(echo "$BUSYBOX_VERSION" | sed -E 's/^[0-9]+://; s/-.*//')
-"$WORK/tools/ocipack" -name "anodyne.local/busybox:$BB_TAG" -rootfs "$BB" \
-  -cmd httpd -cmd -f -cmd -p -cmd 8080 -cmd -h -cmd /www -out "$WORK/images/busybox.tar"
-
-# coredns: the cluster DNS add-on (a static binary is the whole image).
-mkdir -p "$WORK/rootfs/coredns/etc"
-cp "$WORK/bin/coredns" "$WORK/rootfs/coredns/coredns"
-printf 'root:x:0:0:root:/:/coredns\n' > "$WORK/rootfs/coredns/etc/passwd"
-"$WORK/tools/ocipack" -name "anodyne.local/coredns:${COREDNS_VERSION#v}" -rootfs "$WORK/rootfs/coredns" -entrypoint /coredns -out "$WORK/images/coredns.tar"
-
-# metrics-server: the resource metrics API add-on (static binary; it runs as a non-root user).
-mkdir -p "$WORK/rootfs/metrics-server/etc" "$WORK/rootfs/metrics-server/tmp"
-chmod 1777 "$WORK/rootfs/metrics-server/tmp"
-cp "$WORK/tools/metrics-server" "$WORK/rootfs/metrics-server/metrics-server"
-printf 'root:x:0:0:root:/:/metrics-server\nmetrics:x:1000:1000:metrics:/:/metrics-server\n' > "$WORK/rootfs/metrics-server/etc/passwd"
-"$WORK/tools/ocipack" -name "anodyne.local/metrics-server:${METRICS_VERSION#v}" -rootfs "$WORK/rootfs/metrics-server" -entrypoint /metrics-server -out "$WORK/images/metrics-server.tar"
-
-# The manifest: every file with its component, version and sha256.
+# The index of the releases for these sources, newest Kubernetes first; `current` is the newest.
+mapfile -t SORTED < <(printf '%s\n' "${BUILT[@]}" | sort -t- -k2,2Vr)
 {
   echo '{'
-  echo "  \"release\": \"$KEY\","
-  echo "  \"kubernetes\": \"$K8S_VERSION\","
-  echo "  \"etcd\": \"$ETCD_VERSION\","
-  echo "  \"helm\": \"$HELM_VERSION\","
-  echo "  \"coredns\": \"$COREDNS_VERSION\","
-  echo "  \"flannel\": \"$FLANNEL_VERSION\","
-  echo "  \"metrics_server\": \"$METRICS_VERSION\","
-  echo "  \"images\": {\"pause\": \"anodyne.local/pause:1.0\", \"busybox\": \"anodyne.local/busybox:$BB_TAG\", \"coredns\": \"anodyne.local/coredns:${COREDNS_VERSION#v}\", \"metrics-server\": \"anodyne.local/metrics-server:${METRICS_VERSION#v}\"},"
-  echo '  "files": ['
-  first=1
-  emit() { # component version file
-    local sum; sum=$(sha256sum "$WORK/$3" | cut -d' ' -f1)
-    [ $first -eq 1 ] || echo ','
-    first=0
-    printf '    {"component": "%s", "version": "%s", "file": "%s", "sha256": "%s"}' "$1" "$2" "$3" "$sum"
-  }
-  emit kubernetes "$K8S_VERSION" bin/kube
-  emit helm "$HELM_VERSION" bin/helm
-  emit coredns "$COREDNS_VERSION" bin/coredns
-  emit coredns "$COREDNS_VERSION" images/coredns.tar
-  emit flannel "$FLANNEL_VERSION" bin/flanneld
-  emit metrics-server "$METRICS_VERSION" images/metrics-server.tar
-  emit pause 1.0 images/pause.tar
-  emit busybox "$BB_TAG" images/busybox.tar
-  echo
-  echo '  ],'
-  echo "  \"debian\": {"
-  n=0
-  for p in containerd runc containernetworking-plugins haproxy iptables tini busybox-static; do
-    v=$(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || echo missing)
-    [ $n -eq 0 ] || echo ','
-    n=1
-    printf '    "%s": "%s"' "$p" "$v"
-  done
-  echo
-  echo '  },'
-  echo "  \"built_in_seconds\": $(( $(date +%s) - start ))"
+  echo "  \"releases\": [$(printf '"%s",' "${SORTED[@]}" | sed 's/,$//')]"
   echo '}'
-} > "$WORK/manifest.json.tmp"
-rm -rf "$WORK/rootfs" "$WORK/tools"
-mv "$WORK/manifest.json.tmp" "$WORK/manifest.json"
-
-# Publish atomically; an interrupted build leaves only a .build-* directory, removed on exit.
-rm -rf "$OUT"
-mv "$WORK" "$OUT"
-trap - EXIT
-ln -sfn "$KEY" "$CACHE/releases/current"
-echo "release: built $KEY in $(( $(date +%s) - start ))s"
-echo "$OUT"
+} > "$CACHE/releases/index.json.tmp"
+mv "$CACHE/releases/index.json.tmp" "$CACHE/releases/index.json"
+ln -sfn "${SORTED[0]}" "$CACHE/releases/current"
+echo "$CACHE/releases/${SORTED[0]}"

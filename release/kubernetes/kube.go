@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-
 	"k8s.io/component-base/cli"
 	kubectlcmd "k8s.io/kubectl/pkg/cmd"
 	cmdutil "k8s.io/kubectl/pkg/cmd/util"
@@ -10,7 +8,6 @@ import (
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	proxy "k8s.io/kubernetes/cmd/kube-proxy/app"
 	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
-	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 
 	// Register the in-tree API groups and client auth plugins the standalone binaries register.
 	_ "k8s.io/client-go/plugin/pkg/client/auth"
@@ -25,11 +22,6 @@ func runControllerManager(_ []string) int {
 }
 func runScheduler(_ []string) int { return cli.Run(scheduler.NewSchedulerCommand()) }
 func runProxy(_ []string) int     { return cli.Run(proxy.NewProxyCommand()) }
-
-func runKubelet(_ []string) int {
-	// The kubelet command sets up its own signal handling; it must not be done twice.
-	return cli.Run(kubelet.NewKubeletCommand(context.Background()))
-}
 
 func runKubectl(_ []string) int {
 	if err := cli.RunNoErrOutput(kubectlcmd.NewDefaultKubectlCommand()); err != nil {

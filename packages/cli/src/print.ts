@@ -12,11 +12,12 @@ export const json = (v: unknown): void => out(JSON.stringify(v, null, 2));
 /** The rows of the cluster list (header first), for printTable. */
 export function clusterRows(cs: Cluster[]): string[][] {
   return [
-    ['Name', 'Plan', 'Owner', 'Workers', 'Host', 'Last Action', 'State'],
+    ['Name', 'Plan', 'Owner', 'Kubernetes', 'Workers', 'Host', 'Last Action', 'State'],
     ...cs.map((c) => [
       c.name,
       c.plan_name,
       c.owner,
+      c.kubernetes_version,
       String(c.parameters.kubernetes_worker_instances),
       c.kubernetes_master_ips[0] ?? '',
       c.last_action,

@@ -21,6 +21,7 @@ export type CreateUserRequest = Static<typeof S.CreateUser>;
 export type UpdateUserRequest = Static<typeof S.UserGroups>;
 export type SigningKey = Static<typeof S.SigningKey>;
 export type Kubeconfig = Static<typeof S.Kubeconfig>;
+export type ReleaseInfo = Static<typeof S.Release>;
 
 /** An error the API answered with (`{code, message}`), or a transport failure. */
 export class ApiError extends Error {
@@ -159,8 +160,14 @@ export class ApiClient {
   bind(name: string): Promise<Kubeconfig> {
     return this.call('POST', `/v1/clusters/${seg(name)}/binds`);
   }
-  upgradeCluster(name: string): Promise<Cluster> {
-    return this.call('POST', `/v1/clusters/${seg(name)}/upgrade`);
+  upgradeCluster(name: string, body: S.UpgradeClusterBody = {}): Promise<Cluster> {
+    return this.call('POST', `/v1/clusters/${seg(name)}/upgrade`, body);
+  }
+  releases(): Promise<ReleaseInfo[]> {
+    return this.call('GET', '/v1/releases');
+  }
+  deleteRelease(key: string): Promise<void> {
+    return this.call('DELETE', `/v1/releases/${seg(key)}`);
   }
   certificates(name: string): Promise<Certificate[]> {
     return this.call('GET', `/v1/clusters/${seg(name)}/certificates`);

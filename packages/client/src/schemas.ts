@@ -106,13 +106,19 @@ export const Plan = Type.Object({
   max_workers: Type.Integer(),
   master_vm_type: Type.String(),
   worker_vm_type: Type.String(),
+  /** Kubernetes versions of the registered releases the plan offers, newest first. */
+  kubernetes_versions: Type.Array(Type.String()),
 });
+
+/** A requested Kubernetes version: a minor (`1.34`, its newest patch) or a patch (`1.34.4`), with or without `v`. */
+const K8S_VERSION = Type.String({ pattern: '^v?1\\.[0-9]{1,3}(\\.[0-9]{1,3})?$', maxLength: 16 });
 
 const CIDR = '^\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}/\\d{1,2}$';
 export const CreateCluster = Type.Object(
   {
     name: Type.String({ pattern: DNS1123, maxLength: 40 }),
     plan_name: Type.String({ minLength: 1, maxLength: 64 }),
+    kubernetes_version: Type.Optional(K8S_VERSION),
     network_profile_name: Type.Optional(Type.String({ pattern: DNS1123, maxLength: 40 })),
     parameters: Type.Optional(
       Type.Object(
@@ -145,6 +151,10 @@ export const Cluster = Type.Object({
   last_task_id: Type.Union([Type.Integer(), Type.Null()]),
   kubernetes_master_ips: Type.Array(Type.String()),
   network_profile_name: Type.Union([Type.String(), Type.Null()]),
+  /** The Kubernetes version of the cluster's release, e.g. `1.34.4` (empty if its release is unknown). */
+  kubernetes_version: Type.String(),
+  /** The release the cluster runs. */
+  release: Type.Union([Type.String(), Type.Null()]),
   parameters: Type.Object({
     kubernetes_master_host: Type.String(),
     kubernetes_master_port: Type.Integer(),
@@ -191,6 +201,7 @@ export const EventsQuery = Type.Object({ after: Type.Optional(Type.Integer({ min
 /** A fleet upgrade: clusters in order (default: all), canary clusters first one at a time, then batches. */
 export const FleetUpgrade = Type.Object(
   {
+    kubernetes_version: Type.Optional(K8S_VERSION),
     clusters: Type.Optional(
       Type.Array(Type.String({ pattern: DNS1123, maxLength: 40 }), { minItems: 1, maxItems: 1000, uniqueItems: true }),
     ),
@@ -256,3 +267,16 @@ export const CreateClient = Type.Object(
   },
   { additionalProperties: false },
 );
+
+/** Upgrade one cluster: to this Kubernetes version (default: the newest its plan offers). */
+export const UpgradeCluster = Type.Object({ kubernetes_version: Type.Optional(K8S_VERSION) }, { additionalProperties: false });
+export type UpgradeClusterBody = Static<typeof UpgradeCluster>;
+
+export const Release = Type.Object({
+  key: Type.String(),
+  kubernetes_version: Type.String(),
+  registered_at: Type.String(),
+  clusters: Type.Integer(),
+  default: Type.Boolean(),
+});
+export const ReleaseParams = Type.Object({ key: Type.String({ pattern: '^kubernetes-v[0-9.]+-[0-9a-f]{6,64}$', maxLength: 100 }) });

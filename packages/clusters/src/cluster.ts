@@ -2,6 +2,7 @@
 import { isIPv4 } from 'node:net';
 import { InputError } from '@anodyne/common';
 import type { Manifest } from '@anodyne/director';
+import { RELEASES_GUEST_DIR, type ClusterRelease } from './releases.js';
 import { clusterDnsIp } from './addons.js';
 
 /** What a team can ask for (PKS plans). */
@@ -21,6 +22,8 @@ export interface Plan {
   azs?: string[];
   /** Kubelet settings of the plan's workers. */
   kubelet?: KubeletSettings;
+  /** Kubernetes minor versions the plan offers (e.g. ['1.33', '1.34']); absent: every registered release. */
+  kubernetesVersions?: string[];
 }
 
 /** What a plan may set of each worker's kubelet (KubeletConfiguration fields). */
@@ -127,6 +130,8 @@ export interface ClusterRequest {
   network?: Partial<NetworkProfile>;
   /** An OIDC issuer the API servers trust (Anodyne's identity): users log in with its tokens. */
   oidc?: OidcTrust;
+  /** The release the cluster runs (its jobs' binaries); absent: the directory bound at the jobs' default path. */
+  release?: ClusterRelease;
 }
 
 export interface OidcTrust {
@@ -285,9 +290,9 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
     );
   const kubelet = { ...DEFAULT_KUBELET, ...plan.kubelet, evictionHard: { ...DEFAULT_KUBELET.evictionHard, ...plan.kubelet?.evictionHard } };
   const props = { service_cidr: net.serviceCidr, pod_cidr: net.podCidr };
-  return {
+  const manifest: Manifest = {
     name: deploymentName(req.name),
-    releases: [{ name: 'kubernetes', version: '1.34' }],
+    releases: [{ name: 'kubernetes', version: req.release?.version ?? '1.34' }],
     image,
     update: { canaries: 1, max_in_flight: 1, canary_watch_time: '1000-300000', update_watch_time: '1000-300000', serial: true },
     instance_groups: [
@@ -364,4 +369,10 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
       },
     ],
   };
+  // The cluster's release: every job runs its programs from that release's directory in the VM.
+  if (req.release) {
+    const releaseDir = `${RELEASES_GUEST_DIR}/${req.release.key}`;
+    for (const g of manifest.instance_groups) for (const j of g.jobs) j.properties = { ...j.properties, release_dir: releaseDir };
+  }
+  return manifest;
 }

@@ -3,10 +3,13 @@ import { AnodyneError, InputError } from '@anodyne/common';
 import type { Director, EventSink, Task } from '@anodyne/director';
 import type { ClusterLifecycle } from './lifecycle.js';
 import type { ClusterRecords } from './records.js';
+import type { ReleaseRegistry } from './releases.js';
 
 export interface FleetUpgradeRequest {
   /** Clusters to upgrade, in this order; absent: every cluster not being deleted, by name. */
   clusters?: string[];
+  /** The Kubernetes version to upgrade to (a minor picks its newest patch); absent: the newest each plan offers. */
+  kubernetes_version?: string;
   /** Clusters upgraded first, one at a time; a failure among them stops the fleet (default 1). */
   canaries?: number;
   /** Clusters upgraded at once after the canaries (default 1). */
@@ -26,6 +29,7 @@ export class ClusterFleet {
     private readonly director: Director,
     private readonly records: ClusterRecords,
     private readonly lifecycle: ClusterLifecycle,
+    private readonly releases: ReleaseRegistry,
   ) {}
 
   /**
@@ -43,9 +47,13 @@ export class ClusterFleet {
     if (names.length === 0) throw new InputError('ANODYNE_E_INVALID_INPUT', 'no clusters to upgrade', { details: { key: 'clusters' } });
     if (new Set(names).size !== names.length)
       throw new InputError('ANODYNE_E_INVALID_INPUT', 'a cluster is named twice', { details: { key: 'clusters' } });
+    // Every cluster exists, is idle and may go to the version asked for (skew rules), before anything starts.
+    const target = await this.releases.resolve(req.kubernetes_version);
     for (const n of names) {
       const r = await this.records.row(n);
       await this.records.assertIdle(r);
+      const running = this.releases.versionOf(r.release);
+      if (running && req.kubernetes_version !== undefined) this.releases.checkUpgrade(running, target.version);
     }
     const description = `upgrade ${names.length} cluster(s): ${names.join(', ')}`;
     return this.director.runTask('upgrade_clusters', description, actor, (signal, sink) => this.run(names, req, actor, signal, sink));
@@ -53,7 +61,7 @@ export class ClusterFleet {
 
   private async run(
     names: string[],
-    req: { canaries: number; max_in_flight: number },
+    req: { canaries: number; max_in_flight: number; kubernetes_version?: string },
     actor: string,
     signal: AbortSignal,
     sink: EventSink,
@@ -66,7 +74,11 @@ export class ClusterFleet {
       await sink.event({ stage, instance: name, index, total: names.length, state: 'started' });
       let ok = false;
       try {
-        const view = await this.lifecycle.redeploy(name, { kind: 'upgrade' }, actor);
+        const view = await this.lifecycle.redeploy(
+          name,
+          { kind: 'upgrade', ...(req.kubernetes_version !== undefined ? { kubernetesVersion: req.kubernetes_version } : {}) },
+          actor,
+        );
         const task = await this.director.wait(view.last_task_id!);
         ok = task.state === 'done';
         const message = task.error?.message;

@@ -6,10 +6,13 @@ import type { Director } from '@anodyne/director';
 import { clusterManifest, deploymentName, type ClusterRequest, type OidcTrust, type Plan } from './cluster.js';
 import type { ClusterRecords, ClusterView, Parameters } from './records.js';
 import type { NetworkProfiles, Quotas } from './profiles.js';
+import type { ClusterRelease, ReleaseRegistry } from './releases.js';
 
 export interface CreateClusterInput {
   name: string;
   plan_name: string;
+  /** `1.33`, `1.33.13` or `v1.33.13`; absent: the newest the plan offers. */
+  kubernetes_version?: string;
   network_profile_name?: string;
   parameters?: { kubernetes_master_host?: string; kubernetes_worker_instances?: number; pod_cidr?: string; service_cidr?: string };
 }
@@ -21,7 +24,11 @@ export interface LeafRotation {
 }
 
 /** Why a running cluster is deployed again; every kind goes through `redeploy`. */
-export type Redeploy = { kind: 'update'; workers: number } | { kind: 'upgrade' } | { kind: 'rotate-certificates' };
+export type Redeploy =
+  | { kind: 'update'; workers: number }
+  /** To the requested Kubernetes version (a minor picks its newest patch); absent: the newest the plan offers. */
+  | { kind: 'upgrade'; kubernetesVersion?: string }
+  | { kind: 'rotate-certificates' };
 
 export interface LifecycleOptions {
   director: Director;
@@ -29,6 +36,7 @@ export interface LifecycleOptions {
   profiles: NetworkProfiles;
   quotas: Quotas;
   credentials: LeafRotation;
+  releases: ReleaseRegistry;
   plans: Plan[];
   oidc?: OidcTrust;
 }
@@ -40,11 +48,12 @@ export interface LifecycleOptions {
 export class ClusterLifecycle {
   constructor(private readonly o: LifecycleOptions) {}
 
-  private request(name: string, p: Parameters, plan: string): ClusterRequest {
+  private request(name: string, p: Parameters, plan: string, release: ClusterRelease): ClusterRequest {
     return {
       name,
       plan,
       workers: p.workers,
+      release,
       ...(p.externalHostname ? { externalHostname: p.externalHostname } : {}),
       network: { ...(p.podCidr ? { podCidr: p.podCidr } : {}), ...(p.serviceCidr ? { serviceCidr: p.serviceCidr } : {}) },
       ...(this.o.oidc ? { oidc: this.o.oidc } : {}),
@@ -74,7 +83,8 @@ export class ClusterLifecycle {
       ...(podCidr ? { podCidr } : {}),
       ...(serviceCidr ? { serviceCidr } : {}),
     };
-    const manifest = clusterManifest(this.request(input.name, params, plan.name), this.o.plans); // validates name, workers, CIDRs
+    const release = await this.o.releases.resolve(input.kubernetes_version, plan.kubernetesVersions);
+    const manifest = clusterManifest(this.request(input.name, params, plan.name, release), this.o.plans); // validates name, workers, CIDRs
     await this.o.records.reapDeleted(input.name);
     if (await this.o.records.exists(input.name))
       throw new ConflictError('ANODYNE_E_CLUSTER_EXISTS', `cluster ${input.name} exists`, { details: { name: input.name } });
@@ -89,6 +99,7 @@ export class ClusterLifecycle {
       last_action: 'CREATE',
       last_task_id: null,
       network_profile: profile?.name ?? null,
+      release: release.key,
       created_at: now,
       updated_at: now,
     };
@@ -104,8 +115,9 @@ export class ClusterLifecycle {
   }
 
   /**
-   * Deploys a running cluster again: a resize (quota- and plan-checked), an upgrade to the
-   * platform's current release and plan, or new leaf certificates rolled out instance by instance.
+   * Deploys a running cluster again: a resize (quota- and plan-checked), an upgrade to another
+   * Kubernetes release (version skew checked), or new leaf certificates rolled out instance by
+   * instance. A resize and a rotation keep the cluster's release.
    */
   async redeploy(name: string, why: Redeploy, actor: string): Promise<ClusterView> {
     const r = await this.o.records.row(name);
@@ -113,11 +125,20 @@ export class ClusterLifecycle {
     if (r.last_action === 'DELETE') throw new ConflictError('ANODYNE_E_CLUSTER_BUSY', `cluster ${name} is being deleted`);
     const current = JSON.parse(r.parameters) as Parameters;
     const next: Parameters = why.kind === 'update' ? { ...current, workers: why.workers } : current;
-    const manifest = clusterManifest(this.request(name, next, r.plan), this.o.plans);
+    const plan = this.o.plans.find((p) => p.name === r.plan);
+    const running = r.release ? await this.o.releases.get(r.release) : undefined;
+    let release: ClusterRelease;
+    if (why.kind === 'upgrade') {
+      release = await this.o.releases.resolve(why.kubernetesVersion, plan?.kubernetesVersions);
+      if (running) this.o.releases.checkUpgrade(running.kubernetes_version, release.version);
+    } else {
+      release = running ? { key: running.key, version: running.kubernetes_version } : await this.o.releases.resolve(undefined);
+    }
+    const manifest = clusterManifest(this.request(name, next, r.plan, release), this.o.plans);
     if (next.workers > current.workers) await this.o.quotas.check(r.owner, 0, next.workers - current.workers);
     if (why.kind === 'rotate-certificates') await this.o.credentials.regenerateLeaves(deploymentName(name), actor);
     const task = await this.o.director.deploy(manifest, actor);
-    await this.o.records.setTask(name, 'UPDATE', task.id, why.kind === 'update' ? next : undefined);
+    await this.o.records.setTask(name, 'UPDATE', task.id, { ...(why.kind === 'update' ? { parameters: next } : {}), release: release.key });
     return this.o.records.get(name);
   }
 

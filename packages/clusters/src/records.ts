@@ -19,6 +19,10 @@ export interface ClusterView {
   last_task_id: number | null;
   kubernetes_master_ips: string[];
   network_profile_name: string | null;
+  /** The Kubernetes version of the cluster's release (PKS's kubernetes_version), e.g. `1.34.4`. */
+  kubernetes_version: string;
+  /** The release the cluster runs (content-addressed key). */
+  release: string | null;
   parameters: {
     kubernetes_master_host: string;
     kubernetes_master_port: number;
@@ -42,6 +46,8 @@ const taskStateToAction = (s: TaskState | undefined): ActionState =>
   s === 'done' ? 'succeeded' : s === 'error' || s === 'cancelled' ? 'failed' : 'in progress';
 
 export interface RecordsOptions {
+  /** The Kubernetes version of a release key (the release registry's). */
+  versionOf: (key: string | null) => string | null;
   store: Store;
   director: Director;
   clock: Clock;
@@ -94,13 +100,19 @@ export class ClusterRecords {
     this.endpoints.delete(name);
   }
 
-  /** Records the task now working on a cluster (and, for a resize, the parameters it deploys). */
-  async setTask(name: string, action: ClusterView['last_action'], taskId: number, parameters?: Parameters): Promise<void> {
+  /** Records the task now working on a cluster (and, for a resize, the parameters it deploys; for any redeploy, its release). */
+  async setTask(
+    name: string,
+    action: ClusterView['last_action'],
+    taskId: number,
+    change: { parameters?: Parameters; release?: string } = {},
+  ): Promise<void> {
     const set = {
       last_action: action,
       last_task_id: taskId,
       updated_at: this.now(),
-      ...(parameters ? { parameters: JSON.stringify(parameters) } : {}),
+      ...(change.parameters ? { parameters: JSON.stringify(change.parameters) } : {}),
+      ...(change.release ? { release: change.release } : {}),
     };
     await storeQuery('updating a cluster', () => this.o.store.db.updateTable('clusters').set(set).where('name', '=', name).execute());
   }
@@ -178,6 +190,8 @@ export class ClusterRecords {
       last_task_id: r.last_task_id,
       kubernetes_master_ips: api ? [api.ip] : [],
       network_profile_name: r.network_profile,
+      kubernetes_version: this.o.versionOf(r.release) ?? '',
+      release: r.release,
       parameters: {
         kubernetes_master_host: p.externalHostname ?? api?.ip ?? '',
         kubernetes_master_port: api?.port ?? 6443,

@@ -10,6 +10,30 @@ import { ClusterLifecycle, type CreateClusterInput, type LeafRotation } from './
 import { ClusterBinds, type AdminCertificates } from './binds.js';
 import type { ClusterEndpoint, KubeClient } from './kube.js';
 import { ClusterFleet, type FleetUpgradeRequest } from './fleet.js';
+import { ReleaseRegistry } from './releases.js';
+
+/** A plan as the API lists it. */
+export interface PlanView {
+  name: string;
+  description: string;
+  masters: number;
+  default_workers: number;
+  max_workers: number;
+  master_vm_type: string;
+  worker_vm_type: string;
+  kubernetes_versions: string[];
+}
+
+/** A release as the API lists it. */
+export interface ReleaseView {
+  key: string;
+  kubernetes_version: string;
+  registered_at: string;
+  /** Clusters that run it. */
+  clusters: number;
+  /** New clusters get it when they name no version. */
+  default: boolean;
+}
 
 /** What the service needs of the credential store. */
 export interface ClusterCredentials extends AdminCertificates, LeafRotation {
@@ -45,10 +69,19 @@ export class ClusterService {
   readonly lifecycle: ClusterLifecycle;
   readonly binds: ClusterBinds;
   readonly fleet: ClusterFleet;
+  readonly releases: ReleaseRegistry;
 
   constructor(private readonly o: ClusterServiceOptions) {
     this.plans = validatePlans(o.plans ?? BUILTIN_PLANS);
-    this.records = new ClusterRecords({ store: o.store, director: o.director, clock: o.clock, logger: o.logger });
+    this.releases = new ReleaseRegistry(o.store, o.clock, o.logger);
+    const releases = this.releases;
+    this.records = new ClusterRecords({
+      store: o.store,
+      director: o.director,
+      clock: o.clock,
+      logger: o.logger,
+      versionOf: (k) => releases.versionOf(k),
+    });
     this.profiles = new NetworkProfiles(o.store, this.records, this.plans);
     this.quotas = new Quotas(o.store, this.records, o.defaultQuota ?? { maxClusters: 10, maxWorkers: 50 });
     this.lifecycle = new ClusterLifecycle({
@@ -57,6 +90,7 @@ export class ClusterService {
       profiles: this.profiles,
       quotas: this.quotas,
       credentials: o.credentials,
+      releases: this.releases,
       plans: this.plans,
       ...(o.oidc ? { oidc: o.oidc } : {}),
     });
@@ -67,7 +101,7 @@ export class ClusterService {
       ...(o.oidc ? { oidc: o.oidc } : {}),
       ...(o.kubeClient ? { client: o.kubeClient } : {}),
     });
-    this.fleet = new ClusterFleet(o.director, this.records, this.lifecycle);
+    this.fleet = new ClusterFleet(o.director, this.records, this.lifecycle, this.releases);
   }
 
   /** The record of a cluster the actor may see (404 for one they may not). */
@@ -105,10 +139,50 @@ export class ClusterService {
   }
 
   /** Re-deploys with the platform's current release and plan: admins only. */
-  async upgrade(a: Actor, name: string): Promise<ClusterView> {
+  /** To another Kubernetes release (default: the newest the plan offers), version skew checked first: admins only. */
+  async upgrade(a: Actor, name: string, to: { kubernetes_version?: string } = {}): Promise<ClusterView> {
     access.assertAdmin(a, `upgrading cluster ${name}`);
     await this.seen(a, name);
-    return this.lifecycle.redeploy(name, { kind: 'upgrade' }, a.name);
+    const why = { kind: 'upgrade' as const, ...(to.kubernetes_version !== undefined ? { kubernetesVersion: to.kubernetes_version } : {}) };
+    return this.lifecycle.redeploy(name, why, a.name);
+  }
+
+  // ---------------------------------------------------------------- releases
+
+  /** The plans as the API shows them, each with the Kubernetes versions it offers (registered releases, newest first). */
+  async planViews(): Promise<PlanView[]> {
+    const releases = await this.releases.list();
+    const minor = (v: string) => v.split('.').slice(0, 2).join('.');
+    return this.plans.map((p) => ({
+      name: p.name,
+      description: p.description,
+      masters: p.masters,
+      default_workers: p.defaultWorkers,
+      max_workers: p.maxWorkers,
+      master_vm_type: p.masterVmType,
+      worker_vm_type: p.workerVmType,
+      kubernetes_versions: releases
+        .filter((r) => !p.kubernetesVersions || p.kubernetesVersions.includes(minor(r.kubernetes_version)))
+        .map((r) => r.kubernetes_version),
+    }));
+  }
+
+  /** The releases clusters can run, newest first, with how many clusters run each. */
+  async listReleases(): Promise<ReleaseView[]> {
+    const [rows, usage] = await Promise.all([this.releases.list(), this.releases.usage()]);
+    return rows.map((r, i) => ({
+      key: r.key,
+      kubernetes_version: r.kubernetes_version,
+      registered_at: r.registered_at,
+      clusters: usage.get(r.key) ?? 0,
+      default: i === 0,
+    }));
+  }
+
+  /** Removes a release no cluster runs (and that is not the default): admins only. */
+  async deleteRelease(a: Actor, key: string): Promise<void> {
+    access.assertAdmin(a, 'deleting a release');
+    await this.releases.delete(key);
   }
 
   /** Upgrades several clusters as one task (canaries, then batches; stops at the first failure): admins only. */

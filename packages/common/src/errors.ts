@@ -153,6 +153,15 @@ export const ErrorCodes = {
   ANODYNE_E_CLUSTER_NOT_FOUND: def('ANODYNE_E_CLUSTER_NOT_FOUND', 'not_found', 'Cluster not found'),
   ANODYNE_E_CLUSTER_EXISTS: def('ANODYNE_E_CLUSTER_EXISTS', 'conflict', 'A cluster with this name exists'),
   ANODYNE_E_CLUSTER_BUSY: def('ANODYNE_E_CLUSTER_BUSY', 'conflict', 'The cluster has a task in progress', true),
+  ANODYNE_E_KUBERNETES_VERSION_UNKNOWN: def(
+    'ANODYNE_E_KUBERNETES_VERSION_UNKNOWN',
+    'invalid_input',
+    'No release of the requested Kubernetes version is offered',
+  ),
+  ANODYNE_E_VERSION_DOWNGRADE: def('ANODYNE_E_VERSION_DOWNGRADE', 'invalid_input', 'A Kubernetes minor version is never downgraded'),
+  ANODYNE_E_VERSION_SKEW: def('ANODYNE_E_VERSION_SKEW', 'invalid_input', 'Kubernetes upgrades one minor version at a time'),
+  ANODYNE_E_RELEASE_NOT_REGISTERED: def('ANODYNE_E_RELEASE_NOT_REGISTERED', 'not_found', 'No such release is registered'),
+  ANODYNE_E_RELEASE_IN_USE: def('ANODYNE_E_RELEASE_IN_USE', 'conflict', 'The release is in use'),
   ANODYNE_E_FLEET_UPGRADE_FAILED: def(
     'ANODYNE_E_FLEET_UPGRADE_FAILED',
     'internal',

@@ -6,103 +6,14 @@ import { Ajv, type ValidateFunction } from 'ajv';
 import { SCOPES } from '@anodyne/identity';
 import { skipUnless } from '@anodyne/common';
 import { startTestPlatform, https, type TestPlatform } from './testing/index.js';
+import { resolveRefs, validValue, type OpenApiDoc, type Schema } from './testing/openapi.js';
 
 const isRoot = process.getuid?.() === 0;
 const PORT = 19_800 + (process.pid % 90);
 const RUNS = Number(process.env['ANODYNE_CONTRACT_REQUESTS'] ?? 1500);
 
-type Schema = Record<string, unknown> & {
-  type?: string;
-  properties?: Record<string, Schema>;
-  required?: string[];
-  items?: Schema;
-  enum?: unknown[];
-  anyOf?: Schema[];
-  pattern?: string;
-  minimum?: number;
-  maximum?: number;
-  minLength?: number;
-  maxLength?: number;
-  minItems?: number;
-  maxItems?: number;
-  $ref?: string;
-  nullable?: boolean;
-  additionalProperties?: boolean | Schema;
-};
-interface Parameter {
-  in: string;
-  name: string;
-  required?: boolean;
-  schema?: Schema;
-}
-interface Operation {
-  parameters?: Parameter[];
-  requestBody?: { required?: boolean; content?: Record<string, { schema?: Schema }> };
-  responses: Record<string, { content?: Record<string, { schema?: Schema }> }>;
-}
-interface Doc {
-  paths: Record<string, Record<string, Operation>>;
-  components?: { schemas?: Record<string, Schema> };
-}
-
 // Records that exist (see before()), so that generated names often find something.
 const KNOWN = ['ct-other', 'ct-net', 'ct-client', 'ct-manage', '1', '2'];
-
-/** Values that satisfy a schema (the document's idea of a valid request). */
-function valid(s: Schema | undefined, depth = 0): fc.Arbitrary<unknown> {
-  if (!s || depth > 5) return fc.constant({});
-  if (s.enum) return fc.constantFrom(...s.enum);
-  if (s['const'] !== undefined) return fc.constant(s['const']);
-  if (s.anyOf) return fc.oneof(...s.anyOf.map((x) => valid(x, depth + 1)));
-  switch (s.type) {
-    case 'string': {
-      const min = s.minLength ?? 0;
-      const max = Math.min(s.maxLength ?? 40, 40);
-      if (s.pattern) {
-        const re = new RegExp(s.pattern);
-        const known = KNOWN.filter((k) => re.test(k) && k.length >= min && k.length <= (s.maxLength ?? Infinity));
-        const gen = fc.stringMatching(re).filter((x) => x.length >= min && x.length <= (s.maxLength ?? Infinity));
-        return known.length > 0 ? fc.oneof(fc.constantFrom(...known), gen) : gen;
-      }
-      return fc.string({ minLength: min, maxLength: Math.max(min, max) });
-    }
-    case 'integer':
-      return fc
-        .integer({ min: Math.max(s.minimum ?? -5, -5), max: Math.min(s.maximum ?? 20, 20) })
-        .filter((x) => x >= (s.minimum ?? -Infinity));
-    case 'number':
-      return fc.double({ noNaN: true, noDefaultInfinity: true });
-    case 'boolean':
-      return fc.boolean();
-    case 'array': {
-      const item = valid(s.items, depth + 1);
-      const opts = { minLength: s.minItems ?? 0, maxLength: Math.min(s.maxItems ?? 3, 3) };
-      return s['uniqueItems'] ? fc.uniqueArray(item, { ...opts, selector: (x) => JSON.stringify(x) }) : fc.array(item, opts);
-    }
-    case 'object': {
-      const props = Object.entries(s.properties ?? {});
-      return fc.record(Object.fromEntries(props.map(([k, v]) => [k, valid(v, depth + 1)])), {
-        requiredKeys: (s.required ?? []).filter((k) => s.properties?.[k]),
-      });
-    }
-    default:
-      return fc.constant(null);
-  }
-}
-
-/** The document with every `$ref` to its components replaced by the schema it names. */
-function resolve<T>(v: T, doc: Doc, depth = 0): T {
-  if (Array.isArray(v)) return (v as unknown[]).map((x) => resolve(x, doc, depth)) as T;
-  if (v && typeof v === 'object') {
-    const o = v as Record<string, unknown>;
-    if (typeof o['$ref'] === 'string' && depth < 20) {
-      const name = o['$ref'].replace('#/components/schemas/', '');
-      return resolve(doc.components?.schemas?.[name] as T, doc, depth + 1);
-    }
-    return Object.fromEntries(Object.entries(o).map(([k, x]) => [k, resolve(x, doc, depth)])) as T;
-  }
-  return v;
-}
 
 describe(
   'the API keeps its OpenAPI document: generated requests, answers checked against it',
@@ -138,8 +49,8 @@ describe(
     });
 
     it(`${RUNS} requests the document calls valid, as admin and as a manage user: every answer is one the document declares`, async (t) => {
-      const raw = (await https(tp.platform.url, tp.platform.caPem, 'GET', '/openapi.json')).body as Doc;
-      const doc = resolve(raw, raw);
+      const raw = (await https(tp.platform.url, tp.platform.caPem, 'GET', '/openapi.json')).body as OpenApiDoc;
+      const doc = resolveRefs(raw, raw);
       const ajv = new Ajv({ strict: false, allErrors: true });
       const validators = new Map<string, ValidateFunction>();
       const validator = (key: string, schema: Schema) => {
@@ -158,13 +69,13 @@ describe(
           o: fc.constant(o),
           who: fc.constantFrom<'admin' | 'manage'>('admin', 'manage'),
           params: fc.record(
-            Object.fromEntries((o.op.parameters ?? []).filter((p) => p.in === 'path').map((p) => [p.name, valid(p.schema)])),
+            Object.fromEntries((o.op.parameters ?? []).filter((p) => p.in === 'path').map((p) => [p.name, validValue(p.schema, KNOWN)])),
           ),
           query: fc.record(
-            Object.fromEntries((o.op.parameters ?? []).filter((p) => p.in === 'query').map((p) => [p.name, valid(p.schema)])),
+            Object.fromEntries((o.op.parameters ?? []).filter((p) => p.in === 'query').map((p) => [p.name, validValue(p.schema, KNOWN)])),
             { requiredKeys: [] },
           ),
-          body: valid(o.op.requestBody?.content?.['application/json']?.schema),
+          body: validValue(o.op.requestBody?.content?.['application/json']?.schema, KNOWN),
         }),
       );
       const problems: string[] = [];
@@ -229,8 +140,8 @@ describe(
     });
 
     it('requests the document calls invalid are refused with 4xx in the documented error shape', async () => {
-      const raw = (await https(tp.platform.url, tp.platform.caPem, 'GET', '/openapi.json')).body as Doc;
-      const doc = resolve(raw, raw);
+      const raw = (await https(tp.platform.url, tp.platform.caPem, 'GET', '/openapi.json')).body as OpenApiDoc;
+      const doc = resolveRefs(raw, raw);
       const withBodies = Object.entries(doc.paths)
         .flatMap(([path, methods]) =>
           Object.entries(methods)

@@ -6,6 +6,7 @@ import { connect as tlsConnect } from 'node:tls';
 import fc from 'fast-check';
 import { SCOPES } from '@anodyne/identity';
 import { startTestPlatform, https, type TestPlatform } from './testing/index.js';
+import { resolveRefs, validRequest, type OpenApiDoc } from './testing/openapi.js';
 import { skipUnless } from '@anodyne/common';
 
 const isRoot = process.getuid?.() === 0;
@@ -28,10 +29,6 @@ interface JsonSchema {
   minItems?: number;
   maxItems?: number;
   uniqueItems?: boolean;
-}
-interface Operation {
-  parameters?: { in: string; name: string; schema?: JsonSchema }[];
-  requestBody?: { content?: Record<string, { schema?: JsonSchema }> };
 }
 
 /** Values shaped like a schema (sometimes right, often subtly wrong): the fuzzer's "plausible" input. */
@@ -164,9 +161,8 @@ describe('input hardening: generated requests against every route', { skip: skip
   });
 
   it(`${REQUESTS} generated requests from the OpenAPI schemas: no 5xx, the server stays up`, async (t) => {
-    const doc = (await https(tp.platform.url, tp.platform.caPem, 'GET', '/openapi.json')).body as {
-      paths: Record<string, Record<string, Operation>>;
-    };
+    const raw = (await https(tp.platform.url, tp.platform.caPem, 'GET', '/openapi.json')).body as OpenApiDoc;
+    const doc = resolveRefs(raw, raw);
     const ops = Object.entries(doc.paths).flatMap(([path, methods]) =>
       Object.entries(methods).map(([method, op]) => ({ path, method: method.toUpperCase(), op })),
     );
@@ -197,7 +193,8 @@ describe('input hardening: generated requests against every route', { skip: skip
         maxKeys: 3,
       }),
       auth: fc.constantFrom('none', 'manage', 'reader', 'admin', 'admin', 'garbage', 'basic', 'broker'),
-      bodyKind: fc.constantFrom('schema', 'schema', 'schema', 'json', 'bytes', 'none', 'form'),
+      // `valid`: what the document calls valid (so every handler is reached); `schema`: shaped like it, often subtly wrong.
+      bodyKind: fc.constantFrom('valid', 'valid', 'schema', 'schema', 'schema', 'json', 'bytes', 'none', 'form'),
       schemaBody: fc.constant(null),
       json: fc.jsonValue({ maxDepth: 4 }),
       bytes: fc.uint8Array({ maxLength: 512 }),
@@ -225,10 +222,13 @@ describe('input hardening: generated requests against every route', { skip: skip
               return [q.name, typeof v === 'string' ? v : JSON.stringify(v ?? '')];
             }),
         );
-        const query = r.bodyKind === 'schema' ? { ...r.query, ...declared } : r.query;
+        const good = r.bodyKind === 'valid' ? fc.sample(validRequest(r.op.op, KNOWN), { numRuns: 1, seed: r.seed })[0]! : undefined;
+        const goodQuery = Object.fromEntries(Object.entries(good?.query ?? {}).map(([k, v]) => [k, String(v)]));
+        const query = r.bodyKind === 'schema' ? { ...r.query, ...declared } : good ? goodQuery : r.query;
         const path =
-          r.op.path.replace(/\{[^}]+\}/g, () => r.params[i++] ?? 'x') +
-          (Object.keys(query).length ? `?${new URLSearchParams(query).toString()}` : '');
+          r.op.path.replace(/\{([^}]+)\}/g, (_, name: string) =>
+            good ? encodeURIComponent(String(good.params[name])) : (r.params[i++] ?? 'x'),
+          ) + (Object.keys(query).length ? `?${new URLSearchParams(query).toString()}` : '');
         const headers: Record<string, string> = {};
         if (r.auth === 'manage') headers['authorization'] = `Bearer ${tokens[0]}`;
         if (r.auth === 'reader') headers['authorization'] = `Bearer ${tokens[1]}`;
@@ -241,10 +241,11 @@ describe('input hardening: generated requests against every route', { skip: skip
         const schema = r.op.op.requestBody?.content?.['application/json']?.schema;
         if (r.bodyKind === 'schema')
           body = Buffer.from(JSON.stringify(fc.sample(fromSchema(schema), { numRuns: 1, seed: r.seed })[0] ?? {}));
+        if (good && r.op.op.requestBody) body = Buffer.from(JSON.stringify(good.body));
         if (r.bodyKind === 'json') body = Buffer.from(JSON.stringify(r.json) ?? 'null');
         if (r.bodyKind === 'bytes') body = Buffer.from(r.bytes);
         if (r.bodyKind === 'form') body = Buffer.from(new URLSearchParams(r.query).toString());
-        if (body && r.contentType) headers['content-type'] = r.bodyKind === 'schema' ? 'application/json' : r.contentType;
+        if (body && r.contentType) headers['content-type'] = r.bodyKind === 'schema' || good ? 'application/json' : r.contentType;
         const status = await send(r.op.method, path, headers, body);
         // A rotation keeps only the previous key valid: take fresh tokens, or a second one would lock the fuzzer out.
         if (r.op.path === '/v1/token-keys' && status === 200) tokens = await issueTokens();

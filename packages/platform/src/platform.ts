@@ -9,8 +9,8 @@ import { CredStore, DeploymentVariables, loadKeyFile } from '@anodyne/credstore'
 import { LocalProvider } from '@anodyne/providers';
 import { Director, HealthMonitor, agentTlsIssuer, type AgentTlsIssuer } from '@anodyne/director';
 import { AUDIENCE, Identity, LdapUserStore, SCOPES } from '@anodyne/identity';
-import { ClusterService, kubernetesRelease } from '@anodyne/clusters';
-import { locateRelease } from '@anodyne/release';
+import { ClusterService, kubernetesRelease, RELEASES_GUEST_DIR } from '@anodyne/clusters';
+import { locateReleases, sha256File } from '@anodyne/release';
 import { buildServer } from '@anodyne/api';
 
 /** The repository (its built packages are bound into every VM: the agent runs from there). */
@@ -67,7 +67,9 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       'ANODYNE_E_CONFIG_INVALID',
       "the platform runs with the local provider; the fake provider is for the director's unit tests only",
     );
-  const release = locateRelease(o.releaseDir ? { dir: o.releaseDir } : {});
+  // Every release built for these sources, newest first; clusters pick theirs, VMs see them all.
+  const releases = locateReleases(o.releaseDir ? { dir: o.releaseDir } : {});
+  const release = releases[0]!;
   const store = await openStore(
     config.store.driver === 'postgres'
       ? { driver: 'postgres', url: config.store.url ?? '', poolSize: config.store.poolSize }
@@ -84,6 +86,8 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       agentCommand: ['node', '/opt/anodyne/packages/agent/dist/main.js'],
       binds: [
         { host: REPO, guest: '/opt/anodyne', readOnly: true },
+        // The releases side by side (a cluster's jobs name theirs), and the newest at the jobs' default path.
+        { host: dirname(release.dir), guest: RELEASES_GUEST_DIR, readOnly: true },
         { host: release.dir, guest: '/var/lib/anodyne/release', readOnly: true },
       ],
       logger,
@@ -188,6 +192,16 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
         anyScope: [SCOPES.manage, SCOPES.admin],
       },
     });
+    await clusters.releases.register(
+      await Promise.all(
+        releases.map(async (r) => ({
+          key: r.key,
+          version: r.version,
+          dir: r.dir,
+          manifestSha256: await sha256File(join(r.dir, 'manifest.json')),
+        })),
+      ),
+    );
     // Records of finished deletes are removed here, not by reads: at start and every 10 s.
     const reap = () =>
       clusters.records

@@ -1,7 +1,7 @@
 // A built release (upstream binaries and OCI image archives): finding it, its programs and images, checking sha256 sums.
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, readFileSync, realpathSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { PreconditionError } from '@anodyne/common';
 
 export interface ReleaseFile {
@@ -35,7 +35,25 @@ export type ImageName = (typeof IMAGES)[number];
 
 /** A built release: upstream binaries and OCI image archives in one directory outside the repo. */
 export class Release {
-  constructor(readonly dir: string, readonly manifest: ReleaseManifest) {}
+  constructor(
+    readonly dir: string,
+    readonly manifest: ReleaseManifest,
+  ) {}
+
+  /** The content-addressed name: `kubernetes-<version>-<source hash>`. */
+  get key(): string {
+    return this.manifest.release;
+  }
+
+  /** The Kubernetes version without its `v`, e.g. `1.34.4`. */
+  get version(): string {
+    return this.manifest.kubernetes.replace(/^v/, '');
+  }
+
+  /** The minor version, e.g. `1.34`. */
+  get minor(): string {
+    return this.version.split('.').slice(0, 2).join('.');
+  }
 
   bin(program: Program): string {
     return join(this.dir, 'bin', program);
@@ -84,4 +102,31 @@ export function locateRelease(options: LocateOptions = {}): Release {
   }
   const manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as ReleaseManifest;
   return new Release(realpathSync(dir), manifest);
+}
+
+/**
+ * Every release built for the current sources, newest Kubernetes first: the releases listed in
+ * `index.json` next to the located release (written by `release/build.sh`), or that release
+ * alone when there is no index (an explicit directory elsewhere).
+ */
+export function locateReleases(options: LocateOptions = {}): Release[] {
+  const first = locateRelease(options);
+  const parent = dirname(first.dir);
+  const index = join(parent, 'index.json');
+  if (!existsSync(index)) return [first];
+  const keys = (JSON.parse(readFileSync(index, 'utf8')) as { releases?: string[] }).releases ?? [];
+  if (!keys.includes(basename(first.dir))) return [first];
+  const all = keys.filter((k) => existsSync(join(parent, k, 'manifest.json'))).map((k) => locateRelease({ dir: join(parent, k) }));
+  return all.sort((a, b) => compareVersions(b.version, a.version));
+}
+
+/** Orders `1.33.13` before `1.34.4` (numeric, part by part). */
+export function compareVersions(a: string, b: string): number {
+  const pa = a.replace(/^v/, '').split('.').map(Number);
+  const pb = b.replace(/^v/, '').split('.').map(Number);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (d !== 0) return d;
+  }
+  return 0;
 }

@@ -17,6 +17,7 @@ export type {
   ClustersTable,
   QuotasTable,
   NetworkProfilesTable,
+  ReleasesTable,
 } from './schema.js';
 export type { Dialect } from './migrations/index.js';
 export { AuditLog, type AuditEvent, type AuditQuery } from './audit.js';

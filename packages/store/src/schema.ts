@@ -22,6 +22,16 @@ export interface Database {
   clusters: ClustersTable;
   quotas: QuotasTable;
   network_profiles: NetworkProfilesTable;
+  releases: ReleasesTable;
+}
+
+/** A Kubernetes release the platform serves clusters from (built by release/build.sh, content-addressed). */
+export interface ReleasesTable {
+  key: string;
+  kubernetes_version: string;
+  dir: string;
+  manifest_sha256: string;
+  registered_at: string;
 }
 
 /** Named pod and service ranges an admin offers for clusters (PKS network profiles). */
@@ -78,6 +88,8 @@ export interface ClustersTable {
   last_task_id: number | null;
   /** The network profile the cluster was created with, if any. */
   network_profile: string | null;
+  /** The key of the release the cluster runs (null only for records made before releases were recorded). */
+  release: string | null;
   created_at: string;
   updated_at: string;
 }

@@ -18,17 +18,11 @@ export function clusterRoutes(app: Api, o: ClusterRoutesOptions): void {
 
   app.get(
     '/v1/plans',
-    { config: auth(READ_SCOPES), schema: { ...doc('Plans', tags, true), response: ok({ 200: Type.Array(S.Plan) }) } },
-    () =>
-      c.plans.map((p) => ({
-        name: p.name,
-        description: p.description,
-        masters: p.masters,
-        default_workers: p.defaultWorkers,
-        max_workers: p.maxWorkers,
-        master_vm_type: p.masterVmType,
-        worker_vm_type: p.workerVmType,
-      })),
+    {
+      config: auth(READ_SCOPES),
+      schema: { ...doc('Plans, with the Kubernetes versions each offers', tags, true), response: ok({ 200: Type.Array(S.Plan) }) },
+    },
+    async () => c.planViews(),
   );
 
   app.get(
@@ -94,12 +88,23 @@ export function clusterRoutes(app: Api, o: ClusterRoutesOptions): void {
     {
       config: auth(ADMIN_SCOPES, 'cluster.upgrade'),
       schema: {
-        ...doc("Upgrade a cluster to the platform's current release and plan (asynchronous)", tags, true),
+        ...doc(
+          'Upgrade a cluster to another Kubernetes release (default: the newest its plan offers) and the current plan, rolling (asynchronous); ' +
+            'a minor is never skipped or downgraded',
+          tags,
+          true,
+        ),
         params: S.NameParams,
+        body: S.UpgradeCluster,
         response: ok({ 202: S.Cluster }),
       },
+      // No body means no version asked for: the newest.
+      preValidation: (req, _reply, done) => {
+        req.body ??= {};
+        done();
+      },
     },
-    async (req, reply) => reply.status(202).send(await c.upgrade(principal(req), req.params.name)),
+    async (req, reply) => reply.status(202).send(await c.upgrade(principal(req), req.params.name, req.body)),
   );
   app.post(
     '/v1/upgrades',
@@ -173,6 +178,35 @@ export function clusterRoutes(app: Api, o: ClusterRoutesOptions): void {
         result: 'ok',
       });
       return { kubeconfig };
+    },
+  );
+
+  // ---------------------------------------------------------------- releases
+
+  app.get(
+    '/v1/releases',
+    {
+      config: auth(READ_SCOPES),
+      schema: {
+        ...doc('Kubernetes releases clusters can run, newest first, with how many clusters run each', ['releases'], true),
+        response: ok({ 200: Type.Array(S.Release) }),
+      },
+    },
+    async () => c.listReleases(),
+  );
+  app.delete(
+    '/v1/releases/:key',
+    {
+      config: auth(ADMIN_SCOPES, 'release.delete'),
+      schema: {
+        ...doc('Delete a release no cluster runs (not the default); its files go too', ['releases'], true),
+        params: S.ReleaseParams,
+        response: ok({ 204: Type.Null() }),
+      },
+    },
+    async (req, reply) => {
+      await c.deleteRelease(principal(req), req.params.key);
+      return reply.status(204).send(null);
     },
   );
 

@@ -16,6 +16,8 @@ export function register(p: Command): void {
         [
           ['Name:', c.name],
           ['Plan Name:', c.plan_name],
+          ['Kubernetes Version:', c.kubernetes_version],
+          ['Release:', c.release ?? ''],
           ['UUID:', c.uuid],
           ['Owner:', c.owner],
           ['Last Action:', c.last_action],

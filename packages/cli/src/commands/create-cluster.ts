@@ -10,6 +10,7 @@ interface CreateClusterOptions {
   externalHostname?: string;
   numNodes?: number;
   networkProfile?: string;
+  kubernetesVersion?: string;
   wait?: boolean;
   json?: boolean;
 }
@@ -26,6 +27,7 @@ export function register(p: Command): void {
       }),
     )
     .option('--network-profile <profile>')
+    .option('--kubernetes-version <version>', 'e.g. 1.33 (its newest patch) or 1.34.4; default: the newest the plan offers')
     .option('--wait', 'wait for the task and show its progress')
     .option('--json')
     .action(async (name: string, o: CreateClusterOptions) => {
@@ -33,6 +35,7 @@ export function register(p: Command): void {
       const c = await client.createCluster({
         name,
         plan_name: o.plan,
+        ...(o.kubernetesVersion ? { kubernetes_version: o.kubernetesVersion } : {}),
         ...(o.networkProfile ? { network_profile_name: o.networkProfile } : {}),
         parameters: {
           ...(o.externalHostname ? { kubernetes_master_host: o.externalHostname } : {}),

@@ -12,6 +12,7 @@ import { register as deleteCluster } from './delete-cluster.js';
 import { register as getCredentials } from './get-credentials.js';
 import { register as upgradeCluster } from './upgrade-cluster.js';
 import { register as upgradeClusters } from './upgrade-clusters.js';
+import { register as releases } from './releases.js';
 import { register as certificates } from './certificates.js';
 import { register as vms } from './vms.js';
 import { register as rotateCertificates } from './rotate-certificates.js';
@@ -48,6 +49,7 @@ export const COMMANDS: readonly Register[] = [
   getCredentials,
   upgradeCluster,
   upgradeClusters,
+  releases,
   certificates,
   vms,
   rotateCertificates,

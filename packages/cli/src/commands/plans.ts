@@ -13,8 +13,14 @@ export function register(p: Command): void {
       const plans = await client.plans();
       if (o.json) return json(plans);
       printTable([
-        ['Name', 'Masters', 'Workers (default/max)', 'Description'],
-        ...plans.map((x) => [x.name, String(x.masters), `${x.default_workers}/${x.max_workers}`, x.description]),
+        ['Name', 'Masters', 'Workers (default/max)', 'Kubernetes', 'Description'],
+        ...plans.map((x) => [
+          x.name,
+          String(x.masters),
+          `${x.default_workers}/${x.max_workers}`,
+          x.kubernetes_versions.join(', '),
+          x.description,
+        ]),
       ]);
     });
 }

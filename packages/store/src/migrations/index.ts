@@ -201,6 +201,20 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.alterTable('instances').addColumn('health_since', 'text').execute();
       },
     },
+    '0007_releases': {
+      async up(db: Kysely<any>) {
+        // Releases the platform knows (content-addressed by key); each cluster records the one it runs.
+        await db.schema
+          .createTable('releases')
+          .addColumn('key', 'text', (c) => c.primaryKey())
+          .addColumn('kubernetes_version', 'text', (c) => c.notNull())
+          .addColumn('dir', 'text', (c) => c.notNull())
+          .addColumn('manifest_sha256', 'text', (c) => c.notNull())
+          .addColumn('registered_at', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.alterTable('clusters').addColumn('release', 'text').execute();
+      },
+    },
   };
   /* eslint-enable @typescript-eslint/no-explicit-any */
 }
