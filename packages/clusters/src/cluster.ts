@@ -318,7 +318,8 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
           { name: 'kube-scheduler' },
           {
             name: 'cluster-addons',
-            properties: { cluster_dns: clusterDnsIp(net.serviceCidr), dns_replicas: Math.min(2, Math.max(1, workers)) },
+            // Two DNS replicas whatever the worker count: the masters' bundle must not change when workers do.
+            properties: { cluster_dns: clusterDnsIp(net.serviceCidr), dns_replicas: 2 },
           },
         ],
       },

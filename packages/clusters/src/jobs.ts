@@ -454,6 +454,9 @@ export const addonsJob: JobDefinition = {
       '    while read -r cidr ip; do',
       '      [ -n "$cidr" ] && [ -n "$ip" ] && ip route replace "$cidr" via "$ip"',
       '    done < nodes.tmp',
+      // A Node that is gone (a worker scaled away) takes its route with it.
+      '    [ -f routes.prev ] && for cidr in $(cat routes.prev); do grep -q "^$cidr " nodes.tmp || ip route del "$cidr" 2>/dev/null; done',
+      '    cut -d" " -f1 nodes.tmp | grep . > routes.prev',
       '    touch /run/anodyne-pod-routes',
       '  }',
       '  sleep 2',

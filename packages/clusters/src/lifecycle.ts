@@ -7,6 +7,7 @@ import { clusterManifest, deploymentName, type ClusterRequest, type OidcTrust, t
 import type { ClusterRecords, ClusterView, Parameters } from './records.js';
 import type { NetworkProfiles, Quotas } from './profiles.js';
 import type { ClusterRelease, ReleaseRegistry } from './releases.js';
+import { nodeName } from './nodes.js';
 
 export interface CreateClusterInput {
   name: string;
@@ -37,6 +38,8 @@ export interface LifecycleOptions {
   quotas: Quotas;
   credentials: LeafRotation;
   releases: ReleaseRegistry;
+  /** Checks a scale-down against the cluster's PodDisruptionBudgets. */
+  nodes?: { checkRemoval(cluster: string, nodes: string[]): Promise<void> };
   plans: Plan[];
   oidc?: OidcTrust;
 }
@@ -136,6 +139,12 @@ export class ClusterLifecycle {
     }
     const manifest = clusterManifest(this.request(name, next, r.plan, release), this.o.plans);
     if (next.workers > current.workers) await this.o.quotas.check(r.owner, 0, next.workers - current.workers);
+    if (next.workers < current.workers && this.o.nodes) {
+      const going = Array.from({ length: current.workers - next.workers }, (_, k) =>
+        nodeName({ group: 'worker', index: next.workers + k }),
+      );
+      await this.o.nodes.checkRemoval(name, going);
+    }
     if (why.kind === 'rotate-certificates') await this.o.credentials.regenerateLeaves(deploymentName(name), actor);
     const task = await this.o.director.deploy(manifest, actor);
     await this.o.records.setTask(name, 'UPDATE', task.id, { ...(why.kind === 'update' ? { parameters: next } : {}), release: release.key });

@@ -1,5 +1,5 @@
 // The clusters use cases as the edges call them: each takes the caller (an Actor) and applies the access policy first.
-import { NotFoundError, type Clock, type Logger } from '@anodyne/common';
+import { ConflictError, NotFoundError, type Clock, type Logger } from '@anodyne/common';
 import type { NetworkProfilesTable, Store } from '@anodyne/store';
 import type { Director, InstanceView, Task, TaskEvent } from '@anodyne/director';
 import { BUILTIN_PLANS, deploymentName, validatePlans, type OidcTrust, type Plan } from './cluster.js';
@@ -11,6 +11,7 @@ import { ClusterBinds, type AdminCertificates } from './binds.js';
 import type { ClusterEndpoint, KubeClient } from './kube.js';
 import { ClusterFleet, type FleetUpgradeRequest } from './fleet.js';
 import { ReleaseRegistry } from './releases.js';
+import { NodeHooks } from './nodes.js';
 
 /** A plan as the API lists it. */
 export interface PlanView {
@@ -52,6 +53,8 @@ export interface ClusterServiceOptions {
   oidc?: OidcTrust;
   /** Quota for owners without one of their own. */
   defaultQuota?: { maxClusters: number; maxWorkers: number };
+  /** How long draining a worker may wait for PodDisruptionBudgets (default 300 s). */
+  drainTimeoutMs?: number;
   /** Builds the client for a cluster's API (default: @kubernetes/client-node with the admin certificate). */
   kubeClient?: (e: ClusterEndpoint) => KubeClient;
 }
@@ -69,6 +72,8 @@ export class ClusterService {
   readonly lifecycle: ClusterLifecycle;
   readonly binds: ClusterBinds;
   readonly fleet: ClusterFleet;
+  /** The director's instance hooks: workers are drained before they stop and their Nodes go with them. */
+  readonly nodes: NodeHooks;
   readonly releases: ReleaseRegistry;
 
   constructor(private readonly o: ClusterServiceOptions) {
@@ -91,6 +96,7 @@ export class ClusterService {
       quotas: this.quotas,
       credentials: o.credentials,
       releases: this.releases,
+      nodes: { checkRemoval: (cluster, nodes) => this.nodes.checkRemoval(cluster, nodes) },
       plans: this.plans,
       ...(o.oidc ? { oidc: o.oidc } : {}),
     });
@@ -100,6 +106,18 @@ export class ClusterService {
       logger: o.logger,
       ...(o.oidc ? { oidc: o.oidc } : {}),
       ...(o.kubeClient ? { client: o.kubeClient } : {}),
+    });
+    this.nodes = new NodeHooks({
+      clock: o.clock,
+      logger: o.logger,
+      ...(o.drainTimeoutMs !== undefined ? { drainTimeoutMs: o.drainTimeoutMs } : {}),
+      ...(o.kubeClient ? { client: o.kubeClient } : {}),
+      // A cluster still being created has no Nodes to drain.
+      endpoint: (cluster) =>
+        this.binds.endpoint(cluster).catch((err: unknown) => {
+          if (err instanceof ConflictError) return undefined;
+          throw err;
+        }),
     });
     this.fleet = new ClusterFleet(o.director, this.records, this.lifecycle, this.releases);
   }

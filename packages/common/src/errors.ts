@@ -153,6 +153,12 @@ export const ErrorCodes = {
   ANODYNE_E_CLUSTER_NOT_FOUND: def('ANODYNE_E_CLUSTER_NOT_FOUND', 'not_found', 'Cluster not found'),
   ANODYNE_E_CLUSTER_EXISTS: def('ANODYNE_E_CLUSTER_EXISTS', 'conflict', 'A cluster with this name exists'),
   ANODYNE_E_CLUSTER_BUSY: def('ANODYNE_E_CLUSTER_BUSY', 'conflict', 'The cluster has a task in progress', true),
+  ANODYNE_E_DRAIN_TIMEOUT: def(
+    'ANODYNE_E_DRAIN_TIMEOUT',
+    'conflict',
+    'A node could not be drained in time (a PodDisruptionBudget held pods back)',
+  ),
+  ANODYNE_E_DISRUPTION_NOT_ALLOWED: def('ANODYNE_E_DISRUPTION_NOT_ALLOWED', 'conflict', 'A PodDisruptionBudget does not allow the change'),
   ANODYNE_E_KUBERNETES_VERSION_UNKNOWN: def(
     'ANODYNE_E_KUBERNETES_VERSION_UNKNOWN',
     'invalid_input',

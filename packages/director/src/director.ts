@@ -20,6 +20,7 @@ import {
 import { TaskStore, type Task } from './tasks.js';
 import type { EventSink } from './updater.js';
 import { VmLifecycle } from './vms.js';
+import type { InstanceHooks } from './driver.js';
 
 export interface DirectorOptions {
   store: Store;
@@ -68,7 +69,7 @@ export class Director {
   private readonly agents: AgentClient;
   private readonly repo: InstanceRepository;
   private readonly vms: VmLifecycle;
-  private readonly deps: DeployDeps;
+  private deps: DeployDeps;
 
   constructor(private readonly o: DirectorOptions) {
     this.tasks = new TaskStore(o.store, o.clock, o.logger);
@@ -95,6 +96,14 @@ export class Director {
       clock: o.clock,
       logger: o.logger,
     };
+  }
+
+  /**
+   * What the deployments' owner does around each instance's rollout (set once by the composition
+   * root, which builds the owner after the director).
+   */
+  useHooks(hooks: InstanceHooks): void {
+    this.deps = { ...this.deps, hooks };
   }
 
   // ---------------------------------------------------------------- agents and instances

@@ -11,6 +11,31 @@ export interface AgentDriverDeps {
   repo: InstanceRepository;
   vms: VmLifecycle;
   agents: AgentClient;
+  /** What the deployment's owner does around each instance (the clusters package drains Kubernetes nodes). */
+  hooks?: InstanceHooks | undefined;
+}
+
+/** An instance as hooks see it. */
+export interface HookInstance {
+  deployment: string;
+  group: string;
+  index: number;
+}
+
+/**
+ * Steps around an instance's rollout that only the deployment's owner knows how to take: the
+ * director calls them and stays ignorant of what runs on the instances. A hook that throws fails
+ * the instance's step (and with it the task), before anything of the instance was stopped.
+ */
+export interface InstanceHooks {
+  /** Before an instance that is running is stopped for an update or a recreate (e.g. cordon and drain a node). */
+  beforeStop?(i: HookInstance, signal: AbortSignal): Promise<void>;
+  /** After its processes are started again (e.g. uncordon the node). */
+  afterStart?(i: HookInstance): Promise<void>;
+  /** Before an instance no longer in the manifest is stopped and deleted. */
+  beforeRemove?(i: HookInstance, signal: AbortSignal): Promise<void>;
+  /** After it was deleted (e.g. delete its Node object). */
+  afterRemove?(i: HookInstance): Promise<void>;
 }
 
 /** Applies planned changes to instances; `rows` (by `group/index`) is kept current as VMs change. */
@@ -27,7 +52,11 @@ export class AgentDriver implements InstanceDriver {
     return r;
   }
 
-  async apply(c: PlannedChange): Promise<void> {
+  private hookInstance(row: InstanceRow): HookInstance {
+    return { deployment: row.deployment, group: row.group_name, index: row.idx };
+  }
+
+  async apply(c: PlannedChange, signal: AbortSignal): Promise<void> {
     let row = this.row(c);
     const name = `${c.group}/${c.index}`;
     const info = (message: string) => this.sink.event({ stage: 'Lifecycle', instance: name, state: 'info', message });
@@ -40,6 +69,10 @@ export class AgentDriver implements InstanceDriver {
         () => false,
       ));
     if (!answers) await info('not drained: the agent does not answer');
+    if (row.bundle_hash !== null && answers && this.d.hooks?.beforeStop) {
+      await info('before stop');
+      await this.d.hooks.beforeStop(this.hookInstance(row), signal);
+    }
     if (row.bundle_hash !== null && answers) {
       try {
         await info('drain');
@@ -63,17 +96,23 @@ export class AgentDriver implements InstanceDriver {
     await this.d.agents.call(row, 'POST', '/start', undefined, 600_000);
     await this.d.repo.patch(row.id, { bundle_hash: bundle.hash });
     row.bundle_hash = bundle.hash;
+    if (this.d.hooks?.afterStart) await this.d.hooks.afterStart(this.hookInstance(row));
   }
 
-  async remove(c: PlannedChange): Promise<void> {
+  async remove(c: PlannedChange, signal: AbortSignal): Promise<void> {
     const row = this.rows.get(`${c.group}/${c.index}`);
     if (!row) return;
+    if (row.vm_id && row.bundle_hash !== null && this.d.hooks?.beforeRemove) {
+      await this.sink.event({ stage: 'Lifecycle', instance: `${c.group}/${c.index}`, state: 'info', message: 'before remove' });
+      await this.d.hooks.beforeRemove(this.hookInstance(row), signal);
+    }
     if (row.vm_id) {
       await this.d.agents.call(row, 'POST', '/drain', undefined, 600_000).catch(() => undefined);
       await this.d.agents.call(row, 'POST', '/stop', undefined, 120_000).catch(() => undefined);
     }
     await this.d.vms.discard(row);
     this.rows.delete(`${c.group}/${c.index}`);
+    if (this.d.hooks?.afterRemove) await this.d.hooks.afterRemove(this.hookInstance(row));
   }
 
   async healthy(c: PlannedChange): Promise<boolean> {

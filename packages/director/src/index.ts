@@ -31,6 +31,7 @@ export { plan, type DesiredInstance, type ActualInstance, type PlannedChange, ty
 export { Updater, type InstanceDriver, type EventSink, type TaskEventInput, type GroupPlan, type UpdaterOptions } from './updater.js';
 export { TaskStore, type Task, type TaskEvent, type TaskState } from './tasks.js';
 export { Director, type DirectorOptions, type InstanceView } from './director.js';
+export type { InstanceHooks, HookInstance } from './driver.js';
 export { renderVariables, type VariableSource } from './phases.js';
 export {
   TlsAgentClient,

@@ -3,7 +3,7 @@ import { AnodyneError, InputError, type Clock, type Logger } from '@anodyne/comm
 import type { Provider, VmType } from '@anodyne/providers';
 import { storeQuery, type Store } from '@anodyne/store';
 import type { AgentClient } from './agents.js';
-import { AgentDriver } from './driver.js';
+import { AgentDriver, type InstanceHooks } from './driver.js';
 import { newInstanceRow, type InstanceRepository, type InstanceRow } from './instances.js';
 import { renderInstance, renderTemplate, resolveJobs, type JobCatalog, type JobDefinition } from './jobs.js';
 import { groupUpdatePolicy, resolveMaxInFlight, type Manifest, type Variable } from './manifest.js';
@@ -70,6 +70,7 @@ export interface DeployDeps {
   store: Store;
   clock: Clock;
   logger: Logger;
+  hooks?: InstanceHooks | undefined;
 }
 
 /**

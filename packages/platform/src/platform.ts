@@ -192,6 +192,8 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
         anyScope: [SCOPES.manage, SCOPES.admin],
       },
     });
+    // Workers are drained through the Kubernetes API before the director stops them, and their Nodes go with them.
+    director.useHooks(clusters.nodes);
     await clusters.releases.register(
       await Promise.all(
         releases.map(async (r) => ({

@@ -2,10 +2,12 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exec, skipUnless } from '@anodyne/common';
 import { SCOPES } from '@anodyne/identity';
+import type { ClusterEndpoint } from '@anodyne/clusters';
 import { startTestPlatform, https, type HttpResult, type TestPlatform } from './testing/index.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -17,6 +19,72 @@ interface ClusterBody {
   release: string;
   last_task_id: number;
   last_action_state: string;
+}
+
+/** The release's busybox image as the cluster's containerd knows it. */
+async function busyboxRef(kubectl: (...args: string[]) => Promise<string>): Promise<string> {
+  const out = await kubectl('get', 'nodes', '-o', 'jsonpath={.items[0].status.images[*].names}');
+  const ref = /anodyne\.local\/busybox:[^" \],]+/.exec(out)?.[0];
+  assert.ok(ref, `the busybox image is on the node: ${out}`);
+  return ref;
+}
+
+/**
+ * Calls the app through its Service from the API server's service proxy (it picks a ready
+ * endpoint, as in-cluster clients do through kube-proxy), every 100 ms, counting failures.
+ */
+function serviceLoop(e: ClusterEndpoint): { stop(): Promise<{ requests: number; failed: number; lastError?: string }> } {
+  let running = true;
+  const counts = { requests: 0, failed: 0, lastError: undefined as string | undefined };
+  const u = new URL('/api/v1/namespaces/default/services/app:80/proxy/', e.server);
+  const once = () =>
+    new Promise<void>((resolve) => {
+      const req = request(
+        {
+          host: u.hostname,
+          port: u.port,
+          path: u.pathname,
+          method: 'GET',
+          ca: e.admin.ca,
+          cert: e.admin.certificate,
+          key: e.admin.private_key,
+          timeout: 5000,
+        },
+        (res) => {
+          let body = '';
+          res.on('data', (c: Buffer) => (body += c.toString()));
+          res.on('end', () => {
+            counts.requests++;
+            if (res.statusCode !== 200 || !body.includes('hello from anodyne busybox')) {
+              counts.failed++;
+              counts.lastError = `${res.statusCode} ${body.slice(0, 120)}`;
+            }
+            resolve();
+          });
+        },
+      );
+      req.on('error', (err) => {
+        counts.requests++;
+        counts.failed++;
+        counts.lastError = err.message;
+        resolve();
+      });
+      req.on('timeout', () => req.destroy(new Error('timed out')));
+      req.end();
+    });
+  const done = (async () => {
+    while (running) {
+      await once();
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await done;
+      return counts;
+    },
+  };
 }
 
 describe('Kubernetes releases side by side and upgrades between them', { skip: skipUnless(isRoot, 'needs root') }, () => {
@@ -41,7 +109,7 @@ describe('Kubernetes releases side by side and upgrades between them', { skip: s
     await tp.stop();
   });
 
-  it('a 1.33 cluster is upgraded to 1.34: every node reports the new version, what was written before is still there', async (t) => {
+  it('a 1.33 cluster is upgraded to 1.34 (every node reports it, what was written is kept); scaling touches only workers, drains them and respects PodDisruptionBudgets', async (t) => {
     const releases = (await call('GET', '/v1/releases')).body as { key: string; kubernetes_version: string; default: boolean }[];
     const minors = releases.map((r) => r.kubernetes_version.split('.').slice(0, 2).join('.'));
     assert.ok(minors.includes('1.33') && minors.includes('1.34'), `both minors are registered: ${JSON.stringify(releases)}`);
@@ -117,6 +185,119 @@ describe('Kubernetes releases side by side and upgrades between them', { skip: s
     const listed = (await call('GET', '/v1/releases')).body as { key: string; clusters: number }[];
     assert.equal(listed.find((r) => r.key === newest.key)?.clusters, 1);
     assert.equal(listed.find((r) => r.key === older.key)?.clusters, 0);
+
+    // Scaling touches only workers: the master's bundle (and so its processes) stays as it was.
+    const masterHash = async () =>
+      (await tp.platform.director.instances('cluster-up1')).find((r) => r.group_name === 'master')?.bundle_hash;
+    const before = await masterHash();
+    const grow = await call('PATCH', '/v1/clusters/up1', { kubernetes_worker_instances: 2 });
+    assert.equal(grow.status, 202, grow.text);
+    assert.equal((await tp.platform.director.wait((grow.body as ClusterBody).last_task_id)).state, 'done');
+    assert.equal(await masterHash(), before, 'scaling up left the master alone');
+    const masterEvents = (await tp.platform.director.tasks.events((grow.body as ClusterBody).last_task_id)).filter(
+      (e) => e.instance === 'master/0',
+    );
+    assert.deepEqual(masterEvents, [], 'no step of the scale-up touched master/0');
+
+    // An app with a PodDisruptionBudget, one replica on each worker, called through its Service all along.
+    const app = {
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: { name: 'app', namespace: 'default' },
+      spec: {
+        replicas: 2,
+        selector: { matchLabels: { app: 'app' } },
+        template: {
+          metadata: { labels: { app: 'app' } },
+          spec: {
+            affinity: {
+              podAntiAffinity: {
+                requiredDuringSchedulingIgnoredDuringExecution: [
+                  { topologyKey: 'kubernetes.io/hostname', labelSelector: { matchLabels: { app: 'app' } } },
+                ],
+              },
+            },
+            terminationGracePeriodSeconds: 10,
+            containers: [
+              {
+                name: 'web',
+                image: await busyboxRef(kubectl),
+                imagePullPolicy: 'Never',
+                readinessProbe: { httpGet: { path: '/', port: 8080 }, periodSeconds: 1 },
+                // Leave the Service's endpoints before stopping, as a well-behaved app does.
+                lifecycle: { preStop: { exec: { command: ['sleep', '3'] } } },
+              },
+            ],
+          },
+        },
+      },
+    };
+    const budget = (minAvailable: number) => ({
+      apiVersion: 'policy/v1',
+      kind: 'PodDisruptionBudget',
+      metadata: { name: 'app', namespace: 'default' },
+      spec: { minAvailable, selector: { matchLabels: { app: 'app' } } },
+    });
+    const service = {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'app', namespace: 'default' },
+      spec: { selector: { app: 'app' }, ports: [{ port: 80, targetPort: 8080 }] },
+    };
+    const apply = async (o: unknown) => {
+      const f = join(kubeDir, 'obj.json');
+      writeFileSync(f, JSON.stringify(o));
+      await kubectl('apply', '-f', f);
+    };
+    await apply(app);
+    await apply(service);
+    await apply(budget(2));
+    await kubectl('rollout', 'status', 'deployment/app', '--timeout=120s');
+    const podNodes = async () =>
+      (await kubectl('get', 'pods', '-l', 'app=app', '-o', 'jsonpath={range .items[*]}{.spec.nodeName}{"\\n"}{end}'))
+        .split('\n')
+        .filter(Boolean)
+        .sort();
+    assert.deepEqual(await podNodes(), ['worker-0', 'worker-1']);
+
+    // A budget that allows no disruption: the scale-down is refused before any task, nothing changes.
+    for (let i = 0; i < 30 && (await kubectl('get', 'pdb', 'app', '-o', 'jsonpath={.status.expectedPods}')) !== '2'; i++)
+      await new Promise((r) => setTimeout(r, 500));
+    const tasksBeforeRefusal = (await tp.platform.director.tasks.list()).length;
+    const refused = await call('PATCH', '/v1/clusters/up1', { kubernetes_worker_instances: 1 });
+    assert.equal(refused.status, 409, refused.text);
+    assert.equal((refused.body as { code: string }).code, 'ANODYNE_E_DISRUPTION_NOT_ALLOWED');
+    assert.equal((await tp.platform.director.tasks.list()).length, tasksBeforeRefusal, 'no task started');
+    assert.equal(
+      ((await call('GET', '/v1/clusters/up1')).body as { parameters: { kubernetes_worker_instances: number } }).parameters
+        .kubernetes_worker_instances,
+      2,
+    );
+
+    // A budget that allows one: worker-1 is drained (its pod moves) before its VM goes, and its Node goes too.
+    await apply(budget(1));
+    for (let i = 0; i < 30 && (await kubectl('get', 'pdb', 'app', '-o', 'jsonpath={.status.disruptionsAllowed}')) !== '1'; i++)
+      await new Promise((r) => setTimeout(r, 500));
+    const loop = serviceLoop(await tp.platform.clusters.binds.endpoint('up1'));
+    const shrink = await call('PATCH', '/v1/clusters/up1', { kubernetes_worker_instances: 1 });
+    assert.equal(shrink.status, 202, shrink.text);
+    assert.equal((await tp.platform.director.wait((shrink.body as ClusterBody).last_task_id)).state, 'done');
+    const counted = await loop.stop();
+    t.diagnostic(
+      `app through its Service during the scale-down: ${counted.requests} requests, ${counted.failed} failed${counted.lastError ? ` (${counted.lastError})` : ''}`,
+    );
+    assert.ok(counted.requests > 10, 'the loop ran');
+    assert.equal(counted.failed, 0, 'no request to the app failed while its pod moved');
+    assert.equal(await masterHash(), before, 'scaling down left the master alone');
+    assert.deepEqual(
+      (await kubectl('get', 'nodes', '-o', 'jsonpath={.items[*].metadata.name}')).split(' '),
+      ['worker-0'],
+      'the Node of worker-1 is gone',
+    );
+    const lifecycle = (await tp.platform.director.tasks.events((shrink.body as ClusterBody).last_task_id)).map(
+      (e) => `${e.instance ?? ''} ${e.message ?? e.stage}`,
+    );
+    assert.ok(lifecycle.includes('worker/1 before remove'), `worker/1 was drained before it went:\n${lifecycle.join('\n')}`);
 
     const del = await call('DELETE', '/v1/clusters/up1');
     assert.equal(del.status, 202);
