@@ -95,6 +95,8 @@ export async function followTask(client: ApiClient, id: number, asJson: boolean,
           else process.stdout.write('\r\x1b[K');
         }
         if (!asJson) process.stdout.write(`Task ${id} ${t.state}${took}${t.error ? `: ${t.error.code}: ${t.error.message}` : ''}\n`);
+        const availability = availabilityLine(t.result);
+        if (!asJson && availability) process.stdout.write(`${availability}\n`);
         return t.state;
       }
       if (!FINAL.includes(t.state)) await new Promise((r) => setTimeout(r, 300));
@@ -102,4 +104,11 @@ export async function followTask(client: ApiClient, id: number, asJson: boolean,
   } finally {
     if (timer) clearInterval(timer);
   }
+}
+
+/** "API: 1,412 requests, 0 failed, longest gap 0.3 s" from a rolling task's measured availability, if it has one. */
+export function availabilityLine(result: unknown): string | undefined {
+  const a = (result as { availability?: { requests: number; failed: number; longest_gap_ms: number } } | null)?.availability;
+  if (!a) return undefined;
+  return `API: ${a.requests.toLocaleString('en-US')} requests, ${a.failed.toLocaleString('en-US')} failed, longest gap ${(a.longest_gap_ms / 1000).toFixed(1)} s`;
 }

@@ -24,6 +24,16 @@ export interface Plan {
   kubelet?: KubeletSettings;
   /** Kubernetes minor versions the plan offers (e.g. ['1.33', '1.34']); absent: every registered release. */
   kubernetesVersions?: string[];
+  /** How rolling changes go (defaults: one canary, one at a time, up to 300 s to become healthy). */
+  update?: PlanUpdate;
+}
+
+/** A plan's rolling-update policy: canaries first, then batches; watch times are `min-max` milliseconds. */
+export interface PlanUpdate {
+  canaries?: number;
+  maxInFlight?: number;
+  canaryWatchTime?: string;
+  updateWatchTime?: string;
 }
 
 /** What a plan may set of each worker's kubelet (KubeletConfiguration fields). */
@@ -109,6 +119,17 @@ export function validatePlans(plans: Plan[]): Plan[] {
         if (!/^[a-z.A-Z-]+$/.test(k) || !QUANTITY.test(v))
           bad(p.name, `kubelet.${field}.${k}`, `has an invalid quantity ${JSON.stringify(v)}`);
       }
+    }
+    const u = p.update;
+    if (u?.canaries !== undefined && (!Number.isInteger(u.canaries) || u.canaries < 0))
+      bad(p.name, 'update.canaries', 'must be a whole number ≥ 0');
+    if (u?.maxInFlight !== undefined && (!Number.isInteger(u.maxInFlight) || u.maxInFlight < 1))
+      bad(p.name, 'update.maxInFlight', 'must be a whole number ≥ 1');
+    for (const k of ['canaryWatchTime', 'updateWatchTime'] as const) {
+      const w = u?.[k];
+      const m = w === undefined ? undefined : /^(\d+)-(\d+)$/.exec(w);
+      if (w !== undefined && (!m || Number(m[1]) > Number(m[2])))
+        bad(p.name, `update.${k}`, `must be "min-max" milliseconds, not ${JSON.stringify(w)}`);
     }
     if (p.kubelet?.maxPods !== undefined && (!Number.isInteger(p.kubelet.maxPods) || p.kubelet.maxPods < 1 || p.kubelet.maxPods > 250))
       bad(p.name, 'kubelet.maxPods', 'must be an integer from 1 to 250 (a node has one /24 of pod addresses)');
@@ -294,7 +315,13 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
     name: deploymentName(req.name),
     releases: [{ name: 'kubernetes', version: req.release?.version ?? '1.34' }],
     image,
-    update: { canaries: 1, max_in_flight: 1, canary_watch_time: '1000-300000', update_watch_time: '1000-300000', serial: true },
+    update: {
+      canaries: plan.update?.canaries ?? 1,
+      max_in_flight: plan.update?.maxInFlight ?? 1,
+      canary_watch_time: plan.update?.canaryWatchTime ?? '1000-300000',
+      update_watch_time: plan.update?.updateWatchTime ?? '1000-300000',
+      serial: true,
+    },
     instance_groups: [
       {
         name: 'master',

@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { ConflictError, InputError } from '@anodyne/common';
 import type { ClustersTable } from '@anodyne/store';
-import type { Director } from '@anodyne/director';
+import type { AvailabilityProbe, Director } from '@anodyne/director';
 import { clusterManifest, deploymentName, type ClusterRequest, type OidcTrust, type Plan } from './cluster.js';
 import type { ClusterRecords, ClusterView, Parameters } from './records.js';
 import type { NetworkProfiles, Quotas } from './profiles.js';
@@ -38,6 +38,8 @@ export interface LifecycleOptions {
   quotas: Quotas;
   credentials: LeafRotation;
   releases: ReleaseRegistry;
+  /** What measures the cluster API's availability while a redeploy rolls it (undefined: the API is not ready). */
+  probeFor?: (cluster: string) => Promise<(() => AvailabilityProbe) | undefined>;
   /** Checks a scale-down against the cluster's PodDisruptionBudgets. */
   nodes?: { checkRemoval(cluster: string, nodes: string[]): Promise<void> };
   plans: Plan[];
@@ -146,8 +148,18 @@ export class ClusterLifecycle {
       await this.o.nodes.checkRemoval(name, going);
     }
     if (why.kind === 'rotate-certificates') await this.o.credentials.regenerateLeaves(deploymentName(name), actor);
-    const task = await this.o.director.deploy(manifest, actor);
-    await this.o.records.setTask(name, 'UPDATE', task.id, { ...(why.kind === 'update' ? { parameters: next } : {}), release: release.key });
+    const probe = await this.o.probeFor?.(name);
+    // The record names the release the cluster runs: a new one once the rollout has succeeded (a
+    // canary that failed was rolled back, and the cluster still runs what it ran).
+    const changesRelease = running?.key !== release.key;
+    const task = await this.o.director.deploy(manifest, actor, {
+      ...(probe ? { probe } : {}),
+      ...(changesRelease && running ? { afterSuccess: () => this.o.records.setRelease(name, release.key) } : {}),
+    });
+    await this.o.records.setTask(name, 'UPDATE', task.id, {
+      ...(why.kind === 'update' ? { parameters: next } : {}),
+      ...(changesRelease && !running ? { release: release.key } : {}),
+    });
     return this.o.records.get(name);
   }
 

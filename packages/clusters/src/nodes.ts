@@ -46,9 +46,19 @@ export class NodeHooks implements InstanceHooks {
     if (api) await this.drain(api, nodeName(i), signal);
   }
 
-  async afterStart(i: HookInstance): Promise<void> {
+  async afterHealthy(i: HookInstance): Promise<void> {
     const api = await this.api(i);
-    if (api) await this.cordon(api, nodeName(i), false);
+    if (!api) return;
+    // The API may be busy a moment (a master just restarted): asked again for a minute.
+    const deadline = this.o.clock.nowMs() + 60_000;
+    for (;;) {
+      try {
+        return await this.cordon(api, nodeName(i), false);
+      } catch (err) {
+        if (this.o.clock.nowMs() > deadline) throw err;
+        await this.o.clock.sleep(2000);
+      }
+    }
   }
 
   async beforeRemove(i: HookInstance, signal: AbortSignal): Promise<void> {
@@ -113,13 +123,29 @@ export class NodeHooks implements InstanceHooks {
    * no disruption now answers 429: asked again until the drain timeout) and waits until they are gone.
    */
   async drain(api: KubeClient, node: string, signal: AbortSignal): Promise<void> {
+    // Nothing to drain where there is no Node (a worker that never registered), or no API to ask (a
+    // cluster being repaired): the director goes on, as stopping the VM is what repairs it.
+    let ready: boolean;
+    try {
+      const n = await api.core.readNode({ name: node });
+      ready = (n.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
+    } catch (err) {
+      const status = statusOf(err);
+      if (status === 404) return;
+      if (status === undefined) {
+        this.o.logger.warn({ node, err: (err as Error).message }, 'not drained: the cluster API does not answer');
+        return;
+      }
+      throw new UnavailableError('ANODYNE_E_UNAVAILABLE', `reading Node ${node}: ${(err as Error).message.split('\n')[0]}`);
+    }
     await this.cordon(api, node, true);
     const deadline = this.o.clock.nowMs() + this.drainTimeoutMs;
     let blocked = '';
     for (;;) {
       if (signal.aborted) throw new AnodyneError('ANODYNE_E_TASK_CANCELLED', 'the task was cancelled');
       const pods = await this.podsOn(api, node);
-      if (pods.length === 0) return;
+      // A Node that is not Ready has no kubelet to end its pods: evictions are asked for, not waited on.
+      if (pods.length === 0 || (!ready && pods.every((p) => p.metadata?.deletionTimestamp))) return;
       for (const p of pods) {
         const name = p.metadata?.name ?? '';
         const namespace = p.metadata?.namespace ?? 'default';

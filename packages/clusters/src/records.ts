@@ -117,6 +117,13 @@ export class ClusterRecords {
     await storeQuery('updating a cluster', () => this.o.store.db.updateTable('clusters').set(set).where('name', '=', name).execute());
   }
 
+  /** Records the release a cluster runs now (after an upgrade's rollout succeeded). */
+  async setRelease(name: string, release: string): Promise<void> {
+    await storeQuery("recording a cluster's release", () =>
+      this.o.store.db.updateTable('clusters').set({ release, updated_at: this.now() }).where('name', '=', name).execute(),
+    );
+  }
+
   /** Names of the given records whose DELETE task is done. */
   private async finishedDeletes(rows: ClustersTable[]): Promise<Set<string>> {
     const deleting = rows.filter((r) => r.last_action === 'DELETE' && r.last_task_id !== null);

@@ -1,5 +1,5 @@
 // The clusters use cases as the edges call them: each takes the caller (an Actor) and applies the access policy first.
-import { ConflictError, NotFoundError, type Clock, type Logger } from '@anodyne/common';
+import { ConflictError, NotFoundError, UnavailableError, type Clock, type Logger } from '@anodyne/common';
 import type { NetworkProfilesTable, Store } from '@anodyne/store';
 import type { Director, InstanceView, Task, TaskEvent } from '@anodyne/director';
 import { BUILTIN_PLANS, deploymentName, validatePlans, type OidcTrust, type Plan } from './cluster.js';
@@ -12,6 +12,7 @@ import type { ClusterEndpoint, KubeClient } from './kube.js';
 import { ClusterFleet, type FleetUpgradeRequest } from './fleet.js';
 import { ReleaseRegistry } from './releases.js';
 import { NodeHooks } from './nodes.js';
+import { apiProbe } from './availability.js';
 
 /** A plan as the API lists it. */
 export interface PlanView {
@@ -97,6 +98,11 @@ export class ClusterService {
       credentials: o.credentials,
       releases: this.releases,
       nodes: { checkRemoval: (cluster, nodes) => this.nodes.checkRemoval(cluster, nodes) },
+      probeFor: (cluster) =>
+        this.binds.endpoint(cluster).then(
+          (e) => () => apiProbe(e, o.clock),
+          () => undefined,
+        ),
       plans: this.plans,
       ...(o.oidc ? { oidc: o.oidc } : {}),
     });
@@ -112,10 +118,10 @@ export class ClusterService {
       logger: o.logger,
       ...(o.drainTimeoutMs !== undefined ? { drainTimeoutMs: o.drainTimeoutMs } : {}),
       ...(o.kubeClient ? { client: o.kubeClient } : {}),
-      // A cluster still being created has no Nodes to drain.
+      // A cluster still being created (or whose first create never finished) has no Nodes to drain.
       endpoint: (cluster) =>
         this.binds.endpoint(cluster).catch((err: unknown) => {
-          if (err instanceof ConflictError) return undefined;
+          if (err instanceof ConflictError || err instanceof UnavailableError) return undefined;
           throw err;
         }),
     });

@@ -14,6 +14,7 @@ import {
   Updater,
   type ActualInstance,
   type DesiredInstance,
+  type InstanceBundle,
   type InstanceDriver,
   type JobCatalog,
   type JobDefinition,
@@ -248,6 +249,7 @@ class FakeDriver implements InstanceDriver {
   removed: string[] = [];
   /** Instant (clock ms) at which each instance becomes healthy; absent = never. */
   healthyAt = new Map<string, number>();
+  settled?: (c: PlannedChange) => Promise<void>;
   constructor(
     private readonly provider: FakeProvider,
     private readonly clock: ManualClock,
@@ -375,6 +377,36 @@ describe('updater', () => {
     assert.equal(failed.instance, 'web/0');
     const elapsed = failed.at - t0;
     assert.ok(elapsed >= 5000 && elapsed <= 5300, `failed after the watch time max (5000 ms + apply), took ${elapsed}`);
+  });
+
+  it('a failed canary goes back to its previous bundle, is watched again, and the task fails saying so; nothing else is touched', async () => {
+    const m = manifest();
+    const { clock, driver, events, updater, groups } = setup(m, null);
+    // Healthy only on the bundle it ran before (the new one cannot start).
+    const running = new Map<string, string>();
+    const apply = driver.apply.bind(driver);
+    driver.apply = async (c: PlannedChange) => {
+      await apply(c);
+      running.set(`${c.group}/${c.index}`, c.desired!.bundle.hash);
+    };
+    driver.healthy = (c: PlannedChange) => Promise.resolve(running.get(`${c.group}/${c.index}`) === 'old');
+    const settled: string[] = [];
+    driver.settled = (c: PlannedChange) => Promise.resolve(void settled.push(`${c.group}/${c.index} ${c.desired!.bundle.hash}`));
+    const bundle = (hash: string) => ({ hash, jobs: [] }) as unknown as InstanceBundle;
+    const changes = fiveUpdates().map((c) => ({ ...c, previous: bundle('old'), desired: { bundle: bundle('new') } as DesiredInstance }));
+    let error: unknown;
+    await runToEnd(
+      clock,
+      updater.run(groups(changes), new AbortController().signal).catch((e: unknown) => {
+        error = e;
+      }),
+    );
+    assert.ok(error instanceof AnodyneError && error.code === 'ANODYNE_E_CANARY_FAILED', String(error));
+    assert.match((error as Error).message, /rolled back to its previous bundle/);
+    assert.deepEqual(driver.applied, ['web/0', 'web/0'], 'the canary was applied twice (new, then old); nothing else');
+    assert.equal(running.get('web/0'), 'old');
+    assert.deepEqual(settled, ['web/0 old'], 'only the rolled-back canary settled');
+    assert.ok(events.some((e) => e.stage === 'Rolling back canary' && e.state === 'finished'));
   });
 
   it('watch-time ranges: first check after min, healthy as soon as it is', async () => {

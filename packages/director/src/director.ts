@@ -167,10 +167,27 @@ export class Director {
    * any task exists; a deployment already being changed is refused with
    * ANODYNE_E_DEPLOYMENT_LOCKED.
    */
-  async deploy(manifest: Manifest, owner = 'system'): Promise<Task> {
+  /**
+   * Converges a deployment on the manifest as a task. `probe`, when given, is started as the task
+   * starts and stopped when it ends: what it measured (the availability of what the deployment
+   * serves, while it rolls) becomes the task result's `availability`, also when the task fails.
+   * `afterSuccess` runs as the task's last step once the deployment has converged.
+   */
+  async deploy(
+    manifest: Manifest,
+    owner = 'system',
+    options: { probe?: () => AvailabilityProbe; afterSuccess?: () => Promise<void> } = {},
+  ): Promise<Task> {
     const m = this.preflight(manifest);
     const task = await this.tasks.create('deploy', m.name, `deploy ${m.name}`, owner);
-    this.launch(task.id, (signal, sink) => this.runDeploy(m, signal, sink));
+    this.launch(task.id, (signal, sink) =>
+      withProbe(options.probe, async () => {
+        const result = await this.runDeploy(m, signal, sink);
+        // Part of the task: it is done only when its owner has recorded what the rollout changed.
+        await options.afterSuccess?.();
+        return result;
+      }),
+    );
     return task;
   }
 
@@ -439,4 +456,36 @@ export class Director {
     if (!row) throw new NotFoundError('ANODYNE_E_DEPLOYMENT_NOT_FOUND', `deployment ${name} not found`, { details: { name } });
     return JSON.parse(row.manifest) as Manifest;
   }
+}
+
+/** Something measured while a task runs (the cluster API's availability during a rolling update). */
+export interface AvailabilityProbe {
+  stop(): Promise<AvailabilityReport>;
+}
+
+export interface AvailabilityReport {
+  /** What was probed, e.g. `GET https://10.0.0.5:6443/version`. */
+  target: string;
+  requests: number;
+  failed: number;
+  /** The longest time without a successful answer, ms. */
+  longest_gap_ms: number;
+}
+
+/** Runs work with a probe around it; the report joins the result (or the error's result). */
+async function withProbe<T extends object>(
+  probe: (() => AvailabilityProbe) | undefined,
+  work: () => Promise<T>,
+): Promise<T | (T & { availability: AvailabilityReport })> {
+  if (!probe) return work();
+  const p = probe();
+  let result: T;
+  try {
+    result = await work();
+  } catch (err) {
+    const availability = await p.stop();
+    if (err instanceof AnodyneError) err.details['result'] = { ...(err.details['result'] ?? {}), availability };
+    throw err;
+  }
+  return { ...result, availability: await p.stop() };
 }

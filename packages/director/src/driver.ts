@@ -30,8 +30,8 @@ export interface HookInstance {
 export interface InstanceHooks {
   /** Before an instance that is running is stopped for an update or a recreate (e.g. cordon and drain a node). */
   beforeStop?(i: HookInstance, signal: AbortSignal): Promise<void>;
-  /** After its processes are started again (e.g. uncordon the node). */
-  afterStart?(i: HookInstance): Promise<void>;
+  /** After it runs again and is healthy (e.g. uncordon the node). */
+  afterHealthy?(i: HookInstance): Promise<void>;
   /** Before an instance no longer in the manifest is stopped and deleted. */
   beforeRemove?(i: HookInstance, signal: AbortSignal): Promise<void>;
   /** After it was deleted (e.g. delete its Node object). */
@@ -96,7 +96,10 @@ export class AgentDriver implements InstanceDriver {
     await this.d.agents.call(row, 'POST', '/start', undefined, 600_000);
     await this.d.repo.patch(row.id, { bundle_hash: bundle.hash });
     row.bundle_hash = bundle.hash;
-    if (this.d.hooks?.afterStart) await this.d.hooks.afterStart(this.hookInstance(row));
+  }
+
+  async settled(c: PlannedChange): Promise<void> {
+    if (this.d.hooks?.afterHealthy) await this.d.hooks.afterHealthy(this.hookInstance(this.row(c)));
   }
 
   async remove(c: PlannedChange, signal: AbortSignal): Promise<void> {

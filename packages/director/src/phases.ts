@@ -5,7 +5,15 @@ import { storeQuery, type Store } from '@anodyne/store';
 import type { AgentClient } from './agents.js';
 import { AgentDriver, type InstanceHooks } from './driver.js';
 import { newInstanceRow, type InstanceRepository, type InstanceRow } from './instances.js';
-import { renderInstance, renderTemplate, resolveJobs, type JobCatalog, type JobDefinition } from './jobs.js';
+import {
+  renderInstance,
+  renderTemplate,
+  resolveJobs,
+  type InstanceBundle,
+  type InstanceSpec,
+  type JobCatalog,
+  type JobDefinition,
+} from './jobs.js';
 import { groupUpdatePolicy, resolveMaxInFlight, type Manifest, type Variable } from './manifest.js';
 import { plan, type ActualInstance, type DesiredInstance, type PlannedChange } from './planner.js';
 import { Updater, type EventSink, type GroupPlan } from './updater.js';
@@ -105,6 +113,8 @@ export interface DeployScope {
   instanceVariables: Map<string, Record<string, unknown>>;
   jobDefs: Map<string, JobDefinition>;
   desired: DesiredInstance[];
+  /** What each instance runs now, by `group/index`, where the stored manifest renders to its recorded hash. */
+  previous: Map<string, InstanceBundle>;
   changes: PlannedChange[];
 }
 
@@ -132,6 +142,7 @@ export function newDeployScope(deps: DeployDeps, full: Manifest, signal: AbortSi
     instanceVariables: new Map(),
     jobDefs: new Map(),
     desired: [],
+    previous: new Map(),
     changes: [],
   };
 }
@@ -253,6 +264,7 @@ async function generateVariables(s: DeployScope): Promise<void> {
 async function renderInstances(s: DeployScope): Promise<void> {
   const m = s.manifest;
   s.jobDefs = resolveJobs(m, s.deps.catalog);
+  const stored = await storedManifest(s);
   for (const g of m.instance_groups) {
     for (let i = 0; i < g.instances; i++) {
       let row = s.rows.get(key(g.name, i))!;
@@ -280,6 +292,8 @@ async function renderInstances(s: DeployScope): Promise<void> {
         ivars: s.instanceVariables.get(key(g.name, i)) ?? {},
         lbs: s.lbs,
       });
+      const before = previousBundle(s, stored, g.name, spec, row.bundle_hash);
+      if (before) s.previous.set(key(g.name, i), before);
       const staticIp = g.networks[0]?.static_ips?.[i];
       s.desired.push({
         group: g.name,
@@ -292,6 +306,44 @@ async function renderInstances(s: DeployScope): Promise<void> {
         bundle,
       });
     }
+  }
+}
+
+/** The manifest the deployment last converged on, with its jobs, if there is one. */
+async function storedManifest(s: DeployScope): Promise<{ manifest: Manifest; defs: Map<string, JobDefinition> } | undefined> {
+  const row = await storeQuery('reading a deployment', () =>
+    s.deps.store.db.selectFrom('deployments').select('manifest').where('name', '=', s.manifest.name).executeTakeFirst(),
+  );
+  if (!row) return undefined;
+  try {
+    const manifest = JSON.parse(row.manifest) as Manifest;
+    return { manifest, defs: resolveJobs(manifest, s.deps.catalog) };
+  } catch {
+    return undefined; // a manifest this release can no longer resolve: nothing to go back to
+  }
+}
+
+/** The instance's current bundle, rendered from the stored manifest, when its hash is the one recorded for the instance. */
+function previousBundle(
+  s: DeployScope,
+  stored: { manifest: Manifest; defs: Map<string, JobDefinition> } | undefined,
+  group: string,
+  spec: InstanceSpec,
+  recorded: string | null,
+): InstanceBundle | undefined {
+  const g = stored?.manifest.instance_groups.find((x) => x.name === group);
+  if (!stored || !g || recorded === null || spec.index >= g.instances) return undefined;
+  try {
+    const bundle = renderInstance(stored.manifest, g, stored.defs, {
+      spec,
+      groups: s.groupIps,
+      vars: s.variables,
+      ivars: s.instanceVariables.get(key(group, spec.index)) ?? {},
+      lbs: s.lbs,
+    });
+    return bundle.hash === recorded ? bundle : undefined;
+  } catch {
+    return undefined;
   }
 }
 
@@ -310,7 +362,9 @@ function planChanges(s: DeployScope): void {
     bundleHash: r.bundle_hash,
   }));
   const { pick } = s;
-  s.changes = plan(s.desired, actual).map((c): PlannedChange => {
+  s.changes = plan(s.desired, actual).map((planned): PlannedChange => {
+    const before = s.previous.get(key(planned.group, planned.index));
+    const c = before ? { ...planned, previous: before } : planned;
     // A VM created by this deploy is new already: it gets its jobs, never a second VM.
     if (s.createdNow.has(key(c.group, c.index))) return c;
     if (pick.only && !pick.only(c.group, c.index)) return { ...c, action: 'keep', reasons: [] };

@@ -39,6 +39,8 @@ export interface PlannedChange {
   reasons: string[];
   desired?: DesiredInstance;
   actual?: ActualInstance;
+  /** The bundle the instance runs now (rendered from the stored manifest, its hash the recorded one): a failed canary goes back to it. */
+  previous?: InstanceBundle;
 }
 
 function sameType(a: string | VmType, b: string | VmType): boolean {

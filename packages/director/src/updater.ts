@@ -28,6 +28,8 @@ export interface InstanceDriver {
   apply(change: PlannedChange, signal: AbortSignal): Promise<void>;
   /** Removes an instance no longer in the manifest (drained and stopped first). */
   remove(change: PlannedChange, signal: AbortSignal): Promise<void>;
+  /** After the instance became healthy (the owner's hooks may now let work back onto it). */
+  settled?(change: PlannedChange): Promise<void>;
   /** Whether every process of the instance is running and ready. */
   healthy(change: PlannedChange): Promise<boolean>;
 }
@@ -116,11 +118,56 @@ export class Updater {
           { details: { instance } },
         );
       }
+      await driver.settled?.(change);
     } catch (err) {
       await events.event({ stage, instance, index: k, total: n, state: 'failed', message: (err as Error).message });
+      if (canary && change.previous && change.desired) await this.rollBack(g, change, err as Error, signal);
       throw err;
     }
     await events.event({ stage, instance, index: k, total: n, state: 'finished' });
+  }
+
+  /**
+   * A canary that failed goes back to the bundle it ran before (same VM), so the deployment is as
+   * it was: no other instance was touched. The task still fails, with the canary's reason.
+   */
+  private async rollBack(g: GroupPlan, change: PlannedChange, why: Error, signal: AbortSignal): Promise<never> {
+    const { driver, events } = this.opts;
+    const instance = `${change.group}/${change.index}`;
+    const stage = 'Rolling back canary';
+    await events.event({
+      stage,
+      instance,
+      index: 1,
+      total: 1,
+      state: 'started',
+      message: `back to bundle ${change.previous!.hash.slice(0, 12)}`,
+    });
+    const back: PlannedChange = {
+      ...change,
+      action: 'update',
+      reasons: ['canary rollback'],
+      desired: { ...change.desired!, bundle: change.previous! },
+    };
+    try {
+      await driver.apply(back, signal);
+      const range = parseWatchTime(g.policy.update_watch_time);
+      if (!(await this.watch(back, range))) throw new Error(`${instance} is not healthy on its previous bundle after ${range.max} ms`);
+      await driver.settled?.(back);
+    } catch (err) {
+      await events.event({ stage, instance, index: 1, total: 1, state: 'failed', message: (err as Error).message });
+      throw new AnodyneError('ANODYNE_E_CANARY_FAILED', `${why.message}; rolling it back failed too: ${(err as Error).message}`, {
+        details: { instance, rolled_back: false },
+      });
+    }
+    await events.event({ stage, instance, index: 1, total: 1, state: 'finished' });
+    throw new AnodyneError(
+      'ANODYNE_E_CANARY_FAILED',
+      `${why.message}; the canary was rolled back to its previous bundle and no other instance was touched`,
+      {
+        details: { instance, rolled_back: true },
+      },
+    );
   }
 
   private async updateGroup(g: GroupPlan, signal: AbortSignal): Promise<void> {

@@ -28,7 +28,7 @@ describe(
     };
 
     before(async () => {
-      tp = await startTestPlatform('ct', '10.198.13.0/24', PORT);
+      tp = await startTestPlatform('ct', '10.198.17.0/24', PORT);
       const p = tp.platform;
       await p.identity.createUser({ username: 'ct-admin', password: 'ct-admin-password', groups: [SCOPES.admin] });
       await p.identity.createUser({ username: 'ct-manage', password: 'ct-manage-password', groups: [SCOPES.manage] });

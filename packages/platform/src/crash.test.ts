@@ -122,7 +122,8 @@ describe('faults: kill -9 of the platform during create, update and delete', { s
     const again = (await call('PATCH', '/v1/clusters/crashy', { kubernetes_worker_instances: 2 })).body as { last_task_id: number };
     for (let i = 0; i < 600 && !['done', 'error'].includes((await taskState(again.last_task_id)).state); i++)
       await new Promise((r) => setTimeout(r, 200));
-    assert.equal((await taskState(again.last_task_id)).state, 'done');
+    const converged = await taskState(again.last_task_id);
+    assert.equal(converged.state, 'done', JSON.stringify(converged));
     assert.equal(((await call('GET', '/v1/clusters/crashy')).body as { last_action_state: string }).last_action_state, 'succeeded');
 
     // 3. Killed during the delete; the delete is asked again after the restart and finishes.

@@ -9,7 +9,7 @@ import { CredStore, DeploymentVariables, loadKeyFile } from '@anodyne/credstore'
 import { LocalProvider } from '@anodyne/providers';
 import { Director, HealthMonitor, agentTlsIssuer, type AgentTlsIssuer } from '@anodyne/director';
 import { AUDIENCE, Identity, LdapUserStore, SCOPES } from '@anodyne/identity';
-import { ClusterService, kubernetesRelease, RELEASES_GUEST_DIR } from '@anodyne/clusters';
+import { ClusterService, kubernetesRelease, RELEASES_GUEST_DIR, type Plan } from '@anodyne/clusters';
 import { locateReleases, sha256File } from '@anodyne/release';
 import { buildServer } from '@anodyne/api';
 
@@ -26,6 +26,8 @@ export interface PlatformOptions {
   providerTag?: string;
   /** Release directory; by default the one the cache's `current` points at. */
   releaseDir?: string;
+  /** The plans clusters are created by (default: the built-in plans). */
+  plans?: Plan[];
 }
 
 export interface Platform {
@@ -161,6 +163,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
     keyTimer.unref();
 
     const clusters = new ClusterService({
+      ...(o.plans ? { plans: o.plans } : {}),
       store,
       director,
       clock,

@@ -1,17 +1,24 @@
 // Releases side by side: a cluster created on the older Kubernetes minor, upgraded through the API to the newer one.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { exec, skipUnless } from '@anodyne/common';
 import { SCOPES } from '@anodyne/identity';
-import type { ClusterEndpoint } from '@anodyne/clusters';
+import { BUILTIN_PLANS, type ClusterEndpoint } from '@anodyne/clusters';
 import { startTestPlatform, https, type HttpResult, type TestPlatform } from './testing/index.js';
 
 const isRoot = process.getuid?.() === 0;
 const PORT = 19_700 + (process.pid % 90);
+
+interface Availability {
+  target: string;
+  requests: number;
+  failed: number;
+  longest_gap_ms: number;
+}
 
 interface ClusterBody {
   name: string;
@@ -91,6 +98,7 @@ describe('Kubernetes releases side by side and upgrades between them', { skip: s
   let tp: TestPlatform;
   let admin: string;
   let kubeDir: string;
+  let badRelease: string | undefined;
   const call = (method: string, path: string, body?: unknown): Promise<HttpResult> =>
     https(tp.platform.url, tp.platform.caPem, method, path, {
       token: admin,
@@ -98,7 +106,11 @@ describe('Kubernetes releases side by side and upgrades between them', { skip: s
     });
 
   before(async () => {
-    tp = await startTestPlatform('up', '10.198.14.0/24', PORT);
+    // Short watch times, so that a canary that cannot become healthy fails in a minute, not five.
+    const plans = BUILTIN_PLANS.map((p) =>
+      p.name === 'small' ? { ...p, update: { canaryWatchTime: '1000-45000', updateWatchTime: '1000-120000' } } : p,
+    );
+    tp = await startTestPlatform('up', '10.198.18.0/24', PORT, {}, { plans });
     await tp.platform.identity.createUser({ username: 'up-admin', password: 'up-admin-password', groups: [SCOPES.admin] });
     admin = (await tp.platform.identity.token({ grant_type: 'password', username: 'up-admin', password: 'up-admin-password' }))
       .access_token;
@@ -106,6 +118,7 @@ describe('Kubernetes releases side by side and upgrades between them', { skip: s
   });
   after(async () => {
     rmSync(kubeDir, { recursive: true, force: true });
+    if (badRelease) rmSync(badRelease, { recursive: true, force: true });
     await tp.stop();
   });
 
@@ -158,6 +171,10 @@ describe('Kubernetes releases side by side and upgrades between them', { skip: s
     assert.equal(up.status, 202, up.text);
     const upTask = await tp.platform.director.wait((up.body as ClusterBody).last_task_id);
     assert.equal(upTask.state, 'done', JSON.stringify(upTask.error));
+    // The platform measured the API's availability through the cluster's endpoint while the task rolled it.
+    const upAvailability = (upTask.result as { availability?: Availability }).availability;
+    assert.ok(upAvailability && upAvailability.requests > 5, `availability measured: ${JSON.stringify(upTask.result)}`);
+    t.diagnostic(`API during the upgrade (one master, so its restart is a gap): ${JSON.stringify(upAvailability)}`);
     const after = (await call('GET', '/v1/clusters/up1')).body as ClusterBody;
     assert.equal(after.kubernetes_version, newest.kubernetes_version);
     assert.equal(after.release, newest.key);
@@ -198,6 +215,64 @@ describe('Kubernetes releases side by side and upgrades between them', { skip: s
       (e) => e.instance === 'master/0',
     );
     assert.deepEqual(masterEvents, [], 'no step of the scale-up touched master/0');
+
+    // A bad release (its kubelet cannot start): the master goes first and is fine (it runs no kubelet); the first
+    // worker, the canary, never becomes healthy and is put back on the bundle it ran; worker-1 is never touched.
+    const good = await tp.platform.clusters.releases.get(newest.key);
+    const badKey = 'kubernetes-v1.34.99-bad0bad0bad0';
+    badRelease = join(dirname(good.dir), badKey);
+    mkdirSync(join(badRelease, 'bin'), { recursive: true });
+    for (const f of readdirSync(join(good.dir, 'bin'))) {
+      if (f !== 'kubelet') symlinkSync(join('..', '..', good.key, 'bin', f), join(badRelease, 'bin', f));
+    }
+    writeFileSync(join(badRelease, 'bin', 'kubelet'), '#!/bin/sh\necho "this kubelet cannot start" >&2\nexit 1\n', { mode: 0o755 });
+    symlinkSync(join('..', good.key, 'images'), join(badRelease, 'images'));
+    const goodManifest = JSON.parse(readFileSync(join(good.dir, 'manifest.json'), 'utf8')) as Record<string, unknown>;
+    writeFileSync(join(badRelease, 'manifest.json'), JSON.stringify({ ...goodManifest, release: badKey, kubernetes: 'v1.34.99' }, null, 2));
+    await tp.platform.clusters.releases.register([{ key: badKey, version: '1.34.99', dir: badRelease, manifestSha256: '0'.repeat(64) }]);
+    const workerHashes = async () =>
+      Object.fromEntries(
+        (await tp.platform.director.instances('cluster-up1')).filter((r) => r.group_name === 'worker').map((r) => [r.idx, r.bundle_hash]),
+      );
+    const workersBefore = await workerHashes();
+    const bad = await call('POST', '/v1/clusters/up1/upgrade', { kubernetes_version: '1.34.99' });
+    assert.equal(bad.status, 202, bad.text);
+    const badTask = await tp.platform.director.wait((bad.body as ClusterBody).last_task_id);
+    assert.equal(badTask.state, 'error');
+    assert.equal(badTask.error?.code, 'ANODYNE_E_CANARY_FAILED');
+    assert.match(badTask.error?.message ?? '', /rolled back to its previous bundle/);
+    t.diagnostic(`bad canary: ${badTask.error?.message}`);
+    assert.deepEqual(await workerHashes(), workersBefore, 'worker/0 runs its previous bundle again; worker/1 was not touched');
+    const badEvents = await tp.platform.director.tasks.events(badTask.id);
+    assert.ok(badEvents.some((e) => e.stage === 'Rolling back canary' && e.instance === 'worker/0' && e.state === 'finished'));
+    assert.ok(!badEvents.some((e) => e.instance === 'worker/1'), 'no step touched worker/1');
+    assert.equal(
+      ((await call('GET', '/v1/clusters/up1')).body as ClusterBody).kubernetes_version,
+      newest.kubernetes_version,
+      'the cluster still runs its release',
+    );
+    for (
+      let i = 0;
+      i < 60 &&
+      !/^(True ){1}True$/.test(
+        (await kubectl('get', 'nodes', '-o', 'jsonpath={.items[*].status.conditions[?(@.type=="Ready")].status}')).trim(),
+      );
+      i++
+    )
+      await new Promise((r) => setTimeout(r, 1000));
+    assert.equal(
+      (await kubectl('get', 'nodes', '-o', 'jsonpath={.items[*].status.conditions[?(@.type=="Ready")].status}')).trim(),
+      'True True',
+      'both nodes Ready',
+    );
+    assert.deepEqual(await nodeVersions(), [`v${newest.kubernetes_version}`, `v${newest.kubernetes_version}`]);
+
+    // The master went first and runs the bad release's bundle (its programs work); going back to the cluster's
+    // release puts it back, and the master's bundle is what it was before the bad upgrade.
+    const fix = await call('POST', '/v1/clusters/up1/upgrade', { kubernetes_version: newest.kubernetes_version });
+    assert.equal(fix.status, 202, fix.text);
+    assert.equal((await tp.platform.director.wait((fix.body as ClusterBody).last_task_id)).state, 'done');
+    assert.equal(await masterHash(), before, 'the master is back on its bundle');
 
     // An app with a PodDisruptionBudget, one replica on each worker, called through its Service all along.
     const app = {
@@ -281,7 +356,12 @@ describe('Kubernetes releases side by side and upgrades between them', { skip: s
     const loop = serviceLoop(await tp.platform.clusters.binds.endpoint('up1'));
     const shrink = await call('PATCH', '/v1/clusters/up1', { kubernetes_worker_instances: 1 });
     assert.equal(shrink.status, 202, shrink.text);
-    assert.equal((await tp.platform.director.wait((shrink.body as ClusterBody).last_task_id)).state, 'done');
+    const shrinkTask = await tp.platform.director.wait((shrink.body as ClusterBody).last_task_id);
+    assert.equal(shrinkTask.state, 'done');
+    const shrinkAvailability = (shrinkTask.result as { availability: Availability }).availability;
+    t.diagnostic(`API during the scale-down: ${JSON.stringify(shrinkAvailability)}`);
+    assert.ok(shrinkAvailability.requests > 5);
+    assert.equal(shrinkAvailability.failed, 0, 'the API answered all along: the master was not touched');
     const counted = await loop.stop();
     t.diagnostic(
       `app through its Service during the scale-down: ${counted.requests} requests, ${counted.failed} failed${counted.lastError ? ` (${counted.lastError})` : ''}`,

@@ -8,6 +8,7 @@ import { createLogger, loadConfig, PlatformConfigSchema, SecretRegistry, systemC
 import { LocalProvider } from '@anodyne/providers';
 import { hostLeftovers } from '@anodyne/providers/testing';
 import { startPlatform, type Platform } from '../platform.js';
+import type { Plan } from '@anodyne/clusters';
 
 export interface TestPlatform {
   platform: Platform;
@@ -25,6 +26,7 @@ export async function startTestPlatform(
   network: string,
   port: number,
   env: Record<string, string> = {},
+  options: { plans?: Plan[] } = {},
 ): Promise<TestPlatform> {
   const dir = mkdtempSync(join(tmpdir(), `anodyne-${name}-`));
   const tag = `${name.slice(0, 2)}${(process.pid % 1296).toString(36)}`;
@@ -44,7 +46,7 @@ export async function startTestPlatform(
   const logger = createLogger({ level: 'debug', secrets, destination: { write: (line: string) => void written.push(line) } });
   let platform: Platform;
   try {
-    platform = await startPlatform({ config, logger, clock: systemClock, secrets });
+    platform = await startPlatform({ config, logger, clock: systemClock, secrets, ...(options.plans ? { plans: options.plans } : {}) });
   } catch (err) {
     // A start that failed half-way may have made the bridge and its rules: take them away too.
     const provider = new LocalProvider({
