@@ -22,7 +22,7 @@ const ROOT_ONLY = {
 // The CLI (and later the console) talk to the platform over HTTPS only.
 const EDGE_ONLY = {
   group: ['@anodyne/*', '!@anodyne/client'],
-  message: 'The CLI reaches the platform over HTTPS: it imports no Anodyne package but @anodyne/client.',
+  message: 'The CLI and the console reach the platform over HTTPS: they import no Anodyne package but @anodyne/client.',
 };
 // Every source file starts with a one-line `//` comment saying what it is for (after the shebang, if any).
 const anodyne = {
@@ -93,7 +93,8 @@ export default tseslint.config(
     rules: { 'no-restricted-imports': ['error', { patterns: [...DOORS, ROOT_ONLY] }] },
   },
   {
-    files: ['packages/cli/src/**/*.ts'],
+    // The edges reach the platform over HTTPS only: the CLI and (when it lands) the web console.
+    files: ['packages/cli/src/**/*.ts', 'packages/console/src/**/*.{ts,tsx}'],
     ignores: ['**/*.test.ts'],
     rules: { 'no-restricted-imports': ['error', { patterns: [...DOORS, EDGE_ONLY] }] },
   },

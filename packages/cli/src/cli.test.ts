@@ -124,7 +124,11 @@ describe('the anodyne CLI against a real server', { skip: skipUnless(isRoot, 'ne
 
     const list = await cli('clusters');
     assert.match(list.stdout, /^Name\s+Plan\s+Owner/);
-    assert.match(list.stdout, /first\s+small\s+newbie\s+1\s+\S+\s+CREATE\s+succeeded/);
+    assert.match(
+      list.stdout,
+      /first\s+small\s+newbie\s+1\.\d+\.\d+\s+1\s+\S+\s+CREATE\s+succeeded/,
+      'the list shows the Kubernetes version',
+    );
     const asJson = JSON.parse((await cli('clusters', '--json')).stdout) as { name: string; last_action_state: string }[];
     assert.deepEqual(
       asJson.map((c) => [c.name, c.last_action_state]),

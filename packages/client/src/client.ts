@@ -163,6 +163,9 @@ export class ApiClient {
   upgradeCluster(name: string, body: S.UpgradeClusterBody = {}): Promise<Cluster> {
     return this.call('POST', `/v1/clusters/${seg(name)}/upgrade`, body);
   }
+  recreateCluster(name: string): Promise<Cluster> {
+    return this.call('POST', `/v1/clusters/${seg(name)}/recreate`);
+  }
   releases(): Promise<ReleaseInfo[]> {
     return this.call('GET', '/v1/releases');
   }

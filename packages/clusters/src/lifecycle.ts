@@ -163,6 +163,20 @@ export class ClusterLifecycle {
     return this.o.records.get(name);
   }
 
+  /**
+   * Repaves a cluster: every VM onto a fresh root, one at a time with the same rules as an update
+   * (masters first, canaries, workers drained first), from the cluster's stored manifest.
+   */
+  async recreate(name: string, actor: string): Promise<ClusterView> {
+    const r = await this.o.records.row(name);
+    await this.o.records.assertIdle(r);
+    if (r.last_action === 'DELETE') throw new ConflictError('ANODYNE_E_CLUSTER_BUSY', `cluster ${name} is being deleted`);
+    const probe = await this.o.probeFor?.(name);
+    const task = await this.o.director.recreate(deploymentName(name), {}, actor, probe ? { probe } : {});
+    await this.o.records.setTask(name, 'UPDATE', task.id);
+    return this.o.records.get(name);
+  }
+
   /** Starts deleting a cluster; the record goes when the task succeeds. Asking again while it runs is the same delete. */
   async delete(name: string, actor: string): Promise<ClusterView> {
     const r = await this.o.records.row(name);

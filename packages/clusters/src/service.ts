@@ -215,6 +215,12 @@ export class ClusterService {
     return this.fleet.upgrade(a.name, req);
   }
 
+  /** Every VM onto a fresh root, rolling (repave): admins, or the owner with the manage scope. */
+  async recreate(a: Actor, name: string): Promise<ClusterView> {
+    await this.changed(a, name);
+    return this.lifecycle.recreate(name, a.name);
+  }
+
   async rotateCertificates(a: Actor, name: string): Promise<ClusterView> {
     await this.changed(a, name);
     return this.lifecycle.redeploy(name, { kind: 'rotate-certificates' }, a.name);

@@ -198,14 +198,19 @@ export class Director {
   }
 
   /** Recreates the VMs of a deployment (all, one group, or one instance), canaries and batches respected. */
-  async recreate(deployment: string, target: { group?: string; index?: number } = {}, owner = 'system'): Promise<Task> {
+  async recreate(
+    deployment: string,
+    target: { group?: string; index?: number } = {},
+    owner = 'system',
+    options: { probe?: () => AvailabilityProbe } = {},
+  ): Promise<Task> {
     const m = await this.manifest(deployment);
     this.checkTarget(m, target.group, target.index);
     const what = target.group ? ` ${target.group}${target.index !== undefined ? `/${target.index}` : ''}` : '';
     const task = await this.tasks.create('recreate', deployment, `recreate ${deployment}${what}`, owner);
     const pick = (g: string, i: number) =>
       (target.group === undefined || target.group === g) && (target.index === undefined || target.index === i);
-    this.launch(task.id, (signal, sink) => this.runDeploy(m, signal, sink, { recreate: pick }));
+    this.launch(task.id, (signal, sink) => withProbe(options.probe, () => this.runDeploy(m, signal, sink, { recreate: pick })));
     return task;
   }
 

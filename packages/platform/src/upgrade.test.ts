@@ -379,6 +379,29 @@ describe('Kubernetes releases side by side and upgrades between them', { skip: s
     );
     assert.ok(lifecycle.includes('worker/1 before remove'), `worker/1 was drained before it went:\n${lifecycle.join('\n')}`);
 
+    // Repave: every VM onto a fresh root, rolling; etcd's data (on its persistent disk) and the objects stay.
+    const vmIds = async () => (await tp.platform.director.instances('cluster-up1')).map((r) => r.vm_id).sort();
+    const oldVms = await vmIds();
+    const repave = await call('POST', '/v1/clusters/up1/recreate');
+    assert.equal(repave.status, 202, repave.text);
+    const repaveTask = await tp.platform.director.wait((repave.body as ClusterBody).last_task_id);
+    assert.equal(repaveTask.state, 'done', JSON.stringify(repaveTask.error));
+    const newVms = await vmIds();
+    assert.equal(newVms.filter((id) => oldVms.includes(id)).length, 0, 'every VM is new');
+    t.diagnostic(`repave: ${JSON.stringify((repaveTask.result as { availability?: Availability }).availability)}`);
+    for (
+      let i = 0;
+      i < 60 &&
+      (await kubectl('get', 'nodes', '-o', 'jsonpath={.items[*].status.conditions[?(@.type=="Ready")].status}')).trim() !== 'True';
+      i++
+    )
+      await new Promise((r) => setTimeout(r, 1000));
+    assert.equal(
+      await kubectl('get', 'configmap', 'before-upgrade', '-o', 'jsonpath={.data.written}'),
+      'on-1.33',
+      'the objects survived the repave',
+    );
+
     const del = await call('DELETE', '/v1/clusters/up1');
     assert.equal(del.status, 202);
     assert.equal((await tp.platform.director.wait((del.body as ClusterBody).last_task_id)).state, 'done');

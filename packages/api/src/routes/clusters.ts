@@ -107,6 +107,18 @@ export function clusterRoutes(app: Api, o: ClusterRoutesOptions): void {
     async (req, reply) => reply.status(202).send(await c.upgrade(principal(req), req.params.name, req.body)),
   );
   app.post(
+    '/v1/clusters/:name/recreate',
+    {
+      config: auth(WRITE_SCOPES, 'cluster.recreate'),
+      schema: {
+        ...doc('Recreate (repave) every VM of a cluster onto a fresh root, rolling like an update (asynchronous)', tags, true),
+        params: S.NameParams,
+        response: ok({ 202: S.Cluster }),
+      },
+    },
+    async (req, reply) => reply.status(202).send(await c.recreate(principal(req), req.params.name)),
+  );
+  app.post(
     '/v1/upgrades',
     {
       config: auth(ADMIN_SCOPES, 'clusters.upgrade'),

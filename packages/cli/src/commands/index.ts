@@ -13,6 +13,7 @@ import { register as getCredentials } from './get-credentials.js';
 import { register as upgradeCluster } from './upgrade-cluster.js';
 import { register as upgradeClusters } from './upgrade-clusters.js';
 import { register as releases } from './releases.js';
+import { register as recreateCluster } from './recreate-cluster.js';
 import { register as certificates } from './certificates.js';
 import { register as vms } from './vms.js';
 import { register as rotateCertificates } from './rotate-certificates.js';
@@ -50,6 +51,7 @@ export const COMMANDS: readonly Register[] = [
   upgradeCluster,
   upgradeClusters,
   releases,
+  recreateCluster,
   certificates,
   vms,
   rotateCertificates,
