@@ -357,7 +357,7 @@ export async function checkWebhooks(ctx: ReachContext, tag: string): Promise<voi
 export async function checkTop(ctx: ReachContext, workers: string[]): Promise<void> {
   const started = performance.now();
   const available = await ctx
-    .kubectl('-n', 'kube-system', 'wait', '--for=condition=Available', 'deployment/metrics-server', '--timeout=120s')
+    .kubectl('-n', 'kube-system', 'wait', '--for=condition=Available', 'deployment/metrics-server', '--timeout=240s')
     .then(
       () => true,
       () => false,

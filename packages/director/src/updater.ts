@@ -108,8 +108,12 @@ export class Updater {
       state: 'started',
       message: `${change.action}: ${change.reasons.join(', ')}`,
     });
+    // Only a canary that was changed and then not healthy goes back: one whose step failed before it
+    // ran anything new (a drain that a disruption budget held back) is as it was.
+    let applied = false;
     try {
       await driver.apply(change, signal);
+      applied = true;
       const range = parseWatchTime(canary ? g.policy.canary_watch_time : g.policy.update_watch_time);
       if (!(await this.watch(change, range))) {
         throw new AnodyneError(
@@ -121,7 +125,7 @@ export class Updater {
       await driver.settled?.(change);
     } catch (err) {
       await events.event({ stage, instance, index: k, total: n, state: 'failed', message: (err as Error).message });
-      if (canary && change.previous && change.desired) await this.rollBack(g, change, err as Error, signal);
+      if (canary && applied && change.previous && change.desired) await this.rollBack(g, change, err as Error, signal);
       throw err;
     }
     await events.event({ stage, instance, index: k, total: n, state: 'finished' });
