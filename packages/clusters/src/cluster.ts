@@ -381,20 +381,25 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
     load_balancers: [{ name: 'api', instance_group: 'master', port: 6443, backend_port: 6443 }],
     variables: [
       ...(clusterVariables(req, net) ?? []),
-      {
-        name: 'kubelet',
-        type: 'certificate',
-        per_instance: 'worker',
-        options: {
-          ca: 'ca',
-          common_name: 'system:node:{{ spec.name }}-{{ spec.index }}',
-          organization: 'system:nodes',
-          alternative_names: ['{{ spec.ip }}', '{{ spec.name }}-{{ spec.index }}'],
-          extended_key_usage: ['server_auth', 'client_auth'],
-          key_algorithm: 'ecdsa',
-          duration: 365,
-        },
-      },
+      // Each worker's kubelet serving and client certificate (a cluster of masters alone has none).
+      ...(workers > 0
+        ? [
+            {
+              name: 'kubelet',
+              type: 'certificate',
+              per_instance: 'worker',
+              options: {
+                ca: 'ca',
+                common_name: 'system:node:{{ spec.name }}-{{ spec.index }}',
+                organization: 'system:nodes',
+                alternative_names: ['{{ spec.ip }}', '{{ spec.name }}-{{ spec.index }}'],
+                extended_key_usage: ['server_auth', 'client_auth'],
+                key_algorithm: 'ecdsa',
+                duration: 365,
+              },
+            },
+          ]
+        : []),
     ],
   };
   // The cluster's release: every job runs its programs from that release's directory in the VM.

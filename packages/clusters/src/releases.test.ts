@@ -8,6 +8,7 @@ import { AnodyneError, silentLogger, systemClock } from '@anodyne/common';
 import { openStore, type Store } from '@anodyne/store';
 import { ReleaseRegistry, normaliseVersion } from './releases.js';
 import { clusterManifest } from './cluster.js';
+import { parseManifest } from '@anodyne/director';
 
 const code = (c: string) => (err: unknown) => err instanceof AnodyneError && err.code === c;
 
@@ -66,6 +67,15 @@ describe('release registry', () => {
     const dirs = new Set(m.instance_groups.flatMap((g) => g.jobs.map((j) => (j.properties as Record<string, unknown>)['release_dir'])));
     assert.deepEqual([...dirs], ['/var/lib/anodyne/releases/kubernetes-v1.33.13-abc123']);
     assert.deepEqual(m.releases, [{ name: 'kubernetes', version: '1.33.13' }]);
+  });
+
+  it('a cluster of masters alone (0 workers, which plans allow) makes a valid manifest', () => {
+    const m = clusterManifest({ name: 'zero', plan: 'small', workers: 0 });
+    assert.doesNotThrow(() => parseManifest(m));
+    assert.deepEqual(
+      m.instance_groups.map((g) => g.name),
+      ['master'],
+    );
   });
 
   it('deletes only a release no cluster runs and that is not the default; its files go', async () => {
