@@ -71,9 +71,12 @@ export function validValue(s: Schema | undefined, known: string[] = [], depth = 
     }
     case 'object': {
       const props = Object.entries(s.properties ?? {});
-      return fc.record(Object.fromEntries(props.map(([k, v]) => [k, validValue(v, known, depth + 1)])), {
-        requiredKeys: (s.required ?? []).filter((k) => s.properties?.[k]),
-      });
+      const min = typeof s['minProperties'] === 'number' ? s['minProperties'] : 0;
+      return fc
+        .record(Object.fromEntries(props.map(([k, v]) => [k, validValue(v, known, depth + 1)])), {
+          requiredKeys: (s.required ?? []).filter((k) => s.properties?.[k]),
+        })
+        .filter((o) => Object.keys(o).length >= min);
     }
     default:
       return fc.constant(null);
