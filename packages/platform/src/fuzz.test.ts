@@ -6,38 +6,20 @@ import { connect as tlsConnect } from 'node:tls';
 import fc from 'fast-check';
 import { SCOPES } from '@anodyne/identity';
 import { startTestPlatform, https, type TestPlatform } from './testing/index.js';
-import { resolveRefs, validRequest, type OpenApiDoc } from './testing/openapi.js';
+import { resolveRefs, validRequest, type OpenApiDoc, type Schema } from './testing/openapi.js';
 import { skipUnless } from '@anodyne/common';
 
 const isRoot = process.getuid?.() === 0;
 const PORT = 19_900 + (process.pid % 90);
 const REQUESTS = Number(process.env['ANODYNE_FUZZ_REQUESTS'] ?? 10_000);
 
-interface JsonSchema {
-  type?: string | string[];
-  properties?: Record<string, JsonSchema>;
-  required?: string[];
-  items?: JsonSchema;
-  enum?: unknown[];
-  const?: unknown;
-  anyOf?: JsonSchema[];
-  pattern?: string;
-  minimum?: number;
-  maximum?: number;
-  minLength?: number;
-  maxLength?: number;
-  minItems?: number;
-  maxItems?: number;
-  uniqueItems?: boolean;
-}
-
 /** Values shaped like a schema (sometimes right, often subtly wrong): the fuzzer's "plausible" input. */
-function fromSchema(s: JsonSchema | undefined, depth = 0): fc.Arbitrary<unknown> {
+function fromSchema(s: Schema | undefined, depth = 0): fc.Arbitrary<unknown> {
   if (!s || depth > 4) return fc.jsonValue({ maxDepth: 2 });
   if (s.const !== undefined) return fc.oneof({ arbitrary: fc.constant(s.const), weight: 4 }, fc.string());
   if (s.enum) return fc.oneof({ arbitrary: fc.constantFrom(...s.enum), weight: 4 }, fc.string());
   if (s.anyOf) return fc.oneof(...s.anyOf.map((x) => fromSchema(x, depth + 1)));
-  const type = Array.isArray(s.type) ? s.type[0] : s.type;
+  const type: unknown = Array.isArray(s.type) ? (s.type as unknown[])[0] : s.type;
   switch (type) {
     case 'string':
       return fc.oneof(
