@@ -27,7 +27,7 @@ $(NPM_STAMP): package-lock.json package.json $(wildcard packages/*/package.json)
 
 npm: deps $(NPM_STAMP)
 
-release: deps
+release: deps npm build
 	@release/build.sh
 
 build: npm

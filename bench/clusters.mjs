@@ -37,7 +37,7 @@ function vmMemory(tag, vmId) {
   let agentRss = 0;
   for (const pid of pidsUnder(dir)) {
     try {
-      if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('agent/dist/main.js')) continue;
+      if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('agent/agent.mjs')) continue;
       agentRss = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) * 1024;
     } catch {
       // the process ended

@@ -16,6 +16,8 @@
 #     images/busybox.tar        OCI archive: anodyne.local/busybox (test workloads)
 #     images/coredns.tar        OCI archive: anodyne.local/coredns (the cluster DNS add-on)
 #     images/metrics-server.tar OCI archive: anodyne.local/metrics-server (resource metrics API add-on)
+#     agent/agent.mjs           the Anodyne agent every VM of a cluster on this release starts
+#                               (packages/agent bundled with esbuild: one file, run by node)
 #     manifest.json             component, version, file, sha256 of every file
 #
 #   $ANODYNE_CACHE/releases/index.json   the releases of the current sources, newest first
@@ -23,7 +25,9 @@
 #
 # A no-op for each release whose directory for the current sources is complete. The newest
 # release's directory is the last line of the output. Go build and module caches are kept between builds
-# (GOCACHE, GOMODCACHE), so a source change relinks in a minute or two.
+# (GOCACHE, GOMODCACHE), so a source change relinks in a minute or two; a change of the agent alone
+# reuses the programs and images already built (hard links from $ANODYNE_CACHE/releases/.parts).
+# Needs the TypeScript build (packages/agent/dist) and node_modules: `make release` runs both first.
 set -euo pipefail
 cd "$(dirname "$0")"
 RELEASE_SRC=$(pwd)
@@ -44,15 +48,32 @@ BUSYBOX=/bin/busybox
 [ -x "$BUSYBOX" ] || { echo "release: $BUSYBOX missing (Debian package busybox-static; run scripts/install-deps.sh)" >&2; exit 1; }
 BUSYBOX_VERSION=$(dpkg-query -W -f='${Version}' busybox-static 2>/dev/null || echo unknown)
 
-# The key covers every input: our sources, the Go toolchain, and the busybox we pack.
+BB_TAG=$(echo "$BUSYBOX_VERSION" | sed -E 's/^[0-9]+://; s/-.*//')
+
+# The agent, bundled from its build into one file that node runs with nothing else beside it.
+REPO=$(cd .. && pwd)
+[ -f "$REPO/packages/agent/dist/main.js" ] && [ -x "$REPO/node_modules/.bin/esbuild" ] || {
+  echo "release: the agent is not built (run make build: npm dependencies and packages/agent/dist)" >&2
+  exit 1
+}
+AGENT_TMP=$(mktemp -d)
+trap 'rm -rf "$AGENT_TMP"' EXIT
+"$REPO/node_modules/.bin/esbuild" "$REPO/packages/agent/dist/main.js" --bundle --platform=node --format=esm --target=node20 \
+  --log-level=warning --outfile="$AGENT_TMP/agent.mjs" \
+  --banner:js="import { createRequire as anodyneRequire } from 'node:module'; const require = anodyneRequire(import.meta.url);"
+AGENT_SHA=$(sha256sum "$AGENT_TMP/agent.mjs" | cut -d' ' -f1)
+
+# The programs' key covers their inputs: our Go sources and scripts, the Go toolchain, and the busybox
+# we pack; the release's key adds the agent.
 SRC_HASH=$( (find . -type f \( -name '*.go' -o -name 'go.*mod' -o -name 'go.*sum' -o -name '*.sh' \) -print0 | sort -z | xargs -0 sha256sum; go version; echo "$BUSYBOX_VERSION") | sha256sum | cut -c1-12)
+RELEASE_HASH=$(echo "$SRC_HASH $AGENT_SHA" | sha256sum | cut -c1-12)
 # One release: the Kubernetes version of one go.mod file, with everything else built alongside.
 build_release() {
   MODFILE=$1
   K8S_VERSION=$(awk '$1=="k8s.io/kubernetes" && $2 ~ /^v/ {print $2; exit}' "kubernetes/$MODFILE")
   ETCD_VERSION=$(awk '$1=="go.etcd.io/etcd/server/v3" {print $2; exit}' "kubernetes/$MODFILE")
   [ -n "$K8S_VERSION" ] && [ -n "$ETCD_VERSION" ] || { echo "release: cannot read versions from kubernetes/$MODFILE" >&2; exit 1; }
-  KEY="kubernetes-${K8S_VERSION}-${SRC_HASH}"
+  KEY="kubernetes-${K8S_VERSION}-${RELEASE_HASH}"
   OUT="$CACHE/releases/$KEY"
 
   if [ -f "$OUT/manifest.json" ]; then
@@ -64,9 +85,37 @@ build_release() {
   mkdir -p "$CACHE/releases"
   WORK=$(mktemp -d "$CACHE/releases/.build-XXXXXX")
   chmod 0755 "$WORK"
-  trap 'rm -rf "$WORK"' EXIT
-  mkdir -p "$WORK/bin" "$WORK/images"
+  trap 'rm -rf "$WORK" "$AGENT_TMP"' EXIT
   start=$(date +%s)
+  PARTS="$CACHE/releases/.parts/${K8S_VERSION}-${SRC_HASH}"
+  if [ -f "$PARTS/complete" ]; then
+    echo "release: $K8S_VERSION programs and images of these sources are built; adding the agent"
+    cp -al "$PARTS/bin" "$PARTS/images" "$WORK/"
+  else
+    build_programs
+    rm -rf "$PARTS"
+    mkdir -p "$PARTS"
+    cp -al "$WORK/bin" "$WORK/images" "$PARTS/"
+    touch "$PARTS/complete"
+  fi
+  mkdir -p "$WORK/agent"
+  cp "$AGENT_TMP/agent.mjs" "$WORK/agent/agent.mjs"
+  chmod 0644 "$WORK/agent/agent.mjs"
+  write_manifest
+  rm -rf "$WORK/rootfs" "$WORK/tools"
+  mv "$WORK/manifest.json.tmp" "$WORK/manifest.json"
+
+  # Publish atomically; an interrupted build leaves only a .build-* directory, removed on exit.
+  rm -rf "$OUT"
+  mv "$WORK" "$OUT"
+  trap 'rm -rf "$AGENT_TMP"' EXIT
+  echo "release: built $KEY in $(( $(date +%s) - start ))s"
+  BUILT+=("$KEY")
+}
+
+# Kubernetes, etcd and the add-ons of one release, and their images, into $WORK.
+build_programs() {
+  mkdir -p "$WORK/bin" "$WORK/images"
 
   K8S_MINOR=$(echo "$K8S_VERSION" | cut -d. -f2)
   LDFLAGS="-s -w"
@@ -111,7 +160,6 @@ build_release() {
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$BB/etc/passwd"
   printf 'root:x:0:\nnogroup:x:65534:\n' > "$BB/etc/group"
   echo 'hello from anodyne busybox' > "$BB/www/index.html"
-  BB_TAG=$(echo "$BUSYBOX_VERSION" | sed -E 's/^[0-9]+://; s/-.*//')
   "$WORK/tools/ocipack" -name "anodyne.local/busybox:$BB_TAG" -rootfs "$BB" \
     -cmd httpd -cmd -f -cmd -p -cmd 8080 -cmd -h -cmd /www -out "$WORK/images/busybox.tar"
 
@@ -127,8 +175,11 @@ build_release() {
   cp "$WORK/tools/metrics-server" "$WORK/rootfs/metrics-server/metrics-server"
   printf 'root:x:0:0:root:/:/metrics-server\nmetrics:x:1000:1000:metrics:/:/metrics-server\n' > "$WORK/rootfs/metrics-server/etc/passwd"
   "$WORK/tools/ocipack" -name "anodyne.local/metrics-server:${METRICS_VERSION#v}" -rootfs "$WORK/rootfs/metrics-server" -entrypoint /metrics-server -out "$WORK/images/metrics-server.tar"
+}
 
-  # The manifest: every file with its component, version and sha256.
+# The manifest: every file with its component, version and sha256.
+write_manifest() {
+
   {
     echo '{'
     echo "  \"release\": \"$KEY\","
@@ -155,6 +206,7 @@ build_release() {
     emit metrics-server "$METRICS_VERSION" images/metrics-server.tar
     emit pause 1.0 images/pause.tar
     emit busybox "$BB_TAG" images/busybox.tar
+    emit anodyne-agent "${AGENT_SHA:0:12}" agent/agent.mjs
     echo
     echo '  ],'
     echo "  \"debian\": {"
@@ -170,21 +222,14 @@ build_release() {
     echo "  \"built_in_seconds\": $(( $(date +%s) - start ))"
     echo '}'
   } > "$WORK/manifest.json.tmp"
-  rm -rf "$WORK/rootfs" "$WORK/tools"
-  mv "$WORK/manifest.json.tmp" "$WORK/manifest.json"
-
-  # Publish atomically; an interrupted build leaves only a .build-* directory, removed on exit.
-  rm -rf "$OUT"
-  mv "$WORK" "$OUT"
-  trap - EXIT
-  echo "release: built $KEY in $(( $(date +%s) - start ))s"
-  BUILT+=("$KEY")
 }
 
 BUILT=()
 for modfile in $(cd kubernetes && ls go.mod go.*.mod 2>/dev/null); do
   build_release "$modfile"
 done
+# Programs built from other sources are not reused again (the releases keep their own links).
+find "$CACHE/releases/.parts" -mindepth 1 -maxdepth 1 ! -name "*-$SRC_HASH" -exec rm -rf {} + 2>/dev/null || true
 # The index of the releases for these sources, newest Kubernetes first; `current` is the newest.
 mapfile -t SORTED < <(printf '%s\n' "${BUILT[@]}" | sort -t- -k2,2Vr)
 {

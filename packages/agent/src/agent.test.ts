@@ -114,6 +114,40 @@ describe('supervisor', () => {
     for (const pid of pids) assert.throws(() => process.kill(pid, 0), 'process is gone');
     assert.ok(sup.status().every((s) => s.state === 'stopped' && s.restarts <= 1));
   });
+
+  it('stops jobs one after another, the last started first, each after the one above it has exited', async () => {
+    // Each process takes 300 ms to go on SIGTERM and notes when it began and ended.
+    const slow = (name: string) => ({
+      name,
+      release: 'test',
+      processes: [
+        {
+          name: 'p',
+          command: 'sh',
+          args: [
+            '-c',
+            `trap 'echo "${name} term $(date +%s%N)" >> ../order; sleep 0.3; echo "${name} gone $(date +%s%N)" >> ../order; exit 0' TERM; while :; do sleep 0.05; done`,
+          ],
+          env: {},
+        },
+      ],
+      files: [],
+      scripts: {},
+    });
+    sup.apply({ deployment: 'd', group: 'web', index: 0, hash: 'order', jobs: [slow('etcd'), slow('apiserver')] });
+    await sup.start();
+    await until('running', () => sup.status().every((s) => s.state === 'running'));
+    await new Promise((r) => setTimeout(r, 200)); // the traps are set
+    await sup.stop();
+    const lines = readFileSync(join(root, 'jobs', 'order'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => l.split(' '));
+    assert.deepEqual(
+      lines.map(([job, what]) => `${job} ${what}`),
+      ['apiserver term', 'apiserver gone', 'etcd term', 'etcd gone'],
+    );
+  });
 });
 
 async function makeTls(dir: string): Promise<{ agent: AgentTls; director: AgentTls; caPath: string }> {

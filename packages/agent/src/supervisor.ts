@@ -263,7 +263,11 @@ export class Supervisor {
     void tick();
   }
 
-  /** Stops every process: SIGTERM to its process group, SIGKILL after the grace period. */
+  /**
+   * Stops every process: SIGTERM to its process group, SIGKILL after the grace period. Jobs stop
+   * one after another, the last started first (the API server before the etcd it writes to; the
+   * processes of one job together), so that each can finish its requests on what it depends on.
+   */
   async stop(): Promise<void> {
     const running = this.procs;
     for (const p of running) {
@@ -273,32 +277,32 @@ export class Supervisor {
       p.timer = null;
       p.probeTimer = null;
     }
-    await Promise.all(
-      running.map(
-        (p) =>
-          new Promise<void>((resolve) => {
-            const child = p.child;
-            if (!child || child.exitCode !== null || child.pid === undefined) {
-              p.state = 'stopped';
-              return resolve();
-            }
-            const kill = (sig: NodeJS.Signals) => {
-              try {
-                process.kill(-child.pid!, sig);
-              } catch {
-                // already gone
-              }
-            };
-            const timer = setTimeout(() => kill('SIGKILL'), this.o.stopGraceMs);
-            child.once('exit', () => {
-              clearTimeout(timer);
-              p.state = 'stopped';
-              resolve();
-            });
-            kill('SIGTERM');
-          }),
-      ),
-    );
+    const jobs = [...new Set(running.map((p) => p.job))].reverse();
+    for (const job of jobs) await Promise.all(running.filter((p) => p.job === job).map((p) => this.stopOne(p)));
+  }
+
+  private stopOne(p: Supervised): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const child = p.child;
+      if (!child || child.exitCode !== null || child.pid === undefined) {
+        p.state = 'stopped';
+        return resolve();
+      }
+      const kill = (sig: NodeJS.Signals) => {
+        try {
+          process.kill(-child.pid!, sig);
+        } catch {
+          // already gone
+        }
+      };
+      const timer = setTimeout(() => kill('SIGKILL'), this.o.stopGraceMs);
+      child.once('exit', () => {
+        clearTimeout(timer);
+        p.state = 'stopped';
+        resolve();
+      });
+      kill('SIGTERM');
+    });
   }
 
   /** Runs a lifecycle script of every job that has it (drain, backup, …), in job order. */

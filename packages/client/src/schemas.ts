@@ -106,6 +106,15 @@ export const Plan = Type.Object({
   max_workers: Type.Integer(),
   master_vm_type: Type.String(),
   worker_vm_type: Type.String(),
+  /** How rolling changes of the plan's clusters go: canaries, then batches; watch times are min-max ms. */
+  update: Type.Object({
+    canaries: Type.Integer({ minimum: 0 }),
+    max_in_flight: Type.Integer({ minimum: 1 }),
+    canary_watch_time: Type.String(),
+    update_watch_time: Type.String(),
+    /** How long draining a worker may wait for PodDisruptionBudgets before the step fails. */
+    drain_timeout_seconds: Type.Integer({ minimum: 1 }),
+  }),
   /** Kubernetes versions of the registered releases the plan offers, newest first. */
   kubernetes_versions: Type.Array(Type.String()),
 });

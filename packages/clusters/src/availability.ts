@@ -1,51 +1,84 @@
-// The cluster API's availability while a task rolls the cluster: a storage-backed read every 200 ms through its endpoint, counted.
+// The cluster API's availability while a task rolls the cluster: requests through its endpoint in a loop, counted.
 import { request } from 'node:https';
 import type { Clock } from '@anodyne/common';
 import type { AvailabilityProbe, AvailabilityReport } from '@anodyne/director';
 import type { ClusterEndpoint } from './kube.js';
 
+export interface EndpointAnswer {
+  status: number;
+  body: string;
+}
+
 /**
- * Starts reading the `default` Namespace through the cluster's endpoint (its load balancer: what
- * users reach) with the admin certificate, one request at a time, until stopped; reports how many
- * were made, how many failed (no answer in 2 s, or not 200) and the longest time without a good
- * answer. A read that needs etcd, not `/version` (which an API server answers before its storage
- * is there, and while it is shutting down).
+ * One request to the cluster's API through its endpoint (what users reach) with the admin
+ * certificate, on a connection of its own (as a new client makes it: the answer is the
+ * endpoint's, not that of a connection pinned to one API server). Rejects when no answer comes
+ * within `timeoutMs`.
  */
-export function apiProbe(e: ClusterEndpoint, clock: Clock, intervalMs = 200): AvailabilityProbe {
-  const u = new URL('/api/v1/namespaces/default', e.server);
-  const report: AvailabilityReport = { target: `GET ${u.href}`, requests: 0, failed: 0, longest_gap_ms: 0 };
+export function endpointRequest(
+  e: ClusterEndpoint,
+  method: string,
+  path: string,
+  body?: unknown,
+  timeoutMs = 2000,
+): Promise<EndpointAnswer> {
+  const u = new URL(path, e.server);
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        host: u.hostname,
+        port: u.port,
+        path: `${u.pathname}${u.search}`,
+        method,
+        agent: false,
+        ca: e.admin.ca,
+        cert: e.admin.certificate,
+        key: e.admin.private_key,
+        timeout: timeoutMs,
+        headers: payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error(`no answer in ${timeoutMs} ms`)));
+    req.end(payload);
+  });
+}
+
+/**
+ * Runs `step` one at a time, `intervalMs` apart, until stopped. Each step makes one or more
+ * requests and passes each outcome to `count` (true: good; a string: failed, why). Reports the
+ * requests, the failures (the last one's reason) and the longest time without a good answer.
+ */
+export function countingLoop(
+  target: string,
+  clock: Clock,
+  intervalMs: number,
+  step: (count: (outcome: true | string) => void, i: number) => Promise<void>,
+): { stop(): Promise<AvailabilityReport> } {
+  const report: AvailabilityReport = { target, requests: 0, failed: 0, longest_gap_ms: 0 };
   let lastGood = clock.nowMs();
   let running = true;
-  const once = () =>
-    new Promise<boolean>((resolve) => {
-      const req = request(
-        {
-          host: u.hostname,
-          port: u.port,
-          path: u.pathname,
-          method: 'GET',
-          ca: e.admin.ca,
-          cert: e.admin.certificate,
-          key: e.admin.private_key,
-          timeout: 2000,
-        },
-        (res) => {
-          res.resume();
-          res.on('end', () => resolve(res.statusCode === 200));
-        },
-      );
-      req.on('error', () => resolve(false));
-      req.on('timeout', () => req.destroy(new Error('timed out')));
-      req.end();
-    });
+  const count = (outcome: true | string) => {
+    const now = clock.nowMs();
+    report.requests++;
+    if (outcome === true) lastGood = now;
+    else {
+      report.failed++;
+      report.last_error = outcome;
+    }
+    report.longest_gap_ms = Math.max(report.longest_gap_ms, now - lastGood);
+  };
   const loop = (async () => {
-    while (running) {
-      const ok = await once();
-      const now = clock.nowMs();
-      report.requests++;
-      if (ok) lastGood = now;
-      else report.failed++;
-      report.longest_gap_ms = Math.max(report.longest_gap_ms, now - lastGood);
+    for (let i = 0; running; i++) {
+      await step(count, i).catch((err: unknown) => count(err instanceof Error ? err.message : String(err)));
       if (running) await clock.sleep(intervalMs);
     }
   })();
@@ -56,4 +89,21 @@ export function apiProbe(e: ClusterEndpoint, clock: Clock, intervalMs = 200): Av
       return { ...report };
     },
   };
+}
+
+/** An answer with this status counts as good; otherwise the status and the start of the body say why not. */
+export function expectStatus(a: EndpointAnswer, ...ok: number[]): true | string {
+  return ok.includes(a.status) ? true : `${a.status} ${a.body.slice(0, 160)}`;
+}
+
+/**
+ * Reads the `default` Namespace through the cluster's endpoint every `intervalMs` until
+ * stopped; a failure is no answer in 2 s or not 200. A read that needs etcd, not `/version`
+ * (which an API server answers before its storage is there, and while it is shutting down).
+ */
+export function apiProbe(e: ClusterEndpoint, clock: Clock, intervalMs = 200): AvailabilityProbe {
+  const path = '/api/v1/namespaces/default';
+  return countingLoop(`GET ${new URL(path, e.server).href}`, clock, intervalMs, async (count) => {
+    count(expectStatus(await endpointRequest(e, 'GET', path), 200));
+  });
 }

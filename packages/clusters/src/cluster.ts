@@ -2,7 +2,7 @@
 import { isIPv4 } from 'node:net';
 import { InputError } from '@anodyne/common';
 import type { Manifest } from '@anodyne/director';
-import { RELEASES_GUEST_DIR, type ClusterRelease } from './releases.js';
+import { RELEASE_AGENT, RELEASES_GUEST_DIR, type ClusterRelease } from './releases.js';
 import { clusterDnsIp } from './addons.js';
 
 /** What a team can ask for (PKS plans). */
@@ -34,6 +34,19 @@ export interface PlanUpdate {
   maxInFlight?: number;
   canaryWatchTime?: string;
   updateWatchTime?: string;
+  /** How long draining a worker may wait for PodDisruptionBudgets before the step fails (default 300). */
+  drainTimeoutSeconds?: number;
+}
+
+/** The rolling-update policy a plan's clusters get, its defaults filled in. */
+export function planUpdate(plan: Plan): Required<PlanUpdate> {
+  return {
+    canaries: plan.update?.canaries ?? 1,
+    maxInFlight: plan.update?.maxInFlight ?? 1,
+    canaryWatchTime: plan.update?.canaryWatchTime ?? '1000-300000',
+    updateWatchTime: plan.update?.updateWatchTime ?? '1000-300000',
+    drainTimeoutSeconds: plan.update?.drainTimeoutSeconds ?? 300,
+  };
 }
 
 /** What a plan may set of each worker's kubelet (KubeletConfiguration fields). */
@@ -125,6 +138,11 @@ export function validatePlans(plans: Plan[]): Plan[] {
       bad(p.name, 'update.canaries', 'must be a whole number ≥ 0');
     if (u?.maxInFlight !== undefined && (!Number.isInteger(u.maxInFlight) || u.maxInFlight < 1))
       bad(p.name, 'update.maxInFlight', 'must be a whole number ≥ 1');
+    if (
+      u?.drainTimeoutSeconds !== undefined &&
+      (!Number.isInteger(u.drainTimeoutSeconds) || u.drainTimeoutSeconds < 1 || u.drainTimeoutSeconds > 86_400)
+    )
+      bad(p.name, 'update.drainTimeoutSeconds', 'must be a whole number of seconds from 1 to 86400');
     for (const k of ['canaryWatchTime', 'updateWatchTime'] as const) {
       const w = u?.[k];
       const m = w === undefined ? undefined : /^(\d+)-(\d+)$/.exec(w);
@@ -292,6 +310,7 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
       `unknown plan ${JSON.stringify(req.plan)}; plans: ${plans.map((p) => p.name).join(', ')}`,
       { details: { key: 'plan' } },
     );
+  const update = planUpdate(plan);
   const workers = req.workers ?? plan.defaultWorkers;
   if (!Number.isInteger(workers) || workers < 0 || workers > plan.maxWorkers)
     throw new InputError('ANODYNE_E_INVALID_INPUT', `plan ${plan.name} allows 0 to ${plan.maxWorkers} workers, not ${workers}`, {
@@ -313,13 +332,20 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
   const props = { service_cidr: net.serviceCidr, pod_cidr: net.podCidr };
   const manifest: Manifest = {
     name: deploymentName(req.name),
-    releases: [{ name: 'kubernetes', version: req.release?.version ?? '1.34' }],
+    // The release carries the agent its VMs start (built with it: nothing in a VM comes from a checkout).
+    releases: [
+      {
+        name: 'kubernetes',
+        version: req.release?.version ?? '1.34',
+        ...(req.release ? { agent: `${RELEASES_GUEST_DIR}/${req.release.key}/${RELEASE_AGENT}` } : {}),
+      },
+    ],
     image,
     update: {
-      canaries: plan.update?.canaries ?? 1,
-      max_in_flight: plan.update?.maxInFlight ?? 1,
-      canary_watch_time: plan.update?.canaryWatchTime ?? '1000-300000',
-      update_watch_time: plan.update?.updateWatchTime ?? '1000-300000',
+      canaries: update.canaries,
+      max_in_flight: update.maxInFlight,
+      canary_watch_time: update.canaryWatchTime,
+      update_watch_time: update.updateWatchTime,
       serial: true,
     },
     instance_groups: [
@@ -377,8 +403,12 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
           ]
         : []),
     ],
-    // The API endpoint for kubelets, kube-proxies and users: a provider load balancer over the masters.
-    load_balancers: [{ name: 'api', instance_group: 'master', port: 6443, backend_port: 6443 }],
+    // The API endpoint for kubelets, kube-proxies and users: a provider load balancer over the masters,
+    // sending new connections only to API servers whose /readyz says so (one that is shutting down says
+    // no for its --shutdown-delay-duration while it still serves, so it leaves before it stops).
+    load_balancers: [
+      { name: 'api', instance_group: 'master', port: 6443, backend_port: 6443, health_check: { path: '/readyz', tls: true } },
+    ],
     variables: [
       ...(clusterVariables(req, net) ?? []),
       // Each worker's kubelet serving and client certificate (a cluster of masters alone has none).

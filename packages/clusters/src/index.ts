@@ -43,7 +43,15 @@ export { ClusterRecords, type ClusterView, type ActionState } from './records.js
 export { NetworkProfiles, Quotas, type Quota, type Usage } from './profiles.js';
 export { ClusterLifecycle, type CreateClusterInput, type Redeploy } from './lifecycle.js';
 export { ClusterBinds, bindingName } from './binds.js';
-export { NodeHooks, nodeName, type NodeHooksOptions } from './nodes.js';
+export { NodeHooks, nodeName, type NodeHooksOptions, type EtcdMember } from './nodes.js';
 export { ClusterFleet, type FleetUpgradeRequest, type FleetOutcome } from './fleet.js';
 export { ClusterService, type ClusterServiceOptions, type ClusterCredentials, type ReleaseView } from './service.js';
-export { ReleaseRegistry, RELEASES_GUEST_DIR, normaliseVersion, type BuiltRelease, type ClusterRelease } from './releases.js';
+export {
+  ReleaseRegistry,
+  RELEASE_AGENT,
+  RELEASES_GUEST_DIR,
+  normaliseVersion,
+  type BuiltRelease,
+  type ClusterRelease,
+} from './releases.js';
+export { apiProbe, countingLoop, endpointRequest, expectStatus, type EndpointAnswer } from './availability.js';

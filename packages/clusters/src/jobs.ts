@@ -134,6 +134,9 @@ export const apiserverJob: JobDefinition = {
         // (a pod address, routed by pod-routes), not its cluster IP: masters are not Nodes and run no
         // kube-proxy (ADR 0009).
         '--enable-aggregator-routing=true',
+        // On SIGTERM: /readyz fails at once while requests are still served for 4 s, long enough for the
+        // load balancer's checks (every 500 ms, out after two) to send new connections elsewhere.
+        '--shutdown-delay-duration=4s',
       ],
       readiness: { http: { scheme: 'https', host: '127.0.0.1', port: 6443, path: '/readyz' } },
     },

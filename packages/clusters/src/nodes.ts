@@ -1,16 +1,31 @@
-// Kubernetes nodes around a worker's rollout: cordon and drain (evictions that respect PodDisruptionBudgets), uncordon, delete.
+// Around each instance's rollout: workers are cordoned and drained (evictions that respect PodDisruptionBudgets), uncordoned, deleted; masters wait for etcd's members.
 import { AnodyneError, ConflictError, UnavailableError, type Clock, type Logger } from '@anodyne/common';
 import type { HookInstance, InstanceHooks } from '@anodyne/director';
 import { PatchStrategy, setHeaderOptions, type V1Pod } from '@kubernetes/client-node';
 import { kubeCall, kubeClient, statusOf, type ClusterEndpoint, type KubeClient } from './kube.js';
+
+/** One etcd member as its master's agent sees it (its /health: a leader, no alarm). */
+export interface EtcdMember {
+  /** `master/<index>` */
+  instance: string;
+  healthy: boolean;
+  /** Why not, when it is not. */
+  reason?: string;
+}
 
 export interface NodeHooksOptions {
   /** Where a cluster's API is (undefined while it is not ready: a first deploy has no nodes to drain). */
   endpoint: (cluster: string) => Promise<ClusterEndpoint | undefined>;
   clock: Clock;
   logger: Logger;
-  /** How long a drain may wait for evictions that PodDisruptionBudgets hold back. */
+  /** How long a drain may wait for evictions that PodDisruptionBudgets hold back (default 300 s). */
   drainTimeoutMs?: number;
+  /** The cluster's own drain timeout (its plan's), when it has one. */
+  drainTimeoutOf?: (cluster: string) => Promise<number | undefined>;
+  /** The etcd members of a deployment (every master), with their health. */
+  etcdMembers?: (deployment: string) => Promise<EtcdMember[]>;
+  /** How long a master's rollout waits for etcd's members to be healthy (default 120 s). */
+  etcdWaitMs?: number;
   client?: (e: ClusterEndpoint) => KubeClient;
 }
 
@@ -24,7 +39,9 @@ const isFinished = (p: V1Pod) => p.status?.phase === 'Succeeded' || p.status?.ph
 /**
  * The director's instance hooks for clusters: a worker is cordoned and drained before it stops
  * (an update, a recreate, a scale-down), uncordoned when it runs again, and its Node object goes
- * with it. Masters are not Nodes here and pass through.
+ * with it. Masters are not Nodes here; each one stops only while every other etcd member is
+ * healthy (so that quorum holds without it), and the rollout goes on only when every member,
+ * its own too, is healthy again.
  */
 export class NodeHooks implements InstanceHooks {
   private readonly client: (e: ClusterEndpoint) => KubeClient;
@@ -42,11 +59,13 @@ export class NodeHooks implements InstanceHooks {
   }
 
   async beforeStop(i: HookInstance, signal: AbortSignal): Promise<void> {
+    if (i.group === 'master') return this.etcdHealthy(i, 'before', signal);
     const api = await this.api(i);
-    if (api) await this.drain(api, nodeName(i), signal);
+    if (api) await this.drain(api, nodeName(i), signal, await this.drainTimeout(i));
   }
 
   async afterHealthy(i: HookInstance): Promise<void> {
+    if (i.group === 'master') return this.etcdHealthy(i, 'after');
     const api = await this.api(i);
     if (!api) return;
     // The API may be busy a moment (a master just restarted): asked again for a minute.
@@ -63,7 +82,51 @@ export class NodeHooks implements InstanceHooks {
 
   async beforeRemove(i: HookInstance, signal: AbortSignal): Promise<void> {
     const api = await this.api(i);
-    if (api) await this.drain(api, nodeName(i), signal);
+    if (api) await this.drain(api, nodeName(i), signal, await this.drainTimeout(i));
+  }
+
+  private async drainTimeout(i: HookInstance): Promise<number> {
+    const own =
+      this.o.drainTimeoutOf && i.deployment.startsWith('cluster-') ? await this.o.drainTimeoutOf(i.deployment.slice(8)) : undefined;
+    return own ?? this.drainTimeoutMs;
+  }
+
+  /**
+   * Waits until etcd's members are healthy: before a master stops, every other one (quorum holds
+   * without it; the member being repaired may itself be the sick one); after it runs again, all
+   * of them. Fails the step, before anything is stopped, when they are not within the wait.
+   */
+  private async etcdHealthy(i: HookInstance, when: 'before' | 'after', signal?: AbortSignal): Promise<void> {
+    if (!this.o.etcdMembers) return;
+    const self = `${i.group}/${i.index}`;
+    const waitMs = this.o.etcdWaitMs ?? 120_000;
+    const deadline = this.o.clock.nowMs() + waitMs;
+    for (;;) {
+      const members = await this.o.etcdMembers(i.deployment);
+      const counted = when === 'before' ? members.filter((m) => m.instance !== self) : members;
+      const sick = counted.filter((m) => !m.healthy);
+      if (sick.length === 0) {
+        const n = counted.length;
+        await i.note?.(
+          when === 'before'
+            ? `etcd: ${n} other member${n === 1 ? '' : 's'} healthy before ${self} stops`
+            : `etcd: ${n} of ${members.length} members healthy after ${self}`,
+        );
+        return;
+      }
+      if (signal?.aborted) throw new AnodyneError('ANODYNE_E_TASK_CANCELLED', 'the task was cancelled');
+      if (this.o.clock.nowMs() > deadline) {
+        const list = sick.map((m) => `${m.instance}${m.reason ? ` (${m.reason})` : ''}`).join(', ');
+        throw new ConflictError(
+          'ANODYNE_E_ETCD_UNHEALTHY',
+          when === 'before'
+            ? `etcd member(s) ${list} not healthy after ${Math.round(waitMs / 1000)} s: stopping ${self} could lose quorum, so it was not stopped`
+            : `etcd member(s) ${list} not healthy ${Math.round(waitMs / 1000)} s after ${self} came back`,
+          { details: { instance: self, members } },
+        );
+      }
+      await this.o.clock.sleep(1000);
+    }
   }
 
   async afterRemove(i: HookInstance): Promise<void> {
@@ -122,7 +185,7 @@ export class NodeHooks implements InstanceHooks {
    * Cordons the node, evicts its pods through the Eviction API (a PodDisruptionBudget that allows
    * no disruption now answers 429: asked again until the drain timeout) and waits until they are gone.
    */
-  async drain(api: KubeClient, node: string, signal: AbortSignal): Promise<void> {
+  async drain(api: KubeClient, node: string, signal: AbortSignal, timeoutMs = this.drainTimeoutMs): Promise<void> {
     // Nothing to drain where there is no Node (a worker that never registered), or no API to ask (a
     // cluster being repaired): the director goes on, as stopping the VM is what repairs it.
     let ready: boolean;
@@ -139,7 +202,7 @@ export class NodeHooks implements InstanceHooks {
       throw new UnavailableError('ANODYNE_E_UNAVAILABLE', `reading Node ${node}: ${(err as Error).message.split('\n')[0]}`);
     }
     await this.cordon(api, node, true);
-    const deadline = this.o.clock.nowMs() + this.drainTimeoutMs;
+    const deadline = this.o.clock.nowMs() + timeoutMs;
     let blocked = '';
     for (;;) {
       if (signal.aborted) throw new AnodyneError('ANODYNE_E_TASK_CANCELLED', 'the task was cancelled');
@@ -168,13 +231,9 @@ export class NodeHooks implements InstanceHooks {
       }
       if (this.o.clock.nowMs() > deadline) {
         const why = blocked ? `a PodDisruptionBudget does not allow evicting ${blocked}` : `${pods.length} pod(s) did not go`;
-        throw new ConflictError(
-          'ANODYNE_E_DRAIN_TIMEOUT',
-          `draining ${node} did not finish in ${Math.round(this.drainTimeoutMs / 1000)} s: ${why}`,
-          {
-            details: { node, pods: pods.map((p) => `${p.metadata?.namespace}/${p.metadata?.name}`) },
-          },
-        );
+        throw new ConflictError('ANODYNE_E_DRAIN_TIMEOUT', `draining ${node} did not finish in ${Math.round(timeoutMs / 1000)} s: ${why}`, {
+          details: { node, pods: pods.map((p) => `${p.metadata?.namespace}/${p.metadata?.name}`) },
+        });
       }
       await this.o.clock.sleep(1000);
     }

@@ -16,11 +16,12 @@ describe('release registry', () => {
   let dir: string;
   let store: Store;
   let reg: ReleaseRegistry;
+  let agents: string[] = [];
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'anodyne-releases-'));
     store = await openStore({ driver: 'sqlite', path: join(dir, 'db.sqlite') });
-    reg = new ReleaseRegistry(store, systemClock, silentLogger());
+    reg = new ReleaseRegistry(store, systemClock, silentLogger(), () => Promise.resolve(agents));
     const built = ['1.33.13', '1.34.2', '1.34.4'].map((v) => {
       const d = join(dir, `kubernetes-v${v}-abc123`);
       mkdirSync(d);
@@ -57,7 +58,7 @@ describe('release registry', () => {
     assert.throws(() => reg.checkUpgrade('1.33.13', '1.35.0'), code('ANODYNE_E_VERSION_SKEW'));
   });
 
-  it("a cluster's manifest runs every job from its release's directory", () => {
+  it("a cluster's manifest runs every job, and its VMs' agent, from its release's directory", () => {
     const m = clusterManifest({
       name: 'r1',
       plan: 'small',
@@ -66,7 +67,10 @@ describe('release registry', () => {
     });
     const dirs = new Set(m.instance_groups.flatMap((g) => g.jobs.map((j) => (j.properties as Record<string, unknown>)['release_dir'])));
     assert.deepEqual([...dirs], ['/var/lib/anodyne/releases/kubernetes-v1.33.13-abc123']);
-    assert.deepEqual(m.releases, [{ name: 'kubernetes', version: '1.33.13' }]);
+    // …and its VMs start the agent that release carries.
+    assert.deepEqual(m.releases, [
+      { name: 'kubernetes', version: '1.33.13', agent: '/var/lib/anodyne/releases/kubernetes-v1.33.13-abc123/agent/agent.mjs' },
+    ]);
   });
 
   it('a cluster of masters alone (0 workers, which plans allow) makes a valid manifest', () => {
@@ -78,7 +82,7 @@ describe('release registry', () => {
     );
   });
 
-  it('deletes only a release no cluster runs and that is not the default; its files go', async () => {
+  it('deletes only a release no cluster runs, no VM runs the agent of, and that is not the default; its files go', async () => {
     const now = new Date().toISOString();
     await store.db
       .insertInto('clusters')
@@ -100,6 +104,11 @@ describe('release registry', () => {
     await assert.rejects(reg.delete('kubernetes-v1.34.4-abc123'), code('ANODYNE_E_RELEASE_IN_USE'), 'the default stays');
     await assert.rejects(reg.delete('kubernetes-v9.9.9-abc123'), code('ANODYNE_E_RELEASE_NOT_REGISTERED'));
     assert.deepEqual(Object.fromEntries(await reg.usage()), { 'kubernetes-v1.33.13-abc123': 1 });
+    // A VM created on 1.34.2 runs that release's agent until it is recreated.
+    agents = ['/var/lib/anodyne/releases/kubernetes-v1.34.2-abc123/agent/agent.mjs'];
+    await assert.rejects(reg.delete('kubernetes-v1.34.2-abc123'), code('ANODYNE_E_RELEASE_IN_USE'));
+    assert.equal(existsSync(join(dir, 'kubernetes-v1.34.2-abc123')), true);
+    agents = [];
     await reg.delete('kubernetes-v1.34.2-abc123');
     assert.equal(existsSync(join(dir, 'kubernetes-v1.34.2-abc123')), false);
     assert.deepEqual(

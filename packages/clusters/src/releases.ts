@@ -5,6 +5,8 @@ import { storeQuery, type ReleasesTable, type Store } from '@anodyne/store';
 
 /** Where every VM sees the releases directory (bound read-only); a cluster's jobs run from `<this>/<key>`. */
 export const RELEASES_GUEST_DIR = '/var/lib/anodyne/releases';
+/** The agent program a release carries, relative to its directory (release/build.sh bundles it). */
+export const RELEASE_AGENT = 'agent/agent.mjs';
 
 /** A built release as the platform registers it. */
 export interface BuiltRelease {
@@ -48,6 +50,8 @@ export class ReleaseRegistry {
     private readonly store: Store,
     private readonly clock: Clock,
     private readonly logger: Logger,
+    /** The agent programs running VMs were started with (a VM keeps its agent until it is recreated). */
+    private readonly vmAgents: () => Promise<string[]> = () => Promise.resolve([]),
   ) {}
 
   /** Records the releases built for the current sources (idempotent), and gives old cluster records the newest. */
@@ -161,6 +165,16 @@ export class ReleaseRegistry {
     if (users.length > 0) {
       const names = users.map((u) => u.name);
       throw new ConflictError('ANODYNE_E_RELEASE_IN_USE', `release ${key} is run by ${names.join(', ')}`, { details: { clusters: names } });
+    }
+    // A cluster upgraded in place runs its jobs from its new release and its agents from the one its VMs were
+    // created with, until a repave (or a resurrection) gives them the new one.
+    const agents = (await this.vmAgents()).filter((a) => a.startsWith(`${RELEASES_GUEST_DIR}/${key}/`));
+    if (agents.length > 0) {
+      throw new ConflictError(
+        'ANODYNE_E_RELEASE_IN_USE',
+        `release ${key} carries the agent of ${agents.length} running VM(s); recreate their clusters (recreate-cluster) first`,
+        { details: { vms: agents.length } },
+      );
     }
     await storeQuery('deleting a release', () => this.store.db.deleteFrom('releases').where('key', '=', key).execute());
     rmSync(r.dir, { recursive: true, force: true });

@@ -2,7 +2,7 @@
 import { ConflictError, NotFoundError, UnavailableError, type Clock, type Logger } from '@anodyne/common';
 import type { NetworkProfilesTable, Store } from '@anodyne/store';
 import type { Director, InstanceView, Task, TaskEvent } from '@anodyne/director';
-import { BUILTIN_PLANS, deploymentName, validatePlans, type OidcTrust, type Plan } from './cluster.js';
+import { BUILTIN_PLANS, deploymentName, planUpdate, validatePlans, type OidcTrust, type Plan } from './cluster.js';
 import { access, type Actor } from './access.js';
 import { ClusterRecords, type ClusterView } from './records.js';
 import { NetworkProfiles, Quotas, type Quota, type Usage } from './profiles.js';
@@ -11,7 +11,7 @@ import { ClusterBinds, type AdminCertificates } from './binds.js';
 import type { ClusterEndpoint, KubeClient } from './kube.js';
 import { ClusterFleet, type FleetUpgradeRequest } from './fleet.js';
 import { ReleaseRegistry } from './releases.js';
-import { NodeHooks } from './nodes.js';
+import { NodeHooks, type EtcdMember } from './nodes.js';
 import { apiProbe } from './availability.js';
 
 /** A plan as the API lists it. */
@@ -23,7 +23,30 @@ export interface PlanView {
   max_workers: number;
   master_vm_type: string;
   worker_vm_type: string;
+  /** How rolling changes of the plan's clusters go. */
+  update: { canaries: number; max_in_flight: number; canary_watch_time: string; update_watch_time: string; drain_timeout_seconds: number };
   kubernetes_versions: string[];
+}
+
+/**
+ * etcd's members of a cluster deployment, one per master, as each master's agent sees its etcd
+ * process: running is its /health answering (a leader, no alarm); an agent that does not answer
+ * counts as a member that is not healthy.
+ */
+async function etcdMembers(director: Director, deployment: string): Promise<EtcdMember[]> {
+  const masters = (await director.instances(deployment)).filter((r) => r.group_name === 'master');
+  return Promise.all(
+    masters.map(async (r): Promise<EtcdMember> => {
+      const instance = `master/${r.idx}`;
+      try {
+        const etcd = (await director.agentState(r, 3000)).processes.find((p) => p.job === 'etcd');
+        if (!etcd) return { instance, healthy: false, reason: 'no etcd process' };
+        return etcd.state === 'running' ? { instance, healthy: true } : { instance, healthy: false, reason: etcd.state };
+      } catch {
+        return { instance, healthy: false, reason: 'its agent does not answer' };
+      }
+    }),
+  );
 }
 
 /** A release as the API lists it. */
@@ -56,6 +79,8 @@ export interface ClusterServiceOptions {
   defaultQuota?: { maxClusters: number; maxWorkers: number };
   /** How long draining a worker may wait for PodDisruptionBudgets (default 300 s). */
   drainTimeoutMs?: number;
+  /** The agent programs the provider's running VMs were started with (a release carrying one is in use). */
+  vmAgents?: () => Promise<string[]>;
   /** Builds the client for a cluster's API (default: @kubernetes/client-node with the admin certificate). */
   kubeClient?: (e: ClusterEndpoint) => KubeClient;
 }
@@ -79,7 +104,7 @@ export class ClusterService {
 
   constructor(private readonly o: ClusterServiceOptions) {
     this.plans = validatePlans(o.plans ?? BUILTIN_PLANS);
-    this.releases = new ReleaseRegistry(o.store, o.clock, o.logger);
+    this.releases = new ReleaseRegistry(o.store, o.clock, o.logger, o.vmAgents);
     const releases = this.releases;
     this.records = new ClusterRecords({
       store: o.store,
@@ -117,6 +142,13 @@ export class ClusterService {
       clock: o.clock,
       logger: o.logger,
       ...(o.drainTimeoutMs !== undefined ? { drainTimeoutMs: o.drainTimeoutMs } : {}),
+      // The plan's drain timeout (a cluster whose record is gone drains with the default).
+      drainTimeoutOf: async (cluster) => {
+        const row = await this.records.row(cluster).catch(() => undefined);
+        const plan = row && this.plans.find((p) => p.name === row.plan);
+        return plan ? planUpdate(plan).drainTimeoutSeconds * 1000 : undefined;
+      },
+      etcdMembers: (deployment) => etcdMembers(o.director, deployment),
       ...(o.kubeClient ? { client: o.kubeClient } : {}),
       // A cluster still being created (or whose first create never finished) has no Nodes to drain.
       endpoint: (cluster) =>
@@ -185,6 +217,13 @@ export class ClusterService {
       max_workers: p.maxWorkers,
       master_vm_type: p.masterVmType,
       worker_vm_type: p.workerVmType,
+      update: (({ canaries, maxInFlight, canaryWatchTime, updateWatchTime, drainTimeoutSeconds }) => ({
+        canaries,
+        max_in_flight: maxInFlight,
+        canary_watch_time: canaryWatchTime,
+        update_watch_time: updateWatchTime,
+        drain_timeout_seconds: drainTimeoutSeconds,
+      }))(planUpdate(p)),
       kubernetes_versions: releases
         .filter((r) => !p.kubernetesVersions || p.kubernetesVersions.includes(minor(r.kubernetes_version)))
         .map((r) => r.kubernetes_version),

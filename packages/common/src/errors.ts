@@ -158,6 +158,12 @@ export const ErrorCodes = {
     'conflict',
     'A node could not be drained in time (a PodDisruptionBudget held pods back)',
   ),
+  ANODYNE_E_ETCD_UNHEALTHY: def(
+    'ANODYNE_E_ETCD_UNHEALTHY',
+    'conflict',
+    'An etcd member is not healthy, so a master was not stopped (or did not come back healthy)',
+    true,
+  ),
   ANODYNE_E_DISRUPTION_NOT_ALLOWED: def('ANODYNE_E_DISRUPTION_NOT_ALLOWED', 'conflict', 'A PodDisruptionBudget does not allow the change'),
   ANODYNE_E_KUBERNETES_VERSION_UNKNOWN: def(
     'ANODYNE_E_KUBERNETES_VERSION_UNKNOWN',

@@ -61,7 +61,7 @@ export interface AgentClient {
 export interface AgentStateView {
   healthy: boolean;
   bundleHash: string | null;
-  processes: { job: string; name: string; state: string; restarts: number }[];
+  processes: { job: string; name: string; state: string; pid: number | null; restarts: number }[];
 }
 
 /** Asks an instance's agent for its state. */

@@ -5,7 +5,7 @@ import { storeQuery, type Store } from '@anodyne/store';
 import { TlsAgentClient, readAgentState, type AgentAddress, type AgentClient, type AgentStateView, type AgentTlsIssuer } from './agents.js';
 import { InstanceRepository, newInstanceRow, type InstanceRow } from './instances.js';
 import { renderInstance, resolveJobs, type JobCatalog } from './jobs.js';
-import { parseManifest, type Manifest } from './manifest.js';
+import { agentProgramOf, parseManifest, type Manifest } from './manifest.js';
 import {
   DEPLOY_PHASES,
   loadBalancerId,
@@ -318,7 +318,7 @@ export class Director {
         rows.push(row);
         const step = { stage: 'Creating errand VMs', instance: `${g.name}/${i}`, index: i + 1, total: g.instances };
         await sink.event({ ...step, state: 'started' });
-        rows[i] = await this.vms.create(row);
+        rows[i] = await this.vms.create(row, agentProgramOf(m));
         await sink.event({ ...step, state: 'finished' });
       }
       for (const [i, row] of rows.entries()) {
@@ -475,6 +475,8 @@ export interface AvailabilityReport {
   failed: number;
   /** The longest time without a successful answer, ms. */
   longest_gap_ms: number;
+  /** Why the last failed request failed, if one did. */
+  last_error?: string;
 }
 
 /** Runs work with a probe around it; the report joins the result (or the error's result). */

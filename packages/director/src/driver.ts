@@ -20,6 +20,8 @@ export interface HookInstance {
   deployment: string;
   group: string;
   index: number;
+  /** Adds a line to the task's events for this instance (what the hook checked or waited for). */
+  note?: (message: string) => Promise<void>;
 }
 
 /**
@@ -44,6 +46,8 @@ export class AgentDriver implements InstanceDriver {
     private readonly d: AgentDriverDeps,
     private readonly rows: Map<string, InstanceRow>,
     private readonly sink: EventSink,
+    /** The agent program of the deployment's release, for VMs it recreates. */
+    private readonly agentProgram?: string,
   ) {}
 
   private row(c: PlannedChange): InstanceRow {
@@ -53,7 +57,13 @@ export class AgentDriver implements InstanceDriver {
   }
 
   private hookInstance(row: InstanceRow): HookInstance {
-    return { deployment: row.deployment, group: row.group_name, index: row.idx };
+    const instance = `${row.group_name}/${row.idx}`;
+    return {
+      deployment: row.deployment,
+      group: row.group_name,
+      index: row.idx,
+      note: (message) => this.sink.event({ stage: 'Lifecycle', instance, state: 'info', message }),
+    };
   }
 
   async apply(c: PlannedChange, signal: AbortSignal): Promise<void> {
@@ -87,7 +97,7 @@ export class AgentDriver implements InstanceDriver {
     }
     if (c.action === 'recreate') {
       await info(`recreate: ${c.reasons.join(', ')}`);
-      row = await this.d.vms.recreate(row, c.desired);
+      row = await this.d.vms.recreate(row, c.desired, this.agentProgram);
       this.rows.set(name, row);
     }
     const bundle: InstanceBundle = c.desired!.bundle;

@@ -87,9 +87,21 @@ export const VariableSchema = Type.Object(
 export const ManifestSchema = Type.Object(
   {
     name: Name,
-    releases: Type.Array(Type.Object({ name: Name, version: Type.String({ minLength: 1 }) }, { additionalProperties: false }), {
-      minItems: 1,
-    }),
+    releases: Type.Array(
+      Type.Object(
+        {
+          name: Name,
+          version: Type.String({ minLength: 1 }),
+          /**
+           * The agent program this release carries, as a path inside the VM: a new VM of the
+           * deployment starts it (absent: the provider's own agent command).
+           */
+          agent: Type.Optional(Type.String({ pattern: '^/[A-Za-z0-9._/-]{1,250}$' })),
+        },
+        { additionalProperties: false },
+      ),
+      { minItems: 1 },
+    ),
     /** The VM image (BOSH's stemcell), as the provider names it. */
     image: Type.String({ minLength: 1 }),
     update: UpdateSchema,
@@ -107,6 +119,13 @@ export const ManifestSchema = Type.Object(
             instance_group: Name,
             port: Type.Integer({ minimum: 1, maximum: 65535 }),
             backend_port: Type.Integer({ minimum: 1, maximum: 65535 }),
+            /** A backend takes new connections while an HTTP GET of this path answers 200 (absent: while it accepts TCP). */
+            health_check: Type.Optional(
+              Type.Object(
+                { path: Type.String({ pattern: '^/[\\x21-\\x7e]{0,200}$' }), tls: Type.Optional(Type.Boolean()) },
+                { additionalProperties: false },
+              ),
+            ),
           },
           { additionalProperties: false },
         ),
@@ -118,6 +137,11 @@ export const ManifestSchema = Type.Object(
 );
 
 export type Manifest = Static<typeof ManifestSchema>;
+
+/** The agent program a deployment's new VMs start: the first of its releases that carries one. */
+export function agentProgramOf(m: Manifest | undefined): string | undefined {
+  return m?.releases.find((r) => r.agent !== undefined)?.agent;
+}
 export type InstanceGroup = Static<typeof InstanceGroupSchema>;
 export type UpdatePolicy = Static<typeof UpdateSchema>;
 export type Variable = Static<typeof VariableSchema>;

@@ -14,7 +14,7 @@ import {
   type JobCatalog,
   type JobDefinition,
 } from './jobs.js';
-import { groupUpdatePolicy, resolveMaxInFlight, type Manifest, type Variable } from './manifest.js';
+import { agentProgramOf, groupUpdatePolicy, resolveMaxInFlight, type Manifest, type Variable } from './manifest.js';
 import { plan, type ActualInstance, type DesiredInstance, type PlannedChange } from './planner.js';
 import { Updater, type EventSink, type GroupPlan } from './updater.js';
 import type { VmLifecycle } from './vms.js';
@@ -186,7 +186,7 @@ async function createMissingVms(s: DeployScope): Promise<void> {
         const step = { stage: 'Creating missing VMs', instance: name, index: i + j + 1, total: todo.length };
         await s.sink.event({ ...step, state: 'started' });
         if (row.vm_id) await s.deps.vms.deleteVmOf(row);
-        s.rows.set(name, await s.deps.vms.create(row));
+        s.rows.set(name, await s.deps.vms.create(row, agentProgramOf(s.manifest)));
         s.createdNow.add(name);
         await s.sink.event({ ...step, state: 'finished' });
       }),
@@ -216,13 +216,21 @@ async function ensureLoadBalancers(s: DeployScope): Promise<void> {
     const step = { stage: 'Updating load balancers', instance: lb.name, index: i + 1, total: specs.length };
     await s.sink.event({ ...step, state: 'started' });
     const id = loadBalancerId(m.name, lb.name);
+    const healthCheck = lb.health_check ? { httpPath: lb.health_check.path, ...(lb.health_check.tls ? { tls: true } : {}) } : undefined;
     let info;
     try {
-      info = await provider.updateLoadBalancer(id, backends);
+      info = await provider.updateLoadBalancer(id, backends, healthCheck);
     } catch (err) {
       if (!(err instanceof AnodyneError && err.code === 'ANODYNE_E_PROVIDER_LB_NOT_FOUND')) throw err;
       const network = m.instance_groups.find((g) => g.name === lb.instance_group)!.networks[0]!.name;
-      info = await provider.createLoadBalancer({ name: id, network, port: lb.port, backends, metadata: { deployment: m.name } });
+      info = await provider.createLoadBalancer({
+        name: id,
+        network,
+        port: lb.port,
+        backends,
+        ...(healthCheck ? { healthCheck } : {}),
+        metadata: { deployment: m.name },
+      });
     }
     s.lbs[lb.name] = { ip: info.ip, port: info.port };
     await s.sink.event({ ...step, state: 'finished' });
@@ -379,7 +387,7 @@ function planChanges(s: DeployScope): void {
 async function rollOut(s: DeployScope): Promise<void> {
   const m = s.manifest;
   const { clock, logger } = s.deps;
-  const updater = new Updater({ clock, driver: new AgentDriver(s.deps, s.rows, s.sink), events: s.sink, logger });
+  const updater = new Updater({ clock, driver: new AgentDriver(s.deps, s.rows, s.sink, agentProgramOf(m)), events: s.sink, logger });
   const knownGroups = new Set(m.instance_groups.map((g) => g.name));
   const groups: GroupPlan[] = m.instance_groups.map((g) => ({
     name: g.name,

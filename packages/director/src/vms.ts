@@ -22,8 +22,11 @@ export interface VmLifecycleOptions {
 export class VmLifecycle {
   constructor(private readonly o: VmLifecycleOptions) {}
 
-  /** Creates the VM of an instance (reusing its IP, reattaching its disk) and waits for its agent. */
-  async create(row: InstanceRow): Promise<InstanceRow> {
+  /**
+   * Creates the VM of an instance (reusing its IP, reattaching its disk) and waits for its agent,
+   * which is `agentProgram` (the deployment's release's) when given.
+   */
+  async create(row: InstanceRow, agentProgram?: string): Promise<InstanceRow> {
     const tls = await this.o.tls.agentTls(row.agent_id);
     const vm = await this.o.provider.createVm({
       agentId: row.agent_id,
@@ -35,8 +38,15 @@ export class VmLifecycle {
         ANODYNE_AGENT_CERT: tls.cert,
         ANODYNE_AGENT_KEY: tls.key,
         ANODYNE_AGENT_CA: tls.ca,
+        ...(agentProgram ? { ANODYNE_AGENT_PROGRAM: agentProgram } : {}),
       },
-      metadata: { deployment: row.deployment, group: row.group_name, index: String(row.idx), instance_id: row.id },
+      metadata: {
+        deployment: row.deployment,
+        group: row.group_name,
+        index: String(row.idx),
+        instance_id: row.id,
+        ...(agentProgram ? { agent_program: agentProgram } : {}),
+      },
     });
     const updated = { ...row, vm_id: vm.id, ip: vm.ip, bundle_hash: null };
     // A new VM has no health yet: the monitor's next pass decides.
@@ -57,13 +67,13 @@ export class VmLifecycle {
    * Replaces an instance's VM. With `desired`, the instance takes the desired VM shape first, so
    * the next plan sees no difference.
    */
-  async recreate(row: InstanceRow, desired?: DesiredInstance): Promise<InstanceRow> {
+  async recreate(row: InstanceRow, desired?: DesiredInstance, agentProgram?: string): Promise<InstanceRow> {
     await this.deleteVmOf(row);
     const shape = desired
       ? { vm_type: JSON.stringify(desired.vmType), image: desired.image, network: desired.network, disk_mb: desired.diskMb }
       : {};
     if (desired) await this.o.repo.patch(row.id, shape);
-    return this.create({ ...row, ...shape, vm_id: null });
+    return this.create({ ...row, ...shape, vm_id: null }, agentProgram);
   }
 
   /** Deletes an instance's VM (if any); the instance stays, without a VM or jobs. */

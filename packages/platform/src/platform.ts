@@ -1,7 +1,6 @@
 // The composition root: builds every component from one configuration and starts the platform.
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { dirname, isAbsolute, join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { PreconditionError, type Clock, type Logger, type PlatformConfig, type SecretRegistry } from '@anodyne/common';
 import { AuditLog, openStore, type Store } from '@anodyne/store';
@@ -12,9 +11,6 @@ import { AUDIENCE, Identity, LdapUserStore, SCOPES } from '@anodyne/identity';
 import { ClusterService, kubernetesRelease, RELEASES_GUEST_DIR, type Plan } from '@anodyne/clusters';
 import { locateReleases, sha256File } from '@anodyne/release';
 import { buildServer } from '@anodyne/api';
-
-/** The repository (its built packages are bound into every VM: the agent runs from there). */
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 
 export interface PlatformOptions {
   config: PlatformConfig;
@@ -85,9 +81,10 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       dataDir: join(dataDir, 'provider'),
       tag: o.providerTag ?? config.provider.tag,
       network: config.provider.network,
-      agentCommand: ['node', '/opt/anodyne/packages/agent/dist/main.js'],
+      // Each VM starts the agent its cluster's release carries (the director passes its path): nothing in
+      // a VM comes from this checkout.
+      agentCommand: ['/bin/sh', '-c', 'exec node "${ANODYNE_AGENT_PROGRAM:?no agent program: the release carries none}"'],
       binds: [
-        { host: REPO, guest: '/opt/anodyne', readOnly: true },
         // The releases side by side (a cluster's jobs name theirs), and the newest at the jobs' default path.
         { host: dirname(release.dir), guest: RELEASES_GUEST_DIR, readOnly: true },
         { host: release.dir, guest: '/var/lib/anodyne/release', readOnly: true },
@@ -166,6 +163,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       ...(o.plans ? { plans: o.plans } : {}),
       store,
       director,
+      vmAgents: async () => (await provider.listVms()).map((v) => v.metadata['agent_program'] ?? '').filter(Boolean),
       clock,
       logger,
       credentials: {

@@ -77,6 +77,18 @@ export interface LoadBalancerBackend {
   port: number;
 }
 
+/**
+ * How a load balancer decides that a backend may take new connections. Absent: it accepts a TCP
+ * connection. With a path: an HTTP GET of it answers 200 (a server that is shutting down or not
+ * ready yet says so there and is taken out before it stops accepting).
+ */
+export interface LoadBalancerHealthCheck {
+  /** The path of the HTTP GET, e.g. /readyz. */
+  httpPath: string;
+  /** Over TLS (the backend's certificate is not verified: the check asks only whether it is ready). */
+  tls?: boolean;
+}
+
 export interface LoadBalancerSpec {
   /** Unique name; also the load balancer's id. */
   name: string;
@@ -84,6 +96,7 @@ export interface LoadBalancerSpec {
   /** Port the load balancer listens on. */
   port: number;
   backends: LoadBalancerBackend[];
+  healthCheck?: LoadBalancerHealthCheck;
   /** A static IP for the load balancer, or absent for an allocated one. */
   ip?: string;
   metadata?: Record<string, string>;
@@ -95,6 +108,7 @@ export interface LoadBalancerInfo {
   port: number;
   network: string;
   backends: LoadBalancerBackend[];
+  healthCheck?: LoadBalancerHealthCheck;
   metadata: Record<string, string>;
 }
 
@@ -175,8 +189,11 @@ export interface Provider {
    */
   createLoadBalancer(spec: LoadBalancerSpec): Promise<LoadBalancerInfo>;
 
-  /** Replaces the backends of a load balancer without changing its address. */
-  updateLoadBalancer(id: string, backends: LoadBalancerBackend[]): Promise<LoadBalancerInfo>;
+  /**
+   * Replaces the backends of a load balancer without changing its address; a health check given
+   * replaces the one it had.
+   */
+  updateLoadBalancer(id: string, backends: LoadBalancerBackend[], healthCheck?: LoadBalancerHealthCheck): Promise<LoadBalancerInfo>;
 
   /** A load balancer's address and backends; ANODYNE_E_PROVIDER_LB_NOT_FOUND if unknown. */
   getLoadBalancer(id: string): Promise<LoadBalancerInfo>;

@@ -7,6 +7,7 @@ import type {
   DiskAttachment,
   DiskInfo,
   LoadBalancerBackend,
+  LoadBalancerHealthCheck,
   LoadBalancerInfo,
   LoadBalancerSpec,
   Provider,
@@ -14,7 +15,7 @@ import type {
   VmInfo,
   VmType,
 } from '../contract.js';
-import { IpPool, matches, parseCidr, resolveVmType, validateBackends, validateCreate } from '../internal/validate.js';
+import { IpPool, matches, parseCidr, resolveVmType, validateBackends, validateCreate, validateHealthCheck } from '../internal/validate.js';
 
 export interface FakeProviderOptions {
   clock: Clock;
@@ -193,6 +194,7 @@ export class FakeProvider implements Provider {
   async createLoadBalancer(spec: LoadBalancerSpec): Promise<LoadBalancerInfo> {
     await Promise.resolve();
     validateBackends(spec.backends);
+    validateHealthCheck(spec.healthCheck);
     if (this.lbs.has(spec.name)) throw new ConflictError('ANODYNE_E_CONFLICT', `load balancer ${spec.name} exists`);
     const ip = this.pool.allocate(spec.ip);
     const lb: LoadBalancerInfo = {
@@ -201,6 +203,7 @@ export class FakeProvider implements Provider {
       port: spec.port,
       network: 'default',
       backends: [...spec.backends],
+      ...(spec.healthCheck ? { healthCheck: { ...spec.healthCheck } } : {}),
       metadata: { ...(spec.metadata ?? {}) },
     };
     this.lbs.set(lb.id, lb);
@@ -214,12 +217,14 @@ export class FakeProvider implements Provider {
     return structuredClone(lb);
   }
 
-  async updateLoadBalancer(id: string, backends: LoadBalancerBackend[]): Promise<LoadBalancerInfo> {
+  async updateLoadBalancer(id: string, backends: LoadBalancerBackend[], healthCheck?: LoadBalancerHealthCheck): Promise<LoadBalancerInfo> {
     await Promise.resolve();
     const lb = this.lbs.get(id);
     if (!lb) throw new NotFoundError('ANODYNE_E_PROVIDER_LB_NOT_FOUND', `load balancer ${id} not found`);
     validateBackends(backends);
+    validateHealthCheck(healthCheck);
     lb.backends = [...backends];
+    if (healthCheck) lb.healthCheck = { ...healthCheck };
     return structuredClone(lb);
   }
 

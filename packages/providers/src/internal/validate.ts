@@ -1,7 +1,7 @@
 // Checks shared by providers: IPv4 CIDRs and an IP pool, VM type resolution, create-request and backend validation.
 import { isIPv4 } from 'node:net';
 import { AnodyneError, ConflictError, InputError } from '@anodyne/common';
-import type { CreateVmRequest, LoadBalancerBackend, VmType } from '../contract.js';
+import type { CreateVmRequest, LoadBalancerBackend, LoadBalancerHealthCheck, VmType } from '../contract.js';
 
 export function ipToInt(ip: string): number {
   return ip.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
@@ -145,6 +145,21 @@ export function validateBackends(backends: LoadBalancerBackend[]): void {
         { details: { backend: b } },
       );
     }
+  }
+}
+
+export function validateHealthCheck(check: LoadBalancerHealthCheck | undefined): void {
+  if (check === undefined) return;
+  if (
+    typeof check !== 'object' ||
+    check === null ||
+    typeof check.httpPath !== 'string' ||
+    !/^\/[\x21-\x7e]{0,200}$/.test(check.httpPath) ||
+    (check.tls !== undefined && typeof check.tls !== 'boolean')
+  ) {
+    throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', 'a health check needs an httpPath (/ and printable characters, no spaces)', {
+      details: { healthCheck: check },
+    });
   }
 }
 

@@ -4,8 +4,8 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AnodyneError, ConflictError, InputError, NotFoundError, exec, type Clock } from '@anodyne/common';
-import type { LoadBalancerBackend, LoadBalancerInfo, LoadBalancerSpec } from '../contract.js';
-import { validateBackends } from '../internal/validate.js';
+import type { LoadBalancerBackend, LoadBalancerHealthCheck, LoadBalancerInfo, LoadBalancerSpec } from '../contract.js';
+import { validateBackends, validateHealthCheck } from '../internal/validate.js';
 import { joinCgroupsShell, type VmCgroups } from './cgroups.js';
 import { killPids, shellQuote } from './host.js';
 import type { DataLayout } from './layout.js';
@@ -46,6 +46,7 @@ export class LoadBalancers {
       throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', 'load balancer port must be 1 to 65535');
     }
     validateBackends(spec.backends);
+    validateHealthCheck(spec.healthCheck);
     const lbId = `lb-${randomBytes(4).toString('hex')}`;
     const lb = await this.d.store.update((state) => {
       if (state.lbs[spec.name]) {
@@ -58,6 +59,7 @@ export class LoadBalancers {
         port: spec.port,
         network: 'default',
         backends: [...spec.backends],
+        ...(spec.healthCheck ? { healthCheck: { ...spec.healthCheck } } : {}),
         metadata: { ...(spec.metadata ?? {}) },
       };
       state.lbs[spec.name] = rec;
@@ -106,12 +108,14 @@ export class LoadBalancers {
     return Promise.resolve(publicLb(lb));
   }
 
-  async update(id: string, backends: LoadBalancerBackend[]): Promise<LoadBalancerInfo> {
+  async update(id: string, backends: LoadBalancerBackend[], healthCheck?: LoadBalancerHealthCheck): Promise<LoadBalancerInfo> {
     validateBackends(backends);
+    validateHealthCheck(healthCheck);
     return this.d.store.update((state) => {
       const lb = state.lbs[id];
       if (!lb) throw lbNotFound(id);
       lb.backends = [...backends];
+      if (healthCheck) lb.healthCheck = { ...healthCheck };
       const dir = this.d.layout.lb(lb.lbId);
       writeFileSync(join(dir, 'haproxy.cfg'), this.haproxyConfig(lb));
       const master = Number(readFileSync(join(dir, 'master.pid'), 'utf8'));
@@ -133,23 +137,32 @@ export class LoadBalancers {
     });
   }
 
+  /**
+   * TCP pass-through; a backend is checked every 500 ms (a TCP connect, or the HTTP GET of the
+   * health check) and is out after two failures, in again after one success. A connection a
+   * backend refuses is retried on another one.
+   */
   private haproxyConfig(lb: LbRecord): string {
-    const servers = lb.backends.map((b, i) => `  server b${i} ${b.ip}:${b.port} check`);
+    const check = lb.healthCheck;
+    const servers = lb.backends.map((b, i) => `  server b${i} ${b.ip}:${b.port} check${check?.tls ? ' check-ssl verify none' : ''}`);
     return [
       'global',
       '  maxconn 4096',
       `  pidfile ${join(this.d.layout.lb(lb.lbId), 'haproxy.pid')}`,
       'defaults',
       '  mode tcp',
-      '  timeout connect 2s',
+      '  timeout connect 1s',
       '  timeout client 1h',
       '  timeout server 1h',
       '  timeout check 1s',
+      '  retries 3',
+      '  option redispatch 1',
       'frontend fe',
       `  bind 0.0.0.0:${lb.port}`,
       '  default_backend be',
       'backend be',
       '  balance roundrobin',
+      ...(check ? ['  option httpchk', `  http-check send meth GET uri ${check.httpPath}`, '  http-check expect status 200'] : []),
       '  default-server inter 500ms fall 2 rise 1',
       ...servers,
       '',
@@ -162,5 +175,13 @@ function lbNotFound(id: string): NotFoundError {
 }
 
 function publicLb(lb: LbRecord): LoadBalancerInfo {
-  return { id: lb.id, ip: lb.ip, port: lb.port, network: lb.network, backends: [...lb.backends], metadata: { ...lb.metadata } };
+  return {
+    id: lb.id,
+    ip: lb.ip,
+    port: lb.port,
+    network: lb.network,
+    backends: [...lb.backends],
+    ...(lb.healthCheck ? { healthCheck: { ...lb.healthCheck } } : {}),
+    metadata: { ...lb.metadata },
+  };
 }

@@ -238,7 +238,7 @@ describe('local provider on the host', { skip: skipUnless(isRoot, 'needs root') 
     for (const vm of vms) assert.deepEqual(await hostLeftovers(tag, dataDir, vm.id), []);
   });
 
-  it('a load balancer forwards TCP to three backends and stops sending to a dead one', async () => {
+  it('a load balancer forwards TCP to three backends and stops sending to a dead one, or to one its HTTP health check finds not ready', async () => {
     const vms = await Promise.all(['lb-a', 'lb-b', 'lb-c'].map((a) => provider.createVm(vmReq(a))));
     try {
       await Promise.all(vms.map((vm, i) => serve(vm.id, vm.ip, 8080, `backend-${i}`)));
@@ -269,6 +269,25 @@ describe('local provider on the host', { skip: skipUnless(isRoot, 'needs root') 
       assert.equal(updated.ip, lb.ip);
       await new Promise((r) => setTimeout(r, 1500));
       assert.deepEqual([...(await seen(6))], ['backend-0']);
+      // With an HTTP health check, a backend that accepts connections but does not answer 200 on the
+      // path (not ready, or shutting down) is given no new ones.
+      await serve(vms[1]!.id, vms[1]!.ip, 8080, 'backend-1');
+      for (const vm of [vms[0]!, vms[1]!]) await provider.execInVm(vm.id, ['sh', '-c', 'echo ok > /tmp/www-8080/ready']);
+      const checked = await provider.updateLoadBalancer(
+        'api',
+        vms.map((v) => ({ ip: v.ip, port: 8080 })),
+        { httpPath: '/ready' },
+      );
+      assert.deepEqual(checked.healthCheck, { httpPath: '/ready' });
+      await new Promise((r) => setTimeout(r, 2000));
+      assert.deepEqual([...(await seen(12))].sort(), ['backend-0', 'backend-1']);
+      await provider.execInVm(vms[1]!.id, ['rm', '/tmp/www-8080/ready']);
+      await new Promise((r) => setTimeout(r, 2000));
+      assert.deepEqual([...(await seen(8))], ['backend-0']);
+      await assert.rejects(
+        provider.updateLoadBalancer('api', [], { httpPath: 'no slash' }),
+        (e: { code?: string }) => e.code === 'ANODYNE_E_PROVIDER_INPUT_INVALID',
+      );
       await provider.deleteLoadBalancer('api');
       assert.ok(!(await netnsList()).some((ns) => ns.startsWith(`anodyne-${tag}-lb-`)));
     } finally {

@@ -10,6 +10,7 @@ import type {
   DiskAttachment,
   DiskInfo,
   LoadBalancerBackend,
+  LoadBalancerHealthCheck,
   LoadBalancerInfo,
   LoadBalancerSpec,
   Provider,
@@ -321,9 +322,9 @@ export class LocalProvider implements Provider {
     return this.lbs.get(id);
   }
 
-  async updateLoadBalancer(id: string, backends: LoadBalancerBackend[]): Promise<LoadBalancerInfo> {
+  async updateLoadBalancer(id: string, backends: LoadBalancerBackend[], healthCheck?: LoadBalancerHealthCheck): Promise<LoadBalancerInfo> {
     this.requireRoot();
-    return this.lbs.update(id, backends);
+    return this.lbs.update(id, backends, healthCheck);
   }
 
   async deleteLoadBalancer(id: string): Promise<void> {

@@ -150,7 +150,7 @@ export function providerContractSuite(name: string, setup: () => Promise<Contrac
       await p.deleteDisk(disk.id);
     });
 
-    it('manages load balancers: create, update backends, delete (idempotent)', async () => {
+    it('manages load balancers: create, update backends and health check, delete (idempotent)', async () => {
       const lb = await p.createLoadBalancer({
         name: 'contract-lb',
         network: network().name,
@@ -169,6 +169,20 @@ export function providerContractSuite(name: string, setup: () => Promise<Contrac
         assert.deepEqual(await p.getLoadBalancer(lb.id), updated);
         await assert.rejects(p.getLoadBalancer('no-such-lb'), code('ANODYNE_E_PROVIDER_LB_NOT_FOUND'));
         await assert.rejects(p.updateLoadBalancer(lb.id, [{ ip: 'x', port: 1 }]), code('ANODYNE_E_PROVIDER_INPUT_INVALID'));
+        const checked = await p.updateLoadBalancer(lb.id, updated.backends, { httpPath: '/readyz', tls: true });
+        assert.deepEqual(checked.healthCheck, { httpPath: '/readyz', tls: true });
+        assert.deepEqual((await p.getLoadBalancer(lb.id)).healthCheck, { httpPath: '/readyz', tls: true });
+        await assert.rejects(p.updateLoadBalancer(lb.id, [], { httpPath: 'readyz' }), code('ANODYNE_E_PROVIDER_INPUT_INVALID'));
+        await assert.rejects(
+          p.createLoadBalancer({
+            name: 'contract-lb2',
+            network: network().name,
+            port: 16444,
+            backends: [],
+            healthCheck: { httpPath: '/a b' },
+          }),
+          code('ANODYNE_E_PROVIDER_INPUT_INVALID'),
+        );
       } finally {
         await p.deleteLoadBalancer(lb.id);
       }

@@ -1,0 +1,79 @@
+// Instance hooks of masters: a master stops only while the other etcd members are healthy, and the rollout goes on once all are.
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { AnodyneError, ManualClock, silentLogger } from '@anodyne/common';
+import { NodeHooks, type EtcdMember } from './nodes.js';
+
+const members = (...states: boolean[]): EtcdMember[] =>
+  states.map((healthy, i) => ({ instance: `master/${i}`, healthy, ...(healthy ? {} : { reason: 'starting' }) }));
+
+function hooks(clock: ManualClock, answers: EtcdMember[][]) {
+  const asked: string[] = [];
+  let n = 0;
+  const h = new NodeHooks({
+    clock,
+    logger: silentLogger(),
+    endpoint: () => Promise.reject(new Error('masters never ask for the cluster API')),
+    etcdMembers: (deployment) => {
+      asked.push(deployment);
+      return Promise.resolve(answers[Math.min(n++, answers.length - 1)]!);
+    },
+    etcdWaitMs: 10_000,
+  });
+  return { h, asked };
+}
+
+/** Moves the clock on until the promise settles (its sleeps are set after awaits the test cannot see). */
+async function drive<T>(clock: ManualClock, p: Promise<T>): Promise<T> {
+  let settled = false;
+  p.then(
+    () => (settled = true),
+    () => (settled = true),
+  );
+  for (let i = 0; i < 200 && !settled; i++) await clock.advance(250);
+  return p;
+}
+
+describe('etcd member health around a master', () => {
+  it('before a master stops, only the other members count; the note says so', async () => {
+    const clock = new ManualClock();
+    // master/0 itself is sick (it is the one being repaired): the others are healthy, so it may stop.
+    const { h } = hooks(clock, [members(false, true, true)]);
+    const notes: string[] = [];
+    await h.beforeStop(
+      { deployment: 'cluster-a', group: 'master', index: 0, note: (m) => Promise.resolve(void notes.push(m)) },
+      new AbortController().signal,
+    );
+    assert.deepEqual(notes, ['etcd: 2 other members healthy before master/0 stops']);
+  });
+
+  it('waits for a member that is not healthy yet, then goes on', async () => {
+    const clock = new ManualClock();
+    const { h, asked } = hooks(clock, [members(true, false, true), members(true, false, true), members(true, true, true)]);
+    const notes: string[] = [];
+    await drive(
+      clock,
+      h.afterHealthy({ deployment: 'cluster-a', group: 'master', index: 1, note: (m) => Promise.resolve(void notes.push(m)) }),
+    );
+    assert.equal(asked.length, 3);
+    assert.deepEqual(notes, ['etcd: 3 of 3 members healthy after master/1']);
+  });
+
+  it('refuses to stop a master while another member is sick, with a code, after the wait', async () => {
+    const clock = new ManualClock();
+    const { h } = hooks(clock, [members(true, true, false)]);
+    const err = await drive(clock, h.beforeStop({ deployment: 'cluster-a', group: 'master', index: 0 }, new AbortController().signal)).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof AnodyneError, String(err));
+    assert.equal(err.code, 'ANODYNE_E_ETCD_UNHEALTHY');
+    assert.match(err.message, /master\/2 \(starting\).*could lose quorum/);
+  });
+
+  it('a single master has no other member to wait for', async () => {
+    const clock = new ManualClock();
+    const { h } = hooks(clock, [members(false)]);
+    await h.beforeStop({ deployment: 'cluster-a', group: 'master', index: 0 }, new AbortController().signal);
+  });
+});
