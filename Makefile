@@ -47,6 +47,12 @@ bench: deps npm build
 	@release_dir=$$(release/build.sh | tail -1); \
 	ANODYNE_RELEASE_DIR="$$release_dir" node --expose-gc bench/run.mjs
 
+## Test and platform tools that no Kubernetes release carries (SeaweedFS for the backup tests); prints weed's path last
+.PHONY: tools
+tools: deps
+	@release/tools.sh
+
 test: deps npm build lint
 	@release_dir=$$(release/build.sh | tee /dev/stderr | tail -1); \
-	ANODYNE_RELEASE_DIR="$$release_dir" scripts/test.sh all
+	weed=$$(release/tools.sh | tail -1); \
+	ANODYNE_RELEASE_DIR="$$release_dir" ANODYNE_SEAWEEDFS="$$weed" scripts/test.sh all
