@@ -65,7 +65,8 @@ AGENT_SHA=$(sha256sum "$AGENT_TMP/agent.mjs" | cut -d' ' -f1)
 
 # The programs' key covers their inputs: our Go sources and scripts, the Go toolchain, and the busybox
 # we pack; the release's key adds the agent.
-SRC_HASH=$( (find . -type f \( -name '*.go' -o -name 'go.*mod' -o -name 'go.*sum' -o -name '*.sh' \) -print0 | sort -z | xargs -0 sha256sum; go version; echo "$BUSYBOX_VERSION") | sha256sum | cut -c1-12)
+# (only what a release is built from: other tools beside it, such as release/seaweedfs, are not part of it)
+SRC_HASH=$( (find build.sh kubernetes helm coredns flannel metrics-server images -type f \( -name '*.go' -o -name 'go.*mod' -o -name 'go.*sum' -o -name '*.sh' \) -print0 | sort -z | xargs -0 sha256sum; go version; echo "$BUSYBOX_VERSION") | sha256sum | cut -c1-12)
 RELEASE_HASH=$(echo "$SRC_HASH $AGENT_SHA" | sha256sum | cut -c1-12)
 # One release: the Kubernetes version of one go.mod file, with everything else built alongside.
 build_release() {
@@ -230,6 +231,12 @@ for modfile in $(cd kubernetes && ls go.mod go.*.mod 2>/dev/null); do
 done
 # Programs built from other sources are not reused again (the releases keep their own links).
 find "$CACHE/releases/.parts" -mindepth 1 -maxdepth 1 ! -name "*-$SRC_HASH" -exec rm -rf {} + 2>/dev/null || true
+# Releases of earlier sources stay for clusters that may run them, up to the three newest per version.
+for v in $(printf '%s\n' "${BUILT[@]}" | sed -E 's/^kubernetes-(v[^-]+)-.*/\1/' | sort -u); do
+  ls -dt "$CACHE/releases/kubernetes-$v-"* 2>/dev/null | tail -n +4 | while read -r old; do
+    case " ${BUILT[*]} " in *" $(basename "$old") "*) ;; *) rm -rf "$old" ;; esac
+  done
+done
 # The index of the releases for these sources, newest Kubernetes first; `current` is the newest.
 mapfile -t SORTED < <(printf '%s\n' "${BUILT[@]}" | sort -t- -k2,2Vr)
 {

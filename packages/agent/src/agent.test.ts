@@ -115,6 +115,28 @@ describe('supervisor', () => {
     assert.ok(sup.status().every((s) => s.state === 'stopped' && s.restarts <= 1));
   });
 
+  it('restarts the processes of one job and leaves the others running', async () => {
+    const job = (name: string) => ({
+      name,
+      release: 'test',
+      processes: [{ name: 'p', command: 'sh', args: ['-c', 'exec sleep 300'], env: {} }],
+      files: [],
+      scripts: {},
+    });
+    sup.apply({ deployment: 'd', group: 'web', index: 0, hash: 'restart', jobs: [job('containerd'), job('kubelet')] });
+    await sup.start();
+    await until('running', () => sup.status().every((s) => s.state === 'running' && s.pid !== null));
+    const pid = (j: string) => sup.status().find((s) => s.job === j)!.pid;
+    const [containerd, kubelet] = [pid('containerd'), pid('kubelet')];
+    assert.equal(await sup.restartJob('kubelet'), true);
+    await until('kubelet again', () => sup.status().every((s) => s.state === 'running' && s.pid !== null));
+    assert.equal(pid('containerd'), containerd, 'the other job kept its process');
+    assert.notEqual(pid('kubelet'), kubelet, 'the job has a new process');
+    assert.throws(() => process.kill(kubelet!, 0), 'the old process is gone');
+    assert.equal(await sup.restartJob('no-such-job'), false);
+    await sup.stop();
+  });
+
   it('stops jobs one after another, the last started first, each after the one above it has exited', async () => {
     // Each process takes 300 ms to go on SIGTERM and notes when it began and ended.
     const slow = (name: string) => ({

@@ -1,7 +1,9 @@
-// The agent inside each VM: its mutual-TLS HTTPS API for the director (apply, start, stop, drain, state, logs) and its vitals.
+// The agent inside each VM: its mutual-TLS HTTPS API for the director (apply, start, stop, restart a job, drain, state, logs, artifacts) and its vitals.
 import { createServer, type Server } from 'node:https';
 import { loadavg, cpus } from 'node:os';
-import { readFileSync, statfsSync } from 'node:fs';
+import { createReadStream, createWriteStream, mkdirSync, readFileSync, renameSync, rmSync, statSync, statfsSync } from 'node:fs';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { InputError, toAnodyneError, type Clock, type Logger } from '@anodyne/common';
 import { Supervisor, type AgentBundle, type ProcessStatus, type ScriptName } from './supervisor.js';
@@ -114,7 +116,9 @@ export class Agent {
       res.end(JSON.stringify(body));
     };
     try {
-      const route = `${req.method} ${req.url?.split('?')[0]}`;
+      const path = req.url?.split('?')[0] ?? '';
+      const route = `${req.method} ${path}`;
+      if (path.startsWith('/artifacts')) return await this.artifacts(req, res, path);
       switch (route) {
         case 'GET /state':
           return send(200, this.state());
@@ -143,6 +147,12 @@ export class Agent {
             throw new InputError('ANODYNE_E_INVALID_INPUT', 'unknown script');
           return send(200, { results: await this.supervisor.runScript(name as ScriptName) });
         }
+        case 'POST /restart_job': {
+          const { job } = (await readBody(req)) as { job?: string };
+          if (typeof job !== 'string' || !(await this.supervisor.restartJob(job)))
+            throw new InputError('ANODYNE_E_INVALID_INPUT', 'restart_job needs a job this instance runs');
+          return send(200, this.state());
+        }
         case 'GET /logs':
           return send(200, { logs: this.supervisor.logs() });
         default:
@@ -152,6 +162,44 @@ export class Agent {
       const e = toAnodyneError(err);
       send(e.kind === 'invalid_input' ? 400 : 500, e.toJSON());
     }
+  }
+
+  /**
+   * Backup artifacts, streamed: `GET /artifacts/<job>/<file>` reads what a backup script wrote,
+   * `PUT` places what a restore script reads, `DELETE /artifacts` removes them all.
+   */
+  private async artifacts(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
+    if (path === '/artifacts' && req.method === 'DELETE') {
+      rmSync(join(this.o.root, 'artifacts'), { recursive: true, force: true });
+      res.writeHead(204).end();
+      return;
+    }
+    const m = /^\/artifacts\/([a-z0-9][a-z0-9_-]{0,62})\/([A-Za-z0-9][A-Za-z0-9._-]{0,127})$/.exec(path);
+    if (!m) throw new InputError('ANODYNE_E_INVALID_INPUT', 'an artifact is /artifacts/<job>/<file>');
+    const dir = this.supervisor.artifactDir(m[1]!);
+    const file = join(dir, m[2]!);
+    if (req.method === 'GET') {
+      let size: number;
+      try {
+        size = statSync(file).size;
+      } catch {
+        res.writeHead(404, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ code: 'ANODYNE_E_NOT_FOUND', message: `no artifact ${m[1]}/${m[2]}` }));
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': size });
+      await pipeline(createReadStream(file), res);
+      return;
+    }
+    if (req.method === 'PUT') {
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      const tmp = `${file}.partial`;
+      await pipeline(req, createWriteStream(tmp, { mode: 0o600 }));
+      renameSync(tmp, file);
+      res.writeHead(204).end();
+      return;
+    }
+    throw new InputError('ANODYNE_E_INVALID_INPUT', `${req.method} is not a method of artifacts`);
   }
 
   /** Runs the jobs' post-start scripts once every process is running (BOSH's post-start). */

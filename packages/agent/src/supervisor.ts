@@ -281,6 +281,29 @@ export class Supervisor {
     for (const job of jobs) await Promise.all(running.filter((p) => p.job === job).map((p) => this.stopOne(p)));
   }
 
+  /**
+   * Restarts the processes of one job (stopped as `stop` does, then started again): what a
+   * component needs to drop state it cached from the API (after an etcd restore, a kubelet).
+   */
+  async restartJob(job: string): Promise<boolean> {
+    const procs = this.procs.filter((p) => p.job === job);
+    if (procs.length === 0) return false;
+    for (const p of procs) {
+      p.wanted = false;
+      if (p.timer) clearTimeout(p.timer);
+      if (p.probeTimer) clearTimeout(p.probeTimer);
+      p.timer = null;
+      p.probeTimer = null;
+    }
+    await Promise.all(procs.map((p) => this.stopOne(p)));
+    for (const p of procs) {
+      p.wanted = true;
+      p.backoffMs = this.o.minBackoffMs;
+      this.launch(p);
+    }
+    return true;
+  }
+
   private stopOne(p: Supervised): Promise<void> {
     return new Promise<void>((resolve) => {
       const child = p.child;
@@ -305,13 +328,22 @@ export class Supervisor {
     });
   }
 
+  /** Where a job's backup artifacts are written and its restore artifacts read. */
+  artifactDir(job: string): string {
+    return join(this.o.root, 'artifacts', job);
+  }
+
   /** Runs a lifecycle script of every job that has it (drain, backup, …), in job order. */
   async runScript(name: ScriptName, timeoutMs = 600_000): Promise<{ job: string; code: number; output: string }[]> {
     const results: { job: string; code: number; output: string }[] = [];
     for (const job of this.bundle?.jobs ?? []) {
       if (job.scripts[name] === undefined) continue;
+      // Backup scripts write their artifacts here, restore scripts read them from here (BBR's artifact directory).
+      const artifacts = this.artifactDir(job.name);
+      mkdirSync(artifacts, { recursive: true, mode: 0o700 });
       const r = await exec([join(this.jobDir(job.name), 'scripts', name)], {
         cwd: this.jobDir(job.name),
+        env: { ...process.env, ANODYNE_ARTIFACT_DIR: artifacts },
         timeoutMs,
         okCodes: Array.from({ length: 256 }, (_, i) => i),
       });

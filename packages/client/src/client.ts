@@ -22,6 +22,8 @@ export type UpdateUserRequest = Static<typeof S.UserGroups>;
 export type SigningKey = Static<typeof S.SigningKey>;
 export type Kubeconfig = Static<typeof S.Kubeconfig>;
 export type ReleaseInfo = Static<typeof S.Release>;
+export type Backup = Static<typeof S.Backup>;
+export type BackupCreated = Static<typeof S.BackupCreated>;
 
 /** An error the API answered with (`{code, message}`), or a transport failure. */
 export class ApiError extends Error {
@@ -171,6 +173,21 @@ export class ApiClient {
   }
   deleteRelease(key: string): Promise<void> {
     return this.call('DELETE', `/v1/releases/${seg(key)}`);
+  }
+  createBackup(cluster: string): Promise<BackupCreated> {
+    return this.call('POST', '/v1/backups', { cluster });
+  }
+  backups(cluster?: string): Promise<Backup[]> {
+    return this.call('GET', `/v1/backups${cluster ? `?cluster=${encodeURIComponent(cluster)}` : ''}`);
+  }
+  backup(id: string): Promise<Backup> {
+    return this.call('GET', `/v1/backups/${seg(id)}`);
+  }
+  deleteBackup(id: string): Promise<void> {
+    return this.call('DELETE', `/v1/backups/${seg(id)}`);
+  }
+  restoreBackup(id: string, cluster?: string): Promise<Task> {
+    return this.call('POST', `/v1/backups/${seg(id)}/restore`, cluster ? { cluster } : {});
   }
   certificates(name: string): Promise<Certificate[]> {
     return this.call('GET', `/v1/clusters/${seg(name)}/certificates`);

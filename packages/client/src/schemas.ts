@@ -289,3 +289,53 @@ export const Release = Type.Object({
   default: Type.Boolean(),
 });
 export const ReleaseParams = Type.Object({ key: Type.String({ pattern: '^kubernetes-v[0-9.]+-[0-9a-f]{6,64}$', maxLength: 100 }) });
+
+/** A backup of a cluster: its sealed etcd snapshot and record, in the platform's backup store. */
+const BackupFileSchema = Type.Object({
+  name: Type.String(),
+  size: Type.Integer(),
+  sha256: Type.String(),
+  sealed_size: Type.Integer(),
+  sealed_sha256: Type.String(),
+});
+export const BackupManifest = Type.Object({
+  format: Type.Literal(1),
+  id: Type.String(),
+  kind: Type.Literal('cluster'),
+  cluster: Type.String(),
+  plan: Type.String(),
+  workers: Type.Integer(),
+  release: Type.Union([Type.String(), Type.Null()]),
+  kubernetes_version: Type.Union([Type.String(), Type.Null()]),
+  created_at: Type.String(),
+  etcd: Type.Object({ member: Type.String(), revision: Type.Integer(), total_keys: Type.Integer(), hash: Type.Integer() }),
+  key_id: Type.String(),
+  files: Type.Array(BackupFileSchema),
+});
+export const Backup = Type.Object({
+  id: Type.String(),
+  kind: Type.String(),
+  cluster: Type.String(),
+  owner: Type.String(),
+  /** running, done or failed */
+  state: Type.String(),
+  task_id: Type.Union([Type.Integer(), Type.Null()]),
+  location: Type.String(),
+  size_bytes: Type.Integer(),
+  created_at: Type.String(),
+  finished_at: Type.Union([Type.String(), Type.Null()]),
+  error: Type.Union([Type.String(), Type.Null()]),
+  manifest: Type.Union([BackupManifest, Type.Null()]),
+});
+export const CreateBackup = Type.Object({ cluster: Type.String({ pattern: DNS1123, maxLength: 40 }) }, { additionalProperties: false });
+export const BackupCreated = Type.Object({ backup: Backup, task: Task });
+export const BackupParams = Type.Object({ id: Type.String({ pattern: '^bk-[0-9]{14}-[0-9a-f]{6}$', maxLength: 40 }) });
+export const BackupQuery = Type.Object(
+  { cluster: Type.Optional(Type.String({ pattern: DNS1123, maxLength: 40 })) },
+  { additionalProperties: false },
+);
+/** Restore onto the cluster the backup was taken of (no body, or no `cluster`), or into a new cluster named `cluster`. */
+export const RestoreBackup = Type.Object(
+  { cluster: Type.Optional(Type.String({ pattern: DNS1123, maxLength: 40 })) },
+  { additionalProperties: false },
+);

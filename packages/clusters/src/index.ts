@@ -55,3 +55,4 @@ export {
   type ClusterRelease,
 } from './releases.js';
 export { apiProbe, countingLoop, endpointRequest, expectStatus, type EndpointAnswer } from './availability.js';
+export { ClusterBackups, type BackupView, type BackupManifest, type BackupFile } from './backups.js';

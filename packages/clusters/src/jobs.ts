@@ -71,6 +71,44 @@ export const etcdJob: JobDefinition = {
   processes: [
     { name: 'etcd', command: 'sh', args: ['bin/etcd.sh'], readiness: { http: { host: '127.0.0.1', port: 2381, path: '/health' } } },
   ],
+  // A consistent snapshot of this member (etcd takes it from its own consistent view), and what it holds.
+  backup: [
+    'out="$ANODYNE_ARTIFACT_DIR"',
+    'rm -f "$out/etcd.snapshot" "$out/etcd.snapshot.part" "$out/etcd.status.json"',
+    '{{ p.release_dir }}/bin/etcdctl --endpoints=https://127.0.0.1:2379 --cacert=certs/etcd-ca.crt \\',
+    '  --cert=certs/etcd-server.crt --key=certs/etcd-server.key --command-timeout=120s snapshot save "$out/etcd.snapshot.part" >/dev/null',
+    '{{ p.release_dir }}/bin/etcdutl snapshot status "$out/etcd.snapshot.part" -w json > "$out/etcd.status.json"',
+    'mv "$out/etcd.snapshot.part" "$out/etcd.snapshot"',
+    'cat "$out/etcd.status.json"',
+  ].join('\n'),
+  // Run while etcd is stopped, in steps the director names in $ANODYNE_ARTIFACT_DIR/step: `prepare` restores
+  // the snapshot beside the data (the member list of this cluster: every master), `commit` puts it in place
+  // and keeps the data it replaces, `undo` puts that back. A failure before `commit` changes nothing.
+  restore: [
+    'in="$ANODYNE_ARTIFACT_DIR"',
+    'step=$(cat "$in/step")',
+    'disk="{{ spec.persistent_disk }}"',
+    'data=${disk:+$disk/etcd}',
+    'data=${data:-/var/lib/etcd}',
+    'case "$step" in',
+    'prepare)',
+    '  cluster=""',
+    '  for ip in $(echo "{{ groups.master.ips }}" | tr , " "); do cluster="${cluster:+$cluster,}$ip=https://$ip:2380"; done',
+    '  rm -rf "$data.restoring"',
+    '  {{ p.release_dir }}/bin/etcdutl snapshot restore "$in/etcd.snapshot" --name={{ spec.ip }} --data-dir="$data.restoring" \\',
+    '    --initial-cluster="$cluster" --initial-cluster-token={{ spec.deployment }} --initial-advertise-peer-urls=https://{{ spec.ip }}:2380',
+    '  chmod 700 "$data.restoring" ;;',
+    'commit)',
+    '  [ -d "$data.restoring" ] || { echo "nothing prepared at $data.restoring" >&2; exit 1; }',
+    '  rm -rf "$data.before-restore"',
+    '  if [ -d "$data" ]; then mv "$data" "$data.before-restore"; fi',
+    '  mv "$data.restoring" "$data" ;;',
+    'undo)',
+    '  rm -rf "$data.restoring"',
+    '  if [ -d "$data.before-restore" ]; then rm -rf "$data"; mv "$data.before-restore" "$data"; fi ;;',
+    '*) echo "unknown restore step $step" >&2; exit 1 ;;',
+    'esac',
+  ].join('\n'),
 };
 
 export const apiserverJob: JobDefinition = {

@@ -13,6 +13,8 @@ import { ClusterFleet, type FleetUpgradeRequest } from './fleet.js';
 import { ReleaseRegistry } from './releases.js';
 import { NodeHooks, type EtcdMember } from './nodes.js';
 import { apiProbe } from './availability.js';
+import { ClusterBackups } from './backups.js';
+import type { ArtifactStore, BackupKeys } from '@anodyne/backup';
 
 /** A plan as the API lists it. */
 export interface PlanView {
@@ -79,6 +81,8 @@ export interface ClusterServiceOptions {
   defaultQuota?: { maxClusters: number; maxWorkers: number };
   /** How long draining a worker may wait for PodDisruptionBudgets (default 300 s). */
   drainTimeoutMs?: number;
+  /** Where backups' artifacts go, and the keys that seal them. */
+  backups: { artifacts: ArtifactStore; keys: BackupKeys };
   /** The agent programs the provider's running VMs were started with (a release carrying one is in use). */
   vmAgents?: () => Promise<string[]>;
   /** Builds the client for a cluster's API (default: @kubernetes/client-node with the admin certificate). */
@@ -101,6 +105,7 @@ export class ClusterService {
   /** The director's instance hooks: workers are drained before they stop and their Nodes go with them. */
   readonly nodes: NodeHooks;
   readonly releases: ReleaseRegistry;
+  readonly backups: ClusterBackups;
 
   constructor(private readonly o: ClusterServiceOptions) {
     this.plans = validatePlans(o.plans ?? BUILTIN_PLANS);
@@ -158,6 +163,18 @@ export class ClusterService {
         }),
     });
     this.fleet = new ClusterFleet(o.director, this.records, this.lifecycle, this.releases);
+    this.backups = new ClusterBackups({
+      store: o.store,
+      director: o.director,
+      records: this.records,
+      lifecycle: this.lifecycle,
+      binds: this.binds,
+      artifacts: o.backups.artifacts,
+      keys: o.backups.keys,
+      clock: o.clock,
+      logger: o.logger,
+      versionOf: (k) => releases.versionOf(k),
+    });
   }
 
   /** The record of a cluster the actor may see (404 for one they may not). */

@@ -174,6 +174,25 @@ export const ErrorCodes = {
   ANODYNE_E_VERSION_SKEW: def('ANODYNE_E_VERSION_SKEW', 'invalid_input', 'Kubernetes upgrades one minor version at a time'),
   ANODYNE_E_RELEASE_NOT_REGISTERED: def('ANODYNE_E_RELEASE_NOT_REGISTERED', 'not_found', 'No such release is registered'),
   ANODYNE_E_RELEASE_IN_USE: def('ANODYNE_E_RELEASE_IN_USE', 'conflict', 'The release is in use'),
+
+  // backups
+  ANODYNE_E_BACKUP_NOT_FOUND: def('ANODYNE_E_BACKUP_NOT_FOUND', 'not_found', 'No such backup or artifact'),
+  ANODYNE_E_BACKUP_CORRUPT: def(
+    'ANODYNE_E_BACKUP_CORRUPT',
+    'invalid_input',
+    'The backup artifact is damaged (checksum, size or authentication)',
+  ),
+  ANODYNE_E_BACKUP_WRONG_KEY: def(
+    'ANODYNE_E_BACKUP_WRONG_KEY',
+    'invalid_input',
+    'The backup artifact was sealed with a key this platform does not have',
+  ),
+  ANODYNE_E_RESTORE_FAILED: def(
+    'ANODYNE_E_RESTORE_FAILED',
+    'conflict',
+    'The restore failed; the cluster keeps the data it had (or says where it stopped)',
+  ),
+  ANODYNE_E_BACKUP_STORE_UNAVAILABLE: def('ANODYNE_E_BACKUP_STORE_UNAVAILABLE', 'unavailable', 'The backup store does not answer', true),
   ANODYNE_E_FLEET_UPGRADE_FAILED: def(
     'ANODYNE_E_FLEET_UPGRADE_FAILED',
     'internal',

@@ -55,6 +55,8 @@ export interface AgentAddress {
  */
 export interface AgentClient {
   call(row: AgentAddress, method: 'GET' | 'POST', path: string, body?: unknown, timeoutMs?: number): Promise<unknown>;
+  /** Bytes to or from the agent (artifacts); absent where agents keep no files (the fake agents). */
+  transfer?(row: AgentAddress, method: 'GET' | 'PUT' | 'DELETE', path: string, body?: Buffer, timeoutMs?: number): Promise<Buffer>;
 }
 
 /** What an agent reports about itself (`GET /state`). */
@@ -77,6 +79,24 @@ export class TlsAgentClient implements AgentClient {
   ) {}
 
   async call(row: AgentAddress, method: 'GET' | 'POST', path: string, body?: unknown, timeoutMs = 30_000): Promise<unknown> {
+    const text = (
+      await this.raw(row, method, path, body === undefined ? undefined : Buffer.from(JSON.stringify(body)), 'application/json', timeoutMs)
+    ).toString('utf8');
+    return text ? (JSON.parse(text) as unknown) : null;
+  }
+
+  transfer(row: AgentAddress, method: 'GET' | 'PUT' | 'DELETE', path: string, body?: Buffer, timeoutMs = 600_000): Promise<Buffer> {
+    return this.raw(row, method, path, body, 'application/octet-stream', timeoutMs);
+  }
+
+  private async raw(
+    row: AgentAddress,
+    method: string,
+    path: string,
+    body: Buffer | undefined,
+    type: string,
+    timeoutMs: number,
+  ): Promise<Buffer> {
     if (!row.ip) throw new AnodyneError('ANODYNE_E_UNAVAILABLE', `instance ${row.agent_id} has no address`);
     const tls = await this.tls.directorTls();
     return new Promise((resolve, reject) => {
@@ -94,25 +114,95 @@ export class TlsAgentClient implements AgentClient {
             cert.subject.CN === row.agent_id
               ? undefined
               : new Error(`agent certificate is for ${String(cert.subject.CN)}, expected ${row.agent_id}`),
-          headers: { 'content-type': 'application/json' },
+          headers: { 'content-type': type, ...(body ? { 'content-length': body.length } : {}) },
           timeout: timeoutMs,
         },
         (res) => {
-          let text = '';
-          res.on('data', (c: Buffer) => (text += c.toString()));
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
           res.on('end', () => {
             const status = res.statusCode ?? 500;
-            const failed = `agent ${row.agent_id} ${method} ${path}: ${status} ${text.slice(0, 300)}`;
+            const all = Buffer.concat(chunks);
+            const failed = `agent ${row.agent_id} ${method} ${path}: ${status} ${all.subarray(0, 300).toString('utf8')}`;
             if (status >= 300) reject(new AnodyneError('ANODYNE_E_UNAVAILABLE', failed));
-            else resolve(text ? (JSON.parse(text) as unknown) : null);
+            else resolve(all);
           });
+          res.on('error', reject);
         },
       );
       req.on('error', (e) => {
         reject(new AnodyneError('ANODYNE_E_UNAVAILABLE', `agent ${row.agent_id} unreachable: ${e.message}`, { cause: e }));
       });
       req.on('timeout', () => req.destroy(new Error('timed out')));
-      req.end(body === undefined ? undefined : JSON.stringify(body));
+      req.end(body);
     });
+  }
+}
+
+/** Script results as the agent reports them: each job's exit code and the tail of its output. */
+export interface ScriptResult {
+  job: string;
+  code: number;
+  output: string;
+}
+
+/**
+ * One instance's agent, for use cases that take their own steps inside a task of theirs (a backup
+ * reads an artifact, a restore stops masters, places a snapshot and runs restore scripts).
+ */
+export class InstanceAgent {
+  constructor(
+    private readonly client: AgentClient,
+    readonly row: AgentAddress,
+  ) {}
+
+  state(timeoutMs = 5000): Promise<AgentStateView> {
+    return readAgentState(this.client, this.row, timeoutMs);
+  }
+
+  async stop(): Promise<void> {
+    await this.client.call(this.row, 'POST', '/stop', undefined, 120_000);
+  }
+
+  async start(): Promise<void> {
+    await this.client.call(this.row, 'POST', '/start', undefined, 600_000);
+  }
+
+  /** Restarts the processes of one job (the others keep running). */
+  async restartJob(job: string): Promise<void> {
+    await this.client.call(this.row, 'POST', '/restart_job', { job }, 120_000);
+  }
+
+  /** Runs a lifecycle script of every job that has it; fails when one exits non-zero. */
+  async runScript(name: 'backup' | 'restore', timeoutMs = 600_000): Promise<ScriptResult[]> {
+    const { results } = (await this.client.call(this.row, 'POST', '/run_script', { name }, timeoutMs)) as { results: ScriptResult[] };
+    const bad = results.find((r) => r.code !== 0);
+    if (bad) {
+      throw new AnodyneError(
+        'ANODYNE_E_INTERNAL',
+        `the ${name} script of ${bad.job} on ${this.row.agent_id} exited with ${bad.code}: ${bad.output.slice(-400)}`,
+        {
+          details: { job: bad.job, code: bad.code },
+        },
+      );
+    }
+    return results;
+  }
+
+  download(job: string, file: string): Promise<Buffer> {
+    return this.files().transfer!(this.row, 'GET', `/artifacts/${job}/${file}`);
+  }
+
+  async upload(job: string, file: string, data: Buffer): Promise<void> {
+    await this.files().transfer!(this.row, 'PUT', `/artifacts/${job}/${file}`, data);
+  }
+
+  async clearArtifacts(): Promise<void> {
+    await this.files().transfer!(this.row, 'DELETE', '/artifacts', undefined, 30_000);
+  }
+
+  private files(): AgentClient {
+    if (!this.client.transfer) throw new AnodyneError('ANODYNE_E_INTERNAL', 'these agents keep no artifacts');
+    return this.client;
   }
 }

@@ -2,7 +2,15 @@
 import { AnodyneError, InputError, NotFoundError, type Clock, type Logger } from '@anodyne/common';
 import type { Provider } from '@anodyne/providers';
 import { storeQuery, type Store } from '@anodyne/store';
-import { TlsAgentClient, readAgentState, type AgentAddress, type AgentClient, type AgentStateView, type AgentTlsIssuer } from './agents.js';
+import {
+  InstanceAgent,
+  TlsAgentClient,
+  readAgentState,
+  type AgentAddress,
+  type AgentClient,
+  type AgentStateView,
+  type AgentTlsIssuer,
+} from './agents.js';
 import { InstanceRepository, newInstanceRow, type InstanceRow } from './instances.js';
 import { renderInstance, resolveJobs, type JobCatalog } from './jobs.js';
 import { agentProgramOf, parseManifest, type Manifest } from './manifest.js';
@@ -385,6 +393,28 @@ export class Director {
     const task = await this.tasks.create(type, null, description, owner);
     this.launch(task.id, work);
     return task;
+  }
+
+  /**
+   * A task that holds the deployment's lock while `work` takes its own steps on the deployment's
+   * instances (a backup, a restore): no deploy, resurrection or other change runs meanwhile.
+   * Refused with ANODYNE_E_DEPLOYMENT_LOCKED while another task holds it.
+   */
+  async runDeploymentTask(
+    type: string,
+    deployment: string,
+    description: string,
+    owner: string,
+    work: (signal: AbortSignal, sink: EventSink) => Promise<unknown>,
+  ): Promise<Task> {
+    const task = await this.tasks.create(type, deployment, description, owner);
+    this.launch(task.id, work);
+    return task;
+  }
+
+  /** The agent of an instance, for the steps of such a task. */
+  agentOf(row: InstanceRow): InstanceAgent {
+    return new InstanceAgent(this.agents, row);
   }
 
   /** Resolves when the task has ended (in this process). */

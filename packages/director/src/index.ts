@@ -35,6 +35,8 @@ export type { InstanceHooks, HookInstance } from './driver.js';
 export { renderVariables, type VariableSource } from './phases.js';
 export {
   TlsAgentClient,
+  InstanceAgent,
+  type ScriptResult,
   agentTlsIssuer,
   type CertificateSource,
   type AgentClient,

@@ -10,6 +10,7 @@ import { Director, HealthMonitor, agentTlsIssuer, type AgentTlsIssuer } from '@a
 import { AUDIENCE, Identity, LdapUserStore, SCOPES } from '@anodyne/identity';
 import { ClusterService, kubernetesRelease, RELEASES_GUEST_DIR, type Plan } from '@anodyne/clusters';
 import { locateReleases, sha256File } from '@anodyne/release';
+import { LocalArtifactStore, type BackupKeys } from '@anodyne/backup';
 import { buildServer } from '@anodyne/api';
 
 export interface PlatformOptions {
@@ -44,6 +45,22 @@ export interface Platform {
   clusters: ClusterService;
   /** Stops the API and closes the store; VMs keep running (a restart picks them up). With no VM left, the VM network is removed too. */
   close(): Promise<void>;
+}
+
+/** The backup key: a long random secret in the credential store; each version stays to open what it sealed. */
+export function backupKeys(creds: CredStore): BackupKeys {
+  const name = '/platform/backup-key';
+  const actor = { actor: 'backups' };
+  return {
+    current: async () => {
+      const c = await creds.generate(name, 'password', { length: 64 }, actor);
+      return { id: c.id, secret: c.value };
+    },
+    byId: async (id) => {
+      const c = await creds.get<'password'>(name, { ...actor, id }).catch(() => undefined);
+      return c ? { id: c.id, secret: c.value } : undefined;
+    },
+  };
 }
 
 /** Agent mTLS material from the credential store (the director's agent PKI). */
@@ -164,6 +181,11 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       store,
       director,
       vmAgents: async () => (await provider.listVms()).map((v) => v.metadata['agent_program'] ?? '').filter(Boolean),
+      // Backups are sealed with a key the credential store keeps (its version id names it in each artifact).
+      backups: {
+        artifacts: new LocalArtifactStore(join(dataDir, 'backups')),
+        keys: backupKeys(creds),
+      },
       clock,
       logger,
       credentials: {

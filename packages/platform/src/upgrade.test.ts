@@ -128,6 +128,9 @@ describe('Kubernetes releases side by side and upgrades between them', { skip: s
   let admin: string;
   let kubeDir: string;
   let badRelease: string | undefined;
+  // Client loops still running when a test fails are stopped at the end, so that the process can exit.
+  const loops: { stop(): Promise<AvailabilityReport> }[] = [];
+  const track = <T extends { stop(): Promise<AvailabilityReport> }>(l: T): T => (loops.push(l), l);
   const call = (method: string, path: string, body?: unknown): Promise<HttpResult> =>
     https(tp.platform.url, tp.platform.caPem, method, path, {
       token: admin,
@@ -200,6 +203,7 @@ describe('Kubernetes releases side by side and upgrades between them', { skip: s
     kubeDir = mkdtempSync(join(tmpdir(), 'anodyne-up-kube-'));
   });
   after(async () => {
+    await Promise.all(loops.map((l) => l.stop()));
     rmSync(kubeDir, { recursive: true, force: true });
     if (badRelease) rmSync(badRelease, { recursive: true, force: true });
     await tp.stop();
@@ -260,8 +264,8 @@ describe('Kubernetes releases side by side and upgrades between them', { skip: s
       await k.kubectl('create', 'configmap', `before-${i}`, `--from-literal=written=on-${older.kubernetes_version}`);
 
     // The upgrade, with a client of the API and a client of the app running all along.
-    const api = configMapLoop(k.endpoint);
-    const app = appLoop(k.endpoint);
+    const api = track(configMapLoop(k.endpoint));
+    const app = track(appLoop(k.endpoint));
     const started = Date.now();
     const upTask = await runTask('POST', '/v1/clusters/ha1/upgrade', {});
     const took = Date.now() - started;
@@ -327,8 +331,8 @@ describe('Kubernetes releases side by side and upgrades between them', { skip: s
       (await tp.platform.director.instances('cluster-up1')).find((r) => r.group_name === 'master')?.bundle_hash;
     const hashBefore = await masterHash();
     const processesBefore = await masterProcesses('cluster-up1');
-    let api = configMapLoop(k.endpoint);
-    let app = appLoop(k.endpoint);
+    let api = track(configMapLoop(k.endpoint));
+    let app = track(appLoop(k.endpoint));
     const grow = await runTask('PATCH', '/v1/clusters/up1', { kubernetes_worker_instances: 3 });
     assert.equal(grow.state, 'done', JSON.stringify(grow.error));
     await until('3 nodes Ready', async () => (await k.readyNodes()) === 3, 120_000);
@@ -434,8 +438,8 @@ describe('Kubernetes releases side by side and upgrades between them', { skip: s
     // Repave: every VM onto a fresh root, rolling; etcd's data (on its persistent disk) and the objects stay.
     const vmIds = async () => (await tp.platform.director.instances('cluster-up1')).map((r) => r.vm_id).sort();
     const oldVms = await vmIds();
-    api = configMapLoop(k.endpoint);
-    app = appLoop(k.endpoint);
+    api = track(configMapLoop(k.endpoint));
+    app = track(appLoop(k.endpoint));
     const repave = await runTask('POST', '/v1/clusters/up1/recreate');
     const [apiRepave, appRepave] = [await api.stop(), await app.stop()];
     assert.equal(repave.state, 'done', JSON.stringify(repave.error));

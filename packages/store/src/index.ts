@@ -18,6 +18,7 @@ export type {
   QuotasTable,
   NetworkProfilesTable,
   ReleasesTable,
+  BackupsTable,
 } from './schema.js';
 export type { Dialect } from './migrations/index.js';
 export { AuditLog, type AuditEvent, type AuditQuery } from './audit.js';

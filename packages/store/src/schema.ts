@@ -23,6 +23,29 @@ export interface Database {
   quotas: QuotasTable;
   network_profiles: NetworkProfilesTable;
   releases: ReleasesTable;
+  backups: BackupsTable;
+}
+
+/** A backup: what it holds, where its artifacts are, and how its task went. */
+export interface BackupsTable {
+  id: string;
+  /** cluster (its etcd, record and manifest) */
+  kind: string;
+  /** The cluster's name. */
+  target: string;
+  /** Who asked for it. */
+  owner: string;
+  /** running | done | failed */
+  state: string;
+  task_id: number | null;
+  /** Where the artifacts are (`file:///…`, `s3://bucket/prefix`). */
+  location: string;
+  /** JSON: the artifacts' manifest (files, sizes, sha256s, key id, release, etcd revision). */
+  manifest: string | null;
+  size_bytes: number;
+  error: string | null;
+  created_at: string;
+  finished_at: string | null;
 }
 
 /** A Kubernetes release the platform serves clusters from (built by release/build.sh, content-addressed). */

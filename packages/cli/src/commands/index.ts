@@ -14,6 +14,7 @@ import { register as upgradeCluster } from './upgrade-cluster.js';
 import { register as upgradeClusters } from './upgrade-clusters.js';
 import { register as releases } from './releases.js';
 import { register as recreateCluster } from './recreate-cluster.js';
+import { register as backup } from './backup.js';
 import { register as certificates } from './certificates.js';
 import { register as vms } from './vms.js';
 import { register as rotateCertificates } from './rotate-certificates.js';
@@ -52,6 +53,7 @@ export const COMMANDS: readonly Register[] = [
   upgradeClusters,
   releases,
   recreateCluster,
+  backup,
   certificates,
   vms,
   rotateCertificates,

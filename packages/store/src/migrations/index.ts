@@ -215,6 +215,27 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.alterTable('clusters').addColumn('release', 'text').execute();
       },
     },
+    '0008_backups': {
+      async up(db: Kysely<any>) {
+        // Backups of clusters: the record of each, its artifacts in a backup store.
+        await db.schema
+          .createTable('backups')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('target', 'text', (c) => c.notNull())
+          .addColumn('owner', 'text', (c) => c.notNull())
+          .addColumn('state', 'text', (c) => c.notNull())
+          .addColumn('task_id', 'integer')
+          .addColumn('location', 'text', (c) => c.notNull())
+          .addColumn('manifest', 'text')
+          .addColumn('size_bytes', 'bigint', (c) => c.notNull().defaultTo(0))
+          .addColumn('error', 'text')
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addColumn('finished_at', 'text')
+          .execute();
+        await db.schema.createIndex('backups_target').on('backups').columns(['kind', 'target']).execute();
+      },
+    },
   };
   /* eslint-enable @typescript-eslint/no-explicit-any */
 }

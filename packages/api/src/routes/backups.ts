@@ -1,0 +1,88 @@
+// Backup routes: back up a cluster, list, show and delete backups, restore one onto its cluster or into a new one.
+import { Type } from '@sinclair/typebox';
+import { READ_SCOPES, WRITE_SCOPES, type ClusterService } from '@anodyne/clusters';
+import { schemas as S } from '@anodyne/client';
+import { auth, doc, ok, principal, type Api } from './kit.js';
+
+export interface BackupRoutesOptions {
+  clusters: ClusterService;
+}
+
+export function backupRoutes(app: Api, o: BackupRoutesOptions): void {
+  const b = o.clusters.backups;
+  const tags = ['backups'];
+
+  app.post(
+    '/v1/backups',
+    {
+      config: auth(WRITE_SCOPES, 'backup.create'),
+      schema: {
+        ...doc("Back up a cluster (asynchronous): a sealed etcd snapshot and the cluster's record; its owner or an admin", tags, true),
+        body: S.CreateBackup,
+        response: ok({ 202: S.BackupCreated }),
+      },
+    },
+    async (req, reply) => reply.status(202).send(await b.create(principal(req), req.body.cluster)),
+  );
+  app.get(
+    '/v1/backups',
+    {
+      config: auth(READ_SCOPES),
+      schema: {
+        ...doc('Backups the caller may see (of their clusters; every one for readers of all), newest first', tags, true),
+        querystring: S.BackupQuery,
+        response: ok({ 200: Type.Array(S.Backup) }),
+      },
+    },
+    async (req) => b.list(principal(req), req.query.cluster),
+  );
+  app.get(
+    '/v1/backups/:id',
+    {
+      config: auth(READ_SCOPES),
+      schema: {
+        ...doc('One backup, with its manifest (files, sizes, sha256s, etcd revision)', tags, true),
+        params: S.BackupParams,
+        response: ok({ 200: S.Backup }),
+      },
+    },
+    async (req) => b.get(principal(req), req.params.id),
+  );
+  app.delete(
+    '/v1/backups/:id',
+    {
+      config: auth(WRITE_SCOPES, 'backup.delete'),
+      schema: {
+        ...doc("Delete a backup and its artifacts; the cluster's owner or an admin", tags, true),
+        params: S.BackupParams,
+        response: ok({ 204: Type.Null() }),
+      },
+    },
+    async (req, reply) => {
+      await b.delete(principal(req), req.params.id);
+      return reply.status(204).send(null);
+    },
+  );
+  app.post(
+    '/v1/backups/:id/restore',
+    {
+      config: auth(WRITE_SCOPES, 'backup.restore'),
+      schema: {
+        ...doc(
+          'Restore a backup (asynchronous) onto the cluster it was taken of, or into a new cluster named in the body; ' +
+            'every artifact is checked (size, sha256, seal) before anything is stopped',
+          tags,
+          true,
+        ),
+        params: S.BackupParams,
+        body: S.RestoreBackup,
+        response: ok({ 202: S.Task }),
+      },
+      preValidation: (req, _reply, done) => {
+        req.body ??= {};
+        done();
+      },
+    },
+    async (req, reply) => reply.status(202).send(await b.restore(principal(req), req.params.id, req.body.cluster)),
+  );
+}

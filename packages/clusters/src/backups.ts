@@ -1,0 +1,484 @@
+// Cluster backups: a sealed etcd snapshot plus the cluster's record and manifest; restore onto the same cluster or into a new one.
+import { createHash, randomBytes } from 'node:crypto';
+import { AnodyneError, ConflictError, InputError, NotFoundError, type Clock, type Logger } from '@anodyne/common';
+import { open, seal, type ArtifactStore, type BackupKeys } from '@anodyne/backup';
+import type { Director, EventSink, InstanceAgent, Task } from '@anodyne/director';
+import { storeQuery, type BackupsTable, type Store } from '@anodyne/store';
+import { access, isAdmin, readsAll, type Actor } from './access.js';
+import { deploymentName } from './cluster.js';
+import type { ClusterLifecycle } from './lifecycle.js';
+import type { ClusterRecords } from './records.js';
+import { endpointRequest } from './availability.js';
+import type { ClusterBinds } from './binds.js';
+
+/** One file of a backup, as its manifest lists it. */
+export interface BackupFile {
+  name: string;
+  /** Bytes and sha256 of the content (before sealing). */
+  size: number;
+  sha256: string;
+  /** Bytes and sha256 of the sealed artifact in the store. */
+  sealed_size: number;
+  sealed_sha256: string;
+}
+
+/** What a backup holds: written beside its artifacts, and kept in its record. */
+export interface BackupManifest {
+  format: 1;
+  id: string;
+  kind: 'cluster';
+  cluster: string;
+  plan: string;
+  workers: number;
+  release: string | null;
+  kubernetes_version: string | null;
+  created_at: string;
+  /** The etcd member the snapshot was taken from, and what the snapshot holds. */
+  etcd: { member: string; revision: number; total_keys: number; hash: number };
+  key_id: string;
+  files: BackupFile[];
+}
+
+/** A backup as the API shows it. */
+export interface BackupView {
+  id: string;
+  kind: string;
+  cluster: string;
+  owner: string;
+  state: string;
+  task_id: number | null;
+  location: string;
+  size_bytes: number;
+  created_at: string;
+  finished_at: string | null;
+  error: string | null;
+  manifest: BackupManifest | null;
+}
+
+export interface ClusterBackupsOptions {
+  store: Store;
+  director: Director;
+  records: ClusterRecords;
+  lifecycle: ClusterLifecycle;
+  binds: ClusterBinds;
+  artifacts: ArtifactStore;
+  keys: BackupKeys;
+  clock: Clock;
+  logger: Logger;
+  versionOf: (release: string) => string | null;
+}
+
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const SNAPSHOT = 'etcd.snapshot';
+const RECORD = 'cluster.json';
+
+function view(r: BackupsTable): BackupView {
+  return {
+    id: r.id,
+    kind: r.kind,
+    cluster: r.target,
+    owner: r.owner,
+    state: r.state,
+    task_id: r.task_id,
+    location: r.location,
+    size_bytes: Number(r.size_bytes),
+    created_at: r.created_at,
+    finished_at: r.finished_at,
+    error: r.error,
+    manifest: r.manifest ? (JSON.parse(r.manifest) as BackupManifest) : null,
+  };
+}
+
+/**
+ * Backups of clusters (BOSH Backup and Restore's model): the etcd job's backup script takes a
+ * snapshot on one healthy master; the platform seals it (AES-256-GCM, a key from the credential
+ * store) with the cluster's record and writes both to the artifact store, with a manifest of
+ * sizes and sha256s. A restore checks every artifact before it stops anything.
+ */
+export class ClusterBackups {
+  constructor(private readonly o: ClusterBackupsOptions) {}
+
+  private now(): string {
+    return this.o.clock.now().toISOString();
+  }
+
+  private async row(id: string): Promise<BackupsTable> {
+    const r = await storeQuery('reading a backup', () =>
+      this.o.store.db.selectFrom('backups').selectAll().where('id', '=', id).executeTakeFirst(),
+    );
+    if (!r) throw new NotFoundError('ANODYNE_E_BACKUP_NOT_FOUND', `backup ${id} not found`, { details: { id } });
+    return r;
+  }
+
+  /** A backup the caller may see: an admin or reader of all, or the owner of the cluster it was taken of. */
+  private async visible(a: Actor, id: string): Promise<BackupsTable> {
+    const r = await this.row(id);
+    if (!access.canSee(a, r.owner)) throw new NotFoundError('ANODYNE_E_BACKUP_NOT_FOUND', `backup ${id} not found`, { details: { id } });
+    return r;
+  }
+
+  async list(a: Actor, cluster?: string): Promise<BackupView[]> {
+    let q = this.o.store.db.selectFrom('backups').selectAll();
+    if (!readsAll(a)) q = q.where('owner', '=', a.name);
+    if (cluster) q = q.where('target', '=', cluster);
+    const rows = await storeQuery('listing backups', () => q.orderBy('created_at', 'desc').orderBy('id', 'desc').execute());
+    return rows.map(view);
+  }
+
+  async get(a: Actor, id: string): Promise<BackupView> {
+    return view(await this.visible(a, id));
+  }
+
+  /** Starts a backup of a cluster (its owner, or an admin): a task that holds the cluster's lock while it runs. */
+  async create(a: Actor, cluster: string): Promise<{ backup: BackupView; task: Task }> {
+    const c = await this.o.records.row(cluster);
+    access.assertChanges(a, cluster, c.owner);
+    await this.o.records.assertIdle(c);
+    const id = `bk-${this.now().replace(/[-:T]/g, '').slice(0, 14)}-${randomBytes(3).toString('hex')}`;
+    const row: BackupsTable = {
+      id,
+      kind: 'cluster',
+      target: cluster,
+      owner: c.owner,
+      state: 'running',
+      task_id: null,
+      location: `${this.o.artifacts.location.replace(/\/$/, '')}/${id}`,
+      manifest: null,
+      size_bytes: 0,
+      error: null,
+      created_at: this.now(),
+      finished_at: null,
+    };
+    const task = await this.o.director.runDeploymentTask(
+      'backup',
+      deploymentName(cluster),
+      `back up cluster ${cluster}`,
+      a.name,
+      (signal, sink) => this.take(row, signal, sink),
+    );
+    await storeQuery('recording a backup', () =>
+      this.o.store.db
+        .insertInto('backups')
+        .values({ ...row, task_id: task.id })
+        .execute(),
+    );
+    return { backup: view({ ...row, task_id: task.id }), task };
+  }
+
+  private async take(row: BackupsTable, signal: AbortSignal, sink: EventSink): Promise<unknown> {
+    try {
+      const c = await this.o.records.row(row.target);
+      const deployment = deploymentName(row.target);
+      // One healthy member: a master whose agent says its etcd is running (its /health: a leader, no alarm).
+      await sink.event({ stage: 'Choosing an etcd member', state: 'started' });
+      let chosen: { agent: InstanceAgent; instance: string } | undefined;
+      for (const r of (await this.o.director.instances(deployment)).filter((x) => x.group_name === 'master')) {
+        const agent = this.o.director.agentOf(r);
+        const s = await agent.state().catch(() => undefined);
+        if (s?.processes.some((p) => p.job === 'etcd' && p.state === 'running')) {
+          chosen = { agent, instance: `master/${r.idx}` };
+          break;
+        }
+      }
+      if (!chosen)
+        throw new ConflictError('ANODYNE_E_ETCD_UNHEALTHY', `no etcd member of cluster ${row.target} is healthy: nothing to back up from`);
+      await sink.event({ stage: 'Choosing an etcd member', state: 'finished', instance: chosen.instance });
+      if (signal.aborted) throw new AnodyneError('ANODYNE_E_TASK_CANCELLED', 'the task was cancelled');
+
+      await sink.event({ stage: 'Taking an etcd snapshot', instance: chosen.instance, state: 'started' });
+      await chosen.agent.runScript('backup');
+      const snapshot = await chosen.agent.download('etcd', SNAPSHOT);
+      const status = JSON.parse((await chosen.agent.download('etcd', 'etcd.status.json')).toString('utf8')) as {
+        hash: number;
+        revision: number;
+        totalKey: number;
+      };
+      await chosen.agent.clearArtifacts();
+      await sink.event({
+        stage: 'Taking an etcd snapshot',
+        instance: chosen.instance,
+        state: 'finished',
+        message: `revision ${status.revision}`,
+      });
+
+      await sink.event({ stage: 'Sealing and storing artifacts', state: 'started' });
+      const record = Buffer.from(
+        JSON.stringify({ cluster: c, manifest: await this.o.director.manifest(deployment).catch(() => null) }, null, 2),
+      );
+      const key = await this.o.keys.current();
+      const files: BackupFile[] = [];
+      for (const [name, plain] of [
+        [SNAPSHOT, snapshot],
+        [RECORD, record],
+      ] as const) {
+        const sealed = seal(plain, key);
+        await this.o.artifacts.put(`${row.id}/${name}.sealed`, sealed);
+        files.push({ name, size: plain.length, sha256: sha256(plain), sealed_size: sealed.length, sealed_sha256: sha256(sealed) });
+      }
+      const params = JSON.parse(c.parameters) as { workers?: number };
+      const manifest: BackupManifest = {
+        format: 1,
+        id: row.id,
+        kind: 'cluster',
+        cluster: row.target,
+        plan: c.plan,
+        workers: params.workers ?? 0,
+        release: c.release,
+        kubernetes_version: c.release ? (this.o.versionOf(c.release) ?? null) : null,
+        created_at: row.created_at,
+        etcd: { member: chosen.instance, revision: status.revision, total_keys: status.totalKey, hash: status.hash },
+        key_id: key.id,
+        files,
+      };
+      await this.o.artifacts.put(`${row.id}/manifest.json`, Buffer.from(JSON.stringify(manifest, null, 2)));
+      const size = files.reduce((n, f) => n + f.sealed_size, 0);
+      await sink.event({ stage: 'Sealing and storing artifacts', state: 'finished', message: `${size} bytes to ${row.location}` });
+      await this.finish(row.id, { state: 'done', manifest: JSON.stringify(manifest), size_bytes: size });
+      return { backup: row.id, etcd_revision: status.revision, size_bytes: size };
+    } catch (err) {
+      await this.finish(row.id, { state: 'failed', error: (err as Error).message.slice(0, 1000) });
+      throw err;
+    }
+  }
+
+  private async finish(id: string, patch: Partial<BackupsTable>): Promise<void> {
+    await storeQuery('recording a backup', () =>
+      this.o.store.db
+        .updateTable('backups')
+        .set({ ...patch, finished_at: this.now() })
+        .where('id', '=', id)
+        .execute(),
+    );
+  }
+
+  /** Deletes a backup's artifacts, then its record (its owner, or an admin). */
+  async delete(a: Actor, id: string): Promise<void> {
+    const r = await this.visible(a, id);
+    if (!isAdmin(a)) access.assertChanges(a, r.target, r.owner);
+    if (r.state === 'running') throw new ConflictError('ANODYNE_E_CONFLICT', `backup ${id} is still being taken`, { details: { id } });
+    for (const o of await this.o.artifacts.list(`${id}/`)) await this.o.artifacts.delete(o.key);
+    await storeQuery('deleting a backup', () => this.o.store.db.deleteFrom('backups').where('id', '=', id).execute());
+  }
+
+  /**
+   * Reads a backup's artifacts and checks each against its manifest (size, sha256) and its seal,
+   * before anything is stopped: a damaged or foreign artifact is refused with its code.
+   */
+  private async load(r: BackupsTable): Promise<{ manifest: BackupManifest; snapshot: Buffer; record: Buffer }> {
+    if (r.state !== 'done' || !r.manifest) {
+      throw new ConflictError('ANODYNE_E_CONFLICT', `backup ${r.id} is ${r.state}: only a finished backup can be restored`, {
+        details: { id: r.id },
+      });
+    }
+    const manifest = JSON.parse(r.manifest) as BackupManifest;
+    const out = new Map<string, Buffer>();
+    for (const f of manifest.files) {
+      const sealed = await this.o.artifacts.get(`${r.id}/${f.name}.sealed`);
+      if (sealed.length !== f.sealed_size) {
+        throw new AnodyneError(
+          'ANODYNE_E_BACKUP_CORRUPT',
+          `artifact ${f.name} of backup ${r.id} has ${sealed.length} bytes, its manifest says ${f.sealed_size}`,
+          {
+            details: { file: f.name, size: sealed.length, expected: f.sealed_size },
+          },
+        );
+      }
+      if (sha256(sealed) !== f.sealed_sha256) {
+        throw new AnodyneError('ANODYNE_E_BACKUP_CORRUPT', `artifact ${f.name} of backup ${r.id} does not match its sha256`, {
+          details: { file: f.name },
+        });
+      }
+      const plain = await open(sealed, this.o.keys);
+      if (sha256(plain) !== f.sha256) {
+        throw new AnodyneError('ANODYNE_E_BACKUP_CORRUPT', `artifact ${f.name} of backup ${r.id} opens to other content than was sealed`, {
+          details: { file: f.name },
+        });
+      }
+      out.set(f.name, plain);
+    }
+    const snapshot = out.get(SNAPSHOT);
+    const record = out.get(RECORD);
+    if (!snapshot || !record) throw new AnodyneError('ANODYNE_E_BACKUP_CORRUPT', `backup ${r.id} lacks its snapshot or record`);
+    return { manifest, snapshot, record };
+  }
+
+  /**
+   * Restores a backup onto the cluster it was taken of, or (with `into`, a name no cluster has)
+   * into a new cluster of the same plan, workers and release. Every artifact is checked first.
+   */
+  async restore(a: Actor, id: string, into?: string): Promise<Task> {
+    const r = await this.visible(a, id);
+    const target = into ?? r.target;
+    const { manifest, snapshot } = await this.load(r);
+    if (await this.o.records.exists(target)) {
+      const c = await this.o.records.row(target);
+      access.assertChanges(a, target, c.owner);
+      await this.o.records.assertIdle(c);
+      if (into !== undefined && into !== r.target) {
+        throw new ConflictError(
+          'ANODYNE_E_CLUSTER_EXISTS',
+          `cluster ${into} exists: a backup is restored into a new cluster, or onto the cluster it was taken of`,
+          {
+            details: { name: into },
+          },
+        );
+      }
+      return this.o.director.runDeploymentTask(
+        'restore',
+        deploymentName(target),
+        `restore backup ${id} onto cluster ${target}`,
+        a.name,
+        (signal, sink) => this.restoreEtcd(target, manifest, snapshot, signal, sink),
+      );
+    }
+    if (into === undefined) {
+      throw new NotFoundError('ANODYNE_E_CLUSTER_NOT_FOUND', `cluster ${target} is gone: name a new cluster to restore backup ${id} into`, {
+        details: { name: target },
+      });
+    }
+    // A new cluster like the one backed up, then its etcd from the snapshot: one task that waits for both.
+    const created = await this.o.lifecycle.create(a.name, {
+      name: into,
+      plan_name: manifest.plan,
+      ...(manifest.kubernetes_version ? { kubernetes_version: manifest.kubernetes_version } : {}),
+      parameters: { kubernetes_worker_instances: manifest.workers },
+    });
+    return this.o.director.runTask('restore', `restore backup ${id} into new cluster ${into}`, a.name, async (signal, sink) => {
+      await sink.event({ stage: 'Creating the cluster', state: 'started', message: `task ${created.last_task_id}` });
+      const made = await this.o.director.wait(created.last_task_id!);
+      if (made.state !== 'done') {
+        throw new AnodyneError('ANODYNE_E_INTERNAL', `creating cluster ${into} ended ${made.state}: ${made.error?.message ?? ''}`, {
+          details: { task: made.id },
+        });
+      }
+      await sink.event({ stage: 'Creating the cluster', state: 'finished' });
+      const inner = await this.o.director.runDeploymentTask(
+        'restore',
+        deploymentName(into),
+        `restore backup ${id} onto cluster ${into}`,
+        a.name,
+        (s2, k2) => this.restoreEtcd(into, manifest, snapshot, s2, k2),
+      );
+      await sink.event({ stage: 'Restoring etcd', state: 'started', message: `task ${inner.id}` });
+      const done = await this.o.director.wait(inner.id);
+      if (done.state !== 'done') {
+        throw new AnodyneError(
+          done.error?.code === 'ANODYNE_E_RESTORE_FAILED' ? 'ANODYNE_E_RESTORE_FAILED' : 'ANODYNE_E_INTERNAL',
+          done.error?.message ?? `restore ended ${done.state}`,
+          {
+            details: { task: done.id },
+          },
+        );
+      }
+      await sink.event({ stage: 'Restoring etcd', state: 'finished' });
+      if (signal.aborted) throw new AnodyneError('ANODYNE_E_TASK_CANCELLED', 'the task was cancelled');
+      return { cluster: into, create_task: made.id, restore_task: inner.id, ...(done.result as object) };
+    });
+  }
+
+  /**
+   * Puts the snapshot on every master, stops them, restores each member with this cluster's
+   * member list (prepared beside the data first; a failure there changes nothing), puts the
+   * restored data in place on all, and starts them together; the API servers and controllers
+   * come back on the restored state and kubelets resync with it.
+   */
+  private async restoreEtcd(
+    cluster: string,
+    manifest: BackupManifest,
+    snapshot: Buffer,
+    signal: AbortSignal,
+    sink: EventSink,
+  ): Promise<unknown> {
+    const deployment = deploymentName(cluster);
+    const masters: { agent: InstanceAgent; name: string }[] = (await this.o.director.instances(deployment))
+      .filter((x) => x.group_name === 'master')
+      .map((row) => ({ agent: this.o.director.agentOf(row), name: `master/${row.idx}` }));
+    const each = async (stage: string, f: (m: (typeof masters)[number]) => Promise<void>) => {
+      await sink.event({ stage, state: 'started' });
+      await Promise.all(
+        masters.map(async (m) => {
+          await f(m);
+          await sink.event({ stage, instance: m.name, state: 'info', message: 'done' });
+        }),
+      );
+      await sink.event({ stage, state: 'finished' });
+    };
+    const step = (m: (typeof masters)[number], name: 'prepare' | 'commit' | 'undo') =>
+      m.agent
+        .upload('etcd', 'step', Buffer.from(name))
+        .then(() => m.agent.runScript('restore'))
+        .then(() => undefined);
+
+    await each('Placing the snapshot', (m) => m.agent.upload('etcd', SNAPSHOT, snapshot));
+    if (signal.aborted) throw new AnodyneError('ANODYNE_E_TASK_CANCELLED', 'the task was cancelled');
+    await each('Stopping masters', (m) => m.agent.stop());
+    let committed = false;
+    try {
+      await each('Restoring etcd members', (m) => step(m, 'prepare'));
+      await each('Putting restored data in place', (m) => step(m, 'commit'));
+      committed = true;
+    } catch (err) {
+      // Nothing restored is left half in place: every member gets the data it had, and runs again.
+      await sink.event({ stage: 'Undoing', state: 'started', message: (err as Error).message.slice(0, 300) });
+      await Promise.all(masters.map((m) => step(m, 'undo').catch(() => undefined)));
+      await Promise.all(masters.map((m) => m.agent.start().catch(() => undefined)));
+      await sink.event({ stage: 'Undoing', state: 'finished' });
+      throw new AnodyneError(
+        'ANODYNE_E_RESTORE_FAILED',
+        `restoring cluster ${cluster} failed, and its etcd has its data from before: ${(err as Error).message}`,
+        {
+          details: { cluster },
+        },
+      );
+    }
+    await each('Starting masters', (m) => m.agent.start());
+    await each('Waiting for masters', async (m) => {
+      const deadline = this.o.clock.nowMs() + 300_000;
+      while (
+        !(await m.agent.state().then(
+          (s) => s.healthy,
+          () => false,
+        ))
+      ) {
+        if (this.o.clock.nowMs() > deadline)
+          throw new AnodyneError('ANODYNE_E_RESTORE_FAILED', `${m.name} is not healthy 300 s after the restore`);
+        await this.o.clock.sleep(500);
+      }
+    });
+    await Promise.all(masters.map((m) => m.agent.clearArtifacts().catch(() => undefined)));
+    // Kubelets keep the pod statuses they last reported and would not send them again: restarted, they
+    // report every pod afresh and finish deletions the restored state still shows as pending.
+    const workers = (await this.o.director.instances(deployment)).filter((x) => x.group_name === 'worker');
+    await sink.event({ stage: 'Restarting kubelets', state: 'started' });
+    await Promise.all(
+      workers.map(async (w) => {
+        await this.o.director.agentOf(w).restartJob('kubelet');
+        await sink.event({ stage: 'Restarting kubelets', instance: `worker/${w.idx}`, state: 'info', message: 'done' });
+      }),
+    );
+    await sink.event({ stage: 'Restarting kubelets', state: 'finished' });
+    // The API answers from the restored state through the cluster's endpoint.
+    const e = await this.o.binds.endpoint(cluster);
+    const deadline = this.o.clock.nowMs() + 120_000;
+    for (;;) {
+      const ok = await endpointRequest(e, 'GET', '/api/v1/namespaces/default').then(
+        (x) => x.status === 200,
+        () => false,
+      );
+      if (ok) break;
+      if (this.o.clock.nowMs() > deadline)
+        throw new AnodyneError('ANODYNE_E_RESTORE_FAILED', `the API of ${cluster} does not answer 120 s after the restore`);
+      await this.o.clock.sleep(500);
+    }
+    this.o.logger.info({ cluster, backup: manifest.id, revision: manifest.etcd.revision, committed }, 'cluster restored from a backup');
+    return { backup: manifest.id, etcd_revision: manifest.etcd.revision, masters: masters.length };
+  }
+
+  /** Refuses a name that cannot be a cluster's before anything is read. */
+  static checkName(name: unknown): void {
+    if (typeof name !== 'string' || !/^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$/.test(name))
+      throw new InputError('ANODYNE_E_INVALID_INPUT', 'a cluster name is lowercase letters, digits and dashes', {
+        details: { key: 'cluster' },
+      });
+  }
+}

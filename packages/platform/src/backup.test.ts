@@ -1,0 +1,238 @@
+// Cluster backups through the API: back up a 3-master cluster, lose objects, restore them; damaged artifacts refused first; restore into a new cluster.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { exec, skipUnless } from '@anodyne/common';
+import { SCOPES } from '@anodyne/identity';
+import { open, seal } from '@anodyne/backup';
+import type { BackupManifest, BackupView } from '@anodyne/clusters';
+import { backupKeys } from './platform.js';
+import { startTestPlatform, https, type HttpResult, type TestPlatform } from './testing/index.js';
+
+const isRoot = process.getuid?.() === 0;
+const PORT = 19_800 + (process.pid % 90);
+
+describe('cluster backups and restores through the API', { skip: skipUnless(isRoot, 'needs root') }, () => {
+  let tp: TestPlatform;
+  let admin: string;
+  let kubeDir: string;
+  const call = (method: string, path: string, body?: unknown): Promise<HttpResult> =>
+    https(tp.platform.url, tp.platform.caPem, method, path, {
+      token: admin,
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+  const waitTask = async (id: number) => {
+    const t = await tp.platform.director.wait(id);
+    assert.equal(t.state, 'done', `task ${id} (${t.description}): ${JSON.stringify(t.error)}`);
+    return t;
+  };
+  const kube = async (cluster: string) => {
+    const cfg = join(kubeDir, `${cluster}.yaml`);
+    writeFileSync(cfg, ((await call('GET', `/v1/clusters/${cluster}/kubeconfig`)).body as { kubeconfig: string }).kubeconfig, {
+      mode: 0o600,
+    });
+    return async (...args: string[]) => (await exec([tp.platform.releaseKubectl, '--kubeconfig', cfg, ...args])).stdout;
+  };
+  const until = async (what: string, check: () => Promise<boolean>, ms: number) => {
+    const deadline = Date.now() + ms;
+    while (!(await check())) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  };
+  /** The masters' processes (pid and restarts): a refused restore leaves them as they were. */
+  const masterProcesses = async (deployment: string) => {
+    const out: Record<string, string> = {};
+    for (const r of (await tp.platform.director.instances(deployment)).filter((x) => x.group_name === 'master'))
+      for (const p of (await tp.platform.director.agentState(r)).processes) out[`${r.idx} ${p.job}`] = `${p.pid}/${p.restarts}`;
+    return out;
+  };
+  /** Writes the objects a backup must bring back. */
+  const writeObjects = async (kubectl: (...a: string[]) => Promise<string>) => {
+    await kubectl('create', 'namespace', 'team-a');
+    for (let i = 1; i <= 5; i++) await kubectl('-n', 'team-a', 'create', 'configmap', `cm-${i}`, `--from-literal=value=v${i}`);
+    await kubectl('-n', 'team-a', 'create', 'secret', 'generic', 'db', '--from-literal=password=s3cr3t-value');
+    const image = /anodyne\.local\/busybox:[^" \],]+/.exec(
+      await kubectl('get', 'nodes', '-o', 'jsonpath={.items[0].status.images[*].names}'),
+    )?.[0];
+    assert.ok(image, 'the busybox image is on the node');
+    await kubectl('-n', 'team-a', 'create', 'deployment', 'web', `--image=${image}`, '--replicas=2');
+    await kubectl(
+      '-n',
+      'team-a',
+      'patch',
+      'deployment',
+      'web',
+      '--type=json',
+      '-p',
+      '[{"op":"add","path":"/spec/template/spec/containers/0/imagePullPolicy","value":"Never"}]',
+    );
+    await kubectl('-n', 'team-a', 'rollout', 'status', 'deployment/web', '--timeout=120s');
+  };
+  /** Every object written above is there with its value, and the app runs. */
+  const checkObjects = async (kubectl: (...a: string[]) => Promise<string>) => {
+    for (let i = 1; i <= 5; i++)
+      assert.equal(await kubectl('-n', 'team-a', 'get', 'configmap', `cm-${i}`, '-o', 'jsonpath={.data.value}'), `v${i}`);
+    const secret = await kubectl('-n', 'team-a', 'get', 'secret', 'db', '-o', 'jsonpath={.data.password}');
+    assert.equal(Buffer.from(secret, 'base64').toString(), 's3cr3t-value');
+    await kubectl('-n', 'team-a', 'rollout', 'status', 'deployment/web', '--timeout=180s');
+    await until(
+      'the app’s pods Running',
+      async () =>
+        (await kubectl('-n', 'team-a', 'get', 'pods', '-l', 'app=web', '-o', 'jsonpath={.items[*].status.phase}')).trim() ===
+        'Running Running',
+      180_000,
+    );
+  };
+
+  before(async () => {
+    tp = await startTestPlatform('bk', '10.198.19.0/24', PORT);
+    await tp.platform.identity.createUser({ username: 'bk-admin', password: 'bk-admin-password', groups: [SCOPES.admin] });
+    admin = (await tp.platform.identity.token({ grant_type: 'password', username: 'bk-admin', password: 'bk-admin-password' }))
+      .access_token;
+    kubeDir = mkdtempSync(join(tmpdir(), 'anodyne-bk-kube-'));
+  });
+  after(async () => {
+    rmSync(kubeDir, { recursive: true, force: true });
+    await tp.stop();
+  });
+
+  it('backs up a 3-master cluster, brings back what was deleted and drops what came after; refuses damaged or foreign artifacts before stopping anything; restores into a new cluster after the first is gone', async (t) => {
+    const created = await call('POST', '/v1/clusters', { name: 'bk1', plan_name: 'ha', parameters: { kubernetes_worker_instances: 1 } });
+    assert.equal(created.status, 202, created.text);
+    await waitTask((created.body as { last_task_id: number }).last_task_id);
+    const kubectl = await kube('bk1');
+    await until('the node Ready', async () => (await kubectl('get', 'nodes', '--no-headers')).includes(' Ready '), 120_000);
+    await writeObjects(kubectl);
+
+    // Bad requests are refused before any task.
+    const tasksBefore = (await tp.platform.director.tasks.list()).length;
+    for (const [body, status] of [
+      [{ cluster: 'no-such' }, 404],
+      [{ cluster: 'Bad_Name' }, 400],
+      [{}, 400],
+    ] as const) {
+      const r = await call('POST', '/v1/backups', body);
+      assert.equal(r.status, status, r.text);
+    }
+    assert.equal((await tp.platform.director.tasks.list()).length, tasksBefore);
+
+    const started = performance.now();
+    const made = await call('POST', '/v1/backups', { cluster: 'bk1' });
+    assert.equal(made.status, 202, made.text);
+    const { backup, task } = made.body as { backup: BackupView; task: { id: number } };
+    assert.equal(backup.state, 'running');
+    await waitTask(task.id);
+    const shown = (await call('GET', `/v1/backups/${backup.id}`)).body as BackupView;
+    t.diagnostic(
+      `backup ${backup.id}: ${shown.size_bytes} bytes, etcd revision ${shown.manifest?.etcd.revision}, ${(performance.now() - started).toFixed(0)} ms`,
+    );
+    assert.equal(shown.state, 'done');
+    const manifest = shown.manifest!;
+    assert.equal(manifest.cluster, 'bk1');
+    assert.equal(manifest.plan, 'ha');
+    assert.ok(manifest.etcd.revision > 0 && manifest.etcd.total_keys > 0);
+    assert.deepEqual(
+      manifest.files.map((f) => f.name),
+      ['etcd.snapshot', 'cluster.json'],
+    );
+    const listed = (await call('GET', '/v1/backups?cluster=bk1')).body as BackupView[];
+    assert.deepEqual(
+      listed.map((x) => x.id),
+      [backup.id],
+    );
+    // The artifacts are sealed: no secret readable in the store, and each opens to what the manifest says.
+    const dir = join(tp.dir, 'backups', backup.id);
+    const sealedSnapshot = readFileSync(join(dir, 'etcd.snapshot.sealed'));
+    assert.ok(
+      !sealedSnapshot.includes('s3cr3t-value') && !sealedSnapshot.includes('team-a'),
+      'nothing of the cluster is readable in the artifact',
+    );
+    const plain = await open(sealedSnapshot, backupKeys(tp.platform.creds));
+    assert.equal(createHash('sha256').update(plain).digest('hex'), manifest.files[0]!.sha256);
+
+    // Lose the namespace and everything in it; write something the backup does not have.
+    await kubectl('delete', 'namespace', 'team-a', '--wait=true', '--timeout=120s');
+    await kubectl('create', 'configmap', 'after-backup', '--from-literal=x=y');
+
+    // Damaged artifacts: each refused with its code, before any task, with the masters' processes untouched.
+    const processes = await masterProcesses('cluster-bk1');
+    const refuse = async (what: string, code: string) => {
+      const before = (await tp.platform.director.tasks.list()).length;
+      const r = await call('POST', `/v1/backups/${backup.id}/restore`);
+      assert.equal(r.status, 400, `${what}: ${r.text}`);
+      assert.equal((r.body as { code: string }).code, code, what);
+      assert.equal((await tp.platform.director.tasks.list()).length, before, `${what}: no task`);
+      t.diagnostic(`${what}: ${(r.body as { message: string }).message}`);
+    };
+    const path = join(dir, 'etcd.snapshot.sealed');
+    const flipped = Buffer.from(sealedSnapshot);
+    flipped[Math.floor(flipped.length / 2)]! ^= 0x01;
+    writeFileSync(path, flipped);
+    await refuse('a flipped byte', 'ANODYNE_E_BACKUP_CORRUPT');
+    writeFileSync(path, sealedSnapshot.subarray(0, sealedSnapshot.length - 1000));
+    await refuse('a truncated artifact', 'ANODYNE_E_BACKUP_CORRUPT');
+    // One sealed by another platform (another key), with a manifest that matches it.
+    const foreign = seal(plain, { id: '00000000-0000-4000-8000-000000000000', secret: 'another platform’s key' });
+    writeFileSync(path, foreign);
+    const forged: BackupManifest = {
+      ...manifest,
+      files: manifest.files.map((f) =>
+        f.name === 'etcd.snapshot'
+          ? { ...f, sealed_size: foreign.length, sealed_sha256: createHash('sha256').update(foreign).digest('hex') }
+          : f,
+      ),
+    };
+    await tp.platform.store.db
+      .updateTable('backups')
+      .set({ manifest: JSON.stringify(forged) })
+      .where('id', '=', backup.id)
+      .execute();
+    await refuse('an artifact sealed with another key', 'ANODYNE_E_BACKUP_WRONG_KEY');
+    await tp.platform.store.db
+      .updateTable('backups')
+      .set({ manifest: JSON.stringify(manifest) })
+      .where('id', '=', backup.id)
+      .execute();
+    writeFileSync(path, sealedSnapshot);
+    assert.deepEqual(await masterProcesses('cluster-bk1'), processes, 'nothing was stopped');
+
+    // The restore: the namespace, its objects and its app are back; what came after the backup is not.
+    const restoredAt = performance.now();
+    const restore = await call('POST', `/v1/backups/${backup.id}/restore`);
+    assert.equal(restore.status, 202, restore.text);
+    await waitTask((restore.body as { id: number }).id);
+    t.diagnostic(`restore onto bk1 (3 masters): ${(performance.now() - restoredAt).toFixed(0)} ms`);
+    await checkObjects(kubectl);
+    assert.match(
+      await exec([tp.platform.releaseKubectl, '--kubeconfig', join(kubeDir, 'bk1.yaml'), 'get', 'configmap', 'after-backup'], {
+        okCodes: [1],
+      }).then((r) => r.stderr),
+      /not found/,
+    );
+
+    // Into a new cluster, once the first is gone.
+    const del = await call('DELETE', '/v1/clusters/bk1');
+    await waitTask((del.body as { last_task_id: number }).last_task_id);
+    const gone = await call('POST', `/v1/backups/${backup.id}/restore`);
+    assert.equal(gone.status, 404, 'the cluster is gone: a new one must be named');
+    const into = await call('POST', `/v1/backups/${backup.id}/restore`, { cluster: 'bk2' });
+    assert.equal(into.status, 202, into.text);
+    const intoTask = await waitTask((into.body as { id: number }).id);
+    t.diagnostic(`restore into a new cluster bk2: ${JSON.stringify(intoTask.result)}`);
+    const kubectl2 = await kube('bk2');
+    await checkObjects(kubectl2);
+    const cluster2 = (await call('GET', '/v1/clusters/bk2')).body as { plan_name: string; kubernetes_version: string };
+    assert.equal(cluster2.plan_name, 'ha');
+    assert.equal(cluster2.kubernetes_version, manifest.kubernetes_version);
+
+    const del2 = await call('DELETE', '/v1/clusters/bk2');
+    await waitTask((del2.body as { last_task_id: number }).last_task_id);
+    assert.equal((await call('DELETE', `/v1/backups/${backup.id}`)).status, 204);
+    assert.equal(existsSync(path), false, 'the artifacts are gone with the backup');
+    assert.equal((await call('GET', `/v1/backups/${backup.id}`)).status, 404);
+  });
+});
