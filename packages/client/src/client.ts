@@ -24,6 +24,7 @@ export type Kubeconfig = Static<typeof S.Kubeconfig>;
 export type ReleaseInfo = Static<typeof S.Release>;
 export type Backup = Static<typeof S.Backup>;
 export type BackupCreated = Static<typeof S.BackupCreated>;
+export type BackupSchedule = Static<typeof S.BackupSchedule>;
 
 /** An error the API answered with (`{code, message}`), or a transport failure. */
 export class ApiError extends Error {
@@ -185,6 +186,15 @@ export class ApiClient {
   }
   deleteBackup(id: string): Promise<void> {
     return this.call('DELETE', `/v1/backups/${seg(id)}`);
+  }
+  backupSchedule(cluster: string): Promise<BackupSchedule> {
+    return this.call('GET', `/v1/clusters/${seg(cluster)}/backup-schedule`);
+  }
+  setBackupSchedule(cluster: string, body: Static<typeof S.SetBackupSchedule>): Promise<BackupSchedule> {
+    return this.call('PUT', `/v1/clusters/${seg(cluster)}/backup-schedule`, body);
+  }
+  deleteBackupSchedule(cluster: string): Promise<void> {
+    return this.call('DELETE', `/v1/clusters/${seg(cluster)}/backup-schedule`);
   }
   restoreBackup(id: string, cluster?: string): Promise<Task> {
     return this.call('POST', `/v1/backups/${seg(id)}/restore`, cluster ? { cluster } : {});

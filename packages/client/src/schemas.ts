@@ -325,6 +325,8 @@ export const Backup = Type.Object({
   created_at: Type.String(),
   finished_at: Type.Union([Type.String(), Type.Null()]),
   error: Type.Union([Type.String(), Type.Null()]),
+  /** Taken by the cluster's schedule: its retention may remove it (backups asked for are kept). */
+  scheduled: Type.Boolean(),
   manifest: Type.Union([BackupManifest, Type.Null()]),
 });
 export const CreateBackup = Type.Object({ cluster: Type.String({ pattern: DNS1123, maxLength: 40 }) }, { additionalProperties: false });
@@ -337,5 +339,24 @@ export const BackupQuery = Type.Object(
 /** Restore onto the cluster the backup was taken of (no body, or no `cluster`), or into a new cluster named `cluster`. */
 export const RestoreBackup = Type.Object(
   { cluster: Type.Optional(Type.String({ pattern: DNS1123, maxLength: 40 })) },
+  { additionalProperties: false },
+);
+
+/** A cluster's backup schedule: a backup every `every_minutes`; of those it took, the newest `keep_last`, none older than `keep_days`. */
+export const BackupSchedule = Type.Object({
+  cluster: Type.String(),
+  every_minutes: Type.Integer(),
+  keep_last: Type.Integer(),
+  keep_days: Type.Union([Type.Integer(), Type.Null()]),
+  next_at: Type.String(),
+  last_backup: Type.Union([Type.String(), Type.Null()]),
+  last_error: Type.Union([Type.String(), Type.Null()]),
+});
+export const SetBackupSchedule = Type.Object(
+  {
+    every_minutes: Type.Integer({ minimum: 5, maximum: 43_200 }),
+    keep_last: Type.Integer({ minimum: 1, maximum: 1000 }),
+    keep_days: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: 3650 }), Type.Null()])),
+  },
   { additionalProperties: false },
 );

@@ -5,6 +5,7 @@ import { open, seal, type ArtifactStore, type BackupKeys } from '@anodyne/backup
 import type { Director, EventSink, InstanceAgent, Task } from '@anodyne/director';
 import { storeQuery, type BackupsTable, type Store } from '@anodyne/store';
 import { access, isAdmin, readsAll, type Actor } from './access.js';
+import { SCOPES } from '@anodyne/identity';
 import { deploymentName } from './cluster.js';
 import type { ClusterLifecycle } from './lifecycle.js';
 import type { ClusterRecords } from './records.js';
@@ -52,8 +53,30 @@ export interface BackupView {
   created_at: string;
   finished_at: string | null;
   error: string | null;
+  /** Taken by the cluster's schedule (its retention may remove it). */
+  scheduled: boolean;
   manifest: BackupManifest | null;
 }
+
+/** A cluster's backup schedule as the API shows and takes it. */
+export interface BackupScheduleView {
+  cluster: string;
+  every_minutes: number;
+  keep_last: number;
+  keep_days: number | null;
+  next_at: string;
+  last_backup: string | null;
+  last_error: string | null;
+}
+
+export interface BackupScheduleInput {
+  every_minutes: number;
+  keep_last: number;
+  keep_days?: number | null;
+}
+
+/** The scheduler acts for the platform, with the rights of an admin. */
+const SCHEDULER: Actor = { name: 'backup-scheduler', scopes: [SCOPES.admin] };
 
 export interface ClusterBackupsOptions {
   store: Store;
@@ -85,6 +108,7 @@ function view(r: BackupsTable): BackupView {
     created_at: r.created_at,
     finished_at: r.finished_at,
     error: r.error,
+    scheduled: Number(r.scheduled) === 1,
     manifest: r.manifest ? (JSON.parse(r.manifest) as BackupManifest) : null,
   };
 }
@@ -130,7 +154,7 @@ export class ClusterBackups {
   }
 
   /** Starts a backup of a cluster (its owner, or an admin): a task that holds the cluster's lock while it runs. */
-  async create(a: Actor, cluster: string): Promise<{ backup: BackupView; task: Task }> {
+  async create(a: Actor, cluster: string, scheduled = false): Promise<{ backup: BackupView; task: Task }> {
     const c = await this.o.records.row(cluster);
     access.assertChanges(a, cluster, c.owner);
     await this.o.records.assertIdle(c);
@@ -148,6 +172,7 @@ export class ClusterBackups {
       error: null,
       created_at: this.now(),
       finished_at: null,
+      scheduled: scheduled ? 1 : 0,
     };
     const task = await this.o.director.runDeploymentTask(
       'backup',
@@ -472,6 +497,107 @@ export class ClusterBackups {
     }
     this.o.logger.info({ cluster, backup: manifest.id, revision: manifest.etcd.revision, committed }, 'cluster restored from a backup');
     return { backup: manifest.id, etcd_revision: manifest.etcd.revision, masters: masters.length };
+  }
+
+  // ------------------------------------------------------------------ schedules
+
+  async schedule(a: Actor, cluster: string): Promise<BackupScheduleView> {
+    const c = await this.o.records.row(cluster);
+    access.assertSees(a, cluster, c.owner);
+    const r = await storeQuery('reading a backup schedule', () =>
+      this.o.store.db.selectFrom('backup_schedules').selectAll().where('cluster', '=', cluster).executeTakeFirst(),
+    );
+    if (!r) throw new NotFoundError('ANODYNE_E_NOT_FOUND', `cluster ${cluster} has no backup schedule`, { details: { cluster } });
+    const { updated_by: _by, updated_at: _at, ...v } = r;
+    return v;
+  }
+
+  /** Sets (or replaces) a cluster's schedule: its owner or an admin; the first backup is due one interval from now. */
+  async setSchedule(a: Actor, cluster: string, s: BackupScheduleInput): Promise<BackupScheduleView> {
+    const c = await this.o.records.row(cluster);
+    access.assertChanges(a, cluster, c.owner);
+    const bad = (key: string, why: string) => new InputError('ANODYNE_E_INVALID_INPUT', `${key} ${why}`, { details: { key } });
+    if (!Number.isInteger(s.every_minutes) || s.every_minutes < 5 || s.every_minutes > 43_200) throw bad('every_minutes', 'must be 5 to 43200');
+    if (!Number.isInteger(s.keep_last) || s.keep_last < 1 || s.keep_last > 1000) throw bad('keep_last', 'must be 1 to 1000');
+    const days = s.keep_days ?? null;
+    if (days !== null && (!Number.isInteger(days) || days < 1 || days > 3650)) throw bad('keep_days', 'must be 1 to 3650 (or null)');
+    const row = {
+      cluster,
+      every_minutes: s.every_minutes,
+      keep_last: s.keep_last,
+      keep_days: days,
+      next_at: new Date(this.o.clock.nowMs() + s.every_minutes * 60_000).toISOString(),
+      last_backup: null,
+      last_error: null,
+      updated_by: a.name,
+      updated_at: this.now(),
+    };
+    await storeQuery('setting a backup schedule', () =>
+      this.o.store.db.transaction().execute(async (tx) => {
+        await tx.deleteFrom('backup_schedules').where('cluster', '=', cluster).execute();
+        await tx.insertInto('backup_schedules').values(row).execute();
+      }),
+    );
+    return this.schedule(a, cluster);
+  }
+
+  async deleteSchedule(a: Actor, cluster: string): Promise<void> {
+    const c = await this.o.records.row(cluster);
+    access.assertChanges(a, cluster, c.owner);
+    await this.schedule(a, cluster);
+    await storeQuery('deleting a backup schedule', () => this.o.store.db.deleteFrom('backup_schedules').where('cluster', '=', cluster).execute());
+  }
+
+  /**
+   * One pass of the scheduler: takes the backups that are due (a busy cluster is tried again in
+   * a minute; a cluster that is gone loses its schedule), then applies every schedule's
+   * retention to the backups schedules took. Returns what it started and removed.
+   */
+  async runSchedules(): Promise<{ started: string[]; removed: string[] }> {
+    const now = this.o.clock.nowMs();
+    const started: string[] = [];
+    const removed: string[] = [];
+    const all = await storeQuery('reading backup schedules', () => this.o.store.db.selectFrom('backup_schedules').selectAll().execute());
+    for (const s of all) {
+      if (Date.parse(s.next_at) > now) continue;
+      const patch: { next_at: string; last_backup?: string; last_error: string | null } = {
+        next_at: new Date(now + s.every_minutes * 60_000).toISOString(),
+        last_error: null,
+      };
+      try {
+        if (!(await this.o.records.exists(s.cluster))) {
+          await this.o.store.db.deleteFrom('backup_schedules').where('cluster', '=', s.cluster).execute();
+          continue;
+        }
+        const { backup } = await this.create(SCHEDULER, s.cluster, true);
+        patch.last_backup = backup.id;
+        started.push(backup.id);
+      } catch (err) {
+        patch.last_error = (err as Error).message.slice(0, 500);
+        if (err instanceof AnodyneError && (err.code === 'ANODYNE_E_CLUSTER_BUSY' || err.code === 'ANODYNE_E_DEPLOYMENT_LOCKED'))
+          patch.next_at = new Date(now + 60_000).toISOString();
+        this.o.logger.warn({ cluster: s.cluster, err: patch.last_error }, 'scheduled backup not started');
+      }
+      await this.o.store.db.updateTable('backup_schedules').set(patch).where('cluster', '=', s.cluster).execute();
+    }
+    for (const s of all) {
+      const taken = await this.o.store.db
+        .selectFrom('backups')
+        .selectAll()
+        .where('target', '=', s.cluster)
+        .where('scheduled', '=', 1)
+        .where('state', '!=', 'running')
+        .orderBy('created_at', 'desc')
+        .orderBy('id', 'desc')
+        .execute();
+      const oldest = s.keep_days === null ? -Infinity : now - s.keep_days * 86_400_000;
+      for (const [i, b] of taken.entries()) {
+        if (i < s.keep_last && Date.parse(b.created_at) >= oldest) continue;
+        await this.delete(SCHEDULER, b.id);
+        removed.push(b.id);
+      }
+    }
+    return { started, removed };
   }
 
   /** Refuses a name that cannot be a cluster's before anything is read. */

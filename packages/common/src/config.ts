@@ -85,6 +85,33 @@ export const PlatformConfigSchema = Type.Object(
       },
       { default: {}, additionalProperties: false },
     ),
+    backup: Type.Object(
+      {
+        /** Where backups' sealed artifacts go: a local directory, or an S3-compatible object store. */
+        store: Type.Union([Type.Literal('local'), Type.Literal('s3')], { default: 'local' }),
+        /** The local directory (relative to the data directory unless absolute). */
+        dir: Type.String({ minLength: 1, default: 'backups' }),
+        /** Seconds between passes of the backup scheduler (due backups, then retention). */
+        schedulePassSeconds: Type.Integer({ minimum: 5, maximum: 3600, default: 60 }),
+        s3: Type.Object(
+          {
+            /** http(s)://host:port of the S3 API (path-style requests). */
+            endpoint: Type.String({ default: '' }),
+            bucket: Type.String({ default: '' }),
+            /** Keys under this prefix (e.g. `anodyne/`). */
+            prefix: Type.String({ default: '' }),
+            region: Type.String({ minLength: 1, default: 'us-east-1' }),
+            accessKeyId: Type.String({ default: '' }),
+            /** Prefer the ANODYNE_BACKUP_S3_SECRET_ACCESS_KEY variable. */
+            secretAccessKey: Type.String({ default: '' }),
+            /** A PEM file of the CA that signed an https endpoint's certificate. */
+            caFile: Type.String({ default: '' }),
+          },
+          { default: {}, additionalProperties: false },
+        ),
+      },
+      { default: {}, additionalProperties: false },
+    ),
     provider: Type.Object(
       {
         type: Type.Union([Type.Literal('local'), Type.Literal('fake')], { default: 'local' }),

@@ -1,13 +1,14 @@
-// Cluster backups through the API: back up a 3-master cluster, lose objects, restore them; damaged artifacts refused first; restore into a new cluster.
+// Cluster backups through the API into a real S3 store (SeaweedFS): back up a 3-master cluster, lose objects, restore; damaged artifacts refused first; into a new cluster.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exec, skipUnless } from '@anodyne/common';
 import { SCOPES } from '@anodyne/identity';
-import { open, seal } from '@anodyne/backup';
+import { S3ArtifactStore, open, seal } from '@anodyne/backup';
+import { startSeaweed, type TestSeaweed } from '@anodyne/backup/testing';
 import type { BackupManifest, BackupView } from '@anodyne/clusters';
 import { backupKeys } from './platform.js';
 import { startTestPlatform, https, type HttpResult, type TestPlatform } from './testing/index.js';
@@ -19,6 +20,8 @@ describe('cluster backups and restores through the API', { skip: skipUnless(isRo
   let tp: TestPlatform;
   let admin: string;
   let kubeDir: string;
+  let seaweed: TestSeaweed;
+  let s3: S3ArtifactStore;
   const call = (method: string, path: string, body?: unknown): Promise<HttpResult> =>
     https(tp.platform.url, tp.platform.caPem, method, path, {
       token: admin,
@@ -89,7 +92,25 @@ describe('cluster backups and restores through the API', { skip: skipUnless(isRo
   };
 
   before(async () => {
-    tp = await startTestPlatform('bk', '10.198.19.0/24', PORT);
+    kubeDir = mkdtempSync(join(tmpdir(), 'anodyne-bk-kube-'));
+    // A real S3 object store: SeaweedFS's S3 gateway, with signed requests only.
+    seaweed = await startSeaweed(join(kubeDir, 'seaweed'));
+    const s3Options = {
+      endpoint: seaweed.endpoint,
+      bucket: seaweed.bucket,
+      prefix: 'anodyne/',
+      accessKeyId: seaweed.accessKeyId,
+      secretAccessKey: seaweed.secretAccessKey,
+    };
+    s3 = new S3ArtifactStore(s3Options);
+    tp = await startTestPlatform('bk', '10.198.19.0/24', PORT, {
+      ANODYNE_BACKUP_STORE: 's3',
+      ANODYNE_BACKUP_S3_ENDPOINT: s3Options.endpoint,
+      ANODYNE_BACKUP_S3_BUCKET: s3Options.bucket,
+      ANODYNE_BACKUP_S3_PREFIX: s3Options.prefix,
+      ANODYNE_BACKUP_S3_ACCESS_KEY_ID: s3Options.accessKeyId,
+      ANODYNE_BACKUP_S3_SECRET_ACCESS_KEY: s3Options.secretAccessKey,
+    });
     await tp.platform.identity.createUser({ username: 'bk-admin', password: 'bk-admin-password', groups: [SCOPES.admin] });
     admin = (await tp.platform.identity.token({ grant_type: 'password', username: 'bk-admin', password: 'bk-admin-password' }))
       .access_token;
@@ -144,9 +165,14 @@ describe('cluster backups and restores through the API', { skip: skipUnless(isRo
       listed.map((x) => x.id),
       [backup.id],
     );
-    // The artifacts are sealed: no secret readable in the store, and each opens to what the manifest says.
-    const dir = join(tp.dir, 'backups', backup.id);
-    const sealedSnapshot = readFileSync(join(dir, 'etcd.snapshot.sealed'));
+    // The artifacts are in the object store, sealed: nothing of the cluster readable, and each opens to what the manifest says.
+    assert.equal(shown.location, `s3://${seaweed.bucket}/anodyne/${backup.id}`);
+    assert.deepEqual(
+      (await s3.list(`${backup.id}/`)).map((o) => o.key),
+      [`${backup.id}/cluster.json.sealed`, `${backup.id}/etcd.snapshot.sealed`, `${backup.id}/manifest.json`],
+    );
+    const key = `${backup.id}/etcd.snapshot.sealed`;
+    const sealedSnapshot = await s3.get(key);
     assert.ok(
       !sealedSnapshot.includes('s3cr3t-value') && !sealedSnapshot.includes('team-a'),
       'nothing of the cluster is readable in the artifact',
@@ -168,16 +194,15 @@ describe('cluster backups and restores through the API', { skip: skipUnless(isRo
       assert.equal((await tp.platform.director.tasks.list()).length, before, `${what}: no task`);
       t.diagnostic(`${what}: ${(r.body as { message: string }).message}`);
     };
-    const path = join(dir, 'etcd.snapshot.sealed');
     const flipped = Buffer.from(sealedSnapshot);
     flipped[Math.floor(flipped.length / 2)]! ^= 0x01;
-    writeFileSync(path, flipped);
+    await s3.put(key, flipped);
     await refuse('a flipped byte', 'ANODYNE_E_BACKUP_CORRUPT');
-    writeFileSync(path, sealedSnapshot.subarray(0, sealedSnapshot.length - 1000));
+    await s3.put(key, sealedSnapshot.subarray(0, sealedSnapshot.length - 1000));
     await refuse('a truncated artifact', 'ANODYNE_E_BACKUP_CORRUPT');
     // One sealed by another platform (another key), with a manifest that matches it.
     const foreign = seal(plain, { id: '00000000-0000-4000-8000-000000000000', secret: 'another platform’s key' });
-    writeFileSync(path, foreign);
+    await s3.put(key, foreign);
     const forged: BackupManifest = {
       ...manifest,
       files: manifest.files.map((f) =>
@@ -197,7 +222,7 @@ describe('cluster backups and restores through the API', { skip: skipUnless(isRo
       .set({ manifest: JSON.stringify(manifest) })
       .where('id', '=', backup.id)
       .execute();
-    writeFileSync(path, sealedSnapshot);
+    await s3.put(key, sealedSnapshot);
     assert.deepEqual(await masterProcesses('cluster-bk1'), processes, 'nothing was stopped');
 
     // The restore: the namespace, its objects and its app are back; what came after the backup is not.
@@ -213,6 +238,40 @@ describe('cluster backups and restores through the API', { skip: skipUnless(isRo
       }).then((r) => r.stderr),
       /not found/,
     );
+
+    // A schedule with retention: due passes take backups, and of those only the newest is kept (the one asked
+    // for above stays). Passes are run here rather than waited for; "due" is moved into the past.
+    assert.equal((await call('GET', '/v1/clusters/bk1/backup-schedule')).status, 404);
+    const badSchedule = await call('PUT', '/v1/clusters/bk1/backup-schedule', { every_minutes: 1, keep_last: 1 });
+    assert.equal(badSchedule.status, 400, 'at least every 5 minutes');
+    const set = await call('PUT', '/v1/clusters/bk1/backup-schedule', { every_minutes: 60, keep_last: 1, keep_days: 7 });
+    assert.equal(set.status, 200, set.text);
+    assert.ok(Date.parse((set.body as { next_at: string }).next_at) > Date.now() + 59 * 60_000);
+    const backups = tp.platform.clusters.backups;
+    const due = () =>
+      tp.platform.store.db
+        .updateTable('backup_schedules')
+        .set({ next_at: new Date(0).toISOString() })
+        .execute();
+    assert.deepEqual(await backups.runSchedules(), { started: [], removed: [] }, 'nothing is due yet');
+    const taken: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      await due();
+      const pass = await backups.runSchedules();
+      assert.equal(pass.started.length, 1);
+      taken.push(pass.started[0]!);
+      const b = (await call('GET', `/v1/backups/${pass.started[0]}`)).body as BackupView;
+      await waitTask(b.task_id!);
+    }
+    assert.deepEqual((await backups.runSchedules()).removed, [taken[0]], 'the older scheduled backup goes');
+    const kept = ((await call('GET', '/v1/backups?cluster=bk1')).body as BackupView[]).map((b) => [b.id, b.scheduled]);
+    assert.deepEqual(kept, [
+      [taken[1], true],
+      [backup.id, false],
+    ]);
+    assert.equal(((await call('GET', '/v1/clusters/bk1/backup-schedule')).body as { last_backup: string }).last_backup, taken[1]);
+    assert.equal((await call('DELETE', `/v1/backups/${taken[1]}`)).status, 204);
+    assert.equal((await call('DELETE', '/v1/clusters/bk1/backup-schedule')).status, 204);
 
     // Into a new cluster, once the first is gone.
     const del = await call('DELETE', '/v1/clusters/bk1');
@@ -232,7 +291,7 @@ describe('cluster backups and restores through the API', { skip: skipUnless(isRo
     const del2 = await call('DELETE', '/v1/clusters/bk2');
     await waitTask((del2.body as { last_task_id: number }).last_task_id);
     assert.equal((await call('DELETE', `/v1/backups/${backup.id}`)).status, 204);
-    assert.equal(existsSync(path), false, 'the artifacts are gone with the backup');
+    assert.deepEqual(await s3.list(`${backup.id}/`), [], 'the artifacts are gone with the backup');
     assert.equal((await call('GET', `/v1/backups/${backup.id}`)).status, 404);
   });
 });

@@ -1,5 +1,5 @@
 // The composition root: builds every component from one configuration and starts the platform.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { PreconditionError, type Clock, type Logger, type PlatformConfig, type SecretRegistry } from '@anodyne/common';
@@ -10,7 +10,7 @@ import { Director, HealthMonitor, agentTlsIssuer, type AgentTlsIssuer } from '@a
 import { AUDIENCE, Identity, LdapUserStore, SCOPES } from '@anodyne/identity';
 import { ClusterService, kubernetesRelease, RELEASES_GUEST_DIR, type Plan } from '@anodyne/clusters';
 import { locateReleases, sha256File } from '@anodyne/release';
-import { LocalArtifactStore, type BackupKeys } from '@anodyne/backup';
+import { LocalArtifactStore, S3ArtifactStore, type ArtifactStore, type BackupKeys } from '@anodyne/backup';
 import { buildServer } from '@anodyne/api';
 
 export interface PlatformOptions {
@@ -45,6 +45,27 @@ export interface Platform {
   clusters: ClusterService;
   /** Stops the API and closes the store; VMs keep running (a restart picks them up). With no VM left, the VM network is removed too. */
   close(): Promise<void>;
+}
+
+/**
+ * Where backups go: the local directory, or the configured S3-compatible store (its bucket made if
+ * missing; a store that does not answer stops the start with its code). Its secret key joins the log mask.
+ */
+async function backupStore(config: PlatformConfig, dataDir: string, secrets?: SecretRegistry): Promise<ArtifactStore> {
+  const b = config.backup;
+  if (b.store === 'local') return new LocalArtifactStore(isAbsolute(b.dir) ? b.dir : join(dataDir, b.dir));
+  secrets?.add(b.s3.secretAccessKey);
+  const store = new S3ArtifactStore({
+    endpoint: b.s3.endpoint,
+    bucket: b.s3.bucket,
+    region: b.s3.region,
+    accessKeyId: b.s3.accessKeyId,
+    secretAccessKey: b.s3.secretAccessKey,
+    ...(b.s3.prefix ? { prefix: b.s3.prefix } : {}),
+    ...(b.s3.caFile ? { ca: readFileSync(b.s3.caFile, 'utf8') } : {}),
+  });
+  await store.ensureBucket();
+  return store;
 }
 
 /** The backup key: a long random secret in the credential store; each version stays to open what it sealed. */
@@ -182,10 +203,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       director,
       vmAgents: async () => (await provider.listVms()).map((v) => v.metadata['agent_program'] ?? '').filter(Boolean),
       // Backups are sealed with a key the credential store keeps (its version id names it in each artifact).
-      backups: {
-        artifacts: new LocalArtifactStore(join(dataDir, 'backups')),
-        keys: backupKeys(creds),
-      },
+      backups: { artifacts: await backupStore(config, dataDir, o.secrets), keys: backupKeys(creds) },
       clock,
       logger,
       credentials: {
@@ -235,6 +253,14 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
     await reap();
     const reapTimer = setInterval(() => void reap(), 10_000);
     reapTimer.unref();
+    // Scheduled backups and their retention, one pass a minute (configurable).
+    const schedulePass = () =>
+      clusters.backups.runSchedules().then(
+        (r) => (r.started.length || r.removed.length ? logger.info(r, 'backup schedules') : undefined),
+        (err: unknown) => logger.warn({ err: (err as Error).message }, 'a backup schedule pass failed'),
+      );
+    const scheduleTimer = setInterval(() => void schedulePass(), config.backup.schedulePassSeconds * 1000);
+    scheduleTimer.unref();
     const audit = new AuditLog(store, clock);
     const dc = config.director;
     const health = new HealthMonitor({
@@ -295,6 +321,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       close: async () => {
         clearInterval(keyTimer);
         clearInterval(reapTimer);
+        clearInterval(scheduleTimer);
         await health.stop();
         await app.close();
         // With no deployment left, nothing needs the VM network: remove the bridge and its rules

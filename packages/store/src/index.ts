@@ -19,6 +19,7 @@ export type {
   NetworkProfilesTable,
   ReleasesTable,
   BackupsTable,
+  BackupSchedulesTable,
 } from './schema.js';
 export type { Dialect } from './migrations/index.js';
 export { AuditLog, type AuditEvent, type AuditQuery } from './audit.js';

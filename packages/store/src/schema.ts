@@ -24,6 +24,23 @@ export interface Database {
   network_profiles: NetworkProfilesTable;
   releases: ReleasesTable;
   backups: BackupsTable;
+  backup_schedules: BackupSchedulesTable;
+}
+
+/** A cluster's backup schedule and retention. */
+export interface BackupSchedulesTable {
+  cluster: string;
+  every_minutes: number;
+  /** Scheduled backups kept: the newest this many … */
+  keep_last: number;
+  /** … and none older than this many days (null: no age limit). */
+  keep_days: number | null;
+  /** When the next scheduled backup is due. */
+  next_at: string;
+  last_backup: string | null;
+  last_error: string | null;
+  updated_by: string;
+  updated_at: string;
 }
 
 /** A backup: what it holds, where its artifacts are, and how its task went. */
@@ -46,6 +63,8 @@ export interface BackupsTable {
   error: string | null;
   created_at: string;
   finished_at: string | null;
+  /** 1 when a schedule took it (its retention may remove it). */
+  scheduled: number;
 }
 
 /** A Kubernetes release the platform serves clusters from (built by release/build.sh, content-addressed). */

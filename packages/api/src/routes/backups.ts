@@ -85,4 +85,50 @@ export function backupRoutes(app: Api, o: BackupRoutesOptions): void {
     },
     async (req, reply) => reply.status(202).send(await b.restore(principal(req), req.params.id, req.body.cluster)),
   );
+
+  app.get(
+    '/v1/clusters/:name/backup-schedule',
+    {
+      config: auth(READ_SCOPES),
+      schema: {
+        ...doc("A cluster's backup schedule and retention (404 when it has none)", tags, true),
+        params: S.NameParams,
+        response: ok({ 200: S.BackupSchedule }),
+      },
+    },
+    async (req) => b.schedule(principal(req), req.params.name),
+  );
+  app.put(
+    '/v1/clusters/:name/backup-schedule',
+    {
+      config: auth(WRITE_SCOPES, 'backup.schedule'),
+      schema: {
+        ...doc(
+          "Set a cluster's backup schedule: a backup every every_minutes (the first one interval from now); of the backups it takes, " +
+            'the newest keep_last are kept and none older than keep_days',
+          tags,
+          true,
+        ),
+        params: S.NameParams,
+        body: S.SetBackupSchedule,
+        response: ok({ 200: S.BackupSchedule }),
+      },
+    },
+    async (req) => b.setSchedule(principal(req), req.params.name, req.body),
+  );
+  app.delete(
+    '/v1/clusters/:name/backup-schedule',
+    {
+      config: auth(WRITE_SCOPES, 'backup.unschedule'),
+      schema: {
+        ...doc("Remove a cluster's backup schedule (the backups it took stay)", tags, true),
+        params: S.NameParams,
+        response: ok({ 204: Type.Null() }),
+      },
+    },
+    async (req, reply) => {
+      await b.deleteSchedule(principal(req), req.params.name);
+      return reply.status(204).send(null);
+    },
+  );
 }

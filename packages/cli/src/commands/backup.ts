@@ -1,5 +1,5 @@
 // anodyne backup create|list|show|delete|restore: cluster backups (a sealed etcd snapshot and the cluster's record).
-import { type Command } from 'commander';
+import { CommanderError, type Command } from 'commander';
 import { EXIT } from '../exit.js';
 import { followTask, printTable } from '../output.js';
 import { json, out } from '../print.js';
@@ -87,4 +87,52 @@ export function register(p: Command): void {
       if (!o.wait) return o.json ? json(task) : out(`Restoring backup ${id} (task ${task.id})`);
       if ((await followTask(client, task.id, !!o.json)) !== 'done') process.exitCode = EXIT.taskFailed;
     });
+  b.command('schedule')
+    .description("show or set a cluster's backup schedule and retention (--off removes it)")
+    .requiredOption('--cluster <name>', 'the cluster')
+    .option('--every <interval>', 'how often: 30m, 6h, 1d (minutes if no unit; at least 5m)')
+    .option('--keep <n>', 'of the backups the schedule takes, keep the newest n (default 7)')
+    .option('--keep-days <d>', 'and none older than d days')
+    .option('--off', 'remove the schedule (the backups it took stay)')
+    .option('--json')
+    .action(async (o: { cluster: string; every?: string; keep?: string; keepDays?: string; off?: boolean; json?: boolean }) => {
+      const { client } = await authedClient();
+      if (o.off) {
+        await client.deleteBackupSchedule(o.cluster);
+        return out(`Removed the backup schedule of cluster ${o.cluster}`);
+      }
+      let s;
+      if (o.every === undefined && o.keep === undefined && o.keepDays === undefined) s = await client.backupSchedule(o.cluster);
+      else {
+        if (o.every === undefined) throw usage('--every is needed to set a schedule');
+        s = await client.setBackupSchedule(o.cluster, {
+          every_minutes: minutes(o.every),
+          keep_last: o.keep === undefined ? 7 : whole('--keep', o.keep),
+          ...(o.keepDays !== undefined ? { keep_days: whole('--keep-days', o.keepDays) } : {}),
+        });
+      }
+      if (o.json) return json(s);
+      printTable([
+        ['Cluster', s.cluster],
+        ['Every', `${s.every_minutes} min`],
+        ['Keeps', `the newest ${s.keep_last}${s.keep_days !== null ? `, none older than ${s.keep_days} days` : ''}`],
+        ['Next', s.next_at],
+        ['Last backup', s.last_backup ?? ''],
+        ['Last error', s.last_error ?? ''],
+      ]);
+    });
 }
+
+function whole(flag: string, v: string): number {
+  if (!/^\d+$/.test(v)) throw usage(`${flag} takes a whole number, not ${JSON.stringify(v)}`);
+  return Number(v);
+}
+
+/** `30m`, `6h`, `1d` or a number of minutes. */
+function minutes(v: string): number {
+  const m = /^(\d+)([mhd]?)$/.exec(v.trim());
+  if (!m) throw usage(`--every takes 30m, 6h, 1d or minutes, not ${JSON.stringify(v)}`);
+  return Number(m[1]) * (m[2] === 'h' ? 60 : m[2] === 'd' ? 1440 : 1);
+}
+
+const usage = (message: string) => new CommanderError(EXIT.usage, 'usage', message);

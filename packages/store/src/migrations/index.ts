@@ -236,6 +236,25 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('backups_target').on('backups').columns(['kind', 'target']).execute();
       },
     },
+    '0009_backup_schedules': {
+      async up(db: Kysely<any>) {
+        // One schedule per cluster: every so many minutes, keeping the newest N and none older than D days.
+        await db.schema
+          .createTable('backup_schedules')
+          .addColumn('cluster', 'text', (c) => c.primaryKey())
+          .addColumn('every_minutes', 'integer', (c) => c.notNull())
+          .addColumn('keep_last', 'integer', (c) => c.notNull())
+          .addColumn('keep_days', 'integer')
+          .addColumn('next_at', 'text', (c) => c.notNull())
+          .addColumn('last_backup', 'text')
+          .addColumn('last_error', 'text')
+          .addColumn('updated_by', 'text', (c) => c.notNull())
+          .addColumn('updated_at', 'text', (c) => c.notNull())
+          .execute();
+        // Retention removes the backups a schedule took, never those someone asked for.
+        await db.schema.alterTable('backups').addColumn('scheduled', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+      },
+    },
   };
   /* eslint-enable @typescript-eslint/no-explicit-any */
 }
