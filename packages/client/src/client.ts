@@ -196,8 +196,8 @@ export class ApiClient {
   deleteBackupSchedule(cluster: string): Promise<void> {
     return this.call('DELETE', `/v1/clusters/${seg(cluster)}/backup-schedule`);
   }
-  restoreBackup(id: string, cluster?: string): Promise<Task> {
-    return this.call('POST', `/v1/backups/${seg(id)}/restore`, cluster ? { cluster } : {});
+  restoreBackup(id: string, body: Static<typeof S.RestoreBackup> = {}): Promise<Task> {
+    return this.call('POST', `/v1/backups/${seg(id)}/restore`, body);
   }
   certificates(name: string): Promise<Certificate[]> {
     return this.call('GET', `/v1/clusters/${seg(name)}/certificates`);

@@ -338,7 +338,18 @@ export const BackupQuery = Type.Object(
 );
 /** Restore onto the cluster the backup was taken of (no body, or no `cluster`), or into a new cluster named `cluster`. */
 export const RestoreBackup = Type.Object(
-  { cluster: Type.Optional(Type.String({ pattern: DNS1123, maxLength: 40 })) },
+  {
+    cluster: Type.Optional(Type.String({ pattern: DNS1123, maxLength: 40 })),
+    /** Point in time: replay the changes recorded after the backup up to this etcd revision … */
+    to_revision: Type.Optional(Type.Integer({ minimum: 1 })),
+    /** … or up to this instant (the changes the platform had seen by then). */
+    to_time: Type.Optional(
+      Type.String({
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$',
+        maxLength: 40,
+      }),
+    ),
+  },
   { additionalProperties: false },
 );
 
@@ -348,6 +359,8 @@ export const BackupSchedule = Type.Object({
   every_minutes: Type.Integer(),
   keep_last: Type.Integer(),
   keep_days: Type.Union([Type.Integer(), Type.Null()]),
+  /** etcd's changes after each backup are recorded: a restore may go to a revision or a time after it. */
+  point_in_time: Type.Boolean(),
   next_at: Type.String(),
   last_backup: Type.Union([Type.String(), Type.Null()]),
   last_error: Type.Union([Type.String(), Type.Null()]),
@@ -357,6 +370,7 @@ export const SetBackupSchedule = Type.Object(
     every_minutes: Type.Integer({ minimum: 5, maximum: 43_200 }),
     keep_last: Type.Integer({ minimum: 1, maximum: 1000 }),
     keep_days: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: 3650 }), Type.Null()])),
+    point_in_time: Type.Optional(Type.Boolean()),
   },
   { additionalProperties: false },
 );

@@ -10,6 +10,7 @@ import { deploymentName } from './cluster.js';
 import type { ClusterLifecycle } from './lifecycle.js';
 import type { ClusterRecords } from './records.js';
 import { endpointRequest } from './availability.js';
+import { currentRevision, replay, type ChangeRecorder, type EtcdAccess, type EtcdChange } from './changelog.js';
 import type { ClusterBinds } from './binds.js';
 
 /** One file of a backup, as its manifest lists it. */
@@ -64,6 +65,7 @@ export interface BackupScheduleView {
   every_minutes: number;
   keep_last: number;
   keep_days: number | null;
+  point_in_time: boolean;
   next_at: string;
   last_backup: string | null;
   last_error: string | null;
@@ -73,6 +75,14 @@ export interface BackupScheduleInput {
   every_minutes: number;
   keep_last: number;
   keep_days?: number | null;
+  point_in_time?: boolean;
+}
+
+/** Where a restore goes: onto the cluster (or into a new one), and how far past the snapshot. */
+export interface RestoreInput {
+  cluster?: string;
+  to_revision?: number;
+  to_time?: string;
 }
 
 /** The scheduler acts for the platform, with the rights of an admin. */
@@ -89,6 +99,9 @@ export interface ClusterBackupsOptions {
   clock: Clock;
   logger: Logger;
   versionOf: (release: string) => string | null;
+  /** The record of etcd's changes after backups (point-in-time recovery). */
+  recorder: ChangeRecorder;
+  etcdAccess: (cluster: string) => Promise<EtcdAccess>;
 }
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -259,6 +272,7 @@ export class ClusterBackups {
       const size = files.reduce((n, f) => n + f.sealed_size, 0);
       await sink.event({ stage: 'Sealing and storing artifacts', state: 'finished', message: `${size} bytes to ${row.location}` });
       await this.finish(row.id, { state: 'done', manifest: JSON.stringify(manifest), size_bytes: size });
+      if (await this.pointInTime(row.target)) await this.o.recorder.start(row.target, status.revision + 1);
       return { backup: row.id, etcd_revision: status.revision, size_bytes: size };
     } catch (err) {
       await this.finish(row.id, { state: 'failed', error: (err as Error).message.slice(0, 1000) });
@@ -331,10 +345,12 @@ export class ClusterBackups {
    * Restores a backup onto the cluster it was taken of, or (with `into`, a name no cluster has)
    * into a new cluster of the same plan, workers and release. Every artifact is checked first.
    */
-  async restore(a: Actor, id: string, into?: string): Promise<Task> {
+  async restore(a: Actor, id: string, input: RestoreInput = {}): Promise<Task> {
     const r = await this.visible(a, id);
+    const into = input.cluster;
     const target = into ?? r.target;
     const { manifest, snapshot } = await this.load(r);
+    const changes = await this.changesFor(manifest, input);
     if (await this.o.records.exists(target)) {
       const c = await this.o.records.row(target);
       access.assertChanges(a, target, c.owner);
@@ -353,7 +369,7 @@ export class ClusterBackups {
         deploymentName(target),
         `restore backup ${id} onto cluster ${target}`,
         a.name,
-        (signal, sink) => this.restoreEtcd(target, manifest, snapshot, signal, sink),
+        (signal, sink) => this.restoreEtcd(target, manifest, snapshot, changes, signal, sink),
       );
     }
     if (into === undefined) {
@@ -382,7 +398,7 @@ export class ClusterBackups {
         deploymentName(into),
         `restore backup ${id} onto cluster ${into}`,
         a.name,
-        (s2, k2) => this.restoreEtcd(into, manifest, snapshot, s2, k2),
+        (s2, k2) => this.restoreEtcd(into, manifest, snapshot, changes, s2, k2),
       );
       await sink.event({ stage: 'Restoring etcd', state: 'started', message: `task ${inner.id}` });
       const done = await this.o.director.wait(inner.id);
@@ -402,6 +418,58 @@ export class ClusterBackups {
   }
 
   /**
+   * The recorded changes to replay after the snapshot for a point-in-time restore (none without a
+   * target). Refused before anything is stopped when the target is before the backup, or the
+   * record does not reach it without a hole.
+   */
+  private async changesFor(manifest: BackupManifest, input: RestoreInput): Promise<EtcdChange[]> {
+    if (input.to_revision === undefined && input.to_time === undefined) return [];
+    if (input.to_revision !== undefined && input.to_time !== undefined)
+      throw new InputError('ANODYNE_E_INVALID_INPUT', 'give to_revision or to_time, not both', { details: { key: 'to_time' } });
+    const time = input.to_time === undefined ? undefined : Date.parse(input.to_time);
+    if (time !== undefined && Number.isNaN(time))
+      throw new InputError('ANODYNE_E_INVALID_INPUT', `to_time ${input.to_time} is not an instant`, { details: { key: 'to_time' } });
+    const base = manifest.etcd.revision;
+    if ((input.to_revision !== undefined && input.to_revision < base) || (time !== undefined && time < Date.parse(manifest.created_at))) {
+      throw new InputError(
+        'ANODYNE_E_INVALID_INPUT',
+        `backup ${manifest.id} holds revision ${base} of ${manifest.created_at}: restore an earlier backup to go before it`,
+        {
+          details: { key: input.to_revision !== undefined ? 'to_revision' : 'to_time' },
+        },
+      );
+    }
+    await this.o.recorder.flushNow(manifest.cluster);
+    const changes = await this.o.recorder.changesBetween(manifest.cluster, base, {
+      ...(input.to_revision !== undefined ? { revision: input.to_revision } : {}),
+      ...(time !== undefined ? { time } : {}),
+    });
+    let expected = base + 1;
+    for (const c of changes) {
+      if (c.rev > expected) {
+        throw new ConflictError(
+          'ANODYNE_E_BACKUP_RECORD_GAP',
+          `the change record of ${manifest.cluster} has no revision ${expected}: it cannot reach past it`,
+          {
+            details: { revision: expected },
+          },
+        );
+      }
+      expected = c.rev + 1;
+    }
+    if (input.to_revision !== undefined && expected <= input.to_revision) {
+      throw new ConflictError(
+        'ANODYNE_E_BACKUP_RECORD_GAP',
+        `the change record of ${manifest.cluster} reaches revision ${expected - 1}, not ${input.to_revision}`,
+        {
+          details: { revision: expected - 1 },
+        },
+      );
+    }
+    return changes;
+  }
+
+  /**
    * Puts the snapshot on every master, stops them, restores each member with this cluster's
    * member list (prepared beside the data first; a failure there changes nothing), puts the
    * restored data in place on all, and starts them together; the API servers and controllers
@@ -411,10 +479,14 @@ export class ClusterBackups {
     cluster: string,
     manifest: BackupManifest,
     snapshot: Buffer,
+    changes: EtcdChange[],
     signal: AbortSignal,
     sink: EventSink,
   ): Promise<unknown> {
     const deployment = deploymentName(cluster);
+    // The record of this cluster's changes starts again after the restore (a new line of history).
+    const recording = this.o.recorder.recording(cluster);
+    await this.o.recorder.stop(cluster);
     const masters: { agent: InstanceAgent; name: string }[] = (await this.o.director.instances(deployment))
       .filter((x) => x.group_name === 'master')
       .map((row) => ({ agent: this.o.director.agentOf(row), name: `master/${row.idx}` }));
@@ -471,6 +543,22 @@ export class ClusterBackups {
       }
     });
     await Promise.all(masters.map((m) => m.agent.clearArtifacts().catch(() => undefined)));
+    let revision = manifest.etcd.revision;
+    if (changes.length > 0) {
+      await sink.event({
+        stage: 'Replaying recorded changes',
+        state: 'started',
+        message: `${changes.length} changes after revision ${revision}`,
+      });
+      await replay(await this.o.etcdAccess(cluster), changes);
+      revision = changes[changes.length - 1]!.rev;
+      const at = new Date(changes[changes.length - 1]!.at).toISOString();
+      await sink.event({
+        stage: 'Replaying recorded changes',
+        state: 'finished',
+        message: `up to revision ${revision} (recorded at ${at})`,
+      });
+    }
     // Kubelets keep the pod statuses they last reported and would not send them again: restarted, they
     // report every pod afresh and finish deletions the restored state still shows as pending.
     const workers = (await this.o.director.instances(deployment)).filter((x) => x.group_name === 'worker');
@@ -495,8 +583,15 @@ export class ClusterBackups {
         throw new AnodyneError('ANODYNE_E_RESTORE_FAILED', `the API of ${cluster} does not answer 120 s after the restore`);
       await this.o.clock.sleep(500);
     }
-    this.o.logger.info({ cluster, backup: manifest.id, revision: manifest.etcd.revision, committed }, 'cluster restored from a backup');
-    return { backup: manifest.id, etcd_revision: manifest.etcd.revision, masters: masters.length };
+    if (recording) await this.o.recorder.start(cluster, (await currentRevision(await this.o.etcdAccess(cluster))) + 1);
+    this.o.logger.info({ cluster, backup: manifest.id, revision, replayed: changes.length, committed }, 'cluster restored from a backup');
+    return {
+      backup: manifest.id,
+      etcd_revision: manifest.etcd.revision,
+      replayed_changes: changes.length,
+      restored_to_revision: revision,
+      masters: masters.length,
+    };
   }
 
   // ------------------------------------------------------------------ schedules
@@ -508,8 +603,8 @@ export class ClusterBackups {
       this.o.store.db.selectFrom('backup_schedules').selectAll().where('cluster', '=', cluster).executeTakeFirst(),
     );
     if (!r) throw new NotFoundError('ANODYNE_E_NOT_FOUND', `cluster ${cluster} has no backup schedule`, { details: { cluster } });
-    const { updated_by: _by, updated_at: _at, ...v } = r;
-    return v;
+    const { updated_by: _by, updated_at: _at, point_in_time, ...v } = r;
+    return { ...v, point_in_time: Number(point_in_time) === 1 };
   }
 
   /** Sets (or replaces) a cluster's schedule: its owner or an admin; the first backup is due one interval from now. */
@@ -517,7 +612,8 @@ export class ClusterBackups {
     const c = await this.o.records.row(cluster);
     access.assertChanges(a, cluster, c.owner);
     const bad = (key: string, why: string) => new InputError('ANODYNE_E_INVALID_INPUT', `${key} ${why}`, { details: { key } });
-    if (!Number.isInteger(s.every_minutes) || s.every_minutes < 5 || s.every_minutes > 43_200) throw bad('every_minutes', 'must be 5 to 43200');
+    if (!Number.isInteger(s.every_minutes) || s.every_minutes < 5 || s.every_minutes > 43_200)
+      throw bad('every_minutes', 'must be 5 to 43200');
     if (!Number.isInteger(s.keep_last) || s.keep_last < 1 || s.keep_last > 1000) throw bad('keep_last', 'must be 1 to 1000');
     const days = s.keep_days ?? null;
     if (days !== null && (!Number.isInteger(days) || days < 1 || days > 3650)) throw bad('keep_days', 'must be 1 to 3650 (or null)');
@@ -526,6 +622,7 @@ export class ClusterBackups {
       every_minutes: s.every_minutes,
       keep_last: s.keep_last,
       keep_days: days,
+      point_in_time: s.point_in_time === true ? 1 : 0,
       next_at: new Date(this.o.clock.nowMs() + s.every_minutes * 60_000).toISOString(),
       last_backup: null,
       last_error: null,
@@ -538,6 +635,7 @@ export class ClusterBackups {
         await tx.insertInto('backup_schedules').values(row).execute();
       }),
     );
+    if (!s.point_in_time) await this.o.recorder.stop(cluster);
     return this.schedule(a, cluster);
   }
 
@@ -545,7 +643,10 @@ export class ClusterBackups {
     const c = await this.o.records.row(cluster);
     access.assertChanges(a, cluster, c.owner);
     await this.schedule(a, cluster);
-    await storeQuery('deleting a backup schedule', () => this.o.store.db.deleteFrom('backup_schedules').where('cluster', '=', cluster).execute());
+    await storeQuery('deleting a backup schedule', () =>
+      this.o.store.db.deleteFrom('backup_schedules').where('cluster', '=', cluster).execute(),
+    );
+    await this.o.recorder.stop(cluster);
   }
 
   /**
@@ -567,6 +668,7 @@ export class ClusterBackups {
       try {
         if (!(await this.o.records.exists(s.cluster))) {
           await this.o.store.db.deleteFrom('backup_schedules').where('cluster', '=', s.cluster).execute();
+          await this.o.recorder.stop(s.cluster);
           continue;
         }
         const { backup } = await this.create(SCHEDULER, s.cluster, true);
@@ -598,6 +700,34 @@ export class ClusterBackups {
       }
     }
     return { started, removed };
+  }
+
+  private async pointInTime(cluster: string): Promise<boolean> {
+    const r = await this.o.store.db
+      .selectFrom('backup_schedules')
+      .select('point_in_time')
+      .where('cluster', '=', cluster)
+      .executeTakeFirst();
+    return Number(r?.point_in_time ?? 0) === 1;
+  }
+
+  /** At start: records again the changes of every cluster whose schedule asks for it, from its newest backup on. */
+  async resumeRecording(): Promise<string[]> {
+    const resumed: string[] = [];
+    const schedules = await this.o.store.db.selectFrom('backup_schedules').select('cluster').where('point_in_time', '=', 1).execute();
+    for (const { cluster } of schedules) {
+      const newest = await this.o.store.db
+        .selectFrom('backups')
+        .select('manifest')
+        .where('target', '=', cluster)
+        .where('state', '=', 'done')
+        .orderBy('created_at', 'desc')
+        .executeTakeFirst();
+      if (!newest?.manifest) continue;
+      await this.o.recorder.start(cluster, (JSON.parse(newest.manifest) as BackupManifest).etcd.revision + 1);
+      resumed.push(cluster);
+    }
+    return resumed;
   }
 
   /** Refuses a name that cannot be a cluster's before anything is read. */

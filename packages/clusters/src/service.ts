@@ -14,6 +14,7 @@ import { ReleaseRegistry } from './releases.js';
 import { NodeHooks, type EtcdMember } from './nodes.js';
 import { apiProbe } from './availability.js';
 import { ClusterBackups } from './backups.js';
+import { ChangeRecorder, type EtcdAccess } from './changelog.js';
 import type { ArtifactStore, BackupKeys } from '@anodyne/backup';
 
 /** A plan as the API lists it. */
@@ -66,6 +67,8 @@ export interface ReleaseView {
 export interface ClusterCredentials extends AdminCertificates, LeafRotation {
   /** The deployment's certificates (latest versions) with their expiry. */
   certificates(deployment: string): Promise<{ name: string; expires_at: string | null; is_ca: boolean; version: number }[]>;
+  /** A client certificate of the deployment's etcd (its CA, certificate and key), for the platform's change record. */
+  etcdClient(deployment: string): Promise<{ ca: string; certificate: string; private_key: string }>;
 }
 
 export interface ClusterServiceOptions {
@@ -106,6 +109,8 @@ export class ClusterService {
   readonly nodes: NodeHooks;
   readonly releases: ReleaseRegistry;
   readonly backups: ClusterBackups;
+  /** Records etcd's changes after backups, for point-in-time restores. */
+  readonly recorder: ChangeRecorder;
 
   constructor(private readonly o: ClusterServiceOptions) {
     this.plans = validatePlans(o.plans ?? BUILTIN_PLANS);
@@ -163,7 +168,21 @@ export class ClusterService {
         }),
     });
     this.fleet = new ClusterFleet(o.director, this.records, this.lifecycle, this.releases);
+    const etcdAccess = async (cluster: string): Promise<EtcdAccess> => {
+      const deployment = deploymentName(cluster);
+      const masters = (await o.director.instances(deployment)).filter((r) => r.group_name === 'master' && r.ip);
+      return { urls: masters.map((r) => `https://${r.ip}:2379`), ...(await o.credentials.etcdClient(deployment)) };
+    };
+    this.recorder = new ChangeRecorder({
+      artifacts: o.backups.artifacts,
+      keys: o.backups.keys,
+      access: etcdAccess,
+      clock: o.clock,
+      logger: o.logger,
+    });
     this.backups = new ClusterBackups({
+      recorder: this.recorder,
+      etcdAccess,
       store: o.store,
       director: o.director,
       records: this.records,

@@ -218,6 +218,15 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
               is_ca: c.ca_name === null,
               version: c.version,
             })),
+        // The API servers' etcd client certificate: what the platform's change record watches etcd with.
+        etcdClient: async (deployment) => {
+          const actor = { actor: 'backups' };
+          const [ca, client] = await Promise.all([
+            creds.get<'certificate'>(`/deployments/${deployment}/etcd-ca`, actor),
+            creds.get<'certificate'>(`/deployments/${deployment}/apiserver-etcd-client`, actor),
+          ]);
+          return { ca: ca.value.certificate, certificate: client.value.certificate, private_key: client.value.private_key };
+        },
         regenerateLeaves: async (deployment, who) => {
           const leaves = (await creds.list(`/deployments/${deployment}/`)).filter((c) => c.type === 'certificate' && c.ca_name !== null);
           for (const c of leaves) await creds.regenerate(c.name, { actor: who });
@@ -261,6 +270,10 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       );
     const scheduleTimer = setInterval(() => void schedulePass(), config.backup.schedulePassSeconds * 1000);
     scheduleTimer.unref();
+    await clusters.backups
+      .resumeRecording()
+      .then((c) => (c.length ? logger.info({ clusters: c }, "recording etcd's changes again") : undefined))
+      .catch((err: unknown) => logger.warn({ err: (err as Error).message }, "resuming etcd's change records failed"));
     const audit = new AuditLog(store, clock);
     const dc = config.director;
     const health = new HealthMonitor({
@@ -322,6 +335,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
         clearInterval(keyTimer);
         clearInterval(reapTimer);
         clearInterval(scheduleTimer);
+        await clusters.recorder.close();
         await health.stop();
         await app.close();
         // With no deployment left, nothing needs the VM network: remove the bridge and its rules

@@ -35,6 +35,8 @@ export interface BackupSchedulesTable {
   keep_last: number;
   /** … and none older than this many days (null: no age limit). */
   keep_days: number | null;
+  /** 1: etcd's changes after each backup are recorded, for restores to a revision or a time. */
+  point_in_time: number;
   /** When the next scheduled backup is due. */
   next_at: string;
   last_backup: string | null;

@@ -83,7 +83,7 @@ export function backupRoutes(app: Api, o: BackupRoutesOptions): void {
         done();
       },
     },
-    async (req, reply) => reply.status(202).send(await b.restore(principal(req), req.params.id, req.body.cluster)),
+    async (req, reply) => reply.status(202).send(await b.restore(principal(req), req.params.id, req.body)),
   );
 
   app.get(

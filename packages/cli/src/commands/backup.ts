@@ -79,11 +79,17 @@ export function register(p: Command): void {
   b.command('restore <id>')
     .description('restore a backup onto the cluster it was taken of, or into a new cluster (--cluster NEW)')
     .option('--cluster <name>', 'a new cluster to restore into')
+    .option('--to-revision <rev>', 'then replay the changes recorded after the backup up to this etcd revision')
+    .option('--to-time <iso>', 'or up to this instant (e.g. 2026-12-03T07:30:00Z)')
     .option('--wait')
     .option('--json')
-    .action(async (id: string, o: { cluster?: string; wait?: boolean; json?: boolean }) => {
+    .action(async (id: string, o: { cluster?: string; toRevision?: string; toTime?: string; wait?: boolean; json?: boolean }) => {
       const { client } = await authedClient();
-      const task = await client.restoreBackup(id, o.cluster);
+      const task = await client.restoreBackup(id, {
+        ...(o.cluster ? { cluster: o.cluster } : {}),
+        ...(o.toRevision !== undefined ? { to_revision: whole('--to-revision', o.toRevision) } : {}),
+        ...(o.toTime !== undefined ? { to_time: o.toTime } : {}),
+      });
       if (!o.wait) return o.json ? json(task) : out(`Restoring backup ${id} (task ${task.id})`);
       if ((await followTask(client, task.id, !!o.json)) !== 'done') process.exitCode = EXIT.taskFailed;
     });
@@ -93,34 +99,47 @@ export function register(p: Command): void {
     .option('--every <interval>', 'how often: 30m, 6h, 1d (minutes if no unit; at least 5m)')
     .option('--keep <n>', 'of the backups the schedule takes, keep the newest n (default 7)')
     .option('--keep-days <d>', 'and none older than d days')
+    .option('--point-in-time', "also record etcd's changes after each backup, for restores to a revision or a time")
     .option('--off', 'remove the schedule (the backups it took stay)')
     .option('--json')
-    .action(async (o: { cluster: string; every?: string; keep?: string; keepDays?: string; off?: boolean; json?: boolean }) => {
-      const { client } = await authedClient();
-      if (o.off) {
-        await client.deleteBackupSchedule(o.cluster);
-        return out(`Removed the backup schedule of cluster ${o.cluster}`);
-      }
-      let s;
-      if (o.every === undefined && o.keep === undefined && o.keepDays === undefined) s = await client.backupSchedule(o.cluster);
-      else {
-        if (o.every === undefined) throw usage('--every is needed to set a schedule');
-        s = await client.setBackupSchedule(o.cluster, {
-          every_minutes: minutes(o.every),
-          keep_last: o.keep === undefined ? 7 : whole('--keep', o.keep),
-          ...(o.keepDays !== undefined ? { keep_days: whole('--keep-days', o.keepDays) } : {}),
-        });
-      }
-      if (o.json) return json(s);
-      printTable([
-        ['Cluster', s.cluster],
-        ['Every', `${s.every_minutes} min`],
-        ['Keeps', `the newest ${s.keep_last}${s.keep_days !== null ? `, none older than ${s.keep_days} days` : ''}`],
-        ['Next', s.next_at],
-        ['Last backup', s.last_backup ?? ''],
-        ['Last error', s.last_error ?? ''],
-      ]);
-    });
+    .action(
+      async (o: {
+        cluster: string;
+        every?: string;
+        keep?: string;
+        keepDays?: string;
+        pointInTime?: boolean;
+        off?: boolean;
+        json?: boolean;
+      }) => {
+        const { client } = await authedClient();
+        if (o.off) {
+          await client.deleteBackupSchedule(o.cluster);
+          return out(`Removed the backup schedule of cluster ${o.cluster}`);
+        }
+        let s;
+        if (o.every === undefined && o.keep === undefined && o.keepDays === undefined) s = await client.backupSchedule(o.cluster);
+        else {
+          if (o.every === undefined) throw usage('--every is needed to set a schedule');
+          s = await client.setBackupSchedule(o.cluster, {
+            every_minutes: minutes(o.every),
+            keep_last: o.keep === undefined ? 7 : whole('--keep', o.keep),
+            ...(o.keepDays !== undefined ? { keep_days: whole('--keep-days', o.keepDays) } : {}),
+            point_in_time: o.pointInTime === true,
+          });
+        }
+        if (o.json) return json(s);
+        printTable([
+          ['Cluster', s.cluster],
+          ['Every', `${s.every_minutes} min`],
+          ['Keeps', `the newest ${s.keep_last}${s.keep_days !== null ? `, none older than ${s.keep_days} days` : ''}`],
+          ['Point in time', s.point_in_time ? "etcd's changes after each backup are recorded" : 'no'],
+          ['Next', s.next_at],
+          ['Last backup', s.last_backup ?? ''],
+          ['Last error', s.last_error ?? ''],
+        ]);
+      },
+    );
 }
 
 function whole(flag: string, v: string): number {

@@ -245,6 +245,7 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .addColumn('every_minutes', 'integer', (c) => c.notNull())
           .addColumn('keep_last', 'integer', (c) => c.notNull())
           .addColumn('keep_days', 'integer')
+          .addColumn('point_in_time', 'integer', (c) => c.notNull().defaultTo(0))
           .addColumn('next_at', 'text', (c) => c.notNull())
           .addColumn('last_backup', 'text')
           .addColumn('last_error', 'text')
