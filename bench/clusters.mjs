@@ -7,11 +7,9 @@
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { exec } from '@anodyne/common';
-import { SCOPES } from '@anodyne/identity';
 import { rawBoot } from '@anodyne/release';
-import { startTestPlatform, https } from '@anodyne/platform/testing';
 import { nodeFloor } from './floor.mjs';
-import { mib, sec, stats, until } from './lib.mjs';
+import { benchPlatform, mib, sec, stats, until } from './lib.mjs';
 
 const SHAPES = [
   { label: '1 master + 1 worker', plan: 'small', workers: 1 },
@@ -48,17 +46,9 @@ function vmMemory(tag, vmId) {
 
 export async function benchClusters(release, { runs = 3, log = (s) => process.stderr.write(s) } = {}) {
   const kubectl = release.bin('kubectl');
-  const tp = await startTestPlatform('bn', '10.198.14.0/24', 19_080);
+  const { tp, call, waitTask } = await benchPlatform('bn', '10.198.14.0/24', 19_080, 600_000);
   try {
     const p = tp.platform;
-    await p.identity.createUser({ username: 'bench', password: 'bench-password', groups: [SCOPES.admin] });
-    const token = (await p.identity.token({ grant_type: 'password', username: 'bench', password: 'bench-password' })).access_token;
-    const call = (method, path, body) => https(p.url, p.caPem, method, path, { token, ...(body ? { body: JSON.stringify(body) } : {}) });
-    const waitTask = (id) =>
-      until(`task ${id}`, 600_000, async () => {
-        const t = (await call('GET', `/v1/tasks/${id}`)).body;
-        return ['done', 'error', 'cancelled'].includes(t.state) ? t : undefined;
-      });
 
     const floors = [];
     const nodeFloors = [];

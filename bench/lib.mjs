@@ -1,4 +1,6 @@
 // Helpers shared by the benchmarks.
+import { SCOPES } from '@anodyne/identity';
+import { startTestPlatform, https } from '@anodyne/platform/testing';
 
 /** Median (lower middle for an even count), min and max. */
 export const stats = (xs) => {
@@ -28,4 +30,22 @@ export async function pool(items, limit, work) {
       while (next < items.length) await work(items[next++]);
     }),
   );
+}
+
+/**
+ * A whole platform on its own network and port with an admin user: `call` the API as that admin,
+ * `waitTask` until a task ends (`timeoutMs`). `tp.stop()` takes everything away.
+ */
+export async function benchPlatform(name, network, port, timeoutMs = 600_000) {
+  const tp = await startTestPlatform(name, network, port);
+  const p = tp.platform;
+  await p.identity.createUser({ username: 'bench', password: 'bench-password', groups: [SCOPES.admin] });
+  const token = (await p.identity.token({ grant_type: 'password', username: 'bench', password: 'bench-password' })).access_token;
+  const call = (method, path, body) => https(p.url, p.caPem, method, path, { token, ...(body ? { body: JSON.stringify(body) } : {}) });
+  const waitTask = (id) =>
+    until(`task ${id}`, timeoutMs, async () => {
+      const t = (await call('GET', `/v1/tasks/${id}`)).body;
+      return ['done', 'error', 'cancelled'].includes(t.state) ? t : undefined;
+    });
+  return { tp, call, waitTask };
 }

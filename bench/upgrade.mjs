@@ -4,12 +4,10 @@
 // in the same run: the same processes started by hand on the new binaries, one instance after another.
 // Returns Markdown for docs/benchmarks.md (bench/run.mjs writes it).
 import { systemClock } from '@anodyne/common';
-import { SCOPES } from '@anodyne/identity';
 import { countingLoop, endpointRequest, expectStatus } from '@anodyne/clusters';
 import { rawBoot } from '@anodyne/release';
-import { startTestPlatform, https } from '@anodyne/platform/testing';
 import { nodeFloor } from './floor.mjs';
-import { sec, stats, until } from './lib.mjs';
+import { benchPlatform, sec, stats } from './lib.mjs';
 
 const SHAPES = [
   { label: '1 master + 1 worker', plan: 'small', masters: 1, workers: 1 },
@@ -26,17 +24,9 @@ export async function benchUpgrade(releases, { runs = 1, log = (s) => process.st
   const newest = releases[0];
   const older = releases.find((r) => r.minor < newest.minor);
   if (!older) return '## Upgrade\n\nOnly one Kubernetes minor is built: nothing to upgrade between.\n';
-  const tp = await startTestPlatform('bu', '10.198.15.0/24', 19_090);
+  const { tp, call, waitTask } = await benchPlatform('bu', '10.198.15.0/24', 19_090, 900_000);
   try {
     const p = tp.platform;
-    await p.identity.createUser({ username: 'bench', password: 'bench-password', groups: [SCOPES.admin] });
-    const token = (await p.identity.token({ grant_type: 'password', username: 'bench', password: 'bench-password' })).access_token;
-    const call = (method, path, body) => https(p.url, p.caPem, method, path, { token, ...(body ? { body: JSON.stringify(body) } : {}) });
-    const waitTask = (id) =>
-      until(`task ${id}`, 900_000, async () => {
-        const t = (await call('GET', `/v1/tasks/${id}`)).body;
-        return ['done', 'error', 'cancelled'].includes(t.state) ? t : undefined;
-      });
 
     // The floor: each master's etcd + kube-apiserver, and each worker's node processes, started by hand on the
     // new release's binaries, one after another (as a rolling upgrade goes).

@@ -698,6 +698,15 @@ export class ClusterBackups {
         await this.delete(SCHEDULER, b.id);
         removed.push(b.id);
       }
+      // The change record before the oldest backup left can no longer be replayed onto anything.
+      const left = await this.o.store.db
+        .selectFrom('backups')
+        .select('manifest')
+        .where('target', '=', s.cluster)
+        .where('state', '=', 'done')
+        .execute();
+      const revisions = left.filter((b) => b.manifest).map((b) => (JSON.parse(b.manifest!) as BackupManifest).etcd.revision);
+      if (revisions.length > 0) await this.o.recorder.prune(s.cluster, Math.min(...revisions));
     }
     return { started, removed };
   }

@@ -1,5 +1,5 @@
 // Point-in-time recovery: a continuous record of a cluster's etcd changes after a snapshot (a watch), sealed in chunks, and its replay.
-import { request } from 'node:https';
+import { request, type RequestOptions } from 'node:https';
 import { AnodyneError, type Clock, type Logger } from '@anodyne/common';
 import { open, seal, type ArtifactStore, type BackupKeys } from '@anodyne/backup';
 
@@ -33,34 +33,36 @@ interface Chunk {
 const pad = (n: number) => String(n).padStart(12, '0');
 const chunkKey = (cluster: string, from: number, to: number) => `changes/${cluster}/${pad(from)}-${pad(to)}.sealed`;
 
-/** A call to etcd's JSON gateway (`/v3/...`) with the client certificate; the answer's JSON. */
-function gateway(a: EtcdAccess, url: string, path: string, body: unknown, timeoutMs = 10_000): Promise<Record<string, unknown>> {
+/** A POST to a member's JSON gateway (`/v3/...`) with the client certificate, on a connection of its own. */
+function post(a: EtcdAccess, url: string, path: string, timeoutMs?: number): RequestOptions {
   const u = new URL(path, url);
+  return {
+    host: u.hostname,
+    port: u.port,
+    path: u.pathname,
+    method: 'POST',
+    agent: false,
+    ca: a.ca,
+    cert: a.certificate,
+    key: a.private_key,
+    headers: { 'content-type': 'application/json' },
+    ...(timeoutMs ? { timeout: timeoutMs } : {}),
+  };
+}
+
+/** A call to etcd's JSON gateway with the client certificate; the answer's JSON. */
+function gateway(a: EtcdAccess, url: string, path: string, body: unknown, timeoutMs = 10_000): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
-    const req = request(
-      {
-        host: u.hostname,
-        port: u.port,
-        path: u.pathname,
-        method: 'POST',
-        agent: false,
-        ca: a.ca,
-        cert: a.certificate,
-        key: a.private_key,
-        timeout: timeoutMs,
-        headers: { 'content-type': 'application/json' },
-      },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => (text += c));
-        res.on('end', () => {
-          if ((res.statusCode ?? 500) >= 300)
-            reject(new AnodyneError('ANODYNE_E_UNAVAILABLE', `etcd ${path}: ${res.statusCode} ${text.slice(0, 200)}`));
-          else resolve(JSON.parse(text || '{}') as Record<string, unknown>);
-        });
-      },
-    );
+    const req = request(post(a, url, path, timeoutMs), (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (text += c));
+      res.on('end', () => {
+        if ((res.statusCode ?? 500) >= 300)
+          reject(new AnodyneError('ANODYNE_E_UNAVAILABLE', `etcd ${path}: ${res.statusCode} ${text.slice(0, 200)}`));
+        else resolve(JSON.parse(text || '{}') as Record<string, unknown>);
+      });
+    });
     req.on('error', (e) => reject(new AnodyneError('ANODYNE_E_UNAVAILABLE', `etcd ${path}: ${e.message}`)));
     req.on('timeout', () => req.destroy(new Error('timed out')));
     req.end(JSON.stringify(body));
@@ -149,42 +151,28 @@ export class ChangeRecorder {
 
   /** One watch stream: newline-separated JSON results, each a batch of events. */
   private watchOnce(w: Watching, a: EtcdAccess, url: string): Promise<void> {
-    const u = new URL('/v3/watch', url);
     const body = JSON.stringify({
       create_request: { key: Buffer.from([0]).toString('base64'), range_end: Buffer.from([0]).toString('base64'), start_revision: w.next },
     });
     return new Promise((resolve, reject) => {
-      const req = request(
-        {
-          host: u.hostname,
-          port: u.port,
-          path: u.pathname,
-          method: 'POST',
-          agent: false,
-          ca: a.ca,
-          cert: a.certificate,
-          key: a.private_key,
-          headers: { 'content-type': 'application/json' },
-        },
-        (res) => {
-          if ((res.statusCode ?? 500) >= 300) {
-            res.resume();
-            return reject(new AnodyneError('ANODYNE_E_UNAVAILABLE', `etcd watch: ${res.statusCode}`));
+      const req = request(post(a, url, '/v3/watch'), (res) => {
+        if ((res.statusCode ?? 500) >= 300) {
+          res.resume();
+          return reject(new AnodyneError('ANODYNE_E_UNAVAILABLE', `etcd watch: ${res.statusCode}`));
+        }
+        let pending = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          pending += chunk;
+          for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
+            const line = pending.slice(0, nl).trim();
+            pending = pending.slice(nl + 1);
+            if (line) this.take(w, line);
           }
-          let pending = '';
-          res.setEncoding('utf8');
-          res.on('data', (chunk: string) => {
-            pending += chunk;
-            for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
-              const line = pending.slice(0, nl).trim();
-              pending = pending.slice(nl + 1);
-              if (line) this.take(w, line);
-            }
-          });
-          res.on('end', () => resolve());
-          res.on('error', reject);
-        },
-      );
+        });
+        res.on('end', () => resolve());
+        res.on('error', reject);
+      });
       w.abort = () => req.destroy();
       req.on('error', (e) => (w.stopped ? resolve() : reject(e)));
       req.end(body);

@@ -187,7 +187,11 @@ export const ErrorCodes = {
     'invalid_input',
     'The backup artifact was sealed with a key this platform does not have',
   ),
-  ANODYNE_E_BACKUP_RECORD_GAP: def('ANODYNE_E_BACKUP_RECORD_GAP', 'conflict', 'The record of changes after the backup does not reach the point asked for'),
+  ANODYNE_E_BACKUP_RECORD_GAP: def(
+    'ANODYNE_E_BACKUP_RECORD_GAP',
+    'conflict',
+    'The record of changes after the backup does not reach the point asked for',
+  ),
   ANODYNE_E_RESTORE_FAILED: def(
     'ANODYNE_E_RESTORE_FAILED',
     'conflict',

@@ -114,11 +114,11 @@ describe('cluster backups and restores through the API', { skip: skipUnless(isRo
     await tp.platform.identity.createUser({ username: 'bk-admin', password: 'bk-admin-password', groups: [SCOPES.admin] });
     admin = (await tp.platform.identity.token({ grant_type: 'password', username: 'bk-admin', password: 'bk-admin-password' }))
       .access_token;
-    kubeDir = mkdtempSync(join(tmpdir(), 'anodyne-bk-kube-'));
   });
   after(async () => {
+    await tp?.stop();
+    await seaweed?.stop();
     rmSync(kubeDir, { recursive: true, force: true });
-    await tp.stop();
   });
 
   it('backs up a 3-master cluster, brings back what was deleted and drops what came after; refuses damaged or foreign artifacts before stopping anything; restores into a new cluster after the first is gone', async (t) => {

@@ -160,11 +160,18 @@ export async function startSeaweed(dir: string, opts: SeaweedOptions = {}): Prom
     removeSockets();
   };
   process.once('exit', onExit);
+  // A test runner that ends this process with a signal skips 'exit': take weed down first, then die of the signal.
+  const onSignal = (signal: NodeJS.Signals): void => {
+    onExit();
+    process.kill(process.pid, signal);
+  };
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, onSignal);
   let stopped = false;
   const stop = async (): Promise<void> => {
     if (stopped) return;
     stopped = true;
     process.removeListener('exit', onExit);
+    for (const sig of ['SIGTERM', 'SIGINT'] as const) process.removeListener(sig, onSignal);
     if (child.exitCode === null && child.signalCode === null && !spawnError) {
       // SIGKILL at once: weed's graceful shutdown (SIGTERM) takes about 15 s of retries, and the data is throwaway.
       killGroup('SIGKILL');

@@ -253,7 +253,10 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .addColumn('updated_at', 'text', (c) => c.notNull())
           .execute();
         // Retention removes the backups a schedule took, never those someone asked for.
-        await db.schema.alterTable('backups').addColumn('scheduled', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+        await db.schema
+          .alterTable('backups')
+          .addColumn('scheduled', 'integer', (c) => c.notNull().defaultTo(0))
+          .execute();
       },
     },
   };
