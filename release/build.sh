@@ -16,6 +16,7 @@
 #     images/busybox.tar        OCI archive: anodyne.local/busybox (test workloads)
 #     images/coredns.tar        OCI archive: anodyne.local/coredns (the cluster DNS add-on)
 #     images/metrics-server.tar OCI archive: anodyne.local/metrics-server (resource metrics API add-on)
+#     jobs.json                 the job catalog: the jobs' definitions (templates) clusters on this release render
 #     agent/agent.mjs           the Anodyne agent every VM of a cluster on this release starts
 #                               (packages/agent bundled with esbuild: one file, run by node)
 #     manifest.json             component, version, file, sha256 of every file
@@ -62,12 +63,17 @@ trap 'rm -rf "$AGENT_TMP"' EXIT
   --log-level=warning --outfile="$AGENT_TMP/agent.mjs" \
   --banner:js="import { createRequire as anodyneRequire } from 'node:module'; const require = anodyneRequire(import.meta.url);"
 AGENT_SHA=$(sha256sum "$AGENT_TMP/agent.mjs" | cut -d' ' -f1)
+# The job catalog: the release's jobs (templates of their files, processes and scripts) as this source defines
+# them, so a cluster on this release keeps rendering them after the platform's code moves on.
+node --input-type=module -e 'const m = await import(process.argv[1]); process.stdout.write(JSON.stringify(m.KUBERNETES_JOBS, null, 1));' \
+  "$REPO/packages/clusters/dist/jobs.js" > "$AGENT_TMP/jobs.json"
+JOBS_SHA=$(sha256sum "$AGENT_TMP/jobs.json" | cut -d' ' -f1)
 
 # The programs' key covers their inputs: our Go sources and scripts, the Go toolchain, and the busybox
-# we pack; the release's key adds the agent.
+# we pack; the release's key adds the agent and the job catalog.
 # (only what a release is built from: other tools beside it, such as release/seaweedfs, are not part of it)
 SRC_HASH=$( (find build.sh kubernetes helm coredns flannel metrics-server images -type f \( -name '*.go' -o -name 'go.*mod' -o -name 'go.*sum' -o -name '*.sh' \) -print0 | sort -z | xargs -0 sha256sum; go version; echo "$BUSYBOX_VERSION") | sha256sum | cut -c1-12)
-RELEASE_HASH=$(echo "$SRC_HASH $AGENT_SHA" | sha256sum | cut -c1-12)
+RELEASE_HASH=$(echo "$SRC_HASH $AGENT_SHA $JOBS_SHA" | sha256sum | cut -c1-12)
 # One release: the Kubernetes version of one go.mod file, with everything else built alongside.
 build_release() {
   MODFILE=$1
@@ -102,6 +108,7 @@ build_release() {
   mkdir -p "$WORK/agent"
   cp "$AGENT_TMP/agent.mjs" "$WORK/agent/agent.mjs"
   chmod 0644 "$WORK/agent/agent.mjs"
+  install -m 0644 "$AGENT_TMP/jobs.json" "$WORK/jobs.json"
   write_manifest
   rm -rf "$WORK/rootfs" "$WORK/tools"
   mv "$WORK/manifest.json.tmp" "$WORK/manifest.json"
@@ -208,6 +215,7 @@ write_manifest() {
     emit pause 1.0 images/pause.tar
     emit busybox "$BB_TAG" images/busybox.tar
     emit anodyne-agent "${AGENT_SHA:0:12}" agent/agent.mjs
+    emit anodyne-jobs "${JOBS_SHA:0:12}" jobs.json
     echo
     echo '  ],'
     echo "  \"debian\": {"

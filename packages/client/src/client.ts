@@ -178,6 +178,9 @@ export class ApiClient {
   createBackup(cluster: string): Promise<BackupCreated> {
     return this.call('POST', '/v1/backups', { cluster });
   }
+  backupPlatform(): Promise<BackupCreated> {
+    return this.call('POST', '/v1/backups', { platform: true });
+  }
   backups(cluster?: string): Promise<Backup[]> {
     return this.call('GET', `/v1/backups${cluster ? `?cluster=${encodeURIComponent(cluster)}` : ''}`);
   }

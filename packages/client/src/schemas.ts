@@ -312,10 +312,26 @@ export const BackupManifest = Type.Object({
   key_id: Type.String(),
   files: Type.Array(BackupFileSchema),
 });
+/** A backup of the platform itself: its database as the driver copied it, sealed with a key derived from the key file. */
+export const PlatformBackupManifest = Type.Object({
+  format: Type.Literal(1),
+  id: Type.String(),
+  kind: Type.Literal('platform'),
+  driver: Type.Union([Type.Literal('sqlite'), Type.Literal('postgres')]),
+  created_at: Type.String(),
+  migrations: Type.Array(Type.String()),
+  counts: Type.Object({ clusters: Type.Integer(), users: Type.Integer(), tasks: Type.Integer(), credentials: Type.Integer() }),
+  /** The credential store's key ring (ids only): the platform it is restored into needs the same key file. */
+  key_ring: Type.Object({ active: Type.String(), ids: Type.Array(Type.String()) }),
+  key_id: Type.String(),
+  files: Type.Array(BackupFileSchema),
+});
 export const Backup = Type.Object({
   id: Type.String(),
+  /** cluster or platform */
   kind: Type.String(),
-  cluster: Type.String(),
+  /** The cluster it is of (null for a backup of the platform). */
+  cluster: Type.Union([Type.String(), Type.Null()]),
   owner: Type.String(),
   /** running, done or failed */
   state: Type.String(),
@@ -327,9 +343,13 @@ export const Backup = Type.Object({
   error: Type.Union([Type.String(), Type.Null()]),
   /** Taken by the cluster's schedule: its retention may remove it (backups asked for are kept). */
   scheduled: Type.Boolean(),
-  manifest: Type.Union([BackupManifest, Type.Null()]),
+  manifest: Type.Union([BackupManifest, PlatformBackupManifest, Type.Null()]),
 });
-export const CreateBackup = Type.Object({ cluster: Type.String({ pattern: DNS1123, maxLength: 40 }) }, { additionalProperties: false });
+/** `{"cluster": name}` backs up a cluster; `{"platform": true}` (admins) the platform's database. */
+export const CreateBackup = Type.Union([
+  Type.Object({ cluster: Type.String({ pattern: DNS1123, maxLength: 40 }) }, { additionalProperties: false }),
+  Type.Object({ platform: Type.Literal(true) }, { additionalProperties: false }),
+]);
 export const BackupCreated = Type.Object({ backup: Backup, task: Task });
 export const BackupParams = Type.Object({ id: Type.String({ pattern: '^bk-[0-9]{14}-[0-9a-f]{6}$', maxLength: 40 }) });
 export const BackupQuery = Type.Object(

@@ -41,11 +41,40 @@ export interface BackupManifest {
   files: BackupFile[];
 }
 
+/** What a platform backup holds: the database as the driver copied it, and which encryption keys it needs. */
+export interface PlatformBackupManifest {
+  format: 1;
+  id: string;
+  kind: 'platform';
+  driver: 'sqlite' | 'postgres';
+  created_at: string;
+  /** The schema of the copy (its applied migrations). */
+  migrations: string[];
+  counts: { clusters: number; users: number; tasks: number; credentials: number };
+  /**
+   * The credential store's key ring the copy's secrets are sealed with (ids only, never a key): the
+   * platform it is restored into needs the same key file; the artifact is sealed with a key derived from it.
+   */
+  key_ring: { active: string; ids: string[] };
+  key_id: string;
+  files: BackupFile[];
+}
+
+/** What the platform gives the backups of itself. */
+export interface PlatformBackupSource {
+  snapshot(): Promise<{ driver: 'sqlite' | 'postgres'; data: Buffer }>;
+  migrations(): Promise<string[]>;
+  /** Keys derived from the credential store's key ring (they survive the database). */
+  keys: BackupKeys;
+  keyRing(): { active: string; ids: string[] };
+}
+
 /** A backup as the API shows it. */
 export interface BackupView {
   id: string;
   kind: string;
-  cluster: string;
+  /** The cluster it is of (null for a backup of the platform). */
+  cluster: string | null;
   owner: string;
   state: string;
   task_id: number | null;
@@ -56,7 +85,7 @@ export interface BackupView {
   error: string | null;
   /** Taken by the cluster's schedule (its retention may remove it). */
   scheduled: boolean;
-  manifest: BackupManifest | null;
+  manifest: BackupManifest | PlatformBackupManifest | null;
 }
 
 /** A cluster's backup schedule as the API shows and takes it. */
@@ -102,6 +131,8 @@ export interface ClusterBackupsOptions {
   /** The record of etcd's changes after backups (point-in-time recovery). */
   recorder: ChangeRecorder;
   etcdAccess: (cluster: string) => Promise<EtcdAccess>;
+  /** Backups of the platform itself (its database); absent where the composition root gives none. */
+  platform?: PlatformBackupSource;
 }
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -112,7 +143,7 @@ function view(r: BackupsTable): BackupView {
   return {
     id: r.id,
     kind: r.kind,
-    cluster: r.target,
+    cluster: r.kind === 'platform' ? null : r.target,
     owner: r.owner,
     state: r.state,
     task_id: r.task_id,
@@ -122,7 +153,7 @@ function view(r: BackupsTable): BackupView {
     finished_at: r.finished_at,
     error: r.error,
     scheduled: Number(r.scheduled) === 1,
-    manifest: r.manifest ? (JSON.parse(r.manifest) as BackupManifest) : null,
+    manifest: r.manifest ? (JSON.parse(r.manifest) as BackupManifest | PlatformBackupManifest) : null,
   };
 }
 
@@ -290,10 +321,104 @@ export class ClusterBackups {
     );
   }
 
+  /**
+   * Starts a backup of the platform itself (admins): a consistent copy of its database, sealed with
+   * a key derived from the credential store's key file, so that it opens where the database is lost.
+   */
+  async createPlatform(a: Actor): Promise<{ backup: BackupView; task: Task }> {
+    access.assertAdmin(a, 'backing up the platform');
+    const source = this.o.platform;
+    if (!source) throw new ConflictError('ANODYNE_E_CONFLICT', 'this platform cannot back itself up');
+    const id = `bk-${this.now().replace(/[-:T]/g, '').slice(0, 14)}-${randomBytes(3).toString('hex')}`;
+    const row: BackupsTable = {
+      id,
+      kind: 'platform',
+      target: 'platform',
+      owner: a.name,
+      state: 'running',
+      task_id: null,
+      location: `${this.o.artifacts.location.replace(/\/$/, '')}/${id}`,
+      manifest: null,
+      size_bytes: 0,
+      error: null,
+      created_at: this.now(),
+      finished_at: null,
+      scheduled: 0,
+    };
+    const task = await this.o.director.runTask('backup', 'back up the platform database', a.name, async (_signal, sink) => {
+      try {
+        await sink.event({ stage: 'Copying the database', state: 'started' });
+        // The copy holds this backup's own record: as "done", with the manifest it will have.
+        const [migrations, counts] = await Promise.all([source.migrations(), this.counts()]);
+        const key = await source.keys.current();
+        const manifest: PlatformBackupManifest = {
+          format: 1,
+          id,
+          kind: 'platform',
+          driver: 'sqlite',
+          created_at: row.created_at,
+          migrations,
+          counts,
+          key_ring: source.keyRing(),
+          key_id: key.id,
+          files: [],
+        };
+        const snap = await source.snapshot();
+        manifest.driver = snap.driver;
+        await sink.event({ stage: 'Copying the database', state: 'finished', message: `${snap.data.length} bytes (${snap.driver})` });
+        await sink.event({ stage: 'Sealing and storing artifacts', state: 'started' });
+        const sealed = seal(snap.data, key);
+        await this.o.artifacts.put(`${id}/database.sealed`, sealed);
+        manifest.files.push({
+          name: 'database',
+          size: snap.data.length,
+          sha256: sha256(snap.data),
+          sealed_size: sealed.length,
+          sealed_sha256: sha256(sealed),
+        });
+        await this.o.artifacts.put(`${id}/manifest.json`, Buffer.from(JSON.stringify(manifest, null, 2)));
+        await sink.event({
+          stage: 'Sealing and storing artifacts',
+          state: 'finished',
+          message: `${sealed.length} bytes to ${row.location}`,
+        });
+        await this.finish(id, { state: 'done', manifest: JSON.stringify(manifest), size_bytes: sealed.length });
+        return { backup: id, ...counts, size_bytes: sealed.length };
+      } catch (err) {
+        await this.finish(id, { state: 'failed', error: (err as Error).message.slice(0, 1000) });
+        throw err;
+      }
+    });
+    await storeQuery('recording a backup', () =>
+      this.o.store.db
+        .insertInto('backups')
+        .values({ ...row, task_id: task.id })
+        .execute(),
+    );
+    return { backup: view({ ...row, task_id: task.id }), task };
+  }
+
+  private async counts(): Promise<PlatformBackupManifest['counts']> {
+    const n = async (table: 'clusters' | 'identity_users' | 'tasks' | 'credentials') =>
+      Number(
+        (
+          await this.o.store.db
+            .selectFrom(table)
+            .select((eb) => eb.fn.countAll<number>().as('n'))
+            .executeTakeFirst()
+        )?.n ?? 0,
+      );
+    const [clusters, users, tasks, credentials] = await Promise.all([n('clusters'), n('identity_users'), n('tasks'), n('credentials')]);
+    return { clusters, users, tasks, credentials };
+  }
+
   /** Deletes a backup's artifacts, then its record (its owner, or an admin). */
   async delete(a: Actor, id: string): Promise<void> {
     const r = await this.visible(a, id);
-    if (!isAdmin(a)) access.assertChanges(a, r.target, r.owner);
+    if (!isAdmin(a)) {
+      if (r.kind === 'platform') access.assertAdmin(a, 'deleting a backup of the platform');
+      access.assertChanges(a, r.target, r.owner);
+    }
     if (r.state === 'running') throw new ConflictError('ANODYNE_E_CONFLICT', `backup ${id} is still being taken`, { details: { id } });
     for (const o of await this.o.artifacts.list(`${id}/`)) await this.o.artifacts.delete(o.key);
     await storeQuery('deleting a backup', () => this.o.store.db.deleteFrom('backups').where('id', '=', id).execute());
@@ -310,31 +435,7 @@ export class ClusterBackups {
       });
     }
     const manifest = JSON.parse(r.manifest) as BackupManifest;
-    const out = new Map<string, Buffer>();
-    for (const f of manifest.files) {
-      const sealed = await this.o.artifacts.get(`${r.id}/${f.name}.sealed`);
-      if (sealed.length !== f.sealed_size) {
-        throw new AnodyneError(
-          'ANODYNE_E_BACKUP_CORRUPT',
-          `artifact ${f.name} of backup ${r.id} has ${sealed.length} bytes, its manifest says ${f.sealed_size}`,
-          {
-            details: { file: f.name, size: sealed.length, expected: f.sealed_size },
-          },
-        );
-      }
-      if (sha256(sealed) !== f.sealed_sha256) {
-        throw new AnodyneError('ANODYNE_E_BACKUP_CORRUPT', `artifact ${f.name} of backup ${r.id} does not match its sha256`, {
-          details: { file: f.name },
-        });
-      }
-      const plain = await open(sealed, this.o.keys);
-      if (sha256(plain) !== f.sha256) {
-        throw new AnodyneError('ANODYNE_E_BACKUP_CORRUPT', `artifact ${f.name} of backup ${r.id} opens to other content than was sealed`, {
-          details: { file: f.name },
-        });
-      }
-      out.set(f.name, plain);
-    }
+    const out = await checkArtifacts(this.o.artifacts, this.o.keys, r.id, manifest.files);
     const snapshot = out.get(SNAPSHOT);
     const record = out.get(RECORD);
     if (!snapshot || !record) throw new AnodyneError('ANODYNE_E_BACKUP_CORRUPT', `backup ${r.id} lacks its snapshot or record`);
@@ -347,6 +448,15 @@ export class ClusterBackups {
    */
   async restore(a: Actor, id: string, input: RestoreInput = {}): Promise<Task> {
     const r = await this.visible(a, id);
+    if (r.kind === 'platform') {
+      throw new ConflictError(
+        'ANODYNE_E_CONFLICT',
+        `backup ${id} is of the platform: it is restored offline, into a platform that is not running (anodyne server --restore-platform ${id})`,
+        {
+          details: { id },
+        },
+      );
+    }
     const into = input.cluster;
     const target = into ?? r.target;
     const { manifest, snapshot } = await this.load(r);
@@ -746,4 +856,43 @@ export class ClusterBackups {
         details: { key: 'cluster' },
       });
   }
+}
+
+/**
+ * Reads a backup's artifacts and checks each against its manifest entry (size, sha256 of the
+ * sealed bytes), opens its seal and checks the content's sha256: a changed byte or a cut artifact
+ * is ANODYNE_E_BACKUP_CORRUPT, a key this platform lacks ANODYNE_E_BACKUP_WRONG_KEY. Contents by name.
+ */
+export async function checkArtifacts(
+  artifacts: ArtifactStore,
+  keys: BackupKeys,
+  id: string,
+  files: BackupFile[],
+): Promise<Map<string, Buffer>> {
+  const out = new Map<string, Buffer>();
+  for (const f of files) {
+    const sealed = await artifacts.get(`${id}/${f.name}.sealed`);
+    if (sealed.length !== f.sealed_size) {
+      throw new AnodyneError(
+        'ANODYNE_E_BACKUP_CORRUPT',
+        `artifact ${f.name} of backup ${id} has ${sealed.length} bytes, its manifest says ${f.sealed_size}`,
+        {
+          details: { file: f.name, size: sealed.length, expected: f.sealed_size },
+        },
+      );
+    }
+    if (sha256(sealed) !== f.sealed_sha256) {
+      throw new AnodyneError('ANODYNE_E_BACKUP_CORRUPT', `artifact ${f.name} of backup ${id} does not match its sha256`, {
+        details: { file: f.name },
+      });
+    }
+    const plain = await open(sealed, keys);
+    if (sha256(plain) !== f.sha256) {
+      throw new AnodyneError('ANODYNE_E_BACKUP_CORRUPT', `artifact ${f.name} of backup ${id} opens to other content than was sealed`, {
+        details: { file: f.name },
+      });
+    }
+    out.set(f.name, plain);
+  }
+  return out;
 }

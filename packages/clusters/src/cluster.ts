@@ -337,7 +337,7 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
       {
         name: 'kubernetes',
         version: req.release?.version ?? '1.34',
-        ...(req.release ? { agent: `${RELEASES_GUEST_DIR}/${req.release.key}/${RELEASE_AGENT}` } : {}),
+        ...(req.release ? { key: req.release.key, agent: `${RELEASES_GUEST_DIR}/${req.release.key}/${RELEASE_AGENT}` } : {}),
       },
     ],
     image,

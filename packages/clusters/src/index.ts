@@ -17,6 +17,8 @@ export {
 } from './cluster.js';
 export {
   kubernetesRelease,
+  KUBERNETES_JOBS,
+  releaseCatalog,
   etcdJob,
   apiserverJob,
   controllerManagerJob,
@@ -55,4 +57,12 @@ export {
   type ClusterRelease,
 } from './releases.js';
 export { apiProbe, countingLoop, endpointRequest, expectStatus, type EndpointAnswer } from './availability.js';
-export { ClusterBackups, type BackupView, type BackupManifest, type BackupFile } from './backups.js';
+export {
+  ClusterBackups,
+  checkArtifacts,
+  type BackupView,
+  type BackupManifest,
+  type PlatformBackupManifest,
+  type PlatformBackupSource,
+  type BackupFile,
+} from './backups.js';

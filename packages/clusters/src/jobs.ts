@@ -1,5 +1,7 @@
 // The Kubernetes release's jobs as the director runs them: etcd, control plane, containerd, flannel, kubelet, kube-proxy, add-ons.
 import type { JobCatalog, JobDefinition } from '@anodyne/director';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { addonsYaml } from './addons.js';
 
 /**
@@ -528,7 +530,37 @@ const JOBS: Record<string, JobDefinition> = Object.fromEntries(
   ]),
 );
 
-/** The Kubernetes release as the director sees it. */
+/** The Kubernetes release's jobs as this platform's code defines them (release/build.sh writes them into each release). */
+export const KUBERNETES_JOBS: readonly JobDefinition[] = Object.values(JOBS);
+
+/** The Kubernetes release as the director sees it, from this platform's code. */
 export const kubernetesRelease: JobCatalog = {
   job: (release, name) => (release === undefined || release === RELEASE ? JOBS[name] : undefined),
 };
+
+/**
+ * The job catalog of the releases side by side: a manifest that names its release's build (`key`)
+ * gets the job definitions that build carries (`<root>/<key>/jobs.json`), so a cluster's
+ * resurrection, recreate or resize renders what it was deployed with even after the platform's
+ * code moved on; without a key, or a build that carries none, this platform's own.
+ */
+export function releaseCatalog(root: string): JobCatalog {
+  const cache = new Map<string, Record<string, JobDefinition> | null>();
+  const load = (key: string) => {
+    if (!cache.has(key)) {
+      const file = join(root, key, 'jobs.json');
+      cache.set(
+        key,
+        existsSync(file) ? Object.fromEntries((JSON.parse(readFileSync(file, 'utf8')) as JobDefinition[]).map((j) => [j.name, j])) : null,
+      );
+    }
+    return cache.get(key) ?? null;
+  };
+  return {
+    job: (release, name, key) => {
+      if (release !== undefined && release !== RELEASE) return undefined;
+      if (key && /^[A-Za-z0-9._-]+$/.test(key)) return load(key)?.[name] ?? (load(key) === null ? JOBS[name] : undefined);
+      return JOBS[name];
+    },
+  };
+}

@@ -1,12 +1,13 @@
 // Release registry: choosing a cluster's release by version and plan, version-skew rules, and deleting only unused releases.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, existsSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, existsSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AnodyneError, silentLogger, systemClock } from '@anodyne/common';
 import { openStore, type Store } from '@anodyne/store';
 import { ReleaseRegistry, normaliseVersion } from './releases.js';
+import { KUBERNETES_JOBS, releaseCatalog } from './jobs.js';
 import { clusterManifest } from './cluster.js';
 import { parseManifest } from '@anodyne/director';
 
@@ -69,7 +70,12 @@ describe('release registry', () => {
     assert.deepEqual([...dirs], ['/var/lib/anodyne/releases/kubernetes-v1.33.13-abc123']);
     // …and its VMs start the agent that release carries.
     assert.deepEqual(m.releases, [
-      { name: 'kubernetes', version: '1.33.13', agent: '/var/lib/anodyne/releases/kubernetes-v1.33.13-abc123/agent/agent.mjs' },
+      {
+        name: 'kubernetes',
+        version: '1.33.13',
+        key: 'kubernetes-v1.33.13-abc123',
+        agent: '/var/lib/anodyne/releases/kubernetes-v1.33.13-abc123/agent/agent.mjs',
+      },
     ]);
   });
 
@@ -114,6 +120,33 @@ describe('release registry', () => {
     assert.deepEqual(
       (await reg.list()).map((r) => r.kubernetes_version),
       ['1.34.4', '1.33.13'],
+    );
+  });
+
+  it("serves each build's own job catalog: the jobs its jobs.json carries, this platform's where it carries none", () => {
+    const root = join(dir, 'catalog');
+    mkdirSync(join(root, 'kubernetes-v1.33.13-old000'), { recursive: true });
+    mkdirSync(join(root, 'kubernetes-v1.34.4-bare00'), { recursive: true });
+    const older = KUBERNETES_JOBS.filter((j) => j.name !== 'kube-proxy').map((j) =>
+      j.name === 'etcd' ? { ...j, files: { ...j.files, 'marker.txt': 'written by an older build' } } : j,
+    );
+    writeFileSync(join(root, 'kubernetes-v1.33.13-old000', 'jobs.json'), JSON.stringify(older));
+    const catalog = releaseCatalog(root);
+    assert.equal(catalog.job('kubernetes', 'etcd', 'kubernetes-v1.33.13-old000')?.files?.['marker.txt'], 'written by an older build');
+    assert.equal(catalog.job('kubernetes', 'kube-proxy', 'kubernetes-v1.33.13-old000'), undefined, 'a job that build does not have');
+    assert.equal(
+      catalog.job('kubernetes', 'etcd', 'kubernetes-v1.34.4-bare00'),
+      KUBERNETES_JOBS.find((j) => j.name === 'etcd'),
+    );
+    assert.equal(
+      catalog.job(undefined, 'etcd'),
+      KUBERNETES_JOBS.find((j) => j.name === 'etcd'),
+    );
+    assert.equal(catalog.job('other', 'etcd', 'kubernetes-v1.33.13-old000'), undefined);
+    assert.equal(
+      catalog.job('kubernetes', 'etcd', '../escape'),
+      KUBERNETES_JOBS.find((j) => j.name === 'etcd'),
+      'a key that is no name is not a path',
     );
   });
 });

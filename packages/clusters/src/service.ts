@@ -13,7 +13,7 @@ import { ClusterFleet, type FleetUpgradeRequest } from './fleet.js';
 import { ReleaseRegistry } from './releases.js';
 import { NodeHooks, type EtcdMember } from './nodes.js';
 import { apiProbe } from './availability.js';
-import { ClusterBackups } from './backups.js';
+import { ClusterBackups, type PlatformBackupSource } from './backups.js';
 import { ChangeRecorder, type EtcdAccess } from './changelog.js';
 import type { ArtifactStore, BackupKeys } from '@anodyne/backup';
 
@@ -85,7 +85,7 @@ export interface ClusterServiceOptions {
   /** How long draining a worker may wait for PodDisruptionBudgets (default 300 s). */
   drainTimeoutMs?: number;
   /** Where backups' artifacts go, and the keys that seal them. */
-  backups: { artifacts: ArtifactStore; keys: BackupKeys };
+  backups: { artifacts: ArtifactStore; keys: BackupKeys; platform?: PlatformBackupSource };
   /** The agent programs the provider's running VMs were started with (a release carrying one is in use). */
   vmAgents?: () => Promise<string[]>;
   /** Builds the client for a cluster's API (default: @kubernetes/client-node with the admin certificate). */
@@ -183,6 +183,7 @@ export class ClusterService {
     this.backups = new ClusterBackups({
       recorder: this.recorder,
       etcdAccess,
+      ...(o.backups.platform ? { platform: o.backups.platform } : {}),
       store: o.store,
       director: o.director,
       records: this.records,

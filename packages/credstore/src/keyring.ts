@@ -1,5 +1,5 @@
 // Encryption of credentials at rest: the AES-256-GCM KeyRing, the 0600 key file and keys from the environment.
-import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync, renameSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { AnodyneError, InputError, PreconditionError } from '@anodyne/common';
@@ -77,6 +77,16 @@ export class KeyRing {
   remove(id: string): void {
     if (id === this.activeId) throw new PreconditionError('ANODYNE_E_ENCRYPTION_KEY_MISSING', 'the active key cannot be removed');
     this.keys.delete(id);
+  }
+
+  /**
+   * A 32-byte key derived (HKDF-SHA256) from the ring's key `id` (the active one by default) for
+   * another purpose named by `label` (e.g. sealing platform backups); undefined for a key the
+   * ring does not have. The ring's own keys never leave it.
+   */
+  derive(label: string, id = this.activeId): Buffer | undefined {
+    const key = this.keys.get(id);
+    return key ? Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), `anodyne ${label}`, 32)) : undefined;
   }
 
   seal(plaintext: Buffer, aad: string): Sealed {

@@ -42,7 +42,8 @@ export interface JobDefinition {
 
 /** Where the director finds job definitions: the releases it has uploaded. */
 export interface JobCatalog {
-  job(release: string | undefined, name: string): JobDefinition | undefined;
+  /** The job of a release; `key` names the build of the release when the manifest says which. */
+  job(release: string | undefined, name: string, key?: string): JobDefinition | undefined;
 }
 
 /** Facts about one instance available to templates as `spec.*`. */
@@ -129,7 +130,8 @@ export function resolveJobs(m: Manifest, catalog: JobCatalog): Map<string, JobDe
   const out = new Map<string, JobDefinition>();
   m.instance_groups.forEach((g, i) => {
     g.jobs.forEach((j, k) => {
-      const def = catalog.job(j.release, j.name);
+      const rel = m.releases.find((r) => r.name === j.release) ?? (m.releases.length === 1 ? m.releases[0] : undefined);
+      const def = catalog.job(j.release, j.name, rel?.key);
       if (!def)
         throw new InputError('ANODYNE_E_JOB_UNKNOWN', `manifest instance_groups[${i}].jobs[${k}]: no release provides job ${j.name}`, {
           details: { path: `instance_groups[${i}].jobs[${k}].name`, job: j.name },

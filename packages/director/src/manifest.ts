@@ -97,6 +97,8 @@ export const ManifestSchema = Type.Object(
            * deployment starts it (absent: the provider's own agent command).
            */
           agent: Type.Optional(Type.String({ pattern: '^/[A-Za-z0-9._/-]{1,250}$' })),
+          /** The content address of this build of the release: the catalog serves its own job definitions. */
+          key: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9._-]{1,100}$' })),
         },
         { additionalProperties: false },
       ),

@@ -9,8 +9,9 @@ import { exec, skipUnless } from '@anodyne/common';
 import { SCOPES } from '@anodyne/identity';
 import { S3ArtifactStore, open, seal } from '@anodyne/backup';
 import { startSeaweed, type TestSeaweed } from '@anodyne/backup/testing';
-import type { BackupManifest, BackupView } from '@anodyne/clusters';
-import { backupKeys } from './platform.js';
+import type { BackupManifest, BackupView, PlatformBackupManifest } from '@anodyne/clusters';
+import { backupKeys, storeOptionsOf } from './platform.js';
+import { restorePlatform } from './restore.js';
 import { startTestPlatform, https, type HttpResult, type TestPlatform } from './testing/index.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -148,11 +149,11 @@ describe('cluster backups and restores through the API', { skip: skipUnless(isRo
     assert.equal(backup.state, 'running');
     await waitTask(task.id);
     const shown = (await call('GET', `/v1/backups/${backup.id}`)).body as BackupView;
+    const manifest = shown.manifest as BackupManifest;
     t.diagnostic(
-      `backup ${backup.id}: ${shown.size_bytes} bytes, etcd revision ${shown.manifest?.etcd.revision}, ${(performance.now() - started).toFixed(0)} ms`,
+      `backup ${backup.id}: ${shown.size_bytes} bytes, etcd revision ${manifest.etcd.revision}, ${(performance.now() - started).toFixed(0)} ms`,
     );
     assert.equal(shown.state, 'done');
-    const manifest = shown.manifest!;
     assert.equal(manifest.cluster, 'bk1');
     assert.equal(manifest.plan, 'ha');
     assert.ok(manifest.etcd.revision > 0 && manifest.etcd.total_keys > 0);
@@ -331,6 +332,51 @@ describe('cluster backups and restores through the API', { skip: skipUnless(isRo
     const cluster2 = (await call('GET', '/v1/clusters/bk2')).body as { plan_name: string; kubernetes_version: string };
     assert.equal(cluster2.plan_name, 'ha');
     assert.equal(cluster2.kubernetes_version, manifest.kubernetes_version);
+
+    // The platform itself: a backup of its database; the database lost; restored offline into an empty one with
+    // the same key file: clusters, users, tasks, backups and credentials are back, and a cluster still scales.
+    const pb = await call('POST', '/v1/backups', { platform: true });
+    assert.equal(pb.status, 202, pb.text);
+    const platformBackup = (pb.body as { backup: BackupView }).backup;
+    assert.equal(platformBackup.cluster, null);
+    await waitTask((pb.body as { task: { id: number } }).task.id);
+    const pm = ((await call('GET', `/v1/backups/${platformBackup.id}`)).body as BackupView).manifest as PlatformBackupManifest;
+    t.diagnostic(`platform backup ${platformBackup.id}: ${JSON.stringify(pm.counts)}, ${pm.driver}, key ring ${pm.key_ring.ids.join(',')}`);
+    assert.equal(pm.kind, 'platform');
+    assert.ok(pm.counts.clusters >= 1 && pm.counts.users >= 1 && pm.counts.credentials > 10);
+    const viaApi = await call('POST', `/v1/backups/${platformBackup.id}/restore`);
+    assert.equal(viaApi.status, 409, 'a platform backup is restored offline');
+    const tasksAtBackup = (await tp.platform.director.tasks.list()).length;
+    await tp.platform.identity.createUser({ username: 'after-backup', password: 'after-backup-password', groups: [SCOPES.manage] });
+    await tp.restart(async (config) => {
+      await assert.rejects(
+        restorePlatform(config, platformBackup.id),
+        (e: { code?: string }) => e.code === 'ANODYNE_E_CONFLICT',
+        'a database that holds clusters is not replaced without --force',
+      );
+      const db = storeOptionsOf(config) as { path: string };
+      for (const f of [db.path, `${db.path}-wal`, `${db.path}-shm`]) rmSync(f, { force: true });
+      const r = await restorePlatform(config, platformBackup.id);
+      t.diagnostic(`restored into an empty database: ${JSON.stringify(r)}`);
+    });
+    const users = ((await call('GET', '/v1/users')).body as { username: string }[]).map((u) => u.username);
+    assert.ok(users.includes('bk-admin') && !users.includes('after-backup'), `users as at the backup: ${users.join(', ')}`);
+    assert.deepEqual(
+      ((await call('GET', '/v1/clusters')).body as { name: string }[]).map((c) => c.name),
+      ['bk2'],
+    );
+    assert.equal((await tp.platform.director.tasks.list()).length, tasksAtBackup, 'the tasks as at the backup');
+    assert.equal(((await call('GET', `/v1/backups/${platformBackup.id}`)).body as BackupView).state, 'done');
+    const kubectlAfter = await kube('bk2'); // credentials from the restored credential store
+    await checkObjects(kubectlAfter);
+    const grow = await call('PATCH', '/v1/clusters/bk2', { kubernetes_worker_instances: 2 });
+    assert.equal(grow.status, 202, grow.text);
+    await waitTask((grow.body as { last_task_id: number }).last_task_id);
+    await until(
+      '2 nodes Ready',
+      async () => (await kubectlAfter('get', 'nodes', '--no-headers')).split('\n').filter((l) => / Ready /.test(l)).length === 2,
+      120_000,
+    );
 
     const del2 = await call('DELETE', '/v1/clusters/bk2');
     await waitTask((del2.body as { last_task_id: number }).last_task_id);

@@ -3,12 +3,12 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { PreconditionError, type Clock, type Logger, type PlatformConfig, type SecretRegistry } from '@anodyne/common';
-import { AuditLog, openStore, type Store } from '@anodyne/store';
-import { CredStore, DeploymentVariables, loadKeyFile } from '@anodyne/credstore';
+import { AuditLog, openStore, type Store, type StoreOptions } from '@anodyne/store';
+import { CredStore, DeploymentVariables, loadKeyFile, type KeyRing } from '@anodyne/credstore';
 import { LocalProvider } from '@anodyne/providers';
 import { Director, HealthMonitor, agentTlsIssuer, type AgentTlsIssuer } from '@anodyne/director';
 import { AUDIENCE, Identity, LdapUserStore, SCOPES } from '@anodyne/identity';
-import { ClusterService, kubernetesRelease, RELEASES_GUEST_DIR, type Plan } from '@anodyne/clusters';
+import { ClusterService, releaseCatalog, RELEASES_GUEST_DIR, type Plan } from '@anodyne/clusters';
 import { locateReleases, sha256File } from '@anodyne/release';
 import { LocalArtifactStore, S3ArtifactStore, type ArtifactStore, type BackupKeys } from '@anodyne/backup';
 import { buildServer } from '@anodyne/api';
@@ -51,7 +51,7 @@ export interface Platform {
  * Where backups go: the local directory, or the configured S3-compatible store (its bucket made if
  * missing; a store that does not answer stops the start with its code). Its secret key joins the log mask.
  */
-async function backupStore(config: PlatformConfig, dataDir: string, secrets?: SecretRegistry): Promise<ArtifactStore> {
+export async function backupStore(config: PlatformConfig, dataDir: string, secrets?: SecretRegistry): Promise<ArtifactStore> {
   const b = config.backup;
   if (b.store === 'local') return new LocalArtifactStore(isAbsolute(b.dir) ? b.dir : join(dataDir, b.dir));
   secrets?.add(b.s3.secretAccessKey);
@@ -66,6 +66,29 @@ async function backupStore(config: PlatformConfig, dataDir: string, secrets?: Se
   });
   await store.ensureBucket();
   return store;
+}
+
+/** The database the configuration names. */
+export function storeOptionsOf(config: PlatformConfig): StoreOptions {
+  return config.store.driver === 'postgres'
+    ? { driver: 'postgres', url: config.store.url ?? '', poolSize: config.store.poolSize }
+    : { driver: 'sqlite', path: isAbsolute(config.store.path) ? config.store.path : join(config.dataDir, config.store.path) };
+}
+
+/**
+ * Keys for backups of the platform itself: derived from the credential store's key file (not
+ * kept in the database they protect), so a platform that lost its database opens them with the
+ * same key file. The id names the key ring key they come from.
+ */
+export function platformBackupKeys(ring: KeyRing): BackupKeys {
+  const of = (ringId: string) => {
+    const k = ring.derive('platform backup', ringId);
+    return k ? { id: `keyring:${ringId}`, secret: k.toString('hex') } : undefined;
+  };
+  return {
+    current: () => Promise.resolve(of(ring.activeKeyId)!),
+    byId: (id) => Promise.resolve(id.startsWith('keyring:') ? of(id.slice('keyring:'.length)) : undefined),
+  };
 }
 
 /** The backup key: a long random secret in the credential store; each version stays to open what it sealed. */
@@ -106,11 +129,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
   // Every release built for these sources, newest first; clusters pick theirs, VMs see them all.
   const releases = locateReleases(o.releaseDir ? { dir: o.releaseDir } : {});
   const release = releases[0]!;
-  const store = await openStore(
-    config.store.driver === 'postgres'
-      ? { driver: 'postgres', url: config.store.url ?? '', poolSize: config.store.poolSize }
-      : { driver: 'sqlite', path: isAbsolute(config.store.path) ? config.store.path : join(dataDir, config.store.path) },
-  );
+  const store = await openStore(storeOptionsOf(config));
   try {
     const keys = loadKeyFile(join(dataDir, 'keys', 'encryption.key'));
     // Every secret the store hands out is registered with the logger's mask (when one is shared).
@@ -165,7 +184,8 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
     const director = new Director({
       store,
       provider: provider,
-      catalog: kubernetesRelease,
+      // Each cluster's jobs as its release's build carries them.
+      catalog: releaseCatalog(dirname(release.dir)),
       variables: new DeploymentVariables(creds),
       tls: agentTlsFromCredStore(creds),
       clock,
@@ -203,7 +223,16 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       director,
       vmAgents: async () => (await provider.listVms()).map((v) => v.metadata['agent_program'] ?? '').filter(Boolean),
       // Backups are sealed with a key the credential store keeps (its version id names it in each artifact).
-      backups: { artifacts: await backupStore(config, dataDir, o.secrets), keys: backupKeys(creds) },
+      backups: {
+        artifacts: await backupStore(config, dataDir, o.secrets),
+        keys: backupKeys(creds),
+        platform: {
+          snapshot: () => store.snapshot(),
+          migrations: () => store.appliedMigrations(),
+          keys: platformBackupKeys(keys),
+          keyRing: () => ({ active: keys.activeKeyId, ids: keys.keyIds }),
+        },
+      },
       clock,
       logger,
       credentials: {

@@ -1,5 +1,5 @@
 // The store package's door: the Store and openStore, the table types, the SQL dialect type and the audit log.
-export { Store, openStore, mapStoreError, storeQuery, isoNow, type StoreOptions } from './store.js';
+export { Store, openStore, restoreSnapshot, mapStoreError, storeQuery, isoNow, type StoreOptions, type DatabaseSnapshot } from './store.js';
 export type {
   Database,
   PlatformMetaTable,

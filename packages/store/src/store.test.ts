@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sql } from 'kysely';
 import { AnodyneError, ManualClock } from '@anodyne/common';
-import { openStore, Store, type StoreOptions } from './store.js';
+import { openStore, restoreSnapshot, Store, type StoreOptions } from './store.js';
 import { AuditLog } from './audit.js';
 import { startPostgres, freePort, type TestPostgres } from './testing/index.js';
 
@@ -43,6 +43,47 @@ function storeSuite(name: string, setup: () => Promise<{ fresh: () => Promise<St
           assert.ok(tables.includes(t), `table ${t}`);
       } finally {
         await store.close();
+      }
+    });
+
+    it('a snapshot taken while it serves loads into another database with every row, and into nothing of the other driver', async () => {
+      const source = await openStore(await fresh());
+      const target = await fresh();
+      try {
+        await source.db.insertInto('platform_meta').values({ key: 'snap', value: 'before', updated_at: 'now' }).execute();
+        await source.db
+          .insertInto('releases')
+          .values({
+            key: 'kubernetes-v1.34.4-abc',
+            kubernetes_version: '1.34.4',
+            dir: '/d',
+            manifest_sha256: 'f'.repeat(64),
+            registered_at: 'now',
+          })
+          .execute();
+        const snap = await source.snapshot();
+        assert.equal(snap.driver, source.dialect);
+        // Written after the snapshot: not in it.
+        await source.db.updateTable('platform_meta').set({ value: 'after' }).where('key', '=', 'snap').execute();
+        await restoreSnapshot(target, snap);
+        const restored = await openStore(target);
+        try {
+          assert.deepEqual(await restored.appliedMigrations(), Store.knownMigrations());
+          assert.equal(
+            (await restored.db.selectFrom('platform_meta').select('value').where('key', '=', 'snap').executeTakeFirst())?.value,
+            'before',
+          );
+          assert.equal((await restored.db.selectFrom('releases').selectAll().execute()).length, 1);
+        } finally {
+          await restored.close();
+        }
+        const other = target.driver === 'sqlite' ? 'postgres' : 'sqlite';
+        await assert.rejects(
+          restoreSnapshot(target, { driver: other, data: Buffer.from('x') }),
+          (e: { code?: string }) => e.code === 'ANODYNE_E_INVALID_INPUT',
+        );
+      } finally {
+        await source.close();
       }
     });
 

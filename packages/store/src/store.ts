@@ -1,10 +1,10 @@
 // The platform's database: a Kysely Store over SQLite or PostgreSQL, opening and migrating it, and coded driver errors.
-import { mkdirSync, existsSync } from 'node:fs';
+import { mkdirSync, existsSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import pg from 'pg';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type MigrationProvider, type MigrationResult } from 'kysely';
-import { AnodyneError, InputError, PreconditionError, UnavailableError, InternalError, type Logger } from '@anodyne/common';
+import { AnodyneError, InputError, PreconditionError, UnavailableError, InternalError, exec, type Logger } from '@anodyne/common';
 import type { Database } from './schema.js';
 import { migrations, type Dialect } from './migrations/index.js';
 
@@ -82,13 +82,43 @@ export function mapStoreError(err: unknown, context = 'database'): AnodyneError 
  * The platform's database: one Kysely instance over SQLite (embedded default) or
  * PostgreSQL (HA). Open it with `openStore`, which checks the connection and migrates.
  */
+/** A consistent copy of a whole database: SQLite's own serialization of its file, or pg_dump's SQL. */
+export interface DatabaseSnapshot {
+  driver: Dialect;
+  data: Buffer;
+}
+
 export class Store {
   readonly db: Kysely<Database>;
   readonly dialect: Dialect;
 
-  constructor(db: Kysely<Database>, dialect: Dialect) {
+  constructor(
+    db: Kysely<Database>,
+    dialect: Dialect,
+    private readonly options?: StoreOptions,
+    private readonly sqlite?: BetterSqlite3.Database,
+  ) {
     this.db = db;
     this.dialect = dialect;
+  }
+
+  /**
+   * A consistent copy of the whole database while it serves: SQLite serializes its file under a
+   * read transaction; PostgreSQL's pg_dump takes one snapshot (its SQL drops and recreates each table).
+   */
+  async snapshot(): Promise<DatabaseSnapshot> {
+    if (this.sqlite) return { driver: 'sqlite', data: this.sqlite.serialize() };
+    if (this.options?.driver !== 'postgres') throw new InternalError('ANODYNE_E_INTERNAL', 'this store cannot take a snapshot');
+    const { url, env } = pgConnection(this.options.url);
+    try {
+      const r = await exec(['pg_dump', '--no-owner', '--no-privileges', '--clean', '--if-exists', `--dbname=${url}`], {
+        env,
+        timeoutMs: 600_000,
+      });
+      return { driver: 'postgres', data: Buffer.from(r.stdout, 'utf8') };
+    } catch (err) {
+      throw new UnavailableError('ANODYNE_E_STORE_UNAVAILABLE', `pg_dump failed: ${(err as Error).message.slice(0, 300)}`, { cause: err });
+    }
   }
 
   private migrator(): Migrator {
@@ -180,7 +210,7 @@ export class Store {
   }
 }
 
-function createKysely(options: StoreOptions): Kysely<Database> {
+function createKysely(options: StoreOptions): { db: Kysely<Database>; sqlite?: BetterSqlite3.Database } {
   if (options.driver === 'sqlite') {
     if (!options.path)
       throw new InputError('ANODYNE_E_STORE_CONFIG_INVALID', 'store.path is required for the sqlite driver', {
@@ -205,7 +235,7 @@ function createKysely(options: StoreOptions): Kysely<Database> {
     } catch (err) {
       throw mapStoreError(err, `opening ${options.path}`);
     }
-    return new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
+    return { db: new Kysely<Database>({ dialect: new SqliteDialect({ database }) }), sqlite: database };
   }
   if (!options.url)
     throw new InputError('ANODYNE_E_STORE_CONFIG_INVALID', 'store.url is required for the postgres driver', {
@@ -218,7 +248,48 @@ function createKysely(options: StoreOptions): Kysely<Database> {
   });
   // An idle client losing its server must not crash the process; the next query reports it.
   pool.on('error', (err) => options.logger?.warn({ err: err.message }, 'postgres pool client error'));
-  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  return { db: new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }) };
+}
+
+/** A PostgreSQL URL without its password (which goes to PGPASSWORD, not onto a command line). */
+function pgConnection(raw: string): { url: string; env: NodeJS.ProcessEnv } {
+  const u = new URL(raw);
+  const password = decodeURIComponent(u.password);
+  u.password = '';
+  return { url: u.toString(), env: { ...process.env, ...(password ? { PGPASSWORD: password } : {}) } };
+}
+
+/**
+ * Loads a snapshot into the database `options` names, which the platform is not using: for SQLite
+ * the file is written anew (its journal files removed); for PostgreSQL the dump runs in one
+ * transaction (it drops and recreates every table). Refused when the snapshot is of the other driver.
+ */
+export async function restoreSnapshot(options: StoreOptions, snap: DatabaseSnapshot): Promise<void> {
+  if (snap.driver !== options.driver) {
+    throw new InputError('ANODYNE_E_INVALID_INPUT', `the snapshot is of a ${snap.driver} database, this store is ${options.driver}`, {
+      details: { key: 'store.driver' },
+    });
+  }
+  if (options.driver === 'sqlite') {
+    mkdirSync(dirname(options.path), { recursive: true });
+    for (const f of [`${options.path}-wal`, `${options.path}-shm`]) rmSync(f, { force: true });
+    const tmp = `${options.path}.restoring`;
+    writeFileSync(tmp, snap.data, { mode: 0o600 });
+    renameSync(tmp, options.path);
+    return;
+  }
+  const { url, env } = pgConnection(options.url);
+  try {
+    await exec(['psql', '--quiet', '--no-psqlrc', '-v', 'ON_ERROR_STOP=1', '--single-transaction', `--dbname=${url}`], {
+      env,
+      input: snap.data,
+      timeoutMs: 600_000,
+    });
+  } catch (err) {
+    throw new UnavailableError('ANODYNE_E_STORE_UNAVAILABLE', `loading the snapshot failed: ${(err as Error).message.slice(0, 300)}`, {
+      cause: err,
+    });
+  }
 }
 
 /**
@@ -227,7 +298,8 @@ function createKysely(options: StoreOptions): Kysely<Database> {
  * ANODYNE_E_STORE_CORRUPT (not a database), ANODYNE_E_STORE_SCHEMA_TOO_NEW.
  */
 export async function openStore(options: StoreOptions, { migrate = true }: { migrate?: boolean } = {}): Promise<Store> {
-  const store = new Store(createKysely(options), options.driver);
+  const { db, sqlite } = createKysely(options);
+  const store = new Store(db, options.driver, options, sqlite);
   try {
     await store.ping();
     if (migrate) {

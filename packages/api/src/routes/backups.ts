@@ -17,12 +17,20 @@ export function backupRoutes(app: Api, o: BackupRoutesOptions): void {
     {
       config: auth(WRITE_SCOPES, 'backup.create'),
       schema: {
-        ...doc("Back up a cluster (asynchronous): a sealed etcd snapshot and the cluster's record; its owner or an admin", tags, true),
+        ...doc(
+          "Back up a cluster (asynchronous): a sealed etcd snapshot and the cluster's record (its owner or an admin); " +
+            "or, with platform: true, the platform's database (admins)",
+          tags,
+          true,
+        ),
         body: S.CreateBackup,
         response: ok({ 202: S.BackupCreated }),
       },
     },
-    async (req, reply) => reply.status(202).send(await b.create(principal(req), req.body.cluster)),
+    async (req, reply) =>
+      reply
+        .status(202)
+        .send('platform' in req.body ? await b.createPlatform(principal(req)) : await b.create(principal(req), req.body.cluster)),
   );
   app.get(
     '/v1/backups',

@@ -10,16 +10,21 @@ const size = (n: number) => (n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(1)} MiB` : 
 export function register(p: Command): void {
   const b = p.command('backup').description('back up clusters, list and restore backups');
   b.command('create')
-    .description("back up a cluster: a consistent etcd snapshot and the cluster's record, sealed, in the platform's backup store")
-    .requiredOption('--cluster <name>', 'the cluster to back up')
+    .description(
+      "back up a cluster (a consistent etcd snapshot and the cluster's record) or, with --platform, the platform's database; sealed, in the backup store",
+    )
+    .option('--cluster <name>', 'the cluster to back up')
+    .option('--platform', "the platform's database (admins)")
     .option('--wait')
     .option('--json')
-    .action(async (o: { cluster: string; wait?: boolean; json?: boolean }) => {
+    .action(async (o: { cluster?: string; platform?: boolean; wait?: boolean; json?: boolean }) => {
+      if (!o.cluster === !o.platform) throw usage('give --cluster NAME or --platform');
       const { client } = await authedClient();
-      const { backup, task } = await client.createBackup(o.cluster);
-      if (!o.wait) return o.json ? json(backup) : out(`Backing up cluster ${o.cluster} as ${backup.id} (task ${task.id})`);
+      const what = o.cluster ? `cluster ${o.cluster}` : 'the platform';
+      const { backup, task } = o.cluster ? await client.createBackup(o.cluster) : await client.backupPlatform();
+      if (!o.wait) return o.json ? json(backup) : out(`Backing up ${what} as ${backup.id} (task ${task.id})`);
       if ((await followTask(client, task.id, !!o.json)) !== 'done') process.exitCode = EXIT.taskFailed;
-      else if (!o.json) out(`Backup ${backup.id} of cluster ${o.cluster} is done`);
+      else if (!o.json) out(`Backup ${backup.id} of ${what} is done`);
     });
   b.command('list')
     .description('backups you may see, newest first')
@@ -33,12 +38,12 @@ export function register(p: Command): void {
         ['ID', 'Cluster', 'State', 'Created', 'Size', 'etcd revision', 'Kubernetes'],
         ...list.map((x) => [
           x.id,
-          x.cluster,
+          x.cluster ?? '(platform)',
           x.state,
           x.created_at,
           x.state === 'done' ? size(x.size_bytes) : '',
-          x.manifest ? String(x.manifest.etcd.revision) : '',
-          x.manifest?.kubernetes_version ?? '',
+          x.manifest?.kind === 'cluster' ? String(x.manifest.etcd.revision) : '',
+          x.manifest?.kind === 'cluster' ? (x.manifest.kubernetes_version ?? '') : '',
         ]),
       ]);
     });
@@ -51,22 +56,28 @@ export function register(p: Command): void {
       if (o.json) return json(x);
       const rows = [
         ['ID', x.id],
-        ['Cluster', x.cluster],
+        ['Of', x.cluster ? `cluster ${x.cluster}` : 'the platform'],
         ['Owner', x.owner],
         ['State', x.state + (x.error ? ` (${x.error})` : '')],
         ['Created', x.created_at],
         ['Location', x.location],
         ['Size', size(x.size_bytes)],
       ];
-      if (x.manifest) {
-        const m = x.manifest;
+      const m = x.manifest;
+      if (m?.kind === 'cluster') {
         rows.push(
           ['Plan', `${m.plan}, ${m.workers} worker(s)`],
           ['Kubernetes', m.kubernetes_version ?? 'unknown'],
           ['etcd', `revision ${m.etcd.revision}, ${m.etcd.total_keys} keys, from ${m.etcd.member}`],
-          ...m.files.map((f) => [`File ${f.name}`, `${size(f.size)} sha256 ${f.sha256.slice(0, 16)}…`]),
+        );
+      } else if (m?.kind === 'platform') {
+        rows.push(
+          ['Database', `${m.driver}, ${m.migrations.length} migrations`],
+          ['Holds', `${m.counts.clusters} clusters, ${m.counts.users} users, ${m.counts.tasks} tasks, ${m.counts.credentials} credentials`],
+          ['Needs the key file with', m.key_ring.ids.join(', ')],
         );
       }
+      if (m) rows.push(...m.files.map((f) => [`File ${f.name}`, `${size(f.size)} sha256 ${f.sha256.slice(0, 16)}…`]));
       printTable(rows);
     });
   b.command('delete <id>')

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'node:https';
-import { createLogger, loadConfig, PlatformConfigSchema, SecretRegistry, systemClock } from '@anodyne/common';
+import { createLogger, loadConfig, PlatformConfigSchema, SecretRegistry, systemClock, type PlatformConfig } from '@anodyne/common';
 import { LocalProvider } from '@anodyne/providers';
 import { hostLeftovers } from '@anodyne/providers/testing';
 import { startPlatform, type Platform } from '../platform.js';
@@ -16,6 +16,11 @@ export interface TestPlatform {
   tag: string;
   /** Everything the platform logged (debug level and up), as written: for searching for secrets. */
   logs(): string;
+  /**
+   * Stops the platform as a restart would (its clusters keep running), runs `between` with its
+   * configuration (e.g. to lose and restore its database), and starts it again on the same data.
+   */
+  restart(between?: (config: PlatformConfig) => Promise<void>): Promise<void>;
   /** Stops the API, removes every VM and host object of the provider, checks the host, removes files. */
   stop(): Promise<void>;
 }
@@ -62,12 +67,18 @@ export async function startTestPlatform(
     rmSync(dir, { recursive: true, force: true });
     throw err;
   }
-  return {
+  const tp: TestPlatform = {
     platform,
     dir,
     tag,
     logs: () => written.join(''),
+    restart: async (between) => {
+      await tp.platform.close();
+      await between?.(config);
+      tp.platform = await startPlatform({ config, logger, clock: systemClock, secrets, ...(options.plans ? { plans: options.plans } : {}) });
+    },
     stop: async () => {
+      const platform = tp.platform;
       await platform.close();
       await platform.provider.cleanup();
       const left = await hostLeftovers(tag, join(dir, 'provider'));
@@ -75,6 +86,7 @@ export async function startTestPlatform(
       assert.deepEqual(left, [], 'nothing of the platform remains on the host');
     },
   };
+  return tp;
 }
 
 export interface HttpResult {
