@@ -1,9 +1,9 @@
-// etcd snapshot and restore PRIMITIVES (not Anodyne's backup, which does not exist yet): 100,000 keys
+// etcd snapshot and restore PRIMITIVES (Anodyne's own backup is bench/backup.mjs): 100,000 keys
 // in one standalone member of the release's etcd, `etcdctl snapshot save` from it and `etcdutl
 // snapshot restore` into a new data directory, then the restored member is started and must hold
 // every key. The raw floor is copying the member's database file (the same bytes, with none of the
 // snapshot's consistency), measured in the same run. No Anodyne code runs here: the timings are the
-// tools' own cost on this machine, what a future cluster backup would build on, not a product figure.
+// tools' own cost on this machine, what the cluster backup builds on, not a product figure.
 import { spawn } from 'node:child_process';
 import { copyFileSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { Agent, request } from 'node:http';
@@ -163,11 +163,10 @@ export async function benchEtcd(release, { runs = 3, log = (s) => process.stderr
       return `| ${label} | ${(s.median / 1000).toFixed(2)} | ${(s.min / 1000).toFixed(2)} | ${(s.max / 1000).toFixed(2)} |`;
     };
     return [
-      "## etcd snapshot and restore primitives (etcdctl/etcdutl on a standalone member) — not Anodyne's backup, which does not exist yet",
+      "## etcd snapshot and restore primitives (etcdctl/etcdutl on a standalone member) — not Anodyne's backup (see above)",
       '',
-      "**A primitive, not a product figure.** Anodyne has no cluster backup yet; this section times etcd's own tools on a",
-      'standalone etcd member started by the bench (no cluster, no agent, no director, no Anodyne code), as a lower bound',
-      'for what a future backup built on them would cost.',
+      "**A primitive, not a product figure.** This section times etcd's own tools on a standalone etcd member started by the",
+      'bench (no cluster, no agent, no director, no Anodyne code), as a lower bound for what the cluster backup above builds on.',
       '',
       `${KEYS.toLocaleString('en')} keys of ${VALUE.length} bytes (snapshot ${(snapshotBytes / 2 ** 20).toFixed(0)} MiB) in a single etcd ${release.manifest.etcd} member on loopback, loaded`,
       `in ${(loadMs / 1000).toFixed(1)} s through etcd's JSON gateway (128-put transactions, 8 in flight). Each restore is checked: the`,

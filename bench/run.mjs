@@ -1,7 +1,7 @@
 // `make bench`: every benchmark of bench/, printed as Markdown tables and written to
 // docs/benchmarks.md with the machine's core count and memory. Needs root (namespaces, cgroups).
-//   node --expose-gc bench/run.mjs [--runs N] [--only clusters,upgrade,api,director,etcd]
-// --runs sets the runs of clusters, etcd and the director (which does at least 5) and, up to 2, of upgrades;
+//   node --expose-gc bench/run.mjs [--runs N] [--only clusters,upgrade,backup,api,director,etcd]
+// --runs sets the runs of clusters, etcd and the director (which does at least 5) and, up to 2, of upgrades and backups;
 // the API section times one load per row.
 import { cpus, totalmem } from 'node:os';
 import { writeFileSync } from 'node:fs';
@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { locateRelease, locateReleases } from '@anodyne/release';
 import { benchClusters } from './clusters.mjs';
 import { benchUpgrade } from './upgrade.mjs';
+import { benchBackup } from './backup.mjs';
 import { benchApi } from './api.mjs';
 import { benchEtcd } from './etcd.mjs';
 import { execFileSync } from 'node:child_process';
@@ -20,13 +21,14 @@ const arg = (name) => {
   return i > 0 ? process.argv[i + 1] : undefined;
 };
 const runs = Number(arg('--runs') ?? 3);
-const ALL = ['clusters', 'upgrade', 'api', 'director', 'etcd'];
+const ALL = ['clusters', 'upgrade', 'backup', 'api', 'director', 'etcd'];
 const only = (arg('--only') ?? ALL.join(',')).split(',');
 const release = locateRelease();
 
 const sections = [];
 if (only.includes('clusters')) sections.push(await benchClusters(release, { runs }));
 if (only.includes('upgrade')) sections.push(await benchUpgrade(locateReleases(), { runs: Math.min(runs, 2) }));
+if (only.includes('backup')) sections.push(await benchBackup(release, { runs: Math.min(runs, 2) }));
 if (only.includes('api')) sections.push(await benchApi());
 // In a fresh process: its memory figures must not carry the other sections' heap. A health pass
 // takes well under a second, so it always gets at least 5 (its section says how many it ran).
