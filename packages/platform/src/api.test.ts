@@ -295,19 +295,28 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
       (r) => r.scopes?.includes(SCOPES.manage) && (r.url.includes(':name') || r.url.includes(':id')),
     );
     assert.ok(manageRoutes.length >= 8, `${manageRoutes.length} owner-scoped routes`);
+    // Backup routes take a backup's id: one of alice's cluster.
+    const taken = (await call('POST', '/v1/backups', { token: tokens['alice'], body: { cluster: 'team-a' } })).body as {
+      backup: { id: string };
+      task: { id: number };
+    };
+    assert.equal((await tp.platform.director.wait(taken.task.id)).state, 'done');
     for (const r of manageRoutes) {
-      const path = r.url.replace(':name', 'team-a').replace(':id', String(c.last_task_id));
+      const id = r.url.startsWith('/v1/backups/') ? taken.backup.id : String(c.last_task_id);
+      const path = r.url.replace(':name', 'team-a').replace(':id', id);
       const body =
         r.method === 'PATCH'
           ? { kubernetes_worker_instances: 1 }
           : r.method === 'PUT' && r.url.startsWith('/v1/tasks')
             ? { state: 'cancelled' }
-            : ['POST', 'PUT'].includes(r.method)
-              ? {}
-              : undefined;
+            : r.method === 'PUT' && r.url.endsWith('/backup-schedule')
+              ? { every_minutes: 60, keep_last: 1 }
+              : ['POST', 'PUT'].includes(r.method)
+                ? {}
+                : undefined;
       const res = await call(r.method, path, { token: tokens['bob'], ...(body ? { body } : {}) });
       assert.equal(res.status, 404, `other owner: ${r.method} ${path}: ${res.text}`);
-      assert.match((res.body as { code: string }).code, /^ANODYNE_E_(CLUSTER|TASK)_NOT_FOUND$/, `${r.method} ${path}`);
+      assert.match((res.body as { code: string }).code, /^ANODYNE_E_(CLUSTER|TASK|BACKUP)_NOT_FOUND$/, `${r.method} ${path}`);
     }
     assert.equal(
       ((await call('GET', '/v1/tasks', { token: tokens['bob'] })).body as unknown[]).length,

@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exec, skipUnless } from '@anodyne/common';
+import { locateRelease } from '@anodyne/release';
 import { SCOPES } from '@anodyne/identity';
 import { S3ArtifactStore, open, seal } from '@anodyne/backup';
 import { startSeaweed, type TestSeaweed } from '@anodyne/backup/testing';
@@ -59,10 +60,7 @@ describe('cluster backups and restores through the API', { skip: skipUnless(isRo
     await kubectl('create', 'namespace', 'team-a');
     for (let i = 1; i <= 5; i++) await kubectl('-n', 'team-a', 'create', 'configmap', `cm-${i}`, `--from-literal=value=v${i}`);
     await kubectl('-n', 'team-a', 'create', 'secret', 'generic', 'db', '--from-literal=password=s3cr3t-value');
-    const image = /anodyne\.local\/busybox:[^" \],]+/.exec(
-      await kubectl('get', 'nodes', '-o', 'jsonpath={.items[0].status.images[*].names}'),
-    )?.[0];
-    assert.ok(image, 'the busybox image is on the node');
+    const image = locateRelease().image('busybox').ref;
     await kubectl('-n', 'team-a', 'create', 'deployment', 'web', `--image=${image}`, '--replicas=2');
     await kubectl(
       '-n',

@@ -5,6 +5,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync,
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { exec, skipUnless, systemClock } from '@anodyne/common';
+import { locateRelease } from '@anodyne/release';
 import { SCOPES } from '@anodyne/identity';
 import { BUILTIN_PLANS, countingLoop, endpointRequest, expectStatus, type ClusterEndpoint } from '@anodyne/clusters';
 import type { AvailabilityReport } from '@anodyne/director';
@@ -21,13 +22,8 @@ interface ClusterBody {
   last_action_state: string;
 }
 
-/** The release's busybox image as the cluster's containerd knows it. */
-async function busyboxRef(kubectl: (...args: string[]) => Promise<string>): Promise<string> {
-  const out = await kubectl('get', 'nodes', '-o', 'jsonpath={.items[0].status.images[*].names}');
-  const ref = /anodyne\.local\/busybox:[^" \],]+/.exec(out)?.[0];
-  assert.ok(ref, `the busybox image is on the node: ${out}`);
-  return ref;
-}
+/** The release's busybox image (every release packs the same one; nodes import it at start). */
+const busyboxRef = (): string => locateRelease().image('busybox').ref;
 
 /** A client loop creating, reading and deleting a ConfigMap through the cluster's endpoint, every 100 ms. */
 function configMapLoop(e: ClusterEndpoint) {
@@ -79,7 +75,7 @@ async function deployApp(kubectl: Kubectl, dir: string, replicas: number, minAva
           containers: [
             {
               name: 'web',
-              image: await busyboxRef(kubectl),
+              image: busyboxRef(),
               imagePullPolicy: 'Never',
               readinessProbe: { httpGet: { path: '/', port: 8080 }, periodSeconds: 1 },
               // Leave the Service's endpoints before stopping, as a well-behaved app does.

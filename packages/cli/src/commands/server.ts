@@ -7,7 +7,10 @@ export function register(p: Command): void {
   p.command('server')
     .description('start the platform (API, identity, director) with the embedded defaults')
     .option('-c, --config <file>', 'YAML configuration (defaults + ANODYNE_* environment otherwise)')
-    .option('--restore-platform <backup>', "instead of starting: load a backup of the platform's database into an empty database, then exit")
+    .option(
+      '--restore-platform <backup>',
+      "instead of starting: load a backup of the platform's database into an empty database, then exit",
+    )
     .option('--force', 'with --restore-platform: replace a database that holds clusters or users')
     .action(async (o: { config?: string; restorePlatform?: string; force?: boolean }) => {
       // The platform is its own package, which the CLI never imports (it talks to it over HTTPS

@@ -75,7 +75,13 @@ export async function startTestPlatform(
     restart: async (between) => {
       await tp.platform.close();
       await between?.(config);
-      tp.platform = await startPlatform({ config, logger, clock: systemClock, secrets, ...(options.plans ? { plans: options.plans } : {}) });
+      tp.platform = await startPlatform({
+        config,
+        logger,
+        clock: systemClock,
+        secrets,
+        ...(options.plans ? { plans: options.plans } : {}),
+      });
     },
     stop: async () => {
       const platform = tp.platform;
