@@ -76,7 +76,7 @@ export async function benchUpgrade(releases, { runs = 1, log = (s) => process.st
         samples.push({ totalMs, mastersMs: span(events, 'master'), workersMs: span(events, 'worker'), client });
         log(
           `${shape.label} upgrade run ${i + 1}: ${sec(totalMs)} s (masters ${sec(span(events, 'master'))} s, workers ${sec(span(events, 'worker'))} s); ` +
-            `client ${client.requests} requests, ${client.failed} failed\n`,
+            `client ${client.requests} requests, ${client.failed} failed${client.last_error ? ` (last: ${client.last_error})` : ''}\n`,
         );
         const del = (await call('DELETE', `/v1/clusters/${name}`)).body;
         await waitTask(del.last_task_id);
