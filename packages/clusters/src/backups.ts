@@ -197,17 +197,14 @@ export class ClusterBackups {
     return view(await this.visible(a, id));
   }
 
-  /** Starts a backup of a cluster (its owner, or an admin): a task that holds the cluster's lock while it runs. */
-  async create(a: Actor, cluster: string, scheduled = false): Promise<{ backup: BackupView; task: Task }> {
-    const c = await this.o.records.row(cluster);
-    access.assertChanges(a, cluster, c.owner);
-    await this.o.records.assertIdle(c);
+  /** The record of a backup being taken: a new id (time and random), where its artifacts go, running. */
+  private newRow(kind: 'cluster' | 'platform', target: string, owner: string, scheduled: boolean): BackupsTable {
     const id = `bk-${this.now().replace(/[-:T]/g, '').slice(0, 14)}-${randomBytes(3).toString('hex')}`;
-    const row: BackupsTable = {
+    return {
       id,
-      kind: 'cluster',
-      target: cluster,
-      owner: c.owner,
+      kind,
+      target,
+      owner,
       state: 'running',
       task_id: null,
       location: `${this.o.artifacts.location.replace(/\/$/, '')}/${id}`,
@@ -218,6 +215,14 @@ export class ClusterBackups {
       finished_at: null,
       scheduled: scheduled ? 1 : 0,
     };
+  }
+
+  /** Starts a backup of a cluster (its owner, or an admin): a task that holds the cluster's lock while it runs. */
+  async create(a: Actor, cluster: string, scheduled = false): Promise<{ backup: BackupView; task: Task }> {
+    const c = await this.o.records.row(cluster);
+    access.assertChanges(a, cluster, c.owner);
+    await this.o.records.assertIdle(c);
+    const row = this.newRow('cluster', cluster, c.owner, scheduled);
     const task = await this.o.director.runDeploymentTask(
       'backup',
       deploymentName(cluster),
@@ -329,22 +334,8 @@ export class ClusterBackups {
     access.assertAdmin(a, 'backing up the platform');
     const source = this.o.platform;
     if (!source) throw new ConflictError('ANODYNE_E_CONFLICT', 'this platform cannot back itself up');
-    const id = `bk-${this.now().replace(/[-:T]/g, '').slice(0, 14)}-${randomBytes(3).toString('hex')}`;
-    const row: BackupsTable = {
-      id,
-      kind: 'platform',
-      target: 'platform',
-      owner: a.name,
-      state: 'running',
-      task_id: null,
-      location: `${this.o.artifacts.location.replace(/\/$/, '')}/${id}`,
-      manifest: null,
-      size_bytes: 0,
-      error: null,
-      created_at: this.now(),
-      finished_at: null,
-      scheduled: 0,
-    };
+    const row = this.newRow('platform', 'platform', a.name, false);
+    const id = row.id;
     const task = await this.o.director.runTask('backup', 'back up the platform database', a.name, async (_signal, sink) => {
       try {
         await sink.event({ stage: 'Copying the database', state: 'started' });
