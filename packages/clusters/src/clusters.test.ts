@@ -450,8 +450,8 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
     await installWebhooks(reach);
     for (const m of masters)
       await checkWebhooks({ ...reach, kubectl: (...args) => kubectl(`--server=https://${m.ip}:6443`, ...args) }, `ha-${m.idx}`);
+    // The HPA itself is shown on the 1+2 cluster; here the metrics API through the load balancer.
     await checkTop(reach, ['worker-0', 'worker-1', 'worker-2']);
-    await checkHpa(reach, 'burn-ha');
     // Kill one master VM outright.
     process.kill(h.provider.initPid(masters[1]!.vm_id!), 'SIGKILL');
     const killed = performance.now();

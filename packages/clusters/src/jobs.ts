@@ -274,6 +274,8 @@ export const containerdJob: JobDefinition = {
       '',
     ].join('\n'),
     'bin/containerd.sh': [
+      // The marker says this start's import finished (a release change brings new images).
+      'rm -f /run/containerd/images-imported',
       'containerd --config config.toml &',
       'pid=$!',
       'trap "kill $pid" TERM INT',
@@ -406,6 +408,9 @@ export const kubeletJob: JobDefinition = {
     ].join('\n'),
     'bin/kubelet.sh': [
       KUBELET_CGROUP_SETUP,
+      // A node reported Ready before the release's images are in containerd gets pods whose
+      // sandboxes fail (the pause image "pulled" from nowhere) and back off for tens of seconds.
+      'for i in $(seq 1 1200); do [ -e /run/containerd/images-imported ] && break; sleep 0.1; done',
       'exec {{ p.release_dir }}/bin/kubelet --config=config.yaml --kubeconfig=kubeconfig --hostname-override={{ spec.name }}-{{ spec.index }} --node-ip={{ spec.ip }} --node-labels=topology.kubernetes.io/zone={{ spec.az }}',
       '',
     ].join('\n'),

@@ -356,12 +356,12 @@ export async function checkWebhooks(ctx: ReachContext, tag: string): Promise<voi
 /** `kubectl top nodes` and `kubectl top pods -A` show figures from metrics-server (the aggregated metrics API). */
 export async function checkTop(ctx: ReachContext, workers: string[]): Promise<void> {
   const started = performance.now();
-  const available = await ctx
-    .kubectl('-n', 'kube-system', 'wait', '--for=condition=Available', 'deployment/metrics-server', '--timeout=240s')
-    .then(
-      () => true,
-      () => false,
-    );
+  // Polled: a single `kubectl wait` would be cut short by the caller's own request and exec timeouts.
+  const available = await until(async () => {
+    const out = (await ctx.kubectl('-n', 'kube-system', 'get', 'deployment/metrics-server', '-o', 'jsonpath={.status.availableReplicas}'))
+      .stdout;
+    return Number(out.trim()) > 0 ? true : undefined;
+  }, 240);
   if (!available)
     assert.fail(
       `metrics-server is not available:\n${(await ctx.kubectl('-n', 'kube-system', 'describe', 'pods', '-l', 'k8s-app=metrics-server')).stdout.slice(-3000)}`,
