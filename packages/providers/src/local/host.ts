@@ -1,5 +1,5 @@
 // Host-level helpers of the local provider: cgroups, mounts, processes, links, iptables, shell quoting.
-import { existsSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { exec, type ExecResult } from '@anodyne/common';
 
@@ -197,4 +197,30 @@ export async function deleteRule(table: string, rule: string): Promise<void> {
   const parts = rule.match(/"[^"]*"|\S+/g)?.map((p) => p.replace(/^"|"$/g, '')) ?? [];
   parts[0] = '-D';
   await exec(['iptables', '-w', '-t', table, ...parts]);
+}
+
+/**
+ * Kernel limits that every VM draws on from one host-wide pool: inotify instances and watches
+ * are counted per user, and every VM's processes run as the host's root. Debian's defaults
+ * (128 instances) run out at about eight small clusters (kubelets and containerd exit with
+ * "too many open files"). Raised to at least these floors, never lowered; returns what changed.
+ */
+export const HOST_LIMIT_FLOORS: Record<string, number> = {
+  'fs/inotify/max_user_instances': 8192,
+  'fs/inotify/max_user_watches': 524288,
+};
+
+export function raiseHostLimits(
+  floors: Record<string, number> = HOST_LIMIT_FLOORS,
+  root = '/proc/sys',
+): Record<string, { from: number; to: number }> {
+  const raised: Record<string, { from: number; to: number }> = {};
+  for (const [key, floor] of Object.entries(floors)) {
+    const file = join(root, key);
+    const now = Number(readFileSync(file, 'utf8').trim());
+    if (Number.isFinite(now) && now >= floor) continue;
+    writeFileSync(file, `${floor}\n`);
+    raised[key.replace(/\//g, '.')] = { from: now, to: floor };
+  }
+  return raised;
 }

@@ -1,7 +1,7 @@
 // Tests of the local provider: the contract suite, then networking, memory limits, disks, containerd and LBs on the host (root).
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,7 +9,7 @@ import { AnodyneError, CommandError, exec, silentLogger, systemClock, skipUnless
 import { locateRelease, httpGet } from '@anodyne/release';
 import { LocalProvider, GUEST_DISK_DIR } from './index.js';
 import { providerContractSuite, hostLeftovers } from '../testing/index.js';
-import { netnsList, rulesWithComment } from './host.js';
+import { HOST_LIMIT_FLOORS, netnsList, raiseHostLimits, rulesWithComment } from './host.js';
 
 const RELEASE_GUEST = '/var/lib/anodyne/release';
 let n = 0;
@@ -49,6 +49,24 @@ providerContractSuite('local (namespaces)', () => {
       await provider.cleanup();
       assert.deepEqual(await hostLeftovers(tag, dataDir), []);
     },
+  });
+});
+
+describe('host kernel limits', () => {
+  it('raises a limit below its floor, never lowers one above it, and says what it changed', () => {
+    const root = mkdtempSync(join(tmpdir(), 'anodyne-sysctl-'));
+    try {
+      mkdirSync(join(root, 'fs/inotify'), { recursive: true });
+      writeFileSync(join(root, 'fs/inotify/max_user_instances'), '128\n');
+      writeFileSync(join(root, 'fs/inotify/max_user_watches'), '999999\n');
+      const raised = raiseHostLimits(HOST_LIMIT_FLOORS, root);
+      assert.deepEqual(raised, { 'fs.inotify.max_user_instances': { from: 128, to: 8192 } });
+      assert.equal(readFileSync(join(root, 'fs/inotify/max_user_instances'), 'utf8').trim(), '8192');
+      assert.equal(readFileSync(join(root, 'fs/inotify/max_user_watches'), 'utf8').trim(), '999999');
+      assert.deepEqual(raiseHostLimits(HOST_LIMIT_FLOORS, root), {}, 'a second pass changes nothing');
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });
 
@@ -122,6 +140,11 @@ describe('local provider on the host', { skip: skipUnless(isRoot, 'needs root') 
       hostServer?.close();
       for (const vm of vms) await provider.deleteVm(vm.id);
     }
+  });
+
+  it('with VMs running, the host allows as many inotify instances and watches as many VMs need', () => {
+    for (const [key, floor] of Object.entries(HOST_LIMIT_FLOORS))
+      assert.ok(Number(readFileSync(join('/proc/sys', key), 'utf8')) >= floor, `${key} is at least ${floor}`);
   });
 
   it('a process over the memory limit is OOM-killed and the VM keeps running', async () => {

@@ -22,7 +22,7 @@ import { matches, parseCidr, resolveVmType, validateCreate } from '../internal/v
 import { GUEST_ENV, VmBooter, enterVmShell, type BindMount, type BootPlace } from './boot.js';
 import { VmCgroups } from './cgroups.js';
 import { LocalDisks, releaseDisks, shareVmDiskDir } from './disks.js';
-import { killPids, processStartTime, unmountAll, type Tally } from './host.js';
+import { killPids, processStartTime, raiseHostLimits, unmountAll, type Tally } from './host.js';
 import { DataLayout } from './layout.js';
 import { LoadBalancers } from './loadbalancers.js';
 import { VmNetwork } from './network.js';
@@ -146,6 +146,16 @@ export class LocalProvider implements Provider {
 
   // ------------------------------------------------------------------ VMs
 
+  private hostLimitsChecked = false;
+
+  /** Once per provider: the host's inotify limits are raised to what many VMs need (see raiseHostLimits). */
+  private ensureHostLimits(): void {
+    if (this.hostLimitsChecked) return;
+    this.hostLimitsChecked = true;
+    const raised = raiseHostLimits();
+    if (Object.keys(raised).length > 0) this.logger.info({ raised }, 'host kernel limits raised for VMs');
+  }
+
   async createVm(req: CreateVmRequest): Promise<VmInfo> {
     this.requireRoot();
     validateCreate(req, [IMAGE], ['default']);
@@ -171,6 +181,7 @@ export class LocalProvider implements Provider {
     });
     try {
       await this.network.ensureBridge();
+      this.ensureHostLimits();
       this.booter.prepareRoot(this.layout.vm(id));
       await shareVmDiskDir(this.layout, id);
       await this.network.createNetns(id, record.ip);
