@@ -26,5 +26,19 @@ if [ ${#files[@]} -eq 0 ]; then
   exit 2
 fi
 
-# One file at a time: suites start real servers, namespaces and clusters that must not race.
-exec node --test --test-concurrency=1 --test-reporter=spec "${files[@]}"
+# Two files at a time (ANODYNE_TEST_CONCURRENCY): every suite has its own tag, VM network and
+# ports, so suites never share host objects. Files start in this order as a slot frees: the two
+# longest cluster suites side by side, then the platform's suites, then the rest; the upgrade
+# suite last, so its zero-downtime counts have the machine nearly to themselves.
+rank() {
+  case "$1" in
+    */clusters.test.js | packages/platform/dist/backup.test.js) echo 0 ;;
+    */upgrade.test.js) echo 9 ;;
+    packages/platform/* | packages/cli/*) echo 1 ;;
+    *) echo 5 ;;
+  esac
+}
+ordered=()
+while IFS= read -r line; do ordered+=("${line#* }"); done < <(for f in "${files[@]}"; do echo "$(rank "$f") $f"; done | sort -s -k1,1n)
+
+exec node --test --test-concurrency="${ANODYNE_TEST_CONCURRENCY:-2}" --test-reporter=spec "${ordered[@]}"

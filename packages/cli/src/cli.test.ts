@@ -12,7 +12,7 @@ import { startTestPlatform, type TestPlatform } from '@anodyne/platform/testing'
 const isRoot = process.getuid?.() === 0;
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const BIN = join(REPO, 'bin', 'anodyne');
-const PORT = 19_500 + (process.pid % 400);
+const PORT = 19_200 + (process.pid % 90);
 const SESSION = `anodyne-cli-${process.pid}`;
 
 describe('the anodyne CLI against a real server', { skip: skipUnless(isRoot, 'needs root') }, () => {

@@ -17,10 +17,12 @@ describe('director: kill -9 of the platform during a deploy', { skip: skipUnless
   const dir = mkdtempSync(join(tmpdir(), 'anodyne-fault-'));
   const tag = `f${(process.pid % 1296).toString(36)}`;
   const key = newRandomKey();
+  // Its own network (deploy.test uses the harness's default): suites may run side by side.
+  const network = '10.198.7.0/24';
   let h: Harness | undefined;
 
   after(async () => {
-    h ??= await makeHarness(dir, tag, key);
+    h ??= await makeHarness(dir, tag, key, { network });
     await h.provider.cleanup();
     await h.store.close();
     rmSync(dir, { recursive: true, force: true });
@@ -28,13 +30,13 @@ describe('director: kill -9 of the platform during a deploy', { skip: skipUnless
 
   it('the task ends in error after restart, the next deploy converges, and no VM is orphaned', async () => {
     const child = spawn(process.execPath, [join(here, 'fault-child.js')], {
-      env: { ...process.env, ANODYNE_TEST_DIR: dir, ANODYNE_TEST_TAG: tag, ANODYNE_TEST_KEY: key.toString('hex') },
+      env: { ...process.env, ANODYNE_TEST_DIR: dir, ANODYNE_TEST_TAG: tag, ANODYNE_TEST_KEY: key.toString('hex'), ANODYNE_TEST_NETWORK: network },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
     child.stdout.on('data', (b: Buffer) => (out += b.toString()));
     child.stderr.on('data', (b: Buffer) => (out += b.toString()));
-    h = await makeHarness(dir, tag, key);
+    h = await makeHarness(dir, tag, key, { network });
     const { director, provider } = h;
     // Kill it in the middle of creating VMs.
     let killedAt = '';

@@ -15,7 +15,7 @@ import { startTestPlatform, https, type TestPlatform, type HttpResult } from './
 
 const isRoot = process.getuid?.() === 0;
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
-const PORT = 19_100 + (process.pid % 400);
+const PORT = 19_100 + (process.pid % 90);
 
 describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, () => {
   let tp: TestPlatform;

@@ -16,7 +16,7 @@ import { restorePlatform } from './restore.js';
 import { startTestPlatform, https, type HttpResult, type TestPlatform } from './testing/index.js';
 
 const isRoot = process.getuid?.() === 0;
-const PORT = 19_800 + (process.pid % 90);
+const PORT = 19_400 + (process.pid % 90);
 
 describe('cluster backups and restores through the API', { skip: skipUnless(isRoot, 'needs root') }, () => {
   let tp: TestPlatform;

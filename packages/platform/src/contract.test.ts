@@ -9,7 +9,7 @@ import { startTestPlatform, https, type TestPlatform } from './testing/index.js'
 import { resolveRefs, validValue, type OpenApiDoc, type Schema } from './testing/openapi.js';
 
 const isRoot = process.getuid?.() === 0;
-const PORT = 19_800 + (process.pid % 90);
+const PORT = 19_500 + (process.pid % 90);
 const RUNS = Number(process.env['ANODYNE_CONTRACT_REQUESTS'] ?? 1500);
 
 // Records that exist (see before()), so that generated names often find something.

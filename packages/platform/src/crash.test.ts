@@ -13,7 +13,7 @@ import { https } from './testing/index.js';
 
 const isRoot = process.getuid?.() === 0;
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
-const PORT = 19_980 + (process.pid % 9);
+const PORT = 19_700 + (process.pid % 90);
 const NETWORK = '10.198.13.0/24';
 
 /**

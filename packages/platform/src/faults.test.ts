@@ -7,7 +7,7 @@ import { startTestPlatform, https, type TestPlatform } from './testing/index.js'
 import { skipUnless } from '@anodyne/common';
 
 const isRoot = process.getuid?.() === 0;
-const PORT = 19_990 + (process.pid % 9);
+const PORT = 19_800 + (process.pid % 90);
 
 describe('faults: the store unreachable for 10 s', { skip: skipUnless(isRoot, 'needs root') }, () => {
   let pg: TestPostgres;

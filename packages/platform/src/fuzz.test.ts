@@ -10,7 +10,7 @@ import { resolveRefs, validRequest, type OpenApiDoc, type Schema } from './testi
 import { skipUnless } from '@anodyne/common';
 
 const isRoot = process.getuid?.() === 0;
-const PORT = 19_900 + (process.pid % 90);
+const PORT = 19_600 + (process.pid % 90);
 const REQUESTS = Number(process.env['ANODYNE_FUZZ_REQUESTS'] ?? 10_000);
 
 /** Values shaped like a schema (sometimes right, often subtly wrong): the fuzzer's "plausible" input. */

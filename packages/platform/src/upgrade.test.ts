@@ -12,7 +12,7 @@ import type { AvailabilityReport } from '@anodyne/director';
 import { startTestPlatform, https, type HttpResult, type TestPlatform } from './testing/index.js';
 
 const isRoot = process.getuid?.() === 0;
-const PORT = 19_700 + (process.pid % 90);
+const PORT = 19_300 + (process.pid % 90);
 
 interface ClusterBody {
   name: string;
