@@ -30,7 +30,13 @@ describe('director: kill -9 of the platform during a deploy', { skip: skipUnless
 
   it('the task ends in error after restart, the next deploy converges, and no VM is orphaned', async () => {
     const child = spawn(process.execPath, [join(here, 'fault-child.js')], {
-      env: { ...process.env, ANODYNE_TEST_DIR: dir, ANODYNE_TEST_TAG: tag, ANODYNE_TEST_KEY: key.toString('hex'), ANODYNE_TEST_NETWORK: network },
+      env: {
+        ...process.env,
+        ANODYNE_TEST_DIR: dir,
+        ANODYNE_TEST_TAG: tag,
+        ANODYNE_TEST_KEY: key.toString('hex'),
+        ANODYNE_TEST_NETWORK: network,
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
