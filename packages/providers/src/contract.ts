@@ -175,7 +175,15 @@ export interface Provider {
   /** Deletes a disk and its data. Refused while attached. Idempotent for unknown ids. */
   deleteDisk(id: string): Promise<void>;
 
+  /** Whether the disk exists with its data (not only in the provider's records). Never throws for an unknown id. */
   hasDisk(id: string): Promise<boolean>;
+
+  /**
+   * Disks that exist, optionally only those whose metadata contains `filter`; `vmId` is the VM a
+   * disk is attached to as the infrastructure sees it (a disk detached behind the provider's back
+   * shows null).
+   */
+  listDisks(filter?: Record<string, string>): Promise<DiskInfo[]>;
 
   /** Attaches a disk to a running VM; the agent finds it at the returned path. Idempotent. */
   attachDisk(vmId: string, diskId: string): Promise<DiskAttachment>;
@@ -200,6 +208,9 @@ export interface Provider {
 
   /** Deletes a load balancer. Idempotent. */
   deleteLoadBalancer(id: string): Promise<void>;
+
+  /** Load balancers the provider has, optionally only those whose metadata contains `filter`. */
+  listLoadBalancers(filter?: Record<string, string>): Promise<LoadBalancerInfo[]>;
 
   /**
    * Removes everything this provider instance has created on the infrastructure, found by

@@ -175,6 +175,21 @@ export class FakeProvider implements Provider {
     return Promise.resolve(this.disks.has(id));
   }
 
+  listDisks(filter?: Record<string, string>): Promise<DiskInfo[]> {
+    return Promise.resolve([...this.disks.values()].filter((d) => matches(d.metadata, filter)).map((d) => structuredClone(d)));
+  }
+
+  /** Test hook: the disk's data is gone behind the provider's back. */
+  loseDisk(id: string): void {
+    this.disks.delete(id);
+  }
+
+  /** Test hook: the disk is detached from its VM behind the provider's back. */
+  unplugDisk(id: string): void {
+    const d = this.disks.get(id);
+    if (d) d.vmId = null;
+  }
+
   attachDisk(vmId: string, diskId: string): Promise<DiskAttachment> {
     const d = this.disks.get(diskId);
     if (!this.vms.has(vmId)) return Promise.reject(new NotFoundError('ANODYNE_E_PROVIDER_VM_NOT_FOUND', `VM ${vmId} not found`));
@@ -226,6 +241,10 @@ export class FakeProvider implements Provider {
     lb.backends = [...backends];
     if (healthCheck) lb.healthCheck = { ...healthCheck };
     return structuredClone(lb);
+  }
+
+  listLoadBalancers(filter?: Record<string, string>): Promise<LoadBalancerInfo[]> {
+    return Promise.resolve([...this.lbs.values()].filter((l) => matches(l.metadata, filter)).map((l) => structuredClone(l)));
   }
 
   deleteLoadBalancer(id: string): Promise<void> {

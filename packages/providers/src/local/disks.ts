@@ -1,6 +1,6 @@
 // Persistent disks of the local provider: directories under the data dir, bind-mounted into a VM's shared disk directory.
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConflictError, InputError, NotFoundError, exec } from '@anodyne/common';
 import type { DiskAttachment, DiskInfo } from '../contract.js';
@@ -61,8 +61,19 @@ export class LocalDisks {
     });
   }
 
+  /** A disk exists when its record and its data directory do (the directory may go behind our back). */
   has(id: string): boolean {
-    return this.store.read().disks[id] !== undefined;
+    return this.store.read().disks[id] !== undefined && existsSync(this.layout.diskData(id));
+  }
+
+  /** Disks whose data exists; attached only where the VM's bind mount of it is really there. */
+  list(): DiskInfo[] {
+    return Object.values(this.store.read().disks)
+      .filter((d) => existsSync(this.layout.diskData(d.id)))
+      .map((d) => {
+        const target = d.vmId ? join(this.layout.vmDisks(d.vmId), d.id) : '';
+        return { ...d, metadata: { ...d.metadata }, vmId: d.vmId && mountsUnder(target).includes(target) ? d.vmId : null };
+      });
   }
 
   async attach(vmId: string, diskId: string): Promise<DiskAttachment> {

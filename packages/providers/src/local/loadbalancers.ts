@@ -102,6 +102,10 @@ export class LoadBalancers {
     }
   }
 
+  list(): LoadBalancerInfo[] {
+    return Object.values(this.d.store.read().lbs).map(publicLb);
+  }
+
   get(id: string): Promise<LoadBalancerInfo> {
     const lb = this.d.store.read().lbs[id];
     if (!lb) return Promise.reject(lbNotFound(id));

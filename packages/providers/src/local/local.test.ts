@@ -184,6 +184,26 @@ describe('local provider on the host', { skip: skipUnless(isRoot, 'needs root') 
     await provider.deleteDisk(disk.id);
   });
 
+  it('what happens to disks behind its back shows: an unmounted disk lists as detached, a deleted directory as gone', async () => {
+    const disk = await provider.createDisk(10, { purpose: 'behind' });
+    const vm = await provider.createVm(vmReq('behind-1'));
+    try {
+      await provider.attachDisk(vm.id, disk.id);
+      assert.equal((await provider.listDisks({ purpose: 'behind' }))[0]?.vmId, vm.id);
+      await exec(['umount', join(dataDir, 'vms', vm.id, 'disks', disk.id)]);
+      assert.equal((await provider.listDisks({ purpose: 'behind' }))[0]?.vmId, null, 'unmounted: detached');
+      await provider.attachDisk(vm.id, disk.id);
+      assert.equal((await provider.listDisks({ purpose: 'behind' }))[0]?.vmId, vm.id, 'attached again');
+      rmSync(join(dataDir, 'disks', disk.id), { recursive: true, force: true });
+      assert.equal(await provider.hasDisk(disk.id), false, 'its data is gone: the disk is not there');
+      assert.deepEqual(await provider.listDisks({ purpose: 'behind' }), []);
+    } finally {
+      await provider.deleteVm(vm.id);
+      await provider.deleteDisk(disk.id);
+    }
+    assert.deepEqual(await hostLeftovers(tag, dataDir, vm.id), []);
+  });
+
   it('data on a persistent disk survives deleting the VM and attaching the disk to a new one', async () => {
     const disk = await provider.createDisk(100);
     const first = await provider.createVm(vmReq('disk-1'));

@@ -312,6 +312,10 @@ export class LocalProvider implements Provider {
     return Promise.resolve(this.disks.has(id));
   }
 
+  listDisks(filter?: Record<string, string>): Promise<DiskInfo[]> {
+    return Promise.resolve(this.disks.list().filter((d) => matches(d.metadata, filter)));
+  }
+
   async attachDisk(vmId: string, diskId: string): Promise<DiskAttachment> {
     this.requireRoot();
     return this.disks.attach(vmId, diskId);
@@ -341,6 +345,10 @@ export class LocalProvider implements Provider {
   async deleteLoadBalancer(id: string): Promise<void> {
     this.requireRoot();
     await this.lbs.delete(id);
+  }
+
+  listLoadBalancers(filter?: Record<string, string>): Promise<LoadBalancerInfo[]> {
+    return Promise.resolve(this.lbs.list().filter((l) => matches(l.metadata, filter)));
   }
 
   // ------------------------------------------------------------------ cleanup

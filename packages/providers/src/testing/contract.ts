@@ -134,8 +134,14 @@ export function providerContractSuite(name: string, setup: () => Promise<Contrac
       const disk = await p.createDisk(64, { purpose: 'test' });
       try {
         assert.equal(await p.hasDisk(disk.id), true);
+        assert.deepEqual(
+          (await p.listDisks({ purpose: 'test' })).map((d) => [d.id, d.vmId]),
+          [[disk.id, null]],
+        );
+        assert.deepEqual(await p.listDisks({ purpose: 'none' }), []);
         const att = await p.attachDisk(vm.id, disk.id);
         assert.ok(att.path.length > 0);
+        assert.equal((await p.listDisks({ purpose: 'test' }))[0]?.vmId, vm.id, 'the list says where a disk is attached');
         assert.deepEqual(await p.attachDisk(vm.id, disk.id), att, 'attach is idempotent');
         await assert.rejects(p.deleteDisk(disk.id), code('ANODYNE_E_PROVIDER_DISK_ATTACHED'));
         await assert.rejects(p.attachDisk(vm.id, 'disk-00000000'), code('ANODYNE_E_PROVIDER_DISK_NOT_FOUND'));
@@ -147,6 +153,7 @@ export function providerContractSuite(name: string, setup: () => Promise<Contrac
         await p.deleteDisk(disk.id);
       }
       assert.equal(await p.hasDisk(disk.id), false);
+      assert.deepEqual(await p.listDisks({ purpose: 'test' }), []);
       await p.deleteDisk(disk.id);
     });
 
@@ -156,9 +163,15 @@ export function providerContractSuite(name: string, setup: () => Promise<Contrac
         network: network().name,
         port: 16443,
         backends: [{ ip: ipAt(50), port: 6443 }],
+        metadata: { deployment: 'contract' },
       });
       try {
         assert.equal(lb.port, 16443);
+        assert.deepEqual(
+          (await p.listLoadBalancers({ deployment: 'contract' })).map((l) => l.id),
+          [lb.id],
+        );
+        assert.deepEqual(await p.listLoadBalancers({ deployment: 'other' }), []);
         const updated = await p.updateLoadBalancer(lb.id, [
           { ip: ipAt(50), port: 6443 },
           { ip: ipAt(51), port: 6443 },
@@ -186,6 +199,7 @@ export function providerContractSuite(name: string, setup: () => Promise<Contrac
       } finally {
         await p.deleteLoadBalancer(lb.id);
       }
+      assert.deepEqual(await p.listLoadBalancers({ deployment: 'contract' }), []);
       await p.deleteLoadBalancer(lb.id);
     });
   });
