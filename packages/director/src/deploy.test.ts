@@ -118,7 +118,13 @@ describe('director on the local provider', { skip: skipUnless(isRoot, 'needs roo
 
   it('a second change while one runs is refused; bad manifests never start a task', async () => {
     const running = await director.deploy(manifest('v5'));
-    await assert.rejects(director.deploy(manifest('v6')), (e: unknown) => (e as { code?: string }).code === 'ANODYNE_E_DEPLOYMENT_LOCKED');
+    await assert.rejects(director.deploy(manifest('v6')), (e: unknown) => {
+      const err = e as { code?: string; message: string; details?: Record<string, unknown> };
+      assert.equal(err.code, 'ANODYNE_E_DEPLOYMENT_LOCKED');
+      assert.match(err.message, new RegExp(`by task ${running.id} \\(deploy, started by system\\)`), 'it says who holds the lock');
+      assert.deepEqual(err.details, { deployment: 'web', task: running.id, task_type: 'deploy', task_owner: 'system' });
+      return true;
+    });
     await director.wait(running.id);
     const before = (await director.tasks.list()).length;
     const huge = { ...manifest('x'), instance_groups: [{ ...manifest('x').instance_groups[0]!, vm_type: 'huge' }] };

@@ -23,10 +23,14 @@ export class FakeAgents implements AgentClient {
 
   constructor(private readonly provider: FakeProvider) {}
 
-  /** The agent on `agentId`'s current VM stops answering (the VM stays up; a new VM's agent answers). */
+  /** The agent on `agentId`'s current VM stops answering (the VM stays up; a new or rebooted VM's agent answers). */
   hang(agentId: string): void {
     const vm = this.provider.runningVmOf(agentId);
-    if (vm) this.hung.add(`${agentId}@${vm.id}`);
+    if (vm) this.hung.add(this.hangKey(agentId, vm.id));
+  }
+
+  private hangKey(agentId: string, vmId: string): string {
+    return `${agentId}@${vmId}#${this.provider.bootsOf(vmId)}`;
   }
 
   /** The processes of `agentId`'s jobs stop being ready. */
@@ -44,7 +48,7 @@ export class FakeAgents implements AgentClient {
     const route = `${method} ${path}`;
     this.calls[route] = (this.calls[route] ?? 0) + 1;
     const vm = this.provider.runningVmOf(row.agent_id);
-    if (!vm || vm.ip !== row.ip || this.hung.has(`${row.agent_id}@${vm.id}`)) {
+    if (!vm || vm.ip !== row.ip || this.hung.has(this.hangKey(row.agent_id, vm.id))) {
       return Promise.reject(new AnodyneError('ANODYNE_E_UNAVAILABLE', `agent ${row.agent_id} unreachable: timed out`));
     }
     // A recreated VM keeps the agent id: state is per VM, so it starts empty.

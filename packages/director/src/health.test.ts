@@ -4,51 +4,16 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ManualClock, silentLogger, type Clock } from '@anodyne/common';
+import { silentLogger } from '@anodyne/common';
 import { FakeProvider } from '@anodyne/providers';
 import { openStore, type Store } from '@anodyne/store';
-import { Director, HealthMonitor, type JobCatalog, type JobDefinition, type ResurrectionEvent, type VariableSource } from './index.js';
+import { Director, HealthMonitor, type ResurrectionEvent } from './index.js';
+import { StepClock, catalog, job, manifest, tls, variables } from './fake-director.testkit.js';
 import { FakeAgents } from './fake-agents.js';
 
 // The director's health monitor and resurrector over the fake provider and in-memory agents:
 // its logic only. The real thing (a VM killed in a real cluster and brought back) is in the
 // clusters suite.
-
-const job: JobDefinition = { name: 'svc', release: 'test', processes: [{ name: 'svc', command: 'true' }] };
-const catalog: JobCatalog = { job: (_r, name) => (name === 'svc' ? job : undefined) };
-const variables: VariableSource = { ensure: () => Promise.resolve({}), remove: () => Promise.resolve() };
-// In-memory agents need no certificates; the director still asks for them per VM.
-const tls = {
-  agentTls: () => Promise.resolve({ cert: '', key: '', ca: '' }),
-  directorTls: () => Promise.resolve({ cert: '', key: '', ca: '' }),
-};
-
-function manifest(name: string, instances = 3, jobName = 'svc') {
-  return {
-    name,
-    releases: [{ name: 'test', version: '1' }],
-    image: 'default',
-    update: { canaries: 1, max_in_flight: 2, canary_watch_time: '0-1000', update_watch_time: '0-1000' },
-    instance_groups: [{ name: 'node', instances, vm_type: 'small', networks: [{ name: 'default' }], jobs: [{ name: jobName }] }],
-  };
-}
-
-/** A clock whose sleeps return at once (deploy watch times), and whose time tests move. */
-class StepClock implements Clock {
-  constructor(private readonly inner = new ManualClock(Date.parse('2026-01-01T00:00:00Z'))) {}
-  now(): Date {
-    return this.inner.now();
-  }
-  nowMs(): number {
-    return this.inner.nowMs();
-  }
-  sleep(): Promise<void> {
-    return new Promise((r) => setImmediate(r));
-  }
-  advance(ms: number): Promise<void> {
-    return this.inner.advance(ms);
-  }
-}
 
 describe('health monitor and resurrector', () => {
   const dir = mkdtempSync(join(tmpdir(), 'anodyne-health-'));

@@ -53,3 +53,17 @@ export {
   type ResurrectionPolicy,
   type ResurrectionEvent,
 } from './health.js';
+export {
+  CloudCheck,
+  checkChoices,
+  FINDING_TYPES,
+  RESOLUTIONS,
+  RESOLUTIONS_OF,
+  type CloudCheckOptions,
+  type CloudCheckReport,
+  type CloudFinding,
+  type CloudAction,
+  type CloudChoices,
+  type FindingType,
+  type Resolution,
+} from './cloudcheck.js';

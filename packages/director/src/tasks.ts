@@ -80,11 +80,23 @@ export class TaskStore {
           .executeTakeFirstOrThrow();
         const id = Number(row.id);
         if (deployment !== null) {
-          const held = await tx.selectFrom('locks').select('task_id').where('name', '=', `deployment:${deployment}`).executeTakeFirst();
-          if (held)
-            throw new ConflictError('ANODYNE_E_DEPLOYMENT_LOCKED', `deployment ${deployment} is being changed by task ${held.task_id}`, {
-              details: { deployment, task: held.task_id },
-            });
+          // Who holds it, so the refused caller knows what to wait for (a resurrection, a cloud check, a user's change).
+          const held = await tx
+            .selectFrom('locks')
+            .leftJoin('tasks', 'tasks.id', 'locks.task_id')
+            .select(['locks.task_id', 'tasks.type', 'tasks.owner'])
+            .where('locks.name', '=', `deployment:${deployment}`)
+            .executeTakeFirst();
+          if (held) {
+            const by = held.type ? ` (${held.type}, started by ${held.owner})` : '';
+            throw new ConflictError(
+              'ANODYNE_E_DEPLOYMENT_LOCKED',
+              `deployment ${deployment} is being changed by task ${held.task_id}${by}`,
+              {
+                details: { deployment, task: held.task_id, task_type: held.type ?? null, task_owner: held.owner ?? null },
+              },
+            );
+          }
           await tx
             .insertInto('locks')
             .values({ name: `deployment:${deployment}`, task_id: id, acquired_at: this.now() })

@@ -37,6 +37,7 @@ export class FakeProvider implements Provider {
   private readonly disks = new Map<string, DiskInfo>();
   private readonly lbs = new Map<string, LoadBalancerInfo>();
   private readonly crashed = new Set<string>();
+  private readonly boots = new Map<string, number>();
   /** agent id → VM id, for `runningVmOf`. */
   private readonly byAgent = new Map<string, string>();
   private readonly used = new Set<string>();
@@ -135,7 +136,13 @@ export class FakeProvider implements Provider {
     if (!this.vms.has(id))
       return Promise.reject(new NotFoundError('ANODYNE_E_PROVIDER_VM_NOT_FOUND', `VM ${id} not found`, { details: { id } }));
     this.crashed.delete(id);
+    this.boots.set(id, this.bootsOf(id) + 1);
     return Promise.resolve();
+  }
+
+  /** How many times the VM has been rebooted (its processes, the agent's too, started again). */
+  bootsOf(id: string): number {
+    return this.boots.get(id) ?? 0;
   }
 
   setVmMetadata(id: string, metadata: Record<string, string>): Promise<void> {
