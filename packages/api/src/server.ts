@@ -15,6 +15,7 @@ import { identityRoutes } from './routes/identity.js';
 import { clusterRoutes } from './routes/clusters.js';
 import { taskRoutes } from './routes/tasks.js';
 import { backupRoutes } from './routes/backups.js';
+import { repairRoutes } from './routes/repair.js';
 import type { Api } from './routes/kit.js';
 
 export interface ServerOptions {
@@ -240,6 +241,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
   await api.register(plugin(clusterRoutes, { clusters: o.clusters, audit: o.audit, apiUrl: o.apiUrl }));
   await api.register(plugin(taskRoutes, { clusters: o.clusters, clock: o.clock }));
   await api.register(plugin(backupRoutes, { clusters: o.clusters }));
+  await api.register(plugin(repairRoutes, { clusters: o.clusters }));
   await api.register(
     plugin(brokerRoutes, {
       clusters: o.clusters,

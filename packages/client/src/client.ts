@@ -9,6 +9,9 @@ export type Cluster = Static<typeof S.Cluster>;
 export type CreateClusterRequest = Static<typeof S.CreateCluster>;
 export type UpdateClusterRequest = Static<typeof S.UpdateCluster>;
 export type Task = Static<typeof S.Task>;
+export type CloudCheckRequest = Static<typeof S.CloudCheckRequest>;
+export type CloudCheckReport = Static<typeof S.CloudCheckReport>;
+export type CloudFinding = Static<typeof S.CloudFinding>;
 export type TaskWithEvents = Static<typeof S.TaskWithEvents>;
 export type TaskEvent = Static<typeof S.TaskEvent>;
 export type Certificate = Static<typeof S.Certificate>;
@@ -174,6 +177,10 @@ export class ApiClient {
   }
   deleteRelease(key: string): Promise<void> {
     return this.call('DELETE', `/v1/releases/${seg(key)}`);
+  }
+  /** Starts a cloud check (admins); the finished task's result is a CloudCheckReport. */
+  cloudCheck(body: CloudCheckRequest = {}): Promise<Task> {
+    return this.call('POST', '/v1/cloud-check', body);
   }
   createBackup(cluster: string): Promise<BackupCreated> {
     return this.call('POST', '/v1/backups', { cluster });

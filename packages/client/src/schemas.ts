@@ -394,3 +394,65 @@ export const SetBackupSchedule = Type.Object(
   },
   { additionalProperties: false },
 );
+
+/** A union of string literals whose static type is their union (not `string`). */
+const literals = <T extends string>(xs: readonly T[]) => Type.Union(xs.map((x) => Type.Literal(x)));
+/** What may be done about a cloud check's finding (the first of a finding's resolutions is what `auto` does). */
+export const CloudResolution = literals([
+  'ignore',
+  'reboot_vm',
+  'recreate_vm',
+  'delete_vm_reference',
+  'reattach_disk',
+  'delete_disk_reference',
+  'delete_vm',
+  'delete_disk',
+  'delete_load_balancer',
+] as const);
+export const CloudFindingType = literals([
+  'unresponsive_agent',
+  'missing_vm',
+  'missing_disk',
+  'detached_disk',
+  'bundle_mismatch',
+  'orphan_vm',
+  'orphan_disk',
+  'orphan_load_balancer',
+] as const);
+/** A cloud check of every cluster or one: report only, resolve everything (`auto`), or resolve the findings named. */
+export const CloudCheckRequest = Type.Object(
+  {
+    cluster: Type.Optional(Type.String({ pattern: DNS1123, maxLength: 40 })),
+    auto: Type.Optional(Type.Boolean()),
+    resolutions: Type.Optional(
+      Type.Record(Type.String({ pattern: '^[a-z_]+:[A-Za-z0-9/._-]{1,160}$' }), CloudResolution, { maxProperties: 1000 }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export const CloudFinding = Type.Object({
+  id: Type.String(),
+  type: CloudFindingType,
+  cluster: Type.Union([Type.String(), Type.Null()]),
+  deployment: Type.Union([Type.String(), Type.Null()]),
+  instance: Type.Union([Type.String(), Type.Null()]),
+  object: Type.Union([Type.String(), Type.Null()]),
+  description: Type.String(),
+  resolutions: Type.Array(CloudResolution),
+});
+export const CloudAction = Type.Object({
+  finding: Type.String(),
+  resolution: CloudResolution,
+  result: Type.Union([Type.Literal('ok'), Type.Literal('error'), Type.Literal('skipped')]),
+  detail: Type.String(),
+  task: Type.Optional(Type.Integer()),
+});
+/** The result of a finished cloud_check task. */
+export const CloudCheckReport = Type.Object({
+  cluster: Type.Union([Type.String(), Type.Null()]),
+  findings: Type.Array(CloudFinding),
+  skipped: Type.Array(Type.String()),
+  actions: Type.Array(CloudAction),
+});
+export type CloudCheckReportBody = Static<typeof CloudCheckReport>;
+export type CloudCheckRequestBody = Static<typeof CloudCheckRequest>;

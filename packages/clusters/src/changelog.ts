@@ -279,6 +279,21 @@ export async function replay(a: EtcdAccess, changes: EtcdChange[]): Promise<void
   }
 }
 
+/** Which of `a.urls` is etcd's leader now (by position), asking each member's status; undefined if none says. */
+export async function etcdLeaderAt(a: EtcdAccess): Promise<number | undefined> {
+  const statuses = await Promise.all(
+    a.urls.map((url) =>
+      gateway(a, url, '/v3/maintenance/status', {}, 3000).then(
+        (r) => r as { header?: { member_id?: string }; leader?: string },
+        () => undefined,
+      ),
+    ),
+  );
+  const leader = statuses.find((s) => s?.leader)?.leader;
+  const at = statuses.findIndex((s) => s?.header?.member_id !== undefined && s.header.member_id === leader);
+  return at >= 0 ? at : undefined;
+}
+
 /** The revision etcd is at now. */
 export async function currentRevision(a: EtcdAccess): Promise<number> {
   const r = (await gateway(a, a.urls[0]!, '/v3/kv/range', { key: Buffer.from('/').toString('base64'), limit: 1, keys_only: true })) as {

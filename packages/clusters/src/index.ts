@@ -66,3 +66,4 @@ export {
   type PlatformBackupSource,
   type BackupFile,
 } from './backups.js';
+export { ClusterRepair, type CloudCheckRequest, type ClusterFinding, type ClusterCloudCheckReport } from './repair.js';

@@ -77,3 +77,25 @@ describe('etcd member health around a master', () => {
     await h.beforeStop({ deployment: 'cluster-a', group: 'master', index: 0 }, new AbortController().signal);
   });
 });
+
+describe('the order masters roll in', () => {
+  const ordered = (leader: string | undefined) =>
+    new NodeHooks({
+      clock: new ManualClock(),
+      logger: silentLogger(),
+      endpoint: () => Promise.reject(new Error('not asked')),
+      etcdLeader: () => Promise.resolve(leader),
+    });
+
+  it("etcd's leader goes last, the followers keep their order", async () => {
+    assert.deepEqual(await ordered('master/0').order('cluster-a', 'master', [0, 1, 2]), [1, 2, 0]);
+    assert.deepEqual(await ordered('master/1').order('cluster-a', 'master', [0, 1, 2]), [0, 2, 1]);
+    assert.deepEqual(await ordered('master/2').order('cluster-a', 'master', [0, 1, 2]), [0, 1, 2]);
+  });
+
+  it('workers, an unknown leader, or one not being rolled change nothing', async () => {
+    assert.deepEqual(await ordered('master/0').order('cluster-a', 'worker', [0, 1, 2]), [0, 1, 2]);
+    assert.deepEqual(await ordered(undefined).order('cluster-a', 'master', [0, 1, 2]), [0, 1, 2]);
+    assert.deepEqual(await ordered('master/2').order('cluster-a', 'master', [0, 1]), [0, 1]);
+  });
+});

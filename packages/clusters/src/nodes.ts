@@ -24,6 +24,8 @@ export interface NodeHooksOptions {
   drainTimeoutOf?: (cluster: string) => Promise<number | undefined>;
   /** The etcd members of a deployment (every master), with their health. */
   etcdMembers?: (deployment: string) => Promise<EtcdMember[]>;
+  /** Which master's etcd member leads now (`master/<index>`), if any answers. */
+  etcdLeader?: (deployment: string) => Promise<string | undefined>;
   /** How long a master's rollout waits for etcd's members to be healthy (default 120 s). */
   etcdWaitMs?: number;
   client?: (e: ClusterEndpoint) => KubeClient;
@@ -56,6 +58,18 @@ export class NodeHooks implements InstanceHooks {
     if (i.group !== 'worker' || !i.deployment.startsWith('cluster-')) return undefined;
     const e = await this.o.endpoint(i.deployment.slice('cluster-'.length));
     return e ? this.client(e) : undefined;
+  }
+
+  /**
+   * Masters roll followers first and etcd's leader last: every master's stop that is the leader's
+   * makes etcd elect another, and a consistent read in flight across an election fails
+   * ("etcdserver: leader changed", a 500 to whoever asked). Leader last means one election per rollout.
+   */
+  async order(deployment: string, group: string, indexes: number[]): Promise<number[]> {
+    if (group !== 'master' || !this.o.etcdLeader) return indexes;
+    const leader = await this.o.etcdLeader(deployment);
+    const at = leader ? Number(leader.split('/')[1]) : -1;
+    return indexes.includes(at) ? [...indexes.filter((i) => i !== at), at] : indexes;
   }
 
   async beforeStop(i: HookInstance, signal: AbortSignal): Promise<void> {

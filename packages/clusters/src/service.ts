@@ -1,7 +1,7 @@
 // The clusters use cases as the edges call them: each takes the caller (an Actor) and applies the access policy first.
 import { ConflictError, NotFoundError, UnavailableError, type Clock, type Logger } from '@anodyne/common';
 import type { NetworkProfilesTable, Store } from '@anodyne/store';
-import type { Director, InstanceView, Task, TaskEvent } from '@anodyne/director';
+import type { CloudCheck, Director, InstanceView, Task, TaskEvent } from '@anodyne/director';
 import { BUILTIN_PLANS, deploymentName, planUpdate, validatePlans, type OidcTrust, type Plan } from './cluster.js';
 import { access, type Actor } from './access.js';
 import { ClusterRecords, type ClusterView } from './records.js';
@@ -14,7 +14,8 @@ import { ReleaseRegistry } from './releases.js';
 import { NodeHooks, type EtcdMember } from './nodes.js';
 import { apiProbe } from './availability.js';
 import { ClusterBackups, type PlatformBackupSource } from './backups.js';
-import { ChangeRecorder, type EtcdAccess } from './changelog.js';
+import { ChangeRecorder, etcdLeaderAt, type EtcdAccess } from './changelog.js';
+import { ClusterRepair } from './repair.js';
 import type { ArtifactStore, BackupKeys } from '@anodyne/backup';
 
 /** A plan as the API lists it. */
@@ -90,6 +91,8 @@ export interface ClusterServiceOptions {
   vmAgents?: () => Promise<string[]>;
   /** Builds the client for a cluster's API (default: @kubernetes/client-node with the admin certificate). */
   kubeClient?: (e: ClusterEndpoint) => KubeClient;
+  /** Compares the store with the provider and the agents (the platform makes it over its provider). */
+  cloudCheck?: CloudCheck;
 }
 
 /**
@@ -109,6 +112,7 @@ export class ClusterService {
   readonly nodes: NodeHooks;
   readonly releases: ReleaseRegistry;
   readonly backups: ClusterBackups;
+  readonly repair: ClusterRepair;
   /** Records etcd's changes after backups, for point-in-time restores. */
   readonly recorder: ChangeRecorder;
 
@@ -148,6 +152,12 @@ export class ClusterService {
       ...(o.oidc ? { oidc: o.oidc } : {}),
       ...(o.kubeClient ? { client: o.kubeClient } : {}),
     });
+    /** A deployment's masters with an address, and how to reach their etcd members (in that order). */
+    const etcdOf = async (deployment: string) => {
+      const masters = (await o.director.instances(deployment)).filter((r) => r.group_name === 'master' && r.ip);
+      const access: EtcdAccess = { urls: masters.map((r) => `https://${r.ip}:2379`), ...(await o.credentials.etcdClient(deployment)) };
+      return { access, masters };
+    };
     this.nodes = new NodeHooks({
       clock: o.clock,
       logger: o.logger,
@@ -159,6 +169,11 @@ export class ClusterService {
         return plan ? planUpdate(plan).drainTimeoutSeconds * 1000 : undefined;
       },
       etcdMembers: (deployment) => etcdMembers(o.director, deployment),
+      etcdLeader: async (deployment) => {
+        const { access, masters } = await etcdOf(deployment);
+        const at = await etcdLeaderAt(access);
+        return at === undefined ? undefined : `master/${masters[at]!.idx}`;
+      },
       ...(o.kubeClient ? { client: o.kubeClient } : {}),
       // A cluster still being created (or whose first create never finished) has no Nodes to drain.
       endpoint: (cluster) =>
@@ -168,11 +183,8 @@ export class ClusterService {
         }),
     });
     this.fleet = new ClusterFleet(o.director, this.records, this.lifecycle, this.releases);
-    const etcdAccess = async (cluster: string): Promise<EtcdAccess> => {
-      const deployment = deploymentName(cluster);
-      const masters = (await o.director.instances(deployment)).filter((r) => r.group_name === 'master' && r.ip);
-      return { urls: masters.map((r) => `https://${r.ip}:2379`), ...(await o.credentials.etcdClient(deployment)) };
-    };
+    this.repair = new ClusterRepair({ director: o.director, records: this.records, check: o.cloudCheck });
+    const etcdAccess = async (cluster: string): Promise<EtcdAccess> => (await etcdOf(deploymentName(cluster))).access;
     this.recorder = new ChangeRecorder({
       artifacts: o.backups.artifacts,
       keys: o.backups.keys,

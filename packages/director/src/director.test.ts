@@ -352,6 +352,19 @@ describe('updater', () => {
     assert.equal(events.filter((e) => e.state === 'finished').length, 5);
   });
 
+  it("the driver's order decides which instance is the canary and which roll last", async () => {
+    const m = manifest();
+    const { clock, driver, events, updater, groups } = setup(m);
+    // As a cluster's hooks do for masters: one instance (etcd's leader) last.
+    (driver as InstanceDriver).order = (_g, changes) =>
+      Promise.resolve([...changes.filter((c) => c.index !== 0), ...changes.filter((c) => c.index === 0)]);
+    await runToEnd(clock, updater.run(groups(fiveUpdates()), new AbortController().signal));
+    const started = events.filter((e) => e.state === 'started').map((e) => [e.stage, e.instance]);
+    assert.deepEqual(started[0], ['Updating instance (canary)', 'web/1']);
+    assert.deepEqual(started.at(-1), ['Updating instance', 'web/0']);
+    assert.equal(events.filter((e) => e.state === 'finished').length, 5);
+  });
+
   it('max_in_flight as a percentage', async () => {
     const m = manifest({ update: { canaries: 0, max_in_flight: '60%', canary_watch_time: 1000, update_watch_time: 1000 } });
     const { clock, driver, updater, groups } = setup(m);

@@ -30,6 +30,11 @@ export interface HookInstance {
  * the instance's step (and with it the task), before anything of the instance was stopped.
  */
 export interface InstanceHooks {
+  /**
+   * The order in which a group's running instances are rolled (a permutation of `indexes`; e.g. the
+   * etcd leader last, so one rollout changes etcd's leader once). Absent or failing: index order.
+   */
+  order?(deployment: string, group: string, indexes: number[]): Promise<number[]>;
   /** Before an instance that is running is stopped for an update or a recreate (e.g. cordon and drain a node). */
   beforeStop?(i: HookInstance, signal: AbortSignal): Promise<void>;
   /** After it runs again and is healthy (e.g. uncordon the node). */
@@ -49,6 +54,24 @@ export class AgentDriver implements InstanceDriver {
     /** The agent program of the deployment's release, for VMs it recreates. */
     private readonly agentProgram?: string,
   ) {}
+
+  /** The hooks' order for these changes of one group (index order when they have none, or it fails). */
+  async order(group: string, changes: PlannedChange[]): Promise<PlannedChange[]> {
+    const hook = this.d.hooks?.order?.bind(this.d.hooks);
+    if (!hook || changes.length < 2) return changes;
+    const deployment = this.row(changes[0]!).deployment;
+    const wanted = await hook(
+      deployment,
+      group,
+      changes.map((c) => c.index),
+    ).catch(() => undefined);
+    if (!wanted) return changes;
+    const rank = (c: PlannedChange) => {
+      const at = wanted.indexOf(c.index);
+      return at < 0 ? wanted.length + c.index : at;
+    };
+    return [...changes].sort((a, b) => rank(a) - rank(b));
+  }
 
   private row(c: PlannedChange): InstanceRow {
     const r = this.rows.get(`${c.group}/${c.index}`);

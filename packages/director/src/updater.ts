@@ -32,6 +32,8 @@ export interface InstanceDriver {
   settled?(change: PlannedChange): Promise<void>;
   /** Whether every process of the instance is running and ready. */
   healthy(change: PlannedChange): Promise<boolean>;
+  /** The order in which a group's running instances roll (default: as planned, by index). */
+  order?(group: string, changes: PlannedChange[]): Promise<PlannedChange[]>;
 }
 
 export interface GroupPlan {
@@ -197,7 +199,8 @@ export class Updater {
       const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed) throw failed.reason;
     }
-    const existing = updates.filter((c) => !fresh.includes(c));
+    const planned = updates.filter((c) => !fresh.includes(c));
+    const existing = this.opts.driver.order ? await this.opts.driver.order(g.name, planned) : planned;
     const canaries = existing.slice(0, Math.min(g.policy.canaries, existing.length));
     const rest = existing.slice(canaries.length);
     for (const c of canaries) {

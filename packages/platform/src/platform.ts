@@ -6,7 +6,7 @@ import { PreconditionError, type Clock, type Logger, type PlatformConfig, type S
 import { AuditLog, openStore, type Store, type StoreOptions } from '@anodyne/store';
 import { CredStore, DeploymentVariables, loadKeyFile, type KeyRing } from '@anodyne/credstore';
 import { LocalProvider } from '@anodyne/providers';
-import { Director, HealthMonitor, agentTlsIssuer, type AgentTlsIssuer } from '@anodyne/director';
+import { CloudCheck, Director, HealthMonitor, agentTlsIssuer, type AgentTlsIssuer } from '@anodyne/director';
 import { AUDIENCE, Identity, LdapUserStore, SCOPES } from '@anodyne/identity';
 import { ClusterService, releaseCatalog, RELEASES_GUEST_DIR, type Plan } from '@anodyne/clusters';
 import { locateReleases, sha256File } from '@anodyne/release';
@@ -217,7 +217,32 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
     const keyTimer = setInterval(() => void rotateKeys(), 3_600_000);
     keyTimer.unref();
 
+    const audit = new AuditLog(store, clock);
+    // The cloud check's every action (ignoring a finding too) goes to the audit log.
+    const cloudCheck = new CloudCheck({
+      store,
+      provider,
+      director,
+      clock,
+      logger,
+      onAction: ({ actor, finding, action }) =>
+        audit.record({
+          actor,
+          action: `cloud_check.${action.resolution}`,
+          target: finding.object ?? finding.deployment ?? 'platform',
+          result: action.result === 'error' ? 'error' : 'ok',
+          details: {
+            finding: finding.id,
+            type: finding.type,
+            ...(finding.deployment ? { deployment: finding.deployment } : {}),
+            outcome: action.result,
+            detail: action.detail,
+            ...(action.task !== undefined ? { task: action.task } : {}),
+          },
+        }),
+    });
     const clusters = new ClusterService({
+      cloudCheck,
       ...(o.plans ? { plans: o.plans } : {}),
       store,
       director,
@@ -303,7 +328,6 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       .resumeRecording()
       .then((c) => (c.length ? logger.info({ clusters: c }, "recording etcd's changes again") : undefined))
       .catch((err: unknown) => logger.warn({ err: (err as Error).message }, "resuming etcd's change records failed"));
-    const audit = new AuditLog(store, clock);
     const dc = config.director;
     const health = new HealthMonitor({
       store,

@@ -15,6 +15,7 @@ import { register as upgradeClusters } from './upgrade-clusters.js';
 import { register as releases } from './releases.js';
 import { register as recreateCluster } from './recreate-cluster.js';
 import { register as backup } from './backup.js';
+import { register as cloudCheck } from './cloud-check.js';
 import { register as certificates } from './certificates.js';
 import { register as vms } from './vms.js';
 import { register as rotateCertificates } from './rotate-certificates.js';
@@ -54,6 +55,7 @@ export const COMMANDS: readonly Register[] = [
   releases,
   recreateCluster,
   backup,
+  cloudCheck,
   certificates,
   vms,
   rotateCertificates,
