@@ -274,6 +274,10 @@ export const containerdJob: JobDefinition = {
       '',
     ].join('\n'),
     'bin/containerd.sh': [
+      // The first start since the VM booted (/run is new at each boot): the containers of before died
+      // with the boot, and containerd would spend tens of seconds on their sandboxes before it
+      // answered the kubelet (whose node then registers late). Start clean; the images come again below.
+      'if [ ! -e /run/anodyne-containerd-booted ]; then rm -rf /var/lib/containerd; touch /run/anodyne-containerd-booted; fi',
       // The marker says this start's import finished (a release change brings new images).
       'rm -f /run/containerd/images-imported',
       'containerd --config config.toml &',

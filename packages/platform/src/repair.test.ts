@@ -188,9 +188,9 @@ describe('repair: the cloud check on a real cluster', { skip: skipUnless(isRoot,
     // The repaired cluster works: its API answers and the worker's node is Ready.
     const cfg = join(dir, 'rp1.yaml');
     writeFileSync(cfg, ((await call('GET', '/v1/clusters/rp1/kubeconfig')).body as { kubeconfig: string }).kubeconfig, { mode: 0o600 });
-    // After its VM's reboot the kubelet registers its Node only once containerd has dealt with the
-    // sandboxes of before (tens of seconds), and by then its CSINode set-up has given up its early
-    // retries: the node is Ready some 150 s after the repair. Known, measured, left for the next slice.
+    // After a VM's reboot containerd starts from a clean state (its containers died with the boot);
+    // it used to spend ~40 s on the old sandboxes first, the kubelet's Node came late and its CSINode
+    // set-up, having given up its early retries, made the node Ready only ~150 s after the repair.
     const fixedAt = performance.now();
     let nodes = '';
     for (let i = 0; i < 240 && !/worker-0\s+Ready/.test(nodes); i++) {
