@@ -164,6 +164,15 @@ export const Cluster = Type.Object({
   kubernetes_version: Type.String(),
   /** The release the cluster runs. */
   release: Type.Union([Type.String(), Type.Null()]),
+  /** Its VMs by what the platform's health monitor last found (running, failing, unresponsive, missing, stopped, pending). */
+  health: Type.Object({
+    running: Type.Integer(),
+    failing: Type.Integer(),
+    unresponsive: Type.Integer(),
+    missing: Type.Integer(),
+    stopped: Type.Integer(),
+    pending: Type.Integer(),
+  }),
   parameters: Type.Object({
     kubernetes_master_host: Type.String(),
     kubernetes_master_port: Type.Integer(),

@@ -23,6 +23,8 @@ export interface ClusterView {
   kubernetes_version: string;
   /** The release the cluster runs (content-addressed key). */
   release: string | null;
+  /** Its VMs by what the health monitor last found. */
+  health: HealthCounts;
   parameters: {
     kubernetes_master_host: string;
     kubernetes_master_port: number;
@@ -31,6 +33,17 @@ export interface ClusterView {
     service_cidr?: string;
   };
 }
+
+export interface HealthCounts {
+  running: number;
+  failing: number;
+  unresponsive: number;
+  missing: number;
+  stopped: number;
+  pending: number;
+}
+
+const noHealth = (): HealthCounts => ({ running: 0, failing: 0, unresponsive: 0, missing: 0, stopped: 0, pending: 0 });
 
 /** What a cluster was asked for, as stored in its record. */
 export interface Parameters {
@@ -176,11 +189,41 @@ export class ClusterRecords {
   }
 
   async views(rows: ClustersTable[]): Promise<ClusterView[]> {
-    const tasks = await this.o.director.tasks.getMany(rows.flatMap((r) => (r.last_task_id !== null ? [r.last_task_id] : [])));
-    return Promise.all(rows.map((r) => this.view(r, r.last_task_id !== null ? tasks.get(r.last_task_id) : undefined)));
+    const [tasks, health] = await Promise.all([
+      this.o.director.tasks.getMany(rows.flatMap((r) => (r.last_task_id !== null ? [r.last_task_id] : []))),
+      this.healthOf(rows.map((r) => deploymentName(r.name))),
+    ]);
+    return Promise.all(
+      rows.map((r) =>
+        this.view(r, r.last_task_id !== null ? tasks.get(r.last_task_id) : undefined, health.get(deploymentName(r.name)) ?? noHealth()),
+      ),
+    );
   }
 
-  async view(r: ClustersTable, task: Task | undefined): Promise<ClusterView> {
+  /** Per deployment, its instances counted by their last health (one query for a whole listing). */
+  private async healthOf(deployments: string[]): Promise<Map<string, HealthCounts>> {
+    const out = new Map<string, HealthCounts>();
+    if (deployments.length === 0) return out;
+    const rows = await storeQuery('counting instances by health', () =>
+      this.o.store.db
+        .selectFrom('instances')
+        .select(['deployment', 'health', (eb) => eb.fn.countAll<number>().as('n')])
+        .where('deployment', 'in', deployments)
+        .groupBy(['deployment', 'health'])
+        .execute(),
+    );
+    for (const r of rows) {
+      const c = out.get(r.deployment) ?? noHealth();
+      const key = (r.health in c ? r.health : 'pending') as keyof HealthCounts;
+      c[key] += Number(r.n);
+      out.set(r.deployment, c);
+    }
+    return out;
+  }
+
+  /** A cluster as users see it; `health` when the caller counted it already (a listing), else counted here. */
+  async view(r: ClustersTable, task: Task | undefined, counted?: HealthCounts): Promise<ClusterView> {
+    const health = counted ?? (await this.healthOf([deploymentName(r.name)])).get(deploymentName(r.name)) ?? noHealth();
     const p = JSON.parse(r.parameters) as Parameters;
     const api = (await this.endpointOf(r, task))['api'];
     const description = task
@@ -199,6 +242,7 @@ export class ClusterRecords {
       network_profile_name: r.network_profile,
       kubernetes_version: this.o.versionOf(r.release) ?? '',
       release: r.release,
+      health,
       parameters: {
         kubernetes_master_host: p.externalHostname ?? api?.ip ?? '',
         kubernetes_master_port: api?.port ?? 6443,

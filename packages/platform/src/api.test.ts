@@ -290,6 +290,15 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
     assert.equal(ready.last_action_state, 'succeeded');
     assert.equal(ready.kubernetes_master_ips.length, 1);
     t.diagnostic(`cluster created through the API in ${(performance.now() - started).toFixed(0)} ms`);
+    // The view counts its VMs by the health monitor's last finding (a pass every 2 s here): all running soon.
+    type Health = Record<'running' | 'failing' | 'unresponsive' | 'missing' | 'stopped' | 'pending', number>;
+    const instances = (await tp.platform.director.instances('cluster-team-a')).length;
+    let health: Health | undefined;
+    for (let i = 0; i < 60 && health?.running !== instances; i++) {
+      health = ((await call('GET', '/v1/clusters/team-a', { token: tokens['alice'] })).body as { health: Health }).health;
+      if (health.running !== instances) await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.deepEqual(health, { running: instances, failing: 0, unresponsive: 0, missing: 0, stopped: 0, pending: 0 });
     // Other owner: every cluster route a manage user may call answers bob 404 on alice's cluster, and so does every task route on its task.
     const manageRoutes = tp.platform.app.anodyneRoutes.filter(
       (r) => r.scopes?.includes(SCOPES.manage) && (r.url.includes(':name') || r.url.includes(':id')),

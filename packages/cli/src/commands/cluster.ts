@@ -27,6 +27,13 @@ export function register(p: Command): void {
           ['Kubernetes Master Port:', String(c.parameters.kubernetes_master_port)],
           ['Worker Nodes:', String(c.parameters.kubernetes_worker_instances)],
           ['Kubernetes Master IP(s):', c.kubernetes_master_ips.join(', ')],
+          [
+            'VM Health:',
+            Object.entries(c.health)
+              .filter(([, n]) => n > 0)
+              .map(([state, n]) => `${n} ${state}`)
+              .join(', ') || 'no VMs',
+          ],
         ],
         false,
       );
