@@ -79,7 +79,7 @@ describe('etcd member health around a master', () => {
 });
 
 describe('the order masters roll in', () => {
-  const ordered = (leader: string | undefined) =>
+  const ordered = (leader: number | undefined) =>
     new NodeHooks({
       clock: new ManualClock(),
       logger: silentLogger(),
@@ -88,14 +88,14 @@ describe('the order masters roll in', () => {
     });
 
   it("etcd's leader goes last, the followers keep their order", async () => {
-    assert.deepEqual(await ordered('master/0').order('cluster-a', 'master', [0, 1, 2]), [1, 2, 0]);
-    assert.deepEqual(await ordered('master/1').order('cluster-a', 'master', [0, 1, 2]), [0, 2, 1]);
-    assert.deepEqual(await ordered('master/2').order('cluster-a', 'master', [0, 1, 2]), [0, 1, 2]);
+    assert.deepEqual(await ordered(0).order('cluster-a', 'master', [0, 1, 2]), [1, 2, 0]);
+    assert.deepEqual(await ordered(1).order('cluster-a', 'master', [0, 1, 2]), [0, 2, 1]);
+    assert.deepEqual(await ordered(2).order('cluster-a', 'master', [0, 1, 2]), [0, 1, 2]);
   });
 
   it('workers, an unknown leader, or one not being rolled change nothing', async () => {
-    assert.deepEqual(await ordered('master/0').order('cluster-a', 'worker', [0, 1, 2]), [0, 1, 2]);
+    assert.deepEqual(await ordered(0).order('cluster-a', 'worker', [0, 1, 2]), [0, 1, 2]);
     assert.deepEqual(await ordered(undefined).order('cluster-a', 'master', [0, 1, 2]), [0, 1, 2]);
-    assert.deepEqual(await ordered('master/2').order('cluster-a', 'master', [0, 1]), [0, 1]);
+    assert.deepEqual(await ordered(2).order('cluster-a', 'master', [0, 1]), [0, 1]);
   });
 });

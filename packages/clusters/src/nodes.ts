@@ -24,8 +24,8 @@ export interface NodeHooksOptions {
   drainTimeoutOf?: (cluster: string) => Promise<number | undefined>;
   /** The etcd members of a deployment (every master), with their health. */
   etcdMembers?: (deployment: string) => Promise<EtcdMember[]>;
-  /** Which master's etcd member leads now (`master/<index>`), if any answers. */
-  etcdLeader?: (deployment: string) => Promise<string | undefined>;
+  /** The index of the master whose etcd member leads now, if any answers. */
+  etcdLeader?: (deployment: string) => Promise<number | undefined>;
   /** How long a master's rollout waits for etcd's members to be healthy (default 120 s). */
   etcdWaitMs?: number;
   client?: (e: ClusterEndpoint) => KubeClient;
@@ -68,8 +68,7 @@ export class NodeHooks implements InstanceHooks {
   async order(deployment: string, group: string, indexes: number[]): Promise<number[]> {
     if (group !== 'master' || !this.o.etcdLeader) return indexes;
     const leader = await this.o.etcdLeader(deployment);
-    const at = leader ? Number(leader.split('/')[1]) : -1;
-    return indexes.includes(at) ? [...indexes.filter((i) => i !== at), at] : indexes;
+    return leader !== undefined && indexes.includes(leader) ? [...indexes.filter((i) => i !== leader), leader] : indexes;
   }
 
   async beforeStop(i: HookInstance, signal: AbortSignal): Promise<void> {

@@ -172,7 +172,7 @@ export class ClusterService {
       etcdLeader: async (deployment) => {
         const { access, masters } = await etcdOf(deployment);
         const at = await etcdLeaderAt(access);
-        return at === undefined ? undefined : `master/${masters[at]!.idx}`;
+        return at === undefined ? undefined : masters[at]!.idx;
       },
       ...(o.kubeClient ? { client: o.kubeClient } : {}),
       // A cluster still being created (or whose first create never finished) has no Nodes to drain.
