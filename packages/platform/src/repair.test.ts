@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { exec, skipUnless } from '@anodyne/common';
+import { exec, skipUnless, systemClock } from '@anodyne/common';
+import { apiProbe } from '@anodyne/clusters';
 import { SCOPES } from '@anodyne/identity';
 import { RESOLUTIONS, FINDING_TYPES } from '@anodyne/director';
 import { schemas as S, type CloudCheckReport } from '@anodyne/client';
@@ -142,6 +143,9 @@ describe('repair: the cloud check on a real cluster', { skip: skipUnless(isRoot,
     }
     assert.equal((await tp.platform.director.tasks.list()).length, tasksBefore, 'no task for a refused request');
 
+    // Counted, not assumed: the cluster API through its load balancer while the repair runs. With one
+    // master recreated on a fresh disk there is a gap (its etcd starts empty); the counts say how long.
+    const probe = apiProbe(await tp.platform.clusters.binds.endpoint('rp1'), systemClock);
     const fixed = await cloudCheck({
       resolutions: {
         'missing_disk:cluster-rp1/master/0': 'recreate_vm',
@@ -156,6 +160,11 @@ describe('repair: the cloud check on a real cluster', { skip: skipUnless(isRoot,
       JSON.stringify(fixed.actions, null, 1),
     );
     assert.equal(fixed.actions.length, 4);
+    const availability = await probe.stop();
+    t.diagnostic(
+      `the cluster API during the repair: ${availability.requests} requests, ${availability.failed} failed, longest gap ${(availability.longest_gap_ms / 1000).toFixed(1)} s (one master, recreated)`,
+    );
+    assert.ok(availability.requests > 0, 'the client loop ran through the repair');
     const after = await tp.platform.director.instances(deployment);
     const master2 = after.find((r) => r.group_name === 'master')!;
     const worker2 = after.find((r) => r.group_name === 'worker')!;
