@@ -1,49 +1,151 @@
-// The API's Prometheus metrics: requests and latency per route, handler calls, resident memory and uptime.
-/** Request counters and latency sums per route, in the Prometheus text format. */
+// The platform's Prometheus metrics (prom-client): requests and latency per route, the process and runtime, certificates, instances, tasks.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** What the platform reports at each scrape, read when /metrics is asked for. */
+export interface PlatformGauges {
+  /** Every certificate in use (a CA's transitional version included) and when it expires. */
+  certificates(): Promise<{ name: string; expires_at: string; is_ca: boolean }[]>;
+  /** The renewal window: certificates expiring within it are counted as expiring (and renewed by the pass). */
+  renewalDays: number;
+  /** The last health pass: instances by health, and whether resurrection is paused (meltdown). Null before the first. */
+  health(): { counts: Record<string, number>; meltdown: boolean } | null;
+  /** Tasks by type and state, as stored. */
+  tasks(): Promise<{ type: string; state: string; count: number }[]>;
+  /** Seconds since the clock's epoch (the injected clock: expiry is counted against it). */
+  nowSeconds(): number;
+}
+
+const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const TASK_BUCKETS = [1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600];
+
+/** The registry behind /metrics. */
 export class Metrics {
-  private readonly requests = new Map<string, number>();
-  private readonly seconds = new Map<string, { sum: number; count: number }>();
-  private readonly handled = new Map<string, number>();
-  private readonly started = Date.now();
+  readonly registry = new Registry();
+  private readonly requests: Counter<'method' | 'route' | 'status'>;
+  private readonly handled: Counter<'method' | 'route'>;
+  private readonly latency: Histogram<'method' | 'route'>;
+  private readonly taskSeconds: Histogram<'type' | 'state'>;
+
+  constructor(gauges?: PlatformGauges) {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry, prefix: 'anodyne_' });
+    this.requests = new Counter({
+      name: 'anodyne_http_requests_total',
+      help: 'HTTP requests by method, route and status.',
+      labelNames: ['method', 'route', 'status'],
+      registers,
+    });
+    this.handled = new Counter({
+      name: 'anodyne_http_handler_calls_total',
+      help: "Requests that passed authentication, authorization and validation and reached the route's handler.",
+      labelNames: ['method', 'route'],
+      registers,
+    });
+    this.latency = new Histogram({
+      name: 'anodyne_http_request_duration_seconds',
+      help: 'Time spent answering requests.',
+      labelNames: ['method', 'route'],
+      buckets: DURATION_BUCKETS,
+      registers,
+    });
+    this.taskSeconds = new Histogram({
+      name: 'anodyne_task_duration_seconds',
+      help: 'How long tasks ran, by type and how they ended (done, error, cancelled).',
+      labelNames: ['type', 'state'],
+      buckets: TASK_BUCKETS,
+      registers,
+    });
+    const started = Date.now();
+    new Gauge({
+      name: 'anodyne_uptime_seconds',
+      help: 'Seconds since the API started.',
+      registers,
+      collect() {
+        this.set(Math.round((Date.now() - started) / 1000));
+      },
+    });
+    if (gauges) this.platformGauges(gauges);
+  }
+
+  private platformGauges(g: PlatformGauges): void {
+    const registers = [this.registry];
+    // One read of the certificates per scrape, shared by the two gauges that show them.
+    let certs: { at: number; list: Promise<{ name: string; expires_at: string; is_ca: boolean }[]> } | undefined;
+    const certificates = () => {
+      if (!certs || Date.now() - certs.at > 1000) certs = { at: Date.now(), list: g.certificates() };
+      return certs.list;
+    };
+    new Gauge({
+      name: 'anodyne_certificate_expiry_timestamp_seconds',
+      help: 'When each certificate in use expires (Unix seconds).',
+      labelNames: ['name', 'ca'],
+      registers,
+      async collect() {
+        this.reset();
+        for (const c of await certificates()) this.set({ name: c.name, ca: String(c.is_ca) }, Math.floor(Date.parse(c.expires_at) / 1000));
+      },
+    });
+    new Gauge({
+      name: 'anodyne_certificate_expiring',
+      help: 'Certificates in use that expire within the renewal window (1 each; the scheduled pass renews them).',
+      labelNames: ['name', 'ca'],
+      registers,
+      async collect() {
+        this.reset();
+        const by = g.nowSeconds() + g.renewalDays * 86_400;
+        for (const c of await certificates()) if (Date.parse(c.expires_at) / 1000 <= by) this.set({ name: c.name, ca: String(c.is_ca) }, 1);
+      },
+    });
+    new Gauge({
+      name: 'anodyne_instances',
+      help: 'Instances by health, as the last health pass found them (running, failing, unresponsive, missing, stopped, pending).',
+      labelNames: ['health'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [health, n] of Object.entries(g.health()?.counts ?? {})) this.set({ health }, n);
+      },
+    });
+    new Gauge({
+      name: 'anodyne_resurrection_meltdown',
+      help: 'Whether resurrection is paused because too many instances are down at once (1) or not (0).',
+      registers,
+      collect() {
+        this.set(g.health()?.meltdown ? 1 : 0);
+      },
+    });
+    new Gauge({
+      name: 'anodyne_tasks',
+      help: 'Tasks by type and state (queued, processing, done, error, cancelled), as stored.',
+      labelNames: ['type', 'state'],
+      registers,
+      async collect() {
+        this.reset();
+        for (const t of await g.tasks()) this.set({ type: t.type, state: t.state }, t.count);
+      },
+    });
+  }
 
   /** A request that passed authentication, authorization and validation and reached its route's handler. */
   reached(method: string, route: string): void {
-    const key = `method="${method}",route="${route.replace(/"/g, '')}"`;
-    this.handled.set(key, (this.handled.get(key) ?? 0) + 1);
+    this.handled.inc({ method, route });
   }
 
   observe(method: string, route: string, status: number, elapsedMs: number): void {
-    const key = `method="${method}",route="${route.replace(/"/g, '')}",status="${status}"`;
-    this.requests.set(key, (this.requests.get(key) ?? 0) + 1);
-    const lk = `method="${method}",route="${route.replace(/"/g, '')}"`;
-    const s = this.seconds.get(lk) ?? { sum: 0, count: 0 };
-    s.sum += elapsedMs / 1000;
-    s.count += 1;
-    this.seconds.set(lk, s);
+    this.requests.inc({ method, route, status: String(status) });
+    this.latency.observe({ method, route }, elapsedMs / 1000);
   }
 
-  render(): string {
-    const lines = [
-      '# HELP anodyne_http_requests_total HTTP requests by method, route and status.',
-      '# TYPE anodyne_http_requests_total counter',
-      ...[...this.requests].map(([k, v]) => `anodyne_http_requests_total{${k}} ${v}`),
-      "# HELP anodyne_http_handler_calls_total Requests that passed authentication, authorization and validation and reached the route's handler.",
-      '# TYPE anodyne_http_handler_calls_total counter',
-      ...[...this.handled].map(([k, v]) => `anodyne_http_handler_calls_total{${k}} ${v}`),
-      '# HELP anodyne_http_request_duration_seconds Time spent answering requests.',
-      '# TYPE anodyne_http_request_duration_seconds summary',
-      ...[...this.seconds].flatMap(([k, v]) => [
-        `anodyne_http_request_duration_seconds_sum{${k}} ${v.sum.toFixed(6)}`,
-        `anodyne_http_request_duration_seconds_count{${k}} ${v.count}`,
-      ]),
-      '# HELP anodyne_process_resident_memory_bytes Resident memory of the platform process.',
-      '# TYPE anodyne_process_resident_memory_bytes gauge',
-      `anodyne_process_resident_memory_bytes ${process.memoryUsage().rss}`,
-      '# HELP anodyne_uptime_seconds Seconds since the API started.',
-      '# TYPE anodyne_uptime_seconds gauge',
-      `anodyne_uptime_seconds ${((Date.now() - this.started) / 1000).toFixed(0)}`,
-      '',
-    ];
-    return lines.join('\n');
+  /** A task that ended, and how long it ran. */
+  taskEnded(type: string, state: string, seconds: number): void {
+    this.taskSeconds.observe({ type, state }, seconds);
+  }
+
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
   }
 }

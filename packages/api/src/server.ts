@@ -9,7 +9,7 @@ import type { ClusterService } from '@anodyne/clusters';
 import type { Director } from '@anodyne/director';
 import { errorBody } from './errors.js';
 import { brokerRoutes } from './broker.js';
-import { Metrics } from './metrics.js';
+import { Metrics, type PlatformGauges } from './metrics.js';
 import { platformRoutes } from './routes/platform.js';
 import { identityRoutes } from './routes/identity.js';
 import { clusterRoutes } from './routes/clusters.js';
@@ -35,6 +35,8 @@ export interface ServerOptions {
   tokenRateLimit?: number;
   /** The Open Service Broker's own credentials (HTTP basic on /v2). */
   brokerCredentials: () => Promise<{ username: string; password: string }>;
+  /** What /metrics shows of the platform besides the API itself. */
+  gauges?: PlatformGauges;
 }
 
 declare module 'fastify' {
@@ -73,7 +75,8 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
       return void reply.status(status).send({ code: tooLong ? 'ANODYNE_E_URI_TOO_LONG' : 'ANODYNE_E_INVALID_INPUT', message, details: {} });
     },
   });
-  const metrics = new Metrics();
+  const metrics = new Metrics(o.gauges);
+  o.director.onTaskEnd((t) => metrics.taskEnded(t.type, t.state, t.seconds));
 
   app.decorateRequest('principal', null);
   const routes: FastifyInstance['anodyneRoutes'] = [];

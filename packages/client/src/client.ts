@@ -215,8 +215,12 @@ export class ApiClient {
   vms(name: string): Promise<Vm[]> {
     return this.call('GET', `/v1/clusters/${seg(name)}/vms`);
   }
-  rotateCertificates(name: string): Promise<Cluster> {
-    return this.call('POST', `/v1/clusters/${seg(name)}/rotate-certificates`);
+  rotateCertificates(name: string, body: S.RotateCertificatesBody = {}): Promise<Cluster> {
+    return this.call('POST', `/v1/clusters/${seg(name)}/rotate-certificates`, body);
+  }
+  /** Alerts, newest first; `after`: only those with a greater id. */
+  events(after?: number): Promise<S.PlatformEventView[]> {
+    return this.call('GET', `/v1/events${after !== undefined ? `?after=${after}` : ''}`);
   }
   adminKubeconfig(name: string): Promise<Kubeconfig> {
     return this.call('GET', `/v1/clusters/${seg(name)}/kubeconfig`);

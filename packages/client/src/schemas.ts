@@ -98,6 +98,24 @@ export const AuditQuery = Type.Object(
   { additionalProperties: false },
 );
 
+export const PlatformEvent = Type.Object({
+  id: Type.Integer({ description: 'Increasing: read the feed on with `after` set to the last id seen' }),
+  at: Type.String(),
+  kind: Type.String({
+    description: 'certificate_expiring, instance_lost (resurrection started), meltdown (resurrection paused), task_failed, cloud_check …',
+  }),
+  target: Type.String(),
+  details: Type.Record(Type.String(), Type.Unknown()),
+});
+export type PlatformEventView = Static<typeof PlatformEvent>;
+export const PlatformEventsQuery = Type.Object(
+  {
+    after: Type.Optional(Type.Integer({ minimum: 0, description: 'Only events with a greater id' })),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
+  },
+  { additionalProperties: false },
+);
+
 export const Plan = Type.Object({
   name: Type.String(),
   description: Type.String(),
@@ -289,6 +307,20 @@ export const CreateClient = Type.Object(
 /** Upgrade one cluster: to this Kubernetes version (default: the newest its plan offers). */
 export const UpgradeCluster = Type.Object({ kubernetes_version: Type.Optional(K8S_VERSION) }, { additionalProperties: false });
 export type UpgradeClusterBody = Static<typeof UpgradeCluster>;
+
+export const RotateCertificates = Type.Object(
+  {
+    ca: Type.Optional(
+      Type.Boolean({
+        description:
+          'Also rotate every CA (Kubernetes, etcd, front-proxy) and the service-account key, in three rollouts with no downtime; ' +
+          'an interrupted CA rotation resumes where it stopped',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+export type RotateCertificatesBody = Static<typeof RotateCertificates>;
 
 export const Release = Type.Object({
   key: Type.String(),

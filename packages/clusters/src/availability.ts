@@ -100,10 +100,17 @@ export function expectStatus(a: EndpointAnswer, ...ok: number[]): true | string 
  * Reads the `default` Namespace through the cluster's endpoint every `intervalMs` until
  * stopped; a failure is no answer in 2 s or not 200. A read that needs etcd, not `/version`
  * (which an API server answers before its storage is there, and while it is shutting down).
+ * `endpoint` is asked again every `refreshMs`, as a client that fetches its credentials again
+ * does (a CA rotation changes the CA bundle and the client certificate while the probe runs).
  */
-export function apiProbe(e: ClusterEndpoint, clock: Clock, intervalMs = 200): AvailabilityProbe {
+export function apiProbe(endpoint: () => Promise<ClusterEndpoint>, clock: Clock, intervalMs = 200, refreshMs = 2000): AvailabilityProbe {
   const path = '/api/v1/namespaces/default';
-  return countingLoop(`GET ${new URL(path, e.server).href}`, clock, intervalMs, async (count) => {
-    count(expectStatus(await endpointRequest(e, 'GET', path), 200));
+  let current: { e: ClusterEndpoint; at: number } | undefined;
+  const fresh = async (): Promise<ClusterEndpoint> => {
+    if (!current || clock.nowMs() - current.at >= refreshMs) current = { e: await endpoint(), at: clock.nowMs() };
+    return current.e;
+  };
+  return countingLoop(`GET ${path} through the cluster's endpoint`, clock, intervalMs, async (count) => {
+    count(expectStatus(await endpointRequest(await fresh(), 'GET', path), 200));
   });
 }

@@ -66,4 +66,12 @@ export {
   type PlatformBackupSource,
   type BackupFile,
 } from './backups.js';
+export {
+  ClusterCaRotation,
+  ROTATED_CREDENTIALS,
+  ADDON_DEPLOYMENTS,
+  pemSet,
+  type CaRotationSteps,
+  type CaRotationPhase,
+} from './rotation.js';
 export { ClusterRepair, type CloudCheckRequest, type ClusterFinding, type ClusterCloudCheckReport } from './repair.js';

@@ -47,7 +47,7 @@ export const etcdJob: JobDefinition = {
   release: RELEASE,
   properties: { release_dir: { default: '/var/lib/anodyne/release' } },
   files: {
-    'certs/etcd-ca.crt': '{{ vars.etcd-ca.certificate }}',
+    'certs/etcd-ca.crt': '{{ vars.etcd-ca.ca }}',
     ...cert('etcd-server'),
     ...cert('etcd-peer'),
     // Members are named by their address; the initial cluster is every master.
@@ -126,10 +126,11 @@ export const apiserverJob: JobDefinition = {
   },
   files: {
     'authn.yaml': '{{ p.authn_config }}',
-    'certs/ca.crt': '{{ vars.ca.certificate }}',
-    'certs/etcd-ca.crt': '{{ vars.etcd-ca.certificate }}',
-    'certs/front-proxy-ca.crt': '{{ vars.front-proxy-ca.certificate }}',
-    'certs/sa.pub': '{{ vars.service-account-key.public_key }}',
+    'certs/ca.crt': '{{ vars.ca.ca }}',
+    'certs/etcd-ca.crt': '{{ vars.etcd-ca.ca }}',
+    'certs/front-proxy-ca.crt': '{{ vars.front-proxy-ca.ca }}',
+    // Every service-account key that verifies (a rotation keeps the old one for tokens already issued).
+    'certs/sa.pub': '{{ vars.service-account-key.public_keys }}',
     'certs/sa.key': '{{ vars.service-account-key.private_key }}',
     ...cert('apiserver'),
     ...cert('apiserver-etcd-client'),
@@ -193,8 +194,11 @@ export const controllerManagerJob: JobDefinition = {
     node_cidr_mask: { default: 24 },
   },
   files: {
-    'certs/ca.crt': '{{ vars.ca.certificate }}',
-    'certs/ca.key': '{{ vars.ca.private_key }}',
+    // The CA version that signs (a rotation's new CA is trusted everywhere before it signs) …
+    'certs/signing-ca.crt': '{{ vars.ca.certificate }}',
+    'certs/signing-ca.key': '{{ vars.ca.private_key }}',
+    // … and every CA version trusted, for the API server and for pods (the kube-root-ca.crt ConfigMaps).
+    'certs/ca.crt': '{{ vars.ca.ca }}',
     'certs/sa.key': '{{ vars.service-account-key.private_key }}',
     ...cert('controller-manager'),
     kubeconfig: kubeconfig('controller-manager'),
@@ -212,8 +216,8 @@ export const controllerManagerJob: JobDefinition = {
         '--cluster-cidr={{ p.pod_cidr }}',
         '--node-cidr-mask-size={{ p.node_cidr_mask }}',
         '--service-cluster-ip-range={{ p.service_cidr }}',
-        '--cluster-signing-cert-file=certs/ca.crt',
-        '--cluster-signing-key-file=certs/ca.key',
+        '--cluster-signing-cert-file=certs/signing-ca.crt',
+        '--cluster-signing-key-file=certs/signing-ca.key',
         '--root-ca-file=certs/ca.crt',
         '--service-account-private-key-file=certs/sa.key',
         '--use-service-account-credentials=true',
@@ -229,7 +233,7 @@ export const schedulerJob: JobDefinition = {
   name: 'kube-scheduler',
   release: RELEASE,
   properties: { release_dir: { default: '/var/lib/anodyne/release' } },
-  files: { 'certs/ca.crt': '{{ vars.ca.certificate }}', ...cert('scheduler'), kubeconfig: kubeconfig('scheduler') },
+  files: { 'certs/ca.crt': '{{ vars.ca.ca }}', ...cert('scheduler'), kubeconfig: kubeconfig('scheduler') },
   processes: [
     {
       name: 'kube-scheduler',
@@ -316,7 +320,7 @@ export const flannelJob: JobDefinition = {
     backend: { default: 'host-gw' },
   },
   files: {
-    'certs/ca.crt': '{{ vars.ca.certificate }}',
+    'certs/ca.crt': '{{ vars.ca.ca }}',
     ...cert('flannel'),
     kubeconfig: kubeconfig('flannel').replace('https://127.0.0.1:6443', 'https://{{ lbs.api.ip }}:6443'),
     'net-conf.json': '{"Network": "{{ p.pod_cidr }}", "Backend": {"Type": "{{ p.backend }}"}}\n',
@@ -380,7 +384,7 @@ export const kubeletJob: JobDefinition = {
     max_pods: { default: 110 },
   },
   files: {
-    'certs/ca.crt': '{{ vars.ca.certificate }}',
+    'certs/ca.crt': '{{ vars.ca.ca }}',
     'certs/kubelet.crt': '{{ ivars.kubelet.certificate }}',
     'certs/kubelet.key': '{{ ivars.kubelet.private_key }}',
     kubeconfig: kubeconfig('kubelet').replace('https://127.0.0.1:6443', 'https://{{ lbs.api.ip }}:6443'),
@@ -435,7 +439,7 @@ export const kubeProxyJob: JobDefinition = {
   release: RELEASE,
   properties: { release_dir: { default: '/var/lib/anodyne/release' }, pod_cidr: { default: '10.200.0.0/16' } },
   files: {
-    'certs/ca.crt': '{{ vars.ca.certificate }}',
+    'certs/ca.crt': '{{ vars.ca.ca }}',
     'certs/kube-proxy.crt': '{{ vars.kube-proxy.certificate }}',
     'certs/kube-proxy.key': '{{ vars.kube-proxy.private_key }}',
     kubeconfig: kubeconfig('kube-proxy').replace('https://127.0.0.1:6443', 'https://{{ lbs.api.ip }}:6443'),
@@ -476,7 +480,7 @@ export const addonsJob: JobDefinition = {
     dns_replicas: { default: 1 },
   },
   files: {
-    'certs/ca.crt': '{{ vars.ca.certificate }}',
+    'certs/ca.crt': '{{ vars.ca.ca }}',
     ...cert('admin'),
     ...cert('metrics-server'),
     kubeconfig: kubeconfig('admin'),

@@ -1,5 +1,5 @@
 // A cluster's Kubernetes API through @kubernetes/client-node, as its admin client certificate, with a timeout per call.
-import { ApiException, CoreV1Api, KubeConfig, PolicyV1Api, RbacAuthorizationV1Api } from '@kubernetes/client-node';
+import { ApiException, AppsV1Api, CoreV1Api, KubeConfig, PolicyV1Api, RbacAuthorizationV1Api } from '@kubernetes/client-node';
 import { UnavailableError } from '@anodyne/common';
 
 /** Where a cluster's API is and the admin certificate that may call it. */
@@ -26,6 +26,7 @@ export interface KubeClient {
   core: CoreV1Api;
   rbac: RbacAuthorizationV1Api;
   policy: PolicyV1Api;
+  apps: AppsV1Api;
 }
 
 export function kubeClient(e: ClusterEndpoint, timeoutMs = 15_000): KubeClient {
@@ -37,7 +38,12 @@ export function kubeClient(e: ClusterEndpoint, timeoutMs = 15_000): KubeClient {
     contexts: [{ name: e.cluster, cluster: e.cluster, user: 'admin' }],
     currentContext: e.cluster,
   });
-  return { core: kc.makeApiClient(CoreV1Api), rbac: kc.makeApiClient(RbacAuthorizationV1Api), policy: kc.makeApiClient(PolicyV1Api) };
+  return {
+    core: kc.makeApiClient(CoreV1Api),
+    rbac: kc.makeApiClient(RbacAuthorizationV1Api),
+    policy: kc.makeApiClient(PolicyV1Api),
+    apps: kc.makeApiClient(AppsV1Api),
+  };
 }
 
 /** The HTTP status of a failed call, or undefined when the cluster was not reached at all. */

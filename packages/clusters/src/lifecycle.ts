@@ -8,6 +8,7 @@ import type { ClusterRecords, ClusterView, Parameters } from './records.js';
 import type { NetworkProfiles, Quotas } from './profiles.js';
 import type { ClusterRelease, ReleaseRegistry } from './releases.js';
 import { nodeName } from './nodes.js';
+import type { ClusterCaRotation } from './rotation.js';
 
 export interface CreateClusterInput {
   name: string;
@@ -44,6 +45,8 @@ export interface LifecycleOptions {
   nodes?: { checkRemoval(cluster: string, nodes: string[]): Promise<void> };
   plans: Plan[];
   oidc?: OidcTrust;
+  /** Rotates a cluster's CAs (three rollouts in one task). */
+  caRotation: ClusterCaRotation;
 }
 
 /**
@@ -160,6 +163,34 @@ export class ClusterLifecycle {
       ...(why.kind === 'update' ? { parameters: next } : {}),
       ...(changesRelease && !running ? { release: release.key } : {}),
     });
+    return this.o.records.get(name);
+  }
+
+  /**
+   * Rotates every CA of a cluster and its service-account key with no downtime: the new CAs
+   * trusted everywhere, then signing every certificate, then the old ones dropped, each rolled out
+   * instance by instance, as one task that holds the deployment throughout. A rotation that
+   * stopped midway resumes where it was. The cluster's API availability is measured throughout.
+   */
+  async rotateCas(name: string, actor: string): Promise<ClusterView> {
+    const rotation = this.o.caRotation;
+    const r = await this.o.records.row(name);
+    await this.o.records.assertIdle(r);
+    if (r.last_action === 'DELETE') throw new ConflictError('ANODYNE_E_CLUSTER_BUSY', `cluster ${name} is being deleted`);
+    const current = JSON.parse(r.parameters) as Parameters;
+    const running = r.release ? await this.o.releases.get(r.release) : undefined;
+    const release = running ? { key: running.key, version: running.kubernetes_version } : await this.o.releases.resolve(undefined);
+    const manifest = clusterManifest(this.request(name, current, r.plan, release), this.o.plans);
+    const probe = await this.o.probeFor?.(name);
+    const task = await this.o.director.runConvergingTask(
+      'rotate_ca',
+      deploymentName(name),
+      `rotate the CAs of cluster ${name}`,
+      actor,
+      (converge, signal, sink) => rotation.run(name, manifest, actor, converge, signal, sink),
+      probe ? { probe } : {},
+    );
+    await this.o.records.setTask(name, 'UPDATE', task.id, running ? {} : { release: release.key });
     return this.o.records.get(name);
   }
 

@@ -8,7 +8,8 @@ import { ClusterRecords, type ClusterView } from './records.js';
 import { NetworkProfiles, Quotas, type Quota, type Usage } from './profiles.js';
 import { ClusterLifecycle, type CreateClusterInput, type LeafRotation } from './lifecycle.js';
 import { ClusterBinds, type AdminCertificates } from './binds.js';
-import type { ClusterEndpoint, KubeClient } from './kube.js';
+import { kubeClient, type ClusterEndpoint, type KubeClient } from './kube.js';
+import { ClusterCaRotation, type CaRotationSteps } from './rotation.js';
 import { ClusterFleet, type FleetUpgradeRequest } from './fleet.js';
 import { ReleaseRegistry } from './releases.js';
 import { NodeHooks, type EtcdMember } from './nodes.js';
@@ -65,7 +66,7 @@ export interface ReleaseView {
 }
 
 /** What the service needs of the credential store. */
-export interface ClusterCredentials extends AdminCertificates, LeafRotation {
+export interface ClusterCredentials extends AdminCertificates, LeafRotation, CaRotationSteps {
   /** The deployment's certificates (latest versions) with their expiry. */
   certificates(deployment: string): Promise<{ name: string; expires_at: string | null; is_ca: boolean; version: number }[]>;
   /** A client certificate of the deployment's etcd (its CA, certificate and key), for the platform's change record. */
@@ -139,11 +140,18 @@ export class ClusterService {
       nodes: { checkRemoval: (cluster, nodes) => this.nodes.checkRemoval(cluster, nodes) },
       probeFor: (cluster) =>
         this.binds.endpoint(cluster).then(
-          (e) => () => apiProbe(e, o.clock),
+          () => () => apiProbe(() => this.binds.endpoint(cluster), o.clock),
           () => undefined,
         ),
       plans: this.plans,
       ...(o.oidc ? { oidc: o.oidc } : {}),
+      caRotation: new ClusterCaRotation({
+        steps: o.credentials,
+        endpoint: (cluster) => this.binds.endpoint(cluster),
+        client: o.kubeClient ?? ((e) => kubeClient(e)),
+        clock: o.clock,
+        logger: o.logger,
+      }),
     });
     this.binds = new ClusterBinds({
       records: this.records,
@@ -309,8 +317,10 @@ export class ClusterService {
     return this.lifecycle.recreate(name, a.name);
   }
 
-  async rotateCertificates(a: Actor, name: string): Promise<ClusterView> {
+  /** New leaf certificates rolled out; with `ca`, every CA and the service-account key too (three rollouts, no downtime). */
+  async rotateCertificates(a: Actor, name: string, options: { ca?: boolean } = {}): Promise<ClusterView> {
     await this.changed(a, name);
+    if (options.ca) return this.lifecycle.rotateCas(name, a.name);
     return this.lifecycle.redeploy(name, { kind: 'rotate-certificates' }, a.name);
   }
 

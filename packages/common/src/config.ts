@@ -85,6 +85,15 @@ export const PlatformConfigSchema = Type.Object(
       },
       { default: {}, additionalProperties: false },
     ),
+    certificates: Type.Object(
+      {
+        /** A certificate in use that expires within this many days is renewed by the scheduled pass (and alerted). */
+        renewalDays: Type.Integer({ minimum: 1, maximum: 3650, default: 30 }),
+        /** Seconds between renewal passes (also run at start). */
+        renewalPassSeconds: Type.Integer({ minimum: 5, maximum: 86400, default: 3600 }),
+      },
+      { default: {}, additionalProperties: false },
+    ),
     backup: Type.Object(
       {
         /** Where backups' sealed artifacts go: a local directory, or an S3-compatible object store. */

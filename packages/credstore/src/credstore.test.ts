@@ -9,7 +9,7 @@ import { sql } from 'kysely';
 import { AnodyneError, ManualClock, exec, silentLogger, CommandError } from '@anodyne/common';
 import { openStore, AuditLog, type Store } from '@anodyne/store';
 import { startPostgres, type TestPostgres } from '@anodyne/store/testing';
-import { CredStore, KeyRing, loadKeyFile, newRandomKey, keyIdFor, type CertificateValue } from './index.js';
+import { CredStore, KeyRing, TrustRotation, loadKeyFile, newRandomKey, keyIdFor, type CertificateValue } from './index.js';
 
 const actor = { actor: 'test' };
 
@@ -214,6 +214,62 @@ function suite(
           creds.regenerate('/r/ca', { ...actor, transitional: true }),
           (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_CA_ROTATION_INVALID',
         );
+      } finally {
+        await store.close();
+      }
+    });
+
+    it('rotates CAs and a signing key together; a deployment reads the signing versions throughout', async () => {
+      const { store, creds } = await make();
+      try {
+        const rot = new TrustRotation(creds, 'test');
+        const names = ['/t/ca', '/t/sa'];
+        const ca1 = await creds.generate('/t/ca', 'certificate', { is_ca: true, common_name: 't-ca' }, actor);
+        const sa1 = await creds.generate('/t/sa', 'rsa', {}, actor);
+        const leafParams = { ca: '/t/ca', common_name: 'node', extended_key_usage: ['client_auth' as const] };
+        const leaf1 = await creds.generate<'certificate'>('/t/leaf', 'certificate', leafParams, actor);
+        assert.equal(await rot.phase(names), 'idle');
+        assert.equal(sa1.value.public_keys, sa1.value.public_key.endsWith('\n') ? sa1.value.public_key : `${sa1.value.public_key}\n`);
+        const pems = (s: string) => (s.match(/-----BEGIN [A-Z ]+-----/g) ?? []).length;
+
+        // 1. new versions trusted; what a deployment converges on is still the old, signing, version
+        await rot.trustNew(names);
+        await rot.trustNew(names); // idempotent
+        assert.equal(await rot.phase(names), 'trusting');
+        const ca = await creds.generate<'certificate'>('/t/ca', 'certificate', { is_ca: true, common_name: 't-ca' }, actor);
+        assert.equal(ca.id, ca1.id, 'converge gives the signing CA, not the transitional one');
+        assert.equal(pems(ca.value.ca), 2, 'whose bundle holds both');
+        const sa = await creds.generate<'rsa'>('/t/sa', 'rsa', {}, actor);
+        assert.equal(sa.value.private_key, sa1.value.private_key, 'the old key still signs');
+        assert.equal(pems(sa.value.public_keys!), 2, 'both public keys verify');
+        assert.equal((await creds.generate('/t/leaf', 'certificate', leafParams, actor)).id, leaf1.id, 'leaves unchanged');
+
+        // 2. the new versions sign; leaves converge onto the new CA
+        await rot.signWithNew(names);
+        assert.equal(await rot.phase(names), 'signing');
+        const ca2 = await creds.generate<'certificate'>('/t/ca', 'certificate', { is_ca: true, common_name: 't-ca' }, actor);
+        assert.notEqual(ca2.id, ca1.id);
+        const leaf2 = await creds.generate<'certificate'>('/t/leaf', 'certificate', leafParams, actor);
+        assert.ok(new X509Certificate(leaf2.value.certificate).checkIssued(new X509Certificate(ca2.value.certificate)));
+        assert.ok(await opensslVerify(dir, leaf2.value.ca, leaf1.value.certificate), 'old leaves verify during the transition');
+        const sa2 = await creds.generate<'rsa'>('/t/sa', 'rsa', {}, actor);
+        assert.notEqual(sa2.value.private_key, sa1.value.private_key, 'the new key signs');
+        assert.ok(sa2.value.public_keys!.startsWith(sa2.value.public_key), 'signing key first');
+
+        // 3. the old CA is no longer trusted; the old key still verifies (issued tokens)
+        await rot.dropOld(names);
+        assert.equal(await rot.phase(names), 'idle');
+        const final = (await creds.get<'certificate'>('/t/leaf', actor)).value;
+        assert.equal(pems(final.ca), 1);
+        assert.equal(await opensslVerify(dir, final.ca, leaf1.value.certificate), false);
+        assert.equal(pems((await creds.get<'rsa'>('/t/sa', actor)).value.public_keys!), 2);
+
+        // The next rotation retires the key kept for verification.
+        await rot.trustNew(names);
+        const sa3 = await creds.generate<'rsa'>('/t/sa', 'rsa', {}, actor);
+        assert.equal(sa3.value.private_key, sa2.value.private_key);
+        assert.equal(pems(sa3.value.public_keys!), 2);
+        assert.ok(!sa3.value.public_keys!.includes(sa1.value.public_key.trim()), 'the first key is gone');
       } finally {
         await store.close();
       }

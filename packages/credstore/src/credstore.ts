@@ -13,6 +13,7 @@ import {
   type CertificateValue,
   type CredentialType,
   type GeneratableType,
+  type RsaValue,
   type GenerateParamsByType,
   type SshParams,
   type UserParams,
@@ -75,6 +76,8 @@ export interface ExpiringCertificate {
   version: number;
   expires_at: string;
   transitional: boolean;
+  /** A CA (renewing it is a CA rotation), not a leaf. */
+  is_ca: boolean;
 }
 
 type VersionRow = {
@@ -167,12 +170,15 @@ export class CredStore {
       signer = await this.signingVersion(normalizeName((p as CertificateParams).ca!));
     }
     const paramsHash = hashParams(p);
-    if (latest) {
-      if (mode === 'no-overwrite') return this.decode<T>(latest, options.actor);
+    // What a deployment uses is the version that signs: during a rotation the newest version may be
+    // a transitional one, trusted (it is in every bundle) but not used to sign yet.
+    const current = latest?.transitional === 1 ? ((await this.signingRow(name)) ?? latest) : latest;
+    if (current) {
+      if (mode === 'no-overwrite') return this.decode<T>(current, options.actor);
       if (mode === 'converge') {
-        const stored = JSON.parse(latest.params) as StoredParams;
+        const stored = JSON.parse(current.params) as StoredParams;
         const sameSigner = signer === undefined || stored.signed_by === signer.row.id;
-        if (latest.params_hash === paramsHash && sameSigner) return this.decode<T>(latest, options.actor);
+        if (current.params_hash === paramsHash && sameSigner) return this.decode<T>(current, options.actor);
       }
     }
     const { value, expiresAt, caName, signedBy } = await this.produce(type, p, signer);
@@ -245,10 +251,12 @@ export class CredStore {
     const stored = JSON.parse(latest.params) as StoredParams;
     const p = stored.params;
     if (options.transitional) {
-      if (type !== 'certificate' || (p as CertificateParams).is_ca !== true) {
-        throw new ConflictError('ANODYNE_E_CA_ROTATION_INVALID', `only a CA can be regenerated as transitional; ${name} is not a CA`, {
-          details: { name },
-        });
+      if (!rotatable(type, p)) {
+        throw new ConflictError(
+          'ANODYNE_E_CA_ROTATION_INVALID',
+          `only a CA or an RSA key can be regenerated as transitional; ${name} is neither`,
+          { details: { name } },
+        );
       }
       const any = await this.store.db
         .selectFrom('credential_versions')
@@ -351,19 +359,29 @@ export class CredStore {
    */
   async findExpiring(days: number): Promise<ExpiringCertificate[]> {
     if (!Number.isFinite(days) || days < 0) throw new InputError('ANODYNE_E_INVALID_INPUT', 'days must be a number ≥ 0');
-    const limit = new Date(this.clock.nowMs() + days * 86_400_000).toISOString();
-    const rows = await storeQuery('finding expiring certificates', () =>
-      this.versionQuery()
-        .where('credential_versions.type', '=', 'certificate')
-        .where('credential_versions.expires_at', '<=', limit)
-        .orderBy('credential_versions.expires_at')
-        .execute(),
-    );
+    return this.certificatesInUse(new Date(this.clock.nowMs() + days * 86_400_000).toISOString());
+  }
+
+  /** Every certificate version in use (as `findExpiring` counts them), soonest expiry first: what /metrics shows. */
+  async certificatesInUse(expiringBy?: string): Promise<ExpiringCertificate[]> {
+    let q = this.versionQuery()
+      .where('credential_versions.type', '=', 'certificate')
+      .where('credential_versions.expires_at', 'is not', null);
+    if (expiringBy !== undefined) q = q.where('credential_versions.expires_at', '<=', expiringBy);
+    const rows = await storeQuery('finding certificates in use', () => q.orderBy('credential_versions.expires_at').execute());
+    const active = new Map<string, string[]>();
     const out: ExpiringCertificate[] = [];
     for (const r of rows) {
-      const active = await this.activeVersionIds(r.credential_id);
-      if (active.includes(r.id))
-        out.push({ name: r.name, id: r.id, version: r.version, expires_at: r.expires_at!, transitional: r.transitional === 1 });
+      if (!active.has(r.credential_id)) active.set(r.credential_id, await this.activeVersionIds(r.credential_id));
+      if (!active.get(r.credential_id)!.includes(r.id)) continue;
+      out.push({
+        name: r.name,
+        id: r.id,
+        version: Number(r.version),
+        expires_at: r.expires_at!,
+        transitional: r.transitional === 1,
+        is_ca: (JSON.parse(r.params) as StoredParams).params['is_ca'] === true,
+      });
     }
     return out;
   }
@@ -413,9 +431,9 @@ export class CredStore {
     );
     const latest = rows[0];
     if (!latest) throw new NotFoundError('ANODYNE_E_CREDENTIAL_NOT_FOUND', `credential ${name} not found`, { details: { name } });
-    const params = (JSON.parse(latest.params) as StoredParams).params as CertificateParams;
-    if (latest.type !== 'certificate' || params.is_ca !== true)
-      throw new ConflictError('ANODYNE_E_CA_ROTATION_INVALID', `${name} is not a CA`, { details: { name } });
+    const params = (JSON.parse(latest.params) as StoredParams).params;
+    if (!rotatable(latest.type as CredentialType, params))
+      throw new ConflictError('ANODYNE_E_CA_ROTATION_INVALID', `${name} is neither a CA nor an RSA key`, { details: { name } });
     if (versionId !== null) {
       const target = rows.find((r) => r.id === versionId);
       if (!target)
@@ -441,6 +459,21 @@ export class CredStore {
       details: { versionId },
     });
     return this.activeVersions(name);
+  }
+
+  /**
+   * Where a CA (or RSA key) stands in its rotation: `idle` (one version in use), `trusting` (a newer
+   * version is trusted but the older one still signs: step 1 done), `signing` (the newer version
+   * signs and the older one is still trusted: step 2 done).
+   */
+  async rotationPhase(rawName: string): Promise<{ phase: 'idle' | 'trusting' | 'signing'; signing: string; transitional?: string }> {
+    const [signing, transitional] = await this.activeVersions(rawName);
+    if (!transitional) return { phase: 'idle', signing: signing!.id };
+    return {
+      phase: transitional.version > signing!.version ? 'trusting' : 'signing',
+      signing: signing!.id,
+      transitional: transitional.id,
+    };
   }
 
   /** The versions of a certificate in use: the signing version first, then any transitional one. */
@@ -540,6 +573,18 @@ export class CredStore {
     return [...(signing ? [signing.id] : []), ...rows.filter((r) => r.transitional === 1).map((r) => r.id)];
   }
 
+  /** The newest version not marked transitional. */
+  private async signingRow(name: string): Promise<VersionRow | undefined> {
+    return storeQuery('reading a credential', () =>
+      this.versionQuery()
+        .where('credentials.name', '=', name)
+        .where('credential_versions.transitional', '=', 0)
+        .orderBy('credential_versions.version', 'desc')
+        .limit(1)
+        .executeTakeFirst(),
+    );
+  }
+
   /** The CA version that signs now: the newest version not marked transitional. */
   private async signingVersion(caName: string): Promise<{ row: VersionRow; value: StoredCertificate }> {
     const rows = await storeQuery('reading the CA', () =>
@@ -561,6 +606,18 @@ export class CredStore {
     if (rows.length === 0) return '';
     const active = await this.activeVersionIds(rows[0]!.credential_id);
     return active.map((id) => (this.openRow(rows.find((r) => r.id === id)!) as StoredCertificate).certificate).join('');
+  }
+
+  /** The public keys of an RSA key's active versions, the signing one first. */
+  private async publicKeyBundle(credentialId: string, name: string): Promise<string> {
+    const rows = await storeQuery('reading the key', () =>
+      this.versionQuery().where('credentials.name', '=', name).orderBy('credential_versions.version', 'desc').execute(),
+    );
+    const active = await this.activeVersionIds(credentialId);
+    return active
+      .map((id) => (this.openRow(rows.find((r) => r.id === id)!) as RsaValue).public_key)
+      .map((k) => (k.endsWith('\n') ? k : `${k}\n`))
+      .join('');
   }
 
   private async produce(
@@ -676,6 +733,8 @@ export class CredStore {
         private_key: c.private_key,
         ...(c.ca_name ? { ca_name: c.ca_name } : {}),
       } satisfies CertificateValue;
+    } else if (row.type === 'rsa') {
+      value = { ...(raw as RsaValue), public_keys: await this.publicKeyBundle(row.credential_id, row.name) };
     }
     this.registerSecrets(value);
     await this.audit.record({
@@ -697,6 +756,11 @@ export class CredStore {
       }
     }
   }
+}
+
+/** What has a transitional version during a rotation: a CA, or an RSA key (a service-account signing key). */
+function rotatable(type: CredentialType, params: Record<string, unknown>): boolean {
+  return (type === 'certificate' && params['is_ca'] === true) || type === 'rsa';
 }
 
 function aadFor(name: string, versionId: string): string {

@@ -9,6 +9,7 @@ export {
   type ExpiringCertificate,
   type GenerateMode,
 } from './credstore.js';
+export { TrustRotation, type RotationPhase } from './rotation.js';
 export { KeyRing, loadKeyFile, writeKeyFile, keyRingFromEnv, keyIdFor, newRandomKey, type EncryptionKey, type Sealed } from './keyring.js';
 export {
   CREDENTIAL_TYPES,

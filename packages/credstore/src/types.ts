@@ -82,6 +82,11 @@ export interface CertificateValue {
 export interface RsaValue {
   public_key: string;
   private_key: string;
+  /**
+   * Read from the store: the public keys of every active version (the signing one first, then a
+   * transitional one), PEM, concatenated: what verifies signatures during a key rotation.
+   */
+  public_keys?: string;
 }
 
 export interface SshValue extends RsaValue {

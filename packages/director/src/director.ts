@@ -412,6 +412,38 @@ export class Director {
     return task;
   }
 
+  /**
+   * A task that converges one deployment several times in a row and holds its lock throughout (a
+   * CA rotation: roll out, change credentials, roll out again): `work` calls `converge` with the
+   * manifest as often as it needs, between its own steps. `probe`, as for a deploy, measures
+   * availability over the whole task.
+   */
+  async runConvergingTask(
+    type: string,
+    deployment: string,
+    description: string,
+    owner: string,
+    work: (converge: (m: Manifest) => Promise<{ instances: number }>, signal: AbortSignal, sink: EventSink) => Promise<object>,
+    options: { probe?: () => AvailabilityProbe } = {},
+  ): Promise<Task> {
+    const task = await this.tasks.create(type, deployment, description, owner);
+    this.launch(task.id, (signal, sink) =>
+      withProbe(options.probe, () =>
+        work(
+          (manifest) => {
+            const m = this.preflight(manifest);
+            if (m.name !== deployment)
+              throw new InputError('ANODYNE_E_MANIFEST_INVALID', `this task converges ${deployment}, not ${m.name}`);
+            return this.runDeploy(m, signal, sink);
+          },
+          signal,
+          sink,
+        ),
+      ),
+    );
+    return task;
+  }
+
   /** The agent of an instance, for the steps of such a task. */
   agentOf(row: InstanceRow): InstanceAgent {
     return new InstanceAgent(this.agents, row);
@@ -421,6 +453,20 @@ export class Director {
   async wait(id: number): Promise<Task> {
     await this.running.get(id);
     return this.tasks.get(id);
+  }
+
+  private readonly taskEndListeners: ((t: { id: number; type: string; state: string; seconds: number }) => void)[] = [];
+
+  /** Told of every task that ends in this process: its type, how it ended and how long it ran (for metrics). */
+  onTaskEnd(listener: (t: { id: number; type: string; state: string; seconds: number }) => void): void {
+    this.taskEndListeners.push(listener);
+  }
+
+  private async taskEnded(id: number): Promise<void> {
+    if (this.taskEndListeners.length === 0) return;
+    const t = await this.tasks.get(id);
+    const seconds = t.started_at && t.finished_at ? (Date.parse(t.finished_at) - Date.parse(t.started_at)) / 1000 : 0;
+    for (const l of this.taskEndListeners) l({ id, type: t.type, state: t.state, seconds });
   }
 
   private launch(id: number, work: (signal: AbortSignal, sink: EventSink) => Promise<unknown>): void {
@@ -447,6 +493,9 @@ export class Director {
       } finally {
         clearInterval(poll);
       }
+      await this.taskEnded(id).catch((err: unknown) =>
+        this.o.logger.warn({ task: id, err: (err as Error).message }, 'telling of an ended task failed'),
+      );
     })();
     this.running.set(id, p);
     void p.finally(() => this.running.delete(id));

@@ -132,6 +132,18 @@ export class TaskStore {
     return out;
   }
 
+  /** How many tasks there are of each type in each state. */
+  async counts(): Promise<{ type: string; state: string; count: number }[]> {
+    const rows = await storeQuery('counting tasks', () =>
+      this.store.db
+        .selectFrom('tasks')
+        .select((eb) => ['type', 'state', eb.fn.countAll<number | string | bigint>().as('n')])
+        .groupBy(['type', 'state'])
+        .execute(),
+    );
+    return rows.map((r) => ({ type: r.type, state: r.state, count: Number(r.n) }));
+  }
+
   /**
    * Tasks, newest first. `owner` keeps a caller's own tasks; with `orDeployments` also every task
    * on those deployments (whoever started it: an owner sees an admin's upgrade of their cluster).

@@ -1,10 +1,11 @@
 // The composition root: builds every component from one configuration and starts the platform.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
+import type { Server as TlsServer } from 'node:tls';
 import type { FastifyInstance } from 'fastify';
 import { PreconditionError, type Clock, type Logger, type PlatformConfig, type SecretRegistry } from '@anodyne/common';
 import { AuditLog, openStore, type Store, type StoreOptions } from '@anodyne/store';
-import { CredStore, DeploymentVariables, loadKeyFile, type KeyRing } from '@anodyne/credstore';
+import { CredStore, DeploymentVariables, TrustRotation, loadKeyFile, type KeyRing } from '@anodyne/credstore';
 import { LocalProvider } from '@anodyne/providers';
 import { CloudCheck, Director, HealthMonitor, agentTlsIssuer, type AgentTlsIssuer } from '@anodyne/director';
 import { AUDIENCE, Identity, LdapUserStore, SCOPES } from '@anodyne/identity';
@@ -12,6 +13,7 @@ import { ClusterService, releaseCatalog, RELEASES_GUEST_DIR, type Plan } from '@
 import { locateReleases, sha256File } from '@anodyne/release';
 import { LocalArtifactStore, S3ArtifactStore, type ArtifactStore, type BackupKeys } from '@anodyne/backup';
 import { buildServer } from '@anodyne/api';
+import { CertificateRenewal } from './renewal.js';
 
 export interface PlatformOptions {
   config: PlatformConfig;
@@ -41,6 +43,8 @@ export interface Platform {
   provider: LocalProvider;
   director: Director;
   health: HealthMonitor;
+  /** The certificate renewal pass (scheduled; `pass()` runs one now). */
+  renewal: CertificateRenewal;
   identity: Identity;
   clusters: ClusterService;
   /** Stops the API and closes the store; VMs keep running (a restart picks them up). With no VM left, the VM network is removed too. */
@@ -134,6 +138,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
     const keys = loadKeyFile(join(dataDir, 'keys', 'encryption.key'));
     // Every secret the store hands out is registered with the logger's mask (when one is shared).
     const creds = new CredStore({ store, keys, clock, logger, ...(o.secrets ? { secrets: o.secrets } : {}) });
+    const rotation = new TrustRotation(creds, 'clusters');
     const provider = new LocalProvider({
       dataDir: join(dataDir, 'provider'),
       tag: o.providerTag ?? config.provider.tag,
@@ -274,13 +279,27 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
             })),
         // The API servers' etcd client certificate: what the platform's change record watches etcd with.
         etcdClient: async (deployment) => {
-          const actor = { actor: 'backups' };
-          const [ca, client] = await Promise.all([
-            creds.get<'certificate'>(`/deployments/${deployment}/etcd-ca`, actor),
-            creds.get<'certificate'>(`/deployments/${deployment}/apiserver-etcd-client`, actor),
-          ]);
-          return { ca: ca.value.certificate, certificate: client.value.certificate, private_key: client.value.private_key };
+          const client = await creds.get<'certificate'>(`/deployments/${deployment}/apiserver-etcd-client`, { actor: 'backups' });
+          // `ca`: every etcd CA version trusted now (both, during a CA rotation).
+          return { ca: client.value.ca, certificate: client.value.certificate, private_key: client.value.private_key };
         },
+        // A CA rotation's three steps, over the deployment's credentials.
+        caPhase: (deployment, names) => rotation.phase(names.map((n) => `/deployments/${deployment}/${n}`)),
+        trustNewCas: (deployment, names, who) =>
+          rotation.trustNew(
+            names.map((n) => `/deployments/${deployment}/${n}`),
+            who,
+          ),
+        signWithNewCas: (deployment, names, who) =>
+          rotation.signWithNew(
+            names.map((n) => `/deployments/${deployment}/${n}`),
+            who,
+          ),
+        dropOldCas: (deployment, names, who) =>
+          rotation.dropOld(
+            names.map((n) => `/deployments/${deployment}/${n}`),
+            who,
+          ),
         regenerateLeaves: async (deployment, who) => {
           const leaves = (await creds.list(`/deployments/${deployment}/`)).filter((c) => c.type === 'certificate' && c.ca_name !== null);
           for (const c of leaves) await creds.regenerate(c.name, { actor: who });
@@ -341,16 +360,55 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
         meltdownMin: dc.meltdownMin,
         meltdownPercent: dc.meltdownPercent,
       },
-      onEvent: (e) =>
-        audit.record({
-          actor: 'health-monitor',
-          action: `director.${e.action}`,
-          target: e.deployment ?? 'platform',
-          result: e.error ? 'error' : 'ok',
-          details: { instances: e.instances, ...(e.task !== undefined ? { task: e.task } : {}), ...(e.error ? { error: e.error } : {}) },
-        }),
+      onEvent: async (e) => {
+        const details = {
+          instances: e.instances,
+          ...(e.task !== undefined ? { task: e.task } : {}),
+          ...(e.error ? { error: e.error } : {}),
+        };
+        const target = e.deployment ?? 'platform';
+        await audit.record({ actor: 'health-monitor', action: `director.${e.action}`, target, result: e.error ? 'error' : 'ok', details });
+        // And as an alert (the /v1/events feed).
+        const kind = e.action === 'resurrect' ? 'instance_lost' : 'meltdown';
+        await audit.record({ actor: 'health-monitor', action: `alert.${kind}`, target, result: e.error ? 'error' : 'ok', details });
+      },
+    });
+    // A task that failed is an alert too.
+    director.onTaskEnd((t) => {
+      if (t.state !== 'error') return;
+      void director.tasks
+        .get(t.id)
+        .then((task) =>
+          audit.record({
+            actor: 'director',
+            action: 'alert.task_failed',
+            target: task.deployment ?? `task ${t.id}`,
+            result: 'error',
+            details: { task: t.id, type: t.type, ...(task.error ? { error: task.error.code } : {}) },
+          }),
+        )
+        .catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'recording a failed task as an alert failed'));
     });
     health.start(dc.healthIntervalSeconds * 1000);
+    // Certificates that expire within `certificates.renewalDays` are alerted and renewed: at start, then every pass.
+    const apiTls: { reload?: (c: { certificate: string; private_key: string }) => void } = {};
+    const renewal = new CertificateRenewal({
+      creds,
+      clusters,
+      audit,
+      clock,
+      logger,
+      days: config.certificates.renewalDays,
+      platform: [
+        { name: '/platform/api-server', reload: (c) => apiTls.reload?.(c) },
+        // The director reads its client certificate from the store for every call to an agent.
+        { name: '/director/client' },
+      ],
+    });
+    const renewalPass = () =>
+      renewal.pass().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'a certificate renewal pass failed'));
+    const renewalTimer = setInterval(() => void renewalPass(), config.certificates.renewalPassSeconds * 1000);
+    renewalTimer.unref();
     let brokerCreds: Promise<{ username: string; password: string }> | undefined;
     const app = await buildServer({
       identity,
@@ -363,6 +421,16 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       tls: { cert: serving.certificate, key: serving.private_key },
       apiUrl: url,
       caPem: ca.certificate,
+      gauges: {
+        certificates: () => creds.certificatesInUse(),
+        renewalDays: config.certificates.renewalDays,
+        health: () => {
+          const r = health.lastReport();
+          return r ? { counts: r.counts, meltdown: r.meltdown } : null;
+        },
+        tasks: () => director.tasks.counts(),
+        nowSeconds: () => clock.nowMs() / 1000,
+      },
       brokerCredentials: () =>
         (brokerCreds ??= creds
           .generate('/platform/osb-broker', 'password', { length: 32 }, { actor: 'osb-broker' })
@@ -370,6 +438,9 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
     });
     await app.listen({ host, port: config.server.port });
     logger.info({ url }, 'API listening');
+    // A renewed serving certificate is used for new connections at once.
+    apiTls.reload = (c) => (app.server as unknown as TlsServer).setSecureContext({ cert: c.certificate, key: c.private_key });
+    void renewalPass();
     return {
       app,
       url,
@@ -384,10 +455,12 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       identity,
       clusters,
       health,
+      renewal,
       close: async () => {
         clearInterval(keyTimer);
         clearInterval(reapTimer);
         clearInterval(scheduleTimer);
+        clearInterval(renewalTimer);
         await clusters.recorder.close();
         await health.stop();
         await app.close();

@@ -145,7 +145,7 @@ describe('repair: the cloud check on a real cluster', { skip: skipUnless(isRoot,
 
     // Counted, not assumed: the cluster API through its load balancer while the repair runs. With one
     // master recreated on a fresh disk there is a gap (its etcd starts empty); the counts say how long.
-    const probe = apiProbe(await tp.platform.clusters.binds.endpoint('rp1'), systemClock);
+    const probe = apiProbe(() => tp.platform.clusters.binds.endpoint('rp1'), systemClock);
     const fixed = await cloudCheck({
       resolutions: {
         'missing_disk:cluster-rp1/master/0': 'recreate_vm',

@@ -4,12 +4,12 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { exec, skipUnless, systemClock } from '@anodyne/common';
-import { locateRelease } from '@anodyne/release';
+import { exec, skipUnless } from '@anodyne/common';
 import { SCOPES } from '@anodyne/identity';
-import { BUILTIN_PLANS, countingLoop, endpointRequest, expectStatus, type ClusterEndpoint } from '@anodyne/clusters';
+import { BUILTIN_PLANS } from '@anodyne/clusters';
 import type { AvailabilityReport } from '@anodyne/director';
 import { startTestPlatform, https, type HttpResult, type TestPlatform } from './testing/index.js';
+import { appLoop, configMapLoop, deployApp, line, until, budget, apply, type Kubectl } from './testing/workloads.js';
 
 const isRoot = process.getuid?.() === 0;
 const PORT = 19_300 + (process.pid % 90);
@@ -20,103 +20,6 @@ interface ClusterBody {
   release: string;
   last_task_id: number;
   last_action_state: string;
-}
-
-/** The release's busybox image (every release packs the same one; nodes import it at start). */
-const busyboxRef = (): string => locateRelease().image('busybox').ref;
-
-/** A client loop creating, reading and deleting a ConfigMap through the cluster's endpoint, every 100 ms. */
-function configMapLoop(e: ClusterEndpoint) {
-  const base = '/api/v1/namespaces/default/configmaps';
-  return countingLoop(`ConfigMaps through ${e.server}`, systemClock, 100, async (count, i) => {
-    const name = `loop-${i}`;
-    count(expectStatus(await endpointRequest(e, 'POST', base, { metadata: { name }, data: { i: String(i) } }, 5000), 201));
-    const read = await endpointRequest(e, 'GET', `${base}/${name}`, undefined, 5000);
-    count(read.status === 200 && read.body.includes(`"i":"${i}"`) ? true : `${read.status} ${read.body.slice(0, 160)}`);
-    count(expectStatus(await endpointRequest(e, 'DELETE', `${base}/${name}`, undefined, 5000), 200));
-  });
-}
-
-/**
- * A client loop calling the app through its Service every 100 ms: the API server's service proxy
- * picks a ready endpoint of the Service, as in-cluster clients get one through kube-proxy.
- */
-function appLoop(e: ClusterEndpoint) {
-  const path = '/api/v1/namespaces/default/services/app:80/proxy/';
-  return countingLoop(`app through its Service`, systemClock, 100, async (count) => {
-    const a = await endpointRequest(e, 'GET', path, undefined, 5000);
-    count(a.status === 200 && a.body.includes('hello from anodyne busybox') ? true : `${a.status} ${a.body.slice(0, 160)}`);
-  });
-}
-
-const line = (r: AvailabilityReport) =>
-  `${r.requests} requests, ${r.failed} failed, longest gap ${(r.longest_gap_ms / 1000).toFixed(1)} s${r.last_error ? ` (last error: ${r.last_error})` : ''}`;
-
-/** The app every test runs: busybox httpd behind a Service, spread over nodes, under a PodDisruptionBudget. */
-async function deployApp(kubectl: Kubectl, dir: string, replicas: number, minAvailable: number): Promise<void> {
-  await apply(kubectl, dir, {
-    apiVersion: 'apps/v1',
-    kind: 'Deployment',
-    metadata: { name: 'app', namespace: 'default' },
-    spec: {
-      replicas,
-      selector: { matchLabels: { app: 'app' } },
-      template: {
-        metadata: { labels: { app: 'app' } },
-        spec: {
-          affinity: {
-            podAntiAffinity: {
-              preferredDuringSchedulingIgnoredDuringExecution: [
-                { weight: 100, podAffinityTerm: { topologyKey: 'kubernetes.io/hostname', labelSelector: { matchLabels: { app: 'app' } } } },
-              ],
-            },
-          },
-          terminationGracePeriodSeconds: 10,
-          containers: [
-            {
-              name: 'web',
-              image: busyboxRef(),
-              imagePullPolicy: 'Never',
-              readinessProbe: { httpGet: { path: '/', port: 8080 }, periodSeconds: 1 },
-              // Leave the Service's endpoints before stopping, as a well-behaved app does.
-              lifecycle: { preStop: { exec: { command: ['sleep', '3'] } } },
-            },
-          ],
-        },
-      },
-    },
-  });
-  await apply(kubectl, dir, {
-    apiVersion: 'v1',
-    kind: 'Service',
-    metadata: { name: 'app', namespace: 'default' },
-    spec: { selector: { app: 'app' }, ports: [{ port: 80, targetPort: 8080 }] },
-  });
-  await apply(kubectl, dir, budget(minAvailable));
-  await kubectl('rollout', 'status', 'deployment/app', '--timeout=180s');
-}
-
-const budget = (minAvailable: number) => ({
-  apiVersion: 'policy/v1',
-  kind: 'PodDisruptionBudget',
-  metadata: { name: 'app', namespace: 'default' },
-  spec: { minAvailable, selector: { matchLabels: { app: 'app' } } },
-});
-
-async function apply(kubectl: Kubectl, dir: string, o: unknown): Promise<void> {
-  const f = join(dir, `obj-${process.hrtime.bigint()}.json`);
-  writeFileSync(f, JSON.stringify(o));
-  await kubectl('apply', '-f', f);
-}
-
-type Kubectl = (...args: string[]) => Promise<string>;
-
-async function until(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 1000));
-  }
 }
 
 describe('Kubernetes releases side by side and upgrades between them', { skip: skipUnless(isRoot, 'needs root') }, () => {

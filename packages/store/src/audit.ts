@@ -16,7 +16,11 @@ export interface AuditEvent {
 export interface AuditQuery {
   actor?: string;
   action?: string;
+  /** Actions that start with this (`alert.`: every alert). */
+  actionPrefix?: string;
   target?: string;
+  /** Only events after this id (a feed read from where it was left). */
+  afterId?: number;
   limit?: number;
 }
 
@@ -54,6 +58,8 @@ export class AuditLog {
     if (query.actor !== undefined) q = q.where('actor', '=', query.actor);
     if (query.action !== undefined) q = q.where('action', '=', query.action);
     if (query.target !== undefined) q = q.where('target', '=', query.target);
+    if (query.actionPrefix !== undefined) q = q.where('action', 'like', `${query.actionPrefix.replace(/[\\%_]/g, (c) => '\\' + c)}%`);
+    if (query.afterId !== undefined) q = q.where('id', '>', query.afterId);
     try {
       const rows = await q
         .orderBy('id', 'desc')

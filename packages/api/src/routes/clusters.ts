@@ -139,12 +139,23 @@ export function clusterRoutes(app: Api, o: ClusterRoutesOptions): void {
     {
       config: auth(WRITE_SCOPES, 'cluster.rotate_certificates'),
       schema: {
-        ...doc('New leaf certificates, rolled out (asynchronous)', tags, true),
+        ...doc(
+          'New leaf certificates, rolled out (asynchronous); with `ca`, new CAs and service-account key too: ' +
+            'trusted everywhere, then signing, then the old ones dropped, as one task',
+          tags,
+          true,
+        ),
         params: S.NameParams,
+        body: S.RotateCertificates,
         response: ok({ 202: S.Cluster }),
       },
+      // No body: leaves only.
+      preValidation: (req, _reply, done) => {
+        req.body ??= {};
+        done();
+      },
     },
-    async (req, reply) => reply.status(202).send(await c.rotateCertificates(principal(req), req.params.name)),
+    async (req, reply) => reply.status(202).send(await c.rotateCertificates(principal(req), req.params.name, req.body)),
   );
   app.get(
     '/v1/clusters/:name/certificates',

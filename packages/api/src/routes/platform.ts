@@ -4,6 +4,9 @@ import type { AuditLog, Store } from '@anodyne/store';
 import { ADMIN_SCOPES } from '@anodyne/clusters';
 import { schemas as S } from '@anodyne/client';
 import type { Metrics } from '../metrics.js';
+
+/** Audit actions that are alerts (the /v1/events feed). */
+const ALERT_PREFIX = 'alert.';
 import { auth, doc, ok, type Api } from './kit.js';
 
 export interface PlatformRoutesOptions {
@@ -26,12 +29,35 @@ export function platformRoutes(app: Api, o: PlatformRoutesOptions): void {
   app.get(
     '/metrics',
     { schema: { ...doc('Prometheus metrics (text exposition format)', ['platform'], false), response: ok({ 200: Type.String() }) } },
-    async (_req, reply) => reply.type('text/plain; version=0.0.4').send(o.metrics.render()),
+    async (_req, reply) => reply.type(o.metrics.contentType).send(await o.metrics.render()),
   );
   app.get(
     '/openapi.json',
     { schema: { ...doc('This document', ['platform'], false), response: ok({ 200: Type.Record(Type.String(), Type.Unknown()) }) } },
     () => o.openapi() as Record<string, unknown>,
+  );
+  app.get(
+    '/v1/events',
+    {
+      config: auth(ADMIN_SCOPES),
+      schema: {
+        ...doc(
+          'Alerts, newest first: certificates about to expire, instances lost, meltdowns, failed tasks (each also in the audit log)',
+          ['platform'],
+          true,
+        ),
+        querystring: S.PlatformEventsQuery,
+        response: ok({ 200: Type.Array(S.PlatformEvent) }),
+      },
+    },
+    async (req) =>
+      (
+        await o.audit.list({
+          actionPrefix: ALERT_PREFIX,
+          ...(req.query.after !== undefined ? { afterId: req.query.after } : {}),
+          limit: req.query.limit ?? 100,
+        })
+      ).map((e) => ({ id: e.id, at: e.at, kind: e.action.slice(ALERT_PREFIX.length), target: e.target, details: e.details })),
   );
   app.get(
     '/v1/audit',

@@ -1,0 +1,122 @@
+// Test workloads for Day 2 suites: client loops that count answers through a cluster's endpoint, and an app under a PodDisruptionBudget.
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { systemClock } from '@anodyne/common';
+import { locateRelease } from '@anodyne/release';
+import { countingLoop, endpointRequest, expectStatus, type ClusterEndpoint } from '@anodyne/clusters';
+import type { AvailabilityReport } from '@anodyne/director';
+
+/**
+ * Where a loop sends its requests: a fixed endpoint, or a function asked again every 2 s (a
+ * client that fetches its credentials again, as it must across a CA rotation).
+ */
+export type EndpointSource = ClusterEndpoint | (() => Promise<ClusterEndpoint>);
+
+function refreshing(source: EndpointSource): () => Promise<ClusterEndpoint> {
+  if (typeof source !== 'function') return () => Promise.resolve(source);
+  let current: { e: ClusterEndpoint; at: number } | undefined;
+  return async () => {
+    if (!current || Date.now() - current.at >= 2000) current = { e: await source(), at: Date.now() };
+    return current.e;
+  };
+}
+
+/** The release's busybox image (every release packs the same one; nodes import it at start). */
+export const busyboxRef = (): string => locateRelease().image('busybox').ref;
+
+/** A client loop creating, reading and deleting a ConfigMap through the cluster's endpoint, every 100 ms. */
+export function configMapLoop(source: EndpointSource) {
+  const base = '/api/v1/namespaces/default/configmaps';
+  const endpoint = refreshing(source);
+  return countingLoop(`ConfigMaps through the cluster's endpoint`, systemClock, 100, async (count, i) => {
+    const e = await endpoint();
+    const name = `loop-${i}`;
+    count(expectStatus(await endpointRequest(e, 'POST', base, { metadata: { name }, data: { i: String(i) } }, 5000), 201));
+    const read = await endpointRequest(e, 'GET', `${base}/${name}`, undefined, 5000);
+    count(read.status === 200 && read.body.includes(`"i":"${i}"`) ? true : `${read.status} ${read.body.slice(0, 160)}`);
+    count(expectStatus(await endpointRequest(e, 'DELETE', `${base}/${name}`, undefined, 5000), 200));
+  });
+}
+
+/**
+ * A client loop calling the app through its Service every 100 ms: the API server's service proxy
+ * picks a ready endpoint of the Service, as in-cluster clients get one through kube-proxy.
+ */
+export function appLoop(source: EndpointSource) {
+  const path = '/api/v1/namespaces/default/services/app:80/proxy/';
+  const endpoint = refreshing(source);
+  return countingLoop(`app through its Service`, systemClock, 100, async (count) => {
+    const a = await endpointRequest(await endpoint(), 'GET', path, undefined, 5000);
+    count(a.status === 200 && a.body.includes('hello from anodyne busybox') ? true : `${a.status} ${a.body.slice(0, 160)}`);
+  });
+}
+
+export const line = (r: AvailabilityReport) =>
+  `${r.requests} requests, ${r.failed} failed, longest gap ${(r.longest_gap_ms / 1000).toFixed(1)} s${r.last_error ? ` (last error: ${r.last_error})` : ''}`;
+
+/** The app every test runs: busybox httpd behind a Service, spread over nodes, under a PodDisruptionBudget. */
+export async function deployApp(kubectl: Kubectl, dir: string, replicas: number, minAvailable: number): Promise<void> {
+  await apply(kubectl, dir, {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: { name: 'app', namespace: 'default' },
+    spec: {
+      replicas,
+      selector: { matchLabels: { app: 'app' } },
+      template: {
+        metadata: { labels: { app: 'app' } },
+        spec: {
+          affinity: {
+            podAntiAffinity: {
+              preferredDuringSchedulingIgnoredDuringExecution: [
+                { weight: 100, podAffinityTerm: { topologyKey: 'kubernetes.io/hostname', labelSelector: { matchLabels: { app: 'app' } } } },
+              ],
+            },
+          },
+          terminationGracePeriodSeconds: 10,
+          containers: [
+            {
+              name: 'web',
+              image: busyboxRef(),
+              imagePullPolicy: 'Never',
+              readinessProbe: { httpGet: { path: '/', port: 8080 }, periodSeconds: 1 },
+              // Leave the Service's endpoints before stopping, as a well-behaved app does.
+              lifecycle: { preStop: { exec: { command: ['sleep', '3'] } } },
+            },
+          ],
+        },
+      },
+    },
+  });
+  await apply(kubectl, dir, {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name: 'app', namespace: 'default' },
+    spec: { selector: { app: 'app' }, ports: [{ port: 80, targetPort: 8080 }] },
+  });
+  await apply(kubectl, dir, budget(minAvailable));
+  await kubectl('rollout', 'status', 'deployment/app', '--timeout=180s');
+}
+
+export const budget = (minAvailable: number) => ({
+  apiVersion: 'policy/v1',
+  kind: 'PodDisruptionBudget',
+  metadata: { name: 'app', namespace: 'default' },
+  spec: { minAvailable, selector: { matchLabels: { app: 'app' } } },
+});
+
+export async function apply(kubectl: Kubectl, dir: string, o: unknown): Promise<void> {
+  const f = join(dir, `obj-${process.hrtime.bigint()}.json`);
+  writeFileSync(f, JSON.stringify(o));
+  await kubectl('apply', '-f', f);
+}
+
+export type Kubectl = (...args: string[]) => Promise<string>;
+
+export async function until(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
