@@ -3,6 +3,8 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
+import { X509Certificate } from 'node:crypto';
+import { connect as tlsConnect } from 'node:tls';
 import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -277,5 +279,65 @@ describe('agent over mutual TLS', () => {
     assert.equal((await call('GET', '/nothing')).status, 404);
     const stopped = (await call('POST', '/stop')).json as AgentState;
     assert.ok(stopped.processes.every((p) => p.state === 'stopped'));
+  });
+
+  it('takes a renewed certificate from the director: new connections get it at once, a restart keeps it', async () => {
+    const served = () =>
+      new Promise<string>((resolve, reject) => {
+        const c = tlsConnect(
+          { host: '127.0.0.1', port, ca: tls.director.ca, cert: tls.director.cert, key: tls.director.key, rejectUnauthorized: false },
+          () => {
+            const serial = c.getPeerCertificate().serialNumber;
+            c.destroy();
+            resolve(serial);
+          },
+        );
+        c.on('error', reject);
+      });
+    const o = (...a: string[]) => exec(['openssl', ...a], { cwd: dir });
+    await o('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=agent', '-keyout', 'renewed.key', '-out', 'renewed.csr');
+    await o(
+      'x509',
+      '-req',
+      '-in',
+      'renewed.csr',
+      '-CA',
+      'ca.pem',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      'renewed.pem',
+      '-days',
+      '30',
+      '-extfile',
+      'agent.ext',
+    );
+    const renewed = {
+      cert: readFileSync(join(dir, 'renewed.pem'), 'utf8'),
+      key: readFileSync(join(dir, 'renewed.key'), 'utf8'),
+      ca: tls.agent.ca,
+    };
+    const serialOf = (pem: string) => new X509Certificate(pem).serialNumber;
+    assert.equal(await served(), serialOf(tls.agent.cert));
+    // Material that cannot serve is refused, and the old certificate stays.
+    assert.equal((await call('PUT', '/tls', { cert: renewed.cert, key: tls.agent.key, ca: renewed.ca })).status, 400);
+    assert.equal((await call('PUT', '/tls', { cert: 'x' })).status, 400);
+    assert.equal(await served(), serialOf(tls.agent.cert));
+    assert.equal((await call('PUT', '/tls', renewed)).status, 200);
+    assert.equal(await served(), serialOf(renewed.cert));
+    assert.equal(((await call('GET', '/state')).json as AgentState).agentId, 'agent-1', 'the director still reaches it');
+    // A restart (the VM's environment still has the old certificate) serves the renewed one.
+    await agent.close();
+    agent = new Agent({
+      agentId: 'agent-1',
+      root: join(dir, 'root'),
+      listen: { host: '127.0.0.1', port },
+      tls: tls.agent,
+      logger: silentLogger(),
+      clock: systemClock,
+    });
+    await agent.listen();
+    assert.equal(await served(), serialOf(renewed.cert));
   });
 });

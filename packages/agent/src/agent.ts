@@ -1,7 +1,18 @@
 // The agent inside each VM: its mutual-TLS HTTPS API for the director (apply, start, stop, restart a job, drain, state, logs, artifacts) and its vitals.
 import { createServer, type Server } from 'node:https';
 import { loadavg, cpus } from 'node:os';
-import { createReadStream, createWriteStream, mkdirSync, readFileSync, renameSync, rmSync, statSync, statfsSync } from 'node:fs';
+import {
+  createReadStream,
+  createWriteStream,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  statfsSync,
+  writeFileSync,
+} from 'node:fs';
+import { createSecureContext } from 'node:tls';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -153,6 +164,10 @@ export class Agent {
             throw new InputError('ANODYNE_E_INVALID_INPUT', 'restart_job needs a job this instance runs');
           return send(200, this.state());
         }
+        case 'PUT /tls': {
+          this.renewTls((await readBody(req)) as AgentTls);
+          return send(200, { renewed: true });
+        }
         case 'GET /logs':
           return send(200, { logs: this.supervisor.logs() });
         default:
@@ -221,11 +236,46 @@ export class Agent {
     check();
   }
 
+  private get tlsFile(): string {
+    return join(this.o.root, 'tls.json');
+  }
+
+  /**
+   * Renewed TLS material from the director (its certificate about to expire): checked, used for
+   * every new connection at once, and kept under the agent's root so that a restart uses it too.
+   */
+  private renewTls(t: AgentTls): void {
+    if (!t || typeof t.cert !== 'string' || typeof t.key !== 'string' || typeof t.ca !== 'string')
+      throw new InputError('ANODYNE_E_INVALID_INPUT', 'renewing TLS needs cert, key and ca (PEM)');
+    try {
+      createSecureContext({ cert: t.cert, key: t.key, ca: t.ca });
+    } catch (err) {
+      throw new InputError('ANODYNE_E_INVALID_INPUT', `the TLS material is not usable: ${(err as Error).message}`);
+    }
+    mkdirSync(this.o.root, { recursive: true });
+    writeFileSync(`${this.tlsFile}.tmp`, JSON.stringify({ cert: t.cert, key: t.key, ca: t.ca }), { mode: 0o600 });
+    renameSync(`${this.tlsFile}.tmp`, this.tlsFile);
+    this.server?.setSecureContext({ cert: t.cert, key: t.key, ca: t.ca });
+    this.o.logger.info({}, 'TLS certificate renewed');
+  }
+
+  /** The TLS material to serve with: what the director last renewed, else what the VM was created with. */
+  private currentTls(): AgentTls {
+    try {
+      const saved = JSON.parse(readFileSync(this.tlsFile, 'utf8')) as AgentTls;
+      createSecureContext(saved);
+      return saved;
+    } catch {
+      return this.o.tls;
+    }
+  }
+
   /** Starts serving and resumes the last applied bundle. */
   async listen(): Promise<{ port: number }> {
     if (this.supervisor.loadSavedBundle()) await this.supervisor.start();
+    const tls = this.currentTls();
     this.server = createServer(
-      { cert: this.o.tls.cert, key: this.o.tls.key, ca: this.o.tls.ca, requestCert: true, rejectUnauthorized: true },
+      { cert: tls.cert, key: tls.key, ca: tls.ca, requestCert: true, rejectUnauthorized: true },
       (req, res) => void this.handle(req, res),
     );
     await new Promise<void>((resolve, reject) => {

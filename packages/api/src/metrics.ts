@@ -1,18 +1,19 @@
 // The platform's Prometheus metrics (prom-client): requests and latency per route, the process and runtime, certificates, instances, tasks.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { AgentVitals } from '@anodyne/director';
 
 /** What the platform reports at each scrape, read when /metrics is asked for. */
 export interface PlatformGauges {
-  /** Every certificate in use (a CA's transitional version included) and when it expires. */
-  certificates(): Promise<{ name: string; expires_at: string; is_ca: boolean }[]>;
-  /** The renewal window: certificates expiring within it are counted as expiring (and renewed by the pass). */
-  renewalDays: number;
-  /** The last health pass: instances by health, and whether resurrection is paused (meltdown). Null before the first. */
-  health(): { counts: Record<string, number>; meltdown: boolean } | null;
+  /** Every certificate in use (a CA's transitional version included), when it expires, and whether the renewal pass is due to renew it. */
+  certificates(): Promise<{ name: string; expires_at: string; is_ca: boolean; due: boolean }[]>;
+  /** The last health pass: instances by health, whether resurrection is paused (meltdown), each agent's vitals. Null before the first. */
+  health(): {
+    counts: Record<string, number>;
+    meltdown: boolean;
+    vitals: { deployment: string; instance: string; vitals: AgentVitals }[];
+  } | null;
   /** Tasks by type and state, as stored. */
   tasks(): Promise<{ type: string; state: string; count: number }[]>;
-  /** Seconds since the clock's epoch (the injected clock: expiry is counted against it). */
-  nowSeconds(): number;
 }
 
 const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -70,7 +71,7 @@ export class Metrics {
   private platformGauges(g: PlatformGauges): void {
     const registers = [this.registry];
     // One read of the certificates per scrape, shared by the two gauges that show them.
-    let certs: { at: number; list: Promise<{ name: string; expires_at: string; is_ca: boolean }[]> } | undefined;
+    let certs: { at: number; list: ReturnType<PlatformGauges['certificates']> } | undefined;
     const certificates = () => {
       if (!certs || Date.now() - certs.at > 1000) certs = { at: Date.now(), list: g.certificates() };
       return certs.list;
@@ -87,13 +88,12 @@ export class Metrics {
     });
     new Gauge({
       name: 'anodyne_certificate_expiring',
-      help: 'Certificates in use that expire within the renewal window (1 each; the scheduled pass renews them).',
+      help: 'Certificates in use that the renewal pass is due to renew (1 each): within the renewal window, or in the last third of a shorter life.',
       labelNames: ['name', 'ca'],
       registers,
       async collect() {
         this.reset();
-        const by = g.nowSeconds() + g.renewalDays * 86_400;
-        for (const c of await certificates()) if (Date.parse(c.expires_at) / 1000 <= by) this.set({ name: c.name, ca: String(c.is_ca) }, 1);
+        for (const c of await certificates()) if (c.due) this.set({ name: c.name, ca: String(c.is_ca) }, 1);
       },
     });
     new Gauge({
@@ -114,6 +114,23 @@ export class Metrics {
         this.set(g.health()?.meltdown ? 1 : 0);
       },
     });
+    const vitals = (name: string, help: string, pick: (v: AgentVitals) => number | undefined | null) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['deployment', 'instance'],
+        registers,
+        collect() {
+          this.reset();
+          for (const a of g.health()?.vitals ?? []) {
+            const v = pick(a.vitals);
+            if (typeof v === 'number') this.set({ deployment: a.deployment, instance: a.instance }, v);
+          }
+        },
+      });
+    vitals('anodyne_agent_load1', "The 1-minute load average an instance's agent reports.", (v) => v.load?.[0]);
+    vitals('anodyne_agent_memory_bytes', "Memory charged to an instance's VM, as its agent reports it.", (v) => v.memoryBytes);
+    vitals('anodyne_agent_disk_used_percent', "How full an instance's root disk is, as its agent reports it.", (v) => v.disk?.usedPercent);
     new Gauge({
       name: 'anodyne_tasks',
       help: 'Tasks by type and state (queued, processing, done, error, cancelled), as stored.',

@@ -78,6 +78,8 @@ export interface ExpiringCertificate {
   transitional: boolean;
   /** A CA (renewing it is a CA rotation), not a leaf. */
   is_ca: boolean;
+  /** When this version was issued (its lifetime is from here to `expires_at`). */
+  created_at: string;
 }
 
 type VersionRow = {
@@ -381,6 +383,7 @@ export class CredStore {
         expires_at: r.expires_at!,
         transitional: r.transitional === 1,
         is_ca: (JSON.parse(r.params) as StoredParams).params['is_ca'] === true,
+        created_at: r.created_at,
       });
     }
     return out;

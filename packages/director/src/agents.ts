@@ -54,7 +54,7 @@ export interface AgentAddress {
  * in-memory fleet instead. Failures are AnodyneErrors with ANODYNE_E_UNAVAILABLE.
  */
 export interface AgentClient {
-  call(row: AgentAddress, method: 'GET' | 'POST', path: string, body?: unknown, timeoutMs?: number): Promise<unknown>;
+  call(row: AgentAddress, method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown, timeoutMs?: number): Promise<unknown>;
   /** Bytes to or from the agent (artifacts); absent where agents keep no files (the fake agents). */
   transfer?(row: AgentAddress, method: 'GET' | 'PUT' | 'DELETE', path: string, body?: Buffer, timeoutMs?: number): Promise<Buffer>;
 }
@@ -64,6 +64,16 @@ export interface AgentStateView {
   healthy: boolean;
   bundleHash: string | null;
   processes: { job: string; name: string; state: string; pid: number | null; restarts: number }[];
+  /** What the agent measures of its VM (older agents may not say). */
+  vitals?: AgentVitals;
+}
+
+/** An agent's vitals: load averages, memory charged to the VM, the root disk's use. */
+export interface AgentVitals {
+  load?: [number, number, number];
+  memoryBytes?: number;
+  memoryLimitBytes?: number | null;
+  disk?: { path: string; usedPercent: number };
 }
 
 /** Asks an instance's agent for its state. */
@@ -78,7 +88,7 @@ export class TlsAgentClient implements AgentClient {
     private readonly port: number,
   ) {}
 
-  async call(row: AgentAddress, method: 'GET' | 'POST', path: string, body?: unknown, timeoutMs = 30_000): Promise<unknown> {
+  async call(row: AgentAddress, method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown, timeoutMs = 30_000): Promise<unknown> {
     const text = (
       await this.raw(row, method, path, body === undefined ? undefined : Buffer.from(JSON.stringify(body)), 'application/json', timeoutMs)
     ).toString('utf8');

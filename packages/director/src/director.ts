@@ -10,6 +10,7 @@ import {
   type AgentClient,
   type AgentStateView,
   type AgentTlsIssuer,
+  type TlsMaterial,
 } from './agents.js';
 import { InstanceRepository, newInstanceRow, type InstanceRow } from './instances.js';
 import { renderInstance, resolveJobs, type JobCatalog } from './jobs.js';
@@ -117,7 +118,7 @@ export class Director {
   // ---------------------------------------------------------------- agents and instances
 
   /** Calls an instance's agent. */
-  agentCall(row: AgentAddress, method: 'GET' | 'POST', path: string, body?: unknown, timeoutMs = 30_000): Promise<unknown> {
+  agentCall(row: AgentAddress, method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown, timeoutMs = 30_000): Promise<unknown> {
     return this.agents.call(row, method, path, body, timeoutMs);
   }
 
@@ -442,6 +443,23 @@ export class Director {
       ),
     );
     return task;
+  }
+
+  /** Whether an instance has the agent of this id (agents of deleted or recreated VMs are gone). */
+  async hasAgent(agentId: string): Promise<boolean> {
+    return (await this.deps.repo.byAgent(agentId)) !== undefined;
+  }
+
+  /**
+   * Hands an instance's agent renewed TLS material (its certificate was about to expire): the
+   * agent serves new connections with it at once and keeps it across restarts. Nothing to do for
+   * an agent no instance has any more (false).
+   */
+  async renewAgentTls(agentId: string, tls: TlsMaterial): Promise<boolean> {
+    const row = await this.deps.repo.byAgent(agentId);
+    if (!row?.ip) return false;
+    await this.agents.call(row, 'PUT', '/tls', { cert: tls.cert, key: tls.key, ca: tls.ca }, 15_000);
+    return true;
   }
 
   /** The agent of an instance, for the steps of such a task. */

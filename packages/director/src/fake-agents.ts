@@ -44,7 +44,7 @@ export class FakeAgents implements AgentClient {
     this.failing.delete(agentId);
   }
 
-  call(row: AgentAddress, method: 'GET' | 'POST', path: string, body?: unknown): Promise<unknown> {
+  call(row: AgentAddress, method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<unknown> {
     const route = `${method} ${path}`;
     this.calls[route] = (this.calls[route] ?? 0) + 1;
     const vm = this.provider.runningVmOf(row.agent_id);

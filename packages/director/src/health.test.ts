@@ -128,7 +128,19 @@ describe('health monitor and resurrector', () => {
     assert.equal(third.counts.running, 6);
     assert.deepEqual(
       events.map((e) => [e.action, e.deployment, e.instances.length]),
-      [['resurrect', 'a', 2]],
+      [
+        // Each instance that went down is told once, as it turned unhealthy; then both are recreated together.
+        ['unhealthy', 'a', 1],
+        ['unhealthy', 'a', 1],
+        ['resurrect', 'a', 2],
+      ],
+    );
+    assert.deepEqual(
+      events
+        .filter((e) => e.action === 'unhealthy')
+        .map((e) => `${e.instances[0]} ${e.reason?.split(':')[0]}`)
+        .sort(),
+      ['node/1 missing', 'node/2 unresponsive'],
     );
   });
 

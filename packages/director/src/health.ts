@@ -4,6 +4,7 @@ import type { Provider } from '@anodyne/providers';
 import { storeQuery, type InstancesTable, type Store } from '@anodyne/store';
 import type { Selectable } from 'kysely';
 import type { Director } from './director.js';
+import type { AgentVitals } from './agents.js';
 
 /**
  * What the health monitor found for one instance:
@@ -30,11 +31,13 @@ export interface ResurrectionPolicy {
 }
 
 export interface ResurrectionEvent {
-  action: 'resurrect' | 'meltdown';
+  /** `unhealthy`: instances that turned failing, unresponsive or missing in this pass (`reason` says why). */
+  action: 'resurrect' | 'meltdown' | 'unhealthy';
   deployment?: string;
   instances: string[];
   task?: number;
   error?: string;
+  reason?: string;
 }
 
 export interface HealthMonitorOptions {
@@ -64,6 +67,8 @@ export interface HealthReport {
   skipped: string[];
   resurrections: { deployment: string; instances: string[]; task?: number; error?: string }[];
   meltdown: boolean;
+  /** What each agent that answered measured of its VM. */
+  vitals: { deployment: string; instance: string; vitals: AgentVitals }[];
 }
 
 const ROW_COLUMNS = [
@@ -87,6 +92,7 @@ interface Finding {
   health: InstanceHealth;
   reason: string | null;
   since: string;
+  vitals?: AgentVitals;
 }
 
 const DOWN: InstanceHealth[] = ['missing', 'unresponsive'];
@@ -208,24 +214,32 @@ export class HealthMonitor {
       skipped: [...skipped].sort(),
       resurrections,
       meltdown,
+      vitals: findings
+        .filter((f) => f.vitals !== undefined)
+        .map((f) => ({ deployment: f.row.deployment, instance: `${f.row.group_name}/${f.row.idx}`, vitals: f.vitals! })),
     };
     this.last = report;
     this.o.logger.debug({ durationMs: report.durationMs, instances: report.instances, counts }, 'health pass');
     return report;
   }
 
-  private async examine(r: Row, running: Set<string>, timeoutMs: number): Promise<{ health: InstanceHealth; reason: string | null }> {
+  private async examine(
+    r: Row,
+    running: Set<string>,
+    timeoutMs: number,
+  ): Promise<{ health: InstanceHealth; reason: string | null; vitals?: AgentVitals }> {
     if (r.state === 'stopped') return { health: 'stopped', reason: null };
     if (!r.vm_id || !running.has(r.vm_id)) return { health: 'missing', reason: r.vm_id ? `VM ${r.vm_id} is not running` : 'no VM' };
     try {
       const s = await this.o.director.agentState(r, timeoutMs);
-      if (r.bundle_hash === null) return { health: 'pending', reason: 'jobs not applied' };
-      if (s.bundleHash !== r.bundle_hash) return { health: 'failing', reason: 'the agent runs other jobs than the director applied' };
+      const v = s.vitals ? { vitals: s.vitals } : {};
+      if (r.bundle_hash === null) return { health: 'pending', reason: 'jobs not applied', ...v };
+      if (s.bundleHash !== r.bundle_hash) return { health: 'failing', reason: 'the agent runs other jobs than the director applied', ...v };
       if (!s.healthy) {
         const bad = s.processes.filter((p) => p.state !== 'running').map((p) => `${p.job}/${p.name} ${p.state}`);
-        return { health: 'failing', reason: bad.length > 0 ? bad.join(', ') : 'a readiness probe fails' };
+        return { health: 'failing', reason: bad.length > 0 ? bad.join(', ') : 'a readiness probe fails', ...v };
       }
-      return { health: 'running', reason: null };
+      return { health: 'running', reason: null, ...v };
     } catch (err) {
       return { health: 'unresponsive', reason: (err as Error).message.slice(0, 300) };
     }
@@ -256,7 +270,15 @@ export class HealthMonitor {
         reason: f.reason,
       };
       if (f.health === 'running' || f.health === 'stopped' || f.health === 'pending') this.o.logger.info(at, 'instance health changed');
-      else this.o.logger.warn(at, 'instance unhealthy');
+      else {
+        this.o.logger.warn(at, 'instance unhealthy');
+        await this.tell({
+          action: 'unhealthy',
+          deployment: f.row.deployment,
+          instances: [at.instance],
+          reason: `${f.health}${f.reason ? `: ${f.reason}` : ''}`,
+        });
+      }
     }
   }
 

@@ -44,6 +44,7 @@ export {
   type AgentTlsIssuer,
   type TlsMaterial,
   type AgentStateView,
+  type AgentVitals,
 } from './agents.js';
 export {
   HealthMonitor,

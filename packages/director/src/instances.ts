@@ -87,6 +87,13 @@ export class InstanceRepository {
     );
   }
 
+  /** The instance whose agent has this id, or undefined. */
+  async byAgent(agentId: string): Promise<InstanceRow | undefined> {
+    return storeQuery('reading an instance', () =>
+      this.store.db.selectFrom('instances').select(ROW_COLUMNS).where('agent_id', '=', agentId).executeTakeFirst(),
+    );
+  }
+
   /** One instance of a deployment, or undefined. */
   async get(deployment: string, group: string, index: number): Promise<InstanceRow | undefined> {
     return storeQuery('reading an instance', () =>

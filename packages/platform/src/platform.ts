@@ -13,7 +13,7 @@ import { ClusterService, releaseCatalog, RELEASES_GUEST_DIR, type Plan } from '@
 import { locateReleases, sha256File } from '@anodyne/release';
 import { LocalArtifactStore, S3ArtifactStore, type ArtifactStore, type BackupKeys } from '@anodyne/backup';
 import { buildServer } from '@anodyne/api';
-import { CertificateRenewal } from './renewal.js';
+import { CertificateRenewal, isDue } from './renewal.js';
 
 export interface PlatformOptions {
   config: PlatformConfig;
@@ -365,11 +365,20 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
           instances: e.instances,
           ...(e.task !== undefined ? { task: e.task } : {}),
           ...(e.error ? { error: e.error } : {}),
+          ...(e.reason ? { reason: e.reason } : {}),
         };
         const target = e.deployment ?? 'platform';
-        await audit.record({ actor: 'health-monitor', action: `director.${e.action}`, target, result: e.error ? 'error' : 'ok', details });
-        // And as an alert (the /v1/events feed).
-        const kind = e.action === 'resurrect' ? 'instance_lost' : 'meltdown';
+        // Resurrections and meltdowns are the director's actions; a health change is only an alert.
+        if (e.action !== 'unhealthy')
+          await audit.record({
+            actor: 'health-monitor',
+            action: `director.${e.action}`,
+            target,
+            result: e.error ? 'error' : 'ok',
+            details,
+          });
+        // And each is an alert (the /v1/events feed).
+        const kind = { resurrect: 'instance_lost', meltdown: 'meltdown', unhealthy: 'instance_unhealthy' }[e.action];
         await audit.record({ actor: 'health-monitor', action: `alert.${kind}`, target, result: e.error ? 'error' : 'ok', details });
       },
     });
@@ -395,6 +404,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
     const renewal = new CertificateRenewal({
       creds,
       clusters,
+      agents: director,
       audit,
       clock,
       logger,
@@ -422,14 +432,13 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       apiUrl: url,
       caPem: ca.certificate,
       gauges: {
-        certificates: () => creds.certificatesInUse(),
-        renewalDays: config.certificates.renewalDays,
+        certificates: async () =>
+          (await creds.certificatesInUse()).map((c) => ({ ...c, due: isDue(c, clock.nowMs(), config.certificates.renewalDays) })),
         health: () => {
           const r = health.lastReport();
-          return r ? { counts: r.counts, meltdown: r.meltdown } : null;
+          return r ? { counts: r.counts, meltdown: r.meltdown, vitals: r.vitals } : null;
         },
         tasks: () => director.tasks.counts(),
-        nowSeconds: () => clock.nowMs() / 1000,
       },
       brokerCredentials: () =>
         (brokerCreds ??= creds

@@ -265,6 +265,16 @@ describe('CA rotation with no downtime on a real cluster', { skip: skipUnless(is
       logger: silentLogger(),
     });
     const short = await behind.regenerate(msName, { actor: 'test' });
+    // And worker/0's agent: its serving certificate too.
+    const worker0 = instances.find((r) => r.group_name === 'worker' && r.idx === 0)!;
+    const agentName = `/director/agents/${worker0.agent_id}`;
+    const agentShort = await behind.regenerate(agentName, { actor: 'test' });
+    assert.equal(
+      await presented(worker0.ip!, 6868).then((p) => new X509Certificate(p).serialNumber),
+      new X509Certificate((await creds.get<'certificate'>(agentName, { actor: 'test', version: agentShort.version - 1 })).value.certificate)
+        .serialNumber,
+      'the agent serves the certificate it was created with',
+    );
     const metrics = async () => (await https(tp.platform.url, tp.platform.caPem, 'GET', '/metrics')).text;
     const expiringLine = `anodyne_certificate_expiring{name="${msName}",ca="false"} 1`;
     const before = await metrics();
@@ -275,6 +285,8 @@ describe('CA rotation with no downtime on a real cluster', { skip: skipUnless(is
         .filter((l) => l.includes('certificate_expiring'))
         .join('\n')}`,
     );
+    const agentLine = `anodyne_certificate_expiring{name="${agentName}",ca="false"} 1`;
+    assert.ok(before.includes(agentLine), 'the agent certificate is shown expiring');
     const expiryOf = (text: string) =>
       Number(new RegExp(`^anodyne_certificate_expiry_timestamp_seconds\\{name="${msName}",ca="false"\\} (\\d+)$`, 'm').exec(text)?.[1]);
     assert.ok(Math.abs(expiryOf(before) - Date.parse(short.expires_at!) / 1000) < 2, 'the expiry /metrics shows is the certificate’s');
@@ -293,7 +305,7 @@ describe('CA rotation with no downtime on a real cluster', { skip: skipUnless(is
     const renewed = await creds.get<'certificate'>(msName);
     assert.ok(Date.parse(renewed.expires_at!) > Date.now() + 300 * 86_400_000, `renewed until ${renewed.expires_at}`);
     const after = await metrics();
-    assert.ok(!after.includes(expiringLine), 'no longer shown as expiring');
+    assert.ok(!after.includes(expiringLine) && !after.includes(agentLine), 'no longer shown as expiring');
     assert.ok(expiryOf(after) > Date.now() / 1000 + 300 * 86_400);
     await until(
       'the renewed certificate to be served',
@@ -314,6 +326,15 @@ describe('CA rotation with no downtime on a real cluster', { skip: skipUnless(is
     assert.match(after, /^anodyne_task_duration_seconds_count\{type="rotate_ca",state="done"\} 1$/m);
     assert.match(after, /^anodyne_instances\{health="running"\} 6$/m);
     t.diagnostic(`renewed by task ${renewalTask!.id} (${renewalTask!.type}); now expires ${renewed.expires_at}`);
+    // The agent took its renewed certificate: it serves it, and the director still reaches it.
+    const agentNow = await creds.get<'certificate'>(agentName);
+    assert.ok(agentNow.version > agentShort.version && Date.parse(agentNow.expires_at!) > Date.now() + 300 * 86_400_000);
+    assert.equal(
+      new X509Certificate(await presented(worker0.ip!, 6868)).serialNumber,
+      new X509Certificate(agentNow.value.certificate).serialNumber,
+    );
+    assert.ok((await tp.platform.director.agentState(worker0)).healthy);
+    assert.match(after, /^anodyne_agent_memory_bytes\{deployment="cluster-ca1",instance="worker\/0"\} \d+/m);
 
     // Bad input is refused before any task starts.
     const tasksBefore = (await tp.platform.director.tasks.list()).length;
