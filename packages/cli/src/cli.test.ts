@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { exec, skipUnless } from '@anodyne/common';
+import { exec, skipUnless, systemClock } from '@anodyne/common';
+import { AuditLog } from '@anodyne/store';
 import { SCOPES } from '@anodyne/identity';
 import { locateRelease } from '@anodyne/release';
 import { startTestPlatform, type TestPlatform } from '@anodyne/platform/testing';
@@ -217,6 +218,20 @@ describe('the anodyne CLI against a real server', { skip: skipUnless(isRoot, 'ne
     );
     assert.equal((await run('login', '-a', tp.platform.url, '-u', 'boss', '-p', 'boss-password', '--ca-cert', tp.platform.caFile)).code, 0);
     assert.match((await run('rotate-signing-key')).stdout, /Tokens are now signed with key-/);
+    // Alerts: one recorded as the platform records them, listed, and not after its own id.
+    await new AuditLog(tp.platform.store, systemClock).record({
+      actor: 'cli-test',
+      action: 'alert.task_failed',
+      target: 'cluster-cli-alert',
+      result: 'error',
+      details: { task: 0 },
+    });
+    const alerts = JSON.parse((await run('events', '--json')).stdout) as { id: number; kind: string; target: string }[];
+    const alert = alerts.find((e) => e.target === 'cluster-cli-alert');
+    assert.equal(alert?.kind, 'task_failed');
+    assert.match((await run('events')).stdout, new RegExp(`^${alert!.id}\\s+\\S+\\s+task_failed\\s+cluster-cli-alert`, 'm'));
+    assert.ok(!(await run('events', '--after', String(alert!.id))).stdout.includes('cluster-cli-alert'));
+    assert.equal((await run('events', '--after', 'soon')).code, 2);
     assert.equal((await run('delete-user', 'temp')).code, 0);
     const gone = await run('delete-user', 'temp');
     assert.equal(gone.code, 4);

@@ -22,6 +22,7 @@ import { register as rotateCertificates } from './rotate-certificates.js';
 import { register as completion } from './completion.js';
 import { register as getKubeconfig } from './get-kubeconfig.js';
 import { register as tasks } from './tasks.js';
+import { register as events } from './events.js';
 import { register as task } from './task.js';
 import { register as cancelTask } from './cancel-task.js';
 import { register as networkProfiles } from './network-profiles.js';
@@ -63,6 +64,7 @@ export const COMMANDS: readonly Register[] = [
   getKubeconfig,
   tasks,
   task,
+  events,
   cancelTask,
   networkProfiles,
   quotas,
