@@ -229,8 +229,8 @@ describe('the anodyne CLI against a real server', { skip: skipUnless(isRoot, 'ne
     const alerts = JSON.parse((await run('events', '--json')).stdout) as { id: number; kind: string; target: string }[];
     const alert = alerts.find((e) => e.target === 'cluster-cli-alert');
     assert.equal(alert?.kind, 'task_failed');
-    assert.match((await run('events')).stdout, new RegExp(`^${alert!.id}\\s+\\S+\\s+task_failed\\s+cluster-cli-alert`, 'm'));
-    assert.ok(!(await run('events', '--after', String(alert!.id))).stdout.includes('cluster-cli-alert'));
+    assert.match((await run('events')).stdout, new RegExp(`^${alert.id}\\s+\\S+\\s+task_failed\\s+cluster-cli-alert`, 'm'));
+    assert.ok(!(await run('events', '--after', String(alert.id))).stdout.includes('cluster-cli-alert'));
     assert.equal((await run('events', '--after', 'soon')).code, 2);
     assert.equal((await run('delete-user', 'temp')).code, 0);
     const gone = await run('delete-user', 'temp');
