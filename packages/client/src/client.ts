@@ -44,6 +44,11 @@ export class ApiError extends Error {
 
 export type TokenSet = Static<typeof S.TokenResponse>;
 
+/** Where a backup schedule is: a cluster's, or the platform's own (`null`). */
+function schedulePath(cluster: string | null): string {
+  return cluster === null ? '/v1/platform/backup-schedule' : `/v1/clusters/${seg(cluster)}/backup-schedule`;
+}
+
 const seg = (s: string | number) => encodeURIComponent(String(s));
 
 /**
@@ -197,14 +202,15 @@ export class ApiClient {
   deleteBackup(id: string): Promise<void> {
     return this.call('DELETE', `/v1/backups/${seg(id)}`);
   }
-  backupSchedule(cluster: string): Promise<BackupSchedule> {
-    return this.call('GET', `/v1/clusters/${seg(cluster)}/backup-schedule`);
+  /** A cluster's backup schedule, or with `null` the platform's own. */
+  backupSchedule(cluster: string | null): Promise<BackupSchedule> {
+    return this.call('GET', schedulePath(cluster));
   }
-  setBackupSchedule(cluster: string, body: Static<typeof S.SetBackupSchedule>): Promise<BackupSchedule> {
-    return this.call('PUT', `/v1/clusters/${seg(cluster)}/backup-schedule`, body);
+  setBackupSchedule(cluster: string | null, body: Static<typeof S.SetBackupSchedule>): Promise<BackupSchedule> {
+    return this.call('PUT', schedulePath(cluster), body);
   }
-  deleteBackupSchedule(cluster: string): Promise<void> {
-    return this.call('DELETE', `/v1/clusters/${seg(cluster)}/backup-schedule`);
+  deleteBackupSchedule(cluster: string | null): Promise<void> {
+    return this.call('DELETE', schedulePath(cluster));
   }
   restoreBackup(id: string, body: Static<typeof S.RestoreBackup> = {}): Promise<Task> {
     return this.call('POST', `/v1/backups/${seg(id)}/restore`, body);

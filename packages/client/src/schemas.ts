@@ -416,7 +416,8 @@ export const RestoreBackup = Type.Object(
 
 /** A cluster's backup schedule: a backup every `every_minutes`; of those it took, the newest `keep_last`, none older than `keep_days`. */
 export const BackupSchedule = Type.Object({
-  cluster: Type.String(),
+  /** Null: the platform's own schedule (its database). */
+  cluster: Type.Union([Type.String(), Type.Null()]),
   every_minutes: Type.Integer(),
   keep_last: Type.Integer(),
   keep_days: Type.Union([Type.Integer(), Type.Null()]),

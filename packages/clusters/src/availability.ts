@@ -98,12 +98,19 @@ export function expectStatus(a: EndpointAnswer, ...ok: number[]): true | string 
 
 /**
  * Reads the `default` Namespace through the cluster's endpoint every `intervalMs` until
- * stopped; a failure is no answer in 2 s or not 200. A read that needs etcd, not `/version`
- * (which an API server answers before its storage is there, and while it is shutting down).
+ * stopped; a failure is no answer in `timeoutMs` (5 s, as the clients the tests count with) or
+ * not 200. A read that needs etcd, not `/version` (which an API server answers before its
+ * storage is there, and while it is shutting down).
  * `endpoint` is asked again every `refreshMs`, as a client that fetches its credentials again
  * does (a CA rotation changes the CA bundle and the client certificate while the probe runs).
  */
-export function apiProbe(endpoint: () => Promise<ClusterEndpoint>, clock: Clock, intervalMs = 200, refreshMs = 2000): AvailabilityProbe {
+export function apiProbe(
+  endpoint: () => Promise<ClusterEndpoint>,
+  clock: Clock,
+  intervalMs = 200,
+  refreshMs = 2000,
+  timeoutMs = 5000,
+): AvailabilityProbe {
   const path = '/api/v1/namespaces/default';
   let current: { e: ClusterEndpoint; at: number } | undefined;
   const fresh = async (): Promise<ClusterEndpoint> => {
@@ -111,6 +118,6 @@ export function apiProbe(endpoint: () => Promise<ClusterEndpoint>, clock: Clock,
     return current.e;
   };
   return countingLoop(`GET ${path} through the cluster's endpoint`, clock, intervalMs, async (count) => {
-    count(expectStatus(await endpointRequest(await fresh(), 'GET', path), 200));
+    count(expectStatus(await endpointRequest(await fresh(), 'GET', path, undefined, timeoutMs), 200));
   });
 }

@@ -88,9 +88,9 @@ export interface BackupView {
   manifest: BackupManifest | PlatformBackupManifest | null;
 }
 
-/** A cluster's backup schedule as the API shows and takes it. */
+/** A backup schedule as the API shows and takes it: a cluster's, or the platform's (`cluster` null). */
 export interface BackupScheduleView {
-  cluster: string;
+  cluster: string | null;
   every_minutes: number;
   keep_last: number;
   keep_days: number | null;
@@ -113,6 +113,9 @@ export interface RestoreInput {
   to_revision?: number;
   to_time?: string;
 }
+
+/** The platform's own schedule is kept with the clusters' under a key no cluster can have. */
+const PLATFORM_SCHEDULE = '';
 
 /** The scheduler acts for the platform, with the rights of an admin. */
 const SCHEDULER: Actor = { name: 'backup-scheduler', scopes: [SCOPES.admin] };
@@ -330,11 +333,11 @@ export class ClusterBackups {
    * Starts a backup of the platform itself (admins): a consistent copy of its database, sealed with
    * a key derived from the credential store's key file, so that it opens where the database is lost.
    */
-  async createPlatform(a: Actor): Promise<{ backup: BackupView; task: Task }> {
+  async createPlatform(a: Actor, scheduled = false): Promise<{ backup: BackupView; task: Task }> {
     access.assertAdmin(a, 'backing up the platform');
     const source = this.o.platform;
     if (!source) throw new ConflictError('ANODYNE_E_CONFLICT', 'this platform cannot back itself up');
-    const row = this.newRow('platform', 'platform', a.name, false);
+    const row = this.newRow('platform', 'platform', a.name, scheduled);
     const id = row.id;
     const task = await this.o.director.runTask('backup', 'back up the platform database', a.name, async (_signal, sink) => {
       try {
@@ -700,26 +703,71 @@ export class ClusterBackups {
   async schedule(a: Actor, cluster: string): Promise<BackupScheduleView> {
     const c = await this.o.records.row(cluster);
     access.assertSees(a, cluster, c.owner);
-    const r = await storeQuery('reading a backup schedule', () =>
-      this.o.store.db.selectFrom('backup_schedules').selectAll().where('cluster', '=', cluster).executeTakeFirst(),
-    );
-    if (!r) throw new NotFoundError('ANODYNE_E_NOT_FOUND', `cluster ${cluster} has no backup schedule`, { details: { cluster } });
-    const { updated_by: _by, updated_at: _at, point_in_time, ...v } = r;
-    return { ...v, point_in_time: Number(point_in_time) === 1 };
+    return this.readSchedule(cluster);
   }
 
   /** Sets (or replaces) a cluster's schedule: its owner or an admin; the first backup is due one interval from now. */
   async setSchedule(a: Actor, cluster: string, s: BackupScheduleInput): Promise<BackupScheduleView> {
     const c = await this.o.records.row(cluster);
     access.assertChanges(a, cluster, c.owner);
-    const bad = (key: string, why: string) => new InputError('ANODYNE_E_INVALID_INPUT', `${key} ${why}`, { details: { key } });
+    await this.writeSchedule(a, cluster, s);
+    if (!s.point_in_time) await this.o.recorder.stop(cluster);
+    return this.readSchedule(cluster);
+  }
+
+  async deleteSchedule(a: Actor, cluster: string): Promise<void> {
+    const c = await this.o.records.row(cluster);
+    access.assertChanges(a, cluster, c.owner);
+    await this.removeSchedule(cluster);
+    await this.o.recorder.stop(cluster);
+  }
+
+  /** The platform's own backup schedule (admins; 404 when it has none). */
+  async platformSchedule(a: Actor): Promise<BackupScheduleView> {
+    access.assertAdmin(a, "the platform's backup schedule");
+    return this.readSchedule(PLATFORM_SCHEDULE);
+  }
+
+  /** Sets (or replaces) the platform's backup schedule: admins; the first backup is due one interval from now. */
+  async setPlatformSchedule(a: Actor, s: BackupScheduleInput): Promise<BackupScheduleView> {
+    access.assertAdmin(a, "scheduling the platform's backups");
+    if (!this.o.platform) throw new ConflictError('ANODYNE_E_CONFLICT', 'this platform cannot back itself up');
+    if (s.point_in_time)
+      throw new InputError('ANODYNE_E_INVALID_INPUT', "point_in_time is for clusters (etcd's changes), not the platform's database", {
+        details: { key: 'point_in_time' },
+      });
+    await this.writeSchedule(a, PLATFORM_SCHEDULE, s);
+    return this.readSchedule(PLATFORM_SCHEDULE);
+  }
+
+  async deletePlatformSchedule(a: Actor): Promise<void> {
+    access.assertAdmin(a, "the platform's backup schedule");
+    await this.removeSchedule(PLATFORM_SCHEDULE);
+  }
+
+  private async readSchedule(key: string): Promise<BackupScheduleView> {
+    const r = await storeQuery('reading a backup schedule', () =>
+      this.o.store.db.selectFrom('backup_schedules').selectAll().where('cluster', '=', key).executeTakeFirst(),
+    );
+    if (!r) {
+      const whose = key === PLATFORM_SCHEDULE ? 'the platform has' : `cluster ${key} has`;
+      throw new NotFoundError('ANODYNE_E_NOT_FOUND', `${whose} no backup schedule`, {
+        details: key === PLATFORM_SCHEDULE ? {} : { cluster: key },
+      });
+    }
+    const { updated_by: _by, updated_at: _at, point_in_time, cluster, ...v } = r;
+    return { cluster: cluster === PLATFORM_SCHEDULE ? null : cluster, ...v, point_in_time: Number(point_in_time) === 1 };
+  }
+
+  private async writeSchedule(a: Actor, key: string, s: BackupScheduleInput): Promise<void> {
+    const bad = (k: string, why: string) => new InputError('ANODYNE_E_INVALID_INPUT', `${k} ${why}`, { details: { key: k } });
     if (!Number.isInteger(s.every_minutes) || s.every_minutes < 5 || s.every_minutes > 43_200)
       throw bad('every_minutes', 'must be 5 to 43200');
     if (!Number.isInteger(s.keep_last) || s.keep_last < 1 || s.keep_last > 1000) throw bad('keep_last', 'must be 1 to 1000');
     const days = s.keep_days ?? null;
     if (days !== null && (!Number.isInteger(days) || days < 1 || days > 3650)) throw bad('keep_days', 'must be 1 to 3650 (or null)');
     const row = {
-      cluster,
+      cluster: key,
       every_minutes: s.every_minutes,
       keep_last: s.keep_last,
       keep_days: days,
@@ -732,22 +780,17 @@ export class ClusterBackups {
     };
     await storeQuery('setting a backup schedule', () =>
       this.o.store.db.transaction().execute(async (tx) => {
-        await tx.deleteFrom('backup_schedules').where('cluster', '=', cluster).execute();
+        await tx.deleteFrom('backup_schedules').where('cluster', '=', key).execute();
         await tx.insertInto('backup_schedules').values(row).execute();
       }),
     );
-    if (!s.point_in_time) await this.o.recorder.stop(cluster);
-    return this.schedule(a, cluster);
   }
 
-  async deleteSchedule(a: Actor, cluster: string): Promise<void> {
-    const c = await this.o.records.row(cluster);
-    access.assertChanges(a, cluster, c.owner);
-    await this.schedule(a, cluster);
+  private async removeSchedule(key: string): Promise<void> {
+    await this.readSchedule(key);
     await storeQuery('deleting a backup schedule', () =>
-      this.o.store.db.deleteFrom('backup_schedules').where('cluster', '=', cluster).execute(),
+      this.o.store.db.deleteFrom('backup_schedules').where('cluster', '=', key).execute(),
     );
-    await this.o.recorder.stop(cluster);
   }
 
   /**
@@ -767,12 +810,13 @@ export class ClusterBackups {
         last_error: null,
       };
       try {
-        if (!(await this.o.records.exists(s.cluster))) {
+        const platform = s.cluster === PLATFORM_SCHEDULE;
+        if (!platform && !(await this.o.records.exists(s.cluster))) {
           await this.o.store.db.deleteFrom('backup_schedules').where('cluster', '=', s.cluster).execute();
           await this.o.recorder.stop(s.cluster);
           continue;
         }
-        const { backup } = await this.create(SCHEDULER, s.cluster, true);
+        const { backup } = platform ? await this.createPlatform(SCHEDULER, true) : await this.create(SCHEDULER, s.cluster, true);
         patch.last_backup = backup.id;
         started.push(backup.id);
       } catch (err) {
@@ -784,10 +828,12 @@ export class ClusterBackups {
       await this.o.store.db.updateTable('backup_schedules').set(patch).where('cluster', '=', s.cluster).execute();
     }
     for (const s of all) {
+      const platform = s.cluster === PLATFORM_SCHEDULE;
       const taken = await this.o.store.db
         .selectFrom('backups')
         .selectAll()
-        .where('target', '=', s.cluster)
+        .where('kind', '=', platform ? 'platform' : 'cluster')
+        .where('target', '=', platform ? 'platform' : s.cluster)
         .where('scheduled', '=', 1)
         .where('state', '!=', 'running')
         .orderBy('created_at', 'desc')
@@ -799,10 +845,12 @@ export class ClusterBackups {
         await this.delete(SCHEDULER, b.id);
         removed.push(b.id);
       }
+      if (platform) continue;
       // The change record before the oldest backup left can no longer be replayed onto anything.
       const left = await this.o.store.db
         .selectFrom('backups')
         .select('manifest')
+        .where('kind', '=', 'cluster')
         .where('target', '=', s.cluster)
         .where('state', '=', 'done')
         .execute();

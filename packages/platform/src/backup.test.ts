@@ -331,6 +331,36 @@ describe('cluster backups and restores through the API', { skip: skipUnless(isRo
     assert.equal(cluster2.plan_name, 'ha');
     assert.equal(cluster2.kubernetes_version, manifest.kubernetes_version);
 
+    // The platform's own schedule (admins): its database backed up by due passes, the newest kept; no point in time.
+    assert.equal((await call('GET', '/v1/platform/backup-schedule')).status, 404);
+    const platformPit = await call('PUT', '/v1/platform/backup-schedule', { every_minutes: 60, keep_last: 1, point_in_time: true });
+    assert.equal(platformPit.status, 400, platformPit.text);
+    const platformSet = await call('PUT', '/v1/platform/backup-schedule', { every_minutes: 60, keep_last: 1 });
+    assert.equal(platformSet.status, 200, platformSet.text);
+    assert.equal((platformSet.body as { cluster: string | null }).cluster, null);
+    const platformTaken: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      await tp.platform.store.db
+        .updateTable('backup_schedules')
+        .set({ next_at: new Date(0).toISOString() })
+        .where('cluster', '=', '')
+        .execute();
+      const pass = await backups.runSchedules();
+      assert.equal(pass.started.length, 1, JSON.stringify(pass));
+      platformTaken.push(pass.started[0]!);
+      const b = (await call('GET', `/v1/backups/${pass.started[0]}`)).body as BackupView;
+      assert.equal(b.cluster, null);
+      assert.equal(b.scheduled, true);
+      await waitTask(b.task_id!);
+    }
+    assert.deepEqual((await backups.runSchedules()).removed, [platformTaken[0]], 'the older scheduled platform backup goes');
+    const platformKept = ((await call('GET', '/v1/backups')).body as BackupView[]).filter((b) => b.cluster === null).map((b) => b.id);
+    assert.deepEqual(platformKept, [platformTaken[1]]);
+    assert.equal(((await call('GET', '/v1/platform/backup-schedule')).body as { last_backup: string }).last_backup, platformTaken[1]);
+    assert.equal((await call('DELETE', '/v1/platform/backup-schedule')).status, 204);
+    assert.equal((await call('GET', '/v1/platform/backup-schedule')).status, 404);
+    assert.equal((await call('DELETE', `/v1/backups/${platformTaken[1]}`)).status, 204);
+
     // The platform itself: a backup of its database; the database lost; restored offline into an empty one with
     // the same key file: clusters, users, tasks, backups and credentials are back, and a cluster still scales.
     const pb = await call('POST', '/v1/backups', { platform: true });

@@ -1,6 +1,6 @@
 // Backup routes: back up a cluster, list, show and delete backups, restore one onto its cluster or into a new one.
 import { Type } from '@sinclair/typebox';
-import { READ_SCOPES, WRITE_SCOPES, type ClusterService } from '@anodyne/clusters';
+import { ADMIN_SCOPES, READ_SCOPES, WRITE_SCOPES, type ClusterService } from '@anodyne/clusters';
 import { schemas as S } from '@anodyne/client';
 import { auth, doc, ok, principal, type Api } from './kit.js';
 
@@ -94,6 +94,48 @@ export function backupRoutes(app: Api, o: BackupRoutesOptions): void {
     async (req, reply) => reply.status(202).send(await b.restore(principal(req), req.params.id, req.body)),
   );
 
+  app.get(
+    '/v1/platform/backup-schedule',
+    {
+      config: auth(ADMIN_SCOPES),
+      schema: {
+        ...doc("The platform's own backup schedule (its database; 404 when it has none)", tags, true),
+        response: ok({ 200: S.BackupSchedule }),
+      },
+    },
+    async (req) => b.platformSchedule(principal(req)),
+  );
+  app.put(
+    '/v1/platform/backup-schedule',
+    {
+      config: auth(ADMIN_SCOPES, 'backup.schedule'),
+      schema: {
+        ...doc(
+          "Set the platform's backup schedule: a backup of its database every every_minutes (the first one interval from now); " +
+            'of the backups it takes, the newest keep_last are kept and none older than keep_days (point_in_time is for clusters)',
+          tags,
+          true,
+        ),
+        body: S.SetBackupSchedule,
+        response: ok({ 200: S.BackupSchedule }),
+      },
+    },
+    async (req) => b.setPlatformSchedule(principal(req), req.body),
+  );
+  app.delete(
+    '/v1/platform/backup-schedule',
+    {
+      config: auth(ADMIN_SCOPES, 'backup.unschedule'),
+      schema: {
+        ...doc("Remove the platform's backup schedule (the backups it took stay)", tags, true),
+        response: ok({ 204: Type.Null() }),
+      },
+    },
+    async (req, reply) => {
+      await b.deletePlatformSchedule(principal(req));
+      return reply.status(204).send(null);
+    },
+  );
   app.get(
     '/v1/clusters/:name/backup-schedule',
     {

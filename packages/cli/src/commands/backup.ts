@@ -105,8 +105,9 @@ export function register(p: Command): void {
       if ((await followTask(client, task.id, !!o.json)) !== 'done') process.exitCode = EXIT.taskFailed;
     });
   b.command('schedule')
-    .description("show or set a cluster's backup schedule and retention (--off removes it)")
-    .requiredOption('--cluster <name>', 'the cluster')
+    .description("show or set a cluster's (or the platform's) backup schedule and retention (--off removes it)")
+    .option('--cluster <name>', 'the cluster')
+    .option('--platform', "the platform's own database (admins)")
     .option('--every <interval>', 'how often: 30m, 6h, 1d (minutes if no unit; at least 5m)')
     .option('--keep <n>', 'of the backups the schedule takes, keep the newest n (default 7)')
     .option('--keep-days <d>', 'and none older than d days')
@@ -115,7 +116,8 @@ export function register(p: Command): void {
     .option('--json')
     .action(
       async (o: {
-        cluster: string;
+        cluster?: string;
+        platform?: boolean;
         every?: string;
         keep?: string;
         keepDays?: string;
@@ -123,16 +125,19 @@ export function register(p: Command): void {
         off?: boolean;
         json?: boolean;
       }) => {
+        if ((o.cluster === undefined) === (o.platform !== true)) throw usage('give either --cluster NAME or --platform');
+        const target = o.platform ? null : o.cluster!;
+        const whose = target === null ? 'the platform' : `cluster ${target}`;
         const { client } = await authedClient();
         if (o.off) {
-          await client.deleteBackupSchedule(o.cluster);
-          return out(`Removed the backup schedule of cluster ${o.cluster}`);
+          await client.deleteBackupSchedule(target);
+          return out(`Removed the backup schedule of ${whose}`);
         }
         let s;
-        if (o.every === undefined && o.keep === undefined && o.keepDays === undefined) s = await client.backupSchedule(o.cluster);
+        if (o.every === undefined && o.keep === undefined && o.keepDays === undefined) s = await client.backupSchedule(target);
         else {
           if (o.every === undefined) throw usage('--every is needed to set a schedule');
-          s = await client.setBackupSchedule(o.cluster, {
+          s = await client.setBackupSchedule(target, {
             every_minutes: minutes(o.every),
             keep_last: o.keep === undefined ? 7 : whole('--keep', o.keep),
             ...(o.keepDays !== undefined ? { keep_days: whole('--keep-days', o.keepDays) } : {}),
@@ -141,7 +146,7 @@ export function register(p: Command): void {
         }
         if (o.json) return json(s);
         printTable([
-          ['Cluster', s.cluster],
+          ['Of', s.cluster === null ? "the platform's database" : `cluster ${s.cluster}`],
           ['Every', `${s.every_minutes} min`],
           ['Keeps', `the newest ${s.keep_last}${s.keep_days !== null ? `, none older than ${s.keep_days} days` : ''}`],
           ['Point in time', s.point_in_time ? "etcd's changes after each backup are recorded" : 'no'],
