@@ -172,6 +172,32 @@ describe('supervisor', () => {
       ['apiserver term', 'apiserver gone', 'etcd term', 'etcd gone'],
     );
   });
+
+  it('an immediate stop kills every process at once, those that would take their time on SIGTERM too', async () => {
+    const stubborn = (name: string) => ({
+      name,
+      release: 'test',
+      processes: [{ name: 'p', command: 'sh', args: ['-c', "trap '' TERM; while :; do sleep 0.05; done"], env: {} }],
+      files: [],
+      scripts: {},
+    });
+    sup.apply({ deployment: 'd', group: 'web', index: 0, hash: 'immediate', jobs: [stubborn('etcd'), stubborn('apiserver')] });
+    await sup.start();
+    await until('running', () => sup.status().every((s) => s.state === 'running' && s.pid !== null));
+    const pids = sup.status().map((s) => s.pid!);
+    const t0 = Date.now();
+    await sup.stop({ immediate: true });
+    const took = Date.now() - t0;
+    assert.ok(took < 1000, `stopped in ${took} ms, not after the 2 s grace of each`);
+    for (const pid of pids) assert.throws(() => process.kill(pid, 0), 'process is gone');
+    assert.deepEqual(
+      sup.status().map((x) => [x.job, x.state, x.lastExit?.signal]),
+      [
+        ['etcd', 'stopped', 'SIGKILL'],
+        ['apiserver', 'stopped', 'SIGKILL'],
+      ],
+    );
+  });
 });
 
 async function makeTls(dir: string): Promise<{ agent: AgentTls; director: AgentTls; caPath: string }> {

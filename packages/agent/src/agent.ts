@@ -147,9 +147,13 @@ export class Agent {
           return send(200, this.state());
         case 'POST /run_errand':
           return send(200, { results: await this.supervisor.runOnce() });
-        case 'POST /stop':
-          await this.supervisor.stop();
+        case 'POST /stop': {
+          const body = (await readBody(req)) as { immediate?: unknown };
+          if (body.immediate !== undefined && typeof body.immediate !== 'boolean')
+            throw new InputError('ANODYNE_E_INVALID_INPUT', 'immediate is true or false');
+          await this.supervisor.stop({ immediate: body.immediate === true });
           return send(200, this.state());
+        }
         case 'POST /drain':
           return send(200, { results: await this.supervisor.runScript('drain') });
         case 'POST /run_script': {

@@ -267,8 +267,10 @@ export class Supervisor {
    * Stops every process: SIGTERM to its process group, SIGKILL after the grace period. Jobs stop
    * one after another, the last started first (the API server before the etcd it writes to; the
    * processes of one job together), so that each can finish its requests on what it depends on.
+   * `immediate`: every process group gets SIGKILL at once (an etcd restore, whose data replaces
+   * whatever they would have finished).
    */
-  async stop(): Promise<void> {
+  async stop(options: { immediate?: boolean } = {}): Promise<void> {
     const running = this.procs;
     for (const p of running) {
       p.wanted = false;
@@ -276,6 +278,10 @@ export class Supervisor {
       if (p.probeTimer) clearTimeout(p.probeTimer);
       p.timer = null;
       p.probeTimer = null;
+    }
+    if (options.immediate) {
+      await Promise.all(running.map((p) => this.stopOne(p, 'SIGKILL')));
+      return;
     }
     const jobs = [...new Set(running.map((p) => p.job))].reverse();
     for (const job of jobs) await Promise.all(running.filter((p) => p.job === job).map((p) => this.stopOne(p)));
@@ -304,7 +310,7 @@ export class Supervisor {
     return true;
   }
 
-  private stopOne(p: Supervised): Promise<void> {
+  private stopOne(p: Supervised, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
     return new Promise<void>((resolve) => {
       const child = p.child;
       if (!child || child.exitCode !== null || child.pid === undefined) {
@@ -324,7 +330,7 @@ export class Supervisor {
         p.state = 'stopped';
         resolve();
       });
-      kill('SIGTERM');
+      kill(signal);
     });
   }
 

@@ -6,12 +6,10 @@ import type { AgentVitals } from '@anodyne/director';
 export interface PlatformGauges {
   /** Every certificate in use (a CA's transitional version included), when it expires, and whether the renewal pass is due to renew it. */
   certificates(): Promise<{ name: string; expires_at: string; is_ca: boolean; due: boolean }[]>;
-  /** The last health pass: instances by health, whether resurrection is paused (meltdown), each agent's vitals. Null before the first. */
-  health(): {
-    counts: Record<string, number>;
-    meltdown: boolean;
-    vitals: { deployment: string; instance: string; vitals: AgentVitals }[];
-  } | null;
+  /** Every instance counted by the health last recorded for it (a deployment a task is changing keeps its last). */
+  instances(): Promise<Record<string, number>>;
+  /** The last health pass: whether resurrection is paused (meltdown), each agent's vitals. Null before the first. */
+  health(): { meltdown: boolean; vitals: { deployment: string; instance: string; vitals: AgentVitals }[] } | null;
   /** Tasks by type and state, as stored. */
   tasks(): Promise<{ type: string; state: string; count: number }[]>;
 }
@@ -98,12 +96,12 @@ export class Metrics {
     });
     new Gauge({
       name: 'anodyne_instances',
-      help: 'Instances by health, as the last health pass found them (running, failing, unresponsive, missing, stopped, pending).',
+      help: 'Instances by the health last recorded for each (running, failing, unresponsive, missing, stopped, pending).',
       labelNames: ['health'],
       registers,
-      collect() {
+      async collect() {
         this.reset();
-        for (const [health, n] of Object.entries(g.health()?.counts ?? {})) this.set({ health }, n);
+        for (const [health, n] of Object.entries(await g.instances())) this.set({ health }, n);
       },
     });
     new Gauge({

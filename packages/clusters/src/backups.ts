@@ -612,7 +612,9 @@ export class ClusterBackups {
 
     await each('Placing the snapshot', (m) => m.agent.upload('etcd', SNAPSHOT, snapshot));
     if (signal.aborted) throw new AnodyneError('ANODYNE_E_TASK_CANCELLED', 'the task was cancelled');
-    await each('Stopping masters', (m) => m.agent.stop());
+    // Nothing they would finish on a graceful stop survives the restore: killed at once (etcd's data on
+    // disk is safe from SIGKILL, and the undo below puts it back as it was).
+    await each('Stopping masters', (m) => m.agent.stop({ immediate: true }));
     let committed = false;
     try {
       await each('Restoring etcd members', (m) => step(m, 'prepare'));

@@ -170,8 +170,9 @@ export class InstanceAgent {
     return readAgentState(this.client, this.row, timeoutMs);
   }
 
-  async stop(): Promise<void> {
-    await this.client.call(this.row, 'POST', '/stop', undefined, 120_000);
+  /** Stops every process; `immediate`: all at once with SIGKILL, no graceful shutdown (an etcd restore). */
+  async stop(options: { immediate?: boolean } = {}): Promise<void> {
+    await this.client.call(this.row, 'POST', '/stop', options.immediate ? { immediate: true } : undefined, 120_000);
   }
 
   async start(): Promise<void> {

@@ -131,6 +131,18 @@ export class Director {
   }
 
   /** A deployment's instances with their health, for operators (`anodyne vms`). */
+  /** Every instance of every deployment, counted by the health the monitor last recorded for it. */
+  async healthCounts(): Promise<Record<string, number>> {
+    const rows = await storeQuery('counting instances by health', () =>
+      this.o.store.db
+        .selectFrom('instances')
+        .select((eb) => ['health', eb.fn.countAll<number | string | bigint>().as('n')])
+        .groupBy('health')
+        .execute(),
+    );
+    return Object.fromEntries(rows.map((r) => [r.health, Number(r.n)]));
+  }
+
   async instanceViews(deployment: string): Promise<InstanceView[]> {
     const rows = await this.repo.listRecords(deployment);
     return rows.map((r) => ({

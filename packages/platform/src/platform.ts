@@ -434,9 +434,10 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       gauges: {
         certificates: async () =>
           (await creds.certificatesInUse()).map((c) => ({ ...c, due: isDue(c, clock.nowMs(), config.certificates.renewalDays) })),
+        instances: () => director.healthCounts(),
         health: () => {
           const r = health.lastReport();
-          return r ? { counts: r.counts, meltdown: r.meltdown, vitals: r.vitals } : null;
+          return r ? { meltdown: r.meltdown, vitals: r.vitals } : null;
         },
         tasks: () => director.tasks.counts(),
       },
