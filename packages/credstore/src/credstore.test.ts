@@ -233,9 +233,16 @@ function suite(
         const pems = (s: string) => (s.match(/-----BEGIN [A-Z ]+-----/g) ?? []).length;
 
         // 1. new versions trusted; what a deployment converges on is still the old, signing, version
+        const inUse = async () =>
+          (await creds.certificatesInUse()).filter((c) => c.name === '/t/ca').map((c) => [c.version, c.transitional]);
+        assert.deepEqual(await inUse(), [[1, false]]);
         await rot.trustNew(names);
         await rot.trustNew(names); // idempotent
         assert.equal(await rot.phase(names), 'trusting');
+        assert.deepEqual((await inUse()).sort(), [
+          [1, false],
+          [2, true],
+        ]);
         const ca = await creds.generate<'certificate'>('/t/ca', 'certificate', { is_ca: true, common_name: 't-ca' }, actor);
         assert.equal(ca.id, ca1.id, 'converge gives the signing CA, not the transitional one');
         assert.equal(pems(ca.value.ca), 2, 'whose bundle holds both');
@@ -259,6 +266,7 @@ function suite(
         // 3. the old CA is no longer trusted; the old key still verifies (issued tokens)
         await rot.dropOld(names);
         assert.equal(await rot.phase(names), 'idle');
+        assert.deepEqual(await inUse(), [[2, false]], 'the old CA is no longer in use');
         const final = (await creds.get<'certificate'>('/t/leaf', actor)).value;
         assert.equal(pems(final.ca), 1);
         assert.equal(await opensslVerify(dir, final.ca, leaf1.value.certificate), false);

@@ -366,27 +366,43 @@ export class CredStore {
 
   /** Every certificate version in use (as `findExpiring` counts them), soonest expiry first: what /metrics shows. */
   async certificatesInUse(expiringBy?: string): Promise<ExpiringCertificate[]> {
-    let q = this.versionQuery()
-      .where('credential_versions.type', '=', 'certificate')
-      .where('credential_versions.expires_at', 'is not', null);
-    if (expiringBy !== undefined) q = q.where('credential_versions.expires_at', '<=', expiringBy);
-    const rows = await storeQuery('finding certificates in use', () => q.orderBy('credential_versions.expires_at').execute());
-    const active = new Map<string, string[]>();
-    const out: ExpiringCertificate[] = [];
-    for (const r of rows) {
-      if (!active.has(r.credential_id)) active.set(r.credential_id, await this.activeVersionIds(r.credential_id));
-      if (!active.get(r.credential_id)!.includes(r.id)) continue;
-      out.push({
+    // Every certificate version's metadata in one query (no secret is read or decrypted); which
+    // versions are in use is worked out here: per credential, the newest one not transitional, and
+    // any transitional one.
+    const rows = await storeQuery('finding certificates in use', () =>
+      this.store.db
+        .selectFrom('credential_versions')
+        .innerJoin('credentials', 'credentials.id', 'credential_versions.credential_id')
+        .select([
+          'credential_versions.id',
+          'credential_versions.credential_id',
+          'credential_versions.version',
+          'credential_versions.transitional',
+          'credential_versions.expires_at',
+          'credential_versions.params',
+          'credential_versions.created_at',
+          'credentials.name',
+        ])
+        .where('credential_versions.type', '=', 'certificate')
+        .where('credential_versions.expires_at', 'is not', null)
+        .execute(),
+    );
+    const signing = new Map<string, number>();
+    for (const r of rows)
+      if (Number(r.transitional) === 0) signing.set(r.credential_id, Math.max(signing.get(r.credential_id) ?? 0, Number(r.version)));
+    return rows
+      .filter((r) => Number(r.transitional) === 1 || signing.get(r.credential_id) === Number(r.version))
+      .filter((r) => expiringBy === undefined || r.expires_at! <= expiringBy)
+      .sort((a, b) => a.expires_at!.localeCompare(b.expires_at!) || a.name.localeCompare(b.name))
+      .map((r) => ({
         name: r.name,
         id: r.id,
         version: Number(r.version),
         expires_at: r.expires_at!,
-        transitional: r.transitional === 1,
+        transitional: Number(r.transitional) === 1,
         is_ca: (JSON.parse(r.params) as StoredParams).params['is_ca'] === true,
         created_at: r.created_at,
-      });
-    }
-    return out;
+      }));
   }
 
   // ---------------------------------------------------------------- delete
