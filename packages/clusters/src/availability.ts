@@ -96,6 +96,15 @@ export function expectStatus(a: EndpointAnswer, ...ok: number[]): true | string 
   return ok.includes(a.status) ? true : `${a.status} ${a.body.slice(0, 160)}`;
 }
 
+/** `get`, asked again only when its last answer is `everyMs` old (a client re-reading its credentials now and then). */
+export function refreshed<T>(get: () => Promise<T>, clock: Clock, everyMs: number): () => Promise<T> {
+  let current: { value: T; at: number } | undefined;
+  return async () => {
+    if (!current || clock.nowMs() - current.at >= everyMs) current = { value: await get(), at: clock.nowMs() };
+    return current.value;
+  };
+}
+
 /**
  * Reads the `default` Namespace through the cluster's endpoint every `intervalMs` until
  * stopped; a failure is no answer in `timeoutMs` (5 s, as the clients the tests count with) or
@@ -112,11 +121,7 @@ export function apiProbe(
   timeoutMs = 5000,
 ): AvailabilityProbe {
   const path = '/api/v1/namespaces/default';
-  let current: { e: ClusterEndpoint; at: number } | undefined;
-  const fresh = async (): Promise<ClusterEndpoint> => {
-    if (!current || clock.nowMs() - current.at >= refreshMs) current = { e: await endpoint(), at: clock.nowMs() };
-    return current.e;
-  };
+  const fresh = refreshed(endpoint, clock, refreshMs);
   return countingLoop(`GET ${path} through the cluster's endpoint`, clock, intervalMs, async (count) => {
     count(expectStatus(await endpointRequest(await fresh(), 'GET', path, undefined, timeoutMs), 200));
   });

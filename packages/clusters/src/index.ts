@@ -56,7 +56,7 @@ export {
   type BuiltRelease,
   type ClusterRelease,
 } from './releases.js';
-export { apiProbe, countingLoop, endpointRequest, expectStatus, type EndpointAnswer } from './availability.js';
+export { apiProbe, countingLoop, endpointRequest, expectStatus, refreshed, type EndpointAnswer } from './availability.js';
 export {
   ClusterBackups,
   checkArtifacts,

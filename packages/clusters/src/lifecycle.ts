@@ -122,25 +122,35 @@ export class ClusterLifecycle {
     return this.o.records.get(input.name);
   }
 
+  /** A cluster that may be changed now (no task running, not being deleted): its row, parameters and release. */
+  private async changeable(name: string) {
+    const r = await this.o.records.row(name);
+    await this.o.records.assertIdle(r);
+    if (r.last_action === 'DELETE') throw new ConflictError('ANODYNE_E_CLUSTER_BUSY', `cluster ${name} is being deleted`);
+    const running = r.release ? await this.o.releases.get(r.release) : undefined;
+    return { r, current: JSON.parse(r.parameters) as Parameters, running };
+  }
+
+  /** The release a change that keeps it uses: the cluster's own (a record from before releases: the newest). */
+  private async kept(running: { key: string; kubernetes_version: string } | undefined): Promise<ClusterRelease> {
+    return running ? { key: running.key, version: running.kubernetes_version } : this.o.releases.resolve(undefined);
+  }
+
   /**
    * Deploys a running cluster again: a resize (quota- and plan-checked), an upgrade to another
    * Kubernetes release (version skew checked), or new leaf certificates rolled out instance by
    * instance. A resize and a rotation keep the cluster's release.
    */
   async redeploy(name: string, why: Redeploy, actor: string): Promise<ClusterView> {
-    const r = await this.o.records.row(name);
-    await this.o.records.assertIdle(r);
-    if (r.last_action === 'DELETE') throw new ConflictError('ANODYNE_E_CLUSTER_BUSY', `cluster ${name} is being deleted`);
-    const current = JSON.parse(r.parameters) as Parameters;
+    const { r, current, running } = await this.changeable(name);
     const next: Parameters = why.kind === 'update' ? { ...current, workers: why.workers } : current;
     const plan = this.o.plans.find((p) => p.name === r.plan);
-    const running = r.release ? await this.o.releases.get(r.release) : undefined;
     let release: ClusterRelease;
     if (why.kind === 'upgrade') {
       release = await this.o.releases.resolve(why.kubernetesVersion, plan?.kubernetesVersions);
       if (running) this.o.releases.checkUpgrade(running.kubernetes_version, release.version);
     } else {
-      release = running ? { key: running.key, version: running.kubernetes_version } : await this.o.releases.resolve(undefined);
+      release = await this.kept(running);
     }
     const manifest = clusterManifest(this.request(name, next, r.plan, release), this.o.plans);
     if (next.workers > current.workers) await this.o.quotas.check(r.owner, 0, next.workers - current.workers);
@@ -174,12 +184,8 @@ export class ClusterLifecycle {
    */
   async rotateCas(name: string, actor: string): Promise<ClusterView> {
     const rotation = this.o.caRotation;
-    const r = await this.o.records.row(name);
-    await this.o.records.assertIdle(r);
-    if (r.last_action === 'DELETE') throw new ConflictError('ANODYNE_E_CLUSTER_BUSY', `cluster ${name} is being deleted`);
-    const current = JSON.parse(r.parameters) as Parameters;
-    const running = r.release ? await this.o.releases.get(r.release) : undefined;
-    const release = running ? { key: running.key, version: running.kubernetes_version } : await this.o.releases.resolve(undefined);
+    const { r, current, running } = await this.changeable(name);
+    const release = await this.kept(running);
     const manifest = clusterManifest(this.request(name, current, r.plan, release), this.o.plans);
     const probe = await this.o.probeFor?.(name);
     const task = await this.o.director.runConvergingTask(

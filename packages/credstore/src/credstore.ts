@@ -606,10 +606,7 @@ export class CredStore {
 
   /** The CA version that signs now: the newest version not marked transitional. */
   private async signingVersion(caName: string): Promise<{ row: VersionRow; value: StoredCertificate }> {
-    const rows = await storeQuery('reading the CA', () =>
-      this.versionQuery().where('credentials.name', '=', caName).orderBy('credential_versions.version', 'desc').execute(),
-    );
-    const row = rows.find((r) => r.transitional === 0);
+    const row = await this.signingRow(caName);
     if (!row || row.type !== 'certificate' || (JSON.parse(row.params) as StoredParams).params['is_ca'] !== true) {
       throw new InputError('ANODYNE_E_CREDENTIAL_CA_NOT_FOUND', `signing CA ${caName} does not exist or is not a CA`, {
         details: { ca: caName },

@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { systemClock } from '@anodyne/common';
 import { locateRelease } from '@anodyne/release';
-import { countingLoop, endpointRequest, expectStatus, type ClusterEndpoint } from '@anodyne/clusters';
+import { countingLoop, endpointRequest, expectStatus, refreshed, type ClusterEndpoint } from '@anodyne/clusters';
 import type { AvailabilityReport } from '@anodyne/director';
 
 /**
@@ -13,12 +13,7 @@ import type { AvailabilityReport } from '@anodyne/director';
 export type EndpointSource = ClusterEndpoint | (() => Promise<ClusterEndpoint>);
 
 function refreshing(source: EndpointSource): () => Promise<ClusterEndpoint> {
-  if (typeof source !== 'function') return () => Promise.resolve(source);
-  let current: { e: ClusterEndpoint; at: number } | undefined;
-  return async () => {
-    if (!current || Date.now() - current.at >= 2000) current = { e: await source(), at: Date.now() };
-    return current.e;
-  };
+  return typeof source === 'function' ? refreshed(source, systemClock, 2000) : () => Promise.resolve(source);
 }
 
 /** The release's busybox image (every release packs the same one; nodes import it at start). */
