@@ -68,15 +68,16 @@ export async function deployApp(kubectl: Kubectl, dir: string, replicas: number,
               ],
             },
           },
-          terminationGracePeriodSeconds: 10,
+          terminationGracePeriodSeconds: 15,
           containers: [
             {
               name: 'web',
               image: busyboxRef(),
               imagePullPolicy: 'Never',
               readinessProbe: { httpGet: { path: '/', port: 8080 }, periodSeconds: 1 },
-              // Leave the Service's endpoints before stopping, as a well-behaved app does.
-              lifecycle: { preStop: { exec: { command: ['sleep', '3'] } } },
+              // Leave the Service's endpoints before stopping, as a well-behaved app does: long enough for every
+              // API server's proxy to see the endpoint go, also on a loaded machine (3 s was not, once in CI).
+              lifecycle: { preStop: { exec: { command: ['sleep', '6'] } } },
             },
           ],
         },
