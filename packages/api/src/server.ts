@@ -209,7 +209,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     const actor =
       req.principal?.name ??
       (route.startsWith('/v2/') ? 'osb-broker' : undefined) ??
-      (action === 'token.issue' && typeof body?.['username'] === 'string'
+      ((action === 'token.issue' || action === 'login') && typeof body?.['username'] === 'string'
         ? body['username']
         : typeof body?.['client_id'] === 'string'
           ? body['client_id']

@@ -3,6 +3,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, wri
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { ApiClient, ApiError, type TokenSet } from '@anodyne/client';
+import { httpsTransport } from '@anodyne/client/node';
 
 /** What `login` keeps (in a 0600 file under the user's home): the API, its CA and the tokens. */
 export interface Session {
@@ -55,7 +56,7 @@ export function sessionFromTokens(
 /** A client with a valid access token: refreshed (and saved) when within a minute of expiry. */
 export async function authedClient(): Promise<{ client: ApiClient; session: Session }> {
   let s = loadSession();
-  const base = new ApiClient(s.api, s.ca_cert, undefined, s.insecure ?? false);
+  const base = new ApiClient(s.api, httpsTransport({ ...(s.ca_cert ? { caPem: s.ca_cert } : {}), insecure: s.insecure ?? false }));
   if (s.expires_at - Date.now() < 60_000) {
     let t: TokenSet;
     if (s.refresh_token) t = await base.refresh(s.refresh_token, s.client_id);

@@ -1,6 +1,6 @@
 // The typed client of Anodyne's API, shared by the CLI and the web console: one method per
-// route, request and response types from the API's own schemas (./schemas.ts).
-import { request } from 'node:https';
+// route, request and response types from the API's own schemas (./schemas.ts); the transport is
+// fetch in a browser and node:https with the platform's CA in the CLI (./node.ts).
 import type { Static } from '@sinclair/typebox';
 import type * as S from './schemas.js';
 
@@ -43,6 +43,102 @@ export class ApiError extends Error {
 }
 
 export type TokenSet = Static<typeof S.TokenResponse>;
+export type OAuthClient = Static<typeof S.OAuthClient>;
+export type AuditEntry = Static<typeof S.AuditEntry>;
+
+/** One HTTP exchange, as the client asks a transport for it. */
+export interface HttpRequest {
+  method: string;
+  url: string;
+  headers: Record<string, string>;
+  body?: string;
+}
+export interface HttpAnswer {
+  status: number;
+  text: string;
+}
+/**
+ * How requests travel: `send` for a whole answer; `stream` (where the transport can) hands the body
+ * over piece by piece as it arrives (server-sent events) and resolves with the status at its end.
+ */
+export interface Transport {
+  send(r: HttpRequest): Promise<HttpAnswer>;
+  stream?(r: HttpRequest, onText: (text: string) => void, signal?: AbortSignal): Promise<number>;
+}
+
+/** The browser's transport: fetch on the page's own origin, cookies only for it, a timeout per request. */
+export function fetchTransport(o: { timeoutMs?: number } = {}): Transport {
+  const timeout = o.timeoutMs ?? 60_000;
+  return {
+    async send(r) {
+      const res = await fetch(r.url, {
+        method: r.method,
+        headers: r.headers,
+        ...(r.body !== undefined ? { body: r.body } : {}),
+        credentials: 'same-origin',
+        signal: AbortSignal.timeout(timeout),
+      });
+      return { status: res.status, text: await res.text() };
+    },
+    async stream(r, onText, signal) {
+      const res = await fetch(r.url, { method: r.method, headers: r.headers, credentials: 'same-origin', ...(signal ? { signal } : {}) });
+      if (!res.ok || !res.body) {
+        onText(await res.text());
+        return res.status;
+      }
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return res.status;
+        onText(value);
+      }
+    },
+  };
+}
+
+/** A server-sent event: its name and data (JSON-decoded). */
+export interface ServerEvent {
+  event: string;
+  data: unknown;
+}
+
+/** Splits a server-sent event stream into events as its text arrives. */
+export function sseParser(onEvent: (e: ServerEvent) => void): (text: string) => void {
+  let buffer = '';
+  return (text) => {
+    buffer += text;
+    let end: number;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let event = 'message';
+      const data: string[] = [];
+      for (const line of block.split('\n')) {
+        if (line.startsWith('event: ')) event = line.slice(7);
+        else if (line.startsWith('data: ')) data.push(line.slice(6));
+      }
+      if (data.length === 0) continue;
+      let parsed: unknown = data.join('\n');
+      try {
+        parsed = JSON.parse(parsed as string);
+      } catch {
+        // not JSON: handed over as text
+      }
+      onEvent({ event, data: parsed });
+    }
+  };
+}
+
+function apiError(status: number, text: string): ApiError {
+  let parsed: unknown;
+  try {
+    parsed = text ? JSON.parse(text) : null;
+  } catch {
+    parsed = null;
+  }
+  const e = (parsed && typeof parsed === 'object' ? parsed : {}) as { code?: string; message?: string; details?: Record<string, unknown> };
+  return new ApiError(status, e.code ?? `HTTP_${status}`, e.message ?? text.slice(0, 200), e.details ?? {});
+}
 
 /** Where a backup schedule is: a cluster's, or the platform's own (`null`). */
 function schedulePath(cluster: string | null): string {
@@ -52,76 +148,84 @@ function schedulePath(cluster: string | null): string {
 const seg = (s: string | number) => encodeURIComponent(String(s));
 
 /**
- * The typed client of Anodyne's API (shared by the CLI and the console): HTTPS with the
- * platform's CA, bearer tokens, JSON in and out, errors as ApiError with the API's code.
+ * The typed client of Anodyne's API (shared by the CLI and the console): bearer tokens, JSON in
+ * and out, errors as ApiError with the API's code, over the transport it is given.
  */
 export class ApiClient {
   constructor(
     readonly url: string,
-    private readonly caPem: string | undefined,
+    private readonly transport: Transport,
     private token?: string,
-    private readonly insecure = false,
   ) {}
 
   withToken(token: string): ApiClient {
-    return new ApiClient(this.url, this.caPem, token, this.insecure);
+    return new ApiClient(this.url, this.transport, token);
   }
 
-  call<T>(
+  private request(
     method: string,
     path: string,
     body?: unknown,
     options: { form?: boolean; basic?: [string, string]; accept?: string } = {},
-  ): Promise<T> {
-    const u = new URL(path, this.url);
+  ): HttpRequest {
     const payload =
       body === undefined ? undefined : options.form ? new URLSearchParams(body as Record<string, string>).toString() : JSON.stringify(body);
     const headers: Record<string, string> = { accept: options.accept ?? 'application/json' };
     if (payload !== undefined) headers['content-type'] = options.form ? 'application/x-www-form-urlencoded' : 'application/json';
     if (this.token) headers['authorization'] = `Bearer ${this.token}`;
     if (options.basic)
-      headers['authorization'] =
-        `Basic ${Buffer.from(`${encodeURIComponent(options.basic[0])}:${encodeURIComponent(options.basic[1])}`).toString('base64')}`;
-    return new Promise((resolve, reject) => {
-      const req = request(
-        {
-          host: u.hostname,
-          port: u.port || 443,
-          path: u.pathname + u.search,
-          method,
-          headers,
-          ...(this.caPem ? { ca: this.caPem } : {}),
-          rejectUnauthorized: !this.insecure,
-          timeout: 60_000,
-        },
-        (res) => {
-          let text = '';
-          res.on('data', (c: Buffer) => (text += c.toString()));
-          res.on('end', () => {
-            const status = res.statusCode ?? 0;
-            let parsed: unknown = text;
-            try {
-              parsed = text ? JSON.parse(text) : null;
-            } catch {
-              // not JSON (metrics, plain text)
-            }
-            if (status >= 400) {
-              const e = (parsed && typeof parsed === 'object' ? parsed : {}) as {
-                code?: string;
-                message?: string;
-                details?: Record<string, unknown>;
-              };
-              reject(new ApiError(status, e.code ?? `HTTP_${status}`, e.message ?? text.slice(0, 200), e.details ?? {}));
-            } else resolve(parsed as T);
-          });
-        },
-      );
-      req.on('error', (e) => reject(new ApiError(0, 'ANODYNE_E_UNAVAILABLE', `cannot reach ${this.url}: ${e.message}`)));
-      req.on('timeout', () => req.destroy(new Error('timed out')));
-      req.end(payload);
-    });
+      headers['authorization'] = `Basic ${btoa(`${encodeURIComponent(options.basic[0])}:${encodeURIComponent(options.basic[1])}`)}`;
+    return { method, url: new URL(path, this.url).toString(), headers, ...(payload !== undefined ? { body: payload } : {}) };
   }
 
+  async call<T>(
+    method: string,
+    path: string,
+    body?: unknown,
+    options: { form?: boolean; basic?: [string, string]; accept?: string } = {},
+  ): Promise<T> {
+    let answer: HttpAnswer;
+    try {
+      answer = await this.transport.send(this.request(method, path, body, options));
+    } catch (e) {
+      throw new ApiError(0, 'ANODYNE_E_UNAVAILABLE', `cannot reach ${this.url}: ${(e as Error).message}`);
+    }
+    if (answer.status >= 400) throw apiError(answer.status, answer.text);
+    try {
+      return (answer.text ? JSON.parse(answer.text) : null) as T;
+    } catch {
+      return answer.text as T; // not JSON (metrics, plain text)
+    }
+  }
+
+  /**
+   * Follows a task's events live (server-sent events) until it ends or `signal` aborts; needs a
+   * transport that can stream.
+   */
+  async followTask(
+    id: number | string,
+    after: number,
+    on: { event: (e: TaskEvent) => void; done: (t: Task) => void },
+    signal?: AbortSignal,
+  ): Promise<void> {
+    if (!this.transport.stream) throw new ApiError(0, 'ANODYNE_E_UNAVAILABLE', 'this transport cannot stream');
+    let text = '';
+    const parse = sseParser((e) => {
+      if (e.event === 'task_event') on.event(e.data as TaskEvent);
+      else if (e.event === 'task_done') on.done(e.data as Task);
+    });
+    const status = await this.transport.stream(
+      this.request('GET', `/v1/tasks/${seg(id)}/events?after=${after}`, undefined, { accept: 'text/event-stream' }),
+      (t) => {
+        text = t;
+        parse(t);
+      },
+      signal,
+    );
+    if (status >= 400) throw apiError(status, text);
+  }
+
+  // ---------------------------------------------------------------- tokens
   passwordToken(username: string, password: string, clientId = 'anodyne_cli', clientSecret?: string): Promise<TokenSet> {
     return this.call(
       'POST',
@@ -140,13 +244,33 @@ export class ApiClient {
     );
   }
 
-  refresh(refreshToken: string, clientId = 'anodyne_cli'): Promise<TokenSet> {
+  /** A refresh; without a token, the console's session cookie carries it. */
+  refresh(refreshToken: string | undefined, clientId = 'anodyne_cli'): Promise<TokenSet> {
     return this.call(
       'POST',
       '/oauth/token',
-      { grant_type: 'refresh_token', refresh_token: refreshToken, client_id: clientId },
+      { grant_type: 'refresh_token', client_id: clientId, ...(refreshToken ? { refresh_token: refreshToken } : {}) },
       { form: true },
     );
+  }
+
+  /** The authorization_code grant: the one-time code, the redirect URI it came to and the PKCE verifier. */
+  codeToken(code: string, redirectUri: string, codeVerifier: string, clientId: string): Promise<TokenSet> {
+    return this.call(
+      'POST',
+      '/oauth/token',
+      { grant_type: 'authorization_code', code, redirect_uri: redirectUri, code_verifier: codeVerifier, client_id: clientId },
+      { form: true },
+    );
+  }
+
+  /** Ends the console's session (its refresh-token cookie). */
+  async logout(): Promise<void> {
+    await this.call('POST', '/oauth/logout');
+  }
+
+  userinfo(): Promise<Record<string, unknown>> {
+    return this.call('GET', '/userinfo');
   }
 
   // ---------------------------------------------------------------- clusters
@@ -278,5 +402,11 @@ export class ApiClient {
   }
   rotateSigningKey(): Promise<SigningKey> {
     return this.call('POST', '/v1/token-keys');
+  }
+  clients(): Promise<OAuthClient[]> {
+    return this.call('GET', '/v1/clients');
+  }
+  audit(query: { limit?: number } = {}): Promise<AuditEntry[]> {
+    return this.call('GET', `/v1/audit${query.limit ? `?limit=${query.limit}` : ''}`);
   }
 }

@@ -26,7 +26,26 @@ export const TokenRequest = Type.Object(
     refresh_token: Type.Optional(Type.String({ maxLength: 8192 })),
     scope: Type.Optional(Type.String({ maxLength: 1024 })),
     response_type: Type.Optional(Type.String({ maxLength: 64 })),
+    code: Type.Optional(Type.String({ maxLength: 256 })),
+    redirect_uri: Type.Optional(Type.String({ maxLength: 2048 })),
+    code_verifier: Type.Optional(Type.String({ maxLength: 256 })),
   },
+  { additionalProperties: false },
+);
+/** An authorization request (code flow with PKCE), as the browser sends it to the sign-in page. */
+const authorizeFields = {
+  response_type: Type.Optional(Type.String({ maxLength: 64 })),
+  client_id: Type.Optional(Type.String({ maxLength: 256 })),
+  redirect_uri: Type.Optional(Type.String({ maxLength: 2048 })),
+  code_challenge: Type.Optional(Type.String({ maxLength: 256 })),
+  code_challenge_method: Type.Optional(Type.String({ maxLength: 16 })),
+  state: Type.Optional(Type.String({ maxLength: 1024 })),
+  scope: Type.Optional(Type.String({ maxLength: 1024 })),
+};
+export const AuthorizeQuery = Type.Object(authorizeFields, { additionalProperties: false });
+/** The sign-in form: the authorization request back, with the user's name and password. */
+export const AuthorizeForm = Type.Object(
+  { ...authorizeFields, username: Type.String({ minLength: 1, maxLength: 256 }), password: Type.String({ minLength: 1, maxLength: 1024 }) },
   { additionalProperties: false },
 );
 export const TokenResponse = Type.Object({
@@ -73,12 +92,14 @@ export const OAuthClient = Type.Object({
   client_id: Type.String(),
   scopes: Type.Array(Type.String()),
   grant_types: Type.Array(Type.String()),
+  redirect_uris: Type.Array(Type.String()),
   confidential: Type.Boolean(),
 });
 export const CreatedClient = Type.Object({
   client_id: Type.String(),
   scopes: Type.Array(Type.String()),
   grant_types: Type.Array(Type.String()),
+  redirect_uris: Type.Array(Type.String()),
 });
 export const AuditEntry = Type.Object({
   id: Type.Integer(),
@@ -295,11 +316,19 @@ export const CreateClient = Type.Object(
     client_id: Type.String({ pattern: USER, maxLength: 64 }),
     client_secret: Type.Optional(Type.String({ minLength: 16, maxLength: 1024 })),
     scopes: Type.Array(Scope, { maxItems: 3, uniqueItems: true }),
-    grant_types: Type.Array(Type.Union([Type.Literal('client_credentials'), Type.Literal('password'), Type.Literal('refresh_token')]), {
-      minItems: 1,
-      maxItems: 3,
-      uniqueItems: true,
-    }),
+    grant_types: Type.Array(
+      Type.Union([
+        Type.Literal('client_credentials'),
+        Type.Literal('password'),
+        Type.Literal('refresh_token'),
+        Type.Literal('authorization_code'),
+      ]),
+      { minItems: 1, maxItems: 4, uniqueItems: true },
+    ),
+    /** Where an authorization_code client may send the browser back (exact match; https, or http on loopback). */
+    redirect_uris: Type.Optional(
+      Type.Array(Type.String({ minLength: 1, maxLength: 2048 }), { minItems: 1, maxItems: 10, uniqueItems: true }),
+    ),
   },
   { additionalProperties: false },
 );

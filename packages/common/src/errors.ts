@@ -142,6 +142,8 @@ export const ErrorCodes = {
   ANODYNE_E_TOKEN_INVALID: def('ANODYNE_E_TOKEN_INVALID', 'unauthenticated', 'The token is not valid'),
   ANODYNE_E_TOKEN_EXPIRED: def('ANODYNE_E_TOKEN_EXPIRED', 'unauthenticated', 'The token has expired'),
   ANODYNE_E_GRANT_UNSUPPORTED: def('ANODYNE_E_GRANT_UNSUPPORTED', 'invalid_input', 'Unsupported grant type'),
+  ANODYNE_E_GRANT_INVALID: def('ANODYNE_E_GRANT_INVALID', 'invalid_input', 'Authorization code unknown, used, expired or not matching'),
+  ANODYNE_E_AUTHORIZE_INVALID: def('ANODYNE_E_AUTHORIZE_INVALID', 'invalid_input', 'Authorization request refused'),
   ANODYNE_E_SCOPE_REQUIRED: def('ANODYNE_E_SCOPE_REQUIRED', 'not_allowed', 'The token lacks the scope this call needs'),
   ANODYNE_E_USER_EXISTS: def('ANODYNE_E_USER_EXISTS', 'conflict', 'A user with this name exists'),
   ANODYNE_E_USER_NOT_FOUND: def('ANODYNE_E_USER_NOT_FOUND', 'not_found', 'User not found'),

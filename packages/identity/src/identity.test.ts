@@ -1,6 +1,7 @@
-// Tests of the identity issuer: password, refresh and client grants, token checks, key rotation, lockout, argon2id hashes.
+// Tests of the identity issuer: password, refresh, client and authorization code (PKCE) grants, token checks, key rotation, lockout, argon2id hashes.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,22 +9,31 @@ import { SignJWT, generateKeyPair, decodeJwt } from 'jose';
 import { AnodyneError, ManualClock, silentLogger } from '@anodyne/common';
 import { openStore, type Store } from '@anodyne/store';
 import { CredStore, KeyRing, newRandomKey } from '@anodyne/credstore';
-import { Identity, SCOPES, CLI_CLIENT, escapeFilter } from './index.js';
+import { Identity, SCOPES, CLI_CLIENT, CONSOLE_CLIENT, escapeFilter, type AuthorizeRequest } from './index.js';
 
 const ISSUER = 'https://127.0.0.1:9021';
 const code = (c: string) => (e: unknown) => e instanceof AnodyneError && e.code === c;
+/** An error with this code whose details name this key. */
+const codeKey = (c: string, key: string) => (e: unknown) => e instanceof AnodyneError && e.code === c && e.details['key'] === key;
+const CONSOLE_URL = `${ISSUER}/console/`;
+/** A PKCE pair: a random base64url verifier (64 characters) and its S256 challenge. */
+const pkce = () => {
+  const verifier = randomBytes(48).toString('base64url');
+  return { verifier, challenge: createHash('sha256').update(verifier).digest('base64url') };
+};
 
 describe('identity (UAA-compatible issuer)', () => {
   let dir: string;
   let store: Store;
   let clock: ManualClock;
   let id: Identity;
+  let creds: CredStore;
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'anodyne-identity-'));
     store = await openStore({ driver: 'sqlite', path: join(dir, 'anodyne.db') });
     clock = new ManualClock(new Date('2026-11-22T08:00:00Z'));
-    const creds = new CredStore({ store, keys: new KeyRing(newRandomKey()), clock, logger: silentLogger() });
+    creds = new CredStore({ store, keys: new KeyRing(newRandomKey()), clock, logger: silentLogger() });
     id = new Identity({ store, creds, clock, logger: silentLogger(), issuer: ISSUER, lockout: { maxFailures: 3, lockSeconds: 60 } });
     await id.init();
     await id.createUser({ username: 'alice', password: 'alice-password', groups: [SCOPES.manage] });

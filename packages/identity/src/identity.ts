@@ -1,5 +1,5 @@
 // The platform's UAA-compatible OAuth2/OIDC issuer: local and LDAP users, scopes, OAuth clients, ES256 JWTs with key rotation.
-import { randomBytes, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { argon2id, argon2Verify } from 'hash-wasm';
 import {
   SignJWT,
@@ -27,6 +27,14 @@ export const ALL_SCOPES: string[] = Object.values(SCOPES);
 
 /** The CLI's public client (like UAA's `pks_cli`): password and refresh grants, no secret. */
 export const CLI_CLIENT = 'anodyne_cli';
+/** The web console's public client: authorization code flow with PKCE, redirected back to `<issuer>/console/`. */
+export const CONSOLE_CLIENT = 'anodyne_console';
+/** Where the console is served, below the issuer. */
+export const CONSOLE_PATH = '/console/';
+/** Grant types a client may be given. */
+export const GRANT_TYPES = ['password', 'client_credentials', 'refresh_token', 'authorization_code'] as const;
+/** How long a one-time authorization code may wait for its token request. */
+const CODE_SECONDS = 60;
 /** The audience of every access token; clusters' API servers trust this client id. */
 export const AUDIENCE = 'anodyne';
 
@@ -62,6 +70,30 @@ export interface TokenRequest {
   client_secret?: string;
   refresh_token?: string;
   scope?: string;
+  /** authorization_code grant: the one-time code, where it was sent, and the PKCE verifier. */
+  code?: string;
+  redirect_uri?: string;
+  code_verifier?: string;
+}
+
+/** The query of an authorization request (`GET /oauth/authorize`), as the browser sends it. */
+export interface AuthorizeRequest {
+  response_type?: string;
+  client_id?: string;
+  redirect_uri?: string;
+  code_challenge?: string;
+  code_challenge_method?: string;
+  state?: string;
+  scope?: string;
+}
+
+/** A checked authorization request: who asks, where the answer goes, and the PKCE challenge. */
+export interface Authorization {
+  clientId: string;
+  redirectUri: string;
+  codeChallenge: string;
+  state?: string;
+  scope?: string;
 }
 
 export interface TokenResponse {
@@ -91,6 +123,20 @@ interface SigningKey {
 
 const KEYS_PATH = '/platform/identity/signing-keys';
 const USERNAME = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
+
+const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
+
+/** https with no fragment; plain http only for a loopback host (a developer's tool). */
+function redirectUriOk(r: string): boolean {
+  try {
+    const u = new URL(r);
+    if (u.hash) return false;
+    if (u.protocol === 'https:') return true;
+    return u.protocol === 'http:' && ['127.0.0.1', 'localhost', '[::1]'].includes(u.hostname);
+  } catch {
+    return false;
+  }
+}
 
 async function hashSecret(secret: string): Promise<string> {
   return argon2id({
@@ -140,6 +186,36 @@ export class Identity {
       this.o.store.db.selectFrom('identity_clients').select('client_id').where('client_id', '=', CLI_CLIENT).executeTakeFirst(),
     );
     if (!cli) await this.createClient({ clientId: CLI_CLIENT, scopes: ALL_SCOPES, grantTypes: ['password', 'refresh_token'] });
+    await this.ensureConsoleClient();
+  }
+
+  /** The console's redirect URI follows the issuer, so a platform moved to a new address keeps its console. */
+  private async ensureConsoleClient(): Promise<void> {
+    const redirect = JSON.stringify([this.consoleUrl]);
+    const row = await storeQuery('reading a client', () =>
+      this.o.store.db.selectFrom('identity_clients').select('redirect_uris').where('client_id', '=', CONSOLE_CLIENT).executeTakeFirst(),
+    );
+    if (!row)
+      await this.createClient({
+        clientId: CONSOLE_CLIENT,
+        scopes: ALL_SCOPES,
+        grantTypes: ['authorization_code', 'refresh_token'],
+        redirectUris: [this.consoleUrl],
+      });
+    else if (row.redirect_uris !== redirect)
+      await storeQuery('updating a client', () =>
+        this.o.store.db.updateTable('identity_clients').set({ redirect_uris: redirect }).where('client_id', '=', CONSOLE_CLIENT).execute(),
+      );
+  }
+
+  /** The console's address (its redirect URI). */
+  get consoleUrl(): string {
+    return `${this.o.issuer}${CONSOLE_PATH}`;
+  }
+
+  /** How long a refresh token lives (the console's session cookie lives as long). */
+  get refreshSeconds(): number {
+    return this.refreshTtl;
   }
 
   /** Adds a new signing key; new tokens use it, tokens signed by the previous key stay valid. */
@@ -180,22 +256,25 @@ export class Identity {
 
   /**
    * OIDC discovery: only what this issuer serves. Tokens come from the token endpoint (password,
-   * client_credentials, refresh_token grants); there is no authorization endpoint yet, so no
-   * response type is offered and no ID token is issued. Access tokens carry scopes, not groups.
+   * client_credentials, refresh_token and authorization_code grants); the authorization endpoint
+   * offers the `code` response type with PKCE (S256 only). No ID token is issued. Access tokens
+   * carry scopes, not groups.
    */
   discovery(): Record<string, unknown> {
     const i = this.o.issuer;
     return {
       issuer: i,
+      authorization_endpoint: `${i}/oauth/authorize`,
       token_endpoint: `${i}/oauth/token`,
       jwks_uri: `${i}/token_keys`,
       userinfo_endpoint: `${i}/userinfo`,
-      response_types_supported: [],
+      response_types_supported: ['code'],
+      code_challenge_methods_supported: ['S256'],
       subject_types_supported: ['public'],
-      grant_types_supported: ['password', 'client_credentials', 'refresh_token'],
+      grant_types_supported: [...GRANT_TYPES],
       scopes_supported: [...ALL_SCOPES],
       claims_supported: ['sub', 'user_name', 'client_id', 'scope', 'iss', 'aud', 'exp', 'iat', 'jti'],
-      token_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post'],
+      token_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post', 'none'],
     };
   }
 
@@ -334,16 +413,34 @@ export class Identity {
     return password;
   }
 
-  async createClient(input: { clientId: string; secret?: string; scopes: string[]; grantTypes: string[] }): Promise<void> {
+  async createClient(input: {
+    clientId: string;
+    secret?: string;
+    scopes: string[];
+    grantTypes: string[];
+    redirectUris?: string[];
+  }): Promise<void> {
     if (!USERNAME.test(input.clientId))
       throw new InputError('ANODYNE_E_INVALID_INPUT', 'client ids are 1 to 64 letters, digits, dots, dashes or underscores', {
         details: { key: 'client_id' },
       });
     for (const g of input.grantTypes)
-      if (!['password', 'client_credentials', 'refresh_token'].includes(g))
+      if (!(GRANT_TYPES as readonly string[]).includes(g))
         throw new InputError('ANODYNE_E_INVALID_INPUT', `unknown grant type ${g}`, { details: { key: 'grant_types' } });
     if (input.grantTypes.includes('client_credentials') && !input.secret)
       throw new InputError('ANODYNE_E_INVALID_INPUT', 'a client_credentials client needs a secret', { details: { key: 'client_secret' } });
+    const redirects = input.redirectUris ?? [];
+    if (input.grantTypes.includes('authorization_code') !== redirects.length > 0)
+      throw new InputError('ANODYNE_E_INVALID_INPUT', 'an authorization_code client needs redirect URIs, and only such a client has them', {
+        details: { key: 'redirect_uris' },
+      });
+    for (const r of redirects)
+      if (!redirectUriOk(r))
+        throw new InputError(
+          'ANODYNE_E_INVALID_INPUT',
+          `redirect URI ${r} is not an https URL without a fragment (http only for loopback)`,
+          { details: { key: 'redirect_uris' } },
+        );
     const exists = await storeQuery('reading a client', () =>
       this.o.store.db.selectFrom('identity_clients').select('client_id').where('client_id', '=', input.clientId).executeTakeFirst(),
     );
@@ -358,13 +455,16 @@ export class Identity {
           secret_hash: hash,
           scopes: JSON.stringify(input.scopes),
           grant_types: JSON.stringify(input.grantTypes),
+          redirect_uris: redirects.length ? JSON.stringify(redirects) : null,
           created_at: this.nowIso(),
         })
         .execute(),
     );
   }
 
-  async clients(): Promise<{ client_id: string; scopes: string[]; grant_types: string[]; confidential: boolean }[]> {
+  async clients(): Promise<
+    { client_id: string; scopes: string[]; grant_types: string[]; redirect_uris: string[]; confidential: boolean }[]
+  > {
     const rows = await storeQuery('listing clients', () =>
       this.o.store.db.selectFrom('identity_clients').selectAll().orderBy('client_id').execute(),
     );
@@ -372,6 +472,7 @@ export class Identity {
       client_id: r.client_id,
       scopes: JSON.parse(r.scopes) as string[],
       grant_types: JSON.parse(r.grant_types) as string[],
+      redirect_uris: r.redirect_uris ? (JSON.parse(r.redirect_uris) as string[]) : [],
       confidential: r.secret_hash !== null,
     }));
   }
@@ -382,11 +483,11 @@ export class Identity {
 
   // ------------------------------------------------------------------ tokens
 
-  /** The token endpoint: password, client_credentials and refresh_token grants. */
+  /** The token endpoint: password, client_credentials, refresh_token and authorization_code grants. */
   async token(req: TokenRequest): Promise<TokenResponse> {
     const grant = req.grant_type;
     if (!grant) throw new InputError('ANODYNE_E_INVALID_INPUT', 'grant_type is required', { details: { key: 'grant_type' } });
-    if (!['password', 'client_credentials', 'refresh_token'].includes(grant))
+    if (!(GRANT_TYPES as readonly string[]).includes(grant))
       throw new InputError('ANODYNE_E_GRANT_UNSUPPORTED', `grant type ${grant} is not supported`, { details: { grant_type: grant } });
     const client = await this.authenticateClient(req.client_id ?? CLI_CLIENT, req.client_secret, grant);
     const requested = req.scope ? req.scope.split(/\s+/).filter(Boolean) : undefined;
@@ -413,6 +514,7 @@ export class Identity {
         refresh: client.grantTypes.includes('refresh_token'),
       });
     }
+    if (grant === 'authorization_code') return this.redeemCode(client, req);
     // refresh_token: the user's current groups, so removing a group takes effect on refresh.
     if (!req.refresh_token)
       throw new InputError('ANODYNE_E_INVALID_INPUT', 'refresh_token is required', { details: { key: 'refresh_token' } });
@@ -431,6 +533,106 @@ export class Identity {
         requested,
       ),
       refresh: true,
+    });
+  }
+
+  /**
+   * Checks an authorization request before anyone is asked for a password: a known client allowed
+   * the authorization code flow, one of its redirect URIs exactly, `response_type=code` and a PKCE
+   * S256 challenge. Nothing is redirected on a bad request (the caller shows the error).
+   */
+  async checkAuthorization(req: AuthorizeRequest): Promise<Authorization> {
+    const bad = (key: string, message: string) => new InputError('ANODYNE_E_AUTHORIZE_INVALID', message, { details: { key } });
+    if (!req.client_id) throw bad('client_id', 'client_id is required');
+    const row = await storeQuery('reading a client', () =>
+      this.o.store.db.selectFrom('identity_clients').selectAll().where('client_id', '=', req.client_id!).executeTakeFirst(),
+    );
+    if (!row) throw bad('client_id', `there is no client ${req.client_id}`);
+    if (!(JSON.parse(row.grant_types) as string[]).includes('authorization_code'))
+      throw bad('client_id', `client ${req.client_id} may not use the authorization code flow`);
+    const redirects = row.redirect_uris ? (JSON.parse(row.redirect_uris) as string[]) : [];
+    if (!req.redirect_uri || !redirects.includes(req.redirect_uri))
+      throw bad('redirect_uri', `redirect_uri must be one registered for ${req.client_id}: ${redirects.join(', ')}`);
+    if (req.response_type !== 'code') throw bad('response_type', 'response_type must be code');
+    if (req.code_challenge_method !== 'S256') throw bad('code_challenge_method', 'code_challenge_method must be S256 (PKCE)');
+    if (!req.code_challenge || !/^[A-Za-z0-9_-]{43}$/.test(req.code_challenge))
+      throw bad('code_challenge', 'code_challenge must be the base64url SHA-256 of the code verifier (43 characters)');
+    if (req.state !== undefined && req.state.length > 512) throw bad('state', 'state is longer than 512 characters');
+    return {
+      clientId: row.client_id,
+      redirectUri: req.redirect_uri,
+      codeChallenge: req.code_challenge,
+      ...(req.state !== undefined ? { state: req.state } : {}),
+      ...(req.scope ? { scope: req.scope } : {}),
+    };
+  }
+
+  /**
+   * Signs a user in for a checked authorization request (same password rules and lockout as the
+   * password grant) and returns where to send the browser: the redirect URI with a one-time code
+   * valid for a minute, and the request's state.
+   */
+  async authorize(a: Authorization, username: string, password: string): Promise<string> {
+    const user = await this.authenticateUser(username, password);
+    const client = await this.authenticateClient(a.clientId, undefined, 'authorization_code');
+    const scopes = this.narrow(
+      user.groups.filter((g) => client.scopes.includes(g)),
+      a.scope ? a.scope.split(/\s+/).filter(Boolean) : undefined,
+    );
+    const code = randomBytes(32).toString('base64url');
+    const now = this.nowIso();
+    await storeQuery('storing an authorization code', async () => {
+      await this.o.store.db.deleteFrom('identity_codes').where('expires_at', '<', now).execute();
+      await this.o.store.db
+        .insertInto('identity_codes')
+        .values({
+          code_hash: sha256(code),
+          client_id: a.clientId,
+          redirect_uri: a.redirectUri,
+          code_challenge: a.codeChallenge,
+          user_name: user.username,
+          scopes: JSON.stringify(scopes),
+          expires_at: new Date(this.o.clock.nowMs() + CODE_SECONDS * 1000).toISOString(),
+        })
+        .execute();
+    });
+    const u = new URL(a.redirectUri);
+    u.searchParams.set('code', code);
+    if (a.state !== undefined) u.searchParams.set('state', a.state);
+    return u.toString();
+  }
+
+  /** The authorization_code grant: the code is used once, by its client, with its redirect URI and the PKCE verifier. */
+  private async redeemCode(
+    client: { client_id: string; scopes: string[]; grantTypes: string[] },
+    req: TokenRequest,
+  ): Promise<TokenResponse> {
+    for (const key of ['code', 'redirect_uri', 'code_verifier'] as const)
+      if (!req[key]) throw new InputError('ANODYNE_E_INVALID_INPUT', `${key} is required`, { details: { key } });
+    const hash = sha256(req.code!);
+    const row = await storeQuery('redeeming an authorization code', () =>
+      this.o.store.db.transaction().execute(async (tx) => {
+        const r = await tx.selectFrom('identity_codes').selectAll().where('code_hash', '=', hash).executeTakeFirst();
+        if (r) await tx.deleteFrom('identity_codes').where('code_hash', '=', hash).execute();
+        return r;
+      }),
+    );
+    const invalid = (why: string) => new InputError('ANODYNE_E_GRANT_INVALID', `the authorization code is not valid: ${why}`);
+    if (!row || row.expires_at < this.nowIso()) throw invalid('unknown, used or expired');
+    if (row.client_id !== client.client_id) throw invalid('it was issued to another client');
+    if (row.redirect_uri !== req.redirect_uri) throw invalid('redirect_uri differs from the authorization request');
+    if (createHash('sha256').update(req.code_verifier!).digest('base64url') !== row.code_challenge)
+      throw invalid('code_verifier does not match the code challenge');
+    const user = await this.user(row.user_name).catch(() => {
+      throw invalid("the code's user no longer exists");
+    });
+    const granted = JSON.parse(row.scopes) as string[];
+    return this.issue({
+      sub: user.id,
+      userName: user.username,
+      clientId: client.client_id,
+      scopes: granted.filter((g) => user.groups.includes(g)),
+      refresh: client.grantTypes.includes('refresh_token'),
     });
   }
 

@@ -25,6 +25,7 @@ export interface Database {
   releases: ReleasesTable;
   backups: BackupsTable;
   backup_schedules: BackupSchedulesTable;
+  identity_codes: IdentityCodesTable;
 }
 
 /** A cluster's backup schedule and retention. */
@@ -115,6 +116,8 @@ export interface IdentityClientsTable {
   scopes: string;
   /** JSON array of grant types. */
   grant_types: string;
+  /** JSON array of redirect URIs (authorization code flow); null when the client uses none. */
+  redirect_uris: string | null;
   created_at: string;
 }
 
@@ -265,4 +268,17 @@ export interface CredentialVersionsTable {
   /** For certificates: the name of the signing CA credential, if any. */
   ca_name: string | null;
   created_at: string;
+}
+
+export interface IdentityCodesTable {
+  /** sha256 (hex) of the code handed to the browser; the code itself is never stored. */
+  code_hash: string;
+  client_id: string;
+  redirect_uri: string;
+  /** The PKCE S256 challenge the token request's verifier must match. */
+  code_challenge: string;
+  user_name: string;
+  /** JSON array of the scopes granted. */
+  scopes: string;
+  expires_at: string;
 }

@@ -2,7 +2,8 @@
 import { Type } from '@sinclair/typebox';
 import { QuotaError, type Clock } from '@anodyne/common';
 import type { AuditLog } from '@anodyne/store';
-import type { Identity } from '@anodyne/identity';
+import { CONSOLE_CLIENT, LOGIN_PAGE_HEADERS, authorizeErrorPage, loginPage, type Authorization, type Identity } from '@anodyne/identity';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ADMIN_SCOPES, type ClusterService } from '@anodyne/clusters';
 import { schemas as S } from '@anodyne/client';
 import { auth, doc, ok, principal, type Api } from './kit.js';
@@ -18,26 +19,57 @@ export interface IdentityRoutesOptions {
 
 const AnyObject = Type.Record(Type.String(), Type.Unknown());
 const Jwks = Type.Object({ keys: Type.Array(AnyObject) });
+/** An answer that is an HTML page for a browser, or the error body for the API's own refusals (validation, rate limit). */
+const pageOrError = (description: string) => ({
+  description,
+  content: { 'text/html': { schema: Type.String() }, 'application/json': { schema: S.ErrorBody } },
+});
+
+/**
+ * The console keeps no refresh token where scripts can read it: the token endpoint hands the
+ * console client's refresh token over as this cookie (httpOnly, Secure, SameSite=Strict, only
+ * sent to /oauth), and takes it from there on a refresh. Logout clears it.
+ */
+const SESSION_COOKIE = 'anodyne_console_session';
+function sessionCookie(value: string, maxAgeSeconds: number): string {
+  return `${SESSION_COOKIE}=${value}; Path=/oauth; Max-Age=${maxAgeSeconds}; HttpOnly; Secure; SameSite=Strict`;
+}
+function readCookie(req: FastifyRequest, name: string): string | undefined {
+  for (const part of (req.headers.cookie ?? '').split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return undefined;
+}
 
 export function identityRoutes(app: Api, o: IdentityRoutesOptions): void {
   const tokenHits = new Map<string, { windowStart: number; count: number }>();
+  /** Token requests and sign-ins count together against one limit per client address. */
+  const limit = (req: FastifyRequest) => {
+    const now = o.clock.nowMs();
+    const hit = tokenHits.get(req.ip);
+    if (!hit || now - hit.windowStart > 60_000) tokenHits.set(req.ip, { windowStart: now, count: 1 });
+    else if (++hit.count > o.tokenRateLimit)
+      throw new QuotaError('ANODYNE_E_RATE_LIMITED', `more than ${o.tokenRateLimit} token requests a minute from ${req.ip}`);
+  };
+  const page = (reply: FastifyReply, status: number, html: string) => reply.status(status).headers(LOGIN_PAGE_HEADERS).send(html);
 
   app.post(
     '/oauth/token',
     {
       config: auth(undefined, 'token.issue'),
       schema: {
-        ...doc('Issue a token (password, client_credentials, refresh_token grants)', ['identity'], false),
+        ...doc(
+          'Issue a token (password, client_credentials, refresh_token and authorization_code grants). For the console client the refresh token travels in an httpOnly cookie, not in the body.',
+          ['identity'],
+          false,
+        ),
         body: S.TokenRequest,
         response: ok({ 200: S.TokenResponse }),
       },
     },
     async (req, reply) => {
-      const now = o.clock.nowMs();
-      const hit = tokenHits.get(req.ip);
-      if (!hit || now - hit.windowStart > 60_000) tokenHits.set(req.ip, { windowStart: now, count: 1 });
-      else if (++hit.count > o.tokenRateLimit)
-        throw new QuotaError('ANODYNE_E_RATE_LIMITED', `more than ${o.tokenRateLimit} token requests a minute from ${req.ip}`);
+      limit(req);
       const body: Record<string, string> = { ...req.body };
       const basic = req.headers.authorization;
       if (basic && /^basic /i.test(basic)) {
@@ -45,10 +77,92 @@ export function identityRoutes(app: Api, o: IdentityRoutesOptions): void {
         if (id) body['client_id'] = decodeURIComponent(id);
         if (secret !== undefined) body['client_secret'] = decodeURIComponent(secret);
       }
+      const console = body['client_id'] === CONSOLE_CLIENT;
+      if (console && body['grant_type'] === 'refresh_token' && !body['refresh_token']) {
+        const kept = readCookie(req, SESSION_COOKIE);
+        if (kept) body['refresh_token'] = kept;
+      }
       const t = await o.identity.token(body);
       void reply.header('cache-control', 'no-store');
+      if (console && t.refresh_token) {
+        void reply.header('set-cookie', sessionCookie(t.refresh_token, o.identity.refreshSeconds));
+        delete t.refresh_token;
+      }
       return t;
     },
+  );
+  app.get(
+    '/oauth/authorize',
+    {
+      schema: {
+        ...doc('The authorization endpoint (code flow with PKCE S256): the sign-in page', ['identity'], false),
+        querystring: S.AuthorizeQuery,
+        response: {
+          200: pageOrError('the sign-in page'),
+          400: pageOrError('a request that cannot go on (unknown client, unregistered redirect URI, no PKCE challenge)'),
+          '5xx': S.ErrorBody,
+        },
+      },
+    },
+    async (req, reply) => {
+      let a: Authorization;
+      try {
+        a = await o.identity.checkAuthorization(req.query);
+      } catch (err) {
+        return page(reply, 400, authorizeErrorPage((err as Error).message));
+      }
+      return page(reply, 200, loginPage(a));
+    },
+  );
+  app.post(
+    '/oauth/authorize',
+    {
+      config: auth(undefined, 'login'),
+      schema: {
+        ...doc(
+          'Sign in for an authorization request: a 303 back to the client with a one-time code, or the page again with the error',
+          ['identity'],
+          false,
+        ),
+        body: S.AuthorizeForm,
+        response: {
+          303: Type.Null({ description: 'to the redirect URI with code and state' }),
+          400: pageOrError('a request that cannot go on'),
+          401: pageOrError('the sign-in page again: a wrong user name or password, or a locked account'),
+          429: S.ErrorBody,
+          '5xx': S.ErrorBody,
+        },
+      },
+    },
+    async (req, reply) => {
+      limit(req);
+      const { username, password, ...request } = req.body;
+      let a: Authorization;
+      try {
+        a = await o.identity.checkAuthorization(request);
+      } catch (err) {
+        return page(reply, 400, authorizeErrorPage((err as Error).message));
+      }
+      try {
+        const location = await o.identity.authorize(a, username, password);
+        return reply.status(303).header('cache-control', 'no-store').header('location', location).send(null);
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        if (code !== 'ANODYNE_E_BAD_CREDENTIALS' && code !== 'ANODYNE_E_ACCOUNT_LOCKED') throw err;
+        return page(reply, 401, loginPage(a, { error: (err as Error).message, username }));
+      }
+    },
+  );
+  app.post(
+    '/oauth/logout',
+    {
+      config: auth(undefined, 'logout'),
+      schema: {
+        ...doc("End the console's session: its refresh-token cookie is cleared", ['identity'], false),
+        response: ok({ 204: Type.Null() }),
+      },
+    },
+    async (_req, reply) => reply.status(204).header('set-cookie', sessionCookie('', 0)).header('cache-control', 'no-store').send(null),
   );
   app.get('/token_keys', { schema: { ...doc('Public signing keys (JWKS)', ['identity'], false), response: ok({ 200: Jwks }) } }, () =>
     o.identity.tokenKeys(),
@@ -154,8 +268,11 @@ export function identityRoutes(app: Api, o: IdentityRoutesOptions): void {
         ...(b.client_secret ? { secret: b.client_secret } : {}),
         scopes: b.scopes,
         grantTypes: b.grant_types,
+        ...(b.redirect_uris ? { redirectUris: b.redirect_uris } : {}),
       });
-      return reply.status(201).send({ client_id: b.client_id, scopes: b.scopes, grant_types: b.grant_types });
+      return reply
+        .status(201)
+        .send({ client_id: b.client_id, scopes: b.scopes, grant_types: b.grant_types, redirect_uris: b.redirect_uris ?? [] });
     },
   );
   app.delete(

@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { type Command, CommanderError } from 'commander';
 import { ApiClient } from '@anodyne/client';
+import { httpsTransport } from '@anodyne/client/node';
 import { EXIT } from '../exit.js';
 import { out } from '../print.js';
 import { saveSession, sessionFromTokens } from '../session.js';
@@ -28,7 +29,10 @@ export function register(p: Command): void {
     .option('--client-secret <secret>')
     .action(async (o: LoginOptions) => {
       const ca = o.caCert ? readFileSync(o.caCert, 'utf8') : undefined;
-      const client = new ApiClient(o.api.replace(/\/$/, ''), ca, undefined, !!o.skipSslValidation);
+      const client = new ApiClient(
+        o.api.replace(/\/$/, ''),
+        httpsTransport({ ...(ca ? { caPem: ca } : {}), insecure: !!o.skipSslValidation }),
+      );
       let t;
       if (o.clientName && o.clientSecret && !o.username) t = await client.clientToken(o.clientName, o.clientSecret);
       else if (o.username && o.password) {

@@ -259,6 +259,23 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0010_authorization_codes': {
+      async up(db: Kysely<any>) {
+        // Where a client using the authorization code flow may be sent back to (exact match).
+        await db.schema.alterTable('identity_clients').addColumn('redirect_uris', 'text').execute();
+        // One-time codes of the authorization code flow (PKCE), kept hashed until redeemed or expired.
+        await db.schema
+          .createTable('identity_codes')
+          .addColumn('code_hash', 'text', (c) => c.primaryKey())
+          .addColumn('client_id', 'text', (c) => c.notNull())
+          .addColumn('redirect_uri', 'text', (c) => c.notNull())
+          .addColumn('code_challenge', 'text', (c) => c.notNull())
+          .addColumn('user_name', 'text', (c) => c.notNull())
+          .addColumn('scopes', 'text', (c) => c.notNull())
+          .addColumn('expires_at', 'text', (c) => c.notNull())
+          .execute();
+      },
+    },
   };
   /* eslint-enable @typescript-eslint/no-explicit-any */
 }
