@@ -32,6 +32,7 @@ release: deps npm build
 
 build: npm
 	@npx tsc --build
+	@node packages/console/build.mjs
 
 typecheck: npm
 	@npx tsc --build

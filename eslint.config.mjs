@@ -56,14 +56,14 @@ export default tseslint.config(
   { ignores: ['**/dist/**', '**/node_modules/**', 'release/**', '**/*.d.ts', 'eslint.config.mjs'] },
   ...tseslint.configs.recommendedTypeChecked,
   {
-    files: ['packages/*/src/**/*.ts', 'bench/**/*.ts', 'test/**/*.ts'],
+    files: ['packages/*/src/**/*.{ts,tsx}', 'bench/**/*.ts', 'test/**/*.ts'],
     languageOptions: {
       parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
     },
     plugins: { 'import-x': importX, anodyne },
     settings: {
       'import-x/resolver-next': [createTypeScriptImportResolver({ project: ['packages/*/tsconfig.json'], noWarnOnMultipleProjects: true })],
-      'import-x/extensions': ['.ts', '.js'],
+      'import-x/extensions': ['.ts', '.tsx', '.js'],
     },
     rules: {
       '@typescript-eslint/no-floating-promises': [
@@ -88,12 +88,12 @@ export default tseslint.config(
     },
   },
   {
-    files: ['packages/*/src/**/*.ts'],
+    files: ['packages/*/src/**/*.{ts,tsx}'],
     ignores: ['packages/platform/**', '**/*.test.ts', '**/testing/**'],
     rules: { 'no-restricted-imports': ['error', { patterns: [...DOORS, ROOT_ONLY] }] },
   },
   {
-    // The edges reach the platform over HTTPS only: the CLI and (when it lands) the web console.
+    // The edges reach the platform over HTTPS only: the CLI and the web console.
     files: ['packages/cli/src/**/*.ts', 'packages/console/src/**/*.{ts,tsx}'],
     ignores: ['**/*.test.ts'],
     rules: { 'no-restricted-imports': ['error', { patterns: [...DOORS, EDGE_ONLY] }] },

@@ -19,6 +19,8 @@ PACKAGES=(
   python3 make g++
   # terminal UI tests for the CLI
   tmux
+  # the web console's browser tests (Playwright drives Debian's Chromium, headless) and a font for its pages
+  chromium fonts-dejavu-core
 )
 
 missing=()

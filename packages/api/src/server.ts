@@ -16,6 +16,7 @@ import { clusterRoutes } from './routes/clusters.js';
 import { taskRoutes } from './routes/tasks.js';
 import { backupRoutes } from './routes/backups.js';
 import { repairRoutes } from './routes/repair.js';
+import { consoleRoutes } from './routes/console.js';
 import type { Api } from './routes/kit.js';
 
 export interface ServerOptions {
@@ -37,6 +38,8 @@ export interface ServerOptions {
   brokerCredentials: () => Promise<{ username: string; password: string }>;
   /** What /metrics shows of the platform besides the API itself. */
   gauges?: PlatformGauges;
+  /** The web console's built files, served under /console. */
+  consoleDir?: string;
 }
 
 declare module 'fastify' {
@@ -245,6 +248,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
   await api.register(plugin(taskRoutes, { clusters: o.clusters, clock: o.clock }));
   await api.register(plugin(backupRoutes, { clusters: o.clusters }));
   await api.register(plugin(repairRoutes, { clusters: o.clusters }));
+  await api.register(plugin(consoleRoutes, { ...(o.consoleDir ? { dir: o.consoleDir } : {}) }));
   await api.register(
     plugin(brokerRoutes, {
       clusters: o.clusters,

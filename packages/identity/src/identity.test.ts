@@ -195,4 +195,253 @@ describe('identity (UAA-compatible issuer)', () => {
     await assert.rejects(id.createUser({ username: 'alice', password: 'long-enough' }), code('ANODYNE_E_USER_EXISTS'));
     assert.equal(escapeFilter('a*)(uid=*'), 'a\\2a\\29\\28uid=\\2a');
   });
+
+  // ------------------------------------------------------------------ authorization code flow (PKCE)
+
+  /** A valid authorization request for the console, with its PKCE pair; `over` changes fields. */
+  const authRequest = (over: Partial<AuthorizeRequest> = {}) => {
+    const p = pkce();
+    const req: AuthorizeRequest = {
+      response_type: 'code',
+      client_id: CONSOLE_CLIENT,
+      redirect_uri: CONSOLE_URL,
+      code_challenge: p.challenge,
+      code_challenge_method: 'S256',
+      state: 'state-1',
+      ...over,
+    };
+    return { req, verifier: p.verifier };
+  };
+  /** Checks a request, signs the user in and returns the code, its verifier and where the browser is sent. */
+  const codeFor = async (username: string, password: string, over: Partial<AuthorizeRequest> = {}) => {
+    const { req, verifier } = authRequest(over);
+    const location = new URL(await id.authorize(await id.checkAuthorization(req), username, password));
+    const c = location.searchParams.get('code');
+    assert.ok(c, 'a code in the redirect');
+    return { code: c, verifier, location, redirectUri: req.redirect_uri!, clientId: req.client_id! };
+  };
+  const redeem = (c: { code: string; verifier: string; redirectUri: string; clientId: string }, over: Record<string, string> = {}) =>
+    id.token({
+      grant_type: 'authorization_code',
+      client_id: c.clientId,
+      code: c.code,
+      redirect_uri: c.redirectUri,
+      code_verifier: c.verifier,
+      ...over,
+    });
+  const codeCount = async () => (await store.db.selectFrom('identity_codes').select('code_hash').execute()).length;
+
+  it('init creates the public console client, redirected to <issuer>/console/; discovery offers the code flow with S256', async () => {
+    assert.equal(id.consoleUrl, CONSOLE_URL);
+    const consoleClient = (await id.clients()).find((c) => c.client_id === CONSOLE_CLIENT);
+    assert.deepEqual(consoleClient, {
+      client_id: CONSOLE_CLIENT,
+      scopes: [SCOPES.admin, SCOPES.adminRead, SCOPES.manage],
+      grant_types: ['authorization_code', 'refresh_token'],
+      redirect_uris: [CONSOLE_URL],
+      confidential: false,
+    });
+    assert.deepEqual((await id.clients()).find((c) => c.client_id === CLI_CLIENT)?.redirect_uris, []);
+    const d = id.discovery();
+    assert.equal(d['authorization_endpoint'], `${ISSUER}/oauth/authorize`);
+    assert.deepEqual(d['response_types_supported'], ['code']);
+    assert.deepEqual(d['code_challenge_methods_supported'], ['S256']);
+    assert.ok((d['grant_types_supported'] as string[]).includes('authorization_code'));
+  });
+
+  it('init under another issuer moves the console redirect; init under the first one moves it back', async () => {
+    const moved = 'https://anodyne.example:9443';
+    const other = new Identity({ store, creds, clock, logger: silentLogger(), issuer: moved });
+    await other.init();
+    const consoles = (await id.clients()).filter((c) => c.client_id === CONSOLE_CLIENT);
+    assert.equal(consoles.length, 1, 'updated, not duplicated');
+    assert.deepEqual(consoles[0]!.redirect_uris, [`${moved}/console/`]);
+    await assert.rejects(id.checkAuthorization(authRequest().req), codeKey('ANODYNE_E_AUTHORIZE_INVALID', 'redirect_uri'));
+    await id.init();
+    assert.deepEqual((await id.clients()).find((c) => c.client_id === CONSOLE_CLIENT)?.redirect_uris, [CONSOLE_URL]);
+    assert.ok(await id.checkAuthorization(authRequest().req));
+  });
+
+  it('authorization code with PKCE: a code and the state in the redirect, stored hashed; redeemed for access and refresh tokens', async () => {
+    const { req, verifier } = authRequest({ state: 'a b&c=d/é' });
+    assert.ok(verifier.length >= 43);
+    const a = await id.checkAuthorization(req);
+    assert.deepEqual(a, { clientId: CONSOLE_CLIENT, redirectUri: CONSOLE_URL, codeChallenge: req.code_challenge, state: 'a b&c=d/é' });
+    const location = new URL(await id.authorize(a, 'alice', 'alice-password'));
+    assert.equal(`${location.origin}${location.pathname}`, CONSOLE_URL);
+    assert.equal(location.searchParams.get('state'), 'a b&c=d/é');
+    const c = location.searchParams.get('code')!;
+    assert.match(c, /^[A-Za-z0-9_-]{43,}$/);
+    const rows = await store.db.selectFrom('identity_codes').selectAll().execute();
+    assert.equal(rows.filter((r) => r.code_hash === createHash('sha256').update(c).digest('hex')).length, 1, 'the code is kept hashed');
+    assert.equal(JSON.stringify(rows).includes(c), false, 'the code itself is not stored');
+
+    const t = await id.token({
+      grant_type: 'authorization_code',
+      client_id: CONSOLE_CLIENT,
+      code: c,
+      redirect_uri: CONSOLE_URL,
+      code_verifier: verifier,
+    });
+    assert.equal(t.scope, SCOPES.manage);
+    const p = await id.verify(t.access_token);
+    assert.equal(p.name, 'alice');
+    assert.equal(p.clientId, CONSOLE_CLIENT);
+    assert.deepEqual(p.scopes, [SCOPES.manage]);
+    const aud = decodeJwt(t.access_token).aud as string[];
+    assert.ok(aud.includes('anodyne') && aud.includes(CONSOLE_CLIENT));
+    assert.ok(t.refresh_token);
+    await assert.rejects(id.verify(t.refresh_token), code('ANODYNE_E_TOKEN_INVALID'));
+
+    await clock.advance(30_000);
+    const r = await id.token({ grant_type: 'refresh_token', client_id: CONSOLE_CLIENT, refresh_token: t.refresh_token });
+    assert.notEqual(r.access_token, t.access_token);
+    const rp = await id.verify(r.access_token);
+    assert.equal(rp.name, 'alice');
+    assert.equal(rp.clientId, CONSOLE_CLIENT);
+    assert.deepEqual(rp.scopes, [SCOPES.manage]);
+    await assert.rejects(
+      id.token({ grant_type: 'refresh_token', client_id: CLI_CLIENT, refresh_token: t.refresh_token }),
+      code('ANODYNE_E_TOKEN_INVALID'),
+      "the console's refresh token is not the CLI's",
+    );
+  });
+
+  it('no state in the request, no state in the redirect; a requested scope narrows the code', async () => {
+    await id.createUser({ username: 'frank', password: 'frank-password', groups: [SCOPES.admin, SCOPES.manage] });
+    const all = await codeFor('frank', 'frank-password', { state: undefined });
+    assert.equal(all.location.searchParams.has('state'), false);
+    assert.deepEqual((await id.verify((await redeem(all)).access_token)).scopes, [SCOPES.admin, SCOPES.manage]);
+    const narrowed = await codeFor('frank', 'frank-password', { scope: `openid ${SCOPES.manage}` });
+    assert.deepEqual((await id.verify((await redeem(narrowed)).access_token)).scopes, [SCOPES.manage]);
+  });
+
+  it('a code is redeemed once', async () => {
+    const c = await codeFor('alice', 'alice-password');
+    assert.ok((await redeem(c)).access_token);
+    await assert.rejects(redeem(c), code('ANODYNE_E_GRANT_INVALID'));
+  });
+
+  it('a wrong code verifier is refused, and spends the code', async () => {
+    const c = await codeFor('alice', 'alice-password');
+    await assert.rejects(redeem(c, { code_verifier: pkce().verifier }), code('ANODYNE_E_GRANT_INVALID'));
+    await assert.rejects(redeem(c), code('ANODYNE_E_GRANT_INVALID'));
+    const d = await codeFor('alice', 'alice-password');
+    await assert.rejects(redeem(d, { code_verifier: '' }), code('ANODYNE_E_INVALID_INPUT'));
+    assert.ok((await redeem(d)).access_token, 'a request missing its verifier does not spend the code');
+  });
+
+  it('a redirect_uri other than the authorization request one is refused, even one registered for the client', async () => {
+    await id.createClient({
+      clientId: 'two-redirects',
+      scopes: [SCOPES.manage],
+      grantTypes: ['authorization_code'],
+      redirectUris: ['https://a.example/cb', 'https://b.example/cb'],
+    });
+    const c = await codeFor('alice', 'alice-password', { client_id: 'two-redirects', redirect_uri: 'https://a.example/cb' });
+    assert.equal(`${c.location.origin}${c.location.pathname}`, 'https://a.example/cb');
+    await assert.rejects(redeem(c, { redirect_uri: 'https://b.example/cb' }), code('ANODYNE_E_GRANT_INVALID'));
+    const d = await codeFor('alice', 'alice-password', { client_id: 'two-redirects', redirect_uri: 'https://a.example/cb' });
+    const t = await redeem(d);
+    assert.equal((await id.verify(t.access_token)).clientId, 'two-redirects');
+    assert.equal(t.refresh_token, undefined, 'no refresh token for a client without the refresh_token grant');
+  });
+
+  it("a code is only redeemed by its client; a client without the authorization_code grant can't redeem", async () => {
+    const c = await codeFor('alice', 'alice-password');
+    await assert.rejects(redeem(c, { client_id: 'two-redirects' }), code('ANODYNE_E_GRANT_INVALID'));
+    const d = await codeFor('alice', 'alice-password');
+    await assert.rejects(redeem(d, { client_id: CLI_CLIENT }), code('ANODYNE_E_GRANT_UNSUPPORTED'));
+  });
+
+  it('a code is valid for 60 seconds', async () => {
+    const young = await codeFor('alice', 'alice-password');
+    await clock.advance(59_000);
+    assert.ok((await redeem(young)).access_token);
+    const old = await codeFor('alice', 'alice-password');
+    await clock.advance(61_000);
+    await assert.rejects(redeem(old), code('ANODYNE_E_GRANT_INVALID'));
+  });
+
+  it('checkAuthorization refuses each bad field, naming it', async () => {
+    const refused = (key: string) => codeKey('ANODYNE_E_AUTHORIZE_INVALID', key);
+    const check = (over: Partial<AuthorizeRequest>) => id.checkAuthorization(authRequest(over).req);
+    assert.ok(await check({}), 'the base request is accepted');
+    assert.ok(await check({ state: 'x'.repeat(512) }));
+    await assert.rejects(check({ client_id: undefined }), refused('client_id'));
+    await assert.rejects(check({ client_id: 'no-such-client' }), refused('client_id'));
+    await assert.rejects(check({ client_id: CLI_CLIENT }), refused('client_id'));
+    for (const redirect_uri of [
+      undefined,
+      `${ISSUER}/console`,
+      `${ISSUER}/console/x`,
+      `${CONSOLE_URL}?a=1`,
+      'https://evil.example/console/',
+    ])
+      await assert.rejects(check({ redirect_uri }), refused('redirect_uri'), String(redirect_uri));
+    await assert.rejects(check({ response_type: 'token' }), refused('response_type'));
+    await assert.rejects(check({ response_type: undefined }), refused('response_type'));
+    await assert.rejects(check({ code_challenge_method: 'plain' }), refused('code_challenge_method'));
+    await assert.rejects(check({ code_challenge_method: undefined }), refused('code_challenge_method'));
+    const v = pkce().verifier;
+    for (const code_challenge of [
+      undefined,
+      '',
+      'a'.repeat(42),
+      'a'.repeat(44),
+      `${'a'.repeat(42)}+`,
+      createHash('sha256').update(v).digest('base64'), // padded standard base64
+      createHash('sha256').update(v).digest('hex'),
+    ])
+      await assert.rejects(check({ code_challenge }), refused('code_challenge'), String(code_challenge));
+    await assert.rejects(check({ state: 'x'.repeat(513) }), refused('state'));
+  });
+
+  it('authorize: a wrong password is refused with no code stored, and counts towards the lockout of the password grant', async () => {
+    await id.createUser({ username: 'dora', password: 'dora-password', groups: [SCOPES.manage] });
+    const a = await id.checkAuthorization(authRequest().req);
+    const codes = await codeCount();
+    await assert.rejects(id.authorize(a, 'nobody-at-all', 'x'), code('ANODYNE_E_BAD_CREDENTIALS'));
+    for (let i = 0; i < 3; i++) await assert.rejects(id.authorize(a, 'dora', 'wrong'), code('ANODYNE_E_BAD_CREDENTIALS'));
+    await assert.rejects(id.authorize(a, 'dora', 'dora-password'), code('ANODYNE_E_ACCOUNT_LOCKED'));
+    await assert.rejects(
+      id.token({ grant_type: 'password', username: 'dora', password: 'dora-password' }),
+      code('ANODYNE_E_ACCOUNT_LOCKED'),
+    );
+    assert.equal(await codeCount(), codes, 'no code for a refused sign-in');
+    await clock.advance(61_000);
+    const location = new URL(await id.authorize(a, 'dora', 'dora-password'));
+    assert.ok(location.searchParams.get('code'));
+  });
+
+  it('createClient: redirect URIs iff authorization_code; https, or http on loopback; no fragment', async () => {
+    const bad = codeKey('ANODYNE_E_INVALID_INPUT', 'redirect_uris');
+    const make = (clientId: string, redirectUris?: string[], grantTypes = ['authorization_code']) =>
+      id.createClient({ clientId, scopes: [SCOPES.manage], grantTypes, ...(redirectUris ? { redirectUris } : {}) });
+    await assert.rejects(make('web-none'), bad);
+    await assert.rejects(make('web-empty', []), bad);
+    await assert.rejects(make('pw-with-redirect', ['https://a.example/cb'], ['password']), bad);
+    for (const r of [
+      'http://a.example/cb',
+      'https://a.example/cb#frag',
+      'not a url',
+      '/relative/cb',
+      'ftp://a.example/cb',
+      'http://127.0.0.1.example/cb',
+    ])
+      await assert.rejects(make('web-bad', ['https://ok.example/cb', r]), bad, r);
+    const ok = ['https://a.example/cb', 'http://127.0.0.1:8080/cb', 'http://localhost/cb', 'http://[::1]:9000/cb'];
+    await make('web-good', ok);
+    const listed = await id.clients();
+    assert.deepEqual(listed.find((c) => c.client_id === 'web-good')?.redirect_uris, ok);
+    for (const gone of ['web-none', 'web-empty', 'pw-with-redirect', 'web-bad'])
+      assert.equal(
+        listed.some((c) => c.client_id === gone),
+        false,
+        `${gone} not created`,
+      );
+    const c = await codeFor('alice', 'alice-password', { client_id: 'web-good', redirect_uri: 'http://[::1]:9000/cb' });
+    assert.equal(c.location.host, '[::1]:9000');
+    assert.ok((await redeem(c)).access_token);
+  });
 });

@@ -2,6 +2,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, isAbsolute, join } from 'node:path';
 import type { Server as TlsServer } from 'node:tls';
+import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { PreconditionError, type Clock, type Logger, type PlatformConfig, type SecretRegistry } from '@anodyne/common';
 import { AuditLog, openStore, type Store, type StoreOptions } from '@anodyne/store';
@@ -14,6 +15,9 @@ import { locateReleases, sha256File } from '@anodyne/release';
 import { LocalArtifactStore, S3ArtifactStore, type ArtifactStore, type BackupKeys } from '@anodyne/backup';
 import { buildServer } from '@anodyne/api';
 import { CertificateRenewal, isDue } from './renewal.js';
+
+/** The web console's build (`make build`: packages/console/build.mjs), beside this package in the checkout. */
+const CONSOLE_DIR = fileURLToPath(new URL('../../console/dist/', import.meta.url));
 
 export interface PlatformOptions {
   config: PlatformConfig;
@@ -431,6 +435,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       tls: { cert: serving.certificate, key: serving.private_key },
       apiUrl: url,
       caPem: ca.certificate,
+      consoleDir: CONSOLE_DIR,
       gauges: {
         certificates: async () =>
           (await creds.certificatesInUse()).map((c) => ({ ...c, due: isDue(c, clock.nowMs(), config.certificates.renewalDays) })),

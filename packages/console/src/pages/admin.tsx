@@ -1,0 +1,144 @@
+// Pages for admins only: users and groups, OAuth clients, network profiles and the audit log.
+import { useState } from 'preact/hooks';
+import type { AuditEntry, CreateUserRequest, NetworkProfile, OAuthClient, User } from '@anodyne/client/api';
+import { ErrorNote, Page, Status, Table, useLoad, when, type Ctx } from '../ui.js';
+
+type Group = NonNullable<CreateUserRequest['groups']>[number];
+const GROUPS: Group[] = ['pks.clusters.admin', 'pks.clusters.admin.read', 'pks.clusters.manage'];
+
+export function UsersPage({ ctx }: { ctx: Ctx }) {
+  const users = useLoad(() => ctx.api.users(), []);
+  const [username, setUsername] = useState('');
+  const [password, setPassword] = useState('');
+  const [groups, setGroups] = useState<Group[]>(['pks.clusters.manage']);
+  const [error, setError] = useState<unknown>(undefined);
+  const [created, setCreated] = useState('');
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    setError(undefined);
+    setCreated('');
+    try {
+      const u = await ctx.api.createUser({ username, password, groups });
+      setCreated(`User ${u.username} created.`);
+      setUsername('');
+      setPassword('');
+      users.reload();
+    } catch (err) {
+      setError(err);
+    }
+  };
+  return (
+    <Page title="Users">
+      <ErrorNote error={users.error} />
+      <Table<User>
+        caption="Users"
+        hideCaption
+        rows={users.data}
+        empty="No users."
+        columns={[
+          { label: 'User', cell: (u) => u.username },
+          { label: 'From', cell: (u) => u.origin },
+          { label: 'Groups', cell: (u) => u.groups.join(', ') || '—' },
+          { label: 'Email', cell: (u) => u.email ?? '—' },
+          { label: 'Locked', cell: (u) => (u.locked ? <Status text="locked (failed logins)" /> : 'no') },
+        ]}
+      />
+      <h2>Add a user</h2>
+      <form class="form" noValidate onSubmit={(e) => void submit(e)}>
+        <label for="new-username">User name</label>
+        <input id="new-username" value={username} onInput={(e) => setUsername(e.currentTarget.value)} autoComplete="off" />
+        <label for="new-password">Password</label>
+        <input
+          id="new-password"
+          type="password"
+          value={password}
+          onInput={(e) => setPassword(e.currentTarget.value)}
+          autoComplete="new-password"
+        />
+        <fieldset>
+          <legend>Groups</legend>
+          {GROUPS.map((g) => (
+            <label class="check" key={g}>
+              <input
+                type="checkbox"
+                checked={groups.includes(g)}
+                onChange={(e) => setGroups(e.currentTarget.checked ? [...groups, g] : groups.filter((x) => x !== g))}
+              />
+              {g}
+            </label>
+          ))}
+        </fieldset>
+        <ErrorNote error={error} />
+        {created ? <p role="status">{created}</p> : null}
+        <div class="actions">
+          <button type="submit">Add user</button>
+        </div>
+      </form>
+    </Page>
+  );
+}
+
+export function ClientsPage({ ctx }: { ctx: Ctx }) {
+  const clients = useLoad(() => ctx.api.clients(), []);
+  return (
+    <Page title="OAuth clients">
+      <ErrorNote error={clients.error} />
+      <Table<OAuthClient>
+        caption="OAuth clients"
+        hideCaption
+        rows={clients.data}
+        empty="No clients."
+        columns={[
+          { label: 'Client', cell: (c) => c.client_id },
+          { label: 'Grants', cell: (c) => c.grant_types.join(', ') },
+          { label: 'Scopes', cell: (c) => c.scopes.join(', ') },
+          { label: 'Redirect URIs', cell: (c) => c.redirect_uris.join(', ') || '—' },
+          { label: 'Secret', cell: (c) => (c.confidential ? 'yes' : 'public client') },
+        ]}
+      />
+    </Page>
+  );
+}
+
+export function NetworkProfilesPage({ ctx }: { ctx: Ctx }) {
+  const profiles = useLoad(() => ctx.api.networkProfiles(), []);
+  return (
+    <Page title="Network profiles">
+      <ErrorNote error={profiles.error} />
+      <Table<NetworkProfile>
+        caption="Network profiles"
+        hideCaption
+        rows={profiles.data}
+        empty="No network profiles: clusters use the platform's default ranges."
+        columns={[
+          { label: 'Name', cell: (p) => p.name },
+          { label: 'Description', cell: (p) => p.description },
+          { label: 'Pod range', cell: (p) => p.pod_cidr },
+          { label: 'Service range', cell: (p) => p.service_cidr },
+          { label: 'Created', cell: (p) => when(p.created_at) },
+        ]}
+      />
+    </Page>
+  );
+}
+
+export function AuditPage({ ctx }: { ctx: Ctx }) {
+  const entries = useLoad(() => ctx.api.audit({ limit: 200 }), [], 10000);
+  return (
+    <Page title="Audit log">
+      <ErrorNote error={entries.error} />
+      <Table<AuditEntry>
+        caption="The newest 200 audit entries"
+        rows={entries.data}
+        empty="Nothing audited yet."
+        columns={[
+          { label: 'When', cell: (a) => when(a.at) },
+          { label: 'Who', cell: (a) => a.actor },
+          { label: 'Action', cell: (a) => a.action },
+          { label: 'Target', cell: (a) => a.target },
+          { label: 'Result', cell: (a) => <Status text={a.result} /> },
+        ]}
+      />
+    </Page>
+  );
+}
