@@ -63,7 +63,8 @@ export function TaskPage({ ctx, id }: { ctx: Ctx; id: string }) {
   const ended = task?.finished_at ? Date.parse(task.finished_at) : now;
   const elapsed = ended - started;
   const left = running && estimate !== undefined ? (estimate > elapsed ? `about ${seconds(estimate - elapsed)} left` : 'almost done') : '';
-  const cluster = task?.deployment?.replace(/^service-instance_/, '');
+  // A cluster's deployment is named cluster-<name>.
+  const cluster = task?.deployment?.startsWith('cluster-') ? task.deployment.slice('cluster-'.length) : undefined;
   return (
     <Page
       title={`Task ${id}`}
