@@ -69,7 +69,8 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
       );
       assert.notEqual(r.status, 404, `${key} ${path} is served`);
     }
-    assert.equal(d['authorization_endpoint'], undefined, 'no authorization endpoint is advertised until one exists');
+    assert.equal(d['authorization_endpoint'], `${tp.platform.url}/oauth/authorize`);
+    assert.deepEqual(d['code_challenge_methods_supported'], ['S256'], 'PKCE with S256 only');
     const keys = (await call('GET', '/token_keys')).body as { keys: JWK[] };
     assert.ok(keys.keys.length >= 1 && keys.keys.every((k) => k.kid && !('d' in k)));
     const me = (await call('GET', '/userinfo', { token: tokens['alice'] })).body as { user_name: string; groups: string[] };

@@ -82,6 +82,7 @@ describe(
       const byStatus = new Map<number, number>();
       const refusals = new Map<string, number>();
       let checked = 0;
+      let jsonAnswers = 0;
       await fc.assert(
         fc.asyncProperty(requestArb, async (r) => {
           const path = r.o.path.replace(/\{([^}]+)\}/g, (_, k: string) =>
@@ -117,7 +118,13 @@ describe(
             problems.push(`${where}: refused a request the document calls valid: ${(res.body as { message: string }).message}`);
           }
           const schema = declared.content?.['application/json']?.schema;
-          if (schema && res.status !== 204 && (res.headers['content-type'] ?? '').includes('json')) {
+          const media = String(res.headers['content-type'] ?? '')
+            .split(';')[0]!
+            .trim();
+          if (media === 'application/json') jsonAnswers++;
+          // Pages and files (the sign-in page, the console) are answered with a media type the document names.
+          else if (media && declared.content && !declared.content[media]) problems.push(`${where}: ${media} is not a declared media type`);
+          if (schema && res.status !== 204 && media === 'application/json') {
             const v = validator(`${r.o.method} ${r.o.path} ${res.status}`, schema);
             checked++;
             if (!v(res.body)) problems.push(`${where}: body does not match the document: ${ajv.errorsText(v.errors)}`);
@@ -130,7 +137,10 @@ describe(
         `statuses: ${JSON.stringify(Object.fromEntries([...byStatus].sort((a, b) => a[0] - b[0])))}; ${checked} bodies checked against their schema`,
       );
       t.diagnostic(`refusals: ${JSON.stringify(Object.fromEntries(refusals))}`);
-      assert.ok(checked >= RUNS * 0.9, 'almost every answer had a documented body to check');
+      assert.ok(
+        checked >= jsonAnswers * 0.95 && checked >= RUNS * 0.8,
+        `almost every JSON answer had a documented body to check (${checked} of ${jsonAnswers})`,
+      );
       assert.deepEqual(problems.slice(0, 15), [], `${problems.length} answers the document does not describe`);
       assert.ok(
         [...byStatus.keys()].some((s) => s >= 200 && s < 300),

@@ -12,6 +12,7 @@ export async function runServer(configFile?: string): Promise<void> {
     '',
     `Anodyne is up: ${platform.url}`,
     `  CA certificate: ${platform.caFile}`,
+    `  Web console: ${platform.url}/console/ (the browser will not know the platform's CA: trust ${platform.caFile} or accept the warning)`,
     ...(platform.adminPassword
       ? [
           '  First admin user (shown once; change it with bin/anodyne set-password admin --password NEW, or create your own admins):',

@@ -28,7 +28,16 @@ export function platformRoutes(app: Api, o: PlatformRoutesOptions): void {
   );
   app.get(
     '/metrics',
-    { schema: { ...doc('Prometheus metrics (text exposition format)', ['platform'], false), response: ok({ 200: Type.String() }) } },
+    {
+      schema: {
+        ...doc('Prometheus metrics (text exposition format)', ['platform'], false),
+        response: {
+          200: { description: 'the metrics', content: { 'text/plain': { schema: Type.String() } } },
+          '4xx': S.ErrorBody,
+          '5xx': S.ErrorBody,
+        },
+      },
+    },
     async (_req, reply) => reply.type(o.metrics.contentType).send(await o.metrics.render()),
   );
   app.get(
