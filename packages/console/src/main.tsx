@@ -9,7 +9,7 @@ import { ClusterPage } from './pages/cluster.js';
 import { CreateClusterPage } from './pages/create.js';
 import { TaskPage } from './pages/task.js';
 import { PlansPage, QuotasPage } from './pages/plans.js';
-import { AuditPage, ClientsPage, NetworkProfilesPage, UsersPage } from './pages/admin.js';
+import { AuditPage, ClientsPage, EventsPage, NetworkProfilesPage, UsersPage } from './pages/admin.js';
 
 const ADMIN = ['pks.clusters.admin', 'pks.clusters.admin.read'];
 const transport = fetchTransport();
@@ -41,6 +41,7 @@ function Route({ ctx, hash }: { ctx: Ctx; hash: string }) {
   if (ctx.admin && head === 'clients') return <ClientsPage ctx={ctx} />;
   if (ctx.admin && head === 'network-profiles') return <NetworkProfilesPage ctx={ctx} />;
   if (ctx.admin && head === 'audit') return <AuditPage ctx={ctx} />;
+  if (ctx.admin && head === 'alerts') return <EventsPage ctx={ctx} />;
   if (!head || head === 'clusters') return <ClustersPage ctx={ctx} />;
   return (
     <section>
@@ -141,6 +142,7 @@ function App() {
                 {link('#/clients', 'OAuth clients')}
                 {link('#/network-profiles', 'Network profiles')}
                 {link('#/audit', 'Audit log')}
+                {link('#/alerts', 'Alerts')}
               </>
             ) : null}
           </ul>

@@ -215,7 +215,7 @@ export function healthSummary(h: Record<string, number>): string {
 export function Status({ text }: { text: string }) {
   const tone = /fail|error|missing|unresponsive|denied/.test(text)
     ? 'bad'
-    : /progress|processing|queued|pending|running$|starting/.test(text)
+    : /progress|processing|queued|pending|started|starting/.test(text)
       ? 'busy'
       : 'good';
   return <span class={`status ${tone}`}>{text}</span>;

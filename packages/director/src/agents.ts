@@ -63,7 +63,14 @@ export interface AgentClient {
 export interface AgentStateView {
   healthy: boolean;
   bundleHash: string | null;
-  processes: { job: string; name: string; state: string; pid: number | null; restarts: number }[];
+  processes: {
+    job: string;
+    name: string;
+    state: string;
+    pid: number | null;
+    restarts: number;
+    lastExit?: { code: number | null; signal: string | null } | null;
+  }[];
   /** What the agent measures of its VM (older agents may not say). */
   vitals?: AgentVitals;
 }

@@ -31,6 +31,13 @@ import type { EventSink } from './updater.js';
 import { VmLifecycle } from './vms.js';
 import type { InstanceHooks } from './driver.js';
 
+/**
+ * Restarts before a crash-looping process fails its rollout: with the agent's backoff (0.2 s,
+ * doubling, at most 10 s) six restarts take ~13 s. Measured in normal creates: only
+ * kube-controller-manager restarts, 1–2 times per master, before its API server is ready.
+ */
+export const DEFAULT_RESTART_BUDGET = 6;
+
 export interface DirectorOptions {
   store: Store;
   provider: Provider;
@@ -45,6 +52,11 @@ export interface DirectorOptions {
   agentTimeoutMs?: number;
   /** How agents are reached; mutual TLS to `agentPort` unless given (tests on the fake provider). */
   agents?: AgentClient;
+  /**
+   * Restarts after which a process that exited again has given up: a rollout watching its instance
+   * fails at once with the process's exit and last log lines (default 6, ~13 s of the agent's backoff).
+   */
+  restartBudget?: number;
 }
 
 /** One instance as operators see it: where it runs and what the health monitor last found. */
@@ -104,6 +116,7 @@ export class Director {
       store: o.store,
       clock: o.clock,
       logger: o.logger,
+      restartBudget: o.restartBudget ?? DEFAULT_RESTART_BUDGET,
     };
   }
 

@@ -13,6 +13,18 @@ export interface AgentDriverDeps {
   agents: AgentClient;
   /** What the deployment's owner does around each instance (the clusters package drains Kubernetes nodes). */
   hooks?: InstanceHooks | undefined;
+  /** Restarts after which a process that exited again has given up (absent: never, the watch time decides). */
+  restartBudget?: number;
+}
+
+/** The last few lines a process wrote, each cut short: enough to say why it exits. */
+export function lastLines(log: string, n = 5, width = 240): string[] {
+  return log
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean)
+    .slice(-n)
+    .map((l) => (l.length > width ? `${l.slice(0, width)}…` : l));
 }
 
 /** An instance as hooks see it. */
@@ -151,12 +163,35 @@ export class AgentDriver implements InstanceDriver {
     if (this.d.hooks?.afterRemove) await this.d.hooks.afterRemove(this.hookInstance(row));
   }
 
-  async healthy(c: PlannedChange): Promise<boolean> {
+  /**
+   * Healthy when the instance runs the desired bundle and every process is ready. A process of
+   * that bundle that has spent its restart budget and exited again (waiting to be restarted) has
+   * given up: the answer then says which, how it last exited and the last lines it wrote.
+   */
+  async healthy(c: PlannedChange): Promise<boolean | { failed: string }> {
+    const row = this.row(c);
+    let s;
     try {
-      const s = await readAgentState(this.d.agents, this.row(c));
-      return s.healthy && s.bundleHash === c.desired?.bundle.hash;
+      s = await readAgentState(this.d.agents, row);
     } catch {
       return false;
     }
+    if (s.bundleHash !== c.desired?.bundle.hash) return false;
+    if (s.healthy) return true;
+    const budget = this.d.restartBudget;
+    const spent = budget === undefined ? undefined : s.processes.find((p) => p.state === 'failing' && p.restarts >= budget);
+    if (!spent) return false;
+    const exit = spent.lastExit
+      ? spent.lastExit.signal
+        ? `last killed by ${spent.lastExit.signal}`
+        : `last exit code ${spent.lastExit.code}`
+      : 'no exit recorded';
+    const logs = (await this.d.agents.call(row, 'GET', '/logs', undefined, 5000).catch(() => null)) as {
+      logs?: Record<string, string>;
+    } | null;
+    const lines = lastLines(logs?.logs?.[`${spent.job}/${spent.name}`] ?? '');
+    return {
+      failed: `${spent.job}/${spent.name} exited ${spent.restarts} times (${exit})${lines.length ? `: ${lines.join(' | ')}` : ''}`,
+    };
   }
 }

@@ -20,6 +20,7 @@ export class FakeAgents implements AgentClient {
   private readonly states = new Map<string, FakeAgentState>();
   private readonly hung = new Set<string>();
   private readonly failing = new Set<string>();
+  private looping: { restarts: number; code: number; log: string } | undefined;
 
   constructor(private readonly provider: FakeProvider) {}
 
@@ -36,6 +37,14 @@ export class FakeAgents implements AgentClient {
   /** The processes of `agentId`'s jobs stop being ready. */
   fail(agentId: string): void {
     this.failing.add(agentId);
+  }
+
+  /**
+   * Every agent's processes crash-loop once started: not running, restarted `restarts` times,
+   * the last exit `code`, and `log` as what they wrote. `undefined` stops it.
+   */
+  crashLoop(spec: { restarts: number; code: number; log: string } | undefined): void {
+    this.looping = spec;
   }
 
   /** Undoes `hang` and `fail`. */
@@ -58,20 +67,24 @@ export class FakeAgents implements AgentClient {
       s = { bundle: null, running: false };
       this.states.set(key, s);
     }
+    const loop = s.running ? this.looping : undefined;
     const state = () => ({
       agentId: row.agent_id,
       bundleHash: s.bundle?.hash ?? null,
-      healthy: s.running && !this.failing.has(row.agent_id),
+      healthy: s.running && !this.failing.has(row.agent_id) && !loop,
       processes: (s.bundle?.jobs ?? []).flatMap((j) =>
         j.processes.map((p) => ({
           job: j.name,
           name: p.name,
-          state: !s.running ? 'stopped' : this.failing.has(row.agent_id) ? 'failing' : 'running',
-          restarts: 0,
+          state: !s.running ? 'stopped' : this.failing.has(row.agent_id) || loop ? 'failing' : 'running',
+          restarts: loop?.restarts ?? 0,
+          lastExit: loop ? { code: loop.code, signal: null } : null,
         })),
       ),
       vitals: {},
     });
+    const logs = () =>
+      Object.fromEntries((s.bundle?.jobs ?? []).flatMap((j) => j.processes.map((p) => [`${j.name}/${p.name}`, loop?.log ?? ''])));
     switch (route) {
       case 'GET /state':
         return Promise.resolve(state());
@@ -88,7 +101,7 @@ export class FakeAgents implements AgentClient {
       case 'POST /drain':
         return Promise.resolve({ results: [] });
       case 'GET /logs':
-        return Promise.resolve({ logs: {} });
+        return Promise.resolve({ logs: logs() });
       default:
         return Promise.reject(new AnodyneError('ANODYNE_E_UNAVAILABLE', `agent ${row.agent_id} ${route}: 404`));
     }

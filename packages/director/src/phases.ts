@@ -79,6 +79,8 @@ export interface DeployDeps {
   clock: Clock;
   logger: Logger;
   hooks?: InstanceHooks | undefined;
+  /** Restarts after which a process that is still not running fails its rollout (see DirectorOptions). */
+  restartBudget?: number;
 }
 
 /**

@@ -30,8 +30,11 @@ export interface InstanceDriver {
   remove(change: PlannedChange, signal: AbortSignal): Promise<void>;
   /** After the instance became healthy (the owner's hooks may now let work back onto it). */
   settled?(change: PlannedChange): Promise<void>;
-  /** Whether every process of the instance is running and ready. */
-  healthy(change: PlannedChange): Promise<boolean>;
+  /**
+   * Whether every process of the instance is running and ready; `{failed}` when it never will be
+   * (a process gave up: the watch ends at once with that reason).
+   */
+  healthy(change: PlannedChange): Promise<boolean | { failed: string }>;
   /** The order in which a group's running instances roll (default: as planned, by index). */
   order?(group: string, changes: PlannedChange[]): Promise<PlannedChange[]>;
 }
@@ -85,13 +88,16 @@ export class Updater {
     await Promise.all(pending);
   }
 
-  private async watch(change: PlannedChange, range: { min: number; max: number }): Promise<boolean> {
+  /** True when healthy in time; otherwise why not (a process that gave up, or the watch time spent). */
+  private async watch(change: PlannedChange, range: { min: number; max: number }): Promise<true | string> {
     const { clock, driver } = this.opts;
     await clock.sleep(range.min);
     let waited = range.min;
     for (;;) {
-      if (await driver.healthy(change)) return true;
-      if (waited >= range.max) return false;
+      const h = await driver.healthy(change);
+      if (h === true) return true;
+      if (typeof h === 'object') return `${change.group}/${change.index} failed: ${h.failed}`;
+      if (waited >= range.max) return `${change.group}/${change.index} is not healthy after ${range.max} ms`;
       const step = Math.min(this.pollMs, range.max - waited);
       await clock.sleep(step);
       waited += step;
@@ -117,12 +123,9 @@ export class Updater {
       await driver.apply(change, signal);
       applied = true;
       const range = parseWatchTime(canary ? g.policy.canary_watch_time : g.policy.update_watch_time);
-      if (!(await this.watch(change, range))) {
-        throw new AnodyneError(
-          canary ? 'ANODYNE_E_CANARY_FAILED' : 'ANODYNE_E_INSTANCE_UNHEALTHY',
-          `${instance} is not healthy after ${range.max} ms`,
-          { details: { instance } },
-        );
+      const watched = await this.watch(change, range);
+      if (watched !== true) {
+        throw new AnodyneError(canary ? 'ANODYNE_E_CANARY_FAILED' : 'ANODYNE_E_INSTANCE_UNHEALTHY', watched, { details: { instance } });
       }
       await driver.settled?.(change);
     } catch (err) {
@@ -158,7 +161,8 @@ export class Updater {
     try {
       await driver.apply(back, signal);
       const range = parseWatchTime(g.policy.update_watch_time);
-      if (!(await this.watch(back, range))) throw new Error(`${instance} is not healthy on its previous bundle after ${range.max} ms`);
+      const watched = await this.watch(back, range);
+      if (watched !== true) throw new Error(`on its previous bundle: ${watched}`);
       await driver.settled?.(back);
     } catch (err) {
       await events.event({ stage, instance, index: 1, total: 1, state: 'failed', message: (err as Error).message });

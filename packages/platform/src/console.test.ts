@@ -209,6 +209,22 @@ describe('the web console in a real browser', { skip: skipUnless(isRoot && exist
     }
     assert.match(nodes, /worker-0\s+Ready/);
 
+    // Back up now, then restore that backup (typing the name to confirm): both as tasks followed to the end.
+    await page.getByRole('button', { name: 'Back up now' }).click();
+    await page.waitForURL(/#\/tasks\/\d+$/);
+    assert.equal(await waitTaskDone(page), 'done');
+    await page.goto(`${url}/console/#/clusters/web1`);
+    const restore = page.getByRole('button', { name: /^Restore backup bk-/ });
+    await restore.waitFor();
+    await restore.click();
+    const restoring = page.getByRole('dialog', { name: /^Restore web1 from bk-/ });
+    await restoring.getByLabel(/Type web1 to confirm/).fill('web1');
+    await restoring.getByRole('button', { name: 'Restore' }).click();
+    await page.waitForURL(/#\/tasks\/\d+$/);
+    assert.equal(await waitTaskDone(page), 'done');
+    await page.goto(`${url}/console/#/clusters/web1`);
+    await page.getByRole('heading', { name: 'Cluster web1' }).waitFor();
+
     // Resize to 2 workers, with a confirmation.
     await page.getByLabel('Workers').fill('2');
     await page.getByRole('button', { name: 'Resize' }).click();
@@ -296,6 +312,7 @@ describe('the web console in a real browser', { skip: skipUnless(isRoot && exist
         ['OAuth clients', 'OAuth clients', 'anodyne_console'],
         ['Network profiles', 'Network profiles', undefined],
         ['Audit log', 'Audit log', 'login'],
+        ['Alerts', 'Alerts', undefined],
       ] as const) {
         await ops.getByRole('navigation').getByRole('link', { name: link }).click();
         await ops.getByRole('heading', { name: heading, level: 1 }).waitFor();

@@ -319,6 +319,11 @@ describe('Kubernetes releases side by side and upgrades between them', { skip: s
     assert.equal(badTask.state, 'error');
     assert.equal(badTask.error?.code, 'ANODYNE_E_CANARY_FAILED');
     assert.match(badTask.error?.message ?? '', /rolled back to its previous bundle/);
+    // It failed as soon as the kubelet had spent its restarts, saying how it exits and what it wrote.
+    assert.match(
+      badTask.error?.message ?? '',
+      /worker\/0 failed: kubelet\/kubelet exited \d+ times \(last exit code 1\): .*this kubelet cannot start/,
+    );
     t.diagnostic(`bad canary: ${badTask.error?.message}`);
     assert.deepEqual(await workerHashes(), workersBefore, 'worker/0 runs its previous bundle again; worker/1 was not touched');
     const badEvents = await tp.platform.director.tasks.events(badTask.id);

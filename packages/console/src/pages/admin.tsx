@@ -1,6 +1,8 @@
 // Pages for admins only: users and groups, OAuth clients, network profiles and the audit log.
 import { useState } from 'preact/hooks';
 import type { AuditEntry, CreateUserRequest, NetworkProfile, OAuthClient, User } from '@anodyne/client/api';
+
+type PlatformEvent = Awaited<ReturnType<Ctx['api']['events']>>[number];
 import { ErrorNote, Page, Status, Table, useLoad, when, type Ctx } from '../ui.js';
 
 type Group = NonNullable<CreateUserRequest['groups']>[number];
@@ -116,6 +118,33 @@ export function NetworkProfilesPage({ ctx }: { ctx: Ctx }) {
           { label: 'Pod range', cell: (p) => p.pod_cidr },
           { label: 'Service range', cell: (p) => p.service_cidr },
           { label: 'Created', cell: (p) => when(p.created_at) },
+        ]}
+      />
+    </Page>
+  );
+}
+
+/** Alerts: expiring certificates, lost or unhealthy instances, meltdowns, failed tasks (the `/v1/events` feed), newest first. */
+export function EventsPage({ ctx }: { ctx: Ctx }) {
+  const events = useLoad(async () => (await ctx.api.events()).reverse(), [], 10000);
+  return (
+    <Page title="Alerts">
+      <ErrorNote error={events.error} />
+      <Table<PlatformEvent>
+        caption="Alerts and platform events, newest first"
+        rows={events.data}
+        empty="Nothing to report."
+        columns={[
+          { label: 'When', cell: (e) => when(e.at) },
+          { label: 'Kind', cell: (e) => e.kind.replace(/_/g, ' ') },
+          { label: 'Target', cell: (e) => e.target },
+          {
+            label: 'Details',
+            cell: (e) =>
+              Object.entries(e.details)
+                .map(([k, v]) => `${k}: ${typeof v === 'string' ? v : JSON.stringify(v)}`)
+                .join(', '),
+          },
         ]}
       />
     </Page>

@@ -3,7 +3,7 @@ import { useState } from 'preact/hooks';
 import type { ApiClient, Backup, Certificate, Cluster, Task, Vm } from '@anodyne/client/api';
 import { Confirm, ErrorNote, Page, Status, Table, healthSummary, useLoad, when, type Ctx } from '../ui.js';
 
-type Action = 'resize' | 'upgrade' | 'delete' | undefined;
+type Action = 'resize' | 'upgrade' | 'delete' | { restore: Backup } | undefined;
 
 function daysLeft(iso: string | null): string {
   if (!iso) return '—';
@@ -225,6 +225,17 @@ kubectl get nodes`}
           { label: 'Size', cell: (b) => `${(b.size_bytes / 1024 / 1024).toFixed(1)} MiB` },
           { label: 'Taken', cell: (b) => when(b.created_at) },
           { label: 'By schedule', cell: (b) => (b.scheduled ? 'yes' : 'no') },
+          {
+            label: 'Restore',
+            cell: (b) =>
+              b.state === 'done' ? (
+                <button type="button" class="secondary" onClick={() => setAction({ restore: b })} aria-label={`Restore backup ${b.id}`}>
+                  Restore
+                </button>
+              ) : (
+                ''
+              ),
+          },
         ]}
       />
 
@@ -252,6 +263,22 @@ kubectl get nodes`}
           }
           confirmLabel="Upgrade"
           onConfirm={async () => toTask(await ctx.api.upgradeCluster(name, { kubernetes_version: version }))}
+          onClose={() => setAction(undefined)}
+        />
+      ) : null}
+      {typeof action === 'object' && c ? (
+        <Confirm
+          title={`Restore ${name} from ${action.restore.id}?`}
+          body={
+            <p>
+              The cluster's etcd goes back to the backup of {when(action.restore.created_at)}: its API servers stop while every member is
+              restored, and objects written since then are gone.
+            </p>
+          }
+          confirmLabel="Restore"
+          danger
+          typeToConfirm={name}
+          onConfirm={async () => ctx.go(`#/tasks/${(await ctx.api.restoreBackup(action.restore.id)).id}`)}
           onClose={() => setAction(undefined)}
         />
       ) : null}
