@@ -457,6 +457,39 @@ describe('updater', () => {
     assert.ok(first('c/', 'started') >= Math.max(last('a/', 'finished'), last('b/', 'finished')), 'c waits for a and b');
   });
 
+  it('a new deployment starts every instance at once: canaries and serial groups protect running instances, and none runs yet', async () => {
+    const base = manifest({}, 3);
+    const g = base.instance_groups[0]!;
+    const m = manifest(
+      {
+        instance_groups: [
+          { ...g, name: 'master' },
+          { ...g, name: 'worker' },
+        ],
+      },
+      3,
+    );
+    const { clock, events, updater, groups } = setup(m);
+    const creates = ['master', 'worker'].flatMap((grp) =>
+      [0, 1, 2].map((index) => ({ group: grp, index, action: 'create' as const, reasons: ['new instance'] })),
+    );
+    await runToEnd(clock, updater.run(groups(creates), new AbortController().signal));
+    const starts = events.filter((e) => e.state === 'started');
+    assert.equal(starts.length, 6);
+    assert.equal(new Set(starts.map((e) => e.at)).size, 1, 'all six started at the same moment');
+    assert.ok(!starts.some((e) => e.stage.includes('canary')), 'no canary among instances that never ran');
+    assert.equal(events.filter((e) => e.state === 'finished').length, 6);
+
+    // The same groups with running instances: masters first (a canary, then batches), workers after them.
+    const { clock: c2, events: e2, updater: u2, groups: g2 } = setup(m);
+    const updates = ['master', 'worker'].flatMap((grp) => fiveUpdates(grp, 3));
+    await runToEnd(c2, u2.run(g2(updates), new AbortController().signal));
+    const at = (grp: string, state: string, f: (...n: number[]) => number) =>
+      f(...e2.filter((e) => e.instance?.startsWith(grp) && e.state === state).map((e) => e.at));
+    assert.ok(at('worker/', 'started', Math.min) >= at('master/', 'finished', Math.max), 'workers wait for every master');
+    assert.equal(e2.find((e) => e.state === 'started')?.stage, 'Updating instance (canary)');
+  });
+
   it('deletes unneeded instances first and creates VMs on the fake provider', async () => {
     const m = manifest({}, 2);
     const { clock, provider, driver, events, updater, groups } = setup(m);

@@ -55,6 +55,11 @@ export interface UpdaterOptions {
   pollMs?: number;
 }
 
+/** An instance that never ran: nothing on it to protect, so no canary and no batch holds it back. */
+function isFresh(c: PlannedChange): boolean {
+  return c.action === 'create' || (c.actual !== undefined && c.actual.bundleHash === null);
+}
+
 function cancelled(): AnodyneError {
   return new AnodyneError('ANODYNE_E_TASK_CANCELLED', 'the task was cancelled');
 }
@@ -78,7 +83,11 @@ export class Updater {
   async run(groups: GroupPlan[], signal: AbortSignal): Promise<void> {
     let pending: Promise<void>[] = [];
     for (const g of groups) {
-      if (g.policy.serial === false && pending.length > 0) {
+      // A group of instances that never ran protects nothing by waiting: it starts with the group
+      // before it (a new cluster's workers start with its masters; their processes wait for the API).
+      const allFresh = g.changes.length > 0 && g.changes.every((c) => c.action === 'keep' || isFresh(c));
+      const startsNow = g.changes.some((c) => c.action !== 'keep');
+      if ((g.policy.serial === false || (allFresh && startsNow)) && pending.length > 0) {
         pending.push(this.updateGroup(g, signal));
         continue;
       }
@@ -196,7 +205,7 @@ export class Updater {
     let k = 0;
     // Instances that never ran have no workload to protect: they start together, so clustered
     // jobs (an etcd of three) can form their quorum. Canaries and batches guard the rest.
-    const fresh = updates.filter((c) => c.action === 'create' || (c.actual !== undefined && c.actual.bundleHash === null));
+    const fresh = updates.filter(isFresh);
     if (fresh.length > 0) {
       if (signal.aborted) throw cancelled();
       const results = await Promise.allSettled(fresh.map((c) => this.step(g, c, ++k, n, false, signal)));
