@@ -140,6 +140,10 @@ describe('identity (UAA-compatible issuer)', () => {
     assert.equal((JSON.parse(Buffer.from(afterT.access_token.split('.')[0]!, 'base64url').toString()) as { kid: string }).kid, kid);
     assert.equal((await id.verify(before.access_token)).name, 'alice');
     assert.equal(id.tokenKeys().keys.length, 2);
+    // A second rotation drops the first key: its tokens are refused, also those verified (and remembered) before.
+    await id.rotateSigningKey();
+    await assert.rejects(id.verify(before.access_token), { code: 'ANODYNE_E_TOKEN_INVALID' });
+    assert.equal((await id.verify(afterT.access_token)).name, 'alice', "the previous key's tokens stay valid");
   });
 
   it('rotates by age: not while the newest key is young, then once it is older than the limit', async () => {

@@ -157,6 +157,10 @@ async function hashSecret(secret: string): Promise<string> {
  */
 export class Identity {
   private keys: SigningKey[] = [];
+  /** Imported keys by kid (importing a JWK costs more than using it). */
+  private readonly imported = new Map<string, Awaited<ReturnType<typeof importJWK>>>();
+  /** Access tokens already verified, until they expire (bounded; emptied when the keys change). */
+  private readonly verified = new Map<string, Principal>();
   private readonly accessTtl: number;
   private readonly refreshTtl: number;
   private readonly lockout: { maxFailures: number; lockSeconds: number };
@@ -233,6 +237,8 @@ export class Identity {
       created: this.nowIso(),
     };
     this.keys = [...this.keys.slice(-1), key];
+    this.imported.clear();
+    this.verified.clear();
     await this.o.creds.set(KEYS_PATH, 'json', { keys: this.keys }, { actor: 'identity' });
     return kid;
   }
@@ -727,7 +733,7 @@ export class Identity {
     grant: string;
   }): Promise<TokenResponse> {
     const key = this.keys[this.keys.length - 1]!;
-    const signer = await importJWK(key.privateJwk, 'ES256');
+    const signer = await this.importKey(`${key.kid}:private`, key.privateJwk);
     const iat = Math.floor(this.o.clock.nowMs() / 1000);
     const jti = randomUUID();
     const claims: JWTPayload = {
@@ -776,7 +782,7 @@ export class Identity {
     const key = this.keys.find((k) => k.kid === kid);
     if (!key) throw new UnauthenticatedError('ANODYNE_E_TOKEN_INVALID', 'the token was signed by an unknown key');
     try {
-      const { payload } = await jwtVerify(token, await importJWK(key.publicJwk, 'ES256'), {
+      const { payload } = await jwtVerify(token, await this.importKey(key.kid, key.publicJwk), {
         issuer: this.o.issuer,
         audience: AUDIENCE,
         algorithms: ['ES256'],
@@ -791,8 +797,30 @@ export class Identity {
     }
   }
 
-  /** Verifies an access token (signature, issuer, audience, expiry) and returns the caller. */
+  private async importKey(id: string, jwk: JWK) {
+    let k = this.imported.get(id);
+    if (!k) {
+      k = await importJWK(jwk, 'ES256');
+      this.imported.set(id, k);
+    }
+    return k;
+  }
+
+  /**
+   * Verifies an access token (signature, issuer, audience, expiry) and returns the caller. A token
+   * verified before is answered from memory until it expires (the same answer: access tokens are
+   * stateless, their scopes are inside); rotating the signing key forgets them all.
+   */
   async verify(token: string): Promise<Principal> {
+    const hit = this.verified.get(token);
+    if (hit && hit.expiresAt > this.o.clock.nowMs()) return hit;
+    const p = await this.verifyFresh(token);
+    if (this.verified.size >= 10_000) this.verified.delete(this.verified.keys().next().value!);
+    this.verified.set(token, p);
+    return p;
+  }
+
+  private async verifyFresh(token: string): Promise<Principal> {
     const c = await this.verifyJwt(token, 'access');
     const userName = typeof c['user_name'] === 'string' ? c['user_name'] : undefined;
     const clientId = String(c['client_id']);
