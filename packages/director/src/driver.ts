@@ -194,4 +194,19 @@ export class AgentDriver implements InstanceDriver {
       failed: `${spent.job}/${spent.name} exited ${spent.restarts} times (${exit})${lines.length ? `: ${lines.join(' | ')}` : ''}`,
     };
   }
+
+  /** Which processes are not ready, how often they restarted, and the last lines of the first of them. */
+  async unready(c: PlannedChange): Promise<string | undefined> {
+    const row = this.row(c);
+    const s = await readAgentState(this.d.agents, row);
+    if (s.bundleHash !== c.desired?.bundle.hash) return `the agent runs bundle ${s.bundleHash?.slice(0, 12) ?? 'none'}, not the new one`;
+    const waiting = s.processes.filter((p) => p.state !== 'running');
+    if (waiting.length === 0) return undefined;
+    const first = waiting[0]!;
+    const logs = (await this.d.agents.call(row, 'GET', '/logs', undefined, 5000).catch(() => null)) as {
+      logs?: Record<string, string>;
+    } | null;
+    const lines = lastLines(logs?.logs?.[`${first.job}/${first.name}`] ?? '', 3);
+    return `${waiting.map((p) => `${p.job}/${p.name} ${p.state} (${p.restarts} restarts)`).join(', ')}${lines.length ? `; ${first.job}/${first.name} last wrote: ${lines.join(' | ')}` : ''}`;
+  }
 }

@@ -94,6 +94,19 @@ describe('fail fast: a crash-looping job fails its rollout at once, and says why
     await store.close();
   });
 
+  it('a watch that runs out says what is not ready and what it last wrote', async () => {
+    const { store, agents, director, m } = await setup('timeout');
+    agents.crashLoop({ restarts: 2, code: 1, log });
+    const short = { ...m, update: { ...m.update, canary_watch_time: '0-3000', update_watch_time: '0-3000' } };
+    const t = await director.wait((await director.deploy(short)).id);
+    assert.equal(t.error?.code, 'ANODYNE_E_INSTANCE_UNHEALTHY');
+    assert.match(
+      t.error?.message ?? '',
+      /^node\/\d is not healthy after 3000 ms: svc\/svc failing \(2 restarts\); svc\/svc last wrote: .*too many open files"$/,
+    );
+    await store.close();
+  });
+
   it('lastLines keeps the last non-empty lines, each cut short', () => {
     assert.deepEqual(lastLines('a\n\n b \nc\n', 2), ['b', 'c']);
     assert.deepEqual(lastLines(`${'x'.repeat(300)}\n`, 1, 10), [`${'x'.repeat(10)}…`]);

@@ -35,6 +35,8 @@ export interface InstanceDriver {
    * (a process gave up: the watch ends at once with that reason).
    */
   healthy(change: PlannedChange): Promise<boolean | { failed: string }>;
+  /** What is not ready on an instance whose watch time ran out (its processes, their state and last lines). */
+  unready?(change: PlannedChange): Promise<string | undefined>;
   /** The order in which a group's running instances roll (default: as planned, by index). */
   order?(group: string, changes: PlannedChange[]): Promise<PlannedChange[]>;
 }
@@ -106,7 +108,10 @@ export class Updater {
       const h = await driver.healthy(change);
       if (h === true) return true;
       if (typeof h === 'object') return `${change.group}/${change.index} failed: ${h.failed}`;
-      if (waited >= range.max) return `${change.group}/${change.index} is not healthy after ${range.max} ms`;
+      if (waited >= range.max) {
+        const why = await driver.unready?.(change).catch(() => undefined);
+        return `${change.group}/${change.index} is not healthy after ${range.max} ms${why ? `: ${why}` : ''}`;
+      }
       const step = Math.min(this.pollMs, range.max - waited);
       await clock.sleep(step);
       waited += step;
