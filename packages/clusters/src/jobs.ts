@@ -206,8 +206,13 @@ export const controllerManagerJob: JobDefinition = {
   processes: [
     {
       name: 'kube-controller-manager',
-      command: '{{ p.release_dir }}/bin/kube-controller-manager',
+      // It exits when its API server does not answer yet, and the agent's restart backoff then delays
+      // it by seconds: it waits for the API (at most a minute), then runs.
+      command: 'sh',
       args: [
+        '-c',
+        `${waitForApi('kubeconfig')}; exec "$0" "$@"`,
+        '{{ p.release_dir }}/bin/kube-controller-manager',
         '--kubeconfig=kubeconfig',
         '--authentication-kubeconfig=kubeconfig',
         '--authorization-kubeconfig=kubeconfig',
@@ -359,6 +364,11 @@ export const flannelJob: JobDefinition = {
   ],
 };
 
+/** A shell loop that waits (at most 60 s, 0.2 s apart) until the API server behind `kubeconfig` answers /readyz. */
+function waitForApi(kubeconfigFile: string): string {
+  return `for i in $(seq 1 300); do {{ p.release_dir }}/bin/kubectl --kubeconfig=${kubeconfigFile} --request-timeout=2s get --raw=/readyz >/dev/null 2>&1 && break; sleep 0.2; done`;
+}
+
 /**
  * Shell lines run before a kubelet (cgroupRoot /kubelet, cgroup v1): the root must exist in every
  * hierarchy (kind's entrypoint does the same); a new cpuset starts empty and must inherit its
@@ -419,6 +429,10 @@ export const kubeletJob: JobDefinition = {
       // A node reported Ready before the release's images are in containerd gets pods whose
       // sandboxes fail (the pause image "pulled" from nowhere) and back off for tens of seconds.
       'for i in $(seq 1 1200); do [ -e /run/containerd/images-imported ] && break; sleep 0.1; done',
+      // A kubelet started before the API answers retries its registration with a growing backoff
+      // (seconds after the API is up): start it once the API answers (a new cluster's workers start
+      // with its masters), or after a minute in any case.
+      `${waitForApi('kubeconfig')}`,
       'exec {{ p.release_dir }}/bin/kubelet --config=config.yaml --kubeconfig=kubeconfig --hostname-override={{ spec.name }}-{{ spec.index }} --node-ip={{ spec.ip }} --node-labels=topology.kubernetes.io/zone={{ spec.az }}',
       '',
     ].join('\n'),

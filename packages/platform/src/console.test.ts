@@ -322,6 +322,18 @@ describe('the web console in a real browser', { skip: skipUnless(isRoot && exist
       await ops.goto(`${url}/console/#/clusters/alices`);
       await ops.getByRole('heading', { name: 'Cluster alices' }).waitFor();
       await accessible(ops, `cluster page as admin${theme}`);
+      if (!dark) {
+        // Groups are changed from the users page: bob may now also read every cluster.
+        await ops.getByRole('navigation').getByRole('link', { name: 'Users' }).click();
+        await ops.getByRole('button', { name: 'Change bob' }).click();
+        const change = ops.getByRole('dialog', { name: 'Change bob' });
+        await change.getByLabel('pks.clusters.admin.read').check();
+        await accessible(ops, 'change-user dialog');
+        await change.getByRole('button', { name: 'Save' }).click();
+        await change.waitFor({ state: 'hidden' });
+        assert.deepEqual((await tp.platform.identity.user('bob')).groups, ['pks.clusters.admin.read', 'pks.clusters.manage']);
+        await ops.getByRole('cell', { name: 'pks.clusters.admin.read, pks.clusters.manage' }).waitFor();
+      }
       await opsCtx.close();
     }
     assert.ok(scanned.length >= 15, `pages scanned: ${scanned.join(', ')}`);

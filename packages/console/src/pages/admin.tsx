@@ -3,7 +3,7 @@ import { useState } from 'preact/hooks';
 import type { AuditEntry, CreateUserRequest, NetworkProfile, OAuthClient, User } from '@anodyne/client/api';
 
 type PlatformEvent = Awaited<ReturnType<Ctx['api']['events']>>[number];
-import { ErrorNote, Page, Status, Table, useLoad, when, type Ctx } from '../ui.js';
+import { Confirm, ErrorNote, Page, Status, Table, useLoad, when, type Ctx } from '../ui.js';
 
 type Group = NonNullable<CreateUserRequest['groups']>[number];
 const GROUPS: Group[] = ['pks.clusters.admin', 'pks.clusters.admin.read', 'pks.clusters.manage'];
@@ -15,6 +15,14 @@ export function UsersPage({ ctx }: { ctx: Ctx }) {
   const [groups, setGroups] = useState<Group[]>(['pks.clusters.manage']);
   const [error, setError] = useState<unknown>(undefined);
   const [created, setCreated] = useState('');
+  const [editing, setEditing] = useState<User | undefined>(undefined);
+  const [editGroups, setEditGroups] = useState<Group[]>([]);
+  const [newPassword, setNewPassword] = useState('');
+  const edit = (u: User) => {
+    setEditing(u);
+    setEditGroups(u.groups.filter((g): g is Group => (GROUPS as string[]).includes(g)));
+    setNewPassword('');
+  };
   const submit = async (e: Event) => {
     e.preventDefault();
     setError(undefined);
@@ -43,8 +51,55 @@ export function UsersPage({ ctx }: { ctx: Ctx }) {
           { label: 'Groups', cell: (u) => u.groups.join(', ') || '—' },
           { label: 'Email', cell: (u) => u.email ?? '—' },
           { label: 'Locked', cell: (u) => (u.locked ? <Status text="locked (failed logins)" /> : 'no') },
+          {
+            label: 'Change',
+            cell: (u) => (
+              <button type="button" class="secondary" onClick={() => edit(u)} aria-label={`Change ${u.username}`}>
+                Change
+              </button>
+            ),
+          },
         ]}
       />
+      {editing ? (
+        <Confirm
+          title={`Change ${editing.username}`}
+          body={
+            <>
+              <fieldset>
+                <legend>Groups</legend>
+                {GROUPS.map((g) => (
+                  <label class="check" key={g}>
+                    <input
+                      type="checkbox"
+                      checked={editGroups.includes(g)}
+                      onChange={(e) => setEditGroups(e.currentTarget.checked ? [...editGroups, g] : editGroups.filter((x) => x !== g))}
+                    />
+                    {g}
+                  </label>
+                ))}
+              </fieldset>
+              {editing.origin === 'local' ? (
+                <label>
+                  New password (leave empty to keep it; a reset also clears a lockout)
+                  <input
+                    type="password"
+                    value={newPassword}
+                    onInput={(e) => setNewPassword(e.currentTarget.value)}
+                    autoComplete="new-password"
+                  />
+                </label>
+              ) : null}
+            </>
+          }
+          confirmLabel="Save"
+          onConfirm={async () => {
+            await ctx.api.updateUser(editing.username, { groups: editGroups, ...(newPassword ? { password: newPassword } : {}) });
+            users.reload();
+          }}
+          onClose={() => setEditing(undefined)}
+        />
+      ) : null}
       <h2>Add a user</h2>
       <form class="form" noValidate onSubmit={(e) => void submit(e)}>
         <label for="new-username">User name</label>
