@@ -196,6 +196,29 @@ export function Confirm({
   );
 }
 
+/**
+ * A page that is one table of what `load` returns (again every `everyMs`, if given), with the
+ * load's error above it: the shape of most of the console's read-only pages.
+ */
+export function ListPage<R>(props: {
+  title: string;
+  caption: string;
+  showCaption?: boolean;
+  load: () => Promise<R[]>;
+  everyMs?: number;
+  empty: string;
+  columns: Column<R>[];
+  actions?: ComponentChildren;
+}) {
+  const rows = useLoad(props.load, [], props.everyMs);
+  return (
+    <Page title={props.title} actions={props.actions}>
+      <ErrorNote error={rows.error} />
+      <Table caption={props.caption} hideCaption={!props.showCaption} rows={rows.data} empty={props.empty} columns={props.columns} />
+    </Page>
+  );
+}
+
 export const when = (iso: string | null | undefined): string => (iso ? new Date(iso).toLocaleString() : '—');
 
 export function seconds(ms: number): string {

@@ -3,10 +3,29 @@ import { useState } from 'preact/hooks';
 import type { AuditEntry, CreateUserRequest, NetworkProfile, OAuthClient, User } from '@anodyne/client/api';
 
 type PlatformEvent = Awaited<ReturnType<Ctx['api']['events']>>[number];
-import { Confirm, ErrorNote, Page, Status, Table, useLoad, when, type Ctx } from '../ui.js';
+import { Confirm, ErrorNote, ListPage, Page, Status, Table, useLoad, when, type Ctx } from '../ui.js';
 
 type Group = NonNullable<CreateUserRequest['groups']>[number];
 const GROUPS: Group[] = ['pks.clusters.admin', 'pks.clusters.admin.read', 'pks.clusters.manage'];
+
+/** The groups (scopes) a user is in, as checkboxes. */
+function GroupChecks({ groups, set }: { groups: Group[]; set: (g: Group[]) => void }) {
+  return (
+    <fieldset>
+      <legend>Groups</legend>
+      {GROUPS.map((g) => (
+        <label class="check" key={g}>
+          <input
+            type="checkbox"
+            checked={groups.includes(g)}
+            onChange={(e) => set(e.currentTarget.checked ? [...groups, g] : groups.filter((x) => x !== g))}
+          />
+          {g}
+        </label>
+      ))}
+    </fieldset>
+  );
+}
 
 export function UsersPage({ ctx }: { ctx: Ctx }) {
   const users = useLoad(() => ctx.api.users(), []);
@@ -66,19 +85,7 @@ export function UsersPage({ ctx }: { ctx: Ctx }) {
           title={`Change ${editing.username}`}
           body={
             <>
-              <fieldset>
-                <legend>Groups</legend>
-                {GROUPS.map((g) => (
-                  <label class="check" key={g}>
-                    <input
-                      type="checkbox"
-                      checked={editGroups.includes(g)}
-                      onChange={(e) => setEditGroups(e.currentTarget.checked ? [...editGroups, g] : editGroups.filter((x) => x !== g))}
-                    />
-                    {g}
-                  </label>
-                ))}
-              </fieldset>
+              <GroupChecks groups={editGroups} set={setEditGroups} />
               {editing.origin === 'local' ? (
                 <label>
                   New password (leave empty to keep it; a reset also clears a lockout)
@@ -112,19 +119,7 @@ export function UsersPage({ ctx }: { ctx: Ctx }) {
           onInput={(e) => setPassword(e.currentTarget.value)}
           autoComplete="new-password"
         />
-        <fieldset>
-          <legend>Groups</legend>
-          {GROUPS.map((g) => (
-            <label class="check" key={g}>
-              <input
-                type="checkbox"
-                checked={groups.includes(g)}
-                onChange={(e) => setGroups(e.currentTarget.checked ? [...groups, g] : groups.filter((x) => x !== g))}
-              />
-              {g}
-            </label>
-          ))}
-        </fieldset>
+        <GroupChecks groups={groups} set={setGroups} />
         <ErrorNote error={error} />
         {created ? <p role="status">{created}</p> : null}
         <div class="actions">
@@ -136,93 +131,83 @@ export function UsersPage({ ctx }: { ctx: Ctx }) {
 }
 
 export function ClientsPage({ ctx }: { ctx: Ctx }) {
-  const clients = useLoad(() => ctx.api.clients(), []);
   return (
-    <Page title="OAuth clients">
-      <ErrorNote error={clients.error} />
-      <Table<OAuthClient>
-        caption="OAuth clients"
-        hideCaption
-        rows={clients.data}
-        empty="No clients."
-        columns={[
-          { label: 'Client', cell: (c) => c.client_id },
-          { label: 'Grants', cell: (c) => c.grant_types.join(', ') },
-          { label: 'Scopes', cell: (c) => c.scopes.join(', ') },
-          { label: 'Redirect URIs', cell: (c) => c.redirect_uris.join(', ') || '—' },
-          { label: 'Secret', cell: (c) => (c.confidential ? 'yes' : 'public client') },
-        ]}
-      />
-    </Page>
+    <ListPage<OAuthClient>
+      title="OAuth clients"
+      caption="OAuth clients"
+      load={() => ctx.api.clients()}
+      empty="No clients."
+      columns={[
+        { label: 'Client', cell: (c) => c.client_id },
+        { label: 'Grants', cell: (c) => c.grant_types.join(', ') },
+        { label: 'Scopes', cell: (c) => c.scopes.join(', ') },
+        { label: 'Redirect URIs', cell: (c) => c.redirect_uris.join(', ') || '—' },
+        { label: 'Secret', cell: (c) => (c.confidential ? 'yes' : 'public client') },
+      ]}
+    />
   );
 }
 
 export function NetworkProfilesPage({ ctx }: { ctx: Ctx }) {
-  const profiles = useLoad(() => ctx.api.networkProfiles(), []);
   return (
-    <Page title="Network profiles">
-      <ErrorNote error={profiles.error} />
-      <Table<NetworkProfile>
-        caption="Network profiles"
-        hideCaption
-        rows={profiles.data}
-        empty="No network profiles: clusters use the platform's default ranges."
-        columns={[
-          { label: 'Name', cell: (p) => p.name },
-          { label: 'Description', cell: (p) => p.description },
-          { label: 'Pod range', cell: (p) => p.pod_cidr },
-          { label: 'Service range', cell: (p) => p.service_cidr },
-          { label: 'Created', cell: (p) => when(p.created_at) },
-        ]}
-      />
-    </Page>
+    <ListPage<NetworkProfile>
+      title="Network profiles"
+      caption="Network profiles"
+      load={() => ctx.api.networkProfiles()}
+      empty="No network profiles: clusters use the platform's default ranges."
+      columns={[
+        { label: 'Name', cell: (p) => p.name },
+        { label: 'Description', cell: (p) => p.description },
+        { label: 'Pod range', cell: (p) => p.pod_cidr },
+        { label: 'Service range', cell: (p) => p.service_cidr },
+        { label: 'Created', cell: (p) => when(p.created_at) },
+      ]}
+    />
   );
 }
 
 /** Alerts: expiring certificates, lost or unhealthy instances, meltdowns, failed tasks (the `/v1/events` feed), newest first. */
 export function EventsPage({ ctx }: { ctx: Ctx }) {
-  const events = useLoad(async () => (await ctx.api.events()).reverse(), [], 10000);
   return (
-    <Page title="Alerts">
-      <ErrorNote error={events.error} />
-      <Table<PlatformEvent>
-        caption="Alerts and platform events, newest first"
-        rows={events.data}
-        empty="Nothing to report."
-        columns={[
-          { label: 'When', cell: (e) => when(e.at) },
-          { label: 'Kind', cell: (e) => e.kind.replace(/_/g, ' ') },
-          { label: 'Target', cell: (e) => e.target },
-          {
-            label: 'Details',
-            cell: (e) =>
-              Object.entries(e.details)
-                .map(([k, v]) => `${k}: ${typeof v === 'string' ? v : JSON.stringify(v)}`)
-                .join(', '),
-          },
-        ]}
-      />
-    </Page>
+    <ListPage<PlatformEvent>
+      title="Alerts"
+      caption="Alerts and platform events, newest first"
+      showCaption
+      load={async () => (await ctx.api.events()).reverse()}
+      everyMs={10000}
+      empty="Nothing to report."
+      columns={[
+        { label: 'When', cell: (e) => when(e.at) },
+        { label: 'Kind', cell: (e) => e.kind.replace(/_/g, ' ') },
+        { label: 'Target', cell: (e) => e.target },
+        {
+          label: 'Details',
+          cell: (e) =>
+            Object.entries(e.details)
+              .map(([k, v]) => `${k}: ${typeof v === 'string' ? v : JSON.stringify(v)}`)
+              .join(', '),
+        },
+      ]}
+    />
   );
 }
 
 export function AuditPage({ ctx }: { ctx: Ctx }) {
-  const entries = useLoad(() => ctx.api.audit({ limit: 200 }), [], 10000);
   return (
-    <Page title="Audit log">
-      <ErrorNote error={entries.error} />
-      <Table<AuditEntry>
-        caption="The newest 200 audit entries"
-        rows={entries.data}
-        empty="Nothing audited yet."
-        columns={[
-          { label: 'When', cell: (a) => when(a.at) },
-          { label: 'Who', cell: (a) => a.actor },
-          { label: 'Action', cell: (a) => a.action },
-          { label: 'Target', cell: (a) => a.target },
-          { label: 'Result', cell: (a) => <Status text={a.result} /> },
-        ]}
-      />
-    </Page>
+    <ListPage<AuditEntry>
+      title="Audit log"
+      caption="The newest 200 audit entries"
+      showCaption
+      load={() => ctx.api.audit({ limit: 200 })}
+      everyMs={10000}
+      empty="Nothing audited yet."
+      columns={[
+        { label: 'When', cell: (a) => when(a.at) },
+        { label: 'Who', cell: (a) => a.actor },
+        { label: 'Action', cell: (a) => a.action },
+        { label: 'Target', cell: (a) => a.target },
+        { label: 'Result', cell: (a) => <Status text={a.result} /> },
+      ]}
+    />
   );
 }

@@ -1,9 +1,8 @@
 // The clusters page: every cluster the caller may see, with status, plan, version, nodes and health, refreshed every few seconds.
 import type { Cluster } from '@anodyne/client/api';
-import { ErrorNote, Page, Status, Table, healthSummary, useLoad, type Column, type Ctx } from '../ui.js';
+import { ListPage, Status, healthSummary, type Column, type Ctx } from '../ui.js';
 
 export function ClustersPage({ ctx }: { ctx: Ctx }) {
-  const clusters = useLoad(() => ctx.api.clusters(), [], 5000);
   const columns: Column<Cluster>[] = [
     { label: 'Name', cell: (c) => <a href={`#/clusters/${encodeURIComponent(c.name)}`}>{c.name}</a> },
     { label: 'Status', cell: (c) => <Status text={`${c.last_action.toLowerCase()} ${c.last_action_state}`} /> },
@@ -19,16 +18,18 @@ export function ClustersPage({ ctx }: { ctx: Ctx }) {
     ...(ctx.admin ? [{ label: 'Owner', cell: (c: Cluster) => c.owner }] : []),
   ];
   return (
-    <Page
+    <ListPage<Cluster>
       title="Clusters"
+      caption="Clusters"
+      load={() => ctx.api.clusters()}
+      everyMs={5000}
+      empty="No clusters yet: create one."
+      columns={columns}
       actions={
         <a class="button" href="#/clusters/new">
           Create cluster
         </a>
       }
-    >
-      <ErrorNote error={clusters.error} />
-      <Table caption="Clusters" hideCaption columns={columns} rows={clusters.data} empty="No clusters yet: create one." />
-    </Page>
+    />
   );
 }

@@ -1,33 +1,29 @@
 // Plans (what a cluster may be) and the caller's quota and usage; admins may look up anyone's.
 import { useState } from 'preact/hooks';
 import type { Plan } from '@anodyne/client/api';
-import { ErrorNote, Page, Table, useLoad, type Ctx } from '../ui.js';
+import { ErrorNote, ListPage, Page, useLoad, type Ctx } from '../ui.js';
 
 export function PlansPage({ ctx }: { ctx: Ctx }) {
-  const plans = useLoad(() => ctx.api.plans(), []);
   return (
-    <Page title="Plans">
-      <ErrorNote error={plans.error} />
-      <Table<Plan>
-        caption="Plans"
-        hideCaption
-        rows={plans.data}
-        empty="No plans."
-        columns={[
-          { label: 'Name', cell: (p) => p.name },
-          { label: 'Description', cell: (p) => p.description },
-          { label: 'Masters', cell: (p) => p.masters },
-          { label: 'Workers', cell: (p) => `${p.default_workers} (at most ${p.max_workers})` },
-          { label: 'VM types', cell: (p) => `${p.master_vm_type} / ${p.worker_vm_type}` },
-          { label: 'Kubernetes', cell: (p) => p.kubernetes_versions.join(', ') },
-          {
-            label: 'Updates',
-            cell: (p) =>
-              `${p.update.canaries} canar${p.update.canaries === 1 ? 'y' : 'ies'}, ${p.update.max_in_flight} at a time, drain ≤ ${p.update.drain_timeout_seconds} s`,
-          },
-        ]}
-      />
-    </Page>
+    <ListPage<Plan>
+      title="Plans"
+      caption="Plans"
+      load={() => ctx.api.plans()}
+      empty="No plans."
+      columns={[
+        { label: 'Name', cell: (p) => p.name },
+        { label: 'Description', cell: (p) => p.description },
+        { label: 'Masters', cell: (p) => p.masters },
+        { label: 'Workers', cell: (p) => `${p.default_workers} (at most ${p.max_workers})` },
+        { label: 'VM types', cell: (p) => `${p.master_vm_type} / ${p.worker_vm_type}` },
+        { label: 'Kubernetes', cell: (p) => p.kubernetes_versions.join(', ') },
+        {
+          label: 'Updates',
+          cell: (p) =>
+            `${p.update.canaries} canar${p.update.canaries === 1 ? 'y' : 'ies'}, ${p.update.max_in_flight} at a time, drain ≤ ${p.update.drain_timeout_seconds} s`,
+        },
+      ]}
+    />
   );
 }
 
