@@ -372,7 +372,7 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
           {
             name: 'cluster-addons',
             // Two DNS replicas whatever the worker count: the masters' bundle must not change when workers do.
-            properties: { cluster_dns: clusterDnsIp(net.serviceCidr), dns_replicas: 2 },
+            properties: { cluster_dns: clusterDnsIp(net.serviceCidr), dns_replicas: 2, pod_cidr: net.podCidr },
           },
         ],
       },

@@ -217,7 +217,8 @@ export const controllerManagerJob: JobDefinition = {
         '--authentication-kubeconfig=kubeconfig',
         '--authorization-kubeconfig=kubeconfig',
         '--bind-address=127.0.0.1',
-        '--allocate-node-cidrs=true',
+        // Pod ranges are given by the masters' pod-cidrs process, from each worker's index.
+        '--allocate-node-cidrs=false',
         '--cluster-cidr={{ p.pod_cidr }}',
         '--node-cidr-mask-size={{ p.node_cidr_mask }}',
         '--service-cluster-ip-range={{ p.service_cidr }}',
@@ -492,6 +493,7 @@ export const addonsJob: JobDefinition = {
     release_dir: { default: '/var/lib/anodyne/release' },
     cluster_dns: { default: '10.96.0.10' },
     dns_replicas: { default: 1 },
+    pod_cidr: { default: '10.200.0.0/16' },
   },
   files: {
     'certs/ca.crt': '{{ vars.ca.ca }}',
@@ -515,6 +517,38 @@ export const addonsJob: JobDefinition = {
       `} | ${KUBECTL} apply --server-side --force-conflicts --field-manager=anodyne -f -`,
       'touch /run/anodyne-addons-applied',
       'exec sleep infinity',
+      '',
+    ].join('\n'),
+    // Each worker's Node gets its pod /24 the moment it registers, from its index (worker-N: the N-th /24
+    // of the pod range; one already taken, e.g. given by an older controller manager, makes it the first
+    // free one). The controller manager allocates none (--allocate-node-cidrs=false): its node IPAM came
+    // up seconds after the API and held every worker's flannel back (ADR 0019).
+    'bin/pod-cidrs.sh': [
+      `until ${KUBECTL} get --raw=/readyz >/dev/null 2>&1; do sleep 0.3; done`,
+      'set -- $(echo "{{ p.pod_cidr }}" | sed "s#/.*##" | tr . " ")',
+      'base=$(( ($1 << 24) + ($2 << 16) + ($3 << 8) + $4 ))',
+      'prefix=$(echo "{{ p.pod_cidr }}" | sed "s#.*/##")',
+      'slots=$(( 1 << (24 - prefix) ))',
+      'subnet() { n=$(( base + $1 * 256 )); echo "$(( (n >> 24) & 255 )).$(( (n >> 16) & 255 )).$(( (n >> 8) & 255 )).0/24"; }',
+      'give() {',
+      `  used=" $(${KUBECTL} get nodes -o jsonpath='{.items[*].spec.podCIDR}' 2>/dev/null) "`,
+      '  i=${1##*-}',
+      '  case "$i" in ""|*[!0-9]*) i=0 ;; esac',
+      '  want=$(subnet "$i")',
+      '  if [ "$i" -ge "$slots" ] || case "$used" in *" $want "*) true ;; *) false ;; esac; then',
+      '    want=""; j=0',
+      '    while [ "$j" -lt "$slots" ]; do c=$(subnet "$j"); case "$used" in *" $c "*) ;; *) want=$c; break ;; esac; j=$((j + 1)); done',
+      '  fi',
+      '  [ -n "$want" ] || { echo "no free pod range for $1 in {{ p.pod_cidr }}" >&2; return; }',
+      `  ${KUBECTL} patch node "$1" --type=merge -p '{"spec":{"podCIDR":"'"$want"'","podCIDRs":["'"$want"'"]}}' >/dev/null && echo "$1: $want"`,
+      '}',
+      'touch /run/anodyne-pod-cidrs',
+      'while true; do',
+      `  ${KUBECTL} get nodes --watch -o jsonpath='{.metadata.name} {.spec.podCIDR}{"\\n"}' 2>/dev/null | while read -r name cidr; do`,
+      '    [ -n "$name" ] && [ -z "$cidr" ] && give "$name"',
+      '  done',
+      '  sleep 1',
+      'done',
       '',
     ].join('\n'),
     // Masters are not nodes (no flannel): they route each Node's podCIDR via its address.
@@ -546,6 +580,12 @@ export const addonsJob: JobDefinition = {
       command: 'sh',
       args: ['bin/pod-routes.sh'],
       readiness: { exec: { command: ['test', '-e', '/run/anodyne-pod-routes'] } },
+    },
+    {
+      name: 'pod-cidrs',
+      command: 'sh',
+      args: ['bin/pod-cidrs.sh'],
+      readiness: { exec: { command: ['test', '-e', '/run/anodyne-pod-cidrs'] } },
     },
   ],
 };

@@ -13,20 +13,20 @@ import { startSeaweed, type TestSeaweed } from '@anodyne/backup/testing';
 import type { BackupManifest, BackupView, PlatformBackupManifest } from '@anodyne/clusters';
 import { backupKeys, storeOptionsOf } from './platform.js';
 import { restorePlatform } from './restore.js';
-import { startTestPlatform, https, type HttpResult, type TestPlatform } from './testing/index.js';
+import { startTestPlatform, https, type HttpResult, type TestPlatform, tokenSource } from './testing/index.js';
 
 const isRoot = process.getuid?.() === 0;
 const PORT = 19_400 + (process.pid % 90);
 
 describe('cluster backups and restores through the API', { skip: skipUnless(isRoot, 'needs root') }, () => {
   let tp: TestPlatform;
-  let admin: string;
+  let admin: () => Promise<string>;
   let kubeDir: string;
   let seaweed: TestSeaweed;
   let s3: S3ArtifactStore;
-  const call = (method: string, path: string, body?: unknown): Promise<HttpResult> =>
+  const call = async (method: string, path: string, body?: unknown): Promise<HttpResult> =>
     https(tp.platform.url, tp.platform.caPem, method, path, {
-      token: admin,
+      token: await admin(),
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
     });
   const waitTask = async (id: number) => {
@@ -111,8 +111,7 @@ describe('cluster backups and restores through the API', { skip: skipUnless(isRo
       ANODYNE_BACKUP_S3_SECRET_ACCESS_KEY: s3Options.secretAccessKey,
     });
     await tp.platform.identity.createUser({ username: 'bk-admin', password: 'bk-admin-password', groups: [SCOPES.admin] });
-    admin = (await tp.platform.identity.token({ grant_type: 'password', username: 'bk-admin', password: 'bk-admin-password' }))
-      .access_token;
+    admin = tokenSource(tp, 'bk-admin', 'bk-admin-password');
   });
   after(async () => {
     await tp?.stop();

@@ -9,18 +9,18 @@ import { apiProbe } from '@anodyne/clusters';
 import { SCOPES } from '@anodyne/identity';
 import { RESOLUTIONS, FINDING_TYPES } from '@anodyne/director';
 import { schemas as S, type CloudCheckReport } from '@anodyne/client';
-import { startTestPlatform, https, type HttpResult, type TestPlatform } from './testing/index.js';
+import { startTestPlatform, https, type HttpResult, type TestPlatform, tokenSource } from './testing/index.js';
 
 const isRoot = process.getuid?.() === 0;
 const PORT = 19_000 + (process.pid % 90);
 
 describe('repair: the cloud check on a real cluster', { skip: skipUnless(isRoot, 'needs root') }, () => {
   let tp: TestPlatform;
-  let admin: string;
+  let admin: () => Promise<string>;
   let dir: string;
-  const call = (method: string, path: string, body?: unknown): Promise<HttpResult> =>
+  const call = async (method: string, path: string, body?: unknown): Promise<HttpResult> =>
     https(tp.platform.url, tp.platform.caPem, method, path, {
-      token: admin,
+      token: await admin(),
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
     });
   /** Starts a cloud check and returns its finished task's report. */
@@ -37,8 +37,7 @@ describe('repair: the cloud check on a real cluster', { skip: skipUnless(isRoot,
     // The resurrector is off: what is broken here stays broken until the cloud check fixes it.
     tp = await startTestPlatform('rp', '10.198.20.0/24', PORT, { ANODYNE_DIRECTOR_RESURRECTION: 'false' });
     await tp.platform.identity.createUser({ username: 'rp-admin', password: 'rp-admin-password', groups: [SCOPES.admin] });
-    admin = (await tp.platform.identity.token({ grant_type: 'password', username: 'rp-admin', password: 'rp-admin-password' }))
-      .access_token;
+    admin = tokenSource(tp, 'rp-admin', 'rp-admin-password');
   });
   after(async () => {
     await tp?.stop();

@@ -13,7 +13,7 @@ import { locateRelease } from '@anodyne/release';
 import { SCOPES } from '@anodyne/identity';
 import { pemSet, type ClusterEndpoint } from '@anodyne/clusters';
 import type { AvailabilityReport, Task } from '@anodyne/director';
-import { startTestPlatform, https, type HttpResult, type TestPlatform } from './testing/index.js';
+import { startTestPlatform, https, type HttpResult, type TestPlatform, tokenSource } from './testing/index.js';
 import { appLoop, configMapLoop, deployApp, line, until, type Kubectl } from './testing/workloads.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -54,12 +54,12 @@ function presented(host: string, port: number): Promise<string> {
 
 describe('CA rotation with no downtime on a real cluster', { skip: skipUnless(isRoot, 'needs root') }, () => {
   let tp: TestPlatform;
-  let admin: string;
+  let admin: () => Promise<string>;
   let dir: string;
   const loops: { stop(): Promise<AvailabilityReport> }[] = [];
-  const call = (method: string, path: string, body?: unknown): Promise<HttpResult> =>
+  const call = async (method: string, path: string, body?: unknown): Promise<HttpResult> =>
     https(tp.platform.url, tp.platform.caPem, method, path, {
-      token: admin,
+      token: await admin(),
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
     });
   /** The admin kubeconfig as a client gets it from the API, each time afresh. */
@@ -101,8 +101,7 @@ describe('CA rotation with no downtime on a real cluster', { skip: skipUnless(is
     // Renewal passes every 20 s, so that the test sees one act.
     tp = await startTestPlatform('ro', '10.198.21.0/24', PORT, { ANODYNE_CERTIFICATES_RENEWAL_PASS_SECONDS: '20' });
     await tp.platform.identity.createUser({ username: 'ro-admin', password: 'ro-admin-password', groups: [SCOPES.admin] });
-    admin = (await tp.platform.identity.token({ grant_type: 'password', username: 'ro-admin', password: 'ro-admin-password' }))
-      .access_token;
+    admin = tokenSource(tp, 'ro-admin', 'ro-admin-password');
   });
   after(async () => {
     await Promise.all(loops.map((l) => l.stop()));

@@ -8,7 +8,7 @@ import { exec, skipUnless } from '@anodyne/common';
 import { SCOPES } from '@anodyne/identity';
 import { BUILTIN_PLANS } from '@anodyne/clusters';
 import type { AvailabilityReport } from '@anodyne/director';
-import { startTestPlatform, https, type HttpResult, type TestPlatform } from './testing/index.js';
+import { startTestPlatform, https, type HttpResult, type TestPlatform, tokenSource } from './testing/index.js';
 import { appLoop, configMapLoop, deployApp, line, until, budget, apply, type Kubectl } from './testing/workloads.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -24,15 +24,15 @@ interface ClusterBody {
 
 describe('Kubernetes releases side by side and upgrades between them', { skip: skipUnless(isRoot, 'needs root') }, () => {
   let tp: TestPlatform;
-  let admin: string;
+  let admin: () => Promise<string>;
   let kubeDir: string;
   let badRelease: string | undefined;
   // Client loops still running when a test fails are stopped at the end, so that the process can exit.
   const loops: { stop(): Promise<AvailabilityReport> }[] = [];
   const track = <T extends { stop(): Promise<AvailabilityReport> }>(l: T): T => (loops.push(l), l);
-  const call = (method: string, path: string, body?: unknown): Promise<HttpResult> =>
+  const call = async (method: string, path: string, body?: unknown): Promise<HttpResult> =>
     https(tp.platform.url, tp.platform.caPem, method, path, {
-      token: admin,
+      token: await admin(),
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
     });
   const releasesNow = async () => {
@@ -97,8 +97,7 @@ describe('Kubernetes releases side by side and upgrades between them', { skip: s
     // A VM that dies is recreated 5 s after the health monitor finds it gone.
     tp = await startTestPlatform('up', '10.198.18.0/24', PORT, { ANODYNE_DIRECTOR_RESURRECT_AFTER_SECONDS: '5' }, { plans });
     await tp.platform.identity.createUser({ username: 'up-admin', password: 'up-admin-password', groups: [SCOPES.admin] });
-    admin = (await tp.platform.identity.token({ grant_type: 'password', username: 'up-admin', password: 'up-admin-password' }))
-      .access_token;
+    admin = tokenSource(tp, 'up-admin', 'up-admin-password');
     kubeDir = mkdtempSync(join(tmpdir(), 'anodyne-up-kube-'));
   });
   after(async () => {

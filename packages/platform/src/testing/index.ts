@@ -95,6 +95,21 @@ export async function startTestPlatform(
   return tp;
 }
 
+/**
+ * An admin's access token for a suite that outlives one (they last 10 minutes): issued by the
+ * password grant, and again once it is within two minutes of expiring.
+ */
+export function tokenSource(tp: TestPlatform, username: string, password: string): () => Promise<string> {
+  let current: { token: string; until: number } | undefined;
+  return async () => {
+    if (!current || Date.now() > current.until) {
+      const t = await tp.platform.identity.token({ grant_type: 'password', username, password });
+      current = { token: t.access_token, until: Date.now() + (t.expires_in - 120) * 1000 };
+    }
+    return current.token;
+  };
+}
+
 export interface HttpResult {
   status: number;
   body: unknown;
