@@ -179,8 +179,9 @@ async function createMissingVms(s: DeployScope): Promise<void> {
   const m = s.manifest;
   const todo = s.missing;
   const inFlight = m.instance_groups.map((g) => resolveMaxInFlight(groupUpdatePolicy(m, g).max_in_flight, g.instances));
-  // VMs of instances that never ran are all made at once (a new deployment); lost ones in batches.
-  const batch = todo.every((r) => r.bundle_hash === null) ? Math.max(1, todo.length) : Math.max(1, Math.max(...inFlight, 1));
+  // In batches of max_in_flight, also for a new deployment: a director killed while it makes VMs leaves at most
+  // one batch half-made (all at once left VMs whose agents never came up; the next deploy then failed on them).
+  const batch = Math.max(1, Math.max(...inFlight, 1));
   for (let i = 0; i < todo.length; i += batch) {
     if (s.signal.aborted) throw new AnodyneError('ANODYNE_E_TASK_CANCELLED', 'the task was cancelled');
     await Promise.all(
