@@ -21,6 +21,8 @@ PACKAGES=(
   tmux
   # the web console's browser tests (Playwright drives Debian's Chromium, headless) and a font for its pages
   chromium fonts-dejavu-core
+  # the platform's image registry (CNCF Distribution) and a second client for its tests
+  docker-registry skopeo
 )
 
 missing=()

@@ -17,6 +17,8 @@ import { taskRoutes } from './routes/tasks.js';
 import { backupRoutes } from './routes/backups.js';
 import { repairRoutes } from './routes/repair.js';
 import { consoleRoutes } from './routes/console.js';
+import { registryRoutes } from './routes/registry.js';
+import type { RegistryService } from '@anodyne/registry';
 import type { Api } from './routes/kit.js';
 
 export interface ServerOptions {
@@ -40,6 +42,8 @@ export interface ServerOptions {
   gauges?: PlatformGauges;
   /** The web console's built files, served under /console. */
   consoleDir?: string;
+  /** The image registry (its token endpoint and management routes), when the platform runs one. */
+  registry?: { service: RegistryService; realm: string };
 }
 
 declare module 'fastify' {
@@ -248,6 +252,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
   await api.register(plugin(taskRoutes, { clusters: o.clusters, clock: o.clock }));
   await api.register(plugin(backupRoutes, { clusters: o.clusters }));
   await api.register(plugin(repairRoutes, { clusters: o.clusters }));
+  if (o.registry) await api.register(plugin(registryRoutes, { registry: o.registry.service, realm: o.registry.realm, caPem: o.caPem }));
   await api.register(plugin(consoleRoutes, { ...(o.consoleDir ? { dir: o.consoleDir } : {}) }));
   await api.register(
     plugin(brokerRoutes, {

@@ -28,6 +28,11 @@ export type ReleaseInfo = Static<typeof S.Release>;
 export type Backup = Static<typeof S.Backup>;
 export type BackupCreated = Static<typeof S.BackupCreated>;
 export type BackupSchedule = Static<typeof S.BackupSchedule>;
+export type RegistryInfo = Static<typeof S.RegistryInfo>;
+export type RegistryToken = Static<typeof S.RegistryToken>;
+export type RegistryProject = Static<typeof S.RegistryProject>;
+export type Image = Static<typeof S.Image>;
+export type DeletedImage = Static<typeof S.DeletedImage>;
 
 /** An error the API answered with (`{code, message}`), or a transport failure. */
 export class ApiError extends Error {
@@ -408,5 +413,45 @@ export class ApiClient {
   }
   audit(query: { limit?: number } = {}): Promise<AuditEntry[]> {
     return this.call('GET', `/v1/audit${query.limit ? `?limit=${query.limit}` : ''}`);
+  }
+
+  // ---------------------------------------------------------------- image registry
+  registryInfo(): Promise<RegistryInfo> {
+    return this.call('GET', '/v1/registry');
+  }
+  /** A registry token for the scopes (`repository:<project>/<name>:pull,push`), for this client's caller. */
+  registryToken(scopes: string[]): Promise<RegistryToken> {
+    const q = new URLSearchParams([['service', 'anodyne-registry'], ...scopes.map((s) => ['scope', s] as [string, string])]);
+    return this.call('GET', `/v1/registry/token?${q.toString()}`);
+  }
+  registryProjects(): Promise<RegistryProject[]> {
+    return this.call('GET', '/v1/registry/projects');
+  }
+  registryProject(name: string): Promise<RegistryProject> {
+    return this.call('GET', `/v1/registry/projects/${seg(name)}`);
+  }
+  createRegistryProject(body: Static<typeof S.CreateRegistryProject>): Promise<RegistryProject> {
+    return this.call('POST', '/v1/registry/projects', body);
+  }
+  updateRegistryProject(name: string, body: Static<typeof S.UpdateRegistryProject>): Promise<RegistryProject> {
+    return this.call('PATCH', `/v1/registry/projects/${seg(name)}`, body);
+  }
+  deleteRegistryProject(name: string): Promise<void> {
+    return this.call('DELETE', `/v1/registry/projects/${seg(name)}`);
+  }
+  grantRegistry(project: string, subject: string, actions: ('pull' | 'push')[]): Promise<RegistryProject> {
+    return this.call('PUT', `/v1/registry/projects/${seg(project)}/grants/${seg(subject)}`, { actions });
+  }
+  revokeRegistry(project: string, subject: string): Promise<RegistryProject> {
+    return this.call('DELETE', `/v1/registry/projects/${seg(project)}/grants/${seg(subject)}`);
+  }
+  images(project?: string): Promise<Image[]> {
+    return this.call('GET', `/v1/registry/images${project ? `?project=${encodeURIComponent(project)}` : ''}`);
+  }
+  deleteImage(image: string): Promise<DeletedImage> {
+    return this.call('DELETE', `/v1/registry/images?image=${encodeURIComponent(image)}`);
+  }
+  collectRegistryGarbage(): Promise<Task> {
+    return this.call('POST', '/v1/registry/gc');
   }
 }

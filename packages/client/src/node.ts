@@ -32,3 +32,5 @@ export function httpsTransport(o: { caPem?: string; insecure?: boolean; timeoutM
       }),
   };
 }
+
+export * from './images.js';

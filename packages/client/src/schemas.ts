@@ -527,3 +527,99 @@ export const CloudCheckReport = Type.Object({
 });
 export type CloudCheckReportBody = Static<typeof CloudCheckReport>;
 export type CloudCheckRequestBody = Static<typeof CloudCheckRequest>;
+
+// ---------------------------------------------------------------- image registry
+const PROJECT_NAME = Type.String({ pattern: '^[a-z0-9]+(?:[._-][a-z0-9]+)*$', minLength: 1, maxLength: 64 });
+export const RegistryInfo = Type.Object({
+  /** `host:port`: images are named `<address>/<project>/<name>:<tag>`. */
+  address: Type.String(),
+  /** The token endpoint (the registry token protocol's realm) and the service name tokens are for. */
+  realm: Type.String(),
+  service: Type.String(),
+  /** PEM of the CA the registry's certificate chains to. */
+  ca: Type.String(),
+  /** The caller's own project (null for callers without one). */
+  own_project: Type.Union([Type.String(), Type.Null()]),
+});
+export const RegistryTokenQuery = Type.Object(
+  {
+    service: Type.Optional(Type.String({ maxLength: 200 })),
+    scope: Type.Optional(Type.Union([Type.String({ maxLength: 1000 }), Type.Array(Type.String({ maxLength: 1000 }), { maxItems: 50 })])),
+    account: Type.Optional(Type.String({ maxLength: 200 })),
+    client_id: Type.Optional(Type.String({ maxLength: 200 })),
+    offline_token: Type.Optional(Type.String({ maxLength: 10 })),
+  },
+  { additionalProperties: false },
+);
+export const RegistryTokenForm = Type.Object(
+  {
+    grant_type: Type.Literal('password'),
+    username: Type.String({ minLength: 1, maxLength: 200 }),
+    password: Type.String({ minLength: 1, maxLength: 8192 }),
+    service: Type.Optional(Type.String({ maxLength: 200 })),
+    scope: Type.Optional(Type.String({ maxLength: 4000 })),
+    client_id: Type.Optional(Type.String({ maxLength: 200 })),
+    access_type: Type.Optional(Type.String({ maxLength: 20 })),
+  },
+  { additionalProperties: false },
+);
+export const RegistryToken = Type.Object({
+  token: Type.String(),
+  access_token: Type.String(),
+  expires_in: Type.Integer(),
+  issued_at: Type.String(),
+});
+export const RegistryGrant = Type.Object({ subject: Type.String(), actions: Type.Array(Type.String()) });
+export const RegistryProject = Type.Object({
+  name: Type.String(),
+  /** Null: a shared project (admins manage it). */
+  owner: Type.Union([Type.String(), Type.Null()]),
+  public: Type.Boolean(),
+  quota_bytes: Type.Union([Type.Integer(), Type.Null()]),
+  used_bytes: Type.Integer(),
+  repositories: Type.Integer(),
+  created_at: Type.String(),
+  /** Shown to the project's owner and admins. */
+  grants: Type.Optional(Type.Array(RegistryGrant)),
+});
+export const ProjectParams = Type.Object({ project: PROJECT_NAME });
+export const CreateRegistryProject = Type.Object(
+  {
+    name: PROJECT_NAME,
+    /** A user who manages it as its owner (admins only; none: a shared project). */
+    owner: Type.Optional(Type.String({ pattern: USER, maxLength: 64 })),
+    public: Type.Optional(Type.Boolean()),
+    quota_bytes: Type.Optional(Type.Union([Type.Integer({ minimum: 0, maximum: 2 ** 50 }), Type.Null()])),
+  },
+  { additionalProperties: false },
+);
+export const UpdateRegistryProject = Type.Object(
+  {
+    public: Type.Optional(Type.Boolean()),
+    quota_bytes: Type.Optional(Type.Union([Type.Integer({ minimum: 0, maximum: 2 ** 50 }), Type.Null()])),
+  },
+  { additionalProperties: false, minProperties: 1 },
+);
+export const GrantParams = Type.Object({
+  project: PROJECT_NAME,
+  subject: Type.String({ pattern: '^(user|group|client|cluster):[^\\s:]{1,128}$', maxLength: 140 }),
+});
+export const SetGrant = Type.Object(
+  { actions: Type.Array(Type.Union([Type.Literal('pull'), Type.Literal('push')]), { minItems: 1, maxItems: 2, uniqueItems: true }) },
+  { additionalProperties: false },
+);
+export const Image = Type.Object({
+  repository: Type.String(),
+  digest: Type.String(),
+  media_type: Type.String(),
+  tags: Type.Array(Type.String()),
+  size_bytes: Type.Integer(),
+  pushed_by: Type.String(),
+  pushed_at: Type.String(),
+});
+export const ImagesQuery = Type.Object({ project: Type.Optional(PROJECT_NAME) }, { additionalProperties: false });
+export const ImageRefQuery = Type.Object(
+  { image: Type.String({ minLength: 3, maxLength: 300, description: 'project/name:tag or project/name@sha256:…' }) },
+  { additionalProperties: false },
+);
+export const DeletedImage = Type.Object({ repository: Type.String(), digest: Type.String(), tags: Type.Array(Type.String()) });

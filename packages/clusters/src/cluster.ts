@@ -171,7 +171,19 @@ export interface ClusterRequest {
   oidc?: OidcTrust;
   /** The release the cluster runs (its jobs' binaries); absent: the directory bound at the jobs' default path. */
   release?: ClusterRelease;
+  /** The platform's image registry: nodes trust it and pull from it with the cluster's credential. */
+  registry?: RegistryTrust;
 }
+
+export interface RegistryTrust {
+  /** `host:port` images are named by. */
+  address: string;
+  /** PEM of the CA that signed its certificate. */
+  caPem: string;
+}
+
+/** The user name a cluster's nodes present to the platform registry (their password is the `registry-pull` variable). */
+export const registryUserOf = (cluster: string): string => `cluster/${cluster}`;
 
 export interface OidcTrust {
   issuerUrl: string;
@@ -385,7 +397,10 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
               ...(plan.azs ? { azs: plan.azs } : {}),
               networks: [{ name: 'default' }],
               jobs: [
-                { name: 'containerd' },
+                {
+                  name: 'containerd',
+                  properties: req.registry ? { registry_address: req.registry.address, registry_ca: req.registry.caPem } : {},
+                },
                 { name: 'flannel', properties: { pod_cidr: net.podCidr } },
                 {
                   name: 'kubelet',
@@ -395,6 +410,7 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
                     kube_reserved: kubelet.kubeReserved,
                     eviction_hard: kubelet.evictionHard,
                     max_pods: kubelet.maxPods,
+                    ...(req.registry ? { registry_address: req.registry.address, registry_username: registryUserOf(req.name) } : {}),
                   },
                 },
                 { name: 'kube-proxy', properties: { pod_cidr: net.podCidr } },
@@ -411,6 +427,8 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
     ],
     variables: [
       ...(clusterVariables(req, net) ?? []),
+      // The nodes' credential for the platform's registry (pulls of what the cluster's owner may pull).
+      { name: 'registry-pull', type: 'password', options: { length: 40 } },
       // Each worker's kubelet serving and client certificate (a cluster of masters alone has none).
       ...(workers > 0
         ? [

@@ -12,7 +12,9 @@ export {
   type Plan,
   type KubeletSettings,
   type ClusterRequest,
+  registryUserOf,
   type OidcTrust,
+  type RegistryTrust,
   type NetworkProfile,
 } from './cluster.js';
 export {

@@ -256,12 +256,21 @@ export const schedulerJob: JobDefinition = {
   ],
 };
 
-/** containerd with the CRI plugin; the release's images are imported before it is used (no registry). */
+/**
+ * containerd with the CRI plugin; the release's images are imported before it is used. The platform's
+ * registry (when it runs one) is trusted through a hosts.toml with its CA; pull credentials come from
+ * the kubelet's credential provider.
+ */
 export const containerdJob: JobDefinition = {
   name: 'containerd',
   release: RELEASE,
-  properties: { release_dir: { default: '/var/lib/anodyne/release' } },
+  properties: {
+    release_dir: { default: '/var/lib/anodyne/release' },
+    registry_address: { default: '' },
+    registry_ca: { default: '' },
+  },
   files: {
+    'registry-ca.crt': '{{ p.registry_ca }}',
     'config.toml': [
       'version = 2',
       'root = "/var/lib/containerd"',
@@ -278,6 +287,8 @@ export const containerdJob: JobDefinition = {
       '    default_runtime_name = "runc"',
       '    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]',
       '      runtime_type = "io.containerd.runc.v2"',
+      '  [plugins."io.containerd.grpc.v1.cri".registry]',
+      '    config_path = "/etc/containerd/certs.d"',
       '  [plugins."io.containerd.grpc.v1.cri".cni]',
       '    bin_dir = "/usr/lib/cni"',
       '    conf_dir = "/etc/cni/net.d"',
@@ -290,6 +301,15 @@ export const containerdJob: JobDefinition = {
       'if [ ! -e /run/anodyne-containerd-booted ]; then rm -rf /var/lib/containerd; touch /run/anodyne-containerd-booted; fi',
       // The marker says this start's import finished (a release change brings new images).
       'rm -f /run/containerd/images-imported',
+      // The platform's registry: its address and CA (hosts.toml); nothing else is configured.
+      'rm -rf /etc/containerd/certs.d',
+      'registry="{{ p.registry_address }}"',
+      'if [ -n "$registry" ]; then',
+      '  d="/etc/containerd/certs.d/$registry"',
+      '  mkdir -p "$d"',
+      '  cp registry-ca.crt "$d/ca.crt"',
+      '  printf \'server = "https://%s"\\n\\n[host."https://%s"]\\n  capabilities = ["pull", "resolve"]\\n  ca = "%s/ca.crt"\\n\' "$registry" "$registry" "$d" > "$d/hosts.toml"',
+      'fi',
       'containerd --config config.toml &',
       'pid=$!',
       'trap "kill $pid" TERM INT',
@@ -393,8 +413,28 @@ export const kubeletJob: JobDefinition = {
     kube_reserved: { default: {} },
     eviction_hard: { default: { 'nodefs.available': '0%', 'nodefs.inodesFree': '0%', 'imagefs.available': '0%' } },
     max_pods: { default: 110 },
+    registry_address: { default: '' },
+    registry_username: { default: '' },
   },
   files: {
+    // The platform registry's pull credential for this cluster, handed to the kubelet by a credential
+    // provider (the plugin kind EKS and GKE use for their registries): no pull secrets in namespaces.
+    'credential-provider.yaml': [
+      'apiVersion: kubelet.config.k8s.io/v1',
+      'kind: CredentialProviderConfig',
+      'providers:',
+      '- name: anodyne-registry',
+      '  apiVersion: credentialprovider.kubelet.k8s.io/v1',
+      '  matchImages: ["{{ p.registry_address }}"]',
+      '  defaultCacheDuration: 5m',
+      '',
+    ].join('\n'),
+    'credential-provider/anodyne-registry': [
+      '#!/bin/sh',
+      'cat > /dev/null',
+      `printf '%s\\n' '{"kind":"CredentialProviderResponse","apiVersion":"credentialprovider.kubelet.k8s.io/v1","cacheKeyType":"Registry","cacheDuration":"5m0s","auth":{"{{ p.registry_address }}":{"username":"{{ p.registry_username }}","password":"{{ vars.registry-pull }}"}}}'`,
+      '',
+    ].join('\n'),
     'certs/ca.crt': '{{ vars.ca.ca }}',
     'certs/kubelet.crt': '{{ ivars.kubelet.certificate }}',
     'certs/kubelet.key': '{{ ivars.kubelet.private_key }}',
@@ -434,7 +474,12 @@ export const kubeletJob: JobDefinition = {
       // (seconds after the API is up): start it once the API answers (a new cluster's workers start
       // with its masters), or after a minute in any case.
       `${waitForApi('kubeconfig')}`,
-      'exec {{ p.release_dir }}/bin/kubelet --config=config.yaml --kubeconfig=kubeconfig --hostname-override={{ spec.name }}-{{ spec.index }} --node-ip={{ spec.ip }} --node-labels=topology.kubernetes.io/zone={{ spec.az }}',
+      'credentials=""',
+      'if [ -n "{{ p.registry_address }}" ]; then',
+      '  chmod 0700 credential-provider/anodyne-registry',
+      '  credentials="--image-credential-provider-config=$PWD/credential-provider.yaml --image-credential-provider-bin-dir=$PWD/credential-provider"',
+      'fi',
+      'exec {{ p.release_dir }}/bin/kubelet --config=config.yaml --kubeconfig=kubeconfig --hostname-override={{ spec.name }}-{{ spec.index }} --node-ip={{ spec.ip }} --node-labels=topology.kubernetes.io/zone={{ spec.az }} $credentials',
       '',
     ].join('\n'),
   },

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { ConflictError, InputError } from '@anodyne/common';
 import type { ClustersTable } from '@anodyne/store';
 import type { AvailabilityProbe, Director } from '@anodyne/director';
-import { clusterManifest, deploymentName, type ClusterRequest, type OidcTrust, type Plan } from './cluster.js';
+import { clusterManifest, deploymentName, type ClusterRequest, type OidcTrust, type Plan, type RegistryTrust } from './cluster.js';
 import type { ClusterRecords, ClusterView, Parameters } from './records.js';
 import type { NetworkProfiles, Quotas } from './profiles.js';
 import type { ClusterRelease, ReleaseRegistry } from './releases.js';
@@ -45,6 +45,7 @@ export interface LifecycleOptions {
   nodes?: { checkRemoval(cluster: string, nodes: string[]): Promise<void> };
   plans: Plan[];
   oidc?: OidcTrust;
+  registry?: RegistryTrust;
   /** Rotates a cluster's CAs (three rollouts in one task). */
   caRotation: ClusterCaRotation;
 }
@@ -65,6 +66,7 @@ export class ClusterLifecycle {
       ...(p.externalHostname ? { externalHostname: p.externalHostname } : {}),
       network: { ...(p.podCidr ? { podCidr: p.podCidr } : {}), ...(p.serviceCidr ? { serviceCidr: p.serviceCidr } : {}) },
       ...(this.o.oidc ? { oidc: this.o.oidc } : {}),
+      ...(this.o.registry ? { registry: this.o.registry } : {}),
     };
   }
 

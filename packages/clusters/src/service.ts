@@ -2,7 +2,7 @@
 import { ConflictError, NotFoundError, UnavailableError, type Clock, type Logger } from '@anodyne/common';
 import type { NetworkProfilesTable, Store } from '@anodyne/store';
 import type { CloudCheck, Director, InstanceView, Task, TaskEvent } from '@anodyne/director';
-import { BUILTIN_PLANS, deploymentName, planUpdate, validatePlans, type OidcTrust, type Plan } from './cluster.js';
+import { BUILTIN_PLANS, deploymentName, planUpdate, validatePlans, type OidcTrust, type Plan, type RegistryTrust } from './cluster.js';
 import { access, type Actor } from './access.js';
 import { ClusterRecords, type ClusterView } from './records.js';
 import { NetworkProfiles, Quotas, type Quota, type Usage } from './profiles.js';
@@ -82,6 +82,8 @@ export interface ClusterServiceOptions {
   plans?: Plan[];
   /** The issuer every cluster's API servers trust (users' kubeconfigs carry its tokens). */
   oidc?: OidcTrust;
+  /** The platform's image registry, which every cluster's nodes trust and pull from. */
+  registry?: RegistryTrust;
   /** Quota for owners without one of their own. */
   defaultQuota?: { maxClusters: number; maxWorkers: number };
   /** How long draining a worker may wait for PodDisruptionBudgets (default 300 s). */
@@ -145,6 +147,7 @@ export class ClusterService {
         ),
       plans: this.plans,
       ...(o.oidc ? { oidc: o.oidc } : {}),
+      ...(o.registry ? { registry: o.registry } : {}),
       caRotation: new ClusterCaRotation({
         steps: o.credentials,
         endpoint: (cluster) => this.binds.endpoint(cluster),

@@ -121,6 +121,21 @@ export const PlatformConfigSchema = Type.Object(
       },
       { default: {}, additionalProperties: false },
     ),
+    registry: Type.Object(
+      {
+        /** Run the image registry (CNCF Distribution) beside the API; clusters' nodes trust and pull from it. */
+        enabled: Type.Boolean({ default: true }),
+        /** Its HTTPS port, on the API's address (0: any free port, as tests use). */
+        port: Type.Integer({ minimum: 0, maximum: 65535, default: 9022 }),
+        /** Bytes a new project may store (0: no limit); admins change it per project. */
+        projectQuotaBytes: Type.Integer({ minimum: 0, default: 10 * 1024 ** 3 }),
+        /** Lifetime of registry tokens, in seconds. */
+        tokenSeconds: Type.Integer({ minimum: 30, maximum: 3600, default: 300 }),
+        /** Push the release's images into the public `library` project at start. */
+        pushReleaseImages: Type.Boolean({ default: true }),
+      },
+      { default: {}, additionalProperties: false },
+    ),
     provider: Type.Object(
       {
         type: Type.Union([Type.Literal('local'), Type.Literal('fake')], { default: 'local' }),

@@ -209,6 +209,24 @@ export const ErrorCodes = {
   ANODYNE_E_NETWORK_PROFILE_NOT_FOUND: def('ANODYNE_E_NETWORK_PROFILE_NOT_FOUND', 'invalid_input', 'Unknown network profile'),
   ANODYNE_E_PLAN_NOT_FOUND: def('ANODYNE_E_PLAN_NOT_FOUND', 'invalid_input', 'Unknown plan'),
   ANODYNE_E_QUOTA_EXCEEDED: def('ANODYNE_E_QUOTA_EXCEEDED', 'quota_exceeded', "The request exceeds the owner's quota"),
+  // Image registry
+  ANODYNE_E_REGISTRY_PROJECT_NOT_FOUND: def('ANODYNE_E_REGISTRY_PROJECT_NOT_FOUND', 'not_found', 'No such registry project'),
+  ANODYNE_E_REGISTRY_PROJECT_EXISTS: def('ANODYNE_E_REGISTRY_PROJECT_EXISTS', 'conflict', 'A registry project with this name exists'),
+  ANODYNE_E_REGISTRY_PROJECT_NOT_EMPTY: def('ANODYNE_E_REGISTRY_PROJECT_NOT_EMPTY', 'conflict', 'The registry project still holds images'),
+  ANODYNE_E_REGISTRY_QUOTA_EXCEEDED: def(
+    'ANODYNE_E_REGISTRY_QUOTA_EXCEEDED',
+    'quota_exceeded',
+    "The push would take the project's stored bytes over its quota",
+  ),
+  ANODYNE_E_REGISTRY_UNAVAILABLE: def('ANODYNE_E_REGISTRY_UNAVAILABLE', 'unavailable', 'The image registry does not answer', true),
+  ANODYNE_E_REGISTRY_DENIED: def('ANODYNE_E_REGISTRY_DENIED', 'not_allowed', 'The registry refused the operation'),
+  ANODYNE_E_IMAGE_NOT_FOUND: def('ANODYNE_E_IMAGE_NOT_FOUND', 'not_found', 'No such image in the registry'),
+  ANODYNE_E_IMAGE_ARCHIVE_INVALID: def(
+    'ANODYNE_E_IMAGE_ARCHIVE_INVALID',
+    'invalid_input',
+    'The file is not an OCI image layout or docker-save archive',
+  ),
+  ANODYNE_E_IMAGE_REFERENCE_INVALID: def('ANODYNE_E_IMAGE_REFERENCE_INVALID', 'invalid_input', 'The image reference is not valid'),
   ANODYNE_E_ROUTE_NOT_FOUND: def('ANODYNE_E_ROUTE_NOT_FOUND', 'not_found', 'No such route'),
   ANODYNE_E_BODY_TOO_LARGE: def('ANODYNE_E_BODY_TOO_LARGE', 'invalid_input', 'The request body is too large'),
 } as const satisfies Record<string, ErrorDefinition>;

@@ -669,6 +669,18 @@ export class Identity {
     return { client_id: row.client_id, scopes: JSON.parse(row.scopes) as string[], grantTypes };
   }
 
+  /**
+   * A robot account: an OAuth client allowed the client_credentials grant, by its secret. Undefined
+   * when no such client has this id (the caller may then be a user); a wrong secret is refused.
+   */
+  async authenticateRobot(clientId: string, secret: string): Promise<{ scopes: string[] } | undefined> {
+    const row = await storeQuery('reading a client', () =>
+      this.o.store.db.selectFrom('identity_clients').selectAll().where('client_id', '=', clientId).executeTakeFirst(),
+    );
+    if (!row || !row.secret_hash || !(JSON.parse(row.grant_types) as string[]).includes('client_credentials')) return undefined;
+    return { scopes: (await this.authenticateClient(clientId, secret, 'client_credentials')).scopes };
+  }
+
   /** Checks a password (local hash or LDAP bind), with a temporary lock after repeated failures. */
   async authenticateUser(username: string, password: string): Promise<UserView> {
     let row = await this.findUser(username);

@@ -10,11 +10,13 @@ import { CredStore, DeploymentVariables, TrustRotation, loadKeyFile, type KeyRin
 import { LocalProvider } from '@anodyne/providers';
 import { CloudCheck, Director, HealthMonitor, agentTlsIssuer, type AgentTlsIssuer } from '@anodyne/director';
 import { AUDIENCE, Identity, LdapUserStore, SCOPES } from '@anodyne/identity';
-import { ClusterService, releaseCatalog, RELEASES_GUEST_DIR, type Plan } from '@anodyne/clusters';
+import { ClusterService, deploymentName, releaseCatalog, RELEASES_GUEST_DIR, type Plan } from '@anodyne/clusters';
+import { samePassword } from '@anodyne/registry';
 import { locateReleases, sha256File } from '@anodyne/release';
 import { LocalArtifactStore, S3ArtifactStore, type ArtifactStore, type BackupKeys } from '@anodyne/backup';
 import { buildServer } from '@anodyne/api';
 import { CertificateRenewal, isDue } from './renewal.js';
+import { startRegistry, type PlatformRegistry } from './registry.js';
 
 /** The web console's build (`make build`: packages/console/build.mjs), beside this package in the checkout. */
 const CONSOLE_DIR = fileURLToPath(new URL('../../console/dist/', import.meta.url));
@@ -51,6 +53,8 @@ export interface Platform {
   renewal: CertificateRenewal;
   identity: Identity;
   clusters: ClusterService;
+  /** The image registry (absent when `registry.enabled` is false). */
+  registry: PlatformRegistry | undefined;
   /** Stops the API and closes the store; VMs keep running (a restart picks them up). With no VM left, the VM network is removed too. */
   close(): Promise<void>;
 }
@@ -138,6 +142,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
   const releases = locateReleases(o.releaseDir ? { dir: o.releaseDir } : {});
   const release = releases[0]!;
   const store = await openStore(storeOptionsOf(config));
+  let registry: PlatformRegistry | undefined;
   try {
     const keys = loadKeyFile(join(dataDir, 'keys', 'encryption.key'));
     // Every secret the store hands out is registered with the logger's mask (when one is shared).
@@ -227,6 +232,47 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
     keyTimer.unref();
 
     const audit = new AuditLog(store, clock);
+    // The image registry: its address goes into every cluster's manifest (nodes trust and pull from it).
+    // eslint-disable-next-line prefer-const -- made below; the registry asks it only once requests come
+    let clusters: ClusterService;
+    if (config.registry.enabled)
+      registry = await startRegistry({
+        config,
+        host,
+        apiUrl: url,
+        caPem: ca.certificate,
+        serving,
+        creds,
+        store,
+        audit,
+        clock,
+        logger,
+        collector: (owner, work) =>
+          director.runTask('registry-gc', "collect the image registry's garbage", owner, async (_signal, sink) => {
+            await sink.event({ stage: 'Collecting garbage', state: 'started' });
+            const report = await work();
+            await sink.event({ stage: 'Collecting garbage', state: 'finished' });
+            await audit.record({ actor: owner, action: 'registry.gc', target: 'registry', result: 'ok', details: { ...report } });
+            return report;
+          }),
+        callers: {
+          bearer: (t) => identity.verify(t),
+          password: async (u, p) => {
+            const user = await identity.authenticateUser(u, p);
+            return { username: user.username, groups: user.groups };
+          },
+          client: (c, secret) => identity.authenticateRobot(c, secret),
+          // A cluster's nodes: the password is the cluster's `registry-pull` variable; they act for its owner.
+          cluster: async (name, password) => {
+            const row = (await clusters.records.rows({ name }))[0];
+            if (!row) return undefined;
+            const stored = await creds
+              .get<'password'>(`/deployments/${deploymentName(name)}/registry-pull`, { actor: 'registry' })
+              .catch(() => undefined);
+            return stored && samePassword(password, stored.value) ? row.owner : undefined;
+          },
+        },
+      });
     // The cloud check's every action (ignoring a finding too) goes to the audit log.
     const cloudCheck = new CloudCheck({
       store,
@@ -250,8 +296,9 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
           },
         }),
     });
-    const clusters = new ClusterService({
+    clusters = new ClusterService({
       cloudCheck,
+      ...(registry ? { registry: { address: registry.address, caPem: ca.certificate } } : {}),
       ...(o.plans ? { plans: o.plans } : {}),
       store,
       director,
@@ -415,6 +462,9 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       days: config.certificates.renewalDays,
       platform: [
         { name: '/platform/api-server', reload: (c) => apiTls.reload?.(c) },
+        ...(registry
+          ? [{ name: '/platform/registry-token', reload: (c: { certificate: string; private_key: string }) => registry!.signer.reload(c) }]
+          : []),
         // The director reads its client certificate from the store for every call to an agent.
         { name: '/director/client' },
       ],
@@ -436,6 +486,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       apiUrl: url,
       caPem: ca.certificate,
       consoleDir: CONSOLE_DIR,
+      ...(registry ? { registry: { service: registry.service, realm: registry.realm } } : {}),
       gauges: {
         certificates: async () =>
           (await creds.certificatesInUse()).map((c) => ({ ...c, due: isDue(c, clock.nowMs(), config.certificates.renewalDays) })),
@@ -454,7 +505,16 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
     await app.listen({ host, port: config.server.port });
     logger.info({ url }, 'API listening');
     // A renewed serving certificate is used for new connections at once.
-    apiTls.reload = (c) => (app.server as unknown as TlsServer).setSecureContext({ cert: c.certificate, key: c.private_key });
+    apiTls.reload = (c) => {
+      (app.server as unknown as TlsServer).setSecureContext({ cert: c.certificate, key: c.private_key });
+      registry?.front.reload({ cert: c.certificate, key: c.private_key });
+    };
+    // The release's images in the registry's public `library` project (in the background: start does not wait).
+    if (registry && config.registry.pushReleaseImages)
+      void registry.pushReleaseImages(release.dir).then(
+        (pushed) => (pushed.length ? logger.info({ images: pushed }, "the release's images are in the registry") : undefined),
+        (err: unknown) => logger.warn({ err: (err as Error).message }, "pushing the release's images into the registry failed"),
+      );
     void renewalPass();
     return {
       app,
@@ -469,6 +529,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       director,
       identity,
       clusters,
+      registry,
       health,
       renewal,
       close: async () => {
@@ -479,6 +540,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
         await clusters.recorder.close();
         await health.stop();
         await app.close();
+        await registry?.close();
         // With no deployment left, nothing needs the VM network: remove the bridge and its rules
         // too, so a stopped platform leaves nothing on the host. Clusters keep it (and run on).
         const left = await store.db
@@ -493,6 +555,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       },
     };
   } catch (err) {
+    await registry?.close();
     await store.close();
     throw err;
   }

@@ -26,6 +26,51 @@ export interface Database {
   backups: BackupsTable;
   backup_schedules: BackupSchedulesTable;
   identity_codes: IdentityCodesTable;
+  registry_projects: RegistryProjectsTable;
+  registry_grants: RegistryGrantsTable;
+  registry_manifests: RegistryManifestsTable;
+  registry_tags: RegistryTagsTable;
+}
+
+/** A registry project: the first path component of its repositories. */
+export interface RegistryProjectsTable {
+  name: string;
+  /** The user whose project it is (push, pull, delete, grant); null for shared projects (admins manage them). */
+  owner: string | null;
+  /** 1: every authenticated caller (and every cluster) may pull. */
+  public: number;
+  /** Stored bytes the project may hold (null: no limit). */
+  quota_bytes: number | null;
+  created_at: string;
+}
+
+export interface RegistryGrantsTable {
+  project: string;
+  /** `user:<name>`, `group:<scope>` or `client:<id>` (a robot account). */
+  subject: string;
+  /** JSON array: `pull`, or `pull` and `push`. */
+  actions: string;
+  created_at: string;
+}
+
+export interface RegistryManifestsTable {
+  project: string;
+  repository: string;
+  digest: string;
+  media_type: string;
+  /** The manifest's own bytes. */
+  size: number;
+  /** JSON array of {digest, size}: the config and layers it refers to. */
+  blobs: string;
+  pushed_by: string;
+  pushed_at: string;
+}
+
+export interface RegistryTagsTable {
+  repository: string;
+  tag: string;
+  digest: string;
+  updated_at: string;
 }
 
 /** A cluster's backup schedule and retention. */

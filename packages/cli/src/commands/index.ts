@@ -15,6 +15,8 @@ import { register as upgradeClusters } from './upgrade-clusters.js';
 import { register as releases } from './releases.js';
 import { register as recreateCluster } from './recreate-cluster.js';
 import { register as backup } from './backup.js';
+import { register as images } from './images.js';
+import { register as projects } from './projects.js';
 import { register as cloudCheck } from './cloud-check.js';
 import { register as certificates } from './certificates.js';
 import { register as vms } from './vms.js';
@@ -56,6 +58,8 @@ export const COMMANDS: readonly Register[] = [
   releases,
   recreateCluster,
   backup,
+  images,
+  projects,
   cloudCheck,
   certificates,
   vms,

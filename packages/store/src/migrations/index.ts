@@ -276,6 +276,49 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0011_image_registry': {
+      async up(db: Kysely<any>) {
+        // Registry projects: the first path component of every repository; an owner's own, or shared.
+        await db.schema
+          .createTable('registry_projects')
+          .addColumn('name', 'text', (c) => c.primaryKey())
+          .addColumn('owner', 'text')
+          .addColumn('public', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('quota_bytes', 'bigint')
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .execute();
+        // Who else may pull (or push) a project's images: users, groups (scopes) and robot clients.
+        await db.schema
+          .createTable('registry_grants')
+          .addColumn('project', 'text', (c) => c.notNull())
+          .addColumn('subject', 'text', (c) => c.notNull())
+          .addColumn('actions', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('registry_grants_pk', ['project', 'subject'])
+          .execute();
+        // Manifests pushed, with the blobs they refer to (what a project's stored bytes count).
+        await db.schema
+          .createTable('registry_manifests')
+          .addColumn('project', 'text', (c) => c.notNull())
+          .addColumn('repository', 'text', (c) => c.notNull())
+          .addColumn('digest', 'text', (c) => c.notNull())
+          .addColumn('media_type', 'text', (c) => c.notNull())
+          .addColumn('size', 'bigint', (c) => c.notNull())
+          .addColumn('blobs', 'text', (c) => c.notNull())
+          .addColumn('pushed_by', 'text', (c) => c.notNull())
+          .addColumn('pushed_at', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('registry_manifests_pk', ['repository', 'digest'])
+          .execute();
+        await db.schema
+          .createTable('registry_tags')
+          .addColumn('repository', 'text', (c) => c.notNull())
+          .addColumn('tag', 'text', (c) => c.notNull())
+          .addColumn('digest', 'text', (c) => c.notNull())
+          .addColumn('updated_at', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('registry_tags_pk', ['repository', 'tag'])
+          .execute();
+      },
+    },
   };
   /* eslint-enable @typescript-eslint/no-explicit-any */
 }
