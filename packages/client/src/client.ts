@@ -33,6 +33,7 @@ export type RegistryToken = Static<typeof S.RegistryToken>;
 export type RegistryProject = Static<typeof S.RegistryProject>;
 export type Image = Static<typeof S.Image>;
 export type DeletedImage = Static<typeof S.DeletedImage>;
+export type ImagePolicy = Static<typeof S.ImagePolicy>;
 
 /** An error the API answered with (`{code, message}`), or a transport failure. */
 export class ApiError extends Error {
@@ -450,6 +451,12 @@ export class ApiClient {
   }
   deleteImage(image: string): Promise<DeletedImage> {
     return this.call('DELETE', `/v1/registry/images?image=${encodeURIComponent(image)}`);
+  }
+  imagePolicy(cluster: string): Promise<ImagePolicy> {
+    return this.call('GET', `/v1/clusters/${seg(cluster)}/image-policy`);
+  }
+  setImagePolicy(cluster: string, registryOnly: boolean): Promise<ImagePolicy> {
+    return this.call('PUT', `/v1/clusters/${seg(cluster)}/image-policy`, { registry_only: registryOnly });
   }
   collectRegistryGarbage(): Promise<Task> {
     return this.call('POST', '/v1/registry/gc');

@@ -623,3 +623,9 @@ export const ImageRefQuery = Type.Object(
   { additionalProperties: false },
 );
 export const DeletedImage = Type.Object({ repository: Type.String(), digest: Type.String(), tags: Type.Array(Type.String()) });
+export const ImagePolicy = Type.Object({
+  /** True: workloads may run only images of the platform registry (and the release's preloaded ones). */
+  registry_only: Type.Boolean(),
+  registry: Type.Union([Type.String(), Type.Null()]),
+});
+export const SetImagePolicy = Type.Object({ registry_only: Type.Boolean() }, { additionalProperties: false });

@@ -29,7 +29,8 @@ export interface KubeClient {
   apps: AppsV1Api;
 }
 
-export function kubeClient(e: ClusterEndpoint, timeoutMs = 15_000): KubeClient {
+/** A KubeConfig for a cluster's API as its admin (every call with a timeout). */
+export function kubeConfigOf(e: ClusterEndpoint, timeoutMs = 15_000): KubeConfig {
   const kc = new TimedKubeConfig(timeoutMs);
   const b64 = (s: string): string => Buffer.from(s).toString('base64');
   kc.loadFromOptions({
@@ -38,6 +39,11 @@ export function kubeClient(e: ClusterEndpoint, timeoutMs = 15_000): KubeClient {
     contexts: [{ name: e.cluster, cluster: e.cluster, user: 'admin' }],
     currentContext: e.cluster,
   });
+  return kc;
+}
+
+export function kubeClient(e: ClusterEndpoint, timeoutMs = 15_000): KubeClient {
+  const kc = kubeConfigOf(e, timeoutMs);
   return {
     core: kc.makeApiClient(CoreV1Api),
     rbac: kc.makeApiClient(RbacAuthorizationV1Api),

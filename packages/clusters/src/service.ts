@@ -17,6 +17,7 @@ import { apiProbe } from './availability.js';
 import { ClusterBackups, type PlatformBackupSource } from './backups.js';
 import { ChangeRecorder, etcdLeaderAt, type EtcdAccess } from './changelog.js';
 import { ClusterRepair } from './repair.js';
+import { ClusterImagePolicy, type ImagePolicyView } from './imagepolicy.js';
 import type { ArtifactStore, BackupKeys } from '@anodyne/backup';
 
 /** A plan as the API lists it. */
@@ -110,6 +111,7 @@ export class ClusterService {
   readonly quotas: Quotas;
   readonly lifecycle: ClusterLifecycle;
   readonly binds: ClusterBinds;
+  private readonly imagePolicy: ClusterImagePolicy;
   readonly fleet: ClusterFleet;
   /** The director's instance hooks: workers are drained before they stop and their Nodes go with them. */
   readonly nodes: NodeHooks;
@@ -155,6 +157,10 @@ export class ClusterService {
         clock: o.clock,
         logger: o.logger,
       }),
+    });
+    this.imagePolicy = new ClusterImagePolicy({
+      ...(o.registry ? { registry: o.registry } : {}),
+      endpoint: (cluster) => this.binds.endpoint(cluster),
     });
     this.binds = new ClusterBinds({
       records: this.records,
@@ -241,6 +247,18 @@ export class ClusterService {
   async get(a: Actor, name: string): Promise<ClusterView> {
     await this.seen(a, name);
     return this.records.get(name);
+  }
+
+  /** Whether the cluster runs only images of the platform registry (and the release's own). */
+  async imagePolicyOf(a: Actor, name: string): Promise<ImagePolicyView> {
+    await this.seen(a, name);
+    return this.imagePolicy.get(name);
+  }
+
+  /** Sets it (the owner or an admin): an admission policy in the cluster, in force at once. */
+  async setImagePolicy(a: Actor, name: string, registryOnly: boolean): Promise<ImagePolicyView> {
+    await this.changed(a, name);
+    return this.imagePolicy.set(name, registryOnly);
   }
 
   /** The caller becomes the owner. */

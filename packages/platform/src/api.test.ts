@@ -321,9 +321,11 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
             ? { state: 'cancelled' }
             : r.method === 'PUT' && r.url.endsWith('/backup-schedule')
               ? { every_minutes: 60, keep_last: 1 }
-              : ['POST', 'PUT'].includes(r.method)
-                ? {}
-                : undefined;
+              : r.method === 'PUT' && r.url.endsWith('/image-policy')
+                ? { registry_only: false }
+                : ['POST', 'PUT'].includes(r.method)
+                  ? {}
+                  : undefined;
       const res = await call(r.method, path, { token: tokens['bob'], ...(body ? { body } : {}) });
       assert.equal(res.status, 404, `other owner: ${r.method} ${path}: ${res.text}`);
       assert.match((res.body as { code: string }).code, /^ANODYNE_E_(CLUSTER|TASK|BACKUP)_NOT_FOUND$/, `${r.method} ${path}`);

@@ -2,7 +2,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import type { Clock, Logger, PlatformConfig } from '@anodyne/common';
+import { ConflictError, type Clock, type Logger, type PlatformConfig } from '@anodyne/common';
 import type { AuditLog, Store } from '@anodyne/store';
 import type { CredStore } from '@anodyne/credstore';
 import type { Principal } from '@anodyne/identity';
@@ -77,6 +77,7 @@ export async function startRegistry(d: RegistryDeps): Promise<PlatformRegistry> 
     logger: d.logger,
   });
   let collecting = false;
+  let queued = false;
   // eslint-disable-next-line prefer-const -- the front asks for it per request; it is made once the front's port is known
   let service: RegistryService | undefined;
   await proc.start();
@@ -106,7 +107,17 @@ export async function startRegistry(d: RegistryDeps): Promise<PlatformRegistry> 
     defaultQuotaBytes: rc.projectQuotaBytes > 0 ? rc.projectQuotaBytes : null,
     callers: d.callers,
     upstream: socketUpstream(proc.socket, signer),
-    collector: (owner) => d.collector(owner, collectGarbage),
+    // One collection at a time: it stops and starts the registry.
+    collector: async (owner) => {
+      if (queued) throw new ConflictError('ANODYNE_E_CONFLICT', 'a garbage collection of the registry is already running');
+      queued = true;
+      try {
+        return await d.collector(owner, () => collectGarbage().finally(() => (queued = false)));
+      } catch (err) {
+        queued = false;
+        throw err;
+      }
+    },
   });
   d.logger.info({ address }, 'image registry listening');
   async function collectGarbage(): Promise<GcReport> {

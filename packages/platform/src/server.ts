@@ -28,6 +28,14 @@ export async function runServer(configFile?: string): Promise<void> {
     '  bin/anodyne get-credentials demo',
     `  ${platform.releaseKubectl} get nodes`,
     '',
+    ...(platform.registry
+      ? [
+          `Image registry: ${platform.registry.address} (your clusters pull from it with no pull secret)`,
+          '  bin/anodyne images push app.tar --name app:1      (an OCI or docker-save archive, into your own project)',
+          `  ${platform.releaseKubectl} create deployment app --image=${platform.registry.address}/admin/app:1`,
+          '',
+        ]
+      : []),
     'Stop with Ctrl-C (clusters keep running; the next start picks them up).',
     '',
   ];

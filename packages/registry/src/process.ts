@@ -99,7 +99,10 @@ export class RegistryProcess {
   }
 
   private spawnChild(program: string): void {
-    const child = spawn(program, ['serve', this.configFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+    // It dies with the platform (a kill -9 of the server included): no registry outlives its front.
+    const child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', program, 'serve', this.configFile], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     this.child = child;
     let tail = '';
     child.stderr?.on('data', (c: Buffer) => (tail = (tail + c.toString()).slice(-2000)));

@@ -126,7 +126,7 @@ export class RegistryService {
     const decoded = Buffer.from(basic[1]!, 'base64').toString('utf8');
     const colon = decoded.indexOf(':');
     if (colon < 0) throw new UnauthenticatedError('ANODYNE_E_BAD_CREDENTIALS', 'Basic credentials lack a password');
-    return this.fromPassword(decodeURIComponent(decoded.slice(0, colon)), decodeURIComponent(decoded.slice(colon + 1)));
+    return this.fromPassword(decoded.slice(0, colon), decoded.slice(colon + 1));
   }
 
   /** A user name (or robot id, or `cluster/<name>`) and its password; an access token works as the password too. */

@@ -170,6 +170,35 @@ export function clusterRoutes(app: Api, o: ClusterRoutesOptions): void {
     async (req) => c.certificates(principal(req), req.params.name),
   );
   app.get(
+    '/v1/clusters/:name/image-policy',
+    {
+      config: auth(READ_SCOPES),
+      schema: {
+        ...doc("Whether the cluster runs only images of the platform registry (and the release's own)", tags, true),
+        params: S.NameParams,
+        response: ok({ 200: S.ImagePolicy }),
+      },
+    },
+    async (req) => c.imagePolicyOf(principal(req), req.params.name),
+  );
+  app.put(
+    '/v1/clusters/:name/image-policy',
+    {
+      config: auth(WRITE_SCOPES, 'cluster.image_policy'),
+      schema: {
+        ...doc(
+          'Allow only images of the platform registry (an admission policy in the cluster, at once: a workload naming another image is refused, the image named), or any image again',
+          tags,
+          true,
+        ),
+        params: S.NameParams,
+        body: S.SetImagePolicy,
+        response: ok({ 200: S.ImagePolicy }),
+      },
+    },
+    async (req) => c.setImagePolicy(principal(req), req.params.name, req.body.registry_only),
+  );
+  app.get(
     '/v1/clusters/:name/vms',
     {
       config: auth(READ_SCOPES),

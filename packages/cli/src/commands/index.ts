@@ -17,6 +17,7 @@ import { register as recreateCluster } from './recreate-cluster.js';
 import { register as backup } from './backup.js';
 import { register as images } from './images.js';
 import { register as projects } from './projects.js';
+import { register as imagePolicy } from './image-policy.js';
 import { register as cloudCheck } from './cloud-check.js';
 import { register as certificates } from './certificates.js';
 import { register as vms } from './vms.js';
@@ -60,6 +61,7 @@ export const COMMANDS: readonly Register[] = [
   backup,
   images,
   projects,
+  imagePolicy,
   cloudCheck,
   certificates,
   vms,

@@ -42,8 +42,9 @@ export async function startTestPlatform(
       ANODYNE_PROVIDER_TAG: tag,
       ANODYNE_SERVER_PORT: String(port),
       ANODYNE_DIRECTOR_HEALTH_INTERVAL_SECONDS: '2',
-      // The registry on a free port; the release's images are pushed only where a suite asks.
-      ANODYNE_REGISTRY_PORT: '0',
+      // The registry on a port of the suite's own (kept across restarts: clusters' nodes name it); the
+      // release's images are pushed only where a suite asks.
+      ANODYNE_REGISTRY_PORT: String(port + 20_000),
       ANODYNE_REGISTRY_PUSH_RELEASE_IMAGES: 'false',
       ...env,
     },
