@@ -25,6 +25,28 @@ import {
 const isRoot = process.getuid?.() === 0;
 
 describe('cluster manifests', () => {
+  it("the platform registry is in the workers' containerd (address, CA) and kubelet (credential provider) jobs, with a node credential", () => {
+    const registry = { address: '10.244.0.1:9022', caPem: '-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n' };
+    const m = parseManifest(clusterManifest({ name: 'reg', plan: 'small', workers: 1, registry }));
+    const jobs = m.instance_groups.find((g) => g.name === 'worker')!.jobs;
+    assert.deepEqual(jobs.find((j) => j.name === 'containerd')?.properties, {
+      registry_address: registry.address,
+      registry_ca: registry.caPem,
+    });
+    const kubelet = jobs.find((j) => j.name === 'kubelet')?.properties;
+    assert.equal(kubelet?.['registry_address'], registry.address);
+    assert.equal(kubelet?.['registry_username'], 'cluster/reg');
+    assert.deepEqual(
+      m.variables?.find((v) => v.name === 'registry-pull'),
+      { name: 'registry-pull', type: 'password', options: { length: 40 } },
+    );
+    const without = parseManifest(clusterManifest({ name: 'reg', plan: 'small', workers: 1 }));
+    assert.deepEqual(
+      without.instance_groups.find((g) => g.name === 'worker')!.jobs.find((j) => j.name === 'containerd')?.properties ?? {},
+      {},
+    );
+  });
+
   it('a plan and a request make a valid deployment manifest with the full certificate set', () => {
     const m = parseManifest(clusterManifest({ name: 'prod', plan: 'ha', externalHostname: 'prod.example.test' }));
     assert.equal(m.name, 'cluster-prod');

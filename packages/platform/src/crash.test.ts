@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { silentLogger, systemClock, skipUnless } from '@anodyne/common';
+import { exec, silentLogger, systemClock, skipUnless } from '@anodyne/common';
 import { LocalProvider } from '@anodyne/providers';
 import { hostLeftovers } from '@anodyne/providers/testing';
 import { https } from './testing/index.js';
@@ -29,6 +29,8 @@ describe('faults: kill -9 of the platform during create, update and delete', { s
     ANODYNE_PROVIDER_NETWORK: NETWORK,
     ANODYNE_PROVIDER_TAG: tag,
     ANODYNE_SERVER_PORT: String(PORT),
+    ANODYNE_REGISTRY_PORT: String(PORT + 20_000),
+    ANODYNE_REGISTRY_PUSH_RELEASE_IMAGES: 'false',
     ANODYNE_LOG_LEVEL: 'warn',
   };
   let server: ChildProcess | undefined;
@@ -66,6 +68,13 @@ describe('faults: kill -9 of the platform during create, update and delete', { s
     const exited = new Promise((r) => server!.once('exit', r));
     server!.kill('SIGKILL');
     await exited;
+    // The image registry it ran dies with it (nothing of the killed server runs on).
+    for (let i = 0; i < 50; i++) {
+      const left = await exec(['pgrep', '-f', join(dir, 'registry', 'config.yml')], { okCodes: [0, 1] });
+      if (left.code === 1) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.fail('the registry outlived the killed server');
   };
   const call = (method: string, path: string, body?: unknown) =>
     https(url, ca, method, path, { token, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
