@@ -36,6 +36,8 @@ export class RegistryProcess {
   private stopping = false;
   private restarts = 0;
   private restartTimer: NodeJS.Timeout | undefined;
+  /** The last lines the registry wrote to stderr (its errors). */
+  private tail = '';
   readonly socket: string;
   readonly configFile: string;
   readonly dataDir: string;
@@ -85,17 +87,24 @@ export class RegistryProcess {
   async start(): Promise<void> {
     const program = this.o.program ?? 'docker-registry';
     this.stopping = false;
+    this.tail = '';
     this.writeConfig();
     rmSync(this.socket, { force: true });
+    const exits = this.restarts;
     this.spawnChild(program);
     const deadline = Date.now() + 15_000;
     while (Date.now() < deadline) {
       if (await this.answers()) return;
-      if (!this.child) break;
+      if (this.restarts > exits) break; // it exited: say why now
       await new Promise((r) => setTimeout(r, 50));
     }
     await this.stop();
-    throw new UnavailableError('ANODYNE_E_REGISTRY_UNAVAILABLE', `the image registry (${program}) did not start within 15 s`);
+    const lines = this.tail.trim().split('\n');
+    const said = (lines.find((l) => /panic:|fatal|level=error/i.test(l)) ?? lines[lines.length - 1] ?? '').trim().slice(0, 300);
+    throw new UnavailableError(
+      'ANODYNE_E_REGISTRY_UNAVAILABLE',
+      `the image registry (${program}) did not start${said ? `: ${said}` : ' within 15 s'}`,
+    );
   }
 
   private spawnChild(program: string): void {
@@ -104,8 +113,7 @@ export class RegistryProcess {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     this.child = child;
-    let tail = '';
-    child.stderr?.on('data', (c: Buffer) => (tail = (tail + c.toString()).slice(-2000)));
+    child.stderr?.on('data', (c: Buffer) => (this.tail = (this.tail + c.toString()).slice(-2000)));
     child.on('error', (err) => this.o.logger.error({ err: err.message }, 'the image registry could not be started'));
     child.on('exit', (code, signal) => {
       if (this.child === child) this.child = undefined;
@@ -113,7 +121,7 @@ export class RegistryProcess {
       this.restarts++;
       const delay = Math.min(30_000, 500 * 2 ** Math.min(this.restarts, 6));
       this.o.logger.warn(
-        { code, signal, restarts: this.restarts, delayMs: delay, stderr: tail.slice(-500) },
+        { code, signal, restarts: this.restarts, delayMs: delay, stderr: this.tail.slice(-500) },
         'the image registry exited; restarting',
       );
       this.restartTimer = setTimeout(() => {
