@@ -582,6 +582,11 @@ export const RegistryProject = Type.Object({
   /** Shown to the project's owner and admins. */
   grants: Type.Optional(Type.Array(RegistryGrant)),
 });
+/**
+ * Stored bytes allowed, or null for no limit. `nullable` (OpenAPI 3.0), not a union: the server coerces
+ * types, and a union would read null as 0 (a quota of nothing) or 0 as null.
+ */
+const QUOTA_BYTES = Type.Unsafe<number | null>({ type: 'integer', minimum: 0, maximum: 2 ** 50, nullable: true });
 export const ProjectParams = Type.Object({ project: PROJECT_NAME });
 export const CreateRegistryProject = Type.Object(
   {
@@ -589,14 +594,14 @@ export const CreateRegistryProject = Type.Object(
     /** A user who manages it as its owner (admins only; none: a shared project). */
     owner: Type.Optional(Type.String({ pattern: USER, maxLength: 64 })),
     public: Type.Optional(Type.Boolean()),
-    quota_bytes: Type.Optional(Type.Union([Type.Integer({ minimum: 0, maximum: 2 ** 50 }), Type.Null()])),
+    quota_bytes: Type.Optional(QUOTA_BYTES),
   },
   { additionalProperties: false },
 );
 export const UpdateRegistryProject = Type.Object(
   {
     public: Type.Optional(Type.Boolean()),
-    quota_bytes: Type.Optional(Type.Union([Type.Integer({ minimum: 0, maximum: 2 ** 50 }), Type.Null()])),
+    quota_bytes: Type.Optional(QUOTA_BYTES),
   },
   { additionalProperties: false, minProperties: 1 },
 );

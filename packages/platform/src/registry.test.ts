@@ -256,7 +256,8 @@ describe('the image registry with real clusters', { skip: skipUnless(isRoot, 'ne
 
   it('deleting an image and collecting garbage frees its blobs; the registry restarted loses nothing', async () => {
     writeFileSync(join(tp.dir, 'gone.tar'), webImage('gone', 512 * 1024));
-    assert.equal((await cli('alice', 'images', 'push', join(tp.dir, 'gone.tar'), '--name', 'gone:1')).code, 0);
+    const pushed = await cli('alice', 'images', 'push', join(tp.dir, 'gone.tar'), '--name', 'gone:1');
+    assert.equal(pushed.code, 0, pushed.stderr);
     const before = tp.platform.registry!.process.storedBytes();
     const denied = await cli('bob', 'images', 'delete', 'alice/gone:1');
     assert.notEqual(denied.code, 0, 'bob may pull alice (granted) but not delete');

@@ -93,7 +93,7 @@ export function registryRoutes(app: Api, o: RegistryRoutesOptions): void {
         response: ok({ 201: S.RegistryProject }),
       },
     },
-    async (req, reply) => reply.status(201).send(await r.createProject(principal(req), req.body)),
+    async (req, reply) => reply.status(201).send(await r.createProject(principal(req), req.body as Static<typeof S.CreateRegistryProject>)),
   );
   app.get(
     '/v1/registry/projects/:project',
@@ -118,7 +118,7 @@ export function registryRoutes(app: Api, o: RegistryRoutesOptions): void {
         response: ok({ 200: S.RegistryProject }),
       },
     },
-    async (req) => r.updateProject(principal(req), req.params.project, req.body),
+    async (req) => r.updateProject(principal(req), req.params.project, req.body as Static<typeof S.UpdateRegistryProject>),
   );
   app.delete(
     '/v1/registry/projects/:project',
