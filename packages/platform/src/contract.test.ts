@@ -73,7 +73,8 @@ describe(
           ),
           query: fc.record(
             Object.fromEntries((o.op.parameters ?? []).filter((p) => p.in === 'query').map((p) => [p.name, validValue(p.schema, KNOWN)])),
-            { requiredKeys: [] },
+            // Optional ones now and then; those the document requires, always.
+            { requiredKeys: (o.op.parameters ?? []).filter((p) => p.in === 'query' && p.required).map((p) => p.name) },
           ),
           body: validValue(o.op.requestBody?.content?.['application/json']?.schema, KNOWN),
         }),

@@ -105,7 +105,11 @@ export function validRequest(
   const of = (where: string) => (op.parameters ?? []).filter((p) => p.in === where);
   return fc.record({
     params: fc.record(Object.fromEntries(of('path').map((p) => [p.name, validValue(p.schema, known)]))),
-    query: fc.record(Object.fromEntries(of('query').map((p) => [p.name, validValue(p.schema, known)])), { requiredKeys: [] }),
+    query: fc.record(Object.fromEntries(of('query').map((p) => [p.name, validValue(p.schema, known)])), {
+      requiredKeys: of('query')
+        .filter((p) => p.required)
+        .map((p) => p.name),
+    }),
     body: validValue(op.requestBody?.content?.['application/json']?.schema, known),
   });
 }
