@@ -9,6 +9,7 @@ import { ClusterPage } from './pages/cluster.js';
 import { CreateClusterPage } from './pages/create.js';
 import { TaskPage } from './pages/task.js';
 import { PlansPage, QuotasPage } from './pages/plans.js';
+import { ImagesPage } from './pages/images.js';
 import { AuditPage, ClientsPage, EventsPage, NetworkProfilesPage, UsersPage } from './pages/admin.js';
 
 const ADMIN = ['pks.clusters.admin', 'pks.clusters.admin.read'];
@@ -37,6 +38,7 @@ function Route({ ctx, hash }: { ctx: Ctx; hash: string }) {
   if (head === 'tasks' && arg) return <TaskPage ctx={ctx} id={arg} />;
   if (head === 'plans') return <PlansPage ctx={ctx} />;
   if (head === 'quotas') return <QuotasPage ctx={ctx} />;
+  if (head === 'images') return <ImagesPage ctx={ctx} />;
   if (ctx.admin && head === 'users') return <UsersPage ctx={ctx} />;
   if (ctx.admin && head === 'clients') return <ClientsPage ctx={ctx} />;
   if (ctx.admin && head === 'network-profiles') return <NetworkProfilesPage ctx={ctx} />;
@@ -135,6 +137,7 @@ function App() {
           <ul>
             {link('#/clusters', 'Clusters')}
             {link('#/plans', 'Plans')}
+            {link('#/images', 'Images')}
             {link('#/quotas', 'Quotas')}
             {ctx.admin ? (
               <>

@@ -299,6 +299,12 @@ describe('the web console in a real browser', { skip: skipUnless(isRoot && exist
       .first()
       .waitFor();
     await accessible(bob, 'quotas page');
+    // The registry: its address, bob's own project (made on first sight), no images yet.
+    await bob.goto(`${url}/console/#/images`);
+    await bob.getByRole('cell', { name: 'bob', exact: true }).first().waitFor();
+    await bob.getByText('No images yet.').waitFor();
+    assert.match((await bob.locator('p code').first().textContent()) ?? '', /^[\d.]+:\d+$/, "the registry's address is shown");
+    await accessible(bob, 'images page');
     await bobCtx.close();
 
     for (const dark of [false, true]) {

@@ -300,4 +300,41 @@ describe('the image registry with real clusters', { skip: skipUnless(isRoot, 'ne
     for (const a of ['registry.push:ok', 'registry.delete:ok', 'registry.token:denied', 'registry.token:ok', 'registry.gc:ok'])
       assert.ok(audit.includes(a), `${a} is audited`);
   });
+  it('a robot account (an OAuth client) pushes with its id and secret where it is granted, and nowhere else', async () => {
+    const made = await call('POST', '/v1/clients', {
+      client_id: 'ci-bot',
+      client_secret: 'ci-bot-secret-0123456789',
+      scopes: [],
+      grant_types: ['client_credentials'],
+    });
+    assert.equal(made.status, 201, made.text);
+    const certDir = join(tp.dir, 'skopeo-certs');
+    const push = (creds: string) =>
+      exec(
+        [
+          'skopeo',
+          '--command-timeout',
+          '60s',
+          'copy',
+          '--dest-cert-dir',
+          certDir,
+          '--dest-creds',
+          creds,
+          `oci:${join(tp.dir, 'pulled')}:1`,
+          `docker://${address}/alice/ci:1`,
+        ],
+        { okCodes: [0, 1], timeoutMs: 90_000 },
+      );
+    const before = await push('ci-bot:ci-bot-secret-0123456789');
+    assert.notEqual(before.code, 0, 'no grant, no push');
+    assert.equal((await cli('alice', 'projects', 'grant', 'alice', 'client:ci-bot', '--push')).code, 0);
+    assert.notEqual((await push('ci-bot:not-the-secret')).code, 0, 'a wrong secret is refused');
+    const after = await push('ci-bot:ci-bot-secret-0123456789');
+    assert.equal(after.code, 0, after.stderr);
+    const images = JSON.parse((await cli('alice', 'images', 'list', 'alice', '--json')).stdout) as {
+      repository: string;
+      pushed_by: string;
+    }[];
+    assert.equal(images.find((i) => i.repository === 'alice/ci')?.pushed_by, 'ci-bot');
+  });
 });
