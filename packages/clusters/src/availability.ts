@@ -1,5 +1,6 @@
 // The cluster API's availability while a task rolls the cluster: requests through its endpoint in a loop, counted.
-import { request } from 'node:https';
+import { request, type RequestOptions } from 'node:https';
+import { createSecureContext, type SecureContext } from 'node:tls';
 import type { Clock } from '@anodyne/common';
 import type { AvailabilityProbe, AvailabilityReport } from '@anodyne/director';
 import type { ClusterEndpoint } from './kube.js';
@@ -9,11 +10,23 @@ export interface EndpointAnswer {
   body: string;
 }
 
+/** TLS contexts by endpoint: a client that fetched its credentials once reuses them (building one costs milliseconds). */
+const contexts = new WeakMap<ClusterEndpoint['admin'], SecureContext>();
+function contextOf(e: ClusterEndpoint): SecureContext {
+  let c = contexts.get(e.admin);
+  if (!c) contexts.set(e.admin, (c = createSecureContext({ ca: e.admin.ca, cert: e.admin.certificate, key: e.admin.private_key })));
+  return c;
+}
+
 /**
  * One request to the cluster's API through its endpoint (what users reach) with the admin
  * certificate, on a connection of its own (as a new client makes it: the answer is the
- * endpoint's, not that of a connection pinned to one API server). Rejects when no answer comes
- * within `timeoutMs`.
+ * endpoint's, not that of a connection pinned to one API server). Rejects when the connection
+ * stays silent for `timeoutMs`.
+ *
+ * A silence is judged only after what already arrived has been read: when this process itself
+ * did not run for a while (a long synchronous step, a pause of its garbage collector), its timers
+ * fire before it reads its sockets, and an answer waiting in the socket must not count as none.
  */
 export function endpointRequest(
   e: ClusterEndpoint,
@@ -25,29 +38,44 @@ export function endpointRequest(
   const u = new URL(path, e.server);
   const payload = body === undefined ? undefined : JSON.stringify(body);
   return new Promise((resolve, reject) => {
-    const req = request(
-      {
-        host: u.hostname,
-        port: u.port,
-        path: `${u.pathname}${u.search}`,
-        method,
-        agent: false,
-        ca: e.admin.ca,
-        cert: e.admin.certificate,
-        key: e.admin.private_key,
-        timeout: timeoutMs,
-        headers: payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
-      },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => (text += c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-    req.on('timeout', () => req.destroy(new Error(`no answer in ${timeoutMs} ms`)));
+    let settled = false;
+    // `secureContext` reaches tls.connect (Node's types for https.request leave it out).
+    const options: RequestOptions & { secureContext: SecureContext } = {
+      host: u.hostname,
+      port: u.port,
+      path: `${u.pathname}${u.search}`,
+      method,
+      agent: false,
+      secureContext: contextOf(e),
+      timeout: timeoutMs,
+      headers: payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+    };
+    const req = request(options, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (text += c));
+      res.on('end', () => {
+        settled = true;
+        resolve({ status: res.statusCode ?? 0, body: text });
+      });
+      res.on('error', (err) => {
+        settled = true;
+        reject(err);
+      });
+    });
+    req.on('error', (err) => {
+      settled = true;
+      reject(err);
+    });
+    req.on('timeout', () => {
+      // Judged after this turn's I/O has been read (setImmediate runs after the poll phase): bytes
+      // read meanwhile were activity, and the socket's timer starts again from them.
+      const before = req.socket?.bytesRead ?? 0;
+      setImmediate(() => {
+        if (settled || (req.socket?.bytesRead ?? 0) > before) return;
+        req.destroy(new Error(`no answer in ${timeoutMs} ms`));
+      });
+    });
     req.end(payload);
   });
 }
@@ -72,7 +100,7 @@ export function countingLoop(
     if (outcome === true) lastGood = now;
     else {
       report.failed++;
-      report.last_error = outcome;
+      report.last_error = `${new Date(now).toISOString()}: ${outcome}`;
     }
     report.longest_gap_ms = Math.max(report.longest_gap_ms, now - lastGood);
   };

@@ -9,7 +9,7 @@ import { SCOPES } from '@anodyne/identity';
 import { BUILTIN_PLANS } from '@anodyne/clusters';
 import type { AvailabilityReport } from '@anodyne/director';
 import { startTestPlatform, https, type HttpResult, type TestPlatform, tokenSource } from './testing/index.js';
-import { appLoop, configMapLoop, deployApp, line, until, budget, apply, type Kubectl } from './testing/workloads.js';
+import { appLoop, configMapLoop, deployApp, eventLoopWatch, line, until, budget, apply, type Kubectl } from './testing/workloads.js';
 
 const isRoot = process.getuid?.() === 0;
 const PORT = 19_300 + (process.pid % 90);
@@ -164,6 +164,7 @@ describe('Kubernetes releases side by side and upgrades between them', { skip: s
     // The upgrade, with a client of the API and a client of the app running all along.
     const api = track(configMapLoop(k.endpoint));
     const app = track(appLoop(k.endpoint));
+    const stalls = eventLoopWatch();
     const started = Date.now();
     const upTask = await runTask('POST', '/v1/clusters/ha1/upgrade', {});
     const took = Date.now() - started;
@@ -173,13 +174,14 @@ describe('Kubernetes releases side by side and upgrades between them', { skip: s
     );
     t.diagnostic(`API client (ConfigMap create/read/delete): ${line(apiCount)}`);
     t.diagnostic(`app client (through its Service): ${line(appCount)}`);
+    t.diagnostic(stalls.stop());
     const measured = (upTask.result as { availability?: AvailabilityReport } | null)?.availability;
     t.diagnostic(`the platform's own probe: ${measured ? line(measured) : 'none'}`);
     assert.equal(upTask.state, 'done', JSON.stringify(upTask.error));
     assert.ok(apiCount.requests > 100 && appCount.requests > 50, 'both loops ran through the upgrade');
-    assert.equal(apiCount.failed, 0, 'no request to the cluster API failed');
-    assert.equal(appCount.failed, 0, 'no request to the app failed');
-    assert.equal(measured?.failed, 0, 'the platform counted no failure either');
+    assert.equal(apiCount.failed, 0, `no request to the cluster API failed: ${line(apiCount)}`);
+    assert.equal(appCount.failed, 0, `no request to the app failed: ${line(appCount)}`);
+    assert.equal(measured?.failed, 0, `the platform counted no failure either: ${measured ? line(measured) : 'none'}`);
 
     // Masters one at a time, each with etcd's members healthy before it stopped and after it came back; then workers.
     const events = await tp.platform.director.tasks.events(upTask.id);
@@ -275,8 +277,8 @@ describe('Kubernetes releases side by side and upgrades between them', { skip: s
     t.diagnostic(`app client during scale 1 → 3 → 1: ${line(appCount)}`);
     assert.equal(shrink.state, 'done', JSON.stringify(shrink.error));
     assert.ok(apiCount.requests > 50 && appCount.requests > 20, 'both loops ran');
-    assert.equal(apiCount.failed, 0, 'no request to the cluster API failed');
-    assert.equal(appCount.failed, 0, 'no request to the app failed while its pods moved');
+    assert.equal(apiCount.failed, 0, `no request to the cluster API failed: ${line(apiCount)}`);
+    assert.equal(appCount.failed, 0, `no request to the app failed while its pods moved: ${line(appCount)}`);
     assert.equal(await masterHash(), hashBefore, 'the master runs the bundle it ran');
     assert.deepEqual(await masterProcesses('cluster-up1'), processesBefore, 'the master runs the very processes it ran');
     assert.deepEqual(

@@ -1,6 +1,7 @@
 // Test workloads for Day 2 suites: client loops that count answers through a cluster's endpoint, and an app under a PodDisruptionBudget.
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { systemClock } from '@anodyne/common';
 import { locateRelease } from '@anodyne/release';
 import { countingLoop, endpointRequest, expectStatus, refreshed, type ClusterEndpoint } from '@anodyne/clusters';
@@ -44,6 +45,35 @@ export function appLoop(source: EndpointSource) {
     const a = await endpointRequest(await endpoint(), 'GET', path, undefined, 5000);
     count(a.status === 200 && a.body.includes('hello from anodyne busybox') ? true : `${a.status} ${a.body.slice(0, 160)}`);
   });
+}
+
+/**
+ * Watches this process's event loop while a Day 2 operation runs (the platform and the client
+ * loops share it here, as a real client never does): `stop` says the longest delay and the p99,
+ * so that a client timeout can be told apart from a stall of this process.
+ */
+export function eventLoopWatch(): { stop(): string } {
+  const h = monitorEventLoopDelay({ resolution: 20 });
+  h.enable();
+  let gcLongest = 0;
+  let gcTotal = 0;
+  const gc = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      gcLongest = Math.max(gcLongest, e.duration);
+      gcTotal += e.duration;
+    }
+  });
+  gc.observe({ entryTypes: ['gc'] });
+  return {
+    stop: () => {
+      h.disable();
+      gc.disconnect();
+      return (
+        `this process's event loop: longest delay ${(h.max / 1e6).toFixed(0)} ms, p99 ${(h.percentile(99) / 1e6).toFixed(0)} ms; ` +
+        `garbage collection: longest pause ${gcLongest.toFixed(0)} ms, ${(gcTotal / 1000).toFixed(1)} s in all`
+      );
+    },
+  };
 }
 
 export const line = (r: AvailabilityReport) =>
