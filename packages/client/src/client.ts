@@ -36,6 +36,11 @@ export type DeletedImage = Static<typeof S.DeletedImage>;
 export type ImagePolicy = Static<typeof S.ImagePolicy>;
 
 /** An error the API answered with (`{code, message}`), or a transport failure. */
+/** A size as people read it (KiB rounded up, MiB and GiB to one decimal): the CLI's and the console's. */
+export function formatBytes(n: number): string {
+  return n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(1)} MiB` : `${Math.ceil(n / 1024)} KiB`;
+}
+
 export class ApiError extends Error {
   constructor(
     readonly status: number,

@@ -144,13 +144,7 @@ export async function startRegistry(d: RegistryDeps): Promise<PlatformRegistry> 
         const archive = readImageArchive(readFileSync(join(dir, file)));
         const repository = `library/${basename(file, '.tar')}`;
         const tag = archive.images[0]?.ref ?? 'latest';
-        const known = await d.store.db
-          .selectFrom('registry_tags')
-          .select('digest')
-          .where('repository', '=', repository)
-          .where('tag', '=', tag)
-          .executeTakeFirst();
-        if (known) continue;
+        if (await service.hasTag(repository, tag)) continue;
         const { token } = signer.sign('anodyne-platform', [{ type: 'repository', name: repository, actions: ['pull', 'push'] }]);
         await pushImage({ registry: `https://${address}`, caPem: d.caPem, repository, tag, archive, token });
         pushed.push(`${repository}:${tag}`);

@@ -14,7 +14,7 @@ import { SCOPES } from '@anodyne/identity';
 import { pemSet, type ClusterEndpoint } from '@anodyne/clusters';
 import type { AvailabilityReport, Task } from '@anodyne/director';
 import { startTestPlatform, https, type HttpResult, type TestPlatform, tokenSource } from './testing/index.js';
-import { appLoop, configMapLoop, deployApp, eventLoopWatch, line, until, type Kubectl } from './testing/workloads.js';
+import { appLoop, configMapLoop, deployApp, aroundFailure, eventLoopWatch, line, until, type Kubectl } from './testing/workloads.js';
 
 const isRoot = process.getuid?.() === 0;
 const PORT = 19_900 + (process.pid % 90);
@@ -160,13 +160,17 @@ describe('CA rotation with no downtime on a real cluster', { skip: skipUnless(is
     t.diagnostic(stalls.stop());
     const measured = (task.result as { availability?: AvailabilityReport } | null)?.availability;
     t.diagnostic(`the platform's own probe: ${measured ? line(measured) : 'none'}`);
+    const events = await tp.platform.director.tasks.events(task.id);
+    if (apiCount.failed + appCount.failed > 0) {
+      await fetchKubeconfig();
+      for (const r of [apiCount, appCount]) for (const l of await aroundFailure(r, events, kubectl)) t.diagnostic(l);
+    }
     assert.equal(task.state, 'done', JSON.stringify(task.error));
     assert.equal(task.type, 'rotate_ca');
     assert.ok(apiCount.requests > 100 && appCount.requests > 50, 'both loops ran through the rotation');
     assert.equal(apiCount.failed, 0, `no request to the cluster API failed: ${line(apiCount)}`);
     assert.equal(appCount.failed, 0, `no request to the app failed: ${line(appCount)}`);
     assert.equal(measured?.failed, 0, `the platform counted no failure either: ${measured ? line(measured) : 'none'}`);
-    const events = await tp.platform.director.tasks.events(task.id);
     assert.deepEqual(
       events.filter((e) => e.stage === 'Rotating the CAs' && e.state === 'finished').map((e) => e.index),
       [1, 2, 3],

@@ -204,34 +204,24 @@ export class RegistryService {
    * `create`: a manage user's own default project is made on first use.
    */
   async allowed(caller: RegistryCaller, project: string, create = false): Promise<Set<Action>> {
-    const out = new Set<Action>();
-    if (caller.kind === 'anonymous') return out;
+    if (caller.kind === 'anonymous') return new Set();
     let row = await this.projectRow(project);
     if (!row && create && caller.kind === 'user' && defaultProjectOf(caller.name) === project && caller.scopes.includes(SCOPES.manage))
       row = await this.ensureProject(project, caller.name);
-    if (!row) return out;
-    if (caller.kind !== 'cluster') {
-      if (isAdmin(caller.scopes)) return new Set(['pull', 'push', 'delete']);
-      if (readsAll(caller.scopes)) out.add('pull');
-    }
-    const userName = caller.kind === 'cluster' ? caller.owner : caller.kind === 'user' ? caller.name : undefined;
-    if (row.public) out.add('pull');
-    if (userName !== undefined && row.owner === userName) {
-      if (caller.kind === 'cluster') out.add('pull');
-      else if (caller.scopes.includes(SCOPES.manage)) ['pull', 'push', 'delete'].forEach((a) => out.add(a as Action));
-      else out.add('pull');
-    }
-    const subjects = [
-      ...(userName !== undefined ? [`user:${userName}`] : []),
-      ...(caller.kind === 'robot' ? [`client:${caller.name}`] : []),
-      ...(caller.kind === 'cluster' ? [`cluster:${caller.name}`] : []),
-      ...(caller.kind === 'user' ? caller.scopes.map((s) => `group:${s}`) : []),
-    ];
-    const grants = await storeQuery('reading registry grants', () =>
-      this.o.store.db.selectFrom('registry_grants').selectAll().where('project', '=', project).where('subject', 'in', subjects).execute(),
-    );
-    for (const g of grants) for (const a of JSON.parse(g.actions) as Action[]) if (caller.kind !== 'cluster' || a === 'pull') out.add(a);
-    return out;
+    if (!row) return new Set();
+    const subjects = subjectsOf(caller);
+    const grants =
+      subjects.length === 0
+        ? []
+        : await storeQuery('reading registry grants', () =>
+            this.o.store.db
+              .selectFrom('registry_grants')
+              .selectAll()
+              .where('project', '=', project)
+              .where('subject', 'in', subjects)
+              .execute(),
+          );
+    return rights(caller, row, grants);
   }
 
   // ------------------------------------------------------------------ projects
@@ -263,12 +253,13 @@ export class RegistryService {
     return (await this.projectRow(name))!;
   }
 
+  /** The project and what the caller may do in it; a project the caller may not even pull from is not found. */
   private async mustSee(a: RegistryActor, name: string) {
     const row = await this.projectRow(name);
-    const caller = actorCaller(a);
-    if (!row || (await this.allowed(caller, name)).size === 0)
+    const may = row ? await this.allowed(actorCaller(a), name) : new Set<Action>();
+    if (!row || may.size === 0)
       throw new NotFoundError('ANODYNE_E_REGISTRY_PROJECT_NOT_FOUND', `registry project ${name} not found`, { details: { name } });
-    return row;
+    return Object.assign(row, { may });
   }
 
   private assertManages(a: RegistryActor, row: { name: string; owner: string | null }): void {
@@ -324,24 +315,48 @@ export class RegistryService {
   /** Projects the caller may pull from (their own is made on first sight), with usage. */
   async projects(a: RegistryActor): Promise<ProjectView[]> {
     if (a.userName && a.scopes.includes(SCOPES.manage)) await this.ensureProject(defaultProjectOf(a.userName), a.userName);
-    const rows = await storeQuery('listing registry projects', () =>
-      this.o.store.db.selectFrom('registry_projects').selectAll().orderBy('name').execute(),
+    // Three reads for the whole listing (projects, grants, manifests' sizes), grouped here.
+    const [rows, grants, manifests] = await storeQuery('listing registry projects', () =>
+      Promise.all([
+        this.o.store.db.selectFrom('registry_projects').selectAll().orderBy('name').execute(),
+        this.o.store.db.selectFrom('registry_grants').selectAll().orderBy('subject').execute(),
+        this.o.store.db.selectFrom('registry_manifests').select(['project', 'repository', 'size', 'blobs']).execute(),
+      ]),
     );
-    const out: ProjectView[] = [];
+    const grantsOf = groupBy(grants, (g) => g.project);
+    const manifestsOf = groupBy(manifests, (m) => m.project);
     const caller = actorCaller(a);
-    for (const r of rows) if ((await this.allowed(caller, r.name)).size > 0) out.push(await this.view(a, r));
-    return out;
+    const subjects = new Set(subjectsOf(caller));
+    return rows
+      .filter(
+        (r) =>
+          rights(
+            caller,
+            r,
+            (grantsOf.get(r.name) ?? []).filter((g) => subjects.has(g.subject)),
+          ).size > 0,
+      )
+      .map((r) => this.view(a, r, manifestsOf.get(r.name) ?? [], grantsOf.get(r.name) ?? []));
   }
 
   async project(a: RegistryActor, name: string): Promise<ProjectView> {
-    return this.view(a, await this.mustSee(a, name));
+    const row = await this.mustSee(a, name);
+    const [manifests, grants] = await storeQuery('reading a registry project', () =>
+      Promise.all([
+        this.manifestRows(name),
+        this.o.store.db.selectFrom('registry_grants').selectAll().where('project', '=', name).orderBy('subject').execute(),
+      ]),
+    );
+    return this.view(a, row, manifests, grants);
   }
 
-  private async view(
+  /** A project as the API shows it: its usage from its manifests; its grants to those who manage it. */
+  private view(
     a: RegistryActor,
     r: { name: string; owner: string | null; public: number; quota_bytes: number | null; created_at: string },
-  ): Promise<ProjectView> {
-    const manifests = await this.manifestRows(r.name);
+    manifests: { repository: string; size: number | string; blobs: string }[],
+    grants: { subject: string; actions: string }[],
+  ): ProjectView {
     const managed = isAdmin(a.scopes) || (r.owner !== null && r.owner === a.userName);
     return {
       name: r.name,
@@ -351,15 +366,7 @@ export class RegistryService {
       used_bytes: usageOf(manifests),
       repositories: new Set(manifests.map((m) => m.repository)).size,
       created_at: r.created_at,
-      ...(managed
-        ? {
-            grants: (
-              await storeQuery('reading registry grants', () =>
-                this.o.store.db.selectFrom('registry_grants').selectAll().where('project', '=', r.name).orderBy('subject').execute(),
-              )
-            ).map((g) => ({ subject: g.subject, actions: JSON.parse(g.actions) as string[] })),
-          }
-        : {}),
+      ...(managed ? { grants: grants.map((g) => ({ subject: g.subject, actions: JSON.parse(g.actions) as string[] })) } : {}),
     };
   }
 
@@ -509,6 +516,19 @@ export class RegistryService {
     await this.o.audit.record({ actor: by, action: 'registry.delete', target: `${repository}@${digest}`, result: 'ok' });
   }
 
+  /** Whether a repository holds a tag (the platform's start skips release images already pushed). */
+  async hasTag(repository: string, tag: string): Promise<boolean> {
+    const row = await storeQuery('reading a tag', () =>
+      this.o.store.db
+        .selectFrom('registry_tags')
+        .select('digest')
+        .where('repository', '=', repository)
+        .where('tag', '=', tag)
+        .executeTakeFirst(),
+    );
+    return row !== undefined;
+  }
+
   /** Images the caller may pull, in one project or all. */
   async images(a: RegistryActor, project?: string): Promise<ImageView[]> {
     const projects = project ? [await this.project(a, project)] : await this.projects(a);
@@ -523,14 +543,26 @@ export class RegistryService {
           .orderBy('repository')
           .orderBy('pushed_at', 'desc')
           .execute(),
-        this.o.store.db.selectFrom('registry_tags').selectAll().orderBy('tag').execute(),
+        // The tags of those projects' repositories only.
+        this.o.store.db
+          .selectFrom('registry_tags')
+          .innerJoin('registry_manifests', (j) =>
+            j
+              .onRef('registry_manifests.repository', '=', 'registry_tags.repository')
+              .onRef('registry_manifests.digest', '=', 'registry_tags.digest'),
+          )
+          .select(['registry_tags.repository', 'registry_tags.digest', 'registry_tags.tag'])
+          .where('registry_manifests.project', 'in', names)
+          .orderBy('registry_tags.tag')
+          .execute(),
       ]),
     );
+    const tagsOf = groupBy(tags, (t) => `${t.repository}@${t.digest}`);
     return rows.map((r) => ({
       repository: r.repository,
       digest: r.digest,
       media_type: r.media_type,
-      tags: tags.filter((t) => t.repository === r.repository && t.digest === r.digest).map((t) => t.tag),
+      tags: (tagsOf.get(`${r.repository}@${r.digest}`) ?? []).map((t) => t.tag),
       size_bytes: usageOf([r]),
       pushed_by: r.pushed_by,
       pushed_at: r.pushed_at,
@@ -561,8 +593,7 @@ export class RegistryService {
       }
     })();
     const project = projectOf(ref.repository);
-    await this.mustSee(a, project);
-    if (!(await this.allowed(actorCaller(a), project)).has('delete'))
+    if (!(await this.mustSee(a, project)).may.has('delete'))
       throw new NotAllowedError(
         'ANODYNE_E_SCOPE_REQUIRED',
         `deleting images of ${project} needs its owner (with ${SCOPES.manage}) or ${SCOPES.admin}`,
@@ -641,6 +672,56 @@ function callerName(c: RegistryCaller): string {
     default:
       return c.name;
   }
+}
+
+/** The grant subjects that name a caller: the user (or a cluster's owner), their groups, the robot, the cluster. */
+function subjectsOf(caller: RegistryCaller): string[] {
+  if (caller.kind === 'anonymous') return [];
+  const userName = caller.kind === 'cluster' ? caller.owner : caller.kind === 'user' ? caller.name : undefined;
+  return [
+    ...(userName !== undefined ? [`user:${userName}`] : []),
+    ...(caller.kind === 'robot' ? [`client:${caller.name}`] : []),
+    ...(caller.kind === 'cluster' ? [`cluster:${caller.name}`] : []),
+    ...(caller.kind === 'user' ? caller.scopes.map((s) => `group:${s}`) : []),
+  ];
+}
+
+/**
+ * What a caller may do in a project, given the grants naming it there: admins everything; the
+ * owner pull, push and delete (pull only without the manage scope); a public project pull; a
+ * cluster what its owner may pull, and pull only.
+ */
+function rights(
+  caller: RegistryCaller,
+  row: { owner: string | null; public: number },
+  grants: readonly { actions: string }[],
+): Set<Action> {
+  const out = new Set<Action>();
+  if (caller.kind === 'anonymous') return out;
+  if (caller.kind !== 'cluster') {
+    if (isAdmin(caller.scopes)) return new Set(['pull', 'push', 'delete']);
+    if (readsAll(caller.scopes)) out.add('pull');
+  }
+  const userName = caller.kind === 'cluster' ? caller.owner : caller.kind === 'user' ? caller.name : undefined;
+  if (row.public) out.add('pull');
+  if (userName !== undefined && row.owner === userName) {
+    if (caller.kind === 'cluster') out.add('pull');
+    else if (caller.scopes.includes(SCOPES.manage)) ['pull', 'push', 'delete'].forEach((a) => out.add(a as Action));
+    else out.add('pull');
+  }
+  for (const g of grants) for (const a of JSON.parse(g.actions) as Action[]) if (caller.kind !== 'cluster' || a === 'pull') out.add(a);
+  return out;
+}
+
+function groupBy<T>(rows: readonly T[], key: (r: T) => string): Map<string, T[]> {
+  const out = new Map<string, T[]>();
+  for (const r of rows) {
+    const k = key(r);
+    const list = out.get(k);
+    if (list) list.push(r);
+    else out.set(k, [r]);
+  }
+  return out;
 }
 
 function actorCaller(a: RegistryActor): RegistryCaller {

@@ -1,11 +1,12 @@
 // anodyne backup create|list|show|delete|restore: cluster backups (a sealed etcd snapshot and the cluster's record).
 import { CommanderError, type Command } from 'commander';
+import { formatBytes } from '@anodyne/client';
 import { EXIT } from '../exit.js';
 import { followTask, printTable } from '../output.js';
 import { json, out } from '../print.js';
 import { authedClient } from '../session.js';
 
-const size = (n: number) => (n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(1)} MiB` : `${Math.ceil(n / 1024)} KiB`);
+const size = formatBytes;
 
 export function register(p: Command): void {
   const b = p.command('backup').description('back up clusters, list and restore backups');

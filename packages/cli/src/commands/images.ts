@@ -1,15 +1,14 @@
 // anodyne images push|list|delete|gc: images in the platform's registry.
 import { readFileSync } from 'node:fs';
 import { CommanderError, type Command } from 'commander';
-import { ApiError } from '@anodyne/client';
+import { ApiError, formatBytes } from '@anodyne/client';
 import { pushImage, readImageArchive } from '@anodyne/client/node';
 import { EXIT } from '../exit.js';
 import { followTask, printTable } from '../output.js';
 import { json, out } from '../print.js';
 import { authedClient } from '../session.js';
 
-export const bytes = (n: number): string =>
-  n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(1)} MiB` : `${Math.ceil(n / 1024)} KiB`;
+const bytes = formatBytes;
 
 export function register(p: Command): void {
   const i = p.command('images').description("images in the platform's registry: push, list, delete, collect garbage");

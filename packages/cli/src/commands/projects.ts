@@ -4,7 +4,7 @@ import type { RegistryProject } from '@anodyne/client';
 import { printTable } from '../output.js';
 import { json, out } from '../print.js';
 import { authedClient } from '../session.js';
-import { bytes } from './images.js';
+import { formatBytes as bytes } from '@anodyne/client';
 
 const quota = (p: RegistryProject) => `${bytes(p.used_bytes)} of ${p.quota_bytes === null ? 'no limit' : bytes(p.quota_bytes)}`;
 const parseBytes = (s: string): number | null => {

@@ -1,9 +1,8 @@
 // The image registry: its address and how to push, the caller's projects (stored bytes and quota), and their images.
-import type { Image, RegistryProject } from '@anodyne/client/api';
+import { formatBytes, type Image, type RegistryProject } from '@anodyne/client/api';
 import { ErrorNote, Page, Table, useLoad, when, type Ctx } from '../ui.js';
 
-const bytes = (n: number): string =>
-  n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(1)} MiB` : `${Math.ceil(n / 1024)} KiB`;
+const bytes = formatBytes;
 
 export function ImagesPage({ ctx }: { ctx: Ctx }) {
   const info = useLoad(() => ctx.api.registryInfo(), []);

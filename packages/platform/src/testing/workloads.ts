@@ -76,6 +76,36 @@ export function eventLoopWatch(): { stop(): string } {
   };
 }
 
+/**
+ * When a loop failed: the task's events and the cluster's pod events from 15 s before its last
+ * failure to 2 s after, one line each (what was rolling, which pods were stopping), for the log.
+ */
+export async function aroundFailure(
+  r: AvailabilityReport,
+  events: { at: string; stage: string; state: string; instance?: string | null; index?: number | null }[],
+  kubectl: Kubectl,
+): Promise<string[]> {
+  const m = /^(\S+Z): /.exec(r.last_error ?? '');
+  if (r.failed === 0 || !m) return [];
+  const at = Date.parse(m[1]!);
+  const near = (t: number) => t >= at - 15_000 && t <= at + 2_000;
+  const out = events
+    .filter((e) => near(Date.parse(e.at)))
+    .map((e) => `${e.at} task: ${e.stage}${e.instance ? ` ${e.instance}` : ''} ${e.state}`);
+  const pods = await kubectl(
+    'get',
+    'events',
+    '-A',
+    '-o',
+    'jsonpath={range .items[*]}{.lastTimestamp}{" "}{.eventTime}{" "}{.reason}{" "}{.involvedObject.kind}/{.involvedObject.name}{" "}{.source.host}{"\\n"}{end}',
+  ).catch((err: unknown) => `events unreadable: ${(err as Error).message}`);
+  for (const l of pods.split('\n')) {
+    const t = Date.parse(l.split(' ').find((w) => /^\d{4}-/.test(w)) ?? '');
+    if (near(t)) out.push(`${new Date(t).toISOString()} cluster: ${l.replace(/\S+Z\s+|<nil>\s+/g, '')}`);
+  }
+  return [`around the last failure (${m[1]}):`, ...out.sort()];
+}
+
 export const line = (r: AvailabilityReport) =>
   `${r.requests} requests, ${r.failed} failed, longest gap ${(r.longest_gap_ms / 1000).toFixed(1)} s${r.last_error ? ` (last error: ${r.last_error})` : ''}`;
 
