@@ -4,6 +4,7 @@
 // kube-apiserver, containerd and a kubelet, bench/floor.mjs) measured in the same run; the director
 // task's stages from its event log; and memory per VM (the agent's RSS, the VM's memory cgroup)
 // once a pod runs. Returns Markdown for docs/benchmarks.md (bench/run.mjs writes it).
+import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { exec } from '@anodyne/common';
@@ -23,7 +24,29 @@ function pidsUnder(dir) {
   return pids;
 }
 
-/** A VM's memory as its cgroup charges it (RSS, without page cache), and its agent's RSS. */
+/**
+ * A process's memory from /proc/<pid>/smaps_rollup: resident (RSS, which counts every shared page
+ * it maps, such as the node binary's, in full), proportional (PSS: shared pages divided among the
+ * processes mapping them) and private (its own pages: what it alone adds), in bytes.
+ */
+function processMemory(pid) {
+  const text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+  const kb = (name) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0) * 1024;
+  return { rss: kb('Rss'), pss: kb('Pss'), private: kb('Private_Clean') + kb('Private_Dirty') };
+}
+
+/** A bare Node.js process idling (the runtime the agent runs on, with no code of ours): the agent's memory floor. */
+async function bareNodeMemory() {
+  const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1e6)'], { stdio: 'ignore' });
+  try {
+    await new Promise((r) => setTimeout(r, 2000));
+    return processMemory(child.pid);
+  } finally {
+    child.kill('SIGKILL');
+  }
+}
+
+/** A VM's memory as its cgroup charges it (RSS, without page cache), and its agent's memory. */
 function vmMemory(tag, vmId) {
   const dir = `/sys/fs/cgroup/memory/anodyne/${tag}/${vmId}`;
   const stat = Object.fromEntries(
@@ -32,16 +55,16 @@ function vmMemory(tag, vmId) {
       .split('\n')
       .map((l) => l.split(' ')),
   );
-  let agentRss = 0;
+  let agent = { rss: 0, pss: 0, private: 0 };
   for (const pid of pidsUnder(dir)) {
     try {
       if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('agent/agent.mjs')) continue;
-      agentRss = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) * 1024;
+      agent = processMemory(pid);
     } catch {
       // the process ended
     }
   }
-  return { vmRss: Number(stat.total_rss), agentRss };
+  return { vmRss: Number(stat.total_rss), agentRss: agent.rss, agentPss: agent.pss, agentPrivate: agent.private };
 }
 
 export async function benchClusters(release, { runs = 3, log = (s) => process.stderr.write(s) } = {}) {
@@ -65,6 +88,7 @@ export async function benchClusters(release, { runs = 3, log = (s) => process.st
 
     const results = [];
     const memory = [];
+    const bare = await bareNodeMemory();
     for (const shape of SHAPES) {
       const samples = [];
       for (let i = 0; i < runs; i++) {
@@ -189,20 +213,26 @@ export async function benchClusters(release, { runs = 3, log = (s) => process.st
     lines.push(
       '### Memory per VM (all nodes Ready, one pod running)',
       '',
-      "The agent's resident memory, and everything the VM's memory cgroup charges as RSS (agent, etcd and the",
+      "The agent's memory three ways, and everything the VM's memory cgroup charges as RSS (agent, etcd and the",
       'control plane on masters; containerd, kubelet, kube-proxy, flannel and pods on workers), over every VM of every run.',
+      "An agent's RSS counts in full the pages of the node binary it maps, which every agent on the host shares (one copy",
+      'in memory); PSS divides shared pages among the processes that map them; private is what the agent alone adds, and',
+      "is what its VM's cgroup is charged for it. The floor: a bare Node.js process idling, started in the same run.",
       '',
-      '| shape | VM | VMs | agent RSS MiB (median, min–max) | VM RSS MiB (median, min–max) |',
-      '|---|---|---|---|---|',
+      '| shape | VM | VMs | agent RSS MiB | agent PSS MiB | agent private MiB | VM RSS MiB (median, min–max) |',
+      '|---|---|---|---|---|---|---|',
+      `| floor: bare node process | | 1 | ${mib(bare.rss)} | ${mib(bare.pss)} | ${mib(bare.private)} | |`,
     );
     for (const shape of SHAPES) {
       for (const group of ['master', 'worker']) {
         const ms = memory.filter((m) => m.shape === shape.label && m.group === group);
         if (ms.length === 0) continue;
-        const a = stats(ms.map((m) => m.agentRss));
-        const v = stats(ms.map((m) => m.vmRss));
+        const range = (key) => {
+          const st = stats(ms.map((m) => m[key]));
+          return `${mib(st.median)} (${mib(st.min)}–${mib(st.max)})`;
+        };
         lines.push(
-          `| ${shape.label} | ${group} | ${ms.length} | ${mib(a.median)} (${mib(a.min)}–${mib(a.max)}) | ${mib(v.median)} (${mib(v.min)}–${mib(v.max)}) |`,
+          `| ${shape.label} | ${group} | ${ms.length} | ${range('agentRss')} | ${range('agentPss')} | ${range('agentPrivate')} | ${range('vmRss')} |`,
         );
       }
     }

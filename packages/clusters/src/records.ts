@@ -70,8 +70,30 @@ export interface RecordsOptions {
 /** The `clusters` table and the views built from it; every other part of the package reads clusters through here. */
 export class ClusterRecords {
   private readonly endpoints = new Map<string, { key: string; lbs: Record<string, { ip: string; port: number }> }>();
+  /** Views kept while the store's change counter stays the same (ADR 0021); at most VIEW_CACHE entries. */
+  private readonly cache = new Map<string, { at: number; value: unknown }>();
 
   constructor(private readonly o: RecordsOptions) {}
+
+  /**
+   * `compute`'s answer, kept while nothing is written to the store: a listing polled by many
+   * clients is read and built once per change, not once per request. Kept answers are frozen
+   * (every caller gets the same object). Where the store cannot say when it changed, nothing is kept.
+   */
+  private async cached<T extends object>(key: string, compute: () => Promise<T>): Promise<T> {
+    const at = this.o.store.changeCounter();
+    if (at === undefined) return compute();
+    const hit = this.cache.get(key);
+    if (hit?.at === at) return hit.value as T;
+    const value = await compute();
+    // Kept only when nothing was written while it was being read.
+    if (this.o.store.changeCounter() === at) {
+      this.cache.delete(key);
+      if (this.cache.size >= VIEW_CACHE) this.cache.delete(this.cache.keys().next().value!);
+      this.cache.set(key, { at, value: deepFreeze(value) });
+    }
+    return value;
+  }
 
   now(): string {
     return this.o.clock.now().toISOString();
@@ -253,11 +275,24 @@ export class ClusterRecords {
     };
   }
 
-  async list(filter: { owner?: string } = {}): Promise<ClusterView[]> {
-    return this.views(await this.rows(filter));
+  /** Clusters as users see them, all or one owner's: the same (frozen) array until the store changes. */
+  list(filter: { owner?: string } = {}): Promise<readonly ClusterView[]> {
+    return this.cached(`list:${filter.owner ?? '*'}`, async () => this.views(await this.rows(filter)));
   }
 
-  async get(name: string): Promise<ClusterView> {
-    return (await this.views([await this.row(name)]))[0]!;
+  /** One cluster as users see it: the same (frozen) object until the store changes. */
+  get(name: string): Promise<ClusterView> {
+    return this.cached(`one:${name}`, async () => (await this.views([await this.row(name)]))[0]!);
   }
+}
+
+/** How many listings and single views `ClusterRecords` keeps (the oldest goes first). */
+const VIEW_CACHE = 2000;
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
 }

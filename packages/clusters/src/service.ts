@@ -240,13 +240,14 @@ export class ClusterService {
 
   // ---------------------------------------------------------------- clusters
 
-  list(a: Actor): Promise<ClusterView[]> {
+  list(a: Actor): Promise<readonly ClusterView[]> {
     return this.records.list(access.listFilter(a));
   }
 
   async get(a: Actor, name: string): Promise<ClusterView> {
-    await this.seen(a, name);
-    return this.records.get(name);
+    const view = await this.records.get(name);
+    access.assertSees(a, name, view.owner);
+    return view;
   }
 
   /** Whether the cluster runs only images of the platform registry (and the release's own). */

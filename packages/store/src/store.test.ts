@@ -182,6 +182,33 @@ function storeSuite(name: string, setup: () => Promise<{ fresh: () => Promise<St
       }
     });
 
+    it('says when this process changed the database (SQLite), or that it cannot (PostgreSQL)', async () => {
+      const store = await openStore(await fresh());
+      try {
+        const before = store.changeCounter();
+        if (name !== 'SQLite') return assert.equal(before, undefined, 'other replicas may write: no counter');
+        assert.equal(typeof before, 'number');
+        await store.db.selectFrom('credentials').selectAll().execute();
+        await sql`select 1`.execute(store.db).catch(() => undefined);
+        const afterReads = store.changeCounter()!;
+        await store.db
+          .insertInto('credentials')
+          .values({ id: 'g1', name: '/g', type: 'value', created_at: 't', updated_at: 't' })
+          .execute();
+        const afterInsert = store.changeCounter()!;
+        assert.ok(afterInsert > afterReads, 'an insert changes it');
+        await store.db.selectFrom('credentials').selectAll().execute();
+        assert.equal(store.changeCounter(), afterInsert, 'a read does not');
+        await store.db.updateTable('credentials').set({ updated_at: 'u' }).where('id', '=', 'g1').execute();
+        const afterUpdate = store.changeCounter()!;
+        assert.ok(afterUpdate > afterInsert, 'an update changes it');
+        await store.db.transaction().execute((tx) => tx.deleteFrom('credentials').where('id', '=', 'g1').execute());
+        assert.ok(store.changeCounter()! > afterUpdate, 'a delete in a transaction changes it');
+      } finally {
+        await store.close();
+      }
+    });
+
     it('keeps an audit log, newest first, filterable', async () => {
       const store = await openStore(await fresh());
       try {

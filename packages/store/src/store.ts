@@ -12,6 +12,13 @@ import {
   type MigrationProvider,
   type MigrationResult,
   type SqliteDatabase,
+  type KyselyPlugin,
+  type PluginTransformQueryArgs,
+  type PluginTransformResultArgs,
+  type QueryId,
+  type QueryResult,
+  type RootOperationNode,
+  type UnknownRow,
 } from 'kysely';
 import { AnodyneError, InputError, PreconditionError, UnavailableError, InternalError, exec, type Logger } from '@anodyne/common';
 import type { Database } from './schema.js';
@@ -106,9 +113,20 @@ export class Store {
     dialect: Dialect,
     private readonly options?: StoreOptions,
     private readonly sqlite?: BetterSqlite3.Database,
+    private readonly writes?: WriteCounter,
   ) {
     this.db = db;
     this.dialect = dialect;
+  }
+
+  /**
+   * A number that changes whenever this process writes to the database (after each write), or
+   * undefined where others may write to it too (PostgreSQL: other replicas, other tools). What a
+   * reader computed from the database stays true while the number stays the same: read models
+   * may keep it that long (ADR 0021).
+   */
+  changeCounter(): number | undefined {
+    return this.sqlite && this.writes ? this.writes.count : undefined;
   }
 
   /**
@@ -219,7 +237,31 @@ export class Store {
   }
 }
 
-function createKysely(options: StoreOptions): { db: Kysely<Database>; sqlite?: BetterSqlite3.Database } {
+/**
+ * Counts the writes this process sends (inserts, updates, deletes, raw SQL), once when a write is
+ * sent and once when it has run: a read that ran in between sees another number afterwards.
+ */
+class WriteCounter implements KyselyPlugin {
+  count = 0;
+
+  transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
+    if (WRITES.has(args.node.kind)) {
+      this.count++;
+      this.pending.add(args.queryId);
+    }
+    return args.node;
+  }
+
+  transformResult(args: PluginTransformResultArgs): Promise<QueryResult<UnknownRow>> {
+    if (this.pending.delete(args.queryId)) this.count++;
+    return Promise.resolve(args.result);
+  }
+
+  private readonly pending = new WeakSet<QueryId>();
+}
+const WRITES = new Set(['InsertQueryNode', 'UpdateQueryNode', 'DeleteQueryNode', 'RawNode', 'MergeQueryNode']);
+
+function createKysely(options: StoreOptions): { db: Kysely<Database>; sqlite?: BetterSqlite3.Database; writes?: WriteCounter } {
   if (options.driver === 'sqlite') {
     if (!options.path)
       throw new InputError('ANODYNE_E_STORE_CONFIG_INVALID', 'store.path is required for the sqlite driver', {
@@ -244,7 +286,12 @@ function createKysely(options: StoreOptions): { db: Kysely<Database>; sqlite?: B
     } catch (err) {
       throw mapStoreError(err, `opening ${options.path}`);
     }
-    return { db: new Kysely<Database>({ dialect: new SqliteDialect({ database: keepingStatements(database) }) }), sqlite: database };
+    const writes = new WriteCounter();
+    return {
+      db: new Kysely<Database>({ dialect: new SqliteDialect({ database: keepingStatements(database) }), plugins: [writes] }),
+      sqlite: database,
+      writes,
+    };
   }
   if (!options.url)
     throw new InputError('ANODYNE_E_STORE_CONFIG_INVALID', 'store.url is required for the postgres driver', {
@@ -330,8 +377,8 @@ function keepingStatements(db: BetterSqlite3.Database): SqliteDatabase {
  * ANODYNE_E_STORE_CORRUPT (not a database), ANODYNE_E_STORE_SCHEMA_TOO_NEW.
  */
 export async function openStore(options: StoreOptions, { migrate = true }: { migrate?: boolean } = {}): Promise<Store> {
-  const { db, sqlite } = createKysely(options);
-  const store = new Store(db, options.driver, options, sqlite);
+  const { db, sqlite, writes } = createKysely(options);
+  const store = new Store(db, options.driver, options, sqlite, writes);
   try {
     await store.ping();
     if (migrate) {

@@ -3,7 +3,7 @@ import { Type } from '@sinclair/typebox';
 import type { AuditLog } from '@anodyne/store';
 import { ADMIN_SCOPES, READ_SCOPES, WRITE_SCOPES, type ClusterService } from '@anodyne/clusters';
 import { schemas as S } from '@anodyne/client';
-import { auth, doc, ok, principal, type Api } from './kit.js';
+import { auth, doc, ok, principal, sendOnce, type Api } from './kit.js';
 
 export interface ClusterRoutesOptions {
   clusters: ClusterService;
@@ -31,7 +31,7 @@ export function clusterRoutes(app: Api, o: ClusterRoutesOptions): void {
       config: auth(READ_SCOPES),
       schema: { ...doc('Clusters the caller may see', tags, true), response: ok({ 200: Type.Array(S.Cluster) }) },
     },
-    async (req) => c.list(principal(req)),
+    async (req, reply) => sendOnce(reply, await c.list(principal(req))),
   );
   app.post(
     '/v1/clusters',
@@ -47,7 +47,7 @@ export function clusterRoutes(app: Api, o: ClusterRoutesOptions): void {
       config: auth(READ_SCOPES),
       schema: { ...doc('One cluster', tags, true), params: S.NameParams, response: ok({ 200: S.Cluster }) },
     },
-    async (req) => c.get(principal(req), req.params.name),
+    async (req, reply) => sendOnce(reply, await c.get(principal(req), req.params.name)),
   );
   app.patch(
     '/v1/clusters/:name',

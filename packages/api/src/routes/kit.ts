@@ -2,6 +2,7 @@
 import type {
   FastifyBaseLogger,
   FastifyInstance,
+  FastifyReply,
   FastifyRequest,
   RawReplyDefaultExpression,
   RawRequestDefaultExpression,
@@ -39,6 +40,23 @@ export function ok<R extends Record<number, TSchema>>(r: R): R & { '4xx': typeof
 /** Route config: the scopes of which the caller needs one (absent: no token; []: any valid token) and the audit action. */
 export function auth(scopes: string[] | undefined, audit?: string): { scopes?: string[]; audit?: string } {
   return { ...(scopes !== undefined ? { scopes } : {}), ...(audit ? { audit } : {}) };
+}
+
+/** Serialized answers by the object they were made from (see `sendOnce`). */
+const serialized = new WeakMap<object, string>();
+
+/**
+ * Sends `value` with the route's serializer (its response schema), serializing each object only
+ * once: a use case that hands out the same (frozen) object until its data changes, as cluster
+ * listings do, is written out once per change however often it is asked for.
+ */
+export function sendOnce(reply: FastifyReply, value: object): FastifyReply {
+  let text = serialized.get(value);
+  if (text === undefined) {
+    text = reply.serialize(value) as string; // the JSON serializer of the route's response schema
+    if (Object.isFrozen(value)) serialized.set(value, text);
+  }
+  return reply.type('application/json; charset=utf-8').send(text);
 }
 
 /** The authenticated caller (the onRequest hook set it for every route with scopes). */

@@ -2,9 +2,10 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
-import { systemClock } from '@anodyne/common';
+import { Worker } from 'node:worker_threads';
 import { locateRelease } from '@anodyne/release';
-import { countingLoop, endpointRequest, expectStatus, refreshed, type ClusterEndpoint } from '@anodyne/clusters';
+import type { ClusterEndpoint } from '@anodyne/clusters';
+import type { FromWorker, LoopKind, ToWorker } from './loop-worker.js';
 import type { AvailabilityReport } from '@anodyne/director';
 
 /**
@@ -13,25 +14,43 @@ import type { AvailabilityReport } from '@anodyne/director';
  */
 export type EndpointSource = ClusterEndpoint | (() => Promise<ClusterEndpoint>);
 
-function refreshing(source: EndpointSource): () => Promise<ClusterEndpoint> {
-  return typeof source === 'function' ? refreshed(source, systemClock, 2000) : () => Promise.resolve(source);
-}
-
 /** The release's busybox image (every release packs the same one; nodes import it at start). */
 export const busyboxRef = (): string => locateRelease().image('busybox').ref;
 
+/**
+ * A client loop in a thread of its own (as a client is a process of its own: a pause of the
+ * suite's thread, which also runs the platform, must not count as the cluster's silence). The
+ * endpoint is asked of this thread, every 2 s when `source` is a function.
+ */
+function loopInWorker(kind: LoopKind, source: EndpointSource): { stop(): Promise<AvailabilityReport> } {
+  const worker = new Worker(new URL('./loop-worker.js', import.meta.url), { workerData: { kind } });
+  let failed: Error | undefined;
+  worker.on('error', (err) => (failed = err));
+  worker.on('message', (m: FromWorker) => {
+    if ('need' in m)
+      void (typeof source === 'function' ? source() : Promise.resolve(source)).then(
+        (endpoint) => worker.postMessage({ endpoint } satisfies ToWorker),
+        // The loop counts the round as failed, with the reason, and asks again at its next round.
+        (err: unknown) => worker.postMessage({ error: err instanceof Error ? err.message : String(err) } satisfies ToWorker),
+      );
+  });
+  let stopped: Promise<AvailabilityReport> | undefined;
+  return {
+    stop: () =>
+      (stopped ??= new Promise<AvailabilityReport>((resolve, reject) => {
+        if (failed) return reject(failed);
+        worker.on('message', (m: FromWorker) => {
+          if ('report' in m) resolve(m.report as AvailabilityReport);
+        });
+        worker.once('error', reject);
+        worker.postMessage({ stop: true } satisfies ToWorker);
+      }).finally(() => void worker.terminate())),
+  };
+}
+
 /** A client loop creating, reading and deleting a ConfigMap through the cluster's endpoint, every 100 ms. */
 export function configMapLoop(source: EndpointSource) {
-  const base = '/api/v1/namespaces/default/configmaps';
-  const endpoint = refreshing(source);
-  return countingLoop(`ConfigMaps through the cluster's endpoint`, systemClock, 100, async (count, i) => {
-    const e = await endpoint();
-    const name = `loop-${i}`;
-    count(expectStatus(await endpointRequest(e, 'POST', base, { metadata: { name }, data: { i: String(i) } }, 5000), 201));
-    const read = await endpointRequest(e, 'GET', `${base}/${name}`, undefined, 5000);
-    count(read.status === 200 && read.body.includes(`"i":"${i}"`) ? true : `${read.status} ${read.body.slice(0, 160)}`);
-    count(expectStatus(await endpointRequest(e, 'DELETE', `${base}/${name}`, undefined, 5000), 200));
-  });
+  return loopInWorker('configmaps', source);
 }
 
 /**
@@ -39,12 +58,7 @@ export function configMapLoop(source: EndpointSource) {
  * picks a ready endpoint of the Service, as in-cluster clients get one through kube-proxy.
  */
 export function appLoop(source: EndpointSource) {
-  const path = '/api/v1/namespaces/default/services/app:80/proxy/';
-  const endpoint = refreshing(source);
-  return countingLoop(`app through its Service`, systemClock, 100, async (count) => {
-    const a = await endpointRequest(await endpoint(), 'GET', path, undefined, 5000);
-    count(a.status === 200 && a.body.includes('hello from anodyne busybox') ? true : `${a.status} ${a.body.slice(0, 160)}`);
-  });
+  return loopInWorker('app', source);
 }
 
 /**

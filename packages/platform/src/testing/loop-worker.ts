@@ -1,0 +1,46 @@
+// The Day 2 suites' client loops, run in a thread of their own: a client never shares an event loop with the platform it measures.
+import { parentPort, workerData } from 'node:worker_threads';
+import { systemClock } from '@anodyne/common';
+import { countingLoop, endpointRequest, expectStatus, refreshed, type ClusterEndpoint } from '@anodyne/clusters';
+
+/** What the loop does each round: `configmaps` (create, read, delete one) or `app` (a GET through the app's Service). */
+export type LoopKind = 'configmaps' | 'app';
+
+/** Messages from the suite's thread: the endpoint it was asked for (or why there is none), or stop. */
+export type ToWorker = { endpoint: ClusterEndpoint } | { error: string } | { stop: true };
+/** Messages to it: an endpoint is needed, or the loop's report. */
+export type FromWorker = { need: 'endpoint' } | { report: unknown };
+
+const port = parentPort!;
+const { kind } = workerData as { kind: LoopKind };
+
+/** The endpoint, asked of the suite's thread (which holds the platform and its credentials). */
+let answer: { resolve(e: ClusterEndpoint): void; reject(err: Error): void } | undefined;
+const ask = (): Promise<ClusterEndpoint> =>
+  new Promise((resolve, reject) => {
+    answer = { resolve, reject };
+    port.postMessage({ need: 'endpoint' } satisfies FromWorker);
+  });
+const endpoint = refreshed(ask, systemClock, 2000);
+
+const loop =
+  kind === 'configmaps'
+    ? countingLoop(`ConfigMaps through the cluster's endpoint`, systemClock, 100, async (count, i) => {
+        const base = '/api/v1/namespaces/default/configmaps';
+        const e = await endpoint();
+        const name = `loop-${i}`;
+        count(expectStatus(await endpointRequest(e, 'POST', base, { metadata: { name }, data: { i: String(i) } }, 5000), 201));
+        const read = await endpointRequest(e, 'GET', `${base}/${name}`, undefined, 5000);
+        count(read.status === 200 && read.body.includes(`"i":"${i}"`) ? true : `${read.status} ${read.body.slice(0, 160)}`);
+        count(expectStatus(await endpointRequest(e, 'DELETE', `${base}/${name}`, undefined, 5000), 200));
+      })
+    : countingLoop(`app through its Service`, systemClock, 100, async (count) => {
+        const a = await endpointRequest(await endpoint(), 'GET', '/api/v1/namespaces/default/services/app:80/proxy/', undefined, 5000);
+        count(a.status === 200 && a.body.includes('hello from anodyne busybox') ? true : `${a.status} ${a.body.slice(0, 160)}`);
+      });
+
+port.on('message', (m: ToWorker) => {
+  if ('endpoint' in m) answer?.resolve(m.endpoint);
+  else if ('error' in m) answer?.reject(new Error(m.error));
+  else void loop.stop().then((report) => port.postMessage({ report } satisfies FromWorker));
+});
