@@ -1,6 +1,6 @@
 // Test helpers for suites that need a whole platform (`@anodyne/platform/testing`). Not part of the main door.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'node:https';
@@ -49,10 +49,21 @@ export async function startTestPlatform(
       ...env,
     },
   });
-  // The platform logs as `anodyne server` does (secret mask included), into memory.
-  const written: string[] = [];
+  // The platform logs as `anodyne server` does (secret mask included), into a file beside its data directory (not
+  // in memory: this thread runs the platform, and a whole suite's debug lines made its garbage collector pause).
+  const logFile = `${dir}.log`;
+  let logFd: number | undefined = openSync(logFile, 'a', 0o600);
   const secrets = new SecretRegistry();
-  const logger = createLogger({ level: 'debug', secrets, destination: { write: (line: string) => void written.push(line) } });
+  const logger = createLogger({
+    level: 'debug',
+    secrets,
+    destination: { write: (line: string) => void (logFd !== undefined && writeSync(logFd, line)) },
+  });
+  const dropLog = () => {
+    if (logFd !== undefined) closeSync(logFd);
+    logFd = undefined; // lines logged after the stop are dropped
+    rmSync(logFile, { force: true });
+  };
   let platform: Platform;
   try {
     platform = await startPlatform({ config, logger, clock: systemClock, secrets, ...(options.plans ? { plans: options.plans } : {}) });
@@ -69,13 +80,14 @@ export async function startTestPlatform(
     });
     await provider.cleanup().catch(() => undefined);
     rmSync(dir, { recursive: true, force: true });
+    dropLog();
     throw err;
   }
   const tp: TestPlatform = {
     platform,
     dir,
     tag,
-    logs: () => written.join(''),
+    logs: () => readFileSync(logFile, 'utf8'),
     restart: async (between) => {
       await tp.platform.close();
       await between?.(config);
@@ -93,6 +105,7 @@ export async function startTestPlatform(
       await platform.provider.cleanup();
       const left = await hostLeftovers(tag, join(dir, 'provider'));
       rmSync(dir, { recursive: true, force: true });
+      dropLog();
       assert.deepEqual(left, [], 'nothing of the platform remains on the host');
     },
   };
