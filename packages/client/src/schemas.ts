@@ -460,7 +460,8 @@ export const SetBackupSchedule = Type.Object(
   {
     every_minutes: Type.Integer({ minimum: 5, maximum: 43_200 }),
     keep_last: Type.Integer({ minimum: 1, maximum: 1000 }),
-    keep_days: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: 3650 }), Type.Null()])),
+    // `nullable`, not a union: the server coerces types, and a union reads 0 as null (no age limit) instead of refusing it.
+    keep_days: Type.Optional(Type.Unsafe<number | null>({ type: 'integer', minimum: 1, maximum: 3650, nullable: true })),
     point_in_time: Type.Optional(Type.Boolean()),
   },
   { additionalProperties: false },

@@ -334,6 +334,13 @@ describe('cluster backups and restores through the API', { skip: skipUnless(isRo
     assert.equal((await call('GET', '/v1/platform/backup-schedule')).status, 404);
     const platformPit = await call('PUT', '/v1/platform/backup-schedule', { every_minutes: 60, keep_last: 1, point_in_time: true });
     assert.equal(platformPit.status, 400, platformPit.text);
+    // keep_days: 0 is refused (not read as "no limit"); null is no age limit.
+    const zeroDays = await call('PUT', '/v1/platform/backup-schedule', { every_minutes: 60, keep_last: 1, keep_days: 0 });
+    assert.equal(zeroDays.status, 400, zeroDays.text);
+    assert.equal((zeroDays.body as { code: string }).code, 'ANODYNE_E_INVALID_INPUT');
+    const noAge = await call('PUT', '/v1/platform/backup-schedule', { every_minutes: 60, keep_last: 1, keep_days: null });
+    assert.equal(noAge.status, 200, noAge.text);
+    assert.equal((noAge.body as { keep_days: number | null }).keep_days, null);
     const platformSet = await call('PUT', '/v1/platform/backup-schedule', { every_minutes: 60, keep_last: 1 });
     assert.equal(platformSet.status, 200, platformSet.text);
     assert.equal((platformSet.body as { cluster: string | null }).cluster, null);

@@ -1,5 +1,5 @@
 // Backup routes: back up a cluster, list, show and delete backups, restore one onto its cluster or into a new one.
-import { Type } from '@sinclair/typebox';
+import { Type, type Static } from '@sinclair/typebox';
 import { ADMIN_SCOPES, READ_SCOPES, WRITE_SCOPES, type ClusterService } from '@anodyne/clusters';
 import { schemas as S } from '@anodyne/client';
 import { auth, doc, ok, principal, type Api } from './kit.js';
@@ -120,7 +120,7 @@ export function backupRoutes(app: Api, o: BackupRoutesOptions): void {
         response: ok({ 200: S.BackupSchedule }),
       },
     },
-    async (req) => b.setPlatformSchedule(principal(req), req.body),
+    async (req) => b.setPlatformSchedule(principal(req), req.body as Static<typeof S.SetBackupSchedule>),
   );
   app.delete(
     '/v1/platform/backup-schedule',
@@ -164,7 +164,7 @@ export function backupRoutes(app: Api, o: BackupRoutesOptions): void {
         response: ok({ 200: S.BackupSchedule }),
       },
     },
-    async (req) => b.setSchedule(principal(req), req.params.name, req.body),
+    async (req) => b.setSchedule(principal(req), req.params.name, req.body as Static<typeof S.SetBackupSchedule>),
   );
   app.delete(
     '/v1/clusters/:name/backup-schedule',
