@@ -78,13 +78,8 @@ export async function startRegistry(d: RegistryDeps): Promise<PlatformRegistry> 
   });
   let collecting = false;
   let queued = false;
-  // eslint-disable-next-line prefer-const -- the front asks for it per request; it is made once the front's port is known
-  let service: RegistryService | undefined;
   await proc.start();
   const front = new RegistryFront({
-    get service() {
-      return service!;
-    },
     socket: proc.socket,
     tls: { cert: d.serving.certificate, key: d.serving.private_key },
     logger: d.logger,
@@ -97,7 +92,7 @@ export async function startRegistry(d: RegistryDeps): Promise<PlatformRegistry> 
     throw err;
   }
   const address = `${d.host}:${(front.server.address() as AddressInfo).port}`;
-  service = new RegistryService({
+  const service = new RegistryService({
     store: d.store,
     audit: d.audit,
     clock: d.clock,
@@ -119,6 +114,7 @@ export async function startRegistry(d: RegistryDeps): Promise<PlatformRegistry> 
       }
     },
   });
+  front.serve(service);
   d.logger.info({ address }, 'image registry listening');
   async function collectGarbage(): Promise<GcReport> {
     collecting = true;

@@ -12,7 +12,6 @@ const MANIFEST_LIMIT = 4 * 1024 * 1024;
 const NAME = /^\/v2\/(.+?)\/(blobs\/uploads|blobs|manifests|tags)(\/.*)?$/;
 
 export interface RegistryFrontOptions {
-  service: RegistryService;
   /** The registry's unix socket. */
   socket: string;
   tls: { cert: string; key: string };
@@ -34,6 +33,8 @@ function send(res: ServerResponse, status: number, code: string, message: string
 
 export class RegistryFront {
   readonly server: Server;
+  /** The policy and records; the service needs the front's address, so it is given once the front listens (`serve`). */
+  private service: RegistryService | undefined;
 
   constructor(private readonly o: RegistryFrontOptions) {
     this.server = createServer({ cert: o.tls.cert, key: o.tls.key }, (req, res) => {
@@ -47,6 +48,11 @@ export class RegistryFront {
         send(res, 500, 'UNKNOWN', 'internal error', 'ANODYNE_E_INTERNAL');
       });
     });
+  }
+
+  /** Starts answering with `service`'s records and quotas (until then every request is told to come back). */
+  serve(service: RegistryService): void {
+    this.service = service;
   }
 
   /** A renewed serving certificate is used for new connections at once. */
@@ -77,9 +83,11 @@ export class RegistryFront {
       send(res, 404, 'NOT_FOUND', 'this is the image registry: its API is under /v2/', 'ANODYNE_E_ROUTE_NOT_FOUND');
       return;
     }
-    if (!this.o.available()) {
+    const service = this.service;
+    if (!service || !this.o.available()) {
       res.setHeader('retry-after', '5');
-      send(res, 503, 'UNAVAILABLE', 'the registry is collecting garbage; try again shortly', 'ANODYNE_E_REGISTRY_UNAVAILABLE');
+      const why = service ? 'the registry is collecting garbage' : 'the registry is starting';
+      send(res, 503, 'UNAVAILABLE', `${why}; try again shortly`, 'ANODYNE_E_REGISTRY_UNAVAILABLE');
       return;
     }
     const m = NAME.exec(url.pathname);
@@ -88,11 +96,11 @@ export class RegistryFront {
     const method = req.method ?? 'GET';
     const who = tokenSubject(req.headers.authorization) ?? 'anonymous';
     if (repository && kind === 'manifests' && method === 'PUT') {
-      await this.putManifest(req, res, repository, m[3]!.slice(1), who);
+      await this.putManifest(service, req, res, repository, m[3]!.slice(1), who);
       return;
     }
     if (repository && kind === 'blobs/uploads' && (method === 'PATCH' || method === 'PUT' || method === 'POST')) {
-      const room = await this.o.service.headroom(projectOf(repository));
+      const room = await service.headroom(projectOf(repository));
       if (room) {
         const limit = room.quota - room.used;
         const declared = Number(req.headers['content-length'] ?? 0);
@@ -103,11 +111,18 @@ export class RegistryFront {
     }
     const upstream = await this.forward(req, res);
     if (repository && kind === 'manifests' && method === 'DELETE' && upstream === 202)
-      await this.o.service.forgetManifest(repository, m[3]!.slice(1), who);
+      await service.forgetManifest(repository, m[3]!.slice(1), who);
   }
 
   /** Manifests are small: read whole, checked against the quota, forwarded, recorded once the registry took them. */
-  private async putManifest(req: IncomingMessage, res: ServerResponse, repository: string, reference: string, who: string): Promise<void> {
+  private async putManifest(
+    service: RegistryService,
+    req: IncomingMessage,
+    res: ServerResponse,
+    repository: string,
+    reference: string,
+    who: string,
+  ): Promise<void> {
     const chunks: Buffer[] = [];
     let size = 0;
     for await (const c of req as AsyncIterable<Buffer>) {
@@ -130,9 +145,9 @@ export class RegistryFront {
       return;
     }
     const manifest = { digest: sha256Digest(bytes), mediaType: parsedType || mediaType, bytes };
-    await this.o.service.checkManifestQuota(repository, manifest);
+    await service.checkManifestQuota(repository, manifest);
     const status = await this.forward(req, res, { body: bytes });
-    if (status === 201) await this.o.service.recordManifest(repository, reference, manifest, who);
+    if (status === 201) await service.recordManifest(repository, reference, manifest, who);
   }
 
   /**

@@ -127,20 +127,22 @@ describe('image registry (Distribution behind the front server)', () => {
       logger: silentLogger(),
     });
     await proc.start();
+    front = new RegistryFront({ socket: proc.socket, tls: certs.serving, logger: silentLogger(), available: () => !gcRunning });
+    await front.listen('127.0.0.1', 0);
+    const address = `127.0.0.1:${(front.server.address() as AddressInfo).port}`;
+    registry = `https://${address}`;
     service = new RegistryService({
       store,
       audit: new AuditLog(store, systemClock),
       clock: systemClock,
       logger: silentLogger(),
       signer,
-      address: 'set below',
+      address,
       defaultQuotaBytes: null,
       callers,
       upstream: socketUpstream(proc.socket, signer),
     });
-    front = new RegistryFront({ service, socket: proc.socket, tls: certs.serving, logger: silentLogger(), available: () => !gcRunning });
-    await front.listen('127.0.0.1', 0);
-    registry = `https://127.0.0.1:${(front.server.address() as AddressInfo).port}`;
+    front.serve(service);
     await exec(['mkdir', '-p', certDir()]);
     writeFileSync(join(certDir(), 'ca.crt'), certs.ca);
   });
@@ -151,6 +153,23 @@ describe('image registry (Distribution behind the front server)', () => {
     await new Promise((r) => tokenServer?.close(r));
     await store?.close();
     rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a front not yet given its service tells clients to come back', async () => {
+    const early = new RegistryFront({ socket: proc.socket, tls: certs.serving, logger: silentLogger(), available: () => true });
+    await early.listen('127.0.0.1', 0);
+    try {
+      const r = await registryRequest(`https://127.0.0.1:${(early.server.address() as AddressInfo).port}/v2/`, {
+        method: 'GET',
+        caPem: certs.ca,
+      });
+      assert.equal(r.status, 503);
+      assert.equal(r.headers['retry-after'], '5');
+      assert.match(r.body.toString(), /ANODYNE_E_REGISTRY_UNAVAILABLE/);
+      assert.match(r.body.toString(), /the registry is starting/);
+    } finally {
+      await early.close();
+    }
   });
 
   it('an owner pushes into their own project (made on first use); skopeo pulls it with their password', async () => {
