@@ -169,7 +169,9 @@ async function recordRows(s: DeployScope): Promise<void> {
         s.rows.set(key(g.name, i), row);
       }
       const alive = row.vm_id !== null && (await s.deps.provider.hasVm(row.vm_id));
-      if (!alive) s.missing.push(row);
+      // A VM that never ran a bundle and whose agent does not answer is a create cut short: made again.
+      const stillborn = alive && row.bundle_hash === null && !(await s.deps.vms.agentAnswers(row));
+      if (!alive || stillborn) s.missing.push(row);
     }
   }
 }

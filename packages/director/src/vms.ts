@@ -124,6 +124,25 @@ export class VmLifecycle {
     }
   }
 
+  /**
+   * Whether the agent of an instance's VM answers within `waitMs` (asked every 200 ms). A VM whose
+   * create was cut short (a director killed after the VM was recorded, before its agent answered) may
+   * never get one; such an instance gets a new VM rather than failing every deploy after.
+   */
+  async agentAnswers(row: InstanceRow, waitMs = 10_000): Promise<boolean> {
+    const deadline = this.o.clock.nowMs() + waitMs;
+    // Bounded by tries as well as time (a clock that does not move on its own still ends it).
+    for (let tries = Math.ceil(waitMs / 200); ; tries--) {
+      try {
+        await readAgentState(this.o.agents, row, 2000);
+        return true;
+      } catch {
+        if (tries <= 0 || this.o.clock.nowMs() >= deadline) return false;
+        await this.o.clock.sleep(200);
+      }
+    }
+  }
+
   private async waitForAgent(row: InstanceRow): Promise<void> {
     const deadline = this.o.clock.nowMs() + (this.o.agentTimeoutMs ?? 60_000);
     let last: unknown;
