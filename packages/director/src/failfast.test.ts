@@ -4,12 +4,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { silentLogger } from '@anodyne/common';
-import { FakeProvider } from '@anodyne/providers';
-import { openStore } from '@anodyne/store';
-import { Director, type JobCatalog } from './index.js';
-import { StepClock, job, manifest, tls, variables } from './fake-director.testkit.js';
-import { FakeAgents } from './fake-agents.js';
+import type { JobCatalog } from './index.js';
+import { fakeDirector, job, manifest } from './fake-director.testkit.js';
 import { lastLines } from './driver.js';
 
 // Two versions of one job, so that a second deploy changes every instance's bundle.
@@ -23,20 +19,8 @@ describe('fail fast: a crash-looping job fails its rollout at once, and says why
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   async function setup(name: string, restartBudget?: number) {
-    const clock = new StepClock();
-    const store = await openStore({ driver: 'sqlite', path: join(dir, `${name}.db`) });
-    const provider = new FakeProvider({ clock });
-    const agents = new FakeAgents(provider);
-    const director = new Director({
-      store,
-      provider,
+    const { store, agents, director } = await fakeDirector(join(dir, `${name}.db`), {
       catalog,
-      variables,
-      tls,
-      clock,
-      logger: silentLogger(),
-      agents,
-      agentTimeoutMs: 1000,
       ...(restartBudget !== undefined ? { restartBudget } : {}),
     });
     // A ten-minute watch: without failing fast the task would poll ~600 times before giving up.

@@ -1,6 +1,9 @@
 // The director over the fake provider and in-memory agents, for tests of its logic (health monitor, cloud check).
-import { ManualClock, type Clock } from '@anodyne/common';
-import type { JobCatalog, JobDefinition, VariableSource } from './index.js';
+import { ManualClock, silentLogger, type Clock } from '@anodyne/common';
+import { FakeProvider } from '@anodyne/providers';
+import { openStore } from '@anodyne/store';
+import { Director, type JobCatalog, type JobDefinition, type VariableSource } from './index.js';
+import { FakeAgents } from './fake-agents.js';
 
 export const job: JobDefinition = { name: 'svc', release: 'test', processes: [{ name: 'svc', command: 'true' }] };
 export const catalog: JobCatalog = { job: (_r, name) => (name === 'svc' ? job : undefined) };
@@ -36,4 +39,25 @@ export class StepClock implements Clock {
   advance(ms: number): Promise<void> {
     return this.inner.advance(ms);
   }
+}
+
+/** A director on a SQLite file at `path`, the fake provider, in-memory agents and a step clock (agents answer within 1 s). */
+export async function fakeDirector(path: string, o: { catalog?: JobCatalog; restartBudget?: number } = {}) {
+  const clock = new StepClock();
+  const store = await openStore({ driver: 'sqlite', path });
+  const provider = new FakeProvider({ clock });
+  const agents = new FakeAgents(provider);
+  const director = new Director({
+    store,
+    provider,
+    catalog: o.catalog ?? catalog,
+    variables,
+    tls,
+    clock,
+    logger: silentLogger(),
+    agents,
+    agentTimeoutMs: 1000,
+    ...(o.restartBudget !== undefined ? { restartBudget: o.restartBudget } : {}),
+  });
+  return { clock, store, provider, agents, director };
 }

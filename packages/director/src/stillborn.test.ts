@@ -4,33 +4,14 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { silentLogger } from '@anodyne/common';
-import { FakeProvider } from '@anodyne/providers';
-import { openStore } from '@anodyne/store';
-import { Director } from './index.js';
-import { StepClock, catalog, manifest, tls, variables } from './fake-director.testkit.js';
-import { FakeAgents } from './fake-agents.js';
+import { fakeDirector, manifest } from './fake-director.testkit.js';
 
 describe('an instance whose VM never got an answering agent', () => {
   const dir = mkdtempSync(join(tmpdir(), 'anodyne-stillborn-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   it('gets a new VM at the next deploy; the other instances are untouched', async () => {
-    const clock = new StepClock();
-    const store = await openStore({ driver: 'sqlite', path: join(dir, 'd.db') });
-    const provider = new FakeProvider({ clock });
-    const agents = new FakeAgents(provider);
-    const director = new Director({
-      store,
-      provider,
-      catalog,
-      variables,
-      tls,
-      clock,
-      logger: silentLogger(),
-      agents,
-      agentTimeoutMs: 1000,
-    });
+    const { store, provider, agents, director } = await fakeDirector(join(dir, 'd.db'));
     try {
       const m = manifest('sb', 3);
       assert.equal((await director.wait((await director.deploy(m)).id)).state, 'done');
