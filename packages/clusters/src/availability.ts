@@ -39,6 +39,11 @@ export function endpointRequest(
   const payload = body === undefined ? undefined : JSON.stringify(body);
   return new Promise((resolve, reject) => {
     let settled = false;
+    // When each step of the exchange happened (ms after the start), said when there is no answer:
+    // no connection, no TLS handshake or no answer to a sent request each point somewhere else.
+    const t0 = performance.now();
+    const steps: string[] = [];
+    const mark = (what: string) => steps.push(`${what} ${Math.round(performance.now() - t0)} ms`);
     // `secureContext` reaches tls.connect (Node's types for https.request leave it out).
     const options: RequestOptions & { secureContext: SecureContext } = {
       host: u.hostname,
@@ -51,6 +56,7 @@ export function endpointRequest(
       headers: payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
     };
     const req = request(options, (res) => {
+      mark('answered');
       let text = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => (text += c));
@@ -63,6 +69,11 @@ export function endpointRequest(
         reject(err);
       });
     });
+    req.on('socket', (socket) => {
+      socket.once('connect', () => mark('connected'));
+      socket.once('secureConnect', () => mark('TLS'));
+    });
+    req.on('finish', () => mark('sent'));
     req.on('error', (err) => {
       settled = true;
       reject(err);
@@ -73,7 +84,7 @@ export function endpointRequest(
       const before = req.socket?.bytesRead ?? 0;
       setImmediate(() => {
         if (settled || (req.socket?.bytesRead ?? 0) > before) return;
-        req.destroy(new Error(`no answer in ${timeoutMs} ms`));
+        req.destroy(new Error(`no answer in ${timeoutMs} ms (${steps.join(', ') || 'not connected'})`));
       });
     });
     req.end(payload);

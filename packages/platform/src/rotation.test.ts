@@ -161,15 +161,26 @@ describe('CA rotation with no downtime on a real cluster', { skip: skipUnless(is
     const measured = (task.result as { availability?: AvailabilityReport } | null)?.availability;
     t.diagnostic(`the platform's own probe: ${measured ? line(measured) : 'none'}`);
     const events = await tp.platform.director.tasks.events(task.id);
+    // On a failure: the task's steps, the cluster's events and the VMs' warnings around it, in the
+    // diagnostics and in the assertion's message (which is what a CI summary keeps).
+    let around = '';
     if (apiCount.failed + appCount.failed > 0) {
       await fetchKubeconfig();
-      for (const r of [apiCount, appCount]) for (const l of await aroundFailure(r, events, kubectl)) t.diagnostic(l);
+      const logDirs = Object.fromEntries(
+        (await tp.platform.director.instances('cluster-ca1')).map((row) => [
+          `${row.group_name}/${row.idx}`,
+          `/proc/${tp.platform.provider.initPid(row.vm_id!)}/root/var/lib/anodyne/agent/logs`,
+        ]),
+      );
+      const lines = (await Promise.all([apiCount, appCount].map((r) => aroundFailure(r, events, kubectl, logDirs)))).flat();
+      for (const l of lines) t.diagnostic(l);
+      around = `\n${lines.join('\n')}`;
     }
     assert.equal(task.state, 'done', JSON.stringify(task.error));
     assert.equal(task.type, 'rotate_ca');
     assert.ok(apiCount.requests > 100 && appCount.requests > 50, 'both loops ran through the rotation');
-    assert.equal(apiCount.failed, 0, `no request to the cluster API failed: ${line(apiCount)}`);
-    assert.equal(appCount.failed, 0, `no request to the app failed: ${line(appCount)}`);
+    assert.equal(apiCount.failed, 0, `no request to the cluster API failed: ${line(apiCount)}${around}`);
+    assert.equal(appCount.failed, 0, `no request to the app failed: ${line(appCount)}${around}`);
     assert.equal(measured?.failed, 0, `the platform counted no failure either: ${measured ? line(measured) : 'none'}`);
     assert.deepEqual(
       events.filter((e) => e.stage === 'Rotating the CAs' && e.state === 'finished').map((e) => e.index),

@@ -1,6 +1,6 @@
 // Test workloads for Day 2 suites: client loops that count answers through a cluster's endpoint, and an app under a PodDisruptionBudget.
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { locateRelease } from '@anodyne/release';
@@ -98,6 +98,7 @@ export async function aroundFailure(
   r: AvailabilityReport,
   events: { at: string; stage: string; state: string; instance?: string | null; index?: number | null }[],
   kubectl: Kubectl,
+  logDirs: Record<string, string> = {},
 ): Promise<string[]> {
   const m = /^(\S+Z): /.exec(r.last_error ?? '');
   if (r.failed === 0 || !m) return [];
@@ -117,7 +118,41 @@ export async function aroundFailure(
     const t = Date.parse(l.split(' ').find((w) => /^\d{4}-/.test(w)) ?? '');
     if (near(t)) out.push(`${new Date(t).toISOString()} cluster: ${l.replace(/\S+Z\s+|<nil>\s+/g, '')}`);
   }
+  out.push(...logsAround(logDirs, at - 8_000, at + 1_000));
   return [`around the last failure (${m[1]}):`, ...out.sort()];
+}
+
+/**
+ * The warnings and errors that the processes of some VMs logged between `from` and `to` (ms since
+ * the epoch), each line prefixed by its time, the VM and the process: `logDirs` maps a VM's name to
+ * its agent's logs directory (<dir>/<job>/<process>.log). Reads etcd's JSON lines and klog's
+ * `W1204 02:43:05.123456` lines; at most 80 lines, the last ones.
+ */
+export function logsAround(logDirs: Record<string, string>, from: number, to: number): string[] {
+  const year = new Date(from).getUTCFullYear();
+  const found: [number, string][] = [];
+  for (const [vm, dir] of Object.entries(logDirs)) {
+    const files = existsSync(dir)
+      ? readdirSync(dir, { withFileTypes: true })
+          .filter((d) => d.isDirectory())
+          .flatMap((d) => readdirSync(join(dir, d.name)).map((f) => join(dir, d.name, f)))
+      : [];
+    for (const file of files) {
+      const proc = basename(file, '.log');
+      for (const l of readFileSync(file, 'utf8').split('\n')) {
+        let t = NaN;
+        const json = /^\{"level":"(warn|error|fatal|panic)","ts":"([^"]+)"/.exec(l);
+        const klog = /^([WEF])(\d\d)(\d\d) (\d\d:\d\d:\d\d\.\d+)/.exec(l);
+        if (json) t = Date.parse(json[2]!);
+        else if (klog) t = Date.parse(`${year}-${klog[2]}-${klog[3]}T${klog[4]}Z`);
+        if (t >= from && t <= to) found.push([t, `${new Date(t).toISOString()} ${vm} ${proc}: ${l.slice(0, 300)}`]);
+      }
+    }
+  }
+  return found
+    .sort((a, b) => a[0] - b[0])
+    .slice(-80)
+    .map(([, l]) => l);
 }
 
 export const line = (r: AvailabilityReport) =>
