@@ -19,7 +19,7 @@ const AUTOCANNON = require.resolve('autocannon/autocannon.js');
 const CLUSTERS = 1000;
 
 /** autocannon in its own process; its JSON result. */
-function load(url, token, seconds, connections) {
+export function load(url, token, seconds, connections) {
   return new Promise((resolve, reject) => {
     const args = [
       AUTOCANNON,

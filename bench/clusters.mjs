@@ -18,7 +18,7 @@ const SHAPES = [
 ];
 
 /** Every process of a cgroup subtree (v1 memory hierarchy). */
-function pidsUnder(dir) {
+export function pidsUnder(dir) {
   const pids = readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
   for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) pids.push(...pidsUnder(join(dir, e.name)));
   return pids;
@@ -29,7 +29,7 @@ function pidsUnder(dir) {
  * it maps, such as the node binary's, in full), proportional (PSS: shared pages divided among the
  * processes mapping them) and private (its own pages: what it alone adds), in bytes.
  */
-function processMemory(pid) {
+export function processMemory(pid) {
   const text = readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
   const kb = (name) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0) * 1024;
   return { rss: kb('Rss'), pss: kb('Pss'), private: kb('Private_Clean') + kb('Private_Dirty') };
@@ -47,7 +47,7 @@ async function bareNodeMemory() {
 }
 
 /** A VM's memory as its cgroup charges it (RSS, without page cache), and its agent's memory. */
-function vmMemory(tag, vmId) {
+export function vmMemory(tag, vmId) {
   const dir = `/sys/fs/cgroup/memory/anodyne/${tag}/${vmId}`;
   const stat = Object.fromEntries(
     readFileSync(join(dir, 'memory.stat'), 'utf8')

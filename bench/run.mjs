@@ -1,6 +1,6 @@
 // `make bench`: every benchmark of bench/, printed as Markdown tables and written to
 // docs/benchmarks.md with the machine's core count and memory. Needs root (namespaces, cgroups).
-//   node --expose-gc bench/run.mjs [--runs N] [--only clusters,upgrade,backup,api,director,etcd]
+//   node --expose-gc bench/run.mjs [--runs N] [--only clusters,upgrade,backup,api,director,etcd,density]
 // --runs sets the runs of clusters, etcd and the director (which does at least 5) and, up to 2, of upgrades and backups;
 // the API section times one load per row.
 import { cpus, totalmem } from 'node:os';
@@ -13,6 +13,7 @@ import { benchUpgrade } from './upgrade.mjs';
 import { benchBackup } from './backup.mjs';
 import { benchApi } from './api.mjs';
 import { benchEtcd } from './etcd.mjs';
+import { benchDensity } from './density.mjs';
 import { execFileSync } from 'node:child_process';
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -21,7 +22,7 @@ const arg = (name) => {
   return i > 0 ? process.argv[i + 1] : undefined;
 };
 const runs = Number(arg('--runs') ?? 3);
-const ALL = ['clusters', 'upgrade', 'backup', 'api', 'director', 'etcd'];
+const ALL = ['clusters', 'upgrade', 'backup', 'api', 'director', 'etcd', 'density'];
 const only = (arg('--only') ?? ALL.join(',')).split(',');
 const release = locateRelease();
 
@@ -40,6 +41,7 @@ if (only.includes('director'))
     }),
   );
 if (only.includes('etcd')) sections.push(await benchEtcd(release, { runs }));
+if (only.includes('density')) sections.push(await benchDensity(release));
 
 const md = [
   '# Benchmarks',

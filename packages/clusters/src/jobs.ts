@@ -597,18 +597,25 @@ export const addonsJob: JobDefinition = {
       '',
     ].join('\n'),
     // Masters are not nodes (no flannel): they route each Node's podCIDR via its address.
+    // Synced once, then again at each Node the watch lists and at each change after (an idle cluster
+    // spawns nothing: a kubectl every 2 s was a large part of an idle master's CPU), and again
+    // whenever the watch ends.
     'bin/pod-routes.sh': [
-      'while true; do',
-      `  ${KUBECTL} get nodes -o jsonpath='{range .items[*]}{.spec.podCIDR} {.status.addresses[?(@.type=="InternalIP")].address}{"\\n"}{end}' 2>/dev/null > nodes.tmp && {`,
-      '    while read -r cidr ip; do',
-      '      [ -n "$cidr" ] && [ -n "$ip" ] && ip route replace "$cidr" via "$ip"',
-      '    done < nodes.tmp',
+      'sync() {',
+      `  ${KUBECTL} get nodes -o jsonpath='{range .items[*]}{.spec.podCIDR} {.status.addresses[?(@.type=="InternalIP")].address}{"\\n"}{end}' 2>/dev/null > nodes.tmp || return 1`,
+      '  while read -r cidr ip; do',
+      '    [ -n "$cidr" ] && [ -n "$ip" ] && ip route replace "$cidr" via "$ip"',
+      '  done < nodes.tmp',
       // A Node that is gone (a worker scaled away) takes its route with it.
-      '    [ -f routes.prev ] && for cidr in $(cat routes.prev); do grep -q "^$cidr " nodes.tmp || ip route del "$cidr" 2>/dev/null; done',
-      '    cut -d" " -f1 nodes.tmp | grep . > routes.prev',
-      '    touch /run/anodyne-pod-routes',
-      '  }',
-      '  sleep 2',
+      '  [ -f routes.prev ] && for cidr in $(cat routes.prev); do grep -q "^$cidr " nodes.tmp || ip route del "$cidr" 2>/dev/null; done',
+      '  cut -d" " -f1 nodes.tmp | grep . > routes.prev',
+      '  touch /run/anodyne-pod-routes',
+      '}',
+      'while true; do',
+      '  if sync; then',
+      `    ${KUBECTL} get nodes --watch -o name 2>/dev/null | while read -r _; do sync; done`,
+      '  fi',
+      '  sleep 1',
       'done',
       '',
     ].join('\n'),
