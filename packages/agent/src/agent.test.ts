@@ -88,6 +88,37 @@ describe('supervisor', () => {
     await until('log', () => (sup.logs()['web/sleeper'] ?? '').includes('sleeper-started'));
   });
 
+  it('a file readiness probe: starting until the file exists, then running', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'anodyne-agent-file-'));
+    const flag = join(dir, 'ready');
+    const s = new Supervisor({ root: dir, logger: silentLogger(), clock: systemClock, probeIntervalMs: 50, stopGraceMs: 2000 });
+    try {
+      s.apply({
+        deployment: 'd',
+        group: 'g',
+        index: 0,
+        hash: 'f1',
+        jobs: [
+          {
+            name: 'flagged',
+            release: 'test',
+            processes: [{ name: 'waiter', command: 'sh', args: ['-c', 'exec sleep 300'], env: {}, readiness: { file: { path: flag } } }],
+            files: [],
+            scripts: {},
+          },
+        ],
+      });
+      await s.start();
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(s.status()[0]?.state, 'starting');
+      writeFileSync(flag, '');
+      await until('running', () => s.status()[0]?.state === 'running');
+    } finally {
+      await s.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('restarts a killed process and shows the restart in its state', async () => {
     const before = sup.status().find((s) => s.name === 'sleeper')!;
     assert.ok(before.pid);

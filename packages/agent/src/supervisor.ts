@@ -1,6 +1,6 @@
 // The agent's Supervisor: an instance's job files, its processes kept running (backoff, readiness probes), its lifecycle scripts.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync, chmodSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync, chmodSync } from 'node:fs';
 import { connect } from 'node:net';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -11,7 +11,9 @@ import { exec, type Clock, type Logger } from '@anodyne/common';
 export type Probe =
   | { http: { port: number | string; path?: string; scheme?: 'http' | 'https'; host?: string } }
   | { tcp: { port: number | string; host?: string } }
-  | { exec: { command: string[] } };
+  | { exec: { command: string[] } }
+  /** Ready once the file exists: checked by the agent itself, no process spawned per probe. */
+  | { file: { path: string } };
 
 export interface BundleProcess {
   name: string;
@@ -85,6 +87,7 @@ export interface SupervisorOptions {
 }
 
 function probeOnce(p: Probe, timeoutMs: number): Promise<boolean> {
+  if ('file' in p) return Promise.resolve(existsSync(p.file.path));
   if ('exec' in p) {
     const [cmd, ...args] = p.exec.command;
     return exec([cmd!, ...args], { timeoutMs }).then(

@@ -325,7 +325,7 @@ export const containerdJob: JobDefinition = {
       name: 'containerd',
       command: 'sh',
       args: ['bin/containerd.sh'],
-      readiness: { exec: { command: ['test', '-e', '/run/containerd/images-imported'] } },
+      readiness: { file: { path: '/run/containerd/images-imported' } },
     },
   ],
 };
@@ -380,7 +380,7 @@ export const flannelJob: JobDefinition = {
       name: 'flanneld',
       command: 'sh',
       args: ['bin/flannel.sh'],
-      readiness: { exec: { command: ['test', '-e', '/run/pod-network-ready'] } },
+      readiness: { file: { path: '/run/pod-network-ready' } },
     },
   ],
 };
@@ -625,19 +625,19 @@ export const addonsJob: JobDefinition = {
       name: 'addons',
       command: 'sh',
       args: ['bin/addons.sh'],
-      readiness: { exec: { command: ['test', '-e', '/run/anodyne-addons-applied'] } },
+      readiness: { file: { path: '/run/anodyne-addons-applied' } },
     },
     {
       name: 'pod-routes',
       command: 'sh',
       args: ['bin/pod-routes.sh'],
-      readiness: { exec: { command: ['test', '-e', '/run/anodyne-pod-routes'] } },
+      readiness: { file: { path: '/run/anodyne-pod-routes' } },
     },
     {
       name: 'pod-cidrs',
       command: 'sh',
       args: ['bin/pod-cidrs.sh'],
-      readiness: { exec: { command: ['test', '-e', '/run/anodyne-pod-cidrs'] } },
+      readiness: { file: { path: '/run/anodyne-pod-cidrs' } },
     },
   ],
 };

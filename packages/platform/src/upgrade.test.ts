@@ -9,7 +9,18 @@ import { SCOPES } from '@anodyne/identity';
 import { BUILTIN_PLANS } from '@anodyne/clusters';
 import type { AvailabilityReport } from '@anodyne/director';
 import { startTestPlatform, https, type HttpResult, type TestPlatform, tokenSource } from './testing/index.js';
-import { appLoop, configMapLoop, deployApp, eventLoopWatch, line, until, budget, apply, type Kubectl } from './testing/workloads.js';
+import {
+  appLoop,
+  aroundFailure,
+  configMapLoop,
+  deployApp,
+  eventLoopWatch,
+  line,
+  until,
+  budget,
+  apply,
+  type Kubectl,
+} from './testing/workloads.js';
 
 const isRoot = process.getuid?.() === 0;
 const PORT = 19_300 + (process.pid % 90);
@@ -177,10 +188,25 @@ describe('Kubernetes releases side by side and upgrades between them', { skip: s
     t.diagnostic(stalls.stop());
     const measured = (upTask.result as { availability?: AvailabilityReport } | null)?.availability;
     t.diagnostic(`the platform's own probe: ${measured ? line(measured) : 'none'}`);
+    // On a failure: the task's steps, the cluster's events and the VMs' warnings around it, in the
+    // diagnostics and in the assertion's message (which is what a CI summary keeps).
+    let around = '';
+    if (apiCount.failed + appCount.failed > 0) {
+      const upEvents = await tp.platform.director.tasks.events(upTask.id);
+      const logDirs = Object.fromEntries(
+        (await tp.platform.director.instances('cluster-ha1')).map((row) => [
+          `${row.group_name}/${row.idx}`,
+          `/proc/${tp.platform.provider.initPid(row.vm_id!)}/root/var/lib/anodyne/agent/logs`,
+        ]),
+      );
+      const lines = (await Promise.all([apiCount, appCount].map((r) => aroundFailure(r, upEvents, k.kubectl, logDirs)))).flat();
+      for (const l of lines) t.diagnostic(l);
+      around = `\n${lines.join('\n')}`;
+    }
     assert.equal(upTask.state, 'done', JSON.stringify(upTask.error));
     assert.ok(apiCount.requests > 100 && appCount.requests > 50, 'both loops ran through the upgrade');
-    assert.equal(apiCount.failed, 0, `no request to the cluster API failed: ${line(apiCount)}`);
-    assert.equal(appCount.failed, 0, `no request to the app failed: ${line(appCount)}`);
+    assert.equal(apiCount.failed, 0, `no request to the cluster API failed: ${line(apiCount)}${around}`);
+    assert.equal(appCount.failed, 0, `no request to the app failed: ${line(appCount)}${around}`);
     assert.equal(measured?.failed, 0, `the platform counted no failure either: ${measured ? line(measured) : 'none'}`);
 
     // Masters one at a time, each with etcd's members healthy before it stopped and after it came back; then workers.
