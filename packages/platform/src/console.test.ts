@@ -1,7 +1,7 @@
 // Console suite: the web console in a real browser (Playwright driving Debian's Chromium) against a real platform and cluster.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
@@ -17,6 +17,41 @@ const CHROMIUM = process.env['ANODYNE_CHROMIUM'] ?? '/usr/bin/chromium';
 const AXE = readFileSync(join(REPO, 'node_modules/axe-core/axe.min.js'), 'utf8');
 /** `npm run test:console` sets this to docs/ to regenerate the screenshots the README shows; `make test` leaves docs/ alone. */
 const SHOTS = process.env['ANODYNE_CONSOLE_SCREENSHOTS'];
+
+/**
+ * A launcher that runs Chromium in a network namespace of its own, joined to the host by one veth pair
+ * that routes only to the platform's address. Chromium drops every request in flight when it sees an
+ * address or link change (net::ERR_NETWORK_CHANGED), and the suites running beside this one add and
+ * remove VM links all the time; in its own namespace it sees only its own. The namespace, and the veth
+ * pair with it, goes when Chromium's last process exits (a failed run included).
+ */
+function isolatedChromium(dir: string, platformIp: string): string {
+  const n = process.pid % 100_000;
+  const [inner, outer] = [`ancr${n}i`, `ancr${n}o`];
+  // 10.198.250.0/30: outside every suite's VM network (10.198.<suite>.0/24, suites below 250).
+  const [hostIp, ownIp] = ['10.198.250.1', '10.198.250.2'];
+  const script = join(dir, 'chromium-netns.sh');
+  writeFileSync(
+    script,
+    [
+      '#!/bin/sh',
+      'set -e',
+      // Run again in a new network namespace; the test process (the parent) keeps the host's.
+      'if [ -z "$ANODYNE_HOST_PID" ]; then export ANODYNE_HOST_PID=$PPID; exec unshare --net "$0" "$@"; fi',
+      'ip link set lo up',
+      `ip link add ${inner} type veth peer name ${outer} netns "$ANODYNE_HOST_PID"`,
+      `nsenter -t "$ANODYNE_HOST_PID" -n ip addr add ${hostIp}/30 dev ${outer}`,
+      `nsenter -t "$ANODYNE_HOST_PID" -n ip link set ${outer} up`,
+      `ip addr add ${ownIp}/30 dev ${inner}`,
+      `ip link set ${inner} up`,
+      `ip route add ${platformIp}/32 via ${hostIp}`,
+      `exec ${CHROMIUM} "$@"`,
+      '',
+    ].join('\n'),
+    { mode: 0o755 },
+  );
+  return script;
+}
 
 interface AxeResult {
   violations: { id: string; impact: string | null; help: string; nodes: { target: string[] }[] }[];
@@ -35,7 +70,7 @@ describe('the web console in a real browser', { skip: skipUnless(isRoot && exist
     await id.createUser({ username: 'alice', password: 'alice-password', groups: [SCOPES.manage] });
     await id.createUser({ username: 'bob', password: 'bob-password', groups: [SCOPES.manage] });
     await id.createUser({ username: 'ops', password: 'ops-password', groups: [SCOPES.admin] });
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+    browser = await chromium.launch({ executablePath: isolatedChromium(tp.dir, new URL(url).hostname), args: ['--no-sandbox'] });
   });
   after(async () => {
     await browser?.close();
