@@ -146,7 +146,7 @@ export function refreshed<T>(get: () => Promise<T>, clock: Clock, everyMs: numbe
 
 /**
  * Reads the `default` Namespace through the cluster's endpoint every `intervalMs` until
- * stopped; a failure is no answer in `timeoutMs` (5 s, as the clients the tests count with) or
+ * stopped; a failure is no answer in `timeoutMs` (5 s: it reads, and reads do not wait on etcd's fsync) or
  * not 200. A read that needs etcd, not `/version` (which an API server answers before its
  * storage is there, and while it is shutting down).
  * `endpoint` is asked again every `refreshMs`, as a client that fetches its credentials again
