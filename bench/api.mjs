@@ -8,11 +8,11 @@
 // The 1,000 cluster records are written to the store directly (they are rows, no VMs exist), with
 // no tasks: what is measured is the API's authentication, authorisation, store reads and JSON.
 import { spawn } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
 import Fastify from 'fastify';
 import { SCOPES } from '@anodyne/identity';
 import { startTestPlatform, https } from '@anodyne/platform/testing';
+import { storeClusterRows } from './lib.mjs';
 
 const require = createRequire(import.meta.url);
 const AUTOCANNON = require.resolve('autocannon/autocannon.js');
@@ -56,22 +56,7 @@ export async function benchApi({ seconds = 10, connections = 16, log = (s) => pr
     const p = tp.platform;
     await p.identity.createUser({ username: 'bench', password: 'bench-password', groups: [SCOPES.admin] });
     const token = (await p.identity.token({ grant_type: 'password', username: 'bench', password: 'bench-password' })).access_token;
-    const now = new Date().toISOString();
-    for (let i = 0; i < CLUSTERS; i += 100) {
-      const rows = Array.from({ length: Math.min(100, CLUSTERS - i) }, (_, k) => ({
-        name: `c-${String(i + k).padStart(4, '0')}`,
-        uuid: randomUUID(),
-        plan: 'small',
-        owner: `team-${(i + k) % 20}`,
-        parameters: JSON.stringify({ workers: 1 }),
-        last_action: 'CREATE',
-        last_task_id: null,
-        network_profile: null,
-        created_at: now,
-        updated_at: now,
-      }));
-      await p.store.db.insertInto('clusters').values(rows).execute();
-    }
+    await storeClusterRows(p.store, CLUSTERS, 'c');
     const list = await https(p.url, p.caPem, 'GET', '/v1/clusters', { token });
     if (list.status !== 200 || list.body.length !== CLUSTERS)
       throw new Error(`expected ${CLUSTERS} clusters, got ${list.status} ${String(list.text).slice(0, 200)}`);

@@ -5,14 +5,13 @@
 // over a quiet window, the agents' share apart), the platform API's p99 under load and the platform's RSS.
 // The platform memory row: RSS with the store just open, with 1,000 clusters stored, and with those plus
 // the running ones. Returns Markdown for docs/benchmarks.md (bench/run.mjs writes it).
-import { randomUUID } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadavg, totalmem } from 'node:os';
 import { exec } from '@anodyne/common';
 import { load } from './api.mjs';
 import { pidsUnder, vmMemory } from './clusters.mjs';
-import { benchPlatform, mib, pool, sleep, stats, until } from './lib.mjs';
+import { benchPlatform, mib, pool, sleep, stats, storeClusterRows, until } from './lib.mjs';
 
 const STORED = 1000;
 /** Stop before a batch when the host has less than this available (the machine must stay usable). */
@@ -65,22 +64,7 @@ export async function benchDensity(release, { max = 30, batch = 5, quietSeconds 
     if (quota.status !== 200) throw new Error(`setting the quota: ${quota.status} ${quota.text}`);
     const memory = { open: await settledRss() };
     const token = (await p.identity.token({ grant_type: 'password', username: 'bench', password: 'bench-password' })).access_token;
-    const now = new Date().toISOString();
-    for (let i = 0; i < STORED; i += 100) {
-      const rows = Array.from({ length: Math.min(100, STORED - i) }, (_, j) => ({
-        name: `s-${String(i + j).padStart(4, '0')}`,
-        uuid: randomUUID(),
-        plan: 'small',
-        owner: `team-${(i + j) % 20}`,
-        parameters: JSON.stringify({ workers: 1 }),
-        last_action: 'CREATE',
-        last_task_id: null,
-        network_profile: null,
-        created_at: now,
-        updated_at: now,
-      }));
-      await p.store.db.insertInto('clusters').values(rows).execute();
-    }
+    await storeClusterRows(p.store, STORED, 's');
     await call('GET', '/v1/clusters'); // the list's view built once, as a running platform has it
     memory.stored = await settledRss();
 

@@ -1,4 +1,5 @@
 // Helpers shared by the benchmarks.
+import { randomUUID } from 'node:crypto';
 import { SCOPES } from '@anodyne/identity';
 import { startTestPlatform, https } from '@anodyne/platform/testing';
 
@@ -48,4 +49,27 @@ export async function benchPlatform(name, network, port, timeoutMs = 600_000) {
       return ['done', 'error', 'cancelled'].includes(t.state) ? t : undefined;
     });
   return { tp, call, waitTask };
+}
+
+/**
+ * Writes `count` cluster records straight into the store (rows only: no VMs, no tasks), named
+ * `<prefix>-0000`… and owned by 20 teams in turn, 100 rows per insert.
+ */
+export async function storeClusterRows(store, count, prefix) {
+  const now = new Date().toISOString();
+  for (let i = 0; i < count; i += 100) {
+    const rows = Array.from({ length: Math.min(100, count - i) }, (_, k) => ({
+      name: `${prefix}-${String(i + k).padStart(4, '0')}`,
+      uuid: randomUUID(),
+      plan: 'small',
+      owner: `team-${(i + k) % 20}`,
+      parameters: JSON.stringify({ workers: 1 }),
+      last_action: 'CREATE',
+      last_task_id: null,
+      network_profile: null,
+      created_at: now,
+      updated_at: now,
+    }));
+    await store.db.insertInto('clusters').values(rows).execute();
+  }
 }
