@@ -14,7 +14,17 @@ import { SCOPES } from '@anodyne/identity';
 import { pemSet, type ClusterEndpoint } from '@anodyne/clusters';
 import type { AvailabilityReport, Task } from '@anodyne/director';
 import { startTestPlatform, https, type HttpResult, type TestPlatform, tokenSource } from './testing/index.js';
-import { appLoop, configMapLoop, deployApp, aroundFailure, eventLoopWatch, line, until, type Kubectl } from './testing/workloads.js';
+import {
+  appLoop,
+  configMapLoop,
+  deployApp,
+  aroundFailure,
+  vmLogDirs,
+  eventLoopWatch,
+  line,
+  until,
+  type Kubectl,
+} from './testing/workloads.js';
 
 const isRoot = process.getuid?.() === 0;
 const PORT = 19_900 + (process.pid % 90);
@@ -166,12 +176,7 @@ describe('CA rotation with no downtime on a real cluster', { skip: skipUnless(is
     let around = '';
     if (apiCount.failed + appCount.failed > 0) {
       await fetchKubeconfig();
-      const logDirs = Object.fromEntries(
-        (await tp.platform.director.instances('cluster-ca1')).map((row) => [
-          `${row.group_name}/${row.idx}`,
-          `/proc/${tp.platform.provider.initPid(row.vm_id!)}/root/var/lib/anodyne/agent/logs`,
-        ]),
-      );
+      const logDirs = await vmLogDirs(tp.platform, 'cluster-ca1');
       const lines = (await Promise.all([apiCount, appCount].map((r) => aroundFailure(r, events, kubectl, logDirs)))).flat();
       for (const l of lines) t.diagnostic(l);
       around = `\n${lines.join('\n')}`;

@@ -12,6 +12,7 @@ import { startTestPlatform, https, type HttpResult, type TestPlatform, tokenSour
 import {
   appLoop,
   aroundFailure,
+  vmLogDirs,
   configMapLoop,
   deployApp,
   eventLoopWatch,
@@ -193,12 +194,7 @@ describe('Kubernetes releases side by side and upgrades between them', { skip: s
     let around = '';
     if (apiCount.failed + appCount.failed > 0) {
       const upEvents = await tp.platform.director.tasks.events(upTask.id);
-      const logDirs = Object.fromEntries(
-        (await tp.platform.director.instances('cluster-ha1')).map((row) => [
-          `${row.group_name}/${row.idx}`,
-          `/proc/${tp.platform.provider.initPid(row.vm_id!)}/root/var/lib/anodyne/agent/logs`,
-        ]),
-      );
+      const logDirs = await vmLogDirs(tp.platform, 'cluster-ha1');
       const lines = (await Promise.all([apiCount, appCount].map((r) => aroundFailure(r, upEvents, k.kubectl, logDirs)))).flat();
       for (const l of lines) t.diagnostic(l);
       around = `\n${lines.join('\n')}`;

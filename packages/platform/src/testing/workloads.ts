@@ -122,6 +122,21 @@ export async function aroundFailure(
   return [`around the last failure (${m[1]}):`, ...out.sort()];
 }
 
+/** Each VM of a deployment by name (`master/0`) and its agent's logs directory, seen from the host: for `aroundFailure`. */
+export async function vmLogDirs(
+  platform: {
+    director: { instances(deployment: string): Promise<{ group_name: string; idx: number; vm_id: string | null }[]> };
+    provider: { initPid(vmId: string): number };
+  },
+  deployment: string,
+): Promise<Record<string, string>> {
+  return Object.fromEntries(
+    (await platform.director.instances(deployment))
+      .filter((row) => row.vm_id)
+      .map((row) => [`${row.group_name}/${row.idx}`, `/proc/${platform.provider.initPid(row.vm_id!)}/root/var/lib/anodyne/agent/logs`]),
+  );
+}
+
 /**
  * The warnings and errors that the processes of some VMs logged between `from` and `to` (ms since
  * the epoch), each line prefixed by its time, the VM and the process: `logDirs` maps a VM's name to
