@@ -123,6 +123,12 @@ export const ErrorCodes = {
   ANODYNE_E_PROVIDER_IP_OUT_OF_RANGE: def('ANODYNE_E_PROVIDER_IP_OUT_OF_RANGE', 'invalid_input', 'IP address outside the network range'),
   ANODYNE_E_PROVIDER_IP_TAKEN: def('ANODYNE_E_PROVIDER_IP_TAKEN', 'conflict', 'IP address already in use'),
   ANODYNE_E_PROVIDER_IP_EXHAUSTED: def('ANODYNE_E_PROVIDER_IP_EXHAUSTED', 'unavailable', 'No free IP address in the network range'),
+  ANODYNE_E_PROVIDER_SEGMENTS_EXHAUSTED: def('ANODYNE_E_PROVIDER_SEGMENTS_EXHAUSTED', 'unavailable', 'No free network segment in the pool'),
+  ANODYNE_E_PROVIDER_SEGMENT_IN_USE: def(
+    'ANODYNE_E_PROVIDER_SEGMENT_IN_USE',
+    'conflict',
+    'VMs or load balancers are still on the network segment',
+  ),
   ANODYNE_E_PROVIDER_VM_NOT_FOUND: def('ANODYNE_E_PROVIDER_VM_NOT_FOUND', 'not_found', 'VM not found'),
   ANODYNE_E_PROVIDER_DISK_NOT_FOUND: def('ANODYNE_E_PROVIDER_DISK_NOT_FOUND', 'not_found', 'Disk not found'),
   ANODYNE_E_PROVIDER_DISK_ATTACHED: def('ANODYNE_E_PROVIDER_DISK_ATTACHED', 'conflict', 'Disk is attached to another VM'),

@@ -119,6 +119,33 @@ export interface NetworkInfo {
   gateway: string;
 }
 
+/**
+ * A network of one deployment's own (a tenant segment): its VMs and load balancers reach each
+ * other; from anywhere else (another segment, the default network) only its load balancers'
+ * ports answer; the platform's host reaches everything. Placed on by name: a segment's name is
+ * a network name in `CreateVmRequest.network` and `LoadBalancerSpec.network`.
+ */
+export interface SegmentSpec {
+  /** Unique among the provider's segments and networks: `^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`. */
+  name: string;
+  metadata?: Record<string, string>;
+}
+
+export interface SegmentInfo extends NetworkInfo {
+  metadata: Record<string, string>;
+}
+
+/** Where segments come from: a pool cut into equal ranges. */
+export interface SegmentPoolInfo {
+  /** CIDR of the pool. */
+  pool: string;
+  /** Addresses one segment offers to VMs and load balancers. */
+  addresses: number;
+  /** Segments the pool holds, and how many of them are free now. */
+  total: number;
+  free: number;
+}
+
 export interface ProviderInfo {
   name: string;
   version: string;
@@ -127,13 +154,16 @@ export interface ProviderInfo {
   vmTypes: Record<string, VmType>;
   networks: NetworkInfo[];
   images: string[];
-  capabilities: { persistentDisks: boolean; loadBalancers: boolean; reboot: boolean };
+  capabilities: { persistentDisks: boolean; loadBalancers: boolean; reboot: boolean; segments: boolean };
+  /** The segment pool, where the provider has one (`capabilities.segments`). */
+  segments?: SegmentPoolInfo;
 }
 
 export interface CleanupReport {
   vms: number;
   disks: number;
   loadBalancers: number;
+  segments: number;
   /** Other host objects removed (mounts, links, rules, cgroups), by kind. */
   other: Record<string, number>;
 }
@@ -211,6 +241,22 @@ export interface Provider {
 
   /** Load balancers the provider has, optionally only those whose metadata contains `filter`. */
   listLoadBalancers(filter?: Record<string, string>): Promise<LoadBalancerInfo[]>;
+
+  /**
+   * Makes a network segment from the pool (its own range, isolated from every other segment: see
+   * SegmentSpec). Idempotent by name: an existing segment is returned unchanged. A pool with no
+   * free segment is refused with ANODYNE_E_PROVIDER_SEGMENTS_EXHAUSTED before anything is made.
+   */
+  createSegment(spec: SegmentSpec): Promise<SegmentInfo>;
+
+  /**
+   * Deletes a segment and frees its range. Refused with ANODYNE_E_PROVIDER_SEGMENT_IN_USE while a
+   * VM or load balancer is on it. Idempotent for unknown names.
+   */
+  deleteSegment(name: string): Promise<void>;
+
+  /** Segments that exist, optionally only those whose metadata contains `filter`. */
+  listSegments(filter?: Record<string, string>): Promise<SegmentInfo[]>;
 
   /**
    * Removes everything this provider instance has created on the infrastructure, found by

@@ -12,14 +12,28 @@ import type {
   LoadBalancerSpec,
   Provider,
   ProviderInfo,
+  SegmentInfo,
+  SegmentSpec,
   VmInfo,
   VmType,
 } from '../contract.js';
-import { IpPool, matches, parseCidr, resolveVmType, validateBackends, validateCreate, validateHealthCheck } from '../internal/validate.js';
+import {
+  IpPool,
+  SegmentPool,
+  matches,
+  parseCidr,
+  resolveVmType,
+  validateBackends,
+  validateCreate,
+  validateHealthCheck,
+  validateSegmentName,
+} from '../internal/validate.js';
 
 export interface FakeProviderOptions {
   clock: Clock;
   network?: string;
+  /** The segment pool (CIDR) and each segment's prefix; absent: no segments. */
+  segments?: { pool: string; prefix: number };
   vmTypes?: Record<string, VmType>;
   /** Milliseconds each createVm takes (on the clock), to model slow infrastructure. */
   createDelayMs?: number;
@@ -42,11 +56,15 @@ export class FakeProvider implements Provider {
   private readonly byAgent = new Map<string, string>();
   private readonly used = new Set<string>();
   private readonly pool: IpPool;
+  private readonly segmentPool: SegmentPool | undefined;
+  /** Segment name → its index in the pool, record and addresses. */
+  private readonly segments = new Map<string, { index: number; info: SegmentInfo; pool: IpPool }>();
   private readonly vmTypes: Record<string, VmType>;
   private failNextCreate: Error | undefined;
 
   constructor(private readonly options: FakeProviderOptions) {
     this.pool = new IpPool(parseCidr(options.network ?? '10.250.0.0/16'), this.used);
+    this.segmentPool = options.segments ? new SegmentPool(options.segments.pool, options.segments.prefix) : undefined;
     this.vmTypes = options.vmTypes ?? {
       small: { cpu: 1, memoryMb: 512, ephemeralDiskMb: 1024 },
       medium: { cpu: 2, memoryMb: 2048, ephemeralDiskMb: 4096 },
@@ -65,8 +83,49 @@ export class FakeProvider implements Provider {
       vmTypes: this.vmTypes,
       networks: [{ name: 'default', range: this.pool.cidr.text, gateway: this.pool.cidr.gateway }],
       images: ['default'],
-      capabilities: { persistentDisks: true, loadBalancers: true, reboot: true },
+      capabilities: { persistentDisks: true, loadBalancers: true, reboot: true, segments: this.segmentPool !== undefined },
+      ...(this.segmentPool ? { segments: this.segmentPool.info(this.segments.size) } : {}),
     };
+  }
+
+  /** The addresses of a network: the default one, or a segment's. */
+  private poolOf(network: string): IpPool {
+    return network === 'default' ? this.pool : this.segments.get(network)!.pool;
+  }
+
+  private networkNames(): string[] {
+    return ['default', ...this.segments.keys()];
+  }
+
+  async createSegment(spec: SegmentSpec): Promise<SegmentInfo> {
+    await Promise.resolve();
+    this.count('createSegment');
+    validateSegmentName(spec?.name, ['default']);
+    const existing = this.segments.get(spec.name);
+    if (existing) return structuredClone(existing.info);
+    if (!this.segmentPool) throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', 'this provider has no segment pool');
+    const index = this.segmentPool.allocate(new Set([...this.segments.values()].map((x) => x.index)));
+    const range = this.segmentPool.range(index);
+    const info: SegmentInfo = { name: spec.name, range: range.text, gateway: range.gateway, metadata: { ...(spec.metadata ?? {}) } };
+    this.segments.set(spec.name, { index, info, pool: new IpPool(range, new Set()) });
+    return structuredClone(info);
+  }
+
+  async deleteSegment(name: string): Promise<void> {
+    await Promise.resolve();
+    if (!this.segments.has(name)) return;
+    const users = [...[...this.vms.values()].map((v) => [v.id, v.network]), ...[...this.lbs.values()].map((l) => [l.id, l.network])]
+      .filter(([, n]) => n === name)
+      .map(([id]) => id!);
+    if (users.length > 0)
+      throw new ConflictError('ANODYNE_E_PROVIDER_SEGMENT_IN_USE', `segment ${name} still holds ${users.join(', ')}`, {
+        details: { name, users },
+      });
+    this.segments.delete(name);
+  }
+
+  listSegments(filter?: Record<string, string>): Promise<SegmentInfo[]> {
+    return Promise.resolve([...this.segments.values()].filter((x) => matches(x.info.metadata, filter)).map((x) => structuredClone(x.info)));
   }
 
   /** Test hook: the next createVm fails with this error after validation. */
@@ -87,21 +146,22 @@ export class FakeProvider implements Provider {
 
   async createVm(req: CreateVmRequest): Promise<VmInfo> {
     this.count('createVm');
-    validateCreate(req, this.info().images, ['default']);
+    validateCreate(req, this.info().images, this.networkNames());
     const vmType = resolveVmType(req.vmType, this.vmTypes);
-    const ip = this.pool.allocate(req.network.ip);
+    const pool = this.poolOf(req.network.network);
+    const ip = pool.allocate(req.network.ip);
     if (this.options.createDelayMs) await this.options.clock.sleep(this.options.createDelayMs);
     if (this.failNextCreate) {
       const err = this.failNextCreate;
       this.failNextCreate = undefined;
-      this.pool.release(ip);
+      pool.release(ip);
       throw err;
     }
     const vm: VmInfo = {
       id: `fake-${randomUUID().slice(0, 8)}`,
       agentId: req.agentId,
       ip,
-      network: 'default',
+      network: req.network.network,
       state: 'running',
       vmType,
       image: req.image,
@@ -118,7 +178,7 @@ export class FakeProvider implements Provider {
     const vm = this.vms.get(id);
     if (vm) {
       for (const d of this.disks.values()) if (d.vmId === id) d.vmId = null;
-      this.pool.release(vm.ip);
+      this.poolOf(vm.network).release(vm.ip);
       this.vms.delete(id);
       this.crashed.delete(id);
       if (this.byAgent.get(vm.agentId) === id) this.byAgent.delete(vm.agentId);
@@ -218,12 +278,14 @@ export class FakeProvider implements Provider {
     validateBackends(spec.backends);
     validateHealthCheck(spec.healthCheck);
     if (this.lbs.has(spec.name)) throw new ConflictError('ANODYNE_E_CONFLICT', `load balancer ${spec.name} exists`);
-    const ip = this.pool.allocate(spec.ip);
+    if (!this.networkNames().includes(spec.network))
+      throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', `unknown network ${JSON.stringify(spec.network)}`);
+    const ip = this.poolOf(spec.network).allocate(spec.ip);
     const lb: LoadBalancerInfo = {
       id: spec.name,
       ip,
       port: spec.port,
-      network: 'default',
+      network: spec.network,
       backends: [...spec.backends],
       ...(spec.healthCheck ? { healthCheck: { ...spec.healthCheck } } : {}),
       metadata: { ...(spec.metadata ?? {}) },
@@ -257,14 +319,21 @@ export class FakeProvider implements Provider {
   deleteLoadBalancer(id: string): Promise<void> {
     const lb = this.lbs.get(id);
     if (lb) {
-      this.pool.release(lb.ip);
+      this.poolOf(lb.network).release(lb.ip);
       this.lbs.delete(id);
     }
     return Promise.resolve();
   }
 
   cleanup(): Promise<CleanupReport> {
-    const report: CleanupReport = { vms: this.vms.size, disks: this.disks.size, loadBalancers: this.lbs.size, other: {} };
+    const report: CleanupReport = {
+      vms: this.vms.size,
+      disks: this.disks.size,
+      loadBalancers: this.lbs.size,
+      segments: this.segments.size,
+      other: {},
+    };
+    this.segments.clear();
     this.vms.clear();
     this.byAgent.clear();
     this.disks.clear();

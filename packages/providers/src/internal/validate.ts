@@ -20,10 +20,11 @@ export interface Cidr {
   text: string;
 }
 
-export function parseCidr(text: string): Cidr {
+export function parseCidr(text: string, shortest = 16, longest = 29): Cidr {
   const m = /^(\d+\.\d+\.\d+\.\d+)\/(\d+)$/.exec(text);
-  if (!m || !isIPv4(m[1]!) || Number(m[2]) < 16 || Number(m[2]) > 29) {
-    throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', `network range ${JSON.stringify(text)} must be an IPv4 CIDR from /16 to /29`, {
+  if (!m || !isIPv4(m[1]!) || Number(m[2]) < shortest || Number(m[2]) > longest) {
+    const why = `network range ${JSON.stringify(text)} must be an IPv4 CIDR from /${shortest} to /${longest}`;
+    throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', why, {
       details: { range: text },
     });
   }
@@ -165,4 +166,59 @@ export function validateHealthCheck(check: LoadBalancerHealthCheck | undefined):
 
 export function matches(metadata: Record<string, string>, filter?: Record<string, string>): boolean {
   return !filter || Object.entries(filter).every(([k, v]) => metadata[k] === v);
+}
+
+/** A segment's name: a DNS label, so that providers can use it as their own network's name. */
+export function validateSegmentName(name: unknown, networks: string[]): string {
+  if (typeof name !== 'string' || !/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(name)) {
+    const why = `segment name ${JSON.stringify(name)} must be a DNS label (lowercase letters, digits and dashes, at most 63)`;
+    throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', why, { details: { name } });
+  }
+  if (networks.includes(name))
+    throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', `segment name ${name} is the name of a network`, { details: { name } });
+  return name;
+}
+
+/**
+ * A pool of network segments: `pool` cut into ranges of `/prefix`, numbered from 0. In each range
+ * the first address is the gateway (the host's side), the last broadcast; the rest go to VMs and
+ * load balancers.
+ */
+export class SegmentPool {
+  readonly pool: Cidr;
+  readonly prefix: number;
+
+  constructor(pool: string, prefix: number) {
+    this.pool = parseCidr(pool, 8, 28);
+    if (!Number.isInteger(prefix) || prefix <= this.pool.prefix || prefix > 29 || prefix - this.pool.prefix > 16) {
+      const why = `segment size /${prefix} must be longer than the pool's /${this.pool.prefix}, at most /29, and cut it in at most 65536`;
+      throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', why, { details: { pool, prefix } });
+    }
+    this.prefix = prefix;
+  }
+
+  get total(): number {
+    return 2 ** (this.prefix - this.pool.prefix);
+  }
+
+  /** Addresses one segment offers to VMs and load balancers. */
+  get addresses(): number {
+    return 2 ** (32 - this.prefix) - 3;
+  }
+
+  range(index: number): Cidr {
+    return parseCidr(`${intToIp(this.pool.base + index * 2 ** (32 - this.prefix))}/${this.prefix}`, this.prefix, this.prefix);
+  }
+
+  /** The lowest index not in `used`, or ANODYNE_E_PROVIDER_SEGMENTS_EXHAUSTED. */
+  allocate(used: Set<number>): number {
+    for (let i = 0; i < this.total; i++) if (!used.has(i)) return i;
+    throw new AnodyneError('ANODYNE_E_PROVIDER_SEGMENTS_EXHAUSTED', `all ${this.total} segments of the pool ${this.pool.text} are in use`, {
+      details: { pool: this.pool.text, total: this.total },
+    });
+  }
+
+  info(used: number): { pool: string; addresses: number; total: number; free: number } {
+    return { pool: this.pool.text, addresses: this.addresses, total: this.total, free: this.total - used };
+  }
 }

@@ -9,8 +9,8 @@ import { validateBackends, validateHealthCheck } from '../internal/validate.js';
 import { joinCgroupsShell, type VmCgroups } from './cgroups.js';
 import { killPids, shellQuote } from './host.js';
 import type { DataLayout } from './layout.js';
-import type { VmNetwork } from './network.js';
-import type { LbRecord, StateFile } from './state.js';
+import type { Lan, VmNetwork } from './network.js';
+import type { LbRecord, LocalState, StateFile } from './state.js';
 
 /** How long create waits for haproxy's frontend to accept connections, and how often it looks. */
 const READY_TIMEOUT_MS = 10_000;
@@ -25,6 +25,8 @@ export interface LoadBalancerDeps {
   network: VmNetwork;
   cgroups: VmCgroups;
   clock: Clock;
+  /** The network a load balancer is placed on (`default` or a segment); unknown names are refused. */
+  lanOf(state: LocalState, network: string): Lan;
 }
 
 /**
@@ -39,25 +41,24 @@ export class LoadBalancers {
     if (!spec || typeof spec.name !== 'string' || !/^[a-z0-9][a-z0-9-]{0,40}$/.test(spec.name)) {
       throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', 'load balancer name must be lowercase letters, digits and dashes');
     }
-    if (spec.network !== 'default') {
-      throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', `unknown network ${JSON.stringify(spec.network)}`);
-    }
     if (!Number.isInteger(spec.port) || spec.port < 1 || spec.port > 65535) {
       throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', 'load balancer port must be 1 to 65535');
     }
     validateBackends(spec.backends);
     validateHealthCheck(spec.healthCheck);
     const lbId = `lb-${randomBytes(4).toString('hex')}`;
+    let lan: Lan = this.d.network.defaultLan;
     const lb = await this.d.store.update((state) => {
       if (state.lbs[spec.name]) {
         throw new ConflictError('ANODYNE_E_CONFLICT', `load balancer ${spec.name} exists`, { details: { name: spec.name } });
       }
+      lan = this.d.lanOf(state, spec.network);
       const rec: LbRecord = {
         id: spec.name,
         lbId,
-        ip: this.d.network.allocate(state, spec.ip),
+        ip: this.d.network.allocate(state, spec.ip, lan),
         port: spec.port,
-        network: 'default',
+        network: lan.name,
         backends: [...spec.backends],
         ...(spec.healthCheck ? { healthCheck: { ...spec.healthCheck } } : {}),
         metadata: { ...(spec.metadata ?? {}) },
@@ -70,7 +71,8 @@ export class LoadBalancers {
       const dir = this.d.layout.lb(lbId);
       mkdirSync(dir, { recursive: true });
       writeFileSync(join(dir, 'haproxy.cfg'), this.haproxyConfig(lb));
-      await this.d.network.createNetns(lbId, lb.ip);
+      await this.d.network.createNetns(lbId, lb.ip, lan);
+      await this.d.network.openLoadBalancer(lan, lb.ip, lb.port);
       const procs = this.d.cgroups.create(lbId, LB_SIZE);
       const out = openSync(join(dir, 'haproxy.log'), 'a');
       // Master-worker mode: SIGUSR2 to the master reloads the configuration.
@@ -133,6 +135,8 @@ export class LoadBalancers {
     await this.d.store.update(async (state) => {
       const lb = state.lbs[id];
       if (!lb) return;
+      const lan = lanOrNone(() => this.d.lanOf(state, lb.network));
+      if (lan) await this.d.network.closeLoadBalancer(lan, lb.ip, lb.port);
       await this.d.cgroups.killAll(lb.lbId);
       await this.d.network.deleteNetns(lb.lbId);
       this.d.cgroups.remove(lb.lbId);
@@ -171,6 +175,15 @@ export class LoadBalancers {
       ...servers,
       '',
     ].join('\n');
+  }
+}
+
+/** The network a record names, or none when it is gone (cleanup removes its rules anyway). */
+function lanOrNone(lanOf: () => Lan): Lan | undefined {
+  try {
+    return lanOf();
+  } catch {
+    return undefined;
   }
 }
 

@@ -10,6 +10,7 @@ import { locateRelease, httpGet } from '@anodyne/release';
 import { LocalProvider, GUEST_DISK_DIR } from './index.js';
 import { providerContractSuite, hostLeftovers } from '../testing/index.js';
 import { HOST_LIMIT_FLOORS, netnsList, raiseHostLimits, rulesWithComment } from './host.js';
+import { segmentBridgesOfTag } from './network.js';
 
 const RELEASE_GUEST = '/var/lib/anodyne/release';
 let n = 0;
@@ -38,7 +39,7 @@ function makeProvider(
 const isRoot = process.getuid?.() === 0;
 
 providerContractSuite('local (namespaces)', () => {
-  const { provider, tag, dataDir } = makeProvider('10.198.1.0/24');
+  const { provider, tag, dataDir } = makeProvider('10.198.1.0/24', { segments: { pool: '10.199.1.0/26', prefix: 28 } });
   return Promise.resolve({
     provider,
     crashVm: (id: string) => {
@@ -85,7 +86,7 @@ describe('local provider on the host', { skip: skipUnless(isRoot, 'needs root') 
   const gateway = '10.198.2.1';
 
   before(() => {
-    ({ provider, tag, dataDir } = makeProvider('10.198.2.0/24'));
+    ({ provider, tag, dataDir } = makeProvider('10.198.2.0/24', { segments: { pool: '10.199.2.0/26', prefix: 28 } }));
   });
 
   after(async () => {
@@ -140,6 +141,69 @@ describe('local provider on the host', { skip: skipUnless(isRoot, 'needs root') 
       hostServer?.close();
       for (const vm of vms) await provider.deleteVm(vm.id);
     }
+  });
+
+  it('segments: a VM reaches its own segment, the host, and of another segment only the load balancer', async (t) => {
+    const [a, b] = await Promise.all(['iso-a', 'iso-b'].map((name) => provider.createSegment({ name })));
+    const on = (agentId: string, seg: string) => provider.createVm(vmReq(agentId, { network: { network: seg } }));
+    const [a1, a2, b1] = await Promise.all([on('iso-a1', a!.name), on('iso-a2', a!.name), on('iso-b1', b!.name)]);
+    const lb = await provider.createLoadBalancer({
+      name: 'iso-b-lb',
+      network: b!.name,
+      port: 8443,
+      backends: [{ ip: b1.ip, port: 8080 }],
+    });
+    let hostServer: Server | undefined;
+    try {
+      await serve(a2.id, a2.ip, 8080, 'from-a2');
+      await serve(b1.id, b1.ip, 8080, 'from-b1');
+      const get = (vmId: string, url: string) =>
+        provider.execInVm(vmId, ['busybox', 'timeout', '3', 'busybox', 'wget', '-qO-', url]).then(
+          (r) => r.stdout.trim(),
+          () => 'no answer',
+        );
+      // The load balancer's health check finds the backend up (from the host, which reaches every segment).
+      for (let i = 0; i < 50 && (await hostGet(`http://${lb.ip}:8443/`).catch(() => '')) !== 'from-b1'; i++)
+        await new Promise((r) => setTimeout(r, 100));
+      assert.equal(await get(a1.id, `http://${a2.ip}:8080/`), 'from-a2', 'same segment');
+      assert.equal(await get(a1.id, `http://${lb.ip}:8443/`), 'from-b1', "another segment's load balancer");
+      assert.equal(await get(a1.id, `http://${b1.ip}:8080/`), 'no answer', "another segment's VM");
+      assert.equal(await get(a1.id, `http://${lb.ip}:22/`), 'no answer', "another port of another segment's load balancer");
+      assert.equal(await get(b1.id, `http://${a2.ip}:8080/`), 'no answer', 'and the other way');
+      assert.equal(await hostGet(`http://${b1.ip}:8080/`), 'from-b1', 'the host reaches every segment');
+      hostServer = createServer((_req, res) => res.end('from-host'));
+      await new Promise<void>((r) => hostServer!.listen(18082, gateway, r));
+      assert.equal(
+        await get(a1.id, `http://${gateway}:18082/`),
+        'from-host',
+        "a segment's VM reaches the host at the default network's address",
+      );
+    } finally {
+      hostServer?.close();
+      await provider.deleteLoadBalancer(lb.id);
+      for (const vm of [a1, a2, b1]) await provider.deleteVm(vm.id);
+      for (const seg of [a!, b!]) await provider.deleteSegment(seg.name);
+    }
+    // 20 segments made (four at a time, a VM on each) and deleted: the pool is whole, no bridge is left.
+    const started = performance.now();
+    for (let round = 0; round < 5; round++) {
+      await Promise.all(
+        [0, 1, 2, 3].map(async (i) => {
+          const seg = await provider.createSegment({ name: `cycle-${round}-${i}` });
+          const vm = await on(`cycle-${round}-${i}`, seg.name);
+          await provider.deleteVm(vm.id);
+          await provider.deleteSegment(seg.name);
+        }),
+      );
+    }
+    t.diagnostic(`20 segments with a VM each made and deleted in ${(performance.now() - started).toFixed(0)} ms`);
+    assert.equal(provider.info().segments!.free, provider.info().segments!.total);
+    assert.deepEqual(await segmentBridgesOfTag(tag), []);
+    assert.deepEqual(
+      (await rulesWithComment('filter', `anodyne:${tag}`)).filter((r) => r.includes(`ans${tag}-`) && !r.includes('+')),
+      [],
+      'no rule of a deleted segment or load balancer is left',
+    );
   });
 
   it('with VMs running, the host allows as many inotify instances and watches as many VMs need', () => {

@@ -1,19 +1,48 @@
 // The local provider's VM network: its bridge and iptables rules, per-VM network namespaces with veths, addresses and routes.
+import { writeFileSync } from 'node:fs';
 import { exec } from '@anodyne/common';
 import { IpPool, type Cidr } from '../internal/validate.js';
-import { deleteRule, ip, ipQuiet, killPids, linkExists, netnsList, netnsPids, rulesWithComment, vethsOfTag, type Tally } from './host.js';
+import {
+  deleteRule,
+  ip,
+  ipQuiet,
+  killPids,
+  linkExists,
+  linksWithPrefix,
+  netnsList,
+  netnsPids,
+  rulesWithComment,
+  vethsOfTag,
+  type Tally,
+} from './host.js';
 import type { LocalState } from './state.js';
 
+/** One layer-2 network of the provider: its name (`default` or a segment's), bridge and range. */
+export interface Lan {
+  name: string;
+  bridge: string;
+  cidr: Cidr;
+}
+
 /**
- * One provider tag's network: bridge `anbr-<tag>` holding the host's address (the CIDR's
- * first), and per VM or load balancer a netns `anodyne-<tag>-<id>` joined to the bridge by a
- * veth `av<tag><6 of the id>`. Nothing is routed or NATed to the outside: the bridge's
- * traffic is dropped in FORWARD unless it stays on the bridge. Every iptables rule carries
- * the comment `anodyne:<tag>`.
+ * One provider tag's networks. The default one is bridge `anbr-<tag>`; each segment is bridge
+ * `ans<tag>-<index>`; each bridge holds the host's address (its range's first). Per VM or load
+ * balancer a netns `anodyne-<tag>-<id>` is joined to its network's bridge by a veth
+ * `av<tag><6 of the id>`. Every iptables rule carries the comment `anodyne:<tag>`.
+ *
+ * Nothing is routed or NATed to the outside. The default network's traffic is dropped in FORWARD
+ * unless it stays on its bridge. A segment's bridge forwards (the host routes between segments,
+ * `net.ipv4.conf.<bridge>.forwarding`, never the host-wide switch), and FORWARD lets through only:
+ * traffic that stays on one segment's bridge, new connections from any segment to a load
+ * balancer's address and port, and the answers of those connections. Everything else to or from
+ * a segment is dropped: a VM of one segment cannot reach another segment's VMs, nor anything
+ * beyond this host.
  */
 export class VmNetwork {
   readonly bridge: string;
   readonly comment: string;
+  /** iptables' wildcard for every segment bridge of the tag (the dash keeps tag `t1` off `t12`'s). */
+  private readonly segmentBridges: string;
   private bridgeReady: Promise<void> | undefined;
 
   constructor(
@@ -22,6 +51,17 @@ export class VmNetwork {
   ) {
     this.bridge = `anbr-${tag}`;
     this.comment = `anodyne:${tag}`;
+    this.segmentBridges = `ans${tag}-+`;
+  }
+
+  /** The default network. */
+  get defaultLan(): Lan {
+    return { name: 'default', bridge: this.bridge, cidr: this.cidr };
+  }
+
+  /** A segment's network: its bridge is `ans<tag>-<index>` (at most 15 characters). */
+  segmentLan(name: string, index: number, cidr: Cidr): Lan {
+    return { name, bridge: `ans${this.tag}-${index}`, cidr };
   }
 
   netnsName(id: string): string {
@@ -38,10 +78,18 @@ export class VmNetwork {
     return `av${this.tag}${id.replace(/^(vm|lb)-/, '').slice(0, 6)}`;
   }
 
-  /** Reserves an address for a VM or load balancer in `state` (which the caller persists): `requested`, or the lowest free one. */
-  allocate(state: LocalState, requested: string | undefined): string {
-    const used = new Set<string>([...Object.values(state.vms).map((v) => v.ip), ...Object.values(state.lbs).map((l) => l.ip)]);
-    return new IpPool(this.cidr, used).allocate(requested);
+  /** Reserves an address on `lan` for a VM or load balancer in `state` (which the caller persists): `requested`, or the lowest free one. */
+  allocate(state: LocalState, requested: string | undefined, lan: Lan = this.defaultLan): string {
+    const on = (network: string) => network === lan.name;
+    const used = new Set<string>([
+      ...Object.values(state.vms)
+        .filter((v) => on(v.network))
+        .map((v) => v.ip),
+      ...Object.values(state.lbs)
+        .filter((l) => on(l.network))
+        .map((l) => l.ip),
+    ]);
+    return new IpPool(lan.cidr, used).allocate(requested);
   }
 
   /** Once per provider (again after cleanup); concurrent creates share one setup. */
@@ -65,25 +113,74 @@ export class VmNetwork {
       await ip('addr', 'add', `${this.cidr.gateway}/${this.cidr.prefix}`, 'dev', this.bridge);
     }
     await ip('link', 'set', this.bridge, 'up');
+    const seg = this.segmentBridges;
+    // Inserted at the top in reverse, so they end in this order (a segment's or load balancer's own rules go above).
     const rules: string[][] = [
       // Between VMs on the bridge (seen by iptables when bridge-nf-call-iptables is on).
-      ['FORWARD', '-i', this.bridge, '-o', this.bridge, '-j', 'ACCEPT'],
+      ['-i', this.bridge, '-o', this.bridge, '-j', 'ACCEPT'],
       // Never routed to or from anywhere else: no NAT, no forwarding off this host.
-      ['FORWARD', '-i', this.bridge, '!', '-o', this.bridge, '-j', 'DROP'],
-      ['FORWARD', '!', '-i', this.bridge, '-o', this.bridge, '-j', 'DROP'],
+      ['-i', this.bridge, '!', '-o', this.bridge, '-j', 'DROP'],
+      ['!', '-i', this.bridge, '-o', this.bridge, '-j', 'DROP'],
+      // Segments: answers of connections that a rule above let through, then nothing else.
+      ['-i', seg, '-o', seg, '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT'],
+      ['-i', seg, '-j', 'DROP'],
+      ['-o', seg, '-j', 'DROP'],
     ];
-    for (const r of rules) {
-      const spec = [...r.slice(1), '-m', 'comment', '--comment', this.comment];
-      const present = await exec(['iptables', '-w', '-C', r[0]!, ...spec]).then(
-        () => true,
-        () => false,
-      );
-      if (!present) await exec(['iptables', '-w', '-I', r[0]!, ...spec]);
-    }
+    for (const r of rules.reverse()) await this.insertRule(r);
   }
 
-  /** A netns with a veth on the bridge, its address and a default route via the host. */
-  async createNetns(id: string, addr: string): Promise<void> {
+  private spec(rule: string[]): string[] {
+    return ['FORWARD', ...rule, '-m', 'comment', '--comment', this.comment];
+  }
+
+  /** Inserts a FORWARD rule at the top unless it is there. */
+  private async insertRule(rule: string[]): Promise<void> {
+    const spec = this.spec(rule);
+    const present = await exec(['iptables', '-w', '-C', ...spec]).then(
+      () => true,
+      () => false,
+    );
+    if (!present) await exec(['iptables', '-w', '-I', ...spec]);
+  }
+
+  /** Deletes a FORWARD rule if it is there. */
+  private async removeRule(rule: string[]): Promise<void> {
+    await exec(['iptables', '-w', '-D', ...this.spec(rule)]).catch(() => undefined);
+  }
+
+  /** A segment's bridge with the host's address, forwarding on, and its traffic allowed to stay on it. */
+  async createSegmentBridge(lan: Lan): Promise<void> {
+    await this.ensureBridge();
+    if (!(await linkExists(lan.bridge))) {
+      await ip('link', 'add', lan.bridge, 'type', 'bridge');
+      await ip('addr', 'add', `${lan.cidr.gateway}/${lan.cidr.prefix}`, 'dev', lan.bridge);
+    }
+    writeFileSync(`/proc/sys/net/ipv4/conf/${lan.bridge}/forwarding`, '1\n');
+    await ip('link', 'set', lan.bridge, 'up');
+    await this.insertRule(['-i', lan.bridge, '-o', lan.bridge, '-j', 'ACCEPT']);
+  }
+
+  /** Removes a segment's bridge and its rule. Idempotent. */
+  async deleteSegmentBridge(lan: Lan): Promise<void> {
+    await this.removeRule(['-i', lan.bridge, '-o', lan.bridge, '-j', 'ACCEPT']);
+    await ipQuiet('link', 'del', lan.bridge);
+  }
+
+  /** From any segment, new connections to a load balancer on a segment (its address and port only). */
+  private lbRule(lan: Lan, addr: string, port: number): string[] {
+    return ['-i', this.segmentBridges, '-o', lan.bridge, '-d', `${addr}/32`, '-p', 'tcp', '--dport', String(port), '-j', 'ACCEPT'];
+  }
+
+  async openLoadBalancer(lan: Lan, addr: string, port: number): Promise<void> {
+    if (lan.name !== 'default') await this.insertRule(this.lbRule(lan, addr, port));
+  }
+
+  async closeLoadBalancer(lan: Lan, addr: string, port: number): Promise<void> {
+    if (lan.name !== 'default') await this.removeRule(this.lbRule(lan, addr, port));
+  }
+
+  /** A netns with a veth on the network's bridge, its address and a default route via the host. */
+  async createNetns(id: string, addr: string, lan: Lan = this.defaultLan): Promise<void> {
     const ns = this.netnsName(id);
     const veth = this.vethName(id);
     await ip('netns', 'add', ns);
@@ -94,11 +191,11 @@ export class VmNetwork {
       .map((o) => Number(o).toString(16).padStart(2, '0'))
       .join(':')}`;
     await ip('link', 'add', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'address', mac, 'netns', ns);
-    await ip('link', 'set', veth, 'master', this.bridge, 'up');
-    await ip('-n', ns, 'addr', 'add', `${addr}/${this.cidr.prefix}`, 'dev', 'eth0');
+    await ip('link', 'set', veth, 'master', lan.bridge, 'up');
+    await ip('-n', ns, 'addr', 'add', `${addr}/${lan.cidr.prefix}`, 'dev', 'eth0');
     await ip('-n', ns, 'link', 'set', 'lo', 'up');
     await ip('-n', ns, 'link', 'set', 'eth0', 'up');
-    await ip('-n', ns, 'route', 'add', 'default', 'via', this.cidr.gateway);
+    await ip('-n', ns, 'route', 'add', 'default', 'via', lan.cidr.gateway);
   }
 
   /** Removes the netns of `id` (killing what still runs in it) and its veth. Idempotent. */
@@ -119,9 +216,13 @@ export class VmNetwork {
     }
   }
 
-  /** Cleanup: the tag's veths left on the host, its bridge and its iptables rules, counted. */
+  /** Cleanup: the tag's veths left on the host, its bridges and its iptables rules, counted. */
   async removeHostSide(count: Tally): Promise<void> {
     for (const l of await vethsOfTag(this.tag)) {
+      await ipQuiet('link', 'del', l);
+      count('links');
+    }
+    for (const l of await segmentBridgesOfTag(this.tag)) {
       await ipQuiet('link', 'del', l);
       count('links');
     }
@@ -136,4 +237,9 @@ export class VmNetwork {
       }
     }
   }
+}
+
+/** The segment bridges of a provider's tag on the host: `ans<tag>-<index>`. */
+export async function segmentBridgesOfTag(tag: string): Promise<string[]> {
+  return (await linksWithPrefix(`ans${tag}-`)).filter((l) => /^\d+$/.test(l.slice(tag.length + 4)));
 }

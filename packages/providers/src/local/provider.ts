@@ -3,7 +3,16 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { InputError, NotFoundError, PreconditionError, exec, type Clock, type ExecResult, type Logger } from '@anodyne/common';
+import {
+  ConflictError,
+  InputError,
+  NotFoundError,
+  PreconditionError,
+  exec,
+  type Clock,
+  type ExecResult,
+  type Logger,
+} from '@anodyne/common';
 import type {
   CleanupReport,
   CreateVmRequest,
@@ -15,18 +24,20 @@ import type {
   LoadBalancerSpec,
   Provider,
   ProviderInfo,
+  SegmentInfo,
+  SegmentSpec,
   VmInfo,
   VmType,
 } from '../contract.js';
-import { matches, parseCidr, resolveVmType, validateCreate } from '../internal/validate.js';
+import { SegmentPool, matches, parseCidr, resolveVmType, validateCreate, validateSegmentName } from '../internal/validate.js';
 import { GUEST_ENV, VmBooter, enterVmShell, type BindMount, type BootPlace } from './boot.js';
 import { VmCgroups } from './cgroups.js';
 import { LocalDisks, releaseDisks, shareVmDiskDir } from './disks.js';
 import { killPids, processStartTime, raiseHostLimits, unmountAll, type Tally } from './host.js';
 import { DataLayout } from './layout.js';
 import { LoadBalancers } from './loadbalancers.js';
-import { VmNetwork } from './network.js';
-import { StateFile, type VmRecord } from './state.js';
+import { VmNetwork, type Lan } from './network.js';
+import { StateFile, type LocalState, type SegmentRecord, type VmRecord } from './state.js';
 
 export interface LocalProviderOptions {
   /** Where VM roots, disks, load balancer configs and the state file live. */
@@ -35,6 +46,8 @@ export interface LocalProviderOptions {
   tag: string;
   /** The VM network (CIDR); the first address is the host's side of the bridge. */
   network: string;
+  /** Where network segments come from: a pool (CIDR) cut into ranges of `/prefix`. Absent: no segments. */
+  segments?: { pool: string; prefix: number };
   /** The agent, started inside every VM as the child of its init. */
   agentCommand: string[];
   vmTypes?: Record<string, VmType>;
@@ -77,6 +90,7 @@ export class LocalProvider implements Provider {
   private readonly booter: VmBooter;
   private readonly disks: LocalDisks;
   private readonly lbs: LoadBalancers;
+  private readonly segmentPool: SegmentPool | undefined;
 
   constructor(options: LocalProviderOptions) {
     if (!/^[a-z0-9]{1,6}$/.test(options.tag)) {
@@ -91,6 +105,7 @@ export class LocalProvider implements Provider {
     this.clock = options.clock;
     this.isRoot = options.isRoot ?? (() => process.getuid?.() === 0);
     const cidr = parseCidr(options.network);
+    this.segmentPool = options.segments ? new SegmentPool(options.segments.pool, options.segments.prefix) : undefined;
     this.layout = new DataLayout(options.dataDir);
     this.store = new StateFile(this.layout.stateFile);
     this.network = new VmNetwork(options.tag, cidr);
@@ -108,6 +123,7 @@ export class LocalProvider implements Provider {
       network: this.network,
       cgroups: this.cgroups,
       clock: options.clock,
+      lanOf: (state, network) => this.lanOf(state, network),
     });
   }
 
@@ -120,8 +136,22 @@ export class LocalProvider implements Provider {
       vmTypes: this.vmTypes,
       networks: [{ name: 'default', range: cidr.text, gateway: cidr.gateway }],
       images: [IMAGE],
-      capabilities: { persistentDisks: true, loadBalancers: true, reboot: true },
+      capabilities: { persistentDisks: true, loadBalancers: true, reboot: true, segments: this.segmentPool !== undefined },
+      ...(this.segmentPool ? { segments: this.segmentPool.info(Object.keys(this.store.read().segments).length) } : {}),
     };
+  }
+
+  /** The network a VM or load balancer is placed on: `default` or a segment. */
+  private lanOf(state: LocalState, network: string): Lan {
+    if (network === 'default') return this.network.defaultLan;
+    const seg = state.segments[network];
+    if (!seg) {
+      const known = ['default', ...Object.keys(state.segments)].join(', ');
+      throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', `unknown network ${JSON.stringify(network)}; known: ${known}`, {
+        details: { network },
+      });
+    }
+    return this.network.segmentLan(seg.name, seg.index, parseCidr(seg.range, 8, 29));
   }
 
   private requireRoot(): void {
@@ -158,15 +188,17 @@ export class LocalProvider implements Provider {
 
   async createVm(req: CreateVmRequest): Promise<VmInfo> {
     this.requireRoot();
-    validateCreate(req, [IMAGE], ['default']);
+    validateCreate(req, [IMAGE], ['default', ...Object.keys(this.store.read().segments)]);
     const vmType = resolveVmType(req.vmType, this.vmTypes);
     const id = `vm-${randomBytes(4).toString('hex')}`;
+    let lan: Lan = this.network.defaultLan;
     const record = await this.store.update((state) => {
+      lan = this.lanOf(state, req.network.network);
       const rec: VmRecord = {
         id,
         agentId: req.agentId,
-        ip: this.network.allocate(state, req.network.ip),
-        network: 'default',
+        ip: this.network.allocate(state, req.network.ip, lan),
+        network: lan.name,
         state: 'running',
         vmType,
         image: req.image,
@@ -184,7 +216,7 @@ export class LocalProvider implements Provider {
       this.ensureHostLimits();
       this.booter.prepareRoot(this.layout.vm(id));
       await shareVmDiskDir(this.layout, id);
-      await this.network.createNetns(id, record.ip);
+      await this.network.createNetns(id, record.ip, lan);
       const procsFiles = this.cgroups.create(id, vmType);
       const { pid, start } = await this.booter.start(record, this.bootPlace(id, procsFiles));
       const created = await this.store.update((state) => {
@@ -351,6 +383,56 @@ export class LocalProvider implements Provider {
     return Promise.resolve(this.lbs.list().filter((l) => matches(l.metadata, filter)));
   }
 
+  // ------------------------------------------------------------------ segments
+
+  async createSegment(spec: SegmentSpec): Promise<SegmentInfo> {
+    this.requireRoot();
+    const name = validateSegmentName(spec?.name, ['default']);
+    const pool = this.segmentPool;
+    if (!pool) throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', 'this provider has no segment pool (provider.segments)');
+    return this.store.update(async (state) => {
+      const existing = state.segments[name];
+      if (existing) return publicSegment(existing);
+      const index = pool.allocate(new Set(Object.values(state.segments).map((x) => x.index)));
+      const range = pool.range(index);
+      const lan = this.network.segmentLan(name, index, range);
+      try {
+        await this.network.createSegmentBridge(lan);
+      } catch (err) {
+        await this.network.deleteSegmentBridge(lan).catch(() => undefined);
+        throw err;
+      }
+      const rec: SegmentRecord = { name, range: range.text, gateway: range.gateway, metadata: { ...(spec.metadata ?? {}) }, index };
+      state.segments[name] = rec;
+      this.logger.info({ segment: name, range: rec.range, bridge: lan.bridge }, 'network segment created');
+      return publicSegment(rec);
+    });
+  }
+
+  async deleteSegment(name: string): Promise<void> {
+    this.requireRoot();
+    await this.store.update(async (state) => {
+      const rec = state.segments[name];
+      if (!rec) return;
+      const users = [...Object.values(state.vms), ...Object.values(state.lbs)].filter((x) => x.network === name).map((x) => x.id);
+      if (users.length > 0)
+        throw new ConflictError('ANODYNE_E_PROVIDER_SEGMENT_IN_USE', `segment ${name} still holds ${users.join(', ')}`, {
+          details: { name, users },
+        });
+      await this.network.deleteSegmentBridge(this.lanOf(state, name));
+      delete state.segments[name];
+      this.logger.info({ segment: name, range: rec.range }, 'network segment deleted');
+    });
+  }
+
+  listSegments(filter?: Record<string, string>): Promise<SegmentInfo[]> {
+    return Promise.resolve(
+      Object.values(this.store.read().segments)
+        .filter((x) => matches(x.metadata, filter))
+        .map(publicSegment),
+    );
+  }
+
   // ------------------------------------------------------------------ cleanup
 
   /**
@@ -366,6 +448,7 @@ export class LocalProvider implements Provider {
         vms: Object.keys(state.vms).length,
         disks: Object.keys(state.disks).length,
         loadBalancers: Object.keys(state.lbs).length,
+        segments: Object.keys(state.segments).length,
         other: {},
       };
       const count: Tally = (kind, n = 1) => {
@@ -381,6 +464,10 @@ export class LocalProvider implements Provider {
       return report;
     });
   }
+}
+
+function publicSegment(rec: SegmentRecord): SegmentInfo {
+  return { name: rec.name, range: rec.range, gateway: rec.gateway, metadata: { ...rec.metadata } };
 }
 
 function publicVm(rec: VmRecord): VmInfo {

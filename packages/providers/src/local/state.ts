@@ -1,7 +1,7 @@
 // The local provider's records (VMs, disks, load balancers) in one JSON state file, and its one read-modify-write helper.
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { DiskInfo, LoadBalancerInfo, VmInfo } from '../contract.js';
+import type { DiskInfo, LoadBalancerInfo, SegmentInfo, VmInfo } from '../contract.js';
 
 export interface VmRecord extends VmInfo {
   /** Host PID of the VM's init (PID 1 inside) and its start time, to survive PID reuse. */
@@ -14,10 +14,16 @@ export interface LbRecord extends LoadBalancerInfo {
   lbId: string;
 }
 
+export interface SegmentRecord extends SegmentInfo {
+  /** Its place in the segment pool (which range, which bridge). */
+  index: number;
+}
+
 export interface LocalState {
   vms: Record<string, VmRecord>;
   disks: Record<string, DiskInfo>;
   lbs: Record<string, LbRecord>;
+  segments: Record<string, SegmentRecord>;
 }
 
 /** Serialises async critical sections in this process. */
@@ -44,8 +50,10 @@ export class StateFile {
   constructor(private readonly path: string) {}
 
   read(): LocalState {
-    if (!existsSync(this.path)) return { vms: {}, disks: {}, lbs: {} };
-    return JSON.parse(readFileSync(this.path, 'utf8')) as LocalState;
+    if (!existsSync(this.path)) return { vms: {}, disks: {}, lbs: {}, segments: {} };
+    const state = JSON.parse(readFileSync(this.path, 'utf8')) as Partial<LocalState>;
+    // Files written before segments existed have none.
+    return { vms: {}, disks: {}, lbs: {}, segments: {}, ...state };
   }
 
   /**

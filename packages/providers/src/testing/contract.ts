@@ -202,5 +202,54 @@ export function providerContractSuite(name: string, setup: () => Promise<Contrac
       assert.deepEqual(await p.listLoadBalancers({ deployment: 'contract' }), []);
       await p.deleteLoadBalancer(lb.id);
     });
+
+    const inRange = (ip: string, range: string): boolean => {
+      const toInt = (a: string) => a.split('.').reduce((n, o) => n * 256 + Number(o), 0);
+      const [base, prefix] = range.split('/') as [string, string];
+      const size = 2 ** (32 - Number(prefix));
+      return toInt(ip) > toInt(base) + 1 && toInt(ip) < toInt(base) + size - 1;
+    };
+
+    it('network segments: made from the pool, VMs and load balancers placed on them, refused while used, the pool exhausts and frees', async (t) => {
+      if (!p.info().capabilities.segments) return t.skip('the provider has no segments');
+      const pool = p.info().segments!;
+      assert.ok(pool.total >= 2 && pool.free === pool.total && pool.addresses > 0, JSON.stringify(pool));
+      const a = await p.createSegment({ name: 'contract-a', metadata: { deployment: 'contract' } });
+      assert.deepEqual(await p.createSegment({ name: 'contract-a' }), a, 'idempotent by name');
+      assert.equal(p.info().segments!.free, pool.total - 1);
+      for (const bad of ['default', 'Upper', 'a_b', '-a', '', 'x'.repeat(64)])
+        await assert.rejects(p.createSegment({ name: bad }), code('ANODYNE_E_PROVIDER_INPUT_INVALID'), bad);
+      const vm = await p.createVm({ ...request('seg-vm'), network: { network: a.name } });
+      const lb = await p.createLoadBalancer({ name: 'contract-seg-lb', network: a.name, port: 16445, backends: [{ ip: vm.ip, port: 1 }] });
+      try {
+        assert.equal(vm.network, a.name);
+        assert.ok(inRange(vm.ip, a.range), `${vm.ip} in ${a.range}`);
+        assert.equal(lb.network, a.name);
+        assert.ok(inRange(lb.ip, a.range), `${lb.ip} in ${a.range}`);
+        await assert.rejects(
+          p.createVm({ ...request('seg-vm2'), network: { network: 'no-such-segment' } }),
+          code('ANODYNE_E_PROVIDER_INPUT_INVALID'),
+        );
+        await assert.rejects(p.deleteSegment(a.name), code('ANODYNE_E_PROVIDER_SEGMENT_IN_USE'));
+        assert.deepEqual(
+          (await p.listSegments({ deployment: 'contract' })).map((x) => x.name),
+          [a.name],
+        );
+      } finally {
+        await p.deleteVm(vm.id);
+        await p.deleteLoadBalancer(lb.id);
+      }
+      // Every other segment of the pool, then one more than it holds.
+      const rest = [];
+      for (let i = 1; i < pool.total; i++) rest.push(await p.createSegment({ name: `contract-${i}` }));
+      const ranges = new Set([a.range, ...rest.map((x) => x.range)]);
+      assert.equal(ranges.size, pool.total, 'no two segments share a range');
+      await assert.rejects(p.createSegment({ name: 'contract-over' }), code('ANODYNE_E_PROVIDER_SEGMENTS_EXHAUSTED'));
+      assert.equal(p.info().segments!.free, 0);
+      for (const x of [a, ...rest]) await p.deleteSegment(x.name);
+      await p.deleteSegment(a.name);
+      assert.deepEqual(await p.listSegments(), []);
+      assert.equal(p.info().segments!.free, pool.total, 'the pool is whole again');
+    });
   });
 }

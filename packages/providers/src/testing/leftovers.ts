@@ -2,6 +2,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { netnsList, linksWithPrefix, mountsUnder, rulesWithComment, vethsOfTag } from '../local/host.js';
+import { segmentBridgesOfTag } from '../local/network.js';
 
 /**
  * What the host still holds of a local provider (by its tag), or of one of its VMs: checked on
@@ -28,6 +29,7 @@ export async function hostLeftovers(tag: string, dataDir: string, vmId?: string)
   }
   if (!vmId) {
     if ((await linksWithPrefix(`anbr-${tag}`)).includes(`anbr-${tag}`)) left.push('bridge');
+    for (const b of await segmentBridgesOfTag(tag)) left.push(`segment bridge ${b}`);
     for (const t of ['filter', 'nat']) for (const r of await rulesWithComment(t, `anodyne:${tag}`)) left.push(`iptables ${r}`);
   }
   return left;
