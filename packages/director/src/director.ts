@@ -1,5 +1,5 @@
 // The director: runs deploys, deletes, recreates, errands and instance operations as tasks, and reads deployments' state.
-import { AnodyneError, InputError, NotFoundError, type Clock, type Logger } from '@anodyne/common';
+import { AnodyneError, InputError, NotFoundError, UnavailableError, type Clock, type Logger } from '@anodyne/common';
 import type { Provider } from '@anodyne/providers';
 import { storeQuery, type Store } from '@anodyne/store';
 import {
@@ -14,7 +14,7 @@ import {
 } from './agents.js';
 import { InstanceRepository, newInstanceRow, type InstanceRow } from './instances.js';
 import { renderInstance, resolveJobs, type JobCatalog } from './jobs.js';
-import { agentProgramOf, parseManifest, type Manifest } from './manifest.js';
+import { agentProgramOf, parseManifest, placeOnSegment, type Manifest } from './manifest.js';
 import {
   DEPLOY_PHASES,
   loadBalancerId,
@@ -178,17 +178,23 @@ export class Director {
    * time too: callers may pass data from outside.
    */
   private preflight(manifest: Manifest): Manifest {
-    const m = parseManifest(manifest);
+    const m = placeOnSegment(parseManifest(manifest));
     resolveJobs(m, this.o.catalog);
     const info = this.o.provider.info();
     const invalid = (path: string, message: string) =>
       new InputError('ANODYNE_E_MANIFEST_INVALID', `manifest ${path}: ${message}`, { details: { path } });
+    if (m.segment) {
+      if (!info.capabilities.segments || !info.segments) throw invalid('segment', `the provider ${info.name} has no network segments`);
+      const need = m.instance_groups.reduce((n, g) => n + g.instances, 0) + (m.load_balancers?.length ?? 0);
+      if (need > info.segments.addresses)
+        throw invalid('segment', `${need} instances and load balancers do not fit a segment of ${info.segments.addresses} addresses`);
+    }
     m.instance_groups.forEach((g, i) => {
       if (typeof g.vm_type === 'string' && !info.vmTypes[g.vm_type]) {
         const offered = Object.keys(info.vmTypes).join(', ');
         throw invalid(`instance_groups[${i}].vm_type`, `unknown VM type ${g.vm_type}; the provider offers ${offered}`);
       }
-      if (!info.networks.some((n) => n.name === g.networks[0]!.name)) {
+      if (!m.segment && !info.networks.some((n) => n.name === g.networks[0]!.name)) {
         throw invalid(`instance_groups[${i}].networks[0].name`, `unknown network ${g.networks[0]!.name}`);
       }
     });
@@ -213,6 +219,7 @@ export class Director {
     options: { probe?: () => AvailabilityProbe; afterSuccess?: () => Promise<void> } = {},
   ): Promise<Task> {
     const m = this.preflight(manifest);
+    await this.checkSegment(m);
     const task = await this.tasks.create('deploy', m.name, `deploy ${m.name}`, owner);
     this.launch(task.id, (signal, sink) =>
       withProbe(options.probe, async () => {
@@ -223,6 +230,26 @@ export class Director {
       }),
     );
     return task;
+  }
+
+  /**
+   * Before a deploy task exists: a deployment does not move onto or off a segment of its own (its
+   * VMs and load balancer would all change address), and a new segment needs a free one in the pool.
+   */
+  private async checkSegment(m: Manifest): Promise<void> {
+    const rows = await this.repo.list(m.name);
+    if (rows.length > 0 && rows.some((r) => (r.network === m.name) !== Boolean(m.segment))) {
+      const now = m.segment ? 'on the shared network' : 'on a segment of its own';
+      throw new InputError('ANODYNE_E_MANIFEST_INVALID', `manifest segment: deployment ${m.name} is ${now}; that cannot change`, {
+        details: { path: 'segment' },
+      });
+    }
+    if (!m.segment) return;
+    const pool = this.o.provider.info().segments;
+    if (pool && pool.free === 0 && !(await this.o.provider.listSegments()).some((x) => x.name === m.name))
+      throw new UnavailableError('ANODYNE_E_PROVIDER_SEGMENTS_EXHAUSTED', `all ${pool.total} network segments of the pool ${pool.pool} are in use`, {
+        details: { pool: pool.pool, total: pool.total },
+      });
   }
 
   async deleteDeployment(name: string, owner = 'system'): Promise<Task> {
@@ -566,6 +593,8 @@ export class Director {
     await this.vms.removeOrphans(name, sink);
     const manifest = await this.manifest(name).catch(() => undefined);
     for (const lb of manifest?.load_balancers ?? []) await this.o.provider.deleteLoadBalancer(loadBalancerId(name, lb.name));
+    // Its segment, if it had one (also when its first deploy failed before the manifest was saved).
+    if (this.o.provider.info().capabilities.segments) await this.o.provider.deleteSegment(name);
     await this.o.variables.remove(name);
     await storeQuery('deleting the deployment', () => this.o.store.db.deleteFrom('deployments').where('name', '=', name).execute());
     return { deleted: rows.length };

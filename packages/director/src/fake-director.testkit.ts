@@ -42,10 +42,13 @@ export class StepClock implements Clock {
 }
 
 /** A director on a SQLite file at `path`, the fake provider, in-memory agents and a step clock (agents answer within 1 s). */
-export async function fakeDirector(path: string, o: { catalog?: JobCatalog; restartBudget?: number } = {}) {
+export async function fakeDirector(
+  path: string,
+  o: { catalog?: JobCatalog; restartBudget?: number; segments?: { pool: string; prefix: number } } = {},
+) {
   const clock = new StepClock();
   const store = await openStore({ driver: 'sqlite', path });
-  const provider = new FakeProvider({ clock });
+  const provider = new FakeProvider({ clock, ...(o.segments ? { segments: o.segments } : {}) });
   const agents = new FakeAgents(provider);
   const director = new Director({
     store,

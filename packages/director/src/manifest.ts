@@ -134,11 +134,25 @@ export const ManifestSchema = Type.Object(
       ),
     ),
     properties: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+    /**
+     * The deployment gets a network segment of its own from the provider, named as the deployment:
+     * made before its first VM, deleted with it. Every VM and load balancer of the deployment is
+     * placed there (the groups' network names are replaced by the segment's; static IPs are
+     * refused). Its VMs reach each other and the platform; from other segments only its load
+     * balancers answer. Cannot change once the deployment exists.
+     */
+    segment: Type.Optional(Type.Boolean()),
   },
   { additionalProperties: false },
 );
 
 export type Manifest = Static<typeof ManifestSchema>;
+
+/** A manifest whose deployment has a segment of its own, with every group placed on it (the segment is named as the deployment). */
+export function placeOnSegment(m: Manifest): Manifest {
+  if (!m.segment) return m;
+  return { ...m, instance_groups: m.instance_groups.map((g) => ({ ...g, networks: [{ name: m.name }] })) };
+}
 
 /** The agent program a deployment's new VMs start: the first of its releases that carries one. */
 export function agentProgramOf(m: Manifest | undefined): string | undefined {
@@ -191,6 +205,8 @@ export function parseManifest(input: unknown): Manifest {
     });
   }
   const m = raw as Manifest;
+  if (m.segment && !/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(m.name))
+    throw invalid('name', 'a deployment on a segment of its own needs a name that is a DNS label (lowercase letters, digits and dashes)');
   const groupNames = new Set<string>();
   m.instance_groups.forEach((g, i) => {
     if (groupNames.has(g.name)) throw invalid(`instance_groups[${i}].name`, `duplicate instance group ${g.name}`);
@@ -203,6 +219,8 @@ export function parseManifest(input: unknown): Manifest {
         throw invalid(`instance_groups[${i}].jobs[${k}].release`, `release ${j.release} is not listed in releases`);
     });
     const ips = g.networks[0]?.static_ips;
+    if (ips && m.segment)
+      throw invalid(`instance_groups[${i}].networks[0].static_ips`, "a deployment on a segment of its own takes the segment's addresses");
     if (ips && ips.length !== g.instances)
       throw invalid(`instance_groups[${i}].networks[0].static_ips`, `has ${ips.length} addresses for ${g.instances} instances`);
     const u = { ...m.update, ...(g.update ?? {}) };

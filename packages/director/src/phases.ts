@@ -1,4 +1,4 @@
-// A deploy as ordered phases over one scope: orphans, rows, missing VMs, load balancers, variables, render, plan, roll out, save.
+// A deploy as ordered phases over one scope: segment, orphans, rows, missing VMs, load balancers, variables, render, plan, roll out, save.
 import { AnodyneError, InputError, type Clock, type Logger } from '@anodyne/common';
 import type { Provider, VmType } from '@anodyne/providers';
 import { storeQuery, type Store } from '@anodyne/store';
@@ -150,6 +150,15 @@ export function newDeployScope(deps: DeployDeps, full: Manifest, signal: AbortSi
 }
 
 const key = (group: string, index: number): string => `${group}/${index}`;
+
+/** A deployment on a segment of its own: the segment exists before any VM (idempotent: an existing one is kept). */
+async function ensureSegment(s: DeployScope): Promise<void> {
+  if (!s.manifest.segment) return;
+  const step = { stage: 'Preparing network segment', instance: s.manifest.name, index: 1, total: 1 };
+  await s.sink.event({ ...step, state: 'started' });
+  const seg = await s.deps.provider.createSegment({ name: s.manifest.name, metadata: { deployment: s.manifest.name } });
+  await s.sink.event({ ...step, state: 'finished', message: `range ${seg.range}` });
+}
 
 /** Deletes VMs of the deployment that no instance owns (a create cut off by a crash). */
 async function removeOrphans(s: DeployScope): Promise<void> {
@@ -424,6 +433,7 @@ async function saveManifest(s: DeployScope): Promise<void> {
 
 /** The phases of a deploy, in the order they run. */
 export const DEPLOY_PHASES: readonly DeployPhase[] = [
+  { name: 'segment', run: ensureSegment },
   { name: 'orphans', run: removeOrphans },
   { name: 'rows', run: recordRows },
   { name: 'missing VMs', run: createMissingVms },
