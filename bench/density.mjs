@@ -48,7 +48,9 @@ function vmCpu(tag, vmId) {
 export async function benchDensity(release, { max = 30, batch = 5, quietSeconds = 10, log = (s) => process.stderr.write(s) } = {}) {
   const kubectl = release.bin('kubectl');
   const image = release.image('busybox').ref;
-  const { tp, call, waitTask } = await benchPlatform('dn', '10.198.16.0/24', 19_082, 900_000);
+  // A segment for every cluster the machine might hold (128 of /27).
+  const segments = { ANODYNE_PROVIDER_SEGMENT_POOL: '10.190.0.0/20', ANODYNE_PROVIDER_SEGMENT_PREFIX: '27' };
+  const { tp, call, waitTask } = await benchPlatform('dn', '10.198.16.0/24', 19_082, 900_000, segments);
   const p = tp.platform;
   const names = [];
   const vms = new Map(); // cluster name → VM ids

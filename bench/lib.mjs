@@ -37,8 +37,8 @@ export async function pool(items, limit, work) {
  * A whole platform on its own network and port with an admin user: `call` the API as that admin,
  * `waitTask` until a task ends (`timeoutMs`). `tp.stop()` takes everything away.
  */
-export async function benchPlatform(name, network, port, timeoutMs = 600_000) {
-  const tp = await startTestPlatform(name, network, port);
+export async function benchPlatform(name, network, port, timeoutMs = 600_000, env = {}) {
+  const tp = await startTestPlatform(name, network, port, env);
   const p = tp.platform;
   await p.identity.createUser({ username: 'bench', password: 'bench-password', groups: [SCOPES.admin] });
   const token = (await p.identity.token({ grant_type: 'password', username: 'bench', password: 'bench-password' })).access_token;

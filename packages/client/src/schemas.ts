@@ -218,6 +218,8 @@ export const Cluster = Type.Object({
     kubernetes_worker_instances: Type.Integer(),
     pod_cidr: Type.Optional(Type.String()),
     service_cidr: Type.Optional(Type.String()),
+    /** `segment`: the cluster's VMs are on a network segment of their own (other clusters reach only its API load balancer); `shared`: on the provider's shared network. */
+    network_isolation: Type.Union([Type.Literal('segment'), Type.Literal('shared')]),
   }),
 });
 export const Kubeconfig = Type.Object({ kubeconfig: Type.String() });

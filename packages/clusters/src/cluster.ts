@@ -173,6 +173,8 @@ export interface ClusterRequest {
   release?: ClusterRelease;
   /** The platform's image registry: nodes trust it and pull from it with the cluster's credential. */
   registry?: RegistryTrust;
+  /** On a network segment of its own: from other clusters only its API load balancer answers. */
+  segment?: boolean;
 }
 
 export interface RegistryTrust {
@@ -353,6 +355,7 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
       },
     ],
     image,
+    ...(req.segment ? { segment: true } : {}),
     update: {
       canaries: update.canaries,
       max_in_flight: update.maxInFlight,

@@ -67,6 +67,7 @@ export class ClusterLifecycle {
       network: { ...(p.podCidr ? { podCidr: p.podCidr } : {}), ...(p.serviceCidr ? { serviceCidr: p.serviceCidr } : {}) },
       ...(this.o.oidc ? { oidc: this.o.oidc } : {}),
       ...(this.o.registry ? { registry: this.o.registry } : {}),
+      ...(p.segment ? { segment: true } : {}),
     };
   }
 
@@ -92,6 +93,8 @@ export class ClusterLifecycle {
       ...(input.parameters?.kubernetes_master_host ? { externalHostname: input.parameters.kubernetes_master_host } : {}),
       ...(podCidr ? { podCidr } : {}),
       ...(serviceCidr ? { serviceCidr } : {}),
+      // Isolated from every other cluster wherever the provider can (kept for the cluster's life).
+      ...(this.o.director.segmentsOffered() ? { segment: true } : {}),
     };
     const release = await this.o.releases.resolve(input.kubernetes_version, plan.kubernetesVersions);
     const manifest = clusterManifest(this.request(input.name, params, plan.name, release), this.o.plans); // validates name, workers, CIDRs

@@ -31,6 +31,7 @@ export interface ClusterView {
     kubernetes_worker_instances: number;
     pod_cidr?: string;
     service_cidr?: string;
+    network_isolation: 'segment' | 'shared';
   };
 }
 
@@ -51,6 +52,8 @@ export interface Parameters {
   externalHostname?: string;
   podCidr?: string;
   serviceCidr?: string;
+  /** The cluster's VMs are on a network segment of their own (every cluster created since segments exist). */
+  segment?: boolean;
 }
 
 export const FINAL_TASK_STATES: readonly TaskState[] = ['done', 'error', 'cancelled'];
@@ -271,6 +274,7 @@ export class ClusterRecords {
         kubernetes_worker_instances: p.workers,
         ...(p.podCidr ? { pod_cidr: p.podCidr } : {}),
         ...(p.serviceCidr ? { service_cidr: p.serviceCidr } : {}),
+        network_isolation: p.segment ? 'segment' : 'shared',
       },
     };
   }

@@ -143,6 +143,12 @@ export const PlatformConfigSchema = Type.Object(
         network: Type.String({ minLength: 1, default: '10.244.0.0/24' }),
         /** Short name of the local provider's host objects (bridge anbr-<tag>, netns anodyne-<tag>-…). */
         tag: Type.String({ pattern: '^[a-z0-9]{1,6}$', default: 'p' }),
+        /**
+         * Each cluster's network segment comes from this pool (CIDR), cut into ranges of
+         * `segmentPrefix` (a /26 holds 61 VMs and load balancers; a /16 pool 1,024 clusters).
+         */
+        segmentPool: Type.String({ minLength: 1, default: '10.245.0.0/16' }),
+        segmentPrefix: Type.Integer({ minimum: 9, maximum: 29, default: 26 }),
       },
       { default: {}, additionalProperties: false },
     ),

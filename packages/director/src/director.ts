@@ -600,6 +600,11 @@ export class Director {
     return { deleted: rows.length };
   }
 
+  /** Whether the provider gives deployments network segments of their own (`segment: true` in a manifest). */
+  segmentsOffered(): boolean {
+    return this.o.provider.info().capabilities.segments;
+  }
+
   /** After a platform restart: end interrupted tasks; their deployments converge on the next deploy. */
   async recover(): Promise<Task[]> {
     return this.tasks.recover();

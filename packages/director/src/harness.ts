@@ -88,7 +88,12 @@ export async function makeHarness(
   dir: string,
   tag: string,
   key: Buffer,
-  options: { catalog?: JobCatalog; binds?: { host: string; guest: string }[]; network?: string } = {},
+  options: {
+    catalog?: JobCatalog;
+    binds?: { host: string; guest: string }[];
+    network?: string;
+    segments?: { pool: string; prefix: number };
+  } = {},
 ): Promise<Harness> {
   const store = await openStore({ driver: 'sqlite', path: join(dir, 'anodyne.db') });
   const creds = new CredStore({ store, keys: new KeyRing(key), clock: systemClock, logger: silentLogger() });
@@ -96,6 +101,7 @@ export async function makeHarness(
     dataDir: join(dir, 'provider'),
     tag,
     network: options.network ?? '10.198.5.0/24',
+    ...(options.segments ? { segments: options.segments } : {}),
     agentCommand: ['node', '/opt/anodyne/packages/agent/dist/main.js'],
     binds: [{ host: REPO, guest: '/opt/anodyne', readOnly: true }, ...(options.binds ?? [])],
     logger: silentLogger(),

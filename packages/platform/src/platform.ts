@@ -152,6 +152,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       dataDir: join(dataDir, 'provider'),
       tag: o.providerTag ?? config.provider.tag,
       network: config.provider.network,
+      segments: { pool: config.provider.segmentPool, prefix: config.provider.segmentPrefix },
       // Each VM starts the agent its cluster's release carries (the director passes its path): nothing in
       // a VM comes from this checkout.
       agentCommand: ['/bin/sh', '-c', 'exec node "${ANODYNE_AGENT_PROGRAM:?no agent program: the release carries none}"'],

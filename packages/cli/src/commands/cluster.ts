@@ -26,6 +26,7 @@ export function register(p: Command): void {
           ['Kubernetes Master Host:', c.parameters.kubernetes_master_host],
           ['Kubernetes Master Port:', String(c.parameters.kubernetes_master_port)],
           ['Worker Nodes:', String(c.parameters.kubernetes_worker_instances)],
+          ['Network Isolation:', c.parameters.network_isolation],
           ['Kubernetes Master IP(s):', c.kubernetes_master_ips.join(', ')],
           [
             'VM Health:',

@@ -25,6 +25,15 @@ export interface TestPlatform {
   stop(): Promise<void>;
 }
 
+/**
+ * A suite's segment pool beside its network: `a.b.c.0/24` → `a.(b+1).c.0/24` in /27s (eight clusters of up to
+ * 29 VMs and load balancers each), so suites' segments never share addresses either.
+ */
+export function segmentPoolBeside(network: string): string {
+  const [a, b, c] = network.split('/')[0]!.split('.').map(Number) as [number, number, number];
+  return `${a}.${b + 1}.${c}.0/24`;
+}
+
 /** A whole platform on its own network, port, tag and data directory. */
 export async function startTestPlatform(
   name: string,
@@ -40,6 +49,8 @@ export async function startTestPlatform(
       ANODYNE_DATA_DIR: dir,
       ANODYNE_PROVIDER_NETWORK: network,
       ANODYNE_PROVIDER_TAG: tag,
+      ANODYNE_PROVIDER_SEGMENT_POOL: segmentPoolBeside(network),
+      ANODYNE_PROVIDER_SEGMENT_PREFIX: '27',
       ANODYNE_SERVER_PORT: String(port),
       ANODYNE_DIRECTOR_HEALTH_INTERVAL_SECONDS: '2',
       // The registry on a port of the suite's own (kept across restarts: clusters' nodes name it); the

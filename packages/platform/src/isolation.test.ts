@@ -1,0 +1,152 @@
+// Tenant isolation with real clusters of two owners: each cluster on a network segment of its own; from a node and a
+// host-network pod of one, the other's etcd, kubelet, node ports and masters do not answer, its API load balancer does.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { writeFileSync } from 'node:fs';
+import { exec, skipUnless } from '@anodyne/common';
+import { SCOPES } from '@anodyne/identity';
+import { startTestPlatform, https, tokenSource, type TestPlatform } from './testing/index.js';
+import { apply, busyboxRef, deployApp, until, type Kubectl } from './testing/workloads.js';
+
+const isRoot = process.getuid?.() === 0;
+const PORT = 20_100 + (process.pid % 90);
+const NODE_PORT = 30_080;
+
+interface ClusterView {
+  kubernetes_master_ips: string[];
+  parameters: { kubernetes_master_port: number; network_isolation: string };
+  last_action_state: string;
+}
+
+describe('tenant isolation between the clusters of two owners', { skip: skipUnless(isRoot, 'needs root') }, () => {
+  let tp: TestPlatform;
+  let admin: () => Promise<string>;
+  const call = async (method: string, path: string, body?: unknown) =>
+    https(tp.platform.url, tp.platform.caPem, method, path, {
+      token: await admin(),
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+  const kubectlOf = async (cluster: string): Promise<Kubectl> => {
+    const cfg = join(tp.dir, `${cluster}.kubeconfig`);
+    writeFileSync(cfg, ((await call('GET', `/v1/clusters/${cluster}/kubeconfig`)).body as { kubeconfig: string }).kubeconfig, {
+      mode: 0o600,
+    });
+    return async (...args: string[]) => (await exec([tp.platform.releaseKubectl, '--kubeconfig', cfg, ...args])).stdout;
+  };
+  /** The address of each VM of a cluster by instance name (`master/0`), and its VM id. */
+  const vmsOf = async (cluster: string) =>
+    Object.fromEntries(
+      (await tp.platform.director.instances(`cluster-${cluster}`)).map((r) => [`${r.group_name}/${r.idx}`, { ip: r.ip!, vm: r.vm_id! }]),
+    );
+  /** Whether a TCP connection from inside a VM to ip:port is accepted within 3 s. */
+  const connects = async (vmId: string, ip: string, port: number): Promise<boolean> =>
+    (await tp.platform.provider.execInVm(vmId, ['busybox', 'nc', '-w', '3', ip, String(port)], { input: '', okCodes: [0, 1] })).code === 0;
+
+  before(async () => {
+    tp = await startTestPlatform('is', '10.198.24.0/24', PORT);
+    await tp.platform.identity.createUser({ username: 'is-admin', password: 'is-admin-password', groups: [SCOPES.admin] });
+    for (const u of ['alice', 'bob']) await tp.platform.identity.createUser({ username: u, password: `${u}-password`, groups: [SCOPES.manage] });
+    admin = tokenSource(tp, 'is-admin', 'is-admin-password');
+  });
+  after(async () => {
+    await tp?.stop();
+  });
+
+  it("each owner's cluster is on a segment of its own: from a node and a host-network pod of one, the other's etcd, kubelet, node port and masters do not answer; its API load balancer does", async (t) => {
+    const tasks = await Promise.all(
+      [
+        ['ia', 'alice'],
+        ['ib', 'bob'],
+      ].map(async ([name, owner]) => {
+        const tok = await tp.platform.identity.token({ grant_type: 'password', username: owner!, password: `${owner}-password` });
+        const r = await https(tp.platform.url, tp.platform.caPem, 'POST', '/v1/clusters', {
+          token: tok.access_token,
+          body: JSON.stringify({ name, plan_name: 'small', parameters: { kubernetes_worker_instances: 1 } }),
+        });
+        assert.equal(r.status, 202, r.text);
+        return (r.body as { last_task_id: number }).last_task_id;
+      }),
+    );
+    for (const id of tasks) {
+      const task = await tp.platform.director.wait(id);
+      assert.equal(task.state, 'done', JSON.stringify(task.error));
+    }
+    const views = Object.fromEntries(
+      await Promise.all(['ia', 'ib'].map(async (c) => [c, (await call('GET', `/v1/clusters/${c}`)).body as ClusterView] as const)),
+    );
+    for (const c of ['ia', 'ib']) assert.equal(views[c]!.parameters.network_isolation, 'segment', c);
+    const segments = await tp.platform.provider.listSegments();
+    assert.deepEqual(segments.map((s) => s.name).sort(), ['cluster-ia', 'cluster-ib']);
+    const a = await vmsOf('ia');
+    const b = await vmsOf('ib');
+    const bLb = { ip: views['ib']!.kubernetes_master_ips[0]!, port: views['ib']!.parameters.kubernetes_master_port };
+
+    // Cluster B serves an app on a node port; inside its own segment everything answers (so a refusal below is the segment's doing).
+    const kb = await kubectlOf('ib');
+    await deployApp(kb, tp.dir, 1, 0);
+    await apply(kb, tp.dir, {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'app-np', namespace: 'default' },
+      spec: { type: 'NodePort', selector: { app: 'app' }, ports: [{ port: 80, targetPort: 8080, nodePort: NODE_PORT }] },
+    });
+    const targets: [string, string, number][] = [
+      ["B's etcd", b['master/0']!.ip, 2379],
+      ["B's API server (not through its load balancer)", b['master/0']!.ip, 6443],
+      ["B's kubelet", b['worker/0']!.ip, 10250],
+      ["B's node port", b['worker/0']!.ip, NODE_PORT],
+    ];
+    await until('B serves its node port inside its segment', () => connects(b['master/0']!.vm, b['worker/0']!.ip, NODE_PORT), 60_000);
+    for (const [what, ip, port] of targets) assert.ok(await connects(b['master/0']!.vm, ip, port), `inside B: ${what} at ${ip}:${port} answers`);
+
+    // From a node of A.
+    for (const [what, ip, port] of targets) assert.equal(await connects(a['worker/0']!.vm, ip, port), false, `from A's node: ${what} at ${ip}:${port}`);
+    for (const [what, ip, port] of [
+      ["B's master", b['master/0']!.ip, 22],
+      ["B's master", b['master/0']!.ip, 10250],
+    ] as const)
+      assert.equal(await connects(a['master/0']!.vm, ip, port), false, `from A's master: ${what} at ${ip}:${port}`);
+    assert.ok(await connects(a['worker/0']!.vm, bLb.ip, bLb.port), "from A's node: B's API load balancer answers");
+
+    // From a host-network pod of A (the node's own network namespace, as a pod sees it).
+    const ka = await kubectlOf('ia');
+    await apply(ka, tp.dir, {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'hostnet', namespace: 'default' },
+      spec: {
+        hostNetwork: true,
+        containers: [{ name: 'probe', image: busyboxRef(), imagePullPolicy: 'Never', command: ['sleep', '3600'] }],
+        terminationGracePeriodSeconds: 0,
+      },
+    });
+    await ka('wait', '--for=condition=Ready', 'pod/hostnet', '--timeout=120s');
+    const fromPod = async (ip: string, port: number) =>
+      (
+        await exec([tp.platform.releaseKubectl, '--kubeconfig', join(tp.dir, 'ia.kubeconfig'), 'exec', 'hostnet', '--', 'nc', '-w', '3', ip, String(port)], {
+          input: '',
+          okCodes: [0, 1],
+          timeoutMs: 30_000,
+        })
+      ).code === 0;
+    for (const [what, ip, port] of targets) assert.equal(await fromPod(ip, port), false, `from A's host-network pod: ${what} at ${ip}:${port}`);
+    assert.ok(await fromPod(bLb.ip, bLb.port), "from A's host-network pod: B's API load balancer answers");
+    // B's users still reach it through its load balancer, from the platform's host.
+    assert.match(await kb('get', '--raw', '/version'), /gitVersion/);
+    t.diagnostic(`A ${JSON.stringify(a)}; B ${JSON.stringify(b)}; B's load balancer ${bLb.ip}:${bLb.port}`);
+  });
+
+  it('deleting the clusters frees their segments: the pool is whole and the host holds no segment bridge', async () => {
+    const pool = tp.platform.provider.info().segments!;
+    for (const c of ['ia', 'ib']) assert.equal((await call('DELETE', `/v1/clusters/${c}`)).status, 202);
+    await until(
+      'both clusters gone',
+      async () => ((await call('GET', '/v1/clusters')).body as unknown[]).length === 0 && (await tp.platform.provider.listSegments()).length === 0,
+      180_000,
+    );
+    assert.equal(tp.platform.provider.info().segments!.free, pool.total);
+    const links = (await exec(['ip', '-o', 'link', 'show'])).stdout;
+    assert.ok(!links.includes(`ans${tp.tag}-`), `no segment bridge of tag ${tp.tag} is left`);
+  });
+});
