@@ -12,6 +12,7 @@
 #     bin/helm                  helm v3 client
 #     bin/coredns               cluster DNS (CoreDNS with selected plugins, no forwarding)
 #     bin/flanneld              pod network across nodes (flannel: kube subnet manager, host-gw)
+#     bin/network-policy        NetworkPolicy enforcement on workers (kube-router's network policy controller)
 #     images/pause.tar          OCI archive: anodyne.local/pause
 #     images/busybox.tar        OCI archive: anodyne.local/busybox (test workloads)
 #     images/coredns.tar        OCI archive: anodyne.local/coredns (the cluster DNS add-on)
@@ -44,7 +45,8 @@ COREDNS_VERSION=$(awk '$1=="require" && $2=="github.com/coredns/coredns" {print 
 HELM_VERSION=$(awk '$1=="require" && $2=="helm.sh/helm/v3" {print $3; exit} $1=="helm.sh/helm/v3" {print $2; exit}' helm/go.mod)
 FLANNEL_VERSION=$(awk '$1=="github.com/flannel-io/flannel" {print $2; exit}' flannel/go.mod)
 METRICS_VERSION=$(awk '$1=="sigs.k8s.io/metrics-server" {print $2; exit}' metrics-server/go.mod)
-[ -n "$HELM_VERSION" ] && [ -n "$COREDNS_VERSION" ] && [ -n "$FLANNEL_VERSION" ] && [ -n "$METRICS_VERSION" ] || { echo "release: cannot read versions from go.mod files" >&2; exit 1; }
+NETPOL_VERSION=$(awk '$1=="require" && $2=="github.com/cloudnativelabs/kube-router/v2" {print $3; exit} $1=="github.com/cloudnativelabs/kube-router/v2" {print $2; exit}' network-policy/go.mod)
+[ -n "$HELM_VERSION" ] && [ -n "$COREDNS_VERSION" ] && [ -n "$FLANNEL_VERSION" ] && [ -n "$METRICS_VERSION" ] && [ -n "$NETPOL_VERSION" ] || { echo "release: cannot read versions from go.mod files" >&2; exit 1; }
 BUSYBOX=/bin/busybox
 [ -x "$BUSYBOX" ] || { echo "release: $BUSYBOX missing (Debian package busybox-static; run scripts/install-deps.sh)" >&2; exit 1; }
 BUSYBOX_VERSION=$(dpkg-query -W -f='${Version}' busybox-static 2>/dev/null || echo unknown)
@@ -72,7 +74,7 @@ JOBS_SHA=$(sha256sum "$AGENT_TMP/jobs.json" | cut -d' ' -f1)
 # The programs' key covers their inputs: our Go sources and scripts, the Go toolchain, and the busybox
 # we pack; the release's key adds the agent and the job catalog.
 # (only what a release is built from: other tools beside it, such as release/seaweedfs, are not part of it)
-SRC_HASH=$( (find build.sh kubernetes helm coredns flannel metrics-server images -type f \( -name '*.go' -o -name 'go.*mod' -o -name 'go.*sum' -o -name '*.sh' \) -print0 | sort -z | xargs -0 sha256sum; go version; echo "$BUSYBOX_VERSION") | sha256sum | cut -c1-12)
+SRC_HASH=$( (find build.sh kubernetes helm coredns flannel metrics-server network-policy images -type f \( -name '*.go' -o -name 'go.*mod' -o -name 'go.*sum' -o -name '*.sh' \) -print0 | sort -z | xargs -0 sha256sum; go version; echo "$BUSYBOX_VERSION") | sha256sum | cut -c1-12)
 RELEASE_HASH=$(echo "$SRC_HASH $AGENT_SHA $JOBS_SHA" | sha256sum | cut -c1-12)
 # One release: the Kubernetes version of one go.mod file, with everything else built alongside.
 build_release() {
@@ -146,6 +148,9 @@ build_programs() {
   echo "release: building flanneld $FLANNEL_VERSION"
   (cd flannel && go build -trimpath -ldflags "-s -w -X github.com/flannel-io/flannel/pkg/version.Version=$FLANNEL_VERSION" -o "$WORK/bin/flanneld" .)
 
+  echo "release: building network-policy (kube-router $NETPOL_VERSION network policy controller)"
+  (cd network-policy && go build -trimpath -ldflags "-s -w -X main.version=$NETPOL_VERSION" -o "$WORK/bin/network-policy" .)
+
   echo "release: building metrics-server $METRICS_VERSION"
   (cd metrics-server && go build -trimpath -ldflags "-s -w -X k8s.io/client-go/pkg/version.gitVersion=$METRICS_VERSION -X k8s.io/client-go/pkg/version.gitTreeState=clean" -o "$WORK/tools/metrics-server" sigs.k8s.io/metrics-server/cmd/metrics-server)
 
@@ -197,6 +202,7 @@ write_manifest() {
     echo "  \"coredns\": \"$COREDNS_VERSION\","
     echo "  \"flannel\": \"$FLANNEL_VERSION\","
     echo "  \"metrics_server\": \"$METRICS_VERSION\","
+    echo "  \"network_policy\": \"kube-router $NETPOL_VERSION\","
     echo "  \"images\": {\"pause\": \"anodyne.local/pause:1.0\", \"busybox\": \"anodyne.local/busybox:$BB_TAG\", \"coredns\": \"anodyne.local/coredns:${COREDNS_VERSION#v}\", \"metrics-server\": \"anodyne.local/metrics-server:${METRICS_VERSION#v}\"},"
     echo '  "files": ['
     first=1
@@ -211,6 +217,7 @@ write_manifest() {
     emit coredns "$COREDNS_VERSION" bin/coredns
     emit coredns "$COREDNS_VERSION" images/coredns.tar
     emit flannel "$FLANNEL_VERSION" bin/flanneld
+    emit network-policy "$NETPOL_VERSION" bin/network-policy
     emit metrics-server "$METRICS_VERSION" images/metrics-server.tar
     emit pause 1.0 images/pause.tar
     emit busybox "$BB_TAG" images/busybox.tar
@@ -220,7 +227,7 @@ write_manifest() {
     echo '  ],'
     echo "  \"debian\": {"
     n=0
-    for p in containerd runc containernetworking-plugins haproxy iptables tini busybox-static; do
+    for p in containerd runc containernetworking-plugins haproxy iptables ipset tini busybox-static; do
       v=$(dpkg-query -W -f='${Version}' "$p" 2>/dev/null || echo missing)
       [ $n -eq 0 ] || echo ','
       n=1

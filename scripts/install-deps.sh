@@ -11,6 +11,8 @@ PACKAGES=(
   iproute2 iptables util-linux haproxy tini busybox-static
   # container runtime inside each node VM
   containerd runc containernetworking-plugins
+  # NetworkPolicy enforcement on workers (kube-router's controller drives ipset)
+  ipset
   # identity: LDAP user store option and its tests
   slapd ldap-utils
   # certificates and their verification in tests

@@ -200,6 +200,23 @@ metadata: {name: 'anodyne:flannel', labels: {app.kubernetes.io/managed-by: anody
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: 'anodyne:flannel'}
 subjects: [{kind: User, apiGroup: rbac.authorization.k8s.io, name: 'anodyne:flannel'}]
 ---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: 'anodyne:network-policy', labels: {app.kubernetes.io/managed-by: anodyne}}
+rules:
+- apiGroups: ['']
+  resources: [pods, namespaces, nodes]
+  verbs: [get, list, watch]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: 'anodyne:network-policy', labels: {app.kubernetes.io/managed-by: anodyne}}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: 'anodyne:network-policy'}
+subjects: [{kind: User, apiGroup: rbac.authorization.k8s.io, name: 'anodyne:network-policy'}]
+---
 apiVersion: v1
 kind: ConfigMap
 metadata: {name: coredns, namespace: kube-system}

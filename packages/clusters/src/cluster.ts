@@ -299,6 +299,8 @@ export function clusterVariables(req: ClusterRequest, net: NetworkProfile): Mani
     leaf('kube-proxy', 'ca', 'system:kube-proxy', ['client_auth']),
     // flanneld on workers: reads Node objects and annotates its own (ClusterRole anodyne:flannel).
     leaf('flannel', 'ca', 'anodyne:flannel', ['client_auth']),
+    // The network policy controller on workers: reads pods, namespaces, NetworkPolicies and its Node (ClusterRole anodyne:network-policy).
+    leaf('network-policy', 'ca', 'anodyne:network-policy', ['client_auth']),
     // metrics-server's serving certificate; the v1beta1.metrics.k8s.io APIService trusts it through the CA.
     leaf('metrics-server', 'ca', 'metrics-server', ['server_auth'], {
       alternative_names: ['metrics-server.kube-system.svc', 'metrics-server.kube-system.svc.cluster.local'],
@@ -417,6 +419,7 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
                   },
                 },
                 { name: 'kube-proxy', properties: { pod_cidr: net.podCidr } },
+                { name: 'network-policy', properties: { service_cidr: net.serviceCidr } },
               ],
             },
           ]

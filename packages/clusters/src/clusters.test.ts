@@ -444,13 +444,18 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
   it('3 masters + 3 workers on a segment of their own behind the load balancer: losing a master, kubectl still answers and writes still succeed; the resurrector brings it back', async (t) => {
     const name = deploymentName('ha');
     const started = performance.now();
-    const task = await h.director.wait((await h.director.deploy(clusterManifest({ name: 'ha', plan: 'ha', workers: 3, segment: true }))).id);
+    const task = await h.director.wait(
+      (await h.director.deploy(clusterManifest({ name: 'ha', plan: 'ha', workers: 3, segment: true }))).id,
+    );
     assert.equal(task.state, 'done', JSON.stringify(task.error));
     t.diagnostic(`3 masters + 3 workers deployed in ${(performance.now() - started).toFixed(0)} ms`);
     const masters = (await h.director.instances(name)).filter((r) => r.group_name === 'master');
     assert.equal(masters.length, 3);
     const vms = await h.provider.listVms({ deployment: name });
-    assert.ok(vms.length === 6 && vms.every((v) => v.network === name), `every VM on the segment ${name}: ${vms.map((v) => v.network).join(', ')}`);
+    assert.ok(
+      vms.length === 6 && vms.every((v) => v.network === name),
+      `every VM on the segment ${name}: ${vms.map((v) => v.network).join(', ')}`,
+    );
     const lb = (await h.director.loadBalancers(name))['api']!;
     const admin = (await h.creds.get<'certificate'>(`/deployments/${name}/admin`, { actor: 'test' })).value;
     const kubeconfig = join(dir, 'ha.kubeconfig');

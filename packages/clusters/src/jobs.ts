@@ -523,6 +523,36 @@ export const kubeProxyJob: JobDefinition = {
   ],
 };
 
+/**
+ * NetworkPolicy enforcement on a worker: kube-router's network policy controller alone (built from its Go module
+ * into the release as `network-policy`; docs/adr/0023), in the worker's own network namespace: iptables chains
+ * and ipsets for the node's pods, synced on every pod, namespace and policy change. Ready once its first full
+ * sync is done.
+ */
+export const networkPolicyJob: JobDefinition = {
+  name: 'network-policy',
+  release: RELEASE,
+  properties: { release_dir: { default: '/var/lib/anodyne/release' }, service_cidr: { default: '10.96.0.0/16' } },
+  files: {
+    'certs/ca.crt': '{{ vars.ca.ca }}',
+    ...cert('network-policy'),
+    kubeconfig: kubeconfig('network-policy').replace('https://127.0.0.1:6443', 'https://{{ lbs.api.ip }}:6443'),
+  },
+  processes: [
+    {
+      name: 'network-policy',
+      command: '{{ p.release_dir }}/bin/network-policy',
+      args: [
+        '--kubeconfig=kubeconfig',
+        '--hostname-override={{ spec.name }}-{{ spec.index }}',
+        '--service-cluster-ip-range={{ p.service_cidr }}',
+        '--ready-file=/run/network-policy-ready',
+      ],
+      readiness: { file: { path: '/run/network-policy-ready' } },
+    },
+  ],
+};
+
 const KUBECTL = '{{ p.release_dir }}/bin/kubectl --kubeconfig=kubeconfig';
 
 /**
@@ -643,10 +673,18 @@ export const addonsJob: JobDefinition = {
 };
 
 const JOBS: Record<string, JobDefinition> = Object.fromEntries(
-  [etcdJob, apiserverJob, controllerManagerJob, schedulerJob, containerdJob, flannelJob, kubeletJob, kubeProxyJob, addonsJob].map((j) => [
-    j.name,
-    j,
-  ]),
+  [
+    etcdJob,
+    apiserverJob,
+    controllerManagerJob,
+    schedulerJob,
+    containerdJob,
+    flannelJob,
+    kubeletJob,
+    kubeProxyJob,
+    networkPolicyJob,
+    addonsJob,
+  ].map((j) => [j.name, j]),
 );
 
 /** The Kubernetes release's jobs as this platform's code defines them (release/build.sh writes them into each release). */

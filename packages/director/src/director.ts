@@ -247,9 +247,13 @@ export class Director {
     if (!m.segment) return;
     const pool = this.o.provider.info().segments;
     if (pool && pool.free === 0 && !(await this.o.provider.listSegments()).some((x) => x.name === m.name))
-      throw new UnavailableError('ANODYNE_E_PROVIDER_SEGMENTS_EXHAUSTED', `all ${pool.total} network segments of the pool ${pool.pool} are in use`, {
-        details: { pool: pool.pool, total: pool.total },
-      });
+      throw new UnavailableError(
+        'ANODYNE_E_PROVIDER_SEGMENTS_EXHAUSTED',
+        `all ${pool.total} network segments of the pool ${pool.pool} are in use`,
+        {
+          details: { pool: pool.pool, total: pool.total },
+        },
+      );
   }
 
   async deleteDeployment(name: string, owner = 'system'): Promise<Task> {

@@ -46,7 +46,8 @@ describe('tenant isolation between the clusters of two owners', { skip: skipUnle
   before(async () => {
     tp = await startTestPlatform('is', '10.198.24.0/24', PORT);
     await tp.platform.identity.createUser({ username: 'is-admin', password: 'is-admin-password', groups: [SCOPES.admin] });
-    for (const u of ['alice', 'bob']) await tp.platform.identity.createUser({ username: u, password: `${u}-password`, groups: [SCOPES.manage] });
+    for (const u of ['alice', 'bob'])
+      await tp.platform.identity.createUser({ username: u, password: `${u}-password`, groups: [SCOPES.manage] });
     admin = tokenSource(tp, 'is-admin', 'is-admin-password');
   });
   after(async () => {
@@ -56,13 +57,13 @@ describe('tenant isolation between the clusters of two owners', { skip: skipUnle
   it("each owner's cluster is on a segment of its own: from a node and a host-network pod of one, the other's etcd, kubelet, node port and masters do not answer; its API load balancer does", async (t) => {
     const tasks = await Promise.all(
       [
-        ['ia', 'alice'],
-        ['ib', 'bob'],
-      ].map(async ([name, owner]) => {
-        const tok = await tp.platform.identity.token({ grant_type: 'password', username: owner!, password: `${owner}-password` });
+        ['ia', 'alice', 2],
+        ['ib', 'bob', 1],
+      ].map(async ([name, owner, workers]) => {
+        const tok = await tp.platform.identity.token({ grant_type: 'password', username: String(owner), password: `${owner}-password` });
         const r = await https(tp.platform.url, tp.platform.caPem, 'POST', '/v1/clusters', {
           token: tok.access_token,
-          body: JSON.stringify({ name, plan_name: 'small', parameters: { kubernetes_worker_instances: 1 } }),
+          body: JSON.stringify({ name, plan_name: 'small', parameters: { kubernetes_worker_instances: workers } }),
         });
         assert.equal(r.status, 202, r.text);
         return (r.body as { last_task_id: number }).last_task_id;
@@ -98,10 +99,12 @@ describe('tenant isolation between the clusters of two owners', { skip: skipUnle
       ["B's node port", b['worker/0']!.ip, NODE_PORT],
     ];
     await until('B serves its node port inside its segment', () => connects(b['master/0']!.vm, b['worker/0']!.ip, NODE_PORT), 60_000);
-    for (const [what, ip, port] of targets) assert.ok(await connects(b['master/0']!.vm, ip, port), `inside B: ${what} at ${ip}:${port} answers`);
+    for (const [what, ip, port] of targets)
+      assert.ok(await connects(b['master/0']!.vm, ip, port), `inside B: ${what} at ${ip}:${port} answers`);
 
     // From a node of A.
-    for (const [what, ip, port] of targets) assert.equal(await connects(a['worker/0']!.vm, ip, port), false, `from A's node: ${what} at ${ip}:${port}`);
+    for (const [what, ip, port] of targets)
+      assert.equal(await connects(a['worker/0']!.vm, ip, port), false, `from A's node: ${what} at ${ip}:${port}`);
     for (const [what, ip, port] of [
       ["B's master", b['master/0']!.ip, 22],
       ["B's master", b['master/0']!.ip, 10250],
@@ -124,17 +127,143 @@ describe('tenant isolation between the clusters of two owners', { skip: skipUnle
     await ka('wait', '--for=condition=Ready', 'pod/hostnet', '--timeout=120s');
     const fromPod = async (ip: string, port: number) =>
       (
-        await exec([tp.platform.releaseKubectl, '--kubeconfig', join(tp.dir, 'ia.kubeconfig'), 'exec', 'hostnet', '--', 'nc', '-w', '3', ip, String(port)], {
-          input: '',
-          okCodes: [0, 1],
-          timeoutMs: 30_000,
-        })
+        await exec(
+          [
+            tp.platform.releaseKubectl,
+            '--kubeconfig',
+            join(tp.dir, 'ia.kubeconfig'),
+            'exec',
+            'hostnet',
+            '--',
+            'nc',
+            '-w',
+            '3',
+            ip,
+            String(port),
+          ],
+          {
+            input: '',
+            okCodes: [0, 1],
+            timeoutMs: 30_000,
+          },
+        )
       ).code === 0;
-    for (const [what, ip, port] of targets) assert.equal(await fromPod(ip, port), false, `from A's host-network pod: ${what} at ${ip}:${port}`);
+    for (const [what, ip, port] of targets)
+      assert.equal(await fromPod(ip, port), false, `from A's host-network pod: ${what} at ${ip}:${port}`);
     assert.ok(await fromPod(bLb.ip, bLb.port), "from A's host-network pod: B's API load balancer answers");
     // B's users still reach it through its load balancer, from the platform's host.
     assert.match(await kb('get', '--raw', '/version'), /gitVersion/);
     t.diagnostic(`A ${JSON.stringify(a)}; B ${JSON.stringify(b)}; B's load balancer ${bLb.ip}:${bLb.port}`);
+  });
+
+  it('NetworkPolicy is enforced inside a cluster: default deny across namespaces, an allow rule opens exactly its port, egress rules hold, removal restores traffic', async (t) => {
+    const ka = await kubectlOf('ia');
+    const pod = (name: string, namespace: string, node: string, labels: Record<string, string>, containers: unknown[]) =>
+      apply(ka, tp.dir, {
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name, namespace, labels },
+        spec: { nodeName: node, containers, terminationGracePeriodSeconds: 0 },
+      });
+    const httpd = (port: number) => ({
+      name: `httpd-${port}`,
+      image: busyboxRef(),
+      imagePullPolicy: 'Never',
+      command: ['httpd', '-f', '-p', String(port), '-h', '/www'],
+    });
+    const sleeper = { name: 'client', image: busyboxRef(), imagePullPolicy: 'Never', command: ['sleep', '3600'] };
+    for (const ns of ['srv', 'cli']) await apply(ka, tp.dir, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } });
+    // The server on worker-0; a client beside it and one on the other worker (bridged and routed traffic both).
+    await pod('web', 'srv', 'worker-0', { app: 'web' }, [httpd(8080), httpd(8081)]);
+    await pod('near', 'cli', 'worker-0', { role: 'near' }, [sleeper]);
+    await pod('far', 'cli', 'worker-1', { role: 'far' }, [sleeper]);
+    await ka('wait', '--for=condition=Ready', '-n', 'srv', 'pod/web', '--timeout=120s');
+    await ka('wait', '--for=condition=Ready', '-n', 'cli', 'pod/near', 'pod/far', '--timeout=120s');
+    const ip = (await ka('get', 'pod', '-n', 'srv', 'web', '-o', 'jsonpath={.status.podIP}')).trim();
+    /** Whether `client` opens a TCP connection to the server's `port` within 2 s (busybox's wget crashes in these pods; nc does not). */
+    const get = async (client: string, port: number): Promise<boolean> =>
+      (
+        await exec(
+          [
+            tp.platform.releaseKubectl,
+            '--kubeconfig',
+            join(tp.dir, 'ia.kubeconfig'),
+            'exec',
+            '-n',
+            'cli',
+            client,
+            '--',
+            'nc',
+            '-w',
+            '2',
+            ip,
+            String(port),
+          ],
+          { input: '', okCodes: [0, 1], timeoutMs: 30_000 },
+        )
+      ).code === 0;
+    const expect = async (want: Record<string, boolean>, why: string) => {
+      const seen: Record<string, boolean> = {};
+      for (const k of Object.keys(want)) {
+        const [client, port] = k.split(':') as [string, string];
+        seen[k] = await get(client, Number(port));
+      }
+      assert.deepEqual(seen, want, why);
+    };
+    /** Waits until `client` → `port` is as wanted (a policy is in force): how long it took, in ms. */
+    const settle = async (client: string, port: number, open: boolean): Promise<number> => {
+      const started = performance.now();
+      for (let i = 0; i < 60; i++) {
+        if ((await get(client, port)) === open) return Math.round(performance.now() - started);
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      assert.fail(`${client} → ${port} did not become ${open ? 'open' : 'closed'} in time`);
+    };
+    await expect({ 'near:8080': true, 'near:8081': true, 'far:8080': true, 'far:8081': true }, 'no policy: everything answers');
+
+    const policy = (name: string, namespace: string, spec: object) =>
+      apply(ka, tp.dir, { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name, namespace }, spec });
+    await policy('default-deny', 'srv', { podSelector: {}, policyTypes: ['Ingress'] });
+    const denyMs = await settle('far', 8080, false);
+    await expect(
+      { 'near:8080': false, 'near:8081': false, 'far:8080': false, 'far:8081': false },
+      'default deny: nothing from another namespace',
+    );
+
+    await policy('allow-cli-8080', 'srv', {
+      podSelector: { matchLabels: { app: 'web' } },
+      policyTypes: ['Ingress'],
+      ingress: [
+        {
+          from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'cli' } } }],
+          ports: [{ protocol: 'TCP', port: 8080 }],
+        },
+      ],
+    });
+    const allowMs = await settle('far', 8080, true);
+    await settle('near', 8080, true);
+    await expect({ 'near:8080': true, 'near:8081': false, 'far:8080': true, 'far:8081': false }, 'the allow rule opens exactly port 8080');
+
+    // Egress: the near client may talk to nothing; the far one is not selected and still reaches 8080.
+    await policy('near-no-egress', 'cli', { podSelector: { matchLabels: { role: 'near' } }, policyTypes: ['Egress'], egress: [] });
+    await settle('near', 8080, false);
+    await expect({ 'near:8080': false, 'far:8080': true }, 'an egress rule holds even where the destination allows');
+
+    for (const [ns, name] of [
+      ['srv', 'default-deny'],
+      ['srv', 'allow-cli-8080'],
+      ['cli', 'near-no-egress'],
+    ] as const)
+      await ka('delete', 'networkpolicy', '-n', ns, name);
+    const restoreMs = await settle('far', 8081, true);
+    await settle('near', 8081, true);
+    await expect(
+      { 'near:8080': true, 'near:8081': true, 'far:8080': true, 'far:8081': true },
+      'policies removed: everything answers again',
+    );
+    t.diagnostic(
+      `default deny in force after ${denyMs} ms, the allow rule after ${allowMs} ms, traffic back ${restoreMs} ms after the policies were deleted`,
+    );
   });
 
   it('deleting the clusters frees their segments: the pool is whole and the host holds no segment bridge', async () => {
@@ -142,7 +271,8 @@ describe('tenant isolation between the clusters of two owners', { skip: skipUnle
     for (const c of ['ia', 'ib']) assert.equal((await call('DELETE', `/v1/clusters/${c}`)).status, 202);
     await until(
       'both clusters gone',
-      async () => ((await call('GET', '/v1/clusters')).body as unknown[]).length === 0 && (await tp.platform.provider.listSegments()).length === 0,
+      async () =>
+        ((await call('GET', '/v1/clusters')).body as unknown[]).length === 0 && (await tp.platform.provider.listSegments()).length === 0,
       180_000,
     );
     assert.equal(tp.platform.provider.info().segments!.free, pool.total);

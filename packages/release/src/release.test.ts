@@ -31,6 +31,7 @@ describe('release', () => {
     ['helm', ['version', '--short'], /^v3\.\d+\.\d+/m],
     ['coredns', ['-version'], /^CoreDNS-1\.\d+\.\d+$/m],
     ['flanneld', ['-version'], /^flanneld v0\.\d+\.\d+$/m],
+    ['network-policy', ['--version'], /^network-policy \(kube-router v2\.\d+\.\d+ network policy controller\)$/m],
   ];
   for (const [program, args, expected] of versions) {
     it(`${program} reports its upstream version`, async () => {

@@ -19,6 +19,8 @@ export interface ReleaseManifest {
   coredns: string;
   flannel: string;
   metrics_server: string;
+  /** The network policy controller's upstream (absent in releases built before it). */
+  network_policy?: string;
   images: Record<ImageName, string>;
   files: ReleaseFile[];
   debian: Record<string, string>;
@@ -26,7 +28,7 @@ export interface ReleaseManifest {
 }
 
 /** Programs of the multi-call binary, each a symlink in bin/. */
-export const PROGRAMS = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubelet', 'kube-proxy', 'kubectl', 'etcd', 'etcdctl', 'etcdutl', 'helm', 'coredns', 'flanneld'] as const;
+export const PROGRAMS = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubelet', 'kube-proxy', 'kubectl', 'etcd', 'etcdctl', 'etcdutl', 'helm', 'coredns', 'flanneld', 'network-policy'] as const;
 export type Program = (typeof PROGRAMS)[number];
 
 /** The OCI image archives of a release (images/<name>.tar), each imported into every worker's containerd. */
