@@ -154,6 +154,8 @@ export const Plan = Type.Object({
     /** How long draining a worker may wait for PodDisruptionBudgets before the step fails. */
     drain_timeout_seconds: Type.Integer({ minimum: 1 }),
   }),
+  /** New namespaces of the plan's clusters get a NetworkPolicy denying all ingress (NetworkPolicies are enforced in every cluster). */
+  default_deny_namespaces: Type.Boolean(),
   /** Kubernetes versions of the registered releases the plan offers, newest first. */
   kubernetes_versions: Type.Array(Type.String()),
 });

@@ -26,6 +26,11 @@ export interface Plan {
   kubernetesVersions?: string[];
   /** How rolling changes go (defaults: one canary, one at a time, up to 300 s to become healthy). */
   update?: PlanUpdate;
+  /**
+   * Every namespace made after the cluster gets a NetworkPolicy denying all ingress (`anodyne-default-deny`), so a
+   * team opens what it serves; NetworkPolicies are enforced in every cluster either way.
+   */
+  defaultDenyNamespaces?: boolean;
 }
 
 /** A plan's rolling-update policy: canaries first, then batches; watch times are `min-max` milliseconds. */
@@ -389,7 +394,12 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
           {
             name: 'cluster-addons',
             // Two DNS replicas whatever the worker count: the masters' bundle must not change when workers do.
-            properties: { cluster_dns: clusterDnsIp(net.serviceCidr), dns_replicas: 2, pod_cidr: net.podCidr },
+            properties: {
+              cluster_dns: clusterDnsIp(net.serviceCidr),
+              dns_replicas: 2,
+              pod_cidr: net.podCidr,
+              default_deny_namespaces: plan.defaultDenyNamespaces ?? false,
+            },
           },
         ],
       },

@@ -569,6 +569,7 @@ export const addonsJob: JobDefinition = {
     cluster_dns: { default: '10.96.0.10' },
     dns_replicas: { default: 1 },
     pod_cidr: { default: '10.200.0.0/16' },
+    default_deny_namespaces: { default: false },
   },
   files: {
     'certs/ca.crt': '{{ vars.ca.ca }}',
@@ -626,6 +627,30 @@ export const addonsJob: JobDefinition = {
       'done',
       '',
     ].join('\n'),
+    // The plan's default deny: every namespace made after the cluster (not default nor kube-*) gets, once, a
+    // NetworkPolicy refusing ingress from anywhere; its owner opens what it serves. Marked on the namespace, so a
+    // policy its owner deleted is not brought back. Without the plan's setting it only says it is ready.
+    'default-deny.yaml': [
+      'apiVersion: networking.k8s.io/v1',
+      'kind: NetworkPolicy',
+      'metadata: {name: anodyne-default-deny, labels: {app.kubernetes.io/managed-by: anodyne}}',
+      'spec: {podSelector: {}, policyTypes: [Ingress]}',
+      '',
+    ].join('\n'),
+    'bin/namespace-policy.sh': [
+      `until ${KUBECTL} get --raw=/readyz >/dev/null 2>&1; do sleep 0.3; done`,
+      'touch /run/anodyne-namespace-policy',
+      '[ "{{ p.default_deny_namespaces }}" = true ] || exec sleep 2147483647',
+      'while true; do',
+      `  ${KUBECTL} get namespaces --watch -o jsonpath='{.metadata.name} {.status.phase} {.metadata.annotations.anodyne\\.io/default-deny}{"\\n"}' 2>/dev/null | while read -r ns phase mark; do`,
+      '    case "$ns" in ""|default|kube-system|kube-public|kube-node-lease) continue ;; esac',
+      '    [ "$phase" = Active ] && [ -z "$mark" ] || continue',
+      `    ${KUBECTL} apply -n "$ns" -f default-deny.yaml >/dev/null && ${KUBECTL} annotate namespace "$ns" anodyne.io/default-deny=applied --overwrite >/dev/null && echo "$ns: default deny"`,
+      '  done',
+      '  sleep 1',
+      'done',
+      '',
+    ].join('\n'),
     // Masters are not nodes (no flannel): they route each Node's podCIDR via its address.
     // Synced once, then again at each Node the watch lists and at each change after (an idle cluster
     // spawns nothing: a kubectl every 2 s was a large part of an idle master's CPU), and again
@@ -662,6 +687,12 @@ export const addonsJob: JobDefinition = {
       command: 'sh',
       args: ['bin/pod-routes.sh'],
       readiness: { file: { path: '/run/anodyne-pod-routes' } },
+    },
+    {
+      name: 'namespace-policy',
+      command: 'sh',
+      args: ['bin/namespace-policy.sh'],
+      readiness: { file: { path: '/run/anodyne-namespace-policy' } },
     },
     {
       name: 'pod-cidrs',

@@ -31,6 +31,7 @@ export interface PlanView {
   worker_vm_type: string;
   /** How rolling changes of the plan's clusters go. */
   update: { canaries: number; max_in_flight: number; canary_watch_time: string; update_watch_time: string; drain_timeout_seconds: number };
+  default_deny_namespaces: boolean;
   kubernetes_versions: string[];
 }
 
@@ -303,6 +304,7 @@ export class ClusterService {
         update_watch_time: updateWatchTime,
         drain_timeout_seconds: drainTimeoutSeconds,
       }))(planUpdate(p)),
+      default_deny_namespaces: p.defaultDenyNamespaces ?? false,
       kubernetes_versions: releases
         .filter((r) => !p.kubernetesVersions || p.kubernetesVersions.includes(minor(r.kubernetes_version)))
         .map((r) => r.kubernetes_version),

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
 import { exec, skipUnless } from '@anodyne/common';
 import { SCOPES } from '@anodyne/identity';
+import { BUILTIN_PLANS } from '@anodyne/clusters';
 import { startTestPlatform, https, tokenSource, type TestPlatform } from './testing/index.js';
 import { apply, busyboxRef, deployApp, until, type Kubectl } from './testing/workloads.js';
 
@@ -44,7 +45,13 @@ describe('tenant isolation between the clusters of two owners', { skip: skipUnle
     (await tp.platform.provider.execInVm(vmId, ['busybox', 'nc', '-w', '3', ip, String(port)], { input: '', okCodes: [0, 1] })).code === 0;
 
   before(async () => {
-    tp = await startTestPlatform('is', '10.198.24.0/24', PORT);
+    // Bob's plan gives new namespaces a default-deny policy.
+    const small = BUILTIN_PLANS.find((p) => p.name === 'small')!;
+    const plans = [
+      ...BUILTIN_PLANS,
+      { ...small, name: 'small-deny', description: 'small, new namespaces deny ingress', defaultDenyNamespaces: true },
+    ];
+    tp = await startTestPlatform('is', '10.198.24.0/24', PORT, {}, { plans });
     await tp.platform.identity.createUser({ username: 'is-admin', password: 'is-admin-password', groups: [SCOPES.admin] });
     for (const u of ['alice', 'bob'])
       await tp.platform.identity.createUser({ username: u, password: `${u}-password`, groups: [SCOPES.manage] });
@@ -57,13 +64,13 @@ describe('tenant isolation between the clusters of two owners', { skip: skipUnle
   it("each owner's cluster is on a segment of its own: from a node and a host-network pod of one, the other's etcd, kubelet, node port and masters do not answer; its API load balancer does", async (t) => {
     const tasks = await Promise.all(
       [
-        ['ia', 'alice', 2],
-        ['ib', 'bob', 1],
-      ].map(async ([name, owner, workers]) => {
+        ['ia', 'alice', 2, 'small'],
+        ['ib', 'bob', 1, 'small-deny'],
+      ].map(async ([name, owner, workers, plan]) => {
         const tok = await tp.platform.identity.token({ grant_type: 'password', username: String(owner), password: `${owner}-password` });
         const r = await https(tp.platform.url, tp.platform.caPem, 'POST', '/v1/clusters', {
           token: tok.access_token,
-          body: JSON.stringify({ name, plan_name: 'small', parameters: { kubernetes_worker_instances: workers } }),
+          body: JSON.stringify({ name, plan_name: plan, parameters: { kubernetes_worker_instances: workers } }),
         });
         assert.equal(r.status, 202, r.text);
         return (r.body as { last_task_id: number }).last_task_id;
@@ -264,6 +271,59 @@ describe('tenant isolation between the clusters of two owners', { skip: skipUnle
     t.diagnostic(
       `default deny in force after ${denyMs} ms, the allow rule after ${allowMs} ms, traffic back ${restoreMs} ms after the policies were deleted`,
     );
+  });
+
+  it("a plan's default deny: a new namespace gets a policy refusing ingress, once; the cluster's own namespaces do not", async () => {
+    const kb = await kubectlOf('ib');
+    await apply(kb, tp.dir, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'team' } });
+    await until(
+      'the default deny in the new namespace',
+      async () => (await kb('get', 'networkpolicy', '-n', 'team', '-o', 'name')).includes('anodyne-default-deny'),
+      60_000,
+    );
+    assert.equal(
+      (await kb('get', 'networkpolicy', '-n', 'default', '-o', 'name')).trim(),
+      '',
+      'namespaces the cluster was made with get none',
+    );
+    await apply(kb, tp.dir, {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'web', namespace: 'team', labels: { app: 'web' } },
+      spec: {
+        containers: [{ name: 'web', image: busyboxRef(), imagePullPolicy: 'Never', command: ['httpd', '-f', '-p', '8080', '-h', '/www'] }],
+        terminationGracePeriodSeconds: 0,
+      },
+    });
+    await apply(kb, tp.dir, {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'client', namespace: 'default' },
+      spec: {
+        containers: [{ name: 'client', image: busyboxRef(), imagePullPolicy: 'Never', command: ['sleep', '3600'] }],
+        terminationGracePeriodSeconds: 0,
+      },
+    });
+    await kb('wait', '--for=condition=Ready', '-n', 'team', 'pod/web', '--timeout=120s');
+    await kb('wait', '--for=condition=Ready', 'pod/client', '--timeout=120s');
+    const ip = (await kb('get', 'pod', '-n', 'team', 'web', '-o', 'jsonpath={.status.podIP}')).trim();
+    const opens = async () =>
+      (
+        await exec(
+          [tp.platform.releaseKubectl, '--kubeconfig', join(tp.dir, 'ib.kubeconfig'), 'exec', 'client', '--', 'nc', '-w', '2', ip, '8080'],
+          {
+            input: '',
+            okCodes: [0, 1],
+            timeoutMs: 30_000,
+          },
+        )
+      ).code === 0;
+    assert.equal(await opens(), false, 'the new namespace refuses ingress');
+    // Its owner removes the policy: traffic flows, and the platform does not bring the policy back.
+    await kb('delete', 'networkpolicy', '-n', 'team', 'anodyne-default-deny');
+    await until('traffic into the namespace', opens, 30_000);
+    await new Promise((r) => setTimeout(r, 3000));
+    assert.equal((await kb('get', 'networkpolicy', '-n', 'team', '-o', 'name')).trim(), '', 'a deleted default deny stays deleted');
   });
 
   it('deleting the clusters frees their segments: the pool is whole and the host holds no segment bridge', async () => {

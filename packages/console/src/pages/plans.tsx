@@ -17,6 +17,7 @@ export function PlansPage({ ctx }: { ctx: Ctx }) {
         { label: 'Workers', cell: (p) => `${p.default_workers} (at most ${p.max_workers})` },
         { label: 'VM types', cell: (p) => `${p.master_vm_type} / ${p.worker_vm_type}` },
         { label: 'Kubernetes', cell: (p) => p.kubernetes_versions.join(', ') },
+        { label: 'New namespaces', cell: (p) => (p.default_deny_namespaces ? 'default deny' : 'open') },
         {
           label: 'Updates',
           cell: (p) =>
