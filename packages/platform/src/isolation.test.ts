@@ -271,6 +271,13 @@ describe('tenant isolation between the clusters of two owners', { skip: skipUnle
     t.diagnostic(
       `default deny in force after ${denyMs} ms, the allow rule after ${allowMs} ms, traffic back ${restoreMs} ms after the policies were deleted`,
     );
+    const worker = (await tp.platform.director.instances('cluster-ia')).find((r) => r.group_name === 'worker')!;
+    const rss = await tp.platform.provider.execInVm(worker.vm_id!, [
+      'sh',
+      '-c',
+      'for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = network-policy ] && grep VmRSS $p/status; done; true',
+    ]);
+    t.diagnostic(`the network policy controller on a worker: ${rss.stdout.trim() || 'not found'}`);
   });
 
   it("a plan's default deny: a new namespace gets a policy refusing ingress, once; the cluster's own namespaces do not", async () => {
