@@ -286,6 +286,8 @@ export const NetworkProfile = Type.Object({
   description: Type.String(),
   pod_cidr: Type.String(),
   service_cidr: Type.String(),
+  /** New namespaces of its clusters get a default-deny NetworkPolicy (true) or not (false); null: as the cluster's plan says. */
+  default_deny_namespaces: Type.Union([Type.Boolean(), Type.Null()]),
   created_at: Type.String(),
 });
 export const CreateNetworkProfile = Type.Object(
@@ -294,6 +296,8 @@ export const CreateNetworkProfile = Type.Object(
     description: Type.Optional(Type.String({ maxLength: 256 })),
     pod_cidr: Type.String({ pattern: CIDR }),
     service_cidr: Type.String({ pattern: CIDR }),
+    /** Overrides the plan's `default_deny_namespaces` for clusters made with this profile. */
+    default_deny_namespaces: Type.Optional(Type.Boolean()),
   },
   { additionalProperties: false },
 );

@@ -180,6 +180,8 @@ export interface ClusterRequest {
   registry?: RegistryTrust;
   /** On a network segment of its own: from other clusters only its API load balancer answers. */
   segment?: boolean;
+  /** New namespaces get a default-deny NetworkPolicy (a network profile's choice); absent: as the plan says. */
+  defaultDenyNamespaces?: boolean;
 }
 
 export interface RegistryTrust {
@@ -398,7 +400,7 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
               cluster_dns: clusterDnsIp(net.serviceCidr),
               dns_replicas: 2,
               pod_cidr: net.podCidr,
-              default_deny_namespaces: plan.defaultDenyNamespaces ?? false,
+              default_deny_namespaces: req.defaultDenyNamespaces ?? plan.defaultDenyNamespaces ?? false,
             },
           },
         ],

@@ -44,7 +44,7 @@ export {
 } from './kubeconfig.js';
 export { kubeClient, kubeCall, type ClusterEndpoint, type KubeClient } from './kube.js';
 export { ClusterRecords, type ClusterView, type ActionState } from './records.js';
-export { NetworkProfiles, Quotas, type Quota, type Usage } from './profiles.js';
+export { NetworkProfiles, Quotas, type NetworkProfileView, type Quota, type Usage } from './profiles.js';
 export { ClusterLifecycle, type CreateClusterInput, type Redeploy } from './lifecycle.js';
 export { ClusterBinds, bindingName } from './binds.js';
 export { NodeHooks, nodeName, type NodeHooksOptions, type EtcdMember } from './nodes.js';

@@ -68,6 +68,7 @@ export class ClusterLifecycle {
       ...(this.o.oidc ? { oidc: this.o.oidc } : {}),
       ...(this.o.registry ? { registry: this.o.registry } : {}),
       ...(p.segment ? { segment: true } : {}),
+      ...(p.defaultDenyNamespaces !== undefined ? { defaultDenyNamespaces: p.defaultDenyNamespaces } : {}),
     };
   }
 
@@ -95,6 +96,7 @@ export class ClusterLifecycle {
       ...(serviceCidr ? { serviceCidr } : {}),
       // Isolated from every other cluster wherever the provider can (kept for the cluster's life).
       ...(this.o.director.segmentsOffered() ? { segment: true } : {}),
+      ...(profile && profile.default_deny_namespaces !== null ? { defaultDenyNamespaces: profile.default_deny_namespaces === 1 } : {}),
     };
     const release = await this.o.releases.resolve(input.kubernetes_version, plan.kubernetesVersions);
     const manifest = clusterManifest(this.request(input.name, params, plan.name, release), this.o.plans); // validates name, workers, CIDRs

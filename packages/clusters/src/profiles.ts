@@ -4,6 +4,28 @@ import { storeQuery, type NetworkProfilesTable, type Store } from '@anodyne/stor
 import { clusterManifest, type Plan } from './cluster.js';
 import type { ClusterRecords, Parameters } from './records.js';
 
+/** A network profile as the API shows it. */
+export interface NetworkProfileView {
+  name: string;
+  description: string;
+  pod_cidr: string;
+  service_cidr: string;
+  /** New namespaces of its clusters get a default-deny NetworkPolicy (true) or not (false); null: as the plan says. */
+  default_deny_namespaces: boolean | null;
+  created_at: string;
+}
+
+export function profileView(r: NetworkProfilesTable): NetworkProfileView {
+  return {
+    name: r.name,
+    description: r.description,
+    pod_cidr: r.pod_cidr,
+    service_cidr: r.service_cidr,
+    default_deny_namespaces: r.default_deny_namespaces === null ? null : r.default_deny_namespaces === 1,
+    created_at: r.created_at,
+  };
+}
+
 export class NetworkProfiles {
   constructor(
     private readonly store: Store,
@@ -11,8 +33,11 @@ export class NetworkProfiles {
     private readonly plans: Plan[],
   ) {}
 
-  async list(): Promise<NetworkProfilesTable[]> {
-    return storeQuery('listing network profiles', () => this.store.db.selectFrom('network_profiles').selectAll().orderBy('name').execute());
+  async list(): Promise<NetworkProfileView[]> {
+    const rows = await storeQuery('listing network profiles', () =>
+      this.store.db.selectFrom('network_profiles').selectAll().orderBy('name').execute(),
+    );
+    return rows.map(profileView);
   }
 
   async get(name: string): Promise<NetworkProfilesTable> {
@@ -26,8 +51,14 @@ export class NetworkProfiles {
     return p;
   }
 
-  /** An admin offers named pod and service ranges; they are checked like a cluster request's. */
-  async create(input: { name: string; description?: string; pod_cidr: string; service_cidr: string }): Promise<NetworkProfilesTable> {
+  /** An admin offers named pod and service ranges (checked like a cluster request's) and, if it likes, a NetworkPolicy default. */
+  async create(input: {
+    name: string;
+    description?: string;
+    pod_cidr: string;
+    service_cidr: string;
+    default_deny_namespaces?: boolean;
+  }): Promise<NetworkProfileView> {
     const check = {
       name: 'profile-check',
       plan: this.plans[0]!.name,
@@ -44,10 +75,11 @@ export class NetworkProfiles {
       description: input.description ?? '',
       pod_cidr: input.pod_cidr,
       service_cidr: input.service_cidr,
+      default_deny_namespaces: input.default_deny_namespaces === undefined ? null : input.default_deny_namespaces ? 1 : 0,
       created_at: this.records.now(),
     };
     await storeQuery('creating a network profile', () => this.store.db.insertInto('network_profiles').values(row).execute());
-    return row;
+    return profileView(row);
   }
 
   async delete(name: string): Promise<void> {

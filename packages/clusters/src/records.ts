@@ -54,6 +54,8 @@ export interface Parameters {
   serviceCidr?: string;
   /** The cluster's VMs are on a network segment of their own (every cluster created since segments exist). */
   segment?: boolean;
+  /** Its network profile's NetworkPolicy default for new namespaces, overriding the plan's (absent: the plan's). */
+  defaultDenyNamespaces?: boolean;
 }
 
 export const FINAL_TASK_STATES: readonly TaskState[] = ['done', 'error', 'cancelled'];

@@ -1,11 +1,11 @@
 // The clusters use cases as the edges call them: each takes the caller (an Actor) and applies the access policy first.
 import { ConflictError, NotFoundError, UnavailableError, type Clock, type Logger } from '@anodyne/common';
-import type { NetworkProfilesTable, Store } from '@anodyne/store';
+import type { Store } from '@anodyne/store';
 import type { CloudCheck, Director, InstanceView, Task, TaskEvent } from '@anodyne/director';
 import { BUILTIN_PLANS, deploymentName, planUpdate, validatePlans, type OidcTrust, type Plan, type RegistryTrust } from './cluster.js';
 import { access, type Actor } from './access.js';
 import { ClusterRecords, type ClusterView } from './records.js';
-import { NetworkProfiles, Quotas, type Quota, type Usage } from './profiles.js';
+import { NetworkProfiles, Quotas, type NetworkProfileView, type Quota, type Usage } from './profiles.js';
 import { ClusterLifecycle, type CreateClusterInput, type LeafRotation } from './lifecycle.js';
 import { ClusterBinds, type AdminCertificates } from './binds.js';
 import { kubeClient, type ClusterEndpoint, type KubeClient } from './kube.js';
@@ -419,7 +419,7 @@ export class ClusterService {
 
   // ---------------------------------------------------------------- network profiles, quotas
 
-  networkProfiles(): Promise<NetworkProfilesTable[]> {
+  networkProfiles(): Promise<NetworkProfileView[]> {
     return this.profiles.list();
   }
 

@@ -242,10 +242,20 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
     // An admin offers a network profile with non-default ranges; alice's cluster uses it.
     const profile = await call('POST', '/v1/network-profiles', {
       token: tokens['root'],
-      body: { name: 'narrow', description: 'test ranges', pod_cidr: '10.210.0.0/16', service_cidr: '10.100.0.0/16' },
+      body: {
+        name: 'narrow',
+        description: 'test ranges',
+        pod_cidr: '10.210.0.0/16',
+        service_cidr: '10.100.0.0/16',
+        default_deny_namespaces: true,
+      },
     });
     assert.equal(profile.status, 201, profile.text);
-    assert.equal(((await call('GET', '/v1/network-profiles', { token: tokens['alice'] })).body as unknown[]).length, 1);
+    const profiles = (await call('GET', '/v1/network-profiles', { token: tokens['alice'] })).body as {
+      default_deny_namespaces: boolean | null;
+    }[];
+    assert.equal(profiles.length, 1);
+    assert.equal(profiles[0]!.default_deny_namespaces, true, "the profile's NetworkPolicy default, as given");
     const started = performance.now();
     const created = await call('POST', '/v1/clusters', {
       token: tokens['alice'],
@@ -291,6 +301,11 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
     assert.equal(ready.last_action_state, 'succeeded');
     assert.equal(ready.kubernetes_master_ips.length, 1);
     t.diagnostic(`cluster created through the API in ${(performance.now() - started).toFixed(0)} ms`);
+    // The profile's NetworkPolicy default reached the masters' add-on job (the small plan has none of its own).
+    const addons = (await tp.platform.director.manifest('cluster-team-a')).instance_groups
+      .find((g) => g.name === 'master')!
+      .jobs.find((j) => j.name === 'cluster-addons')!;
+    assert.equal(addons.properties?.['default_deny_namespaces'], true);
     // The view counts its VMs by the health monitor's last finding (a pass every 2 s here): all running soon.
     type Health = Record<'running' | 'failing' | 'unresponsive' | 'missing' | 'stopped' | 'pending', number>;
     const instances = (await tp.platform.director.instances('cluster-team-a')).length;

@@ -130,6 +130,8 @@ export interface NetworkProfilesTable {
   description: string;
   pod_cidr: string;
   service_cidr: string;
+  /** 1: new namespaces of its clusters get a default-deny NetworkPolicy; 0: they do not; null: the plan decides. */
+  default_deny_namespaces: number | null;
   created_at: string;
 }
 

@@ -13,8 +13,14 @@ export function register(p: Command): void {
       const ps = await client.networkProfiles();
       if (o.json) return json(ps);
       printTable([
-        ['Name', 'Pod CIDR', 'Service CIDR', 'Description'],
-        ...ps.map((x) => [x.name, x.pod_cidr, x.service_cidr, x.description]),
+        ['Name', 'Pod CIDR', 'Service CIDR', 'New namespaces', 'Description'],
+        ...ps.map((x) => [
+          x.name,
+          x.pod_cidr,
+          x.service_cidr,
+          x.default_deny_namespaces === null ? "plan's" : x.default_deny_namespaces ? 'default deny' : 'open',
+          x.description,
+        ]),
       ]);
     });
 }

@@ -160,6 +160,10 @@ export function NetworkProfilesPage({ ctx }: { ctx: Ctx }) {
         { label: 'Description', cell: (p) => p.description },
         { label: 'Pod range', cell: (p) => p.pod_cidr },
         { label: 'Service range', cell: (p) => p.service_cidr },
+        {
+          label: 'New namespaces',
+          cell: (p) => (p.default_deny_namespaces === null ? 'as the plan says' : p.default_deny_namespaces ? 'default deny' : 'open'),
+        },
         { label: 'Created', cell: (p) => when(p.created_at) },
       ]}
     />

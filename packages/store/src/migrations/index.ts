@@ -319,6 +319,12 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0012_network_profile_policy': {
+      async up(db: Kysely<any>) {
+        // A profile's NetworkPolicy default for new namespaces (null: the plan's).
+        await db.schema.alterTable('network_profiles').addColumn('default_deny_namespaces', 'integer').execute();
+      },
+    },
   };
   /* eslint-enable @typescript-eslint/no-explicit-any */
 }
