@@ -170,7 +170,7 @@ describe('the anodyne CLI against a real server', { skip: skipUnless(isRoot, 'ne
     assert.equal(vms.code, 0, vms.stderr);
     assert.match(vms.stdout, /^Instance\s+IP\s+State\s+Health/);
     for (const x of ['master/0', 'worker/0', 'worker/1'])
-      assert.match(vms.stdout, new RegExp(`^${x}\\s+10\\.198\\.10\\.\\d+\\s+started\\s+running\\s`, 'm'));
+      assert.match(vms.stdout, new RegExp(`^${x}\\s+10\\.199\\.10\\.\\d+\\s+started\\s+running\\s`, 'm'));
     assert.equal((await cli('vms', 'nope')).code, 4);
     const up = await cli('upgrade-clusters', '--clusters', 'first', '--canaries', '1');
     assert.equal(up.code, 1);

@@ -38,6 +38,9 @@ function isolatedChromium(dir: string, platformIp: string): string {
       'set -e',
       // Run again in a new network namespace; the test process (the parent) keeps the host's.
       'if [ -z "$ANODYNE_HOST_PID" ]; then export ANODYNE_HOST_PID=$PPID; exec unshare --net "$0" "$@"; fi',
+      // No IPv6 in it: a link-local address finishing duplicate detection a second after the link is up is a
+      // network change to Chromium, which failed one CI run's first page load with ERR_NETWORK_CHANGED.
+      'sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1',
       'ip link set lo up',
       `ip link add ${inner} type veth peer name ${outer} netns "$ANODYNE_HOST_PID"`,
       `nsenter -t "$ANODYNE_HOST_PID" -n ip addr add ${hostIp}/30 dev ${outer}`,
