@@ -6,6 +6,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/signal"
@@ -17,6 +18,8 @@ import (
 	"github.com/cloudnativelabs/kube-router/v2/pkg/healthcheck"
 	"github.com/cloudnativelabs/kube-router/v2/pkg/options"
 	"github.com/spf13/pflag"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -69,6 +72,11 @@ func run() error {
 		}
 	}
 
+	// The controller reads its own Node at start: on a new worker the kubelet may not have registered it yet.
+	if err := waitForNode(client, config.HostnameOverride, stop); err != nil {
+		return err
+	}
+
 	iptables, ipsets, err := netpol.NewIPTablesHandlers(config)
 	if err != nil {
 		return fmt.Errorf("iptables and ipset: %w", err)
@@ -113,4 +121,31 @@ func run() error {
 	close(stop)
 	wg.Wait()
 	return nil
+}
+
+// waitForNode returns once the Node named name can be read, asking every second (the API may be briefly out of reach
+// too, while a master restarts); it says why it waits, once per reason.
+func waitForNode(client kubernetes.Interface, name string, stop <-chan struct{}) error {
+	said := ""
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		cancel()
+		if err == nil {
+			return nil
+		}
+		why := err.Error()
+		if apierrors.IsNotFound(err) {
+			why = "not registered yet"
+		}
+		if why != said {
+			klog.Infof("network-policy: waiting for node %s: %s", name, why)
+			said = why
+		}
+		select {
+		case <-stop:
+			return fmt.Errorf("stopped while waiting for node %s", name)
+		case <-time.After(time.Second):
+		}
+	}
 }
