@@ -51,7 +51,8 @@ describe('tenant isolation between the clusters of two owners', { skip: skipUnle
       ...BUILTIN_PLANS,
       { ...small, name: 'small-deny', description: 'small, new namespaces deny ingress', defaultDenyNamespaces: true },
     ];
-    tp = await startTestPlatform('is', '10.198.24.0/24', PORT, {}, { plans });
+    // A pool of exactly two segments (two /27s): one for each owner's cluster, none for a third.
+    tp = await startTestPlatform('is', '10.198.24.0/24', PORT, { ANODYNE_PROVIDER_SEGMENT_POOL: '10.199.24.0/26' }, { plans });
     await tp.platform.identity.createUser({ username: 'is-admin', password: 'is-admin-password', groups: [SCOPES.admin] });
     for (const u of ['alice', 'bob'])
       await tp.platform.identity.createUser({ username: u, password: `${u}-password`, groups: [SCOPES.manage] });
@@ -84,6 +85,12 @@ describe('tenant isolation between the clusters of two owners', { skip: skipUnle
       await Promise.all(['ia', 'ib'].map(async (c) => [c, (await call('GET', `/v1/clusters/${c}`)).body as ClusterView] as const)),
     );
     for (const c of ['ia', 'ib']) assert.equal(views[c]!.parameters.network_isolation, 'segment', c);
+    // The pool is used up: a third cluster is refused with its code before anything is made or recorded.
+    const third = await call('POST', '/v1/clusters', { name: 'ic', plan_name: 'small', parameters: { kubernetes_worker_instances: 1 } });
+    assert.equal(third.status, 503, third.text);
+    assert.equal((third.body as { code: string }).code, 'ANODYNE_E_PROVIDER_SEGMENTS_EXHAUSTED', third.text);
+    assert.equal((await call('GET', '/v1/clusters/ic')).status, 404, 'no record of it');
+    assert.deepEqual(await tp.platform.provider.listVms({ deployment: 'cluster-ic' }), [], 'no VM of it');
     const segments = await tp.platform.provider.listSegments();
     assert.deepEqual(segments.map((s) => s.name).sort(), ['cluster-ia', 'cluster-ib']);
     const a = await vmsOf('ia');
