@@ -353,4 +353,43 @@ describe('tenant isolation between the clusters of two owners', { skip: skipUnle
     const links = (await exec(['ip', '-o', 'link', 'show'])).stdout;
     assert.ok(!links.includes(`ans${tp.tag}-`), `no segment bridge of tag ${tp.tag} is left`);
   });
+
+  it('20 clusters made and deleted, as many at a time as the pool holds: the pool is whole again and the host holds nothing of them', async (t) => {
+    const pool = tp.platform.provider.info().segments!;
+    const started = performance.now();
+    for (let round = 0; round < 20 / pool.total; round++) {
+      const names = Array.from({ length: pool.total }, (_, i) => `cycle-${round}-${i}`);
+      const made = await Promise.all(
+        names.map(async (name) => {
+          const r = await call('POST', '/v1/clusters', { name, plan_name: 'small', parameters: { kubernetes_worker_instances: 0 } });
+          assert.equal(r.status, 202, r.text);
+          return (r.body as { last_task_id: number }).last_task_id;
+        }),
+      );
+      for (const id of made) assert.equal((await tp.platform.director.wait(id)).state, 'done', `round ${round}`);
+      for (const name of names) assert.equal((await call('DELETE', `/v1/clusters/${name}`)).status, 202);
+      await until('the round deleted', async () => (await tp.platform.provider.listSegments()).length === 0, 120_000);
+      // The next round needs every segment back, so the records must be gone too (the reaper, within 10 s).
+      await until('the round reaped', async () => ((await call('GET', '/v1/clusters')).body as unknown[]).length === 0, 60_000);
+    }
+    t.diagnostic(
+      `20 clusters of one master made and deleted, ${pool.total} at a time, in ${((performance.now() - started) / 1000).toFixed(0)} s`,
+    );
+    assert.equal(tp.platform.provider.info().segments!.free, pool.total, 'the pool is whole');
+    assert.deepEqual(await tp.platform.provider.listVms(), [], 'no VM');
+    assert.deepEqual(await tp.platform.provider.listLoadBalancers(), [], 'no load balancer');
+    const links = (await exec(['ip', '-o', 'link', 'show'])).stdout;
+    assert.ok(!links.includes(`ans${tp.tag}-`), 'no segment bridge');
+    assert.deepEqual(
+      (await exec(['ip', 'netns', 'list'])).stdout.split('\n').filter((l) => l.includes(`anodyne-${tp.tag}-`)),
+      [],
+      'no VM or load balancer namespace',
+    );
+    const rules = (await exec(['iptables', '-w', '-S', 'FORWARD'])).stdout.split('\n').filter((l) => l.includes(`anodyne:${tp.tag}`));
+    assert.deepEqual(
+      rules.filter((l) => /ans[a-z0-9]+-\d/.test(l) || l.includes('/32')),
+      [],
+      "no rule of a deleted segment or load balancer (the tag's standing rules stay while the platform runs)",
+    );
+  });
 });

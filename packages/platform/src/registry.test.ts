@@ -211,7 +211,15 @@ describe('the image registry with real clusters', { skip: skipUnless(isRoot, 'ne
     await until(
       'an image pull error',
       async () => {
-        waiting = await kubectl('get', 'pods', '-l', 'app=web', '-o', 'jsonpath={.items[0].status.containerStatuses[0].state.waiting}');
+        // Nothing to read until the Deployment's pod exists (kubectl's jsonpath fails on an empty list).
+        waiting = await kubectl(
+          'get',
+          'pods',
+          '-l',
+          'app=web',
+          '-o',
+          'jsonpath={.items[0].status.containerStatuses[0].state.waiting}',
+        ).catch(() => '');
         return /ErrImagePull|ImagePullBackOff/.test(waiting);
       },
       90_000,
