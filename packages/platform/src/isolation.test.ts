@@ -3,12 +3,11 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { writeFileSync } from 'node:fs';
 import { exec, skipUnless } from '@anodyne/common';
 import { SCOPES } from '@anodyne/identity';
 import { BUILTIN_PLANS } from '@anodyne/clusters';
-import { startTestPlatform, https, tokenSource, type TestPlatform } from './testing/index.js';
-import { apply, busyboxRef, deployApp, until, type Kubectl } from './testing/workloads.js';
+import { startTestPlatform, https, kubectlOf, tokenSource, type TestPlatform } from './testing/index.js';
+import { apply, busyboxRef, deployApp, until } from './testing/workloads.js';
 
 const isRoot = process.getuid?.() === 0;
 const PORT = 20_100 + (process.pid % 90);
@@ -28,13 +27,29 @@ describe('tenant isolation between the clusters of two owners', { skip: skipUnle
       token: await admin(),
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
     });
-  const kubectlOf = async (cluster: string): Promise<Kubectl> => {
-    const cfg = join(tp.dir, `${cluster}.kubeconfig`);
-    writeFileSync(cfg, ((await call('GET', `/v1/clusters/${cluster}/kubeconfig`)).body as { kubeconfig: string }).kubeconfig, {
-      mode: 0o600,
-    });
-    return async (...args: string[]) => (await exec([tp.platform.releaseKubectl, '--kubeconfig', cfg, ...args])).stdout;
-  };
+  const kubectlFor = (cluster: string) => kubectlOf(tp, admin, cluster);
+  /** Whether a pod of a cluster (`kubectl exec`) opens a TCP connection to ip:port within 2 s (busybox's nc; its wget crashes in these pods). */
+  const podConnects = async (cluster: string, namespace: string, pod: string, ip: string, port: number): Promise<boolean> =>
+    (
+      await exec(
+        [
+          tp.platform.releaseKubectl,
+          '--kubeconfig',
+          join(tp.dir, `${cluster}.kubeconfig`),
+          'exec',
+          '-n',
+          namespace,
+          pod,
+          '--',
+          'nc',
+          '-w',
+          '2',
+          ip,
+          String(port),
+        ],
+        { input: '', okCodes: [0, 1], timeoutMs: 30_000 },
+      )
+    ).code === 0;
   /** The address of each VM of a cluster by instance name (`master/0`), and its VM id. */
   const vmsOf = async (cluster: string) =>
     Object.fromEntries(
@@ -98,7 +113,7 @@ describe('tenant isolation between the clusters of two owners', { skip: skipUnle
     const bLb = { ip: views['ib']!.kubernetes_master_ips[0]!, port: views['ib']!.parameters.kubernetes_master_port };
 
     // Cluster B serves an app on a node port; inside its own segment everything answers (so a refusal below is the segment's doing).
-    const kb = await kubectlOf('ib');
+    const kb = await kubectlFor('ib');
     await deployApp(kb, tp.dir, 1, 0);
     await apply(kb, tp.dir, {
       apiVersion: 'v1',
@@ -127,7 +142,7 @@ describe('tenant isolation between the clusters of two owners', { skip: skipUnle
     assert.ok(await connects(a['worker/0']!.vm, bLb.ip, bLb.port), "from A's node: B's API load balancer answers");
 
     // From a host-network pod of A (the node's own network namespace, as a pod sees it).
-    const ka = await kubectlOf('ia');
+    const ka = await kubectlFor('ia');
     await apply(ka, tp.dir, {
       apiVersion: 'v1',
       kind: 'Pod',
@@ -139,29 +154,7 @@ describe('tenant isolation between the clusters of two owners', { skip: skipUnle
       },
     });
     await ka('wait', '--for=condition=Ready', 'pod/hostnet', '--timeout=120s');
-    const fromPod = async (ip: string, port: number) =>
-      (
-        await exec(
-          [
-            tp.platform.releaseKubectl,
-            '--kubeconfig',
-            join(tp.dir, 'ia.kubeconfig'),
-            'exec',
-            'hostnet',
-            '--',
-            'nc',
-            '-w',
-            '3',
-            ip,
-            String(port),
-          ],
-          {
-            input: '',
-            okCodes: [0, 1],
-            timeoutMs: 30_000,
-          },
-        )
-      ).code === 0;
+    const fromPod = (ip: string, port: number) => podConnects('ia', 'default', 'hostnet', ip, port);
     for (const [what, ip, port] of targets)
       assert.equal(await fromPod(ip, port), false, `from A's host-network pod: ${what} at ${ip}:${port}`);
     assert.ok(await fromPod(bLb.ip, bLb.port), "from A's host-network pod: B's API load balancer answers");
@@ -171,7 +164,7 @@ describe('tenant isolation between the clusters of two owners', { skip: skipUnle
   });
 
   it('NetworkPolicy is enforced inside a cluster: default deny across namespaces, an allow rule opens exactly its port, egress rules hold, removal restores traffic', async (t) => {
-    const ka = await kubectlOf('ia');
+    const ka = await kubectlFor('ia');
     const pod = (name: string, namespace: string, node: string, labels: Record<string, string>, containers: unknown[]) =>
       apply(ka, tp.dir, {
         apiVersion: 'v1',
@@ -194,28 +187,7 @@ describe('tenant isolation between the clusters of two owners', { skip: skipUnle
     await ka('wait', '--for=condition=Ready', '-n', 'srv', 'pod/web', '--timeout=120s');
     await ka('wait', '--for=condition=Ready', '-n', 'cli', 'pod/near', 'pod/far', '--timeout=120s');
     const ip = (await ka('get', 'pod', '-n', 'srv', 'web', '-o', 'jsonpath={.status.podIP}')).trim();
-    /** Whether `client` opens a TCP connection to the server's `port` within 2 s (busybox's wget crashes in these pods; nc does not). */
-    const get = async (client: string, port: number): Promise<boolean> =>
-      (
-        await exec(
-          [
-            tp.platform.releaseKubectl,
-            '--kubeconfig',
-            join(tp.dir, 'ia.kubeconfig'),
-            'exec',
-            '-n',
-            'cli',
-            client,
-            '--',
-            'nc',
-            '-w',
-            '2',
-            ip,
-            String(port),
-          ],
-          { input: '', okCodes: [0, 1], timeoutMs: 30_000 },
-        )
-      ).code === 0;
+    const get = (client: string, port: number) => podConnects('ia', 'cli', client, ip, port);
     const expect = async (want: Record<string, boolean>, why: string) => {
       const seen: Record<string, boolean> = {};
       for (const k of Object.keys(want)) {
@@ -288,7 +260,7 @@ describe('tenant isolation between the clusters of two owners', { skip: skipUnle
   });
 
   it("a plan's default deny: a new namespace gets a policy refusing ingress, once; the cluster's own namespaces do not", async () => {
-    const kb = await kubectlOf('ib');
+    const kb = await kubectlFor('ib');
     await apply(kb, tp.dir, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'team' } });
     await until(
       'the default deny in the new namespace',
@@ -321,17 +293,7 @@ describe('tenant isolation between the clusters of two owners', { skip: skipUnle
     await kb('wait', '--for=condition=Ready', '-n', 'team', 'pod/web', '--timeout=120s');
     await kb('wait', '--for=condition=Ready', 'pod/client', '--timeout=120s');
     const ip = (await kb('get', 'pod', '-n', 'team', 'web', '-o', 'jsonpath={.status.podIP}')).trim();
-    const opens = async () =>
-      (
-        await exec(
-          [tp.platform.releaseKubectl, '--kubeconfig', join(tp.dir, 'ib.kubeconfig'), 'exec', 'client', '--', 'nc', '-w', '2', ip, '8080'],
-          {
-            input: '',
-            okCodes: [0, 1],
-            timeoutMs: 30_000,
-          },
-        )
-      ).code === 0;
+    const opens = () => podConnects('ib', 'default', 'client', ip, 8080);
     assert.equal(await opens(), false, 'the new namespace refuses ingress');
     // Its owner removes the policy: traffic flows, and the platform does not bring the policy back.
     await kb('delete', 'networkpolicy', '-n', 'team', 'anodyne-default-deny');

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { exec, skipUnless } from '@anodyne/common';
 import { SCOPES } from '@anodyne/identity';
 import { imageArchive, registryRequest } from '@anodyne/client/node';
-import { startTestPlatform, https, tokenSource, type TestPlatform } from './testing/index.js';
+import { startTestPlatform, https, kubectlOf, tokenSource, type TestPlatform } from './testing/index.js';
 import { apply, until, type Kubectl } from './testing/workloads.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -31,13 +31,7 @@ describe('the image registry with real clusters', { skip: skipUnless(isRoot, 'ne
       token: await admin(),
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
     });
-  const kubectlOf = async (cluster: string): Promise<Kubectl> => {
-    const cfg = join(tp.dir, `${cluster}.kubeconfig`);
-    writeFileSync(cfg, ((await call('GET', `/v1/clusters/${cluster}/kubeconfig`)).body as { kubeconfig: string }).kubeconfig, {
-      mode: 0o600,
-    });
-    return async (...args: string[]) => (await exec([tp.platform.releaseKubectl, '--kubeconfig', cfg, ...args])).stdout;
-  };
+  const kubectlFor = (cluster: string) => kubectlOf(tp, admin, cluster);
   /** An OCI image archive: busybox (a static binary) serving a page over HTTP on 8080. */
   const webImage = (tag: string, padding = 0) =>
     imageArchive({
@@ -119,14 +113,14 @@ describe('the image registry with real clusters', { skip: skipUnless(isRoot, 'ne
       const t = await tp.platform.director.wait(id);
       assert.equal(t.state, 'done', JSON.stringify(t.error));
     }
-    const kubectl = await kubectlOf('ra');
+    const kubectl = await kubectlFor('ra');
     await deploy(kubectl, `${address}/alice/web:1`);
     await kubectl('rollout', 'status', 'deployment/web', '--timeout=120s');
     assert.equal((await served(kubectl)).trim(), `hello from ${marker} 1`);
   });
 
   it('a cluster set to run only registry images refuses another image at once, naming it; its own images still run', async () => {
-    const kubectl = await kubectlOf('ra');
+    const kubectl = await kubectlFor('ra');
     const cfg = join(tp.dir, 'ra.kubeconfig');
     const tryCreate = (name: string, image: string) =>
       exec([tp.platform.releaseKubectl, '--kubeconfig', cfg, 'create', 'deployment', name, `--image=${image}`], { okCodes: [0, 1] });
@@ -205,7 +199,7 @@ describe('the image registry with real clusters', { skip: skipUnless(isRoot, 'ne
   });
 
   it("another user's cluster cannot pull it (an auth error) until access is granted", async () => {
-    const kubectl = await kubectlOf('rb');
+    const kubectl = await kubectlFor('rb');
     await deploy(kubectl, `${address}/alice/web:1`);
     let waiting = '';
     await until(

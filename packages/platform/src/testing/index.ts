@@ -1,14 +1,15 @@
 // Test helpers for suites that need a whole platform (`@anodyne/platform/testing`). Not part of the main door.
 import assert from 'node:assert/strict';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'node:https';
-import { createLogger, loadConfig, PlatformConfigSchema, SecretRegistry, systemClock, type PlatformConfig } from '@anodyne/common';
+import { exec, createLogger, loadConfig, PlatformConfigSchema, SecretRegistry, systemClock, type PlatformConfig } from '@anodyne/common';
 import { LocalProvider } from '@anodyne/providers';
 import { hostLeftovers } from '@anodyne/providers/testing';
 import { startPlatform, type Platform } from '../platform.js';
 import type { Plan } from '@anodyne/clusters';
+import type { Kubectl } from './workloads.js';
 
 export interface TestPlatform {
   platform: Platform;
@@ -187,4 +188,16 @@ export function https(
     req.on('timeout', () => req.destroy(new Error('timed out')));
     req.end(options.body);
   });
+}
+
+/**
+ * kubectl on a cluster with the admin kubeconfig the API hands out (`GET /v1/clusters/NAME/kubeconfig` with
+ * `token`), written to `<tp.dir>/<cluster>.kubeconfig`: it answers stdout, and throws on a non-zero exit.
+ */
+export async function kubectlOf(tp: TestPlatform, token: () => Promise<string>, cluster: string): Promise<Kubectl> {
+  const r = await https(tp.platform.url, tp.platform.caPem, 'GET', `/v1/clusters/${cluster}/kubeconfig`, { token: await token() });
+  assert.equal(r.status, 200, r.text);
+  const cfg = join(tp.dir, `${cluster}.kubeconfig`);
+  writeFileSync(cfg, (r.body as { kubeconfig: string }).kubeconfig, { mode: 0o600 });
+  return async (...args: string[]) => (await exec([tp.platform.releaseKubectl, '--kubeconfig', cfg, ...args])).stdout;
 }
