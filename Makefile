@@ -48,12 +48,15 @@ bench: deps npm build
 	@release_dir=$$(release/build.sh | tail -1); \
 	ANODYNE_RELEASE_DIR="$$release_dir" node --expose-gc bench/run.mjs
 
-## Test and platform tools that no Kubernetes release carries (SeaweedFS for the backup tests); prints weed's path last
+## Test and platform tools that no Kubernetes release carries (SeaweedFS for the backup tests, upstream's
+## NetworkPolicy e2e suite for the isolation tests); prints weed's path and the suite's directory last
 .PHONY: tools
 tools: deps
-	@release/tools.sh
+	@release/tools.sh seaweedfs
+	@release/tools.sh netpol-e2e
 
 test: deps npm build lint
 	@release_dir=$$(release/build.sh | tee /dev/stderr | tail -1); \
-	weed=$$(release/tools.sh | tail -1); \
-	ANODYNE_RELEASE_DIR="$$release_dir" ANODYNE_SEAWEEDFS="$$weed" scripts/test.sh all
+	weed=$$(release/tools.sh seaweedfs | tail -1); \
+	netpol_e2e=$$(release/tools.sh netpol-e2e | tail -1); \
+	ANODYNE_RELEASE_DIR="$$release_dir" ANODYNE_SEAWEEDFS="$$weed" ANODYNE_NETPOL_E2E="$$netpol_e2e" scripts/test.sh all

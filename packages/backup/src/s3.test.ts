@@ -19,7 +19,7 @@ function weedBuilt(): boolean {
   }
 }
 
-const skip = skipUnless(weedBuilt(), 'SeaweedFS is not built: run release/tools.sh (make test builds it)');
+const skip = skipUnless(weedBuilt(), 'SeaweedFS is not built: run release/tools.sh seaweedfs (make test builds it)');
 
 describe('S3 artifact store on a real SeaweedFS', { skip }, () => {
   let dir: string;

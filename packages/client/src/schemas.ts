@@ -288,6 +288,8 @@ export const NetworkProfile = Type.Object({
   service_cidr: Type.String(),
   /** New namespaces of its clusters get a default-deny NetworkPolicy (true) or not (false); null: as the cluster's plan says. */
   default_deny_namespaces: Type.Union([Type.Boolean(), Type.Null()]),
+  /** The share of the provider's segment pool (a CIDR inside it) its clusters' network segments are cut from; null: the whole pool. */
+  segment_pool: Type.Union([Type.String(), Type.Null()]),
   created_at: Type.String(),
 });
 export const CreateNetworkProfile = Type.Object(
@@ -298,6 +300,11 @@ export const CreateNetworkProfile = Type.Object(
     service_cidr: Type.String({ pattern: CIDR }),
     /** Overrides the plan's `default_deny_namespaces` for clusters made with this profile. */
     default_deny_namespaces: Type.Optional(Type.Boolean()),
+    /**
+     * A share of the provider's segment pool (a CIDR inside it, at least one segment wide) its clusters' network
+     * segments are cut from; a full share refuses new clusters with ANODYNE_E_PROVIDER_SEGMENTS_EXHAUSTED.
+     */
+    segment_pool: Type.Optional(Type.String({ pattern: CIDR })),
   },
   { additionalProperties: false },
 );

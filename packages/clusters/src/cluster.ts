@@ -180,6 +180,8 @@ export interface ClusterRequest {
   registry?: RegistryTrust;
   /** On a network segment of its own: from other clusters only its API load balancer answers. */
   segment?: boolean;
+  /** With `segment`: the share of the provider's segment pool its range is cut from (a network profile's). */
+  segmentWithin?: string;
   /** New namespaces get a default-deny NetworkPolicy (a network profile's choice); absent: as the plan says. */
   defaultDenyNamespaces?: boolean;
 }
@@ -364,7 +366,7 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
       },
     ],
     image,
-    ...(req.segment ? { segment: true } : {}),
+    ...(req.segment ? { segment: true, ...(req.segmentWithin ? { segment_within: req.segmentWithin } : {}) } : {}),
     update: {
       canaries: update.canaries,
       max_in_flight: update.maxInFlight,

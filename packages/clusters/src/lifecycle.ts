@@ -67,7 +67,7 @@ export class ClusterLifecycle {
       network: { ...(p.podCidr ? { podCidr: p.podCidr } : {}), ...(p.serviceCidr ? { serviceCidr: p.serviceCidr } : {}) },
       ...(this.o.oidc ? { oidc: this.o.oidc } : {}),
       ...(this.o.registry ? { registry: this.o.registry } : {}),
-      ...(p.segment ? { segment: true } : {}),
+      ...(p.segment ? { segment: true, ...(p.segmentWithin ? { segmentWithin: p.segmentWithin } : {}) } : {}),
       ...(p.defaultDenyNamespaces !== undefined ? { defaultDenyNamespaces: p.defaultDenyNamespaces } : {}),
     };
   }
@@ -95,7 +95,9 @@ export class ClusterLifecycle {
       ...(podCidr ? { podCidr } : {}),
       ...(serviceCidr ? { serviceCidr } : {}),
       // Isolated from every other cluster wherever the provider can (kept for the cluster's life).
-      ...(this.o.director.segmentsOffered() ? { segment: true } : {}),
+      ...(this.o.director.segmentsOffered()
+        ? { segment: true, ...(profile?.segment_pool ? { segmentWithin: profile.segment_pool } : {}) }
+        : {}),
       ...(profile && profile.default_deny_namespaces !== null ? { defaultDenyNamespaces: profile.default_deny_namespaces === 1 } : {}),
     };
     const release = await this.o.releases.resolve(input.kubernetes_version, plan.kubernetesVersions);

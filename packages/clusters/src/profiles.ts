@@ -12,6 +12,8 @@ export interface NetworkProfileView {
   service_cidr: string;
   /** New namespaces of its clusters get a default-deny NetworkPolicy (true) or not (false); null: as the plan says. */
   default_deny_namespaces: boolean | null;
+  /** The share of the segment pool (a CIDR inside it) its clusters' network segments are cut from; null: the whole pool. */
+  segment_pool: string | null;
   created_at: string;
 }
 
@@ -22,6 +24,7 @@ export function profileView(r: NetworkProfilesTable): NetworkProfileView {
     pod_cidr: r.pod_cidr,
     service_cidr: r.service_cidr,
     default_deny_namespaces: r.default_deny_namespaces === null ? null : r.default_deny_namespaces === 1,
+    segment_pool: r.segment_pool,
     created_at: r.created_at,
   };
 }
@@ -31,6 +34,8 @@ export class NetworkProfiles {
     private readonly store: Store,
     private readonly records: ClusterRecords,
     private readonly plans: Plan[],
+    /** Checks a share of the provider's segment pool (refused with ANODYNE_E_INVALID_INPUT, key segment_pool). */
+    private readonly checkSegmentPool: (cidr: string) => void,
   ) {}
 
   async list(): Promise<NetworkProfileView[]> {
@@ -51,13 +56,17 @@ export class NetworkProfiles {
     return p;
   }
 
-  /** An admin offers named pod and service ranges (checked like a cluster request's) and, if it likes, a NetworkPolicy default. */
+  /**
+   * An admin offers named pod and service ranges (checked like a cluster request's) and, if it likes, a NetworkPolicy
+   * default and a share of the segment pool for its clusters' segments.
+   */
   async create(input: {
     name: string;
     description?: string;
     pod_cidr: string;
     service_cidr: string;
     default_deny_namespaces?: boolean;
+    segment_pool?: string;
   }): Promise<NetworkProfileView> {
     const check = {
       name: 'profile-check',
@@ -66,6 +75,7 @@ export class NetworkProfiles {
       network: { podCidr: input.pod_cidr, serviceCidr: input.service_cidr },
     };
     clusterManifest(check, this.plans);
+    if (input.segment_pool !== undefined) this.checkSegmentPool(input.segment_pool);
     const exists = await storeQuery('reading a network profile', () =>
       this.store.db.selectFrom('network_profiles').select('name').where('name', '=', input.name).executeTakeFirst(),
     );
@@ -76,6 +86,7 @@ export class NetworkProfiles {
       pod_cidr: input.pod_cidr,
       service_cidr: input.service_cidr,
       default_deny_namespaces: input.default_deny_namespaces === undefined ? null : input.default_deny_namespaces ? 1 : 0,
+      segment_pool: input.segment_pool ?? null,
       created_at: this.records.now(),
     };
     await storeQuery('creating a network profile', () => this.store.db.insertInto('network_profiles').values(row).execute());

@@ -54,6 +54,8 @@ export interface Parameters {
   serviceCidr?: string;
   /** The cluster's VMs are on a network segment of their own (every cluster created since segments exist). */
   segment?: boolean;
+  /** The share of the provider's segment pool its segment is cut from (its network profile's); absent: the whole pool. */
+  segmentWithin?: string;
   /** Its network profile's NetworkPolicy default for new namespaces, overriding the plan's (absent: the plan's). */
   defaultDenyNamespaces?: boolean;
 }

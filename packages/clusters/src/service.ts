@@ -133,7 +133,9 @@ export class ClusterService {
       logger: o.logger,
       versionOf: (k) => releases.versionOf(k),
     });
-    this.profiles = new NetworkProfiles(o.store, this.records, this.plans);
+    this.profiles = new NetworkProfiles(o.store, this.records, this.plans, (cidr) => {
+      o.director.checkSegmentShare(cidr, 'ANODYNE_E_INVALID_INPUT', 'segment_pool');
+    });
     this.quotas = new Quotas(o.store, this.records, o.defaultQuota ?? { maxClusters: 10, maxWorkers: 50 });
     this.lifecycle = new ClusterLifecycle({
       director: o.director,

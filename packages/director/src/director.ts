@@ -1,5 +1,6 @@
 // The director: runs deploys, deletes, recreates, errands and instance operations as tasks, and reads deployments' state.
-import { AnodyneError, InputError, NotFoundError, UnavailableError, type Clock, type Logger } from '@anodyne/common';
+import { segmentShare } from './segments.js';
+import { AnodyneError, InputError, NotFoundError, UnavailableError, type Clock, type ErrorCode, type Logger } from '@anodyne/common';
 import type { Provider } from '@anodyne/providers';
 import { storeQuery, type Store } from '@anodyne/store';
 import {
@@ -188,6 +189,9 @@ export class Director {
       const need = m.instance_groups.reduce((n, g) => n + g.instances, 0) + (m.load_balancers?.length ?? 0);
       if (need > info.segments.addresses)
         throw invalid('segment', `${need} instances and load balancers do not fit a segment of ${info.segments.addresses} addresses`);
+      if (m.segment_within !== undefined) segmentShare(m.segment_within, info.segments, 'ANODYNE_E_MANIFEST_INVALID', 'segment_within');
+    } else if (m.segment_within !== undefined) {
+      throw invalid('segment_within', 'a share of the segment pool needs segment: true');
     }
     m.instance_groups.forEach((g, i) => {
       if (typeof g.vm_type === 'string' && !info.vmTypes[g.vm_type]) {
@@ -246,14 +250,38 @@ export class Director {
     }
     if (!m.segment) return;
     const pool = this.o.provider.info().segments;
-    if (pool && pool.free === 0 && !(await this.o.provider.listSegments()).some((x) => x.name === m.name))
+    if (!pool) return;
+    const segments = await this.o.provider.listSegments();
+    if (segments.some((x) => x.name === m.name)) return;
+    if (m.segment_within === undefined) {
+      if (pool.free === 0)
+        throw new UnavailableError(
+          'ANODYNE_E_PROVIDER_SEGMENTS_EXHAUSTED',
+          `all ${pool.total} network segments of the pool ${pool.pool} are in use`,
+          {
+            details: { pool: pool.pool, total: pool.total },
+          },
+        );
+      return;
+    }
+    const share = segmentShare(m.segment_within, pool, 'ANODYNE_E_MANIFEST_INVALID', 'segment_within');
+    if (segments.filter((x) => share.holds(x.range)).length >= share.total)
       throw new UnavailableError(
         'ANODYNE_E_PROVIDER_SEGMENTS_EXHAUSTED',
-        `all ${pool.total} network segments of the pool ${pool.pool} are in use`,
-        {
-          details: { pool: pool.pool, total: pool.total },
-        },
+        `all ${share.total} network segments of the share ${share.cidr} of the pool ${pool.pool} are in use`,
+        { details: { pool: pool.pool, within: share.cidr, total: share.total } },
       );
+  }
+
+  /**
+   * Checks a share of the segment pool (a network profile's) before anything stores it: a CIDR inside the pool, at
+   * least one segment wide; `code` and `key` name the caller's input. How many segments it holds.
+   */
+  checkSegmentShare(within: string, code: ErrorCode, key: string): number {
+    const pool = this.o.provider.info().segments;
+    if (!pool)
+      throw new InputError(code, `${key}: the provider ${this.o.provider.info().name} has no network segments`, { details: { key } });
+    return segmentShare(within, pool, code, key).total;
   }
 
   async deleteDeployment(name: string, owner = 'system'): Promise<Task> {

@@ -142,6 +142,11 @@ export const ManifestSchema = Type.Object(
      * balancers answer. Cannot change once the deployment exists.
      */
     segment: Type.Optional(Type.Boolean()),
+    /**
+     * With `segment`: the share of the provider's segment pool its range is cut from (a CIDR
+     * inside the pool, at least one segment wide; a network profile's). The whole pool by default.
+     */
+    segment_within: Type.Optional(Type.String({ minLength: 1 })),
   },
   { additionalProperties: false },
 );

@@ -156,7 +156,11 @@ async function ensureSegment(s: DeployScope): Promise<void> {
   if (!s.manifest.segment) return;
   const step = { stage: 'Preparing network segment', instance: s.manifest.name, index: 1, total: 1 };
   await s.sink.event({ ...step, state: 'started' });
-  const seg = await s.deps.provider.createSegment({ name: s.manifest.name, metadata: { deployment: s.manifest.name } });
+  const seg = await s.deps.provider.createSegment({
+    name: s.manifest.name,
+    metadata: { deployment: s.manifest.name },
+    ...(s.manifest.segment_within !== undefined ? { within: s.manifest.segment_within } : {}),
+  });
   await s.sink.event({ ...step, state: 'finished', message: `range ${seg.range}` });
 }
 

@@ -62,4 +62,35 @@ describe('a deployment on a segment of its own', () => {
       await store.close();
     }
   });
+
+  it('cut from a share of the pool: only from it; a full share, or one outside the pool, is refused before any task', async () => {
+    // Four segments; the share is the pool's second half (two of them).
+    const { store, provider, director } = await fakeDirector(join(dir, 'w.db'), { segments: { pool: '10.251.0.0/26', prefix: 28 } });
+    try {
+      const seg = (name: string, within: string) => ({ ...manifest(name, 1), segment: true, segment_within: within });
+      for (const name of ['wa', 'wb'])
+        assert.equal((await director.wait((await director.deploy(seg(name, '10.251.0.32/27'))).id)).state, 'done');
+      const ranges = (await provider.listSegments()).map((x) => x.range).sort();
+      assert.deepEqual(ranges, ['10.251.0.32/28', '10.251.0.48/28']);
+      const before = (await director.tasks.list()).length;
+      await assert.rejects(
+        director.deploy(seg('wc', '10.251.0.32/27')),
+        code('ANODYNE_E_PROVIDER_SEGMENTS_EXHAUSTED'),
+        'the share is full',
+      );
+      for (const bad of ['10.251.0.64/27', '10.251.0.0/29', '10.251.0.8/28', '10.251.0/27'])
+        await assert.rejects(director.deploy(seg('wc', bad)), code('ANODYNE_E_MANIFEST_INVALID'), bad);
+      await assert.rejects(director.deploy({ ...manifest('wc', 1), segment_within: '10.251.0.0/27' }), code('ANODYNE_E_MANIFEST_INVALID'));
+      assert.equal((await director.tasks.list()).length, before, 'no task was made');
+      assert.equal(provider.info().segments!.free, 2, 'the rest of the pool is free');
+      assert.equal(director.checkSegmentShare('10.251.0.0/26', 'ANODYNE_E_INVALID_INPUT', 'segment_pool'), 4);
+      assert.throws(
+        () => director.checkSegmentShare('10.252.0.0/26', 'ANODYNE_E_INVALID_INPUT', 'segment_pool'),
+        code('ANODYNE_E_INVALID_INPUT'),
+      );
+      for (const d of ['wa', 'wb']) assert.equal((await director.wait((await director.deleteDeployment(d)).id)).state, 'done');
+    } finally {
+      await store.close();
+    }
+  });
 });

@@ -207,6 +207,15 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
         'ANODYNE_E_INVALID_INPUT',
       ],
       [
+        'a profile segment pool outside the provider\'s',
+        call('POST', '/v1/network-profiles', {
+          token: tokens['root'],
+          body: { name: 'bad', pod_cidr: '10.210.0.0/16', service_cidr: '10.100.0.0/16', segment_pool: '10.200.0.0/24' },
+        }),
+        400,
+        'ANODYNE_E_INVALID_INPUT',
+      ],
+      [
         'a method the path does not take',
         call('PUT', '/v1/clusters', { token: tokens['bob'], body: {} }),
         405,
@@ -248,9 +257,12 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
         pod_cidr: '10.210.0.0/16',
         service_cidr: '10.100.0.0/16',
         default_deny_namespaces: true,
+        // The fourth /27 of the suite's segment pool (segmentPoolBeside: 10.199.9.0/24).
+        segment_pool: '10.199.9.96/27',
       },
     });
     assert.equal(profile.status, 201, profile.text);
+    assert.equal((profile.body as { segment_pool: string }).segment_pool, '10.199.9.96/27');
     const profiles = (await call('GET', '/v1/network-profiles', { token: tokens['alice'] })).body as {
       default_deny_namespaces: boolean | null;
     }[];
@@ -300,6 +312,9 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
     };
     assert.equal(ready.last_action_state, 'succeeded');
     assert.equal(ready.kubernetes_master_ips.length, 1);
+    // Its segment was cut from the profile's share of the pool: its load balancer and VMs live there.
+    for (const ip of [...ready.kubernetes_master_ips, ...(await tp.platform.director.instances('cluster-team-a')).map((r) => r.ip!)])
+      assert.ok(Number(ip.split('.')[3]) >= 96 && Number(ip.split('.')[3]) < 128 && ip.startsWith('10.199.9.'), `${ip} in 10.199.9.96/27`);
     t.diagnostic(`cluster created through the API in ${(performance.now() - started).toFixed(0)} ms`);
     // The profile's NetworkPolicy default reached the masters' add-on job (the small plan has none of its own).
     const addons = (await tp.platform.director.manifest('cluster-team-a')).instance_groups

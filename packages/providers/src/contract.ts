@@ -129,6 +129,13 @@ export interface SegmentSpec {
   /** Unique among the provider's segments and networks: `^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`. */
   name: string;
   metadata?: Record<string, string>;
+  /**
+   * Cut the segment's range from this part of the pool only (a CIDR inside the pool, at least one
+   * segment wide): a share of the pool kept for some tenants (a network profile's). A share with no
+   * free segment is refused with ANODYNE_E_PROVIDER_SEGMENTS_EXHAUSTED though the pool has others;
+   * a share outside the pool, or narrower than a segment, with ANODYNE_E_PROVIDER_INPUT_INVALID.
+   */
+  within?: string;
 }
 
 export interface SegmentInfo extends NetworkInfo {
@@ -141,6 +148,8 @@ export interface SegmentPoolInfo {
   pool: string;
   /** Addresses one segment offers to VMs and load balancers. */
   addresses: number;
+  /** Prefix length of one segment's range. */
+  prefix: number;
   /** Segments the pool holds, and how many of them are free now. */
   total: number;
   free: number;

@@ -13,6 +13,9 @@ export type {
   LoadBalancerInfo,
   LoadBalancerBackend,
   NetworkInfo,
+  SegmentSpec,
+  SegmentInfo,
+  SegmentPoolInfo,
   CleanupReport,
 } from './contract.js';
 export { LocalProvider, GUEST_DISK_DIR, type LocalProviderOptions, type BindMount } from './local/index.js';

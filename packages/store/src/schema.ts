@@ -132,6 +132,8 @@ export interface NetworkProfilesTable {
   service_cidr: string;
   /** 1: new namespaces of its clusters get a default-deny NetworkPolicy; 0: they do not; null: the plan decides. */
   default_deny_namespaces: number | null;
+  /** The share of the provider's segment pool (a CIDR inside it) its clusters' segments are cut from; null: the whole pool. */
+  segment_pool: string | null;
   created_at: string;
 }
 

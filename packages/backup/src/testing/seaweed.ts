@@ -34,7 +34,7 @@ export function findWeed(env: NodeJS.ProcessEnv = process.env): string {
   const given = env['ANODYNE_SEAWEEDFS'];
   if (given) {
     if (!existsSync(given))
-      throw new Error(`ANODYNE_SEAWEEDFS=${given} does not exist (run release/tools.sh, which prints the path of weed)`);
+      throw new Error(`ANODYNE_SEAWEEDFS=${given} does not exist (run release/tools.sh seaweedfs, which prints the path of weed)`);
     return given;
   }
   const tools = join(env['ANODYNE_CACHE'] ?? '/var/cache/anodyne', 'tools');
@@ -43,7 +43,7 @@ export function findWeed(env: NodeJS.ProcessEnv = process.env): string {
     .map((d) => join(tools, d, 'weed'))
     .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs);
   if (!found[0])
-    throw new Error(`SeaweedFS is not built: no ${tools}/seaweedfs-*/weed (run release/tools.sh, or make test, which builds it)`);
+    throw new Error(`SeaweedFS is not built: no ${tools}/seaweedfs-*/weed (run release/tools.sh seaweedfs, or make test, which builds it)`);
   return found[0];
 }
 

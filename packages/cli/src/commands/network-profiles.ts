@@ -13,12 +13,13 @@ export function register(p: Command): void {
       const ps = await client.networkProfiles();
       if (o.json) return json(ps);
       printTable([
-        ['Name', 'Pod CIDR', 'Service CIDR', 'New namespaces', 'Description'],
+        ['Name', 'Pod CIDR', 'Service CIDR', 'New namespaces', 'Segment pool', 'Description'],
         ...ps.map((x) => [
           x.name,
           x.pod_cidr,
           x.service_cidr,
           x.default_deny_namespaces === null ? "plan's" : x.default_deny_namespaces ? 'default deny' : 'open',
+          x.segment_pool ?? 'whole pool',
           x.description,
         ]),
       ]);

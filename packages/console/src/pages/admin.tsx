@@ -164,6 +164,7 @@ export function NetworkProfilesPage({ ctx }: { ctx: Ctx }) {
           label: 'New namespaces',
           cell: (p) => (p.default_deny_namespaces === null ? 'as the plan says' : p.default_deny_namespaces ? 'default deny' : 'open'),
         },
+        { label: 'Segment pool', cell: (p) => p.segment_pool ?? 'the whole pool' },
         { label: 'Created', cell: (p) => when(p.created_at) },
       ]}
     />

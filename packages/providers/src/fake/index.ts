@@ -104,7 +104,7 @@ export class FakeProvider implements Provider {
     const existing = this.segments.get(spec.name);
     if (existing) return structuredClone(existing.info);
     if (!this.segmentPool) throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', 'this provider has no segment pool');
-    const index = this.segmentPool.allocate(new Set([...this.segments.values()].map((x) => x.index)));
+    const index = this.segmentPool.allocate(new Set([...this.segments.values()].map((x) => x.index)), spec.within);
     const range = this.segmentPool.range(index);
     const info: SegmentInfo = { name: spec.name, range: range.text, gateway: range.gateway, metadata: { ...(spec.metadata ?? {}) } };
     this.segments.set(spec.name, { index, info, pool: new IpPool(range, new Set()) });

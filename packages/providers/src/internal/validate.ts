@@ -210,15 +210,34 @@ export class SegmentPool {
     return parseCidr(`${intToIp(this.pool.base + index * 2 ** (32 - this.prefix))}/${this.prefix}`, this.prefix, this.prefix);
   }
 
-  /** The lowest index not in `used`, or ANODYNE_E_PROVIDER_SEGMENTS_EXHAUSTED. */
-  allocate(used: Set<number>): number {
-    for (let i = 0; i < this.total; i++) if (!used.has(i)) return i;
-    throw new AnodyneError('ANODYNE_E_PROVIDER_SEGMENTS_EXHAUSTED', `all ${this.total} segments of the pool ${this.pool.text} are in use`, {
-      details: { pool: this.pool.text, total: this.total },
+  /** The segment indexes of a share of the pool (`within`: a CIDR inside it, at least one segment wide), or ANODYNE_E_PROVIDER_INPUT_INVALID. */
+  share(within: string | undefined): { first: number; count: number; text: string } {
+    if (within === undefined) return { first: 0, count: this.total, text: this.pool.text };
+    const bad = (why: string) =>
+      new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', `segment share ${JSON.stringify(within)}: ${why}`, {
+        details: { within, pool: this.pool.text, prefix: this.prefix },
+      });
+    if (typeof within !== 'string') throw bad('must be an IPv4 CIDR');
+    const c = parseCidr(within, 0, 32);
+    if (c.text !== within) throw bad(`is not a network address (${c.text} is)`);
+    if (c.prefix > this.prefix) throw bad(`is narrower than one segment (/${this.prefix})`);
+    if (c.prefix < this.pool.prefix || c.base < this.pool.base || c.base + c.size > this.pool.base + this.pool.size)
+      throw bad(`lies outside the pool ${this.pool.text}`);
+    const step = 2 ** (32 - this.prefix);
+    return { first: (c.base - this.pool.base) / step, count: c.size / step, text: c.text };
+  }
+
+  /** The lowest index of the share (the whole pool by default) not in `used`, or ANODYNE_E_PROVIDER_SEGMENTS_EXHAUSTED. */
+  allocate(used: Set<number>, within?: string): number {
+    const share = this.share(within);
+    for (let i = share.first; i < share.first + share.count; i++) if (!used.has(i)) return i;
+    const where = within === undefined ? `the pool ${this.pool.text}` : `the share ${share.text} of the pool ${this.pool.text}`;
+    throw new AnodyneError('ANODYNE_E_PROVIDER_SEGMENTS_EXHAUSTED', `all ${share.count} segments of ${where} are in use`, {
+      details: { pool: this.pool.text, ...(within === undefined ? {} : { within: share.text }), total: share.count },
     });
   }
 
-  info(used: number): { pool: string; addresses: number; total: number; free: number } {
-    return { pool: this.pool.text, addresses: this.addresses, total: this.total, free: this.total - used };
+  info(used: number): { pool: string; addresses: number; prefix: number; total: number; free: number } {
+    return { pool: this.pool.text, addresses: this.addresses, prefix: this.prefix, total: this.total, free: this.total - used };
   }
 }

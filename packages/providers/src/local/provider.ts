@@ -393,7 +393,7 @@ export class LocalProvider implements Provider {
     return this.store.update(async (state) => {
       const existing = state.segments[name];
       if (existing) return publicSegment(existing);
-      const index = pool.allocate(new Set(Object.values(state.segments).map((x) => x.index)));
+      const index = pool.allocate(new Set(Object.values(state.segments).map((x) => x.index)), spec.within);
       const range = pool.range(index);
       const lan = this.network.segmentLan(name, index, range);
       try {

@@ -251,5 +251,31 @@ export function providerContractSuite(name: string, setup: () => Promise<Contrac
       assert.deepEqual(await p.listSegments(), []);
       assert.equal(p.info().segments!.free, pool.total, 'the pool is whole again');
     });
+
+    it('network segments cut from a share of the pool: only from it, exhausted when it is though the pool is not; a share outside the pool or narrower than a segment is refused', async (t) => {
+      if (!p.info().capabilities.segments) return t.skip('the provider has no segments');
+      const pool = p.info().segments!;
+      const [base, bits] = pool.pool.split('/') as [string, string];
+      const toInt = (a: string) => a.split('.').reduce((n, o) => n * 256 + Number(o), 0);
+      const toIp = (n: number) => [24, 16, 8, 0].map((s) => (n >>> s) & 255).join('.');
+      const half = 2 ** (32 - Number(bits) - 1);
+      // The pool's second half.
+      const share = `${toIp(toInt(base) + half)}/${Number(bits) + 1}`;
+      const inShare = pool.total / 2;
+      const made = [];
+      for (let i = 0; i < inShare; i++) made.push(await p.createSegment({ name: `share-${i}`, within: share }));
+      try {
+        for (const s of made) assert.ok(toInt(s.range.split('/')[0]!) >= toInt(base) + half, `${s.range} in ${share}`);
+        await assert.rejects(p.createSegment({ name: 'share-over', within: share }), code('ANODYNE_E_PROVIDER_SEGMENTS_EXHAUSTED'));
+        assert.equal(p.info().segments!.free, pool.total - inShare, 'the rest of the pool is free');
+        const outside = `${toIp(toInt(base) + 2 * half)}/${Number(bits) + 1}`;
+        const narrow = `${toIp(toInt(base))}/${pool.prefix + 1}`;
+        for (const bad of [outside, narrow, `${toIp(toInt(base) + 1)}/${pool.prefix}`, 'not-a-cidr'])
+          await assert.rejects(p.createSegment({ name: 'share-bad', within: bad }), code('ANODYNE_E_PROVIDER_INPUT_INVALID'), bad);
+        assert.deepEqual((await p.listSegments()).map((x) => x.name).sort(), made.map((x) => x.name).sort(), 'nothing made by a refusal');
+      } finally {
+        for (const s of made) await p.deleteSegment(s.name);
+      }
+    });
   });
 }

@@ -325,6 +325,12 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.alterTable('network_profiles').addColumn('default_deny_namespaces', 'integer').execute();
       },
     },
+    '0013_network_profile_segment_pool': {
+      async up(db: Kysely<any>) {
+        // A profile's share of the provider's segment pool (null: the whole pool).
+        await db.schema.alterTable('network_profiles').addColumn('segment_pool', 'text').execute();
+      },
+    },
   };
   /* eslint-enable @typescript-eslint/no-explicit-any */
 }
