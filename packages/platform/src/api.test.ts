@@ -207,7 +207,7 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
         'ANODYNE_E_INVALID_INPUT',
       ],
       [
-        'a profile segment pool outside the provider\'s',
+        "a profile segment pool outside the provider's",
         call('POST', '/v1/network-profiles', {
           token: tokens['root'],
           body: { name: 'bad', pod_cidr: '10.210.0.0/16', service_cidr: '10.100.0.0/16', segment_pool: '10.200.0.0/24' },
