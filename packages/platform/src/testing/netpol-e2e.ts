@@ -38,13 +38,13 @@ interface GinkgoSpecReport {
 }
 
 /**
- * Runs the specs whose names match `focus` and not `skip` against the cluster of `kubeconfig`, in `procs` ginkgo
+ * Runs the specs whose names contain one of `focus` (literal texts) and not `skip` against the cluster of `kubeconfig`, in `procs` ginkgo
  * processes, and answers each spec's result (from ginkgo's JSON report; never throws on failed specs). The agnhost
  * image must be on the cluster's nodes already (the suite's pods never pull: the repo list names anodyne.local).
  */
 export async function runNetpolE2e(
   dir: string,
-  options: { kubeconfig: string; workDir: string; focus: string; skip: string; procs: number; timeoutMinutes: number },
+  options: { kubeconfig: string; workDir: string; focus: string[]; skip: string; procs: number; timeoutMinutes: number },
 ): Promise<{ specs: SpecResult[]; seconds: number; output: string }> {
   const report = join(options.workDir, 'netpol-e2e.json');
   const started = performance.now();
@@ -53,7 +53,7 @@ export async function runNetpolE2e(
       join(dir, 'ginkgo'),
       'run',
       `--procs=${options.procs}`,
-      `--focus=${options.focus}`,
+      `--focus=${options.focus.map((f) => f.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|')}`,
       `--skip=${options.skip}`,
       `--timeout=${options.timeoutMinutes}m`,
       '--no-color',
