@@ -317,7 +317,9 @@ describe('tenant isolation between the clusters of two owners', { skip: skipUnle
       const { specs, seconds } = await runNetpolE2e(dir, {
         kubeconfig: join(tp.dir, 'ia.kubeconfig'),
         workDir: mkdtempSync(join(tp.dir, 'netpol-e2e-')),
-        focus: NETPOL_ALL ? ['[sig-network] Netpol '] : NETPOL_SAMPLE.map((s) => `[sig-network] Netpol NetworkPolicy between server and client ${s}`),
+        focus: NETPOL_ALL
+          ? ['[sig-network] Netpol ']
+          : NETPOL_SAMPLE.map((s) => `[sig-network] Netpol NetworkPolicy between server and client ${s}`),
         skip: 'SCTPConnectivity',
         procs: 3,
         timeoutMinutes: NETPOL_ALL ? 40 : 20,
