@@ -393,8 +393,9 @@ export function clusterManifest(req: ClusterRequest, plans: Plan[] = BUILTIN_PLA
               authn_config: authenticationConfig(req.oidc),
             },
           },
-          { name: 'kube-controller-manager', properties: props },
-          { name: 'kube-scheduler' },
+          // One master has no one to elect against: no Lease renewed every 2 s by each (an etcd write a second).
+          { name: 'kube-controller-manager', properties: { ...props, leader_elect: plan.masters > 1 } },
+          { name: 'kube-scheduler', properties: { leader_elect: plan.masters > 1 } },
           {
             name: 'cluster-addons',
             // Two DNS replicas whatever the worker count: the masters' bundle must not change when workers do.

@@ -192,6 +192,7 @@ export const controllerManagerJob: JobDefinition = {
     service_cidr: { default: '10.96.0.0/16' },
     pod_cidr: { default: '10.200.0.0/16' },
     node_cidr_mask: { default: 24 },
+    leader_elect: { default: true, description: 'elect a leader among the masters (false with one master: nothing to elect)' },
   },
   files: {
     // The CA version that signs (a rotation's new CA is trusted everywhere before it signs) …
@@ -227,7 +228,8 @@ export const controllerManagerJob: JobDefinition = {
         '--root-ca-file=certs/ca.crt',
         '--service-account-private-key-file=certs/sa.key',
         '--use-service-account-credentials=true',
-        '--leader-elect=true',
+        // With one master there is no one to elect against: without election no Lease is renewed every 2 s.
+        '--leader-elect={{ p.leader_elect }}',
         '--controllers=*,bootstrapsigner,tokencleaner',
       ],
       readiness: { http: { scheme: 'https', host: '127.0.0.1', port: 10257, path: '/healthz' } },
@@ -238,7 +240,10 @@ export const controllerManagerJob: JobDefinition = {
 export const schedulerJob: JobDefinition = {
   name: 'kube-scheduler',
   release: RELEASE,
-  properties: { release_dir: { default: '/var/lib/anodyne/release' } },
+  properties: {
+    release_dir: { default: '/var/lib/anodyne/release' },
+    leader_elect: { default: true, description: 'elect a leader among the masters (false with one master: nothing to elect)' },
+  },
   files: { 'certs/ca.crt': '{{ vars.ca.ca }}', ...cert('scheduler'), kubeconfig: kubeconfig('scheduler') },
   processes: [
     {
@@ -249,7 +254,7 @@ export const schedulerJob: JobDefinition = {
         '--authentication-kubeconfig=kubeconfig',
         '--authorization-kubeconfig=kubeconfig',
         '--bind-address=127.0.0.1',
-        '--leader-elect=true',
+        '--leader-elect={{ p.leader_elect }}',
       ],
       readiness: { http: { scheme: 'https', host: '127.0.0.1', port: 10259, path: '/healthz' } },
     },
