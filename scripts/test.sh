@@ -30,15 +30,16 @@ fi
 # ports, so suites never share host objects. Files start in this order as a slot frees: the CA
 # rotation suite first and the upgrade suite last — the two zero-downtime 3+3 suites must not
 # overlap (side by side, one request in thousands waited more than 5 s) — the clusters suite next
-# to the rotation, then the platform's suites, the backup suite after them (its etcd restores are
-# the heaviest disk writes of the run: beside the rotation, an etcd fsync stall once left one of the
-# rotation's requests unanswered for 10 s), then the rest.
+# to the rotation, then the platform's lighter suites, then the backup and isolation suites (the
+# run's heaviest disk writes, etcd restores, and its heaviest CPU, upstream's netpol e2e: beside the
+# rotation, an etcd fsync stall once left one of its requests unanswered for 10 s, and a loaded run
+# stretched it to 11 minutes), then the rest.
 rank() {
   case "$1" in
     */rotation.test.js) echo 0 ;;
     */clusters.test.js) echo 1 ;;
     */upgrade.test.js) echo 9 ;;
-    packages/platform/dist/backup.test.js) echo 3 ;;
+    packages/platform/dist/backup.test.js | packages/platform/dist/isolation.test.js) echo 3 ;;
     packages/platform/* | packages/cli/*) echo 2 ;;
     *) echo 5 ;;
   esac
