@@ -204,6 +204,51 @@ describe('supervisor', () => {
     );
   });
 
+  it('two starts at once (a director back mid-start) leave one set of processes, nothing running beside it', async () => {
+    // Each process notes its pid and takes 300 ms to go on SIGTERM, so the second start arrives while the first is stopping.
+    const job = {
+      name: 'overlap',
+      release: 'test',
+      processes: [
+        {
+          name: 'p',
+          command: 'sh',
+          args: ['-c', `echo $$ >> ../pids; trap 'sleep 0.3; exit 0' TERM; while :; do sleep 0.05; done`],
+          env: {},
+        },
+      ],
+      files: [],
+      scripts: {},
+    };
+    sup.apply({ deployment: 'd', group: 'web', index: 0, hash: 'overlap-1', jobs: [job] });
+    await sup.start();
+    await until('running', () => sup.status().every((s) => s.state === 'running'));
+    await new Promise((r) => setTimeout(r, 200)); // the trap is set
+    sup.apply({ deployment: 'd', group: 'web', index: 0, hash: 'overlap-2', jobs: [job] });
+    await Promise.all([sup.start(), sup.start()]);
+    // A process the second start stops at once may go before it notes its pid; one left running beside it would not.
+    const started = () =>
+      readFileSync(join(root, 'jobs', 'pids'), 'utf8')
+        .trim()
+        .split('\n')
+        .map(Number);
+    await until('the supervised process noted', () => started().includes(sup.status()[0]!.pid!));
+    await new Promise((r) => setTimeout(r, 300));
+    const pids = started();
+    const alive = pids.filter((pid) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    for (const pid of alive) if (pid !== sup.status()[0]!.pid) process.kill(pid, 'SIGKILL');
+    assert.ok(pids.length >= 2, `${pids.length} processes noted`);
+    assert.deepEqual(alive, [sup.status()[0]!.pid], 'only the supervised process lives');
+    await sup.stop();
+  });
+
   it('an immediate stop kills every process at once, those that would take their time on SIGTERM too', async () => {
     const stubborn = (name: string) => ({
       name,

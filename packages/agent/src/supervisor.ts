@@ -142,6 +142,18 @@ function probeOnce(p: Probe, timeoutMs: number): Promise<boolean> {
 export class Supervisor {
   private procs: Supervised[] = [];
   private bundle: AgentBundle | null = null;
+  /**
+   * Starts, stops and job restarts run one after another: a start that arrives while another is still stopping
+   * the old processes (a director that died mid-start and came back) must not launch a second set beside the
+   * first, whose processes nothing would stop again (they kept ports: an etcd "address already in use").
+   */
+  private lifecycle: Promise<unknown> = Promise.resolve();
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.lifecycle.then(fn, fn);
+    this.lifecycle = run.catch(() => undefined);
+    return run;
+  }
   private readonly o: Required<Omit<SupervisorOptions, 'logger' | 'clock'>> & Pick<SupervisorOptions, 'logger' | 'clock'>;
 
   constructor(options: SupervisorOptions) {
@@ -189,10 +201,16 @@ export class Supervisor {
   }
 
   /** Starts every process of the applied bundle (stopping any left from an older one). */
-  async start(): Promise<void> {
-    if (!this.bundle) return;
-    await this.stop();
-    this.procs = this.bundle.jobs.flatMap((job) =>
+  start(): Promise<void> {
+    return this.serial(async () => {
+      if (!this.bundle) return;
+      await this.stopAll({});
+      this.launchBundle(this.bundle);
+    });
+  }
+
+  private launchBundle(bundle: AgentBundle): void {
+    this.procs = bundle.jobs.flatMap((job) =>
       job.processes.map((spec) => ({
         job: job.name,
         spec,
@@ -273,7 +291,11 @@ export class Supervisor {
    * `immediate`: every process group gets SIGKILL at once (an etcd restore, whose data replaces
    * whatever they would have finished).
    */
-  async stop(options: { immediate?: boolean } = {}): Promise<void> {
+  stop(options: { immediate?: boolean } = {}): Promise<void> {
+    return this.serial(() => this.stopAll(options));
+  }
+
+  private async stopAll(options: { immediate?: boolean }): Promise<void> {
     const running = this.procs;
     for (const p of running) {
       p.wanted = false;
@@ -294,7 +316,11 @@ export class Supervisor {
    * Restarts the processes of one job (stopped as `stop` does, then started again): what a
    * component needs to drop state it cached from the API (after an etcd restore, a kubelet).
    */
-  async restartJob(job: string): Promise<boolean> {
+  restartJob(job: string): Promise<boolean> {
+    return this.serial(() => this.restartJobNow(job));
+  }
+
+  private async restartJobNow(job: string): Promise<boolean> {
     const procs = this.procs.filter((p) => p.job === job);
     if (procs.length === 0) return false;
     for (const p of procs) {
