@@ -30,6 +30,14 @@ command -v go >/dev/null || { echo "tools: go is not installed" >&2; exit 1; }
 
 TOOL=${1:-seaweedfs}
 
+# A temporary $WORK to build in (removed if the build fails), and the build's start time.
+begin_build() {
+  mkdir -p "$CACHE/tools"
+  WORK=$(mktemp -d "$CACHE/tools/.build-XXXXXX")
+  trap 'rm -rf "$WORK"' EXIT
+  start=$(date +%s)
+}
+
 # Publishes $WORK as $OUT and removes older builds of the same tool.
 publish() { # name
   chmod 0755 "$WORK"
@@ -45,10 +53,7 @@ seaweedfs() {
   SEAWEED_HASH=$( (cd seaweedfs && find . -type f \( -name '*.go' -o -name 'go.mod' -o -name 'go.sum' \) -print0 | sort -z | xargs -0 sha256sum; go version) | sha256sum | cut -c1-12)
   OUT="$CACHE/tools/seaweedfs-$SEAWEED_HASH"
   if [ ! -x "$OUT/weed" ]; then
-    mkdir -p "$CACHE/tools"
-    WORK=$(mktemp -d "$CACHE/tools/.build-XXXXXX")
-    trap 'rm -rf "$WORK"' EXIT
-    start=$(date +%s)
+    begin_build
     echo "tools: building seaweedfs $SEAWEED_VERSION (cold: several minutes on 2 cores; warm: a relink)" >&2
     (cd seaweedfs && nice -n 19 go build -trimpath -ldflags "-s -w -X github.com/seaweedfs/seaweedfs/weed/util/version.COMMIT=${SEAWEED_VERSION##*-}" \
         -o "$WORK/weed" github.com/seaweedfs/seaweedfs/weed)
@@ -68,10 +73,7 @@ netpol_e2e() {
   E2E_HASH=$( (find netpol-e2e images -type f \( -name '*.go' -o -name 'go.mod' -o -name 'go.sum' \) -print0 | sort -z | xargs -0 sha256sum; go version) | sha256sum | cut -c1-12)
   OUT="$CACHE/tools/netpol-e2e-$E2E_HASH"
   if [ ! -f "$OUT/repo-list.yaml" ]; then
-    mkdir -p "$CACHE/tools"
-    WORK=$(mktemp -d "$CACHE/tools/.build-XXXXXX")
-    trap 'rm -rf "$WORK"' EXIT
-    start=$(date +%s)
+    begin_build
     echo "tools: building the NetworkPolicy e2e suite of kubernetes $K8S_VERSION (cold: many minutes on 2 cores; warm: a few)" >&2
     (cd netpol-e2e && nice -n 19 go test -c -trimpath -ldflags "-s -w" -o "$WORK/e2e.test" .)
     mkdir -p "$WORK/rootfs/etc" "$WORK/rootfs/tmp"
