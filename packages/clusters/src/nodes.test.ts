@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { AnodyneError, ManualClock, silentLogger } from '@anodyne/common';
 import { NodeHooks, type EtcdMember } from './nodes.js';
+import type { KubeClient } from './kube.js';
 
 const members = (...states: boolean[]): EtcdMember[] =>
   states.map((healthy, i) => ({ instance: `master/${i}`, healthy, ...(healthy ? {} : { reason: 'starting' }) }));
@@ -97,5 +98,42 @@ describe('the order masters roll in', () => {
     assert.deepEqual(await ordered(0).order('cluster-a', 'worker', [0, 1, 2]), [0, 1, 2]);
     assert.deepEqual(await ordered(undefined).order('cluster-a', 'master', [0, 1, 2]), [0, 1, 2]);
     assert.deepEqual(await ordered(2).order('cluster-a', 'master', [0, 1]), [0, 1]);
+  });
+});
+
+describe('draining a worker', () => {
+  /** A cluster API that answers the pod list from a script, one answer per list, the last one repeated. */
+  function scripted(lists: object[][]) {
+    const calls: string[] = [];
+    let n = 0;
+    const api = {
+      core: {
+        readNode: () => Promise.resolve({ status: { conditions: [{ type: 'Ready', status: 'True' }] } }),
+        patchNode: () => Promise.resolve(void calls.push('cordon')),
+        listPodForAllNamespaces: () => {
+          calls.push('list');
+          return Promise.resolve({ items: lists[Math.min(n++, lists.length - 1)] });
+        },
+        createNamespacedPodEviction: (a: { name: string }) => Promise.resolve(void calls.push(`evict ${a.name}`)),
+      },
+    } as unknown as KubeClient;
+    return { api, calls };
+  }
+  const pod = (name: string, phase: string, deleting = false) => ({
+    metadata: { name, namespace: 'default', ...(deleting ? { deletionTimestamp: new Date(0) } : {}) },
+    status: { phase },
+  });
+
+  it('waits for an evicted pod that the kubelet has marked Failed until it is deleted; never evicts a finished one', async () => {
+    const clock = new ManualClock();
+    const { h } = hooks(clock, [members(true)]);
+    const { api, calls } = scripted([
+      [pod('app', 'Running'), pod('done', 'Succeeded')],
+      [pod('app', 'Failed', true), pod('done', 'Succeeded')],
+      [pod('app', 'Failed', true), pod('done', 'Succeeded')],
+      [pod('done', 'Succeeded')],
+    ]);
+    await drive(clock, h.drain(api, 'worker-1', new AbortController().signal));
+    assert.deepEqual(calls, ['cordon', 'list', 'evict app', 'list', 'list', 'list']);
   });
 });

@@ -188,10 +188,17 @@ export class NodeHooks implements InstanceHooks {
     );
   }
 
-  /** Pods a drain moves: not DaemonSet pods, not static (mirror) pods, not finished ones. */
-  private async podsOn(api: KubeClient, node: string): Promise<V1Pod[]> {
+  /**
+   * Pods a drain moves: not DaemonSet pods, not static (mirror) pods, not finished ones. With
+   * `ending`, also the finished pods being deleted: the kubelet marks an evicted pod Failed or
+   * Succeeded before it cleans up and deletes it, and a node stopped in that window leaves the pod
+   * behind until the pod garbage collector notices the Node is gone (40 to 60 s later).
+   */
+  private async podsOn(api: KubeClient, node: string, ending = false): Promise<V1Pod[]> {
     const list = await kubeCall('listing pods', () => api.core.listPodForAllNamespaces({ fieldSelector: `spec.nodeName=${node}` }));
-    return (list?.items ?? []).filter((p) => !isDaemonSetPod(p) && !isMirrorPod(p) && !isFinished(p));
+    return (list?.items ?? []).filter(
+      (p) => !isDaemonSetPod(p) && !isMirrorPod(p) && (!isFinished(p) || (ending && Boolean(p.metadata?.deletionTimestamp))),
+    );
   }
 
   /**
@@ -219,13 +226,13 @@ export class NodeHooks implements InstanceHooks {
     let blocked = '';
     for (;;) {
       if (signal.aborted) throw new AnodyneError('ANODYNE_E_TASK_CANCELLED', 'the task was cancelled');
-      const pods = await this.podsOn(api, node);
+      const pods = await this.podsOn(api, node, true);
       // A Node that is not Ready has no kubelet to end its pods: evictions are asked for, not waited on.
       if (pods.length === 0 || (!ready && pods.every((p) => p.metadata?.deletionTimestamp))) return;
       for (const p of pods) {
         const name = p.metadata?.name ?? '';
         const namespace = p.metadata?.namespace ?? 'default';
-        if (p.metadata?.deletionTimestamp) continue;
+        if (p.metadata?.deletionTimestamp || isFinished(p)) continue;
         try {
           await api.core.createNamespacedPodEviction({
             name,

@@ -272,7 +272,12 @@ describe('Kubernetes releases side by side and upgrades between them', { skip: s
     await k.kubectl('rollout', 'restart', 'deployment/app');
     await k.kubectl('rollout', 'status', 'deployment/app', '--timeout=120s');
     await k.kubectl('uncordon', 'worker-0');
-    await until('the old pods are gone', async () => (await k.podNodes()).length === 2, 60_000);
+    await until(
+      'the old pods are gone',
+      async () => (await k.podNodes()).length === 2,
+      60_000,
+      () => k.kubectl('get', 'pods', '-l', 'app=app', '-o', 'wide'),
+    );
     assert.deepEqual(await k.podNodes(), ['worker-1', 'worker-2']);
 
     // A budget that allows no disruption: the scale-down is refused before any task, nothing changes.
@@ -308,7 +313,12 @@ describe('Kubernetes releases side by side and upgrades between them', { skip: s
       ['worker-0'],
       'the Nodes of worker-1 and worker-2 are gone',
     );
-    await until('the moved pods alone are left', async () => (await k.podNodes()).length === 2, 60_000);
+    await until(
+      'the moved pods alone are left',
+      async () => (await k.podNodes()).length === 2,
+      60_000,
+      () => k.kubectl('get', 'pods', '-l', 'app=app', '-o', 'wide'),
+    );
     assert.deepEqual(await k.podNodes(), ['worker-0', 'worker-0']);
     const lifecycle = (await tp.platform.director.tasks.events(shrink.id)).map((e) => `${e.instance ?? ''} ${e.message ?? e.stage}`);
     for (const w of ['worker/1', 'worker/2'])

@@ -233,10 +233,14 @@ export async function apply(kubectl: Kubectl, dir: string, o: unknown): Promise<
 
 export type Kubectl = (...args: string[]) => Promise<string>;
 
-export async function until(what: string, check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+export async function until(what: string, check: () => Promise<boolean>, timeoutMs: number, show?: () => Promise<string>): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) {
+      // What was there instead, in the message (which is what a CI summary keeps).
+      const seen = show ? await show().catch((err: unknown) => `(could not tell: ${(err as Error).message})`) : '';
+      throw new Error(`timed out waiting for ${what}${seen ? `; what there was:\n${seen}` : ''}`);
+    }
     await new Promise((r) => setTimeout(r, 1000));
   }
 }
