@@ -10,7 +10,7 @@ import type { Director } from '@anodyne/director';
 import { errorBody } from './errors.js';
 import { brokerRoutes } from './broker.js';
 import { Metrics, type PlatformGauges } from './metrics.js';
-import { platformRoutes } from './routes/platform.js';
+import { platformRoutes, type PlatformRoutesOptions } from './routes/platform.js';
 import { identityRoutes } from './routes/identity.js';
 import { clusterRoutes } from './routes/clusters.js';
 import { taskRoutes } from './routes/tasks.js';
@@ -44,6 +44,8 @@ export interface ServerOptions {
   consoleDir?: string;
   /** The image registry (its token endpoint and management routes), when the platform runs one. */
   registry?: { service: RegistryService; realm: string };
+  /** The platform's replicas on its database and which one leads (`GET /v1/platform/replicas`). */
+  replicas?: PlatformRoutesOptions['replicas'];
 }
 
 declare module 'fastify' {
@@ -238,7 +240,15 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     <T>(routes: (scope: Api, options: T) => void | Promise<void>, options: T) =>
     async (scope: Api) =>
       routes(scope, options);
-  await api.register(plugin(platformRoutes, { store: o.store, audit: o.audit, metrics, openapi: () => app.swagger() }));
+  await api.register(
+    plugin(platformRoutes, {
+      store: o.store,
+      audit: o.audit,
+      metrics,
+      openapi: () => app.swagger(),
+      ...(o.replicas ? { replicas: o.replicas } : {}),
+    }),
+  );
   await api.register(
     plugin(identityRoutes, {
       identity: o.identity,

@@ -119,6 +119,34 @@ export const AuditQuery = Type.Object(
   { additionalProperties: false },
 );
 
+export const PlatformReplicas = Type.Object({
+  self: Type.String({ description: 'The id of the replica that answered' }),
+  leader: Type.Union(
+    [
+      Type.Object({
+        holder: Type.String({ description: 'The id of the replica that holds (or last held) the lease' }),
+        term: Type.Integer({ description: 'Grows by one with every new holder' }),
+        acquired_at: Type.String(),
+        expires_at: Type.String({ description: 'Renewed by the holder every third of the lease; past: nobody leads now' }),
+      }),
+      Type.Null(),
+    ],
+    { description: "The leader's lease (null: no replica has led yet)" },
+  ),
+  replicas: Type.Array(
+    Type.Object({
+      id: Type.String(),
+      host: Type.String(),
+      pid: Type.Integer(),
+      url: Type.String(),
+      started_at: Type.String(),
+      seen_at: Type.String({ description: 'Its last heartbeat' }),
+      leader: Type.Boolean(),
+    }),
+    { description: 'The replicas alive now, on this database' },
+  ),
+});
+
 export const PlatformEvent = Type.Object({
   id: Type.Integer({ description: 'Increasing: read the feed on with `after` set to the last id seen' }),
   at: Type.String(),

@@ -124,9 +124,14 @@ export class ChangeRecorder {
     await this.flush(w);
   }
 
+  /** Stops recording every cluster, storing what each had (a replica that no longer leads); `start` may follow. */
+  async stopAll(): Promise<void> {
+    for (const c of [...this.watching.keys()]) await this.stop(c);
+  }
+
   async close(): Promise<void> {
     clearInterval(this.timer);
-    for (const c of [...this.watching.keys()]) await this.stop(c);
+    await this.stopAll();
   }
 
   recording(cluster: string): boolean {

@@ -41,6 +41,11 @@ export const PlatformConfigSchema = Type.Object(
         port: Type.Integer({ minimum: 1, maximum: 65535, default: 9021 }),
         /** Extra names and addresses for the serving certificate. */
         altNames: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
+        /**
+         * Replicas on one database (PostgreSQL): how long one counts as alive after its last
+         * heartbeat, and how long the leader's lease lasts (it renews every third of it).
+         */
+        leaseSeconds: Type.Integer({ minimum: 3, maximum: 300, default: 15 }),
       },
       { default: {}, additionalProperties: false },
     ),

@@ -113,6 +113,13 @@ export const ErrorCodes = {
   ANODYNE_E_DEPLOYMENT_NOT_FOUND: def('ANODYNE_E_DEPLOYMENT_NOT_FOUND', 'not_found', 'Deployment not found'),
   ANODYNE_E_DEPLOYMENT_LOCKED: def('ANODYNE_E_DEPLOYMENT_LOCKED', 'conflict', 'Another task is changing this deployment', true),
   ANODYNE_E_TASK_NOT_FOUND: def('ANODYNE_E_TASK_NOT_FOUND', 'not_found', 'Task not found'),
+  ANODYNE_E_NOT_LEADER: def('ANODYNE_E_NOT_LEADER', 'conflict', 'This platform replica no longer leads, so it started nothing', true),
+  ANODYNE_E_REPLICA_LOST: def(
+    'ANODYNE_E_REPLICA_LOST',
+    'unavailable',
+    'The platform replica that ran the task stopped; the next change converges the deployment',
+    true,
+  ),
   ANODYNE_E_TASK_CANCELLED: def('ANODYNE_E_TASK_CANCELLED', 'cancelled', 'The task was cancelled'),
   ANODYNE_E_CANARY_FAILED: def('ANODYNE_E_CANARY_FAILED', 'internal', 'A canary instance did not become healthy'),
   ANODYNE_E_INSTANCE_UNHEALTHY: def('ANODYNE_E_INSTANCE_UNHEALTHY', 'internal', 'An instance did not become healthy within its watch time'),

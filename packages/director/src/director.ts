@@ -58,6 +58,8 @@ export interface DirectorOptions {
    * fails at once with the process's exit and last log lines (default 6, ~13 s of the agent's backoff).
    */
   restartBudget?: number;
+  /** The id of the platform replica this director runs in: recorded on every task it starts (platform HA). */
+  replica?: string;
 }
 
 /** One instance as operators see it: where it runs and what the health monitor last found. */
@@ -94,7 +96,7 @@ export class Director {
   private deps: DeployDeps;
 
   constructor(private readonly o: DirectorOptions) {
-    this.tasks = new TaskStore(o.store, o.clock, o.logger);
+    this.tasks = new TaskStore(o.store, o.clock, o.logger, o.replica ?? null);
     const agentPort = o.agentPort ?? 6868;
     this.agents = o.agents ?? new TlsAgentClient(o.tls, agentPort);
     this.repo = new InstanceRepository(o.store, o.clock);
@@ -637,9 +639,12 @@ export class Director {
     return this.o.provider.info().capabilities.segments;
   }
 
-  /** After a platform restart: end interrupted tasks; their deployments converge on the next deploy. */
-  async recover(): Promise<Task[]> {
-    return this.tasks.recover();
+  /**
+   * Ends interrupted tasks (after a restart; with replicas, those of replicas not in `live`);
+   * their deployments converge on the next deploy.
+   */
+  async recover(live?: readonly string[]): Promise<Task[]> {
+    return this.tasks.recover(live);
   }
 
   async manifest(name: string): Promise<Manifest> {

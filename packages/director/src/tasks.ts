@@ -49,6 +49,8 @@ export class TaskStore {
     private readonly store: Store,
     private readonly clock: Clock,
     private readonly logger: Logger,
+    /** The platform replica that runs the tasks this store creates (recorded on each). */
+    private readonly runner: string | null = null,
   ) {}
 
   private now(): string {
@@ -75,6 +77,7 @@ export class TaskStore {
             created_at: this.now(),
             started_at: null,
             finished_at: null,
+            runner: this.runner,
           })
           .returning('id')
           .executeTakeFirstOrThrow();
@@ -264,25 +267,47 @@ export class TaskStore {
   }
 
   /**
-   * After a platform restart: every task that was queued, processing or cancelling ends in
-   * `error` (its work is resumed by the next deploy, which converges) and releases its lock.
+   * Ends the tasks no live replica runs: every task that was queued, processing or cancelling
+   * and whose runner is not in `live` (all of them when `live` is not given: a platform restarted
+   * alone) ends in `error` (its work is resumed by the next deploy, which converges) and releases
+   * its lock. Two replicas doing it at once end each task once: the end is conditional on the task
+   * being open still.
    */
-  async recover(): Promise<Task[]> {
+  async recover(live?: readonly string[]): Promise<Task[]> {
     const open = await storeQuery('recovering tasks', () =>
-      this.store.db.selectFrom('tasks').select('id').where('state', 'in', ['queued', 'processing', 'cancelling']).execute(),
+      this.store.db.selectFrom('tasks').select(['id', 'runner']).where('state', 'in', ['queued', 'processing', 'cancelling']).execute(),
     );
     const out: Task[] = [];
     for (const r of open) {
+      if (live && r.runner !== null && live.includes(r.runner)) continue;
       const id = Number(r.id);
+      const error = new AnodyneError('ANODYNE_E_REPLICA_LOST', 'the platform restarted while this task ran (its replica stopped)');
+      if (!(await this.finishOpen(id, error))) continue;
       await this.event(id, {
         stage: 'Recovering',
         state: 'failed',
-        message: 'the platform restarted while this task ran; the next deploy converges the deployment',
+        message: 'the platform restarted while this task ran (its replica stopped); the next deploy converges the deployment',
       });
-      await this.finish(id, 'error', { error: new AnodyneError('ANODYNE_E_UNAVAILABLE', 'the platform restarted while this task ran') });
-      this.logger.warn({ task: id }, 'task ended after a platform restart');
+      this.logger.warn({ task: id, runner: r.runner }, 'task ended: the replica that ran it stopped');
       out.push(await this.get(id));
     }
     return out;
+  }
+
+  /** Ends an open task in `error` and releases its lock, unless it has ended meanwhile (false then). */
+  private async finishOpen(id: number, error: AnodyneError): Promise<boolean> {
+    return storeQuery('ending a task', () =>
+      this.store.db.transaction().execute(async (tx) => {
+        const r = await tx
+          .updateTable('tasks')
+          .set({ state: 'error', finished_at: this.now(), error: JSON.stringify({ code: error.code, message: error.message }) })
+          .where('id', '=', id)
+          .where('state', 'in', ['queued', 'processing', 'cancelling'])
+          .executeTakeFirst();
+        if (Number(r.numUpdatedRows) === 0) return false;
+        await tx.deleteFrom('locks').where('task_id', '=', id).execute();
+        return true;
+      }),
+    );
   }
 }

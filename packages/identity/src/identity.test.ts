@@ -180,6 +180,48 @@ describe('identity (UAA-compatible issuer)', () => {
     await assert.rejects(id.token({ grant_type: 'password', username: 'nobody', password: 'x' }), code('ANODYNE_E_BAD_CREDENTIALS'));
   });
 
+  it('a key rotated by another replica: its tokens verify here, and this replica signs with it once it has read it', async () => {
+    await id.createUser({ username: 'erin', password: 'erin-password', groups: [SCOPES.manage] });
+    const other = new Identity({ store, creds, clock, logger: silentLogger(), issuer: ISSUER });
+    await other.init();
+    const kid = await other.rotateSigningKey();
+    const t = await other.token({ grant_type: 'password', username: 'erin', password: 'erin-password' });
+    assert.equal((await id.verify(t.access_token)).name, 'erin', 'verified after reading the keys again');
+    const mine = await id.token({ grant_type: 'password', username: 'erin', password: 'erin-password' });
+    const header = JSON.parse(Buffer.from(mine.access_token.split('.')[0]!, 'base64url').toString()) as { kid: string };
+    assert.equal(header.kid, kid);
+    assert.equal((await other.verify(mine.access_token)).name, 'erin');
+    // A key nobody has: refused (and not read again for every such token).
+    const forged = `${Buffer.from(JSON.stringify({ alg: 'ES256', kid: 'key-unknown' })).toString('base64url')}.${t.access_token.split('.').slice(1).join('.')}`;
+    await assert.rejects(id.verify(forged), code('ANODYNE_E_TOKEN_INVALID'));
+  });
+
+  it('counts failures that arrive at once (as from several replicas): every one counts towards the lockout', async () => {
+    await id.createUser({ username: 'carl', password: 'carl-password', groups: [SCOPES.manage] });
+    // A second issuer on the same database stands for another replica.
+    const other = new Identity({
+      store,
+      creds,
+      clock,
+      logger: silentLogger(),
+      issuer: ISSUER,
+      lockout: { maxFailures: 3, lockSeconds: 60 },
+    });
+    await Promise.all(
+      [id, other, id].map((x) =>
+        assert.rejects(x.token({ grant_type: 'password', username: 'carl', password: 'wrong' }), code('ANODYNE_E_BAD_CREDENTIALS')),
+      ),
+    );
+    await assert.rejects(
+      id.token({ grant_type: 'password', username: 'carl', password: 'carl-password' }),
+      code('ANODYNE_E_ACCOUNT_LOCKED'),
+    );
+    await assert.rejects(
+      other.token({ grant_type: 'password', username: 'carl', password: 'carl-password' }),
+      code('ANODYNE_E_ACCOUNT_LOCKED'),
+    );
+  });
+
   it('stores argon2id hashes only; the first admin is created once', async () => {
     const pw = await id.ensureAdmin();
     assert.ok(pw && pw.length >= 20);

@@ -161,6 +161,8 @@ export class Identity {
   private readonly imported = new Map<string, Awaited<ReturnType<typeof importJWK>>>();
   /** Access tokens already verified, until they expire (bounded; emptied when the keys change). */
   private readonly verified = new Map<string, Principal>();
+  /** When the signing keys were last read again for a token of an unknown key. */
+  private keysReadAt = Number.NEGATIVE_INFINITY;
   private readonly accessTtl: number;
   private readonly refreshTtl: number;
   private readonly lockout: { maxFailures: number; lockSeconds: number };
@@ -191,6 +193,21 @@ export class Identity {
     );
     if (!cli) await this.createClient({ clientId: CLI_CLIENT, scopes: ALL_SCOPES, grantTypes: ['password', 'refresh_token'] });
     await this.ensureConsoleClient();
+  }
+
+  /**
+   * Reads the signing keys again from the credential store (another replica of the platform may
+   * have rotated them): new tokens use the newest, and tokens of a key this replica had not seen
+   * verify. Returns whether they changed.
+   */
+  async reloadSigningKeys(): Promise<boolean> {
+    const stored = await this.o.creds.get<'json'>(KEYS_PATH, { actor: 'identity' }).catch(() => undefined);
+    const keys = stored ? (stored.value as unknown as { keys: SigningKey[] }).keys : [];
+    if (keys.length === 0 || keys.map((k) => k.kid).join(' ') === this.keys.map((k) => k.kid).join(' ')) return false;
+    this.keys = keys;
+    this.imported.clear();
+    this.verified.clear();
+    return true;
   }
 
   /** The console's redirect URI follows the issuer, so a platform moved to a new address keeps its console. */
@@ -709,17 +726,28 @@ export class Identity {
     }
     if (!ok) {
       if (row) {
-        const failures = row.failed_logins + 1;
-        const lock =
-          failures >= this.lockout.maxFailures ? new Date(this.o.clock.nowMs() + this.lockout.lockSeconds * 1000).toISOString() : null;
+        // Counted in the database, one statement each (attempts spread over several replicas all count),
+        // and the lock set by the statement that reaches the limit.
         const id = row.id;
-        await storeQuery('recording a failed login', () =>
+        const counted = await storeQuery('recording a failed login', () =>
           this.o.store.db
             .updateTable('identity_users')
-            .set({ failed_logins: lock ? 0 : failures, locked_until: lock, updated_at: now })
+            .set((eb) => ({ failed_logins: eb('failed_logins', '+', 1), updated_at: now }))
             .where('id', '=', id)
-            .execute(),
+            .returning('failed_logins')
+            .executeTakeFirst(),
         );
+        const failures = Number(counted?.failed_logins ?? 0);
+        const lock =
+          failures >= this.lockout.maxFailures ? new Date(this.o.clock.nowMs() + this.lockout.lockSeconds * 1000).toISOString() : null;
+        if (lock)
+          await storeQuery('locking an account', () =>
+            this.o.store.db
+              .updateTable('identity_users')
+              .set({ failed_logins: 0, locked_until: lock, updated_at: now })
+              .where('id', '=', id)
+              .execute(),
+          );
         this.o.logger.warn({ username, failures, locked: !!lock }, 'failed login');
       }
       throw new UnauthenticatedError('ANODYNE_E_BAD_CREDENTIALS', 'bad user name or password');
@@ -791,7 +819,12 @@ export class Identity {
     } catch {
       throw new UnauthenticatedError('ANODYNE_E_TOKEN_INVALID', 'the token is malformed');
     }
-    const key = this.keys.find((k) => k.kid === kid);
+    let key = this.keys.find((k) => k.kid === kid);
+    // A key this replica has not seen: another replica may have rotated (read again, at most every 5 s).
+    if (!key && this.o.clock.nowMs() - this.keysReadAt >= 5000) {
+      this.keysReadAt = this.o.clock.nowMs();
+      if (await this.reloadSigningKeys()) key = this.keys.find((k) => k.kid === kid);
+    }
     if (!key) throw new UnauthenticatedError('ANODYNE_E_TOKEN_INVALID', 'the token was signed by an unknown key');
     try {
       const { payload } = await jwtVerify(token, await this.importKey(key.kid, key.publicJwk), {

@@ -80,6 +80,26 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
     assert.match(m.text, /anodyne_http_requests_total\{method="GET",route="\/healthz",status="200"\} \d+/);
   });
 
+  it('one replica alone leads: the replicas view shows it, alive and leading, in term 1; owners may not see it', async () => {
+    const r = await call('GET', '/v1/platform/replicas', { token: tokens['root'] });
+    assert.equal(r.status, 200, r.text);
+    const v = r.body as {
+      self: string;
+      leader: { holder: string; term: number; expires_at: string } | null;
+      replicas: { id: string; pid: number; url: string; leader: boolean }[];
+    };
+    assert.equal(v.self, tp.platform.replicas.id);
+    assert.deepEqual(
+      v.replicas.map((x) => [x.id, x.pid, x.url, x.leader]),
+      [[v.self, process.pid, tp.platform.url, true]],
+    );
+    assert.equal(v.leader?.holder, v.self);
+    assert.equal(v.leader?.term, 1);
+    assert.ok(Date.parse(v.leader.expires_at) > Date.now(), 'the lease is current');
+    assert.equal(tp.platform.replicas.isLeader(), true);
+    assert.equal((await call('GET', '/v1/platform/replicas', { token: tokens['alice'] })).status, 403);
+  });
+
   it('the OpenAPI document validates and lists every route of the server', async () => {
     const doc = (await call('GET', '/openapi.json')).body as { paths: Record<string, Record<string, unknown>> };
     const result = await new Validator().validate(doc);

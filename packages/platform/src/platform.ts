@@ -8,7 +8,7 @@ import { PreconditionError, type Clock, type Logger, type PlatformConfig, type S
 import { AuditLog, openStore, type Store, type StoreOptions } from '@anodyne/store';
 import { CredStore, DeploymentVariables, TrustRotation, loadKeyFile, type KeyRing } from '@anodyne/credstore';
 import { LocalProvider } from '@anodyne/providers';
-import { CloudCheck, Director, HealthMonitor, agentTlsIssuer, type AgentTlsIssuer } from '@anodyne/director';
+import { CloudCheck, Director, HealthMonitor, Replicas, agentTlsIssuer, type AgentTlsIssuer } from '@anodyne/director';
 import { AUDIENCE, Identity, LdapUserStore, SCOPES } from '@anodyne/identity';
 import { ClusterService, deploymentName, releaseCatalog, RELEASES_GUEST_DIR, type Plan } from '@anodyne/clusters';
 import { samePassword } from '@anodyne/registry';
@@ -51,6 +51,8 @@ export interface Platform {
   health: HealthMonitor;
   /** The certificate renewal pass (scheduled; `pass()` runs one now). */
   renewal: CertificateRenewal;
+  /** This replica among the platform's replicas on its database, and whether it leads. */
+  replicas: Replicas;
   identity: Identity;
   clusters: ClusterService;
   /** The image registry (absent when `registry.enabled` is false). */
@@ -196,7 +198,12 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
     const caFile = join(dataDir, 'ca.pem');
     writeFileSync(caFile, ca.certificate, { mode: 0o644 });
 
+    // This replica among those on the database: registered before anything is ended as interrupted,
+    // so that only the tasks of replicas that are gone are (all of them when it runs alone).
+    const replicas = new Replicas({ store, clock, logger, url, leaseMs: config.server.leaseSeconds * 1000 });
+    await replicas.register();
     const director = new Director({
+      replica: replicas.id,
       store,
       provider: provider,
       // Each cluster's jobs as its release's build carries them.
@@ -206,8 +213,13 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       clock,
       logger,
     });
-    const recovered = await director.recover();
+    const recovered = await director.recover(await replicas.alive());
     if (recovered.length > 0) logger.warn({ tasks: recovered.map((t) => t.id) }, 'tasks interrupted by the last stop were ended');
+    /** What runs once for the whole platform: on the leader only (checked at each pass). */
+    const leading =
+      <T>(what: () => Promise<T>) =>
+      (): Promise<T | undefined> =>
+        replicas.isLeader() ? what() : Promise.resolve(undefined);
 
     const ldapCfg = config.identity.ldap;
     const ldap = ldapCfg.url ? new LdapUserStore({ ...ldapCfg, url: ldapCfg.url }, logger) : undefined;
@@ -224,10 +236,11 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
     await identity.init();
     const adminPassword = await identity.ensureAdmin();
     // Signing keys rotate by age: checked now and hourly (new tokens use the new key; older ones still verify).
+    // The leader rotates; the others read the keys again (tokens of a key they have not seen also make them read).
     const rotateKeys = () =>
-      identity
-        .rotateIfOlderThan(config.identity.signingKeyDays)
-        .catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'signing key rotation failed'));
+      (replicas.isLeader() ? identity.rotateIfOlderThan(config.identity.signingKeyDays) : identity.reloadSigningKeys()).catch(
+        (err: unknown) => logger.warn({ err: (err as Error).message }, 'signing key rotation failed'),
+      );
     await rotateKeys();
     const keyTimer = setInterval(() => void rotateKeys(), 3_600_000);
     keyTimer.unref();
@@ -380,25 +393,29 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       ),
     );
     // Records of finished deletes are removed here, not by reads: at start and every 10 s.
-    const reap = () =>
+    const reap = leading(() =>
       clusters.records
         .reapDeleted()
-        .catch((err: unknown) => logger.warn({ err: (err as Error).message }, "removing deleted clusters' records failed"));
+        .catch((err: unknown) => logger.warn({ err: (err as Error).message }, "removing deleted clusters' records failed")),
+    );
     await reap();
     const reapTimer = setInterval(() => void reap(), 10_000);
     reapTimer.unref();
     // Scheduled backups and their retention, one pass a minute (configurable).
-    const schedulePass = () =>
+    const schedulePass = leading(() =>
       clusters.backups.runSchedules().then(
         (r) => (r.started.length || r.removed.length ? logger.info(r, 'backup schedules') : undefined),
         (err: unknown) => logger.warn({ err: (err as Error).message }, 'a backup schedule pass failed'),
-      );
+      ),
+    );
     const scheduleTimer = setInterval(() => void schedulePass(), config.backup.schedulePassSeconds * 1000);
     scheduleTimer.unref();
-    await clusters.backups
-      .resumeRecording()
-      .then((c) => (c.length ? logger.info({ clusters: c }, "recording etcd's changes again") : undefined))
-      .catch((err: unknown) => logger.warn({ err: (err as Error).message }, "resuming etcd's change records failed"));
+    const resumeRecording = () =>
+      clusters.backups
+        .resumeRecording()
+        .then((c) => (c.length ? logger.info({ clusters: c }, "recording etcd's changes again") : undefined))
+        .catch((err: unknown) => logger.warn({ err: (err as Error).message }, "resuming etcd's change records failed"));
+    if (replicas.isLeader()) await resumeRecording();
     const dc = config.director;
     const health = new HealthMonitor({
       store,
@@ -450,7 +467,31 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
         )
         .catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'recording a failed task as an alert failed'));
     });
-    health.start(dc.healthIntervalSeconds * 1000);
+    // The health monitor and resurrector, and the change records, run on the leader: started and
+    // stopped with its leadership. The leader also ends the tasks of replicas that died.
+    if (replicas.isLeader()) health.start(dc.healthIntervalSeconds * 1000);
+    replicas.onLeadership((lead) => {
+      if (lead) {
+        health.start(dc.healthIntervalSeconds * 1000);
+        void resumeRecording();
+      } else {
+        void health.stop();
+        void clusters.recorder.stopAll();
+      }
+    });
+    const takeOver = leading(async () => {
+      const ended = await director.recover(await replicas.alive());
+      if (ended.length > 0) logger.warn({ tasks: ended.map((t) => t.id) }, 'tasks of replicas that stopped were ended');
+    });
+    const takeOverTimer = setInterval(
+      () =>
+        void takeOver().catch((err: unknown) =>
+          logger.warn({ err: (err as Error).message }, 'ending the tasks of stopped replicas failed'),
+        ),
+      config.server.leaseSeconds * 1000,
+    );
+    takeOverTimer.unref();
+    replicas.start();
     // Certificates that expire within `certificates.renewalDays` are alerted and renewed: at start, then every pass.
     const apiTls: { reload?: (c: { certificate: string; private_key: string }) => void } = {};
     const renewal = new CertificateRenewal({
@@ -470,8 +511,9 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
         { name: '/director/client' },
       ],
     });
-    const renewalPass = () =>
-      renewal.pass().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'a certificate renewal pass failed'));
+    const renewalPass = leading(() =>
+      renewal.pass().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'a certificate renewal pass failed')),
+    );
     const renewalTimer = setInterval(() => void renewalPass(), config.certificates.renewalPassSeconds * 1000);
     renewalTimer.unref();
     let brokerCreds: Promise<{ username: string; password: string }> | undefined;
@@ -488,6 +530,10 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       caPem: ca.certificate,
       consoleDir: CONSOLE_DIR,
       ...(registry ? { registry: { service: registry.service, realm: registry.realm } } : {}),
+      replicas: async () => {
+        const v = await replicas.views();
+        return { self: replicas.id, leader: v.leader ?? null, replicas: v.replicas };
+      },
       gauges: {
         certificates: async () =>
           (await creds.certificatesInUse()).map((c) => ({ ...c, due: isDue(c, clock.nowMs(), config.certificates.renewalDays) })),
@@ -533,7 +579,9 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       registry,
       health,
       renewal,
+      replicas,
       close: async () => {
+        clearInterval(takeOverTimer);
         clearInterval(keyTimer);
         clearInterval(reapTimer);
         clearInterval(scheduleTimer);
@@ -552,6 +600,8 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
           .catch(() => [{ id: 'unknown' }]);
         if (left.length === 0 && (await provider.listVms()).length === 0)
           await provider.cleanup().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'removing the VM network failed'));
+        // Last: another replica takes the lead at once (the tasks this one ran have ended or been cut off above).
+        await replicas.stop().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'leaving the replicas failed'));
         await store.close();
       },
     };

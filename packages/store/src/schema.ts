@@ -14,6 +14,8 @@ export interface Database {
   deployments: DeploymentsTable;
   instances: InstancesTable;
   tasks: TasksTable;
+  platform_replicas: PlatformReplicasTable;
+  platform_leases: PlatformLeasesTable;
   task_events: TaskEventsTable;
   locks: LocksTable;
   identity_users: IdentityUsersTable;
@@ -245,6 +247,27 @@ export interface TasksTable {
   created_at: string;
   started_at: string | null;
   finished_at: string | null;
+  /** The id of the platform replica that runs it (null: none recorded). */
+  runner: Generated<string | null>;
+}
+
+/** A running platform replica (`anodyne server`), as it last reported itself. */
+export interface PlatformReplicasTable {
+  id: string;
+  host: string;
+  pid: number;
+  url: string;
+  started_at: string;
+  seen_at: string;
+}
+
+/** A lease one replica holds at a time (the leader's); `term` grows by one with every new holder. */
+export interface PlatformLeasesTable {
+  name: string;
+  holder: string;
+  term: number;
+  acquired_at: string;
+  expires_at: string;
 }
 
 export interface TaskEventsTable {

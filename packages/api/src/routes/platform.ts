@@ -1,5 +1,5 @@
 // Routes about the platform itself: liveness, Prometheus metrics, this OpenAPI document and the audit log.
-import { Type } from '@sinclair/typebox';
+import { Type, type Static } from '@sinclair/typebox';
 import type { AuditLog, Store } from '@anodyne/store';
 import { ADMIN_SCOPES } from '@anodyne/clusters';
 import { schemas as S } from '@anodyne/client';
@@ -15,6 +15,8 @@ export interface PlatformRoutesOptions {
   metrics: Metrics;
   /** The whole server's OpenAPI document (the root instance knows every route). */
   openapi: () => object;
+  /** The platform's replicas on its database and which one leads. */
+  replicas?: () => Promise<Static<typeof S.PlatformReplicas>>;
 }
 
 export function platformRoutes(app: Api, o: PlatformRoutesOptions): void {
@@ -68,6 +70,19 @@ export function platformRoutes(app: Api, o: PlatformRoutesOptions): void {
         })
       ).map((e) => ({ id: e.id, at: e.at, kind: e.action.slice(ALERT_PREFIX.length), target: e.target, details: e.details })),
   );
+  const replicas = o.replicas;
+  if (replicas)
+    app.get(
+      '/v1/platform/replicas',
+      {
+        config: auth(ADMIN_SCOPES),
+        schema: {
+          ...doc("The platform's replicas alive on its database, and the leader's lease", ['platform'], true),
+          response: ok({ 200: S.PlatformReplicas }),
+        },
+      },
+      () => replicas(),
+    );
   app.get(
     '/v1/audit',
     {

@@ -331,6 +331,31 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.alterTable('network_profiles').addColumn('segment_pool', 'text').execute();
       },
     },
+    '0014_platform_replicas': {
+      async up(db: Kysely<any>) {
+        // Every running `anodyne server` on this database: who it is, where, and when it last said so.
+        await db.schema
+          .createTable('platform_replicas')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('host', 'text', (c) => c.notNull())
+          .addColumn('pid', 'integer', (c) => c.notNull())
+          .addColumn('url', 'text', (c) => c.notNull())
+          .addColumn('started_at', 'text', (c) => c.notNull())
+          .addColumn('seen_at', 'text', (c) => c.notNull())
+          .execute();
+        // Leases (the leader's): who holds it, until when, and the term that grows with every new holder.
+        await db.schema
+          .createTable('platform_leases')
+          .addColumn('name', 'text', (c) => c.primaryKey())
+          .addColumn('holder', 'text', (c) => c.notNull())
+          .addColumn('term', 'integer', (c) => c.notNull())
+          .addColumn('acquired_at', 'text', (c) => c.notNull())
+          .addColumn('expires_at', 'text', (c) => c.notNull())
+          .execute();
+        // The replica that runs a task (null: a task of a platform from before replicas, or of a tool).
+        await db.schema.alterTable('tasks').addColumn('runner', 'text').execute();
+      },
+    },
   };
   /* eslint-enable @typescript-eslint/no-explicit-any */
 }
