@@ -49,6 +49,12 @@ describe('config', () => {
   const bad: { name: string; yaml?: string; env?: Record<string, string>; key: string; code: string }[] = [
     { name: 'wrong enum in file', yaml: 'store:\n  driver: mysql\n', key: 'store.driver', code: 'ANODYNE_E_CONFIG_INVALID' },
     { name: 'port out of range', yaml: 'server:\n  port: 70000\n', key: 'server.port', code: 'ANODYNE_E_CONFIG_INVALID' },
+    {
+      name: 'public URL not https',
+      yaml: 'server:\n  publicUrl: http://lb.example:9021\n',
+      key: 'server.publicUrl',
+      code: 'ANODYNE_E_CONFIG_INVALID',
+    },
     { name: 'unknown key', yaml: 'store:\n  drivr: sqlite\n', key: 'store.drivr', code: 'ANODYNE_E_CONFIG_INVALID' },
     { name: 'non-numeric env', env: { ANODYNE_SERVER_PORT: 'abc' }, key: 'server.port', code: 'ANODYNE_E_CONFIG_INVALID' },
     { name: 'not YAML', yaml: 'a: [unclosed', key: '', code: 'ANODYNE_E_CONFIG_UNREADABLE' },

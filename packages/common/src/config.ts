@@ -46,6 +46,12 @@ export const PlatformConfigSchema = Type.Object(
          * heartbeat, and how long the leader's lease lasts (it renews every third of it).
          */
         leaseSeconds: Type.Integer({ minimum: 3, maximum: 300, default: 15 }),
+        /**
+         * The URL clients and clusters use when it is not this replica's own address (replicas behind
+         * a load balancer): the token issuer, the API URL in kubeconfigs and the clusters' OIDC issuer.
+         * Its host joins the serving certificate's names.
+         */
+        publicUrl: Type.Optional(Type.String({ pattern: '^https://[^/?#]+$' })),
       },
       { default: {}, additionalProperties: false },
     ),

@@ -168,7 +168,10 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
     });
     const { gateway } = await provider.prepareNetwork();
     const host = config.server.host === '127.0.0.1' ? gateway : config.server.host;
-    const url = `https://${host}:${config.server.port}`;
+    // This replica's own address, and the one clients and clusters use (the same unless replicas share a load balancer).
+    const ownUrl = `https://${host}:${config.server.port}`;
+    const url = config.server.publicUrl ?? ownUrl;
+    const publicHost = new URL(url).hostname.replace(/^\[|\]$/g, '');
 
     // The platform CA and the API's serving certificate, from the credential store.
     const actor = { actor: 'platform' };
@@ -187,7 +190,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
         {
           ca: '/platform/ca',
           common_name: host,
-          alternative_names: [...new Set([host, gateway, '127.0.0.1', 'localhost', ...config.server.altNames])],
+          alternative_names: [...new Set([host, gateway, publicHost, '127.0.0.1', 'localhost', ...config.server.altNames])],
           extended_key_usage: ['server_auth'],
           key_algorithm: 'ecdsa',
           duration: 365,
@@ -200,7 +203,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
 
     // This replica among those on the database: registered before anything is ended as interrupted,
     // so that only the tasks of replicas that are gone are (all of them when it runs alone).
-    const replicas = new Replicas({ store, clock, logger, url, leaseMs: config.server.leaseSeconds * 1000 });
+    const replicas = new Replicas({ store, clock, logger, url: ownUrl, leaseMs: config.server.leaseSeconds * 1000 });
     await replicas.register();
     const director = new Director({
       replica: replicas.id,
@@ -550,7 +553,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
           .then((c) => ({ username: 'broker', password: c.value }))),
     });
     await app.listen({ host, port: config.server.port });
-    logger.info({ url }, 'API listening');
+    logger.info({ url: ownUrl, ...(url !== ownUrl ? { publicUrl: url } : {}) }, 'API listening');
     // A renewed serving certificate is used for new connections at once.
     apiTls.reload = (c) => {
       (app.server as unknown as TlsServer).setSecureContext({ cert: c.certificate, key: c.private_key });
