@@ -3,7 +3,7 @@ import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { NotAllowedError, UnauthenticatedError, type Clock, type Logger } from '@anodyne/common';
-import type { AuditLog, Store } from '@anodyne/store';
+import { RateLimits, type AuditLog, type Store } from '@anodyne/store';
 import type { Identity, Principal } from '@anodyne/identity';
 import type { ClusterService } from '@anodyne/clusters';
 import type { Director } from '@anodyne/director';
@@ -256,6 +256,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
       audit: o.audit,
       clock: o.clock,
       tokenRateLimit: o.tokenRateLimit ?? 60,
+      rateLimits: new RateLimits(o.store, o.clock),
     }),
   );
   await api.register(plugin(clusterRoutes, { clusters: o.clusters, audit: o.audit, apiUrl: o.apiUrl }));

@@ -5,7 +5,7 @@ import type { Server as TlsServer } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { PreconditionError, type Clock, type Logger, type PlatformConfig, type SecretRegistry } from '@anodyne/common';
-import { AuditLog, openStore, type Store, type StoreOptions } from '@anodyne/store';
+import { AuditLog, RateLimits, openStore, type Store, type StoreOptions } from '@anodyne/store';
 import { CredStore, DeploymentVariables, TrustRotation, loadKeyFile, type KeyRing } from '@anodyne/credstore';
 import { LocalProvider } from '@anodyne/providers';
 import { CloudCheck, Director, HealthMonitor, Replicas, agentTlsIssuer, type AgentTlsIssuer } from '@anodyne/director';
@@ -396,10 +396,12 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       ),
     );
     // Records of finished deletes are removed here, not by reads: at start and every 10 s.
+    // And request counts of windows that have ended (the token rate limit's).
+    const rateLimits = new RateLimits(store, clock);
     const reap = leading(() =>
-      clusters.records
-        .reapDeleted()
-        .catch((err: unknown) => logger.warn({ err: (err as Error).message }, "removing deleted clusters' records failed")),
+      Promise.all([clusters.records.reapDeleted(), rateLimits.prune(60_000)]).catch((err: unknown) =>
+        logger.warn({ err: (err as Error).message }, "removing deleted clusters' records failed"),
+      ),
     );
     await reap();
     const reapTimer = setInterval(() => void reap(), 10_000);
@@ -601,7 +603,11 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
           .limit(1)
           .execute()
           .catch(() => [{ id: 'unknown' }]);
-        if (left.length === 0 && (await provider.listVms()).length === 0)
+        // Other replicas of this database on this host still serve on it.
+        const others = (await replicas.views().catch(() => ({ replicas: [] }))).replicas.filter(
+          (r) => r.id !== replicas.id && r.host === replicas.host,
+        );
+        if (left.length === 0 && others.length === 0 && (await provider.listVms()).length === 0)
           await provider.cleanup().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'removing the VM network failed'));
         // Last: another replica takes the lead at once (the tasks this one ran have ended or been cut off above).
         await replicas.stop().catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'leaving the replicas failed'));

@@ -1,4 +1,4 @@
-// The store package's door: the Store and openStore, the table types, the SQL dialect type and the audit log.
+// The store package's door: the Store and openStore, the table types, the SQL dialect type, the audit log and shared rate limits.
 export { Store, openStore, restoreSnapshot, mapStoreError, storeQuery, isoNow, type StoreOptions, type DatabaseSnapshot } from './store.js';
 export type {
   Database,
@@ -23,3 +23,4 @@ export type {
 } from './schema.js';
 export type { Dialect } from './migrations/index.js';
 export { AuditLog, type AuditEvent, type AuditQuery } from './audit.js';
+export { RateLimits } from './ratelimits.js';

@@ -16,6 +16,7 @@ export interface Database {
   tasks: TasksTable;
   platform_replicas: PlatformReplicasTable;
   platform_leases: PlatformLeasesTable;
+  rate_limits: RateLimitsTable;
   task_events: TaskEventsTable;
   locks: LocksTable;
   identity_users: IdentityUsersTable;
@@ -259,6 +260,13 @@ export interface PlatformReplicasTable {
   url: string;
   started_at: string;
   seen_at: string;
+}
+
+/** Requests counted per key in a fixed window (a rate limit every replica shares). */
+export interface RateLimitsTable {
+  key: string;
+  window_start: string;
+  count: number;
 }
 
 /** A lease one replica holds at a time (the leader's); `term` grows by one with every new holder. */

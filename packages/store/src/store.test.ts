@@ -8,6 +8,7 @@ import { sql } from 'kysely';
 import { AnodyneError, ManualClock } from '@anodyne/common';
 import { openStore, restoreSnapshot, Store, type StoreOptions } from './store.js';
 import { AuditLog } from './audit.js';
+import { RateLimits } from './ratelimits.js';
 import { startPostgres, freePort, type TestPostgres } from './testing/index.js';
 
 /** The same suite for every dialect: `fresh()` gives options for an empty database. */
@@ -227,6 +228,29 @@ function storeSuite(name: string, setup: () => Promise<{ fresh: () => Promise<St
           alice.map((e) => e.action),
           ['cluster.create'],
         );
+      } finally {
+        await store.close();
+      }
+    });
+
+    it('counts requests per key in the database: hits at once all count, a new window starts again at 1', async () => {
+      const store = await openStore(await fresh());
+      try {
+        const clock = new ManualClock(new Date('2026-01-01T00:00:00Z'));
+        // Two counters on one database stand for two replicas.
+        const [a, b] = [new RateLimits(store, clock), new RateLimits(store, clock)];
+        const counts = await Promise.all(Array.from({ length: 10 }, (_, i) => (i % 2 ? a : b).hit('token:10.0.0.1', 60_000)));
+        assert.deepEqual(
+          [...counts].sort((x, y) => x - y),
+          [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+        );
+        assert.equal(await a.hit('token:10.0.0.2', 60_000), 1, 'each key counts alone');
+        await clock.advance(30_000);
+        assert.equal(await b.hit('token:10.0.0.1', 60_000), 11, 'the same window');
+        await clock.advance(30_001);
+        assert.equal(await a.hit('token:10.0.0.1', 60_000), 1, 'a new window');
+        assert.equal(await a.prune(60_000), 1, "the other key's window has ended: pruned");
+        assert.equal(await b.hit('token:10.0.0.2', 60_000), 1);
       } finally {
         await store.close();
       }

@@ -1,7 +1,7 @@
 // Identity routes (UAA-compatible): tokens, signing keys, OIDC discovery, the caller, users and OAuth clients.
 import { Type } from '@sinclair/typebox';
 import { QuotaError, type Clock } from '@anodyne/common';
-import type { AuditLog } from '@anodyne/store';
+import type { AuditLog, RateLimits } from '@anodyne/store';
 import { CONSOLE_CLIENT, LOGIN_PAGE_HEADERS, authorizeErrorPage, loginPage, type Authorization, type Identity } from '@anodyne/identity';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ADMIN_SCOPES, type ClusterService } from '@anodyne/clusters';
@@ -15,6 +15,8 @@ export interface IdentityRoutesOptions {
   clock: Clock;
   /** Token requests per client address per minute. */
   tokenRateLimit: number;
+  /** Where the requests are counted (the store: every replica shares the count). */
+  rateLimits: RateLimits;
 }
 
 const AnyObject = Type.Record(Type.String(), Type.Unknown());
@@ -43,13 +45,9 @@ function readCookie(req: FastifyRequest, name: string): string | undefined {
 }
 
 export function identityRoutes(app: Api, o: IdentityRoutesOptions): void {
-  const tokenHits = new Map<string, { windowStart: number; count: number }>();
-  /** Token requests and sign-ins count together against one limit per client address. */
-  const limit = (req: FastifyRequest) => {
-    const now = o.clock.nowMs();
-    const hit = tokenHits.get(req.ip);
-    if (!hit || now - hit.windowStart > 60_000) tokenHits.set(req.ip, { windowStart: now, count: 1 });
-    else if (++hit.count > o.tokenRateLimit)
+  /** Token requests and sign-ins count together against one limit per client address, across replicas. */
+  const limit = async (req: FastifyRequest) => {
+    if ((await o.rateLimits.hit(`token:${req.ip}`, 60_000)) > o.tokenRateLimit)
       throw new QuotaError('ANODYNE_E_RATE_LIMITED', `more than ${o.tokenRateLimit} token requests a minute from ${req.ip}`);
   };
   const page = (reply: FastifyReply, status: number, html: string) => reply.status(status).headers(LOGIN_PAGE_HEADERS).send(html);
@@ -69,7 +67,7 @@ export function identityRoutes(app: Api, o: IdentityRoutesOptions): void {
       },
     },
     async (req, reply) => {
-      limit(req);
+      await limit(req);
       const body: Record<string, string> = { ...req.body };
       const basic = req.headers.authorization;
       if (basic && /^basic /i.test(basic)) {
@@ -135,7 +133,7 @@ export function identityRoutes(app: Api, o: IdentityRoutesOptions): void {
       },
     },
     async (req, reply) => {
-      limit(req);
+      await limit(req);
       const { username, password, ...request } = req.body;
       let a: Authorization;
       try {

@@ -354,6 +354,13 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
         // The replica that runs a task (null: a task of a platform from before replicas, or of a tool).
         await db.schema.alterTable('tasks').addColumn('runner', 'text').execute();
+        // Request counts per key and window (token requests per client address), shared by every replica.
+        await db.schema
+          .createTable('rate_limits')
+          .addColumn('key', 'text', (c) => c.primaryKey())
+          .addColumn('window_start', 'text', (c) => c.notNull())
+          .addColumn('count', 'integer', (c) => c.notNull())
+          .execute();
       },
     },
   };

@@ -1,0 +1,336 @@
+// Platform HA: three `anodyne server` replicas on a real PostgreSQL, behind a real haproxy (root).
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { silentLogger, systemClock, skipUnless } from '@anodyne/common';
+import { LocalProvider } from '@anodyne/providers';
+import { openStore } from '@anodyne/store';
+import { startPostgres, type TestPostgres } from '@anodyne/store/testing';
+import { SCOPES } from '@anodyne/identity';
+import { https, type HttpResult } from './testing/index.js';
+
+const isRoot = process.getuid?.() === 0;
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+const BASE = 18_100 + (process.pid % 90);
+const PORTS = [BASE, BASE + 100, BASE + 200];
+const LB_PORT = BASE + 300;
+const NETWORK = '10.198.14.0/24';
+const GATEWAY = '10.198.14.1';
+
+interface Replica {
+  name: string;
+  port: number;
+  url: string;
+  child: ChildProcess | undefined;
+}
+
+interface ReplicasBody {
+  self: string;
+  leader: { holder: string; term: number; expires_at: string } | null;
+  replicas: { id: string; url: string; leader: boolean }[];
+}
+
+describe('platform HA: three replicas on PostgreSQL behind haproxy', { skip: skipUnless(isRoot, 'needs root') }, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'anodyne-ha-'));
+  const tag = `ha${(process.pid % 1296).toString(36)}`;
+  const lbUrl = `https://${GATEWAY}:${LB_PORT}`;
+  let db: TestPostgres;
+  let dbUrl = '';
+  let haproxy: ChildProcess | undefined;
+  let ca = '';
+  let password = '';
+  let token = '';
+  const replicas: Replica[] = PORTS.map((port, i) => ({ name: `r${i}`, port, url: `https://${GATEWAY}:${port}`, child: undefined }));
+
+  const env = (port: number) => ({
+    ...process.env,
+    ANODYNE_DATA_DIR: dir,
+    ANODYNE_STORE_DRIVER: 'postgres',
+    ANODYNE_STORE_URL: dbUrl,
+    ANODYNE_PROVIDER_NETWORK: NETWORK,
+    ANODYNE_PROVIDER_TAG: tag,
+    ANODYNE_SERVER_PORT: String(port),
+    ANODYNE_SERVER_PUBLIC_URL: lbUrl,
+    ANODYNE_REGISTRY_ENABLED: 'false',
+    ANODYNE_LOG_LEVEL: 'warn',
+  });
+
+  async function start(r: Replica): Promise<void> {
+    const child = spawn('node', [join(REPO, 'packages/platform/dist/main.js')], { env: env(r.port), stdio: ['ignore', 'pipe', 'pipe'] });
+    r.child = child;
+    let out = '';
+    await new Promise<void>((res, rej) => {
+      const timer = setTimeout(() => rej(new Error(`${r.name} did not start: ${out}`)), 90_000);
+      const read = (d: Buffer) => {
+        out += d.toString();
+        if (/Stop with Ctrl-C/.test(out)) {
+          clearTimeout(timer);
+          res();
+        }
+      };
+      child.stdout.on('data', read);
+      child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      child.once('exit', (code) => rej(new Error(`${r.name} exited ${code}: ${out}`)));
+    });
+    password ||= /password: (\S+)/.exec(out)?.[1] ?? '';
+  }
+
+  const kill9 = async (r: Replica) => {
+    const child = r.child!;
+    if (child.exitCode !== null) return;
+    const exited = new Promise((res) => child.once('exit', res));
+    child.kill('SIGKILL');
+    await exited;
+  };
+
+  const call = (url: string, method: string, path: string, body?: unknown, bearer = token): Promise<HttpResult> =>
+    https(url, ca, method, path, { ...(bearer ? { token: bearer } : {}), ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
+  const lb = (method: string, path: string, body?: unknown) => call(lbUrl, method, path, body);
+  const view = async (url: string) => {
+    const r = await call(url, 'GET', '/v1/platform/replicas');
+    assert.equal(r.status, 200, r.text);
+    return r.body as ReplicasBody;
+  };
+  const passwordGrant = (url: string, username: string, pw: string) =>
+    call(url, 'POST', '/oauth/token', { grant_type: 'password', username, password: pw }, '');
+  const waitTask = async (id: number, timeoutMs = 60_000) => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const t = (await lb('GET', `/v1/tasks/${id}`)).body as { state: string; error: { code: string } | null };
+      if (['done', 'error', 'cancelled'].includes(t.state)) return t;
+      if (Date.now() > deadline) throw new Error(`task ${id} still ${t.state}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
+
+  before(async () => {
+    db = await startPostgres();
+    dbUrl = await db.createDatabase('anodyne_ha');
+    // One after the other: the first makes the key file, the CA and the first admin; the others find them.
+    for (const r of replicas) await start(r);
+    ca = readFileSync(join(dir, 'ca.pem'), 'utf8');
+    const cfg = join(dir, 'haproxy.cfg');
+    writeFileSync(
+      cfg,
+      [
+        'global',
+        '  maxconn 512',
+        'defaults',
+        '  mode tcp',
+        '  timeout connect 2s',
+        '  timeout client 120s',
+        '  timeout server 120s',
+        'frontend api',
+        `  bind ${GATEWAY}:${LB_PORT}`,
+        '  default_backend replicas',
+        'backend replicas',
+        '  balance roundrobin',
+        '  option httpchk GET /healthz',
+        '  default-server check check-ssl verify none inter 500ms fall 2 rise 1',
+        ...replicas.map((r) => `  server ${r.name} ${GATEWAY}:${r.port}`),
+        '',
+      ].join('\n'),
+    );
+    haproxy = spawn('haproxy', ['-db', '-f', cfg], { stdio: ['ignore', 'ignore', 'pipe'] });
+    haproxy.stderr!.resume();
+    for (let i = 0; i < 100; i++) {
+      const ok = await https(lbUrl, ca, 'GET', '/healthz').then(
+        (r) => r.status === 200,
+        () => false,
+      );
+      if (ok) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const t = await passwordGrant(lbUrl, 'admin', password);
+    assert.equal(t.status, 200, t.text);
+    token = (t.body as { access_token: string }).access_token;
+  });
+
+  after(async () => {
+    for (const r of replicas) if (r.child && r.child.exitCode === null) await kill9(r);
+    if (haproxy && haproxy.exitCode === null) {
+      const exited = new Promise((res) => haproxy!.once('exit', res));
+      haproxy.kill('SIGTERM');
+      await exited;
+    }
+    await new LocalProvider({
+      dataDir: join(dir, 'provider'),
+      tag,
+      network: NETWORK,
+      agentCommand: ['true'],
+      logger: silentLogger(),
+      clock: systemClock,
+    }).cleanup();
+    await db?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('every replica serves the whole API and knows the others; exactly one leads', async () => {
+    const views = await Promise.all(replicas.map((r) => view(r.url)));
+    const ids = views.map((v) => v.self);
+    assert.equal(new Set(ids).size, 3, 'three replicas, three ids');
+    for (const v of views) {
+      assert.deepEqual(v.replicas.map((r) => r.id).sort(), [...ids].sort());
+      assert.equal(v.replicas.filter((r) => r.leader).length, 1);
+      assert.equal(v.leader?.holder, views[0]!.leader?.holder);
+    }
+    assert.equal(views[0]!.leader?.holder, ids[0], 'the first to start leads');
+    // A token issued by one replica is good on every other (one issuer: the load balancer's URL).
+    for (const r of replicas) assert.equal((await call(r.url, 'GET', '/v1/clusters')).status, 200);
+  });
+
+  it('reads through any replica see writes made through another; an event stream on one follows a task run by another', async () => {
+    const made = await call(replicas[0]!.url, 'POST', '/v1/users', {
+      username: 'ha-user',
+      password: 'ha-user-password',
+      groups: [SCOPES.manage],
+    });
+    assert.equal(made.status, 201, made.text);
+    for (const r of replicas.slice(1)) {
+      const u = await call(r.url, 'GET', '/v1/users');
+      assert.ok(
+        (u.body as { username: string }[]).some((x) => x.username === 'ha-user'),
+        `${r.name} sees the new user`,
+      );
+    }
+    const started = await call(replicas[0]!.url, 'POST', '/v1/backups', { platform: true });
+    assert.equal(started.status, 202, started.text);
+    const taskId = (started.body as { task: { id: number } }).task.id;
+    const stream = await https(replicas[2]!.url, ca, 'GET', `/v1/tasks/${taskId}/events`, {
+      token,
+      headers: { accept: 'text/event-stream' },
+    });
+    assert.equal(stream.status, 200);
+    assert.match(stream.text, /event: task_event\ndata: \{[^\n]*"stage":"Copying the database"/);
+    assert.match(stream.text, /event: task_done\ndata: \{[^\n]*"state":"done"/);
+  });
+
+  it('50 tasks asked round-robin through the load balancer: each runs exactly once, on every replica', async (t) => {
+    const ids: number[] = [];
+    for (let i = 0; i < 50; i += 5) {
+      const batch = await Promise.all(Array.from({ length: 5 }, () => lb('POST', '/v1/backups', { platform: true })));
+      for (const b of batch) {
+        assert.equal(b.status, 202, b.text);
+        ids.push((b.body as { task: { id: number } }).task.id);
+      }
+    }
+    for (const id of ids) assert.equal((await waitTask(id)).state, 'done');
+    // Executions counted from what each run leaves: its steps in the task's log, and its artifact.
+    for (const id of ids) {
+      const events = (await lb('GET', `/v1/tasks/${id}/events`)).body as { stage: string; state: string }[];
+      assert.equal(events.filter((e) => e.stage === 'Copying the database' && e.state === 'started').length, 1, `task ${id} ran once`);
+    }
+    const store = await openStore({ driver: 'postgres', url: dbUrl }, { migrate: false });
+    try {
+      const rows = await store.db.selectFrom('tasks').select('runner').where('id', 'in', ids).execute();
+      const runners = new Map<string, number>();
+      for (const r of rows) runners.set(r.runner ?? 'none', (runners.get(r.runner ?? 'none') ?? 0) + 1);
+      t.diagnostic(`tasks per replica: ${[...runners.values()].join(', ')}`);
+      assert.equal(runners.size, 3, `every replica ran some: ${JSON.stringify([...runners])}`);
+      const backups = await store.db
+        .selectFrom('backups')
+        .select('id')
+        .where('kind', '=', 'platform')
+        .where('state', '=', 'done')
+        .execute();
+      assert.equal(backups.length, 51, 'one backup per task (and the one before)');
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('a lockout after 5 wrong passwords holds when the attempts are spread over the replicas', async () => {
+    const made = await lb('POST', '/v1/users', { username: 'ha-locked', password: 'ha-locked-password', groups: [SCOPES.manage] });
+    assert.equal(made.status, 201, made.text);
+    for (let i = 0; i < 5; i++) {
+      const r = await passwordGrant(replicas[i % 3]!.url, 'ha-locked', 'wrong-password');
+      assert.equal(r.status, 401, r.text);
+    }
+    for (const r of replicas) {
+      const locked = await passwordGrant(r.url, 'ha-locked', 'ha-locked-password');
+      assert.equal((locked.body as { code: string }).code, 'ANODYNE_E_ACCOUNT_LOCKED', `${r.name}: ${locked.text}`);
+    }
+  });
+
+  it('kill -9 of the leader: another leads within 15 s, in a new term; its running task ends with a code; the platform serves on', async (t) => {
+    const before = await view(lbUrl);
+    const leader = replicas.find((r) => before.replicas.some((x) => x.id === before.leader?.holder && x.url === r.url))!;
+    assert.ok(leader, 'the leader is one of ours');
+    // A task on the leader, killed while it runs (a platform backup is short: the leader is killed as soon as it is asked).
+    const started = await call(leader.url, 'POST', '/v1/backups', { platform: true });
+    assert.equal(started.status, 202, started.text);
+    const killedAt = Date.now();
+    await kill9(leader);
+    const taskId = (started.body as { task: { id: number } }).task.id;
+    let after: ReplicasBody | undefined;
+    for (;;) {
+      const v = await view(lbUrl).catch(() => undefined);
+      if (v?.leader && v.leader.holder !== before.leader!.holder && Date.parse(v.leader.expires_at) > Date.now()) {
+        after = v;
+        break;
+      }
+      if (Date.now() - killedAt > 15_000) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const took = Date.now() - killedAt;
+    t.diagnostic(`a new leader ${took} ms after kill -9 of the old one`);
+    assert.ok(after, `a new leader within 15 s (${took} ms)`);
+    assert.equal(after.leader!.term, before.leader!.term + 1);
+    assert.equal(after.replicas.length, 2, 'the killed replica is no longer listed');
+    // The task ended: done if it finished before the kill, otherwise ended with the code that says why.
+    const ended = await waitTask(taskId, 30_000);
+    if (ended.state !== 'done') assert.equal(ended.error?.code, 'ANODYNE_E_REPLICA_LOST');
+    t.diagnostic(`the interrupted task: ${ended.state}${ended.error ? ` ${ended.error.code}` : ''}`);
+    // Asked again through the load balancer, it runs on a live replica.
+    const again = await lb('POST', '/v1/backups', { platform: true });
+    assert.equal(again.status, 202, again.text);
+    assert.equal((await waitTask((again.body as { task: { id: number } }).task.id)).state, 'done');
+    // The killed replica comes back and follows.
+    await start(leader);
+    const back = await view(leader.url);
+    assert.equal(back.replicas.length, 3);
+    assert.notEqual(back.leader?.holder, back.self, 'it does not take the lead back');
+  });
+
+  it('PostgreSQL stopped under load: every replica answers 503 with a code, then recovers by itself', async () => {
+    await db.pause();
+    try {
+      for (const r of replicas) {
+        const h = await call(r.url, 'GET', '/healthz');
+        assert.equal(h.status, 503, `${r.name}: ${h.text}`);
+        assert.equal((h.body as { code: string }).code, 'ANODYNE_E_STORE_UNAVAILABLE');
+        const c = await call(r.url, 'GET', '/v1/clusters');
+        assert.equal(c.status, 503, `${r.name}: ${c.text}`);
+      }
+    } finally {
+      await db.resume();
+    }
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const answers = await Promise.all(replicas.map((r) => call(r.url, 'GET', '/v1/platform/replicas').catch(() => undefined)));
+      const ok = answers.every((a) => a?.status === 200 && (a.body as ReplicasBody).replicas.length === 3);
+      if (ok) break;
+      if (Date.now() > deadline) assert.fail(`not recovered: ${answers.map((a) => `${a?.status} ${a?.text.slice(0, 200)}`).join(' | ')}`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    for (const r of replicas) assert.equal(r.child!.exitCode, null, `${r.name} still runs`);
+    const leaders = (await view(lbUrl)).replicas.filter((r) => r.leader);
+    assert.equal(leaders.length, 1);
+  });
+
+  // Last: it spends this address's token requests for the minute.
+  it("the token requests' rate limit per address holds across the replicas (60 a minute in all, not per replica)", async () => {
+    const answers: number[] = [];
+    for (let i = 0; i < 61; i++) answers.push((await passwordGrant(replicas[i % 3]!.url, 'nobody-at-all', 'wrong-password')).status);
+    const limited = answers.filter((s) => s === 429).length;
+    assert.ok(limited >= 1, `some were refused: ${answers.join(' ')}`);
+    assert.ok(answers.length - limited <= 60, `at most 60 answered: ${answers.join(' ')}`);
+    const r = await passwordGrant(replicas[1]!.url, 'admin', password);
+    assert.equal(r.status, 429);
+    assert.equal((r.body as { code: string }).code, 'ANODYNE_E_RATE_LIMITED');
+  });
+});
