@@ -162,6 +162,12 @@ function suite(name: string, setup: () => Promise<{ open: () => Promise<Store>; 
         assert.equal(ended.error?.code, 'ANODYNE_E_REPLICA_LOST');
         assert.equal((await tasksB.events(ta.id)).filter((e) => e.stage === 'Recovering').length, 1);
         assert.equal((await tasksB.get(tb.id)).state, 'processing');
+        // Then the gone replica's row goes too.
+        assert.equal(await b.forgetGone(await b.alive()), 1);
+        assert.deepEqual(
+          (await store.db.selectFrom('platform_replicas').select('id').execute()).map((r) => r.id),
+          [b.id],
+        );
         // Its deployment's lock went with it: a new change to cluster-x may start.
         await tasksB.create('deploy', 'cluster-x', 'deploy cluster-x again', 'alice');
         await assert.rejects(

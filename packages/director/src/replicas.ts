@@ -179,6 +179,18 @@ export class Replicas {
     }));
   }
 
+  /**
+   * Removes the rows of replicas that are not alive (the leader does, after ending their tasks);
+   * one removed by mistake (it registered meanwhile) registers again at its next heartbeat.
+   */
+  async forgetGone(live: readonly string[]): Promise<number> {
+    if (live.length === 0) return 0;
+    const r = await storeQuery('removing gone replicas', () =>
+      this.o.store.db.deleteFrom('platform_replicas').where('id', 'not in', live).executeTakeFirst(),
+    );
+    return Number(r.numDeletedRows);
+  }
+
   /** Every registered replica that is alive, and which one leads. */
   async views(): Promise<{ replicas: ReplicaView[]; leader: LeaderView | undefined }> {
     const [rows, leader] = await Promise.all([this.list(), this.leader()]);

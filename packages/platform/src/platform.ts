@@ -485,8 +485,10 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       }
     });
     const takeOver = leading(async () => {
-      const ended = await director.recover(await replicas.alive());
+      const live = await replicas.alive();
+      const ended = await director.recover(live);
       if (ended.length > 0) logger.warn({ tasks: ended.map((t) => t.id) }, 'tasks of replicas that stopped were ended');
+      await replicas.forgetGone(live);
     });
     const takeOverTimer = setInterval(
       () =>
