@@ -6,10 +6,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { exec, silentLogger, systemClock, skipUnless } from '@anodyne/common';
-import { LocalProvider } from '@anodyne/providers';
+import { exec, skipUnless } from '@anodyne/common';
 import { hostLeftovers } from '@anodyne/providers/testing';
-import { https } from './testing/index.js';
+import { https, removeProviderLeftovers } from './testing/index.js';
 
 const isRoot = process.getuid?.() === 0;
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -96,14 +95,7 @@ describe('faults: kill -9 of the platform during create, update and delete', { s
       await exited;
     }
     // Whatever a failed run left (VMs keep running when the platform dies) goes too.
-    await new LocalProvider({
-      dataDir: join(dir, 'provider'),
-      tag,
-      network: NETWORK,
-      agentCommand: ['true'],
-      logger: silentLogger(),
-      clock: systemClock,
-    }).cleanup();
+    await removeProviderLeftovers(dir, tag, NETWORK);
     rmSync(dir, { recursive: true, force: true });
   });
 

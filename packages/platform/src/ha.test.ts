@@ -6,12 +6,11 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { silentLogger, systemClock, skipUnless } from '@anodyne/common';
-import { LocalProvider } from '@anodyne/providers';
+import { skipUnless } from '@anodyne/common';
 import { openStore } from '@anodyne/store';
 import { startPostgres, type TestPostgres } from '@anodyne/store/testing';
 import { SCOPES } from '@anodyne/identity';
-import { https, type HttpResult } from './testing/index.js';
+import { https, removeProviderLeftovers, type HttpResult } from './testing/index.js';
 
 const isRoot = process.getuid?.() === 0;
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -157,14 +156,7 @@ describe('platform HA: three replicas on PostgreSQL behind haproxy', { skip: ski
       haproxy.kill('SIGTERM');
       await exited;
     }
-    await new LocalProvider({
-      dataDir: join(dir, 'provider'),
-      tag,
-      network: NETWORK,
-      agentCommand: ['true'],
-      logger: silentLogger(),
-      clock: systemClock,
-    }).cleanup();
+    await removeProviderLeftovers(dir, tag, NETWORK);
     await db?.stop();
     rmSync(dir, { recursive: true, force: true });
   });

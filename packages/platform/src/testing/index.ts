@@ -4,7 +4,16 @@ import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'node:https';
-import { exec, createLogger, loadConfig, PlatformConfigSchema, SecretRegistry, systemClock, type PlatformConfig } from '@anodyne/common';
+import {
+  exec,
+  createLogger,
+  silentLogger,
+  loadConfig,
+  PlatformConfigSchema,
+  SecretRegistry,
+  systemClock,
+  type PlatformConfig,
+} from '@anodyne/common';
 import { LocalProvider } from '@anodyne/providers';
 import { hostLeftovers } from '@anodyne/providers/testing';
 import { startPlatform, type Platform } from '../platform.js';
@@ -200,4 +209,20 @@ export async function kubectlOf(tp: TestPlatform, token: () => Promise<string>, 
   const cfg = join(tp.dir, `${cluster}.kubeconfig`);
   writeFileSync(cfg, (r.body as { kubeconfig: string }).kubeconfig, { mode: 0o600 });
   return async (...args: string[]) => (await exec([tp.platform.releaseKubectl, '--kubeconfig', cfg, ...args])).stdout;
+}
+
+/**
+ * Removes whatever the platform's local provider left on the host under `dataDir` and `tag` (VMs,
+ * namespaces, bridges, rules): after a suite that ran `anodyne server` as its own process, whose
+ * VMs keep running when it is killed.
+ */
+export async function removeProviderLeftovers(dataDir: string, tag: string, network: string): Promise<void> {
+  await new LocalProvider({
+    dataDir: join(dataDir, 'provider'),
+    tag,
+    network,
+    agentCommand: ['true'],
+    logger: silentLogger(),
+    clock: systemClock,
+  }).cleanup();
 }
