@@ -2,7 +2,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -66,14 +66,21 @@ describe('platform HA: three replicas on PostgreSQL behind haproxy', { skip: ski
       const timer = setTimeout(() => rej(new Error(`${r.name} did not start: ${out}`)), 90_000);
       const read = (d: Buffer) => {
         out += d.toString();
+        appendFileSync(join(dir, `${r.name}.log`), d);
         if (/Stop with Ctrl-C/.test(out)) {
           clearTimeout(timer);
           res();
         }
       };
       child.stdout.on('data', read);
-      child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-      child.once('exit', (code) => rej(new Error(`${r.name} exited ${code}: ${out}`)));
+      child.stderr.on('data', (d: Buffer) => {
+        out += d.toString();
+        appendFileSync(join(dir, `${r.name}.log`), d);
+      });
+      child.once('exit', (code, signal) => {
+        appendFileSync(join(dir, `${r.name}.log`), `\n[exited: code ${code}, signal ${signal}]\n`);
+        rej(new Error(`${r.name} exited ${code}: ${out}`));
+      });
     });
     password ||= /password: (\S+)/.exec(out)?.[1] ?? '';
   }
@@ -150,6 +157,12 @@ describe('platform HA: three replicas on PostgreSQL behind haproxy', { skip: ski
   });
 
   after(async () => {
+    // What the replicas said, when one of them stopped on its own (its last lines, for the failure's log).
+    for (const r of replicas) {
+      const log = join(dir, `${r.name}.log`);
+      const text = existsSync(log) ? readFileSync(log, 'utf8') : '';
+      if (r.child && r.child.exitCode !== null) console.log(`${r.name}:\n${text.split('\n').slice(-40).join('\n')}`);
+    }
     for (const r of replicas) if (r.child && r.child.exitCode === null) await kill9(r);
     if (haproxy && haproxy.exitCode === null) {
       const exited = new Promise((res) => haproxy!.once('exit', res));
@@ -288,7 +301,32 @@ describe('platform HA: three replicas on PostgreSQL behind haproxy', { skip: ski
     assert.notEqual(back.leader?.holder, back.self, 'it does not take the lead back');
   });
 
-  it('PostgreSQL stopped under load: every replica answers 503 with a code, then recovers by itself', async () => {
+  it('PostgreSQL stopped under load: every replica answers 503 with a code, then recovers by itself', async (t) => {
+    // Clients keep calling through the load balancer all along: every answer is a 200 or a 503 with the code.
+    const seen = new Map<string, number>();
+    let loading = true;
+    const load = (async () => {
+      while (loading) {
+        const a = await lb('GET', '/v1/clusters').catch((err: Error) => ({ status: 0, body: { code: err.message } }) as HttpResult);
+        const key = a.status === 200 ? '200' : `${a.status} ${(a.body as { code?: string } | null)?.code ?? ''}`;
+        seen.set(key, (seen.get(key) ?? 0) + 1);
+      }
+    })();
+    try {
+      await new Promise((r) => setTimeout(r, 500));
+      await pgDown();
+    } finally {
+      loading = false;
+      await load;
+    }
+    t.diagnostic(`answers through the load balancer: ${[...seen].map(([k, n]) => `${k}: ${n}`).join(', ')}`);
+    assert.deepEqual([...seen.keys()].sort(), ['200', '503 ANODYNE_E_STORE_UNAVAILABLE']);
+    for (const r of replicas) assert.equal(r.child!.exitCode, null, `${r.name} still runs`);
+    const leaders = (await view(lbUrl)).replicas.filter((r) => r.leader);
+    assert.equal(leaders.length, 1);
+  });
+
+  async function pgDown(): Promise<void> {
     await db.pause();
     try {
       for (const r of replicas) {
@@ -309,10 +347,8 @@ describe('platform HA: three replicas on PostgreSQL behind haproxy', { skip: ski
       if (Date.now() > deadline) assert.fail(`not recovered: ${answers.map((a) => `${a?.status} ${a?.text.slice(0, 200)}`).join(' | ')}`);
       await new Promise((r) => setTimeout(r, 500));
     }
-    for (const r of replicas) assert.equal(r.child!.exitCode, null, `${r.name} still runs`);
-    const leaders = (await view(lbUrl)).replicas.filter((r) => r.leader);
-    assert.equal(leaders.length, 1);
-  });
+    await new Promise((r) => setTimeout(r, 500));
+  }
 
   // Last: it spends this address's token requests for the minute.
   it("the token requests' rate limit per address holds across the replicas (60 a minute in all, not per replica)", async () => {

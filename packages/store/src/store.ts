@@ -304,6 +304,11 @@ function createKysely(options: StoreOptions): { db: Kysely<Database>; sqlite?: B
   });
   // An idle client losing its server must not crash the process; the next query reports it.
   pool.on('error', (err) => options.logger?.warn({ err: err.message }, 'postgres pool client error'));
+  // Nor a client that is checked out between two statements (a transaction, a replica's heartbeat)
+  // when the server ends its connection (57P01 on a shutdown): the pool listens only to idle ones.
+  pool.on('connect', (client) =>
+    client.on('error', (err) => options.logger?.warn({ err: err.message }, 'postgres connection lost while in use')),
+  );
   return { db: new Kysely<Database>({ dialect: new PostgresDialect({ pool }) }) };
 }
 
