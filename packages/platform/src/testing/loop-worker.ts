@@ -32,16 +32,37 @@ const endpoint = refreshed(ask, systemClock, 2000);
  */
 const TIMEOUT_MS = 10_000;
 
+/** Every failure with its step and timing (the report keeps the last one): the first 20, for the suite's log. */
+const failures: string[] = [];
+/** Counts an outcome, and keeps what failed with the step it was and when the request started and ended. */
+const noted =
+  (count: (o: true | string) => void) =>
+  (step: string, startedAt: number, outcome: true | string): void => {
+    if (outcome !== true && failures.length < 20)
+      failures.push(`${new Date(startedAt).toISOString()} ${step} (${Date.now() - startedAt} ms): ${outcome}`);
+    count(outcome);
+  };
+
 const loop =
   kind === 'configmaps'
     ? countingLoop(`ConfigMaps through the cluster's endpoint`, systemClock, 100, async (count, i) => {
+        const note = noted(count);
         const base = '/api/v1/namespaces/default/configmaps';
         const e = await endpoint();
         const name = `loop-${i}`;
-        count(expectStatus(await endpointRequest(e, 'POST', base, { metadata: { name }, data: { i: String(i) } }, TIMEOUT_MS), 201));
+        let t = Date.now();
+        const created = await endpointRequest(e, 'POST', base, { metadata: { name }, data: { i: String(i) } }, TIMEOUT_MS);
+        const createdRv = /"resourceVersion":"(\d+)"/.exec(created.body)?.[1];
+        note(`create ${name}`, t, expectStatus(created, 201));
+        t = Date.now();
         const read = await endpointRequest(e, 'GET', `${base}/${name}`, undefined, TIMEOUT_MS);
-        count(read.status === 200 && read.body.includes(`"i":"${i}"`) ? true : `${read.status} ${read.body.slice(0, 160)}`);
-        count(expectStatus(await endpointRequest(e, 'DELETE', `${base}/${name}`, undefined, TIMEOUT_MS), 200));
+        note(
+          `read ${name} (created at resourceVersion ${createdRv ?? '?'})`,
+          t,
+          read.status === 200 && read.body.includes(`"i":"${i}"`) ? true : `${read.status} ${read.body.slice(0, 160)}`,
+        );
+        t = Date.now();
+        note(`delete ${name}`, t, expectStatus(await endpointRequest(e, 'DELETE', `${base}/${name}`, undefined, TIMEOUT_MS), 200));
       })
     : countingLoop(`app through its Service`, systemClock, 100, async (count) => {
         const a = await endpointRequest(
@@ -57,5 +78,5 @@ const loop =
 port.on('message', (m: ToWorker) => {
   if ('endpoint' in m) answer?.resolve(m.endpoint);
   else if ('error' in m) answer?.reject(new Error(m.error));
-  else void loop.stop().then((report) => port.postMessage({ report } satisfies FromWorker));
+  else void loop.stop().then((report) => port.postMessage({ report: { ...report, failures } } satisfies FromWorker));
 });

@@ -170,8 +170,10 @@ export function logsAround(logDirs: Record<string, string>, from: number, to: nu
     .map(([, l]) => l);
 }
 
-export const line = (r: AvailabilityReport) =>
-  `${r.requests} requests, ${r.failed} failed, longest gap ${(r.longest_gap_ms / 1000).toFixed(1)} s${r.last_error ? ` (last error: ${r.last_error})` : ''}`;
+export const line = (r: AvailabilityReport & { failures?: string[] }) =>
+  `${r.requests} requests, ${r.failed} failed, longest gap ${(r.longest_gap_ms / 1000).toFixed(1)} s${r.last_error ? ` (last error: ${r.last_error})` : ''}` +
+  // The client loops' own record of each failure (step, start, duration), when they kept one.
+  (r.failures?.length ? `; failures: ${r.failures.join(' | ')}` : '');
 
 /** The app every test runs: busybox httpd behind a Service, spread over nodes, under a PodDisruptionBudget. */
 export async function deployApp(kubectl: Kubectl, dir: string, replicas: number, minAvailable: number): Promise<void> {

@@ -1,5 +1,5 @@
 // The local provider's records (VMs, disks, load balancers) in one JSON state file, and its one read-modify-write helper.
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { DiskInfo, LoadBalancerInfo, SegmentInfo, VmInfo } from '../contract.js';
 
@@ -26,6 +26,15 @@ export interface LocalState {
   segments: Record<string, SegmentRecord>;
 }
 
+function processRuns(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /** Serialises async critical sections in this process. */
 export class Mutex {
   private tail: Promise<unknown> = Promise.resolve();
@@ -44,10 +53,17 @@ export class Mutex {
  * `read` is a snapshot without the lock (for questions); every change goes through `update`,
  * the only place that writes the file.
  */
-export class StateFile {
-  private readonly mutex = new Mutex();
+/** One mutex per state file in this process (several providers may open the same file). */
+const mutexes = new Map<string, Mutex>();
 
-  constructor(private readonly path: string) {}
+export class StateFile {
+  private readonly mutex: Mutex;
+
+  constructor(private readonly path: string) {
+    let m = mutexes.get(path);
+    if (!m) mutexes.set(path, (m = new Mutex()));
+    this.mutex = m;
+  }
 
   read(): LocalState {
     if (!existsSync(this.path)) return { vms: {}, disks: {}, lbs: {}, segments: {} };
@@ -64,12 +80,59 @@ export class StateFile {
    */
   update<T>(fn: (state: LocalState) => T | Promise<T>): Promise<T> {
     return this.mutex.run(async () => {
-      const state = this.read();
-      const before = JSON.stringify(state);
-      const result = await fn(state);
-      if (JSON.stringify(state) !== before) this.write(state);
-      return result;
+      const unlock = await this.lockAcrossProcesses();
+      try {
+        const state = this.read();
+        const before = JSON.stringify(state);
+        const result = await fn(state);
+        if (JSON.stringify(state) !== before) this.write(state);
+        return result;
+      } finally {
+        unlock();
+      }
     });
+  }
+
+  /**
+   * The lock other processes on this file respect too (replicas of the platform on one host share
+   * the provider's directory): a lock file made exclusively, holding its owner's pid. A lock whose
+   * owner no longer runs (killed mid-update) is taken over; otherwise it is asked for again every 20 ms.
+   */
+  private async lockAcrossProcesses(): Promise<() => void> {
+    const lock = `${this.path}.lock`;
+    mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
+    for (;;) {
+      try {
+        const fd = openSync(lock, 'wx', 0o600);
+        writeSync(fd, String(process.pid));
+        closeSync(fd);
+        return () => {
+          try {
+            unlinkSync(lock);
+          } catch {
+            // already gone
+          }
+        };
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      let owner = NaN;
+      try {
+        owner = Number(readFileSync(lock, 'utf8'));
+      } catch {
+        continue; // released meanwhile
+      }
+      // Ours (this process holds the file's mutex, so it is a leftover of an earlier process with our pid) or a dead one's.
+      if (Number.isInteger(owner) && owner > 0 && (owner === process.pid || !processRuns(owner))) {
+        try {
+          unlinkSync(lock);
+        } catch {
+          // another waiter took it over first
+        }
+        continue;
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
   }
 
   private write(state: LocalState): void {
