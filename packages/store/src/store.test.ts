@@ -62,6 +62,17 @@ function storeSuite(name: string, setup: () => Promise<{ fresh: () => Promise<St
             registered_at: 'now',
           })
           .execute();
+        // The running replicas' rows are not data: a restored platform starts with none.
+        const at = new Date().toISOString();
+        await source.db
+          .insertInto('platform_replicas')
+          .values({ id: 'r1', host: 'h', pid: 1, url: 'u', started_at: at, seen_at: at })
+          .execute();
+        await source.db
+          .insertInto('platform_leases')
+          .values({ name: 'leader', holder: 'r1', term: 3, acquired_at: at, expires_at: at })
+          .execute();
+        await source.db.insertInto('rate_limits').values({ key: 'token:x', window_start: at, count: 5 }).execute();
         const snap = await source.snapshot();
         assert.equal(snap.driver, source.dialect);
         // Written after the snapshot: not in it.
@@ -75,6 +86,9 @@ function storeSuite(name: string, setup: () => Promise<{ fresh: () => Promise<St
             'before',
           );
           assert.equal((await restored.db.selectFrom('releases').selectAll().execute()).length, 1);
+          for (const t of ['platform_replicas', 'platform_leases', 'rate_limits'] as const)
+            assert.equal((await restored.db.selectFrom(t).selectAll().execute()).length, 0, `${t} is empty`);
+          assert.equal((await source.db.selectFrom('platform_replicas').selectAll().execute()).length, 1, 'the source keeps its own');
         } finally {
           await restored.close();
         }

@@ -134,11 +134,27 @@ export class Store {
    * read transaction; PostgreSQL's pg_dump takes one snapshot (its SQL drops and recreates each table).
    */
   async snapshot(): Promise<DatabaseSnapshot> {
-    if (this.sqlite) return { driver: 'sqlite', data: this.sqlite.serialize() };
+    if (this.sqlite) {
+      // The running replicas' own rows stay out (a copy in memory, cleared, serialized again). An image of a
+      // WAL database opens in memory only as a rollback-journal one (header bytes 18 and 19); the platform
+      // that opens the restored file turns WAL on again.
+      const image = this.sqlite.serialize();
+      image[18] = 1;
+      image[19] = 1;
+      const copy = new BetterSqlite3(image);
+      try {
+        const has = copy.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?");
+        for (const t of RUNTIME_TABLES) if (has.get(t)) copy.prepare(`DELETE FROM ${t}`).run();
+        return { driver: 'sqlite', data: copy.serialize() };
+      } finally {
+        copy.close();
+      }
+    }
     if (this.options?.driver !== 'postgres') throw new InternalError('ANODYNE_E_INTERNAL', 'this store cannot take a snapshot');
     const { url, env } = pgConnection(this.options.url);
     try {
-      const r = await exec(['pg_dump', '--no-owner', '--no-privileges', '--clean', '--if-exists', `--dbname=${url}`], {
+      const excluded = RUNTIME_TABLES.map((t) => `--exclude-table-data=${t}`);
+      const r = await exec(['pg_dump', '--no-owner', '--no-privileges', '--clean', '--if-exists', ...excluded, `--dbname=${url}`], {
         env,
         timeoutMs: 600_000,
       });
@@ -319,6 +335,12 @@ function pgConnection(raw: string): { url: string; env: NodeJS.ProcessEnv } {
   u.password = '';
   return { url: u.toString(), env: { ...process.env, ...(password ? { PGPASSWORD: password } : {}) } };
 }
+
+/**
+ * Tables of the running replicas (who runs, who leads, request counts): not data of the platform, so
+ * snapshots leave their rows out and a restored platform starts with none (ADR 0024).
+ */
+const RUNTIME_TABLES = ['platform_replicas', 'platform_leases', 'rate_limits'] as const;
 
 /**
  * Loads a snapshot into the database `options` names, which the platform is not using: for SQLite
