@@ -96,3 +96,13 @@ export function exec(argv: readonly string[], options: ExecOptions = {}): Promis
     else child.stdin.end();
   });
 }
+
+/** Whether a process with this pid runs on this machine (signal 0; EPERM: it runs, as another user). */
+export function processRuns(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

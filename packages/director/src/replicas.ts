@@ -1,7 +1,7 @@
 // The platform's replicas on one database: each says it is alive, and one of them, elected by a lease with a term, leads.
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
-import { ConflictError, type Clock, type Logger } from '@anodyne/common';
+import { ConflictError, processRuns, type Clock, type Logger } from '@anodyne/common';
 import { storeQuery, type Store } from '@anodyne/store';
 
 export interface ReplicasOptions {
@@ -41,16 +41,6 @@ export interface LeaderView {
 }
 
 const LEADER = 'leader';
-
-function processRuns(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: it runs, as another user.
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * The replicas of the platform that share one database. Each one registers a row and refreshes

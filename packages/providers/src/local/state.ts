@@ -1,6 +1,7 @@
 // The local provider's records (VMs, disks, load balancers) in one JSON state file, and its one read-modify-write helper.
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { processRuns } from '@anodyne/common';
 import type { DiskInfo, LoadBalancerInfo, SegmentInfo, VmInfo } from '../contract.js';
 
 export interface VmRecord extends VmInfo {
@@ -24,15 +25,6 @@ export interface LocalState {
   disks: Record<string, DiskInfo>;
   lbs: Record<string, LbRecord>;
   segments: Record<string, SegmentRecord>;
-}
-
-function processRuns(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Serialises async critical sections in this process. */
