@@ -260,7 +260,7 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
     }),
   );
   await api.register(plugin(clusterRoutes, { clusters: o.clusters, audit: o.audit, apiUrl: o.apiUrl }));
-  await api.register(plugin(taskRoutes, { clusters: o.clusters, clock: o.clock }));
+  await api.register(plugin(taskRoutes, { clusters: o.clusters }));
   await api.register(plugin(backupRoutes, { clusters: o.clusters }));
   await api.register(plugin(repairRoutes, { clusters: o.clusters }));
   if (o.registry) await api.register(plugin(registryRoutes, { registry: o.registry.service, realm: o.registry.realm, caPem: o.caPem }));

@@ -50,12 +50,21 @@ export interface LifecycleOptions {
   caRotation: ClusterCaRotation;
 }
 
+/** The step that records the release a cluster runs, once its upgrade has rolled out. */
+const RELEASE_STEP = 'cluster.release';
+
 /**
  * Clusters as teams ask for them, turned into director deployments. Every check happens before a
  * task starts; a refused request leaves nothing behind.
  */
 export class ClusterLifecycle {
-  constructor(private readonly o: LifecycleOptions) {}
+  constructor(private readonly o: LifecycleOptions) {
+    // An upgrade's last step, on every replica (the replica that resumes a deploy ends it the same way).
+    o.director.defineStep(RELEASE_STEP, async (args) => {
+      const { cluster, release } = args as { cluster: string; release: string };
+      await o.records.setRelease(cluster, release);
+    });
+  }
 
   private request(name: string, p: Parameters, plan: string, release: ClusterRelease): ClusterRequest {
     return {
@@ -176,7 +185,7 @@ export class ClusterLifecycle {
     const changesRelease = running?.key !== release.key;
     const task = await this.o.director.deploy(manifest, actor, {
       ...(probe ? { probe } : {}),
-      ...(changesRelease && running ? { afterSuccess: () => this.o.records.setRelease(name, release.key) } : {}),
+      ...(changesRelease && running ? { then: { step: RELEASE_STEP, args: { cluster: name, release: release.key } } } : {}),
     });
     await this.o.records.setTask(name, 'UPDATE', task.id, {
       ...(why.kind === 'update' ? { parameters: next } : {}),

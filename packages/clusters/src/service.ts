@@ -1,7 +1,7 @@
 // The clusters use cases as the edges call them: each takes the caller (an Actor) and applies the access policy first.
 import { ConflictError, NotFoundError, UnavailableError, type Clock, type Logger } from '@anodyne/common';
 import type { Store } from '@anodyne/store';
-import type { CloudCheck, Director, InstanceView, Task, TaskEvent } from '@anodyne/director';
+import type { CloudCheck, Director, InstanceView, Task, TaskEvent, TaskWatch } from '@anodyne/director';
 import { BUILTIN_PLANS, deploymentName, planUpdate, validatePlans, type OidcTrust, type Plan, type RegistryTrust } from './cluster.js';
 import { access, type Actor } from './access.js';
 import { ClusterRecords, type ClusterView } from './records.js';
@@ -406,6 +406,12 @@ export class ClusterService {
         ? { owner: a.name, orDeployments: (await this.records.list({ owner: a.name })).map((c) => deploymentName(c.name)) }
         : {};
     return this.o.director.tasks.list({ ...own, ...(q.cluster ? { deployment: deploymentName(q.cluster) } : {}), limit: q.limit ?? 50 });
+  }
+
+  /** Follows a task the actor may see (an event stream): `next(ms)` resolves when it may have changed, from any replica. */
+  async watchTask(a: Actor, id: number): Promise<TaskWatch> {
+    const t = await this.task(a, id);
+    return this.o.director.tasks.watch(t.id);
   }
 
   async taskEvents(a: Actor, id: number, after = 0): Promise<TaskEvent[]> {

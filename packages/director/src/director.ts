@@ -1,4 +1,5 @@
 // The director: runs deploys, deletes, recreates, errands and instance operations as tasks, and reads deployments' state.
+import { randomBytes } from 'node:crypto';
 import { segmentShare } from './segments.js';
 import { AnodyneError, InputError, NotFoundError, UnavailableError, type Clock, type ErrorCode, type Logger } from '@anodyne/common';
 import type { Provider } from '@anodyne/providers';
@@ -62,6 +63,19 @@ export interface DirectorOptions {
   replica?: string;
 }
 
+/** A step the deployments' owner defines once (`defineStep`) and names in a task, run as the task's last step after the deployment converged. */
+export interface FollowUp {
+  step: string;
+  args: Record<string, unknown>;
+}
+
+/**
+ * What a resumable task stores, so that another replica can run it again when its replica dies:
+ * the deploys and deletes, which converge (running one again from the start picks up where the
+ * last run stopped).
+ */
+type TaskInput = { kind: 'deploy'; manifest: Manifest; then?: FollowUp } | { kind: 'delete_deployment'; name: string };
+
 /** One instance as operators see it: where it runs and what the health monitor last found. */
 export interface InstanceView {
   /** `group/index` */
@@ -90,13 +104,17 @@ interface ErrandResult {
 export class Director {
   readonly tasks: TaskStore;
   private readonly running = new Map<number, Promise<void>>();
+  private readonly steps = new Map<string, (args: Record<string, unknown>) => Promise<void>>();
+  private claiming: Promise<void> | undefined;
+  private claimAgain = false;
   private readonly agents: AgentClient;
   private readonly repo: InstanceRepository;
   private readonly vms: VmLifecycle;
   private deps: DeployDeps;
 
   constructor(private readonly o: DirectorOptions) {
-    this.tasks = new TaskStore(o.store, o.clock, o.logger, o.replica ?? null);
+    // Without a replica id (a tool, a test), this process's own: its tasks are still told from others'.
+    this.tasks = new TaskStore(o.store, o.clock, o.logger, o.replica ?? `process-${process.pid}-${randomBytes(4).toString('hex')}`);
     const agentPort = o.agentPort ?? 6868;
     this.agents = o.agents ?? new TlsAgentClient(o.tls, agentPort);
     this.repo = new InstanceRepository(o.store, o.clock);
@@ -219,23 +237,84 @@ export class Director {
    * serves, while it rolls) becomes the task result's `availability`, also when the task fails.
    * `afterSuccess` runs as the task's last step once the deployment has converged.
    */
-  async deploy(
-    manifest: Manifest,
-    owner = 'system',
-    options: { probe?: () => AvailabilityProbe; afterSuccess?: () => Promise<void> } = {},
-  ): Promise<Task> {
+  async deploy(manifest: Manifest, owner = 'system', options: { probe?: () => AvailabilityProbe; then?: FollowUp } = {}): Promise<Task> {
     const m = this.preflight(manifest);
     await this.checkSegment(m);
-    const task = await this.tasks.create('deploy', m.name, `deploy ${m.name}`, owner);
-    this.launch(task.id, (signal, sink) =>
-      withProbe(options.probe, async () => {
-        const result = await this.runDeploy(m, signal, sink);
-        // Part of the task: it is done only when its owner has recorded what the rollout changed.
-        await options.afterSuccess?.();
-        return result;
-      }),
-    );
+    if (options.then) this.stepOf(options.then);
+    const input: TaskInput = { kind: 'deploy', manifest: m, ...(options.then ? { then: options.then } : {}) };
+    const task = await this.tasks.create('deploy', m.name, `deploy ${m.name}`, owner, input);
+    this.launch(task.id, (signal, sink) => withProbe(options.probe, () => this.work(input, signal, sink)));
     return task;
+  }
+
+  /**
+   * Names a step that deploys may end with (`then`): defined by the deployments' owner on every
+   * replica, so that a deploy resumed by another replica ends with it too.
+   */
+  defineStep(name: string, run: (args: Record<string, unknown>) => Promise<void>): void {
+    this.steps.set(name, run);
+  }
+
+  private stepOf(f: FollowUp): (args: Record<string, unknown>) => Promise<void> {
+    const run = this.steps.get(f.step);
+    if (!run) throw new InputError('ANODYNE_E_INVALID_INPUT', `no step ${f.step} is defined`, { details: { step: f.step } });
+    return run;
+  }
+
+  /** The work of a resumable task, the same whether it runs where it was asked or is resumed elsewhere. */
+  private async work(input: TaskInput, signal: AbortSignal, sink: EventSink): Promise<object> {
+    if (input.kind === 'delete_deployment') return this.runDelete(input.name, sink);
+    const m = this.preflight(input.manifest);
+    const result = await this.runDeploy(m, signal, sink);
+    // Part of the task: it is done only when its owner has recorded what the rollout changed.
+    if (input.then) await this.stepOf(input.then)(input.then.args);
+    return result;
+  }
+
+  /**
+   * Takes and runs the tasks that wait for a replica (their own replica died), one claim at a
+   * time, until none waits. Called when told that one waits, and now and then.
+   */
+  claimQueued(): Promise<void> {
+    if (this.claiming) {
+      this.claimAgain = true;
+      return this.claiming;
+    }
+    this.claiming = (async () => {
+      do {
+        this.claimAgain = false;
+        for (;;) {
+          const claimed = await this.tasks.claim();
+          if (!claimed) break;
+          const input = claimed.input as TaskInput;
+          await this.tasks.event(claimed.task.id, {
+            stage: 'Taking over',
+            state: 'info',
+            message: `resumed by replica ${this.tasks.runnerId ?? 'unknown'} (what the last run measured, if anything, is not carried over)`,
+          });
+          this.o.logger.info({ task: claimed.task.id, type: claimed.task.type }, 'resuming a task another replica ran');
+          this.launch(claimed.task.id, (signal, sink) => this.work(input, signal, sink));
+        }
+      } while (this.claimAgain);
+    })()
+      .catch((err: unknown) => this.o.logger.warn({ err: (err as Error).message }, 'claiming queued tasks failed'))
+      .finally(() => (this.claiming = undefined));
+    return this.claiming;
+  }
+
+  /**
+   * Starts taking over queued tasks: at once when the store says one waits (PostgreSQL
+   * LISTEN/NOTIFY between replicas), and every `everyMs` besides. Returns the function that stops it.
+   */
+  startQueue(everyMs = 5000): () => void {
+    const stop = this.tasks.onQueued(() => void this.claimQueued());
+    const timer = setInterval(() => void this.claimQueued(), everyMs);
+    timer.unref();
+    void this.claimQueued();
+    return () => {
+      stop();
+      clearInterval(timer);
+    };
   }
 
   /**
@@ -287,8 +366,9 @@ export class Director {
   }
 
   async deleteDeployment(name: string, owner = 'system'): Promise<Task> {
-    const task = await this.tasks.create('delete_deployment', name, `delete ${name}`, owner);
-    this.launch(task.id, (_signal, sink) => this.runDelete(name, sink));
+    const input: TaskInput = { kind: 'delete_deployment', name };
+    const task = await this.tasks.create('delete_deployment', name, `delete ${name}`, owner, input);
+    this.launch(task.id, (signal, sink) => this.work(input, signal, sink));
     return task;
   }
 
@@ -553,10 +633,19 @@ export class Director {
     return new InstanceAgent(this.agents, row);
   }
 
-  /** Resolves when the task has ended (in this process). */
+  /** Resolves when the task has ended (run by this process, or by another replica: then as the store tells). */
   async wait(id: number): Promise<Task> {
     await this.running.get(id);
-    return this.tasks.get(id);
+    const watch = this.tasks.watch(id);
+    try {
+      for (;;) {
+        const t = await this.tasks.get(id);
+        if (['done', 'error', 'cancelled'].includes(t.state)) return t;
+        await (this.running.get(id) ?? watch.next(2000));
+      }
+    } finally {
+      watch.stop();
+    }
   }
 
   private readonly taskEndListeners: ((t: { id: number; type: string; state: string; seconds: number }) => void)[] = [];
@@ -576,10 +665,13 @@ export class Director {
   private launch(id: number, work: (signal: AbortSignal, sink: EventSink) => Promise<unknown>): void {
     const ac = new AbortController();
     const sink = this.tasks.sink(id);
+    // A cancel asked through any replica stops the work at its next step; so does learning that
+    // another replica has taken the task over (this one was thought dead: its lease had ended).
     const poll = setInterval(() => {
-      void this.tasks.isCancelRequested(id).then(
+      void this.tasks.control(id).then(
         (c) => {
-          if (c) ac.abort();
+          if (c === 'lost') this.o.logger.warn({ task: id }, 'another replica took this task over: stopping it here');
+          if (c !== 'run') ac.abort();
         },
         () => undefined,
       );
@@ -640,11 +732,12 @@ export class Director {
   }
 
   /**
-   * Ends interrupted tasks (after a restart; with replicas, those of replicas not in `live`);
-   * their deployments converge on the next deploy.
+   * The interrupted tasks (after a restart; with replicas, those of replicas not in `live`): deploys
+   * and deletes wait in the queue for a replica to resume them (`claimQueued`), the others end
+   * with ANODYNE_E_REPLICA_LOST (their deployments converge on the next deploy).
    */
-  async recover(live?: readonly string[]): Promise<Task[]> {
-    return this.tasks.recover(live);
+  async recover(live?: readonly string[]): Promise<{ ended: Task[]; queued: Task[] }> {
+    return this.tasks.takeOver(live);
   }
 
   async manifest(name: string): Promise<Manifest> {

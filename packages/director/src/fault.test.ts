@@ -8,7 +8,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { newRandomKey } from '@anodyne/credstore';
 import { makeHarness, manifest, type Harness } from './harness.js';
-import { skipUnless } from '@anodyne/common';
+import { skipUnless, type AnodyneError } from '@anodyne/common';
 
 const isRoot = process.getuid?.() === 0;
 const here = dirname(fileURLToPath(import.meta.url));
@@ -62,9 +62,18 @@ describe('director: kill -9 of the platform during a deploy', { skip: skipUnless
     assert.ok(killedAt, `the child reached the VM stage: ${out}`);
     await new Promise((r) => child.once('exit', r));
 
-    const [ended] = await director.recover();
-    assert.equal(ended?.state, 'error');
-    assert.match(ended?.error?.message ?? '', /restarted/);
+    // The interrupted deploy waits for a director to resume it, its deployment still locked; this one does.
+    const { ended, queued } = await director.recover();
+    assert.deepEqual(ended, []);
+    assert.deepEqual(
+      queued.map((t) => [t.type, t.state]),
+      [['deploy', 'queued']],
+    );
+    await assert.rejects(director.deploy(manifest('k2')), (err: AnodyneError) => err.code === 'ANODYNE_E_DEPLOYMENT_LOCKED');
+    await director.claimQueued();
+    const resumed = await director.wait(queued[0]!.id);
+    assert.equal(resumed.state, 'done', JSON.stringify(resumed.error));
+    assert.equal((await director.tasks.events(resumed.id)).filter((e) => e.stage === 'Taking over').length, 2, 'queued, then resumed');
     assert.deepEqual(await director.tasks.list({ state: 'processing' }), []);
 
     const again = await director.wait((await director.deploy(manifest('k2'))).id);

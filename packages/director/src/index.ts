@@ -29,7 +29,7 @@ export {
 } from './jobs.js';
 export { plan, type DesiredInstance, type ActualInstance, type PlannedChange, type PlanAction } from './planner.js';
 export { Updater, type InstanceDriver, type EventSink, type TaskEventInput, type GroupPlan, type UpdaterOptions } from './updater.js';
-export { TaskStore, type Task, type TaskEvent, type TaskState } from './tasks.js';
+export { TaskStore, type Task, type TaskEvent, type TaskState, type TaskWatch } from './tasks.js';
 export { Replicas, type ReplicasOptions, type ReplicaView, type LeaderView } from './replicas.js';
 export { Director, type DirectorOptions, type InstanceView, type AvailabilityProbe, type AvailabilityReport } from './director.js';
 export type { InstanceHooks, HookInstance } from './driver.js';

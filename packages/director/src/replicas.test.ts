@@ -149,14 +149,15 @@ function suite(name: string, setup: () => Promise<{ open: () => Promise<Store>; 
         await tasksB.start(tb.id);
 
         // While both live, nothing ends.
-        assert.deepEqual(await tasksB.recover(await b.alive()), []);
+        assert.deepEqual(await tasksB.takeOver(await b.alive()), { ended: [], queued: [] });
         dead.add(a.pid);
         // Two replicas ending a's tasks at once: each task ends once.
-        const [x, y] = await Promise.all([tasksB.recover(await b.alive()), tasksB.recover(await b.alive())]);
+        const [x, y] = await Promise.all([tasksB.takeOver(await b.alive()), tasksB.takeOver(await b.alive())]);
         assert.deepEqual(
-          [...x, ...y].map((t) => t.id),
+          [...x.ended, ...y.ended].map((t) => t.id),
           [ta.id],
         );
+        assert.deepEqual([...x.queued, ...y.queued], [], 'a task without its input cannot run elsewhere');
         const ended = await tasksB.get(ta.id);
         assert.equal(ended.state, 'error');
         assert.equal(ended.error?.code, 'ANODYNE_E_REPLICA_LOST');
@@ -174,6 +175,84 @@ function suite(name: string, setup: () => Promise<{ open: () => Promise<Store>; 
           tasksB.create('deploy', 'cluster-y', 'deploy cluster-y again', 'bob'),
           (err: AnodyneError) => err.code === 'ANODYNE_E_DEPLOYMENT_LOCKED',
         );
+      } finally {
+        await store.close();
+      }
+    });
+
+    it("a dead replica's resumable tasks are queued once, each claimed by one replica, its lock kept; the old runner is fenced off", async () => {
+      const { store, dead, replica, clock } = await world();
+      try {
+        const [a, b, c] = [replica(), replica(), replica()];
+        for (const r of [a, b, c]) await r.register();
+        const [tasksA, tasksB, tasksC] = [a, b, c].map((r) => new TaskStore(store, clock, silentLogger(), r.id));
+        const made = [];
+        for (let i = 0; i < 6; i++) {
+          const t = await tasksA!.create('deploy', `cluster-${i}`, `deploy cluster-${i}`, 'alice', { kind: 'deploy', n: i });
+          await tasksA!.start(t.id);
+          made.push(t);
+        }
+        const cancelled = await tasksA!.create('deploy', 'cluster-c', 'deploy cluster-c', 'alice', { kind: 'deploy' });
+        await tasksA!.start(cancelled.id);
+        await tasksA!.requestCancel(cancelled.id);
+        const woken: string[] = [];
+        const stopB = tasksB!.onQueued(() => woken.push('b'));
+        dead.add(a.pid);
+        const [x, y] = await Promise.all([tasksB!.takeOver(await b.alive()), tasksC!.takeOver(await c.alive())]);
+        assert.deepEqual(
+          [...x.queued, ...y.queued].map((t) => t.id).sort((p, q) => p - q),
+          made.map((t) => t.id),
+          'each queued once',
+        );
+        assert.deepEqual(
+          [...x.ended, ...y.ended].map((t) => t.id),
+          [cancelled.id],
+          'a task being cancelled is ended, not resumed',
+        );
+        for (const t of made) {
+          assert.equal((await tasksB!.get(t.id)).state, 'queued');
+          // Its deployment stays locked while it waits.
+          await assert.rejects(
+            tasksB!.create('deploy', t.deployment, 'another change', 'bob'),
+            (err: AnodyneError) => err.code === 'ANODYNE_E_DEPLOYMENT_LOCKED',
+          );
+        }
+        // Two replicas claiming at once: every task is taken by exactly one of them, with its input.
+        const claims = async (ts: TaskStore) => {
+          const got: { id: number; runner: string | null; n: unknown }[] = [];
+          for (;;) {
+            const claimed = await ts.claim();
+            if (!claimed) return got;
+            got.push({ id: claimed.task.id, runner: ts.runnerId, n: (claimed.input as { n: number }).n });
+          }
+        };
+        const [byB, byC] = await Promise.all([claims(tasksB!), claims(tasksC!)]);
+        const all = [...byB, ...byC].sort((p, q) => p.id - q.id);
+        assert.deepEqual(
+          all.map((t) => t.id),
+          made.map((t) => t.id),
+        );
+        assert.deepEqual(
+          all.map((t) => t.n),
+          [0, 1, 2, 3, 4, 5],
+        );
+        for (const t of all) {
+          const row = await store.db.selectFrom('tasks').select(['state', 'runner']).where('id', '=', t.id).executeTakeFirstOrThrow();
+          assert.deepEqual(row, { state: 'processing', runner: t.runner });
+        }
+        assert.equal(await tasksB!.claim(), undefined, 'nothing is left to claim');
+        // The replica thought dead comes back: it learns that its task runs elsewhere, and cannot end it.
+        const first = made[0]!.id;
+        assert.equal(await tasksA!.control(first), 'lost');
+        assert.equal(await tasksA!.finish(first, 'error', { error: new Error('late') }), false);
+        const owner = all.find((t) => t.id === first)!.runner === b.id ? tasksB! : tasksC!;
+        assert.equal(await owner.control(first), 'run');
+        assert.equal(await owner.finish(first, 'done', { result: {} }), true);
+        assert.equal((await owner.get(first)).state, 'done');
+        await tasksB!.create('deploy', made[0]!.deployment, 'a new change after it', 'bob');
+        await new Promise((r) => setTimeout(r, 200));
+        assert.ok(woken.length >= 1, 'replicas were told that tasks wait');
+        stopB();
       } finally {
         await store.close();
       }

@@ -1,7 +1,7 @@
 // Tasks and their event logs in the store: creation under the deployment lock, listing, events, cancel, recovery after restart.
 import { AnodyneError, ConflictError, NotFoundError, type Clock, type Logger } from '@anodyne/common';
 import { storeQuery, type Store, type TasksTable } from '@anodyne/store';
-import type { Selectable } from 'kysely';
+import { sql, type Selectable } from 'kysely';
 import type { EventSink, TaskEventInput } from './updater.js';
 
 export type TaskState = 'queued' | 'processing' | 'done' | 'error' | 'cancelling' | 'cancelled';
@@ -27,6 +27,21 @@ export interface TaskEvent extends TaskEventInput {
 }
 
 const FINAL: TaskState[] = ['done', 'error', 'cancelled'];
+const OPEN: TaskState[] = ['queued', 'processing', 'cancelling'];
+
+/** The store channel told of every change to a task (payload: its id). */
+const TASK_CHANNEL = 'anodyne_task';
+/** The store channel told when a task waits for a replica to take it (payload: its id). */
+const QUEUE_CHANNEL = 'anodyne_task_queue';
+
+/** A follower of one task's changes (`TaskStore.watch`). */
+export interface TaskWatch {
+  next(ms: number): Promise<void>;
+  stop(): void;
+}
+
+/** What a runner should do with a task it runs, as the store says now. */
+export type TaskControl = 'run' | 'cancel' | 'lost';
 
 /**
  * Tasks and their append-only event logs, in the store. Every change to a deployment runs as
@@ -57,11 +72,16 @@ export class TaskStore {
     return this.clock.now().toISOString();
   }
 
+  /** The replica whose tasks these are. */
+  get runnerId(): string | null {
+    return this.runner;
+  }
+
   /**
    * Creates a queued task and, for a deployment, takes its lock in the same transaction:
    * a second change to a deployment that is being changed is refused.
    */
-  async create(type: string, deployment: string | null, description: string, owner: string): Promise<Task> {
+  async create(type: string, deployment: string | null, description: string, owner: string, input?: unknown): Promise<Task> {
     return storeQuery('creating a task', () =>
       this.store.db.transaction().execute(async (tx) => {
         const row = await tx
@@ -78,6 +98,7 @@ export class TaskStore {
             started_at: null,
             finished_at: null,
             runner: this.runner,
+            input: input === undefined ? null : JSON.stringify(input),
           })
           .returning('id')
           .executeTakeFirstOrThrow();
@@ -179,6 +200,51 @@ export class TaskStore {
         .where('state', '=', 'queued')
         .execute(),
     );
+    await this.changed(id);
+  }
+
+  /** Tells every replica's followers that task `id` changed (an event stream waits for it). */
+  private async changed(id: number): Promise<void> {
+    await this.store.signals.notify(TASK_CHANNEL, String(id));
+  }
+
+  /**
+   * Follows task `id` from now on: `next(ms)` resolves as soon as the task may have changed since
+   * the last call (a notice from any replica, or word that notices may have been missed) or after
+   * `ms` at the latest; the follower reads the task again then. `stop()` when done.
+   */
+  watch(id: number): TaskWatch {
+    let dirty = false;
+    let wake: (() => void) | undefined;
+    const stop = this.store.signals.subscribe(TASK_CHANNEL, (p) => {
+      if (p !== '' && p !== String(id)) return;
+      dirty = true;
+      wake?.();
+    });
+    return {
+      next: (ms) =>
+        new Promise<void>((resolve) => {
+          if (dirty) {
+            dirty = false;
+            resolve();
+            return;
+          }
+          const timer = setTimeout(done, ms);
+          wake = done;
+          function done(): void {
+            clearTimeout(timer);
+            wake = undefined;
+            dirty = false;
+            resolve();
+          }
+        }),
+      stop,
+    };
+  }
+
+  /** Calls `wake` whenever a task may be waiting for a replica to take it. Returns the function that stops it. */
+  onQueued(wake: () => void): () => void {
+    return this.store.signals.subscribe(QUEUE_CHANNEL, () => wake());
   }
 
   /** An event sink writing to this task's log. */
@@ -202,6 +268,7 @@ export class TaskStore {
         })
         .execute(),
     );
+    await this.changed(id);
   }
 
   /** Events after `afterId`, oldest first (for live following). */
@@ -222,17 +289,21 @@ export class TaskStore {
     }));
   }
 
-  /** Ends a task (done, error or cancelled) and releases its lock. */
-  async finish(id: number, state: 'done' | 'error' | 'cancelled', outcome: { result?: unknown; error?: unknown } = {}): Promise<void> {
+  /**
+   * Ends a task (done, error or cancelled) and releases its lock. Fenced: a runner whose task
+   * another replica has taken over (it was thought dead) ends nothing; false then.
+   */
+  async finish(id: number, state: 'done' | 'error' | 'cancelled', outcome: { result?: unknown; error?: unknown } = {}): Promise<boolean> {
     const err =
       outcome.error === undefined
         ? null
         : outcome.error instanceof AnodyneError
           ? { code: outcome.error.code, message: outcome.error.message }
           : { code: 'ANODYNE_E_INTERNAL', message: String((outcome.error as Error)?.message ?? outcome.error) };
-    await storeQuery('finishing a task', () =>
+    const runner = this.runner;
+    const ended = await storeQuery('finishing a task', () =>
       this.store.db.transaction().execute(async (tx) => {
-        await tx
+        let q = tx
           .updateTable('tasks')
           .set({
             state,
@@ -240,11 +311,17 @@ export class TaskStore {
             result: outcome.result === undefined ? null : JSON.stringify(outcome.result),
             error: err ? JSON.stringify(err) : null,
           })
-          .where('id', '=', id)
-          .execute();
+          .where('id', '=', id);
+        if (runner !== null) q = q.where((eb) => eb.or([eb('runner', '=', runner), eb('runner', 'is', null)]));
+        const r = await q.executeTakeFirst();
+        if (Number(r.numUpdatedRows) === 0) return false;
         await tx.deleteFrom('locks').where('task_id', '=', id).execute();
+        return true;
       }),
     );
+    if (!ended) this.logger.warn({ task: id }, 'task not ended here: another replica took it over');
+    await this.changed(id);
+    return ended;
   }
 
   /** Asks a running task to stop at its next step boundary. Returns the task. */
@@ -266,21 +343,73 @@ export class TaskStore {
     return (await this.get(id)).state === 'cancelling';
   }
 
-  /**
-   * Ends the tasks no live replica runs: every task that was queued, processing or cancelling
-   * and whose runner is not in `live` (all of them when `live` is not given: a platform restarted
-   * alone) ends in `error` (its work is resumed by the next deploy, which converges) and releases
-   * its lock. Two replicas doing it at once end each task once: the end is conditional on the task
-   * being open still.
-   */
-  async recover(live?: readonly string[]): Promise<Task[]> {
-    const open = await storeQuery('recovering tasks', () =>
-      this.store.db.selectFrom('tasks').select(['id', 'runner']).where('state', 'in', ['queued', 'processing', 'cancelling']).execute(),
+  /** Whether the runner of task `id` should go on, stop at its next step (cancel), or stop now because another replica runs it (lost). */
+  async control(id: number): Promise<TaskControl> {
+    const r = await storeQuery('reading a task', () =>
+      this.store.db.selectFrom('tasks').select(['state', 'runner']).where('id', '=', id).executeTakeFirst(),
     );
-    const out: Task[] = [];
+    if (!r) return 'lost';
+    if (this.runner !== null && r.runner !== this.runner) return 'lost';
+    return r.state === 'cancelling' ? 'cancel' : 'run';
+  }
+
+  /**
+   * Takes the oldest task that waits for a replica (put back by `takeOver`) for this one: it runs
+   * here from now on. PostgreSQL picks it with `FOR UPDATE SKIP LOCKED`, so replicas claiming at
+   * once each get another task and none waits on the others; SQLite runs one write at a time.
+   * Undefined when none waits.
+   */
+  async claim(): Promise<{ task: Task; input: unknown } | undefined> {
+    if (this.runner === null) return undefined;
+    const runner = this.runner;
+    const now = this.now();
+    const skipLocked = this.store.dialect === 'postgres' ? sql`for update skip locked` : sql``;
+    const row = await storeQuery('claiming a task', async () => {
+      const r = await sql<{ id: number | string; input: string }>`
+        update tasks set runner = ${runner}, state = 'processing', started_at = coalesce(started_at, ${now})
+        where id = (
+          select id from tasks where state = 'queued' and runner is null and input is not null
+          order by id limit 1 ${skipLocked}
+        ) and state = 'queued' and runner is null
+        returning id, input`.execute(this.store.db);
+      return r.rows[0];
+    });
+    if (!row) return undefined;
+    const id = Number(row.id);
+    await this.changed(id);
+    return { task: await this.get(id), input: JSON.parse(row.input) as unknown };
+  }
+
+  /**
+   * The tasks no live replica runs: every task that was queued, processing or cancelling and
+   * whose runner is not in `live` (all of them when `live` is not given: a platform restarted
+   * alone). One that can run again elsewhere (it has its input, and no cancel was asked) is put
+   * back in the queue with its deployment's lock kept, for a replica to `claim` and resume;
+   * any other ends in `error` with ANODYNE_E_REPLICA_LOST and releases its lock (the next deploy
+   * converges its deployment). Two replicas doing it at once handle each task once: each step is
+   * conditional on the task being open and on the runner it had.
+   */
+  async takeOver(live?: readonly string[]): Promise<{ ended: Task[]; queued: Task[] }> {
+    const open = await storeQuery('recovering tasks', () =>
+      this.store.db.selectFrom('tasks').select(['id', 'runner', 'state', 'input']).where('state', 'in', OPEN).execute(),
+    );
+    const ended: Task[] = [];
+    const queued: Task[] = [];
     for (const r of open) {
+      if (r.runner === null && r.input !== null && r.state === 'queued') continue; // already waiting for a replica
       if (live && r.runner !== null && live.includes(r.runner)) continue;
       const id = Number(r.id);
+      if (r.input !== null && r.state !== 'cancelling') {
+        if (!(await this.requeue(id, r.runner))) continue;
+        await this.event(id, {
+          stage: 'Taking over',
+          state: 'info',
+          message: `the replica that ran this task stopped (${r.runner ?? 'unknown'}); it waits for another replica, which resumes it`,
+        });
+        this.logger.warn({ task: id, runner: r.runner }, 'task queued again: the replica that ran it stopped');
+        queued.push(await this.get(id));
+        continue;
+      }
       const error = new AnodyneError('ANODYNE_E_REPLICA_LOST', 'the platform restarted while this task ran (its replica stopped)');
       if (!(await this.finishOpen(id, error))) continue;
       await this.event(id, {
@@ -289,9 +418,24 @@ export class TaskStore {
         message: 'the platform restarted while this task ran (its replica stopped); the next deploy converges the deployment',
       });
       this.logger.warn({ task: id, runner: r.runner }, 'task ended: the replica that ran it stopped');
-      out.push(await this.get(id));
+      ended.push(await this.get(id));
     }
-    return out;
+    if (queued.length > 0) await this.store.signals.notify(QUEUE_CHANNEL, String(queued[0]!.id));
+    return { ended, queued };
+  }
+
+  /** Puts an open task of runner `was` back in the queue (its lock stays), unless it changed meanwhile (false then). */
+  private async requeue(id: number, was: string | null): Promise<boolean> {
+    const r = await storeQuery('queueing a task again', () =>
+      this.store.db
+        .updateTable('tasks')
+        .set({ state: 'queued', runner: null })
+        .where('id', '=', id)
+        .where('state', 'in', ['queued', 'processing'])
+        .where((eb) => (was === null ? eb('runner', 'is', null) : eb('runner', '=', was)))
+        .executeTakeFirst(),
+    );
+    return Number(r.numUpdatedRows) > 0;
   }
 
   /** Ends an open task in `error` and releases its lock, unless it has ended meanwhile (false then). */

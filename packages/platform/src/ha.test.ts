@@ -6,7 +6,8 @@ import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFil
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { skipUnless } from '@anodyne/common';
+import { silentLogger, skipUnless, systemClock } from '@anodyne/common';
+import { LocalProvider } from '@anodyne/providers';
 import { openStore } from '@anodyne/store';
 import { startPostgres, type TestPostgres } from '@anodyne/store/testing';
 import { SCOPES } from '@anodyne/identity';
@@ -55,6 +56,8 @@ describe('platform HA: three replicas on PostgreSQL behind haproxy', { skip: ski
     ANODYNE_SERVER_PORT: String(port),
     ANODYNE_SERVER_PUBLIC_URL: lbUrl,
     ANODYNE_REGISTRY_ENABLED: 'false',
+    ANODYNE_DIRECTOR_HEALTH_INTERVAL_SECONDS: '2',
+    ANODYNE_DIRECTOR_RESURRECT_AFTER_SECONDS: '5',
     ANODYNE_LOG_LEVEL: 'warn',
   });
 
@@ -112,6 +115,17 @@ describe('platform HA: three replicas on PostgreSQL behind haproxy', { skip: ski
       await new Promise((r) => setTimeout(r, 200));
     }
   };
+
+  /** Waits (15 s at most) for a leader other than `was` whose lease holds; undefined if none came. */
+  const newLeader = async (was: string, killedAt: number): Promise<ReplicasBody | undefined> => {
+    for (;;) {
+      const v = await view(lbUrl).catch(() => undefined);
+      if (v?.leader && v.leader.holder !== was && Date.parse(v.leader.expires_at) > Date.now()) return v;
+      if (Date.now() - killedAt > 15_000) return undefined;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
+  const leaderOf = (v: ReplicasBody) => replicas.find((r) => v.replicas.some((x) => x.id === v.leader?.holder && x.url === r.url));
 
   before(async () => {
     db = await startPostgres();
@@ -263,7 +277,7 @@ describe('platform HA: three replicas on PostgreSQL behind haproxy', { skip: ski
 
   it('kill -9 of the leader: another leads within 15 s, in a new term; its running task ends with a code; the platform serves on', async (t) => {
     const before = await view(lbUrl);
-    const leader = replicas.find((r) => before.replicas.some((x) => x.id === before.leader?.holder && x.url === r.url))!;
+    const leader = leaderOf(before)!;
     assert.ok(leader, 'the leader is one of ours');
     // A task on the leader, killed while it runs (a platform backup is short: the leader is killed as soon as it is asked).
     const started = await call(leader.url, 'POST', '/v1/backups', { platform: true });
@@ -271,16 +285,7 @@ describe('platform HA: three replicas on PostgreSQL behind haproxy', { skip: ski
     const killedAt = Date.now();
     await kill9(leader);
     const taskId = (started.body as { task: { id: number } }).task.id;
-    let after: ReplicasBody | undefined;
-    for (;;) {
-      const v = await view(lbUrl).catch(() => undefined);
-      if (v?.leader && v.leader.holder !== before.leader!.holder && Date.parse(v.leader.expires_at) > Date.now()) {
-        after = v;
-        break;
-      }
-      if (Date.now() - killedAt > 15_000) break;
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    const after = await newLeader(before.leader!.holder, killedAt);
     const took = Date.now() - killedAt;
     t.diagnostic(`a new leader ${took} ms after kill -9 of the old one`);
     assert.ok(after, `a new leader within 15 s (${took} ms)`);
@@ -299,6 +304,77 @@ describe('platform HA: three replicas on PostgreSQL behind haproxy', { skip: ski
     const back = await view(leader.url);
     assert.equal(back.replicas.length, 3);
     assert.notEqual(back.leader?.holder, back.self, 'it does not take the lead back');
+  });
+
+  it('kill -9 of the leader during a cluster create: a new leader within 15 s, the create resumed by a live replica, the cluster ready; resurrection works after; the delete leaves nothing', async (t) => {
+    const before = await view(lbUrl);
+    const leader = leaderOf(before)!;
+    const created = await call(leader.url, 'POST', '/v1/clusters', {
+      name: 'ha-c1',
+      plan_name: 'small',
+      parameters: { kubernetes_worker_instances: 1 },
+    });
+    assert.equal(created.status, 202, created.text);
+    const taskId = (created.body as { last_task_id: number }).last_task_id;
+    type Ev = { stage: string; state: string; message?: string };
+    const events = async () => (await lb('GET', `/v1/tasks/${taskId}/events`)).body as Ev[];
+    for (let i = 0; i < 1200 && !(await events()).some((e) => /^Updating instance/.test(e.stage)); i++)
+      await new Promise((r) => setTimeout(r, 50));
+    const killedAt = Date.now();
+    await kill9(leader);
+    const after = await newLeader(before.leader!.holder, killedAt);
+    t.diagnostic(`a new leader ${Date.now() - killedAt} ms after kill -9 of the old one, during the create`);
+    assert.ok(after, 'a new leader within 15 s');
+    const done = await waitTask(taskId, 300_000);
+    assert.equal(done.state, 'done', JSON.stringify(done));
+    const resumed = (await events()).filter((e) => e.stage === 'Taking over' && /^resumed by/.test(e.message ?? ''));
+    assert.equal(resumed.length, 1, 'resumed once');
+    const by = /^resumed by replica (\S+)/.exec(resumed[0]!.message!)![1];
+    assert.ok(
+      after.replicas.some((r) => r.id === by),
+      `resumed by a live replica (${by})`,
+    );
+    t.diagnostic(`the create: ${Date.now() - killedAt} ms from the kill to done, resumed by ${by}`);
+    type Vm = { instance: string; vm_id: string | null; health: string };
+    const vms = async () => (await lb('GET', '/v1/clusters/ha-c1/vms')).body as Vm[];
+    const healthy = async (n: number) => {
+      for (let i = 0; i < 300; i++) {
+        const v = await vms();
+        if (v.length === n && v.every((x) => x.health === 'running')) return v;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      assert.fail(`not all running: ${JSON.stringify(await vms())}`);
+    };
+    const running = await healthy(2);
+    const cluster = (await lb('GET', '/v1/clusters/ha-c1')).body as { last_action_state: string };
+    assert.equal(cluster.last_action_state, 'succeeded');
+
+    // The worker's VM is deleted behind the platform's back: the new leader's resurrector makes it again.
+    const provider = new LocalProvider({
+      dataDir: join(dir, 'provider'),
+      tag,
+      network: NETWORK,
+      agentCommand: ['true'],
+      logger: silentLogger(),
+      clock: systemClock,
+    });
+    const lost = running.find((v) => v.instance === 'worker/0')!;
+    await provider.deleteVm(lost.vm_id!);
+    const lostAt = Date.now();
+    let back: Vm | undefined;
+    for (let i = 0; i < 360 && !back; i++) {
+      back = (await vms()).find((v) => v.instance === 'worker/0' && v.vm_id !== null && v.vm_id !== lost.vm_id && v.health === 'running');
+      if (!back) await new Promise((r) => setTimeout(r, 500));
+    }
+    assert.ok(back, `worker/0 resurrected: ${JSON.stringify(await vms())}`);
+    t.diagnostic(`worker/0 resurrected by the new leader in ${Date.now() - lostAt} ms`);
+
+    const del = await lb('DELETE', '/v1/clusters/ha-c1');
+    assert.equal(del.status, 202, del.text);
+    assert.equal((await waitTask((del.body as { last_task_id: number }).last_task_id, 120_000)).state, 'done');
+    assert.equal((await lb('GET', '/v1/clusters/ha-c1')).status, 404);
+    assert.deepEqual(await provider.listVms({ deployment: 'cluster-ha-c1' }), [], 'no VM of it is left');
+    await start(leader);
   });
 
   it('PostgreSQL stopped under load: every replica answers 503 with a code, then recovers by itself', async (t) => {

@@ -216,8 +216,13 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       clock,
       logger,
     });
+    // Tasks of a replica that stopped (this one's last run, or another's): deploys and deletes wait
+    // for a replica to resume them (this one takes them once it is up), the others end.
     const recovered = await director.recover(await replicas.alive());
-    if (recovered.length > 0) logger.warn({ tasks: recovered.map((t) => t.id) }, 'tasks interrupted by the last stop were ended');
+    if (recovered.ended.length > 0)
+      logger.warn({ tasks: recovered.ended.map((t) => t.id) }, 'tasks interrupted by the last stop were ended');
+    if (recovered.queued.length > 0)
+      logger.warn({ tasks: recovered.queued.map((t) => t.id) }, 'tasks interrupted by the last stop will be resumed');
     /** What runs once for the whole platform: on the leader only (checked at each pass). */
     const leading =
       <T>(what: () => Promise<T>) =>
@@ -472,6 +477,19 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
         )
         .catch((err: unknown) => logger.warn({ err: (err as Error).message }, 'recording a failed task as an alert failed'));
     });
+    const takeOver = leading(async () => {
+      const live = await replicas.alive();
+      const { ended, queued } = await director.recover(live);
+      if (ended.length > 0) logger.warn({ tasks: ended.map((t) => t.id) }, 'tasks of replicas that stopped were ended');
+      if (queued.length > 0) logger.warn({ tasks: queued.map((t) => t.id) }, 'tasks of replicas that stopped wait to be resumed');
+      await replicas.forgetGone(live);
+    });
+    const takeOverNow = () =>
+      void takeOver().catch((err: unknown) =>
+        logger.warn({ err: (err as Error).message }, 'taking over the tasks of stopped replicas failed'),
+      );
+    const takeOverTimer = setInterval(takeOverNow, config.server.leaseSeconds * 1000);
+    takeOverTimer.unref();
     // The health monitor and resurrector, and the change records, run on the leader: started and
     // stopped with its leadership. The leader also ends the tasks of replicas that died.
     if (replicas.isLeader()) health.start(dc.healthIntervalSeconds * 1000);
@@ -479,26 +497,16 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       if (lead) {
         health.start(dc.healthIntervalSeconds * 1000);
         void resumeRecording();
+        // A new leader looks at once for the tasks of the replica that stopped leading (it may have died).
+        takeOverNow();
       } else {
         void health.stop();
         void clusters.recorder.stopAll();
       }
     });
-    const takeOver = leading(async () => {
-      const live = await replicas.alive();
-      const ended = await director.recover(live);
-      if (ended.length > 0) logger.warn({ tasks: ended.map((t) => t.id) }, 'tasks of replicas that stopped were ended');
-      await replicas.forgetGone(live);
-    });
-    const takeOverTimer = setInterval(
-      () =>
-        void takeOver().catch((err: unknown) =>
-          logger.warn({ err: (err as Error).message }, 'ending the tasks of stopped replicas failed'),
-        ),
-      config.server.leaseSeconds * 1000,
-    );
-    takeOverTimer.unref();
     replicas.start();
+    // Every replica resumes tasks whose replica stopped (the queue), at once when told of one.
+    const stopQueue = director.startQueue();
     // Certificates that expire within `certificates.renewalDays` are alerted and renewed: at start, then every pass.
     const apiTls: { reload?: (c: { certificate: string; private_key: string }) => void } = {};
     const renewal = new CertificateRenewal({
@@ -588,6 +596,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       renewal,
       replicas,
       close: async () => {
+        stopQueue();
         clearInterval(takeOverTimer);
         clearInterval(keyTimer);
         clearInterval(reapTimer);

@@ -24,3 +24,4 @@ export type {
 export type { Dialect } from './migrations/index.js';
 export { AuditLog, type AuditEvent, type AuditQuery } from './audit.js';
 export { RateLimits } from './ratelimits.js';
+export type { Signals, SignalHandler } from './signals.js';

@@ -250,6 +250,8 @@ export interface TasksTable {
   finished_at: string | null;
   /** The id of the platform replica that runs it (null: none recorded). */
   runner: Generated<string | null>;
+  /** What another replica needs to resume it (JSON: its kind and arguments); null: not resumable. */
+  input: Generated<string | null>;
 }
 
 /** A running platform replica (`anodyne server`), as it last reported itself. */

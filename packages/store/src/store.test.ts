@@ -269,6 +269,42 @@ function storeSuite(name: string, setup: () => Promise<{ fresh: () => Promise<St
         await store.close();
       }
     });
+
+    it("notices reach every follower of their channel: on PostgreSQL another replica's too, on SQLite this process's", async () => {
+      const options = await fresh();
+      const a = await openStore(options);
+      // Another replica on PostgreSQL; on SQLite one process writes the database, so the followers are its own.
+      const b = options.driver === 'postgres' ? await openStore(options) : a;
+      try {
+        const seen: string[] = [];
+        const other: string[] = [];
+        let got: () => void = () => undefined;
+        const stop = b.signals.subscribe('anodyne_test', (p) => {
+          if (p !== '') seen.push(p);
+          if (seen.length === 2) got();
+        });
+        b.signals.subscribe('anodyne_other', (p) => p !== '' && other.push(p));
+        const both = new Promise<void>((r) => (got = r));
+        // The listening connection opens at the first follower: notices go out until one arrives.
+        const sender = setInterval(() => void a.signals.notify('anodyne_test', `n${seen.length}`), 100);
+        try {
+          await Promise.race([both, new Promise((_, rej) => setTimeout(() => rej(new Error(`seen ${seen.join(' ')}`)), 10_000))]);
+        } finally {
+          clearInterval(sender);
+        }
+        assert.deepEqual(seen.slice(0, 2), ['n0', 'n1']);
+        assert.deepEqual(other, [], 'only the followers of the channel are told');
+        stop();
+        const before = seen.length;
+        await a.signals.notify('anodyne_test', 'after');
+        await new Promise((r) => setTimeout(r, 300));
+        assert.equal(seen.length, before, 'a follower that stopped is not told');
+        assert.throws(() => a.signals.subscribe('bad channel; drop table tasks', () => undefined), /not a channel name/);
+      } finally {
+        if (b !== a) await b.close();
+        await a.close();
+      }
+    });
   });
 }
 
@@ -339,8 +375,16 @@ describe('store failures', () => {
   it('PostgreSQL going away and coming back: queries fail coded, then recover', async () => {
     const server = await startPostgres();
     const store = await openStore({ driver: 'postgres', url: await server.createDatabase(), connectTimeoutMs: 1000 });
+    const notices: string[] = [];
+    store.signals.subscribe('anodyne_test', (p) => notices.push(p));
     try {
+      for (let i = 0; i < 50 && !notices.includes('before'); i++) {
+        await store.signals.notify('anodyne_test', 'before');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(notices.includes('before'), 'the listener is up');
       await server.pause();
+      await store.signals.notify('anodyne_test', 'lost'); // not sent, and it does not throw
       await assert.rejects(store.ping(), (err: unknown) => err instanceof AnodyneError && err.code === 'ANODYNE_E_STORE_UNAVAILABLE');
       await server.resume();
       let ok = false;
@@ -352,6 +396,14 @@ describe('store failures', () => {
         if (!ok) await new Promise((r) => setTimeout(r, 100));
       }
       assert.ok(ok, 'store answers again after the server returns');
+      // The listener comes back by itself, says that notices may have been missed, and hears new ones.
+      for (let i = 0; i < 100 && !notices.includes('after'); i++) {
+        await store.signals.notify('anodyne_test', 'after');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(notices.includes('after'), `notices after the return: ${notices.join(',')}`);
+      assert.ok(notices.lastIndexOf('') > notices.indexOf('before'), 'told that notices may have been missed');
+      assert.ok(!notices.includes('lost'));
     } finally {
       await store.close();
       await server.stop();

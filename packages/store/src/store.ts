@@ -23,6 +23,7 @@ import {
 import { AnodyneError, InputError, PreconditionError, UnavailableError, InternalError, exec, type Logger } from '@anodyne/common';
 import type { Database } from './schema.js';
 import { migrations, type Dialect } from './migrations/index.js';
+import { LocalSignals, PgSignals, type Signals } from './signals.js';
 
 export type StoreOptions =
   | { driver: 'sqlite'; path: string; logger?: Logger }
@@ -107,6 +108,8 @@ export interface DatabaseSnapshot {
 export class Store {
   readonly db: Kysely<Database>;
   readonly dialect: Dialect;
+  /** Notices to the other replicas of this database (and to this process) that something changed. */
+  readonly signals: Signals;
 
   constructor(
     db: Kysely<Database>,
@@ -117,6 +120,14 @@ export class Store {
   ) {
     this.db = db;
     this.dialect = dialect;
+    this.signals =
+      options?.driver === 'postgres'
+        ? new PgSignals(
+            options.url,
+            async (channel, payload) => void (await sql`select pg_notify(${channel}, ${payload})`.execute(this.db)),
+            options.logger,
+          )
+        : new LocalSignals();
   }
 
   /**
@@ -249,6 +260,7 @@ export class Store {
   }
 
   async close(): Promise<void> {
+    await this.signals.close();
     await this.db.destroy();
   }
 }

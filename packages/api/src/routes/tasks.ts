@@ -1,13 +1,12 @@
 // Task routes: list, one task with its events, a live event stream (SSE) and cancellation; visibility is the clusters policy.
 import { Type } from '@sinclair/typebox';
-import type { Clock } from '@anodyne/common';
 import { READ_SCOPES, WRITE_SCOPES, type ClusterService } from '@anodyne/clusters';
 import { schemas as S } from '@anodyne/client';
 import { auth, doc, ok, principal, type Api } from './kit.js';
 
 const FINAL = ['done', 'error', 'cancelled'];
 
-export function taskRoutes(app: Api, o: { clusters: ClusterService; clock: Clock }): void {
+export function taskRoutes(app: Api, o: { clusters: ClusterService }): void {
   const c = o.clusters;
   const tags = ['tasks'];
 
@@ -51,18 +50,24 @@ export function taskRoutes(app: Api, o: { clusters: ClusterService; clock: Clock
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
       let last = after;
       let closed = false;
+      // Told of the task's changes by whichever replica runs it (LISTEN/NOTIFY on PostgreSQL); read again at least every 2 s.
+      const watch = await c.watchTask(who, t.id);
       req.raw.on('close', () => (closed = true));
-      while (!closed) {
-        for (const e of await c.taskEvents(who, t.id, last)) {
-          res.write(`id: ${e.id}\nevent: task_event\ndata: ${JSON.stringify(e)}\n\n`);
-          last = e.id;
+      try {
+        while (!closed) {
+          for (const e of await c.taskEvents(who, t.id, last)) {
+            res.write(`id: ${e.id}\nevent: task_event\ndata: ${JSON.stringify(e)}\n\n`);
+            last = e.id;
+          }
+          const now = await c.task(who, t.id);
+          if (FINAL.includes(now.state)) {
+            res.write(`event: task_done\ndata: ${JSON.stringify(now)}\n\n`);
+            break;
+          }
+          await watch.next(2000);
         }
-        const now = await c.task(who, t.id);
-        if (FINAL.includes(now.state)) {
-          res.write(`event: task_done\ndata: ${JSON.stringify(now)}\n\n`);
-          break;
-        }
-        await o.clock.sleep(300);
+      } finally {
+        watch.stop();
       }
       res.end();
       return reply;

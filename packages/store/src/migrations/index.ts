@@ -363,6 +363,13 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0015_task_input': {
+      async up(db: Kysely<any>) {
+        // What another replica needs to run a task again when its own replica died (its kind and
+        // arguments, JSON); null: the task can only run where it was asked (its work is code in that process).
+        await db.schema.alterTable('tasks').addColumn('input', 'text').execute();
+      },
+    },
   };
   /* eslint-enable @typescript-eslint/no-explicit-any */
 }
