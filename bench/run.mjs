@@ -1,6 +1,6 @@
 // `make bench`: every benchmark of bench/, printed as Markdown tables and written to
 // docs/benchmarks.md with the machine's core count and memory. Needs root (namespaces, cgroups).
-//   node --expose-gc bench/run.mjs [--runs N] [--only clusters,upgrade,backup,api,director,etcd,density]
+//   node --expose-gc bench/run.mjs [--runs N] [--only clusters,upgrade,backup,api,replicas,director,etcd,density]
 // --runs sets the runs of clusters, etcd and the director (which does at least 5) and, up to 2, of upgrades and backups;
 // the API section times one load per row.
 import { cpus, totalmem } from 'node:os';
@@ -14,6 +14,7 @@ import { benchBackup } from './backup.mjs';
 import { benchApi } from './api.mjs';
 import { benchEtcd } from './etcd.mjs';
 import { benchDensity } from './density.mjs';
+import { benchReplicas } from './replicas.mjs';
 import { execFileSync } from 'node:child_process';
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -22,7 +23,7 @@ const arg = (name) => {
   return i > 0 ? process.argv[i + 1] : undefined;
 };
 const runs = Number(arg('--runs') ?? 3);
-const ALL = ['clusters', 'upgrade', 'backup', 'api', 'director', 'etcd', 'density'];
+const ALL = ['clusters', 'upgrade', 'backup', 'api', 'replicas', 'director', 'etcd', 'density'];
 const only = (arg('--only') ?? ALL.join(',')).split(',');
 const release = locateRelease();
 
@@ -31,6 +32,7 @@ if (only.includes('clusters')) sections.push(await benchClusters(release, { runs
 if (only.includes('upgrade')) sections.push(await benchUpgrade(locateReleases(), { runs: Math.min(runs, 2) }));
 if (only.includes('backup')) sections.push(await benchBackup(release, { runs: Math.min(runs, 2) }));
 if (only.includes('api')) sections.push(await benchApi());
+if (only.includes('replicas')) sections.push(await benchReplicas());
 // In a fresh process: its memory figures must not carry the other sections' heap. A health pass
 // takes well under a second, so it always gets at least 5 (its section says how many it ran).
 if (only.includes('director'))

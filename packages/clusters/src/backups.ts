@@ -588,8 +588,9 @@ export class ClusterBackups {
     sink: EventSink,
   ): Promise<unknown> {
     const deployment = deploymentName(cluster);
-    // The record of this cluster's changes starts again after the restore (a new line of history).
-    const recording = this.o.recorder.recording(cluster);
+    // The record of this cluster's changes starts again after the restore (a new line of history),
+    // where its schedule asks for one (the leader records: this replica may not).
+    const recording = await this.pointInTime(cluster);
     await this.o.recorder.stop(cluster);
     const masters: { agent: InstanceAgent; name: string }[] = (await this.o.director.instances(deployment))
       .filter((x) => x.group_name === 'master')

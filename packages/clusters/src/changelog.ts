@@ -88,6 +88,25 @@ export interface ChangeRecorderOptions {
   logger: Logger;
   /** How often buffered changes are sealed and stored (default 2 s). */
   flushMs?: number;
+  /**
+   * Where the records run when the platform has several replicas: only in the leader, so that one
+   * process records each cluster. Without it, here.
+   */
+  route?: RecorderRoute;
+}
+
+/** An order to the process that records: start (from a revision), stop, or store what is buffered now. */
+export interface RecorderOrder {
+  op: 'start' | 'stop' | 'flush';
+  cluster: string;
+  from?: number;
+}
+
+export interface RecorderRoute {
+  /** Whether this process records (the platform's leader); the others send their orders to it. */
+  here(): boolean;
+  /** Sends an order to the process that records; resolves once it has been carried out (or a bounded wait has passed). */
+  send(order: RecorderOrder): Promise<void>;
 }
 
 /**
@@ -106,16 +125,38 @@ export class ChangeRecorder {
     this.timer.unref();
   }
 
-  /** Records the cluster's changes from `fromRevision` on (replacing a record already running). */
+  /** Whether this process's orders go to another (it does not lead). */
+  private elsewhere(): boolean {
+    return this.o.route !== undefined && !this.o.route.here();
+  }
+
+  /** Carries out an order sent by another replica (this one records). */
+  async apply(order: RecorderOrder): Promise<void> {
+    if (order.op === 'start' && order.from !== undefined) await this.startHere(order.cluster, order.from);
+    else if (order.op === 'stop') await this.stopHere(order.cluster);
+    else if (order.op === 'flush') await this.flushHere(order.cluster);
+  }
+
+  /** Records the cluster's changes from `fromRevision` on (replacing a record already running), in the process that records. */
   async start(cluster: string, fromRevision: number): Promise<void> {
-    await this.stop(cluster);
+    if (this.elsewhere()) return this.o.route!.send({ op: 'start', cluster, from: fromRevision });
+    await this.startHere(cluster, fromRevision);
+  }
+
+  private async startHere(cluster: string, fromRevision: number): Promise<void> {
+    await this.stopHere(cluster);
     const w: Watching = { cluster, next: fromRevision, buffer: [], stopped: false, abort: null, flushing: Promise.resolve(), gapAt: null };
     this.watching.set(cluster, w);
     void this.loop(w);
   }
 
-  /** Stops recording a cluster, storing what it had. */
+  /** Stops recording a cluster, storing what it had (in the process that records). */
   async stop(cluster: string): Promise<void> {
+    if (this.elsewhere()) return this.o.route!.send({ op: 'stop', cluster });
+    await this.stopHere(cluster);
+  }
+
+  private async stopHere(cluster: string): Promise<void> {
     const w = this.watching.get(cluster);
     if (!w) return;
     w.stopped = true;
@@ -126,7 +167,7 @@ export class ChangeRecorder {
 
   /** Stops recording every cluster, storing what each had (a replica that no longer leads); `start` may follow. */
   async stopAll(): Promise<void> {
-    for (const c of [...this.watching.keys()]) await this.stop(c);
+    for (const c of [...this.watching.keys()]) await this.stopHere(c);
   }
 
   async close(): Promise<void> {
@@ -134,6 +175,7 @@ export class ChangeRecorder {
     await this.stopAll();
   }
 
+  /** Whether this process records the cluster now. */
   recording(cluster: string): boolean {
     return this.watching.has(cluster);
   }
@@ -243,6 +285,11 @@ export class ChangeRecorder {
 
   /** Stores what is buffered for a cluster now (a restore reads the record right after). */
   async flushNow(cluster: string): Promise<void> {
+    if (this.elsewhere()) return this.o.route!.send({ op: 'flush', cluster });
+    await this.flushHere(cluster);
+  }
+
+  private async flushHere(cluster: string): Promise<void> {
     const w = this.watching.get(cluster);
     if (w) await this.flush(w);
   }

@@ -77,3 +77,4 @@ export {
   type CaRotationPhase,
 } from './rotation.js';
 export { ClusterRepair, type CloudCheckRequest, type ClusterFinding, type ClusterCloudCheckReport } from './repair.js';
+export { ChangeRecorder, type RecorderOrder, type RecorderRoute } from './changelog.js';

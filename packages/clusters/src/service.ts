@@ -15,7 +15,7 @@ import { ReleaseRegistry } from './releases.js';
 import { NodeHooks, type EtcdMember } from './nodes.js';
 import { apiProbe } from './availability.js';
 import { ClusterBackups, type PlatformBackupSource } from './backups.js';
-import { ChangeRecorder, etcdLeaderAt, type EtcdAccess } from './changelog.js';
+import { ChangeRecorder, etcdLeaderAt, type EtcdAccess, type RecorderRoute } from './changelog.js';
 import { ClusterRepair } from './repair.js';
 import { ClusterImagePolicy, type ImagePolicyView } from './imagepolicy.js';
 import type { ArtifactStore, BackupKeys } from '@anodyne/backup';
@@ -92,6 +92,8 @@ export interface ClusterServiceOptions {
   drainTimeoutMs?: number;
   /** Where backups' artifacts go, and the keys that seal them. */
   backups: { artifacts: ArtifactStore; keys: BackupKeys; platform?: PlatformBackupSource };
+  /** With several platform replicas: the change records run in the leader, the others send it their orders. */
+  recorderRoute?: RecorderRoute;
   /** The agent programs the provider's running VMs were started with (a release carrying one is in use). */
   vmAgents?: () => Promise<string[]>;
   /** Builds the client for a cluster's API (default: @kubernetes/client-node with the admin certificate). */
@@ -211,6 +213,7 @@ export class ClusterService {
       access: etcdAccess,
       clock: o.clock,
       logger: o.logger,
+      ...(o.recorderRoute ? { route: o.recorderRoute } : {}),
     });
     this.backups = new ClusterBackups({
       recorder: this.recorder,

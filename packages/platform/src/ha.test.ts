@@ -1,32 +1,33 @@
 // Platform HA: three `anodyne server` replicas on a real PostgreSQL, behind a real haproxy (root).
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { silentLogger, skipUnless, systemClock } from '@anodyne/common';
 import { LocalProvider } from '@anodyne/providers';
 import { openStore } from '@anodyne/store';
 import { startPostgres, type TestPostgres } from '@anodyne/store/testing';
 import { SCOPES } from '@anodyne/identity';
-import { https, removeProviderLeftovers, type HttpResult } from './testing/index.js';
+import {
+  https,
+  removeProviderLeftovers,
+  startHaproxy,
+  startServer,
+  stopServer,
+  type HttpResult,
+  type ServerProcess,
+} from './testing/index.js';
 
 const isRoot = process.getuid?.() === 0;
-const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const BASE = 18_100 + (process.pid % 90);
 const PORTS = [BASE, BASE + 100, BASE + 200];
 const LB_PORT = BASE + 300;
 const NETWORK = '10.198.14.0/24';
 const GATEWAY = '10.198.14.1';
 
-interface Replica {
-  name: string;
-  port: number;
-  url: string;
-  child: ChildProcess | undefined;
-}
+type Replica = ServerProcess;
 
 interface ReplicasBody {
   self: string;
@@ -62,39 +63,10 @@ describe('platform HA: three replicas on PostgreSQL behind haproxy', { skip: ski
   });
 
   async function start(r: Replica): Promise<void> {
-    const child = spawn('node', [join(REPO, 'packages/platform/dist/main.js')], { env: env(r.port), stdio: ['ignore', 'pipe', 'pipe'] });
-    r.child = child;
-    let out = '';
-    await new Promise<void>((res, rej) => {
-      const timer = setTimeout(() => rej(new Error(`${r.name} did not start: ${out}`)), 90_000);
-      const read = (d: Buffer) => {
-        out += d.toString();
-        appendFileSync(join(dir, `${r.name}.log`), d);
-        if (/Stop with Ctrl-C/.test(out)) {
-          clearTimeout(timer);
-          res();
-        }
-      };
-      child.stdout.on('data', read);
-      child.stderr.on('data', (d: Buffer) => {
-        out += d.toString();
-        appendFileSync(join(dir, `${r.name}.log`), d);
-      });
-      child.once('exit', (code, signal) => {
-        appendFileSync(join(dir, `${r.name}.log`), `\n[exited: code ${code}, signal ${signal}]\n`);
-        rej(new Error(`${r.name} exited ${code}: ${out}`));
-      });
-    });
+    const out = await startServer(r, env(r.port), dir);
     password ||= /password: (\S+)/.exec(out)?.[1] ?? '';
   }
-
-  const kill9 = async (r: Replica) => {
-    const child = r.child!;
-    if (child.exitCode !== null) return;
-    const exited = new Promise((res) => child.once('exit', res));
-    child.kill('SIGKILL');
-    await exited;
-  };
+  const kill9 = (r: Replica) => stopServer(r, 'SIGKILL');
 
   const call = (url: string, method: string, path: string, body?: unknown, bearer = token): Promise<HttpResult> =>
     https(url, ca, method, path, { ...(bearer ? { token: bearer } : {}), ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
@@ -133,38 +105,7 @@ describe('platform HA: three replicas on PostgreSQL behind haproxy', { skip: ski
     // One after the other: the first makes the key file, the CA and the first admin; the others find them.
     for (const r of replicas) await start(r);
     ca = readFileSync(join(dir, 'ca.pem'), 'utf8');
-    const cfg = join(dir, 'haproxy.cfg');
-    writeFileSync(
-      cfg,
-      [
-        'global',
-        '  maxconn 512',
-        'defaults',
-        '  mode tcp',
-        '  timeout connect 2s',
-        '  timeout client 120s',
-        '  timeout server 120s',
-        'frontend api',
-        `  bind ${GATEWAY}:${LB_PORT}`,
-        '  default_backend replicas',
-        'backend replicas',
-        '  balance roundrobin',
-        '  option httpchk GET /healthz',
-        '  default-server check check-ssl verify none inter 500ms fall 2 rise 1',
-        ...replicas.map((r) => `  server ${r.name} ${GATEWAY}:${r.port}`),
-        '',
-      ].join('\n'),
-    );
-    haproxy = spawn('haproxy', ['-db', '-f', cfg], { stdio: ['ignore', 'ignore', 'pipe'] });
-    haproxy.stderr!.resume();
-    for (let i = 0; i < 100; i++) {
-      const ok = await https(lbUrl, ca, 'GET', '/healthz').then(
-        (r) => r.status === 200,
-        () => false,
-      );
-      if (ok) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    haproxy = await startHaproxy(dir, [{ bind: `${GATEWAY}:${LB_PORT}`, servers: replicas }], ca);
     const t = await passwordGrant(lbUrl, 'admin', password);
     assert.equal(t.status, 200, t.text);
     token = (t.body as { access_token: string }).access_token;

@@ -8,6 +8,7 @@ import { PreconditionError, type Clock, type Logger, type PlatformConfig, type S
 import { AuditLog, RateLimits, openStore, type Store, type StoreOptions } from '@anodyne/store';
 import { CredStore, DeploymentVariables, TrustRotation, loadKeyFile, type KeyRing } from '@anodyne/credstore';
 import { LocalProvider } from '@anodyne/providers';
+import { recorderRoute } from './recorder-route.js';
 import { CloudCheck, Director, HealthMonitor, Replicas, agentTlsIssuer, type AgentTlsIssuer } from '@anodyne/director';
 import { AUDIENCE, Identity, LdapUserStore, SCOPES } from '@anodyne/identity';
 import { ClusterService, deploymentName, releaseCatalog, RELEASES_GUEST_DIR, type Plan } from '@anodyne/clusters';
@@ -318,7 +319,10 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
           },
         }),
     });
+    // Change records run in the leader; the other replicas send it their orders.
+    const records = recorderRoute({ signals: store.signals, leads: () => replicas.isLeader(), logger });
     clusters = new ClusterService({
+      recorderRoute: records.route,
       cloudCheck,
       ...(registry ? { registry: { address: registry.address, caPem: ca.certificate } } : {}),
       ...(o.plans ? { plans: o.plans } : {}),
@@ -426,6 +430,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
         .then((c) => (c.length ? logger.info({ clusters: c }, "recording etcd's changes again") : undefined))
         .catch((err: unknown) => logger.warn({ err: (err as Error).message }, "resuming etcd's change records failed"));
     if (replicas.isLeader()) await resumeRecording();
+    const stopServingRecords = records.serve((order) => clusters.recorder.apply(order));
     const dc = config.director;
     const health = new HealthMonitor({
       store,
@@ -597,6 +602,8 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       replicas,
       close: async () => {
         stopQueue();
+        stopServingRecords();
+        records.close();
         clearInterval(takeOverTimer);
         clearInterval(keyTimer);
         clearInterval(reapTimer);

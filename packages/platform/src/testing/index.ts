@@ -3,7 +3,6 @@ import assert from 'node:assert/strict';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { request } from 'node:https';
 import {
   exec,
   createLogger,
@@ -17,6 +16,7 @@ import {
 import { LocalProvider } from '@anodyne/providers';
 import { hostLeftovers } from '@anodyne/providers/testing';
 import { startPlatform, type Platform } from '../platform.js';
+import { https } from './http.js';
 import type { Plan } from '@anodyne/clusters';
 import type { Kubectl } from './workloads.js';
 
@@ -148,56 +148,7 @@ export function tokenSource(tp: TestPlatform, username: string, password: string
   };
 }
 
-export interface HttpResult {
-  status: number;
-  body: unknown;
-  text: string;
-  headers: Record<string, string | string[] | undefined>;
-}
-
-/** A raw HTTPS call (for tests that send malformed input the typed client would never send). */
-export function https(
-  url: string,
-  caPem: string,
-  method: string,
-  path: string,
-  options: { token?: string; body?: string | Buffer; headers?: Record<string, string> } = {},
-): Promise<HttpResult> {
-  const u = new URL(path, url);
-  return new Promise((resolve, reject) => {
-    const req = request(
-      {
-        host: u.hostname,
-        port: u.port,
-        path: u.pathname + u.search,
-        method,
-        ca: caPem,
-        timeout: 60_000,
-        headers: {
-          ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}),
-          ...(options.token ? { authorization: `Bearer ${options.token}` } : {}),
-          ...(options.headers ?? {}),
-        },
-      },
-      (res) => {
-        let text = '';
-        res.on('data', (c: Buffer) => (text += c.toString()));
-        res.on('end', () => {
-          let body: unknown = text;
-          try {
-            body = text ? JSON.parse(text) : null;
-          } catch {
-            // plain text
-          }
-          resolve({ status: res.statusCode ?? 0, body, text, headers: res.headers });
-        });
-      },
-    );
-    req.on('error', reject);
-    req.on('timeout', () => req.destroy(new Error('timed out')));
-    req.end(options.body);
-  });
-}
+export { https, type HttpResult } from './http.js';
 
 /**
  * kubectl on a cluster with the admin kubeconfig the API hands out (`GET /v1/clusters/NAME/kubeconfig` with
@@ -226,3 +177,4 @@ export async function removeProviderLeftovers(dataDir: string, tag: string, netw
     clock: systemClock,
   }).cleanup();
 }
+export { startServer, stopServer, startHaproxy, type ServerProcess, type Balancer } from './replicas.js';
