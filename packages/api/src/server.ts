@@ -7,6 +7,7 @@ import { RateLimits, type AuditLog, type Store } from '@anodyne/store';
 import type { Identity, Principal } from '@anodyne/identity';
 import type { ClusterService } from '@anodyne/clusters';
 import type { Director } from '@anodyne/director';
+import { acceptProxyProtocol } from './proxy-protocol.js';
 import { errorBody } from './errors.js';
 import { brokerRoutes } from './broker.js';
 import { Metrics, type PlatformGauges } from './metrics.js';
@@ -30,6 +31,8 @@ export interface ServerOptions {
   clock: Clock;
   logger: Logger;
   tls: { cert: string; key: string };
+  /** Load balancers whose connections start with a PROXY protocol header naming the client (server.proxyProtocolFrom). */
+  proxyProtocolFrom?: string[];
   /** The URL clients use (the issuer's URL too) and the CA that signed the serving certificate. */
   apiUrl: string;
   caPem: string;
@@ -84,6 +87,8 @@ export async function buildServer(o: ServerOptions): Promise<FastifyInstance> {
       return void reply.status(status).send({ code: tooLong ? 'ANODYNE_E_URI_TOO_LONG' : 'ANODYNE_E_INVALID_INPUT', message, details: {} });
     },
   });
+  if (o.proxyProtocolFrom && o.proxyProtocolFrom.length > 0)
+    acceptProxyProtocol(app.server, { from: o.proxyProtocolFrom, logger: o.logger });
   const metrics = new Metrics(o.gauges);
   o.director.onTaskEnd((t) => metrics.taskEnded(t.type, t.state, t.seconds));
 

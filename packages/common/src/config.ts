@@ -52,6 +52,12 @@ export const PlatformConfigSchema = Type.Object(
          * Its host joins the serving certificate's names.
          */
         publicUrl: Type.Optional(Type.String({ pattern: '^https://[^/?#]+$' })),
+        /**
+         * Addresses of TCP load balancers that open each connection with a PROXY protocol header (v1
+         * or v2, e.g. haproxy's `send-proxy-v2`) naming the client: the API then sees the client's
+         * address (the token rate limit counts per client). Other peers connect as before.
+         */
+        proxyProtocolFrom: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
       },
       { default: {}, additionalProperties: false },
     ),

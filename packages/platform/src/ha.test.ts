@@ -56,6 +56,8 @@ describe('platform HA: three replicas on PostgreSQL behind haproxy', { skip: ski
     ANODYNE_PROVIDER_TAG: tag,
     ANODYNE_SERVER_PORT: String(port),
     ANODYNE_SERVER_PUBLIC_URL: lbUrl,
+    // haproxy names each client in a PROXY header (its connections come from the gateway address).
+    ANODYNE_SERVER_PROXY_PROTOCOL_FROM: GATEWAY,
     ANODYNE_REGISTRY_ENABLED: 'false',
     ANODYNE_DIRECTOR_HEALTH_INTERVAL_SECONDS: '2',
     ANODYNE_DIRECTOR_RESURRECT_AFTER_SECONDS: '5',
@@ -105,7 +107,7 @@ describe('platform HA: three replicas on PostgreSQL behind haproxy', { skip: ski
     // One after the other: the first makes the key file, the CA and the first admin; the others find them.
     for (const r of replicas) await start(r);
     ca = readFileSync(join(dir, 'ca.pem'), 'utf8');
-    haproxy = await startHaproxy(dir, [{ bind: `${GATEWAY}:${LB_PORT}`, servers: replicas }], ca);
+    haproxy = await startHaproxy(dir, [{ bind: `${GATEWAY}:${LB_PORT}`, servers: replicas, sendProxy: true }], ca);
     const t = await passwordGrant(lbUrl, 'admin', password);
     assert.equal(t.status, 200, t.text);
     token = (t.body as { access_token: string }).access_token;
@@ -368,12 +370,27 @@ describe('platform HA: three replicas on PostgreSQL behind haproxy', { skip: ski
   }
 
   // Last: it spends this address's token requests for the minute.
-  it("the token requests' rate limit per address holds across the replicas (60 a minute in all, not per replica)", async () => {
-    const answers: number[] = [];
-    for (let i = 0; i < 61; i++) answers.push((await passwordGrant(replicas[i % 3]!.url, 'nobody-at-all', 'wrong-password')).status);
-    const limited = answers.filter((s) => s === 429).length;
-    assert.ok(limited >= 1, `some were refused: ${answers.join(' ')}`);
-    assert.ok(answers.length - limited <= 60, `at most 60 answered: ${answers.join(' ')}`);
+  it("the token requests' rate limit per client holds across the replicas, and sees each client behind the balancer (PROXY protocol)", async () => {
+    const grant = (url: string, from?: string) =>
+      https(url, ca, 'POST', '/oauth/token', {
+        body: JSON.stringify({ grant_type: 'password', username: 'nobody-at-all', password: 'wrong-password' }),
+        ...(from ? { localAddress: from } : {}),
+      });
+    const count = (answers: number[]) => {
+      const limited = answers.filter((s) => s === 429).length;
+      assert.ok(limited >= 1, `some were refused: ${answers.join(' ')}`);
+      assert.ok(answers.length - limited <= 60, `at most 60 answered: ${answers.join(' ')}`);
+    };
+    // One client through the balancer (haproxy connects to the replicas from the gateway; its PROXY header names 127.0.0.2).
+    const viaBalancer: number[] = [];
+    for (let i = 0; i < 61; i++) viaBalancer.push((await grant(lbUrl, '127.0.0.2')).status);
+    count(viaBalancer);
+    // Another client through the same balancer has a count of its own.
+    assert.equal((await grant(lbUrl, '127.0.0.3')).status, 401, 'another client is not limited');
+    // Direct requests (from the gateway's address, with no header) spread over the replicas count together.
+    const direct: number[] = [];
+    for (let i = 0; i < 61; i++) direct.push((await grant(replicas[i % 3]!.url)).status);
+    count(direct);
     const r = await passwordGrant(replicas[1]!.url, 'admin', password);
     assert.equal(r.status, 429);
     assert.equal((r.body as { code: string }).code, 'ANODYNE_E_RATE_LIMITED');

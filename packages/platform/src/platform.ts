@@ -1,10 +1,11 @@
 // The composition root: builds every component from one configuration and starts the platform.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { dirname, isAbsolute, join } from 'node:path';
 import type { Server as TlsServer } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
-import { PreconditionError, type Clock, type Logger, type PlatformConfig, type SecretRegistry } from '@anodyne/common';
+import { InputError, PreconditionError, type Clock, type Logger, type PlatformConfig, type SecretRegistry } from '@anodyne/common';
 import { AuditLog, RateLimits, openStore, type Store, type StoreOptions } from '@anodyne/store';
 import { CredStore, DeploymentVariables, TrustRotation, loadKeyFile, type KeyRing } from '@anodyne/credstore';
 import { LocalProvider } from '@anodyne/providers';
@@ -141,6 +142,11 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       'ANODYNE_E_CONFIG_INVALID',
       "the platform runs with the local provider; the fake provider is for the director's unit tests only",
     );
+  const notIp = config.server.proxyProtocolFrom.filter((a) => isIP(a) === 0);
+  if (notIp.length > 0)
+    throw new InputError('ANODYNE_E_CONFIG_INVALID', `server.proxyProtocolFrom takes IP addresses, not ${notIp.join(', ')}`, {
+      details: { key: 'server.proxyProtocolFrom' },
+    });
   // Every release built for these sources, newest first; clusters pick theirs, VMs see them all.
   const releases = locateReleases(o.releaseDir ? { dir: o.releaseDir } : {});
   const release = releases[0]!;
@@ -546,6 +552,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       clock,
       logger,
       tls: { cert: serving.certificate, key: serving.private_key },
+      proxyProtocolFrom: config.server.proxyProtocolFrom,
       apiUrl: url,
       caPem: ca.certificate,
       consoleDir: CONSOLE_DIR,

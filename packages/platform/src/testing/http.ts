@@ -14,7 +14,7 @@ export function https(
   caPem: string,
   method: string,
   path: string,
-  options: { token?: string; body?: string | Buffer; headers?: Record<string, string> } = {},
+  options: { token?: string; body?: string | Buffer; headers?: Record<string, string>; localAddress?: string } = {},
 ): Promise<HttpResult> {
   const u = new URL(path, url);
   return new Promise((resolve, reject) => {
@@ -25,6 +25,7 @@ export function https(
         path: u.pathname + u.search,
         method,
         ca: caPem,
+        ...(options.localAddress ? { localAddress: options.localAddress } : {}),
         timeout: 60_000,
         headers: {
           ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}),

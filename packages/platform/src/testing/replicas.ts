@@ -61,6 +61,8 @@ export async function stopServer(r: ServerProcess, signal: NodeJS.Signals = 'SIG
 export interface Balancer {
   bind: string;
   servers: ServerProcess[];
+  /** Open each connection to a server with a PROXY protocol v2 header naming the client (`send-proxy-v2`). */
+  sendProxy?: boolean;
 }
 
 /**
@@ -83,7 +85,7 @@ export async function startHaproxy(dir: string, balancers: Balancer[], ca: strin
     lines.push(`frontend f${i}`, `  bind ${b.bind}`, `  default_backend b${i}`);
     lines.push(`backend b${i}`, '  balance roundrobin', '  option httpchk GET /healthz');
     lines.push('  default-server check check-ssl verify none inter 500ms fall 2 rise 1');
-    for (const s of b.servers) lines.push(`  server ${s.name} ${new URL(s.url).host}`);
+    for (const s of b.servers) lines.push(`  server ${s.name} ${new URL(s.url).host}${b.sendProxy ? ' send-proxy-v2' : ''}`);
   });
   writeFileSync(cfg, lines.join('\n') + '\n');
   const haproxy = spawn('haproxy', ['-db', '-f', cfg], { stdio: ['ignore', 'ignore', 'pipe'] });
