@@ -543,10 +543,21 @@ export class ClusterBackups {
         },
       );
     }
+    // A restore of the cluster after this backup ended its line of history: what came after that
+    // restore builds on the restored state, not on this backup (a backup taken after it reaches there).
+    const restoredAt = await this.restoredAfter(manifest.cluster, manifest.created_at);
+    if (restoredAt !== undefined && time !== undefined && time >= Date.parse(restoredAt)) {
+      throw new InputError(
+        'ANODYNE_E_INVALID_INPUT',
+        `cluster ${manifest.cluster} was restored at ${restoredAt}, after backup ${manifest.id}: to reach a later instant restore a backup taken after that`,
+        { details: { key: 'to_time', restored_at: restoredAt } },
+      );
+    }
     await this.o.recorder.flushNow(manifest.cluster);
     const changes = await this.o.recorder.changesBetween(manifest.cluster, base, {
       ...(input.to_revision !== undefined ? { revision: input.to_revision } : {}),
       ...(time !== undefined ? { time } : {}),
+      ...(restoredAt !== undefined ? { before: Date.parse(restoredAt) } : {}),
     });
     let expected = base + 1;
     for (const c of changes) {
@@ -571,6 +582,23 @@ export class ClusterBackups {
       );
     }
     return changes;
+  }
+
+  /** When the first restore onto the cluster that began after `since` began (undefined: none did). */
+  private async restoredAfter(cluster: string, since: string): Promise<string | undefined> {
+    const r = await storeQuery("reading a cluster's restores", () =>
+      this.o.store.db
+        .selectFrom('tasks')
+        .select('started_at')
+        .where('type', '=', 'restore')
+        .where('deployment', '=', deploymentName(cluster))
+        .where('state', '=', 'done')
+        .where('started_at', '>', since)
+        .orderBy('started_at')
+        .limit(1)
+        .executeTakeFirst(),
+    );
+    return r?.started_at ?? undefined;
   }
 
   /**

@@ -295,7 +295,11 @@ export class ChangeRecorder {
   }
 
   /** The recorded changes of a cluster after `after` up to the target (a revision or a time), in order. */
-  async changesBetween(cluster: string, after: number, target: { revision?: number; time?: number }): Promise<EtcdChange[]> {
+  async changesBetween(
+    cluster: string,
+    after: number,
+    target: { revision?: number; time?: number; before?: number },
+  ): Promise<EtcdChange[]> {
     const out: EtcdChange[] = [];
     for (const o of await this.o.artifacts.list(`changes/${cluster}/`)) {
       const m = /\/(\d+)-(\d+)\.sealed$/.exec(o.key);
@@ -305,6 +309,7 @@ export class ChangeRecorder {
         if (c.rev <= after) continue;
         if (target.revision !== undefined && c.rev > target.revision) continue;
         if (target.time !== undefined && c.at > target.time) continue;
+        if (target.before !== undefined && c.at >= target.before) continue;
         out.push(c);
       }
     }

@@ -4,6 +4,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { addonsYaml } from './addons.js';
 
+/** How far a restore raises etcd's revision (upstream's advice for Kubernetes: well above any revision reached before). */
+export const RESTORE_REVISION_BUMP = 1_000_000_000;
+
 /**
  * The Kubernetes release's jobs, as the director runs them. Binaries come from the release
  * directory bound into every VM (`p.release_dir`); certificates and keys are rendered from the
@@ -98,7 +101,11 @@ export const etcdJob: JobDefinition = {
     '  for ip in $(echo "{{ groups.master.ips }}" | tr , " "); do cluster="${cluster:+$cluster,}$ip=https://$ip:2380"; done',
     '  rm -rf "$data.restoring"',
     '  {{ p.release_dir }}/bin/etcdutl snapshot restore "$in/etcd.snapshot" --name={{ spec.ip }} --data-dir="$data.restoring" \\',
-    '    --initial-cluster="$cluster" --initial-cluster-token={{ spec.deployment }} --initial-advertise-peer-urls=https://{{ spec.ip }}:2380',
+    '    --initial-cluster="$cluster" --initial-cluster-token={{ spec.deployment }} --initial-advertise-peer-urls=https://{{ spec.ip }}:2380 \\',
+    // Revisions after the restore are above every revision the cluster had before it (clients' cached
+    // resourceVersions are then older, and compacted: informers list again), so the record of changes
+    // after the restore never mixes with the record from before it.
+    `    --bump-revision=${RESTORE_REVISION_BUMP} --mark-compacted`,
     '  chmod 700 "$data.restoring" ;;',
     'commit)',
     '  [ -d "$data.restoring" ] || { echo "nothing prepared at $data.restoring" >&2; exit 1; }',

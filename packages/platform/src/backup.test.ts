@@ -312,6 +312,42 @@ describe('cluster backups and restores through the API', { skip: skipUnless(isRo
     });
     assert.match(pit3.stderr, /not found/, 'created after t2: not there');
     await checkObjects(kubectl);
+
+    // Across that restore: the base backup cannot reach past it (what came after builds on the restored state) —
+    // refused before anything stops; a backup taken after the restore reaches instants after it, and none of the
+    // changes recorded before the restore (pit-3's create, pit-2's delete) come back with it.
+    await kubectl('create', 'configmap', 'pit-4', '--from-literal=v=t4');
+    await sleep(2500);
+    const across = await call('POST', `/v1/backups/${base}/restore`, { to_time: new Date().toISOString() });
+    assert.equal(across.status, 400, across.text);
+    assert.match((across.body as { message: string }).message, /was restored at/);
+    assert.equal(await kubectl('get', 'configmap', 'pit-4', '-o', 'jsonpath={.data.v}'), 't4', 'nothing stopped');
+    await due();
+    const base2 = (await backups.runSchedules()).started[0]!;
+    await waitTask(((await call('GET', `/v1/backups/${base2}`)).body as BackupView).task_id!);
+    const revisionOf = async (id: string) =>
+      ((await call('GET', `/v1/backups/${id}`)).body as { manifest: { etcd: { revision: number } } }).manifest.etcd.revision;
+    const [rev1, rev2] = [await revisionOf(base), await revisionOf(base2)];
+    t.diagnostic(`etcd revision of the backup before the restore: ${rev1}; of the one after it: ${rev2}`);
+    assert.ok(rev2 > rev1 + 900_000_000, 'revisions after a restore are above every one before it');
+    await kubectl('create', 'configmap', 'pit-5', '--from-literal=v=t5');
+    await sleep(2500);
+    const t5 = new Date().toISOString();
+    await sleep(2500);
+    await kubectl('delete', 'configmap', 'pit-4');
+    await sleep(3000);
+    const pitr2 = await call('POST', `/v1/backups/${base2}/restore`, { to_time: t5 });
+    assert.equal(pitr2.status, 202, pitr2.text);
+    const pitr2Task = await waitTask((pitr2.body as { id: number }).id);
+    assert.equal(pitr2Task.state, 'done', JSON.stringify(pitr2Task.error));
+    assert.equal(await kubectl('get', 'configmap', 'pit-5', '-o', 'jsonpath={.data.v}'), 't5');
+    assert.equal(await kubectl('get', 'configmap', 'pit-4', '-o', 'jsonpath={.data.v}'), 't4', 'deleted after t5: back');
+    assert.equal(await kubectl('get', 'configmap', 'pit-2', '-o', 'jsonpath={.data.v}'), 't1', 'not deleted again by the old record');
+    const pit3Again = await exec([tp.platform.releaseKubectl, '--kubeconfig', join(kubeDir, 'bk1.yaml'), 'get', 'configmap', 'pit-3'], {
+      okCodes: [1],
+    });
+    assert.match(pit3Again.stderr, /not found/, 'not created again by the old record');
+    await checkObjects(kubectl);
     assert.equal((await call('DELETE', '/v1/clusters/bk1/backup-schedule')).status, 204);
     assert.equal(tp.platform.clusters.recorder.recording('bk1'), false);
 
