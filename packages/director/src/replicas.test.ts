@@ -209,6 +209,7 @@ function suite(name: string, setup: () => Promise<{ open: () => Promise<Store>; 
           [cancelled.id],
           'a task being cancelled is ended, not resumed',
         );
+        assert.equal((await tasksB!.get(cancelled.id)).state, 'cancelled', 'and ends cancelled');
         for (const t of made) {
           assert.equal((await tasksB!.get(t.id)).state, 'queued');
           // Its deployment stays locked while it waits.

@@ -410,12 +410,16 @@ export class TaskStore {
         queued.push(await this.get(id));
         continue;
       }
+      // A cancel was asked: it ends cancelled (its replica stopped it anyway), with the code that says how.
+      const cancelled = r.state === 'cancelling';
       const error = new AnodyneError('ANODYNE_E_REPLICA_LOST', 'the platform restarted while this task ran (its replica stopped)');
-      if (!(await this.finishOpen(id, error))) continue;
+      if (!(await this.finishOpen(id, error, cancelled ? 'cancelled' : 'error'))) continue;
       await this.event(id, {
         stage: 'Recovering',
         state: 'failed',
-        message: 'the platform restarted while this task ran (its replica stopped); the next deploy converges the deployment',
+        message: cancelled
+          ? 'the replica that ran this task stopped while it was being cancelled: it ends cancelled'
+          : 'the platform restarted while this task ran (its replica stopped); the next deploy converges the deployment',
       });
       this.logger.warn({ task: id, runner: r.runner }, 'task ended: the replica that ran it stopped');
       ended.push(await this.get(id));
@@ -439,12 +443,12 @@ export class TaskStore {
   }
 
   /** Ends an open task in `error` and releases its lock, unless it has ended meanwhile (false then). */
-  private async finishOpen(id: number, error: AnodyneError): Promise<boolean> {
+  private async finishOpen(id: number, error: AnodyneError, state: 'error' | 'cancelled' = 'error'): Promise<boolean> {
     return storeQuery('ending a task', () =>
       this.store.db.transaction().execute(async (tx) => {
         const r = await tx
           .updateTable('tasks')
-          .set({ state: 'error', finished_at: this.now(), error: JSON.stringify({ code: error.code, message: error.message }) })
+          .set({ state, finished_at: this.now(), error: JSON.stringify({ code: error.code, message: error.message }) })
           .where('id', '=', id)
           .where('state', 'in', ['queued', 'processing', 'cancelling'])
           .executeTakeFirst();
