@@ -292,7 +292,9 @@ describe('cluster backups and restores through the API', { skip: skipUnless(isRo
     await sleep(3000); // the record is stored every 2 s
     const beforeBackup = await call('POST', `/v1/backups/${base}/restore`, { to_time: '2000-01-01T00:00:00Z' });
     assert.equal(beforeBackup.status, 400, beforeBackup.text);
-    const beyond = await call('POST', `/v1/backups/${base}/restore`, { to_revision: 10_000_000 });
+    const revisionOf = async (id: string) =>
+      ((await call('GET', `/v1/backups/${id}`)).body as { manifest: { etcd: { revision: number } } }).manifest.etcd.revision;
+    const beyond = await call('POST', `/v1/backups/${base}/restore`, { to_revision: (await revisionOf(base)) + 10_000_000 });
     assert.equal(beyond.status, 409, beyond.text);
     assert.equal((beyond.body as { code: string }).code, 'ANODYNE_E_BACKUP_RECORD_GAP');
     const pitr = await call('POST', `/v1/backups/${base}/restore`, { to_time: t2 });
@@ -325,8 +327,6 @@ describe('cluster backups and restores through the API', { skip: skipUnless(isRo
     await due();
     const base2 = (await backups.runSchedules()).started[0]!;
     await waitTask(((await call('GET', `/v1/backups/${base2}`)).body as BackupView).task_id!);
-    const revisionOf = async (id: string) =>
-      ((await call('GET', `/v1/backups/${id}`)).body as { manifest: { etcd: { revision: number } } }).manifest.etcd.revision;
     const [rev1, rev2] = [await revisionOf(base), await revisionOf(base2)];
     t.diagnostic(`etcd revision of the backup before the restore: ${rev1}; of the one after it: ${rev2}`);
     assert.ok(rev2 > rev1 + 900_000_000, 'revisions after a restore are above every one before it');
