@@ -82,7 +82,14 @@ export interface SupervisorOptions {
   maxBackoffMs?: number;
   /** A process that stayed up this long resets its backoff. */
   stableAfterMs?: number;
+  /** How often a process that is not ready yet is probed (500 ms). */
   probeIntervalMs?: number;
+  /**
+   * How often a ready process is probed again (20 × probeIntervalMs, 10 s): often enough for the
+   * health monitor's passes (30 s), and each probe costs the process a request (an API server's
+   * /readyz reads etcd; every probe is a TLS handshake).
+   */
+  readyProbeIntervalMs?: number;
   stopGraceMs?: number;
 }
 
@@ -157,7 +164,16 @@ export class Supervisor {
   private readonly o: Required<Omit<SupervisorOptions, 'logger' | 'clock'>> & Pick<SupervisorOptions, 'logger' | 'clock'>;
 
   constructor(options: SupervisorOptions) {
-    this.o = { minBackoffMs: 200, maxBackoffMs: 10_000, stableAfterMs: 10_000, probeIntervalMs: 500, stopGraceMs: 10_000, ...options };
+    const probe = options.probeIntervalMs ?? 500;
+    this.o = {
+      minBackoffMs: 200,
+      maxBackoffMs: 10_000,
+      stableAfterMs: 10_000,
+      probeIntervalMs: probe,
+      readyProbeIntervalMs: probe * 20,
+      stopGraceMs: 10_000,
+      ...options,
+    };
   }
 
   get currentBundle(): AgentBundle | null {
@@ -279,7 +295,7 @@ export class Supervisor {
       if (p.child !== child || !p.wanted) return;
       if (ok) p.state = 'running';
       else if (p.state === 'running') p.state = 'starting';
-      p.probeTimer = setTimeout(() => void tick(), p.state === 'running' ? this.o.probeIntervalMs * 4 : this.o.probeIntervalMs);
+      p.probeTimer = setTimeout(() => void tick(), p.state === 'running' ? this.o.readyProbeIntervalMs : this.o.probeIntervalMs);
     };
     void tick();
   }

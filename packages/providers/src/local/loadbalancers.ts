@@ -148,11 +148,15 @@ export class LoadBalancers {
   /**
    * TCP pass-through; a backend is checked every 500 ms (a TCP connect, or the HTTP GET of the
    * health check) and is out after two failures, in again after one success. A connection a
-   * backend refuses is retried on another one.
+   * backend refuses is retried on another one. A single backend is not checked: there is nowhere
+   * else to send a connection, and each check costs it a request (a cluster API's /readyz reads etcd).
    */
   private haproxyConfig(lb: LbRecord): string {
     const check = lb.healthCheck;
-    const servers = lb.backends.map((b, i) => `  server b${i} ${b.ip}:${b.port} check${check?.tls ? ' check-ssl verify none' : ''}`);
+    const checking = lb.backends.length > 1;
+    const servers = lb.backends.map(
+      (b, i) => `  server b${i} ${b.ip}:${b.port}${checking ? ` check${check?.tls ? ' check-ssl verify none' : ''}` : ''}`,
+    );
     return [
       'global',
       '  maxconn 4096',

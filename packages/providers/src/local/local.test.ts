@@ -376,6 +376,11 @@ describe('local provider on the host', { skip: skipUnless(isRoot, 'needs root') 
       assert.equal(updated.ip, lb.ip);
       await new Promise((r) => setTimeout(r, 1500));
       assert.deepEqual([...(await seen(6))], ['backend-0']);
+      // One backend is not health-checked: there is nowhere else to send a connection.
+      const cfg = readdirSync(join(dataDir, 'lbs'))
+        .map((d) => readFileSync(join(dataDir, 'lbs', d, 'haproxy.cfg'), 'utf8'))
+        .find((c) => c.includes(`${vms[0]!.ip}:8080`))!;
+      assert.match(cfg, new RegExp(`server b0 ${vms[0]!.ip.replace(/\./g, '\\.')}:8080\n`), cfg);
       // With an HTTP health check, a backend that accepts connections but does not answer 200 on the
       // path (not ready, or shutting down) is given no new ones.
       await serve(vms[1]!.id, vms[1]!.ip, 8080, 'backend-1');
