@@ -56,6 +56,8 @@ export class LocalSignals implements Signals {
 export class PgSignals implements Signals {
   private readonly emitter = new EventEmitter().setMaxListeners(0);
   private client: pg.Client | undefined;
+  /** The channels the current connection listens to. */
+  private readonly listening = new Set<string>();
   private connecting: Promise<void> | undefined;
   private retry: NodeJS.Timeout | undefined;
   private closed = false;
@@ -75,32 +77,53 @@ export class PgSignals implements Signals {
 
   subscribe(channel: string, handler: SignalHandler): () => void {
     checkChannel(channel);
-    const first = this.emitter.listenerCount(channel) === 0;
     this.emitter.on(channel, handler);
-    if (first && this.client) void this.client.query(`LISTEN ${channel}`).catch(() => this.lost());
-    else if (!this.client) this.connect();
+    if (this.client) void this.listenAll(this.client).catch(() => this.lost());
+    else this.connect();
     return () => this.emitter.off(channel, handler);
+  }
+
+  /** LISTENs on `client` to every followed channel it does not listen to yet. */
+  private async listenAll(client: pg.Client): Promise<void> {
+    for (const name of this.emitter.eventNames()) {
+      const channel = String(name);
+      if (this.listening.has(channel)) continue;
+      this.listening.add(channel);
+      await client.query(`LISTEN ${channel}`);
+    }
   }
 
   private connect(): void {
     if (this.connecting || this.client || this.closed) return;
     const client = new pg.Client({ connectionString: this.url, connectionTimeoutMillis: 5000 });
     client.on('notification', (n) => this.emitter.emit(n.channel, n.payload ?? ''));
-    client.on('error', () => this.lost());
-    client.on('end', () => this.lost());
+    // A connection that fails while it is being set up is not taken into use; one that fails later is replaced.
+    let dead = false;
+    const die = () => {
+      dead = true;
+      if (this.client === client) this.lost();
+      else this.again();
+    };
+    client.on('error', die);
+    client.on('end', die);
     this.connecting = (async () => {
       try {
         await client.connect();
-        for (const channel of this.emitter.eventNames()) await client.query(`LISTEN ${String(channel)}`);
-        if (this.closed) {
+        this.listening.clear();
+        await this.listenAll(client);
+        if (this.closed || dead) {
           await client.end().catch(() => undefined);
+          if (!this.closed) this.again();
           return;
         }
         this.client = client;
+        // Channels followed while the LISTENs above ran.
+        await this.listenAll(client);
         // Whatever was sent while no connection listened is unknown: every follower reads again.
         for (const channel of this.emitter.eventNames()) this.emitter.emit(channel, '');
       } catch (err) {
         this.logger?.debug({ err: (err as Error).message }, 'listening to the store failed; trying again');
+        if (this.client === client) this.client = undefined;
         await client.end().catch(() => undefined);
         this.again();
       } finally {
@@ -112,6 +135,7 @@ export class PgSignals implements Signals {
   private lost(): void {
     const c = this.client;
     this.client = undefined;
+    this.listening.clear();
     if (c) void c.end().catch(() => undefined);
     this.again();
   }
