@@ -339,10 +339,6 @@ export class TaskStore {
     return this.get(id);
   }
 
-  async isCancelRequested(id: number): Promise<boolean> {
-    return (await this.get(id)).state === 'cancelling';
-  }
-
   /** Whether the runner of task `id` should go on, stop at its next step (cancel), or stop now because another replica runs it (lost). */
   async control(id: number): Promise<TaskControl> {
     const r = await storeQuery('reading a task', () =>
