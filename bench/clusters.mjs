@@ -97,9 +97,18 @@ export async function benchClusters(release, { runs = 3, log = (s) => process.st
         const created = (
           await call('POST', '/v1/clusters', { name, plan_name: shape.plan, parameters: { kubernetes_worker_instances: shape.workers } })
         ).body;
+        const wall0 = Date.now() - (performance.now() - t0);
         const task = await waitTask(created.last_task_id);
         if (task.state !== 'done') throw new Error(`create failed: ${JSON.stringify(task.error)}`);
         const taskMs = performance.now() - t0;
+        // Each process's start and first ready (its agent's clock: the same host), from the request.
+        const processes = [];
+        for (const row of await p.director.instances(`cluster-${name}`)) {
+          for (const pr of (await p.director.agentState(row, 5000)).processes) {
+            if (pr.startedAt === null || pr.readyAt === null) continue;
+            processes.push({ key: `${row.group_name} ${pr.job}/${pr.name}`, started: pr.startedAt - wall0, ready: pr.readyAt - wall0 });
+          }
+        }
         const cfg = join(tp.dir, `${name}.kubeconfig`);
         writeFileSync(cfg, (await call('GET', `/v1/clusters/${name}/kubeconfig`)).body.kubeconfig, { mode: 0o600 });
         const k = (...args) => exec([kubectl, `--kubeconfig=${cfg}`, ...args], { okCodes: [0, 1], timeoutMs: 30_000 });
@@ -137,11 +146,28 @@ export async function benchClusters(release, { runs = 3, log = (s) => process.st
           stages.set(key, st);
         }
         samples.push({
+          scale,
+          processes,
           taskMs,
           readyMs,
           podMs,
           stages: Object.fromEntries([...stages].filter(([key]) => key !== 'Lifecycle').map(([key, v]) => [key, v.last - v.first])),
         });
+        // Scale-up of one worker (1+1 only): from the request to the task done and to the new Node Ready.
+        let scale;
+        if (shape.workers === 1) {
+          const s0 = performance.now();
+          const patched = await call('PATCH', `/v1/clusters/${name}`, { kubernetes_worker_instances: 2 });
+          if (patched.status !== 202 && patched.status !== 200) throw new Error(`scale-up refused: ${JSON.stringify(patched.body)}`);
+          const st = await waitTask(patched.body.last_task_id);
+          if (st.state !== 'done') throw new Error(`scale-up failed: ${JSON.stringify(st.error)}`);
+          const taskMs = performance.now() - s0;
+          const readyMs = await until('the new Node Ready', 300_000, async () => {
+            const out = (await k('get', 'nodes', '--no-headers')).stdout;
+            return out.split('\n').filter((l) => /\sReady\s/.test(l)).length === 2 ? performance.now() - s0 : undefined;
+          });
+          scale = { taskMs, readyMs };
+        }
         const del = (await call('DELETE', `/v1/clusters/${name}`)).body;
         await waitTask(del.last_task_id);
         log(`${shape.label} run ${i + 1}: task ${sec(taskMs)} s, nodes Ready ${sec(readyMs)} s, pod Running ${sec(podMs)} s\n`);
@@ -180,6 +206,8 @@ export async function benchClusters(release, { runs = 3, log = (s) => process.st
       'and the director checks readiness on its own schedule:',
       'the ratio is what all of that costs over the floor. The etcd + kube-apiserver floor has no same event in the',
       `cluster rows, so it has no ratio. ${runs} run${runs === 1 ? '' : 's'} of each; medians are the lower middle for an even count.`,
+      'Scale-up (each 1+1 run, once its pod runs): `PATCH /v1/clusters/{name}` to 2 workers, timed from the request to',
+      'its task done (divided by the floor\'s "every process ready") and to the new Node Ready (by its "Node Ready").',
       '',
       '| shape | measure | median s | min s | max s | × raw floor |',
       '|---|---|---|---|---|---|',
@@ -196,6 +224,18 @@ export async function benchClusters(release, { runs = 3, log = (s) => process.st
         );
       }
     }
+    const scales = results.flatMap(({ samples }) => samples.map((r) => r.scale).filter(Boolean));
+    if (scales.length > 0) {
+      for (const [label, key, base] of [
+        ['scale-up task done', 'taskMs', nodeProcesses],
+        ['scale-up: the new Node Ready', 'readyMs', nodeReady],
+      ]) {
+        const st = stats(scales.map((x) => x[key]));
+        lines.push(
+          `| 1 master + 1 worker → 2 workers | ${label} | ${sec(st.median)} | ${sec(st.min)} | ${sec(st.max)} | ${(st.median / base.median).toFixed(1)} |`,
+        );
+      }
+    }
     lines.push(
       '',
       '### Where the time goes (director task stages, median seconds)',
@@ -209,6 +249,31 @@ export async function benchClusters(release, { runs = 3, log = (s) => process.st
       const names = [...new Set(samples.flatMap((r) => Object.keys(r.stages)))];
       const rows = names.map((n) => [n, stats(samples.map((r) => r.stages[n] ?? 0)).median]).sort((a, b) => b[1] - a[1]);
       lines.push(`#### ${shape.label}`, '', '| stage | median s |', '|---|---|', ...rows.map(([n, ms]) => `| ${n} | ${sec(ms)} |`), '');
+    }
+    lines.push(
+      '### Where the time goes (each process on the VMs, median seconds from the request)',
+      '',
+      "Read from each VM's agent once the create task is done: when the process was started (the agent starts some only",
+      'once their API answers, ADR 0025) and when its readiness probe first passed; over every VM of the group and every',
+      'run, sorted by ready.',
+      '',
+    );
+    for (const { shape, samples } of results) {
+      const keys = [...new Set(samples.flatMap((r) => r.processes.map((x) => x.key)))];
+      const rows = keys
+        .map((k) => {
+          const all = samples.flatMap((r) => r.processes.filter((x) => x.key === k));
+          return [k, stats(all.map((x) => x.started)).median, stats(all.map((x) => x.ready)).median];
+        })
+        .sort((a, b) => a[2] - b[2]);
+      lines.push(
+        `#### ${shape.label}`,
+        '',
+        '| VM and process | started s | ready s | ready − started s |',
+        '|---|---|---|---|',
+        ...rows.map(([k, st, rd]) => `| ${k} | ${sec(st)} | ${sec(rd)} | ${sec(rd - st)} |`),
+        '',
+      );
     }
     lines.push(
       '### Memory per VM (all nodes Ready, one pod running)',

@@ -24,6 +24,10 @@ import (
 	"github.com/flannel-io/flannel/pkg/subnet/kube"
 	"github.com/flannel-io/flannel/pkg/trafficmngr/iptables"
 	"github.com/flannel-io/flannel/pkg/version"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 	log "k8s.io/klog/v2"
 )
 
@@ -83,10 +87,30 @@ func run(kubeconfig, netConf, publicIP, subnetFile string, resync int) error {
 	if err != nil {
 		return err
 	}
+	// Started as soon as the cluster's API answers, flanneld syncs its node cache (above) while the
+	// kubelet registers the Node and a master gives it its pod range. Taking the lease before then
+	// fails or waits 3 s between looks, so wait here for the pod range, asking every 200 ms.
+	if err := waitForPodCIDR(ctx, kubeconfig, os.Getenv("NODE_NAME")); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while waiting
+		}
+		return err
+	}
 	var wg sync.WaitGroup
-	bn, err := be.RegisterNetwork(ctx, &wg, config)
-	if err != nil {
-		return fmt.Errorf("register network: %w", err)
+	var bn backend.Network
+	for attempt := 0; ; attempt++ {
+		if bn, err = be.RegisterNetwork(ctx, &wg, config); err == nil {
+			break
+		}
+		// The node cache may lag the API by a moment.
+		if attempt == 25 {
+			return fmt.Errorf("register network: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 	tm := &iptables.IPTablesManager{}
 	if err := tm.Init(ctx); err != nil {
@@ -106,4 +130,40 @@ func run(kubeconfig, netConf, publicIP, subnetFile string, resync int) error {
 	}
 	wg.Wait()
 	return nil
+}
+
+// waitForPodCIDR returns once the Node has a pod range, reading it every 200 ms; it says why it waits, once per reason.
+func waitForPodCIDR(ctx context.Context, kubeconfig, name string) error {
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", kubeconfig, err)
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	said := ""
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		node, err := client.CoreV1().Nodes().Get(rctx, name, metav1.GetOptions{})
+		cancel()
+		why := "no pod range yet"
+		switch {
+		case err == nil && node.Spec.PodCIDR != "":
+			return nil
+		case apierrors.IsNotFound(err):
+			why = "not registered yet"
+		case err != nil:
+			why = err.Error()
+		}
+		if why != said {
+			log.Infof("waiting for node %s: %s", name, why)
+			said = why
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }

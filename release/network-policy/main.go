@@ -123,7 +123,7 @@ func run() error {
 	return nil
 }
 
-// waitForNode returns once the Node named name can be read, asking every second (the API may be briefly out of reach
+// waitForNode returns once the Node named name can be read, asking every 200 ms (the API may be briefly out of reach
 // too, while a master restarts); it says why it waits, once per reason.
 func waitForNode(client kubernetes.Interface, name string, stop <-chan struct{}) error {
 	said := ""
@@ -145,7 +145,7 @@ func waitForNode(client kubernetes.Interface, name string, stop <-chan struct{})
 		select {
 		case <-stop:
 			return fmt.Errorf("stopped while waiting for node %s", name)
-		case <-time.After(time.Second):
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }

@@ -1,7 +1,7 @@
 // Tests of the agent: the Supervisor (job files, processes, restarts, scripts, stop) and the Agent's API over mutual TLS.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { X509Certificate } from 'node:crypto';
 import { connect as tlsConnect } from 'node:tls';
@@ -91,7 +91,14 @@ describe('supervisor', () => {
   it('a file readiness probe: starting until the file exists, then running', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'anodyne-agent-file-'));
     const flag = join(dir, 'ready');
-    const s = new Supervisor({ root: dir, logger: silentLogger(), clock: systemClock, probeIntervalMs: 50, stopGraceMs: 2000 });
+    const s = new Supervisor({
+      root: dir,
+      logger: silentLogger(),
+      clock: systemClock,
+      probeIntervalMs: 50,
+      readyProbeIntervalMs: 30,
+      stopGraceMs: 2000,
+    });
     try {
       s.apply({
         deployment: 'd',
@@ -113,6 +120,83 @@ describe('supervisor', () => {
       assert.equal(s.status()[0]?.state, 'starting');
       writeFileSync(flag, '');
       await until('running', () => s.status()[0]?.state === 'running');
+      const readyAt = s.status()[0]?.readyAt;
+      // Probed again while ready (every 30 ms here): it stays running, ready since the first pass.
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(s.status()[0]?.state, 'running');
+      assert.equal(s.status()[0]?.readyAt, readyAt);
+    } finally {
+      await s.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('startWhen: nothing runs until its probe passes, a stop while waiting starts nothing, a restart waits again', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'anodyne-agent-gate-'));
+    const gate = join(dir, 'api-up');
+    const ran = join(dir, 'ran');
+    const s = new Supervisor({
+      root: dir,
+      logger: silentLogger(),
+      clock: systemClock,
+      minBackoffMs: 50,
+      probeIntervalMs: 50,
+      stopGraceMs: 2000,
+    });
+    const gated = (hash: string): AgentBundle => ({
+      deployment: 'd',
+      group: 'g',
+      index: 0,
+      hash,
+      jobs: [
+        {
+          name: 'ctl',
+          release: 'test',
+          processes: [
+            {
+              name: 'controller',
+              command: 'sh',
+              args: ['-c', `echo x >> ${ran}; exec sleep 300`],
+              env: {},
+              startWhen: { file: { path: gate } },
+              readiness: { file: { path: gate } },
+            },
+          ],
+          files: [],
+          scripts: {},
+        },
+      ],
+    });
+    try {
+      s.apply(gated('g1'));
+      await s.start();
+      await new Promise((r) => setTimeout(r, 300));
+      let st = s.status()[0]!;
+      assert.deepEqual([st.state, st.pid, st.startedAt], ['starting', null, null], 'waiting: no process, no start time');
+      assert.throws(() => readFileSync(ran), 'the command did not run');
+      // Stopped while waiting: the gate passing afterwards starts nothing.
+      await s.stop();
+      writeFileSync(gate, '');
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(s.status()[0]?.state, 'stopped');
+      assert.throws(() => readFileSync(ran), 'nothing started after the stop');
+      // Started with the gate open: runs at once, ready, with its times.
+      const t0 = Date.now();
+      await s.start();
+      await until('running', () => s.status()[0]?.state === 'running');
+      st = s.status()[0]!;
+      assert.ok(st.pid && st.startedAt! >= t0 && st.readyAt! >= st.startedAt!, JSON.stringify(st));
+      await until('the command ran', () => existsSync(ran));
+      assert.equal(readFileSync(ran, 'utf8'), 'x\n');
+      // Killed with the gate closed again: the restart waits for it.
+      rmSync(gate);
+      process.kill(st.pid, 'SIGKILL');
+      await until('waiting again', () => s.status()[0]?.restarts === 1 && s.status()[0]?.state === 'starting');
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(s.status()[0]?.pid, null, 'not started while its gate is closed');
+      writeFileSync(gate, '');
+      await until('restarted', () => s.status()[0]?.state === 'running');
+      await until('ran again', () => readFileSync(ran, 'utf8') === 'x\nx\n');
     } finally {
       await s.stop();
       rmSync(dir, { recursive: true, force: true });
@@ -381,6 +465,36 @@ describe('agent over mutual TLS', () => {
     assert.equal((await call('GET', '/nothing')).status, 404);
     const stopped = (await call('POST', '/stop')).json as AgentState;
     assert.ok(stopped.processes.every((p) => p.state === 'stopped'));
+  });
+
+  it('GET /state?wait_ms holds the answer until the bundle is healthy (or the time is up); a bad wait_ms is refused', async () => {
+    for (const bad of ['-1', '60001', '1.5', 'soon']) {
+      const r = await call('GET', `/state?wait_ms=${bad}`);
+      assert.equal(r.status, 400, bad);
+      assert.equal((r.json as { code: string }).code, 'ANODYNE_E_INVALID_INPUT');
+    }
+    const httpPort = await freePort();
+    assert.equal((await call('POST', '/apply', bundle(httpPort, 'hash-2'))).status, 200);
+    // Not started: the wait runs out and the answer says not healthy.
+    let t = Date.now();
+    let s = (await call('GET', '/state?wait_ms=400&bundle=hash-2')).json as AgentState;
+    assert.ok(Date.now() - t >= 380, 'held for its wait_ms');
+    assert.equal(s.healthy, false);
+    // Started while a question is held: answered once healthy, long before its 20 s.
+    t = Date.now();
+    const held = call('GET', '/state?wait_ms=20000&bundle=hash-2');
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal((await call('POST', '/start')).status, 200);
+    s = (await held).json as AgentState;
+    assert.equal(s.healthy, true);
+    assert.equal(s.bundleHash, 'hash-2');
+    assert.ok(Date.now() - t < 5000, `answered ${Date.now() - t} ms after it was asked`);
+    for (const p of s.processes) assert.ok(p.startedAt !== null && p.readyAt !== null && p.readyAt >= p.startedAt, JSON.stringify(p));
+    // Healthy but another bundle asked for: held until the time is up.
+    t = Date.now();
+    s = (await call('GET', '/state?wait_ms=300&bundle=other')).json as AgentState;
+    assert.ok(Date.now() - t >= 280);
+    await call('POST', '/stop');
   });
 
   it('takes a renewed certificate from the director: new connections get it at once, a restart keeps it', async () => {

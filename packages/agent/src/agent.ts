@@ -121,6 +121,28 @@ export class Agent {
     };
   }
 
+  /**
+   * The state, at once or, with `wait_ms` (≤ 60,000), once it is worth a look: the bundle `bundle` (when
+   * given) applied and every process ready, or a process exited and waiting to be restarted, or the time
+   * is up. A director watching an update asks this way instead of polling (no probe-interval lag).
+   */
+  private async stateWhenSettled(query: URLSearchParams): Promise<AgentState> {
+    const raw = query.get('wait_ms');
+    if (raw === null) return this.state();
+    const waitMs = Number(raw);
+    if (!Number.isInteger(waitMs) || waitMs < 0 || waitMs > 60_000)
+      throw new InputError('ANODYNE_E_INVALID_INPUT', 'wait_ms is a whole number of milliseconds from 0 to 60000');
+    const bundle = query.get('bundle');
+    const deadline = this.o.clock.nowMs() + waitMs;
+    for (;;) {
+      const s = this.state();
+      const settled = (s.healthy && (bundle === null || s.bundleHash === bundle)) || s.processes.some((p) => p.state === 'failing');
+      const left = deadline - this.o.clock.nowMs();
+      if (settled || left <= 0) return s;
+      await this.supervisor.nextChange(left);
+    }
+  }
+
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const send = (status: number, body: unknown) => {
       res.writeHead(status, { 'content-type': 'application/json' });
@@ -132,7 +154,7 @@ export class Agent {
       if (path.startsWith('/artifacts')) return await this.artifacts(req, res, path);
       switch (route) {
         case 'GET /state':
-          return send(200, this.state());
+          return send(200, await this.stateWhenSettled(new URLSearchParams(req.url?.split('?')[1] ?? '')));
         case 'POST /apply': {
           const bundle = (await readBody(req)) as AgentBundle;
           if (!bundle || !Array.isArray(bundle.jobs) || typeof bundle.hash !== 'string')

@@ -21,6 +21,12 @@ export interface BundleProcess {
   args: string[];
   env: Record<string, string>;
   readiness?: Probe;
+  /**
+   * Started only once this probe passes (checked by the agent every probe interval, no process
+   * spawned per check): a controller that needs the local API server, a kubelet that needs the
+   * cluster's. Checked again before every restart. Meanwhile the process is `starting`, no pid.
+   */
+  startWhen?: Probe;
 }
 
 export interface BundleJob {
@@ -55,6 +61,9 @@ export interface ProcessStatus {
   pid: number | null;
   restarts: number;
   lastExit: { code: number | null; signal: string | null } | null;
+  /** When the running process was started and when its readiness first passed (epoch ms; null: not yet). */
+  startedAt: number | null;
+  readyAt: number | null;
 }
 
 interface Supervised {
@@ -70,6 +79,10 @@ interface Supervised {
   timer: NodeJS.Timeout | null;
   probeTimer: NodeJS.Timeout | null;
   wanted: boolean;
+  /** Bumped at every launch and stop: a start-condition check from before then does nothing. */
+  generation: number;
+  startedAt: number | null;
+  readyAt: number | null;
 }
 
 export interface SupervisorOptions {
@@ -82,10 +95,10 @@ export interface SupervisorOptions {
   maxBackoffMs?: number;
   /** A process that stayed up this long resets its backoff. */
   stableAfterMs?: number;
-  /** How often a process that is not ready yet is probed (500 ms). */
+  /** How often a process that is not ready yet is probed, and a start condition checked (200 ms). */
   probeIntervalMs?: number;
   /**
-   * How often a ready process is probed again (20 × probeIntervalMs, 10 s): often enough for the
+   * How often a ready process is probed again (10 s): often enough for the
    * health monitor's passes (30 s), and each probe costs the process a request (an API server's
    * /readyz reads etcd; every probe is a TLS handshake).
    */
@@ -164,16 +177,36 @@ export class Supervisor {
   private readonly o: Required<Omit<SupervisorOptions, 'logger' | 'clock'>> & Pick<SupervisorOptions, 'logger' | 'clock'>;
 
   constructor(options: SupervisorOptions) {
-    const probe = options.probeIntervalMs ?? 500;
     this.o = {
       minBackoffMs: 200,
       maxBackoffMs: 10_000,
       stableAfterMs: 10_000,
-      probeIntervalMs: probe,
-      readyProbeIntervalMs: probe * 20,
+      probeIntervalMs: 200,
+      readyProbeIntervalMs: 10_000,
       stopGraceMs: 10_000,
       ...options,
     };
+  }
+
+  private waiters = new Set<() => void>();
+
+  private changed(): void {
+    const waiting = [...this.waiters];
+    this.waiters.clear();
+    for (const wake of waiting) wake();
+  }
+
+  /** Resolves at the next change of any process's state, or after `timeoutMs`. */
+  nextChange(timeoutMs: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.waiters.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, Math.max(0, timeoutMs));
+      this.waiters.add(wake);
+    });
   }
 
   get currentBundle(): AgentBundle | null {
@@ -240,6 +273,9 @@ export class Supervisor {
         timer: null,
         probeTimer: null,
         wanted: true,
+        generation: 0,
+        startedAt: null,
+        readyAt: null,
       })),
     );
     for (const p of this.procs) this.launch(p);
@@ -247,6 +283,23 @@ export class Supervisor {
 
   private launch(p: Supervised): void {
     if (!p.wanted) return;
+    const generation = ++p.generation;
+    const gate = p.spec.startWhen;
+    if (!gate) return this.spawn(p);
+    p.state = 'starting';
+    this.changed();
+    const check = async (): Promise<void> => {
+      p.timer = null;
+      if (!p.wanted || p.generation !== generation) return;
+      const ok = await probeOnce(gate, 2000);
+      if (!p.wanted || p.generation !== generation) return;
+      if (ok) this.spawn(p);
+      else p.timer = setTimeout(() => void check(), this.o.probeIntervalMs);
+    };
+    void check();
+  }
+
+  private spawn(p: Supervised): void {
     mkdirSync(dirname(p.logFile), { recursive: true });
     const out = openSync(p.logFile, 'a');
     const startedAt = this.o.clock.nowMs();
@@ -259,21 +312,28 @@ export class Supervisor {
     closeSync(out);
     p.child = child;
     p.state = p.spec.readiness ? 'starting' : 'running';
+    p.startedAt = this.o.clock.nowMs();
+    p.readyAt = p.spec.readiness ? null : p.startedAt;
+    this.changed();
     child.once('error', (err) => {
       this.o.logger.warn({ job: p.job, process: p.spec.name, err: err.message }, 'process failed to start');
     });
     child.once('exit', (code, signal) => {
       p.child = null;
+      p.startedAt = null;
+      p.readyAt = null;
       p.lastExit = { code, signal };
       if (p.probeTimer) clearTimeout(p.probeTimer);
       p.probeTimer = null;
       if (!p.wanted) {
         p.state = 'stopped';
+        this.changed();
         return;
       }
       if (this.o.clock.nowMs() - startedAt >= this.o.stableAfterMs) p.backoffMs = this.o.minBackoffMs;
       p.state = 'failing';
       p.restarts++;
+      this.changed();
       this.o.logger.warn(
         { job: p.job, process: p.spec.name, code, signal, restarts: p.restarts, backoffMs: p.backoffMs },
         'process exited; restarting',
@@ -293,8 +353,12 @@ export class Supervisor {
       if (p.child !== child || !p.wanted) return;
       const ok = await probeOnce(p.spec.readiness!, 2000);
       if (p.child !== child || !p.wanted) return;
-      if (ok) p.state = 'running';
-      else if (p.state === 'running') p.state = 'starting';
+      const before = p.state;
+      if (ok) {
+        p.state = 'running';
+        p.readyAt ??= this.o.clock.nowMs();
+      } else if (p.state === 'running') p.state = 'starting';
+      if (p.state !== before) this.changed();
       p.probeTimer = setTimeout(() => void tick(), p.state === 'running' ? this.o.readyProbeIntervalMs : this.o.probeIntervalMs);
     };
     void tick();
@@ -315,6 +379,7 @@ export class Supervisor {
     const running = this.procs;
     for (const p of running) {
       p.wanted = false;
+      p.generation++;
       if (p.timer) clearTimeout(p.timer);
       if (p.probeTimer) clearTimeout(p.probeTimer);
       p.timer = null;
@@ -341,6 +406,7 @@ export class Supervisor {
     if (procs.length === 0) return false;
     for (const p of procs) {
       p.wanted = false;
+      p.generation++;
       if (p.timer) clearTimeout(p.timer);
       if (p.probeTimer) clearTimeout(p.probeTimer);
       p.timer = null;
@@ -373,6 +439,7 @@ export class Supervisor {
       child.once('exit', () => {
         clearTimeout(timer);
         p.state = 'stopped';
+        this.changed();
         resolve();
       });
       kill(signal);
@@ -432,6 +499,8 @@ export class Supervisor {
       pid: p.child?.pid ?? null,
       restarts: p.restarts,
       lastExit: p.lastExit,
+      startedAt: p.startedAt,
+      readyAt: p.readyAt,
     }));
   }
 

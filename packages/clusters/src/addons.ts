@@ -183,40 +183,6 @@ metadata: {name: 'anodyne:cluster-admins', labels: {app.kubernetes.io/managed-by
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
 subjects: [{kind: Group, apiGroup: rbac.authorization.k8s.io, name: '${ADMIN_GROUP}'}]
 ---
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: 'anodyne:flannel', labels: {app.kubernetes.io/managed-by: anodyne}}
-rules:
-- apiGroups: ['']
-  resources: [nodes]
-  verbs: [get, list, watch, patch]
-- apiGroups: ['']
-  resources: [nodes/status]
-  verbs: [patch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: 'anodyne:flannel', labels: {app.kubernetes.io/managed-by: anodyne}}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: 'anodyne:flannel'}
-subjects: [{kind: User, apiGroup: rbac.authorization.k8s.io, name: 'anodyne:flannel'}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: 'anodyne:network-policy', labels: {app.kubernetes.io/managed-by: anodyne}}
-rules:
-- apiGroups: ['']
-  resources: [pods, namespaces, nodes]
-  verbs: [get, list, watch]
-- apiGroups: [networking.k8s.io]
-  resources: [networkpolicies]
-  verbs: [get, list, watch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: 'anodyne:network-policy', labels: {app.kubernetes.io/managed-by: anodyne}}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: 'anodyne:network-policy'}
-subjects: [{kind: User, apiGroup: rbac.authorization.k8s.io, name: 'anodyne:network-policy'}]
----
 apiVersion: v1
 kind: ConfigMap
 metadata: {name: coredns, namespace: kube-system}
@@ -269,4 +235,46 @@ spec:
   - {name: metrics, port: 9153, protocol: TCP}
 ---
 ${metricsServer}`;
+}
+
+/**
+ * The RBAC of the workers' own components (flanneld, the network policy controller): applied before the
+ * other add-ons, in an apply of its own, so a new worker's components are let in within a moment of
+ * the API server's start rather than after the whole add-on set (their clients back off while refused).
+ */
+export function nodeRbacYaml(): string {
+  return `apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: 'anodyne:flannel', labels: {app.kubernetes.io/managed-by: anodyne}}
+rules:
+- apiGroups: ['']
+  resources: [nodes]
+  verbs: [get, list, watch, patch]
+- apiGroups: ['']
+  resources: [nodes/status]
+  verbs: [patch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: 'anodyne:flannel', labels: {app.kubernetes.io/managed-by: anodyne}}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: 'anodyne:flannel'}
+subjects: [{kind: User, apiGroup: rbac.authorization.k8s.io, name: 'anodyne:flannel'}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: 'anodyne:network-policy', labels: {app.kubernetes.io/managed-by: anodyne}}
+rules:
+- apiGroups: ['']
+  resources: [pods, namespaces, nodes]
+  verbs: [get, list, watch]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: 'anodyne:network-policy', labels: {app.kubernetes.io/managed-by: anodyne}}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: 'anodyne:network-policy'}
+subjects: [{kind: User, apiGroup: rbac.authorization.k8s.io, name: 'anodyne:network-policy'}]
+`;
 }

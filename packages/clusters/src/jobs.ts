@@ -2,7 +2,7 @@
 import type { JobCatalog, JobDefinition } from '@anodyne/director';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { addonsYaml } from './addons.js';
+import { addonsYaml, nodeRbacYaml } from './addons.js';
 
 /** How far a restore raises etcd's revision (upstream's advice for Kubernetes: well above any revision reached before). */
 export const RESTORE_REVISION_BUMP = 1_000_000_000;
@@ -191,6 +191,15 @@ export const apiserverJob: JobDefinition = {
   ],
 };
 
+/**
+ * Start conditions the agent checks itself (every 200 ms, one HTTPS request, no process spawned): the
+ * master's own API server ready, or the cluster's API ready through its load balancer. Scripts that
+ * polled with a kubectl every 0.2–0.3 s (five on a master, two on a worker) spent most of two cores
+ * while a new cluster's API server was starting; their loops stay as a fallback and pass at once.
+ */
+const LOCAL_API_READY = { http: { scheme: 'https' as const, host: '127.0.0.1', port: 6443, path: '/readyz' } };
+const CLUSTER_API_READY = { http: { scheme: 'https' as const, host: '{{ lbs.api.ip }}', port: 6443, path: '/readyz' } };
+
 export const controllerManagerJob: JobDefinition = {
   name: 'kube-controller-manager',
   release: RELEASE,
@@ -215,7 +224,8 @@ export const controllerManagerJob: JobDefinition = {
     {
       name: 'kube-controller-manager',
       // It exits when its API server does not answer yet, and the agent's restart backoff then delays
-      // it by seconds: it waits for the API (at most a minute), then runs.
+      // it by seconds: the agent starts it once the API is ready.
+      startWhen: LOCAL_API_READY,
       command: 'sh',
       args: [
         '-c',
@@ -369,8 +379,8 @@ export const flannelJob: JobDefinition = {
       'sysctl -q -w net.ipv4.ip_forward=1',
       // Pod-to-Service traffic on the node's bridge must pass kube-proxy's iptables rules.
       'sysctl -q -w net.bridge.bridge-nf-call-iptables=1 || true',
-      // The lease is the Node's podCIDR: wait until the kubelet registered it and it was allocated.
-      'until cidr=$({{ p.release_dir }}/bin/kubectl --kubeconfig=kubeconfig get node "$NODE_NAME" -o jsonpath="{.spec.podCIDR}" 2>/dev/null) && [ -n "$cidr" ]; do sleep 0.2; done',
+      // The lease is the Node's podCIDR: flanneld starts with the API, syncs while the kubelet registers the
+      // Node and a master gives it its pod range, and writes subnet.env once it holds the lease.
       'mkdir -p /run/flannel /etc/cni/net.d',
       'rm -f /run/flannel/subnet.env',
       '{{ p.release_dir }}/bin/flanneld --kubeconfig-file=kubeconfig --net-config-path=net-conf.json --public-ip={{ spec.ip }} --subnet-file=/run/flannel/subnet.env &',
@@ -378,6 +388,7 @@ export const flannelJob: JobDefinition = {
       "trap 'kill $pid 2>/dev/null' TERM INT",
       'until [ -s /run/flannel/subnet.env ]; do kill -0 $pid 2>/dev/null || { wait $pid; exit 1; }; sleep 0.1; done',
       '. /run/flannel/subnet.env',
+      'until cidr=$({{ p.release_dir }}/bin/kubectl --kubeconfig=kubeconfig get node "$NODE_NAME" -o jsonpath="{.spec.podCIDR}" 2>/dev/null) && [ -n "$cidr" ]; do sleep 0.2; done',
       'cat > /etc/cni/net.d/10-flannel.conflist.tmp <<EOF',
       '{"cniVersion":"0.4.0","name":"flannel","plugins":[{"type":"bridge","bridge":"cni0","isGateway":true,"ipMasq":false,"hairpinMode":true,"mtu":${FLANNEL_MTU:-1500},"ipam":{"type":"host-local","ranges":[[{"subnet":"$cidr"}]],"routes":[{"dst":"0.0.0.0/0"}]}},{"type":"portmap","capabilities":{"portMappings":true}}]}',
       'EOF',
@@ -390,6 +401,7 @@ export const flannelJob: JobDefinition = {
   processes: [
     {
       name: 'flanneld',
+      startWhen: CLUSTER_API_READY,
       command: 'sh',
       args: ['bin/flannel.sh'],
       readiness: { file: { path: '/run/pod-network-ready' } },
@@ -498,6 +510,7 @@ export const kubeletJob: JobDefinition = {
   processes: [
     {
       name: 'kubelet',
+      startWhen: CLUSTER_API_READY,
       command: 'sh',
       args: ['bin/kubelet.sh'],
       readiness: { http: { host: '127.0.0.1', port: 10248, path: '/healthz' } },
@@ -519,6 +532,8 @@ export const kubeProxyJob: JobDefinition = {
   processes: [
     {
       name: 'kube-proxy',
+      // Its client backs off for seconds after early refusals: start it once the cluster's API answers.
+      startWhen: CLUSTER_API_READY,
       command: '{{ p.release_dir }}/bin/kube-proxy',
       args: [
         '--kubeconfig=kubeconfig',
@@ -553,6 +568,8 @@ export const networkPolicyJob: JobDefinition = {
   processes: [
     {
       name: 'network-policy',
+      // Its client backs off for seconds after early refusals: start it once the cluster's API answers.
+      startWhen: CLUSTER_API_READY,
       command: '{{ p.release_dir }}/bin/network-policy',
       args: [
         '--kubeconfig=kubeconfig',
@@ -588,11 +605,13 @@ export const addonsJob: JobDefinition = {
     ...cert('admin'),
     ...cert('metrics-server'),
     kubeconfig: kubeconfig('admin'),
+    'node-rbac.yaml': nodeRbacYaml(),
     'addons.yaml': addonsYaml({ dnsIp: '{{ p.cluster_dns }}', dnsReplicas: '{{ p.dns_replicas }}' }),
     'bin/addons.sh': [
       'set -e',
       'rm -f /run/anodyne-addons-applied',
       `until ${KUBECTL} get --raw=/readyz >/dev/null 2>&1; do sleep 0.3; done`,
+      `${KUBECTL} apply --server-side --force-conflicts --field-manager=anodyne -f node-rbac.yaml >/dev/null`,
       `image=$(sed -n 's/.*"coredns": "\\(anodyne\\.local[^"]*\\)".*/\\1/p' {{ p.release_dir }}/manifest.json)`,
       'test -n "$image" || { echo "the release ships no coredns image" >&2; exit 1; }',
       `metrics_image=$(sed -n 's/.*"metrics-server": "\\(anodyne\\.local[^"]*\\)".*/\\1/p' {{ p.release_dir }}/manifest.json)`,
@@ -690,24 +709,28 @@ export const addonsJob: JobDefinition = {
   processes: [
     {
       name: 'addons',
+      startWhen: LOCAL_API_READY,
       command: 'sh',
       args: ['bin/addons.sh'],
       readiness: { file: { path: '/run/anodyne-addons-applied' } },
     },
     {
       name: 'pod-routes',
+      startWhen: LOCAL_API_READY,
       command: 'sh',
       args: ['bin/pod-routes.sh'],
       readiness: { file: { path: '/run/anodyne-pod-routes' } },
     },
     {
       name: 'namespace-policy',
+      startWhen: LOCAL_API_READY,
       command: 'sh',
       args: ['bin/namespace-policy.sh'],
       readiness: { file: { path: '/run/anodyne-namespace-policy' } },
     },
     {
       name: 'pod-cidrs',
+      startWhen: LOCAL_API_READY,
       command: 'sh',
       args: ['bin/pod-cidrs.sh'],
       readiness: { file: { path: '/run/anodyne-pod-cidrs' } },

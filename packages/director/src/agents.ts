@@ -84,8 +84,15 @@ export interface AgentVitals {
 }
 
 /** Asks an instance's agent for its state. */
-export async function readAgentState(agents: AgentClient, row: AgentAddress, timeoutMs = 5000): Promise<AgentStateView> {
-  return (await agents.call(row, 'GET', '/state', undefined, timeoutMs)) as AgentStateView;
+export async function readAgentState(
+  agents: AgentClient,
+  row: AgentAddress,
+  timeoutMs = 5000,
+  wait?: { waitMs: number; bundle?: string },
+): Promise<AgentStateView> {
+  // With `wait`, the agent answers once that bundle is healthy, a process is failing, or waitMs passed.
+  const query = wait ? `?wait_ms=${wait.waitMs}${wait.bundle ? `&bundle=${encodeURIComponent(wait.bundle)}` : ''}` : '';
+  return (await agents.call(row, 'GET', `/state${query}`, undefined, timeoutMs)) as AgentStateView;
 }
 
 /** The agent API over mutual TLS; the agent proves it is `agent_id` (certificate CN). */

@@ -168,11 +168,11 @@ export class AgentDriver implements InstanceDriver {
    * that bundle that has spent its restart budget and exited again (waiting to be restarted) has
    * given up: the answer then says which, how it last exited and the last lines it wrote.
    */
-  async healthy(c: PlannedChange): Promise<boolean | { failed: string }> {
+  async healthy(c: PlannedChange, waitMs = 0): Promise<boolean | { failed: string }> {
     const row = this.row(c);
     let s;
     try {
-      s = await readAgentState(this.d.agents, row);
+      s = await readAgentState(this.d.agents, row, 5000 + waitMs, waitMs > 0 ? { waitMs, bundle: c.desired?.bundle.hash } : undefined);
     } catch {
       return false;
     }

@@ -54,7 +54,8 @@ export class FakeAgents implements AgentClient {
   }
 
   call(row: AgentAddress, method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<unknown> {
-    const route = `${method} ${path}`;
+    // In-memory agents answer at once: a long poll's query (`/state?wait_ms=…`) changes nothing here.
+    const route = `${method} ${path.split('?')[0]}`;
     this.calls[route] = (this.calls[route] ?? 0) + 1;
     const vm = this.provider.runningVmOf(row.agent_id);
     if (!vm || vm.ip !== row.ip || this.hung.has(this.hangKey(row.agent_id, vm.id))) {

@@ -19,6 +19,8 @@ export interface ProcessTemplate {
   args?: string[];
   env?: Record<string, string>;
   readiness?: ReadinessProbe;
+  /** Started only once this probe passes (the agent checks it; see the agent's BundleProcess). */
+  startWhen?: ReadinessProbe;
 }
 
 /**
@@ -188,6 +190,13 @@ export function renderInstance(m: Manifest, g: InstanceGroup, defs: Map<string, 
           ? {
               readiness: JSON.parse(
                 renderTemplate(JSON.stringify(proc.readiness), scope, at(`process ${proc.name} readiness`)),
+              ) as ReadinessProbe,
+            }
+          : {}),
+        ...(proc.startWhen
+          ? {
+              startWhen: JSON.parse(
+                renderTemplate(JSON.stringify(proc.startWhen), scope, at(`process ${proc.name} startWhen`)),
               ) as ReadinessProbe,
             }
           : {}),

@@ -34,7 +34,8 @@ export interface InstanceDriver {
    * Whether every process of the instance is running and ready; `{failed}` when it never will be
    * (a process gave up: the watch ends at once with that reason).
    */
-  healthy(change: PlannedChange): Promise<boolean | { failed: string }>;
+  /** `waitMs`: the driver may wait up to this long for the answer to become true (an agent's long poll). */
+  healthy(change: PlannedChange, waitMs?: number): Promise<boolean | { failed: string }>;
   /** What is not ready on an instance whose watch time ran out (its processes, their state and last lines). */
   unready?(change: PlannedChange): Promise<string | undefined>;
   /** The order in which a group's running instances roll (default: as planned, by index). */
@@ -56,6 +57,9 @@ export interface UpdaterOptions {
   /** How often to ask an instance whether it is healthy while watching (default 1 s). */
   pollMs?: number;
 }
+
+/** The longest an instance's health question may be held by the driver (see InstanceDriver.healthy). */
+const LONG_POLL_MS = 5000;
 
 /** An instance that never ran: nothing on it to protect, so no canary and no batch holds it back. */
 function isFresh(c: PlannedChange): boolean {
@@ -105,15 +109,19 @@ export class Updater {
     await clock.sleep(range.min);
     let waited = range.min;
     for (;;) {
-      const h = await driver.healthy(change);
+      // The driver may hold the question up to a few seconds and answer as soon as the instance is
+      // healthy; one that answers at once is asked again after pollMs.
+      const asked = clock.nowMs();
+      const h = await driver.healthy(change, Math.max(0, Math.min(LONG_POLL_MS, range.max - waited)));
       if (h === true) return true;
       if (typeof h === 'object') return `${change.group}/${change.index} failed: ${h.failed}`;
+      waited += clock.nowMs() - asked;
       if (waited >= range.max) {
         const why = await driver.unready?.(change).catch(() => undefined);
         return `${change.group}/${change.index} is not healthy after ${range.max} ms${why ? `: ${why}` : ''}`;
       }
-      const step = Math.min(this.pollMs, range.max - waited);
-      await clock.sleep(step);
+      const step = Math.min(Math.max(0, this.pollMs - (clock.nowMs() - asked)), range.max - waited);
+      if (step > 0) await clock.sleep(step);
       waited += step;
     }
   }
