@@ -10,7 +10,7 @@ import { deploymentName } from './cluster.js';
 import type { ClusterLifecycle } from './lifecycle.js';
 import type { ClusterRecords } from './records.js';
 import { endpointRequest } from './availability.js';
-import { currentRevision, replay, type ChangeRecorder, type EtcdAccess, type EtcdChange } from './changelog.js';
+import { replay, type ChangeRecorder, type EtcdAccess, type EtcdChange } from './changelog.js';
 import type { ClusterBinds } from './binds.js';
 
 /** One file of a backup, as its manifest lists it. */
@@ -468,13 +468,16 @@ export class ClusterBackups {
           },
         );
       }
-      return this.o.director.runDeploymentTask(
+      const ref: { task?: number } = {};
+      const task = await this.o.director.runDeploymentTask(
         'restore',
         deploymentName(target),
         `restore backup ${id} onto cluster ${target}`,
         a.name,
-        (signal, sink) => this.restoreEtcd(target, manifest, snapshot, changes, signal, sink),
+        (signal, sink) => this.restoreEtcd(target, manifest, snapshot, changes, signal, sink, ref),
       );
+      ref.task = task.id;
+      return task;
     }
     if (into === undefined) {
       throw new NotFoundError('ANODYNE_E_CLUSTER_NOT_FOUND', `cluster ${target} is gone: name a new cluster to restore backup ${id} into`, {
@@ -614,6 +617,7 @@ export class ClusterBackups {
     changes: EtcdChange[],
     signal: AbortSignal,
     sink: EventSink,
+    ref: { task?: number } = {},
   ): Promise<unknown> {
     const deployment = deploymentName(cluster);
     // The record of this cluster's changes starts again after the restore (a new line of history),
@@ -718,9 +722,29 @@ export class ClusterBackups {
         throw new AnodyneError('ANODYNE_E_RESTORE_FAILED', `the API of ${cluster} does not answer 120 s after the restore`);
       await this.o.clock.sleep(500);
     }
-    if (recording) await this.o.recorder.start(cluster, (await currentRevision(await this.o.etcdAccess(cluster))) + 1);
+    // A restore begins a new line of history that no earlier backup can reach into: where the schedule keeps a
+    // record, the restore takes the new line's first backup itself (counted as scheduled), and the record runs
+    // from its revision on — so every instant after the restore can be reached, not only those after the next
+    // scheduled backup.
+    let baseBackup: string | undefined;
+    if (recording) {
+      const c = await this.o.records.row(cluster);
+      const row = { ...this.newRow('cluster', cluster, c.owner, true), task_id: ref.task ?? null };
+      await storeQuery('recording a backup', () => this.o.store.db.insertInto('backups').values(row).execute());
+      await sink.event({ stage: 'Backing up the restored state', state: 'started', message: `backup ${row.id}` });
+      try {
+        await this.take(row, signal, sink);
+        baseBackup = row.id;
+        await sink.event({ stage: 'Backing up the restored state', state: 'finished' });
+      } catch (err) {
+        // The restore itself is done: the backup is marked failed, and the next scheduled one starts the record.
+        await sink.event({ stage: 'Backing up the restored state', state: 'failed', message: (err as Error).message.slice(0, 300) });
+        this.o.logger.warn({ cluster, backup: row.id, err: (err as Error).message }, 'the backup after a restore failed');
+      }
+    }
     this.o.logger.info({ cluster, backup: manifest.id, revision, replayed: changes.length, committed }, 'cluster restored from a backup');
     return {
+      ...(baseBackup ? { base_backup: baseBackup } : {}),
       backup: manifest.id,
       etcd_revision: manifest.etcd.revision,
       replayed_changes: changes.length,

@@ -248,6 +248,12 @@ export const controllerManagerJob: JobDefinition = {
         // With one master there is no one to elect against: without election no Lease is renewed every 2 s.
         '--leader-elect={{ p.leader_elect }}',
         '--controllers=*,bootstrapsigner,tokencleaner',
+        // At its start it builds every controller's client one after another (a ServiceAccount and a token each,
+        // --use-service-account-credentials) and starts the shared informers only after the last: upstream's
+        // 20 requests/s took ~5 s of a new cluster's start before the default ServiceAccount existed (no pod can
+        // be created before it). A small cluster's API server takes this much from its only controller manager.
+        '--kube-api-qps=200',
+        '--kube-api-burst=400',
       ],
       readiness: { http: { scheme: 'https', host: '127.0.0.1', port: 10257, path: '/healthz' } },
     },

@@ -302,6 +302,13 @@ describe('cluster backups and restores through the API', { skip: skipUnless(isRo
     const pitrTask = await waitTask((pitr.body as { id: number }).id);
     t.diagnostic(`restore to ${t2}: ${JSON.stringify(pitrTask.result)}`);
     assert.ok((pitrTask.result as { replayed_changes: number }).replayed_changes > 0);
+    // The schedule keeps a record: the restore took the first backup of the restored state itself.
+    const base2 = (pitrTask.result as { base_backup?: string }).base_backup;
+    assert.ok(base2, 'the restore names the backup it took');
+    const base2View = (await call('GET', `/v1/backups/${base2}`)).body as BackupView & { scheduled: boolean };
+    assert.equal(base2View.state, 'done');
+    assert.equal(base2View.task_id, pitrTask.id, 'made by the restore task');
+    assert.equal(tp.platform.clusters.recorder.recording('bk1'), true, 'the record runs again after the restore');
     assert.equal(await kubectl('get', 'configmap', 'pit-1', '-o', 'jsonpath={.data.v}'), 't1');
     assert.equal(
       await kubectl('get', 'configmap', 'pit-1', '-o', 'jsonpath={.metadata.labels.changed}'),
@@ -316,17 +323,15 @@ describe('cluster backups and restores through the API', { skip: skipUnless(isRo
     await checkObjects(kubectl);
 
     // Across that restore: the base backup cannot reach past it (what came after builds on the restored state) —
-    // refused before anything stops; a backup taken after the restore reaches instants after it, and none of the
-    // changes recorded before the restore (pit-3's create, pit-2's delete) come back with it.
+    // refused before anything stops; the backup the restore took reaches instants after it (pit-4, written after
+    // the restore and before any other backup, comes from the record), and none of the changes recorded before
+    // the restore (pit-3's create, pit-2's delete) come back with it.
     await kubectl('create', 'configmap', 'pit-4', '--from-literal=v=t4');
     await sleep(2500);
     const across = await call('POST', `/v1/backups/${base}/restore`, { to_time: new Date().toISOString() });
     assert.equal(across.status, 400, across.text);
     assert.match((across.body as { message: string }).message, /was restored at/);
     assert.equal(await kubectl('get', 'configmap', 'pit-4', '-o', 'jsonpath={.data.v}'), 't4', 'nothing stopped');
-    await due();
-    const base2 = (await backups.runSchedules()).started[0]!;
-    await waitTask(((await call('GET', `/v1/backups/${base2}`)).body as BackupView).task_id!);
     const [rev1, rev2] = [await revisionOf(base), await revisionOf(base2)];
     t.diagnostic(`etcd revision of the backup before the restore: ${rev1}; of the one after it: ${rev2}`);
     assert.ok(rev2 > rev1 + 900_000_000, 'revisions after a restore are above every one before it');
