@@ -146,7 +146,6 @@ export async function benchClusters(release, { runs = 3, log = (s) => process.st
           stages.set(key, st);
         }
         samples.push({
-          scale,
           processes,
           taskMs,
           readyMs,
@@ -154,7 +153,6 @@ export async function benchClusters(release, { runs = 3, log = (s) => process.st
           stages: Object.fromEntries([...stages].filter(([key]) => key !== 'Lifecycle').map(([key, v]) => [key, v.last - v.first])),
         });
         // Scale-up of one worker (1+1 only): from the request to the task done and to the new Node Ready.
-        let scale;
         if (shape.workers === 1) {
           const s0 = performance.now();
           const patched = await call('PATCH', `/v1/clusters/${name}`, { kubernetes_worker_instances: 2 });
@@ -166,7 +164,7 @@ export async function benchClusters(release, { runs = 3, log = (s) => process.st
             const out = (await k('get', 'nodes', '--no-headers')).stdout;
             return out.split('\n').filter((l) => /\sReady\s/.test(l)).length === 2 ? performance.now() - s0 : undefined;
           });
-          scale = { taskMs, readyMs };
+          samples[samples.length - 1].scale = { taskMs, readyMs };
         }
         const del = (await call('DELETE', `/v1/clusters/${name}`)).body;
         await waitTask(del.last_task_id);
@@ -202,7 +200,7 @@ export async function benchClusters(release, { runs = 3, log = (s) => process.st
       'The "× raw floor" column divides each cluster row\'s median by the median of the one-VM floor\'s same event:',
       '"create task done" by the floor\'s "every process ready", "all nodes Ready" by its "Node Ready", "a pod Running" by',
       'its "a pod Running". The clusters run more processes on more VMs than the floor (controller manager, scheduler,',
-      'add-ons, flannel, kube-proxy; a worker is ready only once the controller manager gave its Node a pod range),',
+      'add-ons, flannel, kube-proxy; a worker is ready only once a master gave its Node a pod range),',
       'and the director checks readiness on its own schedule:',
       'the ratio is what all of that costs over the floor. The etcd + kube-apiserver floor has no same event in the',
       `cluster rows, so it has no ratio. ${runs} run${runs === 1 ? '' : 's'} of each; medians are the lower middle for an even count.`,
