@@ -41,8 +41,17 @@ export async function benchPlatform(name, network, port, timeoutMs = 600_000, en
   const tp = await startTestPlatform(name, network, port, env);
   const p = tp.platform;
   await p.identity.createUser({ username: 'bench', password: 'bench-password', groups: [SCOPES.admin] });
-  const token = (await p.identity.token({ grant_type: 'password', username: 'bench', password: 'bench-password' })).access_token;
-  const call = (method, path, body) => https(p.url, p.caPem, method, path, { token, ...(body ? { body: JSON.stringify(body) } : {}) });
+  const login = async () =>
+    (await p.identity.token({ grant_type: 'password', username: 'bench', password: 'bench-password' })).access_token;
+  let token = await login();
+  // A run can outlive an access token (the density run takes half an hour): a 401 logs in again, once per call.
+  const call = async (method, path, body) => {
+    const ask = () => https(p.url, p.caPem, method, path, { token, ...(body ? { body: JSON.stringify(body) } : {}) });
+    const r = await ask();
+    if (r.status !== 401) return r;
+    token = await login();
+    return ask();
+  };
   const waitTask = (id) =>
     until(`task ${id}`, timeoutMs, async () => {
       const t = (await call('GET', `/v1/tasks/${id}`)).body;

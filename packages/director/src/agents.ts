@@ -121,6 +121,24 @@ export class TlsAgentClient implements AgentClient {
     type: string,
     timeoutMs: number,
   ): Promise<Buffer> {
+    try {
+      return await this.once(row, method, path, body, type, timeoutMs);
+    } catch (err) {
+      // A kept-alive connection the agent closed as it idled out, just as this request went on it: the agent read
+      // nothing of it (Node's documented race; seen as "socket hang up" on a loaded machine). Asked once more.
+      if (!(err instanceof AnodyneError) || !(err.cause as { reusedSocketReset?: boolean } | undefined)?.reusedSocketReset) throw err;
+      return this.once(row, method, path, body, type, timeoutMs);
+    }
+  }
+
+  private async once(
+    row: AgentAddress,
+    method: string,
+    path: string,
+    body: Buffer | undefined,
+    type: string,
+    timeoutMs: number,
+  ): Promise<Buffer> {
     if (!row.ip) throw new AnodyneError('ANODYNE_E_UNAVAILABLE', `instance ${row.agent_id} has no address`);
     const tls = await this.tls.directorTls();
     return new Promise((resolve, reject) => {
@@ -155,7 +173,12 @@ export class TlsAgentClient implements AgentClient {
         },
       );
       req.on('error', (e) => {
-        reject(new AnodyneError('ANODYNE_E_UNAVAILABLE', `agent ${row.agent_id} unreachable: ${e.message}`, { cause: e }));
+        const reset = req.reusedSocket && (e as NodeJS.ErrnoException).code === 'ECONNRESET';
+        reject(
+          new AnodyneError('ANODYNE_E_UNAVAILABLE', `agent ${row.agent_id} unreachable: ${e.message}`, {
+            cause: reset ? Object.assign(e, { reusedSocketReset: true }) : e,
+          }),
+        );
       });
       req.on('timeout', () => req.destroy(new Error('timed out')));
       req.end(body);
