@@ -65,7 +65,9 @@ export async function benchDensity(release, { max = 30, batch = 5, quietSeconds 
     const quota = await call('PUT', '/v1/quotas/bench', { max_clusters: max + 10, max_workers: max + 10 });
     if (quota.status !== 200) throw new Error(`setting the quota: ${quota.status} ${quota.text}`);
     const memory = { open: await settledRss() };
-    const token = (await p.identity.token({ grant_type: 'password', username: 'bench', password: 'bench-password' })).access_token;
+    // A fresh token for each load (the run outlives one).
+    const freshToken = async () =>
+      (await p.identity.token({ grant_type: 'password', username: 'bench', password: 'bench-password' })).access_token;
     await storeClusterRows(p.store, STORED, 's');
     await call('GET', '/v1/clusters'); // the list's view built once, as a running platform has it
     memory.stored = await settledRss();
@@ -142,7 +144,7 @@ export async function benchDensity(release, { max = 30, batch = 5, quietSeconds 
         agents += (after.reduce((s, a, i) => s + a.agent - b[i].agent, 0) / 1e9 / quietSeconds) * 100;
       }
       const clusterMemory = [...vms.values()].map((ids) => ids.reduce((s, id) => s + vmMemory(tp.tag, id).vmRss, 0));
-      const api = await load(`${p.url}/v1/clusters`, token, 5, 4);
+      const api = await load(`${p.url}/v1/clusters`, await freshToken(), 5, 4);
       const step = {
         clusters: vms.size,
         batchMs,
