@@ -312,8 +312,8 @@ export class Supervisor {
     closeSync(out);
     p.child = child;
     p.state = p.spec.readiness ? 'starting' : 'running';
-    p.startedAt = this.o.clock.nowMs();
-    p.readyAt = p.spec.readiness ? null : p.startedAt;
+    p.startedAt = startedAt;
+    p.readyAt = p.spec.readiness ? null : startedAt;
     this.changed();
     child.once('error', (err) => {
       this.o.logger.warn({ job: p.job, process: p.spec.name, err: err.message }, 'process failed to start');
