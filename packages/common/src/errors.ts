@@ -127,6 +127,11 @@ export const ErrorCodes = {
   // providers
   ANODYNE_E_PROVIDER_NOT_ROOT: def('ANODYNE_E_PROVIDER_NOT_ROOT', 'precondition_failed', 'The local provider needs root privileges'),
   ANODYNE_E_PROVIDER_VM_TYPE_UNKNOWN: def('ANODYNE_E_PROVIDER_VM_TYPE_UNKNOWN', 'invalid_input', 'Unknown VM type'),
+  ANODYNE_E_PROVIDER_NETWORK_IN_USE: def(
+    'ANODYNE_E_PROVIDER_NETWORK_IN_USE',
+    'precondition_failed',
+    'Another host interface holds an address in the network range',
+  ),
   ANODYNE_E_PROVIDER_IP_OUT_OF_RANGE: def('ANODYNE_E_PROVIDER_IP_OUT_OF_RANGE', 'invalid_input', 'IP address outside the network range'),
   ANODYNE_E_PROVIDER_IP_TAKEN: def('ANODYNE_E_PROVIDER_IP_TAKEN', 'conflict', 'IP address already in use'),
   ANODYNE_E_PROVIDER_IP_EXHAUSTED: def('ANODYNE_E_PROVIDER_IP_EXHAUSTED', 'unavailable', 'No free IP address in the network range'),

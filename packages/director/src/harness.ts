@@ -6,6 +6,7 @@ import { silentLogger, systemClock } from '@anodyne/common';
 import { openStore, type Store } from '@anodyne/store';
 import { CredStore, DeploymentVariables, KeyRing } from '@anodyne/credstore';
 import { LocalProvider } from '@anodyne/providers';
+import { removeStaleProviders } from '@anodyne/providers/testing';
 import { Director, agentTlsIssuer, type JobCatalog, type JobDefinition, type Manifest, type VariableSource } from './index.js';
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -97,10 +98,13 @@ export async function makeHarness(
 ): Promise<Harness> {
   const store = await openStore({ driver: 'sqlite', path: join(dir, 'anodyne.db') });
   const creds = new CredStore({ store, keys: new KeyRing(key), clock: systemClock, logger: silentLogger() });
+  const network = options.network ?? '10.198.5.0/24';
+  // A killed earlier run of the suite (same ranges, another tag) would hold its ranges: removed first.
+  await removeStaleProviders([network, ...(options.segments ? [options.segments.pool] : [])]);
   const provider = new LocalProvider({
     dataDir: join(dir, 'provider'),
     tag,
-    network: options.network ?? '10.198.5.0/24',
+    network,
     ...(options.segments ? { segments: options.segments } : {}),
     agentCommand: ['node', '/opt/anodyne/packages/agent/dist/main.js'],
     binds: [{ host: REPO, guest: '/opt/anodyne', readOnly: true }, ...(options.binds ?? [])],

@@ -7,13 +7,15 @@ import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { exec, skipUnless } from '@anodyne/common';
-import { hostLeftovers } from '@anodyne/providers/testing';
-import { https, removeProviderLeftovers } from './testing/index.js';
+import { hostLeftovers, removeStaleProviders } from '@anodyne/providers/testing';
+import { https, removeProviderLeftovers, segmentPoolBeside } from './testing/index.js';
 
 const isRoot = process.getuid?.() === 0;
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const PORT = 19_700 + (process.pid % 90);
 const NETWORK = '10.198.13.0/24';
+// Its clusters' segments from a pool of its own (the default pool is every platform's on this host).
+const SEGMENT_POOL = segmentPoolBeside(NETWORK);
 
 /**
  * The platform as a user runs it (`anodyne server`, a separate process), killed with SIGKILL in
@@ -27,6 +29,8 @@ describe('faults: kill -9 of the platform during create, update and delete', { s
     ANODYNE_DATA_DIR: dir,
     ANODYNE_PROVIDER_NETWORK: NETWORK,
     ANODYNE_PROVIDER_TAG: tag,
+    ANODYNE_PROVIDER_SEGMENT_POOL: SEGMENT_POOL,
+    ANODYNE_PROVIDER_SEGMENT_PREFIX: '27',
     ANODYNE_SERVER_PORT: String(PORT),
     ANODYNE_REGISTRY_PORT: String(PORT + 20_000),
     ANODYNE_REGISTRY_PUSH_RELEASE_IMAGES: 'false',
@@ -87,7 +91,10 @@ describe('faults: kill -9 of the platform during create, update and delete', { s
   };
   const taskState = async (id: number) => (await call('GET', `/v1/tasks/${id}`)).body as { state: string; error: { code: string } | null };
 
-  before(start);
+  before(async () => {
+    await removeStaleProviders([NETWORK, SEGMENT_POOL]);
+    await start();
+  });
   after(async () => {
     if (server && server.exitCode === null) {
       const exited = new Promise((r) => server!.once('exit', r));

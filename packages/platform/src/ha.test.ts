@@ -10,9 +10,11 @@ import { LocalProvider } from '@anodyne/providers';
 import { openStore } from '@anodyne/store';
 import { startPostgres, type TestPostgres } from '@anodyne/store/testing';
 import { SCOPES } from '@anodyne/identity';
+import { removeStaleProviders } from '@anodyne/providers/testing';
 import {
   https,
   removeProviderLeftovers,
+  segmentPoolBeside,
   startHaproxy,
   startServer,
   stopServer,
@@ -25,6 +27,8 @@ const BASE = 18_100 + (process.pid % 90);
 const PORTS = [BASE, BASE + 100, BASE + 200];
 const LB_PORT = BASE + 300;
 const NETWORK = '10.198.14.0/24';
+// Its clusters' segments from a pool of its own (the default pool is every platform's on this host).
+const SEGMENT_POOL = segmentPoolBeside(NETWORK);
 const GATEWAY = '10.198.14.1';
 
 type Replica = ServerProcess;
@@ -54,6 +58,8 @@ describe('platform HA: three replicas on PostgreSQL behind haproxy', { skip: ski
     ANODYNE_STORE_URL: dbUrl,
     ANODYNE_PROVIDER_NETWORK: NETWORK,
     ANODYNE_PROVIDER_TAG: tag,
+    ANODYNE_PROVIDER_SEGMENT_POOL: SEGMENT_POOL,
+    ANODYNE_PROVIDER_SEGMENT_PREFIX: '27',
     ANODYNE_SERVER_PORT: String(port),
     ANODYNE_SERVER_PUBLIC_URL: lbUrl,
     // haproxy names each client in a PROXY header (its connections come from the gateway address).
@@ -102,6 +108,7 @@ describe('platform HA: three replicas on PostgreSQL behind haproxy', { skip: ski
   const leaderOf = (v: ReplicasBody) => replicas.find((r) => v.replicas.some((x) => x.id === v.leader?.holder && x.url === r.url));
 
   before(async () => {
+    await removeStaleProviders([NETWORK, SEGMENT_POOL]);
     db = await startPostgres();
     dbUrl = await db.createDatabase('anodyne_ha');
     // One after the other: the first makes the key file, the CA and the first admin; the others find them.

@@ -14,7 +14,7 @@ import {
   type PlatformConfig,
 } from '@anodyne/common';
 import { LocalProvider } from '@anodyne/providers';
-import { hostLeftovers } from '@anodyne/providers/testing';
+import { hostLeftovers, removeStaleProviders } from '@anodyne/providers/testing';
 import { startPlatform, type Platform } from '../platform.js';
 import { https } from './http.js';
 import type { Plan } from '@anodyne/clusters';
@@ -85,6 +85,8 @@ export async function startTestPlatform(
     logFd = undefined; // lines logged after the stop are dropped
     rmSync(logFile, { force: true });
   };
+  // A killed earlier run of the suite (same ranges, another tag) would hold its ranges: removed first.
+  await removeStaleProviders([network, config.provider.segmentPool]);
   let platform: Platform;
   try {
     platform = await startPlatform({ config, logger, clock: systemClock, secrets, ...(options.plans ? { plans: options.plans } : {}) });

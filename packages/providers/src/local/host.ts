@@ -224,3 +224,56 @@ export function raiseHostLimits(
   }
   return raised;
 }
+
+/** An IPv4 address held by a host interface, with the interface's alias (`ip link set … alias`). */
+export interface HostAddress {
+  dev: string;
+  address: string;
+  prefix: number;
+  alias: string | undefined;
+}
+
+/** Every IPv4 address on the host's interfaces (`ip -j -4 addr`). */
+export async function hostAddresses(): Promise<HostAddress[]> {
+  const { stdout } = await exec(['ip', '-j', '-4', 'addr', 'show']);
+  const links = JSON.parse(stdout || '[]') as { ifname: string; addr_info?: { local?: string; prefixlen?: number }[] }[];
+  return links.flatMap((l) =>
+    (l.addr_info ?? [])
+      .filter((a) => a.local !== undefined && a.prefixlen !== undefined)
+      .map((a) => ({ dev: l.ifname, address: a.local!, prefix: a.prefixlen!, alias: linkAlias(l.ifname) })),
+  );
+}
+
+/** An interface's alias (`ip addr` does not show it). */
+function linkAlias(dev: string): string | undefined {
+  try {
+    return readFileSync(`/sys/class/net/${dev}/ifalias`, 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Who made one of our bridges, written into its alias: `anodyne:<tag> pid=<pid>/<start> <dataDir>`
+ * (the platform process that set it up, with its start time so a reused pid is not mistaken for it).
+ */
+export interface BridgeOwner {
+  tag: string;
+  pid: number;
+  start: string;
+  dataDir: string;
+}
+
+export function ownerAlias(owner: BridgeOwner): string {
+  return `anodyne:${owner.tag} pid=${owner.pid}/${owner.start} ${owner.dataDir}`;
+}
+
+export function parseOwnerAlias(alias: string | undefined): BridgeOwner | undefined {
+  const m = /^anodyne:([a-z0-9]{1,6}) pid=(\d+)\/(\d+) (.+)$/.exec(alias ?? '');
+  return m ? { tag: m[1]!, pid: Number(m[2]), start: m[3]!, dataDir: m[4]! } : undefined;
+}
+
+/** Whether the process that made a bridge still runs (same pid, same start time). */
+export function ownerRuns(owner: BridgeOwner): boolean {
+  return processStartTime(owner.pid) === owner.start;
+}

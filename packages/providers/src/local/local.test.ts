@@ -1,6 +1,7 @@
 // Tests of the local provider: the contract suite, then networking, memory limits, disks, containerd and LBs on the host (root).
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -8,8 +9,8 @@ import { join } from 'node:path';
 import { AnodyneError, CommandError, exec, silentLogger, systemClock, skipUnless } from '@anodyne/common';
 import { locateRelease, httpGet } from '@anodyne/release';
 import { LocalProvider, GUEST_DISK_DIR } from './index.js';
-import { providerContractSuite, hostLeftovers } from '../testing/index.js';
-import { HOST_LIMIT_FLOORS, netnsList, raiseHostLimits, rulesWithComment } from './host.js';
+import { providerContractSuite, hostLeftovers, removeStaleProviders } from '../testing/index.js';
+import { HOST_LIMIT_FLOORS, linkExists, netnsList, raiseHostLimits, rulesWithComment } from './host.js';
 import { segmentBridgesOfTag } from './network.js';
 
 const RELEASE_GUEST = '/var/lib/anodyne/release';
@@ -37,6 +38,11 @@ function makeProvider(
 }
 
 const isRoot = process.getuid?.() === 0;
+
+// What a killed earlier run of this file left on its ranges (netns, bridges, rules, mounts) is removed first.
+before(async () => {
+  if (isRoot) await removeStaleProviders(['10.198.1.0/24', '10.198.2.0/24', '10.198.4.0/24', '10.199.1.0/24', '10.199.2.0/24']);
+});
 
 providerContractSuite('local (namespaces)', () => {
   const { provider, tag, dataDir } = makeProvider('10.198.1.0/24', { segments: { pool: '10.199.1.0/26', prefix: 28 } });
@@ -455,6 +461,51 @@ describe('local provider on the host', { skip: skipUnless(isRoot, 'needs root') 
         provider.detachDisk(vmId!, diskId!),
         (err: unknown) => err instanceof AnodyneError && err.code === 'ANODYNE_E_PROVIDER_INPUT_INVALID',
       );
+    }
+  });
+});
+
+describe('a range another host interface holds', { skip: skipUnless(isRoot, 'needs root') }, () => {
+  it('is refused with a code naming the interface and its maker; a killed run holding it is swept with all it made', async () => {
+    const first = makeProvider('10.198.4.0/24');
+    const second = makeProvider('10.198.4.128/25');
+    try {
+      await first.provider.prepareNetwork();
+      const aliasFile = `/sys/class/net/anbr-${first.tag}/ifalias`;
+      assert.equal(
+        readFileSync(aliasFile, 'utf8')
+          .trim()
+          .replace(/\/\d+ /, '/S '),
+        `anodyne:${first.tag} pid=${process.pid}/S ${first.dataDir}`,
+      );
+      const refused = (still: string) => (err: unknown) =>
+        err instanceof AnodyneError &&
+        err.code === 'ANODYNE_E_PROVIDER_NETWORK_IN_USE' &&
+        err.message.includes(`10.198.4.1/24 on host interface anbr-${first.tag}`) &&
+        err.message.includes(still);
+      await assert.rejects(second.provider.prepareNetwork(), refused('which still runs'));
+      await assert.rejects(
+        second.provider.createVm({ agentId: 'x', image: 'host-usr', vmType: 'small', network: { network: 'default' }, env: {} }),
+        refused('still runs'),
+      );
+      assert.equal(await linkExists(`anbr-${second.tag}`), false, 'nothing made on the refused range');
+      assert.deepEqual(await removeStaleProviders(['10.198.4.0/24']), [], 'a bridge whose maker runs is not swept');
+
+      // The first run killed with a VM up: its maker is a process that has exited.
+      await first.provider.createVm({ agentId: 'left', image: 'host-usr', vmType: 'small', network: { network: 'default' }, env: {} });
+      const gone = spawnSync('true').pid;
+      await exec(['ip', 'link', 'set', `anbr-${first.tag}`, 'alias', `anodyne:${first.tag} pid=${gone}/1 ${first.dataDir}`]);
+      await assert.rejects(second.provider.prepareNetwork(), refused('no longer runs'));
+      assert.deepEqual(await removeStaleProviders(['10.198.240.0/24']), [], 'ranges it does not touch are left');
+      assert.notDeepEqual(await hostLeftovers(first.tag, first.dataDir), []);
+      assert.deepEqual(await removeStaleProviders(['10.198.4.192/26']), [first.tag]);
+      assert.deepEqual(await hostLeftovers(first.tag, first.dataDir), [], 'the killed run left nothing');
+      await second.provider.prepareNetwork();
+    } finally {
+      for (const p of [first, second]) {
+        await p.provider.cleanup();
+        rmSync(p.dataDir, { recursive: true, force: true });
+      }
     }
   });
 });

@@ -1,9 +1,10 @@
 // The local provider's VM network: its bridge and iptables rules, per-VM network namespaces with veths, addresses and routes.
 import { writeFileSync } from 'node:fs';
-import { exec } from '@anodyne/common';
-import { IpPool, type Cidr } from '../internal/validate.js';
+import { exec, PreconditionError } from '@anodyne/common';
+import { IpPool, ipToInt, type Cidr } from '../internal/validate.js';
 import {
   deleteRule,
+  hostAddresses,
   ip,
   ipQuiet,
   killPids,
@@ -11,6 +12,10 @@ import {
   linksWithPrefix,
   netnsList,
   netnsPids,
+  ownerAlias,
+  ownerRuns,
+  parseOwnerAlias,
+  processStartTime,
   rulesWithComment,
   vethsOfTag,
   type Tally,
@@ -37,6 +42,11 @@ export interface Lan {
  * balancer's address and port, and the answers of those connections. Everything else to or from
  * a segment is dropped: a VM of one segment cannot reach another segment's VMs, nor anything
  * beyond this host.
+ *
+ * A bridge is made only on a range that no other host interface overlaps (else
+ * `ANODYNE_E_PROVIDER_NETWORK_IN_USE`, naming the interface), and carries its maker in its alias:
+ * tag, platform process (pid and start time) and data directory (`ip -d link show anbr-<tag>`), so
+ * a bridge left by a process that no longer runs can be told apart from one in use.
  */
 export class VmNetwork {
   readonly bridge: string;
@@ -48,6 +58,8 @@ export class VmNetwork {
   constructor(
     private readonly tag: string,
     readonly cidr: Cidr,
+    /** The provider's data directory, written into its bridges' aliases. */
+    private readonly dataDir: string,
   ) {
     this.bridge = `anbr-${tag}`;
     this.comment = `anodyne:${tag}`;
@@ -108,11 +120,7 @@ export class VmNetwork {
 
   /** The provider's bridge and its firewall rules: traffic stays on the bridge or goes to the host. */
   private async setupBridge(): Promise<void> {
-    if (!(await linkExists(this.bridge))) {
-      await ip('link', 'add', this.bridge, 'type', 'bridge');
-      await ip('addr', 'add', `${this.cidr.gateway}/${this.cidr.prefix}`, 'dev', this.bridge);
-    }
-    await ip('link', 'set', this.bridge, 'up');
+    await this.makeBridge(this.bridge, this.cidr);
     const seg = this.segmentBridges;
     // Inserted at the top in reverse, so they end in this order (a segment's or load balancer's own rules go above).
     const rules: string[][] = [
@@ -127,6 +135,22 @@ export class VmNetwork {
       ['-o', seg, '-j', 'DROP'],
     ];
     for (const r of rules.reverse()) await this.insertRule(r);
+  }
+
+  /**
+   * A bridge holding the host's address on `cidr`, up, its alias naming this process as its maker
+   * (an existing one is adopted: a platform restarted on the same data). Refused, before anything is
+   * made, when another interface holds an address in the range: the host could not route to both.
+   */
+  private async makeBridge(bridge: string, cidr: Cidr): Promise<void> {
+    await refuseOverlap(cidr, bridge);
+    if (!(await linkExists(bridge))) {
+      await ip('link', 'add', bridge, 'type', 'bridge');
+      await ip('addr', 'add', `${cidr.gateway}/${cidr.prefix}`, 'dev', bridge);
+    }
+    const owner = { tag: this.tag, pid: process.pid, start: processStartTime(process.pid) ?? '0', dataDir: this.dataDir };
+    await ip('link', 'set', bridge, 'alias', ownerAlias(owner));
+    await ip('link', 'set', bridge, 'up');
   }
 
   private spec(rule: string[]): string[] {
@@ -151,12 +175,8 @@ export class VmNetwork {
   /** A segment's bridge with the host's address, forwarding on, and its traffic allowed to stay on it. */
   async createSegmentBridge(lan: Lan): Promise<void> {
     await this.ensureBridge();
-    if (!(await linkExists(lan.bridge))) {
-      await ip('link', 'add', lan.bridge, 'type', 'bridge');
-      await ip('addr', 'add', `${lan.cidr.gateway}/${lan.cidr.prefix}`, 'dev', lan.bridge);
-    }
+    await this.makeBridge(lan.bridge, lan.cidr);
     writeFileSync(`/proc/sys/net/ipv4/conf/${lan.bridge}/forwarding`, '1\n');
-    await ip('link', 'set', lan.bridge, 'up');
     await this.insertRule(['-i', lan.bridge, '-o', lan.bridge, '-j', 'ACCEPT']);
   }
 
@@ -242,4 +262,24 @@ export class VmNetwork {
 /** The segment bridges of a provider's tag on the host: `ans<tag>-<index>`. */
 export async function segmentBridgesOfTag(tag: string): Promise<string[]> {
   return (await linksWithPrefix(`ans${tag}-`)).filter((l) => /^\d+$/.test(l.slice(tag.length + 4)));
+}
+
+/** Refuses `cidr` when a host interface other than `bridge` holds an address in it, naming that interface (and its maker, if ours). */
+async function refuseOverlap(cidr: Cidr, bridge: string): Promise<void> {
+  for (const a of await hostAddresses()) {
+    if (a.dev === bridge) continue;
+    const size = 2 ** (32 - a.prefix);
+    const base = ipToInt(a.address) - (ipToInt(a.address) % size);
+    if (base >= cidr.base + cidr.size || cidr.base >= base + size) continue;
+    const owner = parseOwnerAlias(a.alias);
+    const maker = owner
+      ? ` (a bridge of Anodyne's local provider with tag ${owner.tag} and data directory ${owner.dataDir}, made by process ${owner.pid}, ` +
+        `which ${ownerRuns(owner) ? 'still runs' : 'no longer runs: a platform started on that data directory and tag removes it when stopped with no clusters'})`
+      : '';
+    throw new PreconditionError(
+      'ANODYNE_E_PROVIDER_NETWORK_IN_USE',
+      `network ${cidr.text} overlaps ${a.address}/${a.prefix} on host interface ${a.dev}${maker}: choose another range, or remove what holds it`,
+      { details: { range: cidr.text, interface: a.dev, address: `${a.address}/${a.prefix}` } },
+    );
+  }
 }

@@ -108,7 +108,7 @@ export class LocalProvider implements Provider {
     this.segmentPool = options.segments ? new SegmentPool(options.segments.pool, options.segments.prefix) : undefined;
     this.layout = new DataLayout(options.dataDir);
     this.store = new StateFile(this.layout.stateFile);
-    this.network = new VmNetwork(options.tag, cidr);
+    this.network = new VmNetwork(options.tag, cidr, options.dataDir);
     this.cgroups = new VmCgroups(options.tag, options.clock);
     this.booter = new VmBooter({
       agentCommand: options.agentCommand,
