@@ -25,6 +25,8 @@ PACKAGES=(
   chromium fonts-dejavu-core
   # the platform's image registry (CNCF Distribution) and a second client for its tests
   docker-registry skopeo
+  # the LXD provider and its tests (a private daemon; dnsmasq-base for its managed bridges)
+  lxd dnsmasq-base
 )
 
 missing=()

@@ -146,6 +146,18 @@ export const ErrorCodes = {
   ANODYNE_E_PROVIDER_DISK_ATTACHED: def('ANODYNE_E_PROVIDER_DISK_ATTACHED', 'conflict', 'Disk is attached to another VM'),
   ANODYNE_E_PROVIDER_LB_NOT_FOUND: def('ANODYNE_E_PROVIDER_LB_NOT_FOUND', 'not_found', 'Load balancer not found'),
   ANODYNE_E_PROVIDER_INPUT_INVALID: def('ANODYNE_E_PROVIDER_INPUT_INVALID', 'invalid_input', 'Invalid provider request'),
+  ANODYNE_E_PROVIDER_UNREACHABLE: def(
+    'ANODYNE_E_PROVIDER_UNREACHABLE',
+    'unavailable',
+    'The infrastructure (its API endpoint) cannot be reached',
+    true,
+  ),
+  ANODYNE_E_PROVIDER_MISCONFIGURED: def(
+    'ANODYNE_E_PROVIDER_MISCONFIGURED',
+    'precondition_failed',
+    'The infrastructure is not set up as the configuration says (trust, project, storage pool)',
+  ),
+  ANODYNE_E_PROVIDER_REFUSED: def('ANODYNE_E_PROVIDER_REFUSED', 'internal', 'The infrastructure refused a request'),
   ANODYNE_E_PROVIDER_VM_CREATE_FAILED: def('ANODYNE_E_PROVIDER_VM_CREATE_FAILED', 'internal', 'Creating the VM failed', true),
 
   // identity

@@ -1,4 +1,4 @@
-// The providers package's door: the Provider contract types, the local provider and the in-memory fake provider.
+// The providers package's door: the Provider contract types, the local and LXD providers and the in-memory fake provider.
 export type {
   Provider,
   ProviderInfo,
@@ -19,4 +19,5 @@ export type {
   CleanupReport,
 } from './contract.js';
 export { LocalProvider, GUEST_DISK_DIR, type LocalProviderOptions, type BindMount } from './local/index.js';
+export { LxdProvider, type LxdProviderOptions, type LxdEndpoint } from './lxd/index.js';
 export { FakeProvider, type FakeProviderOptions } from './fake/index.js';

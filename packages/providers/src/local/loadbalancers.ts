@@ -5,6 +5,7 @@ import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } f
 import { join } from 'node:path';
 import { AnodyneError, ConflictError, InputError, NotFoundError, exec, type Clock } from '@anodyne/common';
 import type { LoadBalancerBackend, LoadBalancerHealthCheck, LoadBalancerInfo, LoadBalancerSpec } from '../contract.js';
+import { haproxyConfig } from '../internal/haproxy.js';
 import { validateBackends, validateHealthCheck } from '../internal/validate.js';
 import { joinCgroupsShell, type VmCgroups } from './cgroups.js';
 import { killPids, shellQuote } from './host.js';
@@ -70,7 +71,7 @@ export class LoadBalancers {
       await this.d.network.ensureBridge();
       const dir = this.d.layout.lb(lbId);
       mkdirSync(dir, { recursive: true });
-      writeFileSync(join(dir, 'haproxy.cfg'), this.haproxyConfig(lb));
+      writeFileSync(join(dir, 'haproxy.cfg'), haproxyConfig(lb, join(this.d.layout.lb(lb.lbId), 'haproxy.pid')));
       await this.d.network.createNetns(lbId, lb.ip, lan);
       await this.d.network.openLoadBalancer(lan, lb.ip, lb.port);
       const procs = this.d.cgroups.create(lbId, LB_SIZE);
@@ -123,7 +124,7 @@ export class LoadBalancers {
       lb.backends = [...backends];
       if (healthCheck) lb.healthCheck = { ...healthCheck };
       const dir = this.d.layout.lb(lb.lbId);
-      writeFileSync(join(dir, 'haproxy.cfg'), this.haproxyConfig(lb));
+      writeFileSync(join(dir, 'haproxy.cfg'), haproxyConfig(lb, join(this.d.layout.lb(lb.lbId), 'haproxy.pid')));
       const master = Number(readFileSync(join(dir, 'master.pid'), 'utf8'));
       killPids([master], 'SIGUSR2');
       return publicLb(lb);
@@ -143,42 +144,6 @@ export class LoadBalancers {
       rmSync(this.d.layout.lb(lb.lbId), { recursive: true, force: true });
       delete state.lbs[id];
     });
-  }
-
-  /**
-   * TCP pass-through; a backend is checked every 500 ms (a TCP connect, or the HTTP GET of the
-   * health check) and is out after two failures, in again after one success. A connection a
-   * backend refuses is retried on another one. A single backend is not checked: there is nowhere
-   * else to send a connection, and each check costs it a request (a cluster API's /readyz reads etcd).
-   */
-  private haproxyConfig(lb: LbRecord): string {
-    const check = lb.healthCheck;
-    const checking = lb.backends.length > 1;
-    const servers = lb.backends.map(
-      (b, i) => `  server b${i} ${b.ip}:${b.port}${checking ? ` check${check?.tls ? ' check-ssl verify none' : ''}` : ''}`,
-    );
-    return [
-      'global',
-      '  maxconn 4096',
-      `  pidfile ${join(this.d.layout.lb(lb.lbId), 'haproxy.pid')}`,
-      'defaults',
-      '  mode tcp',
-      '  timeout connect 1s',
-      '  timeout client 1h',
-      '  timeout server 1h',
-      '  timeout check 1s',
-      '  retries 3',
-      '  option redispatch 1',
-      'frontend fe',
-      `  bind 0.0.0.0:${lb.port}`,
-      '  default_backend be',
-      'backend be',
-      '  balance roundrobin',
-      ...(check ? ['  option httpchk', `  http-check send meth GET uri ${check.httpPath}`, '  http-check expect status 200'] : []),
-      '  default-server inter 500ms fall 2 rise 1',
-      ...servers,
-      '',
-    ].join('\n');
   }
 }
 

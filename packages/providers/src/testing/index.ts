@@ -1,4 +1,5 @@
-// The providers' test door (`@anodyne/providers/testing`): the provider contract suite, the host-leftovers check and the sweep of killed runs.
+// The providers' test door (`@anodyne/providers/testing`): the provider contract suite, the host-leftovers check, the sweep of killed runs, a private LXD daemon.
 export { providerContractSuite, type ContractHarness } from './contract.js';
 export { hostLeftovers } from './leftovers.js';
 export { removeStaleProviders } from './stale.js';
+export { startLxd, type TestLxd } from './lxd.js';

@@ -1,0 +1,785 @@
+// The LXD provider: the contract over LXD's REST API — VMs are system containers, disks custom volumes, load balancers haproxy instances.
+import { createHash, randomBytes } from 'node:crypto';
+import { connect } from 'node:net';
+import { AnodyneError, ConflictError, InputError, NotFoundError, PreconditionError, type Clock, type Logger } from '@anodyne/common';
+import type {
+  CleanupReport,
+  CreateVmRequest,
+  DiskAttachment,
+  DiskInfo,
+  LoadBalancerBackend,
+  LoadBalancerHealthCheck,
+  LoadBalancerInfo,
+  LoadBalancerSpec,
+  Provider,
+  ProviderInfo,
+  SegmentInfo,
+  SegmentSpec,
+  VmInfo,
+  VmType,
+} from '../contract.js';
+import { haproxyConfig } from '../internal/haproxy.js';
+import {
+  IpPool,
+  matches,
+  parseCidr,
+  resolveVmType,
+  validateBackends,
+  validateCreate,
+  validateHealthCheck,
+  type Cidr,
+} from '../internal/validate.js';
+import type { BindMount } from '../local/boot.js';
+import { GUEST_DISK_DIR } from '../local/disks.js';
+import { LxdClient, LxdStatusError, type LxdEndpoint } from './client.js';
+import { IMAGE_DIR, buildImage } from './image.js';
+
+export interface LxdProviderOptions {
+  endpoint: LxdEndpoint;
+  /** The LXD project every instance, volume and network is made in. */
+  project?: string;
+  /** The storage pool of instances' roots and of persistent disks (custom volumes). */
+  storagePool: string;
+  /** The VM network (CIDR): an LXD managed bridge the provider makes, the first address the host's. */
+  network: string;
+  /** 1–6 lowercase letters/digits naming this provider's objects in LXD (instances, volumes, network, image). */
+  tag: string;
+  /** The agent, started inside every VM as the child of its init. */
+  agentCommand: string[];
+  /** Host directories visible in every VM, read-only (disk devices: the LXD daemon runs on this host). */
+  binds?: BindMount[];
+  vmTypes?: Record<string, VmType>;
+  logger: Logger;
+  clock: Clock;
+}
+
+const DEFAULT_VM_TYPES: Record<string, VmType> = {
+  small: { cpu: 1, memoryMb: 1024, ephemeralDiskMb: 2048, pids: 4096 },
+  medium: { cpu: 2, memoryMb: 2048, ephemeralDiskMb: 8192, pids: 8192 },
+  large: { cpu: 2, memoryMb: 4096, ephemeralDiskMb: 16384, pids: 16384 },
+};
+const IMAGE = 'host-usr';
+const GUEST_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+/** A load balancer's instance size. */
+const LB_LIMITS = { 'limits.cpu.allowance': '100ms/100ms', 'limits.memory': '256MiB', 'limits.processes': '256' };
+const LB_READY_TIMEOUT_MS = 10_000;
+
+/**
+ * What kubelet and containerd need of a system container: every capability, every device, /proc
+ * and /sys writable, the cgroup hierarchies mounted read-write, and our init as PID 1.
+ */
+const RAW_LXC = [
+  `lxc.init.cmd = ${IMAGE_DIR}/init`,
+  'lxc.cap.drop =',
+  'lxc.cgroup.devices.allow = a',
+  'lxc.mount.auto = proc:rw sys:rw cgroup:rw',
+].join('\n');
+
+/** The instance config keys that carry the provider's records: `listVms` rebuilds everything from them. */
+const K = {
+  tag: 'user.anodyne.tag',
+  kind: 'user.anodyne.kind',
+  id: 'user.anodyne.id',
+  agentId: 'user.anodyne.agent-id',
+  ip: 'user.anodyne.ip',
+  network: 'user.anodyne.network',
+  vmType: 'user.anodyne.vm-type',
+  image: 'user.anodyne.image',
+  metadata: 'user.anodyne.metadata',
+  createdAt: 'user.anodyne.created-at',
+  lb: 'user.anodyne.lb',
+  sizeMb: 'user.anodyne.size-mb',
+} as const;
+
+interface Instance {
+  name: string;
+  status: string;
+  config: Record<string, string>;
+  devices: Record<string, Record<string, string>>;
+  architecture: string;
+  ephemeral: boolean;
+  profiles: string[];
+  description: string;
+}
+
+interface Volume {
+  name: string;
+  config: Record<string, string>;
+  used_by: string[] | null;
+}
+
+/**
+ * The provider contract over an LXD daemon or cluster (docs/adr/0026). A VM is a privileged
+ * system container with nesting, started from an image made here, with this host's /usr and the
+ * release bound read-only; its address is the provider's (LXD's DHCP and DNS are off on our
+ * network) and everything the contract returns lives in the instance's `user.anodyne.*` config,
+ * so a new provider object (a restarted platform) sees what exists. Persistent disks are custom
+ * storage volumes attached live as disk devices; load balancers are haproxy in an instance of
+ * their own, reloaded in place. No segments yet (`capabilities.segments` false).
+ */
+export class LxdProvider implements Provider {
+  private readonly lxd: LxdClient;
+  private readonly cidr: Cidr;
+  private readonly vmTypes: Record<string, VmType>;
+  private readonly networkName: string;
+  private readonly prefix: string;
+  private readyOnce: Promise<string> | undefined;
+  /** createVm/createLoadBalancer pick addresses one at a time (in this process). */
+  private allocation: Promise<unknown> = Promise.resolve();
+  private poolDriver = 'dir';
+
+  constructor(private readonly o: LxdProviderOptions) {
+    if (!/^[a-z0-9]{1,6}$/.test(o.tag)) {
+      throw new InputError(
+        'ANODYNE_E_PROVIDER_INPUT_INVALID',
+        `provider tag ${JSON.stringify(o.tag)} must be 1 to 6 lowercase letters or digits`,
+      );
+    }
+    if (!Array.isArray(o.agentCommand) || o.agentCommand.length === 0) {
+      throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', 'agentCommand must name the program to start in each VM');
+    }
+    this.cidr = parseCidr(o.network);
+    this.vmTypes = o.vmTypes ?? DEFAULT_VM_TYPES;
+    this.lxd = new LxdClient(o.endpoint, o.project ?? 'default');
+    this.networkName = `anlxd${o.tag}`;
+    this.prefix = `an-${o.tag}-`;
+  }
+
+  info(): ProviderInfo {
+    return {
+      name: 'lxd',
+      version: '1',
+      kind: 'namespaces',
+      vmTypes: this.vmTypes,
+      networks: [{ name: 'default', range: this.cidr.text, gateway: this.cidr.gateway }],
+      images: [IMAGE],
+      capabilities: { persistentDisks: true, loadBalancers: true, reboot: true, segments: false },
+    };
+  }
+
+  /**
+   * The daemon reachable and trusting us, the project and storage pool there: what is wrong is
+   * named (`anodyne server` calls this at its start through prepareNetwork).
+   */
+  async check(): Promise<void> {
+    const server = await this.lxd.call<{ auth: string; environment?: { server_version?: string } }>('GET', '/1.0');
+    if (server.auth !== 'trusted') {
+      throw new PreconditionError(
+        'ANODYNE_E_PROVIDER_MISCONFIGURED',
+        `LXD at ${this.lxd.where} does not trust this client (auth: ${server.auth}): add its certificate to LXD's trust store`,
+        { details: { endpoint: this.lxd.where } },
+      );
+    }
+    if (this.lxd.project !== 'default' && !(await this.lxd.find(`/1.0/projects/${encodeURIComponent(this.lxd.project)}`))) {
+      throw new PreconditionError('ANODYNE_E_PROVIDER_MISCONFIGURED', `LXD at ${this.lxd.where} has no project ${this.lxd.project}`, {
+        details: { project: this.lxd.project },
+      });
+    }
+    const pool = await this.lxd.find<{ driver: string }>(`/1.0/storage-pools/${encodeURIComponent(this.o.storagePool)}`);
+    if (!pool) {
+      throw new PreconditionError(
+        'ANODYNE_E_PROVIDER_MISCONFIGURED',
+        `LXD at ${this.lxd.where} has no storage pool ${this.o.storagePool}`,
+        {
+          details: { storagePool: this.o.storagePool },
+        },
+      );
+    }
+    this.poolDriver = pool.driver;
+  }
+
+  /** Makes the VM network exist now and returns the host's address on it. */
+  async prepareNetwork(): Promise<{ gateway: string }> {
+    await this.ready();
+    return { gateway: this.cidr.gateway };
+  }
+
+  /** Once per provider: the check, the network and the image. Answers the image's fingerprint. */
+  private ready(): Promise<string> {
+    this.readyOnce ??= (async () => {
+      await this.check();
+      await this.ensureNetwork();
+      return this.ensureImage();
+    })().catch((err: unknown) => {
+      this.readyOnce = undefined;
+      throw err;
+    });
+    return this.readyOnce;
+  }
+
+  /**
+   * The provider's managed bridge: the host's address, no DHCP, no DNS (dnsmasq's port 0), no NAT,
+   * no routing (LXD leaves `net.ipv4.ip_forward` alone) and no LXD firewall rules: nothing leaves it.
+   */
+  private async ensureNetwork(): Promise<void> {
+    const path = `/1.0/networks/${this.networkName}`;
+    const existing = await this.lxd.find<{ config: Record<string, string> }>(path);
+    const address = `${this.cidr.gateway}/${this.cidr.prefix}`;
+    if (existing) {
+      if (existing.config[K.tag] !== this.o.tag || existing.config['ipv4.address'] !== address) {
+        throw new PreconditionError(
+          'ANODYNE_E_PROVIDER_NETWORK_IN_USE',
+          `LXD network ${this.networkName} exists with ${existing.config['ipv4.address'] ?? 'no address'} and is not this provider's (${address})`,
+          { details: { network: this.networkName } },
+        );
+      }
+      return;
+    }
+    await this.lxd.call('POST', '/1.0/networks', {
+      body: {
+        name: this.networkName,
+        type: 'bridge',
+        description: `Anodyne VM network (tag ${this.o.tag})`,
+        config: {
+          'ipv4.address': address,
+          'ipv4.nat': 'false',
+          'ipv4.dhcp': 'false',
+          'ipv4.routing': 'false',
+          'ipv4.firewall': 'false',
+          'ipv6.address': 'none',
+          'dns.mode': 'none',
+          'raw.dnsmasq': 'port=0',
+          [K.tag]: this.o.tag,
+        },
+      },
+    });
+    this.o.logger.info({ network: this.networkName, range: this.cidr.text }, 'LXD network created');
+  }
+
+  /** The image built here, imported unless LXD has it (same inputs, same fingerprint); older ones of the tag removed. */
+  private async ensureImage(): Promise<string> {
+    const image = await buildImage(this.o.agentCommand, this.o.tag);
+    if (!(await this.lxd.find(`/1.0/images/${image.fingerprint}`))) {
+      await this.lxd.call('POST', '/1.0/images', { raw: image.tarball, waitMs: 300_000 });
+      this.o.logger.info({ fingerprint: image.fingerprint.slice(0, 12), bytes: image.tarball.length }, 'LXD image imported');
+    }
+    for (const old of await this.ourImages()) if (old !== image.fingerprint) await this.lxd.ignoringMissing('DELETE', `/1.0/images/${old}`);
+    return image.fingerprint;
+  }
+
+  private async ourImages(): Promise<string[]> {
+    const images = await this.lxd.call<{ fingerprint: string; properties: Record<string, string> }[]>('GET', '/1.0/images?recursion=1');
+    return images.filter((i) => i.properties?.anodyne_tag === this.o.tag).map((i) => i.fingerprint);
+  }
+
+  // ------------------------------------------------------------------ VMs
+
+  private instanceName(id: string): string {
+    return `${this.prefix}${id}`;
+  }
+
+  private async instances(): Promise<Instance[]> {
+    const all = await this.lxd.call<Instance[]>('GET', '/1.0/instances?recursion=1');
+    return all.filter((i) => i.config[K.tag] === this.o.tag);
+  }
+
+  /** Addresses of every instance of the provider (VMs and load balancers). */
+  private async usedIps(): Promise<Set<string>> {
+    return new Set((await this.instances()).map((i) => i.config[K.ip]).filter((ip): ip is string => !!ip));
+  }
+
+  /** One allocation at a time: the address is chosen and the instance recorded before the next looks. */
+  private allocating<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.allocation.then(fn, fn);
+    this.allocation = run.catch(() => undefined);
+    return run;
+  }
+
+  private rootDevice(sizeMb: number): Record<string, string> {
+    // A dir pool has no quotas (unless the filesystem has project quotas): its roots are not sized.
+    return { type: 'disk', path: '/', pool: this.o.storagePool, ...(this.poolDriver === 'dir' ? {} : { size: `${sizeMb}MiB` }) };
+  }
+
+  private baseDevices(): Record<string, Record<string, string>> {
+    const devices: Record<string, Record<string, string>> = {
+      eth0: { type: 'nic', network: this.networkName, name: 'eth0' },
+      usr: { type: 'disk', source: '/usr', path: '/usr', readonly: 'true' },
+    };
+    (this.o.binds ?? []).forEach((b, i) => {
+      devices[`bind${i}`] = { type: 'disk', source: b.host, path: b.guest, readonly: b.readOnly === false ? 'false' : 'true' };
+    });
+    return devices;
+  }
+
+  async createVm(req: CreateVmRequest): Promise<VmInfo> {
+    validateCreate(req, [IMAGE], ['default']);
+    const vmType = resolveVmType(req.vmType, this.vmTypes);
+    const fingerprint = await this.ready();
+    const id = `vm-${randomBytes(4).toString('hex')}`;
+    const name = this.instanceName(id);
+    const createdAt = this.o.clock.now().toISOString();
+    const metadata = { ...(req.metadata ?? {}) };
+    const ip = await this.allocating(async () => {
+      const chosen = new IpPool(this.cidr, await this.usedIps()).allocate(req.network.ip);
+      const env: Record<string, string> = {
+        PATH: GUEST_PATH,
+        HOME: '/root',
+        ...req.env,
+        ANODYNE_AGENT_ID: req.agentId,
+        ANODYNE_VM_ID: id,
+        ANODYNE_ROLE: 'agent',
+        ANODYNE_VM_ADDRESS: `${chosen}/${this.cidr.prefix}`,
+        ANODYNE_VM_GATEWAY: this.cidr.gateway,
+      };
+      await this.lxd.call('POST', '/1.0/instances', {
+        body: {
+          name,
+          type: 'container',
+          source: { type: 'image', fingerprint },
+          profiles: [],
+          config: {
+            'security.privileged': 'true',
+            'security.nesting': 'true',
+            'limits.cpu.allowance': `${Math.round(vmType.cpu * 100)}ms/100ms`,
+            'limits.memory': `${vmType.memoryMb}MiB`,
+            ...(vmType.pids ? { 'limits.processes': String(vmType.pids) } : {}),
+            'raw.lxc': RAW_LXC,
+            ...Object.fromEntries(Object.entries(env).map(([k, v]) => [`environment.${k}`, v])),
+            [K.tag]: this.o.tag,
+            [K.kind]: 'vm',
+            [K.id]: id,
+            [K.agentId]: req.agentId,
+            [K.ip]: chosen,
+            [K.network]: 'default',
+            [K.vmType]: JSON.stringify(vmType),
+            [K.image]: req.image,
+            [K.metadata]: JSON.stringify(metadata),
+            [K.createdAt]: createdAt,
+          },
+          devices: {
+            root: this.rootDevice(vmType.ephemeralDiskMb),
+            ...this.baseDevices(),
+            kmsg: { type: 'unix-char', source: '/dev/kmsg', path: '/dev/kmsg' },
+          },
+        },
+      });
+      return chosen;
+    });
+    try {
+      await this.lxd.call('PUT', `/1.0/instances/${name}/state`, { body: { action: 'start', timeout: 30 } });
+    } catch (err) {
+      await this.deleteVm(id).catch((e: unknown) =>
+        this.o.logger.error({ vmId: id, err: String(e) }, 'cleanup after a failed create failed'),
+      );
+      throw new AnodyneError('ANODYNE_E_PROVIDER_VM_CREATE_FAILED', `VM ${id} did not start: ${(err as Error).message}`, { cause: err });
+    }
+    this.o.logger.info({ vmId: id, ip, agentId: req.agentId }, 'LXD VM created');
+    return { id, agentId: req.agentId, ip, network: 'default', state: 'running', vmType, image: req.image, metadata, createdAt };
+  }
+
+  private async instance(id: string): Promise<Instance | undefined> {
+    if (!/^(vm|lb)-[0-9a-f]{8}$/.test(id)) return undefined;
+    const i = await this.lxd.find<Instance>(`/1.0/instances/${this.instanceName(id)}`);
+    return i && i.config[K.tag] === this.o.tag ? i : undefined;
+  }
+
+  /** Stops (forced) and deletes an instance; persistent disks on it stay (custom volumes). Idempotent. */
+  private async removeInstance(name: string): Promise<void> {
+    // An instance whose init just died is busy with LXD's own stop for a moment: asked again.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.lxd
+          .ignoringMissing('PUT', `/1.0/instances/${name}/state`, { body: { action: 'stop', force: true, timeout: 30 } })
+          .catch((err: unknown) => {
+            // Already stopped is fine.
+            if (!(err instanceof LxdStatusError && /already stopped|not running/i.test(err.message))) throw err;
+          });
+        await this.lxd.ignoringMissing('DELETE', `/1.0/instances/${name}`);
+        return;
+      } catch (err) {
+        if (!(err instanceof LxdStatusError && /busy/i.test(err.message)) || attempt >= 100) throw err;
+        await this.o.clock.sleep(100);
+      }
+    }
+  }
+
+  async deleteVm(id: string): Promise<void> {
+    if (!/^vm-[0-9a-f]{8}$/.test(id)) return;
+    await this.removeInstance(this.instanceName(id));
+  }
+
+  async hasVm(id: string): Promise<boolean> {
+    return (await this.instance(id))?.status === 'Running';
+  }
+
+  async rebootVm(id: string): Promise<void> {
+    const i = await this.instance(id);
+    if (!i || i.config[K.kind] !== 'vm') throw vmNotFound(id);
+    const action = i.status === 'Running' ? 'restart' : 'start';
+    await this.lxd.call('PUT', `/1.0/instances/${i.name}/state`, { body: { action, force: true, timeout: 30 } });
+  }
+
+  async setVmMetadata(id: string, metadata: Record<string, string>): Promise<void> {
+    const i = await this.instance(id);
+    if (!i || i.config[K.kind] !== 'vm') throw vmNotFound(id);
+    await this.lxd.call('PATCH', `/1.0/instances/${i.name}`, { body: { config: { [K.metadata]: JSON.stringify({ ...metadata }) } } });
+  }
+
+  async listVms(filter?: Record<string, string>): Promise<VmInfo[]> {
+    return (await this.instances())
+      .filter((i) => i.config[K.kind] === 'vm')
+      .map((i) => vmInfo(i))
+      .filter((v) => matches(v.metadata, filter));
+  }
+
+  // ------------------------------------------------------------------ disks
+
+  private volumePath(diskId: string): string {
+    return `/1.0/storage-pools/${encodeURIComponent(this.o.storagePool)}/volumes/custom/${this.prefix}${diskId}`;
+  }
+
+  private async volume(diskId: string): Promise<Volume | undefined> {
+    if (!/^disk-[0-9a-f]{8}$/.test(diskId)) return undefined;
+    const v = await this.lxd.find<Volume>(this.volumePath(diskId));
+    return v && v.config[K.tag] === this.o.tag ? v : undefined;
+  }
+
+  /** The VM a volume is attached to, from LXD's own `used_by`. */
+  private attachedTo(v: Volume): string | null {
+    for (const u of v.used_by ?? []) {
+      const name = decodeURIComponent(new URL(u, 'http://lxd').pathname.split('/').pop() ?? '');
+      if (name.startsWith(this.prefix)) return name.slice(this.prefix.length);
+    }
+    return null;
+  }
+
+  async createDisk(sizeMb: number, metadata: Record<string, string> = {}): Promise<DiskInfo> {
+    if (!Number.isInteger(sizeMb) || sizeMb < 1) {
+      throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', 'disk size must be a whole number of MiB, at least 1', {
+        details: { sizeMb },
+      });
+    }
+    await this.ready();
+    const id = `disk-${randomBytes(4).toString('hex')}`;
+    await this.lxd.call('POST', `/1.0/storage-pools/${encodeURIComponent(this.o.storagePool)}/volumes/custom`, {
+      body: {
+        name: `${this.prefix}${id}`,
+        config: { size: `${sizeMb}MiB`, [K.tag]: this.o.tag, [K.sizeMb]: String(sizeMb), [K.metadata]: JSON.stringify({ ...metadata }) },
+      },
+    });
+    return { id, sizeMb, vmId: null, metadata: { ...metadata } };
+  }
+
+  async deleteDisk(id: string): Promise<void> {
+    const v = await this.volume(id);
+    if (!v) return;
+    const vmId = this.attachedTo(v);
+    if (vmId) throw new ConflictError('ANODYNE_E_PROVIDER_DISK_ATTACHED', `disk ${id} is attached to ${vmId}`, { details: { id, vmId } });
+    await this.lxd.ignoringMissing('DELETE', this.volumePath(id));
+  }
+
+  async hasDisk(id: string): Promise<boolean> {
+    return (await this.volume(id)) !== undefined;
+  }
+
+  async listDisks(filter?: Record<string, string>): Promise<DiskInfo[]> {
+    const all = await this.lxd.call<Volume[]>(
+      'GET',
+      `/1.0/storage-pools/${encodeURIComponent(this.o.storagePool)}/volumes/custom?recursion=1`,
+    );
+    return all
+      .filter((v) => v.config[K.tag] === this.o.tag && v.name.startsWith(this.prefix))
+      .map((v) => ({
+        id: v.name.slice(this.prefix.length),
+        sizeMb: Number(v.config[K.sizeMb] ?? 0),
+        vmId: this.attachedTo(v),
+        metadata: parseJson(v.config[K.metadata]),
+      }))
+      .filter((d) => matches(d.metadata, filter));
+  }
+
+  private checkIds(vmId: string, diskId: string): void {
+    if (!/^vm-[0-9a-f]{8}$/.test(vmId) || !/^disk-[0-9a-f]{8}$/.test(diskId)) {
+      throw new InputError(
+        'ANODYNE_E_PROVIDER_INPUT_INVALID',
+        `${JSON.stringify(vmId)} / ${JSON.stringify(diskId)} are not a VM and a disk id`,
+        {
+          details: { vmId, diskId },
+        },
+      );
+    }
+  }
+
+  async attachDisk(vmId: string, diskId: string): Promise<DiskAttachment> {
+    this.checkIds(vmId, diskId);
+    const path = `${GUEST_DISK_DIR}/${diskId}`;
+    const i = await this.instance(vmId);
+    if (!i) throw vmNotFound(vmId);
+    const v = await this.volume(diskId);
+    if (!v) throw new NotFoundError('ANODYNE_E_PROVIDER_DISK_NOT_FOUND', `disk ${diskId} not found`, { details: { id: diskId } });
+    const on = this.attachedTo(v);
+    if (on === vmId && i.devices[diskId]) return { path };
+    if (on && on !== vmId)
+      throw new ConflictError('ANODYNE_E_PROVIDER_DISK_ATTACHED', `disk ${diskId} is attached to ${on}`, {
+        details: { id: diskId, vmId: on },
+      });
+    await this.lxd.call('PATCH', `/1.0/instances/${i.name}`, {
+      body: { devices: { [diskId]: { type: 'disk', pool: this.o.storagePool, source: `${this.prefix}${diskId}`, path } } },
+    });
+    return { path };
+  }
+
+  async detachDisk(vmId: string, diskId: string): Promise<void> {
+    this.checkIds(vmId, diskId);
+    const i = await this.instance(vmId);
+    if (!i?.devices[diskId]) return;
+    const devices = { ...i.devices };
+    delete devices[diskId];
+    await this.lxd.call('PUT', `/1.0/instances/${i.name}`, {
+      body: {
+        architecture: i.architecture,
+        config: i.config,
+        devices,
+        ephemeral: i.ephemeral,
+        profiles: i.profiles,
+        description: i.description,
+      },
+    });
+  }
+
+  // ------------------------------------------------------------------ load balancers
+
+  /** A load balancer's instance: named by a digest of its name (the contract's id), so it is found without a list. */
+  private lbName(id: string): string {
+    return `${this.prefix}lb-${createHash('sha256').update(id).digest('hex').slice(0, 8)}`;
+  }
+
+  private async lbInstance(id: string): Promise<Instance | undefined> {
+    if (typeof id !== 'string' || !/^[a-z0-9][a-z0-9-]{0,40}$/.test(id)) return undefined;
+    const i = await this.lxd.find<Instance>(`/1.0/instances/${this.lbName(id)}`);
+    return i && i.config[K.tag] === this.o.tag && i.config[K.id] === id ? i : undefined;
+  }
+
+  private async pushConfig(
+    name: string,
+    lb: { port: number; backends: LoadBalancerBackend[]; healthCheck?: LoadBalancerHealthCheck | undefined },
+  ): Promise<void> {
+    await this.lxd.call('POST', `/1.0/instances/${name}/files?path=${encodeURIComponent(`${IMAGE_DIR}/haproxy.cfg`)}`, {
+      raw: Buffer.from(haproxyConfig(lb, '/run/haproxy.pid')),
+      headers: { 'x-lxd-uid': '0', 'x-lxd-gid': '0', 'x-lxd-mode': '0644', 'x-lxd-type': 'file', 'x-lxd-write': 'overwrite' },
+    });
+  }
+
+  async createLoadBalancer(spec: LoadBalancerSpec): Promise<LoadBalancerInfo> {
+    if (!spec || typeof spec.name !== 'string' || !/^[a-z0-9][a-z0-9-]{0,40}$/.test(spec.name)) {
+      throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', 'load balancer name must be lowercase letters, digits and dashes');
+    }
+    if (!Number.isInteger(spec.port) || spec.port < 1 || spec.port > 65535) {
+      throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', 'load balancer port must be 1 to 65535');
+    }
+    if (spec.network !== 'default') {
+      throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', `unknown network ${JSON.stringify(spec.network)}; known: default`, {
+        details: { network: spec.network },
+      });
+    }
+    validateBackends(spec.backends);
+    validateHealthCheck(spec.healthCheck);
+    const fingerprint = await this.ready();
+    const name = this.lbName(spec.name);
+    const lb = { port: spec.port, backends: [...spec.backends], ...(spec.healthCheck ? { healthCheck: { ...spec.healthCheck } } : {}) };
+    const metadata = { ...(spec.metadata ?? {}) };
+    const ip = await this.allocating(async () => {
+      if (await this.lbInstance(spec.name))
+        throw new ConflictError('ANODYNE_E_CONFLICT', `load balancer ${spec.name} exists`, { details: { name: spec.name } });
+      const chosen = new IpPool(this.cidr, await this.usedIps()).allocate(spec.ip);
+      const env = {
+        PATH: GUEST_PATH,
+        HOME: '/root',
+        ANODYNE_ROLE: 'lb',
+        ANODYNE_VM_ADDRESS: `${chosen}/${this.cidr.prefix}`,
+        ANODYNE_VM_GATEWAY: this.cidr.gateway,
+      };
+      await this.lxd.call('POST', '/1.0/instances', {
+        body: {
+          name,
+          type: 'container',
+          source: { type: 'image', fingerprint },
+          profiles: [],
+          config: {
+            ...LB_LIMITS,
+            'raw.lxc': `lxc.init.cmd = ${IMAGE_DIR}/init`,
+            ...Object.fromEntries(Object.entries(env).map(([k, v]) => [`environment.${k}`, v])),
+            [K.tag]: this.o.tag,
+            [K.kind]: 'lb',
+            [K.id]: spec.name,
+            [K.ip]: chosen,
+            [K.network]: 'default',
+            [K.lb]: JSON.stringify(lb),
+            [K.metadata]: JSON.stringify(metadata),
+          },
+          devices: {
+            root: this.rootDevice(256),
+            eth0: { type: 'nic', network: this.networkName, name: 'eth0' },
+            usr: { type: 'disk', source: '/usr', path: '/usr', readonly: 'true' },
+          },
+        },
+      });
+      return chosen;
+    });
+    try {
+      await this.pushConfig(name, lb);
+      await this.lxd.call('PUT', `/1.0/instances/${name}/state`, { body: { action: 'start', timeout: 30 } });
+      await this.waitForPort(ip, spec.port, spec.name);
+    } catch (err) {
+      await this.removeInstance(name).catch(() => undefined);
+      throw err;
+    }
+    return { id: spec.name, ip, network: 'default', ...lb, metadata };
+  }
+
+  /** Ready when haproxy's frontend accepts a connection (from this host, on the bridge). */
+  private async waitForPort(ip: string, port: number, id: string): Promise<void> {
+    const deadline = this.o.clock.nowMs() + LB_READY_TIMEOUT_MS;
+    for (;;) {
+      const open = await new Promise<boolean>((resolve) => {
+        const s = connect({ host: ip, port, timeout: 500 });
+        s.once('connect', () => {
+          s.destroy();
+          resolve(true);
+        });
+        s.once('error', () => resolve(false));
+        s.once('timeout', () => {
+          s.destroy();
+          resolve(false);
+        });
+      });
+      if (open) return;
+      if (this.o.clock.nowMs() > deadline) throw new AnodyneError('ANODYNE_E_PROVIDER_VM_CREATE_FAILED', `haproxy for ${id} did not start`);
+      await this.o.clock.sleep(50);
+    }
+  }
+
+  async updateLoadBalancer(id: string, backends: LoadBalancerBackend[], healthCheck?: LoadBalancerHealthCheck): Promise<LoadBalancerInfo> {
+    validateBackends(backends);
+    validateHealthCheck(healthCheck);
+    const i = await this.lbInstance(id);
+    if (!i) throw lbNotFound(id);
+    const before = parseJson(i.config[K.lb]) as unknown as { port: number; healthCheck?: LoadBalancerHealthCheck };
+    const hc = healthCheck ?? before.healthCheck;
+    const lb = { port: before.port, backends: [...backends], ...(hc ? { healthCheck: { ...hc } } : {}) };
+    await this.pushConfig(i.name, lb);
+    await this.lxd.call('PATCH', `/1.0/instances/${i.name}`, { body: { config: { [K.lb]: JSON.stringify(lb) } } });
+    // haproxy's master reloads its configuration on SIGUSR2, keeping its listening socket.
+    await this.lxd.call('POST', `/1.0/instances/${i.name}/exec`, {
+      body: {
+        command: ['/bin/sh', '-c', 'kill -USR2 "$(cat /run/haproxy.pid)"'],
+        'wait-for-websocket': false,
+        interactive: false,
+        'record-output': false,
+      },
+    });
+    return lbInfo({ ...i, config: { ...i.config, [K.lb]: JSON.stringify(lb) } });
+  }
+
+  async getLoadBalancer(id: string): Promise<LoadBalancerInfo> {
+    const i = await this.lbInstance(id);
+    if (!i) throw lbNotFound(id);
+    return lbInfo(i);
+  }
+
+  async deleteLoadBalancer(id: string): Promise<void> {
+    if (!(await this.lbInstance(id))) return;
+    await this.removeInstance(this.lbName(id));
+  }
+
+  async listLoadBalancers(filter?: Record<string, string>): Promise<LoadBalancerInfo[]> {
+    return (await this.instances())
+      .filter((i) => i.config[K.kind] === 'lb')
+      .map(lbInfo)
+      .filter((l) => matches(l.metadata, filter));
+  }
+
+  // ------------------------------------------------------------------ segments (not yet)
+
+  createSegment(_spec: SegmentSpec): Promise<SegmentInfo> {
+    return Promise.reject(new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', 'the LXD provider has no network segments yet'));
+  }
+
+  deleteSegment(_name: string): Promise<void> {
+    return Promise.resolve();
+  }
+
+  listSegments(): Promise<SegmentInfo[]> {
+    return Promise.resolve([]);
+  }
+
+  // ------------------------------------------------------------------ cleanup
+
+  /** Every instance, volume, image and the network of the tag, found in LXD itself. */
+  async cleanup(): Promise<CleanupReport> {
+    const report: CleanupReport = { vms: 0, disks: 0, loadBalancers: 0, segments: 0, other: {} };
+    for (const i of await this.instances()) {
+      await this.removeInstance(i.name);
+      if (i.config[K.kind] === 'lb') report.loadBalancers++;
+      else report.vms++;
+    }
+    for (const d of await this.listDisks()) {
+      await this.lxd.ignoringMissing('DELETE', this.volumePath(d.id));
+      report.disks++;
+    }
+    for (const fp of await this.ourImages()) {
+      await this.lxd.ignoringMissing('DELETE', `/1.0/images/${fp}`);
+      report.other.images = (report.other.images ?? 0) + 1;
+    }
+    const net = await this.lxd.find<{ config: Record<string, string> }>(`/1.0/networks/${this.networkName}`);
+    if (net?.config[K.tag] === this.o.tag) {
+      await this.lxd.ignoringMissing('DELETE', `/1.0/networks/${this.networkName}`);
+      report.other.networks = 1;
+    }
+    this.readyOnce = undefined;
+    return report;
+  }
+
+  /** Closes the connections to LXD. */
+  close(): void {
+    this.lxd.close();
+  }
+}
+
+function parseJson(text: string | undefined): Record<string, string> {
+  try {
+    const v = JSON.parse(text ?? '{}') as unknown;
+    return v && typeof v === 'object' ? (v as Record<string, string>) : {};
+  } catch {
+    return {};
+  }
+}
+
+function vmInfo(i: Instance): VmInfo {
+  return {
+    id: i.config[K.id] ?? '',
+    agentId: i.config[K.agentId] ?? '',
+    ip: i.config[K.ip] ?? '',
+    network: i.config[K.network] ?? 'default',
+    state: i.status === 'Running' ? 'running' : 'stopped',
+    vmType: parseJson(i.config[K.vmType]) as unknown as VmType,
+    image: i.config[K.image] ?? IMAGE,
+    metadata: parseJson(i.config[K.metadata]),
+    createdAt: i.config[K.createdAt] ?? '',
+  };
+}
+
+function lbInfo(i: Instance): LoadBalancerInfo {
+  const lb = parseJson(i.config[K.lb]) as unknown as {
+    port: number;
+    backends: LoadBalancerBackend[];
+    healthCheck?: LoadBalancerHealthCheck;
+  };
+  return {
+    id: i.config[K.id] ?? '',
+    ip: i.config[K.ip] ?? '',
+    port: lb.port,
+    network: i.config[K.network] ?? 'default',
+    backends: [...lb.backends],
+    ...(lb.healthCheck ? { healthCheck: { ...lb.healthCheck } } : {}),
+    metadata: parseJson(i.config[K.metadata]),
+  };
+}
+
+function vmNotFound(id: string): NotFoundError {
+  return new NotFoundError('ANODYNE_E_PROVIDER_VM_NOT_FOUND', `VM ${id} not found`, { details: { id } });
+}
+
+function lbNotFound(id: string): NotFoundError {
+  return new NotFoundError('ANODYNE_E_PROVIDER_LB_NOT_FOUND', `load balancer ${id} not found`, { details: { id } });
+}

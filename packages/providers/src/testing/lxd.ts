@@ -1,0 +1,130 @@
+// startLxd: a private LXD daemon for a test (its own directory, storage pool and socket), removed with everything it made.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { exec } from '@anodyne/common';
+import { deleteRule, mountsUnder, rulesWithComment, unmountAll } from '../local/host.js';
+
+export interface TestLxd {
+  /** LXD's unix socket. */
+  socket: string;
+  /** LXD_DIR of the daemon. */
+  dir: string;
+  /** A `dir` storage pool made for the test. */
+  pool: string;
+  /** Runs a command in an instance and answers its exit code and output (LXD's exec with recorded output). */
+  exec(instance: string, command: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
+  /** GET of an API path on the socket: the status and parsed body. */
+  get(path: string): Promise<{ status: number; body: { metadata?: unknown } }>;
+  /** Shuts the daemon down (its instances with it), unmounts and removes its directory and any rule it left. */
+  stop(): Promise<void>;
+}
+
+function raw(socket: string, method: string, path: string, body?: unknown): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const req = request(
+      {
+        socketPath: socket,
+        host: 'lxd',
+        method,
+        path,
+        headers: data ? { 'content-type': 'application/json', 'content-length': data.length } : {},
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    if (data) req.write(data);
+    req.end();
+  });
+}
+
+async function json(
+  socket: string,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<{ status: number; body: Record<string, unknown> }> {
+  const r = await raw(socket, method, path, body);
+  return { status: r.status, body: JSON.parse(r.text) as Record<string, unknown> };
+}
+
+/**
+ * A daemon of Debian's `lxd` package (the `make deps` step installs it) started as root with
+ * `LXD_DIR` in a temporary directory: nothing of the host's own LXD (if any) is touched. Its
+ * socket answers within seconds; a `dir` pool is made. `stop` leaves the host as it was.
+ */
+export async function startLxd(name: string): Promise<TestLxd> {
+  const dir = mkdtempSync(join(tmpdir(), `anodyne-lxd-${name}-`));
+  const socket = join(dir, 'unix.socket');
+  const log = openSync(join(dir, 'daemon.out'), 'a');
+  const child: ChildProcess = spawn('lxd', ['--group', 'root', '--logfile', join(dir, 'lxd.log')], {
+    env: { ...process.env, LXD_DIR: dir },
+    detached: true,
+    stdio: ['ignore', log, log],
+  });
+  closeSync(log);
+  child.unref();
+  const stop = async (): Promise<void> => {
+    await exec(['lxd', 'shutdown', '--timeout', '30'], { env: { ...process.env, LXD_DIR: dir } }).catch(() => undefined);
+    if (child.exitCode === null && child.pid) {
+      try {
+        process.kill(child.pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    await unmountAll(dir);
+    for (const r of await rulesWithComment('filter', 'generated for LXD')) await deleteRule('filter', r).catch(() => undefined);
+    if (mountsUnder(dir).length === 0) rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const up =
+        existsSync(socket) &&
+        (await raw(socket, 'GET', '/1.0').then(
+          (r) => r.status === 200,
+          () => false,
+        ));
+      if (up) break;
+      if (child.exitCode !== null || Date.now() > deadline) {
+        throw new Error(`LXD did not start: ${readFileSync(join(dir, 'daemon.out'), 'utf8').slice(-800)}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const pool = 'anodyne';
+    const made = await json(socket, 'POST', '/1.0/storage-pools', { name: pool, driver: 'dir' });
+    if (made.status >= 300) throw new Error(`LXD storage pool: ${JSON.stringify(made.body)}`);
+    return {
+      socket,
+      dir,
+      pool,
+      stop,
+      get: (path) => json(socket, 'GET', path),
+      exec: async (instance, command) => {
+        const started = await json(socket, 'POST', `/1.0/instances/${instance}/exec`, {
+          command,
+          'wait-for-websocket': false,
+          interactive: false,
+          'record-output': true,
+        });
+        if (started.status >= 300) throw new Error(`exec in ${instance}: ${JSON.stringify(started.body)}`);
+        const op = await json(socket, 'GET', `${String(started.body.operation)}/wait?timeout=60`);
+        const meta = (op.body.metadata as { metadata: { return: number; output: Record<string, string> } }).metadata;
+        const out = async (fd: string) => (meta.output[fd] ? (await raw(socket, 'GET', meta.output[fd])).text : '');
+        return { code: meta.return, stdout: await out('1'), stderr: await out('2') };
+      },
+    };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
