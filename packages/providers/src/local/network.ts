@@ -53,6 +53,7 @@ export class VmNetwork {
   readonly comment: string;
   /** iptables' wildcard for every segment bridge of the tag (the dash keeps tag `t1` off `t12`'s). */
   private readonly segmentBridges: string;
+  private readonly segmentPrefix: string;
   private bridgeReady: Promise<void> | undefined;
 
   constructor(
@@ -60,10 +61,17 @@ export class VmNetwork {
     readonly cidr: Cidr,
     /** The provider's data directory, written into its bridges' aliases. */
     private readonly dataDir: string,
+    /** Other names for the bridges and the rules' comment (the LXD provider's, whose bridges LXD makes). */
+    names: { bridge: string; segmentPrefix: string; comment: string } = {
+      bridge: `anbr-${tag}`,
+      segmentPrefix: `ans${tag}-`,
+      comment: `anodyne:${tag}`,
+    },
   ) {
-    this.bridge = `anbr-${tag}`;
-    this.comment = `anodyne:${tag}`;
-    this.segmentBridges = `ans${tag}-+`;
+    this.bridge = names.bridge;
+    this.comment = names.comment;
+    this.segmentPrefix = names.segmentPrefix;
+    this.segmentBridges = `${names.segmentPrefix}+`;
   }
 
   /** The default network. */
@@ -73,7 +81,7 @@ export class VmNetwork {
 
   /** A segment's network: its bridge is `ans<tag>-<index>` (at most 15 characters). */
   segmentLan(name: string, index: number, cidr: Cidr): Lan {
-    return { name, bridge: `ans${this.tag}-${index}`, cidr };
+    return { name, bridge: `${this.segmentPrefix}${index}`, cidr };
   }
 
   netnsName(id: string): string {
@@ -242,7 +250,7 @@ export class VmNetwork {
       await ipQuiet('link', 'del', l);
       count('links');
     }
-    for (const l of await segmentBridgesOfTag(this.tag)) {
+    for (const l of await bridgesWithPrefix(this.segmentPrefix)) {
       await ipQuiet('link', 'del', l);
       count('links');
     }
@@ -261,7 +269,12 @@ export class VmNetwork {
 
 /** The segment bridges of a provider's tag on the host: `ans<tag>-<index>`. */
 export async function segmentBridgesOfTag(tag: string): Promise<string[]> {
-  return (await linksWithPrefix(`ans${tag}-`)).filter((l) => /^\d+$/.test(l.slice(tag.length + 4)));
+  return bridgesWithPrefix(`ans${tag}-`);
+}
+
+/** Links named `<prefix><index>`. */
+async function bridgesWithPrefix(prefix: string): Promise<string[]> {
+  return (await linksWithPrefix(prefix)).filter((l) => /^\d+$/.test(l.slice(prefix.length)));
 }
 
 /** Refuses `cidr` when a host interface other than `bridge` holds an address in it, naming that interface (and its maker, if ours). */

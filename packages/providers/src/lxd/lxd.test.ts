@@ -62,7 +62,7 @@ async function leftovers(tag: string): Promise<string[]> {
 
 if (hasLxd) {
   providerContractSuite('lxd (system containers)', () => {
-    const { provider, tag } = makeProvider('10.196.1.0/24');
+    const { provider, tag } = makeProvider('10.196.1.0/24', { segments: { pool: '10.195.1.0/26', prefix: 28 } });
     return Promise.resolve({
       provider,
       crashVm: async (id: string) => {

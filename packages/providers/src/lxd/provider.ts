@@ -27,10 +27,13 @@ import {
   validateBackends,
   validateCreate,
   validateHealthCheck,
+  validateSegmentName,
+  SegmentPool,
   type Cidr,
 } from '../internal/validate.js';
 import type { BindMount } from '../local/boot.js';
 import { GUEST_DISK_DIR } from '../local/disks.js';
+import { VmNetwork, type Lan } from '../local/network.js';
 import { LxdClient, LxdStatusError, type LxdEndpoint } from './client.js';
 import { IMAGE_DIR, buildImage } from './image.js';
 
@@ -44,6 +47,11 @@ export interface LxdProviderOptions {
   network: string;
   /** 1–6 lowercase letters/digits naming this provider's objects in LXD (instances, volumes, network, image). */
   tag: string;
+  /**
+   * Where network segments come from: a pool (CIDR) cut into ranges of `/prefix`, each an LXD managed
+   * bridge. Only with a unix-socket endpoint: the isolation between segments is this host's firewall.
+   */
+  segments?: { pool: string; prefix: number };
   /** The agent, started inside every VM as the child of its init. */
   agentCommand: string[];
   /** Host directories visible in every VM, read-only (disk devices: the LXD daemon runs on this host). */
@@ -89,7 +97,21 @@ const K = {
   createdAt: 'user.anodyne.created-at',
   lb: 'user.anodyne.lb',
   sizeMb: 'user.anodyne.size-mb',
+  index: 'user.anodyne.index',
 } as const;
+
+interface LxdNetwork {
+  name: string;
+  config: Record<string, string>;
+}
+
+/** Where a VM or load balancer is placed: the LXD network, its range, and the host's view of it. */
+interface Placement {
+  name: string;
+  lxdNetwork: string;
+  cidr: Cidr;
+  lan: Lan;
+}
 
 interface Instance {
   name: string;
@@ -123,6 +145,11 @@ export class LxdProvider implements Provider {
   private readonly vmTypes: Record<string, VmType>;
   private readonly networkName: string;
   private readonly prefix: string;
+  /** The host side of our bridges (alias, forwarding, firewall rules): the daemon runs on this host. */
+  private readonly hostNet: VmNetwork | undefined;
+  private readonly segmentPool: SegmentPool | undefined;
+  /** Segment names as last seen in LXD (info() is synchronous). */
+  private segmentNames = new Set<string>();
   private readyOnce: Promise<string> | undefined;
   /** createVm/createLoadBalancer pick addresses one at a time (in this process). */
   private allocation: Promise<unknown> = Promise.resolve();
@@ -143,6 +170,19 @@ export class LxdProvider implements Provider {
     this.lxd = new LxdClient(o.endpoint, o.project ?? 'default');
     this.networkName = `anlxd${o.tag}`;
     this.prefix = `an-${o.tag}-`;
+    if ('socket' in o.endpoint) {
+      this.hostNet = new VmNetwork(o.tag, this.cidr, o.endpoint.socket, {
+        bridge: this.networkName,
+        segmentPrefix: `anx${o.tag}-`,
+        comment: `anodyne-lxd:${o.tag}`,
+      });
+    } else if (o.segments) {
+      throw new InputError(
+        'ANODYNE_E_PROVIDER_INPUT_INVALID',
+        'network segments of the LXD provider need its unix socket (the isolation is this host’s firewall)',
+      );
+    }
+    this.segmentPool = o.segments ? new SegmentPool(o.segments.pool, o.segments.prefix) : undefined;
   }
 
   info(): ProviderInfo {
@@ -153,7 +193,8 @@ export class LxdProvider implements Provider {
       vmTypes: this.vmTypes,
       networks: [{ name: 'default', range: this.cidr.text, gateway: this.cidr.gateway }],
       images: [IMAGE],
-      capabilities: { persistentDisks: true, loadBalancers: true, reboot: true, segments: false },
+      capabilities: { persistentDisks: true, loadBalancers: true, reboot: true, segments: this.segmentPool !== undefined },
+      ...(this.segmentPool ? { segments: this.segmentPool.info(this.segmentNames.size) } : {}),
     };
   }
 
@@ -199,6 +240,8 @@ export class LxdProvider implements Provider {
     this.readyOnce ??= (async () => {
       await this.check();
       await this.ensureNetwork();
+      await this.hostNet?.ensureBridge();
+      await this.segments();
       return this.ensureImage();
     })().catch((err: unknown) => {
       this.readyOnce = undefined;
@@ -230,17 +273,7 @@ export class LxdProvider implements Provider {
         name: this.networkName,
         type: 'bridge',
         description: `Anodyne VM network (tag ${this.o.tag})`,
-        config: {
-          'ipv4.address': address,
-          'ipv4.nat': 'false',
-          'ipv4.dhcp': 'false',
-          'ipv4.routing': 'false',
-          'ipv4.firewall': 'false',
-          'ipv6.address': 'none',
-          'dns.mode': 'none',
-          'raw.dnsmasq': 'port=0',
-          [K.tag]: this.o.tag,
-        },
+        config: { ...closedBridge(address), [K.tag]: this.o.tag, [K.kind]: 'default' },
       },
     });
     this.o.logger.info({ network: this.networkName, range: this.cidr.text }, 'LXD network created');
@@ -273,9 +306,44 @@ export class LxdProvider implements Provider {
     return all.filter((i) => i.config[K.tag] === this.o.tag);
   }
 
-  /** Addresses of every instance of the provider (VMs and load balancers). */
-  private async usedIps(): Promise<Set<string>> {
-    return new Set((await this.instances()).map((i) => i.config[K.ip]).filter((ip): ip is string => !!ip));
+  /** Addresses taken on one network (VMs and load balancers). */
+  private async usedIps(network: string): Promise<Set<string>> {
+    return new Set(
+      (await this.instances())
+        .filter((i) => (i.config[K.network] ?? 'default') === network)
+        .map((i) => i.config[K.ip])
+        .filter((ip): ip is string => !!ip),
+    );
+  }
+
+  /** The provider's segments as LXD has them (and the names info() counts). */
+  private async segments(): Promise<LxdNetwork[]> {
+    const all = await this.lxd.call<LxdNetwork[]>('GET', '/1.0/networks?recursion=1');
+    const ours = all.filter((n) => n.config[K.tag] === this.o.tag && n.config[K.kind] === 'segment');
+    this.segmentNames = new Set(ours.map((n) => n.config[K.id] ?? ''));
+    return ours;
+  }
+
+  /** The network a VM or load balancer goes on: `default` or a segment; unknown names are refused. */
+  private async placement(network: string): Promise<Placement> {
+    if (network === 'default') {
+      return {
+        name: 'default',
+        lxdNetwork: this.networkName,
+        cidr: this.cidr,
+        lan: { name: 'default', bridge: this.networkName, cidr: this.cidr },
+      };
+    }
+    const seg = (await this.segments()).find((n) => n.config[K.id] === network);
+    if (!seg || !this.hostNet) {
+      const known = ['default', ...this.segmentNames].join(', ');
+      throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', `unknown network ${JSON.stringify(network)}; known: ${known}`, {
+        details: { network },
+      });
+    }
+    const info = segmentInfo(seg);
+    const cidr = parseCidr(info.range, 8, 29);
+    return { name: network, lxdNetwork: seg.name, cidr, lan: this.hostNet.segmentLan(network, Number(seg.config[K.index]), cidr) };
   }
 
   /** One allocation at a time: the address is chosen and the instance recorded before the next looks. */
@@ -290,9 +358,9 @@ export class LxdProvider implements Provider {
     return { type: 'disk', path: '/', pool: this.o.storagePool, ...(this.poolDriver === 'dir' ? {} : { size: `${sizeMb}MiB` }) };
   }
 
-  private baseDevices(): Record<string, Record<string, string>> {
+  private baseDevices(on: Placement): Record<string, Record<string, string>> {
     const devices: Record<string, Record<string, string>> = {
-      eth0: { type: 'nic', network: this.networkName, name: 'eth0' },
+      eth0: { type: 'nic', network: on.lxdNetwork, name: 'eth0' },
       usr: { type: 'disk', source: '/usr', path: '/usr', readonly: 'true' },
     };
     (this.o.binds ?? []).forEach((b, i) => {
@@ -302,15 +370,16 @@ export class LxdProvider implements Provider {
   }
 
   async createVm(req: CreateVmRequest): Promise<VmInfo> {
-    validateCreate(req, [IMAGE], ['default']);
+    validateCreate(req, [IMAGE], [typeof req?.network?.network === 'string' ? req.network.network : 'default']);
     const vmType = resolveVmType(req.vmType, this.vmTypes);
     const fingerprint = await this.ready();
+    const on = await this.placement(req.network.network);
     const id = `vm-${randomBytes(4).toString('hex')}`;
     const name = this.instanceName(id);
     const createdAt = this.o.clock.now().toISOString();
     const metadata = { ...(req.metadata ?? {}) };
     const ip = await this.allocating(async () => {
-      const chosen = new IpPool(this.cidr, await this.usedIps()).allocate(req.network.ip);
+      const chosen = new IpPool(on.cidr, await this.usedIps(on.name)).allocate(req.network.ip);
       const env: Record<string, string> = {
         PATH: GUEST_PATH,
         HOME: '/root',
@@ -318,8 +387,8 @@ export class LxdProvider implements Provider {
         ANODYNE_AGENT_ID: req.agentId,
         ANODYNE_VM_ID: id,
         ANODYNE_ROLE: 'agent',
-        ANODYNE_VM_ADDRESS: `${chosen}/${this.cidr.prefix}`,
-        ANODYNE_VM_GATEWAY: this.cidr.gateway,
+        ANODYNE_VM_ADDRESS: `${chosen}/${on.cidr.prefix}`,
+        ANODYNE_VM_GATEWAY: on.cidr.gateway,
       };
       await this.lxd.call('POST', '/1.0/instances', {
         body: {
@@ -340,7 +409,7 @@ export class LxdProvider implements Provider {
             [K.id]: id,
             [K.agentId]: req.agentId,
             [K.ip]: chosen,
-            [K.network]: 'default',
+            [K.network]: on.name,
             [K.vmType]: JSON.stringify(vmType),
             [K.image]: req.image,
             [K.metadata]: JSON.stringify(metadata),
@@ -348,7 +417,7 @@ export class LxdProvider implements Provider {
           },
           devices: {
             root: this.rootDevice(vmType.ephemeralDiskMb),
-            ...this.baseDevices(),
+            ...this.baseDevices(on),
             kmsg: { type: 'unix-char', source: '/dev/kmsg', path: '/dev/kmsg' },
           },
         },
@@ -364,7 +433,7 @@ export class LxdProvider implements Provider {
       throw new AnodyneError('ANODYNE_E_PROVIDER_VM_CREATE_FAILED', `VM ${id} did not start: ${(err as Error).message}`, { cause: err });
     }
     this.o.logger.info({ vmId: id, ip, agentId: req.agentId }, 'LXD VM created');
-    return { id, agentId: req.agentId, ip, network: 'default', state: 'running', vmType, image: req.image, metadata, createdAt };
+    return { id, agentId: req.agentId, ip, network: on.name, state: 'running', vmType, image: req.image, metadata, createdAt };
   }
 
   private async instance(id: string): Promise<Instance | undefined> {
@@ -567,27 +636,23 @@ export class LxdProvider implements Provider {
     if (!Number.isInteger(spec.port) || spec.port < 1 || spec.port > 65535) {
       throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', 'load balancer port must be 1 to 65535');
     }
-    if (spec.network !== 'default') {
-      throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', `unknown network ${JSON.stringify(spec.network)}; known: default`, {
-        details: { network: spec.network },
-      });
-    }
     validateBackends(spec.backends);
     validateHealthCheck(spec.healthCheck);
     const fingerprint = await this.ready();
+    const on = await this.placement(spec.network);
     const name = this.lbName(spec.name);
     const lb = { port: spec.port, backends: [...spec.backends], ...(spec.healthCheck ? { healthCheck: { ...spec.healthCheck } } : {}) };
     const metadata = { ...(spec.metadata ?? {}) };
     const ip = await this.allocating(async () => {
       if (await this.lbInstance(spec.name))
         throw new ConflictError('ANODYNE_E_CONFLICT', `load balancer ${spec.name} exists`, { details: { name: spec.name } });
-      const chosen = new IpPool(this.cidr, await this.usedIps()).allocate(spec.ip);
+      const chosen = new IpPool(on.cidr, await this.usedIps(on.name)).allocate(spec.ip);
       const env = {
         PATH: GUEST_PATH,
         HOME: '/root',
         ANODYNE_ROLE: 'lb',
-        ANODYNE_VM_ADDRESS: `${chosen}/${this.cidr.prefix}`,
-        ANODYNE_VM_GATEWAY: this.cidr.gateway,
+        ANODYNE_VM_ADDRESS: `${chosen}/${on.cidr.prefix}`,
+        ANODYNE_VM_GATEWAY: on.cidr.gateway,
       };
       await this.lxd.call('POST', '/1.0/instances', {
         body: {
@@ -603,13 +668,13 @@ export class LxdProvider implements Provider {
             [K.kind]: 'lb',
             [K.id]: spec.name,
             [K.ip]: chosen,
-            [K.network]: 'default',
+            [K.network]: on.name,
             [K.lb]: JSON.stringify(lb),
             [K.metadata]: JSON.stringify(metadata),
           },
           devices: {
             root: this.rootDevice(256),
-            eth0: { type: 'nic', network: this.networkName, name: 'eth0' },
+            eth0: { type: 'nic', network: on.lxdNetwork, name: 'eth0' },
             usr: { type: 'disk', source: '/usr', path: '/usr', readonly: 'true' },
           },
         },
@@ -620,11 +685,12 @@ export class LxdProvider implements Provider {
       await this.pushConfig(name, lb);
       await this.lxd.call('PUT', `/1.0/instances/${name}/state`, { body: { action: 'start', timeout: 30 } });
       await this.waitForPort(ip, spec.port, spec.name);
+      await this.hostNet?.openLoadBalancer(on.lan, ip, spec.port);
     } catch (err) {
       await this.removeInstance(name).catch(() => undefined);
       throw err;
     }
-    return { id: spec.name, ip, network: 'default', ...lb, metadata };
+    return { id: spec.name, ip, network: on.name, ...lb, metadata };
   }
 
   /** Ready when haproxy's frontend accepts a connection (from this host, on the bridge). */
@@ -678,7 +744,11 @@ export class LxdProvider implements Provider {
   }
 
   async deleteLoadBalancer(id: string): Promise<void> {
-    if (!(await this.lbInstance(id))) return;
+    const i = await this.lbInstance(id);
+    if (!i) return;
+    const lb = lbInfo(i);
+    const on = await this.placement(lb.network).catch(() => undefined);
+    if (on) await this.hostNet?.closeLoadBalancer(on.lan, lb.ip, lb.port);
     await this.removeInstance(this.lbName(id));
   }
 
@@ -689,18 +759,70 @@ export class LxdProvider implements Provider {
       .filter((l) => matches(l.metadata, filter));
   }
 
-  // ------------------------------------------------------------------ segments (not yet)
+  // ------------------------------------------------------------------ segments
 
-  createSegment(_spec: SegmentSpec): Promise<SegmentInfo> {
-    return Promise.reject(new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', 'the LXD provider has no network segments yet'));
+  /**
+   * A segment is an LXD managed bridge `anx<tag>-<index>` on a range of the pool (closed like the
+   * default one: no DHCP, DNS, NAT or LXD rules), with the local provider's host-side isolation
+   * (ADR 0022): forwarding on that bridge only, and FORWARD rules letting through its own traffic,
+   * new connections to load balancers' ports and their answers.
+   */
+  async createSegment(spec: SegmentSpec): Promise<SegmentInfo> {
+    const name = validateSegmentName(spec?.name, ['default']);
+    const pool = this.segmentPool;
+    const hostNet = this.hostNet;
+    if (!pool || !hostNet) throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', 'this provider has no segment pool (segments)');
+    await this.ready();
+    return this.allocating(async () => {
+      const existing = await this.segments();
+      const same = existing.find((n) => n.config[K.id] === name);
+      if (same) return segmentInfo(same);
+      const index = pool.allocate(new Set(existing.map((n) => Number(n.config[K.index]))), spec.within);
+      const range = pool.range(index);
+      const lan = hostNet.segmentLan(name, index, range);
+      const config = {
+        ...closedBridge(`${range.gateway}/${range.prefix}`),
+        [K.tag]: this.o.tag,
+        [K.kind]: 'segment',
+        [K.id]: name,
+        [K.index]: String(index),
+        [K.metadata]: JSON.stringify({ ...(spec.metadata ?? {}) }),
+      };
+      await this.lxd.call('POST', '/1.0/networks', {
+        body: { name: lan.bridge, type: 'bridge', description: `Anodyne segment ${name}`, config },
+      });
+      try {
+        await hostNet.createSegmentBridge(lan);
+      } catch (err) {
+        await hostNet.deleteSegmentBridge(lan).catch(() => undefined);
+        await this.lxd.ignoringMissing('DELETE', `/1.0/networks/${lan.bridge}`).catch(() => undefined);
+        throw err;
+      }
+      this.segmentNames.add(name);
+      this.o.logger.info({ segment: name, range: range.text, bridge: lan.bridge }, 'LXD network segment created');
+      return segmentInfo({ name: lan.bridge, config });
+    });
   }
 
-  deleteSegment(_name: string): Promise<void> {
-    return Promise.resolve();
+  async deleteSegment(name: string): Promise<void> {
+    if (!this.hostNet || !this.segmentPool) return;
+    const seg = (await this.segments()).find((n) => n.config[K.id] === name);
+    if (!seg) return;
+    const users = (await this.instances()).filter((i) => i.config[K.network] === name).map((i) => i.config[K.id] ?? i.name);
+    if (users.length > 0) {
+      throw new ConflictError('ANODYNE_E_PROVIDER_SEGMENT_IN_USE', `segment ${name} still holds ${users.join(', ')}`, {
+        details: { name, users },
+      });
+    }
+    const on = await this.placement(name);
+    await this.lxd.ignoringMissing('DELETE', `/1.0/networks/${seg.name}`);
+    await this.hostNet.deleteSegmentBridge(on.lan);
+    this.segmentNames.delete(name);
   }
 
-  listSegments(): Promise<SegmentInfo[]> {
-    return Promise.resolve([]);
+  async listSegments(filter?: Record<string, string>): Promise<SegmentInfo[]> {
+    if (!this.segmentPool) return [];
+    return (await this.segments()).map(segmentInfo).filter((x) => matches(x.metadata, filter));
   }
 
   // ------------------------------------------------------------------ cleanup
@@ -717,6 +839,13 @@ export class LxdProvider implements Provider {
       await this.lxd.ignoringMissing('DELETE', this.volumePath(d.id));
       report.disks++;
     }
+    if (this.segmentPool) {
+      for (const seg of await this.segments()) {
+        await this.lxd.ignoringMissing('DELETE', `/1.0/networks/${seg.name}`);
+        report.segments++;
+      }
+      this.segmentNames.clear();
+    }
     for (const fp of await this.ourImages()) {
       await this.lxd.ignoringMissing('DELETE', `/1.0/images/${fp}`);
       report.other.images = (report.other.images ?? 0) + 1;
@@ -726,6 +855,10 @@ export class LxdProvider implements Provider {
       await this.lxd.ignoringMissing('DELETE', `/1.0/networks/${this.networkName}`);
       report.other.networks = 1;
     }
+    await this.hostNet?.removeHostSide((kind, n = 1) => {
+      report.other[kind] = (report.other[kind] ?? 0) + n;
+    });
+    this.hostNet?.forgetBridge();
     this.readyOnce = undefined;
     return report;
   }
@@ -734,6 +867,29 @@ export class LxdProvider implements Provider {
   close(): void {
     this.lxd.close();
   }
+}
+
+/**
+ * An LXD bridge's config that leaves it closed: the host's address, no DHCP, no DNS (dnsmasq's port
+ * 0), no NAT, no routing (LXD leaves `net.ipv4.ip_forward` alone) and no LXD firewall rules.
+ */
+function closedBridge(address: string): Record<string, string> {
+  return {
+    'ipv4.address': address,
+    'ipv4.nat': 'false',
+    'ipv4.dhcp': 'false',
+    'ipv4.routing': 'false',
+    'ipv4.firewall': 'false',
+    'ipv6.address': 'none',
+    'dns.mode': 'none',
+    'raw.dnsmasq': 'port=0',
+  };
+}
+
+function segmentInfo(n: LxdNetwork): SegmentInfo {
+  const [gateway, prefix] = (n.config['ipv4.address'] ?? '').split('/') as [string, string];
+  const range = parseCidr(`${gateway}/${prefix}`, 8, 29);
+  return { name: n.config[K.id] ?? n.name, range: range.text, gateway: range.gateway, metadata: parseJson(n.config[K.metadata]) };
 }
 
 function parseJson(text: string | undefined): Record<string, string> {

@@ -1,11 +1,22 @@
 // startLxd: a private LXD daemon for a test (its own directory, storage pool and socket), removed with everything it made.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exec } from '@anodyne/common';
-import { deleteRule, mountsUnder, rulesWithComment, unmountAll } from '../local/host.js';
+import {
+  CGROUP_ROOT,
+  deleteRule,
+  hostAddresses,
+  ipQuiet,
+  killPids,
+  mountsUnder,
+  parseOwnerAlias,
+  removeCgroupTree,
+  rulesWithComment,
+  unmountAll,
+} from '../local/host.js';
 
 export interface TestLxd {
   /** LXD's unix socket. */
@@ -56,12 +67,75 @@ async function json(
   return { status: r.status, body: JSON.parse(r.text) as Record<string, unknown> };
 }
 
+/** What LXC leaves in every cgroup hierarchy once its last container is gone (empty directories). */
+function removeLxcCgroups(): void {
+  for (const h of readdirSync(CGROUP_ROOT)) {
+    let entries: string[];
+    try {
+      entries = readdirSync(join(CGROUP_ROOT, h));
+    } catch {
+      continue;
+    }
+    for (const e of entries)
+      if (e === 'lxc.pivot' || e.startsWith('lxc.monitor') || e.startsWith('lxc.payload')) removeCgroupTree(join(CGROUP_ROOT, h, e));
+  }
+}
+
+/**
+ * What a killed test run's daemon left (its processes are gone, its bridges, rules and mounts are
+ * not): each of our bridges whose maker named a socket under a test daemon's directory that no
+ * longer answers goes, with the rules of its tag; then such directories are unmounted and removed.
+ */
+async function removeStaleDaemons(): Promise<void> {
+  const answers = async (socket: string) =>
+    existsSync(socket) &&
+    (await raw(socket, 'GET', '/1.0').then(
+      (r) => r.status === 200,
+      () => false,
+    ));
+  const stale = new Set<string>();
+  for (const d of readdirSync(tmpdir()).filter((n) => n.startsWith('anodyne-lxd-'))) {
+    const dir = join(tmpdir(), d);
+    if (!(await answers(join(dir, 'unix.socket')))) stale.add(dir);
+  }
+  if (stale.size === 0) return;
+  // Its processes (dnsmasq, LXC's monitors name the directory) and its containers' (cgroups `lxc.payload.an-<tag>-…`).
+  const tags = new Set<string>();
+  for (const a of await hostAddresses()) {
+    const owner = parseOwnerAlias(a.alias);
+    if (owner && [...stale].some((d) => owner.dataDir.startsWith(`${d}/`))) tags.add(owner.tag);
+  }
+  const pids: number[] = [];
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      const cg = readFileSync(`/proc/${pid}/cgroup`, 'utf8');
+      if ([...stale].some((d) => cmd.includes(d)) || [...tags].some((t) => cg.includes(`/lxc.payload.an-${t}-`))) pids.push(Number(pid));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  killPids(pids);
+  for (const a of await hostAddresses()) {
+    const owner = parseOwnerAlias(a.alias);
+    if (!owner || !tags.has(owner.tag)) continue;
+    await ipQuiet('link', 'del', a.dev);
+    for (const r of await rulesWithComment('filter', `anodyne-lxd:${owner.tag}`)) await deleteRule('filter', r).catch(() => undefined);
+  }
+  removeLxcCgroups();
+  for (const dir of stale) {
+    await unmountAll(dir);
+    if (mountsUnder(dir).length === 0) rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /**
  * A daemon of Debian's `lxd` package (the `make deps` step installs it) started as root with
  * `LXD_DIR` in a temporary directory: nothing of the host's own LXD (if any) is touched. Its
  * socket answers within seconds; a `dir` pool is made. `stop` leaves the host as it was.
  */
 export async function startLxd(name: string): Promise<TestLxd> {
+  await removeStaleDaemons();
   const dir = mkdtempSync(join(tmpdir(), `anodyne-lxd-${name}-`));
   const socket = join(dir, 'unix.socket');
   const log = openSync(join(dir, 'daemon.out'), 'a');
@@ -82,7 +156,7 @@ export async function startLxd(name: string): Promise<TestLxd> {
       }
     }
     await unmountAll(dir);
-    for (const r of await rulesWithComment('filter', 'generated for LXD')) await deleteRule('filter', r).catch(() => undefined);
+    removeLxcCgroups();
     if (mountsUnder(dir).length === 0) rmSync(dir, { recursive: true, force: true });
   };
   try {
