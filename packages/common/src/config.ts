@@ -155,7 +155,7 @@ export const PlatformConfigSchema = Type.Object(
     ),
     provider: Type.Object(
       {
-        type: Type.Union([Type.Literal('local'), Type.Literal('fake')], { default: 'local' }),
+        type: Type.Union([Type.Literal('local'), Type.Literal('lxd'), Type.Literal('fake')], { default: 'local' }),
         /** The network the local provider's VMs live on (CIDR). */
         network: Type.String({ minLength: 1, default: '10.244.0.0/24' }),
         /** Short name of the local provider's host objects (bridge anbr-<tag>, netns anodyne-<tag>-…). */
@@ -166,6 +166,22 @@ export const PlatformConfigSchema = Type.Object(
          */
         segmentPool: Type.String({ minLength: 1, default: '10.245.0.0/16' }),
         segmentPrefix: Type.Integer({ minimum: 9, maximum: 29, default: 26 }),
+        /** The LXD provider (`type: lxd`, docs/adr/0026): where LXD answers and where VMs go there. */
+        lxd: Type.Object(
+          {
+            /** LXD's unix socket (a daemon on this host); empty with `url`. */
+            socket: Type.String({ default: '/var/lib/lxd/unix.socket' }),
+            /** LXD's HTTPS address (`https://host:8443`), used instead of the socket when set. */
+            url: Type.String({ default: '' }),
+            /** With `url`: files of the client certificate and key (in LXD's trust store) and of LXD's own certificate (pinned). */
+            certFile: Type.String({ default: '' }),
+            keyFile: Type.String({ default: '' }),
+            serverCertFile: Type.String({ default: '' }),
+            project: Type.String({ minLength: 1, default: 'default' }),
+            storagePool: Type.String({ minLength: 1, default: 'default' }),
+          },
+          { default: {}, additionalProperties: false },
+        ),
       },
       { default: {}, additionalProperties: false },
     ),

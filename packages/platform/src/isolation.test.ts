@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { exec, skipUnless } from '@anodyne/common';
 import { SCOPES } from '@anodyne/identity';
 import { BUILTIN_PLANS } from '@anodyne/clusters';
-import { startTestPlatform, https, kubectlOf, tokenSource, type TestPlatform } from './testing/index.js';
+import { startTestPlatform, https, kubectlOf, localProvider, tokenSource, type TestPlatform } from './testing/index.js';
 import { apply, busyboxRef, deployApp, until } from './testing/workloads.js';
 import { findNetpolE2e, runNetpolE2e } from './testing/netpol-e2e.js';
 
@@ -75,7 +75,7 @@ describe('tenant isolation between the clusters of two owners', { skip: skipUnle
     );
   /** Whether a TCP connection from inside a VM to ip:port is accepted within 3 s. */
   const connects = async (vmId: string, ip: string, port: number): Promise<boolean> =>
-    (await tp.platform.provider.execInVm(vmId, ['busybox', 'nc', '-w', '3', ip, String(port)], { input: '', okCodes: [0, 1] })).code === 0;
+    (await localProvider(tp.platform).execInVm(vmId, ['busybox', 'nc', '-w', '3', ip, String(port)], { input: '', okCodes: [0, 1] })).code === 0;
 
   before(async () => {
     // Bob's plan gives new namespaces a default-deny policy.
@@ -289,7 +289,7 @@ describe('tenant isolation between the clusters of two owners', { skip: skipUnle
       `default deny in force after ${denyMs} ms, the allow rule after ${allowMs} ms, traffic back ${restoreMs} ms after the policies were deleted`,
     );
     const worker = (await tp.platform.director.instances('cluster-ia')).find((r) => r.group_name === 'worker')!;
-    const rss = await tp.platform.provider.execInVm(worker.vm_id!, [
+    const rss = await localProvider(tp.platform).execInVm(worker.vm_id!, [
       'sh',
       '-c',
       'for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = network-policy ] && grep VmRSS $p/status; done; true',
@@ -305,7 +305,7 @@ describe('tenant isolation between the clusters of two owners', { skip: skipUnle
       const workers = (await tp.platform.director.instances('cluster-ia')).filter((r) => r.group_name === 'worker').map((r) => r.vm_id!);
       const image = readFileSync(join(dir, 'agnhost.tar'));
       for (const vm of workers)
-        await tp.platform.provider.execInVm(vm, ['ctr', '-n', 'k8s.io', 'images', 'import', '-'], { input: image, timeoutMs: 120_000 });
+        await localProvider(tp.platform).execInVm(vm, ['ctr', '-n', 'k8s.io', 'images', 'import', '-'], { input: image, timeoutMs: 120_000 });
       await kubectlFor('ia');
       // Never the SCTP connectivity specs: the suite marks them as needing a kernel and a network plugin that carry SCTP,
       // which these VMs' kernel does not offer (the specs that check SCTP in a policy without SCTP traffic do run).

@@ -8,7 +8,7 @@ import type { FastifyInstance } from 'fastify';
 import { InputError, PreconditionError, type Clock, type Logger, type PlatformConfig, type SecretRegistry } from '@anodyne/common';
 import { AuditLog, RateLimits, openStore, type Store, type StoreOptions } from '@anodyne/store';
 import { CredStore, DeploymentVariables, TrustRotation, loadKeyFile, type KeyRing } from '@anodyne/credstore';
-import { LocalProvider } from '@anodyne/providers';
+import { LocalProvider, LxdProvider, type BindMount } from '@anodyne/providers';
 import { recorderRoute } from './recorder-route.js';
 import { CloudCheck, Director, HealthMonitor, Replicas, agentTlsIssuer, type AgentTlsIssuer } from '@anodyne/director';
 import { AUDIENCE, Identity, LdapUserStore, SCOPES } from '@anodyne/identity';
@@ -48,7 +48,7 @@ export interface Platform {
   adminPassword: string | undefined;
   store: Store;
   creds: CredStore;
-  provider: LocalProvider;
+  provider: PlatformProvider;
   director: Director;
   health: HealthMonitor;
   /** The certificate renewal pass (scheduled; `pass()` runs one now). */
@@ -128,6 +128,51 @@ export function agentTlsFromCredStore(creds: CredStore): AgentTlsIssuer {
   return agentTlsIssuer(async (name, options) => (await creds.generate(name, 'certificate', options, { actor: 'director' })).value);
 }
 
+/** The providers the platform runs on: the local one (the default), or LXD. */
+export type PlatformProvider = LocalProvider | LxdProvider;
+
+/**
+ * The provider `provider.type` names, on the configured network, segment pool and tag. An LXD
+ * endpoint given by URL needs its certificate files, read here (a missing one is named).
+ */
+export function makeProvider(
+  config: PlatformConfig,
+  o: { dataDir: string; tag: string; agentCommand: string[]; binds: BindMount[]; logger: Logger; clock: Clock },
+): PlatformProvider {
+  const common = {
+    tag: o.tag,
+    network: config.provider.network,
+    segments: { pool: config.provider.segmentPool, prefix: config.provider.segmentPrefix },
+    agentCommand: o.agentCommand,
+    binds: o.binds,
+    logger: o.logger,
+    clock: o.clock,
+  };
+  if (config.provider.type !== 'lxd') return new LocalProvider({ ...common, dataDir: o.dataDir });
+  const l = config.provider.lxd;
+  const read = (key: string, file: string): string => {
+    try {
+      return readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new PreconditionError('ANODYNE_E_CONFIG_INVALID', `provider.lxd.${key} ${JSON.stringify(file)} cannot be read: ${(err as Error).message}`, {
+        details: { key: `provider.lxd.${key}` },
+      });
+    }
+  };
+  const endpoint = l.url
+    ? { url: l.url, cert: read('certFile', l.certFile), key: read('keyFile', l.keyFile), serverCert: read('serverCertFile', l.serverCertFile) }
+    : { socket: l.socket };
+  const { segments, ...rest } = common;
+  return new LxdProvider({
+    ...rest,
+    endpoint,
+    project: l.project,
+    storagePool: l.storagePool,
+    // Segments need the daemon on this host (their isolation is this host's firewall).
+    ...('socket' in endpoint ? { segments } : {}),
+  });
+}
+
 /**
  * The composition root: store, credential store, provider, director, identity, clusters and
  * the HTTPS API, from one configuration. The API listens on the host's address on the VM
@@ -137,10 +182,10 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
   const { config, logger, clock } = o;
   const dataDir = config.dataDir;
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  if (config.provider.type !== 'local')
+  if (config.provider.type === 'fake')
     throw new PreconditionError(
       'ANODYNE_E_CONFIG_INVALID',
-      "the platform runs with the local provider; the fake provider is for the director's unit tests only",
+      "the platform runs with the local or the LXD provider; the fake provider is for the director's unit tests only",
     );
   const notIp = config.server.proxyProtocolFrom.filter((a) => isIP(a) === 0);
   if (notIp.length > 0)
@@ -157,11 +202,9 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
     // Every secret the store hands out is registered with the logger's mask (when one is shared).
     const creds = new CredStore({ store, keys, clock, logger, ...(o.secrets ? { secrets: o.secrets } : {}) });
     const rotation = new TrustRotation(creds, 'clusters');
-    const provider = new LocalProvider({
+    const provider = makeProvider(config, {
       dataDir: join(dataDir, 'provider'),
       tag: o.providerTag ?? config.provider.tag,
-      network: config.provider.network,
-      segments: { pool: config.provider.segmentPool, prefix: config.provider.segmentPrefix },
       // Each VM starts the agent its cluster's release carries (the director passes its path): nothing in
       // a VM comes from this checkout.
       agentCommand: ['/bin/sh', '-c', 'exec node "${ANODYNE_AGENT_PROGRAM:?no agent program: the release carries none}"'],

@@ -9,7 +9,7 @@ import { apiProbe } from '@anodyne/clusters';
 import { SCOPES } from '@anodyne/identity';
 import { RESOLUTIONS, FINDING_TYPES } from '@anodyne/director';
 import { schemas as S, type CloudCheckReport } from '@anodyne/client';
-import { startTestPlatform, https, type HttpResult, type TestPlatform, tokenSource } from './testing/index.js';
+import { startTestPlatform, https, localProvider, type HttpResult, type TestPlatform, tokenSource } from './testing/index.js';
 
 const isRoot = process.getuid?.() === 0;
 const PORT = 19_000 + (process.pid % 90);
@@ -63,7 +63,7 @@ describe('repair: the cloud check on a real cluster', { skip: skipUnless(isRoot,
     assert.deepEqual((await cloudCheck({})).findings, [], 'a new cluster has nothing to report');
 
     const deployment = 'cluster-rp1';
-    const provider = tp.platform.provider;
+    const provider = localProvider(tp.platform);
     const before = await tp.platform.director.instances(deployment);
     const master = before.find((r) => r.group_name === 'master')!;
     const worker = before.find((r) => r.group_name === 'worker')!;

@@ -13,7 +13,7 @@ import { locateRelease } from '@anodyne/release';
 import { SCOPES } from '@anodyne/identity';
 import { pemSet, type ClusterEndpoint } from '@anodyne/clusters';
 import type { AvailabilityReport, Task } from '@anodyne/director';
-import { startTestPlatform, https, type HttpResult, type TestPlatform, tokenSource } from './testing/index.js';
+import { startTestPlatform, https, localProvider, type HttpResult, type TestPlatform, tokenSource } from './testing/index.js';
 import {
   appLoop,
   configMapLoop,
@@ -218,7 +218,7 @@ describe('CA rotation with no downtime on a real cluster', { skip: skipUnless(is
     const instances = await tp.platform.director.instances('cluster-ca1');
     let leaves = 0;
     for (const row of instances) {
-      const root = `/proc/${tp.platform.provider.initPid(row.vm_id!)}/root/var/lib/anodyne/agent/jobs`;
+      const root = `/proc/${localProvider(tp.platform).initPid(row.vm_id!)}/root/var/lib/anodyne/agent/jobs`;
       for (const f of certificateFiles(root)) {
         for (const pem of pems(readFileSync(f, 'utf8'))) {
           const name = `${row.group_name}/${row.idx} ${f.slice(root.length)}`;

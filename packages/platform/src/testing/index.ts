@@ -16,6 +16,12 @@ import {
 import { LocalProvider } from '@anodyne/providers';
 import { hostLeftovers, removeStaleProviders } from '@anodyne/providers/testing';
 import { startPlatform, type Platform } from '../platform.js';
+
+/** The platform's provider where a suite needs the local one's own means (a shell in a VM, its init's pid). */
+export function localProvider(platform: Platform): LocalProvider {
+  assert.ok(platform.provider instanceof LocalProvider, 'this suite needs the local provider');
+  return platform.provider;
+}
 import { https } from './http.js';
 import type { Plan } from '@anodyne/clusters';
 import type { Kubectl } from './workloads.js';

@@ -126,14 +126,18 @@ export async function aroundFailure(
 export async function vmLogDirs(
   platform: {
     director: { instances(deployment: string): Promise<{ group_name: string; idx: number; vm_id: string | null }[]> };
-    provider: { initPid(vmId: string): number };
+    /** The local provider's VMs are read through /proc; other providers' are not. */
+    provider: object;
   },
   deployment: string,
 ): Promise<Record<string, string>> {
+  const local = platform.provider as { initPid?: (vmId: string) => number };
+  if (!local.initPid) return {};
+  const initPid = local.initPid.bind(local);
   return Object.fromEntries(
     (await platform.director.instances(deployment))
       .filter((row) => row.vm_id)
-      .map((row) => [`${row.group_name}/${row.idx}`, `/proc/${platform.provider.initPid(row.vm_id!)}/root/var/lib/anodyne/agent/logs`]),
+      .map((row) => [`${row.group_name}/${row.idx}`, `/proc/${initPid(row.vm_id!)}/root/var/lib/anodyne/agent/logs`]),
   );
 }
 

@@ -10,13 +10,15 @@ import { shellQuote } from '../local/host.js';
 export const IMAGE_DIR = '/etc/anodyne';
 
 /**
- * PID 1 of every instance (run by LXC as `lxc.init.cmd`): loopback and eth0 up with the address
+ * PID 1 of every instance (run by LXC as `lxc.init.cmd`): its environment from the file the provider
+ * wrote, loopback and eth0 up with the address
  * the provider chose (LXD's DHCP is off on our networks: addresses are the provider's, kept in the
  * instance's config), the default route via the host, private /run and /tmp, then tini reaping
  * orphans with the role's program (`agent` or `lb`) as its child.
  */
 const INIT = `#!/bin/sh
 set -e
+. ${IMAGE_DIR}/env
 mountpoint -q /run || mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
 mountpoint -q /tmp || mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
 # The cgroup v1 hierarchies inside the container's cgroup namespace (kubelet and containerd manage theirs there).

@@ -33,6 +33,7 @@ import {
 } from '../internal/validate.js';
 import type { BindMount } from '../local/boot.js';
 import { GUEST_DISK_DIR } from '../local/disks.js';
+import { shellQuote } from '../local/host.js';
 import { VmNetwork, type Lan } from '../local/network.js';
 import { LxdClient, LxdStatusError, type LxdEndpoint } from './client.js';
 import { IMAGE_DIR, buildImage } from './image.js';
@@ -378,7 +379,7 @@ export class LxdProvider implements Provider {
     const name = this.instanceName(id);
     const createdAt = this.o.clock.now().toISOString();
     const metadata = { ...(req.metadata ?? {}) };
-    const ip = await this.allocating(async () => {
+    const { chosen: ip, env } = await this.allocating(async () => {
       const chosen = new IpPool(on.cidr, await this.usedIps(on.name)).allocate(req.network.ip);
       const env: Record<string, string> = {
         PATH: GUEST_PATH,
@@ -403,7 +404,6 @@ export class LxdProvider implements Provider {
             'limits.memory': `${vmType.memoryMb}MiB`,
             ...(vmType.pids ? { 'limits.processes': String(vmType.pids) } : {}),
             'raw.lxc': RAW_LXC,
-            ...Object.fromEntries(Object.entries(env).map(([k, v]) => [`environment.${k}`, v])),
             [K.tag]: this.o.tag,
             [K.kind]: 'vm',
             [K.id]: id,
@@ -422,9 +422,10 @@ export class LxdProvider implements Provider {
           },
         },
       });
-      return chosen;
+      return { chosen, env };
     });
     try {
+      await this.pushFile(name, `${IMAGE_DIR}/env`, envFile(env), '0600');
       await this.lxd.call('PUT', `/1.0/instances/${name}/state`, { body: { action: 'start', timeout: 30 } });
     } catch (err) {
       await this.deleteVm(id).catch((e: unknown) =>
@@ -619,14 +620,19 @@ export class LxdProvider implements Provider {
     return i && i.config[K.tag] === this.o.tag && i.config[K.id] === id ? i : undefined;
   }
 
+  /** Writes a file into an instance (running or not) through LXD's files API. */
+  private async pushFile(name: string, path: string, content: string, mode: string): Promise<void> {
+    await this.lxd.call('POST', `/1.0/instances/${name}/files?path=${encodeURIComponent(path)}`, {
+      raw: Buffer.from(content),
+      headers: { 'x-lxd-uid': '0', 'x-lxd-gid': '0', 'x-lxd-mode': mode, 'x-lxd-type': 'file', 'x-lxd-write': 'overwrite' },
+    });
+  }
+
   private async pushConfig(
     name: string,
     lb: { port: number; backends: LoadBalancerBackend[]; healthCheck?: LoadBalancerHealthCheck | undefined },
   ): Promise<void> {
-    await this.lxd.call('POST', `/1.0/instances/${name}/files?path=${encodeURIComponent(`${IMAGE_DIR}/haproxy.cfg`)}`, {
-      raw: Buffer.from(haproxyConfig(lb, '/run/haproxy.pid')),
-      headers: { 'x-lxd-uid': '0', 'x-lxd-gid': '0', 'x-lxd-mode': '0644', 'x-lxd-type': 'file', 'x-lxd-write': 'overwrite' },
-    });
+    await this.pushFile(name, `${IMAGE_DIR}/haproxy.cfg`, haproxyConfig(lb, '/run/haproxy.pid'), '0644');
   }
 
   async createLoadBalancer(spec: LoadBalancerSpec): Promise<LoadBalancerInfo> {
@@ -643,7 +649,7 @@ export class LxdProvider implements Provider {
     const name = this.lbName(spec.name);
     const lb = { port: spec.port, backends: [...spec.backends], ...(spec.healthCheck ? { healthCheck: { ...spec.healthCheck } } : {}) };
     const metadata = { ...(spec.metadata ?? {}) };
-    const ip = await this.allocating(async () => {
+    const { chosen: ip, env } = await this.allocating(async () => {
       if (await this.lbInstance(spec.name))
         throw new ConflictError('ANODYNE_E_CONFLICT', `load balancer ${spec.name} exists`, { details: { name: spec.name } });
       const chosen = new IpPool(on.cidr, await this.usedIps(on.name)).allocate(spec.ip);
@@ -663,7 +669,6 @@ export class LxdProvider implements Provider {
           config: {
             ...LB_LIMITS,
             'raw.lxc': `lxc.init.cmd = ${IMAGE_DIR}/init`,
-            ...Object.fromEntries(Object.entries(env).map(([k, v]) => [`environment.${k}`, v])),
             [K.tag]: this.o.tag,
             [K.kind]: 'lb',
             [K.id]: spec.name,
@@ -679,9 +684,10 @@ export class LxdProvider implements Provider {
           },
         },
       });
-      return chosen;
+      return { chosen, env };
     });
     try {
+      await this.pushFile(name, `${IMAGE_DIR}/env`, envFile(env), '0600');
       await this.pushConfig(name, lb);
       await this.lxd.call('PUT', `/1.0/instances/${name}/state`, { body: { action: 'start', timeout: 30 } });
       await this.waitForPort(ip, spec.port, spec.name);
@@ -890,6 +896,17 @@ function segmentInfo(n: LxdNetwork): SegmentInfo {
   const [gateway, prefix] = (n.config['ipv4.address'] ?? '').split('/') as [string, string];
   const range = parseCidr(`${gateway}/${prefix}`, 8, 29);
   return { name: n.config[K.id] ?? n.name, range: range.text, gateway: range.gateway, metadata: parseJson(n.config[K.metadata]) };
+}
+
+/**
+ * The environment of an instance's init, as a file it sources (root's only): values may hold line
+ * breaks (certificates), which LXD's `environment.*` keys refuse, and the agent's credentials stay
+ * out of the instance's config.
+ */
+function envFile(env: Record<string, string>): string {
+  return Object.entries(env)
+    .map(([k, v]) => `export ${k}=${shellQuote(v)}\n`)
+    .join('');
 }
 
 function parseJson(text: string | undefined): Record<string, string> {
