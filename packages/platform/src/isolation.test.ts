@@ -75,7 +75,8 @@ describe('tenant isolation between the clusters of two owners', { skip: skipUnle
     );
   /** Whether a TCP connection from inside a VM to ip:port is accepted within 3 s. */
   const connects = async (vmId: string, ip: string, port: number): Promise<boolean> =>
-    (await localProvider(tp.platform).execInVm(vmId, ['busybox', 'nc', '-w', '3', ip, String(port)], { input: '', okCodes: [0, 1] })).code === 0;
+    (await localProvider(tp.platform).execInVm(vmId, ['busybox', 'nc', '-w', '3', ip, String(port)], { input: '', okCodes: [0, 1] }))
+      .code === 0;
 
   before(async () => {
     // Bob's plan gives new namespaces a default-deny policy.
@@ -305,7 +306,10 @@ describe('tenant isolation between the clusters of two owners', { skip: skipUnle
       const workers = (await tp.platform.director.instances('cluster-ia')).filter((r) => r.group_name === 'worker').map((r) => r.vm_id!);
       const image = readFileSync(join(dir, 'agnhost.tar'));
       for (const vm of workers)
-        await localProvider(tp.platform).execInVm(vm, ['ctr', '-n', 'k8s.io', 'images', 'import', '-'], { input: image, timeoutMs: 120_000 });
+        await localProvider(tp.platform).execInVm(vm, ['ctr', '-n', 'k8s.io', 'images', 'import', '-'], {
+          input: image,
+          timeoutMs: 120_000,
+        });
       await kubectlFor('ia');
       // Never the SCTP connectivity specs: the suite marks them as needing a kernel and a network plugin that carry SCTP,
       // which these VMs' kernel does not offer (the specs that check SCTP in a policy without SCTP traffic do run).

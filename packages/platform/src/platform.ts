@@ -154,13 +154,22 @@ export function makeProvider(
     try {
       return readFileSync(file, 'utf8');
     } catch (err) {
-      throw new PreconditionError('ANODYNE_E_CONFIG_INVALID', `provider.lxd.${key} ${JSON.stringify(file)} cannot be read: ${(err as Error).message}`, {
-        details: { key: `provider.lxd.${key}` },
-      });
+      throw new PreconditionError(
+        'ANODYNE_E_CONFIG_INVALID',
+        `provider.lxd.${key} ${JSON.stringify(file)} cannot be read: ${(err as Error).message}`,
+        {
+          details: { key: `provider.lxd.${key}` },
+        },
+      );
     }
   };
   const endpoint = l.url
-    ? { url: l.url, cert: read('certFile', l.certFile), key: read('keyFile', l.keyFile), serverCert: read('serverCertFile', l.serverCertFile) }
+    ? {
+        url: l.url,
+        cert: read('certFile', l.certFile),
+        key: read('keyFile', l.keyFile),
+        serverCert: read('serverCertFile', l.serverCertFile),
+      }
     : { socket: l.socket };
   const { segments, ...rest } = common;
   return new LxdProvider({
