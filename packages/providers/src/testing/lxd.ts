@@ -29,6 +29,8 @@ export interface TestLxd {
   exec(instance: string, command: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
   /** GET of an API path on the socket: the status and parsed body. */
   get(path: string): Promise<{ status: number; body: { metadata?: unknown } }>;
+  /** Any request (JSON), waiting for its operation; an error answer throws. Acts behind the provider's back. */
+  call(method: string, path: string, body?: unknown): Promise<void>;
   /** Shuts the daemon down (its instances with it), unmounts and removes its directory and any rule it left. */
   stop(): Promise<void>;
 }
@@ -183,6 +185,16 @@ export async function startLxd(name: string): Promise<TestLxd> {
       pool,
       stop,
       get: (path) => json(socket, 'GET', path),
+      call: async (method, path, body) => {
+        const r = await json(socket, method, path, body);
+        if (r.status >= 300) throw new Error(`LXD ${method} ${path}: ${r.body.error as string}`);
+        const operation = r.body.operation as string | undefined;
+        if (operation) {
+          const op = await json(socket, 'GET', `${operation}/wait?timeout=60`);
+          const meta = op.body.metadata as { status_code: number; err: string };
+          if (meta.status_code !== 200) throw new Error(`LXD ${method} ${path}: ${meta.err}`);
+        }
+      },
       exec: async (instance, command) => {
         const started = await json(socket, 'POST', `/1.0/instances/${instance}/exec`, {
           command,
@@ -191,7 +203,7 @@ export async function startLxd(name: string): Promise<TestLxd> {
           'record-output': true,
         });
         if (started.status >= 300) throw new Error(`exec in ${instance}: ${JSON.stringify(started.body)}`);
-        const op = await json(socket, 'GET', `${String(started.body.operation)}/wait?timeout=60`);
+        const op = await json(socket, 'GET', `${started.body.operation as string}/wait?timeout=60`);
         const meta = (op.body.metadata as { metadata: { return: number; output: Record<string, string> } }).metadata;
         const out = async (fd: string) => (meta.output[fd] ? (await raw(socket, 'GET', meta.output[fd])).text : '');
         return { code: meta.return, stdout: await out('1'), stderr: await out('2') };

@@ -1,0 +1,221 @@
+// Clusters on the LXD provider (a private LXD daemon): 1+1 and 3+3 through the API, workloads, DNS, the API's load balancer, a lost master resurrected with its disk.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { exec, skipUnless } from '@anodyne/common';
+import { SCOPES } from '@anodyne/identity';
+import { LxdProvider } from '@anodyne/providers';
+import { startLxd, type TestLxd } from '@anodyne/providers/testing';
+import { startTestPlatform, https, kubectlOf, tokenSource, type HttpResult, type TestPlatform } from './testing/index.js';
+import { apply, busyboxRef, until, type Kubectl } from './testing/workloads.js';
+
+const isRoot = process.getuid?.() === 0;
+const hasLxd =
+  isRoot &&
+  (await exec(['sh', '-c', 'command -v lxd']).then(
+    () => true,
+    () => false,
+  ));
+const PORT = 20_200 + (process.pid % 90);
+
+interface Vm {
+  instance: string;
+  vm_id: string | null;
+  ip: string | null;
+  health: string;
+}
+
+describe(
+  'clusters on the LXD provider',
+  { skip: skipUnless(hasLxd, isRoot ? 'needs Debian’s lxd package (make deps installs it)' : 'needs root') },
+  () => {
+    let lxd: TestLxd;
+    let tp: TestPlatform;
+    let token: () => Promise<string>;
+    const call = async (method: string, path: string, body?: unknown): Promise<HttpResult> =>
+      https(tp.platform.url, tp.platform.caPem, method, path, { token: await token(), ...(body ? { body: JSON.stringify(body) } : {}) });
+    const waitTask = async (id: number): Promise<{ state: string; error?: unknown }> => {
+      for (let i = 0; i < 1200; i++) {
+        const t = (await call('GET', `/v1/tasks/${id}`)).body as { state: string; error?: unknown };
+        if (['done', 'error', 'cancelled'].includes(t.state)) return t;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      throw new Error(`task ${id} did not end`);
+    };
+    const create = async (name: string, plan: string, workers: number): Promise<Kubectl> => {
+      const started = Date.now();
+      const r = await call('POST', '/v1/clusters', { name, plan_name: plan, parameters: { kubernetes_worker_instances: workers } });
+      assert.equal(r.status, 202, r.text);
+      const task = await waitTask((r.body as { last_task_id: number }).last_task_id);
+      assert.equal(task.state, 'done', JSON.stringify(task.error));
+      const kubectl = await kubectlOf(tp, token, name);
+      await until(
+        `${workers} nodes of ${name} Ready`,
+        async () => {
+          const nodes = (await kubectl('get', 'nodes', '--no-headers').catch(() => '')).trim().split('\n').filter(Boolean);
+          return nodes.length === workers && nodes.every((n) => / Ready /.test(n));
+        },
+        180_000,
+        () => kubectl('get', 'nodes', '-o', 'wide'),
+      );
+      console.log(
+        `# ${name} (${plan}, ${workers} workers) on LXD: nodes Ready ${((Date.now() - started) / 1000).toFixed(1)} s after the request`,
+      );
+      return kubectl;
+    };
+    const vms = async (cluster: string) => (await call('GET', `/v1/clusters/${cluster}/vms`)).body as Vm[];
+
+    before(async () => {
+      lxd = await startLxd(`p${(process.pid % 1296).toString(36)}`);
+      tp = await startTestPlatform('lx', '10.198.26.0/24', PORT, {
+        ANODYNE_PROVIDER_TYPE: 'lxd',
+        ANODYNE_PROVIDER_LXD_SOCKET: lxd.socket,
+        ANODYNE_PROVIDER_LXD_STORAGE_POOL: lxd.pool,
+        ANODYNE_DIRECTOR_RESURRECT_AFTER_SECONDS: '5',
+      });
+      await tp.platform.identity.createUser({ username: 'lx-admin', password: 'lx-admin-password', groups: [SCOPES.admin] });
+      token = tokenSource(tp, 'lx-admin', 'lx-admin-password');
+    });
+
+    after(async () => {
+      try {
+        if (tp) {
+          for (const c of ['lx1', 'lx3']) await call('DELETE', `/v1/clusters/${c}`).catch(() => undefined);
+          await until(
+            'the clusters deleted',
+            async () => ((await call('GET', '/v1/clusters')).body as unknown[]).length === 0,
+            300_000,
+          ).catch(() => undefined);
+          await tp.stop();
+        }
+      } finally {
+        await lxd?.stop();
+      }
+    });
+
+    it('the platform runs on LXD: its provider, the VM network and the segment pool are LXD’s', () => {
+      assert.ok(tp.platform.provider instanceof LxdProvider);
+      const info = tp.platform.provider.info();
+      assert.equal(info.name, 'lxd');
+      assert.equal(info.capabilities.segments, true);
+    });
+
+    it('1 master + 1 worker: nodes Ready, a Deployment and its Service answer by DNS name, kubectl goes through the API load balancer', async () => {
+      const kubectl = await create('lx1', 'small', 1);
+      const cluster = (await call('GET', '/v1/clusters/lx1')).body as {
+        kubernetes_master_ips: string[];
+        parameters: { network_isolation: string };
+      };
+      assert.equal(cluster.parameters.network_isolation, 'segment', 'on a segment of its own (an LXD bridge)');
+      const kubeconfig = (await call('GET', '/v1/clusters/lx1/kubeconfig')).body as { kubeconfig: string };
+      const server = /server: https:\/\/([\d.]+):(\d+)/.exec(kubeconfig.kubeconfig);
+      assert.ok(server && cluster.kubernetes_master_ips.includes(server[1]!), `kubectl's server ${server?.[1]} is the API's load balancer`);
+      const masters = (await vms('lx1')).filter((v) => v.instance.startsWith('master/')).map((v) => v.ip);
+      assert.ok(!masters.includes(server[1]!), 'not a master itself');
+      await apply(kubectl, tp.dir, {
+        apiVersion: 'apps/v1',
+        kind: 'Deployment',
+        metadata: { name: 'web', namespace: 'default' },
+        spec: {
+          replicas: 2,
+          selector: { matchLabels: { app: 'web' } },
+          template: {
+            metadata: { labels: { app: 'web' } },
+            spec: {
+              containers: [
+                { name: 'web', image: busyboxRef(), imagePullPolicy: 'Never', readinessProbe: { httpGet: { path: '/', port: 8080 } } },
+              ],
+            },
+          },
+        },
+      });
+      await apply(kubectl, tp.dir, {
+        apiVersion: 'v1',
+        kind: 'Service',
+        metadata: { name: 'web', namespace: 'default' },
+        spec: { selector: { app: 'web' }, ports: [{ port: 80, targetPort: 8080 }] },
+      });
+      await kubectl('rollout', 'status', 'deployment/web', '--timeout=180s');
+      const out = await kubectl(
+        'run',
+        'probe',
+        '--rm',
+        '-i',
+        '--restart=Never',
+        `--image=${busyboxRef()}`,
+        '--image-pull-policy=Never',
+        '--',
+        'sh',
+        '-c',
+        'nslookup web.default.svc.cluster.local && wget -qO- http://web.default.svc.cluster.local',
+      );
+      assert.match(out, /Name:\s+web\.default\.svc\.cluster\.local/);
+      assert.match(out, /hello from anodyne busybox/);
+    });
+
+    it('3 masters + 3 workers: a Deployment spread over the workers; a master deleted behind the platform’s back comes back with its disk and data', async () => {
+      const kubectl = await create('lx3', 'ha', 3);
+      await apply(kubectl, tp.dir, {
+        apiVersion: 'apps/v1',
+        kind: 'Deployment',
+        metadata: { name: 'spread', namespace: 'default' },
+        spec: {
+          replicas: 3,
+          selector: { matchLabels: { app: 'spread' } },
+          template: {
+            metadata: { labels: { app: 'spread' } },
+            spec: {
+              topologySpreadConstraints: [
+                {
+                  maxSkew: 1,
+                  topologyKey: 'kubernetes.io/hostname',
+                  whenUnsatisfiable: 'DoNotSchedule',
+                  labelSelector: { matchLabels: { app: 'spread' } },
+                },
+              ],
+              containers: [{ name: 'web', image: busyboxRef(), imagePullPolicy: 'Never' }],
+            },
+          },
+        },
+      });
+      await kubectl('rollout', 'status', 'deployment/spread', '--timeout=180s');
+      const nodes = (await kubectl('get', 'pods', '-l', 'app=spread', '-o', 'jsonpath={.items[*].spec.nodeName}')).split(' ');
+      assert.equal(new Set(nodes).size, 3, `one pod on each worker: ${nodes.join(' ')}`);
+      await kubectl('create', 'configmap', 'kept', '--from-literal=v=before-the-loss');
+
+      // master/1's LXD instance is deleted behind the platform's back (an LXD member lost with it).
+      const provider = tp.platform.provider as LxdProvider;
+      const lost = (await vms('lx3')).find((v) => v.instance === 'master/1')!;
+      const disk = (await provider.listDisks()).find((d) => d.vmId === lost.vm_id);
+      assert.ok(disk, 'master/1 has a persistent disk (a custom volume)');
+      const instance = `an-${tp.tag}-${lost.vm_id}`;
+      await lxd.call('PUT', `/1.0/instances/${instance}/state`, { action: 'stop', force: true });
+      await lxd.call('DELETE', `/1.0/instances/${instance}`);
+      const lostAt = Date.now();
+      let back: Vm | undefined;
+      await until(
+        'master/1 resurrected',
+        async () => {
+          back = (await vms('lx3')).find(
+            (v) => v.instance === 'master/1' && v.vm_id !== null && v.vm_id !== lost.vm_id && v.health === 'running',
+          );
+          return back !== undefined;
+        },
+        240_000,
+        async () => JSON.stringify(await vms('lx3')),
+      );
+      console.log(`# master/1 back on a new LXD instance ${((Date.now() - lostAt) / 1000).toFixed(1)} s after its loss`);
+      assert.equal(
+        (await provider.listDisks()).find((d) => d.id === disk.id)?.vmId,
+        back!.vm_id,
+        'its own disk, attached to the new instance',
+      );
+      assert.equal(await kubectl('get', 'configmap', 'kept', '-o', 'jsonpath={.data.v}'), 'before-the-loss');
+      await until(
+        'every master Ready to serve',
+        async () => (await vms('lx3')).every((v) => v.health === 'running'),
+        120_000,
+        async () => JSON.stringify(await vms('lx3')),
+      );
+    });
+  },
+);
