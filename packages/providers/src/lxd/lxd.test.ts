@@ -105,8 +105,13 @@ describe('LXD provider on a real daemon', { skip: skipUnless(hasLxd, why) }, () 
     const vm = await provider.createVm(req('net-a', { env: { ANODYNE_DIRECTOR: 'https://x' }, metadata: { deployment: 'd' } }));
     try {
       const name = `an-${tag}-${vm.id}`;
-      const addr = await lxd!.exec(name, ['ip', '-4', '-o', 'addr', 'show', 'eth0']);
-      assert.match(addr.stdout, new RegExp(`inet ${vm.ip.replace(/\./g, '\\.')}/24`));
+      // createVm answers once the instance runs; its init sets the address up a moment later (the director waits for the agent).
+      let addr = '';
+      for (let i = 0; i < 100 && !addr.includes('inet '); i++) {
+        addr = (await lxd!.exec(name, ['ip', '-4', '-o', 'addr', 'show', 'eth0'])).stdout;
+        if (!addr.includes('inet ')) await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.match(addr, new RegExp(`inet ${vm.ip.replace(/\./g, '\\.')}/24`));
       assert.match((await lxd!.exec(name, ['ip', 'route'])).stdout, new RegExp(`default via ${gateway.replace(/\./g, '\\.')}`));
       const env = (await lxd!.exec(name, ['cat', '/proc/1/environ'])).stdout.split('\0');
       for (const e of ['ANODYNE_DIRECTOR=https://x', 'ANODYNE_AGENT_ID=net-a', `ANODYNE_VM_ID=${vm.id}`]) assert.ok(env.includes(e), e);

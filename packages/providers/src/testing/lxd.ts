@@ -1,6 +1,6 @@
 // startLxd: a private LXD daemon for a test (its own directory, storage pool and socket), removed with everything it made.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +13,7 @@ import {
   killPids,
   mountsUnder,
   parseOwnerAlias,
+  processStartTime,
   removeCgroupTree,
   rulesWithComment,
   unmountAll,
@@ -83,23 +84,33 @@ function removeLxcCgroups(): void {
   }
 }
 
+/** Test daemons' directories, and whether the daemon of each still runs (its `daemon.pid`: pid and start time). */
+function testDaemons(): { dir: string; runs: boolean }[] {
+  return readdirSync(tmpdir())
+    .filter((n) => n.startsWith('anodyne-lxd-'))
+    .map((n) => {
+      const dir = join(tmpdir(), n);
+      try {
+        const [pid, start] = readFileSync(join(dir, 'daemon.pid'), 'utf8').trim().split(' ');
+        return { dir, runs: processStartTime(Number(pid)) === start };
+      } catch {
+        // No pid file yet: a daemon starting now, unless the directory is old.
+        return { dir, runs: Date.now() - statSync(dir).mtimeMs < 600_000 };
+      }
+    });
+}
+
 /**
  * What a killed test run's daemon left (its processes are gone, its bridges, rules and mounts are
- * not): each of our bridges whose maker named a socket under a test daemon's directory that no
- * longer answers goes, with the rules of its tag; then such directories are unmounted and removed.
+ * not): each of our bridges whose maker named a socket under the directory of a test daemon that
+ * no longer runs goes, with the rules of its tag; then such directories are unmounted and removed.
  */
 async function removeStaleDaemons(): Promise<void> {
-  const answers = async (socket: string) =>
-    existsSync(socket) &&
-    (await raw(socket, 'GET', '/1.0').then(
-      (r) => r.status === 200,
-      () => false,
-    ));
-  const stale = new Set<string>();
-  for (const d of readdirSync(tmpdir()).filter((n) => n.startsWith('anodyne-lxd-'))) {
-    const dir = join(tmpdir(), d);
-    if (!(await answers(join(dir, 'unix.socket')))) stale.add(dir);
-  }
+  const stale = new Set(
+    testDaemons()
+      .filter((d) => !d.runs)
+      .map((d) => d.dir),
+  );
   if (stale.size === 0) return;
   // Its processes (dnsmasq, LXC's monitors name the directory) and its containers' (cgroups `lxc.payload.an-<tag>-…`).
   const tags = new Set<string>();
@@ -124,7 +135,7 @@ async function removeStaleDaemons(): Promise<void> {
     await ipQuiet('link', 'del', a.dev);
     for (const r of await rulesWithComment('filter', `anodyne-lxd:${owner.tag}`)) await deleteRule('filter', r).catch(() => undefined);
   }
-  removeLxcCgroups();
+  if (testDaemons().every((d) => stale.has(d.dir))) removeLxcCgroups();
   for (const dir of stale) {
     await unmountAll(dir);
     if (mountsUnder(dir).length === 0) rmSync(dir, { recursive: true, force: true });
@@ -148,6 +159,7 @@ export async function startLxd(name: string): Promise<TestLxd> {
   });
   closeSync(log);
   child.unref();
+  writeFileSync(join(dir, 'daemon.pid'), `${child.pid} ${processStartTime(child.pid ?? 0) ?? ''}\n`);
   const stop = async (): Promise<void> => {
     await exec(['lxd', 'shutdown', '--timeout', '30'], { env: { ...process.env, LXD_DIR: dir } }).catch(() => undefined);
     if (child.exitCode === null && child.pid) {
@@ -158,8 +170,9 @@ export async function startLxd(name: string): Promise<TestLxd> {
       }
     }
     await unmountAll(dir);
-    removeLxcCgroups();
     if (mountsUnder(dir).length === 0) rmSync(dir, { recursive: true, force: true });
+    // LXC's cgroups are shared by every daemon on the host: removed by the last one.
+    if (testDaemons().every((d) => !d.runs)) removeLxcCgroups();
   };
   try {
     const deadline = Date.now() + 30_000;
