@@ -105,12 +105,11 @@ describe('LXD provider on a real daemon', { skip: skipUnless(hasLxd, why) }, () 
     const vm = await provider.createVm(req('net-a', { env: { ANODYNE_DIRECTOR: 'https://x' }, metadata: { deployment: 'd' } }));
     try {
       const name = `an-${tag}-${vm.id}`;
-      // createVm answers once the instance runs; its init sets the address up a moment later (the director waits for the agent).
-      let addr = '';
-      for (let i = 0; i < 100 && !addr.includes('inet '); i++) {
-        addr = (await lxd!.exec(name, ['ip', '-4', '-o', 'addr', 'show', 'eth0'])).stdout;
-        if (!addr.includes('inet ')) await new Promise((r) => setTimeout(r, 100));
+      // createVm answers once the instance runs; its init sets the network up, then execs tini (the director waits for the agent).
+      for (let i = 0; i < 100 && (await lxd!.exec(name, ['cat', '/proc/1/comm'])).stdout.trim() !== 'tini'; i++) {
+        await new Promise((r) => setTimeout(r, 100));
       }
+      const addr = (await lxd!.exec(name, ['ip', '-4', '-o', 'addr', 'show', 'eth0'])).stdout;
       assert.match(addr, new RegExp(`inet ${vm.ip.replace(/\./g, '\\.')}/24`));
       assert.match((await lxd!.exec(name, ['ip', 'route'])).stdout, new RegExp(`default via ${gateway.replace(/\./g, '\\.')}`));
       const env = (await lxd!.exec(name, ['cat', '/proc/1/environ'])).stdout.split('\0');
