@@ -1,7 +1,7 @@
 // `make bench`: every benchmark of bench/, printed as Markdown tables and written to
 // docs/benchmarks.md with the machine's core count and memory. Needs root (namespaces, cgroups).
-//   node --expose-gc bench/run.mjs [--runs N] [--only clusters,upgrade,backup,api,replicas,director,etcd,density]
-// --runs sets the runs of clusters, etcd and the director (which does at least 5) and, up to 2, of upgrades and backups;
+//   node --expose-gc bench/run.mjs [--runs N] [--only clusters,upgrade,backup,api,replicas,director,etcd,lxd,density]
+// --runs sets the runs of clusters, etcd and the director (which does at least 5) and, up to 2, of upgrades, backups and LXD;
 // the API section times one load per row.
 import { cpus, totalmem } from 'node:os';
 import { writeFileSync } from 'node:fs';
@@ -15,6 +15,7 @@ import { benchApi } from './api.mjs';
 import { benchEtcd } from './etcd.mjs';
 import { benchDensity } from './density.mjs';
 import { benchReplicas } from './replicas.mjs';
+import { benchLxd } from './lxd.mjs';
 import { execFileSync } from 'node:child_process';
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -23,7 +24,7 @@ const arg = (name) => {
   return i > 0 ? process.argv[i + 1] : undefined;
 };
 const runs = Number(arg('--runs') ?? 3);
-const ALL = ['clusters', 'upgrade', 'backup', 'api', 'replicas', 'director', 'etcd', 'density'];
+const ALL = ['clusters', 'upgrade', 'backup', 'api', 'replicas', 'director', 'etcd', 'lxd', 'density'];
 const only = (arg('--only') ?? ALL.join(',')).split(',');
 const release = locateRelease();
 
@@ -43,6 +44,7 @@ if (only.includes('director'))
     }),
   );
 if (only.includes('etcd')) sections.push(await benchEtcd(release, { runs }));
+if (only.includes('lxd')) sections.push(await benchLxd(release, { runs: Math.min(runs, 2) }));
 if (only.includes('density')) sections.push(await benchDensity(release));
 
 const md = [

@@ -33,13 +33,14 @@ fi
 # to the rotation, then the platform's lighter suites, then the backup and isolation suites (the
 # run's heaviest disk writes, etcd restores, and its heaviest CPU, upstream's netpol e2e: beside the
 # rotation, an etcd fsync stall once left one of its requests unanswered for 10 s, and a loaded run
-# stretched it to 11 minutes), then the rest.
+# stretched it to 11 minutes), then clusters on LXD (a 3+3 of its own, on its own daemon), then the rest.
 rank() {
   case "$1" in
     */rotation.test.js) echo 0 ;;
     */clusters.test.js) echo 1 ;;
     */upgrade.test.js) echo 9 ;;
     packages/platform/dist/backup.test.js | packages/platform/dist/isolation.test.js) echo 3 ;;
+    packages/platform/dist/lxd.test.js) echo 4 ;;
     packages/platform/* | packages/cli/*) echo 2 ;;
     *) echo 5 ;;
   esac
