@@ -1,7 +1,7 @@
 // A client of LXD's REST API (its unix socket, or HTTPS with a client certificate): sync and async answers, operations waited for.
 import { request as httpRequest, Agent as HttpAgent, type IncomingMessage } from 'node:http';
 import { request as httpsRequest, Agent as HttpsAgent } from 'node:https';
-import { AnodyneError } from '@anodyne/common';
+import { AnodyneError, PreconditionError } from '@anodyne/common';
 
 /** Where the LXD daemon answers: its unix socket, or its HTTPS address with a trusted client certificate. */
 export type LxdEndpoint =
@@ -164,6 +164,16 @@ export class LxdClient {
           ? httpRequest({ ...common, socketPath: this.endpoint.socket, host: 'lxd', path: target }, onResponse)
           : httpsRequest(new URL(target, this.endpoint.url), common, onResponse);
       req.on('error', (err: NodeJS.ErrnoException) => {
+        if (/CERT|SELF_SIGNED|ERR_TLS|SSL/.test(err.code ?? '')) {
+          reject(
+            new PreconditionError(
+              'ANODYNE_E_PROVIDER_MISCONFIGURED',
+              `LXD at ${this.where} did not present the pinned certificate (or refused ours): ${err.message}`,
+              { details: { endpoint: this.where } },
+            ),
+          );
+          return;
+        }
         const unreachable = ['ENOENT', 'ECONNREFUSED', 'EHOSTUNREACH', 'ETIMEDOUT', 'ECONNRESET', 'EACCES'].includes(err.code ?? '');
         reject(
           unreachable

@@ -1,7 +1,8 @@
 // Tests of the LXD provider on a real LXD daemon started for them: the contract suite, then state, disks, load balancers and the network.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { AnodyneError, exec, silentLogger, skipUnless, systemClock } from '@anodyne/common';
@@ -93,7 +94,7 @@ describe('LXD provider on a real daemon', { skip: skipUnless(hasLxd, why) }, () 
   const forwardBefore = readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8');
 
   before(() => {
-    ({ provider, tag } = makeProvider('10.196.2.0/24'));
+    ({ provider, tag } = makeProvider('10.196.2.0/24', { segments: { pool: '10.195.2.0/26', prefix: 28 } }));
   });
   after(async () => {
     await provider.cleanup();
@@ -105,10 +106,7 @@ describe('LXD provider on a real daemon', { skip: skipUnless(hasLxd, why) }, () 
     const vm = await provider.createVm(req('net-a', { env: { ANODYNE_DIRECTOR: 'https://x' }, metadata: { deployment: 'd' } }));
     try {
       const name = `an-${tag}-${vm.id}`;
-      // createVm answers once the instance runs; its init sets the network up, then execs tini (the director waits for the agent).
-      for (let i = 0; i < 100 && (await lxd!.exec(name, ['cat', '/proc/1/comm'])).stdout.trim() !== 'tini'; i++) {
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      await booted(name);
       const addr = (await lxd!.exec(name, ['ip', '-4', '-o', 'addr', 'show', 'eth0'])).stdout;
       assert.match(addr, new RegExp(`inet ${vm.ip.replace(/\./g, '\\.')}/24`));
       assert.match((await lxd!.exec(name, ['ip', 'route'])).stdout, new RegExp(`default via ${gateway.replace(/\./g, '\\.')}`));
@@ -128,6 +126,40 @@ describe('LXD provider on a real daemon', { skip: skipUnless(hasLxd, why) }, () 
     } finally {
       await provider.deleteVm(vm.id);
     }
+  });
+
+  it('segments isolate: a VM reaches its own segment and the host, of another segment only the load balancer’s port', async () => {
+    const [a, b] = await Promise.all(['iso-a', 'iso-b'].map((name) => provider.createSegment({ name })));
+    const on = (agentId: string, seg: string) => provider.createVm(req(agentId, { network: { network: seg } }));
+    const [a1, a2, b1] = await Promise.all([on('iso-a1', a!.name), on('iso-a2', a!.name), on('iso-b1', b!.name)]);
+    const lb = await provider.createLoadBalancer({ name: 'iso-b-lb', network: b!.name, port: 8443, backends: [{ ip: b1.ip, port: 8080 }] });
+    const name = (vm: { id: string }) => `an-${tag}-${vm.id}`;
+    try {
+      for (const vm of [a1, a2, b1]) await booted(name(vm));
+      for (const [vm, body] of [
+        [a2, 'from-a2'],
+        [b1, 'from-b1'],
+      ] as const) {
+        const www = `mkdir -p /tmp/www && echo ${body} > /tmp/www/index.html && busybox httpd -p ${vm.ip}:8080 -h /tmp/www`;
+        assert.equal((await lxd!.exec(name(vm), ['sh', '-c', www])).code, 0);
+      }
+      const get = async (vm: { id: string }, url: string) => {
+        const r = await lxd!.exec(name(vm), ['busybox', 'timeout', '3', 'busybox', 'wget', '-qO-', url]);
+        return r.code === 0 ? r.stdout.trim() : 'no answer';
+      };
+      for (let i = 0; i < 50 && (await readHttp(lb.ip, 8443)) !== 'from-b1'; i++) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(await get(a1, `http://${a2.ip}:8080/`), 'from-a2', 'same segment');
+      assert.equal(await get(a1, `http://${lb.ip}:8443/`), 'from-b1', "another segment's load balancer");
+      assert.equal(await get(a1, `http://${b1.ip}:8080/`), 'no answer', "another segment's VM");
+      assert.equal(await get(a1, `http://${lb.ip}:22/`), 'no answer', "another port of another segment's load balancer");
+      assert.equal(await get(b1, `http://${a2.ip}:8080/`), 'no answer', 'and the other way');
+      assert.equal(await readHttp(b1.ip, 8080), 'from-b1', 'the host reaches every segment');
+    } finally {
+      await provider.deleteLoadBalancer(lb.id);
+      for (const vm of [a1, a2, b1]) await provider.deleteVm(vm.id);
+      for (const seg of [a!, b!]) await provider.deleteSegment(seg.name);
+    }
+    assert.deepEqual(await provider.listSegments(), []);
   });
 
   it('a new provider object on the same LXD sees the VMs, disks and load balancers as they are (a restarted platform)', async () => {
@@ -230,6 +262,74 @@ describe('LXD provider on a real daemon', { skip: skipUnless(hasLxd, why) }, () 
     }
   });
 
+  it('over HTTPS: a trusted client certificate with the daemon’s certificate pinned makes VMs; an untrusted one, or another pinned certificate, is named', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'anodyne-lxdtls-'));
+    try {
+      const cert = async (name: string) => {
+        await exec(
+          [
+            'openssl',
+            'req',
+            '-x509',
+            '-newkey',
+            'ec',
+            '-pkeyopt',
+            'ec_paramgen_curve:P-256',
+            '-nodes',
+            '-days',
+            '1',
+            '-subj',
+            `/CN=${name}`,
+            '-keyout',
+            `${name}.key`,
+            '-out',
+            `${name}.pem`,
+          ],
+          { cwd: dir },
+        );
+        return { cert: readFileSync(join(dir, `${name}.pem`), 'utf8'), key: readFileSync(join(dir, `${name}.key`), 'utf8') };
+      };
+      const trusted = await cert('trusted');
+      const stranger = await cert('stranger');
+      const port = 18_400 + (process.pid % 90);
+      await lxd!.call('PATCH', '/1.0', { config: { 'core.https_address': `127.0.0.1:${port}` } });
+      const der = trusted.cert.replace(/-----[A-Z ]+-----/g, '').replace(/\s+/g, '');
+      await lxd!.call('POST', '/1.0/certificates', { type: 'client', name: 'anodyne-test', certificate: der });
+      const serverCert = ((await lxd!.get('/1.0')).body.metadata as { environment: { certificate: string } }).environment.certificate;
+      const url = `https://127.0.0.1:${port}`;
+      const over = (c: { cert: string; key: string }, pinned: string, network: string) =>
+        makeProvider(network, { endpoint: { url, cert: c.cert, key: c.key, serverCert: pinned } });
+      const { provider: https, tag: t1 } = over(trusted, serverCert, '10.196.6.0/24');
+      const vm = await https.createVm(req('tls-a'));
+      assert.equal(await https.hasVm(vm.id), true);
+      await https.cleanup();
+      https.close();
+      assert.deepEqual(await leftovers(t1), []);
+      const { provider: untrusted } = over(stranger, serverCert, '10.196.7.0/24');
+      await assert.rejects(
+        untrusted.prepareNetwork(),
+        (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_PROVIDER_MISCONFIGURED' && /does not trust/.test(e.message),
+      );
+      untrusted.close();
+      const { provider: wrongPin } = over(trusted, stranger.cert, '10.196.8.0/24');
+      await assert.rejects(
+        wrongPin.prepareNetwork(),
+        (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_PROVIDER_MISCONFIGURED' && /pinned certificate/.test(e.message),
+      );
+      wrongPin.close();
+      await assert.rejects(
+        Promise.resolve().then(() =>
+          makeProvider('10.196.9.0/24', { endpoint: { url, ...trusted, serverCert }, segments: { pool: '10.195.9.0/26', prefix: 28 } }),
+        ),
+        (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_PROVIDER_INPUT_INVALID' && /unix socket/.test(e.message),
+        'segments need the daemon on this host',
+      );
+    } finally {
+      await lxd!.call('PATCH', '/1.0', { config: { 'core.https_address': '' } }).catch(() => undefined);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('an endpoint that does not answer, an untrusted one and a missing pool are each named, before anything is made', async () => {
     const nowhere = new LxdProvider({
       endpoint: { socket: join(lxd!.dir, 'no.socket') },
@@ -288,6 +388,30 @@ async function readVia(ip: string, port: number): Promise<string> {
     s.setTimeout(5000, () => {
       s.destroy();
       reject(new Error(`no answer from ${ip}:${port}`));
+    });
+  });
+}
+
+/** Until the instance's init has set its network up and exec'd tini (createVm answers once the instance runs). */
+async function booted(name: string): Promise<void> {
+  for (let i = 0; i < 100 && (await lxd!.exec(name, ['cat', '/proc/1/comm'])).stdout.trim() !== 'tini'; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** An HTTP GET of / from this host; the body, or '' when nothing answers. */
+async function readHttp(ip: string, port: number): Promise<string> {
+  const { get } = await import('node:http');
+  return new Promise((resolve) => {
+    const req = get({ host: ip, port, path: '/', timeout: 2000 }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve(body.trim()));
+    });
+    req.on('error', () => resolve(''));
+    req.on('timeout', () => {
+      req.destroy();
+      resolve('');
     });
   });
 }
