@@ -1,7 +1,7 @@
 // Tests of the LXD provider on a real LXD daemon started for them: the contract suite, then state, disks, load balancers and the network.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
@@ -117,6 +117,10 @@ describe('LXD provider on a real daemon', { skip: skipUnless(hasLxd, why) }, () 
       const bash = `exec 3<>/dev/tcp/${gateway}/${await hostPort()}`;
       assert.equal((await lxd!.exec(name, ['bash', '-c', bash])).code, 0, 'the VM reaches the host');
       assert.equal((await lxd!.exec(name, ['test', '-x', '/usr/bin/containerd'])).code, 0, 'containerd from the host’s /usr');
+      // /etc is the host's, copy-on-write: a VM writes its own without touching the host's.
+      const cow = `/etc/anodyne-cow-${vm.id}`;
+      assert.equal((await lxd!.exec(name, ['sh', '-c', `echo mine > ${cow} && cat ${cow} /etc/os-release`])).code, 0);
+      assert.equal(existsSync(cow), false, 'the host’s /etc is untouched');
       const mem = (await lxd!.exec(name, ['cat', '/sys/fs/cgroup/memory/memory.limit_in_bytes'])).stdout.trim();
       assert.equal(Number(mem), 1024 * 1024 * 1024, 'the VM type’s memory');
       // Nothing forwarded or resolved for it: no routing switched on, no LXD firewall rules, no DNS on the bridge.

@@ -36,7 +36,7 @@ import { GUEST_DISK_DIR } from '../local/disks.js';
 import { shellQuote } from '../local/host.js';
 import { VmNetwork, type Lan } from '../local/network.js';
 import { LxdClient, LxdStatusError, type LxdEndpoint } from './client.js';
-import { IMAGE_DIR, buildImage } from './image.js';
+import { HOST_ETC, IMAGE_DIR, buildImage } from './image.js';
 
 export interface LxdProviderOptions {
   endpoint: LxdEndpoint;
@@ -363,6 +363,7 @@ export class LxdProvider implements Provider {
     const devices: Record<string, Record<string, string>> = {
       eth0: { type: 'nic', network: on.lxdNetwork, name: 'eth0' },
       usr: { type: 'disk', source: '/usr', path: '/usr', readonly: 'true' },
+      etc: { type: 'disk', source: '/etc', path: HOST_ETC, readonly: 'true' },
     };
     (this.o.binds ?? []).forEach((b, i) => {
       devices[`bind${i}`] = { type: 'disk', source: b.host, path: b.guest, readonly: b.readOnly === false ? 'false' : 'true' };
@@ -681,6 +682,7 @@ export class LxdProvider implements Provider {
             root: this.rootDevice(256),
             eth0: { type: 'nic', network: on.lxdNetwork, name: 'eth0' },
             usr: { type: 'disk', source: '/usr', path: '/usr', readonly: 'true' },
+            etc: { type: 'disk', source: '/etc', path: HOST_ETC, readonly: 'true' },
           },
         },
       });
