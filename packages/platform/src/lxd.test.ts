@@ -64,6 +64,51 @@ describe(
     };
     const vms = async (cluster: string) => (await call('GET', `/v1/clusters/${cluster}/vms`)).body as Vm[];
 
+    /**
+     * A master's LXD instance deleted behind the platform's back (an LXD member lost with it): the
+     * resurrector makes it again on its own volume, and what the cluster stored before is still there.
+     */
+    const loseMaster = async (cluster: string, instanceName: string, kubectl: Kubectl): Promise<void> => {
+      await kubectl('create', 'configmap', 'kept', '--from-literal=v=before-the-loss');
+      const provider = tp.platform.provider as LxdProvider;
+      const lost = (await vms(cluster)).find((v) => v.instance === instanceName)!;
+      const disk = (await provider.listDisks()).find((d) => d.vmId === lost.vm_id);
+      assert.ok(disk, `${instanceName} has a persistent disk (a custom volume)`);
+      const instance = `an-${tp.tag}-${lost.vm_id}`;
+      await lxd.call('PUT', `/1.0/instances/${instance}/state`, { action: 'stop', force: true });
+      await lxd.call('DELETE', `/1.0/instances/${instance}`);
+      const lostAt = Date.now();
+      let back: Vm | undefined;
+      await until(
+        `${instanceName} resurrected`,
+        async () => {
+          back = (await vms(cluster)).find(
+            (v) => v.instance === instanceName && v.vm_id !== null && v.vm_id !== lost.vm_id && v.health === 'running',
+          );
+          return back !== undefined;
+        },
+        240_000,
+        async () => JSON.stringify(await vms(cluster)),
+      );
+      console.log(`# ${cluster} ${instanceName} back on a new LXD instance ${((Date.now() - lostAt) / 1000).toFixed(1)} s after its loss`);
+      assert.equal(
+        (await provider.listDisks()).find((d) => d.id === disk.id)?.vmId,
+        back!.vm_id,
+        'its own disk, attached to the new instance',
+      );
+      await until(
+        `${cluster}'s API answering with what it stored`,
+        async () => (await kubectl('get', 'configmap', 'kept', '-o', 'jsonpath={.data.v}').catch(() => '')) === 'before-the-loss',
+        180_000,
+      );
+      await until(
+        'every instance running',
+        async () => (await vms(cluster)).every((v) => v.health === 'running'),
+        120_000,
+        async () => JSON.stringify(await vms(cluster)),
+      );
+    };
+
     before(async () => {
       lxd = await startLxd(`p${(process.pid % 1296).toString(36)}`);
       tp = await startTestPlatform('lx', '10.198.26.0/24', PORT, {
@@ -99,7 +144,7 @@ describe(
       assert.equal(info.capabilities.segments, true);
     });
 
-    it('1 master + 1 worker: nodes Ready, a Deployment and its Service answer by DNS name, kubectl goes through the API load balancer', async () => {
+    it('1 master + 1 worker: nodes Ready, a Deployment and its Service answer by DNS name, kubectl goes through the API load balancer; its master deleted behind the platform’s back comes back with its disk and data', async () => {
       const kubectl = await create('lx1', 'small', 1);
       const cluster = (await call('GET', '/v1/clusters/lx1')).body as {
         kubernetes_master_ips: string[];
@@ -135,6 +180,7 @@ describe(
         spec: { selector: { app: 'web' }, ports: [{ port: 80, targetPort: 8080 }] },
       });
       await kubectl('rollout', 'status', 'deployment/web', '--timeout=180s');
+      await kubectl('-n', 'kube-system', 'rollout', 'status', 'deployment/coredns', '--timeout=180s');
       const out = await kubectl(
         'run',
         'probe',
@@ -146,76 +192,46 @@ describe(
         '--',
         'sh',
         '-c',
-        'nslookup web.default.svc.cluster.local && wget -qO- http://web.default.svc.cluster.local',
+        // A new Service's name may take a moment to reach CoreDNS's cache: asked up to five times.
+        'for i in 1 2 3 4 5; do nslookup web.default.svc.cluster.local && break; sleep 2; done; wget -qO- http://web.default.svc.cluster.local',
       );
       assert.match(out, /Name:\s+web\.default\.svc\.cluster\.local/);
       assert.match(out, /hello from anodyne busybox/);
+      await loseMaster('lx1', 'master/0', kubectl);
     });
 
-    it('3 masters + 3 workers: a Deployment spread over the workers; a master deleted behind the platform’s back comes back with its disk and data', async () => {
-      const kubectl = await create('lx3', 'ha', 3);
-      await apply(kubectl, tp.dir, {
-        apiVersion: 'apps/v1',
-        kind: 'Deployment',
-        metadata: { name: 'spread', namespace: 'default' },
-        spec: {
-          replicas: 3,
-          selector: { matchLabels: { app: 'spread' } },
-          template: {
-            metadata: { labels: { app: 'spread' } },
-            spec: {
-              topologySpreadConstraints: [
-                {
-                  maxSkew: 1,
-                  topologyKey: 'kubernetes.io/hostname',
-                  whenUnsatisfiable: 'DoNotSchedule',
-                  labelSelector: { matchLabels: { app: 'spread' } },
-                },
-              ],
-              containers: [{ name: 'web', image: busyboxRef(), imagePullPolicy: 'Never' }],
+    // A second 3+3 beside the suites' own (the CA rotation's) loads this 2-core machine past what their zero-downtime
+    // counts bear: `npm run test:lxd` runs it, `make test` the 1+1 (with its master's loss) only.
+    if (process.env.ANODYNE_LXD_HA === 'true')
+      it('3 masters + 3 workers: a Deployment spread over the workers; a master deleted behind the platform’s back comes back with its disk and data', async () => {
+        const kubectl = await create('lx3', 'ha', 3);
+        await apply(kubectl, tp.dir, {
+          apiVersion: 'apps/v1',
+          kind: 'Deployment',
+          metadata: { name: 'spread', namespace: 'default' },
+          spec: {
+            replicas: 3,
+            selector: { matchLabels: { app: 'spread' } },
+            template: {
+              metadata: { labels: { app: 'spread' } },
+              spec: {
+                topologySpreadConstraints: [
+                  {
+                    maxSkew: 1,
+                    topologyKey: 'kubernetes.io/hostname',
+                    whenUnsatisfiable: 'DoNotSchedule',
+                    labelSelector: { matchLabels: { app: 'spread' } },
+                  },
+                ],
+                containers: [{ name: 'web', image: busyboxRef(), imagePullPolicy: 'Never' }],
+              },
             },
           },
-        },
+        });
+        await kubectl('rollout', 'status', 'deployment/spread', '--timeout=180s');
+        const nodes = (await kubectl('get', 'pods', '-l', 'app=spread', '-o', 'jsonpath={.items[*].spec.nodeName}')).split(' ');
+        assert.equal(new Set(nodes).size, 3, `one pod on each worker: ${nodes.join(' ')}`);
+        await loseMaster('lx3', 'master/1', kubectl);
       });
-      await kubectl('rollout', 'status', 'deployment/spread', '--timeout=180s');
-      const nodes = (await kubectl('get', 'pods', '-l', 'app=spread', '-o', 'jsonpath={.items[*].spec.nodeName}')).split(' ');
-      assert.equal(new Set(nodes).size, 3, `one pod on each worker: ${nodes.join(' ')}`);
-      await kubectl('create', 'configmap', 'kept', '--from-literal=v=before-the-loss');
-
-      // master/1's LXD instance is deleted behind the platform's back (an LXD member lost with it).
-      const provider = tp.platform.provider as LxdProvider;
-      const lost = (await vms('lx3')).find((v) => v.instance === 'master/1')!;
-      const disk = (await provider.listDisks()).find((d) => d.vmId === lost.vm_id);
-      assert.ok(disk, 'master/1 has a persistent disk (a custom volume)');
-      const instance = `an-${tp.tag}-${lost.vm_id}`;
-      await lxd.call('PUT', `/1.0/instances/${instance}/state`, { action: 'stop', force: true });
-      await lxd.call('DELETE', `/1.0/instances/${instance}`);
-      const lostAt = Date.now();
-      let back: Vm | undefined;
-      await until(
-        'master/1 resurrected',
-        async () => {
-          back = (await vms('lx3')).find(
-            (v) => v.instance === 'master/1' && v.vm_id !== null && v.vm_id !== lost.vm_id && v.health === 'running',
-          );
-          return back !== undefined;
-        },
-        240_000,
-        async () => JSON.stringify(await vms('lx3')),
-      );
-      console.log(`# master/1 back on a new LXD instance ${((Date.now() - lostAt) / 1000).toFixed(1)} s after its loss`);
-      assert.equal(
-        (await provider.listDisks()).find((d) => d.id === disk.id)?.vmId,
-        back!.vm_id,
-        'its own disk, attached to the new instance',
-      );
-      assert.equal(await kubectl('get', 'configmap', 'kept', '-o', 'jsonpath={.data.v}'), 'before-the-loss');
-      await until(
-        'every master Ready to serve',
-        async () => (await vms('lx3')).every((v) => v.health === 'running'),
-        120_000,
-        async () => JSON.stringify(await vms('lx3')),
-      );
-    });
   },
 );

@@ -254,10 +254,12 @@ function linkAlias(dev: string): string | undefined {
 }
 
 /**
- * Who made one of our bridges, written into its alias: `anodyne:<tag> pid=<pid>/<start> <dataDir>`
+ * Who made one of our bridges, written into its alias: `anodyne[-lxd]:<tag> pid=<pid>/<start> <dataDir>`
  * (the platform process that set it up, with its start time so a reused pid is not mistaken for it).
  */
 export interface BridgeOwner {
+  /** Whose bridge: the local provider's (`local`) or the LXD provider's (`lxd`, made by LXD, data directory = its socket). */
+  kind: 'local' | 'lxd';
   tag: string;
   pid: number;
   start: string;
@@ -265,12 +267,12 @@ export interface BridgeOwner {
 }
 
 export function ownerAlias(owner: BridgeOwner): string {
-  return `anodyne:${owner.tag} pid=${owner.pid}/${owner.start} ${owner.dataDir}`;
+  return `anodyne${owner.kind === 'lxd' ? '-lxd' : ''}:${owner.tag} pid=${owner.pid}/${owner.start} ${owner.dataDir}`;
 }
 
 export function parseOwnerAlias(alias: string | undefined): BridgeOwner | undefined {
-  const m = /^anodyne:([a-z0-9]{1,6}) pid=(\d+)\/(\d+) (.+)$/.exec(alias ?? '');
-  return m ? { tag: m[1]!, pid: Number(m[2]), start: m[3]!, dataDir: m[4]! } : undefined;
+  const m = /^anodyne(-lxd)?:([a-z0-9]{1,6}) pid=(\d+)\/(\d+) (.+)$/.exec(alias ?? '');
+  return m ? { kind: m[1] ? 'lxd' : 'local', tag: m[2]!, pid: Number(m[3]), start: m[4]!, dataDir: m[5]! } : undefined;
 }
 
 /** Whether the process that made a bridge still runs (same pid, same start time). */

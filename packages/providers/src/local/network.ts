@@ -54,6 +54,7 @@ export class VmNetwork {
   /** iptables' wildcard for every segment bridge of the tag (the dash keeps tag `t1` off `t12`'s). */
   private readonly segmentBridges: string;
   private readonly segmentPrefix: string;
+  private readonly kind: 'local' | 'lxd';
   private bridgeReady: Promise<void> | undefined;
 
   constructor(
@@ -61,13 +62,18 @@ export class VmNetwork {
     readonly cidr: Cidr,
     /** The provider's data directory, written into its bridges' aliases. */
     private readonly dataDir: string,
-    /** Other names for the bridges and the rules' comment (the LXD provider's, whose bridges LXD makes). */
-    names: { bridge: string; segmentPrefix: string; comment: string } = {
+    /**
+     * Other names for the bridges and the rules' comment, and whose bridges they are: the LXD
+     * provider's (LXD makes its bridges and veths; only the host-side rules and aliases are ours).
+     */
+    names: { bridge: string; segmentPrefix: string; comment: string; kind: 'local' | 'lxd' } = {
       bridge: `anbr-${tag}`,
       segmentPrefix: `ans${tag}-`,
       comment: `anodyne:${tag}`,
+      kind: 'local',
     },
   ) {
+    this.kind = names.kind;
     this.bridge = names.bridge;
     this.comment = names.comment;
     this.segmentPrefix = names.segmentPrefix;
@@ -156,7 +162,7 @@ export class VmNetwork {
       await ip('link', 'add', bridge, 'type', 'bridge');
       await ip('addr', 'add', `${cidr.gateway}/${cidr.prefix}`, 'dev', bridge);
     }
-    const owner = { tag: this.tag, pid: process.pid, start: processStartTime(process.pid) ?? '0', dataDir: this.dataDir };
+    const owner = { kind: this.kind, tag: this.tag, pid: process.pid, start: processStartTime(process.pid) ?? '0', dataDir: this.dataDir };
     await ip('link', 'set', bridge, 'alias', ownerAlias(owner));
     await ip('link', 'set', bridge, 'up');
   }
@@ -246,7 +252,8 @@ export class VmNetwork {
 
   /** Cleanup: the tag's veths left on the host, its bridges and its iptables rules, counted. */
   async removeHostSide(count: Tally): Promise<void> {
-    for (const l of await vethsOfTag(this.tag)) {
+    // LXD makes (and removes) its instances' veths itself; `av<tag>…` names are the local provider's.
+    for (const l of this.kind === 'local' ? await vethsOfTag(this.tag) : []) {
       await ipQuiet('link', 'del', l);
       count('links');
     }
@@ -278,17 +285,20 @@ async function bridgesWithPrefix(prefix: string): Promise<string[]> {
 }
 
 /** Refuses `cidr` when a host interface other than `bridge` holds an address in it, naming that interface (and its maker, if ours). */
-async function refuseOverlap(cidr: Cidr, bridge: string): Promise<void> {
+export async function refuseOverlap(cidr: Cidr, bridge: string): Promise<void> {
   for (const a of await hostAddresses()) {
     if (a.dev === bridge) continue;
     const size = 2 ** (32 - a.prefix);
     const base = ipToInt(a.address) - (ipToInt(a.address) % size);
     if (base >= cidr.base + cidr.size || cidr.base >= base + size) continue;
     const owner = parseOwnerAlias(a.alias);
-    const maker = owner
-      ? ` (a bridge of Anodyne's local provider with tag ${owner.tag} and data directory ${owner.dataDir}, made by process ${owner.pid}, ` +
-        `which ${ownerRuns(owner) ? 'still runs' : 'no longer runs: a platform started on that data directory and tag removes it when stopped with no clusters'})`
-      : '';
+    const maker = !owner
+      ? ''
+      : owner.kind === 'lxd'
+        ? ` (a bridge of Anodyne's LXD provider with tag ${owner.tag}, LXD at ${owner.dataDir}, set up by process ${owner.pid}, ` +
+          `which ${ownerRuns(owner) ? 'still runs' : 'no longer runs: the provider’s cleanup, or deleting the LXD network, removes it'})`
+        : ` (a bridge of Anodyne's local provider with tag ${owner.tag} and data directory ${owner.dataDir}, made by process ${owner.pid}, ` +
+          `which ${ownerRuns(owner) ? 'still runs' : 'no longer runs: a platform started on that data directory and tag removes it when stopped with no clusters'})`;
     throw new PreconditionError(
       'ANODYNE_E_PROVIDER_NETWORK_IN_USE',
       `network ${cidr.text} overlaps ${a.address}/${a.prefix} on host interface ${a.dev}${maker}: choose another range, or remove what holds it`,

@@ -1,6 +1,7 @@
 // A client of LXD's REST API (its unix socket, or HTTPS with a client certificate): sync and async answers, operations waited for.
 import { request as httpRequest, Agent as HttpAgent, type IncomingMessage } from 'node:http';
 import { request as httpsRequest, Agent as HttpsAgent } from 'node:https';
+import { X509Certificate } from 'node:crypto';
 import { AnodyneError, PreconditionError } from '@anodyne/common';
 
 /** Where the LXD daemon answers: its unix socket, or its HTTPS address with a trusted client certificate. */
@@ -47,7 +48,9 @@ export class LxdStatusError extends AnodyneError {
     readonly status: number,
     message: string,
   ) {
-    super('ANODYNE_E_PROVIDER_REFUSED', message, { details: { status } });
+    // Asking again may succeed: LXD unavailable, an operation still running, an instance busy with another.
+    const transient = status === 503 || status === 504 || /busy|already running an? /i.test(message);
+    super('ANODYNE_E_PROVIDER_REFUSED', message, { details: { status }, retryable: transient });
   }
 }
 
@@ -63,6 +66,7 @@ export class LxdClient {
     readonly endpoint: LxdEndpoint,
     readonly project: string,
   ) {
+    const pinned = 'socket' in endpoint ? '' : new X509Certificate(endpoint.serverCert).fingerprint256;
     this.agent =
       'socket' in endpoint
         ? new HttpAgent({ keepAlive: true })
@@ -71,8 +75,12 @@ export class LxdClient {
             cert: endpoint.cert,
             key: endpoint.key,
             ca: endpoint.serverCert,
-            // LXD's certificate names no host; the pinned certificate is what is checked.
-            checkServerIdentity: () => undefined,
+            // LXD's certificate names no host: what is checked is that the daemon presents the very
+            // certificate configured (its fingerprint), not one that certificate (were it a CA) signed.
+            checkServerIdentity: (_host, cert) =>
+              cert.fingerprint256 === pinned
+                ? undefined
+                : new Error(`the daemon's certificate ${cert.fingerprint256} is not the pinned one`),
           });
   }
 
@@ -164,7 +172,7 @@ export class LxdClient {
           ? httpRequest({ ...common, socketPath: this.endpoint.socket, host: 'lxd', path: target }, onResponse)
           : httpsRequest(new URL(target, this.endpoint.url), common, onResponse);
       req.on('error', (err: NodeJS.ErrnoException) => {
-        if (/CERT|SELF_SIGNED|ERR_TLS|SSL/.test(err.code ?? '')) {
+        if (/CERT|SELF_SIGNED|ERR_TLS|SSL/.test(err.code ?? '') || /not the pinned one/.test(err.message)) {
           reject(
             new PreconditionError(
               'ANODYNE_E_PROVIDER_MISCONFIGURED',
@@ -174,7 +182,15 @@ export class LxdClient {
           );
           return;
         }
-        const unreachable = ['ENOENT', 'ECONNREFUSED', 'EHOSTUNREACH', 'ETIMEDOUT', 'ECONNRESET', 'EACCES'].includes(err.code ?? '');
+        if (err.code === 'EACCES') {
+          reject(
+            new PreconditionError('ANODYNE_E_PROVIDER_MISCONFIGURED', `LXD at ${this.where} refuses this process (${err.message})`, {
+              details: { endpoint: this.where },
+            }),
+          );
+          return;
+        }
+        const unreachable = ['ENOENT', 'ECONNREFUSED', 'EHOSTUNREACH', 'ETIMEDOUT', 'ECONNRESET'].includes(err.code ?? '');
         reject(
           unreachable
             ? new AnodyneError('ANODYNE_E_PROVIDER_UNREACHABLE', `LXD at ${this.where} cannot be reached: ${err.message}`, {

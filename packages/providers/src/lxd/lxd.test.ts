@@ -1,7 +1,7 @@
 // Tests of the LXD provider on a real LXD daemon started for them: the contract suite, then state, disks, load balancers and the network.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
@@ -331,6 +331,50 @@ describe('LXD provider on a real daemon', { skip: skipUnless(hasLxd, why) }, () 
     } finally {
       await lxd!.call('PATCH', '/1.0', { config: { 'core.https_address': '' } }).catch(() => undefined);
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('the host side is made again at start (a reboot loses it), and a range another interface holds is refused before LXD makes anything', async () => {
+    const seg = await provider.createSegment({ name: 'host-side' });
+    const networks = (await lxd!.get('/1.0/networks?recursion=1')).body.metadata as { name: string; config: Record<string, string> }[];
+    const bridge = networks.find((n) => n.config['user.anodyne.id'] === seg.name)!.name;
+    const rule = ['FORWARD', '-i', bridge, '-o', bridge, '-m', 'comment', '--comment', `anodyne-lxd:${tag}`, '-j', 'ACCEPT'];
+    const forwarding = `/proc/sys/net/ipv4/conf/${bridge}/forwarding`;
+    try {
+      // What a reboot of the host takes away: the bridge's forwarding and its rule.
+      await exec(['iptables', '-w', '-D', ...rule]);
+      writeFileSync(forwarding, '0\n');
+      const again = new LxdProvider({
+        endpoint: { socket: lxd!.socket },
+        storagePool: lxd!.pool,
+        network: '10.196.2.0/24',
+        segments: { pool: '10.195.2.0/26', prefix: 28 },
+        tag,
+        agentCommand: ['sleep', 'infinity'],
+        logger: silentLogger(),
+        clock: systemClock,
+      });
+      await again.prepareNetwork();
+      again.close();
+      assert.equal((await exec(['iptables', '-w', '-C', ...rule], { okCodes: [0, 1] })).code, 0, 'the rule is back');
+      assert.equal(readFileSync(forwarding, 'utf8').trim(), '1', 'forwarding is back');
+    } finally {
+      await provider.deleteSegment(seg.name);
+    }
+    // An interface of someone else's on the range: refused by name, and LXD has no network of that provider.
+    const dummy = `andum${(process.pid % 1296).toString(36)}`;
+    await exec(['ip', 'link', 'add', dummy, 'type', 'bridge']);
+    try {
+      await exec(['ip', 'addr', 'add', '10.196.12.1/24', 'dev', dummy]);
+      const { provider: clash, tag: t } = makeProvider('10.196.12.0/24');
+      await assert.rejects(
+        clash.prepareNetwork(),
+        (e: unknown) => e instanceof AnodyneError && e.code === 'ANODYNE_E_PROVIDER_NETWORK_IN_USE' && e.message.includes(dummy),
+      );
+      clash.close();
+      assert.equal((await lxd!.get(`/1.0/networks/anlxd${t}`)).status, 404, 'no LXD network made');
+    } finally {
+      await exec(['ip', 'link', 'del', dummy]);
     }
   });
 

@@ -34,7 +34,7 @@ import {
 import type { BindMount } from '../local/boot.js';
 import { GUEST_DISK_DIR } from '../local/disks.js';
 import { shellQuote } from '../local/host.js';
-import { VmNetwork, type Lan } from '../local/network.js';
+import { VmNetwork, refuseOverlap, type Lan } from '../local/network.js';
 import { LxdClient, LxdStatusError, type LxdEndpoint } from './client.js';
 import { HOST_ETC, IMAGE_DIR, buildImage } from './image.js';
 
@@ -138,7 +138,7 @@ interface Volume {
  * network) and everything the contract returns lives in the instance's `user.anodyne.*` config,
  * so a new provider object (a restarted platform) sees what exists. Persistent disks are custom
  * storage volumes attached live as disk devices; load balancers are haproxy in an instance of
- * their own, reloaded in place. No segments yet (`capabilities.segments` false).
+ * their own, reloaded in place. Segments are LXD bridges with this host's firewall rules (socket only).
  */
 export class LxdProvider implements Provider {
   private readonly lxd: LxdClient;
@@ -176,6 +176,7 @@ export class LxdProvider implements Provider {
         bridge: this.networkName,
         segmentPrefix: `anx${o.tag}-`,
         comment: `anodyne-lxd:${o.tag}`,
+        kind: 'lxd',
       });
     } else if (o.segments) {
       throw new InputError(
@@ -230,6 +231,25 @@ export class LxdProvider implements Provider {
     this.poolDriver = pool.driver;
   }
 
+  /**
+   * The host side of what exists in LXD, again (idempotent): each segment bridge's forwarding and rule,
+   * each segment load balancer's rule — lost with a host's reboot, or never made by a process killed
+   * between LXD's create and ours.
+   */
+  private async restoreHostSide(): Promise<void> {
+    const segments = await this.segments();
+    if (!this.hostNet || segments.length === 0) return;
+    for (const seg of segments) {
+      const on = await this.placement(seg.config[K.id] ?? '');
+      await this.hostNet.createSegmentBridge(on.lan);
+    }
+    for (const lb of (await this.instances()).filter((i) => i.config[K.kind] === 'lb').map(lbInfo)) {
+      if (lb.network === 'default') continue;
+      const on = await this.placement(lb.network).catch(() => undefined);
+      if (on) await this.hostNet.openLoadBalancer(on.lan, lb.ip, lb.port);
+    }
+  }
+
   /** Makes the VM network exist now and returns the host's address on it. */
   async prepareNetwork(): Promise<{ gateway: string }> {
     await this.ready();
@@ -242,7 +262,7 @@ export class LxdProvider implements Provider {
       await this.check();
       await this.ensureNetwork();
       await this.hostNet?.ensureBridge();
-      await this.segments();
+      await this.restoreHostSide();
       return this.ensureImage();
     })().catch((err: unknown) => {
       this.readyOnce = undefined;
@@ -269,6 +289,8 @@ export class LxdProvider implements Provider {
       }
       return;
     }
+    // Refused before LXD puts the address on this host (the daemon is here when we have its socket).
+    if (this.hostNet) await refuseOverlap(this.cidr, this.networkName);
     await this.lxd.call('POST', '/1.0/networks', {
       body: {
         name: this.networkName,
@@ -392,35 +414,33 @@ export class LxdProvider implements Provider {
         ANODYNE_VM_ADDRESS: `${chosen}/${on.cidr.prefix}`,
         ANODYNE_VM_GATEWAY: on.cidr.gateway,
       };
-      await this.lxd.call('POST', '/1.0/instances', {
-        body: {
-          name,
-          type: 'container',
-          source: { type: 'image', fingerprint },
-          profiles: [],
-          config: {
-            'security.privileged': 'true',
-            'security.nesting': 'true',
-            'limits.cpu.allowance': `${Math.round(vmType.cpu * 100)}ms/100ms`,
-            'limits.memory': `${vmType.memoryMb}MiB`,
-            ...(vmType.pids ? { 'limits.processes': String(vmType.pids) } : {}),
-            'raw.lxc': RAW_LXC,
-            [K.tag]: this.o.tag,
-            [K.kind]: 'vm',
-            [K.id]: id,
-            [K.agentId]: req.agentId,
-            [K.ip]: chosen,
-            [K.network]: on.name,
-            [K.vmType]: JSON.stringify(vmType),
-            [K.image]: req.image,
-            [K.metadata]: JSON.stringify(metadata),
-            [K.createdAt]: createdAt,
-          },
-          devices: {
-            root: this.rootDevice(vmType.ephemeralDiskMb),
-            ...this.baseDevices(on),
-            kmsg: { type: 'unix-char', source: '/dev/kmsg', path: '/dev/kmsg' },
-          },
+      await this.createInstance(name, {
+        name,
+        type: 'container',
+        source: { type: 'image', fingerprint },
+        profiles: [],
+        config: {
+          'security.privileged': 'true',
+          'security.nesting': 'true',
+          'limits.cpu.allowance': `${Math.round(vmType.cpu * 100)}ms/100ms`,
+          'limits.memory': `${vmType.memoryMb}MiB`,
+          ...(vmType.pids ? { 'limits.processes': String(vmType.pids) } : {}),
+          'raw.lxc': RAW_LXC,
+          [K.tag]: this.o.tag,
+          [K.kind]: 'vm',
+          [K.id]: id,
+          [K.agentId]: req.agentId,
+          [K.ip]: chosen,
+          [K.network]: on.name,
+          [K.vmType]: JSON.stringify(vmType),
+          [K.image]: req.image,
+          [K.metadata]: JSON.stringify(metadata),
+          [K.createdAt]: createdAt,
+        },
+        devices: {
+          root: this.rootDevice(vmType.ephemeralDiskMb),
+          ...this.baseDevices(on),
+          kmsg: { type: 'unix-char', source: '/dev/kmsg', path: '/dev/kmsg' },
         },
       });
       return { chosen, env };
@@ -436,6 +456,22 @@ export class LxdProvider implements Provider {
     }
     this.o.logger.info({ vmId: id, ip, agentId: req.agentId }, 'LXD VM created');
     return { id, agentId: req.agentId, ip, network: on.name, state: 'running', vmType, image: req.image, metadata, createdAt };
+  }
+
+  /**
+   * POSTs an instance; a create that fails or whose answer is lost (a timed-out wait, a reset
+   * connection: LXD may go on and make it) is removed before the error is passed on, so no half-made
+   * instance keeps its address or agent id.
+   */
+  private async createInstance(name: string, body: Record<string, unknown>): Promise<void> {
+    try {
+      await this.lxd.call('POST', '/1.0/instances', { body: { name, ...body } });
+    } catch (err) {
+      await this.removeInstance(name).catch((e: unknown) =>
+        this.o.logger.error({ instance: name, err: String(e) }, 'removing a failed create failed'),
+      );
+      throw new AnodyneError('ANODYNE_E_PROVIDER_VM_CREATE_FAILED', `LXD did not make ${name}: ${(err as Error).message}`, { cause: err });
+    }
   }
 
   private async instance(id: string): Promise<Instance | undefined> {
@@ -661,29 +697,27 @@ export class LxdProvider implements Provider {
         ANODYNE_VM_ADDRESS: `${chosen}/${on.cidr.prefix}`,
         ANODYNE_VM_GATEWAY: on.cidr.gateway,
       };
-      await this.lxd.call('POST', '/1.0/instances', {
-        body: {
-          name,
-          type: 'container',
-          source: { type: 'image', fingerprint },
-          profiles: [],
-          config: {
-            ...LB_LIMITS,
-            'raw.lxc': `lxc.init.cmd = ${IMAGE_DIR}/init`,
-            [K.tag]: this.o.tag,
-            [K.kind]: 'lb',
-            [K.id]: spec.name,
-            [K.ip]: chosen,
-            [K.network]: on.name,
-            [K.lb]: JSON.stringify(lb),
-            [K.metadata]: JSON.stringify(metadata),
-          },
-          devices: {
-            root: this.rootDevice(256),
-            eth0: { type: 'nic', network: on.lxdNetwork, name: 'eth0' },
-            usr: { type: 'disk', source: '/usr', path: '/usr', readonly: 'true' },
-            etc: { type: 'disk', source: '/etc', path: HOST_ETC, readonly: 'true' },
-          },
+      await this.createInstance(name, {
+        name,
+        type: 'container',
+        source: { type: 'image', fingerprint },
+        profiles: [],
+        config: {
+          ...LB_LIMITS,
+          'raw.lxc': `lxc.init.cmd = ${IMAGE_DIR}/init`,
+          [K.tag]: this.o.tag,
+          [K.kind]: 'lb',
+          [K.id]: spec.name,
+          [K.ip]: chosen,
+          [K.network]: on.name,
+          [K.lb]: JSON.stringify(lb),
+          [K.metadata]: JSON.stringify(metadata),
+        },
+        devices: {
+          root: this.rootDevice(256),
+          eth0: { type: 'nic', network: on.lxdNetwork, name: 'eth0' },
+          usr: { type: 'disk', source: '/usr', path: '/usr', readonly: 'true' },
+          etc: { type: 'disk', source: '/etc', path: HOST_ETC, readonly: 'true' },
         },
       });
       return { chosen, env };
@@ -732,9 +766,8 @@ export class LxdProvider implements Provider {
     const hc = healthCheck ?? before.healthCheck;
     const lb = { port: before.port, backends: [...backends], ...(hc ? { healthCheck: { ...hc } } : {}) };
     await this.pushConfig(i.name, lb);
-    await this.lxd.call('PATCH', `/1.0/instances/${i.name}`, { body: { config: { [K.lb]: JSON.stringify(lb) } } });
-    // haproxy's master reloads its configuration on SIGUSR2, keeping its listening socket.
-    await this.lxd.call('POST', `/1.0/instances/${i.name}/exec`, {
+    // haproxy's master reloads its configuration on SIGUSR2, keeping its listening socket; recorded once it has been told.
+    const reload = await this.lxd.call<{ return?: number } | null>('POST', `/1.0/instances/${i.name}/exec`, {
       body: {
         command: ['/bin/sh', '-c', 'kill -USR2 "$(cat /run/haproxy.pid)"'],
         'wait-for-websocket': false,
@@ -742,6 +775,16 @@ export class LxdProvider implements Provider {
         'record-output': false,
       },
     });
+    if (reload?.return !== 0) {
+      throw new AnodyneError(
+        'ANODYNE_E_PROVIDER_REFUSED',
+        `haproxy of ${id} could not be told to reload (exit ${reload?.return ?? 'unknown'})`,
+        {
+          details: { id },
+        },
+      );
+    }
+    await this.lxd.call('PATCH', `/1.0/instances/${i.name}`, { body: { config: { [K.lb]: JSON.stringify(lb) } } });
     return lbInfo({ ...i, config: { ...i.config, [K.lb]: JSON.stringify(lb) } });
   }
 
@@ -784,7 +827,11 @@ export class LxdProvider implements Provider {
     return this.allocating(async () => {
       const existing = await this.segments();
       const same = existing.find((n) => n.config[K.id] === name);
-      if (same) return segmentInfo(same);
+      if (same) {
+        // Its host side, again (idempotent): a create cut off between LXD's network and our rules.
+        await hostNet.createSegmentBridge((await this.placement(name)).lan);
+        return segmentInfo(same);
+      }
       const index = pool.allocate(new Set(existing.map((n) => Number(n.config[K.index]))), spec.within);
       const range = pool.range(index);
       const lan = hostNet.segmentLan(name, index, range);
@@ -796,6 +843,7 @@ export class LxdProvider implements Provider {
         [K.index]: String(index),
         [K.metadata]: JSON.stringify({ ...(spec.metadata ?? {}) }),
       };
+      await refuseOverlap(range, lan.bridge);
       await this.lxd.call('POST', '/1.0/networks', {
         body: { name: lan.bridge, type: 'bridge', description: `Anodyne segment ${name}`, config },
       });

@@ -32,7 +32,10 @@ export interface TestLxd {
   get(path: string): Promise<{ status: number; body: { metadata?: unknown } }>;
   /** Any request (JSON), waiting for its operation; an error answer throws. Acts behind the provider's back. */
   call(method: string, path: string, body?: unknown): Promise<void>;
-  /** Shuts the daemon down (its instances with it), unmounts and removes its directory and any rule it left. */
+  /**
+   * Shuts the daemon down (its instances with it), unmounts and removes its directory and, with the
+   * last test daemon, LXC's empty cgroups of our instances. Host rules are the provider's `cleanup`'s.
+   */
   stop(): Promise<void>;
 }
 
@@ -79,8 +82,11 @@ function removeLxcCgroups(): void {
     } catch {
       continue;
     }
-    for (const e of entries)
-      if (e === 'lxc.pivot' || e.startsWith('lxc.monitor') || e.startsWith('lxc.payload')) removeCgroupTree(join(CGROUP_ROOT, h, e));
+    // Only our instances' (`an-…`), and LXC's pivot once no other container's cgroup is left beside it.
+    const ours = entries.filter((e) => e.startsWith('lxc.payload.an-') || e.startsWith('lxc.monitor.an-'));
+    for (const e of ours) removeCgroupTree(join(CGROUP_ROOT, h, e));
+    const others = entries.filter((e) => (e.startsWith('lxc.payload.') || e.startsWith('lxc.monitor.')) && !ours.includes(e));
+    if (others.length === 0 && entries.includes('lxc.pivot')) removeCgroupTree(join(CGROUP_ROOT, h, 'lxc.pivot'));
   }
 }
 
@@ -116,7 +122,7 @@ async function removeStaleDaemons(): Promise<void> {
   const tags = new Set<string>();
   for (const a of await hostAddresses()) {
     const owner = parseOwnerAlias(a.alias);
-    if (owner && [...stale].some((d) => owner.dataDir.startsWith(`${d}/`))) tags.add(owner.tag);
+    if (owner?.kind === 'lxd' && [...stale].some((d) => owner.dataDir.startsWith(`${d}/`))) tags.add(owner.tag);
   }
   const pids: number[] = [];
   for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
@@ -131,7 +137,7 @@ async function removeStaleDaemons(): Promise<void> {
   killPids(pids);
   for (const a of await hostAddresses()) {
     const owner = parseOwnerAlias(a.alias);
-    if (!owner || !tags.has(owner.tag)) continue;
+    if (owner?.kind !== 'lxd' || !tags.has(owner.tag) || ![...stale].some((d) => owner.dataDir.startsWith(`${d}/`))) continue;
     await ipQuiet('link', 'del', a.dev);
     for (const r of await rulesWithComment('filter', `anodyne-lxd:${owner.tag}`)) await deleteRule('filter', r).catch(() => undefined);
   }

@@ -16,7 +16,8 @@ export async function removeStaleProviders(ranges: string[]): Promise<string[]> 
   const stale = new Map<string, { owner: BridgeOwner; network: string }>();
   for (const a of await hostAddresses()) {
     const owner = parseOwnerAlias(a.alias);
-    if (!owner || ownerRuns(owner)) continue;
+    // LXD's bridges are swept with their test daemons (startLxd), not here.
+    if (!owner || owner.kind !== 'local' || ownerRuns(owner)) continue;
     const held = parseCidr(`${a.address}/${a.prefix}`, 8, 32);
     if (!wanted.some((w) => w.base < held.base + held.size && held.base < w.base + w.size)) continue;
     stale.set(`${owner.tag} ${owner.dataDir}`, { owner, network: held.text });
