@@ -149,7 +149,7 @@ export async function startRegistry(d: RegistryDeps): Promise<PlatformRegistry> 
     },
     close: async () => {
       await front.close();
-      await proc.stop();
+      await proc.close();
     },
   };
 }

@@ -34,6 +34,8 @@ export interface GcReport {
 export class RegistryProcess {
   private child: ChildProcess | undefined;
   private stopping = false;
+  /** Set by close(): nothing starts the registry again. */
+  private closed = false;
   private restarts = 0;
   private restartTimer: NodeJS.Timeout | undefined;
   /** The last lines the registry wrote to stderr (its errors). */
@@ -83,8 +85,9 @@ export class RegistryProcess {
     writeFileSync(this.configFile, JSON.stringify(config, null, 2), { mode: 0o600 });
   }
 
-  /** Starts the registry and waits until it answers on its socket. */
+  /** Starts the registry and waits until it answers on its socket (not after `close`). */
   async start(): Promise<void> {
+    if (this.closed) return;
     const program = this.o.program ?? 'docker-registry';
     this.stopping = false;
     this.tail = '';
@@ -148,6 +151,15 @@ export class RegistryProcess {
     return this.child !== undefined;
   }
 
+  /**
+   * Stops the registry for good: a garbage collection still running does not start it again
+   * afterwards (it did once, leaving a registry whose platform had stopped).
+   */
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.stop();
+  }
+
   async stop(): Promise<void> {
     this.stopping = true;
     clearTimeout(this.restartTimer);
@@ -173,6 +185,7 @@ export class RegistryProcess {
     try {
       out = (await exec([program, 'garbage-collect', this.configFile], { timeoutMs: 600_000 })).stdout;
     } finally {
+      // Not when the platform closed meanwhile (start() is a no-op then).
       await this.start();
     }
     return { bytesBefore, bytesAfter: treeBytes(this.dataDir), blobsDeleted: (out.match(/blob eligible for deletion/g) ?? []).length };

@@ -307,6 +307,15 @@ describe('image registry (Distribution behind the front server)', () => {
     );
   });
 
+  // Last: it closes the registry the suite shares.
+  it('closed while it collects garbage, the registry is not started again afterwards', async () => {
+    const gc = proc.collectGarbage().catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 20));
+    await proc.close();
+    await gc;
+    assert.equal(proc.running, false, 'no registry outlives its close');
+  });
+
   it('refuses bad archives and references before anything is sent', () => {
     assert.throws(
       () => readImageArchive(Buffer.from('not a tar at all'.repeat(64))),
