@@ -179,6 +179,19 @@ export const PlatformConfigSchema = Type.Object(
             serverCertFile: Type.String({ default: '' }),
             project: Type.String({ minLength: 1, default: 'default' }),
             storagePool: Type.String({ minLength: 1, default: 'default' }),
+            /**
+             * LXD members that are not this host (an LXD cluster, a daemon on another machine): each VM
+             * network is tunnelled (VXLAN, multicast `group`) between this host's `hostInterface` and each
+             * member's `memberInterface`. Off while `hostInterface` is empty; a cluster needs it.
+             */
+            vxlan: Type.Object(
+              {
+                hostInterface: Type.String({ default: '' }),
+                memberInterface: Type.String({ minLength: 1, default: 'eth0' }),
+                group: Type.String({ pattern: '^239\\.\\d{1,3}\\.\\d{1,3}\\.\\d{1,3}$', default: '239.0.76.76' }),
+              },
+              { default: {}, additionalProperties: false },
+            ),
           },
           { default: {}, additionalProperties: false },
         ),

@@ -57,6 +57,31 @@ describe('cloud check', () => {
   }
   const row = async (d: string, i: number) => (await director.instances(d)).find((r) => r.idx === i)!;
 
+  it('instances are in their group’s availability zones (round robin); their VMs are asked for them, again when made anew; a change of zones is recorded', async () => {
+    const m = manifest('zones', 3);
+    const zoned = { ...m, instance_groups: m.instance_groups.map((g) => ({ ...g, azs: ['z1', 'z2'] })) };
+    assert.equal((await director.wait((await director.deploy(zoned)).id)).state, 'done');
+    const rows = await director.instances('zones');
+    assert.deepEqual(
+      rows.map((r) => r.az),
+      ['z1', 'z2', 'z1'],
+    );
+    for (const r of rows) assert.equal(provider.zones.get(r.vm_id!), r.az, `${r.group_name}/${r.idx}'s VM asked for its zone`);
+    // Its VM lost: made anew in the same zone.
+    const lost = rows[1]!;
+    await provider.deleteVm(lost.vm_id!);
+    assert.equal((await director.wait((await director.deploy(zoned)).id)).state, 'done');
+    const again = (await director.instances('zones')).find((r) => r.idx === 1)!;
+    assert.notEqual(again.vm_id, lost.vm_id);
+    assert.equal(provider.zones.get(again.vm_id!), 'z2');
+    const moved = { ...m, instance_groups: m.instance_groups.map((g) => ({ ...g, azs: ['z3'] })) };
+    assert.equal((await director.wait((await director.deploy(moved)).id)).state, 'done');
+    assert.deepEqual(
+      (await director.instances('zones')).map((r) => r.az),
+      ['z3', 'z3', 'z3'],
+    );
+  });
+
   it('a healthy platform has nothing to report', async () => {
     await deploy('a');
     const { findings, skipped } = await cck.scan();

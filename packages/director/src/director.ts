@@ -14,7 +14,7 @@ import {
   type AgentTlsIssuer,
   type TlsMaterial,
 } from './agents.js';
-import { InstanceRepository, newInstanceRow, type InstanceRow } from './instances.js';
+import { InstanceRepository, azOf, newInstanceRow, type InstanceRow } from './instances.js';
 import { renderInstance, resolveJobs, type JobCatalog } from './jobs.js';
 import { agentProgramOf, parseManifest, placeOnSegment, type Manifest } from './manifest.js';
 import {
@@ -497,7 +497,15 @@ export class Director {
         await sink.event({ ...step, state: 'finished' });
       }
       for (const [i, row] of rows.entries()) {
-        const spec = { deployment: m.name, name: g.name, index: i, id: row.id, ip: row.ip ?? '', az: 'z1', bootstrap: i === 0 };
+        const spec = {
+          deployment: m.name,
+          name: g.name,
+          index: i,
+          id: row.id,
+          ip: row.ip ?? '',
+          az: row.az ?? azOf(g, i),
+          bootstrap: i === 0,
+        };
         const bundle = renderInstance(m, g, defs, { spec, groups: groupsIps, vars });
         await this.agentCall(row, 'POST', '/apply', bundle);
         const step = { stage: 'Running errand', instance: `${g.name}/${i}`, index: i + 1, total: rows.length };

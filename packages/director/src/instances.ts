@@ -35,6 +35,7 @@ const ROW_COLUMNS = [
   'disk_mb',
   'disk_id',
   'network',
+  'az',
   'bundle_hash',
 ] as const;
 
@@ -55,9 +56,15 @@ export function newInstanceRow(m: Manifest, g: InstanceGroup, index: number, pla
     image: m.image,
     disk_mb: place.diskMb,
     network: g.networks[0]!.name,
+    az: azOf(g, index),
     bundle_hash: null,
     disk_id: null,
   };
+}
+
+/** The availability zone of a group's instance: its AZs round robin by index (`z1` when it names none). */
+export function azOf(g: InstanceGroup, index: number): string {
+  return g.azs?.[index % g.azs.length] ?? 'z1';
 }
 
 /** Reads and writes instances in the store, timestamps from the injected clock. */

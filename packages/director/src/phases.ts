@@ -4,7 +4,7 @@ import type { Provider, VmType } from '@anodyne/providers';
 import { storeQuery, type Store } from '@anodyne/store';
 import type { AgentClient } from './agents.js';
 import { AgentDriver, type InstanceHooks } from './driver.js';
-import { newInstanceRow, type InstanceRepository, type InstanceRow } from './instances.js';
+import { azOf, newInstanceRow, type InstanceRepository, type InstanceRow } from './instances.js';
 import {
   renderInstance,
   renderTemplate,
@@ -180,6 +180,11 @@ async function recordRows(s: DeployScope): Promise<void> {
         row = newInstanceRow(m, g, i, { ip: g.networks[0]?.static_ips?.[i] ?? null, diskMb: g.persistent_disk_mb ?? 0 });
         await s.deps.repo.insert(row);
         s.rows.set(key(g.name, i), row);
+      } else if (row.az !== azOf(g, i)) {
+        // The group's zones changed (or the row predates them): its next VM goes to the zone the manifest says.
+        row = { ...row, az: azOf(g, i) };
+        await s.deps.repo.patch(row.id, { az: row.az });
+        s.rows.set(key(g.name, i), row);
       }
       const alive = row.vm_id !== null && (await s.deps.provider.hasVm(row.vm_id));
       // A VM that never ran a bundle and whose agent does not answer is a create cut short: made again.
@@ -308,7 +313,7 @@ async function renderInstances(s: DeployScope): Promise<void> {
         index: i,
         id: row.id,
         ip: row.ip ?? '',
-        az: g.azs?.[i % g.azs.length] ?? 'z1',
+        az: azOf(g, i),
         bootstrap: i === 0,
         persistent_disk: disk,
       };

@@ -33,6 +33,7 @@ export class VmLifecycle {
       image: row.image,
       vmType: JSON.parse(row.vm_type) as string | VmType,
       network: { network: row.network, ...(row.ip ? { ip: row.ip } : {}) },
+      ...(row.az ? { az: row.az } : {}),
       env: {
         ANODYNE_AGENT_LISTEN: `0.0.0.0:${this.o.agentPort}`,
         ANODYNE_AGENT_CERT: tls.cert,

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { exec, skipUnless } from '@anodyne/common';
 import { SCOPES } from '@anodyne/identity';
 import { LxdProvider } from '@anodyne/providers';
-import { startLxd, type TestLxd } from '@anodyne/providers/testing';
+import { startLxd, startLxdCluster, type TestLxd, type TestLxdCluster } from '@anodyne/providers/testing';
 import { startTestPlatform, https, kubectlOf, tokenSource, type HttpResult, type TestPlatform } from './testing/index.js';
 import { apply, busyboxRef, until, type Kubectl } from './testing/workloads.js';
 
@@ -233,5 +233,153 @@ describe(
         assert.equal(new Set(nodes).size, 3, `one pod on each worker: ${nodes.join(' ')}`);
         await loseMaster('lx3', 'master/1', kubectl);
       });
+  },
+);
+
+describe(
+  'a cluster on an LXD cluster of three members',
+  { skip: skipUnless(hasLxd, isRoot ? 'needs Debian’s lxd package (make deps installs it)' : 'needs root') },
+  () => {
+    let lxd: TestLxdCluster;
+    let tp: TestPlatform;
+    let token: () => Promise<string>;
+    const call = async (method: string, path: string, body?: unknown): Promise<HttpResult> =>
+      https(tp.platform.url, tp.platform.caPem, method, path, { token: await token(), ...(body ? { body: JSON.stringify(body) } : {}) });
+    const vms = async (cluster: string) => (await call('GET', `/v1/clusters/${cluster}/vms`)).body as Vm[];
+    /** Each of our instances' cluster member, by LXD instance name. */
+    const locations = async (): Promise<Map<string, string>> => {
+      const all = (await lxd.get('/1.0/instances?recursion=1')).body.metadata as { name: string; location: string }[];
+      return new Map(all.filter((i) => i.name.startsWith(`an-${tp.tag}-`)).map((i) => [i.name, i.location]));
+    };
+
+    before(async () => {
+      lxd = await startLxdCluster(`q${(process.pid % 1296).toString(36)}`, { members: 3, range: '10.198.28.0/24' });
+      tp = await startTestPlatform('lc', '10.198.27.0/24', PORT + 100, {
+        ANODYNE_PROVIDER_TYPE: 'lxd',
+        ANODYNE_PROVIDER_LXD_SOCKET: lxd.socket,
+        ANODYNE_PROVIDER_LXD_STORAGE_POOL: lxd.pool,
+        ANODYNE_PROVIDER_LXD_VXLAN_HOST_INTERFACE: lxd.hostInterface,
+        ANODYNE_PROVIDER_LXD_VXLAN_MEMBER_INTERFACE: lxd.memberInterface,
+        ANODYNE_DIRECTOR_RESURRECT_AFTER_SECONDS: '5',
+      });
+      await tp.platform.identity.createUser({ username: 'lc-admin', password: 'lc-admin-password', groups: [SCOPES.admin] });
+      token = tokenSource(tp, 'lc-admin', 'lc-admin-password');
+    });
+
+    after(async () => {
+      try {
+        if (tp) {
+          await call('DELETE', '/v1/clusters/lc1').catch(() => undefined);
+          await until(
+            'the cluster deleted',
+            async () => ((await call('GET', '/v1/clusters')).body as unknown[]).length === 0,
+            300_000,
+          ).catch(() => undefined);
+          await tp.stop();
+        }
+      } finally {
+        await lxd?.stop();
+      }
+    });
+
+    it('1 master + 2 workers: the workers spread over the members; a member lost with a worker on it is survived (the worker again on a member still there, the Deployment whole)', async () => {
+      const started = Date.now();
+      const r = await call('POST', '/v1/clusters', { name: 'lc1', plan_name: 'small', parameters: { kubernetes_worker_instances: 2 } });
+      assert.equal(r.status, 202, r.text);
+      const taskId = (r.body as { last_task_id: number }).last_task_id;
+      let task: { state: string; error?: unknown } = { state: 'queued' };
+      await until(
+        'the create task ended',
+        async () => {
+          task = (await call('GET', `/v1/tasks/${taskId}`)).body as typeof task;
+          return ['done', 'error', 'cancelled'].includes(task.state);
+        },
+        300_000,
+      );
+      assert.equal(task.state, 'done', JSON.stringify(task.error));
+      const kubectl = await kubectlOf(tp, token, 'lc1');
+      const ready = async (count: number) =>
+        until(
+          `${count} nodes of lc1 Ready`,
+          async () => {
+            const nodes = (await kubectl('get', 'nodes', '--no-headers').catch(() => '')).trim().split('\n').filter(Boolean);
+            return nodes.length === count && nodes.every((n) => / Ready /.test(n));
+          },
+          240_000,
+          () => kubectl('get', 'nodes', '-o', 'wide'),
+        );
+      await ready(2);
+      console.log(
+        `# lc1 (1 master + 2 workers) on a 3-member LXD cluster: nodes Ready ${((Date.now() - started) / 1000).toFixed(1)} s after the request`,
+      );
+      const where = await locations();
+      const memberOf = (v: Vm) => where.get(`an-${tp.tag}-${v.vm_id}`) ?? '?';
+      const all = await vms('lc1');
+      const workers = all.filter((v) => v.instance.startsWith('worker/'));
+      const masters = all.filter((v) => v.instance.startsWith('master/'));
+      assert.equal(new Set(workers.map(memberOf)).size, 2, `the workers on two members: ${workers.map(memberOf).join(' ')}`);
+      // The member to lose: a worker's, holding neither the master nor a load balancer.
+      const lbMembers = [...where].filter(([name]) => name.includes('-lb-')).map(([, m]) => m);
+      const keep = new Set([...masters.map(memberOf), ...lbMembers]);
+      const victim = workers.find((w) => !keep.has(memberOf(w)));
+      assert.ok(victim, `a worker on a member of its own: ${JSON.stringify([...where])}`);
+      const member = memberOf(victim);
+      await apply(kubectl, tp.dir, {
+        apiVersion: 'apps/v1',
+        kind: 'Deployment',
+        metadata: { name: 'spread', namespace: 'default' },
+        spec: {
+          replicas: 2,
+          selector: { matchLabels: { app: 'spread' } },
+          template: {
+            metadata: { labels: { app: 'spread' } },
+            spec: {
+              topologySpreadConstraints: [
+                {
+                  maxSkew: 1,
+                  topologyKey: 'kubernetes.io/hostname',
+                  whenUnsatisfiable: 'DoNotSchedule',
+                  labelSelector: { matchLabels: { app: 'spread' } },
+                },
+              ],
+              containers: [{ name: 'web', image: busyboxRef(), imagePullPolicy: 'Never' }],
+            },
+          },
+        },
+      });
+      await kubectl('rollout', 'status', 'deployment/spread', '--timeout=180s');
+      await kubectl('create', 'configmap', 'kept', '--from-literal=v=before-the-loss');
+
+      const lostAt = Date.now();
+      await lxd.loseMember(member);
+      let back: Vm | undefined;
+      await until(
+        `${victim.instance} again on a member still there`,
+        async () => {
+          back = (await vms('lc1')).find(
+            (v) => v.instance === victim.instance && v.vm_id !== null && v.vm_id !== victim.vm_id && v.health === 'running',
+          );
+          return back !== undefined;
+        },
+        300_000,
+        async () => JSON.stringify(await vms('lc1')),
+      );
+      const now = await locations();
+      assert.notEqual(now.get(`an-${tp.tag}-${back!.vm_id}`), member, 'not on the lost member');
+      assert.equal(back!.ip, victim.ip, 'at its address');
+      console.log(
+        `# lc1 ${victim.instance} running again on ${now.get(`an-${tp.tag}-${back!.vm_id}`)} ${((Date.now() - lostAt) / 1000).toFixed(1)} s after ${member} was lost`,
+      );
+      await ready(2);
+      await until(
+        'the Deployment whole again',
+        async () => (await kubectl('get', 'deployment', 'spread', '-o', 'jsonpath={.status.availableReplicas}').catch(() => '')) === '2',
+        240_000,
+        () => kubectl('get', 'pods', '-o', 'wide'),
+      );
+      assert.equal(await kubectl('get', 'configmap', 'kept', '-o', 'jsonpath={.data.v}'), 'before-the-loss');
+      // What an operator does with a machine that is not coming back: removed from the LXD cluster (its instances' records with it).
+      await lxd.call('DELETE', `/1.0/cluster/members/${member}?force=1`);
+    });
   },
 );

@@ -177,8 +177,9 @@ export function makeProvider(
     endpoint,
     project: l.project,
     storagePool: l.storagePool,
-    // Segments need the daemon on this host (their isolation is this host's firewall).
-    ...('socket' in endpoint ? { segments } : {}),
+    ...(l.vxlan.hostInterface ? { vxlan: l.vxlan } : {}),
+    // Segments need the host side here (their isolation is this host's firewall): a daemon on this host, or VXLAN.
+    ...('socket' in endpoint || l.vxlan.hostInterface ? { segments } : {}),
   });
 }
 

@@ -40,6 +40,11 @@ export interface CreateVmRequest {
   /** A named type from `info().vmTypes`, or an explicit size. */
   vmType: string | VmType;
   network: NetworkPlacement;
+  /**
+   * The availability zone of the instance. A provider with zones places the VM in it (LXD: on the
+   * members of the cluster group of that name, when there is one); one without zones ignores it.
+   */
+  az?: string;
   /** Environment given to the agent: director address, credentials, agent id. */
   env: Record<string, string>;
   metadata?: Record<string, string>;

@@ -221,6 +221,8 @@ export interface InstancesTable {
   disk_mb: number;
   disk_id: string | null;
   network: string;
+  /** The availability zone the instance is in (null: made before zones were recorded). */
+  az: ColumnType<string | null, string | null | undefined, string | null>;
   bundle_hash: string | null;
   /** started | stopped | detached */
   state: string;

@@ -47,6 +47,8 @@ export interface FakeProviderOptions {
  */
 export class FakeProvider implements Provider {
   readonly calls: Record<string, number> = {};
+  /** The availability zone each VM was asked for (a test hook: the fake has no zones of its own). */
+  readonly zones = new Map<string, string | undefined>();
   private readonly vms = new Map<string, VmInfo>();
   private readonly disks = new Map<string, DiskInfo>();
   private readonly lbs = new Map<string, LoadBalancerInfo>();
@@ -169,6 +171,7 @@ export class FakeProvider implements Provider {
       createdAt: this.options.clock.now().toISOString(),
     };
     this.vms.set(vm.id, vm);
+    this.zones.set(vm.id, req.az);
     this.byAgent.set(vm.agentId, vm.id);
     return structuredClone(vm);
   }

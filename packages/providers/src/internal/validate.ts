@@ -127,6 +127,11 @@ export function validateCreate(req: CreateVmRequest, images: string[], networks:
       { details: { network: req.network?.network } },
     );
   }
+  if (req.az !== undefined && (typeof req.az !== 'string' || !/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(req.az))) {
+    throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', `availability zone ${JSON.stringify(req.az)} must be a DNS-1123 label`, {
+      details: { az: req.az },
+    });
+  }
   for (const [k, v] of Object.entries(req.env ?? {})) {
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k) || typeof v !== 'string' || v.includes('\0')) {
       throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', `environment variable ${JSON.stringify(k)} is not a valid name or value`, {

@@ -27,6 +27,20 @@ export interface Lan {
   name: string;
   bridge: string;
   cidr: Cidr;
+  /** A segment's index in its pool (none for the default network). */
+  index?: number;
+}
+
+/**
+ * The host's end of networks whose VMs are on other machines (LXD members): each bridge gets a
+ * VXLAN port `<bridge>v` in multicast group `group` over `dev`, network identifier `vniBase` for
+ * the default network and `vniBase + 1 + index` for a segment, MTU `mtu` (the members' bridges' own).
+ */
+export interface VxlanUplink {
+  dev: string;
+  group: string;
+  vniBase: number;
+  mtu: number;
 }
 
 /**
@@ -55,6 +69,7 @@ export class VmNetwork {
   private readonly segmentBridges: string;
   private readonly segmentPrefix: string;
   private readonly kind: 'local' | 'lxd';
+  private readonly vxlan: VxlanUplink | undefined;
   private bridgeReady: Promise<void> | undefined;
 
   constructor(
@@ -66,7 +81,7 @@ export class VmNetwork {
      * Other names for the bridges and the rules' comment, and whose bridges they are: the LXD
      * provider's (LXD makes its bridges and veths; only the host-side rules and aliases are ours).
      */
-    names: { bridge: string; segmentPrefix: string; comment: string; kind: 'local' | 'lxd' } = {
+    names: { bridge: string; segmentPrefix: string; comment: string; kind: 'local' | 'lxd'; vxlan?: VxlanUplink } = {
       bridge: `anbr-${tag}`,
       segmentPrefix: `ans${tag}-`,
       comment: `anodyne:${tag}`,
@@ -74,6 +89,7 @@ export class VmNetwork {
     },
   ) {
     this.kind = names.kind;
+    this.vxlan = names.vxlan;
     this.bridge = names.bridge;
     this.comment = names.comment;
     this.segmentPrefix = names.segmentPrefix;
@@ -87,7 +103,7 @@ export class VmNetwork {
 
   /** A segment's network: its bridge is `ans<tag>-<index>` (at most 15 characters). */
   segmentLan(name: string, index: number, cidr: Cidr): Lan {
-    return { name, bridge: `${this.segmentPrefix}${index}`, cidr };
+    return { name, bridge: `${this.segmentPrefix}${index}`, cidr, index };
   }
 
   netnsName(id: string): string {
@@ -134,7 +150,7 @@ export class VmNetwork {
 
   /** The provider's bridge and its firewall rules: traffic stays on the bridge or goes to the host. */
   private async setupBridge(): Promise<void> {
-    await this.makeBridge(this.bridge, this.cidr);
+    await this.makeBridge(this.defaultLan);
     const seg = this.segmentBridges;
     // Inserted at the top in reverse, so they end in this order (a segment's or load balancer's own rules go above).
     const rules: string[][] = [
@@ -156,7 +172,8 @@ export class VmNetwork {
    * (an existing one is adopted: a platform restarted on the same data). Refused, before anything is
    * made, when another interface holds an address in the range: the host could not route to both.
    */
-  private async makeBridge(bridge: string, cidr: Cidr): Promise<void> {
+  private async makeBridge(lan: Lan): Promise<void> {
+    const { bridge, cidr } = lan;
     await refuseOverlap(cidr, bridge);
     if (!(await linkExists(bridge))) {
       await ip('link', 'add', bridge, 'type', 'bridge');
@@ -164,6 +181,28 @@ export class VmNetwork {
     }
     const owner = { kind: this.kind, tag: this.tag, pid: process.pid, start: processStartTime(process.pid) ?? '0', dataDir: this.dataDir };
     await ip('link', 'set', bridge, 'alias', ownerAlias(owner));
+    const v = this.vxlan;
+    if (v && !(await linkExists(`${bridge}v`))) {
+      const vni = v.vniBase + (lan.index === undefined ? 0 : lan.index + 1);
+      await ip(
+        'link',
+        'add',
+        `${bridge}v`,
+        'type',
+        'vxlan',
+        'id',
+        String(vni),
+        'group',
+        v.group,
+        'dev',
+        v.dev,
+        'dstport',
+        '8472',
+        'ttl',
+        '1',
+      );
+      await ip('link', 'set', `${bridge}v`, 'mtu', String(v.mtu), 'master', bridge, 'up');
+    }
     await ip('link', 'set', bridge, 'up');
   }
 
@@ -189,7 +228,7 @@ export class VmNetwork {
   /** A segment's bridge with the host's address, forwarding on, and its traffic allowed to stay on it. */
   async createSegmentBridge(lan: Lan): Promise<void> {
     await this.ensureBridge();
-    await this.makeBridge(lan.bridge, lan.cidr);
+    await this.makeBridge(lan);
     writeFileSync(`/proc/sys/net/ipv4/conf/${lan.bridge}/forwarding`, '1\n');
     await this.insertRule(['-i', lan.bridge, '-o', lan.bridge, '-j', 'ACCEPT']);
   }
@@ -197,6 +236,7 @@ export class VmNetwork {
   /** Removes a segment's bridge and its rule. Idempotent. */
   async deleteSegmentBridge(lan: Lan): Promise<void> {
     await this.removeRule(['-i', lan.bridge, '-o', lan.bridge, '-j', 'ACCEPT']);
+    await ipQuiet('link', 'del', `${lan.bridge}v`);
     await ipQuiet('link', 'del', lan.bridge);
   }
 
@@ -257,13 +297,10 @@ export class VmNetwork {
       await ipQuiet('link', 'del', l);
       count('links');
     }
-    for (const l of await bridgesWithPrefix(this.segmentPrefix)) {
-      await ipQuiet('link', 'del', l);
-      count('links');
-    }
-    if (await linkExists(this.bridge)) {
-      await ipQuiet('link', 'del', this.bridge);
-      count('links');
+    const bridges = [...(await bridgesWithPrefix(this.segmentPrefix)), ...((await linkExists(this.bridge)) ? [this.bridge] : [])];
+    for (const l of bridges) {
+      // A bridge's VXLAN port (LXD members elsewhere), then the bridge.
+      for (const link of [`${l}v`, l]) if (await ipQuiet('link', 'del', link)) count('links');
     }
     for (const table of ['filter', 'nat']) {
       for (const rule of await rulesWithComment(table, this.comment)) {

@@ -27,6 +27,8 @@ interface LxdResponse {
 
 interface Operation {
   id: string;
+  /** The cluster member running it (`none` outside a cluster). */
+  location?: string;
   status: string;
   status_code: number;
   err: string;
@@ -91,8 +93,21 @@ export class LxdClient {
 
   async call<T = unknown>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
     const res = await this.send(method, path, options);
-    if (res.type === 'async' && res.operation) return (await this.wait(res.operation, options.waitMs ?? 120_000)) as T;
+    if (res.type === 'async' && res.operation) {
+      return (await this.wait(res.operation, options.waitMs ?? 120_000, (res.metadata as Operation | undefined)?.location)) as T;
+    }
     return res.metadata as T;
+  }
+
+  /**
+   * Starts a request whose operation the caller does not wait for (a migration offered to another
+   * member, which ends only when that member has pulled it): the operation's id and metadata.
+   */
+  async start(method: string, path: string, options: RequestOptions = {}): Promise<{ id: string; metadata: Record<string, unknown> }> {
+    const res = await this.send(method, path, options);
+    const op = res.metadata as Operation | undefined;
+    if (res.type !== 'async' || !op?.id) throw new LxdStatusError(500, `LXD answered ${method} ${path} without an operation`);
+    return { id: op.id, metadata: op.metadata ?? {} };
   }
 
   /** GET that answers undefined for a 404. */
@@ -119,9 +134,13 @@ export class LxdClient {
     this.agent.destroy();
   }
 
-  private async wait(operation: string, waitMs: number): Promise<Record<string, unknown> | null> {
+  /** Waits for an operation: on the member that runs it, in a cluster (another member answers only its record). */
+  private async wait(operation: string, waitMs: number, location?: string): Promise<Record<string, unknown> | null> {
     const seconds = Math.max(1, Math.ceil(waitMs / 1000));
-    const res = await this.send('GET', `${operation}/wait?timeout=${seconds}`, {});
+    const target = location && location !== 'none' ? `&target=${encodeURIComponent(location)}` : '';
+    // A cluster answers the operation's path with its project (`…?project=default`): the wait is on the path alone.
+    const path = operation.split('?')[0]!;
+    const res = await this.send('GET', `${path}/wait?timeout=${seconds}${target}`, {});
     const op = res.metadata as Operation;
     if (op.status_code === 200) return op.metadata;
     if (op.status_code < 200) throw new LxdStatusError(504, `LXD operation ${op.id} still ${op.status} after ${seconds} s`);

@@ -34,7 +34,7 @@ import {
 import type { BindMount } from '../local/boot.js';
 import { GUEST_DISK_DIR } from '../local/disks.js';
 import { shellQuote } from '../local/host.js';
-import { VmNetwork, refuseOverlap, type Lan } from '../local/network.js';
+import { VmNetwork, refuseOverlap, type Lan, type VxlanUplink } from '../local/network.js';
 import { LxdClient, LxdStatusError, type LxdEndpoint } from './client.js';
 import { HOST_ETC, IMAGE_DIR, buildImage } from './image.js';
 
@@ -50,9 +50,17 @@ export interface LxdProviderOptions {
   tag: string;
   /**
    * Where network segments come from: a pool (CIDR) cut into ranges of `/prefix`, each an LXD managed
-   * bridge. Only with a unix-socket endpoint: the isolation between segments is this host's firewall.
+   * bridge. Only with the host side here (a unix-socket endpoint, or `vxlan`): the isolation between
+   * segments is this host's firewall.
    */
   segments?: { pool: string; prefix: number };
+  /**
+   * LXD members that are not this host's network (an LXD cluster, a daemon on another machine): each
+   * network is an LXD bridge without an address on the members, tunnelled (VXLAN, multicast `group`
+   * over each member's `memberInterface`) to a bridge of this host on `hostInterface`, which holds
+   * the gateway. Required for a cluster: members' own bridges do not reach each other.
+   */
+  vxlan?: { hostInterface: string; memberInterface: string; group?: string };
   /** The agent, started inside every VM as the child of its init. */
   agentCommand: string[];
   /** Host directories visible in every VM, read-only (disk devices: the LXD daemon runs on this host). */
@@ -69,6 +77,9 @@ const DEFAULT_VM_TYPES: Record<string, VmType> = {
 };
 const IMAGE = 'host-usr';
 const GUEST_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+/** The MTU of tunnelled networks: a VXLAN frame's 50 bytes under the members' 1500, with room. */
+const VXLAN_MTU = 1400;
+const DEFAULT_VXLAN_GROUP = '239.0.76.76';
 /** A load balancer's instance size. */
 const LB_LIMITS = { 'limits.cpu.allowance': '100ms/100ms', 'limits.memory': '256MiB', 'limits.processes': '256' };
 const LB_READY_TIMEOUT_MS = 10_000;
@@ -99,6 +110,7 @@ const K = {
   lb: 'user.anodyne.lb',
   sizeMb: 'user.anodyne.size-mb',
   index: 'user.anodyne.index',
+  range: 'user.anodyne.range',
 } as const;
 
 interface LxdNetwork {
@@ -117,6 +129,9 @@ interface Placement {
 interface Instance {
   name: string;
   status: string;
+  /** The cluster member it is on (`none` outside a cluster). */
+  location?: string;
+  /** Null for an instance on a member that is not online (LXD knows its name and member only). */
   config: Record<string, string>;
   devices: Record<string, Record<string, string>>;
   architecture: string;
@@ -129,6 +144,14 @@ interface Volume {
   name: string;
   config: Record<string, string>;
   used_by: string[] | null;
+  location?: string;
+}
+
+interface Member {
+  server_name: string;
+  url: string;
+  status: string;
+  groups?: string[];
 }
 
 /**
@@ -155,6 +178,14 @@ export class LxdProvider implements Provider {
   /** createVm/createLoadBalancer pick addresses one at a time (in this process). */
   private allocation: Promise<unknown> = Promise.resolve();
   private poolDriver = 'dir';
+  /** Whether the daemon is a member of an LXD cluster (found at check()). */
+  private clustered = false;
+  private readonly vxlan: (VxlanUplink & { memberInterface: string }) | undefined;
+  /**
+   * Instances deleted while their member was unreachable: LXD cannot remove them then. They are out
+   * of every answer (and their addresses free) and removed once their member is back.
+   */
+  private readonly abandoned = new Set<string>();
 
   constructor(private readonly o: LxdProviderOptions) {
     if (!/^[a-z0-9]{1,6}$/.test(o.tag)) {
@@ -171,17 +202,32 @@ export class LxdProvider implements Provider {
     this.lxd = new LxdClient(o.endpoint, o.project ?? 'default');
     this.networkName = `anlxd${o.tag}`;
     this.prefix = `an-${o.tag}-`;
-    if ('socket' in o.endpoint) {
-      this.hostNet = new VmNetwork(o.tag, this.cidr, o.endpoint.socket, {
+    if (o.vxlan) {
+      const { hostInterface, memberInterface, group = DEFAULT_VXLAN_GROUP } = o.vxlan;
+      const iface = /^[a-zA-Z0-9_.-]{1,15}$/;
+      if (!iface.test(hostInterface ?? '') || !iface.test(memberInterface ?? '') || !/^239\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(group)) {
+        throw new InputError(
+          'ANODYNE_E_PROVIDER_INPUT_INVALID',
+          'vxlan needs hostInterface and memberInterface (interface names) and a group in 239.0.0.0/8',
+          { details: { vxlan: o.vxlan } },
+        );
+      }
+      // Each tag its own identifiers: 4096 per tag (the default network, then the segments).
+      const vniBase = (parseInt(createHash('sha256').update(o.tag).digest('hex').slice(0, 6), 16) % 4000) * 4096 + 4096;
+      this.vxlan = { dev: hostInterface, group, vniBase, mtu: VXLAN_MTU, memberInterface };
+    }
+    if ('socket' in o.endpoint || this.vxlan) {
+      this.hostNet = new VmNetwork(o.tag, this.cidr, 'socket' in o.endpoint ? o.endpoint.socket : o.endpoint.url, {
         bridge: this.networkName,
         segmentPrefix: `anx${o.tag}-`,
         comment: `anodyne-lxd:${o.tag}`,
         kind: 'lxd',
+        ...(this.vxlan ? { vxlan: this.vxlan } : {}),
       });
     } else if (o.segments) {
       throw new InputError(
         'ANODYNE_E_PROVIDER_INPUT_INVALID',
-        'network segments of the LXD provider need its unix socket (the isolation is this host’s firewall)',
+        'network segments of the LXD provider need its unix socket or vxlan (the isolation is this host’s firewall)',
       );
     }
     this.segmentPool = o.segments ? new SegmentPool(o.segments.pool, o.segments.prefix) : undefined;
@@ -205,7 +251,10 @@ export class LxdProvider implements Provider {
    * named (`anodyne server` calls this at its start through prepareNetwork).
    */
   async check(): Promise<void> {
-    const server = await this.lxd.call<{ auth: string; environment?: { server_version?: string } }>('GET', '/1.0');
+    const server = await this.lxd.call<{ auth: string; environment?: { server_version?: string; server_clustered?: boolean } }>(
+      'GET',
+      '/1.0',
+    );
     if (server.auth !== 'trusted') {
       throw new PreconditionError(
         'ANODYNE_E_PROVIDER_MISCONFIGURED',
@@ -229,6 +278,60 @@ export class LxdProvider implements Provider {
       );
     }
     this.poolDriver = pool.driver;
+    this.clustered = server.environment?.server_clustered === true;
+    if (this.clustered && !this.vxlan) {
+      throw new PreconditionError(
+        'ANODYNE_E_PROVIDER_MISCONFIGURED',
+        `LXD at ${this.lxd.where} is a cluster: each member's bridges are its own, so VMs on different members would not reach ` +
+          'each other — set provider.lxd.vxlan (the host interface toward the members and theirs)',
+        { details: { endpoint: this.lxd.where } },
+      );
+    }
+  }
+
+  /** The cluster's members (none outside a cluster). */
+  private async members(): Promise<Member[]> {
+    if (!this.clustered) return [];
+    return this.lxd.call<Member[]>('GET', '/1.0/cluster/members?recursion=1');
+  }
+
+  /**
+   * A managed bridge of ours: in a cluster, made pending on every member first (LXD's two steps for a
+   * cluster-wide network), then created; what a failed step left is removed.
+   */
+  private async createNetwork(name: string, description: string, config: Record<string, string>): Promise<void> {
+    try {
+      for (const m of await this.members()) {
+        await this.lxd.call('POST', `/1.0/networks?target=${encodeURIComponent(m.server_name)}`, {
+          body: { name, type: 'bridge', config: {} },
+        });
+      }
+      await this.lxd.call('POST', '/1.0/networks', { body: { name, type: 'bridge', description, config } });
+    } catch (err) {
+      await this.lxd.ignoringMissing('DELETE', `/1.0/networks/${name}`).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /**
+   * A network's LXD config: closed (no DHCP, DNS, NAT, routing or LXD firewall rules) and, with members
+   * elsewhere, without an address on them and tunnelled to this host's bridge of the same network.
+   */
+  private networkConfig(cidr: Cidr, index: number | undefined): Record<string, string> {
+    const v = this.vxlan;
+    if (!v) return closedBridge(`${cidr.gateway}/${cidr.prefix}`);
+    return {
+      'ipv4.address': 'none',
+      'ipv6.address': 'none',
+      'dns.mode': 'none',
+      'bridge.mtu': String(VXLAN_MTU),
+      'tunnel.an.protocol': 'vxlan',
+      'tunnel.an.id': String(v.vniBase + (index === undefined ? 0 : index + 1)),
+      'tunnel.an.group': v.group,
+      'tunnel.an.interface': v.memberInterface,
+      'tunnel.an.ttl': '1',
+      [K.range]: cidr.text,
+    };
   }
 
   /**
@@ -278,12 +381,14 @@ export class LxdProvider implements Provider {
   private async ensureNetwork(): Promise<void> {
     const path = `/1.0/networks/${this.networkName}`;
     const existing = await this.lxd.find<{ config: Record<string, string> }>(path);
-    const address = `${this.cidr.gateway}/${this.cidr.prefix}`;
+    const config: Record<string, string> = { ...this.networkConfig(this.cidr, undefined), [K.tag]: this.o.tag, [K.kind]: 'default' };
     if (existing) {
-      if (existing.config[K.tag] !== this.o.tag || existing.config['ipv4.address'] !== address) {
+      const same = (k: string) => existing.config[k] === config[k];
+      if (!same(K.tag) || !same('ipv4.address') || !same(K.range) || !same('tunnel.an.id')) {
         throw new PreconditionError(
           'ANODYNE_E_PROVIDER_NETWORK_IN_USE',
-          `LXD network ${this.networkName} exists with ${existing.config['ipv4.address'] ?? 'no address'} and is not this provider's (${address})`,
+          `LXD network ${this.networkName} exists with ${existing.config[K.range] ?? existing.config['ipv4.address'] ?? 'no address'} ` +
+            `and is not this provider's (${this.cidr.text}${this.vxlan ? ', tunnelled' : ''})`,
           { details: { network: this.networkName } },
         );
       }
@@ -291,14 +396,7 @@ export class LxdProvider implements Provider {
     }
     // Refused before LXD puts the address on this host (the daemon is here when we have its socket).
     if (this.hostNet) await refuseOverlap(this.cidr, this.networkName);
-    await this.lxd.call('POST', '/1.0/networks', {
-      body: {
-        name: this.networkName,
-        type: 'bridge',
-        description: `Anodyne VM network (tag ${this.o.tag})`,
-        config: { ...closedBridge(address), [K.tag]: this.o.tag, [K.kind]: 'default' },
-      },
-    });
+    await this.createNetwork(this.networkName, `Anodyne VM network (tag ${this.o.tag})`, config);
     this.o.logger.info({ network: this.networkName, range: this.cidr.text }, 'LXD network created');
   }
 
@@ -324,9 +422,77 @@ export class LxdProvider implements Provider {
     return `${this.prefix}${id}`;
   }
 
+  /**
+   * Our instances, without those deleted while their member was unreachable; such an instance whose
+   * member is back is removed now.
+   */
   private async instances(): Promise<Instance[]> {
     const all = await this.lxd.call<Instance[]>('GET', '/1.0/instances?recursion=1');
-    return all.filter((i) => i.config[K.tag] === this.o.tag);
+    if (this.abandoned.size > 0) {
+      const online = new Set((await this.members()).filter((m) => m.status === 'Online').map((m) => m.server_name));
+      for (const i of all.filter((x) => this.abandoned.has(x.name) && online.has(x.location ?? ''))) {
+        await this.removeInstance(i.name).then(
+          () => {
+            this.abandoned.delete(i.name);
+            this.o.logger.info({ instance: i.name, member: i.location }, 'LXD instance removed now that its member is back');
+          },
+          (err: unknown) => this.o.logger.warn({ instance: i.name, err: String(err) }, 'LXD instance of a returned member not removed yet'),
+        );
+      }
+    }
+    // An instance on a member that is not online comes with its name and member only (no config): not listed, so
+    // the director sees its VM missing.
+    return all.filter((i) => i.config?.[K.tag] === this.o.tag && !this.abandoned.has(i.name));
+  }
+
+  /**
+   * The member a new instance goes on (none outside a cluster): an online one holding the fewest of
+   * its kind — the same deployment's instance group for a VM, load balancers for one — then the fewest
+   * of ours, then by name. An unattached disk of the same instance (its `instance_id`) draws its VM to
+   * its member (a resurrected VM finds its data there rather than copying it).
+   */
+  private async memberFor(kind: 'vm' | 'lb', metadata: Record<string, string>, az?: string): Promise<string | undefined> {
+    if (!this.clustered) return undefined;
+    const members = await this.members();
+    // An availability zone is the cluster group of its name, when the cluster has one.
+    const zoned = az !== undefined && members.some((m) => m.groups?.includes(az));
+    const online = members.filter((m) => m.status === 'Online' && (!zoned || m.groups?.includes(az))).map((m) => m.server_name);
+    if (online.length === 0) {
+      const where = zoned ? `of cluster group ${az} (availability zone ${az})` : 'of the LXD cluster';
+      throw new AnodyneError('ANODYNE_E_PROVIDER_UNREACHABLE', `no member ${where} at ${this.lxd.where} is online`, {
+        details: { endpoint: this.lxd.where, ...(zoned ? { az } : {}) },
+        retryable: true,
+      });
+    }
+    if (kind === 'vm' && metadata.instance_id) {
+      const disk = (await this.volumes()).find(
+        (v) => parseJson(v.config[K.metadata]).instance_id === metadata.instance_id && !this.attachedTo(v),
+      );
+      if (disk?.location && online.includes(disk.location)) return disk.location;
+    }
+    const ours = await this.instances();
+    const alike = (i: Instance): boolean => {
+      if (i.config[K.kind] !== kind) return false;
+      if (kind === 'lb') return true;
+      const m = parseJson(i.config[K.metadata]);
+      return m.deployment === metadata.deployment && m.group === metadata.group;
+    };
+    const score = (member: string): [number, number] => {
+      const here = ours.filter((i) => i.location === member);
+      return [here.filter(alike).length, here.length];
+    };
+    return [...online].sort((a, b) => {
+      const [x, y] = [score(a), score(b)];
+      return x[0] - y[0] || x[1] - y[1] || a.localeCompare(b);
+    })[0];
+  }
+
+  /** The MAC of an instance's interface, from its address: a VM recreated with it is reached at once (ARP caches hold). */
+  private static macFor(ip: string): string {
+    return `02:a1:${ip
+      .split('.')
+      .map((o) => Number(o).toString(16).padStart(2, '0'))
+      .join(':')}`;
   }
 
   /** Addresses taken on one network (VMs and load balancers). */
@@ -404,6 +570,7 @@ export class LxdProvider implements Provider {
     const metadata = { ...(req.metadata ?? {}) };
     const { chosen: ip, env } = await this.allocating(async () => {
       const chosen = new IpPool(on.cidr, await this.usedIps(on.name)).allocate(req.network.ip);
+      const member = await this.memberFor('vm', metadata, req.az);
       const env: Record<string, string> = {
         PATH: GUEST_PATH,
         HOME: '/root',
@@ -414,35 +581,42 @@ export class LxdProvider implements Provider {
         ANODYNE_VM_ADDRESS: `${chosen}/${on.cidr.prefix}`,
         ANODYNE_VM_GATEWAY: on.cidr.gateway,
       };
-      await this.createInstance(name, {
+      await this.createInstance(
         name,
-        type: 'container',
-        source: { type: 'image', fingerprint },
-        profiles: [],
-        config: {
-          'security.privileged': 'true',
-          'security.nesting': 'true',
-          'limits.cpu.allowance': `${Math.round(vmType.cpu * 100)}ms/100ms`,
-          'limits.memory': `${vmType.memoryMb}MiB`,
-          ...(vmType.pids ? { 'limits.processes': String(vmType.pids) } : {}),
-          'raw.lxc': RAW_LXC,
-          [K.tag]: this.o.tag,
-          [K.kind]: 'vm',
-          [K.id]: id,
-          [K.agentId]: req.agentId,
-          [K.ip]: chosen,
-          [K.network]: on.name,
-          [K.vmType]: JSON.stringify(vmType),
-          [K.image]: req.image,
-          [K.metadata]: JSON.stringify(metadata),
-          [K.createdAt]: createdAt,
+        {
+          name,
+          type: 'container',
+          source: { type: 'image', fingerprint },
+          profiles: [],
+          config: {
+            'security.privileged': 'true',
+            'security.nesting': 'true',
+            'limits.cpu.allowance': `${Math.round(vmType.cpu * 100)}ms/100ms`,
+            'limits.memory': `${vmType.memoryMb}MiB`,
+            ...(vmType.pids ? { 'limits.processes': String(vmType.pids) } : {}),
+            'raw.lxc': RAW_LXC,
+            // A member back after its VMs were replaced elsewhere starts none of them again.
+            'boot.autostart': 'false',
+            [K.tag]: this.o.tag,
+            [K.kind]: 'vm',
+            [K.id]: id,
+            [K.agentId]: req.agentId,
+            [K.ip]: chosen,
+            [K.network]: on.name,
+            [K.vmType]: JSON.stringify(vmType),
+            [K.image]: req.image,
+            [K.metadata]: JSON.stringify(metadata),
+            [K.createdAt]: createdAt,
+          },
+          devices: {
+            root: this.rootDevice(vmType.ephemeralDiskMb),
+            ...this.baseDevices(on),
+            eth0: { type: 'nic', network: on.lxdNetwork, name: 'eth0', hwaddr: LxdProvider.macFor(chosen) },
+            kmsg: { type: 'unix-char', source: '/dev/kmsg', path: '/dev/kmsg' },
+          },
         },
-        devices: {
-          root: this.rootDevice(vmType.ephemeralDiskMb),
-          ...this.baseDevices(on),
-          kmsg: { type: 'unix-char', source: '/dev/kmsg', path: '/dev/kmsg' },
-        },
-      });
+        member,
+      );
       return { chosen, env };
     });
     try {
@@ -463,9 +637,9 @@ export class LxdProvider implements Provider {
    * connection: LXD may go on and make it) is removed before the error is passed on, so no half-made
    * instance keeps its address or agent id.
    */
-  private async createInstance(name: string, body: Record<string, unknown>): Promise<void> {
+  private async createInstance(name: string, body: Record<string, unknown>, member?: string): Promise<void> {
     try {
-      await this.lxd.call('POST', '/1.0/instances', { body: { name, ...body } });
+      await this.lxd.call('POST', `/1.0/instances${member ? `?target=${encodeURIComponent(member)}` : ''}`, { body: { name, ...body } });
     } catch (err) {
       await this.removeInstance(name).catch((e: unknown) =>
         this.o.logger.error({ instance: name, err: String(e) }, 'removing a failed create failed'),
@@ -476,12 +650,38 @@ export class LxdProvider implements Provider {
 
   private async instance(id: string): Promise<Instance | undefined> {
     if (!/^(vm|lb)-[0-9a-f]{8}$/.test(id)) return undefined;
-    const i = await this.lxd.find<Instance>(`/1.0/instances/${this.instanceName(id)}`);
-    return i && i.config[K.tag] === this.o.tag ? i : undefined;
+    const name = this.instanceName(id);
+    if (this.abandoned.has(name)) return undefined;
+    let i: Instance | undefined;
+    try {
+      i = await this.lxd.find<Instance>(`/1.0/instances/${name}`);
+    } catch (err) {
+      // LXD asks the instance's member, which may be gone: then it is not there for the contract.
+      if (this.clustered && (await this.onLostMember(name))) return undefined;
+      throw err;
+    }
+    return i && i.config?.[K.tag] === this.o.tag ? i : undefined;
   }
 
-  /** Stops (forced) and deletes an instance; persistent disks on it stay (custom volumes). Idempotent. */
+  /** Whether an instance is on a cluster member that is not online. */
+  private async onLostMember(name: string): Promise<boolean> {
+    const all = await this.lxd.call<Instance[]>('GET', '/1.0/instances?recursion=1');
+    const location = all.find((i) => i.name === name)?.location;
+    const member = (await this.members()).find((m) => m.server_name === location);
+    return !!member && member.status !== 'Online';
+  }
+
+  /**
+   * Stops (forced) and deletes an instance; persistent disks on it stay (custom volumes). Idempotent.
+   * An instance whose cluster member is not online cannot be removed by LXD: it is abandoned (out of
+   * every answer, its address free) and removed once the member is back (it does not start again there).
+   */
   private async removeInstance(name: string): Promise<void> {
+    if (this.clustered && (await this.onLostMember(name))) {
+      this.abandoned.add(name);
+      this.o.logger.warn({ instance: name }, 'LXD member not online: instance left to remove on its return');
+      return;
+    }
     // An instance whose init just died is busy with LXD's own stop for a moment: asked again.
     for (let attempt = 0; ; attempt++) {
       try {
@@ -550,6 +750,57 @@ export class LxdProvider implements Provider {
     return null;
   }
 
+  /** Our custom volumes (each with its member in a cluster). */
+  private async volumes(): Promise<Volume[]> {
+    const all = await this.lxd.call<Volume[]>(
+      'GET',
+      `/1.0/storage-pools/${encodeURIComponent(this.o.storagePool)}/volumes/custom?recursion=1`,
+    );
+    return all.filter((v) => v.config?.[K.tag] === this.o.tag && v.name.startsWith(this.prefix));
+  }
+
+  /**
+   * Moves a volume between cluster members (a pool of one member's disks holds it): the source
+   * member offers it for migration, the target pulls it from there, then the source's copy goes —
+   * LXD's own cluster move, which `lxc storage volume move --target` makes of the same three calls.
+   */
+  private async moveVolume(v: Volume, to: string): Promise<void> {
+    const from = v.location ?? '';
+    const pool = encodeURIComponent(this.o.storagePool);
+    const source = (await this.members()).find((m) => m.server_name === from);
+    if (!source || source.status !== 'Online') {
+      throw new AnodyneError(
+        'ANODYNE_E_PROVIDER_UNREACHABLE',
+        `disk ${v.name.slice(this.prefix.length)} is on LXD member ${from}, which is not online: it cannot be moved to ${to}`,
+        { details: { member: from }, retryable: true },
+      );
+    }
+    const server = await this.lxd.call<{ environment: { certificate: string } }>('GET', `/1.0?target=${encodeURIComponent(from)}`);
+    const offer = await this.lxd.start('POST', `/1.0/storage-pools/${pool}/volumes/custom/${v.name}?target=${encodeURIComponent(from)}`, {
+      body: { name: v.name, pool: this.o.storagePool, migration: true },
+    });
+    const config = Object.fromEntries(Object.entries(v.config).filter(([k]) => !k.startsWith('volatile.')));
+    await this.lxd.call('POST', `/1.0/storage-pools/${pool}/volumes/custom?target=${encodeURIComponent(to)}`, {
+      body: {
+        name: v.name,
+        type: 'custom',
+        config,
+        source: {
+          type: 'migration',
+          mode: 'pull',
+          name: v.name,
+          pool: this.o.storagePool,
+          certificate: server.environment.certificate,
+          operation: `${source.url}/1.0/operations/${offer.id}`,
+          secrets: offer.metadata,
+        },
+      },
+      waitMs: 300_000,
+    });
+    await this.lxd.call('DELETE', `/1.0/storage-pools/${pool}/volumes/custom/${v.name}?target=${encodeURIComponent(from)}`);
+    this.o.logger.info({ disk: v.name, from, to }, 'LXD volume moved to its VM’s member');
+  }
+
   async createDisk(sizeMb: number, metadata: Record<string, string> = {}): Promise<DiskInfo> {
     if (!Number.isInteger(sizeMb) || sizeMb < 1) {
       throw new InputError('ANODYNE_E_PROVIDER_INPUT_INVALID', 'disk size must be a whole number of MiB, at least 1', {
@@ -558,7 +809,14 @@ export class LxdProvider implements Provider {
     }
     await this.ready();
     const id = `disk-${randomBytes(4).toString('hex')}`;
-    await this.lxd.call('POST', `/1.0/storage-pools/${encodeURIComponent(this.o.storagePool)}/volumes/custom`, {
+    // In a cluster, on the member of the VM of the same instance (where it will be attached), if there is one.
+    const vm = metadata.instance_id
+      ? (await this.instances()).find(
+          (i) => i.config[K.kind] === 'vm' && parseJson(i.config[K.metadata]).instance_id === metadata.instance_id,
+        )
+      : undefined;
+    const target = this.clustered && vm?.location ? `?target=${encodeURIComponent(vm.location)}` : '';
+    await this.lxd.call('POST', `/1.0/storage-pools/${encodeURIComponent(this.o.storagePool)}/volumes/custom${target}`, {
       body: {
         name: `${this.prefix}${id}`,
         config: { size: `${sizeMb}MiB`, [K.tag]: this.o.tag, [K.sizeMb]: String(sizeMb), [K.metadata]: JSON.stringify({ ...metadata }) },
@@ -580,12 +838,7 @@ export class LxdProvider implements Provider {
   }
 
   async listDisks(filter?: Record<string, string>): Promise<DiskInfo[]> {
-    const all = await this.lxd.call<Volume[]>(
-      'GET',
-      `/1.0/storage-pools/${encodeURIComponent(this.o.storagePool)}/volumes/custom?recursion=1`,
-    );
-    return all
-      .filter((v) => v.config[K.tag] === this.o.tag && v.name.startsWith(this.prefix))
+    return (await this.volumes())
       .map((v) => ({
         id: v.name.slice(this.prefix.length),
         sizeMb: Number(v.config[K.sizeMb] ?? 0),
@@ -620,6 +873,11 @@ export class LxdProvider implements Provider {
       throw new ConflictError('ANODYNE_E_PROVIDER_DISK_ATTACHED', `disk ${diskId} is attached to ${on}`, {
         details: { id: diskId, vmId: on },
       });
+    if (this.clustered && i.location && v.location && v.location !== i.location) {
+      // The pool's volumes are each on one member: the disk goes where its VM is.
+      const listed = (await this.volumes()).find((x) => x.name === v.name);
+      await this.moveVolume({ ...v, ...(listed?.location ? { location: listed.location } : {}) }, i.location);
+    }
     await this.lxd.call('PATCH', `/1.0/instances/${i.name}`, {
       body: { devices: { [diskId]: { type: 'disk', pool: this.o.storagePool, source: `${this.prefix}${diskId}`, path } } },
     });
@@ -690,6 +948,7 @@ export class LxdProvider implements Provider {
       if (await this.lbInstance(spec.name))
         throw new ConflictError('ANODYNE_E_CONFLICT', `load balancer ${spec.name} exists`, { details: { name: spec.name } });
       const chosen = new IpPool(on.cidr, await this.usedIps(on.name)).allocate(spec.ip);
+      const member = await this.memberFor('lb', metadata);
       const env = {
         PATH: GUEST_PATH,
         HOME: '/root',
@@ -697,29 +956,33 @@ export class LxdProvider implements Provider {
         ANODYNE_VM_ADDRESS: `${chosen}/${on.cidr.prefix}`,
         ANODYNE_VM_GATEWAY: on.cidr.gateway,
       };
-      await this.createInstance(name, {
+      await this.createInstance(
         name,
-        type: 'container',
-        source: { type: 'image', fingerprint },
-        profiles: [],
-        config: {
-          ...LB_LIMITS,
-          'raw.lxc': `lxc.init.cmd = ${IMAGE_DIR}/init`,
-          [K.tag]: this.o.tag,
-          [K.kind]: 'lb',
-          [K.id]: spec.name,
-          [K.ip]: chosen,
-          [K.network]: on.name,
-          [K.lb]: JSON.stringify(lb),
-          [K.metadata]: JSON.stringify(metadata),
+        {
+          name,
+          type: 'container',
+          source: { type: 'image', fingerprint },
+          profiles: [],
+          config: {
+            ...LB_LIMITS,
+            'raw.lxc': `lxc.init.cmd = ${IMAGE_DIR}/init`,
+            [K.tag]: this.o.tag,
+            [K.kind]: 'lb',
+            [K.id]: spec.name,
+            [K.ip]: chosen,
+            [K.network]: on.name,
+            [K.lb]: JSON.stringify(lb),
+            [K.metadata]: JSON.stringify(metadata),
+          },
+          devices: {
+            root: this.rootDevice(256),
+            eth0: { type: 'nic', network: on.lxdNetwork, name: 'eth0' },
+            usr: { type: 'disk', source: '/usr', path: '/usr', readonly: 'true' },
+            etc: { type: 'disk', source: '/etc', path: HOST_ETC, readonly: 'true' },
+          },
         },
-        devices: {
-          root: this.rootDevice(256),
-          eth0: { type: 'nic', network: on.lxdNetwork, name: 'eth0' },
-          usr: { type: 'disk', source: '/usr', path: '/usr', readonly: 'true' },
-          etc: { type: 'disk', source: '/etc', path: HOST_ETC, readonly: 'true' },
-        },
-      });
+        member,
+      );
       return { chosen, env };
     });
     try {
@@ -836,7 +1099,7 @@ export class LxdProvider implements Provider {
       const range = pool.range(index);
       const lan = hostNet.segmentLan(name, index, range);
       const config = {
-        ...closedBridge(`${range.gateway}/${range.prefix}`),
+        ...this.networkConfig(range, index),
         [K.tag]: this.o.tag,
         [K.kind]: 'segment',
         [K.id]: name,
@@ -844,9 +1107,7 @@ export class LxdProvider implements Provider {
         [K.metadata]: JSON.stringify({ ...(spec.metadata ?? {}) }),
       };
       await refuseOverlap(range, lan.bridge);
-      await this.lxd.call('POST', '/1.0/networks', {
-        body: { name: lan.bridge, type: 'bridge', description: `Anodyne segment ${name}`, config },
-      });
+      await this.createNetwork(lan.bridge, `Anodyne segment ${name}`, config);
       try {
         await hostNet.createSegmentBridge(lan);
       } catch (err) {
@@ -943,8 +1204,9 @@ function closedBridge(address: string): Record<string, string> {
 }
 
 function segmentInfo(n: LxdNetwork): SegmentInfo {
+  // Its range: recorded (a tunnelled bridge has no address on the members), or the bridge's own address.
   const [gateway, prefix] = (n.config['ipv4.address'] ?? '').split('/') as [string, string];
-  const range = parseCidr(`${gateway}/${prefix}`, 8, 29);
+  const range = parseCidr(n.config[K.range] ?? `${gateway}/${prefix}`, 8, 29);
   return { name: n.config[K.id] ?? n.name, range: range.text, gateway: range.gateway, metadata: parseJson(n.config[K.metadata]) };
 }
 

@@ -370,6 +370,13 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.alterTable('tasks').addColumn('input', 'text').execute();
       },
     },
+    '0016_instance_az': {
+      async up(db: Kysely<any>) {
+        // The availability zone an instance is in (its group's AZs, round robin by index): a provider
+        // with zones places its VM there. Null for instances made before zones were recorded.
+        await db.schema.alterTable('instances').addColumn('az', 'text').execute();
+      },
+    },
   };
   /* eslint-enable @typescript-eslint/no-explicit-any */
 }
