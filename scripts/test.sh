@@ -33,7 +33,7 @@ fi
 # to the rotation, then the platform's lighter suites, then the backup and isolation suites (the
 # run's heaviest disk writes, etcd restores, and its heaviest CPU, upstream's netpol e2e: beside the
 # rotation, an etcd fsync stall once left one of its requests unanswered for 10 s, and a loaded run
-# stretched it to 11 minutes), then clusters on LXD (a 3+3 of its own, on its own daemon), then the rest.
+# stretched it to 11 minutes), then clusters on LXD (a 1+1 on its own daemon, a 1+2 on its own 3-member LXD cluster), then the rest.
 rank() {
   case "$1" in
     */rotation.test.js) echo 0 ;;

@@ -1,7 +1,8 @@
 // Clusters on the LXD provider (a private LXD daemon): 1+1 and 3+3 through the API, workloads, DNS, the API's load balancer, a lost master resurrected with its disk.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { exec, skipUnless } from '@anodyne/common';
+import { exec, skipUnless, systemClock } from '@anodyne/common';
+import { apiProbe } from '@anodyne/clusters';
 import { SCOPES } from '@anodyne/identity';
 import { LxdProvider } from '@anodyne/providers';
 import { startLxd, startLxdCluster, type TestLxd, type TestLxdCluster } from '@anodyne/providers/testing';
@@ -350,6 +351,8 @@ describe(
       await kubectl('rollout', 'status', 'deployment/spread', '--timeout=180s');
       await kubectl('create', 'configmap', 'kept', '--from-literal=v=before-the-loss');
 
+      // The cluster's API (its master and load balancer are on members still there) is asked all along.
+      const probe = apiProbe(() => tp.platform.clusters.binds.endpoint('lc1'), systemClock);
       const lostAt = Date.now();
       await lxd.loseMember(member);
       let back: Vm | undefined;
@@ -378,6 +381,12 @@ describe(
         () => kubectl('get', 'pods', '-o', 'wide'),
       );
       assert.equal(await kubectl('get', 'configmap', 'kept', '-o', 'jsonpath={.data.v}'), 'before-the-loss');
+      const api = await probe.stop();
+      console.log(
+        `# lc1's API while ${member} was lost and its worker replaced: ${api.requests} requests, ${api.failed} failed, longest gap ${(api.longest_gap_ms / 1000).toFixed(1)} s`,
+      );
+      assert.ok(api.requests > 0, 'the client loop ran through the loss');
+      assert.equal(api.failed, 0, 'the API (on members still there) answered throughout');
       // What an operator does with a machine that is not coming back: removed from the LXD cluster (its instances' records with it).
       await lxd.call('DELETE', `/1.0/cluster/members/${member}?force=1`);
     });
