@@ -48,4 +48,5 @@ rank() {
 ordered=()
 while IFS= read -r line; do ordered+=("${line#* }"); done < <(for f in "${files[@]}"; do echo "$(rank "$f") $f"; done | sort -s -k1,1n)
 
-exec node --test --test-concurrency="${ANODYNE_TEST_CONCURRENCY:-2}" --test-reporter=spec "${ordered[@]}"
+# `node --test` would sort the files by path: scripts/run-tests.mjs keeps this order.
+exec node scripts/run-tests.mjs "${ordered[@]}"

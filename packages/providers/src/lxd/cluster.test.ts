@@ -1,18 +1,12 @@
 // Tests of the LXD provider on a real LXD cluster of three members (each a daemon in a network namespace of its own): the contract suite over VXLAN, placement, disks following their VMs, a lost member.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { exec, silentLogger, skipUnless, systemClock } from '@anodyne/common';
+import { silentLogger, skipUnless, systemClock } from '@anodyne/common';
 import { LxdProvider } from './index.js';
-import { providerContractSuite, startLxdCluster, type TestLxdCluster } from '../testing/index.js';
+import { lxdUnavailable, providerContractSuite, startLxdCluster, type TestLxdCluster } from '../testing/index.js';
 
-const isRoot = process.getuid?.() === 0;
-const hasLxd =
-  isRoot &&
-  (await exec(['sh', '-c', 'command -v lxd']).then(
-    () => true,
-    () => false,
-  ));
-const why = isRoot ? 'needs Debian’s lxd package (make deps installs it)' : 'needs root';
+const why = await lxdUnavailable();
+const hasLxd = why === false;
 let cluster: TestLxdCluster | undefined;
 let n = 0;
 
@@ -74,7 +68,7 @@ if (hasLxd) {
   });
 }
 
-describe('LXD provider on a cluster of three members', { skip: skipUnless(hasLxd, why) }, () => {
+describe('LXD provider on a cluster of three members', { skip: skipUnless(hasLxd, why || '') }, () => {
   let provider: LxdProvider;
   let tag: string;
   const req = (agentId: string, metadata: Record<string, string>, extra: object = {}) => ({
@@ -88,7 +82,7 @@ describe('LXD provider on a cluster of three members', { skip: skipUnless(hasLxd
   });
 
   before(() => {
-    ({ provider, tag } = makeProvider('10.196.41.0/24'));
+    ({ provider, tag } = makeProvider('10.196.41.0/24', { segments: { pool: '10.195.41.0/26', prefix: 28 } }));
   });
   after(async () => {
     await provider.cleanup();
@@ -195,6 +189,12 @@ describe('LXD provider on a cluster of three members', { skip: skipUnless(hasLxd
     await booted(instance);
     assert.ok(await reaches(vms[0]!.instance, again.ip), 'the new VM is reached at the old address');
     assert.equal((await provider.listVms()).find((v) => v.id === again.id)?.state, 'running');
+    // LXD makes a network only with every member: a new segment waits for the member (or its removal), said so.
+    await assert.rejects(
+      provider.createSegment({ name: 'after-the-loss' }),
+      (e: Error & { code?: string; retryable?: boolean }) =>
+        e.code === 'ANODYNE_E_PROVIDER_UNREACHABLE' && e.retryable === true && e.message.includes(lost.member),
+    );
     // What an operator does with a machine that is not coming back: removed from the LXD cluster (its instances' records with it).
     await cluster!.call('DELETE', `/1.0/cluster/members/${lost.member}?force=1`);
   });

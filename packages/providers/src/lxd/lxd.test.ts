@@ -7,16 +7,10 @@ import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { AnodyneError, exec, silentLogger, skipUnless, systemClock } from '@anodyne/common';
 import { LxdProvider } from './index.js';
-import { providerContractSuite, startLxd, type TestLxd } from '../testing/index.js';
+import { lxdUnavailable, providerContractSuite, startLxd, type TestLxd } from '../testing/index.js';
 
-const isRoot = process.getuid?.() === 0;
-const hasLxd =
-  isRoot &&
-  (await exec(['sh', '-c', 'command -v lxd']).then(
-    () => true,
-    () => false,
-  ));
-const why = isRoot ? 'needs Debian’s lxd package (make deps installs it)' : 'needs root';
+const why = await lxdUnavailable();
+const hasLxd = why === false;
 let lxd: TestLxd | undefined;
 let n = 0;
 
@@ -79,7 +73,7 @@ if (hasLxd) {
   });
 }
 
-describe('LXD provider on a real daemon', { skip: skipUnless(hasLxd, why) }, () => {
+describe('LXD provider on a real daemon', { skip: skipUnless(hasLxd, why || '') }, () => {
   let provider: LxdProvider;
   let tag: string;
   const gateway = '10.196.2.1';

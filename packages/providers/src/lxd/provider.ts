@@ -300,8 +300,19 @@ export class LxdProvider implements Provider {
    * cluster-wide network), then created; what a failed step left is removed.
    */
   private async createNetwork(name: string, description: string, config: Record<string, string>): Promise<void> {
+    const members = await this.members();
+    // LXD makes a network on every member or on none ("peer node … is down"): refused before a pending record is left.
+    const away = members.filter((m) => m.status !== 'Online').map((m) => m.server_name);
+    if (away.length > 0) {
+      throw new AnodyneError(
+        'ANODYNE_E_PROVIDER_UNREACHABLE',
+        `LXD makes network ${name} only with every cluster member online; not online: ${away.join(', ')} ` +
+          '(back, or removed from the cluster by its operator: lxc cluster remove --force)',
+        { details: { network: name, members: away }, retryable: true },
+      );
+    }
     try {
-      for (const m of await this.members()) {
+      for (const m of members) {
         await this.lxd.call('POST', `/1.0/networks?target=${encodeURIComponent(m.server_name)}`, {
           body: { name, type: 'bridge', config: {} },
         });
@@ -810,11 +821,12 @@ export class LxdProvider implements Provider {
     await this.ready();
     const id = `disk-${randomBytes(4).toString('hex')}`;
     // In a cluster, on the member of the VM of the same instance (where it will be attached), if there is one.
-    const vm = metadata.instance_id
-      ? (await this.instances()).find(
-          (i) => i.config[K.kind] === 'vm' && parseJson(i.config[K.metadata]).instance_id === metadata.instance_id,
-        )
-      : undefined;
+    const vm =
+      this.clustered && metadata.instance_id
+        ? (await this.instances()).find(
+            (i) => i.config[K.kind] === 'vm' && parseJson(i.config[K.metadata]).instance_id === metadata.instance_id,
+          )
+        : undefined;
     const target = this.clustered && vm?.location ? `?target=${encodeURIComponent(vm.location)}` : '';
     await this.lxd.call('POST', `/1.0/storage-pools/${encodeURIComponent(this.o.storagePool)}/volumes/custom${target}`, {
       body: {

@@ -2,4 +2,4 @@
 export { providerContractSuite, type ContractHarness } from './contract.js';
 export { hostLeftovers } from './leftovers.js';
 export { removeStaleProviders } from './stale.js';
-export { startLxd, startLxdCluster, type TestLxd, type TestLxdCluster } from './lxd.js';
+export { lxdUnavailable, startLxd, startLxdCluster, type TestLxd, type TestLxdCluster } from './lxd.js';

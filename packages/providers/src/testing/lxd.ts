@@ -182,6 +182,19 @@ async function removeStaleDaemons(): Promise<void> {
   }
 }
 
+/**
+ * Why LXD tests cannot run here (root and Debian's `lxd` package are needed), or false when they can:
+ * for `skipUnless(!why, why)`.
+ */
+export async function lxdUnavailable(): Promise<string | false> {
+  if (process.getuid?.() !== 0) return 'needs root';
+  const found = await exec(['sh', '-c', 'command -v lxd']).then(
+    () => true,
+    () => false,
+  );
+  return found ? false : 'needs Debian’s lxd package (make deps installs it)';
+}
+
 /** One daemon: its directory (LXD_DIR), socket, process, and a stop that leaves nothing of it. */
 interface Daemon {
   dir: string;
