@@ -32,6 +32,7 @@ release: deps npm build
 
 build: npm
 	@npx tsc --build
+	@packages/agent/build.sh
 	@node packages/console/build.mjs
 
 typecheck: npm
@@ -39,6 +40,8 @@ typecheck: npm
 
 lint: build
 	@npx eslint .
+	@test -z "$$(gofmt -l packages/agent/go)" || { echo "gofmt: $$(gofmt -l packages/agent/go)" >&2; exit 1; }
+	@cd packages/agent/go && GOTOOLCHAIN=local go vet ./...
 	@npx prettier --check --log-level warn .
 
 up: deps npm build

@@ -18,8 +18,8 @@
 #     images/coredns.tar        OCI archive: anodyne.local/coredns (the cluster DNS add-on)
 #     images/metrics-server.tar OCI archive: anodyne.local/metrics-server (resource metrics API add-on)
 #     jobs.json                 the job catalog: the jobs' definitions (templates) clusters on this release render
-#     agent/agent.mjs           the Anodyne agent every VM of a cluster on this release starts
-#                               (packages/agent bundled with esbuild: one file, run by node)
+#     agent/anodyne-agent       the Anodyne agent every VM of a cluster on this release starts
+#                               (packages/agent/go: one static Go program)
 #     manifest.json             component, version, file, sha256 of every file
 #
 #   $ANODYNE_CACHE/releases/index.json   the releases of the current sources, newest first
@@ -29,7 +29,7 @@
 # release's directory is the last line of the output. Go build and module caches are kept between builds
 # (GOCACHE, GOMODCACHE), so a source change relinks in a minute or two; a change of the agent alone
 # reuses the programs and images already built (hard links from $ANODYNE_CACHE/releases/.parts).
-# Needs the TypeScript build (packages/agent/dist) and node_modules: `make release` runs both first.
+# Needs the TypeScript build (packages/clusters/dist, for the job catalog): `make release` runs it first.
 set -euo pipefail
 cd "$(dirname "$0")"
 RELEASE_SRC=$(pwd)
@@ -53,18 +53,16 @@ BUSYBOX_VERSION=$(dpkg-query -W -f='${Version}' busybox-static 2>/dev/null || ec
 
 BB_TAG=$(echo "$BUSYBOX_VERSION" | sed -E 's/^[0-9]+://; s/-.*//')
 
-# The agent, bundled from its build into one file that node runs with nothing else beside it.
+# The agent: a static Go program (packages/agent/go, standard library only), reproducible from its sources.
 REPO=$(cd .. && pwd)
-[ -f "$REPO/packages/agent/dist/main.js" ] && [ -x "$REPO/node_modules/.bin/esbuild" ] || {
-  echo "release: the agent is not built (run make build: npm dependencies and packages/agent/dist)" >&2
+[ -f "$REPO/packages/clusters/dist/jobs.js" ] || {
+  echo "release: the job catalog is not built (run make build: npm dependencies and packages/clusters/dist)" >&2
   exit 1
 }
 AGENT_TMP=$(mktemp -d)
 trap 'rm -rf "$AGENT_TMP"' EXIT
-"$REPO/node_modules/.bin/esbuild" "$REPO/packages/agent/dist/main.js" --bundle --platform=node --format=esm --target=node20 \
-  --log-level=warning --outfile="$AGENT_TMP/agent.mjs" \
-  --banner:js="import { createRequire as anodyneRequire } from 'node:module'; const require = anodyneRequire(import.meta.url);"
-AGENT_SHA=$(sha256sum "$AGENT_TMP/agent.mjs" | cut -d' ' -f1)
+"$REPO/packages/agent/build.sh" "$AGENT_TMP/anodyne-agent"
+AGENT_SHA=$(sha256sum "$AGENT_TMP/anodyne-agent" | cut -d' ' -f1)
 # The job catalog: the release's jobs (templates of their files, processes and scripts) as this source defines
 # them, so a cluster on this release keeps rendering them after the platform's code moves on.
 node --input-type=module -e 'const m = await import(process.argv[1]); process.stdout.write(JSON.stringify(m.KUBERNETES_JOBS, null, 1));' \
@@ -108,8 +106,7 @@ build_release() {
     touch "$PARTS/complete"
   fi
   mkdir -p "$WORK/agent"
-  cp "$AGENT_TMP/agent.mjs" "$WORK/agent/agent.mjs"
-  chmod 0644 "$WORK/agent/agent.mjs"
+  install -m 0755 "$AGENT_TMP/anodyne-agent" "$WORK/agent/anodyne-agent"
   install -m 0644 "$AGENT_TMP/jobs.json" "$WORK/jobs.json"
   write_manifest
   rm -rf "$WORK/rootfs" "$WORK/tools"
@@ -221,7 +218,7 @@ write_manifest() {
     emit metrics-server "$METRICS_VERSION" images/metrics-server.tar
     emit pause 1.0 images/pause.tar
     emit busybox "$BB_TAG" images/busybox.tar
-    emit anodyne-agent "${AGENT_SHA:0:12}" agent/agent.mjs
+    emit anodyne-agent "${AGENT_SHA:0:12}" agent/anodyne-agent
     emit anodyne-jobs "${JOBS_SHA:0:12}" jobs.json
     echo
     echo '  ],'

@@ -1,13 +1,14 @@
-// The agent package's door: the Agent with its vitals, and the Supervisor with the bundle types the director renders.
-export { Agent, vitals, type AgentOptions, type AgentState, type AgentTls, type Vitals } from './agent.js';
-export {
-  Supervisor,
-  type AgentBundle,
-  type BundleJob,
-  type BundleProcess,
-  type Probe,
-  type ProcessState,
-  type ProcessStatus,
-  type ScriptName,
-  type SupervisorOptions,
-} from './supervisor.js';
+// The agent package's door: the protocol types the director renders and reads. The agent is the Go program
+// under go/ (built by `make build` into dist/anodyne-agent and by release/build.sh into every release).
+export type {
+  AgentBundle,
+  AgentState,
+  AgentTls,
+  BundleJob,
+  BundleProcess,
+  Probe,
+  ProcessState,
+  ProcessStatus,
+  ScriptName,
+  Vitals,
+} from './protocol.js';

@@ -74,7 +74,7 @@ describe('release registry', () => {
         name: 'kubernetes',
         version: '1.33.13',
         key: 'kubernetes-v1.33.13-abc123',
-        agent: '/var/lib/anodyne/releases/kubernetes-v1.33.13-abc123/agent/agent.mjs',
+        agent: '/var/lib/anodyne/releases/kubernetes-v1.33.13-abc123/agent/anodyne-agent',
       },
     ]);
   });
@@ -111,7 +111,7 @@ describe('release registry', () => {
     await assert.rejects(reg.delete('kubernetes-v9.9.9-abc123'), code('ANODYNE_E_RELEASE_NOT_REGISTERED'));
     assert.deepEqual(Object.fromEntries(await reg.usage()), { 'kubernetes-v1.33.13-abc123': 1 });
     // A VM created on 1.34.2 runs that release's agent until it is recreated.
-    agents = ['/var/lib/anodyne/releases/kubernetes-v1.34.2-abc123/agent/agent.mjs'];
+    agents = ['/var/lib/anodyne/releases/kubernetes-v1.34.2-abc123/agent/anodyne-agent'];
     await assert.rejects(reg.delete('kubernetes-v1.34.2-abc123'), code('ANODYNE_E_RELEASE_IN_USE'));
     assert.equal(existsSync(join(dir, 'kubernetes-v1.34.2-abc123')), true);
     agents = [];

@@ -5,8 +5,8 @@ import { storeQuery, type ReleasesTable, type Store } from '@anodyne/store';
 
 /** Where every VM sees the releases directory (bound read-only); a cluster's jobs run from `<this>/<key>`. */
 export const RELEASES_GUEST_DIR = '/var/lib/anodyne/releases';
-/** The agent program a release carries, relative to its directory (release/build.sh bundles it). */
-export const RELEASE_AGENT = 'agent/agent.mjs';
+/** The agent program a release carries, relative to its directory (release/build.sh builds it: packages/agent/go). */
+export const RELEASE_AGENT = 'agent/anodyne-agent';
 
 /** A built release as the platform registers it. */
 export interface BuiltRelease {

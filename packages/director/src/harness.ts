@@ -106,7 +106,7 @@ export async function makeHarness(
     tag,
     network,
     ...(options.segments ? { segments: options.segments } : {}),
-    agentCommand: ['node', '/opt/anodyne/packages/agent/dist/main.js'],
+    agentCommand: ['/opt/anodyne/packages/agent/dist/anodyne-agent'],
     binds: [{ host: REPO, guest: '/opt/anodyne', readOnly: true }, ...(options.binds ?? [])],
     logger: silentLogger(),
     clock: systemClock,

@@ -217,7 +217,7 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
       tag: o.providerTag ?? config.provider.tag,
       // Each VM starts the agent its cluster's release carries (the director passes its path): nothing in
       // a VM comes from this checkout.
-      agentCommand: ['/bin/sh', '-c', 'exec node "${ANODYNE_AGENT_PROGRAM:?no agent program: the release carries none}"'],
+      agentCommand: ['/bin/sh', '-c', 'exec "${ANODYNE_AGENT_PROGRAM:?no agent program: the release carries none}"'],
       binds: [
         // The releases side by side (a cluster's jobs name theirs), and the newest at the jobs' default path.
         { host: dirname(release.dir), guest: RELEASES_GUEST_DIR, readOnly: true },

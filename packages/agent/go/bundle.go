@@ -1,0 +1,85 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+)
+
+// The bundle the director renders for one instance (packages/agent/src/bundle.ts has the same shape in TypeScript).
+type bundle struct {
+	Deployment string `json:"deployment"`
+	Group      string `json:"group"`
+	Index      int    `json:"index"`
+	Jobs       []job  `json:"jobs"`
+	Hash       string `json:"hash"`
+}
+
+type job struct {
+	Name      string            `json:"name"`
+	Release   string            `json:"release"`
+	Processes []process         `json:"processes"`
+	Files     []file            `json:"files"`
+	Scripts   map[string]string `json:"scripts"`
+}
+
+type file struct {
+	Path    string `json:"path"`
+	Content string `json:"content"`
+	Mode    uint32 `json:"mode"`
+}
+
+type process struct {
+	Name      string            `json:"name"`
+	Command   string            `json:"command"`
+	Args      []string          `json:"args"`
+	Env       map[string]string `json:"env"`
+	Readiness *probe            `json:"readiness,omitempty"`
+	// Started only once this probe passes (checked every probe interval, and again before every restart).
+	StartWhen *probe `json:"startWhen,omitempty"`
+}
+
+// port is a number or a string of digits (the director renders ports either way).
+type port int
+
+func (p *port) UnmarshalJSON(b []byte) error {
+	var n json.Number
+	if err := json.Unmarshal(b, &n); err == nil {
+		v, err := strconv.Atoi(n.String())
+		if err != nil {
+			return fmt.Errorf("port %s is not a whole number", n)
+		}
+		*p = port(v)
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("a port is a number or a string")
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil {
+		return fmt.Errorf("port %q is not a whole number", s)
+	}
+	*p = port(v)
+	return nil
+}
+
+type probe struct {
+	HTTP *struct {
+		Port   port   `json:"port"`
+		Path   string `json:"path"`
+		Scheme string `json:"scheme"`
+		Host   string `json:"host"`
+	} `json:"http,omitempty"`
+	TCP *struct {
+		Port port   `json:"port"`
+		Host string `json:"host"`
+	} `json:"tcp,omitempty"`
+	Exec *struct {
+		Command []string `json:"command"`
+	} `json:"exec,omitempty"`
+	// Ready once the file exists: checked by the agent itself, no process spawned per probe.
+	File *struct {
+		Path string `json:"path"`
+	} `json:"file,omitempty"`
+}

@@ -1,0 +1,3 @@
+module anodyne.local/agent
+
+go 1.24
