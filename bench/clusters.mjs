@@ -4,8 +4,9 @@
 // kube-apiserver, containerd and a kubelet, bench/floor.mjs) measured in the same run; the director
 // task's stages from its event log; and memory per VM (the agent's RSS, the VM's memory cgroup)
 // once a pod runs. Returns Markdown for docs/benchmarks.md (bench/run.mjs writes it).
-import { spawn } from 'node:child_process';
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exec } from '@anodyne/common';
 import { rawBoot } from '@anodyne/release';
@@ -26,7 +27,7 @@ export function pidsUnder(dir) {
 
 /**
  * A process's memory from /proc/<pid>/smaps_rollup: resident (RSS, which counts every shared page
- * it maps, such as the node binary's, in full), proportional (PSS: shared pages divided among the
+ * it maps, such as its program's, in full), proportional (PSS: shared pages divided among the
  * processes mapping them) and private (its own pages: what it alone adds), in bytes.
  */
 export function processMemory(pid) {
@@ -35,14 +36,29 @@ export function processMemory(pid) {
   return { rss: kb('Rss'), pss: kb('Pss'), private: kb('Private_Clean') + kb('Private_Dirty') };
 }
 
-/** A bare Node.js process idling (the runtime the agent runs on, with no code of ours): the agent's memory floor. */
-async function bareNodeMemory() {
-  const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1e6)'], { stdio: 'ignore' });
+/**
+ * A bare Go program idling (the runtime the agent is built with, the same static build flags, no code of ours):
+ * the agent's memory floor.
+ */
+async function bareGoMemory() {
+  const dir = mkdtempSync(join(tmpdir(), 'anodyne-bench-go-'));
   try {
-    await new Promise((r) => setTimeout(r, 2000));
-    return processMemory(child.pid);
+    writeFileSync(join(dir, 'go.mod'), 'module floor\n\ngo 1.24\n');
+    writeFileSync(join(dir, 'main.go'), 'package main\n\nimport "time"\n\nfunc main() {\n\tfor {\n\t\ttime.Sleep(time.Hour)\n\t}\n}\n');
+    execFileSync('go', ['build', '-trimpath', '-ldflags=-s -w -buildid=', '-o', 'floor', '.'], {
+      cwd: dir,
+      env: { ...process.env, CGO_ENABLED: '0', GOTOOLCHAIN: 'local' },
+      stdio: 'ignore',
+    });
+    const child = spawn(join(dir, 'floor'), [], { stdio: 'ignore' });
+    try {
+      await new Promise((r) => setTimeout(r, 2000));
+      return processMemory(child.pid);
+    } finally {
+      child.kill('SIGKILL');
+    }
   } finally {
-    child.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -58,7 +74,7 @@ export function vmMemory(tag, vmId) {
   let agent = { rss: 0, pss: 0, private: 0 };
   for (const pid of pidsUnder(dir)) {
     try {
-      if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('agent/agent.mjs')) continue;
+      if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('agent/anodyne-agent')) continue;
       agent = processMemory(pid);
     } catch {
       // the process ended
@@ -88,7 +104,7 @@ export async function benchClusters(release, { runs = 3, log = (s) => process.st
 
     const results = [];
     const memory = [];
-    const bare = await bareNodeMemory();
+    const bare = await bareGoMemory();
     for (const shape of SHAPES) {
       const samples = [];
       for (let i = 0; i < runs; i++) {
@@ -278,13 +294,14 @@ export async function benchClusters(release, { runs = 3, log = (s) => process.st
       '',
       "The agent's memory three ways, and everything the VM's memory cgroup charges as RSS (agent, etcd and the",
       'control plane on masters; containerd, kubelet, kube-proxy, flannel and pods on workers), over every VM of every run.',
-      "An agent's RSS counts in full the pages of the node binary it maps, which every agent on the host shares (one copy",
-      'in memory); PSS divides shared pages among the processes that map them; private is what the agent alone adds, and',
-      "is what its VM's cgroup is charged for it. The floor: a bare Node.js process idling, started in the same run.",
+      'The agent is a static Go program (packages/agent/go). Its RSS counts in full the pages of the program it maps,',
+      'which every agent of the same release on the host shares (one copy in memory); PSS divides shared pages among the',
+      "processes that map them; private is what the agent alone adds, and is what its VM's cgroup is charged for it. The",
+      'floor: a bare Go program idling (built with the same flags), started in the same run.',
       '',
       '| shape | VM | VMs | agent RSS MiB | agent PSS MiB | agent private MiB | VM RSS MiB (median, min–max) |',
       '|---|---|---|---|---|---|---|',
-      `| floor: bare node process | | 1 | ${mib(bare.rss)} | ${mib(bare.pss)} | ${mib(bare.private)} | |`,
+      `| floor: bare Go program | | 1 | ${mib(bare.rss)} | ${mib(bare.pss)} | ${mib(bare.private)} | |`,
     );
     for (const shape of SHAPES) {
       for (const group of ['master', 'worker']) {

@@ -35,7 +35,7 @@ function vmCpu(tag, vmId) {
   let agent = 0;
   for (const pid of pidsUnder(`/sys/fs/cgroup/memory/anodyne/${tag}/${vmId}`)) {
     try {
-      if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('agent/agent.mjs')) continue;
+      if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('agent/anodyne-agent')) continue;
       const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
       agent += ((Number(f[11]) + Number(f[12])) * 1e9) / 100; // utime + stime, in clock ticks of 1/100 s
     } catch {

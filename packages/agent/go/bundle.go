@@ -2,8 +2,8 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"strconv"
+	"strings"
 )
 
 // The bundle the director renders for one instance (packages/agent/src/bundle.ts has the same shape in TypeScript).
@@ -39,28 +39,29 @@ type process struct {
 	StartWhen *probe `json:"startWhen,omitempty"`
 }
 
-// port is a number or a string of digits (the director renders ports either way).
+// port is a number or a string of digits (the director renders ports either way). Anything else is kept as
+// no port (-1): the bundle is still applied, and a probe of it never passes (a process of a bad manifest fails
+// its canary as it would with a port nothing listens on).
 type port int
 
 func (p *port) UnmarshalJSON(b []byte) error {
-	var n json.Number
-	if err := json.Unmarshal(b, &n); err == nil {
-		v, err := strconv.Atoi(n.String())
-		if err != nil {
-			return fmt.Errorf("port %s is not a whole number", n)
-		}
-		*p = port(v)
+	*p = -1
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	var text string
+	switch x := v.(type) {
+	case float64:
+		text = strconv.FormatFloat(x, 'f', -1, 64)
+	case string:
+		text = strings.TrimSpace(x)
+	default:
 		return nil
 	}
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("a port is a number or a string")
+	if n, err := strconv.Atoi(text); err == nil && n > 0 && n < 65536 {
+		*p = port(n)
 	}
-	v, err := strconv.Atoi(s)
-	if err != nil {
-		return fmt.Errorf("port %q is not a whole number", s)
-	}
-	*p = port(v)
 	return nil
 }
 

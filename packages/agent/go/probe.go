@@ -46,6 +46,9 @@ func probeOnce(p *probe, timeout time.Duration) bool {
 		defer cancel()
 		return exec.CommandContext(ctx, p.Exec.Command[0], p.Exec.Command[1:]...).Run() == nil
 	case p.TCP != nil:
+		if p.TCP.Port <= 0 {
+			return false
+		}
 		c, err := net.DialTimeout("tcp", net.JoinHostPort(hostOr(p.TCP.Host), strconv.Itoa(int(p.TCP.Port))), timeout)
 		if err != nil {
 			return false
@@ -53,6 +56,9 @@ func probeOnce(p *probe, timeout time.Duration) bool {
 		_ = c.Close()
 		return true
 	case p.HTTP != nil:
+		if p.HTTP.Port <= 0 {
+			return false
+		}
 		scheme := p.HTTP.Scheme
 		if scheme == "" {
 			scheme = "http"
