@@ -1,5 +1,6 @@
 // Helpers shared by the benchmarks.
 import { randomUUID } from 'node:crypto';
+import { KubeConfig, Watch } from '@kubernetes/client-node';
 import { SCOPES } from '@anodyne/identity';
 import { startTestPlatform, https } from '@anodyne/platform/testing';
 
@@ -21,6 +22,53 @@ export async function until(what, ms, probe, every = 100) {
     if (Date.now() > deadline) throw new Error(`${what}: not after ${ms / 1000} s`);
     await sleep(every);
   }
+}
+
+/**
+ * performance.now() at the moment `count` Nodes (those `only` accepts, by name) are Ready, seen through a watch of
+ * the Nodes that this process holds (the event as it arrives: no kubectl started per look, no polling interval).
+ * The API may not answer yet: the watch is asked for again every 50 ms until `timeoutMs` has passed.
+ */
+export function nodesReadyAt(kubeconfig, count, timeoutMs, only = () => true) {
+  const kc = new KubeConfig();
+  kc.loadFromString(kubeconfig);
+  const watch = new Watch(kc);
+  const deadline = performance.now() + timeoutMs;
+  const ready = new Map();
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    let current = null;
+    const finish = (fn) => {
+      settled = true;
+      current?.abort();
+      fn();
+    };
+    const start = async () => {
+      if (settled) return;
+      if (performance.now() > deadline) return finish(() => reject(new Error(`${count} Nodes Ready: not after ${timeoutMs / 1000} s`)));
+      const again = () => setTimeout(() => void start(), 50);
+      try {
+        current = await watch.watch(
+          '/api/v1/nodes',
+          {},
+          (type, node) => {
+            const name = node?.metadata?.name;
+            if (!name || !only(name)) return;
+            const cond = (node.status?.conditions ?? []).find((c) => c.type === 'Ready');
+            ready.set(name, type !== 'DELETED' && cond?.status === 'True');
+            const at = performance.now();
+            if (!settled && [...ready.values()].filter(Boolean).length >= count) finish(() => resolve(at));
+          },
+          () => {
+            if (!settled) again();
+          },
+        );
+      } catch {
+        again();
+      }
+    };
+    void start();
+  });
 }
 
 /** Runs `work` over `items`, at most `limit` at a time. */

@@ -60,6 +60,23 @@ func run(kubeconfig, netConf, publicIP, subnetFile string, resync int) error {
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() { <-sigs; cancel() }()
 
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", kubeconfig, err)
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	// The subnet manager's node cache is looked at once a second until it has synced, and a first list the API
+	// refuses (a new cluster whose masters have not applied flannel's RBAC yet) backs off for a second or more: so
+	// it is made once flannel may list Nodes, asking every 100 ms.
+	if err := waitForNodeList(ctx, client); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while waiting
+		}
+		return err
+	}
 	sm, err := kube.NewSubnetManager(ctx, "", kubeconfig, "flannel.alpha.coreos.com", netConf, true)
 	if err != nil {
 		return fmt.Errorf("subnet manager: %w", err)
@@ -90,7 +107,7 @@ func run(kubeconfig, netConf, publicIP, subnetFile string, resync int) error {
 	// Started as soon as the cluster's API answers, flanneld syncs its node cache (above) while the
 	// kubelet registers the Node and a master gives it its pod range. Taking the lease before then
 	// fails or waits 3 s between looks, so wait here for the pod range, asking every 200 ms.
-	if err := waitForPodCIDR(ctx, kubeconfig, os.Getenv("NODE_NAME")); err != nil {
+	if err := waitForPodCIDR(ctx, client, os.Getenv("NODE_NAME")); err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while waiting
 		}
@@ -132,16 +149,30 @@ func run(kubeconfig, netConf, publicIP, subnetFile string, resync int) error {
 	return nil
 }
 
+// waitForNodeList returns once flannel may list Nodes, asking every 100 ms; it says why it waits, once per reason.
+func waitForNodeList(ctx context.Context, client kubernetes.Interface) error {
+	said := ""
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := client.CoreV1().Nodes().List(rctx, metav1.ListOptions{Limit: 1})
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if why := err.Error(); why != said {
+			log.Infof("waiting to list nodes: %s", why)
+			said = why
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // waitForPodCIDR returns once the Node has a pod range, reading it every 200 ms; it says why it waits, once per reason.
-func waitForPodCIDR(ctx context.Context, kubeconfig, name string) error {
-	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		return fmt.Errorf("reading %s: %w", kubeconfig, err)
-	}
-	client, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return err
-	}
+func waitForPodCIDR(ctx context.Context, client kubernetes.Interface, name string) error {
 	said := ""
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -71,6 +71,8 @@ type probe struct {
 		Path   string `json:"path"`
 		Scheme string `json:"scheme"`
 		Host   string `json:"host"`
+		// AnyStatus: any HTTP answer passes (the server is up, whatever it lets an anonymous caller see).
+		AnyStatus bool `json:"anyStatus"`
 	} `json:"http,omitempty"`
 	TCP *struct {
 		Port port   `json:"port"`

@@ -80,7 +80,7 @@ func probeOnce(p *probe, timeout time.Duration) bool {
 		}
 		_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 1<<16))
 		_ = res.Body.Close()
-		return res.StatusCode < 400
+		return res.StatusCode < 400 || p.HTTP.AnyStatus
 	}
 	return false
 }

@@ -332,6 +332,44 @@ describe('supervisor', () => {
     }
   });
 
+  it('an http probe passes on a status below 400, or on any answer with anyStatus; a port that is not a number never passes', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'anodyne-agent-status-'));
+    const b = await startAgent(tls, dir, FAST);
+    const port = await freePort();
+    try {
+      // busybox httpd answers 404 for a page it does not have.
+      const waiter = (name: string, readiness: unknown) => ({ name, command: 'sh', args: ['-c', 'exec sleep 300'], env: {}, readiness });
+      await ok(b, 'POST', '/apply', {
+        deployment: 'd',
+        group: 'g',
+        index: 0,
+        hash: 'status',
+        jobs: [
+          {
+            name: 'web',
+            release: 'test',
+            processes: [
+              { name: 'httpd', command: 'busybox', args: ['httpd', '-f', '-p', `127.0.0.1:${port}`, '-h', '.'], env: {} },
+              waiter('strict', { http: { port, path: '/missing' } }),
+              waiter('any', { http: { port: String(port), path: '/missing', anyStatus: true } }),
+              waiter('no-port', { http: { port: 'no-such-port', anyStatus: true } }),
+            ],
+            files: [],
+            scripts: {},
+          },
+        ],
+      });
+      await ok(b, 'POST', '/start');
+      await until('any answer passes', async () => (await b.processes()).find((p) => p.name === 'any')?.state === 'running');
+      await sleep(300);
+      const states = Object.fromEntries((await b.processes()).map((p) => [p.name, p.state]));
+      assert.deepEqual(states, { httpd: 'running', strict: 'starting', any: 'running', 'no-port': 'starting' });
+    } finally {
+      await b.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('startWhen: nothing runs until its probe passes, a stop while waiting starts nothing, a restart waits again', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'anodyne-agent-gate-'));
     const gate = join(dir, 'api-up');

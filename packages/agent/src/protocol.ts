@@ -3,7 +3,8 @@
 
 /** How the agent decides a process is ready (the director renders ports to strings or numbers). */
 export type Probe =
-  | { http: { port: number | string; path?: string; scheme?: 'http' | 'https'; host?: string } }
+  /** Passes on a status below 400; with `anyStatus`, on any HTTP answer (the server is up, whatever it lets an anonymous caller see). */
+  | { http: { port: number | string; path?: string; scheme?: 'http' | 'https'; host?: string; anyStatus?: boolean } }
   | { tcp: { port: number | string; host?: string } }
   | { exec: { command: string[] } }
   /** Ready once the file exists: checked by the agent itself, no process spawned per probe. */

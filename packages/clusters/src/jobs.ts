@@ -198,7 +198,20 @@ export const apiserverJob: JobDefinition = {
  * while a new cluster's API server was starting; their loops stay as a fallback and pass at once.
  */
 const LOCAL_API_READY = { http: { scheme: 'https' as const, host: '127.0.0.1', port: 6443, path: '/readyz' } };
+/**
+ * The master's own API server serves (any answer, see CLUSTER_API_SERVING): enough for what the add-ons do as the
+ * cluster's admin (system:masters is allowed before the RBAC defaults exist): the workers' RBAC and pod ranges.
+ */
+const LOCAL_API_SERVING = { http: { ...LOCAL_API_READY.http, anyStatus: true } };
 const CLUSTER_API_READY = { http: { scheme: 'https' as const, host: '{{ lbs.api.ip }}', port: 6443, path: '/readyz' } };
+/**
+ * The cluster's API server answers at all through its load balancer, whatever it answers an anonymous caller: it
+ * serves from ~0.2 s after its start and refuses anonymous callers (403) until its RBAC defaults are made, ~2 s
+ * later, just before it is ready. A kubelet needs none of them: it registers its Node as soon as it has started
+ * (the Node authorizer's rules, no RBAC); started then, its own second of start-up overlaps the API server's.
+ * Behind a load balancer with several masters, answers come once one of them is ready (its check is /readyz).
+ */
+const CLUSTER_API_SERVING = { http: { ...CLUSTER_API_READY.http, anyStatus: true } };
 
 export const controllerManagerJob: JobDefinition = {
   name: 'kube-controller-manager',
@@ -394,7 +407,11 @@ export const flannelJob: JobDefinition = {
       "trap 'kill $pid 2>/dev/null' TERM INT",
       'until [ -s /run/flannel/subnet.env ]; do kill -0 $pid 2>/dev/null || { wait $pid; exit 1; }; sleep 0.1; done',
       '. /run/flannel/subnet.env',
-      'until cidr=$({{ p.release_dir }}/bin/kubectl --kubeconfig=kubeconfig get node "$NODE_NAME" -o jsonpath="{.spec.podCIDR}" 2>/dev/null) && [ -n "$cidr" ]; do sleep 0.2; done',
+      // The lease is the Node's pod range: its network address from the gateway address flannel wrote (no API call).
+      'addr=${FLANNEL_SUBNET%/*}; len=${FLANNEL_SUBNET#*/}',
+      'set -- $(echo "$addr" | tr . " ")',
+      'n=$(( (($1 << 24) + ($2 << 16) + ($3 << 8) + $4) & ((0xffffffff << (32 - len)) & 0xffffffff) ))',
+      'cidr="$(( (n >> 24) & 255 )).$(( (n >> 16) & 255 )).$(( (n >> 8) & 255 )).$(( n & 255 ))/$len"',
       'cat > /etc/cni/net.d/10-flannel.conflist.tmp <<EOF',
       '{"cniVersion":"0.4.0","name":"flannel","plugins":[{"type":"bridge","bridge":"cni0","isGateway":true,"ipMasq":false,"hairpinMode":true,"mtu":${FLANNEL_MTU:-1500},"ipam":{"type":"host-local","ranges":[[{"subnet":"$cidr"}]],"routes":[{"dst":"0.0.0.0/0"}]}},{"type":"portmap","capabilities":{"portMappings":true}}]}',
       'EOF',
@@ -407,7 +424,7 @@ export const flannelJob: JobDefinition = {
   processes: [
     {
       name: 'flanneld',
-      startWhen: CLUSTER_API_READY,
+      startWhen: CLUSTER_API_SERVING,
       command: 'sh',
       args: ['bin/flannel.sh'],
       readiness: { file: { path: '/run/pod-network-ready' } },
@@ -500,10 +517,8 @@ export const kubeletJob: JobDefinition = {
       // A node reported Ready before the release's images are in containerd gets pods whose
       // sandboxes fail (the pause image "pulled" from nowhere) and back off for tens of seconds.
       'for i in $(seq 1 1200); do [ -e /run/containerd/images-imported ] && break; sleep 0.1; done',
-      // A kubelet started before the API answers retries its registration with a growing backoff
-      // (seconds after the API is up): start it once the API answers (a new cluster's workers start
-      // with its masters), or after a minute in any case.
-      `${waitForApi('kubeconfig')}`,
+      // A kubelet started before the API answers retries its registration with a growing backoff (seconds after
+      // the API is up): the agent starts it once the API server answers (CLUSTER_API_SERVING), before every restart too.
       'credentials=""',
       'if [ -n "{{ p.registry_address }}" ]; then',
       '  chmod 0700 credential-provider/anodyne-registry',
@@ -516,7 +531,7 @@ export const kubeletJob: JobDefinition = {
   processes: [
     {
       name: 'kubelet',
-      startWhen: CLUSTER_API_READY,
+      startWhen: CLUSTER_API_SERVING,
       command: 'sh',
       args: ['bin/kubelet.sh'],
       readiness: { http: { host: '127.0.0.1', port: 10248, path: '/healthz' } },
@@ -617,7 +632,6 @@ export const addonsJob: JobDefinition = {
       'set -e',
       'rm -f /run/anodyne-addons-applied',
       `until ${KUBECTL} get --raw=/readyz >/dev/null 2>&1; do sleep 0.3; done`,
-      `${KUBECTL} apply --server-side --force-conflicts --field-manager=anodyne -f node-rbac.yaml >/dev/null`,
       `image=$(sed -n 's/.*"coredns": "\\(anodyne\\.local[^"]*\\)".*/\\1/p' {{ p.release_dir }}/manifest.json)`,
       'test -n "$image" || { echo "the release ships no coredns image" >&2; exit 1; }',
       `metrics_image=$(sed -n 's/.*"metrics-server": "\\(anodyne\\.local[^"]*\\)".*/\\1/p' {{ p.release_dir }}/manifest.json)`,
@@ -636,29 +650,46 @@ export const addonsJob: JobDefinition = {
     // of the pod range; one already taken, e.g. given by an older controller manager, makes it the first
     // free one). The controller manager allocates none (--allocate-node-cidrs=false): its node IPAM came
     // up seconds after the API and held every worker's flannel back (ADR 0019).
+    // The RBAC of the workers' components (flannel, kube-proxy, network-policy), as soon as the API server serves:
+    // flannel lists Nodes before it takes its lease, and its node cache is looked at once a second.
+    'bin/node-rbac.sh': [
+      'set -e',
+      'rm -f /run/anodyne-node-rbac',
+      `until ${KUBECTL} get --raw=/version >/dev/null 2>&1; do sleep 0.1; done`,
+      `until ${KUBECTL} apply --server-side --force-conflicts --field-manager=anodyne -f node-rbac.yaml >/dev/null; do sleep 0.2; done`,
+      'touch /run/anodyne-node-rbac',
+      'exec sleep infinity',
+      '',
+    ].join('\n'),
     'bin/pod-cidrs.sh': [
-      `until ${KUBECTL} get --raw=/readyz >/dev/null 2>&1; do sleep 0.3; done`,
+      `until ${KUBECTL} get --raw=/version >/dev/null 2>&1; do sleep 0.1; done`,
       'set -- $(echo "{{ p.pod_cidr }}" | sed "s#/.*##" | tr . " ")',
       'base=$(( ($1 << 24) + ($2 << 16) + ($3 << 8) + $4 ))',
       'prefix=$(echo "{{ p.pod_cidr }}" | sed "s#.*/##")',
       'slots=$(( 1 << (24 - prefix) ))',
       'subnet() { n=$(( base + $1 * 256 )); echo "$(( (n >> 24) & 255 )).$(( (n >> 16) & 255 )).$(( (n >> 8) & 255 )).0/24"; }',
+      // Pod ranges taken, as " name=range " words, kept from the watch (no API call per Node): given at once.
+      'taken() { case "$ranges" in *"=$1 "*) true ;; *) false ;; esac; }',
+      'forget() { case "$ranges" in *" $1="*) rest=${ranges#* $1=}; ranges="${ranges%% $1=*} ${rest#* }" ;; esac; }',
       'give() {',
-      `  used=" $(${KUBECTL} get nodes -o jsonpath='{.items[*].spec.podCIDR}' 2>/dev/null) "`,
       '  i=${1##*-}',
       '  case "$i" in ""|*[!0-9]*) i=0 ;; esac',
       '  want=$(subnet "$i")',
-      '  if [ "$i" -ge "$slots" ] || case "$used" in *" $want "*) true ;; *) false ;; esac; then',
+      '  if [ "$i" -ge "$slots" ] || taken "$want"; then',
       '    want=""; j=0',
-      '    while [ "$j" -lt "$slots" ]; do c=$(subnet "$j"); case "$used" in *" $c "*) ;; *) want=$c; break ;; esac; j=$((j + 1)); done',
+      '    while [ "$j" -lt "$slots" ]; do c=$(subnet "$j"); taken "$c" || { want=$c; break; }; j=$((j + 1)); done',
       '  fi',
       '  [ -n "$want" ] || { echo "no free pod range for $1 in {{ p.pod_cidr }}" >&2; return; }',
-      `  ${KUBECTL} patch node "$1" --type=merge -p '{"spec":{"podCIDR":"'"$want"'","podCIDRs":["'"$want"'"]}}' >/dev/null && echo "$1: $want"`,
+      `  ${KUBECTL} patch node "$1" --type=merge -p '{"spec":{"podCIDR":"'"$want"'","podCIDRs":["'"$want"'"]}}' >/dev/null && echo "$1: $want" && ranges="$ranges$1=$want "`,
       '}',
       'touch /run/anodyne-pod-cidrs',
       'while true; do',
-      `  ${KUBECTL} get nodes --watch -o jsonpath='{.metadata.name} {.spec.podCIDR}{"\\n"}' 2>/dev/null | while read -r name cidr; do`,
-      '    [ -n "$name" ] && [ -z "$cidr" ] && give "$name"',
+      '  ranges=" "',
+      `  ${KUBECTL} get nodes --watch --output-watch-events -o jsonpath='{.type} {.object.metadata.name} {.object.spec.podCIDR}{"\\n"}' 2>/dev/null | while read -r type name cidr; do`,
+      '    [ -n "$name" ] || continue',
+      '    forget "$name"',
+      '    [ "$type" = DELETED ] && continue',
+      '    if [ -n "$cidr" ]; then ranges="$ranges$name=$cidr "; else give "$name"; fi',
       '  done',
       '  sleep 1',
       'done',
@@ -714,6 +745,13 @@ export const addonsJob: JobDefinition = {
   },
   processes: [
     {
+      name: 'node-rbac',
+      startWhen: LOCAL_API_SERVING,
+      command: 'sh',
+      args: ['bin/node-rbac.sh'],
+      readiness: { file: { path: '/run/anodyne-node-rbac' } },
+    },
+    {
       name: 'addons',
       startWhen: LOCAL_API_READY,
       command: 'sh',
@@ -736,7 +774,7 @@ export const addonsJob: JobDefinition = {
     },
     {
       name: 'pod-cidrs',
-      startWhen: LOCAL_API_READY,
+      startWhen: LOCAL_API_SERVING,
       command: 'sh',
       args: ['bin/pod-cidrs.sh'],
       readiness: { file: { path: '/run/anodyne-pod-cidrs' } },
