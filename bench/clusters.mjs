@@ -45,7 +45,7 @@ async function bareGoMemory() {
   try {
     writeFileSync(join(dir, 'go.mod'), 'module floor\n\ngo 1.24\n');
     writeFileSync(join(dir, 'main.go'), 'package main\n\nimport "time"\n\nfunc main() {\n\tfor {\n\t\ttime.Sleep(time.Hour)\n\t}\n}\n');
-    execFileSync('go', ['build', '-trimpath', '-ldflags=-s -w -buildid=', '-o', 'floor', '.'], {
+    execFileSync('go', ['build', '-trimpath', '-buildvcs=false', '-ldflags=-s -w -buildid=', '-o', 'floor', '.'], {
       cwd: dir,
       env: { ...process.env, CGO_ENABLED: '0', GOTOOLCHAIN: 'local' },
       stdio: 'ignore',

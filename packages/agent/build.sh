@@ -8,5 +8,5 @@ out=${1:-$here/dist/anodyne-agent}
 case "$out" in /*) ;; *) out=$(pwd)/$out ;; esac
 mkdir -p "$(dirname "$out")"
 cd "$here/go"
-CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -trimpath -ldflags="-s -w -buildid=" -o "$out.tmp" .
+CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -trimpath -buildvcs=false -ldflags="-s -w -buildid=" -o "$out.tmp" .
 mv "$out.tmp" "$out"

@@ -179,7 +179,7 @@ export const apiserverJob: JobDefinition = {
         '--proxy-client-cert-file=certs/front-proxy-client.crt',
         '--proxy-client-key-file=certs/front-proxy-client.key',
         // Webhooks, CRD conversion and aggregated APIs are called on a ready endpoint of their Service
-        // (a pod address, routed by pod-routes), not its cluster IP: masters are not Nodes and run no
+        // (a pod address, routed by pod-network), not its cluster IP: masters are not Nodes and run no
         // kube-proxy (ADR 0009).
         '--enable-aggregator-routing=true',
         // On SIGTERM: /readyz fails at once while requests are still served for 4 s, long enough for the
@@ -248,7 +248,7 @@ export const controllerManagerJob: JobDefinition = {
         '--authentication-kubeconfig=kubeconfig',
         '--authorization-kubeconfig=kubeconfig',
         '--bind-address=127.0.0.1',
-        // Pod ranges are given by the masters' pod-cidrs process, from each worker's index.
+        // Pod ranges are given by the masters' pod-network process, from each worker's index.
         '--allocate-node-cidrs=false',
         '--cluster-cidr={{ p.pod_cidr }}',
         '--node-cidr-mask-size={{ p.node_cidr_mask }}',
@@ -646,31 +646,27 @@ export const addonsJob: JobDefinition = {
       'exec sleep infinity',
       '',
     ].join('\n'),
-    // Each worker's Node gets its pod /24 the moment it registers, from its index (worker-N: the N-th /24
-    // of the pod range; one already taken, e.g. given by an older controller manager, makes it the first
-    // free one). The controller manager allocates none (--allocate-node-cidrs=false): its node IPAM came
-    // up seconds after the API and held every worker's flannel back (ADR 0019).
-    // The RBAC of the workers' components (flannel, kube-proxy, network-policy), as soon as the API server serves:
-    // flannel lists Nodes before it takes its lease, and its node cache is looked at once a second.
-    'bin/node-rbac.sh': [
-      'set -e',
-      'rm -f /run/anodyne-node-rbac',
-      `until ${KUBECTL} get --raw=/version >/dev/null 2>&1; do sleep 0.1; done`,
-      `until ${KUBECTL} apply --server-side --force-conflicts --field-manager=anodyne -f node-rbac.yaml >/dev/null; do sleep 0.2; done`,
-      'touch /run/anodyne-node-rbac',
-      'exec sleep infinity',
-      '',
-    ].join('\n'),
-    'bin/pod-cidrs.sh': [
+    // The pod network's Node side, on masters, from one watch of the Nodes (no API call per event):
+    // - each worker's Node gets its pod /24 the moment it registers, from its index (worker-N: the N-th /24 of the pod
+    //   range; one already taken, e.g. given by an older controller manager, makes it the first free one). The
+    //   controller manager allocates none (--allocate-node-cidrs=false): its node IPAM came up seconds after the API
+    //   and held every worker's flannel back (ADR 0019);
+    // - masters are not Nodes (no flannel): they route each Node's range via its address, so pods reach the API
+    //   servers (and webhooks) without masters being touched when workers come and go; a Node that is gone (a worker
+    //   scaled away) takes its route with it.
+    // Each Node is a " name=range@address " word: the ranges taken and the routes made.
+    'bin/pod-network.sh': [
       `until ${KUBECTL} get --raw=/version >/dev/null 2>&1; do sleep 0.1; done`,
       'set -- $(echo "{{ p.pod_cidr }}" | sed "s#/.*##" | tr . " ")',
       'base=$(( ($1 << 24) + ($2 << 16) + ($3 << 8) + $4 ))',
       'prefix=$(echo "{{ p.pod_cidr }}" | sed "s#.*/##")',
       'slots=$(( 1 << (24 - prefix) ))',
       'subnet() { n=$(( base + $1 * 256 )); echo "$(( (n >> 24) & 255 )).$(( (n >> 16) & 255 )).$(( (n >> 8) & 255 )).0/24"; }',
-      // Pod ranges taken, as " name=range " words, kept from the watch (no API call per Node): given at once.
-      'taken() { case "$ranges" in *"=$1 "*) true ;; *) false ;; esac; }',
-      'forget() { case "$ranges" in *" $1="*) rest=${ranges#* $1=}; ranges="${ranges%% $1=*} ${rest#* }" ;; esac; }',
+      'taken() { case "$nodes" in *"=$1@"*) true ;; *) false ;; esac; }',
+      'lookup() { case "$nodes" in *" $1="*) rest=${nodes#* $1=}; echo "${rest%% *}" ;; esac; }',
+      'forget() { case "$nodes" in *" $1="*) rest=${nodes#* $1=}; nodes="${nodes%% $1=*} ${rest#* }" ;; esac; }',
+      // The ranges routed, for the next start to remove those of Nodes gone meanwhile.
+      'keep() { for w in $nodes; do r=${w#*=}; [ -n "${r#*@}" ] && echo "${r%@*}"; done > routes.prev; }',
       'give() {',
       '  i=${1##*-}',
       '  case "$i" in ""|*[!0-9]*) i=0 ;; esac',
@@ -680,17 +676,36 @@ export const addonsJob: JobDefinition = {
       '    while [ "$j" -lt "$slots" ]; do c=$(subnet "$j"); taken "$c" || { want=$c; break; }; j=$((j + 1)); done',
       '  fi',
       '  [ -n "$want" ] || { echo "no free pod range for $1 in {{ p.pod_cidr }}" >&2; return; }',
-      `  ${KUBECTL} patch node "$1" --type=merge -p '{"spec":{"podCIDR":"'"$want"'","podCIDRs":["'"$want"'"]}}' >/dev/null && echo "$1: $want" && ranges="$ranges$1=$want "`,
+      `  ${KUBECTL} patch node "$1" --type=merge -p '{"spec":{"podCIDR":"'"$want"'","podCIDRs":["'"$want"'"]}}' >/dev/null && echo "$1: $want" && nodes="$nodes$1=$want@ "`,
       '}',
-      'touch /run/anodyne-pod-cidrs',
+      // One Node as the watch or the first list shows it: type|name|range|address.
+      'seen() {',
+      '  [ -n "$2" ] || return 0',
+      '  old=$(lookup "$2")',
+      '  forget "$2"',
+      '  if [ "$1" = DELETED ]; then',
+      '    [ -n "${old%@*}" ] && ip route del "${old%@*}" 2>/dev/null',
+      '    keep; return 0',
+      '  fi',
+      '  if [ -z "$3" ]; then give "$2"; return 0; fi',
+      '  nodes="$nodes$2=$3@$4 "',
+      '  [ "$old" = "$3@$4" ] && return 0',
+      '  [ -n "${old%@*}" ] && [ "${old%@*}" != "$3" ] && ip route del "${old%@*}" 2>/dev/null',
+      '  [ -n "$4" ] && ip route replace "$3" via "$4"',
+      '  keep',
+      '}',
+      `FIELDS='{.metadata.name}|{.spec.podCIDR}|{.status.addresses[?(@.type=="InternalIP")].address}'`,
       'while true; do',
-      '  ranges=" "',
-      `  ${KUBECTL} get nodes --watch --output-watch-events -o jsonpath='{.type} {.object.metadata.name} {.object.spec.podCIDR}{"\\n"}' 2>/dev/null | while read -r type name cidr; do`,
-      '    [ -n "$name" ] || continue',
-      '    forget "$name"',
-      '    [ "$type" = DELETED ] && continue',
-      '    if [ -n "$cidr" ]; then ranges="$ranges$name=$cidr "; else give "$name"; fi',
-      '  done',
+      '  nodes=" "',
+      '  prev=$(cat routes.prev 2>/dev/null || true)',
+      `  if ${KUBECTL} get nodes -o jsonpath="{range .items[*]}ADDED|$FIELDS{\\"\\\\n\\"}{end}" > nodes.tmp 2>/dev/null; then`,
+      '    while IFS="|" read -r type name cidr ip; do seen "$type" "$name" "$cidr" "$ip"; done < nodes.tmp',
+      '    for cidr in $prev; do taken "$cidr" || ip route del "$cidr" 2>/dev/null; done',
+      '    keep',
+      '    touch /run/anodyne-pod-network',
+      `    ${KUBECTL} get nodes --watch --output-watch-events -o jsonpath="{.type}|$(echo "$FIELDS" | sed "s/{\\./{.object./g"){\\"\\\\n\\"}" 2>/dev/null |`,
+      '      while IFS="|" read -r type name cidr ip; do seen "$type" "$name" "$cidr" "$ip"; done',
+      '  fi',
       '  sleep 1',
       'done',
       '',
@@ -719,29 +734,6 @@ export const addonsJob: JobDefinition = {
       'done',
       '',
     ].join('\n'),
-    // Masters are not nodes (no flannel): they route each Node's podCIDR via its address.
-    // Synced once, then again at each Node the watch lists and at each change after (an idle cluster
-    // spawns nothing: a kubectl every 2 s was a large part of an idle master's CPU), and again
-    // whenever the watch ends.
-    'bin/pod-routes.sh': [
-      'sync() {',
-      `  ${KUBECTL} get nodes -o jsonpath='{range .items[*]}{.spec.podCIDR} {.status.addresses[?(@.type=="InternalIP")].address}{"\\n"}{end}' 2>/dev/null > nodes.tmp || return 1`,
-      '  while read -r cidr ip; do',
-      '    [ -n "$cidr" ] && [ -n "$ip" ] && ip route replace "$cidr" via "$ip"',
-      '  done < nodes.tmp',
-      // A Node that is gone (a worker scaled away) takes its route with it.
-      '  [ -f routes.prev ] && for cidr in $(cat routes.prev); do grep -q "^$cidr " nodes.tmp || ip route del "$cidr" 2>/dev/null; done',
-      '  cut -d" " -f1 nodes.tmp | grep . > routes.prev',
-      '  touch /run/anodyne-pod-routes',
-      '}',
-      'while true; do',
-      '  if sync; then',
-      `    ${KUBECTL} get nodes --watch -o name 2>/dev/null | while read -r _; do sync; done`,
-      '  fi',
-      '  sleep 1',
-      'done',
-      '',
-    ].join('\n'),
   },
   processes: [
     {
@@ -759,13 +751,6 @@ export const addonsJob: JobDefinition = {
       readiness: { file: { path: '/run/anodyne-addons-applied' } },
     },
     {
-      name: 'pod-routes',
-      startWhen: LOCAL_API_READY,
-      command: 'sh',
-      args: ['bin/pod-routes.sh'],
-      readiness: { file: { path: '/run/anodyne-pod-routes' } },
-    },
-    {
       name: 'namespace-policy',
       startWhen: LOCAL_API_READY,
       command: 'sh',
@@ -773,11 +758,11 @@ export const addonsJob: JobDefinition = {
       readiness: { file: { path: '/run/anodyne-namespace-policy' } },
     },
     {
-      name: 'pod-cidrs',
+      name: 'pod-network',
       startWhen: LOCAL_API_SERVING,
       command: 'sh',
-      args: ['bin/pod-cidrs.sh'],
-      readiness: { file: { path: '/run/anodyne-pod-cidrs' } },
+      args: ['bin/pod-network.sh'],
+      readiness: { file: { path: '/run/anodyne-pod-network' } },
     },
   ],
 };
