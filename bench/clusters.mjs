@@ -122,6 +122,8 @@ export async function benchClusters(release, { runs = 3, log = (s) => process.st
           return r.status === 200 ? r.body.kubeconfig : undefined;
         });
         const readyAt = kubeconfigText.then((text) => nodesReadyAt(text, shape.workers, 300_000));
+        // Awaited below; marked handled so that a run failing first reports its own error, not these.
+        for (const pending of [kubeconfigText, readyAt]) pending.catch(() => undefined);
         const task = await waitTask(created.last_task_id);
         if (task.state !== 'done') throw new Error(`create failed: ${JSON.stringify(task.error)}`);
         const taskMs = performance.now() - t0;

@@ -646,6 +646,17 @@ export const addonsJob: JobDefinition = {
       'exec sleep infinity',
       '',
     ].join('\n'),
+    // The RBAC of the workers' components (flannel, kube-proxy, network-policy), as soon as the API server serves:
+    // flannel lists Nodes before it takes its lease, and its node cache is looked at once a second.
+    'bin/node-rbac.sh': [
+      'set -e',
+      'rm -f /run/anodyne-node-rbac',
+      `until ${KUBECTL} get --raw=/version >/dev/null 2>&1; do sleep 0.1; done`,
+      `until ${KUBECTL} apply --server-side --force-conflicts --field-manager=anodyne -f node-rbac.yaml >/dev/null; do sleep 0.2; done`,
+      'touch /run/anodyne-node-rbac',
+      'exec sleep infinity',
+      '',
+    ].join('\n'),
     // The pod network's Node side, on masters, from one watch of the Nodes (no API call per event):
     // - each worker's Node gets its pod /24 the moment it registers, from its index (worker-N: the N-th /24 of the pod
     //   range; one already taken, e.g. given by an older controller manager, makes it the first free one). The
