@@ -651,7 +651,7 @@ export const addonsJob: JobDefinition = {
     'bin/node-rbac.sh': [
       'set -e',
       'rm -f /run/anodyne-node-rbac',
-      `until ${KUBECTL} get --raw=/version >/dev/null 2>&1; do sleep 0.1; done`,
+      // Started once the API server answers (LOCAL_API_SERVING): asked at once, again while it refuses.
       `until ${KUBECTL} apply --server-side --force-conflicts --field-manager=anodyne -f node-rbac.yaml >/dev/null; do sleep 0.2; done`,
       'touch /run/anodyne-node-rbac',
       'exec sleep infinity',
