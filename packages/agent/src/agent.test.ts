@@ -556,7 +556,7 @@ describe('supervisor', () => {
           command: 'sh',
           args: [
             '-c',
-            `trap 'echo "${name} term $(date +%s%N)" >> ../order; sleep 0.3; echo "${name} gone $(date +%s%N)" >> ../order; exit 0' TERM; while :; do sleep 0.05; done`,
+            `trap 'echo "${name} term $(date +%s%N)" >> ../order; sleep 0.3; echo "${name} gone $(date +%s%N)" >> ../order; exit 0' TERM; : > ../trapped-${name}; while :; do sleep 0.05; done`,
           ],
           env: {},
         },
@@ -566,8 +566,7 @@ describe('supervisor', () => {
     });
     await ok(a, 'POST', '/apply', { deployment: 'd', group: 'web', index: 0, hash: 'order', jobs: [slow('etcd'), slow('apiserver')] });
     await ok(a, 'POST', '/start');
-    await until('running', async () => (await a.processes()).every((s) => s.state === 'running'));
-    await sleep(200); // the traps are set
+    await until('the traps set', () => existsSync(join(root, 'jobs/trapped-etcd')) && existsSync(join(root, 'jobs/trapped-apiserver')));
     await ok(a, 'POST', '/stop');
     const lines = readFileSync(join(root, 'jobs', 'order'), 'utf8')
       .trim()
@@ -662,14 +661,15 @@ describe('supervisor', () => {
         {
           name: 'stubborn',
           release: 'test',
-          processes: [{ name: 'p', command: 'sh', args: ['-c', "trap '' TERM; while :; do sleep 0.05; done"], env: {} }],
+          // It notes when its trap is set: a SIGTERM before then would end it at once.
+          processes: [{ name: 'p', command: 'sh', args: ['-c', "trap '' TERM; : > trapped; while :; do sleep 0.05; done"], env: {} }],
           files: [],
           scripts: {},
         },
       ],
     });
     await ok(a, 'POST', '/start');
-    await until('running', async () => (await a.processes())[0]?.pid !== null);
+    await until('the trap set', () => existsSync(join(root, 'jobs/stubborn/trapped')));
     const pid = (await a.processes())[0]!.pid!;
     const t0 = Date.now();
     await ok(a, 'POST', '/stop');
