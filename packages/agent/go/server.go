@@ -184,11 +184,7 @@ func (a *agent) route(w http.ResponseWriter, r *http.Request) (any, error) {
 		a.sup.stop(flag)
 		return a.state(), nil
 	case "POST /drain":
-		results, err := a.sup.runScript("drain", 600*time.Second)
-		if err != nil {
-			return nil, err
-		}
-		return map[string]any{"results": results}, nil
+		return a.script("drain")
 	case "POST /run_script":
 		m, _, err := readJSON(r)
 		if err != nil {
@@ -198,11 +194,7 @@ func (a *agent) route(w http.ResponseWriter, r *http.Request) (any, error) {
 		if !scriptNames[name] {
 			return nil, invalid("unknown script")
 		}
-		results, err := a.sup.runScript(name, 600*time.Second)
-		if err != nil {
-			return nil, err
-		}
-		return map[string]any{"results": results}, nil
+		return a.script(name)
 	case "POST /restart_job":
 		m, _, err := readJSON(r)
 		if err != nil {
@@ -232,6 +224,15 @@ func (a *agent) route(w http.ResponseWriter, r *http.Request) (any, error) {
 		return map[string]any{"logs": a.sup.logs(16384)}, nil
 	}
 	return nil, &apiError{status: http.StatusNotFound, Code: "ANODYNE_E_NOT_FOUND", Message: "no route " + r.Method + " " + path, Details: map[string]any{}}
+}
+
+// script runs a lifecycle script of every job that has it and answers their results.
+func (a *agent) script(name string) (any, error) {
+	results, err := a.sup.runScript(name, 600*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"results": results}, nil
 }
 
 func send(w http.ResponseWriter, status int, body any) {

@@ -276,25 +276,32 @@ func agentPath() string {
 	return "/usr/sbin:/usr/bin:/sbin:/bin"
 }
 
-// spawn starts p's command in a session of its own, its output appended to its log. Called with mu held.
-func (s *supervisor) spawn(p *supervised) {
+// command is a process's command in dir, with an environment of PATH and the process's own variables only (never
+// the agent's, which hold its TLS material); the program is looked up on that PATH.
+func command(spec process, dir string) *exec.Cmd {
 	env := map[string]string{"PATH": agentPath()}
-	for k, v := range p.spec.Env {
+	for k, v := range spec.Env {
 		env[k] = v
 	}
-	envList := make([]string, 0, len(env))
+	list := make([]string, 0, len(env))
 	for k, v := range env {
-		envList = append(envList, k+"="+v)
+		list = append(list, k+"="+v)
 	}
+	cmd := exec.Command(lookPath(spec.Command, env["PATH"]), spec.Args...)
+	cmd.Args[0] = spec.Command
+	cmd.Dir = dir
+	cmd.Env = list
+	return cmd
+}
+
+// spawn starts p's command in a session of its own, its output appended to its log. Called with mu held.
+func (s *supervisor) spawn(p *supervised) {
 	_ = os.MkdirAll(filepath.Dir(p.logFile), 0o755)
 	out, err := os.OpenFile(p.logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		s.o.log.warn("cannot open the process's log", map[string]any{"job": p.job, "process": p.spec.Name, "err": err.Error()})
 	}
-	cmd := exec.Command(lookPath(p.spec.Command, env["PATH"]), p.spec.Args...)
-	cmd.Args[0] = p.spec.Command
-	cmd.Dir = p.cwd
-	cmd.Env = envList
+	cmd := command(p.spec, p.cwd)
 	if out != nil {
 		cmd.Stdout = out
 		cmd.Stderr = out
@@ -624,19 +631,7 @@ func (s *supervisor) runOnce(timeout time.Duration) []onceResult {
 	}
 	for _, j := range b.Jobs {
 		for _, proc := range j.Processes {
-			env := map[string]string{"PATH": agentPath()}
-			for k, v := range proc.Env {
-				env[k] = v
-			}
-			var list []string
-			for k, v := range env {
-				list = append(list, k+"="+v)
-			}
-			cmd := exec.Command(lookPath(proc.Command, env["PATH"]), proc.Args...)
-			cmd.Args[0] = proc.Command
-			cmd.Dir = s.jobDir(j.Name)
-			cmd.Env = list
-			code, out := run(cmd, timeout)
+			code, out := run(command(proc, s.jobDir(j.Name)), timeout)
 			results = append(results, onceResult{Job: j.Name, Process: proc.Name, Code: code, Output: out})
 			if code != 0 {
 				return results
