@@ -29,18 +29,21 @@ fi
 # Two files at a time (ANODYNE_TEST_CONCURRENCY): every suite has its own tag, VM network and
 # ports, so suites never share host objects. Files start in this order as a slot frees
 # (scripts/run-tests.mjs; `node --test` itself would sort them by path). The two zero-downtime 3+3
-# suites must not run beside anything heavy: the CA rotation first, beside the unit suites and then
-# the platform's lighter ones (beside the clusters suite its etcd once missed heartbeats for 3 s and a
-# request failed; beside the upgrade suite one waited 5.5 s), the upgrade last; in between the clusters
-# suite, the backup and isolation suites (the heaviest disk writes and CPU), then the LXD suites.
+# suites must not run beside anything that starts VMs: the CA rotation first, beside the unit suites
+# and the platform suites that start none; every suite that creates clusters waits while the rotation
+# holds the host (holdQuietHost / awaitQuietHost, docs/adr/0001), so an early free slot idles. Then the
+# platform suites that make clusters, the clusters suite, the backup and isolation suites (the heaviest
+# disk writes and CPU), the LXD suites, and the upgrade last (it holds the host too).
 rank() {
   case "$1" in
     packages/platform/dist/rotation.test.js) echo 0 ;;
     packages/platform/dist/upgrade.test.js) echo 9 ;;
-    packages/clusters/dist/clusters.test.js) echo 3 ;;
-    packages/platform/dist/backup.test.js | packages/platform/dist/isolation.test.js) echo 4 ;;
-    packages/platform/dist/lxd.test.js | packages/providers/dist/lxd/*) echo 5 ;;
-    packages/platform/* | packages/cli/*) echo 2 ;;
+    packages/platform/dist/faults.test.js | packages/platform/dist/fuzz.test.js | packages/platform/dist/contract.test.js) echo 2 ;;
+    packages/platform/dist/renewal.test.js | packages/platform/dist/recorder-route.test.js) echo 2 ;;
+    packages/clusters/dist/clusters.test.js) echo 4 ;;
+    packages/platform/dist/backup.test.js | packages/platform/dist/isolation.test.js) echo 5 ;;
+    packages/platform/dist/lxd.test.js | packages/providers/dist/lxd/*) echo 6 ;;
+    packages/platform/* | packages/cli/*) echo 3 ;;
     *) echo 1 ;;
   esac
 }

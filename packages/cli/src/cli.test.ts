@@ -8,7 +8,7 @@ import { exec, skipUnless, systemClock } from '@anodyne/common';
 import { AuditLog } from '@anodyne/store';
 import { SCOPES } from '@anodyne/identity';
 import { locateRelease } from '@anodyne/release';
-import { startTestPlatform, type TestPlatform } from '@anodyne/platform/testing';
+import { startTestPlatform, type TestPlatform, awaitQuietHost } from '@anodyne/platform/testing';
 
 const isRoot = process.getuid?.() === 0;
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -51,6 +51,7 @@ describe('the anodyne CLI against a real server', { skip: skipUnless(isRoot, 'ne
   }
 
   before(async () => {
+    await awaitQuietHost(); // not beside the zero-downtime suites
     tp = await startTestPlatform('cli', '10.198.10.0/24', PORT);
     await tp.platform.identity.createUser({ username: 'newbie', password: 'newbie-password', groups: [SCOPES.manage] });
     home = join(tp.dir, 'home');

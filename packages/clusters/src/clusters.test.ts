@@ -9,7 +9,7 @@ import { newRandomKey } from '@anodyne/credstore';
 import { locateRelease, httpGet } from '@anodyne/release';
 import { HealthMonitor, parseManifest } from '@anodyne/director';
 import { makeHarness, type Harness } from '@anodyne/director/testing';
-import { hostLeftovers } from '@anodyne/providers/testing';
+import { hostLeftovers, awaitQuietHost } from '@anodyne/providers/testing';
 import { checkHpa, checkTop, checkWebhooks, importImage, installWebhooks, webhookImage, type ReachContext } from './reach.testkit.js';
 import {
   BUILTIN_PLANS,
@@ -133,6 +133,7 @@ describe('a Kubernetes cluster on the director and the local provider', { skip: 
   let h: Harness;
   const tag = `c${(process.pid % 1296).toString(36)}`;
   before(async () => {
+    await awaitQuietHost(); // not beside the zero-downtime suites
     dir = mkdtempSync(join(tmpdir(), 'anodyne-cluster-'));
     const release = locateRelease();
     h = await makeHarness(dir, tag, newRandomKey(), {

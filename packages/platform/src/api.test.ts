@@ -11,7 +11,7 @@ import { Validator } from '@seriousme/openapi-schema-validator';
 import { ManualClock, exec, silentLogger, skipUnless } from '@anodyne/common';
 import { Identity, SCOPES } from '@anodyne/identity';
 import { locateRelease } from '@anodyne/release';
-import { startTestPlatform, https, type TestPlatform, type HttpResult } from './testing/index.js';
+import { startTestPlatform, https, type TestPlatform, type HttpResult, awaitQuietHost } from './testing/index.js';
 
 const isRoot = process.getuid?.() === 0;
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -33,6 +33,7 @@ describe('platform API over HTTPS', { skip: skipUnless(isRoot, 'needs root') }, 
     });
 
   before(async () => {
+    await awaitQuietHost(); // not beside the zero-downtime suites
     tp = await startTestPlatform('api', '10.198.9.0/24', PORT);
     const p = tp.platform;
     call = (method, path, o = {}) =>

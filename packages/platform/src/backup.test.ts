@@ -13,7 +13,7 @@ import { startSeaweed, type TestSeaweed } from '@anodyne/backup/testing';
 import type { BackupManifest, BackupView, PlatformBackupManifest } from '@anodyne/clusters';
 import { backupKeys, storeOptionsOf } from './platform.js';
 import { restorePlatform } from './restore.js';
-import { startTestPlatform, https, type HttpResult, type TestPlatform, tokenSource } from './testing/index.js';
+import { startTestPlatform, https, type HttpResult, type TestPlatform, tokenSource, awaitQuietHost } from './testing/index.js';
 
 const isRoot = process.getuid?.() === 0;
 const PORT = 19_400 + (process.pid % 90);
@@ -91,6 +91,7 @@ describe('cluster backups and restores through the API', { skip: skipUnless(isRo
   };
 
   before(async () => {
+    await awaitQuietHost(); // not beside the zero-downtime suites
     kubeDir = mkdtempSync(join(tmpdir(), 'anodyne-bk-kube-'));
     // A real S3 object store: SeaweedFS's S3 gateway, with signed requests only.
     seaweed = await startSeaweed(join(kubeDir, 'seaweed'));

@@ -8,7 +8,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { exec, skipUnless } from '@anodyne/common';
 import { SCOPES } from '@anodyne/identity';
 import { locateRelease } from '@anodyne/release';
-import { https, startTestPlatform, type TestPlatform } from './testing/index.js';
+import { https, startTestPlatform, type TestPlatform, awaitQuietHost } from './testing/index.js';
 
 const isRoot = process.getuid?.() === 0;
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -67,6 +67,7 @@ describe('the web console in a real browser', { skip: skipUnless(isRoot && exist
   const scanned: string[] = [];
 
   before(async () => {
+    await awaitQuietHost(); // not beside the zero-downtime suites
     tp = await startTestPlatform('console', '10.198.22.0/24', PORT);
     url = tp.platform.url;
     const id = tp.platform.identity;

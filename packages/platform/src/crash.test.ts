@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { exec, skipUnless } from '@anodyne/common';
-import { hostLeftovers, removeStaleProviders } from '@anodyne/providers/testing';
+import { hostLeftovers, removeStaleProviders, awaitQuietHost } from '@anodyne/providers/testing';
 import { https, removeProviderLeftovers, segmentPoolBeside } from './testing/index.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -92,6 +92,7 @@ describe('faults: kill -9 of the platform during create, update and delete', { s
   const taskState = async (id: number) => (await call('GET', `/v1/tasks/${id}`)).body as { state: string; error: { code: string } | null };
 
   before(async () => {
+    await awaitQuietHost(); // not beside the zero-downtime suites
     await removeStaleProviders([NETWORK, SEGMENT_POOL]);
     await start();
   });

@@ -10,7 +10,7 @@ import { LocalProvider } from '@anodyne/providers';
 import { openStore } from '@anodyne/store';
 import { startPostgres, type TestPostgres } from '@anodyne/store/testing';
 import { SCOPES } from '@anodyne/identity';
-import { removeStaleProviders } from '@anodyne/providers/testing';
+import { removeStaleProviders, awaitQuietHost } from '@anodyne/providers/testing';
 import {
   https,
   removeProviderLeftovers,
@@ -108,6 +108,7 @@ describe('platform HA: three replicas on PostgreSQL behind haproxy', { skip: ski
   const leaderOf = (v: ReplicasBody) => replicas.find((r) => v.replicas.some((x) => x.id === v.leader?.holder && x.url === r.url));
 
   before(async () => {
+    await awaitQuietHost(); // not beside the zero-downtime suites
     await removeStaleProviders([NETWORK, SEGMENT_POOL]);
     db = await startPostgres();
     dbUrl = await db.createDatabase('anodyne_ha');

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { exec, skipUnless } from '@anodyne/common';
 import { SCOPES } from '@anodyne/identity';
 import { BUILTIN_PLANS } from '@anodyne/clusters';
-import { startTestPlatform, https, kubectlOf, localProvider, tokenSource, type TestPlatform } from './testing/index.js';
+import { startTestPlatform, https, kubectlOf, localProvider, tokenSource, type TestPlatform, awaitQuietHost } from './testing/index.js';
 import { apply, busyboxRef, deployApp, until } from './testing/workloads.js';
 import { findNetpolE2e, runNetpolE2e } from './testing/netpol-e2e.js';
 
@@ -79,6 +79,7 @@ describe('tenant isolation between the clusters of two owners', { skip: skipUnle
       .code === 0;
 
   before(async () => {
+    await awaitQuietHost(); // not beside the zero-downtime suites
     // Bob's plan gives new namespaces a default-deny policy.
     const small = BUILTIN_PLANS.find((p) => p.name === 'small')!;
     const plans = [

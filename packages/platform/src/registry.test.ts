@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { exec, skipUnless } from '@anodyne/common';
 import { SCOPES } from '@anodyne/identity';
 import { imageArchive, registryRequest } from '@anodyne/client/node';
-import { startTestPlatform, https, kubectlOf, tokenSource, type TestPlatform } from './testing/index.js';
+import { startTestPlatform, https, kubectlOf, tokenSource, type TestPlatform, awaitQuietHost } from './testing/index.js';
 import { apply, until, type Kubectl } from './testing/workloads.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -67,6 +67,7 @@ describe('the image registry with real clusters', { skip: skipUnless(isRoot, 'ne
   };
 
   before(async () => {
+    await awaitQuietHost(); // not beside the zero-downtime suites
     tp = await startTestPlatform('rg', '10.198.23.0/24', PORT, { ANODYNE_REGISTRY_PUSH_RELEASE_IMAGES: 'true' });
     await tp.platform.identity.createUser({ username: 'rg-admin', password: 'rg-admin-password', groups: [SCOPES.admin] });
     for (const u of ['alice', 'bob']) {

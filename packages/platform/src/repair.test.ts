@@ -9,7 +9,15 @@ import { apiProbe } from '@anodyne/clusters';
 import { SCOPES } from '@anodyne/identity';
 import { RESOLUTIONS, FINDING_TYPES } from '@anodyne/director';
 import { schemas as S, type CloudCheckReport } from '@anodyne/client';
-import { startTestPlatform, https, localProvider, type HttpResult, type TestPlatform, tokenSource } from './testing/index.js';
+import {
+  startTestPlatform,
+  https,
+  localProvider,
+  type HttpResult,
+  type TestPlatform,
+  tokenSource,
+  awaitQuietHost,
+} from './testing/index.js';
 
 const isRoot = process.getuid?.() === 0;
 const PORT = 19_000 + (process.pid % 90);
@@ -33,6 +41,7 @@ describe('repair: the cloud check on a real cluster', { skip: skipUnless(isRoot,
   };
 
   before(async () => {
+    await awaitQuietHost(); // not beside the zero-downtime suites
     dir = mkdtempSync(join(tmpdir(), 'anodyne-repair-'));
     // The resurrector is off: what is broken here stays broken until the cloud check fixes it.
     tp = await startTestPlatform('rp', '10.198.20.0/24', PORT, { ANODYNE_DIRECTOR_RESURRECTION: 'false' });

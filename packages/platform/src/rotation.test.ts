@@ -13,7 +13,15 @@ import { locateRelease } from '@anodyne/release';
 import { SCOPES } from '@anodyne/identity';
 import { pemSet, type ClusterEndpoint } from '@anodyne/clusters';
 import type { AvailabilityReport, Task } from '@anodyne/director';
-import { startTestPlatform, https, localProvider, type HttpResult, type TestPlatform, tokenSource } from './testing/index.js';
+import {
+  startTestPlatform,
+  https,
+  localProvider,
+  type HttpResult,
+  type TestPlatform,
+  tokenSource,
+  holdQuietHost,
+} from './testing/index.js';
 import {
   appLoop,
   configMapLoop,
@@ -106,7 +114,9 @@ describe('CA rotation with no downtime on a real cluster', { skip: skipUnless(is
     }
   };
 
+  let release = () => {};
   before(async () => {
+    release = holdQuietHost('CA rotation'); // suites that start VMs wait until it ends
     dir = mkdtempSync(join(tmpdir(), 'anodyne-rotation-'));
     // Renewal passes every 20 s, so that the test sees one act.
     tp = await startTestPlatform('ro', '10.198.21.0/24', PORT, { ANODYNE_CERTIFICATES_RENEWAL_PASS_SECONDS: '20' });
@@ -114,6 +124,7 @@ describe('CA rotation with no downtime on a real cluster', { skip: skipUnless(is
     admin = tokenSource(tp, 'ro-admin', 'ro-admin-password');
   });
   after(async () => {
+    release();
     await Promise.all(loops.map((l) => l.stop()));
     await tp?.stop();
     rmSync(dir, { recursive: true, force: true });

@@ -8,7 +8,7 @@ import { exec, skipUnless } from '@anodyne/common';
 import { SCOPES } from '@anodyne/identity';
 import { BUILTIN_PLANS } from '@anodyne/clusters';
 import type { AvailabilityReport } from '@anodyne/director';
-import { startTestPlatform, https, type HttpResult, type TestPlatform, tokenSource } from './testing/index.js';
+import { startTestPlatform, https, type HttpResult, type TestPlatform, tokenSource, holdQuietHost } from './testing/index.js';
 import {
   appLoop,
   aroundFailure,
@@ -99,7 +99,9 @@ describe('Kubernetes releases side by side and upgrades between them', { skip: s
     return out;
   };
 
+  let release = () => {};
   before(async () => {
+    release = holdQuietHost('upgrade'); // suites that start VMs wait until it ends
     // Short watch times, so that a canary that cannot become healthy fails in a minute, not five.
     const plans = BUILTIN_PLANS.map((p) =>
       p.name === 'small'
@@ -113,6 +115,7 @@ describe('Kubernetes releases side by side and upgrades between them', { skip: s
     kubeDir = mkdtempSync(join(tmpdir(), 'anodyne-up-kube-'));
   });
   after(async () => {
+    release();
     await Promise.all(loops.map((l) => l.stop()));
     rmSync(kubeDir, { recursive: true, force: true });
     if (badRelease) rmSync(badRelease, { recursive: true, force: true });

@@ -157,6 +157,7 @@ export function tokenSource(tp: TestPlatform, username: string, password: string
 }
 
 export { https, type HttpResult } from './http.js';
+export { awaitQuietHost, holdQuietHost } from '@anodyne/providers/testing';
 
 /**
  * kubectl on a cluster with the admin kubeconfig the API hands out (`GET /v1/clusters/NAME/kubeconfig` with
