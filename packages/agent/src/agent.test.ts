@@ -12,7 +12,7 @@ import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { exec } from '@anodyne/common';
+import { caWithLeaves } from '@anodyne/common/testing';
 import type { AgentBundle, AgentState, AgentTls, ProcessStatus } from './index.js';
 
 const AGENT_PROGRAM = fileURLToPath(new URL('./anodyne-agent', import.meta.url));
@@ -76,36 +76,16 @@ function bundle(port: number, hash = 'h1'): AgentBundle {
   };
 }
 
-async function makeTls(dir: string): Promise<{ agent: AgentTls; director: AgentTls; caPath: string }> {
-  const o = (...a: string[]) => exec(['openssl', ...a], { cwd: dir });
-  await o('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=test-ca', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '1');
-  for (const name of ['agent', 'director']) {
-    writeFileSync(join(dir, `${name}.ext`), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n');
-    await o('req', '-newkey', 'rsa:2048', '-nodes', '-subj', `/CN=${name}`, '-keyout', `${name}.key`, '-out', `${name}.csr`);
-    await o(
-      'x509',
-      '-req',
-      '-in',
-      `${name}.csr`,
-      '-CA',
-      'ca.pem',
-      '-CAkey',
-      'ca.key',
-      '-CAcreateserial',
-      '-out',
-      `${name}.pem`,
-      '-days',
-      '1',
-      '-extfile',
-      `${name}.ext`,
-    );
-  }
-  const read = (f: string) => readFileSync(join(dir, f), 'utf8');
-  return {
-    agent: { cert: read('agent.pem'), key: read('agent.key'), ca: read('ca.pem') },
-    director: { cert: read('director.pem'), key: read('director.key'), ca: read('ca.pem') },
-    caPath: join(dir, 'ca.pem'),
-  };
+/** The agent's and the director's certificates, and one more for the agent (a renewal), all from one CA. */
+async function makeTls(dir: string): Promise<{ agent: AgentTls; director: AgentTls; renewedAgent: AgentTls }> {
+  const sans = ['IP:127.0.0.1'];
+  const { ca, leaves } = await caWithLeaves(dir, [
+    { name: 'agent', sans },
+    { name: 'director', sans },
+    { name: 'renewed', sans },
+  ]);
+  const of = (name: string): AgentTls => ({ cert: leaves[name]!.cert, key: leaves[name]!.key, ca: ca.cert });
+  return { agent: of('agent'), director: of('director'), renewedAgent: of('renewed') };
 }
 
 interface Answer {
@@ -858,30 +838,7 @@ describe('agent over mutual TLS', () => {
         );
         c.on('error', reject);
       });
-    const o = (...args: string[]) => exec(['openssl', ...args], { cwd: tlsDir });
-    await o('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=agent', '-keyout', 'renewed.key', '-out', 'renewed.csr');
-    await o(
-      'x509',
-      '-req',
-      '-in',
-      'renewed.csr',
-      '-CA',
-      'ca.pem',
-      '-CAkey',
-      'ca.key',
-      '-CAcreateserial',
-      '-out',
-      'renewed.pem',
-      '-days',
-      '30',
-      '-extfile',
-      'agent.ext',
-    );
-    const renewed = {
-      cert: readFileSync(join(tlsDir, 'renewed.pem'), 'utf8'),
-      key: readFileSync(join(tlsDir, 'renewed.key'), 'utf8'),
-      ca: tls.agent.ca,
-    };
+    const renewed = tls.renewedAgent;
     const serialOf = (pem: string) => new X509Certificate(pem).serialNumber;
     assert.equal(await served(), serialOf(tls.agent.cert));
     // Material that cannot serve is refused, and the old certificate stays.

@@ -2,10 +2,10 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { exec } from '@anodyne/common';
+import { selfSigned } from '@anodyne/common/testing';
 import { endpointRequest } from './availability.js';
 import type { ClusterEndpoint } from './kube.js';
 
@@ -35,29 +35,8 @@ describe('endpointRequest', () => {
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'anodyne-availability-'));
-    const key = join(dir, 'key.pem');
-    const cert = join(dir, 'cert.pem');
-    await exec([
-      'openssl',
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      key,
-      '-out',
-      cert,
-      '-days',
-      '1',
-      '-subj',
-      '/CN=availability-test',
-      '-addext',
-      'subjectAltName=IP:127.0.0.1',
-    ]);
-    const pems = { key: readFileSync(key, 'utf8'), cert: readFileSync(cert, 'utf8') };
+    const { cert, key } = await selfSigned(dir, 'availability-test', ['IP:127.0.0.1']);
+    const pems = { key, cert };
     worker = new Worker(SERVER, { eval: true, workerData: pems });
     const port = await new Promise<number>((resolve, reject) => {
       worker.once('message', resolve);

@@ -10,6 +10,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { exec, type ExecResult } from '@anodyne/common';
+import { caWithLeaves } from '@anodyne/common/testing';
 import { locateRelease } from '@anodyne/release';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -73,67 +74,12 @@ export async function webhookImage(dir: string): Promise<string> {
 /** A CA and a serving certificate for the webhook's Service name, made with openssl, once per directory. */
 export async function webhookCertificates(dir: string): Promise<{ ca: string; cert: string; key: string }> {
   const d = join(dir, 'webhook-tls');
-  if (!existsSync(join(d, 'tls.crt'))) {
+  if (!existsSync(join(d, 'webhook.pem'))) {
     mkdirSync(d, { recursive: true });
-    const ossl = (...args: string[]) => exec(['openssl', ...args], { cwd: d });
-    await ossl(
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      'ca.key',
-      '-out',
-      'ca.crt',
-      '-days',
-      '2',
-      '-subj',
-      '/CN=anodyne-test-webhook-ca',
-    );
-    await ossl(
-      'req',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      'tls.key',
-      '-out',
-      'tls.csr',
-      '-subj',
-      `/CN=webhook.${NS}.svc`,
-    );
-    writeFileSync(
-      join(d, 'ext.cnf'),
-      `subjectAltName=DNS:webhook.${NS}.svc,DNS:webhook.${NS}.svc.cluster.local\nextendedKeyUsage=serverAuth\n`,
-    );
-    await ossl(
-      'x509',
-      '-req',
-      '-in',
-      'tls.csr',
-      '-CA',
-      'ca.crt',
-      '-CAkey',
-      'ca.key',
-      '-CAcreateserial',
-      '-out',
-      'tls.crt',
-      '-days',
-      '2',
-      '-extfile',
-      'ext.cnf',
-    );
+    await caWithLeaves(d, [{ name: 'webhook', sans: [`DNS:webhook.${NS}.svc`, `DNS:webhook.${NS}.svc.cluster.local`] }]);
   }
-  return {
-    ca: readFileSync(join(d, 'ca.crt'), 'utf8'),
-    cert: readFileSync(join(d, 'tls.crt'), 'utf8'),
-    key: readFileSync(join(d, 'tls.key'), 'utf8'),
-  };
+  const read = (f: string) => readFileSync(join(d, f), 'utf8');
+  return { ca: read('ca.pem'), cert: read('webhook.pem'), key: read('webhook.key') };
 }
 
 /** Imports the webhook image into each worker's containerd (nothing can be pulled here). */

@@ -3,71 +3,21 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:https';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { AnodyneError, exec } from '@anodyne/common';
+import { AnodyneError } from '@anodyne/common';
+import { caWithLeaves } from '@anodyne/common/testing';
 import { TlsAgentClient } from './agents.js';
 
 async function makeTls(dir: string) {
-  const o = (...a: string[]) => exec(['openssl', ...a], { cwd: dir });
-  await o(
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-subj',
-    '/CN=ca',
-    '-keyout',
-    'ca.key',
-    '-out',
-    'ca.pem',
-    '-days',
-    '1',
-  );
-  for (const name of ['agent-1', 'director']) {
-    writeFileSync(join(dir, `${name}.ext`), `subjectAltName=DNS:${name}\nextendedKeyUsage=serverAuth,clientAuth\n`);
-    await o(
-      'req',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-subj',
-      `/CN=${name}`,
-      '-keyout',
-      `${name}.key`,
-      '-out',
-      `${name}.csr`,
-    );
-    await o(
-      'x509',
-      '-req',
-      '-in',
-      `${name}.csr`,
-      '-CA',
-      'ca.pem',
-      '-CAkey',
-      'ca.key',
-      '-CAcreateserial',
-      '-out',
-      `${name}.pem`,
-      '-days',
-      '1',
-      '-extfile',
-      `${name}.ext`,
-    );
-  }
-  const read = (f: string) => readFileSync(join(dir, f), 'utf8');
-  return {
-    agent: { cert: read('agent-1.pem'), key: read('agent-1.key'), ca: read('ca.pem') },
-    director: { cert: read('director.pem'), key: read('director.key'), ca: read('ca.pem') },
-  };
+  const { ca, leaves } = await caWithLeaves(dir, [
+    { name: 'agent-1', sans: ['DNS:agent-1'] },
+    { name: 'director', sans: ['DNS:director'] },
+  ]);
+  const of = (name: string) => ({ cert: leaves[name]!.cert, key: leaves[name]!.key, ca: ca.cert });
+  return { agent: of('agent-1'), director: of('director') };
 }
 
 describe('agent client', () => {

@@ -5,6 +5,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exec, skipUnless, systemClock } from '@anodyne/common';
+import { selfSigned } from '@anodyne/common/testing';
 import { apiProbe } from '@anodyne/clusters';
 import { SCOPES } from '@anodyne/identity';
 import { RESOLUTIONS, FINDING_TYPES } from '@anodyne/director';
@@ -80,25 +81,7 @@ describe('repair: the cloud check on a real cluster', { skip: skipUnless(isRoot,
     // balancer nobody asked for; 4. the worker's agent stopped (SIGSTOP: its VM stays up).
     // Someone started an agent of the cluster's release by hand, with a certificate of their own.
     const agentProgram = (await provider.listVms({ deployment })).find((v) => v.id === worker.vm_id)!.metadata['agent_program']!;
-    const [key, crt] = [join(dir, 'intruder.key'), join(dir, 'intruder.crt')];
-    await exec([
-      'openssl',
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-days',
-      '1',
-      '-subj',
-      '/CN=intruder',
-      '-keyout',
-      key,
-      '-out',
-      crt,
-    ]);
+    const own = await selfSigned(dir, 'intruder');
     const intruder = await provider.createVm({
       agentId: 'intruder',
       image: 'host-usr',
@@ -107,9 +90,9 @@ describe('repair: the cloud check on a real cluster', { skip: skipUnless(isRoot,
       env: {
         ANODYNE_AGENT_PROGRAM: agentProgram,
         ANODYNE_AGENT_LISTEN: '0.0.0.0:6868',
-        ANODYNE_AGENT_CERT: readFileSync(crt, 'utf8'),
-        ANODYNE_AGENT_KEY: readFileSync(key, 'utf8'),
-        ANODYNE_AGENT_CA: readFileSync(crt, 'utf8'),
+        ANODYNE_AGENT_CERT: own.cert,
+        ANODYNE_AGENT_KEY: own.key,
+        ANODYNE_AGENT_CA: own.cert,
       },
     });
     assert.equal(await provider.hasVm(intruder.id), true, 'the VM made behind its back runs');

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { AnodyneError, exec, silentLogger, skipUnless, systemClock } from '@anodyne/common';
+import { selfSigned } from '@anodyne/common/testing';
 import { LxdProvider } from './index.js';
 import { lxdUnavailable, providerContractSuite, startLxd, type TestLxd } from '../testing/index.js';
 
@@ -267,30 +268,7 @@ describe('LXD provider on a real daemon', { skip: skipUnless(hasLxd, why || '') 
   it('over HTTPS: a trusted client certificate with the daemon’s certificate pinned makes VMs; an untrusted one, or another pinned certificate, is named', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'anodyne-lxdtls-'));
     try {
-      const cert = async (name: string) => {
-        await exec(
-          [
-            'openssl',
-            'req',
-            '-x509',
-            '-newkey',
-            'ec',
-            '-pkeyopt',
-            'ec_paramgen_curve:P-256',
-            '-nodes',
-            '-days',
-            '1',
-            '-subj',
-            `/CN=${name}`,
-            '-keyout',
-            `${name}.key`,
-            '-out',
-            `${name}.pem`,
-          ],
-          { cwd: dir },
-        );
-        return { cert: readFileSync(join(dir, `${name}.pem`), 'utf8'), key: readFileSync(join(dir, `${name}.key`), 'utf8') };
-      };
+      const cert = (name: string) => selfSigned(dir, name);
       const trusted = await cert('trusted');
       const stranger = await cert('stranger');
       const port = 18_400 + (process.pid % 90);

@@ -1,0 +1,2 @@
+// The common package's test door (`@anodyne/common/testing`): certificates made by openssl for tests.
+export { caWithLeaves, selfSigned, type TestCertificate } from './certs.js';
