@@ -98,10 +98,17 @@ describe('repair: the cloud check on a real cluster', { skip: skipUnless(isRoot,
     assert.equal(await provider.hasVm(intruder.id), true, 'the VM made behind its back runs');
     rmSync(join(tp.dir, 'provider', 'disks', master.disk_id!), { recursive: true, force: true });
     const strayLb = await provider.createLoadBalancer({ name: 'stray-lb', network: 'default', port: 8080, backends: [] });
+    // The agent is the child of the VM's init that runs the agent program (the init also adopts orphans, such as
+    // containerd's shims, whose command lines may name the agent's directories).
     const init = provider.initPid(worker.vm_id!);
-    const agentPid = Number(readFileSync(`/proc/${init}/task/${init}/children`, 'utf8').trim().split(/\s+/)[0]);
-    assert.match(readFileSync(`/proc/${agentPid}/cmdline`, 'utf8'), /agent/, 'the child of the VM init is the agent');
+    const argv = (pid: string) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    const children = readFileSync(`/proc/${init}/task/${init}/children`, 'utf8').trim().split(/\s+/);
+    const agentPid = Number(children.find((pid) => argv(pid)[0] === agentProgram));
+    assert.ok(agentPid > 0, `an agent among the init's children: ${children.map((pid) => argv(pid).join(' ')).join(' | ')}`);
     process.kill(agentPid, 'SIGSTOP');
+    const stopped = () => /^\d+ \(.*\) T /.test(readFileSync(`/proc/${agentPid}/stat`, 'utf8'));
+    for (let i = 0; i < 50 && !stopped(); i++) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(stopped(), 'the agent is stopped');
 
     const found = await cloudCheck({});
     assert.deepEqual(
