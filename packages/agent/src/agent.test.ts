@@ -79,13 +79,12 @@ function bundle(port: number, hash = 'h1'): AgentBundle {
 /** The agent's and the director's certificates, and one more for the agent (a renewal), all from one CA. */
 async function makeTls(dir: string): Promise<{ agent: AgentTls; director: AgentTls; renewedAgent: AgentTls }> {
   const sans = ['IP:127.0.0.1'];
-  const { ca, leaves } = await caWithLeaves(dir, [
+  const { leaves } = await caWithLeaves(dir, [
     { name: 'agent', sans },
     { name: 'director', sans },
     { name: 'renewed', sans },
   ]);
-  const of = (name: string): AgentTls => ({ cert: leaves[name]!.cert, key: leaves[name]!.key, ca: ca.cert });
-  return { agent: of('agent'), director: of('director'), renewedAgent: of('renewed') };
+  return { agent: leaves['agent']!, director: leaves['director']!, renewedAgent: leaves['renewed']! };
 }
 
 interface Answer {

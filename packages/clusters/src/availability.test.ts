@@ -35,8 +35,7 @@ describe('endpointRequest', () => {
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'anodyne-availability-'));
-    const { cert, key } = await selfSigned(dir, 'availability-test', ['IP:127.0.0.1']);
-    const pems = { key, cert };
+    const pems = await selfSigned(dir, 'availability-test', ['IP:127.0.0.1']);
     worker = new Worker(SERVER, { eval: true, workerData: pems });
     const port = await new Promise<number>((resolve, reject) => {
       worker.once('message', resolve);

@@ -12,12 +12,11 @@ import { caWithLeaves } from '@anodyne/common/testing';
 import { TlsAgentClient } from './agents.js';
 
 async function makeTls(dir: string) {
-  const { ca, leaves } = await caWithLeaves(dir, [
+  const { leaves } = await caWithLeaves(dir, [
     { name: 'agent-1', sans: ['DNS:agent-1'] },
     { name: 'director', sans: ['DNS:director'] },
   ]);
-  const of = (name: string) => ({ cert: leaves[name]!.cert, key: leaves[name]!.key, ca: ca.cert });
-  return { agent: of('agent-1'), director: of('director') };
+  return { agent: leaves['agent-1']!, director: leaves['director']! };
 }
 
 describe('agent client', () => {

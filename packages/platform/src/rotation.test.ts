@@ -116,7 +116,7 @@ describe('CA rotation with no downtime on a real cluster', { skip: skipUnless(is
 
   let release = () => {};
   before(async () => {
-    release = holdQuietHost('CA rotation'); // suites that start VMs wait until it ends
+    release = holdQuietHost(); // suites that start VMs wait until it ends
     dir = mkdtempSync(join(tmpdir(), 'anodyne-rotation-'));
     // Renewal passes every 20 s, so that the test sees one act.
     tp = await startTestPlatform('ro', '10.198.21.0/24', PORT, { ANODYNE_CERTIFICATES_RENEWAL_PASS_SECONDS: '20' });

@@ -101,7 +101,7 @@ describe('Kubernetes releases side by side and upgrades between them', { skip: s
 
   let release = () => {};
   before(async () => {
-    release = holdQuietHost('upgrade'); // suites that start VMs wait until it ends
+    release = holdQuietHost(); // suites that start VMs wait until it ends
     // Short watch times, so that a canary that cannot become healthy fails in a minute, not five.
     const plans = BUILTIN_PLANS.map((p) =>
       p.name === 'small'

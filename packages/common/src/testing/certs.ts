@@ -3,21 +3,22 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { exec } from '../exec.js';
 
-/** A key and its certificate, as PEM text and as the files openssl wrote. */
+/** A certificate and its key, PEM (also in `dir` as `<name>.pem` and `<name>.key`). */
 export interface TestCertificate {
   cert: string;
   key: string;
-  certPath: string;
-  keyPath: string;
+}
+
+/** A certificate a CA signed, with that CA's certificate: what a TLS client or server is given. */
+export interface IssuedCertificate extends TestCertificate {
+  ca: string;
 }
 
 const openssl = (dir: string, ...args: string[]) => exec(['openssl', ...args], { cwd: dir });
 const NEW_KEY = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
 
 function read(dir: string, name: string): TestCertificate {
-  const certPath = join(dir, `${name}.pem`);
-  const keyPath = join(dir, `${name}.key`);
-  return { cert: readFileSync(certPath, 'utf8'), key: readFileSync(keyPath, 'utf8'), certPath, keyPath };
+  return { cert: readFileSync(join(dir, `${name}.pem`), 'utf8'), key: readFileSync(join(dir, `${name}.key`), 'utf8') };
 }
 
 /**
@@ -46,14 +47,14 @@ export async function selfSigned(dir: string, name: string, sans: string[] = [])
 
 /**
  * A CA (`ca.pem`, `ca.key` in `dir`) and one leaf per entry, signed by it, each usable by a server
- * and a client (`<name>.pem`, `<name>.key`), with its subjectAltName entries.
+ * and a client (`<name>.pem`, `<name>.key`), with its subjectAltName entries and the CA's certificate.
  */
 export async function caWithLeaves(
   dir: string,
   leaves: { name: string; sans: string[] }[],
-): Promise<{ ca: TestCertificate; leaves: Record<string, TestCertificate> }> {
+): Promise<{ ca: TestCertificate; leaves: Record<string, IssuedCertificate> }> {
   const ca = await selfSigned(dir, 'ca');
-  const out: Record<string, TestCertificate> = {};
+  const out: Record<string, IssuedCertificate> = {};
   for (const { name, sans } of leaves) {
     writeFileSync(join(dir, `${name}.ext`), `subjectAltName=${sans.join(',')}\nextendedKeyUsage=serverAuth,clientAuth\n`);
     await openssl(dir, 'req', ...NEW_KEY, '-subj', `/CN=${name}`, '-keyout', `${name}.key`, '-out', `${name}.csr`);
@@ -75,7 +76,7 @@ export async function caWithLeaves(
       '-out',
       `${name}.pem`,
     );
-    out[name] = read(dir, name);
+    out[name] = { ...read(dir, name), ca: ca.cert };
   }
   return { ca, leaves: out };
 }

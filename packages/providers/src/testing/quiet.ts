@@ -10,32 +10,29 @@ import { join } from 'node:path';
  */
 const MARK = join(tmpdir(), 'anodyne-test-quiet-host');
 
-interface Holder {
-  pid: number;
-  suite: string;
-}
-
-function holder(): Holder | undefined {
+/** The pid of the process that holds the host, if it still runs (a run killed before its `after` holds nothing). */
+function holder(): number | undefined {
   try {
-    const h = JSON.parse(readFileSync(MARK, 'utf8')) as Holder;
-    process.kill(h.pid, 0); // throws when that process is gone (a run killed before its `after`)
-    return h;
+    const pid = Number(readFileSync(MARK, 'utf8'));
+    if (!Number.isInteger(pid) || pid <= 0) return undefined; // kill(0) would ask this process group
+    process.kill(pid, 0); // throws when that process is gone
+    return pid;
   } catch {
     return undefined;
   }
 }
 
-/** Marks the host as needed by `suite` until the returned function is called (in the suite's `after`). */
-export function holdQuietHost(suite: string): () => void {
-  writeFileSync(MARK, JSON.stringify({ pid: process.pid, suite } satisfies Holder));
+/** Marks the host as needed by this process until the returned function is called (in the suite's `after`). */
+export function holdQuietHost(): () => void {
+  writeFileSync(MARK, String(process.pid));
   return () => {
-    if (holder()?.pid === process.pid) rmSync(MARK, { force: true });
+    if (holder() === process.pid) rmSync(MARK, { force: true });
   };
 }
 
 /** Waits (at most `maxMs`) while another process holds the host: called before a suite starts VMs. */
 export async function awaitQuietHost(maxMs = 20 * 60_000): Promise<void> {
   const started = Date.now();
-  for (let h = holder(); h && h.pid !== process.pid && Date.now() - started < maxMs; h = holder())
+  for (let pid = holder(); pid !== undefined && pid !== process.pid && Date.now() - started < maxMs; pid = holder())
     await new Promise((r) => setTimeout(r, 1000));
 }
