@@ -670,6 +670,18 @@ export class Director {
     for (const l of this.taskEndListeners) l({ id, type: t.type, state: t.state, seconds });
   }
 
+  /** Waits until the tasks this process runs have ended, at most `timeoutMs` (a closing platform, before its store goes). */
+  async settle(timeoutMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all([...this.running.values()]),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+
   private launch(id: number, work: (signal: AbortSignal, sink: EventSink) => Promise<unknown>): void {
     const ac = new AbortController();
     const sink = this.tasks.sink(id);
@@ -700,7 +712,11 @@ export class Director {
       await this.taskEnded(id).catch((err: unknown) =>
         this.o.logger.warn({ task: id, err: (err as Error).message }, 'telling of an ended task failed'),
       );
-    })();
+    })().catch((err: unknown) =>
+      // Its end could not be stored (the store unreachable or closed): the task stays running in the store, and the
+      // queue resumes it as a task whose replica stopped; never an unhandled rejection.
+      this.o.logger.warn({ task: id, err: (err as Error).message }, 'recording the end of a task failed'),
+    );
     this.running.set(id, p);
     void p.finally(() => this.running.delete(id));
   }

@@ -672,6 +672,8 @@ export async function startPlatform(o: PlatformOptions): Promise<Platform> {
         await clusters.recorder.close();
         await health.stop();
         await app.close();
+        // Tasks still running here (a request's task just begun) end before the store closes: at most 10 s.
+        await director.settle(10_000);
         await registry?.close();
         // With no deployment left, nothing needs the VM network: remove the bridge and its rules
         // too, so a stopped platform leaves nothing on the host. Clusters keep it (and run on).
